@@ -1,0 +1,458 @@
+"""Mixing laws (SPEC §3) and the strategy registry (docs/architecture.md, "Strategies").
+
+Laws (pure functions of arrays; one example at a time, batch them with jax.vmap):
+  mix_ratio(g_i, g_j, r)         BC's sound ratio p from two A-weighted levels (dB) and the label ratio r
+  bc_mix(h_i, h_j, p)            (p h_i + (1-p) h_j) / sqrt(p^2 + (1-p)^2)
+  interference_mix(...)          InterMix steps 2-4 (phase interference of two tensors)
+  mix_labels(y_i, y_j, r)        r y_i + (1-r) y_j
+
+Strategies ("standard", "mixup", "bc", "speechmix", "intermix"):
+  strategy = get_strategy(name, **options)           # frozen, hashable dataclass (static under jit)
+  plan = strategy.plan(key, batch_size, num_mix_points)
+  x = strategy.prepare_input(plan, x)                 # InterMix: phase shift of every waveform row
+  mix_fn = strategy.mixer(plan, sample_rate)          # (h, k) -> h, mixes iff plan.layer == k
+  targets = strategy.targets(plan, labels_onehot)     # (N, C) soft targets
+  loss = strategy.loss(logits, targets)               # KL for mixing strategies, CE for standard
+
+A mixing batch has N even rows; rows 2k and 2k+1 are a pair of sounds of different classes, and
+row n mixes with its partner n ^ 1 with its own ratio r[n] (each pair yields two mixtures, as the
+reference code does). The partner is taken by flipping within pairs (a reshape, no gather), so a
+batch sharded on an even number of rows per device mixes without cross-device traffic.
+"""
+import dataclasses
+import math
+from typing import Callable, ClassVar, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from intermix_jax import audio
+from intermix_jax import losses
+
+SIGNED_MODES = ('superpose', 'clamp')
+OPTION_NAMES = ('eligible_layers', 'p_weighting', 'normalize', 'signed_mode',
+                'stop_gradient_interference', 'alpha')
+# Largest ratio sqrt|b| / sqrt|a| used in the derivative of sqrt(a b): keeps gradients finite when
+# one factor is denormal-small and the other huge (the exact derivative would overflow float32).
+_MAX_SQRT_RATIO = 1e30
+
+
+# ----------------------------------------------------------------------------------------------
+# Laws
+# ----------------------------------------------------------------------------------------------
+def mix_ratio(g_i: jax.Array, g_j: jax.Array, r: jax.Array) -> jax.Array:
+  """BC learning's sound ratio p = 1 / (1 + 10^((g_i - g_j) / 20) (1 - r) / r) (SPEC §3 bc).
+
+  Args:
+    g_i, g_j: levels of the two sounds in dB (broadcastable arrays, e.g. `audio.a_weighted_gain`).
+    r: label ratio in [0, 1] (broadcastable).
+
+  Returns:
+    p in [0, 1], broadcast shape. Computed as sigmoid(logit(r) - (g_i - g_j) ln(10) / 20), which is
+    the same number without overflow for large level differences; r = 0 gives 0 and r = 1 gives 1.
+  """
+  g_i, g_j = jnp.asarray(g_i), jnp.asarray(g_j)
+  r = jnp.asarray(r, jnp.result_type(g_i, g_j, jnp.float32))
+  logit_r = jnp.log(r) - jnp.log1p(-r)
+  return jax.nn.sigmoid(logit_r - (g_i - g_j) * (math.log(10.0) / 20.0))
+
+
+def bc_mix(h_i: jax.Array, h_j: jax.Array, p: jax.Array) -> jax.Array:
+  """(p h_i + (1 - p) h_j) / sqrt(p^2 + (1 - p)^2): BC's energy-normalised mix (SPEC §3 bc).
+
+  h_i, h_j: tensors of one shape; p: ratio broadcastable against them (a scalar per example).
+  Returns the broadcast shape, in h's units.
+  """
+  h_i, h_j = jnp.asarray(h_i), jnp.asarray(h_j)
+  p = jnp.asarray(p, jnp.result_type(h_i, h_j))
+  return (p * h_i + (1 - p) * h_j) * jax.lax.rsqrt(p * p + (1 - p) * (1 - p))
+
+
+def mix_labels(y_i: jax.Array, y_j: jax.Array, r: jax.Array) -> jax.Array:
+  """r y_i + (1 - r) y_j for label vectors y (..., C) and ratios r (...) (one per row)."""
+  y_i, y_j = jnp.asarray(y_i), jnp.asarray(y_j)
+  dtype = jnp.result_type(y_i, y_j, jnp.float32)
+  r = jnp.asarray(r, dtype)[..., None]
+  return r * y_i.astype(dtype) + (1 - r) * y_j.astype(dtype)
+
+
+def _opposite_signs(a: jax.Array, b: jax.Array) -> jax.Array:
+  """a * b < 0 elementwise, decided on signs (no overflow/underflow of the product)."""
+  return ((a > 0) & (b < 0)) | ((a < 0) & (b > 0))
+
+
+@jax.custom_jvp
+def _sqrt_product(a: jax.Array, b: jax.Array) -> jax.Array:
+  """sqrt(max(a b, 0)) as sqrt|a| sqrt|b| (no overflow at |a|,|b| ~ 1e20, no underflow at 1e-20).
+
+  Derivative: the exact one where a, b != 0 (its ratio sqrt|b|/sqrt|a| capped at 1e30); 0 where a
+  factor is 0 (where the exact derivative is infinite) or where the signs differ (clamped region).
+  """
+  return jnp.where(_opposite_signs(a, b), 0.0, jnp.sqrt(jnp.abs(a)) * jnp.sqrt(jnp.abs(b)))
+
+
+@_sqrt_product.defjvp
+def _sqrt_product_jvp(primals, tangents):
+  a, b = primals
+  da, db = tangents
+  root_a, root_b = jnp.sqrt(jnp.abs(a)), jnp.sqrt(jnp.abs(b))
+  opposite = _opposite_signs(a, b)
+  out = jnp.where(opposite, 0.0, root_a * root_b)
+
+  def capped_ratio(num, den):
+    positive = den > 0
+    return jnp.where(positive, jnp.minimum(num / jnp.where(positive, den, 1.0), _MAX_SQRT_RATIO), 0.0)
+
+  d_out = 0.5 * (jnp.sign(a) * capped_ratio(root_b, root_a) * da
+                 + jnp.sign(b) * capped_ratio(root_a, root_b) * db)
+  return out, jnp.where(opposite, 0.0, d_out)
+
+
+def interference_mix(h_i: jax.Array, h_j: jax.Array, p: jax.Array, dphi: jax.Array, *,
+                     normalize: bool = True, signed_mode: str = 'superpose',
+                     stop_gradient_interference: bool = False) -> jax.Array:
+  """InterMix's mix of two tensors of ONE example (SPEC §3 intermix, steps 2-4).
+
+      h~_i = c p h_i,  h~_j = c (1 - p) h_j,  c = 1 / sqrt(p^2 + (1-p)^2)  (c = 1 if not normalize)
+      h = h~_i + h~_j + 2 sqrt(h~_i h~_j) cos(dphi)
+
+  Args:
+    h_i, h_j: the two tensors (same shape), e.g. post-ReLU activations of one example each.
+    p: sound ratio (scalar or broadcastable), weight of h_i.
+    dphi: phase difference phi_i - phi_j in radians (scalar or broadcastable).
+    normalize: divide by sqrt(p^2 + (1-p)^2) (the paper); False reproduces the reference code.
+    signed_mode: what to do when h_i * h_j < 0 anywhere in the inputs (a signed tensor such as
+      the raw waveform, where sqrt(h_i h_j) is undefined): 'superpose' drops the interference term
+      for the whole input, giving h~_i + h~_j (= bc_mix of the phase-shifted tensors when
+      normalised); 'clamp' uses sqrt(max(h~_i h~_j, 0)) elementwise.
+    stop_gradient_interference: detach the interference term (as the reference code does).
+
+  Returns:
+    The mixture, broadcast shape of the inputs. Never NaN for finite inputs; gradients are finite
+    everywhere, including h = 0 (safe sqrt with a custom JVP). For elementwise non-negative
+    inputs the output is non-negative (non-positive for non-positive inputs).
+
+  The whole input is treated as one example (the "anywhere" reduction of `signed_mode` spans
+  every element): use jax.vmap to mix a batch example by example.
+  """
+  if signed_mode not in SIGNED_MODES:
+    raise ValueError(f'mixing.interference_mix: signed_mode must be one of {SIGNED_MODES}, '
+                     f'got {signed_mode!r}')
+  h_i, h_j = jnp.asarray(h_i), jnp.asarray(h_j)
+  dtype = jnp.result_type(h_i, h_j, jnp.float32)
+  h_i, h_j = jnp.broadcast_arrays(h_i.astype(dtype), h_j.astype(dtype))
+  p = jnp.asarray(p, dtype)
+  dphi = jnp.asarray(dphi, dtype)
+  scale = jax.lax.rsqrt(p * p + (1 - p) * (1 - p)) if normalize else jnp.ones((), dtype)
+  a = scale * p * h_i
+  b = scale * (1 - p) * h_j
+  a, b = jnp.broadcast_arrays(a, b)
+  interference = 2.0 * _sqrt_product(a, b) * jnp.cos(dphi)
+  if stop_gradient_interference:
+    interference = jax.lax.stop_gradient(interference)
+  if signed_mode == 'superpose':
+    interference = jnp.where(jnp.any(_opposite_signs(h_i, h_j)), 0.0, interference)
+  out = a + b + interference
+  # (sqrt a - sqrt b)^2 <= out for a, b >= 0: keep the sign exactly despite rounding.
+  # (where, not maximum: a tie at out = 0, common for ReLU zeros, keeps its full gradient.)
+  out = jnp.where((h_i >= 0) & (h_j >= 0) & (out < 0), 0.0, out)
+  return jnp.where((h_i <= 0) & (h_j <= 0) & (out > 0), 0.0, out)
+
+
+def partner(x: jax.Array) -> jax.Array:
+  """Rows of x (N, ...) reordered so that row n holds row n ^ 1 (N even): flips within pairs."""
+  n = x.shape[0]
+  if n % 2:
+    raise ValueError(f'mixing: a mixing batch needs an even number of rows (pairs 2k, 2k+1), got {n}')
+  return jnp.flip(x.reshape((n // 2, 2) + x.shape[1:]), axis=1).reshape(x.shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# Strategies
+# ----------------------------------------------------------------------------------------------
+@struct.dataclass
+class MixPlan:
+  """One step's mixing randomness (a pytree; every field is traced, so changing it never retraces).
+
+  layer: int32 scalar, the mix point chosen for this step (-1 for 'standard': never mixes).
+  r: (N,) float32 label ratio of row n (weight of row n's own label): U(0, 1) for bc, speechmix
+    and intermix, Beta(alpha, alpha) for mixup (the mixup lambda), ones for standard.
+  phi: (N,) float32 phase of each sound in radians, U(-pi/2, pi/2) for intermix, zeros otherwise.
+  """
+  layer: jax.Array
+  r: jax.Array
+  phi: jax.Array
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_bool(name: str, value) -> bool:
+  if not isinstance(value, (bool, np.bool_)):
+    raise ValueError(f'mixing: option {name} must be True or False, got {value!r}')
+  return bool(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+  """Base of the mixing strategies: options common to all (those of configs/base.py `mixing`).
+
+  Options a strategy does not use are accepted and ignored (so one config serves all of them).
+    eligible_layers: mix points a step draws its layer from, uniformly; None means (0,) for mixup
+      and bc, every hidden point 1..K-1 for speechmix and intermix.
+    p_weighting: bc/speechmix/intermix mix sounds with BC's p from the A-weighted levels; False
+      mixes with r itself (labels always use r).
+    normalize, signed_mode, stop_gradient_interference: intermix, see `interference_mix`.
+    alpha: mixup's Beta(alpha, alpha) parameter (> 0).
+  """
+  eligible_layers: Optional[Tuple[int, ...]] = None
+  p_weighting: bool = True
+  normalize: bool = True
+  signed_mode: str = 'superpose'
+  stop_gradient_interference: bool = False
+  alpha: float = 1.0
+
+  name: ClassVar[str] = ''
+  mixes: ClassVar[bool] = True
+  _default_input_only: ClassVar[bool] = True  # eligible_layers=None -> (0,)
+
+  def __post_init__(self):
+    for flag in ('p_weighting', 'normalize', 'stop_gradient_interference'):
+      object.__setattr__(self, flag, _check_bool(flag, getattr(self, flag)))
+    if self.signed_mode not in SIGNED_MODES:
+      raise ValueError(f'mixing: option signed_mode must be one of {SIGNED_MODES}, '
+                       f'got {self.signed_mode!r}')
+    alpha = self.alpha
+    if (isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.integer, np.floating))
+        or not math.isfinite(alpha) or alpha <= 0):
+      raise ValueError(f'mixing: option alpha (mixup Beta(alpha, alpha)) must be a finite number > 0, '
+                       f'got {alpha!r}')
+    object.__setattr__(self, 'alpha', float(alpha))
+    layers = self.eligible_layers
+    if layers is not None:
+      if isinstance(layers, (str, bytes)) or not hasattr(layers, '__iter__'):
+        raise ValueError(f'mixing: option eligible_layers must be None or a sequence of mix point '
+                         f'indices, got {layers!r}')
+      layers = tuple(layers)
+      if not layers:
+        raise ValueError('mixing: option eligible_layers is empty; use None for the default')
+      if not all(_is_int(k) and k >= 0 for k in layers):
+        raise ValueError(f'mixing: option eligible_layers must hold non-negative integers, got {layers!r}')
+      if len(set(layers)) != len(layers):
+        raise ValueError(f'mixing: option eligible_layers has duplicates: {layers!r}')
+      object.__setattr__(self, 'eligible_layers', tuple(int(k) for k in layers))
+
+  # --- layer choice ----------------------------------------------------------------------------
+  def layers(self, num_mix_points: int) -> Tuple[int, ...]:
+    """The eligible mix points for a model with `num_mix_points` points (validated, static)."""
+    if not _is_int(num_mix_points) or num_mix_points < 1:
+      raise ValueError(f'mixing: num_mix_points must be a positive Python int, got {num_mix_points!r}')
+    if self.eligible_layers is not None:
+      bad = [k for k in self.eligible_layers if k >= num_mix_points]
+      if bad:
+        raise ValueError(f'mixing: {self.name} option eligible_layers={self.eligible_layers} has '
+                         f'{bad} but the model has only mix points 0..{num_mix_points - 1} '
+                         f'(num_mix_points={num_mix_points})')
+      return self.eligible_layers
+    if self._default_input_only:
+      return (0,)
+    if num_mix_points < 2:
+      raise ValueError(f'mixing: {self.name} mixes hidden points 1..K-1 by default, but the model '
+                       f'has num_mix_points={num_mix_points}; set eligible_layers=(0,) to mix the input')
+    return tuple(range(1, num_mix_points))
+
+  def _may_mix_at(self, k: int) -> bool:
+    """Static: can point k ever be chosen (points that cannot are skipped without any code)."""
+    if self.eligible_layers is not None:
+      return k in self.eligible_layers
+    return k == 0 if self._default_input_only else k >= 1
+
+  # --- the contract ------------------------------------------------------------------------------
+  def plan(self, key: jax.Array, batch_size: int, num_mix_points: int) -> MixPlan:
+    """Draw one step's plan from `key` for a batch of `batch_size` rows (static ints).
+
+    layer ~ uniform over `layers(num_mix_points)`; r (N,) and phi (N,) per row (see MixPlan).
+    """
+    if not _is_int(batch_size) or batch_size < 1:
+      raise ValueError(f'mixing: batch_size must be a positive Python int, got {batch_size!r}')
+    if self.mixes and batch_size % 2:
+      raise ValueError(f'mixing: {self.name} needs an even batch_size (rows 2k, 2k+1 are pairs), '
+                       f'got {batch_size}')
+    layers = self.layers(num_mix_points)
+    key_layer, key_r, key_phi = jax.random.split(key, 3)
+    index = jax.random.randint(key_layer, (), 0, len(layers))
+    layer = jnp.asarray(layers, jnp.int32)[index]
+    return MixPlan(layer=layer, r=self._draw_r(key_r, batch_size),
+                   phi=self._draw_phi(key_phi, batch_size))
+
+  def _draw_r(self, key: jax.Array, n: int) -> jax.Array:
+    return jax.random.uniform(key, (n,), jnp.float32)
+
+  def _draw_phi(self, key: jax.Array, n: int) -> jax.Array:
+    del key
+    return jnp.zeros((n,), jnp.float32)
+
+  def prepare_input(self, plan: MixPlan, x: jax.Array) -> jax.Array:
+    """The raw input batch x (N, ..., T) before the model; identity except for intermix."""
+    del plan
+    return x
+
+  def mixer(self, plan: MixPlan, sample_rate: float) -> Callable[[jax.Array, int], jax.Array]:
+    """mix_fn(h, k) for the model: mixes h (N, ...) iff plan.layer == k, else returns h.
+
+    `k` is the Python int index of the mix point; `sample_rate` (Hz, static) is the model's input
+    rate, used to read flattened tensors as signals for the A-weighted gain. The layer test is a
+    lax.cond on the traced plan.layer, so one compiled function serves every layer; points that can
+    never be chosen (not eligible) return h without adding any computation.
+    """
+    if not self.mixes:
+      return lambda h, k: h
+    audio.frame_length(sample_rate)  # validates the rate
+
+    def mix_fn(h: jax.Array, k: int) -> jax.Array:
+      if not _is_int(k) or k < 0:
+        raise ValueError(f'mixing: the mix point index k must be a non-negative Python int, got {k!r}')
+      if not self._may_mix_at(k):
+        return h
+      if h.ndim < 1 or h.shape[0] != plan.r.shape[0]:
+        raise ValueError(f'mixing: {self.name} plan has {plan.r.shape[0]} rows but the tensor at mix '
+                         f'point {k} has shape {h.shape}')
+      return jax.lax.cond(plan.layer == k, lambda t: self._mix(plan, t, sample_rate),
+                          lambda t: t, h)
+
+    return mix_fn
+
+  def targets(self, plan: MixPlan, labels_onehot: jax.Array) -> jax.Array:
+    """Soft targets (N, C): r y_n + (1 - r) y_{n^1} (mixup: lambda); one-hot for standard."""
+    y = jnp.asarray(labels_onehot)
+    if y.ndim != 2 or y.shape[0] != plan.r.shape[0]:
+      raise ValueError(f'mixing: labels_onehot must be (N, C) with N={plan.r.shape[0]} rows, '
+                       f'got shape {y.shape}')
+    return mix_labels(y, partner(y), plan.r)
+
+  def loss(self, logits: jax.Array, targets: jax.Array, mask: Optional[jax.Array] = None) -> jax.Array:
+    """KL(targets || softmax(logits)), mean over rows (cross-entropy for standard)."""
+    return losses.kl_divergence(logits, targets, mask)
+
+  # --- the mixing itself ------------------------------------------------------------------------
+  def _mix(self, plan: MixPlan, h: jax.Array, sample_rate: float) -> jax.Array:
+    """Mix every row of h (N, ...) with its partner row, example by example (vmap)."""
+    ratio = self._sound_ratio(plan, h, sample_rate)
+    dphi = plan.phi - partner(plan.phi)
+    mixed = jax.vmap(self._mix_example)(h, partner(h), ratio, dphi)
+    return mixed.astype(h.dtype)
+
+  def _sound_ratio(self, plan: MixPlan, h: jax.Array, sample_rate: float) -> jax.Array:
+    """(N,) weight of each row's own tensor: BC's p from the levels (p_weighting) or r."""
+    if not self.p_weighting:
+      return plan.r
+    flat = h.reshape(h.shape[0], -1).astype(jnp.float32)
+    # The levels only set a coefficient: no gradient flows through them (as in the reference code).
+    gains = jax.lax.stop_gradient(audio.a_weighted_gain(flat, sample_rate))
+    return mix_ratio(gains, partner(gains), plan.r)
+
+  def _mix_example(self, h_i: jax.Array, h_j: jax.Array, ratio: jax.Array,
+                   dphi: jax.Array) -> jax.Array:
+    raise NotImplementedError(f'{type(self).__name__} does not mix')
+
+
+@dataclasses.dataclass(frozen=True)
+class Standard(Strategy):
+  """No mixing: one-hot targets and softmax cross-entropy (plan.layer = -1)."""
+  name: ClassVar[str] = 'standard'
+  mixes: ClassVar[bool] = False
+
+  def plan(self, key: jax.Array, batch_size: int, num_mix_points: int) -> MixPlan:
+    if not _is_int(batch_size) or batch_size < 1:
+      raise ValueError(f'mixing: batch_size must be a positive Python int, got {batch_size!r}')
+    del key, num_mix_points
+    return MixPlan(layer=jnp.asarray(-1, jnp.int32), r=jnp.ones((batch_size,), jnp.float32),
+                   phi=jnp.zeros((batch_size,), jnp.float32))
+
+  def targets(self, plan: MixPlan, labels_onehot: jax.Array) -> jax.Array:
+    del plan
+    return jnp.asarray(labels_onehot, jnp.float32)
+
+  def loss(self, logits: jax.Array, targets: jax.Array, mask: Optional[jax.Array] = None) -> jax.Array:
+    return losses.cross_entropy(logits, targets, mask)
+
+
+@dataclasses.dataclass(frozen=True)
+class Mixup(Strategy):
+  """mixup: lambda h_i + (1 - lambda) h_j with lambda ~ Beta(alpha, alpha) per row (input by default)."""
+  name: ClassVar[str] = 'mixup'
+
+  def _draw_r(self, key: jax.Array, n: int) -> jax.Array:
+    return jax.random.beta(key, self.alpha, self.alpha, (n,), jnp.float32)
+
+  def _sound_ratio(self, plan: MixPlan, h: jax.Array, sample_rate: float) -> jax.Array:
+    del h, sample_rate
+    return plan.r
+
+  def _mix_example(self, h_i, h_j, ratio, dphi):
+    del dphi
+    return ratio * h_i + (1 - ratio) * h_j
+
+
+@dataclasses.dataclass(frozen=True)
+class BC(Strategy):
+  """BC learning: bc_mix with BC's p (from A-weighted levels) at the input by default."""
+  name: ClassVar[str] = 'bc'
+
+  def _mix_example(self, h_i, h_j, ratio, dphi):
+    del dphi
+    return bc_mix(h_i, h_j, ratio)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechMix(BC):
+  """SpeechMix: the BC mix applied to the hidden tensor of a layer drawn per step (1..K-1 default)."""
+  name: ClassVar[str] = 'speechmix'
+  _default_input_only: ClassVar[bool] = False
+
+
+@dataclasses.dataclass(frozen=True)
+class InterMix(Strategy):
+  """InterMix: phase-shifted inputs, interference mix at a hidden layer drawn per step (1..K-1)."""
+  name: ClassVar[str] = 'intermix'
+  _default_input_only: ClassVar[bool] = False
+
+  def _draw_phi(self, key: jax.Array, n: int) -> jax.Array:
+    return jax.random.uniform(key, (n,), jnp.float32, -math.pi / 2, math.pi / 2)
+
+  def prepare_input(self, plan: MixPlan, x: jax.Array) -> jax.Array:
+    """Phase-shift every waveform row of x (N, ..., T) by plan.phi[n] (SPEC §3 step 1)."""
+    x = jnp.asarray(x)
+    if x.ndim < 2 or x.shape[0] != plan.phi.shape[0]:
+      raise ValueError(f'mixing: intermix expects waveforms (N, ..., T) with N={plan.phi.shape[0]}, '
+                       f'got shape {x.shape}')
+    phi = plan.phi.reshape((-1,) + (1,) * (x.ndim - 2))
+    return audio.phase_shift(x, phi)
+
+  def _mix_example(self, h_i, h_j, ratio, dphi):
+    return interference_mix(h_i, h_j, ratio, dphi, normalize=self.normalize,
+                            signed_mode=self.signed_mode,
+                            stop_gradient_interference=self.stop_gradient_interference)
+
+
+_REGISTRY = {cls.name: cls for cls in (Standard, Mixup, BC, SpeechMix, InterMix)}
+STRATEGY_NAMES = tuple(_REGISTRY)
+
+
+def get_strategy(name: str, **options) -> Strategy:
+  """The strategy `name` (one of STRATEGY_NAMES) with `options` (any of OPTION_NAMES).
+
+  Every strategy accepts the full option set of configs/base.py `mixing` and ignores the options
+  it does not use. Unknown names or options, and bad values, raise ValueError naming the culprit.
+  """
+  if name not in _REGISTRY:
+    raise ValueError(f'mixing.get_strategy: unknown strategy {name!r}; valid names: '
+                     f'{", ".join(STRATEGY_NAMES)}')
+  unknown = sorted(set(options) - set(OPTION_NAMES))
+  if unknown:
+    raise ValueError(f'mixing.get_strategy: unknown option(s) {unknown} for {name!r}; valid options: '
+                     f'{", ".join(OPTION_NAMES)}')
+  return _REGISTRY[name](**options)
