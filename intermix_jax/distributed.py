@@ -1,0 +1,110 @@
+"""Multi-process (multi-host) start-up: `jax.distributed.initialize()` when, and only when, needed.
+
+One training job may run as several processes (one per TPU host, one per GPU under SLURM, or
+several on one machine for testing). Every process runs the same program; JAX connects them
+through a coordinator (process 0) and then `jax.devices()` lists the devices of *all* processes.
+This must happen before the first JAX computation, so `main.py` calls `initialize_distributed`
+first thing.
+
+When is a launch multi-process? (`multiprocess_launch_reason`, checked on the environment):
+  - `JAX_COORDINATOR_ADDRESS` is set (generic launch; the project also reads `JAX_NUM_PROCESSES`
+    and `JAX_PROCESS_ID`, see docs/scaling.md),
+  - SLURM inside `srun` with more than one task (`SLURM_NTASKS` > 1 and `SLURM_STEP_NODELIST`),
+  - Open MPI with more than one rank (`OMPI_COMM_WORLD_SIZE` > 1),
+  - a multi-host TPU slice on GKE (`TPU_WORKER_HOSTNAMES` / `TPU_PROCESS_ADDRESSES` listing > 1 host).
+A Cloud TPU VM pod started with `gcloud ... --worker=all` is detected by JAX only through the
+metadata server, so `launch/tpu_pod.sh` passes `--distributed` explicitly (enabled=True).
+"""
+import logging
+import os
+from typing import Mapping
+
+import jax
+
+_SLURM_VARS = ('SLURM_JOB_ID', 'SLURM_STEP_NODELIST', 'SLURM_NTASKS', 'SLURM_PROCID',
+               'SLURM_LOCALID')
+
+
+def _int(environ: Mapping[str, str], name: str) -> int | None:
+  value = environ.get(name)
+  if value is None or value.strip() == '':
+    return None
+  try:
+    return int(value)
+  except ValueError as e:
+    raise ValueError(f'environment variable {name}={value!r} is not an integer') from e
+
+
+def multiprocess_launch_reason(environ: Mapping[str, str] | None = None) -> str | None:
+  """Why the environment looks like a multi-process launch, or None if it does not.
+
+  Args:
+    environ: the environment to inspect (default `os.environ`).
+  Returns:
+    A short human-readable reason (e.g. 'SLURM_NTASKS=8'), or None for a single-process run.
+  """
+  env = os.environ if environ is None else environ
+  if env.get('JAX_COORDINATOR_ADDRESS'):
+    return f"JAX_COORDINATOR_ADDRESS={env['JAX_COORDINATOR_ADDRESS']}"
+  if all(v in env for v in _SLURM_VARS) and (_int(env, 'SLURM_NTASKS') or 1) > 1:
+    return f"SLURM_NTASKS={env['SLURM_NTASKS']}"
+  if (_int(env, 'OMPI_COMM_WORLD_SIZE') or 1) > 1 and 'OMPI_MCA_orte_hnp_uri' in env:
+    return f"OMPI_COMM_WORLD_SIZE={env['OMPI_COMM_WORLD_SIZE']}"
+  for name in ('TPU_PROCESS_ADDRESSES', 'TPU_WORKER_HOSTNAMES'):
+    hosts = [h for h in env.get(name, '').split(',') if h.strip()]
+    if len(hosts) > 1:
+      return f'{name} lists {len(hosts)} hosts'
+  return None
+
+
+def initialize_distributed(enabled: bool | None = None, *,
+                           coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None,
+                           initialization_timeout: int = 300,
+                           environ: Mapping[str, str] | None = None) -> bool:
+  """Connects the processes of a multi-process job (call before any other JAX use).
+
+  Args:
+    enabled: True: always call `jax.distributed.initialize` (e.g. `--distributed` on a TPU pod);
+      False: never (single process); None: only if `multiprocess_launch_reason` finds a launch.
+    coordinator_address: 'host:port' of process 0; default: from the environment
+      (`JAX_COORDINATOR_ADDRESS`, SLURM, TPU metadata, ...).
+    num_processes, process_id: default: `JAX_NUM_PROCESSES` / `JAX_PROCESS_ID` if set, else detected
+      by JAX from the cluster environment.
+    initialization_timeout: seconds to wait for every process to join.
+    environ: environment to read (default `os.environ`); for tests.
+  Returns:
+    True if `jax.distributed` is initialised on return (now or earlier), False for single-process.
+  Raises:
+    RuntimeError: with the detected reason, if JAX cannot connect the processes.
+  """
+  env = os.environ if environ is None else environ
+  if jax.distributed.is_initialized():
+    return True
+  reason = multiprocess_launch_reason(env)
+  if enabled is False or (enabled is None and reason is None):
+    return False
+  kwargs = dict(coordinator_address=coordinator_address or env.get('JAX_COORDINATOR_ADDRESS'),
+                num_processes=num_processes if num_processes is not None else _int(
+                    env, 'JAX_NUM_PROCESSES'),
+                process_id=process_id if process_id is not None else _int(env, 'JAX_PROCESS_ID'),
+                initialization_timeout=initialization_timeout)
+  kwargs = {k: v for k, v in kwargs.items() if v is not None}
+  why = reason or 'asked for (--distributed)'
+  logging.info('jax.distributed.initialize(%s): %s', kwargs, why)
+  try:
+    jax.distributed.initialize(**kwargs)
+  except Exception as e:  # JAX raises ValueError/RuntimeError/XlaRuntimeError; add context.
+    raise RuntimeError(
+        f'jax.distributed.initialize failed ({why}; arguments {kwargs}). For a launch outside '
+        'SLURM / Cloud TPU / Open MPI set JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES '
+        'and JAX_PROCESS_ID on every process (see docs/scaling.md).') from e
+  logging.info('process %d of %d; %d local / %d global devices', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+  return True
+
+
+def is_main_process() -> bool:
+  """True on process 0, the only process that writes logs, summaries and reports."""
+  return jax.process_index() == 0

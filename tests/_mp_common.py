@@ -1,0 +1,180 @@
+"""Shared pieces of the multi-device tests (imported by tests/_mp_*.py scripts and the test files).
+
+Everything here is small on purpose: the scripts run under 8 simulated CPU devices or as two real
+processes, on 2 shared CPU cores.
+
+  ToyStrategy  a mixing Strategy obeying docs/architecture.md (plan/prepare_input/mixer/targets/
+               loss), simple enough to be checked by hand; used so that the parallel laws are tested
+               independently of intermix_jax.mixing.
+  TinyNet      a linen model with the models' calling convention (mix points 0 and 1, BatchNorm,
+               Dropout).
+  make_step    one SGD step (loss, grads, updated params and batch_stats), the shape of the
+               trainer's train_step.
+  toy_split    a deterministic stand-in data split (ids, waveforms, labels).
+"""
+import dataclasses
+import functools
+import os
+import socket
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+NUM_CLASSES = 5
+T = 64  # samples per toy waveform
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+@struct.dataclass
+class ToyPlan:
+  layer: jax.Array  # int32 scalar: the mix point that mixes
+  r: jax.Array      # (N,) mixing ratio of row n with its partner n ^ 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyStrategy:
+  """h_n <- r_n h_n + (1 - r_n) h_{n^1} at the plan's layer; y likewise; x scaled by (1 + r/10)."""
+  layers: tuple = (0, 1)
+  name: str = 'toy'
+  mixes: bool = True
+
+  def plan(self, key, batch_size, num_mix_points):
+    del num_mix_points
+    k1, k2 = jax.random.split(key)
+    layers = jnp.asarray(self.layers, jnp.int32)
+    layer = layers[jax.random.randint(k1, (), 0, len(self.layers))]
+    return ToyPlan(layer=layer, r=jax.random.uniform(k2, (batch_size,)))
+
+  def prepare_input(self, plan, x):
+    return x * (1.0 + 0.1 * plan.r[:, None])
+
+  def mixer(self, plan, sample_rate):
+    del sample_rate
+
+    def mix(h, k):
+      partner = h.reshape(h.shape[0] // 2, 2, *h.shape[1:])[:, ::-1].reshape(h.shape)
+      r = plan.r.reshape((-1,) + (1,) * (h.ndim - 1))
+      return jnp.where(plan.layer == k, r * h + (1 - r) * partner, h)
+    return mix
+
+  def targets(self, plan, y):
+    partner = y.reshape(y.shape[0] // 2, 2, -1)[:, ::-1].reshape(y.shape)
+    return plan.r[:, None] * y + (1 - plan.r[:, None]) * partner
+
+  def loss(self, logits, targets):
+    return jnp.mean(optax.softmax_cross_entropy(logits, targets))
+
+
+class TinyNet(nn.Module):
+  """(N, T) -> (N, NUM_CLASSES); mix points 0 (input) and 1 (after the first BN+ReLU)."""
+  sample_rate: int = 16000
+  input_length: int = T
+  num_mix_points: int = 2
+  hidden: int = 16
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, mix=None):
+    if mix is not None:
+      x = mix(x, 0)
+    h = nn.Dense(self.hidden, use_bias=False)(x)
+    h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=2e-5)(h)
+    h = nn.relu(h)
+    if mix is not None:
+      h = mix(h, 1)
+    h = nn.Dropout(0.5, deterministic=not train)(h)
+    return nn.Dense(NUM_CLASSES)(h)
+
+
+def init_variables(model, seed=0):
+  return model.init(jax.random.key(seed), jnp.zeros((2, model.input_length)), train=False)
+
+
+def make_tx():
+  return optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(0.1, momentum=0.9, nesterov=True))
+
+
+def loss_and_grads(model, strategy, params, batch_stats, x, y, plan, dropout_key):
+  """Returns (loss, grads, new_batch_stats) for one batch given a mixing plan."""
+  x = strategy.prepare_input(plan, x)
+  targets = strategy.targets(plan, jax.nn.one_hot(y, NUM_CLASSES))
+  mix = strategy.mixer(plan, model.sample_rate) if strategy.mixes else None
+
+  def loss_fn(p):
+    logits, upd = model.apply({'params': p, 'batch_stats': batch_stats}, x, train=True, mix=mix,
+                              rngs={'dropout': dropout_key}, mutable=['batch_stats'])
+    return strategy.loss(logits, targets), upd['batch_stats']
+
+  (loss, new_bs), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  return loss, grads, new_bs
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def train_step(model, strategy, tx, state, x, y, key):
+  """state = (params, batch_stats, opt_state) -> (new state, loss). Plan drawn from `key`."""
+  params, batch_stats, opt_state = state
+  plan_key, dropout_key = jax.random.split(key)
+  plan = strategy.plan(plan_key, x.shape[0], model.num_mix_points)
+  loss, grads, batch_stats = loss_and_grads(model, strategy, params, batch_stats, x, y, plan,
+                                            dropout_key)
+  updates, opt_state = tx.update(grads, opt_state, params)
+  return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
+
+
+def toy_split(num_examples=48, seed=1):
+  """A deterministic stand-in split: ids (n,), waveforms (n, T) float32, labels (n,) int32."""
+  rng = np.random.default_rng(seed)
+  ids = np.arange(num_examples, dtype=np.int32)
+  labels = (ids % NUM_CLASSES).astype(np.int32)
+  x = rng.normal(size=(num_examples, T)).astype(np.float32) + labels[:, None] * 0.3
+  return ids, x, labels
+
+
+def toy_process_batches(process_index, process_count, batch_per_process, num_steps, seed=0):
+  """Stand-in loader: each step draws a global permutation (same on every process); process i
+  takes slice i of each global batch, so processes read disjoint rows covering the split.
+
+  Yields ids (batch_per_process,) per step.
+  """
+  ids, _, _ = toy_split()
+  global_batch = batch_per_process * process_count
+  steps_per_epoch = len(ids) // global_batch
+  rng = np.random.default_rng(seed)
+  order = None
+  for step in range(num_steps):
+    if step % steps_per_epoch == 0:
+      order = rng.permutation(ids)
+    g = order[(step % steps_per_epoch) * global_batch:][:global_batch]
+    yield g[process_index * batch_per_process:(process_index + 1) * batch_per_process]
+
+
+def free_port():
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def subprocess_env(num_devices):
+  """Environment for a child python with `num_devices` simulated CPU devices and no GPU/TPU."""
+  env = dict(os.environ)
+  flags = [f for f in env.get('XLA_FLAGS', '').split()
+           if not f.startswith('--xla_force_host_platform_device_count')]
+  env['XLA_FLAGS'] = ' '.join(flags + [f'--xla_force_host_platform_device_count={num_devices}'])
+  env['JAX_PLATFORMS'] = 'cpu'
+  for k in list(env):  # never let a child think it is part of a cluster launch
+    if k.startswith(('SLURM_', 'OMPI_', 'TPU_WORKER', 'TPU_PROCESS')) or k in (
+        'JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID'):
+      del env[k]
+  env['PYTHONPATH'] = os.pathsep.join(p for p in (TESTS_DIR, env.get('PYTHONPATH')) if p)
+  return env
+
+
+def run_python(script, args, env, timeout):
+  """Runs tests/<script> with a bounded timeout; returns the CompletedProcess."""
+  return subprocess.run([sys.executable, os.path.join(TESTS_DIR, script), *map(str, args)],
+                        env=env, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,175 @@
+"""Run by tests/test_parallel.py in a child process with 8 simulated CPU devices.
+
+Prints one JSON line (prefixed 'RESULT ') of measurements; the assertions live in the test file.
+Usage: XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/_mp_eight_devices.py
+"""
+import dataclasses
+import functools
+import json
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import _mp_common as C
+from intermix_jax import parallel
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyStandard:
+  """Stand-in for the 'standard' strategy: no mixing, cross entropy."""
+  name: str = 'standard'
+  mixes: bool = False
+
+  def plan(self, key, batch_size, num_mix_points):
+    return C.ToyPlan(layer=jnp.int32(-1), r=jax.random.uniform(key, (batch_size,)))
+
+  def prepare_input(self, plan, x):
+    return x
+
+  def targets(self, plan, y):
+    return y
+
+  def mixer(self, plan, sample_rate):
+    return lambda h, k: h
+
+  loss = C.ToyStrategy.loss
+
+
+def max_diff(a, b):
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(la) == len(lb)
+  return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+             for x, y in zip(la, lb))
+
+
+def max_abs(a):
+  return max(float(np.max(np.abs(np.asarray(x)))) for x in jax.tree.leaves(a))
+
+
+def batches(num_steps, n=32, seed=3):
+  """Global batches whose rows differ by device slice (offset grows with the row index), so that
+  per-device BatchNorm statistics would differ from the global ones."""
+  rng = np.random.default_rng(seed)
+  for _ in range(num_steps):
+    x = rng.normal(size=(n, C.T)).astype(np.float32) + np.linspace(-2, 2, n)[:, None]
+    y = rng.integers(0, C.NUM_CLASSES, size=(n,)).astype(np.int32)
+    yield x, y
+
+
+def run_steps(strategy, mesh, num_steps=3):
+  """Trains C.TinyNet `num_steps` steps; mesh None = plain single-device jit (the reference)."""
+  model, tx = C.TinyNet(), C.make_tx()
+  v = C.init_variables(model)
+  state = (v['params'], v['batch_stats'], tx.init(v['params']))
+  if mesh is not None:
+    state = parallel.replicate(state, mesh)
+  losses = []
+  for i, (x, y) in enumerate(batches(num_steps)):
+    key = jax.random.key(100 + i)
+    if mesh is not None:
+      x, y = parallel.host_batch_to_global((x, y), mesh, pairs=strategy.mixes)
+      key = parallel.replicate(key, mesh)
+    state, loss = C.train_step(model, strategy, tx, state, x, y, key)
+    losses.append(float(loss))
+  return state, losses, x
+
+
+def main():
+  out = {'device_count': jax.device_count()}
+  mesh8, mesh1 = parallel.make_mesh(), parallel.make_mesh(1)
+  out['mesh8'] = int(parallel.num_shards(mesh8))
+
+  # A. standard strategy: 8 devices vs the plain 1-device step on the same global batches.
+  std = ToyStandard()
+  ref_state, ref_losses, _ = run_steps(std, None)
+  st8, losses8, x8 = run_steps(parallel.shard_strategy(std, mesh8), mesh8)
+  out['std_loss_ref'], out['std_loss_8'] = ref_losses, losses8
+  out['std_params_diff'] = max_diff(ref_state[0], st8[0])
+  out['std_params_scale'] = max_abs(ref_state[0])
+  out['std_bn_diff'] = max_diff(ref_state[1], st8[1])
+  out['std_bn_scale'] = max_abs(ref_state[1])
+  out['std_params_moved'] = max_diff(C.init_variables(C.TinyNet())['params'], ref_state[0])
+  out['x_shards'] = len(x8.sharding.device_set)
+  out['x_shard_rows'] = sorted({s.data.shape[0] for s in x8.addressable_shards})
+  out['params_replicated'] = all(p.sharding.is_fully_replicated for p in jax.tree.leaves(st8[0]))
+  # The per-device (unsynchronised) BatchNorm means, to show the test data can tell them apart.
+  model = C.TinyNet()
+  v = C.init_variables(model)
+  x0, _ = next(batches(1))
+  h = np.asarray(x0 @ np.asarray(v['params']['Dense_0']['kernel']))
+  glob = h.mean(0)
+  out['per_device_bn_mean_gap'] = float(max(np.abs(c.mean(0) - glob).max() for c in np.split(h, 8)))
+
+  # B. mixing draws: device d uses strategy.plan(fold_in(key, d), N / 8, K).
+  toy = C.ToyStrategy(layers=(0, 1))
+  s8 = parallel.shard_strategy(toy, mesh8)
+  key = jax.random.key(7)
+  n, k_points = 32, 2
+  plan8 = jax.jit(lambda k: s8.plan(k, n, k_points))(parallel.replicate(key, mesh8))
+  out['plan_r_shape'] = list(plan8.r.shape)
+  out['plan_layer_shape'] = list(plan8.layer.shape)
+  out['plan_r_sharded'] = len(plan8.r.sharding.device_set)
+  diffs = []
+  for d in range(8):
+    expect = toy.plan(jax.random.fold_in(key, d), n // 8, k_points)
+    diffs.append(max_diff(plan8.device_plan(d), expect))
+  out['plan_law_diff'] = max(diffs)
+  chunks = np.asarray(plan8.r).reshape(8, -1)
+  out['plan_r_distinct_devices'] = len({tuple(np.round(c, 6)) for c in chunks})
+  out['plan_layers'] = np.asarray(plan8.layer).tolist()
+
+  # C. mixing through the model: sharded on 8 devices == unwrapped on 1 device with the same
+  #    (concatenated) plan; loss, gradients (catches an n-times gradient) and batch_stats.
+  for layers in ((0,), (1,)):
+    toy = C.ToyStrategy(layers=layers)
+    s8 = parallel.shard_strategy(toy, mesh8)
+    model = C.TinyNet()
+    v = C.init_variables(model)
+    x, y = next(batches(1))
+    dkey = jax.random.key(11)
+    xg, yg = parallel.host_batch_to_global((x, y), mesh8, pairs=True)
+    rv = parallel.replicate((v['params'], v['batch_stats'], key, dkey), mesh8)
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def sharded(strategy, params, bs, x, y, key, dkey):
+      plan = strategy.plan(key, x.shape[0], model.num_mix_points)
+      return C.loss_and_grads(model, strategy, params, bs, x, y, plan, dkey), plan
+
+    (loss8, g8, bs8), plan8 = sharded(s8, rv[0], rv[1], xg, yg, rv[2], rv[3])
+    ref_plan = C.ToyPlan(layer=jnp.asarray(plan8.layer)[0], r=jnp.asarray(plan8.r))
+    loss1, g1, bs1 = jax.jit(functools.partial(C.loss_and_grads, model, toy))(
+        v['params'], v['batch_stats'], x, y, ref_plan, dkey)
+    tag = f'mix{layers[0]}'
+    out[f'{tag}_layers'] = np.asarray(plan8.layer).tolist()
+    out[f'{tag}_loss'] = [float(loss1), float(loss8)]
+    out[f'{tag}_grad_diff'] = max_diff(g1, g8)
+    out[f'{tag}_grad_scale'] = max_abs(g1)
+    out[f'{tag}_bn_diff'] = max_diff(bs1, bs8)
+
+  # D. no cross-device traffic in the mixing itself.
+  s8 = parallel.shard_strategy(C.ToyStrategy(layers=(1,)), mesh8)
+
+  def mix_only(key, x, y):
+    plan = s8.plan(key, x.shape[0], 2)
+    return s8.prepare_input(plan, x), s8.mixer(plan, 16000)(x, 1), s8.targets(plan, y)
+
+  xg, yg = parallel.host_batch_to_global(
+      (np.ones((32, 8), np.float32), np.eye(32, 4, dtype=np.float32)), mesh8, pairs=True)
+  hlo = jax.jit(mix_only).lower(parallel.replicate(key, mesh8), xg, yg).compile().as_text()
+  out['mix_collectives'] = [op for op in ('all-reduce', 'all-gather', 'collective-permute',
+                                          'all-to-all', 'reduce-scatter') if op in hlo]
+
+  # E. errors users can meet.
+  try:
+    parallel.host_batch_to_global(np.zeros((24, 4), np.float32), mesh8, pairs=True)
+    out['odd_pairs_error'] = None
+  except ValueError as e:
+    out['odd_pairs_error'] = str(e)
+  print('RESULT ' + json.dumps(out))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
