@@ -1,0 +1,99 @@
+"""Datasets (TFDS builders) and input pipelines (SPEC §5, issue 4). No TensorFlow needed.
+
+    info = data.dataset_info(config)   # DatasetInfo(name, num_classes, class_names, num_folds)
+    train = data.make_train_loader(config, sample_rate, input_length,
+                                   process_index=0, process_count=1)
+    for batch in train.batches(epoch, start_step):   # x float32 (B_local, T), y int32 (B_local,)
+      ...
+    test = data.make_eval_loader(config, sample_rate, input_length)
+    for batch in test.batches():   # x float32 (b, num_eval_crops, T), y int32 (b,), mask bool (b,)
+      ...
+
+Config fields read: dataset ('esc50' | 'esc10' | 'urbansound8k' | 'synthetic'), fold (test fold,
+1-based; the other folds train), data_dir, manual_dir, skip_bad_files, batch_size,
+eval_batch_size, num_eval_crops, seed (shuffle_buffer_seed, when set, replaces it for the data),
+strong_augment, strategy ('standard' yields single sounds, any other strategy pairs of different
+classes). The dataset is prepared on first use and cached in data_dir.
+
+Builders (tfds names): `esc50` (configs esc50_sr<rate>, esc10_sr<rate>), `urbansound8k`
+(sr<rate>), `synthetic_sounds` (sr<rate>, generated offline data), rate in 8000, 16000, 22050,
+44100 (others are built on the fly).
+"""
+from intermix_jax.data.audio_builder import SAMPLE_RATES
+from intermix_jax.data.audio_builder import SampleRateConfig
+from intermix_jax.data.audio_builder import SkippedFilesWarning
+from intermix_jax.data.audio_decode import BadAudioFileError
+from intermix_jax.data.catalog import DATASETS
+from intermix_jax.data.catalog import DatasetInfo
+from intermix_jax.data.catalog import dataset_info
+from intermix_jax.data.catalog import get_builder
+from intermix_jax.data.catalog import prepare
+from intermix_jax.data.esc50 import Esc50
+from intermix_jax.data.layouts import LayoutError
+from intermix_jax.data.pipeline import ClipIndex
+from intermix_jax.data.pipeline import EvalLoader
+from intermix_jax.data.pipeline import TrainLoader
+from intermix_jax.data.sources import SourceUnavailableError
+from intermix_jax.data.synthetic import SyntheticSounds
+from intermix_jax.data.urbansound8k import Urbansound8k
+
+
+def _data_seed(config) -> int:
+  seed = config.get('shuffle_buffer_seed') if hasattr(config, 'get') else None
+  return int(config.seed if seed is None else seed)
+
+
+def _check_fold(config, info: DatasetInfo) -> int:
+  fold = int(config.fold)
+  if not 1 <= fold <= info.num_folds:
+    raise ValueError(f'config.fold={config.fold} but {info.name} has folds 1..{info.num_folds}')
+  return fold
+
+
+def _fold_sources(builder, folds):
+  return [builder.as_data_source(split=f'fold{k}') for k in folds]
+
+
+def make_train_loader(config, sample_rate: int, input_length: int, *, process_index: int = 0,
+                      process_count: int = 1, num_threads: int = 1, prefetch: int = 2,
+                      num_workers: int = 0) -> TrainLoader:
+  """Training batches of the folds other than config.fold (see `pipeline.TrainLoader`).
+
+  Args:
+    config: the experiment config (fields listed in the module docstring).
+    sample_rate: Hz of the backbone; input_length: T samples per crop.
+    process_index, process_count: this host's shard (jax.process_index(), jax.process_count()).
+    num_threads: background threads preparing batches (0: synchronous); prefetch: batches kept
+      ready; num_workers: grain worker processes (0: none).
+  """
+  info = dataset_info(config)
+  fold = _check_fold(config, info)
+  builder = prepare(config, sample_rate)
+  index = ClipIndex(_fold_sources(builder, [k for k in range(1, info.num_folds + 1) if k != fold]))
+  return TrainLoader(index, input_length=input_length, batch_size=int(config.batch_size),
+                     seed=_data_seed(config), pairs=config.strategy != 'standard',
+                     strong_augment=bool(config.strong_augment), process_index=process_index,
+                     process_count=process_count, num_threads=num_threads, prefetch=prefetch,
+                     num_workers=num_workers)
+
+
+def make_eval_loader(config, sample_rate: int, input_length: int, *, process_index: int = 0,
+                     process_count: int = 1, num_threads: int = 1, prefetch: int = 2,
+                     num_workers: int = 0) -> EvalLoader:
+  """Evaluation batches of fold config.fold (see `pipeline.EvalLoader`); arguments as above."""
+  info = dataset_info(config)
+  fold = _check_fold(config, info)
+  builder = prepare(config, sample_rate)
+  index = ClipIndex(_fold_sources(builder, [fold]), sort_by_filename=True)
+  return EvalLoader(index, input_length=input_length, batch_size=int(config.eval_batch_size),
+                    num_crops=int(config.num_eval_crops), process_index=process_index,
+                    process_count=process_count, num_threads=num_threads, prefetch=prefetch,
+                    num_workers=num_workers)
+
+
+__all__ = [
+    'BadAudioFileError', 'ClipIndex', 'DATASETS', 'DatasetInfo', 'Esc50', 'EvalLoader',
+    'LayoutError', 'SAMPLE_RATES', 'SampleRateConfig', 'SkippedFilesWarning',
+    'SourceUnavailableError', 'SyntheticSounds', 'TrainLoader', 'Urbansound8k', 'dataset_info',
+    'get_builder', 'make_eval_loader', 'make_train_loader', 'prepare',
+]

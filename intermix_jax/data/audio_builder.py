@@ -1,0 +1,134 @@
+"""Common base of the audio TFDS builders: features, one config per sample rate, bad-file policy.
+
+Every builder here stores, per clip:
+  audio:    int16 (n,)  mono samples at the config's `sample_rate` (int16 scale, not normalised)
+  label:    ClassLabel  class index
+  filename: Text        the clip's file name in the official layout (unique key)
+  fold:     int32       1-based fold; split `fold<k>` holds exactly the clips of fold k
+Audio is a `tfds.features.Tensor(shape=(None,), dtype=np.int16)`, not `tfds.features.Audio`, so
+preparing (file_format='array_record') and reading (`as_data_source`) never import TensorFlow.
+
+Preparation uses TFDS's incomplete-dir protocol: files are written to `incomplete.*` and renamed
+to the final version directory only after every split is complete, so an interrupted preparation
+is never read as a dataset; rerunning prepares it from scratch.
+"""
+import dataclasses
+import inspect
+import logging
+import warnings
+from typing import Iterable, Iterator
+
+from etils import epath
+import numpy as np
+import tensorflow_datasets as tfds
+
+from intermix_jax.data import audio_decode
+from intermix_jax.data import layouts
+
+SAMPLE_RATES = (8000, 16000, 22050, 44100)  # M18, EnvNet, SoundNet5/PiczakCNN, EnvNet-v2
+
+log = logging.getLogger(__name__)
+
+
+class SkippedFilesWarning(UserWarning):
+  """Some input files were bad and skipped (`skip_bad_files=True`)."""
+
+
+@dataclasses.dataclass(eq=False)
+class SampleRateConfig(tfds.core.BuilderConfig):
+  """A builder config: clips resampled to `sample_rate` Hz; `subset` selects a variant."""
+  sample_rate: int = 16000
+  subset: str = ''
+
+
+def sample_rate_configs(prefix: str = '', subset: str = '',
+                        rates: Iterable[int] = SAMPLE_RATES) -> list[SampleRateConfig]:
+  return [SampleRateConfig(name=config_name(rate, prefix), sample_rate=rate, subset=subset,
+                           description=f'{subset or "clips"} at {rate} Hz')
+          for rate in rates]
+
+
+def config_name(sample_rate: int, prefix: str = '') -> str:
+  """E.g. config_name(16000, 'esc10_') == 'esc10_sr16000'."""
+  return f'{prefix}sr{int(sample_rate)}'
+
+
+class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Base class. Subclasses define VERSION, BUILDER_CONFIGS, `class_names()`, `num_folds()`,
+  `_split_generators` (usually returning `_fold_splits(records, trim=...)`) and the dataset description."""
+
+  DESCRIPTION = ''
+  HOMEPAGE = ''
+  CITATION = ''
+
+  def __init__(self, *, skip_bad_files: bool = False, **kwargs):
+    """Args: skip_bad_files: skip unusable input files with a warning instead of failing;
+    **kwargs: tfds.core.GeneratorBasedBuilder arguments (data_dir, config, file_format...)."""
+    self._skip_bad_files = skip_bad_files
+    self.skipped_files: list[tuple[str, str]] = []  # (path, problem) of the last preparation
+    super().__init__(**kwargs)
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path:
+    """The builder's source file. TFDS's own lookup imports `importlib_resources` (not installed
+    on Python >= 3.9 and not needed): this override avoids that dependency."""
+    return epath.Path(inspect.getfile(cls))
+
+  def class_names(self) -> tuple[str, ...]:
+    raise NotImplementedError
+
+  def num_folds(self) -> int:
+    raise NotImplementedError
+
+  @property
+  def sample_rate(self) -> int:
+    return self.builder_config.sample_rate
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=self.DESCRIPTION,
+        features=tfds.features.FeaturesDict({
+            'audio': tfds.features.Tensor(shape=(None,), dtype=np.int16),
+            'label': tfds.features.ClassLabel(names=list(self.class_names())),
+            'filename': tfds.features.Text(),
+            'fold': tfds.features.Scalar(dtype=np.int32),
+        }),
+        supervised_keys=('audio', 'label'),
+        homepage=self.HOMEPAGE or None,
+        citation=self.CITATION or None,
+        metadata=tfds.core.MetadataDict(),
+    )
+
+  def _download_and_prepare(self, dl_manager, download_config=None):
+    self.skipped_files = []
+    super()._download_and_prepare(dl_manager, download_config)
+    self.info.metadata['sample_rate'] = self.sample_rate
+    self.info.metadata['skipped_files'] = [list(x) for x in self.skipped_files]
+    if self.skipped_files:
+      listing = '\n'.join(f'  {p}: {why}' for p, why in self.skipped_files)
+      warnings.warn(SkippedFilesWarning(
+          f'{self.name}/{self.builder_config.name}: skipped {len(self.skipped_files)} bad '
+          f'file(s) (skip_bad_files=True):\n{listing}'), stacklevel=2)
+
+  def _fold_splits(self, records: list[layouts.ClipRecord], *, trim: bool) -> dict:
+    """{'fold<k>': example generator} for k = 1..num_folds (records grouped by fold)."""
+    return {f'fold{k}': self._generate_examples([r for r in records if r.fold == k], trim=trim)
+            for k in range(1, self.num_folds() + 1)}
+
+  def _generate_examples(self, records: list[layouts.ClipRecord], *, trim: bool) -> Iterator:
+    """Decodes each record's file; bad files raise or (skip_bad_files) are logged and counted."""
+    for r in records:
+      try:
+        audio = audio_decode.load_audio(r.path, self.sample_rate, trim=trim)
+      except audio_decode.BadAudioFileError as e:
+        if not self._skip_bad_files:
+          raise audio_decode.BadAudioFileError(
+              e.path, f'{e.problem}. Fix or remove the file, or set skip_bad_files=True '
+              '(config.skip_bad_files) to skip bad files.') from e
+        log.warning('skipping bad file %s', e)
+        self.skipped_files.append((e.path, e.problem))
+        continue
+      yield r.filename, {'audio': audio, 'label': r.label, 'filename': r.filename,
+                         'fold': r.fold}

@@ -1,0 +1,146 @@
+"""Decoding one audio file to int16-scale mono samples at a target rate (SPEC §5).
+
+No ffmpeg: soundfile (libsndfile) decodes, soxr resamples. Every problem a user can meet with an
+input file (missing, empty, truncated, unreadable, unexpected channel count, sample format or rate,
+no samples, only digital silence) raises `BadAudioFileError`, whose message names the file and the
+problem.
+"""
+import dataclasses
+import os
+import struct
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+# Sample formats (libsndfile subtypes) found in the official releases of ESC-50 and UrbanSound8K,
+# plus the other plain PCM / float / companded encodings. Anything else is "unexpected".
+SUPPORTED_SUBTYPES = frozenset({
+    'PCM_S8', 'PCM_U8', 'PCM_16', 'PCM_24', 'PCM_32', 'FLOAT', 'DOUBLE',
+    'ULAW', 'ALAW', 'IMA_ADPCM', 'MS_ADPCM',
+})
+
+
+class BadAudioFileError(ValueError):
+  """An input audio file cannot be used. `path` and `problem` are kept as attributes."""
+
+  def __init__(self, path, problem: str):
+    self.path = os.fspath(path)
+    self.problem = problem
+    super().__init__(f'{self.path}: {problem}')
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioExpectation:
+  """What an input file may look like.
+
+  Attributes:
+    max_channels: more channels than this is an error (both official datasets are <= 2).
+    min_rate, max_rate: accepted native sample rates in Hz.
+  """
+  max_channels: int = 2
+  min_rate: int = 4000
+  max_rate: int = 192000
+
+
+def _check_wav_not_truncated(path: str) -> None:
+  """Raises if a RIFF/WAVE file's `data` chunk declares more bytes than the file holds.
+
+  libsndfile silently returns the frames that are present, so truncation must be checked on
+  the header. Files that are not RIFF/WAVE are left to libsndfile.
+  """
+  size = os.path.getsize(path)
+  with open(path, 'rb') as f:
+    head = f.read(12)
+    if len(head) < 12 or head[:4] != b'RIFF' or head[8:12] != b'WAVE':
+      return
+    pos = 12
+    while pos + 8 <= size:
+      f.seek(pos)
+      chunk_id, chunk_size = struct.unpack('<4sI', f.read(8))
+      if chunk_id == b'data':
+        available = size - pos - 8
+        # 0 and 0xFFFFFFFF are "unknown length" markers written by streaming writers.
+        if chunk_size not in (0, 0xFFFFFFFF) and chunk_size > available:
+          raise BadAudioFileError(
+              path, f'truncated file: the WAV header declares {chunk_size} bytes of audio data '
+              f'but only {available} are present')
+        return
+      pos += 8 + chunk_size + (chunk_size & 1)
+
+
+def _describe(e: Exception) -> str:
+  return getattr(e, 'error_string', None) or str(e)
+
+
+def to_int16(x: np.ndarray) -> np.ndarray:
+  """float samples in [-1, 1) (any shape) -> int16 scale: round(x * 32768) clipped to int16."""
+  return np.clip(np.rint(np.asarray(x, np.float64) * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def trim_zeros(x: np.ndarray) -> np.ndarray:
+  """Drops leading and trailing samples that are exactly zero. (n,) -> (m,), m <= n."""
+  nz = np.flatnonzero(x)
+  if nz.size == 0:
+    return x[:0]
+  return x[nz[0]:nz[-1] + 1]
+
+
+def load_audio(path, sample_rate: int, *, trim: bool = False,
+               expect: AudioExpectation = AudioExpectation()) -> np.ndarray:
+  """Reads one file as mono int16-scale samples at `sample_rate`.
+
+  Steps: decode (soundfile, float32) -> downmix to mono (channel mean) -> resample with soxr (HQ)
+  when the native rate differs -> round to int16 scale (x * 32768) -> optionally trim leading and
+  trailing exact-zero samples (the ESC protocol, done after conversion as in the reference code).
+
+  Args:
+    path: the audio file.
+    sample_rate: output rate in Hz.
+    trim: trim exact-zero samples at both ends.
+    expect: accepted channel counts and native rates.
+
+  Returns:
+    int16 array (n,), n >= 1, at `sample_rate`.
+
+  Raises:
+    BadAudioFileError: naming the file and what is wrong with it.
+  """
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise BadAudioFileError(path, 'file is missing (listed in the metadata csv but not on disk)')
+  if os.path.getsize(path) == 0:
+    raise BadAudioFileError(path, 'empty file (0 bytes)')
+  _check_wav_not_truncated(path)
+  try:
+    info = sf.info(path)
+  except (sf.LibsndfileError, RuntimeError) as e:
+    raise BadAudioFileError(path, f'unreadable audio ({_describe(e)})') from e
+  if info.subtype not in SUPPORTED_SUBTYPES:
+    raise BadAudioFileError(
+        path, f'unexpected sample format / bit depth {info.subtype!r} '
+        f'(supported: {", ".join(sorted(SUPPORTED_SUBTYPES))})')
+  if not 1 <= info.channels <= expect.max_channels:
+    raise BadAudioFileError(
+        path, f'unexpected channel count {info.channels} (expected 1 to {expect.max_channels})')
+  if not expect.min_rate <= info.samplerate <= expect.max_rate:
+    raise BadAudioFileError(
+        path, f'unexpected sample rate {info.samplerate} Hz '
+        f'(expected {expect.min_rate} to {expect.max_rate} Hz)')
+  try:
+    data, native_rate = sf.read(path, dtype='float32', always_2d=True)
+  except (sf.LibsndfileError, RuntimeError) as e:
+    raise BadAudioFileError(path, f'unreadable audio ({_describe(e)})') from e
+  if data.shape[0] == 0:
+    raise BadAudioFileError(path, 'contains no audio samples')
+  if not np.all(np.isfinite(data)):
+    raise BadAudioFileError(path, 'contains NaN or infinite samples')
+  mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+  if native_rate != sample_rate:
+    mono = soxr.resample(mono, native_rate, sample_rate, quality='HQ')
+  out = to_int16(mono)
+  if trim:
+    out = trim_zeros(out)
+  if out.size == 0:
+    raise BadAudioFileError(path, 'contains only digital silence (every sample is exactly zero)')
+  return out

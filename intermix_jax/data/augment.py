@@ -1,0 +1,94 @@
+"""Host-side (numpy) preprocessing of SPEC §5: time scale, pad T/2, crops, /32768, gain.
+
+Pure functions of the clips and explicitly passed random variates (the pipeline draws them from
+a seeded numpy Generator), so they are easy to test against a literal reference. Windows are
+cut directly from the unpadded clip (no padded copy is ever made) and, with time scaling, only
+the samples inside the crop window are interpolated: the cost per clip is O(T), not O(n).
+
+Conventions (the reference code, mil-tokyo/bc_learning_sound utils.py):
+  time scale s: output length n' = max(1, int(n * s)); sample i = linear interpolation of the
+    clip at position i / s (ref1 = floor, ref2 = min(ref1 + 1, n - 1)).
+  padding: T // 2 zeros on both sides -> padded length L = n' + 2 (T // 2) (>= T).
+  random crop: offset o = floor(u (L - T + 1)), u in [0, 1), window [o, o + T) of the padded clip.
+  eval crops: stride = (L - T) // (n_crops - 1), offsets stride * k (one crop: centred).
+  output = window / 32768 * gain.
+"""
+from typing import Sequence
+
+import numpy as np
+
+INT16_SCALE = 32768.0
+
+
+def _window(clip, length_out, offset, input_length, scale):
+  """Samples [offset, offset + T) of the zero-padded (and time-scaled) clip, unnormalised.
+
+  Returns (dst_start, values): values go to positions dst_start.. of a zero (T,) row.
+  """
+  pad = input_length // 2
+  dst0 = max(0, pad - offset)
+  dst1 = min(input_length, pad + length_out - offset)
+  if dst1 <= dst0:
+    return 0, np.zeros(0, np.float32)
+  i0 = offset + dst0 - pad
+  i1 = i0 + (dst1 - dst0)
+  if scale is None:
+    return dst0, clip[i0:i1].astype(np.float32)
+  ref = np.arange(i0, i1, dtype=np.float64) / scale
+  ref1 = ref.astype(np.int64)
+  ref2 = np.minimum(ref1 + 1, clip.shape[0] - 1)
+  r = (ref - ref1).astype(np.float32)
+  lo = clip[ref1].astype(np.float32)
+  return dst0, lo + (clip[ref2].astype(np.float32) - lo) * r
+
+
+def scaled_length(n: int, scale) -> int:
+  """Length of a clip of n samples after time scaling by `scale` (None: unscaled)."""
+  return n if scale is None else max(1, int(n * scale))
+
+
+def train_crops(clips: Sequence[np.ndarray], input_length: int, offsets_u: np.ndarray,
+                scales: np.ndarray | None = None, gains: np.ndarray | None = None) -> np.ndarray:
+  """One random crop per clip, normalised: the training input of SPEC §5.
+
+  Args:
+    clips: B int16 arrays (n_b,), n_b >= 1, int16 scale.
+    input_length: T samples.
+    offsets_u: float (B,) in [0, 1): crop position as a fraction (see module docstring).
+    scales: float (B,) time-scale factors, or None for no time scaling.
+    gains: float (B,) linear gains, or None for unit gain.
+
+  Returns:
+    float32 (B, T): crop / 32768 * gain.
+  """
+  t = int(input_length)
+  out = np.zeros((len(clips), t), np.float32)
+  for b, clip in enumerate(clips):
+    scale = None if scales is None else float(scales[b])
+    n_out = scaled_length(clip.shape[0], scale)
+    padded = n_out + 2 * (t // 2)
+    offset = min(int(offsets_u[b] * (padded - t + 1)), padded - t)
+    dst0, values = _window(clip, n_out, offset, t, scale)
+    factor = (1.0 if gains is None else float(gains[b])) / INT16_SCALE
+    out[b, dst0:dst0 + values.shape[0]] = values * np.float32(factor)
+  return out
+
+
+def eval_offsets(n: int, input_length: int, num_crops: int) -> np.ndarray:
+  """int (num_crops,) evenly spaced crop offsets into the clip padded with T//2 on both sides."""
+  slack = n + 2 * (input_length // 2) - input_length
+  if num_crops < 1:
+    raise ValueError(f'num_eval_crops must be >= 1, got {num_crops}')
+  if num_crops == 1:
+    return np.array([slack // 2])
+  return (slack // (num_crops - 1)) * np.arange(num_crops)
+
+
+def eval_crops(clip: np.ndarray, input_length: int, num_crops: int) -> np.ndarray:
+  """float32 (num_crops, T): evenly spaced crops of the padded clip / 32768 (SPEC §5 test)."""
+  t = int(input_length)
+  out = np.zeros((num_crops, t), np.float32)
+  for k, offset in enumerate(eval_offsets(clip.shape[0], t, num_crops)):
+    dst0, values = _window(clip, clip.shape[0], int(offset), t, None)
+    out[k, dst0:dst0 + values.shape[0]] = values * np.float32(1.0 / INT16_SCALE)
+  return out

@@ -1,0 +1,197 @@
+"""The official on-disk layouts of ESC-50 and UrbanSound8K: class lists, metadata csv, validation.
+
+ESC-50 (github.com/karolpiczak/ESC-50):   <root>/audio/*.wav, <root>/meta/esc50.csv
+  columns filename, fold, target, category, esc10, src_file, take; 2000 rows, 5 folds, 50 classes.
+UrbanSound8K (zenodo.org/records/1203745): <root>/audio/fold<N>/*.wav, <root>/metadata/UrbanSound8K.csv
+  columns slice_file_name, fsID, start, end, salience, fold, classID, class; 8732 rows, 10 folds.
+
+A malformed layout raises `LayoutError` naming the file (and csv line) and the problem. A csv row
+whose audio file is absent is NOT a layout error: it is reported per file when decoding
+(`audio_decode.BadAudioFileError`), so that the skip-bad-files option applies to it.
+"""
+import csv
+import dataclasses
+import os
+import warnings
+
+ESC50_CLASS_NAMES = (
+    'dog', 'rooster', 'pig', 'cow', 'frog', 'cat', 'hen', 'insects', 'sheep', 'crow',
+    'rain', 'sea_waves', 'crackling_fire', 'crickets', 'chirping_birds', 'water_drops', 'wind',
+    'pouring_water', 'toilet_flush', 'thunderstorm',
+    'crying_baby', 'sneezing', 'clapping', 'breathing', 'coughing', 'footsteps', 'laughing',
+    'brushing_teeth', 'snoring', 'drinking_sipping',
+    'door_wood_knock', 'mouse_click', 'keyboard_typing', 'door_wood_creaks', 'can_opening',
+    'washing_machine', 'vacuum_cleaner', 'clock_alarm', 'clock_tick', 'glass_breaking',
+    'helicopter', 'chainsaw', 'siren', 'car_horn', 'engine', 'train', 'church_bells', 'airplane',
+    'fireworks', 'hand_saw',
+)
+# SPEC §5: ESC-10 relabels ESC-50 targets in this order to 0..9.
+ESC10_TARGETS = (0, 10, 11, 20, 38, 21, 40, 41, 1, 12)
+ESC10_CLASS_NAMES = tuple(ESC50_CLASS_NAMES[t] for t in ESC10_TARGETS)
+ESC_NUM_FOLDS = 5
+ESC50_NUM_ROWS = 2000
+
+URBANSOUND8K_CLASS_NAMES = (
+    'air_conditioner', 'car_horn', 'children_playing', 'dog_bark', 'drilling', 'engine_idling',
+    'gun_shot', 'jackhammer', 'siren', 'street_music',
+)
+URBANSOUND8K_NUM_FOLDS = 10
+URBANSOUND8K_NUM_ROWS = 8732
+
+ESC50_CSV = os.path.join('meta', 'esc50.csv')
+URBANSOUND8K_CSV = os.path.join('metadata', 'UrbanSound8K.csv')
+
+
+class LayoutError(ValueError):
+  """A dataset copy does not follow the official layout (the message says what and where)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipRecord:
+  """One clip listed in a metadata csv.
+
+  Attributes:
+    filename: the csv's file name (unique key of the clip).
+    path: absolute path of the audio file (may not exist: reported when decoding).
+    fold: 1-based fold.
+    label: class index in the dataset's class list.
+  """
+  filename: str
+  path: str
+  fold: int
+  label: int
+
+
+def _is_esc50_root(path: str) -> bool:
+  return os.path.isfile(os.path.join(path, ESC50_CSV)) and os.path.isdir(os.path.join(path, 'audio'))
+
+
+def _is_urbansound8k_root(path: str) -> bool:
+  return (os.path.isfile(os.path.join(path, URBANSOUND8K_CSV))
+          and os.path.isdir(os.path.join(path, 'audio')))
+
+
+def _find_root(path, is_root, what: str, expected: str) -> str:
+  """`path` itself or its single sub-directory (e.g. an extracted archive) holding the layout."""
+  path = os.fspath(path)
+  if not os.path.isdir(path):
+    raise LayoutError(f'{path}: not a directory; expected a copy of {what} ({expected})')
+  if is_root(path):
+    return path
+  candidates = [os.path.join(path, d) for d in sorted(os.listdir(path))]
+  found = [c for c in candidates if os.path.isdir(c) and is_root(c)]
+  if len(found) == 1:
+    return found[0]
+  if len(found) > 1:
+    raise LayoutError(f'{path}: several copies of {what} found ({", ".join(found)}); '
+                      'point to one of them')
+  raise LayoutError(f'{path}: no copy of {what} found here or in a sub-directory; expected '
+                    f'the official layout {expected}')
+
+
+def find_esc50_root(path) -> str:
+  """Returns the directory holding `meta/esc50.csv` and `audio/` (path or its only child)."""
+  return _find_root(path, _is_esc50_root, 'ESC-50', '<dir>/audio/*.wav and <dir>/meta/esc50.csv')
+
+
+def find_urbansound8k_root(path) -> str:
+  """Returns the directory holding `metadata/UrbanSound8K.csv` and `audio/` (path or its child)."""
+  return _find_root(path, _is_urbansound8k_root, 'UrbanSound8K',
+                    '<dir>/audio/fold<N>/*.wav and <dir>/metadata/UrbanSound8K.csv')
+
+
+def _read_csv(csv_path: str, required: tuple[str, ...]) -> list[tuple[int, dict]]:
+  """Returns [(line number, row dict)], checking the header has the required columns."""
+  try:
+    with open(csv_path, newline='', encoding='utf-8') as f:
+      reader = csv.DictReader(f)
+      missing = [c for c in required if c not in (reader.fieldnames or ())]
+      if missing:
+        raise LayoutError(f'{csv_path}: missing column(s) {", ".join(missing)} '
+                          f'(header is {reader.fieldnames})')
+      return [(i + 2, row) for i, row in enumerate(reader)]
+  except UnicodeDecodeError as e:
+    raise LayoutError(f'{csv_path}: not a text csv file ({e})') from e
+
+
+def _int_field(csv_path, line, row, name, lo, hi) -> int:
+  value = row.get(name)
+  try:
+    v = int(value)
+  except (TypeError, ValueError):
+    raise LayoutError(f'{csv_path}, line {line}: column {name!r} is {value!r}, not an integer') \
+        from None
+  if not lo <= v <= hi:
+    raise LayoutError(f'{csv_path}, line {line}: column {name!r} is {v}, expected {lo}..{hi}')
+  return v
+
+
+def _check_unique(csv_path, records):
+  seen = set()
+  for r in records:
+    if r.filename in seen:
+      raise LayoutError(f'{csv_path}: file {r.filename!r} is listed more than once')
+    seen.add(r.filename)
+
+
+def read_esc50(root, *, esc10: bool) -> list[ClipRecord]:
+  """Reads and validates `meta/esc50.csv`.
+
+  Args:
+    root: the layout directory (see `find_esc50_root`).
+    esc10: keep only rows with esc10 == True and relabel them (SPEC §5 order).
+
+  Returns:
+    ClipRecords in csv order; labels index ESC50_CLASS_NAMES or ESC10_CLASS_NAMES.
+  """
+  root = os.fspath(root)
+  csv_path = os.path.join(root, ESC50_CSV)
+  rows = _read_csv(csv_path, ('filename', 'fold', 'target', 'category', 'esc10'))
+  records = []
+  for line, row in rows:
+    target = _int_field(csv_path, line, row, 'target', 0, len(ESC50_CLASS_NAMES) - 1)
+    fold = _int_field(csv_path, line, row, 'fold', 1, ESC_NUM_FOLDS)
+    if row['category'] != ESC50_CLASS_NAMES[target]:
+      raise LayoutError(f'{csv_path}, line {line}: target {target} has category '
+                        f'{row["category"]!r}, the official name is {ESC50_CLASS_NAMES[target]!r}')
+    flag = row['esc10']
+    if flag not in ('True', 'False'):
+      raise LayoutError(f'{csv_path}, line {line}: column esc10 is {flag!r}, expected True/False')
+    if esc10 and flag == 'True' and target not in ESC10_TARGETS:
+      raise LayoutError(f'{csv_path}, line {line}: esc10 is True but target {target} is not an '
+                        f'ESC-10 class')
+    if esc10 and flag != 'True':
+      continue
+    label = ESC10_TARGETS.index(target) if esc10 else target
+    name = row['filename']
+    records.append(ClipRecord(name, os.path.join(root, 'audio', name), fold, label))
+  _check_unique(csv_path, records)
+  if not records:
+    raise LayoutError(f'{csv_path}: no {"ESC-10 " if esc10 else ""}rows')
+  if not esc10 and len(records) != ESC50_NUM_ROWS:
+    warnings.warn(f'{csv_path} lists {len(records)} clips; the official ESC-50 has '
+                  f'{ESC50_NUM_ROWS}. Preparing what is listed.', stacklevel=2)
+  return records
+
+
+def read_urbansound8k(root) -> list[ClipRecord]:
+  """Reads and validates `metadata/UrbanSound8K.csv`; audio is `audio/fold<fold>/<file>`."""
+  root = os.fspath(root)
+  csv_path = os.path.join(root, URBANSOUND8K_CSV)
+  rows = _read_csv(csv_path, ('slice_file_name', 'fold', 'classID', 'class'))
+  records = []
+  for line, row in rows:
+    label = _int_field(csv_path, line, row, 'classID', 0, len(URBANSOUND8K_CLASS_NAMES) - 1)
+    fold = _int_field(csv_path, line, row, 'fold', 1, URBANSOUND8K_NUM_FOLDS)
+    if row['class'] != URBANSOUND8K_CLASS_NAMES[label]:
+      raise LayoutError(f'{csv_path}, line {line}: classID {label} has class {row["class"]!r}, '
+                        f'the official name is {URBANSOUND8K_CLASS_NAMES[label]!r}')
+    name = row['slice_file_name']
+    records.append(ClipRecord(name, os.path.join(root, 'audio', f'fold{fold}', name), fold, label))
+  _check_unique(csv_path, records)
+  if not records:
+    raise LayoutError(f'{csv_path}: no rows')
+  if len(records) != URBANSOUND8K_NUM_ROWS:
+    warnings.warn(f'{csv_path} lists {len(records)} clips; the official UrbanSound8K has '
+                  f'{URBANSOUND8K_NUM_ROWS}. Preparing what is listed.', stacklevel=2)
+  return records

@@ -1,0 +1,224 @@
+"""Training and evaluation input pipelines over the prepared TFDS data (no TensorFlow).
+
+Reading: `builder.as_data_source(split)` (array_record, random access) per fold; batches are
+built by pure functions of (seed, epoch, step) and served through a grain `MapDataset` (optional
+background threads, `num_threads`; optional worker processes, `num_workers`).
+
+Training (`TrainLoader`): each epoch is a permutation of the train folds' clips (seeded by
+(seed, epoch)); for mixing strategies it is repaired so rows (2k, 2k+1) are of different classes;
+the last partial batch is dropped. Step `s` of epoch `e` holds global positions
+[s B, (s + 1) B); process p takes rows [p B_local, (p + 1) B_local) of it. Random variates
+(time scale, crop position, gain) are drawn for the whole global batch from a numpy Generator
+seeded by (seed, epoch, step), so a batch never depends on the process count or on what was read
+before: `batches(epoch, start_step)` resumes exactly.
+
+Evaluation (`EvalLoader`): the test fold sorted by file name; global batch g holds clips
+[g b P, (g + 1) b P), process p its rows [p b, (p + 1) b); missing rows are zero, label 0 and
+mask False. Every process yields ceil(N / (b P)) batches.
+"""
+import functools
+import math
+from typing import Iterator, Sequence
+
+import grain
+import numpy as np
+
+from intermix_jax.data import augment
+from intermix_jax.data import pairing
+
+_ORDER_STREAM = 0x5EED0  # separate the epoch-order and the augmentation random streams
+_AUGMENT_STREAM = 0xA06  #
+MAX_TIME_SCALE = 1.25    # SPEC §5: time scale in [1/1.25, 1.25] (log-uniform, reference code)
+MAX_GAIN_DB = 6.0        # SPEC §5: gain +-6 dB
+
+
+class ClipIndex:
+  """Random access to the clips of some folds of a prepared dataset.
+
+  Attributes:
+    labels: int32 (N,); filenames: list of N str; (source, record) locate clip i.
+  """
+
+  def __init__(self, sources: Sequence, *, sort_by_filename: bool = False,
+               chunk: int = 64):
+    """Args: sources: tfds data sources (one per fold); sort_by_filename: order clips by name
+    (default: fold, then record order)."""
+    self.sources = list(sources)
+    src, rec, labels, names = [], [], [], []
+    for s, source in enumerate(self.sources):
+      n = len(source)
+      for start in range(0, n, chunk):
+        for r, ex in enumerate(source.__getitems__(list(range(start, min(n, start + chunk))))):
+          src.append(s)
+          rec.append(start + r)
+          labels.append(int(ex['label']))
+          names.append(_text(ex['filename']))
+    order = (sorted(range(len(names)), key=names.__getitem__) if sort_by_filename
+             else list(range(len(names))))
+    self.source_of = np.asarray(src, np.int32)[order]
+    self.record_of = np.asarray(rec, np.int64)[order]
+    self.labels = np.asarray(labels, np.int32)[order]
+    self.filenames = [names[i] for i in order]
+
+  def __len__(self):
+    return self.labels.shape[0]
+
+  def read(self, indices: Sequence[int]) -> list[np.ndarray]:
+    """int16 audio arrays of clips `indices` (in that order), reading each source once."""
+    indices = np.asarray(indices, np.int64)
+    out = [None] * indices.shape[0]
+    for s in np.unique(self.source_of[indices]):
+      where = np.flatnonzero(self.source_of[indices] == s)
+      examples = self.sources[s].__getitems__(self.record_of[indices[where]].tolist())
+      for w, ex in zip(where, examples):
+        out[w] = np.asarray(ex['audio'], np.int16)
+    return out
+
+
+def _text(value) -> str:
+  return value.decode('utf-8') if isinstance(value, bytes) else str(value)
+
+
+def _iterate(dataset: grain.MapDataset, num_threads: int, prefetch: int, num_workers: int):
+  if num_workers > 0:
+    it = dataset.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+    return iter(it)
+  if num_threads > 0:
+    return iter(dataset.to_iter_dataset(
+        grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=max(prefetch, 1))))
+  return (dataset[i] for i in range(len(dataset)))
+
+
+class TrainLoader:
+  """Deterministic, resumable training batches (see module docstring).
+
+  Attributes:
+    steps_per_epoch: full global batches per epoch (same on every process).
+    num_examples: training clips (train folds).
+    local_batch_size: rows per process batch.
+  """
+
+  def __init__(self, index: ClipIndex, *, input_length: int, batch_size: int, seed: int,
+               pairs: bool, strong_augment: bool, process_index: int = 0,
+               process_count: int = 1, num_threads: int = 1, prefetch: int = 2,
+               num_workers: int = 0):
+    _check_processes(batch_size, process_index, process_count, 'config.batch_size')
+    self.local_batch_size = batch_size // process_count
+    if pairs and self.local_batch_size % 2:
+      raise ValueError(
+          f'config.batch_size={batch_size} over {process_count} process(es) gives '
+          f'{self.local_batch_size} rows per process; mixing strategies need an even number '
+          '(rows 2k, 2k+1 form a pair)')
+    self.index = index
+    self.num_examples = len(index)
+    self.steps_per_epoch = self.num_examples // batch_size
+    if self.steps_per_epoch == 0:
+      raise ValueError(f'config.batch_size={batch_size} is larger than the {self.num_examples} '
+                       'training clips: not one full batch per epoch')
+    self.batch_size = batch_size
+    self.input_length = int(input_length)
+    self.seed = int(seed)
+    self.pairs = pairs
+    self.strong_augment = strong_augment
+    self.process_index = process_index
+    self.num_threads, self.prefetch, self.num_workers = num_threads, prefetch, num_workers
+    self._order_cache = (None, None)
+
+  def epoch_order(self, epoch: int) -> np.ndarray:
+    """int64 (num_examples,): clip indices of the epoch; the first steps*B are used."""
+    if self._order_cache[0] != epoch:
+      rng = np.random.default_rng([self.seed, _ORDER_STREAM, _nonneg(epoch, 'epoch')])
+      order = rng.permutation(self.num_examples)
+      if self.pairs:
+        order = pairing.pair_different_classes(order, self.index.labels,
+                                               self.steps_per_epoch * self.batch_size)
+      self._order_cache = (epoch, order)
+    return self._order_cache[1]
+
+  def batch(self, epoch: int, step: int) -> dict:
+    """Batch `step` of `epoch` for this process: x float32 (B_local, T), y int32 (B_local,)."""
+    if not 0 <= step < self.steps_per_epoch:
+      raise IndexError(f'step {step} outside 0..{self.steps_per_epoch - 1}')
+    b, p = self.batch_size, self.process_index
+    positions = self.epoch_order(epoch)[step * b:(step + 1) * b]
+    rng = np.random.default_rng([self.seed, _AUGMENT_STREAM, _nonneg(epoch, 'epoch'), step])
+    offsets_u = rng.random(b)
+    scales = gains = None
+    if self.strong_augment:
+      scales = MAX_TIME_SCALE ** rng.uniform(-1.0, 1.0, b)
+      gains = 10.0 ** (rng.uniform(-MAX_GAIN_DB, MAX_GAIN_DB, b) / 20.0)
+    rows = slice(p * self.local_batch_size, (p + 1) * self.local_batch_size)
+    local = positions[rows]
+    x = augment.train_crops(self.index.read(local), self.input_length, offsets_u[rows],
+                            None if scales is None else scales[rows],
+                            None if gains is None else gains[rows])
+    return {'x': x, 'y': self.index.labels[local].astype(np.int32)}
+
+  def batches(self, epoch: int, start_step: int = 0) -> Iterator[dict]:
+    """Batches start_step..steps_per_epoch-1 of `epoch` (identical to an uninterrupted epoch)."""
+    if not 0 <= start_step <= self.steps_per_epoch:
+      raise ValueError(f'start_step {start_step} outside 0..{self.steps_per_epoch}')
+    self.epoch_order(epoch)  # computed once, before worker threads start
+    ds = grain.MapDataset.range(start_step, self.steps_per_epoch).map(
+        functools.partial(self.batch, epoch))
+    return _iterate(ds, self.num_threads, self.prefetch, self.num_workers)
+
+
+class EvalLoader:
+  """Every test clip exactly once: `num_crops` evenly spaced crops each, padded last batch.
+
+  Attributes:
+    num_examples: test clips N; filenames: their names, in the global order of the batches.
+    num_batches: batches per process (same on every process); local_batch_size: b.
+  """
+
+  def __init__(self, index: ClipIndex, *, input_length: int, batch_size: int, num_crops: int,
+               process_index: int = 0, process_count: int = 1, num_threads: int = 1,
+               prefetch: int = 2, num_workers: int = 0):
+    _check_processes(batch_size, process_index, process_count, 'config.eval_batch_size')
+    if num_crops < 1:
+      raise ValueError(f'config.num_eval_crops must be >= 1, got {num_crops}')
+    self.index = index
+    self.num_examples = len(index)
+    self.filenames = list(index.filenames)
+    self.labels = index.labels.copy()
+    self.local_batch_size = batch_size // process_count
+    self.process_count, self.process_index = process_count, process_index
+    self.num_batches = math.ceil(self.num_examples / batch_size)
+    self.input_length, self.num_crops = int(input_length), int(num_crops)
+    self.num_threads, self.prefetch, self.num_workers = num_threads, prefetch, num_workers
+
+  def batch(self, g: int) -> dict:
+    """Batch g: x float32 (b, num_crops, T), y int32 (b,), mask bool (b,)."""
+    b = self.local_batch_size
+    start = (g * self.process_count + self.process_index) * b
+    positions = np.arange(start, start + b)
+    mask = positions < self.num_examples
+    x = np.zeros((b, self.num_crops, self.input_length), np.float32)
+    y = np.zeros((b,), np.int32)
+    valid = positions[mask]
+    for row, clip in zip(np.flatnonzero(mask), self.index.read(valid)):
+      x[row] = augment.eval_crops(clip, self.input_length, self.num_crops)
+    y[mask] = self.labels[valid]
+    return {'x': x, 'y': y, 'mask': mask}
+
+  def batches(self) -> Iterator[dict]:
+    ds = grain.MapDataset.range(self.num_batches).map(self.batch)
+    return _iterate(ds, self.num_threads, self.prefetch, self.num_workers)
+
+
+def _nonneg(value, name) -> int:
+  value = int(value)
+  if value < 0:
+    raise ValueError(f'{name} must be >= 0, got {value}')
+  return value
+
+
+def _check_processes(batch_size, process_index, process_count, field):
+  if process_count < 1 or not 0 <= process_index < process_count:
+    raise ValueError(f'process_index={process_index} must be in 0..process_count-1 '
+                     f'(process_count={process_count})')
+  if batch_size < 1 or batch_size % process_count:
+    raise ValueError(f'{field}={batch_size} must be a positive multiple of the number of '
+                     f'processes ({process_count})')
