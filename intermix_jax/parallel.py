@@ -102,6 +102,20 @@ def per_process_batch_size(global_batch_size: int, mesh: Mesh, *, pairs: bool = 
   return global_batch_size // mesh_process_count(mesh)
 
 
+def train_step_shardings(mesh: Mesh) -> dict:
+  """jit shardings for `step(state, batch, key) -> (state, metrics)`: state, key and metrics
+  replicated, every batch array sharded on its leading axis. Use as
+  `steps.jit_train_step(fn, **parallel.train_step_shardings(mesh))`."""
+  repl, data = replicated_sharding(mesh), batch_sharding(mesh)
+  return dict(in_shardings=(repl, data, repl), out_shardings=(repl, repl))
+
+
+def eval_step_shardings(mesh: Mesh) -> dict:
+  """jit in_shardings for `step(state, batch) -> outputs`: state replicated, batch sharded on its
+  leading (clip) axis; outputs follow the compiler (fetch them with `global_to_host`)."""
+  return dict(in_shardings=(replicated_sharding(mesh), batch_sharding(mesh)))
+
+
 # --- host <-> global arrays ---------------------------------------------------------------------
 
 def host_batch_to_global(batch: Any, mesh: Mesh, *, pairs: bool = False) -> Any:
@@ -311,6 +325,9 @@ class ShardedStrategy:
 
   def mixer(self, plan: ShardedPlan, sample_rate: float) -> Callable[[jax.Array, int], jax.Array]:
     """(h, k) -> h (shape kept): device-local mixing at mix point k (a Python int)."""
+    if not self.mixes:
+      return lambda h, k: h
+
     def mix(h, k):
       return self._per_device(lambda p, hh: self.strategy.mixer(p, sample_rate)(hh, k), plan, h)
     return mix
@@ -319,9 +336,10 @@ class ShardedStrategy:
     """(N, C) one-hot -> (N, C) soft targets."""
     return self._per_device(self.strategy.targets, plan, labels_onehot)
 
-  def loss(self, logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Scalar: the wrapped loss over the global batch (no per-device averaging)."""
-    return self.strategy.loss(logits, targets)
+  def loss(self, logits: jax.Array, targets: jax.Array, *args, **kwargs) -> jax.Array:
+    """Scalar: the wrapped loss over the global batch (no per-device averaging); extra arguments
+    (e.g. a row mask) are passed through."""
+    return self.strategy.loss(logits, targets, *args, **kwargs)
 
 
 def _batch_leaf_mask(strategy, key, b: int, num_mix_points: int) -> tuple[bool, ...]:

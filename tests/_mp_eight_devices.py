@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import json
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -78,6 +79,8 @@ def run_steps(strategy, mesh, num_steps=3):
 
 def main():
   out = {'device_count': jax.device_count()}
+  t0 = time.perf_counter()
+  lap = lambda tag: out.setdefault('seconds', {}).__setitem__(tag, round(time.perf_counter() - t0, 2))
   mesh8, mesh1 = parallel.make_mesh(), parallel.make_mesh(1)
   out['mesh8'] = int(parallel.num_shards(mesh8))
 
@@ -102,6 +105,7 @@ def main():
   glob = h.mean(0)
   out['per_device_bn_mean_gap'] = float(max(np.abs(c.mean(0) - glob).max() for c in np.split(h, 8)))
 
+  lap('A')
   # B. mixing draws: device d uses strategy.plan(fold_in(key, d), N / 8, K).
   toy = C.ToyStrategy(layers=(0, 1))
   s8 = parallel.shard_strategy(toy, mesh8)
@@ -120,9 +124,10 @@ def main():
   out['plan_r_distinct_devices'] = len({tuple(np.round(c, 6)) for c in chunks})
   out['plan_layers'] = np.asarray(plan8.layer).tolist()
 
+  lap('B')
   # C. mixing through the model: sharded on 8 devices == unwrapped on 1 device with the same
   #    (concatenated) plan; loss, gradients (catches an n-times gradient) and batch_stats.
-  for layers in ((0,), (1,)):
+  for layers in ((1,),):
     toy = C.ToyStrategy(layers=layers)
     s8 = parallel.shard_strategy(toy, mesh8)
     model = C.TinyNet()
@@ -148,6 +153,27 @@ def main():
     out[f'{tag}_grad_scale'] = max_abs(g1)
     out[f'{tag}_bn_diff'] = max_diff(bs1, bs8)
 
+  lap('C')
+  # F. the real strategies (intermix_jax.mixing) through the model, same law as C; the plan of the
+  #    1-device reference is the 8 device plans concatenated (per-step fields agree: one layer).
+  from intermix_jax import mixing
+  x, y = next(batches(1))
+  xg, yg = parallel.host_batch_to_global((x, y), mesh8, pairs=True)
+  for name, layer in (('intermix', 1),):  # phase shift + A-weighted p + interference
+    strategy = mixing.get_strategy(name, eligible_layers=(layer,))
+    s8 = parallel.shard_strategy(strategy, mesh8)
+    (loss8, g8, bs8), plan8 = sharded(s8, rv[0], rv[1], xg, yg, rv[2], rv[3])
+    leaves, treedef = jax.tree.flatten(plan8.plan)
+    ref_plan = jax.tree.unflatten(treedef, [jnp.asarray(v) if b else jnp.asarray(v)[0]
+                                            for v, b in zip(leaves, plan8.batch_leaves)])
+    loss1, g1, bs1 = jax.jit(functools.partial(C.loss_and_grads, model, strategy))(
+        v['params'], v['batch_stats'], x, y, ref_plan, dkey)
+    tag = f'{name}{layer}'
+    out[f'real_{tag}'] = dict(loss=[float(loss1), float(loss8)], grad_diff=max_diff(g1, g8),
+                              grad_scale=max_abs(g1), bn_diff=max_diff(bs1, bs8),
+                              finite=bool(np.isfinite(float(loss8))))
+
+  lap('F')
   # D. no cross-device traffic in the mixing itself.
   s8 = parallel.shard_strategy(C.ToyStrategy(layers=(1,)), mesh8)
 
@@ -161,6 +187,7 @@ def main():
   out['mix_collectives'] = [op for op in ('all-reduce', 'all-gather', 'collective-permute',
                                           'all-to-all', 'reduce-scatter') if op in hlo]
 
+  lap('D')
   # E. errors users can meet.
   try:
     parallel.host_batch_to_global(np.zeros((24, 4), np.float32), mesh8, pairs=True)
