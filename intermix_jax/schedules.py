@@ -1,0 +1,44 @@
+"""Epoch counts and the piecewise-constant learning-rate schedule of SPEC §5.
+
+The reference code (bc_learning_sound, train.py) sets, for the 1-based epoch e of N epochs:
+
+    decay = #{f in schedule : e > N * f};  decay = 1 if e <= warmup;  lr = LR0 * 0.1 ** decay
+
+`lr_schedule` is that rule as an optax schedule of the 0-based optimiser step (epoch e = step //
+steps_per_epoch + 1), so the LR is constant within an epoch.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax.numpy as jnp
+import optax
+
+
+def total_epochs(num_epochs: int, mixes: bool, double_for_mixing: bool = True) -> int:
+  """Epochs actually trained: `num_epochs`, doubled for mixing strategies (SPEC §5)."""
+  return int(num_epochs) * (2 if (mixes and double_for_mixing) else 1)
+
+
+def lr_schedule(base_lr: float, num_epochs: int, steps_per_epoch: int,
+                schedule: Sequence[float], warmup_epochs: int) -> optax.Schedule:
+  """Step -> learning rate (float32 scalar), the reference rule above.
+
+  Args:
+    base_lr: LR0.
+    num_epochs: N, the epochs actually trained (already doubled for mixing; the fractions scale).
+    steps_per_epoch: optimiser steps per epoch (> 0).
+    schedule: fractions of N after which the LR is multiplied by 0.1.
+    warmup_epochs: the first `warmup_epochs` epochs run at LR0 * 0.1 (not scaled by mixing).
+  """
+  if steps_per_epoch <= 0:
+    raise ValueError(f'steps_per_epoch must be > 0, got {steps_per_epoch}')
+  points = jnp.asarray([num_epochs * f for f in schedule] or [float('inf')], jnp.float32)
+
+  def fn(step):
+    epoch = (jnp.asarray(step, jnp.int32) // steps_per_epoch + 1).astype(jnp.float32)  # 1-based
+    decay = jnp.sum(epoch > points).astype(jnp.float32)
+    decay = jnp.where(epoch <= warmup_epochs, 1.0, decay)
+    return jnp.asarray(base_lr, jnp.float32) * jnp.power(jnp.float32(0.1), decay)
+
+  return fn

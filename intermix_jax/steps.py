@@ -1,0 +1,218 @@
+"""Pure train and eval steps, the optimiser and the train state.
+
+    tx = make_optimizer(config.opt, schedule)            # coupled L2 -> Nesterov SGD(schedule)
+    state = init_state(model, tx, key, input_length)     # TrainState (a pytree of arrays only)
+    train = jit_train_step(make_train_step(model, strategy, tx, num_classes))
+    state, metrics = train(state, batch, key)           # batch: x (N, T) float32, y (N,) int32
+    evaluate = jit_eval_step(make_eval_step(model))
+    out = evaluate(state, batch)                        # batch: x (b, crops, T), y (b,), mask (b,)
+
+Everything here is a pure function of arrays and a PRNG key (no host round-trips): the mixing plan and
+the dropout key come from `fold_in(key, state.step)`, so the randomness of a step depends only on the
+run's key and the step number (a resumed run draws the same plans). A step whose loss or gradients are
+not finite is never applied: params, BatchNorm statistics and optimiser moments stay as they were, the
+step counter advances, `nonfinite_count` counts it and `first_nonfinite_step` remembers the first one;
+what to do about it (stop or carry on) is train.py's policy.
+
+Sharding hooks: `jit_train_step`/`jit_eval_step` are the only places that call `jax.jit`; they take
+optional `in_shardings`/`out_shardings` so a mesh layer can place the state and the batch, and the
+unjitted step functions (`make_train_step(...)`) can be wrapped (e.g. by `jax.shard_map`) instead.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+PyTree = Any
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything that changes during training, as arrays (checkpointed as one pytree).
+
+  Attributes:
+    step: int32 scalar, optimiser steps taken (including skipped non-finite ones).
+    params: model parameters.
+    batch_stats: BatchNorm running statistics (empty dict when the model has none).
+    opt_state: optax state.
+    nonfinite_count: int32 scalar, steps not applied because loss or gradients were not finite.
+    first_nonfinite_step: int32 scalar, the step number of the first such step (-1: none yet).
+  """
+  step: jax.Array
+  params: PyTree
+  batch_stats: PyTree
+  opt_state: PyTree
+  nonfinite_count: jax.Array
+  first_nonfinite_step: jax.Array
+
+
+def make_optimizer(opt_config, schedule: optax.Schedule) -> optax.GradientTransformation:
+  """SPEC §5 optimiser: coupled L2 (decay added to the gradient BEFORE momentum) + SGD.
+
+  Args:
+    opt_config: the `config.opt` ConfigDict (momentum, nesterov, weight_decay).
+    schedule: step -> learning rate (see schedules.lr_schedule).
+  """
+  return optax.chain(
+      optax.add_decayed_weights(opt_config.weight_decay),
+      optax.sgd(learning_rate=schedule, momentum=opt_config.momentum, nesterov=opt_config.nesterov),
+  )
+
+
+def init_state(model, tx: optax.GradientTransformation, key: jax.Array, input_length: int,
+               example_batch: int = 2) -> TrainState:
+  """Initial TrainState from `model.init` on zeros of shape (example_batch, input_length)."""
+  def init(key):
+    params_key, dropout_key = jax.random.split(key)
+    x = jnp.zeros((example_batch, input_length), jnp.float32)
+    variables = model.init({'params': params_key, 'dropout': dropout_key}, x, train=False)
+    params = variables['params']
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), params=params,
+        batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
+        nonfinite_count=jnp.zeros((), jnp.int32),
+        first_nonfinite_step=jnp.full((), -1, jnp.int32))
+  return jax.jit(init)(key)
+
+
+def _all_finite(tree: PyTree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def mixed_loss(params: PyTree, batch_stats: PyTree, x: jax.Array, labels: jax.Array,
+               key: jax.Array, *, model, strategy, num_classes: int):
+  """Forward pass of the configured strategy on a local batch and its loss.
+
+  Args:
+    params, batch_stats: model variables.
+    x: float32 (N, T) waveforms at the model's rate (N even when the strategy mixes: rows 2k, 2k+1
+      are a pair of different classes).
+    labels: int32 (N,).
+    key: the step's key (plan and dropout are split from it).
+  Returns:
+    (loss scalar, (logits (N, C), soft targets (N, C), new batch_stats)).
+  """
+  plan_key, dropout_key = jax.random.split(key)
+  plan = strategy.plan(plan_key, x.shape[0], model.num_mix_points)
+  x = strategy.prepare_input(plan, x)
+  targets = strategy.targets(plan, jax.nn.one_hot(labels, num_classes, dtype=jnp.float32))
+  mix = strategy.mixer(plan, model.sample_rate)
+  variables = {'params': params}
+  if batch_stats:
+    variables['batch_stats'] = batch_stats
+  logits, updates = model.apply(variables, x, train=True, mix=mix, rngs={'dropout': dropout_key},
+                                mutable=['batch_stats'])
+  loss = strategy.loss(logits, targets)
+  return loss, (logits, targets, updates.get('batch_stats', batch_stats))
+
+
+def apply_update(state: TrainState, tx: optax.GradientTransformation, grads: PyTree,
+                 new_batch_stats: PyTree, finite: jax.Array) -> TrainState:
+  """One optimiser update, applied only where `finite` (a bool scalar); the step always advances."""
+  updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+  opt_state = keep(new_opt_state, state.opt_state)
+  count = optax.tree_utils.tree_get(new_opt_state, 'count')
+  if count is not None:  # the LR schedule follows the step counter, skipped steps included
+    opt_state = optax.tree_utils.tree_set(opt_state, count=count)
+  bad = jnp.logical_not(finite)
+  return state.replace(
+      step=state.step + 1,
+      params=keep(new_params, state.params),
+      batch_stats=keep(new_batch_stats, state.batch_stats),
+      opt_state=opt_state,
+      nonfinite_count=state.nonfinite_count + bad.astype(jnp.int32),
+      first_nonfinite_step=jnp.where(bad & (state.first_nonfinite_step < 0), state.step,
+                                     state.first_nonfinite_step))
+
+
+def current_lr(state: TrainState, schedule: optax.Schedule | None) -> jax.Array:
+  if schedule is None:
+    return jnp.asarray(jnp.nan, jnp.float32)
+  return schedule(state.step)
+
+
+def train_step(state: TrainState, batch: dict, key: jax.Array, *, model, strategy,
+               tx: optax.GradientTransformation, num_classes: int,
+               schedule: optax.Schedule | None = None) -> tuple[TrainState, dict]:
+  """One optimiser step on `batch` = dict(x=(N, T) float32, y=(N,) int32).
+
+  Returns the new state and metrics (float32 scalars unless noted): loss, error (% of the batch whose
+  argmax differs from the argmax of its soft label), lr (the LR used for this step), finite (bool),
+  nonfinite_count (int32, total so far).
+  """
+  step_key = jax.random.fold_in(key, state.step)
+  grad_fn = jax.value_and_grad(mixed_loss, has_aux=True)
+  (loss, (logits, targets, new_bs)), grads = grad_fn(
+      state.params, state.batch_stats, batch['x'], batch['y'], step_key,
+      model=model, strategy=strategy, num_classes=num_classes)
+  finite = jnp.isfinite(loss) & _all_finite(grads)
+  lr = current_lr(state, schedule)
+  new_state = apply_update(state, tx, grads, new_bs, finite)
+  error = 100.0 * jnp.mean((jnp.argmax(logits, -1) != jnp.argmax(targets, -1)).astype(jnp.float32))
+  metrics = dict(loss=loss.astype(jnp.float32), error=error, lr=lr, finite=finite,
+                 nonfinite_count=new_state.nonfinite_count)
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch: dict, *, model) -> dict:
+  """Multi-crop evaluation of `batch` = dict(x=(b, crops, T), y=(b,), mask=(b,) bool).
+
+  The prediction of a clip is the argmax of the mean over crops of softmax(logits) (SPEC §5).
+  Returns: probs (b, C) float32, pred (b,) int32, correct (b,) bool (False where mask is False),
+  num_correct and count (int32 scalars over the unmasked clips).
+  """
+  x = batch['x']
+  b, crops, t = x.shape
+  variables = {'params': state.params}
+  if state.batch_stats:
+    variables['batch_stats'] = state.batch_stats
+  logits = model.apply(variables, x.reshape(b * crops, t), train=False)
+  probs = jnp.mean(jax.nn.softmax(logits.astype(jnp.float32), -1).reshape(b, crops, -1), axis=1)
+  pred = jnp.argmax(probs, -1).astype(jnp.int32)
+  mask = batch['mask'].astype(bool)
+  correct = (pred == batch['y']) & mask
+  return dict(probs=probs, pred=pred, correct=correct,
+              num_correct=jnp.sum(correct.astype(jnp.int32)), count=jnp.sum(mask.astype(jnp.int32)))
+
+
+def make_train_step(model, strategy, tx, num_classes: int,
+                    schedule: optax.Schedule | None = None) -> Callable:
+  """`fn(state, batch, key) -> (state, metrics)` closing over the static pieces (unjitted)."""
+  def fn(state, batch, key):
+    return train_step(state, batch, key, model=model, strategy=strategy, tx=tx,
+                      num_classes=num_classes, schedule=schedule)
+  return fn
+
+
+def make_eval_step(model) -> Callable:
+  """`fn(state, batch) -> dict` (unjitted)."""
+  def fn(state, batch):
+    return eval_step(state, batch, model=model)
+  return fn
+
+
+def jit_train_step(fn: Callable, *, in_shardings=None, out_shardings=None) -> Callable:
+  """jax.jit of a train step with the state (argument 0) donated; shardings optional."""
+  kwargs = {}
+  if in_shardings is not None:
+    kwargs['in_shardings'] = in_shardings
+  if out_shardings is not None:
+    kwargs['out_shardings'] = out_shardings
+  return jax.jit(fn, donate_argnums=(0,), **kwargs)
+
+
+def jit_eval_step(fn: Callable, *, in_shardings=None, out_shardings=None) -> Callable:
+  """jax.jit of an eval step; shardings optional."""
+  kwargs = {}
+  if in_shardings is not None:
+    kwargs['in_shardings'] = in_shardings
+  if out_shardings is not None:
+    kwargs['out_shardings'] = out_shardings
+  return jax.jit(fn, **kwargs)
