@@ -1,0 +1,173 @@
+"""configs/*.py, typed overrides (config_overrides), field checks (config_checks), workdir guard."""
+import os
+import runpy
+
+import ml_collections
+from ml_collections import config_flags
+from absl import flags
+import pytest
+
+from intermix_jax import config_checks, config_overrides, workdir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load(name, arg=None):
+  return runpy.run_path(os.path.join(ROOT, 'configs', f'{name}.py'))['get_config'](arg)
+
+
+# SPEC §5 table, written out independently: (epochs, lr, schedule, warmup) for standard training.
+SPEC_TABLE = {
+    ('envnet', 'esc50'): (600, 0.01, (0.5, 0.75), 0),
+    ('envnet', 'esc10'): (600, 0.01, (0.5, 0.75), 0),
+    ('envnet', 'urbansound8k'): (400, 0.01, (0.5, 0.75), 0),
+    ('envnetv2', 'esc50'): (1000, 0.1, (0.3, 0.6, 0.9), 10),
+    ('envnetv2', 'esc10'): (600, 0.01, (0.5, 0.75), 0),
+    ('envnetv2', 'urbansound8k'): (600, 0.1, (0.3, 0.6, 0.9), 10),
+}
+
+
+@pytest.mark.parametrize('backbone,dataset', sorted(SPEC_TABLE))
+def test_spec_defaults_per_backbone_and_dataset(backbone, dataset):
+  c = load(dataset, f'backbone={backbone}')
+  assert (c.num_epochs, c.opt.lr, tuple(c.opt.schedule), c.opt.warmup_epochs) == SPEC_TABLE[
+      (backbone, dataset)]
+  assert c.dataset == dataset and c.backbone == backbone
+  assert (c.opt.momentum, c.opt.nesterov, c.opt.weight_decay, c.batch_size) == (0.9, True, 5e-4, 64)
+  assert c.double_epochs_for_mixing
+  config_checks.validate(c)
+
+
+@pytest.mark.parametrize('name', ['esc50', 'esc10', 'urbansound8k', 'demo'])
+def test_every_config_loads_validates_and_documents_its_command(name):
+  c = load(name)
+  config_checks.validate(c)
+  doc = runpy.run_path(os.path.join(ROOT, 'configs', f'{name}.py'))['__doc__']
+  assert 'python -m intermix_jax.main' in doc and f'configs/{name}.py' in doc
+  assert 'error' in doc.lower()  # the expected result
+
+
+def test_overrides_are_typed():
+  c = load('esc50', 'backbone=envnet,strategy=bc,fold=3,seed=2,opt.lr=1,model.width=0.5,'
+                    'strong_augment=true,mixing.eligible_layers=(1,2),opt.schedule=(0.4,0.8),'
+                    'data_dir=/tmp/d,manual_dir=None,steps_per_epoch=7')
+  assert c.backbone == 'envnet' and c.strategy == 'bc'
+  assert c.fold == 3 and isinstance(c.fold, int) and c.seed == 2
+  assert c.opt.lr == 1.0 and isinstance(c.opt.lr, float)
+  assert c.model.width == 0.5 and c.strong_augment is True
+  assert c.mixing.eligible_layers == (1, 2) and c.opt.schedule == (0.4, 0.8)
+  assert c.data_dir == '/tmp/d' and c.manual_dir is None and c.steps_per_epoch == 7
+  assert load('esc10', 'fold=all').fold == 'all'
+  assert load('esc10', 'mixing.eligible_layers=2').mixing.eligible_layers == (2,)
+
+
+def test_explicit_overrides_win_over_the_spec_row_whatever_their_order():
+  c = load('esc50', 'opt.lr=0.05,num_epochs=3,backbone=envnet')
+  assert c.backbone == 'envnet' and c.opt.lr == 0.05 and c.num_epochs == 3
+  assert c.opt.schedule == (0.5, 0.75)  # the rest of envnet's row
+  assert c.opt_defaults_from == 'envnet/esc50'
+
+
+def test_unknown_key_is_rejected_with_the_valid_ones():
+  with pytest.raises(ValueError) as e:
+    load('esc50', 'learning_rate=0.1')
+  msg = str(e.value)
+  assert "'learning_rate'" in msg and 'opt.lr' in msg and 'backbone' in msg and 'mixing.alpha' in msg
+
+
+@pytest.mark.parametrize('arg,field', [('seed=abc', 'seed'), ('opt.lr=fast', 'opt.lr'),
+                                       ('strong_augment=maybe', 'strong_augment'),
+                                       ('batch_size=6.5', 'batch_size'), ('oops', 'oops')])
+def test_badly_typed_override_names_the_field(arg, field):
+  with pytest.raises(ValueError, match=field):
+    load('esc50', arg)
+
+
+def test_split_top_level_keeps_brackets_and_quotes():
+  assert config_overrides.split_top_level("a=(1,2),b='x,y',c=[3,(4,5)]") == [
+      'a=(1,2)', "b='x,y'", 'c=[3,(4,5)]']
+
+
+def test_command_line_single_field_overrides():
+  def parse(*args):
+    argv = ['prog', *args]
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file('config', flag_values=fv, sys_argv=argv)
+    fv(argv)
+    return fv.config
+
+  c = parse(f'--config={ROOT}/configs/esc10.py:backbone=envnet,fold=all', '--config.opt.lr=0.05',
+            '--config.fold=2', '--config.mixing.eligible_layers=(1,3)')
+  assert c.backbone == 'envnet' and c.opt.lr == 0.05 and c.fold == 2
+  assert tuple(c.mixing.eligible_layers) == (1, 3)
+  assert parse(f'--config={ROOT}/configs/esc10.py', '--config.fold=all').fold == 'all'
+
+
+# --- config_checks: one-line errors naming the field and the valid values ----------------------
+BAD = [
+    ('backbone', 'resnet', ('envnetv2', 'm18')),
+    ('strategy', 'cutmix', ('intermix', 'standard')),
+    ('dataset', 'audioset', ('esc50', 'urbansound8k')),
+    ('fold', 6, ('1..5', "'all'")),
+    ('fold', 0, ('1..5',)),
+    ('fold', 'some', ("'all'",)),
+    ('nan_policy', 'ignore', ('stop', 'skip')),
+    ('mixing.signed_mode', 'abs', ('superpose', 'clamp')),
+    ('batch_size', 63, ('even',)),
+    ('batch_size', 0, ('>= 1',)),
+    ('opt.lr', -0.1, ('> 0',)),
+    ('opt.momentum', 1.0, ('< 1',)),
+    ('opt.weight_decay', -1e-4, ('>= 0',)),
+    ('opt.schedule', (0.6, 0.3), ('increasing',)),
+    ('opt.warmup_epochs', -1, ('>= 0',)),
+    ('num_epochs', 0, ('>= 1',)),
+    ('eval_every_epochs', 0, ('>= 1',)),
+    ('keep_checkpoints', 0, ('>= 1',)),
+    ('model.width', 0.0, ('> 0',)),
+    ('mixing.alpha', 0.0, ('> 0',)),
+    ('mixing.eligible_layers', (), ('at least one',)),
+    ('num_eval_crops', 0, ('>= 1',)),
+    ('steps_per_epoch', 0, ('>= 1',)),
+]
+
+
+@pytest.mark.parametrize('field,value,valid', BAD, ids=[f'{f}={v!r}' for f, v, _ in BAD])
+def test_bad_value_gives_one_line_error_naming_field_and_valid_values(field, value, valid):
+  c = load('esc50')
+  config_overrides.set_field(c, field, value)
+  with pytest.raises(config_checks.ConfigError) as e:
+    config_checks.validate(c)
+  msg = str(e.value)
+  assert f'config.{field}=' in msg and '\n' not in msg
+  for v in valid:
+    assert v in msg, msg
+
+
+def test_checks_that_need_the_model_and_the_devices():
+  c = load('esc50', 'mixing.eligible_layers=(1,5)')
+  config_checks.validate(c)  # without the backbone's K nothing to say
+  with pytest.raises(config_checks.ConfigError, match=r'config.mixing.eligible_layers=.*5.*0\.\.4'):
+    config_checks.validate(c, num_mix_points=5)
+  c = load('esc50', 'batch_size=12')
+  with pytest.raises(config_checks.ConfigError, match=r'config.batch_size=12 .*8 devices.*multiples of 8'):
+    config_checks.validate(c, device_count=8)
+  with pytest.raises(config_checks.ConfigError, match=r'config.batch_size=12 .*multiples of 8'):
+    config_checks.validate(c, device_count=4)  # 3 sounds per device: pairs would straddle
+  config_checks.validate(load('esc50', 'batch_size=12,strategy=standard'), device_count=4)
+  with pytest.raises(config_checks.ConfigError, match=r'config.batch_size=12 .*5 processes'):
+    config_checks.validate(c, process_count=5)
+  with pytest.raises(config_checks.ConfigError, match=r"config.fold=4 .*'synthetic'.*1\.\.3"):
+    config_checks.validate(load('demo', 'fold=4'), num_folds=3)
+
+
+# --- workdir guard --------------------------------------------------------------------------------
+def test_workdir_refuses_a_different_config(tmp_path):
+  d = str(tmp_path / 'run')
+  workdir.check_or_store_config(d, load('esc10'))
+  workdir.check_or_store_config(d, load('esc10'))  # same config: fine
+  workdir.check_or_store_config(d, load('esc10', 'log_every_steps=7,nan_policy=skip'))  # bookkeeping
+  with pytest.raises(workdir.WorkdirConfigError) as e:
+    workdir.check_or_store_config(d, load('esc10', 'opt.lr=0.5,seed=3'))
+  msg = str(e.value)
+  assert d in msg and 'opt.lr: 0.01 (workdir) vs 0.5 (now)' in msg and 'seed: 0' in msg
+  assert '\n' not in msg
