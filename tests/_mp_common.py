@@ -178,3 +178,25 @@ def run_python(script, args, env, timeout):
   """Runs tests/<script> with a bounded timeout; returns the CompletedProcess."""
   return subprocess.run([sys.executable, os.path.join(TESTS_DIR, script), *map(str, args)],
                         env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def concatenated_plan(strategy, key, batch_size, num_mix_points, num_devices):
+  """The plan a `num_devices` sharded strategy draws, as one unwrapped plan for a 1-device
+  reference: device plans plan(fold_in(key, d), batch_size / num_devices, K) with per-row fields
+  concatenated and per-step fields taken from device 0 (the caller makes them agree across devices,
+  e.g. with a single eligible layer)."""
+  b = batch_size // num_devices
+  plans = [strategy.plan(jax.random.fold_in(key, d), b, num_mix_points) for d in range(num_devices)]
+  return jax.tree.map(lambda *xs: jnp.concatenate(xs) if xs[0].ndim else xs[0], *plans)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 7))
+def reference_step(model, strategy, tx, state, x, y, key, num_devices):
+  """C.train_step on one device, with the mixing plan the `num_devices` sharded run draws."""
+  params, batch_stats, opt_state = state
+  plan_key, dropout_key = jax.random.split(key)
+  plan = concatenated_plan(strategy, plan_key, x.shape[0], model.num_mix_points, num_devices)
+  loss, grads, batch_stats = loss_and_grads(model, strategy, params, batch_stats, x, y, plan,
+                                            dropout_key)
+  updates, opt_state = tx.update(grads, opt_state, params)
+  return (optax.apply_updates(params, updates), batch_stats, opt_state), loss

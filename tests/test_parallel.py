@@ -139,7 +139,7 @@ def test_sharded_strategy_interface():
   assert (s.name, s.mixes, s.eligible_layers) == ('intermix', True, (1, 2))
   assert hash(s) == hash(parallel.shard_strategy(strategy, mesh1))  # static under jit
   assert parallel.shard_strategy(s, mesh1) is s
-  plan = s.plan(jax.random.key(0), 4, 3)
+  plan = jax.jit(s.plan, static_argnums=(1, 2))(jax.random.key(0), 4, 3)
   assert plan.r.shape == (4,) and plan.layer.shape == (1,)  # per-step fields: one per device
   assert plan.batch_leaves == (False, True, True)  # MixPlan(layer, r, phi)
   leaves, treedef = jax.tree.flatten(plan)
@@ -163,9 +163,10 @@ def test_toy_strategy_one_device_law():
   key = jax.random.key(4)
   x = jnp.arange(24.0).reshape(4, 6)
   y = jax.nn.one_hot(jnp.array([0, 1, 2, 3]), 5)
+  run = jax.jit(_run, static_argnums=(0, 5))
   for k in (0, 1):
-    got = _run(s, key, x, y, x, k)
-    want = _run(toy, jax.random.fold_in(key, 0), x, y, x, k)
+    got = run(s, key, x, y, x, k)
+    want = run(toy, jax.random.fold_in(key, 0), x, y, x, k)
     chex.assert_trees_all_close(got, want)
 
 
