@@ -37,7 +37,7 @@ class CheckpointStore:
                                           item_names=('state', 'meta'))
 
   def all_steps(self) -> list[int]:
-    return sorted(self._manager.all_steps(read=True))
+    return sorted(self._manager.all_steps())
 
   def latest_step(self) -> int | None:
     steps = self.all_steps()

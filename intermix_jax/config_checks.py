@@ -13,7 +13,7 @@ import numbers
 
 import ml_collections
 
-DATASETS = ('esc50', 'esc10', 'urbansound8k', 'synthetic', 'custom')
+DATASETS = ('esc50', 'esc10', 'urbansound8k', 'synthetic')
 BACKBONES = ('envnet', 'envnetv2', 'm18', 'soundnet5', 'piczakcnn')
 STRATEGIES = ('standard', 'mixup', 'bc', 'speechmix', 'intermix')
 SIGNED_MODES = ('superpose', 'clamp')
@@ -25,26 +25,22 @@ class ConfigError(ValueError):
   """A config field has a value the trainer cannot use (message names the field)."""
 
 
-def _names(module_name: str, fallback: tuple[str, ...]) -> tuple[str, ...]:
-  """Registered names of a project registry (models / mixing), or `fallback` if it has none yet."""
+def _names(kind: str, fallback: tuple[str, ...]) -> tuple[str, ...]:
+  """The names the project's registries accept for `kind` ('dataset', 'backbone', 'strategy')."""
+  if kind == 'dataset':
+    from intermix_jax import data
+    return tuple(data.DATASETS)
+  if kind == 'strategy':
+    from intermix_jax import mixing
+    return tuple(mixing.STRATEGY_NAMES)
   try:
-    if module_name == 'models':
-      from intermix_jax import models as m
-    else:
-      from intermix_jax import mixing as m
-  except ImportError:
+    from intermix_jax import models
+  except ImportError:  # the models package is not importable yet
     return fallback
-  for attr in ('available', 'names', 'list_models', 'list_strategies'):
-    fn = getattr(m, attr, None)
-    if callable(fn):
-      try:
-        return tuple(sorted(fn()))
-      except TypeError:
-        pass
-  for attr in ('REGISTRY', 'MODELS', 'STRATEGIES', 'BACKBONES'):
-    reg = getattr(m, attr, None)
-    if isinstance(reg, (dict, tuple, list)) and reg:
-      return tuple(sorted(reg))
+  for attr in ('MODEL_NAMES', 'NAMES', 'BACKBONES'):
+    names = getattr(models, attr, None)
+    if names:
+      return tuple(names)
   return fallback
 
 
@@ -93,9 +89,9 @@ def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,
     mixes: whether the strategy mixes pairs (default: strategy != 'standard').
   """
   c = config
-  _check_choice('dataset', c.dataset, DATASETS)
-  _check_choice('backbone', c.backbone, _names('models', BACKBONES))
-  _check_choice('strategy', c.strategy, _names('mixing', STRATEGIES))
+  _check_choice('dataset', c.dataset, _names('dataset', DATASETS))
+  _check_choice('backbone', c.backbone, _names('backbone', BACKBONES))
+  _check_choice('strategy', c.strategy, _names('strategy', STRATEGIES))
   if mixes is None:
     mixes = c.strategy != 'standard'
 
@@ -141,6 +137,10 @@ def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,
       _fail(f'config.batch_size={c.batch_size} gives {c.batch_size // device_count} sounds per device; '
             f'mixing pairs sounds on each device, valid: multiples of {2 * device_count}')
   _check_range('eval_batch_size', c.eval_batch_size, lo=1, integer=True)
+  for n, what in ((device_count, 'devices'), (process_count, 'processes')):
+    if n and c.eval_batch_size % n:
+      _fail(f'config.eval_batch_size={c.eval_batch_size} is not divisible by the {n} {what}; '
+            f'valid: multiples of {n}')
   _check_range('num_eval_crops', c.num_eval_crops, lo=1, integer=True)
 
   _check_range('num_epochs', c.num_epochs, lo=1, integer=True)

@@ -1,0 +1,477 @@
+"""Training and evaluation of one run: `train_and_evaluate(config, workdir)`.
+
+What lands in `workdir` (see WORKSPACE.md):
+  config.json         the run's config; a rerun with a different config is refused
+  checkpoints/<step>/ orbax checkpoints (periodic, final, on SIGTERM), the newest `keep_checkpoints`
+  results.json        status, config, fold, seed, per-epoch metrics, final error (LAST epoch), wall
+                      time, versions, per-clip predictions of the last evaluation
+  events.out.tfevents.*  TensorBoard scalars (train/loss, train/error, train/lr, train/steps_per_sec,
+                      test/error, ...)
+With `fold='all'` every fold runs into `workdir/fold_<k>` (and `workdir/cv_results.json` sums up).
+
+Rerunning the same command resumes from the newest readable checkpoint: parameters, optimiser state,
+counters, the data position (epoch, step within the epoch), the PRNG key, the history and the partial
+epoch's metric sums, so the resumed run ends bitwise equal to an uninterrupted one (on CPU). SIGTERM
+(preemption) saves a checkpoint at the current step and returns with status 'preempted' (main exits
+0). A non-finite loss or gradient is never applied (steps.py); with `nan_policy='stop'` training stops
+with `NonFiniteError` naming the step and the last good checkpoint, with 'skip' it carries on and
+counts such steps (`nonfinite_steps` in the metrics).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from intermix_jax import checkpoints
+from intermix_jax import config_checks
+from intermix_jax import schedules
+from intermix_jax import steps
+from intermix_jax import summaries
+from intermix_jax import workdir as workdir_lib
+
+RESULTS_FILE = 'results.json'
+CV_RESULTS_FILE = 'cv_results.json'
+
+
+class NonFiniteError(RuntimeError):
+  """Training met a non-finite loss or gradient under nan_policy='stop'."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Small helpers
+# ------------------------------------------------------------------------------------------------
+def _is_main() -> bool:
+  return jax.process_index() == 0
+
+
+def versions() -> dict[str, str]:
+  """Versions of the software that produced a result."""
+  import flax
+  import optax
+  import orbax.checkpoint as ocp
+  out = dict(python=platform.python_version(), jax=jax.__version__, flax=flax.__version__,
+             optax=optax.__version__, orbax_checkpoint=getattr(ocp, '__version__', '?'),
+             numpy=np.__version__, platform=jax.default_backend(),
+             devices=f'{jax.device_count()} x {jax.devices()[0].device_kind}',
+             processes=str(jax.process_count()))
+  try:
+    import intermix_jax
+    out['intermix_jax'] = getattr(intermix_jax, '__version__', '0.1.0')
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(intermix_jax.__file__)))
+    out['git_commit'] = subprocess.run(
+        ['git', '-C', repo, 'rev-parse', 'HEAD'], capture_output=True, text=True,
+        timeout=10).stdout.strip() or 'unknown'
+  except Exception:  # not a git checkout, no git: the version alone will do
+    out.setdefault('git_commit', 'unknown')
+  return out
+
+
+def method_label(config: ml_collections.ConfigDict) -> str:
+  """Short name of the training method, e.g. 'intermix', 'intermix[layers=0,r-weighting]+aug'."""
+  label = config.strategy
+  opts = []
+  m = config.mixing
+  if config.strategy != 'standard':
+    if m.eligible_layers is not None:
+      opts.append('layers=' + ','.join(str(k) for k in m.eligible_layers))
+    if config.strategy in ('bc', 'speechmix', 'intermix') and not m.p_weighting:
+      opts.append('r-weighting')
+  if config.strategy == 'intermix':
+    if not m.normalize:
+      opts.append('no-normalize')
+    if m.signed_mode != 'superpose':
+      opts.append(m.signed_mode)
+    if m.stop_gradient_interference:
+      opts.append('stopgrad')
+  if config.strategy == 'mixup' and m.alpha != 1.0:
+    opts.append(f'alpha={m.alpha:g}')
+  if opts:
+    label += '[' + ','.join(opts) + ']'
+  if config.strong_augment:
+    label += '+aug'
+  return label
+
+
+def _fmt_time(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return '?'
+  seconds = int(round(seconds))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f'{h}:{m:02d}:{s:02d}'
+
+
+class _QuietLibraries:
+  """absl-logging filter: drops INFO records of orbax (a dozen lines per checkpoint save)."""
+
+  def filter(self, record) -> bool:
+    return record.levelno >= 30 or '/orbax/' not in getattr(record, 'pathname', '')
+
+
+def _quiet_orbax_logging() -> None:
+  logger = logging.get_absl_logger()
+  if not any(isinstance(f, _QuietLibraries) for f in logger.filters):
+    logger.addFilter(_QuietLibraries())
+
+
+class _TerminationFlag:
+  """Records SIGTERM (preemption notice) instead of dying; restores the old handler on exit."""
+
+  def __init__(self):
+    self.requested = False
+    self._old = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._old = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+    return False
+
+
+# ------------------------------------------------------------------------------------------------
+# Entry point
+# ------------------------------------------------------------------------------------------------
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains and evaluates `config` in `workdir`; returns the results dict (see results.json).
+
+  Raises:
+    config_checks.ConfigError: a field is unusable (before any heavy work).
+    workdir_lib.WorkdirConfigError: `workdir` belongs to a different config.
+    NonFiniteError: a non-finite loss or gradient under nan_policy='stop'.
+  """
+  config_checks.validate(config, device_count=jax.device_count(),
+                         process_count=jax.process_count())
+  _quiet_orbax_logging()
+  workdir = os.path.abspath(workdir)
+  if config.fold == 'all':
+    return _cross_validate(config, workdir)
+  return _train_fold(config, workdir)
+
+
+def _cross_validate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  from intermix_jax import data
+  info = data.dataset_info(config)
+  workdir_lib.check_or_store_config(workdir, config, write=_is_main())
+  folds = []
+  for k in range(1, info.num_folds + 1):
+    fold_config = config.copy_and_resolve_references()
+    fold_config.fold = k
+    result = _train_fold(fold_config, os.path.join(workdir, f'fold_{k}'))
+    folds.append(dict(fold=k, status=result['status'], final_error=result['final_error']))
+    if result['status'] != 'finished':
+      break
+  errors = [f['final_error'] for f in folds if f['final_error'] is not None]
+  done = len(errors) == info.num_folds
+  summary = dict(dataset=config.dataset, backbone=config.backbone, method=method_label(config),
+                 seed=config.seed, folds=folds,
+                 status='finished' if done else folds[-1]['status'],
+                 mean_error=float(np.mean(errors)) if done else None)
+  if _is_main():
+    workdir_lib.write_json_atomic(os.path.join(workdir, CV_RESULTS_FILE), summary)
+    if done:
+      logging.info('cross-validation %s: error %.2f%% (folds: %s)', workdir, summary['mean_error'],
+                   ', '.join(f'{e:.2f}' for e in errors))
+  return summary
+
+
+# ------------------------------------------------------------------------------------------------
+# One fold
+# ------------------------------------------------------------------------------------------------
+class _Run:
+  """Everything one fold's training needs, built once (model, data, steps, checkpoints)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    from intermix_jax import data, mixing, models, parallel
+    self.config = config
+    self.workdir = workdir
+    self.is_main = _is_main()
+    self.info = data.dataset_info(config)
+    self.model = models.get_model(config.backbone, self.info.num_classes, **config.model)
+    strategy = mixing.get_strategy(config.strategy, **config.mixing)
+    config_checks.validate(
+        config, num_folds=self.info.num_folds, num_mix_points=self.model.num_mix_points,
+        device_count=jax.device_count(), process_count=jax.process_count(), mixes=strategy.mixes)
+    workdir_lib.check_or_store_config(workdir, config, write=self.is_main)
+    if config.opt_defaults_from:
+      b, d = config.opt_defaults_from.split('/')
+      dataset = config.dataset if config.dataset in ('esc50', 'esc10', 'urbansound8k') else 'esc50'
+      if (b, d) != (config.backbone, dataset):
+        logging.warning('config.backbone=%s / dataset=%s, but the optimisation fields came from the '
+                        'SPEC row of %s: to get the row of this backbone and dataset, give them '
+                        'after the colon (configs/x.py:backbone=...), not as --config.backbone',
+                        config.backbone, config.dataset, config.opt_defaults_from)
+
+    # Devices: one 'data' axis over every device; mixing per device (parallel.py).
+    self.mesh = parallel.make_mesh()
+    self.parallel = parallel
+    self.strategy = parallel.shard_strategy(strategy, self.mesh) if jax.device_count() > 1 else strategy
+    self.mixes = strategy.mixes
+
+    pi, pc = jax.process_index(), jax.process_count()
+    self.train_data = data.make_train_loader(config, self.model.sample_rate, self.model.input_length,
+                                             process_index=pi, process_count=pc)
+    self.eval_data = data.make_eval_loader(config, self.model.sample_rate, self.model.input_length,
+                                           process_index=pi, process_count=pc)
+    self.steps_per_epoch = int(config.steps_per_epoch or self.train_data.steps_per_epoch)
+    if self.steps_per_epoch < 1:
+      raise config_checks.ConfigError(
+          f'config.batch_size={config.batch_size} leaves no full batch in the '
+          f'{self.train_data.num_examples} training clips of fold {config.fold}; use a smaller batch')
+    self.num_epochs = schedules.total_epochs(config.num_epochs, self.mixes,
+                                             config.double_epochs_for_mixing)
+    self.total_steps = self.num_epochs * self.steps_per_epoch
+    self.schedule = schedules.lr_schedule(config.opt.lr, self.num_epochs, self.steps_per_epoch,
+                                          config.opt.schedule, config.opt.warmup_epochs)
+    self.tx = steps.make_optimizer(config.opt, self.schedule)
+
+    replicated = parallel.replicated_sharding(self.mesh)
+    batch_sh = parallel.batch_sharding(self.mesh)
+    self.train_step = steps.jit_train_step(
+        steps.make_train_step(self.model, self.strategy, self.tx, self.info.num_classes,
+                              self.schedule),
+        in_shardings=(replicated, batch_sh, replicated), out_shardings=(replicated, replicated))
+    self.eval_step = steps.jit_eval_step(
+        steps.make_eval_step(self.model), in_shardings=(replicated, batch_sh))
+    self.store = checkpoints.CheckpointStore(os.path.join(workdir, 'checkpoints'),
+                                             config.keep_checkpoints)
+
+  # --- placement -------------------------------------------------------------------------------
+  def place_train_batch(self, batch: dict) -> dict:
+    batch = {k: batch[k] for k in ('x', 'y')}
+    return self.parallel.host_batch_to_global(batch, self.mesh, pairs=self.mixes)
+
+  def place_eval_batch(self, batch: dict) -> dict:
+    batch = {k: batch[k] for k in ('x', 'y', 'mask')}
+    return self.parallel.host_batch_to_global(batch, self.mesh)
+
+  def init_state(self, key: jax.Array) -> steps.TrainState:
+    state = steps.init_state(self.model, self.tx, key, self.model.input_length)
+    return self.parallel.replicate(jax.device_get(state), self.mesh)
+
+  # --- evaluation ------------------------------------------------------------------------------
+  def evaluate(self, state: steps.TrainState) -> dict:
+    """10-crop error (%) on the test fold and the per-clip predictions of this process."""
+    outs, labels, masks = [], [], []
+    for batch in self.eval_data.batches():
+      out = self.eval_step(state, self.place_eval_batch(batch))
+      outs.append((out['pred'], out['num_correct'], out['count']))
+      labels.append(np.asarray(batch['y']))
+      masks.append(np.asarray(batch['mask'], bool))
+    host = self.parallel.global_to_host(outs)
+    num_correct = sum(int(c) for _, c, _ in host)
+    count = sum(int(n) for _, _, n in host)
+    if count != self.eval_data.num_examples:
+      raise RuntimeError(f'evaluation saw {count} clips, the test fold has '
+                         f'{self.eval_data.num_examples}')
+    # Per-clip predictions: the global prediction array of each batch, masked like its labels.
+    preds, ys = [], []
+    if jax.process_count() == 1:
+      for (p, _, _), y, m in zip(host, labels, masks):
+        preds.extend(np.asarray(p)[m].tolist())
+        ys.extend(y[m].tolist())
+    error = 100.0 * (1.0 - num_correct / max(count, 1))
+    return dict(error=error, num_correct=num_correct, count=count, preds=preds, labels=ys)
+
+
+def _empty_meta(train_key: jax.Array) -> dict:
+  return dict(history=[], partial=dict(loss=0.0, error=0.0, n=0), wall_time=0.0,
+              rng=np.asarray(jax.random.key_data(train_key)).tolist(), last_eval=None,
+              nonfinite_steps=0)
+
+
+def _train_fold(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  t0 = time.time()
+  run = _Run(config, workdir)
+  cfg = run.config
+  spe, total = run.steps_per_epoch, run.total_steps
+  init_key, train_key = jax.random.split(jax.random.key(cfg.seed))
+  state = run.init_state(init_key)
+  meta = _empty_meta(train_key)
+  restored = run.store.restore(state)
+  if restored is not None:
+    state, meta, ckpt_step = restored
+    train_key = jax.random.wrap_key_data(np.asarray(meta['rng'], np.uint32))
+    logging.info('resuming %s from checkpoint %s (epoch %d, step %d of %d)', workdir,
+                 run.store.path(ckpt_step), meta['epoch'], meta['step_in_epoch'], spe)
+  train_key = run.parallel.replicate(train_key, run.mesh)
+  start = int(jax.device_get(state.step))
+  writer = summaries.SummaryWriter(workdir, enabled=run.is_main)
+  if start == 0 and run.is_main:
+    writer.write_texts(0, {'config': '```\n' + str(cfg) + '\n```'})
+
+  base = dict(config=workdir_lib.config_to_dict(cfg), dataset=cfg.dataset, backbone=cfg.backbone,
+              strategy=cfg.strategy, method=method_label(cfg), fold=cfg.fold, seed=cfg.seed,
+              num_classes=run.info.num_classes, class_names=list(run.info.class_names),
+              num_epochs=run.num_epochs, steps_per_epoch=spe, total_steps=total,
+              num_train_examples=run.train_data.num_examples,
+              num_test_examples=run.eval_data.num_examples, workdir=workdir)
+  vers = versions()
+
+  def results(status: str, step: int, message: str = '') -> dict:
+    last = meta['last_eval']
+    finished = status == 'finished'
+    return dict(base, status=status, message=message, step=step, history=meta['history'],
+                final_error=last['error'] if finished else None,
+                final_epoch=last['epoch'] if finished else None,
+                last_eval_error=last['error'] if last else None,
+                nonfinite_steps=meta['nonfinite_steps'],
+                wall_time_s=meta['wall_time'] + (time.time() - t0), versions=vers,
+                predictions=(dict(filenames=list(run.eval_data.filenames), labels=last['labels'],
+                                  preds=last['preds'], epoch=last['epoch']) if last else None))
+
+  def write_results(status: str, step: int, message: str = '') -> dict:
+    r = results(status, step, message)
+    if run.is_main:
+      workdir_lib.write_json_atomic(os.path.join(workdir, RESULTS_FILE), r)
+    return r
+
+  def save(step: int, partial: dict) -> None:
+    meta_out = dict(meta, epoch=step // spe, step_in_epoch=step % spe, global_step=step,
+                    partial=partial, wall_time=meta['wall_time'] + (time.time() - t0))
+    run.store.save(step, state, meta_out)
+
+  def check_finite(step: int) -> None:
+    """Host-side NaN policy (reads two device scalars)."""
+    bad = int(jax.device_get(state.nonfinite_count))
+    if bad == meta['nonfinite_steps']:
+      return
+    first = int(jax.device_get(state.first_nonfinite_step))
+    meta['nonfinite_steps'] = bad
+    where = f'step {first} (epoch {first // spe + 1}, batch {first % spe + 1} of {spe})'
+    if cfg.nan_policy == 'skip':
+      logging.warning('%d non-finite step(s) skipped so far (first at %s)', bad, where)
+      return
+    last = run.store.latest_step()
+    good = (f'{run.store.path(last)} (step {last}), kept' if last is not None
+            else 'none (no checkpoint was saved before it)')
+    msg = (f'non-finite loss or gradients at {where} in {workdir}; training stopped '
+           f'(nan_policy=stop). Last good checkpoint: {good}. Rerun with '
+           f'--config.nan_policy=skip to skip such steps instead.')
+    write_results('stopped_nonfinite', step, msg)
+    writer.close()
+    run.store.close()
+    raise NonFiniteError(msg)
+
+  if start >= total:
+    logging.info('%s: already trained (%d steps)', workdir, start)
+    if meta['last_eval'] is None or meta['last_eval']['epoch'] != run.num_epochs:
+      ev = run.evaluate(state)
+      meta['last_eval'] = dict(ev, epoch=run.num_epochs)
+    r = write_results('finished', start)
+    run.store.close()
+    writer.close()
+    return r
+
+  status = 'running'
+  partial = dict(meta['partial'])
+  sums = (jnp.asarray(partial['loss'], jnp.float32), jnp.asarray(partial['error'], jnp.float32))
+  n_in_epoch = int(partial['n'])
+  write_results(status, start)
+  last_log_time, last_log_step = time.time(), start
+  with _TerminationFlag() as term:
+    step = start
+    for epoch in range(start // spe, run.num_epochs):
+      first = step - epoch * spe
+      batches = iter(run.train_data.batches(epoch, start_step=first))
+      for i in range(first, spe):
+        try:
+          host_batch = next(batches)
+        except StopIteration:
+          raise RuntimeError(
+              f'the training data of epoch {epoch} ended after {i} batches, but '
+              f'steps_per_epoch={spe} (config.steps_per_epoch={cfg.steps_per_epoch}, the loader has '
+              f'{run.train_data.steps_per_epoch}); lower config.steps_per_epoch') from None
+        state, metrics = run.train_step(state, run.place_train_batch(host_batch), train_key)
+        sums = (sums[0] + metrics['loss'], sums[1] + metrics['error'])
+        n_in_epoch += 1
+        step += 1
+        if step % cfg.log_every_steps == 0:
+          m = jax.device_get(metrics)
+          now = time.time()
+          rate = (step - last_log_step) / max(now - last_log_time, 1e-9)
+          last_log_time, last_log_step = now, step
+          if run.is_main:
+            logging.info('epoch %d/%d step %d/%d | loss %.4f error %.1f%% lr %.3g | %.2f steps/s '
+                         '| ETA %s', epoch + 1, run.num_epochs, step, total, m['loss'], m['error'],
+                         m['lr'], rate, _fmt_time((total - step) / rate))
+            writer.write_scalars(step, {'train/loss': m['loss'], 'train/error': m['error'],
+                                        'train/lr': m['lr'], 'train/steps_per_sec': rate})
+          check_finite(step)
+        if term.requested and i + 1 < spe:  # at an epoch's end, the epoch is closed first
+          check_finite(step)
+          partial = dict(loss=float(sums[0]), error=float(sums[1]), n=n_in_epoch)
+          save(step, partial)
+          msg = (f'SIGTERM at step {step}: saved checkpoint {run.store.path(step)}; rerun the same '
+                 f'command to resume')
+          logging.warning(msg)
+          r = write_results('preempted', step, msg)
+          writer.close()
+          run.store.close()
+          return r
+
+      # --- end of epoch ---
+      check_finite(step)
+      loss_sum, err_sum = jax.device_get(sums)
+      entry = dict(epoch=epoch + 1, step=step, train_loss=float(loss_sum) / max(n_in_epoch, 1),
+                   train_error=float(err_sum) / max(n_in_epoch, 1),
+                   lr=float(run.schedule(step - 1)), nonfinite_steps=meta['nonfinite_steps'])
+      sums = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
+      n_in_epoch = 0
+      last_epoch = epoch + 1 == run.num_epochs
+      if (epoch + 1) % cfg.eval_every_epochs == 0 or last_epoch:
+        ev = run.evaluate(state)
+        meta['last_eval'] = dict(ev, epoch=epoch + 1)
+        entry['test_error'] = ev['error']
+        if run.is_main:
+          logging.info('epoch %d/%d: test error %.2f%% (%d/%d clips, %d crops each)', epoch + 1,
+                       run.num_epochs, ev['error'], ev['count'] - ev['num_correct'], ev['count'],
+                       cfg.num_eval_crops)
+          writer.write_scalars(step, {'test/error': ev['error']})
+      meta['history'].append(entry)
+      if run.is_main:
+        writer.write_scalars(step, {'epoch/train_loss': entry['train_loss'],
+                                    'epoch/train_error': entry['train_error'],
+                                    'epoch/nonfinite_steps': entry['nonfinite_steps']})
+        writer.flush()
+      if (epoch + 1) % cfg.checkpoint_every_epochs == 0 or last_epoch or term.requested:
+        save(step, dict(loss=0.0, error=0.0, n=0))
+      status = 'finished' if last_epoch else 'running'
+      write_results(status, step)
+      last_log_time, last_log_step = time.time(), step  # steps/s counts training only
+      if term.requested and not last_epoch:
+        msg = f'SIGTERM at step {step}: saved checkpoint {run.store.path(step)}; rerun to resume'
+        logging.warning(msg)
+        r = write_results('preempted', step, msg)
+        writer.close()
+        run.store.close()
+        return r
+
+  r = write_results('finished', step)
+  if run.is_main:
+    logging.info('finished %s: test error %.2f%% at epoch %d (wall time %s)', workdir,
+                 r['final_error'], r['final_epoch'], _fmt_time(r['wall_time_s']))
+  writer.close()
+  run.store.close()
+  return r
