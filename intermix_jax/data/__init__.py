@@ -19,6 +19,8 @@ Builders (tfds names): `esc50` (configs esc50_sr<rate>, esc10_sr<rate>), `urbans
 (sr<rate>), `synthetic_sounds` (sr<rate>, generated offline data), rate in 8000, 16000, 22050,
 44100 (others are built on the fly).
 """
+import numpy as np
+
 from intermix_jax.data.audio_builder import SAMPLE_RATES
 from intermix_jax.data.audio_builder import SampleRateConfig
 from intermix_jax.data.audio_builder import SkippedFilesWarning
@@ -44,10 +46,12 @@ def _data_seed(config) -> int:
 
 
 def _check_fold(config, info: DatasetInfo) -> int:
-  fold = int(config.fold)
-  if not 1 <= fold <= info.num_folds:
-    raise ValueError(f'config.fold={config.fold} but {info.name} has folds 1..{info.num_folds}')
-  return fold
+  fold = config.fold
+  if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) \
+      or not 1 <= fold <= info.num_folds:
+    raise ValueError(f'config.fold={config.fold!r} but the data loaders need one test fold of '
+                     f'{info.name}: an integer in 1..{info.num_folds}')
+  return int(fold)
 
 
 def _fold_sources(builder, folds):

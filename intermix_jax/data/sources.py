@@ -6,7 +6,12 @@ a directory holding it (e.g. the extracted `ESC-50-master/`), or the unextracted
 else the official download when online; else `SourceUnavailableError` saying how to provide a copy.
 """
 import os
+import shutil
+import socket
+import tarfile
 from typing import Callable
+import urllib.parse
+import zipfile
 
 from intermix_jax.data import layouts
 
@@ -15,6 +20,52 @@ ARCHIVE_SUFFIXES = ('.zip', '.tar.gz', '.tgz', '.tar')
 
 class SourceUnavailableError(RuntimeError):
   """Neither a local copy nor the download is available (the message says how to fix it)."""
+
+
+def extract_archive(archive: str, extract_root: str) -> str:
+  """Extracts a .zip / .tar(.gz) into `extract_root/<archive name>.extracted` (reused if present).
+
+  Python's own zipfile/tarfile (TFDS's extractor needs TensorFlow). Extraction goes to a
+  temporary directory renamed at the end, so an interrupted extraction is redone, never reused.
+  """
+  archive = os.fspath(archive)
+  dest = os.path.join(os.fspath(extract_root), os.path.basename(archive) + '.extracted')
+  if os.path.isdir(dest):
+    return dest
+  if zipfile.is_zipfile(archive):
+    fmt = 'zip'
+  elif tarfile.is_tarfile(archive):
+    fmt = 'tar'  # any compression tarfile detects (gz, bz2, xz)
+  else:
+    raise SourceUnavailableError(f'{archive}: not a zip or tar archive')
+  tmp = f'{dest}.incomplete-{os.getpid()}'
+  shutil.rmtree(tmp, ignore_errors=True)
+  try:
+    try:
+      shutil.unpack_archive(archive, tmp, fmt, filter='data')
+    except TypeError:  # Python without the extraction-filter backport
+      shutil.unpack_archive(archive, tmp, fmt)
+    os.replace(tmp, dest)
+  except (shutil.ReadError, OSError, EOFError) as e:
+    raise SourceUnavailableError(f'{archive}: cannot extract this archive ({e})') from e
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return dest
+
+
+def unreachable(url: str, timeout: float = 5.0) -> str | None:
+  """None if a TCP connection to the url's host can be opened, else why not.
+
+  A quick check before handing the url to TFDS, whose downloader retries a failing connection
+  with back-off for minutes: offline users get the how-to-provide-a-copy error at once.
+  """
+  parts = urllib.parse.urlsplit(url)
+  port = parts.port or (443 if parts.scheme == 'https' else 80)
+  try:
+    with socket.create_connection((parts.hostname, port), timeout=timeout):
+      return None
+  except OSError as e:
+    return f'cannot connect to {parts.hostname}:{port} ({e})'
 
 
 def _manual_dir(dl_manager):
@@ -32,7 +83,7 @@ def _from_manual_dir(dl_manager, manual: str, find_root: Callable[[str], str]) -
     archives = sorted(f for f in os.listdir(manual) if f.endswith(ARCHIVE_SUFFIXES))
     if len(archives) != 1:
       raise layout_error
-    extracted = os.fspath(dl_manager.extract(os.path.join(manual, archives[0])))
+    extracted = extract_archive(os.path.join(manual, archives[0]), dl_manager.download_dir)
     return find_root(extracted)
 
 
@@ -50,10 +101,15 @@ def locate(dl_manager, *, what: str, url: str, find_root: Callable[[str], str],
   manual = _manual_dir(dl_manager)
   if manual is not None:
     return _from_manual_dir(dl_manager, manual, find_root)
+  why = unreachable(url)
+  if why is not None:
+    raise SourceUnavailableError(
+        f'{what}: no local copy was given (config.manual_dir) and the official download {url} is '
+        f'unavailable: {why}.\n{instructions}')
   try:
-    extracted = os.fspath(dl_manager.download_and_extract(url))
+    archive = os.fspath(dl_manager.download(url))
   except Exception as e:  # pylint: disable=broad-except  (any network / archive failure)
     raise SourceUnavailableError(
         f'{what}: no local copy was given (config.manual_dir) and downloading {url} failed '
         f'({type(e).__name__}: {e}).\n{instructions}') from e
-  return find_root(extracted)
+  return find_root(extract_archive(archive, dl_manager.download_dir))

@@ -1,0 +1,62 @@
+"""Shared pytest fixtures: configs, generated audio layouts, prepared datasets, the real ESC-10.
+
+Fixtures (any test may use them):
+  base_config         a fresh configs/base.py ConfigDict (function scope; mutate freely)
+  synthetic_data_dir  a session TFDS data_dir for dataset='synthetic' (prepared on first use;
+                      set config.data_dir to it)
+  esc50_layout        a session LayoutSpec of a small clean ESC-50-layout copy (tests/fixtures_audio)
+  urbansound8k_layout a session LayoutSpec of a small clean UrbanSound8K-layout copy
+  esc10_real_dir      /work/shared/data/esc10 (real ESC-10, official layout), else skip
+  esc10_real_prepared {16000: data_dir, 44100: data_dir} of the real ESC-10, prepared once per
+                      session (skips when the data is absent)
+"""
+import os
+import runpy
+
+import pytest
+
+import fixtures_audio
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ESC10_REAL_DIR = os.environ.get('INTERMIX_ESC10_DIR',
+                                os.path.join(os.path.dirname(REPO), 'shared', 'data', 'esc10'))
+
+
+@pytest.fixture
+def base_config():
+  return runpy.run_path(os.path.join(REPO, 'configs', 'base.py'))['get_base_config']()
+
+
+@pytest.fixture(scope='session')
+def synthetic_data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('tfds_synthetic'))
+
+
+@pytest.fixture(scope='session')
+def esc50_layout(tmp_path_factory):
+  return fixtures_audio.write_esc50_layout(tmp_path_factory.mktemp('esc_copy') / 'ESC-50-master')
+
+
+@pytest.fixture(scope='session')
+def urbansound8k_layout(tmp_path_factory):
+  return fixtures_audio.write_urbansound8k_layout(
+      tmp_path_factory.mktemp('us8k_copy') / 'UrbanSound8K')
+
+
+@pytest.fixture(scope='session')
+def esc10_real_dir():
+  csv_path = os.path.join(ESC10_REAL_DIR, 'meta', 'esc50.csv')
+  if not os.path.isfile(csv_path):
+    pytest.skip(f'real ESC-10 not found: {csv_path} is absent (set INTERMIX_ESC10_DIR to a copy '
+                'of the official ESC-50 layout holding the ESC-10 clips)')
+  return ESC10_REAL_DIR
+
+
+@pytest.fixture(scope='session')
+def esc10_real_prepared(esc10_real_dir, tmp_path_factory):
+  from intermix_jax import data  # pylint: disable=g-import-not-at-top
+  data_dir = str(tmp_path_factory.mktemp('tfds_esc10_real'))
+  for rate in (16000, 44100):
+    builder = data.get_builder('esc10', rate, data_dir=data_dir)
+    data.catalog.prepare_builder(builder, manual_dir=esc10_real_dir)
+  return {16000: data_dir, 44100: data_dir}
