@@ -324,6 +324,7 @@ def _train_fold(config: ml_collections.ConfigDict, workdir: str) -> dict:
   base = dict(config=workdir_lib.config_to_dict(cfg), dataset=cfg.dataset, backbone=cfg.backbone,
               strategy=cfg.strategy, method=method_label(cfg), fold=cfg.fold, seed=cfg.seed,
               num_classes=run.info.num_classes, class_names=list(run.info.class_names),
+              num_folds=run.info.num_folds,
               num_epochs=run.num_epochs, steps_per_epoch=spe, total_steps=total,
               num_train_examples=run.train_data.num_examples,
               num_test_examples=run.eval_data.num_examples, workdir=workdir)
