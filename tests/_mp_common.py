@@ -8,13 +8,14 @@ processes, on 2 shared CPU cores.
                independently of intermix_jax.mixing.
   TinyNet      a linen model with the models' calling convention (mix points 0 and 1, BatchNorm,
                Dropout).
-  make_step    one SGD step (loss, grads, updated params and batch_stats), the shape of the
-               trainer's train_step.
-  toy_split    a deterministic stand-in data split (ids, waveforms, labels).
+  train_step   one SGD step (loss, grads, updated params and batch_stats), the shape of the
+               trainer's train_step; reference_step: the same on one device with the plan a
+               sharded run draws.
 """
 import dataclasses
 import functools
 import os
+import runpy
 import socket
 import subprocess
 import sys
@@ -72,11 +73,12 @@ class ToyStrategy:
 
 
 class TinyNet(nn.Module):
-  """(N, T) -> (N, NUM_CLASSES); mix points 0 (input) and 1 (after the first BN+ReLU)."""
+  """(N, T) -> (N, num_classes); mix points 0 (input) and 1 (after the first BN+ReLU)."""
   sample_rate: int = 16000
   input_length: int = T
   num_mix_points: int = 2
   hidden: int = 16
+  num_classes: int = NUM_CLASSES
 
   @nn.compact
   def __call__(self, x, train: bool = False, mix=None):
@@ -88,7 +90,7 @@ class TinyNet(nn.Module):
     if mix is not None:
       h = mix(h, 1)
     h = nn.Dropout(0.5, deterministic=not train)(h)
-    return nn.Dense(NUM_CLASSES)(h)
+    return nn.Dense(self.num_classes)(h)
 
 
 def init_variables(model, seed=0):
@@ -102,7 +104,7 @@ def make_tx():
 def loss_and_grads(model, strategy, params, batch_stats, x, y, plan, dropout_key):
   """Returns (loss, grads, new_batch_stats) for one batch given a mixing plan."""
   x = strategy.prepare_input(plan, x)
-  targets = strategy.targets(plan, jax.nn.one_hot(y, NUM_CLASSES))
+  targets = strategy.targets(plan, jax.nn.one_hot(y, model.num_classes))
   mix = strategy.mixer(plan, model.sample_rate) if strategy.mixes else None
 
   def loss_fn(p):
@@ -126,31 +128,13 @@ def train_step(model, strategy, tx, state, x, y, key):
   return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
 
 
-def toy_split(num_examples=48, seed=1):
-  """A deterministic stand-in split: ids (n,), waveforms (n, T) float32, labels (n,) int32."""
-  rng = np.random.default_rng(seed)
-  ids = np.arange(num_examples, dtype=np.int32)
-  labels = (ids % NUM_CLASSES).astype(np.int32)
-  x = rng.normal(size=(num_examples, T)).astype(np.float32) + labels[:, None] * 0.3
-  return ids, x, labels
-
-
-def toy_process_batches(process_index, process_count, batch_per_process, num_steps, seed=0):
-  """Stand-in loader: each step draws a global permutation (same on every process); process i
-  takes slice i of each global batch, so processes read disjoint rows covering the split.
-
-  Yields ids (batch_per_process,) per step.
-  """
-  ids, _, _ = toy_split()
-  global_batch = batch_per_process * process_count
-  steps_per_epoch = len(ids) // global_batch
-  rng = np.random.default_rng(seed)
-  order = None
-  for step in range(num_steps):
-    if step % steps_per_epoch == 0:
-      order = rng.permutation(ids)
-    g = order[(step % steps_per_epoch) * global_batch:][:global_batch]
-    yield g[process_index * batch_per_process:(process_index + 1) * batch_per_process]
+def synthetic_config(data_dir, global_batch):
+  """Experiment config of the two-process test: synthetic dataset, fold 1 held out, intermix."""
+  config = runpy.run_path(os.path.join(os.path.dirname(TESTS_DIR), 'configs', 'base.py'))[
+      'get_base_config']()
+  config.dataset, config.data_dir, config.fold = 'synthetic', data_dir, 1
+  config.strategy, config.batch_size, config.seed = 'intermix', global_batch, 0
+  return config
 
 
 def free_port():

@@ -1,11 +1,12 @@
 """Two real JAX processes on localhost (jax.distributed, CPU gloo collectives), 2 CPU devices each.
 
 Each process runs tests/_mp_worker.py: it joins through `distributed.initialize_distributed` (launch
-read from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID), feeds its own rows as a
-global batch over the 4-device mesh and trains a tiny model with the sharded intermix strategy.
-Checked: both end with identical parameters, they read disjoint rows that together cover the split,
-and the result equals a 1-device run on the same global batches (so gradients are averaged once,
-not summed over processes or devices).
+read from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID), reads its own shard of the
+synthetic dataset's training split with `data.make_train_loader(..., process_index, process_count)`,
+feeds it as a global batch over the 4-device mesh and trains a tiny model with the sharded intermix
+strategy for one epoch. Checked: both end with identical parameters, they read disjoint clips that
+together cover the split, and the result equals a 1-device run on the same global batches (so
+gradients are averaged once, not summed over processes or devices).
 """
 import json
 import os
@@ -17,16 +18,18 @@ import numpy as np
 import pytest
 
 import _mp_common as C
-from intermix_jax import mixing
+from intermix_jax import data, mixing
 
-NUM_STEPS = 6          # one epoch of the 48-example stand-in split
-BATCH_PER_PROCESS = 4  # 2 local devices x 2 rows (one pair) each
+GLOBAL_BATCH = 8       # 2 processes x 2 local devices x 2 rows (one pair) each
+BATCH_PER_PROCESS = GLOBAL_BATCH // 2
 LOCAL_DEVICES = 2
 TIMEOUT = 240
 
 
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, synthetic_data_dir):
+  config = C.synthetic_config(synthetic_data_dir, GLOBAL_BATCH)
+  data.prepare(config, 16000)  # once, here: the workers only read
   tmp = tmp_path_factory.mktemp('mp')
   port = C.free_port()
   procs, outs = [], []
@@ -36,8 +39,8 @@ def runs(tmp_path_factory):
                JAX_PROCESS_ID=str(i))
     outs.append(str(tmp / f'p{i}.npz'))
     procs.append(subprocess.Popen(
-        [sys.executable, os.path.join(C.TESTS_DIR, '_mp_worker.py'), outs[-1], str(NUM_STEPS),
-         str(BATCH_PER_PROCESS)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, os.path.join(C.TESTS_DIR, '_mp_worker.py'), outs[-1], synthetic_data_dir,
+         str(GLOBAL_BATCH)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True))
   logs = []
   try:
@@ -75,32 +78,36 @@ def test_identical_parameters(runs):
 
 
 def test_disjoint_shards_cover_the_split(runs):
+  info = json.loads(str(runs[0]['info']))
+  steps = info['steps_per_epoch']
   ids0, ids1 = runs[0]['ids'], runs[1]['ids']
-  assert ids0.shape == ids1.shape == (NUM_STEPS, BATCH_PER_PROCESS)
+  assert ids0.shape == ids1.shape == (steps, BATCH_PER_PROCESS)
   assert not set(ids0.ravel()) & set(ids1.ravel())
-  all_ids, _, _ = C.toy_split()
-  assert sorted(np.concatenate([ids0.ravel(), ids1.ravel()])) == sorted(all_ids)
+  # One epoch drops at most a partial batch; here 240 clips / 8 = 30 full batches: every clip.
+  assert info['num_examples'] == steps * GLOBAL_BATCH
+  assert sorted(np.concatenate([ids0.ravel(), ids1.ravel()])) == list(range(info['num_examples']))
 
 
 def test_equals_one_device_run_on_the_same_global_batches(runs):
-  model, tx = C.TinyNet(), C.make_tx()
+  info = json.loads(str(runs[0]['info']))
+  model, tx = C.TinyNet(num_classes=info['num_classes']), C.make_tx()
   strategy = mixing.get_strategy('intermix')  # TinyNet: one hidden point, so one layer everywhere
   v = C.init_variables(model)
   state = (v['params'], v['batch_stats'], tx.init(v['params']))
-  _, x_all, y_all = C.toy_split()
   base = jax.random.key(0)
   losses = []
-  for step in range(NUM_STEPS):
-    ids = np.concatenate([runs[0]['ids'][step], runs[1]['ids'][step]])  # process order
-    state, loss = C.reference_step(model, strategy, tx, state, x_all[ids], y_all[ids],
+  for step in range(info['steps_per_epoch']):
+    x = np.concatenate([runs[0]['x'][step], runs[1]['x'][step]])  # process order
+    y = np.concatenate([runs[0]['y'][step], runs[1]['y'][step]])
+    state, loss = C.reference_step(model, strategy, tx, state, x, y,
                                    jax.random.fold_in(base, step), 2 * LOCAL_DEVICES)
     losses.append(float(loss))
-  np.testing.assert_allclose(json.loads(str(runs[0]['info']))['losses'], losses, rtol=1e-5)
+  np.testing.assert_allclose(info['losses'], losses, rtol=1e-4)
   ref = {'param/' + jax.tree_util.keystr(p): np.asarray(a)
          for p, a in jax.tree_util.tree_leaves_with_path(state[0])}
-  got = _params(runs[0])
   init = {'param/' + jax.tree_util.keystr(p): np.asarray(a)
           for p, a in jax.tree_util.tree_leaves_with_path(v['params'])}
   assert max(np.abs(ref[k] - init[k]).max() for k in ref) > 1e-2  # training moved the params
+  got = _params(runs[0])
   for k in ref:
-    np.testing.assert_allclose(got[k], ref[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    np.testing.assert_allclose(got[k], ref[k], rtol=1e-4, atol=1e-5, err_msg=k)
