@@ -1,0 +1,308 @@
+"""Building blocks shared by the backbones: convolutions (plain and CPU-fast), conv-BN-ReLU, pooling,
+the dense layer, and numbered mix points.
+
+Layout: activations are NHWC float32 (batch, height, width, channels), kernels HWIO. A raw waveform
+(N, T) enters as (N, 1, T, 1): time is the width axis, as in the reference Chainer code (which is
+NCHW with H = 1).
+
+Initialisation follows the reference Chainer code (`mil-tokyo/bc_learning_sound`): convolutions
+He-normal (untruncated normal, std sqrt(2 / fan_in), fan_in = kh * kw * c_in), dense layers
+LeCun-normal (std sqrt(1 / fan_in)), zero biases; BatchNorm momentum 0.9 (Chainer's decay), eps 2e-5.
+
+Convolution implementations (`impl`):
+  'plain'  `lax.conv_general_dilated` exactly as written: the accelerator (GPU/TPU) path.
+  'cpu'    rewrites that compute the same function but avoid slow paths of XLA:CPU (jaxlib 0.10.2,
+           whose convolutions run through YNNPACK):
+             * a stride-s convolution along time with kernel height 1 becomes a stride-1 convolution
+               on a space-to-depth input: (N, H, W, C) -> (N, H, W/s, s*C), kernel (1, kw, C, O) ->
+               (1, ceil(kw/s), s*C, O) with zero taps appended (`space_to_depth_conv`). XLA lowers
+               the gradient of a strided convolution to an input-dilated (transposed) convolution,
+               which has no fast kernel on CPU; after the rewrite both gradients are ordinary
+               convolutions.
+             * an unpadded ('VALID') stride-1 convolution is computed with one zero column of
+               padding on the right and the extra output column sliced off
+               (`pad_one_and_slice_conv`): XLA:CPU takes a several-times-faster path for padded
+               convolutions, for the forward pass and for the weight gradient (measured in
+               benchmarks/models.py and benchmarks/README.md).
+           Both are tested to equal the plain convolution in value and gradient (tests/test_models.py).
+  'auto'   'cpu' when the default JAX backend is the CPU, else 'plain' (the default of every model).
+Pooling follows the same switch: with 'cpu', a max-pool whose stride equals its window is a reshape
+and a max (whose gradient is a cheap elementwise mask) instead of `reduce_window`, whose gradient
+(select-and-scatter) is slow on CPU. Ties inside a window share the gradient equally in the reshape
+form and go to one element in `reduce_window`; after a ReLU, ties are between exact zeros, whose
+gradient the ReLU then zeroes in both forms.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+IMPLS = ('auto', 'plain', 'cpu')
+_DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
+
+BN_MOMENTUM = 0.9
+BN_EPSILON = 2e-5
+DROPOUT_RATE = 0.5
+
+# Chainer's HeNormal / LeCunNormal: untruncated normal with std sqrt(scale / fan_in).
+he_normal = jax.nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
+lecun_normal = jax.nn.initializers.variance_scaling(1.0, 'fan_in', 'normal')
+
+Padding = Tuple[Tuple[int, int], Tuple[int, int]]
+MixFn = Optional[Callable[[jax.Array, int], jax.Array]]
+
+
+def resolve_impl(impl: str) -> str:
+  """'auto' -> 'cpu' on the CPU backend, 'plain' elsewhere; validates the name."""
+  if impl not in IMPLS:
+    raise ValueError(f'models: conv_impl must be one of {IMPLS}, got {impl!r}')
+  if impl == 'auto':
+    return 'cpu' if jax.default_backend() == 'cpu' else 'plain'
+  return impl
+
+
+def _normalise_padding(padding) -> Padding:
+  (a, b), (c, d) = padding
+  return (int(a), int(b)), (int(c), int(d))
+
+
+def plain_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
+               padding: Padding = ((0, 0), (0, 0))) -> jax.Array:
+  """The reference: `lax.conv_general_dilated`, x (N, H, W, C) * kernel (kh, kw, C, O) -> NHWC.
+
+  Zero padding `((top, bottom), (left, right))`; output (N, (H+pads-kh)//sh + 1, (W+pads-kw)//sw + 1, O).
+  """
+  return lax.conv_general_dilated(x, kernel, tuple(strides), _normalise_padding(padding),
+                                  dimension_numbers=_DIMENSION_NUMBERS)
+
+
+def space_to_depth_conv(x: jax.Array, kernel: jax.Array, stride: int,
+                        conv: Callable[..., jax.Array] = plain_conv,
+                        h_padding: Tuple[int, int] = (0, 0)) -> jax.Array:
+  """A stride-`stride` convolution along W (no W padding) as a stride-1 one on a folded input.
+
+  Equals `plain_conv(x, kernel, (1, stride), (h_padding, (0, 0)))`.
+
+  Args:
+    x: (N, H, W, C).
+    kernel: (kh, kw, C, O).
+    stride: the W stride s >= 1 (the H stride is 1).
+    conv: the stride-1 convolution to call, `conv(x, kernel, strides, padding)`.
+    h_padding: zero padding of the H axis, passed through.
+  Returns:
+    (N, H', (W - kw) // s + 1, O).
+  """
+  n, h, w, c = x.shape
+  kh, kw, kc, o = kernel.shape
+  if kc != c:
+    raise ValueError(f'models: kernel expects {kc} input channels, the input has {c}')
+  w_out = (w - kw) // stride + 1
+  if w_out < 1:
+    raise ValueError(f'models: input width {w} is shorter than the kernel width {kw}')
+  taps = -(-kw // stride)  # ceil
+  kw_padded = taps * stride
+  length = (w_out - 1) * stride + kw_padded
+  # Samples past (w_out - 1) * s + kw only meet the appended zero taps, so zero-padding is exact.
+  if length <= w:
+    x = x[:, :, :length, :]
+  else:
+    x = jnp.pad(x, ((0, 0), (0, 0), (0, length - w), (0, 0)))
+  x = x.reshape(n, h, length // stride, stride * c)
+  kernel = jnp.pad(kernel, ((0, 0), (0, kw_padded - kw), (0, 0), (0, 0)))
+  kernel = kernel.reshape(kh, taps, stride * c, o)  # [.., j, phase * C + c, ..] = k[.., j*s + phase, c, ..]
+  return conv(x, kernel, (1, 1), (h_padding, (0, 0)))
+
+
+def pad_one_and_slice_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
+                           padding: Padding = ((0, 0), (0, 0))) -> jax.Array:
+  """An unpadded stride-1 convolution computed with one zero column on the right, then sliced.
+
+  Equals `plain_conv(x, kernel)`. Any other call (padded or strided) goes to `plain_conv` unchanged.
+  """
+  padding = _normalise_padding(padding)
+  if tuple(strides) != (1, 1) or padding != ((0, 0), (0, 0)):
+    return plain_conv(x, kernel, strides, padding)
+  y = plain_conv(x, kernel, (1, 1), ((0, 0), (0, 1)))
+  return y[:, :, :-1, :]
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
+           padding: Padding = ((0, 0), (0, 0)), impl: str = 'plain') -> jax.Array:
+  """Zero-padded convolution x (N, H, W, C) * kernel (kh, kw, C, O) -> (N, H', W', O).
+
+  `impl` 'plain' calls `lax.conv_general_dilated`; 'cpu' uses the equivalent rewrites of this
+  module's docstring; 'auto' picks by backend. Every impl computes the same function.
+  """
+  impl = resolve_impl(impl)
+  padding = _normalise_padding(padding)
+  strides = tuple(int(s) for s in strides)
+  if impl == 'plain':
+    return plain_conv(x, kernel, strides, padding)
+  sh, sw = strides
+  if sw > 1 and sh == 1 and kernel.shape[0] == 1:
+    if padding[1] != (0, 0):
+      x = jnp.pad(x, ((0, 0), (0, 0), padding[1], (0, 0)))
+    return space_to_depth_conv(x, kernel, sw, conv=pad_one_and_slice_conv, h_padding=padding[0])
+  return pad_one_and_slice_conv(x, kernel, strides, padding)
+
+
+def max_pool(x: jax.Array, window: Sequence[int], strides: Optional[Sequence[int]] = None,
+             impl: str = 'plain') -> jax.Array:
+  """Max-pool x (N, H, W, C) without padding (floor: a partial window at the end is dropped).
+
+  Args:
+    window: (wh, ww).
+    strides: (sh, sw); default = window.
+    impl: 'plain' uses `lax.reduce_window`; 'cpu' uses a reshape and max when strides == window.
+  Returns:
+    (N, (H - wh) // sh + 1, (W - ww) // sw + 1, C).
+  """
+  window = tuple(int(v) for v in window)
+  strides = window if strides is None else tuple(int(v) for v in strides)
+  n, h, w, c = x.shape
+  ho, wo = (h - window[0]) // strides[0] + 1, (w - window[1]) // strides[1] + 1
+  if ho < 1 or wo < 1:
+    raise ValueError(f'models: cannot max-pool a {h}x{w} map with a {window[0]}x{window[1]} window')
+  if resolve_impl(impl) == 'cpu' and strides == window:
+    wh, ww = window
+    x = x[:, :ho * wh, :wo * ww, :].reshape(n, ho, wh, wo, ww, c)
+    return jnp.max(x, axis=(2, 4))
+  return lax.reduce_window(x, -jnp.inf, lax.max, (1,) + window + (1,), (1,) + strides + (1,),
+                           'VALID')
+
+
+def scaled(channels: int, width: float) -> int:
+  """Channel count scaled by the width multiplier (rounded, at least 1)."""
+  return max(1, int(round(channels * width)))
+
+
+class Conv(nn.Module):
+  """Bias-free convolution with a He-normal kernel `kernel` (kh, kw, C_in, features)."""
+  features: int
+  kernel_size: Tuple[int, int]
+  strides: Tuple[int, int] = (1, 1)
+  padding: Padding = ((0, 0), (0, 0))
+  impl: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x (N, H, W, C_in) -> (N, H', W', features)."""
+    kernel = self.param('kernel', he_normal,
+                        tuple(self.kernel_size) + (x.shape[-1], self.features), jnp.float32)
+    return conv2d(x, kernel, self.strides, self.padding, self.impl)
+
+
+class ConvBNReLU(nn.Module):
+  """Conv (no bias) -> BatchNorm (momentum 0.9, eps 2e-5) -> ReLU, as the reference `ConvBNReLU`.
+
+  Parameters: conv/kernel (kh*kw*C_in*features), bn/scale and bn/bias (features each); batch_stats
+  bn/mean and bn/var. In train mode BN normalises with the batch statistics and updates the running
+  averages (`mutable=['batch_stats']`); in eval mode it uses the running averages.
+  """
+  features: int
+  kernel_size: Tuple[int, int]
+  strides: Tuple[int, int] = (1, 1)
+  padding: Padding = ((0, 0), (0, 0))
+  impl: str = 'auto'
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    """x (N, H, W, C_in) -> (N, H', W', features), non-negative."""
+    h = Conv(self.features, self.kernel_size, self.strides, self.padding, self.impl, name='conv')(x)
+    h = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                     name='bn')(h)
+    return nn.relu(h)
+
+
+class Dense(nn.Module):
+  """Fully connected layer, LeCun-normal kernel (fan_in, features), zero bias (features,)."""
+  features: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x (N, fan_in) -> (N, features)."""
+    return nn.Dense(self.features, kernel_init=lecun_normal, bias_init=nn.initializers.zeros,
+                    name='dense')(x)
+
+
+class HiddenFC(nn.Module):
+  """Dense -> ReLU -> Dropout(0.5) (train mode only; needs rngs={'dropout': key})."""
+  features: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    """x (N, fan_in) -> (N, features)."""
+    h = nn.relu(Dense(self.features, name='fc')(x))
+    return nn.Dropout(DROPOUT_RATE, deterministic=not train)(h)
+
+
+def waveform_to_nhwc(x: jax.Array) -> jax.Array:
+  """(N, T) -> (N, 1, T, 1)."""
+  return x[:, None, :, None]
+
+
+def swap_channels_and_height(h: jax.Array) -> jax.Array:
+  """(N, 1, W, C) -> (N, C, W, 1): the reference's `F.swapaxes(h, 1, 2)` of NCHW, in NHWC."""
+  return jnp.transpose(h, (0, 3, 2, 1))
+
+
+def nhwc_to_channel_first(h: jax.Array, one_d: bool) -> jax.Array:
+  """(N, H, W, C) -> (N, C, H, W), or (N, C, W) when `one_d` (H = 1)."""
+  if one_d:
+    return jnp.transpose(h[:, 0], (0, 2, 1))
+  return jnp.transpose(h, (0, 3, 1, 2))
+
+
+def channel_first_to_nhwc(h: jax.Array, one_d: bool) -> jax.Array:
+  """Inverse of `nhwc_to_channel_first`."""
+  if one_d:
+    return jnp.transpose(h, (0, 2, 1))[:, None]
+  return jnp.transpose(h, (0, 2, 3, 1))
+
+
+def mix_point(module: nn.Module, h: jax.Array, k: int, mix: MixFn) -> jax.Array:
+  """Mix point k: `h = mix(h, k)` when mix is given, then sow h as intermediates/mix_point_{k}.
+
+  The mixing function and the sown value see h as given here (the models pass channel-first
+  tensors: the reference code's NCHW layout, so a flattened tensor reads as the reference's signal).
+  Raises ValueError if `mix` changes the shape.
+  """
+  if mix is not None:
+    mixed = mix(h, k)
+    if mixed.shape != h.shape:
+      raise ValueError(f'models: mix(h, {k}) must keep the shape {h.shape}, returned {mixed.shape}')
+    h = mixed
+  module.sow('intermediates', f'mix_point_{k}', h)
+  return h
+
+
+def hidden_mix_point(module: nn.Module, h: jax.Array, k: int, mix: MixFn,
+                     one_d: bool = False) -> jax.Array:
+  """`mix_point` on an NHWC activation, presented channel-first: (N, C, H, W) or (N, C, W).
+
+  Returns the (possibly mixed) activation in NHWC again. When neither mixing nor sowing uses the
+  channel-first copy, XLA removes the transposes.
+  """
+  cf = nhwc_to_channel_first(h, one_d)
+  cf = mix_point(module, cf, k, mix)
+  if mix is None:
+    return h
+  return channel_first_to_nhwc(cf, one_d)
+
+
+def check_waveform(x: jax.Array, input_length: int, name: str) -> jax.Array:
+  """Validates a (N, input_length) float waveform batch; returns it as float32."""
+  if x.ndim != 2 or x.shape[1] != input_length:
+    raise ValueError(f'models: {name} expects waveforms of shape (N, {input_length}) '
+                     f'(samples at its rate), got {tuple(x.shape)}')
+  return x.astype(jnp.float32)
+
+
+def flatten(h: jax.Array) -> jax.Array:
+  """(N, ...) -> (N, prod(...))."""
+  return h.reshape(h.shape[0], math.prod(h.shape[1:]))
