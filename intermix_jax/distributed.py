@@ -57,10 +57,48 @@ def multiprocess_launch_reason(environ: Mapping[str, str] | None = None) -> str 
   return None
 
 
+def _tasks_per_node(environ: Mapping[str, str]) -> int | None:
+  """Tasks on each node of a SLURM step if the same on every node ('4(x2)' or '4,4' -> 4)."""
+  text = environ.get('SLURM_STEP_TASKS_PER_NODE') or environ.get('SLURM_TASKS_PER_NODE')
+  if not text:
+    return None
+  counts = {part.split('(')[0] for part in text.split(',') if part}
+  if len(counts) != 1:
+    return None
+  (count,) = counts
+  return int(count) if count.isdigit() else None
+
+
+def slurm_local_device_ids(environ: Mapping[str, str] | None = None) -> list[int] | None:
+  """The GPUs a SLURM task should drive, when JAX's own guess would be wrong; else None.
+
+  JAX's SLURM detection makes task i of a node drive GPU i of the GPUs it can see, which assumes
+  every task sees all the node's GPUs. Two common launches break that (jax-ml/jax#28194, #23452):
+    - `--gpus-per-task=1` (or `--gpu-bind`): each task sees one GPU, as device 0 -> [0];
+    - one task per node driving all its GPUs -> all visible GPUs.
+  Only applies inside a SLURM step with CUDA/ROCm visible-device variables set.
+  """
+  env = os.environ if environ is None else environ
+  if 'SLURM_STEP_NODELIST' not in env or 'SLURM_LOCALID' not in env:
+    return None
+  for name in ('CUDA_VISIBLE_DEVICES', 'ROCR_VISIBLE_DEVICES', 'HIP_VISIBLE_DEVICES'):
+    visible = [d for d in env.get(name, '').split(',') if d.strip()]
+    if visible:
+      break
+  else:
+    return None
+  if len(visible) == 1:
+    return [0]
+  if _tasks_per_node(env) == 1:
+    return list(range(len(visible)))
+  return None
+
+
 def initialize_distributed(enabled: bool | None = None, *,
                            coordinator_address: str | None = None,
                            num_processes: int | None = None,
                            process_id: int | None = None,
+                           local_device_ids: list[int] | None = None,
                            initialization_timeout: int = 300,
                            environ: Mapping[str, str] | None = None) -> bool:
   """Connects the processes of a multi-process job (call before any other JAX use).
@@ -72,6 +110,8 @@ def initialize_distributed(enabled: bool | None = None, *,
       (`JAX_COORDINATOR_ADDRESS`, SLURM, TPU metadata, ...).
     num_processes, process_id: default: `JAX_NUM_PROCESSES` / `JAX_PROCESS_ID` if set, else detected
       by JAX from the cluster environment.
+    local_device_ids: GPUs this process drives; default: `JAX_LOCAL_DEVICE_IDS` (read by JAX), else
+      `slurm_local_device_ids` under SLURM, else JAX's choice.
     initialization_timeout: seconds to wait for every process to join.
     environ: environment to read (default `os.environ`); for tests.
   Returns:
@@ -90,6 +130,9 @@ def initialize_distributed(enabled: bool | None = None, *,
                     env, 'JAX_NUM_PROCESSES'),
                 process_id=process_id if process_id is not None else _int(env, 'JAX_PROCESS_ID'),
                 initialization_timeout=initialization_timeout)
+  if local_device_ids is None and not env.get('JAX_LOCAL_DEVICE_IDS'):
+    local_device_ids = slurm_local_device_ids(env)
+  kwargs['local_device_ids'] = local_device_ids
   kwargs = {k: v for k, v in kwargs.items() if v is not None}
   why = reason or 'asked for (--distributed)'
   logging.info('jax.distributed.initialize(%s): %s', kwargs, why)

@@ -253,3 +253,19 @@ def test_launch_reason_bad_integer_names_the_variable():
     distributed.multiprocess_launch_reason(dict(SLURM_JOB_ID='1', SLURM_STEP_NODELIST='n',
                                                 SLURM_NTASKS='many', SLURM_PROCID='0',
                                                 SLURM_LOCALID='0'))
+
+
+_SLURM_STEP = dict(SLURM_JOB_ID='7', SLURM_STEP_NODELIST='n[1-2]', SLURM_NTASKS='8',
+                   SLURM_PROCID='5', SLURM_LOCALID='1')
+
+
+@pytest.mark.parametrize('extra, expect', [
+    ({}, None),                                                      # no GPU variables: JAX decides
+    (dict(CUDA_VISIBLE_DEVICES='3'), [0]),                           # --gpus-per-task=1
+    (dict(CUDA_VISIBLE_DEVICES='0,1,2,3', SLURM_STEP_TASKS_PER_NODE='4(x2)'), None),  # task i: GPU i
+    (dict(CUDA_VISIBLE_DEVICES='0,1,2,3', SLURM_STEP_TASKS_PER_NODE='1(x2)'), [0, 1, 2, 3]),
+    (dict(ROCR_VISIBLE_DEVICES='2,3', SLURM_TASKS_PER_NODE='1,1'), [0, 1]),
+])
+def test_slurm_local_device_ids(extra, expect):
+  assert distributed.slurm_local_device_ids(dict(_SLURM_STEP, **extra)) == expect
+  assert distributed.slurm_local_device_ids(dict(extra)) is None  # outside a SLURM step
