@@ -9,6 +9,7 @@ Every function takes arrays with any leading (batch) axes; time is the last axis
 `fs` is always a static Python number in Hz.
 """
 import math
+from typing import Tuple
 
 import jax
 import jax.numpy as jnp
@@ -53,10 +54,13 @@ def a_weighting(fs: float, n_fft: int, min_db: float = MIN_DB) -> np.ndarray:
   return np.maximum(weight, min_db)
 
 
-def _frames(x: jax.Array, n_fft: int) -> jax.Array:
-  """(..., T) -> (..., F, n_fft): full frames with hop n_fft / 2 (no gather: two reshaped views).
+def _frame_sets(x: jax.Array, n_fft: int) -> Tuple[jax.Array, ...]:
+  """(..., T) -> the full frames (hop n_fft / 2) as one or two arrays (..., F_k, n_fft).
 
-  Inputs shorter than one frame are zero-padded at the end to exactly one frame.
+  Even-numbered frames tile x from sample 0 and odd-numbered ones from sample n_fft / 2, so each
+  set is a plain reshape of a slice (no gather, no overlapping copy): together they are exactly
+  the frames at 0, hop, 2 hop, ... that fit in T. Inputs shorter than one frame are zero-padded at
+  the end to exactly one frame.
   """
   t = x.shape[-1]
   if t < n_fft:
@@ -64,8 +68,11 @@ def _frames(x: jax.Array, n_fft: int) -> jax.Array:
     t = n_fft
   hop = n_fft // 2
   n_frames = (t - n_fft) // hop + 1
-  halves = x[..., :(n_frames + 1) * hop].reshape(x.shape[:-1] + (n_frames + 1, hop))
-  return jnp.concatenate([halves[..., :-1, :], halves[..., 1:, :]], axis=-1)
+  sets = []
+  for offset, count in ((0, (n_frames + 1) // 2), (hop, n_frames // 2)):
+    if count:
+      sets.append(x[..., offset:offset + count * n_fft].reshape(x.shape[:-1] + (count, n_fft)))
+  return tuple(sets)
 
 
 def a_weighted_gain(x: jax.Array, fs: float, min_db: float = MIN_DB) -> jax.Array:
@@ -96,14 +103,16 @@ def a_weighted_gain(x: jax.Array, fs: float, min_db: float = MIN_DB) -> jax.Arra
   peak = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=-1, keepdims=True))
   _, exponent = jnp.frexp(peak)
   x_scaled = x * jnp.ldexp(jnp.ones((), x.dtype), -exponent)
-  frames = _frames(x_scaled, n_fft)
   n = np.arange(n_fft)
   window = jnp.asarray(0.5 - 0.5 * np.cos(2 * np.pi * n / n_fft), x.dtype)  # periodic Hann
   weights = jnp.asarray(10.0 ** (a_weighting(fs, n_fft, min_db) / 10.0), x.dtype)
-  spec = jnp.fft.rfft(frames * window, axis=-1)
-  power = jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
-  frame_power = power @ weights  # (..., F)
-  peak_power = jnp.max(frame_power, axis=-1)  # max over frames commutes with the monotone dB map
+  peak_power = None
+  for frames in _frame_sets(x_scaled, n_fft):
+    spec = jnp.fft.rfft(frames * window, axis=-1)
+    frame_power = (jnp.real(spec) ** 2 + jnp.imag(spec) ** 2) @ weights  # (..., F_k)
+    # max over frames commutes with the monotone dB map: take it on the power
+    set_peak = jnp.max(frame_power, axis=-1)
+    peak_power = set_peak if peak_power is None else jnp.maximum(peak_power, set_peak)
   tiny = jnp.finfo(peak_power.dtype).tiny
   db = (10.0 * jnp.log10(jnp.maximum(peak_power, tiny))
         + (20.0 * math.log10(2.0)) * exponent[..., 0].astype(peak_power.dtype))
