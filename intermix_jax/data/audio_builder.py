@@ -90,7 +90,7 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         builder=self,
         description=self.DESCRIPTION,
         features=tfds.features.FeaturesDict({
-            'audio': tfds.features.Tensor(shape=(None,), dtype=np.int16),
+            'audio': tfds.features.Tensor(shape=(None,), dtype=np.int16, encoding='bytes'),
             'label': tfds.features.ClassLabel(names=list(self.class_names())),
             'filename': tfds.features.Text(),
             'fold': tfds.features.Scalar(dtype=np.int32),

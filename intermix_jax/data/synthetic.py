@@ -6,7 +6,7 @@ no download. Six classes of generated sounds, with ESC-like folds:
   0 tone         steady harmonic tone (f0 150..1500 Hz, 1-3 harmonics)
   1 chirp        repeated exponential frequency sweeps (up or down, 200..3400 Hz)
   2 noise_burst  short band-pass noise bursts at random times
-  3 click_train  periodic clicks (4..30 per second; decaying 1..3.4 kHz resonances)
+  3 click_train  periodic clicks (4..30 per second; decaying 0.8..2.5 kHz resonances)
   4 am_tone      amplitude-modulated tone (3..12 Hz modulation)
   5 fm_tone      frequency-modulated tone (vibrato 3..10 Hz, 5..20 % deviation)
 
@@ -82,11 +82,12 @@ def _noise_burst(rng, t, sr, noise):
 
 def _click_train(rng, t, sr, noise):
   rate = rng.uniform(4, 30)
-  freq = _log_uniform(rng, 1000, 3400)
+  freq = _log_uniform(rng, 800, 2500)
   decay = rng.uniform(0.5e-3, 2e-3)
   offset = rng.uniform(0, 1.0 / rate)
-  since_click = np.mod(t - offset, 1.0 / rate)   # seconds since the last click
-  return np.sin(2 * np.pi * freq * since_click) * np.exp(-since_click / decay) * (t >= offset)
+  since_click = np.mod(t - offset, 1.0 / rate) / decay   # time since the last click, in decays
+  envelope = since_click * np.exp(1.0 - since_click)      # smooth onset (gammatone-like), peak 1
+  return np.sin(2 * np.pi * freq * since_click * decay) * envelope * (t >= offset)
 
 
 def _am_tone(rng, t, sr, noise):
