@@ -3,7 +3,6 @@
 Prints one JSON line (prefixed 'RESULT ') of measurements; the assertions live in the test file.
 Usage: XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/_mp_eight_devices.py
 """
-import dataclasses
 import functools
 import json
 import sys
@@ -15,27 +14,6 @@ import numpy as np
 
 import _mp_common as C
 from intermix_jax import parallel
-
-
-@dataclasses.dataclass(frozen=True)
-class ToyStandard:
-  """Stand-in for the 'standard' strategy: no mixing, cross entropy."""
-  name: str = 'standard'
-  mixes: bool = False
-
-  def plan(self, key, batch_size, num_mix_points):
-    return C.ToyPlan(layer=jnp.int32(-1), r=jax.random.uniform(key, (batch_size,)))
-
-  def prepare_input(self, plan, x):
-    return x
-
-  def targets(self, plan, y):
-    return y
-
-  def mixer(self, plan, sample_rate):
-    return lambda h, k: h
-
-  loss = C.ToyStrategy.loss
 
 
 def max_diff(a, b):
@@ -59,24 +37,6 @@ def batches(num_steps, n=32, seed=3):
     yield x, y
 
 
-def run_steps(strategy, mesh, num_steps=3):
-  """Trains C.TinyNet `num_steps` steps; mesh None = plain single-device jit (the reference)."""
-  model, tx = C.TinyNet(), C.make_tx()
-  v = C.init_variables(model)
-  state = (v['params'], v['batch_stats'], tx.init(v['params']))
-  if mesh is not None:
-    state = parallel.replicate(state, mesh)
-  losses = []
-  for i, (x, y) in enumerate(batches(num_steps)):
-    key = jax.random.key(100 + i)
-    if mesh is not None:
-      x, y = parallel.host_batch_to_global((x, y), mesh, pairs=strategy.mixes)
-      key = parallel.replicate(key, mesh)
-    state, loss = C.train_step(model, strategy, tx, state, x, y, key)
-    losses.append(float(loss))
-  return state, losses, x
-
-
 def main():
   out = {'device_count': jax.device_count()}
   t0 = time.perf_counter()
@@ -84,27 +44,54 @@ def main():
   mesh8, mesh1 = parallel.make_mesh(), parallel.make_mesh(1)
   out['mesh8'] = int(parallel.num_shards(mesh8))
 
-  # A. standard strategy: 8 devices vs the plain 1-device step on the same global batches.
-  std = ToyStandard()
-  ref_state, ref_losses, _ = run_steps(std, None)
-  st8, losses8, x8 = run_steps(parallel.shard_strategy(std, mesh8), mesh8)
-  out['std_loss_ref'], out['std_loss_8'] = ref_losses, losses8
-  out['std_params_diff'] = max_diff(ref_state[0], st8[0])
-  out['std_params_scale'] = max_abs(ref_state[0])
-  out['std_bn_diff'] = max_diff(ref_state[1], st8[1])
-  out['std_bn_scale'] = max_abs(ref_state[1])
-  out['std_params_moved'] = max_diff(C.init_variables(C.TinyNet())['params'], ref_state[0])
-  out['x_shards'] = len(x8.sharding.device_set)
-  out['x_shard_rows'] = sorted({s.data.shape[0] for s in x8.addressable_shards})
-  out['params_replicated'] = all(p.sharding.is_fully_replicated for p in jax.tree.leaves(st8[0]))
-  # The per-device (unsynchronised) BatchNorm means, to show the test data can tell them apart.
+  # A. the trainer's own step (steps.make_train_step + steps.jit_train_step with
+  #    parallel.train_step_shardings, as train.py builds it): 'standard' on 8 devices == 1 device
+  #    on the same global batches (loss, params, BatchNorm statistics); 'intermix' runs on 8.
+  from intermix_jax import mixing, steps
+
+  class Opt:  # the fields of config.opt that steps.make_optimizer reads
+    momentum, nesterov, weight_decay = 0.9, True, 5e-4
+
+  tx = steps.make_optimizer(Opt, lambda count: 0.1)
   model = C.TinyNet()
+  init = jax.device_get(steps.init_state(model, tx, jax.random.key(0), model.input_length))
+  trained = {}
+  for name, mesh in (('standard', mesh8), ('standard', mesh1), ('intermix', mesh8)):
+    strategy = mixing.get_strategy(name)
+    if parallel.num_shards(mesh) > 1:
+      strategy = parallel.shard_strategy(strategy, mesh)
+    fn = steps.jit_train_step(steps.make_train_step(model, strategy, tx, C.NUM_CLASSES),
+                              **parallel.train_step_shardings(mesh))
+    state = parallel.replicate(init, mesh)
+    init_params = jax.device_get(state.params)
+    key = parallel.replicate(jax.random.key(1), mesh)
+    losses = []
+    for x, y in batches(2):
+      batch = parallel.host_batch_to_global(dict(x=x, y=y), mesh, pairs=strategy.mixes)
+      state, metrics = fn(state, batch, key)
+      losses.append(float(metrics['loss']))
+    replicated = all(a.sharding.is_fully_replicated for a in jax.tree.leaves(state))
+    trained[(name, parallel.num_shards(mesh))] = (jax.device_get(state), losses, replicated,
+                                                   bool(metrics['finite']), batch)
+  (s8, l8, r8, _, b8), (s1, l1, _, _, _) = trained[('standard', 8)], trained[('standard', 1)]
+  out['std_loss_ref'], out['std_loss_8'] = l1, l8
+  out['std_params_diff'] = max_diff(s1.params, s8.params)
+  out['std_params_scale'] = max_abs(s1.params)
+  out['std_params_moved'] = max_diff(init_params, s1.params)
+  out['std_bn_diff'] = max_diff(s1.batch_stats, s8.batch_stats)
+  out['std_bn_scale'] = max_abs(s1.batch_stats)
+  out['state_replicated'] = r8
+  out['x_shards'] = len(b8['x'].sharding.device_set)
+  out['x_shard_rows'] = sorted({sh.data.shape[0] for sh in b8['x'].addressable_shards})
+  si, li, ri, fi, _ = trained[('intermix', 8)]
+  out['intermix8'] = dict(losses=li, finite=fi, step=int(si.step), replicated=ri)
+  # Per-device (unsynchronised) BatchNorm means would differ from the global ones by this much:
+  # the test data can tell the two apart.
   v = C.init_variables(model)
   x0, _ = next(batches(1))
   h = np.asarray(x0 @ np.asarray(v['params']['Dense_0']['kernel']))
-  glob = h.mean(0)
-  out['per_device_bn_mean_gap'] = float(max(np.abs(c.mean(0) - glob).max() for c in np.split(h, 8)))
-
+  out['per_device_bn_mean_gap'] = float(max(np.abs(c.mean(0) - h.mean(0)).max()
+                                            for c in np.split(h, 8)))
   lap('A')
   # B. mixing draws: device d uses strategy.plan(fold_in(key, d), N / 8, K).
   toy = C.ToyStrategy(layers=(0, 1))
@@ -125,47 +112,27 @@ def main():
   out['plan_layers'] = np.asarray(plan8.layer).tolist()
 
   lap('B')
-  # C. mixing through the model: sharded on 8 devices == unwrapped on 1 device with the same
-  #    (concatenated) plan; loss, gradients (catches an n-times gradient) and batch_stats.
-  for layers in ((1,),):
-    toy = C.ToyStrategy(layers=layers)
-    s8 = parallel.shard_strategy(toy, mesh8)
-    model = C.TinyNet()
-    v = C.init_variables(model)
-    x, y = next(batches(1))
-    dkey = jax.random.key(11)
-    xg, yg = parallel.host_batch_to_global((x, y), mesh8, pairs=True)
-    rv = parallel.replicate((v['params'], v['batch_stats'], key, dkey), mesh8)
-
-    @functools.partial(jax.jit, static_argnums=0)
-    def sharded(strategy, params, bs, x, y, key, dkey):
-      plan = strategy.plan(key, x.shape[0], model.num_mix_points)
-      return C.loss_and_grads(model, strategy, params, bs, x, y, plan, dkey), plan
-
-    (loss8, g8, bs8), plan8 = sharded(s8, rv[0], rv[1], xg, yg, rv[2], rv[3])
-    ref_plan = C.ToyPlan(layer=jnp.asarray(plan8.layer)[0], r=jnp.asarray(plan8.r))
-    loss1, g1, bs1 = jax.jit(functools.partial(C.loss_and_grads, model, toy))(
-        v['params'], v['batch_stats'], x, y, ref_plan, dkey)
-    tag = f'mix{layers[0]}'
-    out[f'{tag}_layers'] = np.asarray(plan8.layer).tolist()
-    out[f'{tag}_loss'] = [float(loss1), float(loss8)]
-    out[f'{tag}_grad_diff'] = max_diff(g1, g8)
-    out[f'{tag}_grad_scale'] = max_abs(g1)
-    out[f'{tag}_bn_diff'] = max_diff(bs1, bs8)
-
-  lap('C')
-  # F. the real strategies (intermix_jax.mixing) through the model, same law as C; the plan of the
-  #    1-device reference is the 8 device plans concatenated (per-step fields agree: one layer).
-  from intermix_jax import mixing
+  # F. mixing through the model: the sharded strategy on 8 devices == the unwrapped one on 1 device
+  #    with the same plan (the 8 device plans concatenated; one eligible layer, so the per-step
+  #    fields agree): loss, gradients (catches an n-times gradient) and batch_stats.
+  v = C.init_variables(model)
   x, y = next(batches(1))
+  dkey = jax.random.key(11)
   xg, yg = parallel.host_batch_to_global((x, y), mesh8, pairs=True)
+  rv = parallel.replicate((v['params'], v['batch_stats'], key, dkey), mesh8)
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def sharded(strategy, params, bs, x, y, key, dkey):
+    plan = strategy.plan(key, x.shape[0], model.num_mix_points)
+    return C.loss_and_grads(model, strategy, params, bs, x, y, plan, dkey), plan
+
   for name, layer in (('intermix', 1),):  # phase shift + A-weighted p + interference
     strategy = mixing.get_strategy(name, eligible_layers=(layer,))
     s8 = parallel.shard_strategy(strategy, mesh8)
     (loss8, g8, bs8), plan8 = sharded(s8, rv[0], rv[1], xg, yg, rv[2], rv[3])
     leaves, treedef = jax.tree.flatten(plan8.plan)
-    ref_plan = jax.tree.unflatten(treedef, [jnp.asarray(v) if b else jnp.asarray(v)[0]
-                                            for v, b in zip(leaves, plan8.batch_leaves)])
+    ref_plan = jax.tree.unflatten(treedef, [jnp.asarray(leaf) if per_row else jnp.asarray(leaf)[0]
+                                            for leaf, per_row in zip(leaves, plan8.batch_leaves)])
     loss1, g1, bs1 = jax.jit(functools.partial(C.loss_and_grads, model, strategy))(
         v['params'], v['batch_stats'], x, y, ref_plan, dkey)
     tag = f'{name}{layer}'
@@ -174,6 +141,7 @@ def main():
                               finite=bool(np.isfinite(float(loss8))))
 
   lap('F')
+
   # D. no cross-device traffic in the mixing itself.
   s8 = parallel.shard_strategy(C.ToyStrategy(layers=(1,)), mesh8)
 
