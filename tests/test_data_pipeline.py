@@ -187,11 +187,27 @@ def test_epochs_are_deterministic_different_and_resumable():
   assert any(not np.array_equal(x['x'], y['x']) for x, y in zip(e1, other_seed))
 
 
-def test_threaded_iteration_equals_synchronous():
-  sync = list(make_train(strong=True, num_threads=0).batches(5))
-  threaded = list(make_train(strong=True, num_threads=2).batches(5))
-  for x, y in zip(sync, threaded):
-    np.testing.assert_array_equal(x['x'], y['x'])
+def test_threaded_stream_equals_synchronous_across_epochs_and_resumes():
+  sync = make_train(strong=True, num_threads=0)
+  threaded = make_train(strong=True, num_threads=2)
+
+  def check(epoch, start, got):
+    want = list(sync.batches(epoch, start))
+    assert len(got) == len(want)
+    for x, y in zip(want, got):
+      np.testing.assert_array_equal(x['x'], y['x'])
+      np.testing.assert_array_equal(x['y'], y['y'])
+
+  for epoch in range(3):  # one background stream serves consecutive epochs
+    check(epoch, 0, list(threaded.batches(epoch)))
+  stream = threaded._stream  # pylint: disable=protected-access
+  check(3, 0, list(threaded.batches(3)))
+  assert threaded._stream[1] is stream[1]  # pylint: disable=protected-access
+  partial = threaded.batches(4)
+  next(partial)  # epoch 4 left unfinished: the next request restarts the stream
+  check(5, 0, list(threaded.batches(5)))
+  check(7, 2, list(threaded.batches(7, start_step=2)))  # a resume mid-epoch
+  threaded.close()
 
 
 def test_abandoned_epochs_do_not_leak_threads():
@@ -317,3 +333,15 @@ def test_public_api_end_to_end_on_synthetic(base_config, synthetic_data_dir):
   c.fold, c.dataset = 1, 'custom'
   with pytest.raises(ValueError, match="config.dataset is 'custom'"):
     data.dataset_info(c)
+
+
+def test_clip_cache_is_an_invisible_optimisation():
+  sources = constant_clips_index(LABELS).sources
+  cached = pipeline.ClipIndex(sources)
+  uncached = pipeline.ClipIndex(sources, cache_bytes=0)
+  partly = pipeline.ClipIndex(sources, cache_bytes=100 * 50 * 2 // 10)  # over budget: no cache
+  assert cached.cached and not uncached.cached and not partly.cached
+  ids = [26, 0, 13, 5, 5]
+  for a, b in zip(cached.read(ids), uncached.read(ids)):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(cached.labels, uncached.labels)

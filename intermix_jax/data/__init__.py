@@ -32,6 +32,7 @@ from intermix_jax.data.catalog import get_builder
 from intermix_jax.data.catalog import prepare
 from intermix_jax.data.esc50 import Esc50
 from intermix_jax.data.layouts import LayoutError
+from intermix_jax.data import pipeline
 from intermix_jax.data.pipeline import ClipIndex
 from intermix_jax.data.pipeline import EvalLoader
 from intermix_jax.data.pipeline import TrainLoader
@@ -60,7 +61,8 @@ def _fold_sources(builder, folds):
 
 def make_train_loader(config, sample_rate: int, input_length: int, *, process_index: int = 0,
                       process_count: int = 1, num_threads: int = 1, prefetch: int = 2,
-                      num_workers: int = 0) -> TrainLoader:
+                      num_workers: int = 0,
+                      cache_bytes: int = pipeline.DEFAULT_CACHE_BYTES) -> TrainLoader:
   """Training batches of the folds other than config.fold (see `pipeline.TrainLoader`).
 
   Args:
@@ -68,12 +70,14 @@ def make_train_loader(config, sample_rate: int, input_length: int, *, process_in
     sample_rate: Hz of the backbone; input_length: T samples per crop.
     process_index, process_count: this host's shard (jax.process_index(), jax.process_count()).
     num_threads: background threads preparing batches (0: synchronous); prefetch: batches kept
-      ready; num_workers: grain worker processes (0: none).
+      ready; num_workers: grain worker processes (0: none); cache_bytes: keep the split's clips
+      in memory when their int16 samples fit in this many bytes (else read per batch).
   """
   info = dataset_info(config)
   fold = _check_fold(config, info)
   builder = prepare(config, sample_rate)
-  index = ClipIndex(_fold_sources(builder, [k for k in range(1, info.num_folds + 1) if k != fold]))
+  index = ClipIndex(_fold_sources(builder, [k for k in range(1, info.num_folds + 1) if k != fold]),
+                    cache_bytes=cache_bytes)
   return TrainLoader(index, input_length=input_length, batch_size=int(config.batch_size),
                      seed=_data_seed(config), pairs=config.strategy != 'standard',
                      strong_augment=bool(config.strong_augment), process_index=process_index,
@@ -83,12 +87,13 @@ def make_train_loader(config, sample_rate: int, input_length: int, *, process_in
 
 def make_eval_loader(config, sample_rate: int, input_length: int, *, process_index: int = 0,
                      process_count: int = 1, num_threads: int = 1, prefetch: int = 2,
-                     num_workers: int = 0) -> EvalLoader:
+                     num_workers: int = 0,
+                     cache_bytes: int = pipeline.DEFAULT_CACHE_BYTES) -> EvalLoader:
   """Evaluation batches of fold config.fold (see `pipeline.EvalLoader`); arguments as above."""
   info = dataset_info(config)
   fold = _check_fold(config, info)
   builder = prepare(config, sample_rate)
-  index = ClipIndex(_fold_sources(builder, [fold]), sort_by_filename=True)
+  index = ClipIndex(_fold_sources(builder, [fold]), sort_by_filename=True, cache_bytes=cache_bytes)
   return EvalLoader(index, input_length=input_length, batch_size=int(config.eval_batch_size),
                     num_crops=int(config.num_eval_crops), process_index=process_index,
                     process_count=process_count, num_threads=num_threads, prefetch=prefetch,

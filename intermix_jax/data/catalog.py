@@ -63,10 +63,10 @@ def get_builder(dataset: str, sample_rate: int, *, data_dir=None,
   if int(sample_rate) != sample_rate or sample_rate <= 0:
     raise ValueError(f'sample_rate must be a positive integer number of Hz, got {sample_rate!r}')
   name = audio_builder.config_name(sample_rate, prefix)
-  known = {c.name: c for c in cls.BUILDER_CONFIGS}
-  config = known.get(name) or audio_builder.SampleRateConfig(
-      name=name, sample_rate=int(sample_rate), subset=subset,
-      description=f'{subset} at {int(sample_rate)} Hz')
+  # A registered config goes by name (a builder pickled to a grain worker re-finds it by name).
+  config = name if name in {c.name for c in cls.BUILDER_CONFIGS} else (
+      audio_builder.SampleRateConfig(name=name, sample_rate=int(sample_rate), subset=subset,
+                                     description=f'{subset} at {int(sample_rate)} Hz'))
   return cls(data_dir=data_dir, config=config, file_format=FILE_FORMAT,
              skip_bad_files=skip_bad_files)
 

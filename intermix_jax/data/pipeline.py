@@ -18,8 +18,10 @@ mask False. Every process yields ceil(N / (b P)) batches.
 """
 import functools
 import math
+import threading
 from typing import Iterator, Sequence
 
+from absl import flags
 import grain
 import numpy as np
 
@@ -30,21 +32,30 @@ _ORDER_STREAM = 0x5EED0  # separate the epoch-order and the augmentation random 
 _AUGMENT_STREAM = 0xA06  #
 MAX_TIME_SCALE = 1.25    # SPEC §5: time scale in [1/1.25, 1.25] (log-uniform, reference code)
 MAX_GAIN_DB = 6.0        # SPEC §5: gain +-6 dB
+_STREAM_LENGTH = 1 << 40  # global steps a background stream may run ahead to (never reached)
+
+
+DEFAULT_CACHE_BYTES = 1 << 30  # keep a split's int16 clips in memory when they fit (1 GiB)
 
 
 class ClipIndex:
   """Random access to the clips of some folds of a prepared dataset.
 
+  Building the index reads every record once (labels and names). The clips themselves are kept
+  from that pass when their int16 samples total at most `cache_bytes` (ESC-50 at 44.1 kHz: 0.7
+  GB); otherwise each batch reads its records again from the array_record files.
+
   Attributes:
-    labels: int32 (N,); filenames: list of N str; (source, record) locate clip i.
+    labels: int32 (N,); filenames: list of N str; cached: whether the clips are in memory.
   """
 
   def __init__(self, sources: Sequence, *, sort_by_filename: bool = False,
-               chunk: int = 64):
+               cache_bytes: int = DEFAULT_CACHE_BYTES, chunk: int = 64):
     """Args: sources: tfds data sources (one per fold); sort_by_filename: order clips by name
-    (default: fold, then record order)."""
+    (default: fold, then record order); cache_bytes: memory budget for keeping the clips."""
     self.sources = list(sources)
-    src, rec, labels, names = [], [], [], []
+    src, rec, labels, names, clips = [], [], [], [], []
+    total = 0
     for s, source in enumerate(self.sources):
       n = len(source)
       for start in range(0, n, chunk):
@@ -53,18 +64,33 @@ class ClipIndex:
           rec.append(start + r)
           labels.append(int(ex['label']))
           names.append(_text(ex['filename']))
+          if clips is not None:
+            total += ex['audio'].nbytes
+            if total > cache_bytes:
+              clips = None
+            else:
+              clips.append(np.asarray(ex['audio'], np.int16))
     order = (sorted(range(len(names)), key=names.__getitem__) if sort_by_filename
              else list(range(len(names))))
     self.source_of = np.asarray(src, np.int32)[order]
     self.record_of = np.asarray(rec, np.int64)[order]
     self.labels = np.asarray(labels, np.int32)[order]
     self.filenames = [names[i] for i in order]
+    self._clips = None if clips is None else [clips[i] for i in order]
+    self.cached = self._clips is not None
+
+  def __getstate__(self):  # a copy sent to a grain worker process reads the files itself
+    state = dict(self.__dict__)
+    state['_clips'] = None
+    return state
 
   def __len__(self):
     return self.labels.shape[0]
 
   def read(self, indices: Sequence[int]) -> list[np.ndarray]:
     """int16 audio arrays of clips `indices` (in that order), reading each source once."""
+    if self._clips is not None:
+      return [self._clips[i] for i in indices]
     indices = np.asarray(indices, np.int64)
     out = [None] * indices.shape[0]
     for s in np.unique(self.source_of[indices]):
@@ -81,6 +107,8 @@ def _text(value) -> str:
 
 def _iterate(dataset: grain.MapDataset, num_threads: int, prefetch: int, num_workers: int):
   if num_workers > 0:
+    if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags (defaults here)
+      flags.FLAGS.mark_as_parsed()
     it = dataset.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
     return iter(it)
@@ -123,18 +151,36 @@ class TrainLoader:
     self.strong_augment = strong_augment
     self.process_index = process_index
     self.num_threads, self.prefetch, self.num_workers = num_threads, prefetch, num_workers
-    self._order_cache = (None, None)
+    self._lock = threading.Lock()
+    self._orders = {}      # epoch -> order (the last two)
+    self._stream = None    # (next global step, iterator): batches kept flowing across epochs
+
+  def __getstate__(self):  # grain worker processes get a copy without threads and iterators
+    state = dict(self.__dict__)
+    for key in ('_lock', '_orders', '_stream'):
+      state.pop(key)
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock, self._orders, self._stream = threading.Lock(), {}, None
 
   def epoch_order(self, epoch: int) -> np.ndarray:
     """int64 (num_examples,): clip indices of the epoch; the first steps*B are used."""
-    if self._order_cache[0] != epoch:
-      rng = np.random.default_rng([self.seed, _ORDER_STREAM, _nonneg(epoch, 'epoch')])
+    epoch = _nonneg(epoch, 'epoch')
+    with self._lock:
+      order = self._orders.get(epoch)
+    if order is None:
+      rng = np.random.default_rng([self.seed, _ORDER_STREAM, epoch])
       order = rng.permutation(self.num_examples)
       if self.pairs:
         order = pairing.pair_different_classes(order, self.index.labels,
                                                self.steps_per_epoch * self.batch_size)
-      self._order_cache = (epoch, order)
-    return self._order_cache[1]
+      with self._lock:
+        self._orders[epoch] = order
+        for old in sorted(self._orders)[:-2]:  # keep two epochs (prefetch crosses epoch ends)
+          del self._orders[old]
+    return order
 
   def batch(self, epoch: int, step: int) -> dict:
     """Batch `step` of `epoch` for this process: x float32 (B_local, T), y int32 (B_local,)."""
@@ -155,14 +201,43 @@ class TrainLoader:
                             None if gains is None else gains[rows])
     return {'x': x, 'y': self.index.labels[local].astype(np.int32)}
 
+  def global_batch(self, global_step: int) -> dict:
+    """`batch(epoch, step)` for global_step = epoch * steps_per_epoch + step."""
+    return self.batch(*divmod(int(global_step), self.steps_per_epoch))
+
   def batches(self, epoch: int, start_step: int = 0) -> Iterator[dict]:
-    """Batches start_step..steps_per_epoch-1 of `epoch` (identical to an uninterrupted epoch)."""
+    """Batches start_step..steps_per_epoch-1 of `epoch` (identical to an uninterrupted epoch).
+
+    With background threads or worker processes, one grain iterator over global steps keeps
+    running across epochs (no start-up per epoch); it is replaced whenever the requested position
+    is not where it stands (a resume, or an epoch left unfinished).
+    """
     if not 0 <= start_step <= self.steps_per_epoch:
       raise ValueError(f'start_step {start_step} outside 0..{self.steps_per_epoch}')
-    self.epoch_order(epoch)  # computed once, before worker threads start
-    ds = grain.MapDataset.range(start_step, self.steps_per_epoch).map(
-        functools.partial(self.batch, epoch))
-    return _iterate(ds, self.num_threads, self.prefetch, self.num_workers)
+    first = _nonneg(epoch, 'epoch') * self.steps_per_epoch + start_step
+    count = self.steps_per_epoch - start_step
+    if self.num_threads <= 0 and self.num_workers <= 0:
+      return (self.global_batch(g) for g in range(first, first + count))
+    return self._from_stream(first, count)
+
+  def _from_stream(self, first: int, count: int) -> Iterator[dict]:
+    if self._stream is None or self._stream[0] != first:
+      self.close()
+      ds = grain.MapDataset.range(first, first + _STREAM_LENGTH).map(self.global_batch)
+      self._stream = (first, _iterate(ds, self.num_threads, self.prefetch, self.num_workers))
+    for _ in range(count):
+      position, it = self._stream
+      batch = next(it)
+      self._stream = (position + 1, it)
+      yield batch
+
+  def close(self):
+    """Stops background threads / worker processes (also done when the loader is collected)."""
+    if self._stream is not None:
+      it = self._stream[1]
+      self._stream = None
+      if hasattr(it, 'close'):
+        it.close()
 
 
 class EvalLoader:
