@@ -278,7 +278,7 @@ def test_plan_validates_layers_and_batch_at_trace_time():
 
 
 # --- strategies: plans ----------------------------------------------------------------------------
-# Every strategy's plan, drawn for many keys by ONE compiled function (compiles are the test budget).
+# Every plan the tests need, drawn by ONE compiled function of the key (compiles are the test budget).
 _PLAN_VARIANTS = {
     'standard': mixing.get_strategy('standard'),
     'mixup': mixing.get_strategy('mixup', alpha=0.2),
@@ -286,39 +286,44 @@ _PLAN_VARIANTS = {
     'speechmix': mixing.get_strategy('speechmix'),
     'intermix': mixing.get_strategy('intermix'),
     'intermix_0_2': mixing.get_strategy('intermix', eligible_layers=(0, 2)),
+    'mixup_0_1_2_3': mixing.get_strategy('mixup', alpha=0.2, eligible_layers=(0, 1, 2, 3)),
 }
-_all_plans = jax.jit(jax.vmap(lambda k: {n: s.plan(k, N, K) for n, s in _PLAN_VARIANTS.items()}))
+_all_plans = jax.jit(lambda key: {n: s.plan(key, N, K) for n, s in _PLAN_VARIANTS.items()})
+
+
+def _stacked_plans(keys):
+  """Plans of every variant for each key, stacked along a new leading axis (numpy)."""
+  return jax.tree.map(lambda *v: np.stack(v), *jax.device_get([_all_plans(k) for k in keys]))
 
 
 def test_plan_shapes_ranges_and_default_layers():
-  keys = jax.random.split(jax.random.key(1), 300)
-  all_plans = _all_plans(keys)
-  for name, plans in all_plans.items():
-    chex.assert_shape([plans.layer, plans.r, plans.phi], [(300,), (300, N), (300, N)])
-    chex.assert_type([plans.layer, plans.r, plans.phi], [jnp.int32, jnp.float32, jnp.float32])
-    layers = set(np.asarray(plans.layer).tolist())
-    r, phi = np.asarray(plans.r), np.asarray(plans.phi)
+  for p in jax.eval_shape(lambda k: {n: s.plan(k, N, K) for n, s in _PLAN_VARIANTS.items()},
+                          jax.random.key(0)).values():
+    chex.assert_shape([p.layer, p.r, p.phi], [(), (N,), (N,)])
+    chex.assert_type([p.layer, p.r, p.phi], [jnp.int32, jnp.float32, jnp.float32])
+  # 40 steps x 6 rows = 240 draws per variant: tolerances below are about 4 standard errors.
+  for name, p in _stacked_plans(jax.random.split(jax.random.key(1), 40)).items():
+    layers, r, phi = set(p.layer.tolist()), p.r, p.phi
     if name == 'standard':
       assert layers == {-1} and (r == 1).all() and (phi == 0).all()
       continue
-    assert layers == {'mixup': {0}, 'bc': {0}, 'intermix_0_2': {0, 2}}.get(name, {1, 2, 3}), name
+    want_layers = {'mixup': {0}, 'bc': {0}, 'intermix_0_2': {0, 2}, 'mixup_0_1_2_3': {0, 1, 2, 3}}
+    assert layers == want_layers.get(name, {1, 2, 3}), name
     assert ((r >= 0) & (r <= 1)).all()
-    assert abs(r.mean() - 0.5) < 0.04  # U(0,1) or Beta(alpha, alpha): symmetric about 1/2
-    if name == 'mixup':  # Beta(0.2, 0.2) is U-shaped: P(lambda < 0.1 or > 0.9) = 0.673
-      assert abs(np.mean((r < 0.1) | (r > 0.9)) - 0.673) < 0.05
+    assert abs(r.mean() - 0.5) < 0.08  # U(0,1) or Beta(alpha, alpha): symmetric about 1/2
+    if name.startswith('mixup'):  # Beta(0.2, 0.2) is U-shaped: P(lambda < 0.1 or > 0.9) = 0.673
+      assert abs(np.mean((r < 0.1) | (r > 0.9)) - 0.673) < 0.12
     else:  # U(0, 1): P = 0.2
-      assert abs(np.mean((r < 0.1) | (r > 0.9)) - 0.2) < 0.04
+      assert abs(np.mean((r < 0.1) | (r > 0.9)) - 0.2) < 0.1
     if name.startswith('intermix'):
-      assert (np.abs(phi) <= math.pi / 2).all() and abs(phi.std() - math.pi / math.sqrt(12)) < 0.05
+      assert (np.abs(phi) <= math.pi / 2).all() and abs(phi.std() - math.pi / math.sqrt(12)) < 0.12
     else:
       assert (phi == 0).all()
 
 
 def test_plan_randomness_is_reproducible_and_differs_across_keys_and_steps():
   key = jax.random.key(3)
-  keys = jax.random.split(jax.random.key(1), 300)  # the compiled shape of the test above
-  keys = keys.at[:4].set(jnp.stack([key, key, jax.random.fold_in(key, 1), jax.random.key(4)]))
-  plans = _all_plans(keys)['intermix']
+  plans = _stacked_plans([key, key, jax.random.fold_in(key, 1), jax.random.key(4)])['intermix']
   r, phi = np.asarray(plans.r), np.asarray(plans.phi)
   np.testing.assert_array_equal(r[0], r[1])
   np.testing.assert_array_equal(phi[0], phi[1])
@@ -454,37 +459,38 @@ def test_targets_and_losses():
 def test_one_compiled_step_serves_every_strategy_layer_and_ratio():
   """All strategies in one jitted step: plans from keys and hand-made plans never retrace it."""
   x, y, w = _batch(3)
-  strategies = {n: mixing.get_strategy(n, eligible_layers=(0, 1, 2, 3)) for n in mixing.STRATEGY_NAMES}
+  strategies = {n: _PLAN_VARIANTS[n] for n in ('standard', 'bc', 'speechmix', 'intermix', 'mixup_0_1_2_3')}
 
   @jax.jit
   @chex.assert_max_traces(n=1)
   def loss_and_grad(plans, x, w):
     return {n: jax.value_and_grad(lambda w: _step(s, plans[n], x, y, w))(w) for n, s in strategies.items()}
 
-  @jax.jit
-  def plans_from_key(key):
-    return {n: s.plan(key, N, K) for n, s in strategies.items()}
-
-  results = collections.defaultdict(list)
   layers_seen = collections.defaultdict(set)
+  stacked = _stacked_plans([jax.random.fold_in(jax.random.key(9), i) for i in range(6)])
   for i in range(6):  # a fresh key per step, as the trainer does
-    plans = plans_from_key(jax.random.fold_in(jax.random.key(9), i))
+    plans = {n: jax.tree.map(lambda v: jnp.asarray(v[i]), stacked[n]) for n in strategies}
     for n, (loss, grad) in loss_and_grad(plans, x, w).items():
+      chex.assert_tree_all_finite((loss, grad))
       layers_seen[n].add(int(plans[n].layer))
   manual = {n: _manual_plan(s, 8) for n, s in strategies.items()}
+  results = collections.defaultdict(list)
   for layer in range(K):
     for scale in (1.0, 0.5):  # the layer and the ratios change, the compiled step does not
       plans = {n: p.replace(layer=jnp.asarray(layer if strategies[n].mixes else -1, jnp.int32), r=p.r * scale)
                for n, p in manual.items()}
       for n, (loss, grad) in loss_and_grad(plans, x, w).items():
         chex.assert_tree_all_finite((loss, grad))
-        results[n].append(float(loss))
+        if layer in strategies[n].layers(K):
+          results[n].append(float(loss))
   for n, s in strategies.items():
-    if s.mixes:
-      assert len(layers_seen[n]) > 1, n  # the drawn layer varied under one compiled step
-      assert len(set(np.round(results[n], 6))) == 2 * K, n  # every layer / ratio changed the loss
-    else:
+    if not s.mixes:
       assert len(set(results[n])) == 1
+      continue
+    eligible = s.layers(K)
+    assert len(set(np.round(results[n], 6))) == 2 * len(eligible), n  # every layer / ratio matters
+    if len(eligible) > 1:
+      assert len(layers_seen[n]) > 1, n  # the drawn layer varied under one compiled step
 
 
 def test_mixer_checks_rows_and_rate_and_skips_ineligible_points():
