@@ -17,14 +17,15 @@ statistics are replicated. The compiler (GSPMD) then inserts the collectives its
   - Dropout masks come from the global key; with `jax_threefry_partitionable` (default) they do not
     depend on the sharding.
 
-Typical trainer use (see docs/scaling.md):
+Typical trainer use (train.py does this; see docs/scaling.md):
 
     mesh = parallel.make_mesh()
-    strategy = parallel.shard_strategy(mixing.get_strategy(...), mesh)
-    state = parallel.replicate(state, mesh)
-    step = jax.jit(train_step, static_argnums=..., donate_argnums=0,
-                   out_shardings=(parallel.replicated_sharding(mesh), parallel.replicated_sharding(mesh)))
-    batch = parallel.host_batch_to_global(host_batch, mesh, pairs=strategy.mixes)
+    strategy = parallel.shard_strategy(mixing.get_strategy(...), mesh)   # if more than 1 device
+    step = steps.jit_train_step(steps.make_train_step(model, strategy, tx, num_classes),
+                                **parallel.train_step_shardings(mesh))
+    state = parallel.replicate(jax.device_get(state), mesh)
+    key = parallel.replicate(key, mesh)
+    state, metrics = step(state, parallel.host_batch_to_global(host_batch, mesh, pairs=True), key)
 """
 import dataclasses
 from typing import Any, Callable

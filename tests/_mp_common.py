@@ -152,7 +152,8 @@ def subprocess_env(num_devices):
   env['JAX_PLATFORMS'] = 'cpu'
   for k in list(env):  # never let a child think it is part of a cluster launch
     if k.startswith(('SLURM_', 'OMPI_', 'TPU_WORKER', 'TPU_PROCESS')) or k in (
-        'JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID'):
+        'JAX_COORDINATOR_ADDRESS', 'JAX_COORDINATOR_BIND_ADDRESS', 'JAX_NUM_PROCESSES',
+        'JAX_PROCESS_ID', 'JAX_LOCAL_DEVICE_IDS'):
       del env[k]
   env['PYTHONPATH'] = os.pathsep.join(p for p in (TESTS_DIR, env.get('PYTHONPATH')) if p)
   return env

@@ -36,7 +36,8 @@ def runs(tmp_path_factory, synthetic_data_dir):
   for i in range(2):
     env = C.subprocess_env(LOCAL_DEVICES)
     env.update(JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}', JAX_NUM_PROCESSES='2',
-               JAX_PROCESS_ID=str(i))
+               JAX_PROCESS_ID=str(i),
+               JAX_COORDINATOR_BIND_ADDRESS=f'127.0.0.1:{port}')  # loopback only (default: [::])
     outs.append(str(tmp / f'p{i}.npz'))
     procs.append(subprocess.Popen(
         [sys.executable, os.path.join(C.TESTS_DIR, '_mp_worker.py'), outs[-1], synthetic_data_dir,
