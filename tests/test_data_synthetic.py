@@ -62,7 +62,7 @@ def test_classes_are_learnable_across_folds():
     centroids = np.stack([z[train & (labels == c)].mean(0) for c in range(6)])
     pred = np.argmin(((z[~train][:, None] - centroids[None]) ** 2).sum(-1), axis=1)
     accuracies.append(np.mean(pred == labels[~train]))
-  assert np.mean(accuracies) > 0.5, accuracies
+  assert np.mean(accuracies) > 0.7, accuracies
 
 
 def test_builder_stores_every_clip_once_per_fold(synthetic_data_dir):

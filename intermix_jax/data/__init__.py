@@ -30,6 +30,7 @@ from intermix_jax.data.catalog import DatasetInfo
 from intermix_jax.data.catalog import dataset_info
 from intermix_jax.data.catalog import get_builder
 from intermix_jax.data.catalog import prepare
+from intermix_jax.data.catalog import prepare_builder
 from intermix_jax.data.esc50 import Esc50
 from intermix_jax.data.layouts import LayoutError
 from intermix_jax.data import pipeline
@@ -104,5 +105,5 @@ __all__ = [
     'BadAudioFileError', 'ClipIndex', 'DATASETS', 'DatasetInfo', 'Esc50', 'EvalLoader',
     'LayoutError', 'SAMPLE_RATES', 'SampleRateConfig', 'SkippedFilesWarning',
     'SourceUnavailableError', 'SyntheticSounds', 'TrainLoader', 'Urbansound8k', 'dataset_info',
-    'get_builder', 'make_eval_loader', 'make_train_loader', 'prepare',
+    'get_builder', 'make_eval_loader', 'make_train_loader', 'prepare', 'prepare_builder',
 ]

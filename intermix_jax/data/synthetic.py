@@ -3,13 +3,15 @@
 Not real audio: generated signals, so the main command and the tests run on a fresh machine with
 no download. Six classes of generated sounds, with ESC-like folds:
 
-  0 tone         steady harmonic tone (f0 150..1500 Hz, 1-3 harmonics)
-  1 chirp        repeated exponential frequency sweeps (up or down, 200..3400 Hz)
-  2 noise_burst  short band-pass noise bursts at random times
-  3 click_train  periodic clicks (4..30 per second; decaying 0.8..2.5 kHz resonances)
-  4 am_tone      amplitude-modulated tone (3..12 Hz modulation)
-  5 fm_tone      frequency-modulated tone (vibrato 3..10 Hz, 5..20 % deviation)
+  0 tone         steady harmonic tone (f0 120..300 Hz, 1-3 harmonics)
+  1 chirp        repeated exponential frequency sweeps (up or down, 300..600 <-> 1500..3000 Hz)
+  2 noise_burst  short band-pass noise bursts at random times (centre 1.5..2.8 kHz)
+  3 click_train  periodic clicks (4..30 per second; decaying 1.5..3 kHz resonances)
+  4 am_tone      amplitude-modulated tone (carrier 400..800 Hz, 3..12 Hz modulation)
+  5 fm_tone      frequency-modulated tone (carrier 0.8..1.6 kHz, vibrato 3..10 Hz, 5..20 %)
 
+Each class has a typical band and a temporal signature, so a small network learns them in a few
+minutes (a linear classifier on 16 band levels alone gets ~78 % on held-out folds, chance 17 %).
 Every clip: CLIP_SECONDS long, one sound of 1.4 s or more (random onset, 10 ms fades) at a random
 level (-24..-3 dBFS peak) over a white-noise floor (-60..-45 dBFS rms). All frequencies stay
 below 3.5 kHz, so every config (8 kHz .. 44.1 kHz) holds the same sounds; the scalar parameters
@@ -44,7 +46,7 @@ def _fade_window(t, start, stop, fade=0.01):
 
 
 def _tone(rng, t, sr, noise):
-  f0 = _log_uniform(rng, 150, 1500)
+  f0 = _log_uniform(rng, 120, 300)
   amps = rng.uniform(0.2, 1.0, size=3) * np.array([1.0, 0.6, 0.3])
   phases = rng.uniform(0, 2 * np.pi, size=3)
   return sum(a * np.sin(2 * np.pi * k * f0 * t + p)
@@ -53,7 +55,7 @@ def _tone(rng, t, sr, noise):
 
 def _chirp(rng, t, sr, noise):
   period = rng.uniform(0.15, 0.5)
-  f_lo, f_hi = _log_uniform(rng, 200, 600), _log_uniform(rng, 1500, 3400)
+  f_lo, f_hi = _log_uniform(rng, 300, 600), _log_uniform(rng, 1500, 3000)
   up = rng.uniform() < 0.5
   tau = np.mod(t, period) / period            # position inside the current sweep, [0, 1)
   ratio = f_hi / f_lo
@@ -65,7 +67,7 @@ def _chirp(rng, t, sr, noise):
 
 def _noise_burst(rng, t, sr, noise):
   rate = rng.uniform(2, 6)
-  center = _log_uniform(rng, 400, 2500)
+  center = _log_uniform(rng, 1500, 2800)
   width = center * rng.uniform(0.3, 0.8)
   gaps = rng.exponential(1.0 / rate, size=20)
   lengths = rng.uniform(0.03, 0.15, size=20)
@@ -82,7 +84,7 @@ def _noise_burst(rng, t, sr, noise):
 
 def _click_train(rng, t, sr, noise):
   rate = rng.uniform(4, 30)
-  freq = _log_uniform(rng, 800, 2500)
+  freq = _log_uniform(rng, 1500, 3000)
   decay = rng.uniform(0.5e-3, 2e-3)
   offset = rng.uniform(0, 1.0 / rate)
   since_click = np.mod(t - offset, 1.0 / rate) / decay   # time since the last click, in decays
@@ -91,13 +93,13 @@ def _click_train(rng, t, sr, noise):
 
 
 def _am_tone(rng, t, sr, noise):
-  fc, fm = _log_uniform(rng, 200, 2000), rng.uniform(3, 12)
+  fc, fm = _log_uniform(rng, 400, 800), rng.uniform(3, 12)
   depth, phase = rng.uniform(0.7, 1.0), rng.uniform(0, 2 * np.pi)
   return (1 + depth * np.sin(2 * np.pi * fm * t + phase)) * np.sin(2 * np.pi * fc * t)
 
 
 def _fm_tone(rng, t, sr, noise):
-  fc, fm = _log_uniform(rng, 300, 2000), rng.uniform(3, 10)
+  fc, fm = _log_uniform(rng, 800, 1600), rng.uniform(3, 10)
   deviation = fc * rng.uniform(0.05, 0.2)
   return np.sin(2 * np.pi * fc * t + deviation / fm * np.sin(2 * np.pi * fm * t))
 
