@@ -7,7 +7,6 @@ strategies, and environment detection for multi-process launches. The 8-device l
 in the mixing) run in a child process with 8 simulated devices (tests/_mp_eight_devices.py), so the
 device-count flag does not affect the rest of the suite.
 """
-import dataclasses
 import json
 
 import chex
