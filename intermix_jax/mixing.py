@@ -304,9 +304,13 @@ class Strategy:
     """mix_fn(h, k) for the model: mixes h (N, ...) iff plan.layer == k, else returns h.
 
     `k` is the Python int index of the mix point; `sample_rate` (Hz, static) is the model's input
-    rate, used to read flattened tensors as signals for the A-weighted gain. The layer test is a
-    lax.cond on the traced plan.layer, so one compiled function serves every layer; points that can
-    never be chosen (not eligible) return h without adding any computation.
+    rate. With p-weighting, each row of h is flattened in its own row-major order and read as a
+    signal at `sample_rate` for the A-weighted gain (SPEC §3 speechmix; the models present hidden
+    tensors channel-first, the reference code's NCHW order); the gains set p only, no gradient
+    flows through them. The layer test is a lax.cond on the traced plan.layer, so one compiled
+    function serves every layer; points that can never be chosen (not eligible) return h without
+    adding any computation. The mixed tensor keeps h's shape and dtype (laws run in float32 at
+    least).
     """
     if not self.mixes:
       return lambda h, k: h
