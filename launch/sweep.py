@@ -114,8 +114,15 @@ def main(argv=None):
   p.add_argument('--extra', default='', help='extra overrides for every run, e.g. num_epochs=40')
   p.add_argument('--table', type=int, choices=(1, 2), help="expand every cell of the paper's table 1 or 2")
   p.add_argument('--run', action='store_true', help='run the commands one after another')
+  p.add_argument('--index', type=int, default=None,
+                 help='only the command with this 0-based index (e.g. $SLURM_ARRAY_TASK_ID in a job array)')
   args = p.parse_args(argv)
-  for cmd, workdir in expand(args):
+  runs = list(expand(args))
+  if args.index is not None:
+    if not 0 <= args.index < len(runs):
+      p.error(f'--index {args.index} is out of range: the sweep has {len(runs)} commands (0..{len(runs) - 1})')
+    runs = [runs[args.index]]
+  for cmd, workdir in runs:
     line = shlex.join(cmd)
     if not args.run:
       print(line)
