@@ -11,8 +11,9 @@ p-weighted sum of the phase-shifted sounds). Prints the machine state, the comma
 
 Rows: jax jitted (intermix strategy: prepare_input + mixer at layer 0), its two halves (phase
 shift alone, gain alone), numpy float64 as the reference code does it (loop over rows and frames),
-and numpy float64 vectorised over rows and frames. Times are medians after warm-up; the first
-jax call (trace + compile) is shown separately. The last column is numpy time / jax time.
+and numpy float64 vectorised over rows and frames. Every path runs once per round (so a shared
+machine's load falls on all alike); median and min over rounds after one warm-up call, and the
+first jax call (trace + compile). The last column is numpy-loop time / this path's time.
 """
 import argparse
 import os
@@ -76,17 +77,21 @@ def numpy_vectorised(x, phi, r):
 
 
 # --- timing ------------------------------------------------------------------------------------------
-def _time(fn, repeats, block=lambda v: v):
-  start = time.perf_counter()
-  block(fn())
-  first = time.perf_counter() - start
-  block(fn())
-  times = []
-  for _ in range(repeats):
+def _time_interleaved(fns, repeats):
+  """{name: (median s, min s, first-call s)}; one call of every fn per round, so that the load of
+  a shared machine falls on all of them alike."""
+  first, times = {}, {name: [] for name in fns}
+  for name, fn in fns.items():
     start = time.perf_counter()
-    block(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times), first
+    fn()
+    first[name] = time.perf_counter() - start
+    fn()
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - start)
+  return {name: (statistics.median(t), min(t), first[name]) for name, t in times.items()}
 
 
 def _machine_state():
@@ -123,18 +128,17 @@ def main():
   shift = jax.jit(audio.phase_shift)
   gain = jax.jit(lambda v: audio.a_weighted_gain(v, FS))
   block = jax.block_until_ready
-
-  rows = []
-  t_jax, first = _time(lambda: input_path(plan, x), args.repeats, block)
-  rows.append(('jax jit: phase shift + gain + mix (float32)', t_jax, first))
-  t, first = _time(lambda: shift(x, plan.phi), args.repeats, block)
-  rows.append(('  jax jit: phase shift only', t, first))
-  t, first = _time(lambda: gain(x), args.repeats, block)
-  rows.append(('  jax jit: A-weighted gain only', t, first))
-  t_loop, _ = _time(lambda: numpy_loop(x64, phi, r), max(1, args.repeats // 3))
-  rows.append(('numpy float64, loops as the reference code', t_loop, None))
-  t_vec, _ = _time(lambda: numpy_vectorised(x64, phi, r), max(1, args.repeats // 3))
-  rows.append(('numpy float64, vectorised', t_vec, None))
+  fns = {
+      'jax jit: phase shift + gain + mix (float32)': lambda: block(input_path(plan, x)),
+      '  jax jit: phase shift only': lambda: block(shift(x, plan.phi)),
+      '  jax jit: A-weighted gain only': lambda: block(gain(x)),
+      'numpy float64, loops as the reference code': lambda: numpy_loop(x64, phi, r),
+      'numpy float64, vectorised': lambda: numpy_vectorised(x64, phi, r),
+  }
+  results = _time_interleaved(fns, args.repeats)
+  t_jax = results['jax jit: phase shift + gain + mix (float32)'][0]
+  t_loop = results['numpy float64, loops as the reference code'][0]
+  t_vec = results['numpy float64, vectorised'][0]
 
   want = numpy_vectorised(x64, phi, r)
   got = np.asarray(input_path(plan, x), np.float64)
@@ -142,12 +146,16 @@ def main():
   loop_err = np.max(np.abs(numpy_loop(x64[:4], phi[:4], r[:4]) - want[:4])) / np.max(np.abs(want[:4]))
 
   print(f'\nInterMix input path, batch {args.batch} x {args.length} samples at {FS} Hz '
-        f'(median of {args.repeats} after warm-up)')
-  print(f'{"path":46s} {"median ms":>10s} {"first call s":>13s} {"numpy/this":>11s}')
-  for name, t, first in rows:
-    first_s = f'{first:13.2f}' if first is not None else f'{"":13s}'
-    print(f'{name:46s} {1e3 * t:10.1f} {first_s} {t_loop / t:8.1f}x (loop) {t_vec / t:5.1f}x (vec)')
-  print(f'\nratio numpy-loop / jax = {t_loop / t_jax:.1f}x; numpy-vectorised / jax = {t_vec / t_jax:.1f}x')
+        f'(interleaved rounds: median and min of {args.repeats})')
+  print(f'{"path":46s} {"median ms":>10s} {"min ms":>8s} {"first call s":>13s} {"numpy-loop/this":>16s}')
+  for name, (median, fastest, first) in results.items():
+    first_s = f'{first:13.2f}' if name.startswith(('jax', '  jax')) else f'{"":13s}'
+    print(f'{name:46s} {1e3 * median:10.1f} {1e3 * fastest:8.1f} {first_s} {t_loop / median:15.1f}x')
+  best = {name: v[1] for name, v in results.items()}
+  jax_name = 'jax jit: phase shift + gain + mix (float32)'
+  print(f'\nratio numpy-loop / jax = {t_loop / t_jax:.1f}x; numpy-vectorised / jax = {t_vec / t_jax:.1f}x '
+        f'(medians); {best["numpy float64, loops as the reference code"] / best[jax_name]:.1f}x and '
+        f'{best["numpy float64, vectorised"] / best[jax_name]:.1f}x (mins)')
   print(f'max |jax - numpy float64| / max |numpy| = {err:.2e} (loop vs vectorised numpy: {loop_err:.1e})')
 
 
