@@ -42,6 +42,17 @@ def ref_reference_code(h_i, h_j, p, dphi):
   return p * h_i + (1 - p) * h_j + 2 * np.sqrt(p * (1 - p) * h_i * h_j) * np.cos(dphi)
 
 
+def _load_audio_references():
+  """tests/test_audio.py's float64 references (gain, phase shift), loaded by path."""
+  spec = importlib.util.spec_from_file_location('_audio_refs', os.path.join(os.path.dirname(__file__),
+                                                                          'test_audio.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+_AUDIO_REFS = _load_audio_references()
+
 _imix = jax.jit(mixing.interference_mix,
                 static_argnames=('normalize', 'signed_mode', 'stop_gradient_interference'))
 
@@ -370,7 +381,6 @@ def _manual_plan(strategy, seed, layer=0):
 
 def _expected_mix_rows(strategy, plan, h):
   """Python loop over rows with the laws called per example (the vmap-free reference)."""
-  from test_audio import reference_gain  # independent float64 level
   h = np.asarray(h)
   flat = h.reshape(N, -1)
   n_fft = audio.frame_length(FS)
@@ -382,7 +392,8 @@ def _expected_mix_rows(strategy, plan, h):
       out.append(r * h[n] + (1 - r) * h[m])
       continue
     if strategy.p_weighting:
-      p = ref_mix_ratio(reference_gain(flat[n], FS, n_fft), reference_gain(flat[m], FS, n_fft), r)
+      p = ref_mix_ratio(_AUDIO_REFS.reference_gain(flat[n], FS, n_fft),
+                        _AUDIO_REFS.reference_gain(flat[m], FS, n_fft), r)
     else:
       p = r
     if strategy.name == 'intermix':
@@ -425,8 +436,8 @@ def test_prepare_input_phase_shifts_only_for_intermix():
     s = mixing.get_strategy(name)
     plan = _manual_plan(s, 6)
     if name == 'intermix':
-      from test_audio import reference_phase_shift
-      want = np.stack([reference_phase_shift(row, p) for row, p in zip(np.asarray(x), np.asarray(plan.phi))])
+      want = np.stack([_AUDIO_REFS.reference_phase_shift(row, p)
+                       for row, p in zip(np.asarray(x), np.asarray(plan.phi))])
       np.testing.assert_allclose(np.asarray(s.prepare_input(plan, x)), want, atol=1e-6)
       with pytest.raises(ValueError, match='waveforms'):
         s.prepare_input(plan, x[:4])
