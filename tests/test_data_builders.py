@@ -25,6 +25,10 @@ from intermix_jax.data import audio_decode
 from intermix_jax.data import catalog
 from intermix_jax.data import layouts
 
+# The generated copies are small: the "fewer clips than the official release" warning is expected.
+pytestmark = pytest.mark.filterwarnings(
+    'ignore:.*the official (ESC-50|UrbanSound8K) has:UserWarning')
+
 RATE = 8000  # small and fast; every fixture clip is at another native rate or format
 
 
@@ -123,6 +127,15 @@ def test_bad_file_fails_preparation_naming_the_file(tmp_path, kind):
   assert bad_name in message and spec.bad[bad_name] in message
   assert 'skip_bad_files' in message
   assert not data.get_builder('esc50', RATE, data_dir=str(tmp_path / 'tfds')).is_prepared()
+
+
+def test_urbansound8k_bad_file_names_its_fold_path(tmp_path):
+  spec = fixtures_audio.write_urbansound8k_layout(tmp_path / 'copy', classes=(1,), bad=('missing',))
+  with pytest.raises(data.BadAudioFileError) as err:
+    _prepare('urbansound8k', tmp_path / 'tfds', spec.root)
+  (bad_name,) = spec.bad
+  assert os.path.join('audio', 'fold3', bad_name) in str(err.value)
+  assert 'listed in the metadata csv but not on disk' in str(err.value)
 
 
 def test_skip_bad_files_warns_with_a_count_and_keeps_the_good_ones(tmp_path):

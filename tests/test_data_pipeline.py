@@ -314,6 +314,7 @@ def test_public_api_end_to_end_on_synthetic(base_config, synthetic_data_dir):
   c = base_config
   c.dataset, c.data_dir, c.fold, c.strategy = 'synthetic', synthetic_data_dir, 3, 'intermix'
   c.batch_size, c.eval_batch_size, c.num_eval_crops = 16, 8, 4
+  c.manual_dir = '/nonexistent/copy'  # ignored: synthetic data reads no source files
   info = data.dataset_info(c)
   assert (info.num_classes, info.num_folds) == (6, 5) and info.class_names[0] == 'tone'
   train = data.make_train_loader(c, 8000, 2000, process_index=1, process_count=2)
@@ -330,6 +331,9 @@ def test_public_api_end_to_end_on_synthetic(base_config, synthetic_data_dir):
   c.fold = 6
   with pytest.raises(ValueError, match='config.fold=6'):
     data.make_train_loader(c, 8000, 2000)
+  c.fold = 'all'
+  with pytest.raises(ValueError, match="config.fold='all' but the data loaders need one test fold"):
+    data.make_eval_loader(c, 8000, 2000)
   c.fold, c.dataset = 1, 'custom'
   with pytest.raises(ValueError, match="config.dataset is 'custom'"):
     data.dataset_info(c)
@@ -345,3 +349,15 @@ def test_clip_cache_is_an_invisible_optimisation():
   for a, b in zip(cached.read(ids), uncached.read(ids)):
     np.testing.assert_array_equal(a, b)
   np.testing.assert_array_equal(cached.labels, uncached.labels)
+
+
+@pytest.mark.parametrize('dataset,classes,folds,first', [
+    ('esc50', 50, 5, 'dog'), ('esc10', 10, 5, 'dog'), ('urbansound8k', 10, 10, 'air_conditioner'),
+    ('synthetic', 6, 5, 'tone')])
+def test_dataset_info_needs_no_data(base_config, dataset, classes, folds, first):
+  base_config.dataset = dataset
+  base_config.data_dir = '/nonexistent'
+  info = data.dataset_info(base_config)
+  assert (info.name, info.num_classes, info.num_folds, info.class_names[0]) == (
+      dataset, classes, folds, first)
+  assert len(info.class_names) == classes

@@ -60,6 +60,7 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   DESCRIPTION = ''
   HOMEPAGE = ''
   CITATION = ''
+  READS_SOURCE_FILES = True  # False: generated data (manual_dir is ignored)
 
   def __init__(self, *, skip_bad_files: bool = False, **kwargs):
     """Args: skip_bad_files: skip unusable input files with a warning instead of failing;

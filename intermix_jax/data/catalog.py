@@ -75,6 +75,8 @@ def prepare_builder(builder: audio_builder.AudioClipBuilder, *, manual_dir=None)
   """download_and_prepare unless already prepared. Another process finishing first is fine."""
   if builder.is_prepared():
     return
+  if not builder.READS_SOURCE_FILES:
+    manual_dir = None
   if manual_dir is not None and not os.path.isdir(manual_dir):
     raise FileNotFoundError(f'config.manual_dir is {manual_dir!r}, which is not a directory; '
                             f'it must hold a copy of the official layout of {builder.name}')

@@ -16,7 +16,6 @@ Evaluation (`EvalLoader`): the test fold sorted by file name; global batch g hol
 [g b P, (g + 1) b P), process p its rows [p b, (p + 1) b); missing rows are zero, label 0 and
 mask False. Every process yields ceil(N / (b P)) batches.
 """
-import functools
 import math
 import threading
 from typing import Iterator, Sequence
