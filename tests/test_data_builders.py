@@ -307,3 +307,13 @@ def test_prepare_and_read_without_tensorflow(esc50_layout, tmp_path):
                        timeout=300, check=False)
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'OK 20' in out.stdout
+
+
+def test_a_fold_without_clips_is_a_clear_error(tmp_path):
+  spec = fixtures_audio.write_esc50_layout(tmp_path / 'copy', targets=(0,), folds=(1, 2, 3, 4))
+  with pytest.raises(data.LayoutError, match='no clip of fold 5'):
+    _prepare('esc50', tmp_path / 'tfds', spec.root)
+  spec = fixtures_audio.write_esc50_layout(tmp_path / 'copy2', targets=(0,), folds=(1, 3, 4, 5),
+                                           bad=('empty',), bad_fold=2)
+  with pytest.raises(data.BadAudioFileError, match='no clip is left for this fold'):
+    _prepare('esc50', tmp_path / 'tfds2', spec.root, skip=True)

@@ -115,11 +115,19 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _fold_splits(self, records: list[layouts.ClipRecord], *, trim: bool) -> dict:
     """{'fold<k>': example generator} for k = 1..num_folds (records grouped by fold)."""
-    return {f'fold{k}': self._generate_examples([r for r in records if r.fold == k], trim=trim)
-            for k in range(1, self.num_folds() + 1)}
+    splits = {}
+    for k in range(1, self.num_folds() + 1):
+      fold_records = [r for r in records if r.fold == k]
+      if not fold_records:
+        raise layouts.LayoutError(
+            f'{self.name}: the metadata csv lists no clip of fold {k}; every fold 1..'
+            f'{self.num_folds()} needs clips (cross-validation tests on each fold)')
+      splits[f'fold{k}'] = self._generate_examples(fold_records, trim=trim)
+    return splits
 
   def _generate_examples(self, records: list[layouts.ClipRecord], *, trim: bool) -> Iterator:
     """Decodes each record's file; bad files raise or (skip_bad_files) are logged and counted."""
+    yielded = 0
     for r in records:
       try:
         audio = audio_decode.load_audio(r.path, self.sample_rate, trim=trim)
@@ -131,5 +139,10 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         log.warning('skipping bad file %s', e)
         self.skipped_files.append((e.path, e.problem))
         continue
+      yielded += 1
       yield r.filename, {'audio': audio, 'label': r.label, 'filename': r.filename,
                          'fold': r.fold}
+    if not yielded:
+      raise audio_decode.BadAudioFileError(
+          records[0].path, f'every one of the {len(records)} files of fold {records[0].fold} is '
+          'bad (each one is logged above): no clip is left for this fold')
