@@ -52,7 +52,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.backbone = 'envnetv2'       # 'envnet' | 'envnetv2' | 'm18' | 'soundnet5' | 'piczakcnn'
   c.model = ml_collections.ConfigDict(dict(  # options passed to models.get_model(**c.model)
       width=1.0,                # channel multiplier of every conv layer (1.0 = published model)
-      fc_units=4096,            # hidden FC width (where the backbone has hidden FC layers)
+      # hidden FC width (where the backbone has hidden FC layers); None = the published width
+      # (4096 for EnvNet / EnvNet-v2, 5000 for PiczakCNN)
+      fc_units=ml_collections.FieldReference(None, field_type=int),
+      conv_impl='auto',         # 'auto' | 'plain' | 'cpu' (same maths; see models/layers.py)
   ))
   c.strategy = 'intermix'       # 'standard' | 'mixup' | 'bc' | 'speechmix' | 'intermix'
   c.mixing = ml_collections.ConfigDict(dict(  # options passed to mixing.get_strategy(**c.mixing)

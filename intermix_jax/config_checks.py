@@ -18,6 +18,7 @@ BACKBONES = ('envnet', 'envnetv2', 'm18', 'soundnet5', 'piczakcnn')
 STRATEGIES = ('standard', 'mixup', 'bc', 'speechmix', 'intermix')
 SIGNED_MODES = ('superpose', 'clamp')
 NAN_POLICIES = ('stop', 'skip')
+CONV_IMPLS = ('auto', 'plain', 'cpu')
 KNOWN_NUM_FOLDS = {'esc50': 5, 'esc10': 5, 'urbansound8k': 10}
 
 
@@ -37,11 +38,7 @@ def _names(kind: str, fallback: tuple[str, ...]) -> tuple[str, ...]:
     from intermix_jax import models
   except ImportError:  # the models package is not importable yet
     return fallback
-  for attr in ('MODEL_NAMES', 'NAMES', 'BACKBONES'):
-    names = getattr(models, attr, None)
-    if names:
-      return tuple(names)
-  return fallback
+  return tuple(getattr(models, 'MODELS', None) or fallback)
 
 
 def _fail(msg: str):
@@ -62,17 +59,18 @@ def _check_choice(field: str, value, valid) -> None:
 
 
 def _check_range(field: str, value, *, lo=None, hi=None, integer=False, lo_open=False,
-                 hi_open=False, what='') -> None:
+                 hi_open=False) -> None:
+  lo_s = '' if lo is None else (f'> {lo}' if lo_open else f'>= {lo}')
+  hi_s = '' if hi is None else (f'< {hi}' if hi_open else f'<= {hi}')
+  valid = ('integers ' if integer else 'numbers ') + ' and '.join(x for x in (lo_s, hi_s) if x)
   ok_type = _is_int(value) if integer else _is_real(value)
-  kind = 'an integer' if integer else 'a number'
   if not ok_type:
-    _fail(f'config.{field}={value!r} must be {kind}{what}')
+    _fail(f'config.{field}={value!r} must be {"an integer" if integer else "a number"}; '
+          f'valid: {valid.strip()}')
   bad = ((lo is not None and (value <= lo if lo_open else value < lo)) or
          (hi is not None and (value >= hi if hi_open else value > hi)))
   if bad:
-    lo_s = '' if lo is None else (f'> {lo}' if lo_open else f'>= {lo}')
-    hi_s = '' if hi is None else (f'< {hi}' if hi_open else f'<= {hi}')
-    _fail(f'config.{field}={value!r} is out of range; valid: {" and ".join(s for s in (lo_s, hi_s) if s)}')
+    _fail(f'config.{field}={value!r} is out of range; valid: {valid.strip()}')
 
 
 def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,
@@ -98,25 +96,29 @@ def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,
   folds = num_folds if num_folds is not None else KNOWN_NUM_FOLDS.get(c.dataset)
   if c.fold != 'all':
     if not _is_int(c.fold):
-      _fail(f'config.fold={c.fold!r} must be a fold number or \'all\'')
+      _fail(f'config.fold={c.fold!r} must be a fold number; valid: '
+            f'{f"1..{folds}" if folds else "integers >= 1"} or \'all\'')
     if c.fold < 1 or (folds is not None and c.fold > folds):
       valid = f'1..{folds}' if folds else 'a fold number >= 1'
       _fail(f'config.fold={c.fold!r} is out of range for dataset {c.dataset!r}; valid: {valid} or \'all\'')
 
   _check_range('model.width', c.model.width, lo=0, lo_open=True)
-  if 'fc_units' in c.model:
+  if c.model.get('fc_units') is not None:
     _check_range('model.fc_units', c.model.fc_units, lo=1, integer=True)
+  if 'conv_impl' in c.model:
+    _check_choice('model.conv_impl', c.model.conv_impl, CONV_IMPLS)
 
   m = c.mixing
   _check_choice('mixing.signed_mode', m.signed_mode, SIGNED_MODES)
   _check_range('mixing.alpha', m.alpha, lo=0, lo_open=True)
   for field in ('p_weighting', 'normalize', 'stop_gradient_interference'):
     if not isinstance(m[field], bool):
-      _fail(f'config.mixing.{field}={m[field]!r} must be True or False')
+      _fail(f'config.mixing.{field}={m[field]!r} must be a bool; valid: True, False')
   if m.eligible_layers is not None:
     layers = tuple(m.eligible_layers)
     if not layers:
-      _fail('config.mixing.eligible_layers=() is empty; give at least one mix point or None')
+      _fail('config.mixing.eligible_layers=() is empty; valid: at least one mix point, or None '
+            '(the strategy default)')
     for k in layers:
       if not _is_int(k) or k < 0 or (num_mix_points is not None and k >= num_mix_points):
         valid = (f'0..{num_mix_points - 1}' if num_mix_points is not None else 'integers >= 0')
@@ -125,7 +127,8 @@ def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,
 
   _check_range('batch_size', c.batch_size, lo=1, integer=True)
   if mixes and c.batch_size % 2:
-    _fail(f'config.batch_size={c.batch_size} must be even for strategy {c.strategy!r} (pairs of sounds)')
+    _fail(f'config.batch_size={c.batch_size} must be even for strategy {c.strategy!r} (pairs of '
+          f'sounds); valid: even numbers >= 2')
   if process_count and c.batch_size % process_count:
     _fail(f'config.batch_size={c.batch_size} is not divisible by the {process_count} processes; '
           f'valid: multiples of {process_count}')
@@ -145,15 +148,17 @@ def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,
 
   _check_range('num_epochs', c.num_epochs, lo=1, integer=True)
   if not isinstance(c.double_epochs_for_mixing, bool):
-    _fail(f'config.double_epochs_for_mixing={c.double_epochs_for_mixing!r} must be True or False')
+    _fail(f'config.double_epochs_for_mixing={c.double_epochs_for_mixing!r} must be a bool; '
+          'valid: True, False')
   _check_range('opt.lr', c.opt.lr, lo=0, lo_open=True)
   _check_range('opt.momentum', c.opt.momentum, lo=0, hi=1, hi_open=True)
   _check_range('opt.weight_decay', c.opt.weight_decay, lo=0)
   if not isinstance(c.opt.nesterov, bool):
-    _fail(f'config.opt.nesterov={c.opt.nesterov!r} must be True or False')
+    _fail(f'config.opt.nesterov={c.opt.nesterov!r} must be a bool; valid: True, False')
   sched = tuple(c.opt.schedule)
   if any(not _is_real(f) or not 0 < f <= 1 for f in sched) or list(sched) != sorted(sched):
-    _fail(f'config.opt.schedule={sched!r} must be increasing fractions in (0, 1]')
+    _fail(f'config.opt.schedule={sched!r} is not usable; valid: increasing fractions in (0, 1], '
+          'e.g. (0.5, 0.75)')
   _check_range('opt.warmup_epochs', c.opt.warmup_epochs, lo=0, integer=True)
 
   _check_range('seed', c.seed, lo=0, integer=True)

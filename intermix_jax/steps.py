@@ -7,6 +7,16 @@
     evaluate = jit_eval_step(make_eval_step(model))
     out = evaluate(state, batch)                        # batch: x (b, crops, T), y (b,), mask (b,)
 
+The same steps with hashable static arguments, jitted once per process (a second run with the same
+model, strategy and optimiser in the same process, e.g. the next fold of `fold=all`, reuses the
+compiled code):
+
+    opt = OptimizerSpec.from_config(config.opt, num_epochs, steps_per_epoch)
+    state = init_state_cached(model, opt, key, input_length)
+    state, metrics = train_step_cached(state, batch, key, model=model, strategy=strategy, opt=opt,
+                                       num_classes=C)
+    out = eval_step_cached(state, batch, model=model)
+
 Everything here is a pure function of arrays and a PRNG key (no host round-trips): the mixing plan and
 the dropout key come from `fold_in(key, state.step)`, so the randomness of a step depends only on the
 run's key and the step number (a resumed run draws the same plans). A step whose loss or gradients are
@@ -20,12 +30,16 @@ unjitted step functions (`make_train_step(...)`) can be wrapped (e.g. by `jax.sh
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Any, Callable
 
 import flax
 import jax
 import jax.numpy as jnp
 import optax
+
+from intermix_jax import schedules
 
 PyTree = Any
 
@@ -62,20 +76,24 @@ def make_optimizer(opt_config, schedule: optax.Schedule) -> optax.GradientTransf
   )
 
 
+def _init_state(model, tx: optax.GradientTransformation, key: jax.Array, input_length: int,
+                example_batch: int = 2) -> TrainState:
+  params_key, dropout_key = jax.random.split(key)
+  x = jnp.zeros((example_batch, input_length), jnp.float32)
+  variables = model.init({'params': params_key, 'dropout': dropout_key}, x, train=False)
+  params = variables['params']
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), params=params,
+      batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
+      nonfinite_count=jnp.zeros((), jnp.int32),
+      first_nonfinite_step=jnp.full((), -1, jnp.int32))
+
+
 def init_state(model, tx: optax.GradientTransformation, key: jax.Array, input_length: int,
                example_batch: int = 2) -> TrainState:
   """Initial TrainState from `model.init` on zeros of shape (example_batch, input_length)."""
-  def init(key):
-    params_key, dropout_key = jax.random.split(key)
-    x = jnp.zeros((example_batch, input_length), jnp.float32)
-    variables = model.init({'params': params_key, 'dropout': dropout_key}, x, train=False)
-    params = variables['params']
-    return TrainState(
-        step=jnp.zeros((), jnp.int32), params=params,
-        batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
-        nonfinite_count=jnp.zeros((), jnp.int32),
-        first_nonfinite_step=jnp.full((), -1, jnp.int32))
-  return jax.jit(init)(key)
+  return jax.jit(functools.partial(_init_state, model, tx, input_length=input_length,
+                                   example_batch=example_batch))(key)
 
 
 def _all_finite(tree: PyTree) -> jax.Array:
@@ -216,3 +234,61 @@ def jit_eval_step(fn: Callable, *, in_shardings=None, out_shardings=None) -> Cal
   if out_shardings is not None:
     kwargs['out_shardings'] = out_shardings
   return jax.jit(fn, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# Hashable optimiser description and the once-per-process jitted steps
+# ------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+  """Everything that defines the optimiser and its LR schedule (hashable: a static jit argument).
+
+  Attributes:
+    lr: LR0. momentum, nesterov, weight_decay: SGD settings (coupled L2).
+    num_epochs: epochs actually trained (already doubled for mixing).
+    steps_per_epoch: optimiser steps per epoch.
+    schedule: fractions of num_epochs where the LR is multiplied by 0.1.
+    warmup_epochs: epochs at LR0 * 0.1 at the start.
+  """
+  lr: float
+  momentum: float
+  nesterov: bool
+  weight_decay: float
+  num_epochs: int
+  steps_per_epoch: int
+  schedule: tuple[float, ...]
+  warmup_epochs: int
+
+  @classmethod
+  def from_config(cls, opt_config, num_epochs: int, steps_per_epoch: int) -> 'OptimizerSpec':
+    return cls(lr=float(opt_config.lr), momentum=float(opt_config.momentum),
+               nesterov=bool(opt_config.nesterov), weight_decay=float(opt_config.weight_decay),
+               num_epochs=int(num_epochs), steps_per_epoch=int(steps_per_epoch),
+               schedule=tuple(float(f) for f in opt_config.schedule),
+               warmup_epochs=int(opt_config.warmup_epochs))
+
+  def lr_schedule(self) -> optax.Schedule:
+    return schedules.lr_schedule(self.lr, self.num_epochs, self.steps_per_epoch, self.schedule,
+                                 self.warmup_epochs)
+
+  def tx(self) -> optax.GradientTransformation:
+    return make_optimizer(self, self.lr_schedule())
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'opt', 'input_length', 'example_batch'))
+def init_state_cached(model, opt: OptimizerSpec, key: jax.Array, input_length: int,
+                      example_batch: int = 2) -> TrainState:
+  """`init_state` for `opt.tx()`, compiled once per (model, opt, input_length)."""
+  return _init_state(model, opt.tx(), key, input_length, example_batch)
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'strategy', 'opt', 'num_classes'),
+                   donate_argnums=(0,))
+def train_step_cached(state: TrainState, batch: dict, key: jax.Array, *, model, strategy,
+                      opt: OptimizerSpec, num_classes: int) -> tuple[TrainState, dict]:
+  """`train_step` with the optimiser of `opt`, compiled once per static arguments; state donated."""
+  return train_step(state, batch, key, model=model, strategy=strategy, tx=opt.tx(),
+                    num_classes=num_classes, schedule=opt.lr_schedule())
+
+
+eval_step_cached = jax.jit(eval_step, static_argnames=('model',))

@@ -19,7 +19,8 @@ counts such steps (`nonfinite_steps` in the metrics).
 """
 from __future__ import annotations
 
-import contextlib
+import copy
+import functools
 import math
 import os
 import platform
@@ -176,7 +177,7 @@ def _cross_validate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir_lib.check_or_store_config(workdir, config, write=_is_main())
   folds = []
   for k in range(1, info.num_folds + 1):
-    fold_config = config.copy_and_resolve_references()
+    fold_config = copy.deepcopy(config)
     fold_config.fold = k
     result = _train_fold(fold_config, os.path.join(workdir, f'fold_{k}'))
     folds.append(dict(fold=k, status=result['status'], final_error=result['final_error']))
@@ -208,8 +209,14 @@ class _Run:
     self.workdir = workdir
     self.is_main = _is_main()
     self.info = data.dataset_info(config)
-    self.model = models.get_model(config.backbone, self.info.num_classes, **config.model)
-    strategy = mixing.get_strategy(config.strategy, **config.mixing)
+    try:
+      self.model = models.get_model(config.backbone, self.info.num_classes, **config.model)
+    except ValueError as e:
+      raise config_checks.ConfigError(f'config.model / config.backbone={config.backbone!r}: {e}') from e
+    try:
+      strategy = mixing.get_strategy(config.strategy, **config.mixing)
+    except ValueError as e:
+      raise config_checks.ConfigError(f'config.mixing / config.strategy={config.strategy!r}: {e}') from e
     config_checks.validate(
         config, num_folds=self.info.num_folds, num_mix_points=self.model.num_mix_points,
         device_count=jax.device_count(), process_count=jax.process_count(), mixes=strategy.mixes)
@@ -242,32 +249,47 @@ class _Run:
     self.num_epochs = schedules.total_epochs(config.num_epochs, self.mixes,
                                              config.double_epochs_for_mixing)
     self.total_steps = self.num_epochs * self.steps_per_epoch
-    self.schedule = schedules.lr_schedule(config.opt.lr, self.num_epochs, self.steps_per_epoch,
-                                          config.opt.schedule, config.opt.warmup_epochs)
-    self.tx = steps.make_optimizer(config.opt, self.schedule)
-
-    replicated = parallel.replicated_sharding(self.mesh)
-    batch_sh = parallel.batch_sharding(self.mesh)
-    self.train_step = steps.jit_train_step(
-        steps.make_train_step(self.model, self.strategy, self.tx, self.info.num_classes,
-                              self.schedule),
-        in_shardings=(replicated, batch_sh, replicated), out_shardings=(replicated, replicated))
-    self.eval_step = steps.jit_eval_step(
-        steps.make_eval_step(self.model), in_shardings=(replicated, batch_sh))
+    self.opt = steps.OptimizerSpec.from_config(config.opt, self.num_epochs, self.steps_per_epoch)
+    self.schedule = self.opt.lr_schedule()
+    statics = dict(model=self.model, strategy=self.strategy, opt=self.opt,
+                   num_classes=self.info.num_classes)
+    if jax.device_count() == 1:
+      # Compiled once per process for these static arguments (fold=all reuses them).
+      self.train_step = functools.partial(steps.train_step_cached, **statics)
+      self.eval_step = functools.partial(steps.eval_step_cached, model=self.model)
+    else:  # explicit shardings on the mesh (parallel.py)
+      self.train_step = steps.jit_train_step(
+          steps.make_train_step(self.model, self.strategy, self.opt.tx(), self.info.num_classes,
+                                self.schedule), **parallel.train_step_shardings(self.mesh))
+      self.eval_step = steps.jit_eval_step(steps.make_eval_step(self.model),
+                                           **parallel.eval_step_shardings(self.mesh))
     self.store = checkpoints.CheckpointStore(os.path.join(workdir, 'checkpoints'),
                                              config.keep_checkpoints)
 
   # --- placement -------------------------------------------------------------------------------
+  # One device: host arrays go straight into the jitted steps (one compilation per process for
+  # every run with the same statics). Several devices: global arrays on the mesh.
   def place_train_batch(self, batch: dict) -> dict:
     batch = {k: batch[k] for k in ('x', 'y')}
+    if jax.device_count() == 1:
+      return batch
     return self.parallel.host_batch_to_global(batch, self.mesh, pairs=self.mixes)
 
   def place_eval_batch(self, batch: dict) -> dict:
     batch = {k: batch[k] for k in ('x', 'y', 'mask')}
+    if jax.device_count() == 1:
+      return batch
     return self.parallel.host_batch_to_global(batch, self.mesh)
 
+  def place_key(self, key: jax.Array) -> jax.Array:
+    return key if jax.device_count() == 1 else self.parallel.replicate(key, self.mesh)
+
   def init_state(self, key: jax.Array) -> steps.TrainState:
-    state = steps.init_state(self.model, self.tx, key, self.model.input_length)
+    state = steps.init_state_cached(self.model, self.opt, key, self.model.input_length)
+    if jax.device_count() == 1:
+      # Committed to the device, like a state restored from a checkpoint: fresh and resumed runs
+      # then share one compiled step (bitwise-equal results).
+      return jax.device_put(state, jax.local_devices()[0])
     return self.parallel.replicate(jax.device_get(state), self.mesh)
 
   # --- evaluation ------------------------------------------------------------------------------
@@ -315,7 +337,7 @@ def _train_fold(config: ml_collections.ConfigDict, workdir: str) -> dict:
     train_key = jax.random.wrap_key_data(np.asarray(meta['rng'], np.uint32))
     logging.info('resuming %s from checkpoint %s (epoch %d, step %d of %d)', workdir,
                  run.store.path(ckpt_step), meta['epoch'], meta['step_in_epoch'], spe)
-  train_key = run.parallel.replicate(train_key, run.mesh)
+  train_key = run.place_key(train_key)
   start = int(jax.device_get(state.step))
   writer = summaries.SummaryWriter(workdir, enabled=run.is_main)
   if start == 0 and run.is_main:
@@ -437,7 +459,7 @@ def _train_fold(config: ml_collections.ConfigDict, workdir: str) -> dict:
       loss_sum, err_sum = jax.device_get(sums)
       entry = dict(epoch=epoch + 1, step=step, train_loss=float(loss_sum) / max(n_in_epoch, 1),
                    train_error=float(err_sum) / max(n_in_epoch, 1),
-                   lr=float(run.schedule(step - 1)), nonfinite_steps=meta['nonfinite_steps'])
+                   lr=float(metrics['lr']), nonfinite_steps=meta['nonfinite_steps'])
       sums = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
       n_in_epoch = 0
       last_epoch = epoch + 1 == run.num_epochs

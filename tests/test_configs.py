@@ -138,7 +138,7 @@ def test_bad_value_gives_one_line_error_naming_field_and_valid_values(field, val
   with pytest.raises(config_checks.ConfigError) as e:
     config_checks.validate(c)
   msg = str(e.value)
-  assert f'config.{field}=' in msg and '\n' not in msg
+  assert f'config.{field}=' in msg and 'valid:' in msg and '\n' not in msg
   for v in valid:
     assert v in msg, msg
 

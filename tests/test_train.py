@@ -1,0 +1,136 @@
+"""End to end (issue 5): train_and_evaluate with the real model, strategies, data, checkpoints.
+
+Tiny settings (EnvNet width 0.125, fc 32, batch 8, 2 steps per epoch, 2 eval crops) on the
+synthetic dataset (prepared once per session by the `synthetic_data_dir` fixture).
+"""
+import json
+import os
+import runpy
+import signal
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from intermix_jax import config_checks, data, mixing, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ('model.width=0.25,model.fc_units=32,batch_size=8,steps_per_epoch=2,num_epochs=1,'
+        'num_eval_crops=2,eval_batch_size=20,eval_every_epochs=1,checkpoint_every_epochs=1,'
+        'log_every_steps=1')
+
+
+def tiny_config(data_dir, extra=''):
+  arg = TINY + (',' + extra if extra else '')
+  c = runpy.run_path(os.path.join(ROOT, 'configs', 'demo.py'))['get_config'](arg)
+  c.data_dir = data_dir
+  return c
+
+
+def final_params(workdir):
+  ckpt = os.path.join(workdir, 'checkpoints')
+  step = max(int(d) for d in os.listdir(ckpt) if d.isdigit())
+  state = ocp.PyTreeCheckpointer().restore(os.path.join(ckpt, str(step), 'state'))
+  return step, state
+
+
+def assert_trees_bitwise_equal(a, b):
+  la, ta = jax.tree.flatten(a)
+  lb, tb = jax.tree.flatten(b)
+  assert ta == tb
+  for x, y in zip(la, lb):
+    x, y = np.asarray(x), np.asarray(y)
+    assert x.dtype == y.dtype and x.shape == y.shape
+    assert np.array_equal(x, y), 'arrays differ'
+
+
+def without_timing(results):
+  return {k: v for k, v in results.items() if k not in ('wall_time_s', 'versions', 'workdir')}
+
+
+@pytest.mark.parametrize('strategy', mixing.STRATEGY_NAMES)
+def test_end_to_end_smoke_per_strategy(strategy, synthetic_data_dir, tmp_path):
+  config = tiny_config(synthetic_data_dir, f'strategy={strategy}')
+  workdir = str(tmp_path / strategy)
+  r = train.train_and_evaluate(config, workdir)
+  epochs = 1 if strategy == 'standard' else 2  # mixing doubles the epochs
+  assert r['status'] == 'finished' and r['num_epochs'] == epochs and r['total_steps'] == 2 * epochs
+  assert [h['epoch'] for h in r['history']] == list(range(1, epochs + 1))
+  assert all(np.isfinite(h['train_loss']) and 0 <= h['train_error'] <= 100 for h in r['history'])
+  # The reported error is the LAST epoch's test error, from every test clip exactly once.
+  assert r['final_error'] == r['history'][-1]['test_error'] and r['final_epoch'] == epochs
+  p = r['predictions']
+  assert len(p['preds']) == len(p['labels']) == len(p['filenames']) == r['num_test_examples'] == 60
+  assert sorted(p['filenames']) == sorted(set(p['filenames']))
+  want = 100 * np.mean(np.asarray(p['preds']) != np.asarray(p['labels']))
+  np.testing.assert_allclose(r['final_error'], want)
+  with open(os.path.join(workdir, 'results.json')) as f:
+    on_disk = json.load(f)
+  assert on_disk['final_error'] == r['final_error'] and on_disk['status'] == 'finished'
+  assert on_disk['config']['strategy'] == strategy and on_disk['versions']['jax'] == jax.__version__
+  assert os.path.exists(os.path.join(workdir, 'config.json'))
+  assert any(n.startswith('events.out.tfevents') for n in os.listdir(workdir))
+  step, _ = final_params(workdir)
+  assert step == 2 * epochs
+
+
+def test_interrupted_rerun_equals_uninterrupted_bitwise(synthetic_data_dir, tmp_path, monkeypatch):
+  """SIGTERM in the middle of epoch 2 (mid-epoch data position and metric sums), then rerun."""
+  config = tiny_config(synthetic_data_dir, 'strategy=intermix')  # 2 epochs x 2 steps
+  ref = train.train_and_evaluate(config, str(tmp_path / 'ref'))
+
+  real_loader = data.make_train_loader
+
+  def loader_that_gets_preempted(*args, **kwargs):
+    loader = real_loader(*args, **kwargs)
+    real_batches = loader.batches
+
+    def batches(epoch, start_step=0):
+      for i, b in enumerate(real_batches(epoch, start_step), start_step):
+        if (epoch, i) == (1, 0):
+          os.kill(os.getpid(), signal.SIGTERM)  # handled by the trainer: save and return
+        yield b
+    loader.batches = batches
+    return loader
+
+  workdir = str(tmp_path / 'interrupted')
+  monkeypatch.setattr(data, 'make_train_loader', loader_that_gets_preempted)
+  first = train.train_and_evaluate(config, workdir)
+  assert first['status'] == 'preempted' and first['step'] == 3  # epoch 2, batch 1 of 2 done
+  assert final_params(workdir)[0] == 3 and len(first['history']) == 1
+  monkeypatch.setattr(data, 'make_train_loader', real_loader)
+  second = train.train_and_evaluate(config, workdir)
+  assert second['status'] == 'finished'
+  assert_trees_bitwise_equal(final_params(workdir), final_params(str(tmp_path / 'ref')))
+  assert without_timing(second) == without_timing(ref)
+  # Rerunning a finished run changes nothing.
+  third = train.train_and_evaluate(config, workdir)
+  assert without_timing(third) == without_timing(ref)
+
+
+def test_fold_all_runs_every_fold(synthetic_data_dir, tmp_path, monkeypatch):
+  """fold=all: one workdir per fold and a summary (the training itself is stubbed out here)."""
+  seen = []
+
+  def fake_fold(config, workdir):
+    seen.append((config.fold, workdir))
+    return dict(status='finished', final_error=10.0 * config.fold)
+
+  monkeypatch.setattr(train, '_train_fold', fake_fold)
+  config = tiny_config(synthetic_data_dir, 'fold=all')
+  out = train.train_and_evaluate(config, str(tmp_path))
+  n = data.dataset_info(config).num_folds
+  assert [f for f, _ in seen] == list(range(1, n + 1))
+  assert [w for _, w in seen] == [str(tmp_path / f'fold_{k}') for k in range(1, n + 1)]
+  assert out['status'] == 'finished' and out['mean_error'] == pytest.approx(10.0 * (n + 1) / 2)
+  with open(tmp_path / 'cv_results.json') as f:
+    assert json.load(f)['mean_error'] == pytest.approx(out['mean_error'])
+
+
+def test_config_errors_name_the_field_before_any_work(synthetic_data_dir, tmp_path):
+  for extra, field in (('mixing.eligible_layers=(9,)', 'mixing.eligible_layers'),
+                       ('fold=6', 'fold'), ('batch_size=7', 'batch_size')):
+    with pytest.raises(config_checks.ConfigError, match=rf'config\.{field}=.*valid'):
+      train.train_and_evaluate(tiny_config(synthetic_data_dir, extra), str(tmp_path / 'w'))
+  assert not os.path.exists(tmp_path / 'w' / 'checkpoints')
