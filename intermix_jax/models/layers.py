@@ -27,13 +27,13 @@ Convolution implementations (`impl`):
            Both are tested to equal the plain convolution in value and gradient (tests/test_models.py).
   'auto'   'cpu' when the default JAX backend is the CPU, else 'plain' (the default of every model).
 Pooling follows the same switch: with 'cpu', a max-pool whose stride equals its window is a reshape
-and a max (whose gradient is a cheap elementwise mask) instead of `reduce_window`, whose gradient
-(select-and-scatter) is slow on CPU. Ties inside a window share the gradient equally in the reshape
-form and go to one element in `reduce_window`; after a ReLU, ties are between exact zeros, whose
-gradient the ReLU then zeroes in both forms.
+and a max with a saved argmax (`max_along`: the gradient is an elementwise select) instead of
+`reduce_window`, whose gradient (select-and-scatter) is slow on CPU. Both send a window's gradient
+to its first maximal element, so values and gradients are identical.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Optional, Sequence, Tuple
 
@@ -151,6 +151,32 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
   return pad_one_and_slice_conv(x, kernel, strides, padding)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def max_along(x: jax.Array, axis: int) -> jax.Array:
+  """max over `axis`, whose gradient goes to the first maximal element only.
+
+  The index of the maximum is saved in the forward pass, so the backward pass never compares
+  recomputed values (an `x == max(x)` mask can miss when XLA recomputes x inside another fusion
+  with different rounding, and it splits the gradient among ties).
+  """
+  return jnp.max(x, axis=axis)
+
+
+def _max_along_fwd(x, axis):
+  index = jnp.argmax(x, axis=axis)
+  return jnp.take_along_axis(x, jnp.expand_dims(index, axis), axis=axis).squeeze(axis), (index, x.shape[axis])
+
+
+def _max_along_bwd(axis, residuals, g):
+  index, size = residuals
+  hit = lax.broadcasted_iota(index.dtype, index.shape[:axis] + (size,) + index.shape[axis:], axis)
+  hit = hit == jnp.expand_dims(index, axis)
+  return (jnp.where(hit, jnp.expand_dims(g, axis), jnp.zeros((), g.dtype)),)
+
+
+max_along.defvjp(_max_along_fwd, _max_along_bwd)
+
+
 def max_pool(x: jax.Array, window: Sequence[int], strides: Optional[Sequence[int]] = None,
              impl: str = 'plain') -> jax.Array:
   """Max-pool x (N, H, W, C) without padding (floor: a partial window at the end is dropped).
@@ -158,7 +184,10 @@ def max_pool(x: jax.Array, window: Sequence[int], strides: Optional[Sequence[int
   Args:
     window: (wh, ww).
     strides: (sh, sw); default = window.
-    impl: 'plain' uses `lax.reduce_window`; 'cpu' uses a reshape and max when strides == window.
+    impl: 'plain' uses `lax.reduce_window` (gradient: select-and-scatter, to the first maximum of
+      each window in row-major order); 'cpu', when strides == window, reshapes and takes the max
+      along the window axes with `max_along` (width first, then height), whose gradient goes to the
+      same element: values and gradients equal the plain ones.
   Returns:
     (N, (H - wh) // sh + 1, (W - ww) // sw + 1, C).
   """
@@ -171,7 +200,8 @@ def max_pool(x: jax.Array, window: Sequence[int], strides: Optional[Sequence[int
   if resolve_impl(impl) == 'cpu' and strides == window:
     wh, ww = window
     x = x[:, :ho * wh, :wo * ww, :].reshape(n, ho, wh, wo, ww, c)
-    return jnp.max(x, axis=(2, 4))
+    x = max_along(x, 4) if ww > 1 else x[:, :, :, :, 0]      # (N, ho, wh, wo, C)
+    return max_along(x, 2) if wh > 1 else x[:, :, 0]         # (N, ho, wo, C)
   return lax.reduce_window(x, -jnp.inf, lax.max, (1,) + window + (1,), (1,) + strides + (1,),
                            'VALID')
 
