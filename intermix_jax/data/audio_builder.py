@@ -61,6 +61,7 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   HOMEPAGE = ''
   CITATION = ''
   READS_SOURCE_FILES = True  # False: generated data (manual_dir is ignored)
+  AUDIO_EXPECTATION = audio_decode.AudioExpectation()  # accepted channels, rates, sample formats
 
   def __init__(self, *, skip_bad_files: bool = False, **kwargs):
     """Args: skip_bad_files: skip unusable input files with a warning instead of failing;
@@ -130,7 +131,8 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     yielded = 0
     for r in records:
       try:
-        audio = audio_decode.load_audio(r.path, self.sample_rate, trim=trim)
+        audio = audio_decode.load_audio(r.path, self.sample_rate, trim=trim,
+                                          expect=self.AUDIO_EXPECTATION)
       except audio_decode.BadAudioFileError as e:
         if not self._skip_bad_files:
           raise audio_decode.BadAudioFileError(

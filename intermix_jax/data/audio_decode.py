@@ -19,6 +19,10 @@ SUPPORTED_SUBTYPES = frozenset({
     'PCM_S8', 'PCM_U8', 'PCM_16', 'PCM_24', 'PCM_32', 'FLOAT', 'DOUBLE',
     'ULAW', 'ALAW', 'IMA_ADPCM', 'MS_ADPCM',
 })
+# Lossy codecs libsndfile decodes (ogg/vorbis, ogg/opus, mp3): accepted for a user's own audio
+# (`data/custom.py`, prediction), not expected in the official datasets.
+COMPRESSED_SUBTYPES = frozenset({'VORBIS', 'OPUS', 'MPEG_LAYER_I', 'MPEG_LAYER_II',
+                                 'MPEG_LAYER_III'})
 
 
 class BadAudioFileError(ValueError):
@@ -37,10 +41,12 @@ class AudioExpectation:
   Attributes:
     max_channels: more channels than this is an error (both official datasets are <= 2).
     min_rate, max_rate: accepted native sample rates in Hz.
+    subtypes: accepted sample formats (libsndfile subtype names).
   """
   max_channels: int = 2
   min_rate: int = 4000
   max_rate: int = 192000
+  subtypes: frozenset = SUPPORTED_SUBTYPES
 
 
 def _check_wav_not_truncated(path: str) -> None:
@@ -116,10 +122,10 @@ def load_audio(path, sample_rate: int, *, trim: bool = False,
     info = sf.info(path)
   except (sf.LibsndfileError, RuntimeError) as e:
     raise BadAudioFileError(path, f'unreadable audio ({_describe(e)})') from e
-  if info.subtype not in SUPPORTED_SUBTYPES:
+  if info.subtype not in expect.subtypes:
     raise BadAudioFileError(
         path, f'unexpected sample format / bit depth {info.subtype!r} '
-        f'(supported: {", ".join(sorted(SUPPORTED_SUBTYPES))})')
+        f'(supported: {", ".join(sorted(expect.subtypes))})')
   if not 1 <= info.channels <= expect.max_channels:
     raise BadAudioFileError(
         path, f'unexpected channel count {info.channels} (expected 1 to {expect.max_channels})')
