@@ -1,11 +1,19 @@
-"""Offline demo: synthetic sounds, a small EnvNet, InterMix; a few minutes on 2 CPU cores.
+"""Offline demo: synthetic sounds, a small EnvNet, InterMix; about 4 minutes on 2 CPU cores.
 
     python -m intermix_jax.main --config=configs/demo.py --workdir=runs/demo
     bash launch/local.sh            # the same, creating .venv first if needed
+    python -m intermix_jax.report runs/demo      # tables + plots into runs/demo/report
 
-No download: the `synthetic` dataset is generated (TFDS builder, 5 folds). Trains, evaluates
-(10 crops), checkpoints, and writes runs/demo/results.json; `python -m intermix_jax.report runs/demo`
-makes the tables and plots. Expected result: see MEASURED below.
+No download: the `synthetic_sounds` TFDS builder generates 300 clips of 6 sound classes (tones,
+chirps, noise bursts, click trains, AM and FM tones; 5 folds, NOT real audio) into ~/tensorflow_datasets
+(or `data_dir=...`). EnvNet at width 0.25 with 128 hidden FC units, InterMix at hidden points 1-3,
+20 epochs doubled to 40 for mixing (3 steps of 64 sounds each), LR 0.05 decayed x0.1 after epochs 20
+and 30; test fold 1, 10-crop evaluation every 10 epochs; checkpoints every 10 epochs.
+
+MEASURED (2026-11-22, this 2-core CPU shared with other jobs, `python -m intermix_jax.main
+--config=configs/demo.py --workdir=runs/demo`): test error by epoch 10/20/30/40 = 56.7 / 36.7 /
+23.3 / 16.7 % (the reported, last-epoch error: 16.7 %, 10 of 60 clips wrong; chance is 83.3 %);
+3 min 56 s wall clock including data generation and compilation (0.5-0.8 steps/s).
 """
 import os
 import runpy
@@ -19,9 +27,9 @@ def get_config(arg=None):
       'strategy': 'intermix',
       'model.width': 0.25,
       'model.fc_units': 128,
-      'num_epochs': 10,
-      'opt.lr': 0.01,
-      'eval_every_epochs': 5,
-      'checkpoint_every_epochs': 5,
+      'num_epochs': 20,
+      'opt.lr': 0.05,
+      'eval_every_epochs': 10,
+      'checkpoint_every_epochs': 10,
       'log_every_steps': 10,
   })
