@@ -26,12 +26,16 @@ class CheckpointStore:
   Args:
     directory: absolute or relative path (created if missing).
     keep: number of newest checkpoints kept (>= 1).
+    read_only: only restore (e.g. `intermix_jax.predict`): nothing is created, deleted or
+      cleaned up, so a training run writing into the same directory is never disturbed.
   """
 
-  def __init__(self, directory: str, keep: int):
+  def __init__(self, directory: str, keep: int, *, read_only: bool = False):
     self.directory = os.path.abspath(directory)
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+        max_to_keep=None if read_only else keep, create=not read_only,
+        cleanup_tmp_directories=not read_only, read_only=read_only,
+        save_interval_steps=0 if read_only else 1,
         enable_async_checkpointing=False)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=('state', 'meta'))
