@@ -9,15 +9,16 @@
     for batch in test.batches():   # x float32 (b, num_eval_crops, T), y int32 (b,), mask bool (b,)
       ...
 
-Config fields read: dataset ('esc50' | 'esc10' | 'urbansound8k' | 'synthetic'), fold (test fold,
-1-based; the other folds train), data_dir, manual_dir, skip_bad_files, batch_size,
+Config fields read: dataset ('esc50' | 'esc10' | 'urbansound8k' | 'synthetic' | 'custom'), fold
+(test fold, 1-based; the other folds train), data_dir, manual_dir, skip_bad_files, batch_size,
 eval_batch_size, num_eval_crops, seed (shuffle_buffer_seed, when set, replaces it for the data),
 strong_augment, strategy ('standard' yields single sounds, any other strategy pairs of different
-classes). The dataset is prepared on first use and cached in data_dir.
+classes); for 'custom' also audio_dir, metadata_csv, num_folds (configs/custom.py, data/custom.py).
+The dataset is prepared on first use and cached in data_dir.
 
 Builders (tfds names): `esc50` (configs esc50_sr<rate>, esc10_sr<rate>), `urbansound8k`
 (sr<rate>), `synthetic_sounds` (sr<rate>, generated offline data), rate in 8000, 16000, 22050,
-44100 (others are built on the fly).
+44100 (others are built on the fly); `custom_audio` (one config per user dataset and rate).
 """
 import numpy as np
 
@@ -31,6 +32,7 @@ from intermix_jax.data.catalog import dataset_info
 from intermix_jax.data.catalog import get_builder
 from intermix_jax.data.catalog import prepare
 from intermix_jax.data.catalog import prepare_builder
+from intermix_jax.data.custom import CustomAudio
 from intermix_jax.data.esc50 import Esc50
 from intermix_jax.data.layouts import LayoutError
 from intermix_jax.data import pipeline
@@ -102,8 +104,8 @@ def make_eval_loader(config, sample_rate: int, input_length: int, *, process_ind
 
 
 __all__ = [
-    'BadAudioFileError', 'ClipIndex', 'DATASETS', 'DatasetInfo', 'Esc50', 'EvalLoader',
-    'LayoutError', 'SAMPLE_RATES', 'SampleRateConfig', 'SkippedFilesWarning',
+    'BadAudioFileError', 'ClipIndex', 'CustomAudio', 'DATASETS', 'DatasetInfo', 'Esc50',
+    'EvalLoader', 'LayoutError', 'SAMPLE_RATES', 'SampleRateConfig', 'SkippedFilesWarning',
     'SourceUnavailableError', 'SyntheticSounds', 'TrainLoader', 'Urbansound8k', 'dataset_info',
     'get_builder', 'make_eval_loader', 'make_train_loader', 'prepare', 'prepare_builder',
 ]

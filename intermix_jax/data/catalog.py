@@ -12,6 +12,7 @@ import os
 import tensorflow_datasets as tfds
 
 from intermix_jax.data import audio_builder
+from intermix_jax.data import custom
 from intermix_jax.data import esc50
 from intermix_jax.data import layouts
 from intermix_jax.data import synthetic
@@ -43,10 +44,15 @@ _DATASETS = {
     'urbansound8k': (urbansound8k.Urbansound8k, '', 'urbansound8k'),
     'synthetic': (synthetic.SyntheticSounds, '', 'synthetic'),
 }
-DATASETS = tuple(_DATASETS)
+# 'custom' (data/custom.py): the user's own folder or csv, described by config fields.
+DATASETS = tuple(_DATASETS) + (custom.DATASET,)
 
 
 def _entry(dataset: str):
+  if dataset == custom.DATASET:
+    raise ValueError("dataset 'custom' is described by config fields (audio_dir, metadata_csv, "
+                     'num_folds): use catalog.prepare(config, rate) or custom.get_builder(config, '
+                     'rate)')
   if dataset not in _DATASETS:
     raise ValueError(f'config.dataset is {dataset!r}; the data pipeline knows {DATASETS}')
   return _DATASETS[dataset]
@@ -96,8 +102,13 @@ def _field(config, name, default=None):
 def prepare(config, sample_rate: int) -> audio_builder.AudioClipBuilder:
   """The prepared builder for `config.dataset` at `sample_rate` (prepared on first use).
 
-  Reads config.dataset, config.data_dir, config.manual_dir, config.skip_bad_files.
+  Reads config.dataset, config.data_dir, config.manual_dir, config.skip_bad_files (and for
+  'custom' config.audio_dir, metadata_csv, num_folds).
   """
+  if config.dataset == custom.DATASET:
+    builder = custom.get_builder(config, sample_rate)
+    prepare_builder(builder)
+    return builder
   builder = get_builder(config.dataset, sample_rate, data_dir=_field(config, 'data_dir'),
                         skip_bad_files=bool(_field(config, 'skip_bad_files', False)))
   prepare_builder(builder, manual_dir=_field(config, 'manual_dir'))
@@ -105,7 +116,12 @@ def prepare(config, sample_rate: int) -> audio_builder.AudioClipBuilder:
 
 
 def dataset_info(config) -> DatasetInfo:
-  """Static facts about `config.dataset` (no preparation, no file access)."""
+  """Static facts about `config.dataset` (no preparation, no audio decoded; 'custom' lists
+  the user's folder or reads the csv)."""
+  if config.dataset == custom.DATASET:
+    layout = custom.scan_config(config)
+    return DatasetInfo(name=config.dataset, num_classes=len(layout.class_names),
+                       class_names=layout.class_names, num_folds=layout.num_folds)
   cls, _, subset = _entry(config.dataset)
   names = {
       'esc50': layouts.ESC50_CLASS_NAMES,

@@ -1,0 +1,372 @@
+"""TFDS builder `custom_audio`: your own labelled sounds (`config.dataset='custom'`).
+
+Two ways to describe the dataset (config fields of configs/custom.py):
+
+  folder  `audio_dir=DIR`: DIR/<class>/<file> (sub-folders of a class folder are searched too); the
+          class of a file is the name of its top-level sub-folder of DIR.
+  csv     `metadata_csv=FILE.csv` with columns `filename,label[,fold]` (any other columns are
+          ignored): `filename` relative to `audio_dir` (default: the csv's own folder) or absolute,
+          `label` any string, `fold` an integer 1..K (every fold 1..K must hold clips).
+
+Classes are the distinct labels, sorted (numerically when every label is an integer), label
+index = position in that order. Without a fold column, folds are assigned deterministically by
+`assign_folds` (stratified: each class's files, sorted by name, are cut into `num_folds`
+contiguous blocks, so clips of one recording that share a name prefix mostly stay in one fold).
+Audio files: .wav .flac .ogg .oga .opus .mp3 .aif .aiff (case-insensitive), any sample rate,
+mono or stereo; decoded with the data package's decoder (`audio_decode.load_audio`: downmix, soxr
+resampling to the config's rate, int16 scale; no zero trimming, that is ESC-only). Bad files raise
+`BadAudioFileError` naming the file, or are skipped with `skip_bad_files=True`, as for the paper's
+datasets; a malformed csv or folder raises `LayoutError` naming the file (and line).
+
+The prepared data lands in `config.data_dir` (the TFDS directory, as for every dataset) under
+`custom_audio/<folder name>_<fingerprint>_sr<rate>/`: the fingerprint hashes the file list
+(names, labels, folds, sizes, modification times) and the fold settings, so adding, removing or
+editing a file prepares the dataset anew (older copies stay until deleted).
+
+    layout = custom.scan(audio_dir='my_sounds')             # no audio decoded
+    builder = custom.get_builder(config, 16000)  # reads config.audio_dir, metadata_csv, num_folds
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from intermix_jax.data import audio_builder
+from intermix_jax.data import audio_decode
+from intermix_jax.data import layouts
+
+DATASET = 'custom'  # the config.dataset value
+AUDIO_EXTENSIONS = ('.wav', '.flac', '.ogg', '.oga', '.opus', '.mp3', '.aif', '.aiff')
+DEFAULT_NUM_FOLDS = 5
+MAX_FOLDS = 1000
+# Any channel count up to 2, any rate libsndfile gives 4..192 kHz, PCM/float and lossy codecs.
+AUDIO_EXPECTATION = audio_decode.AudioExpectation(
+    subtypes=audio_decode.SUPPORTED_SUBTYPES | audio_decode.COMPRESSED_SUBTYPES)
+
+log = logging.getLogger(__name__)
+
+
+class CustomConfigError(ValueError):
+  """A config field for dataset='custom' is missing or unusable (the message names it)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CustomLayout:
+  """A scanned user dataset (file list, labels, folds; no audio decoded).
+
+  Attributes:
+    root: absolute folder the file names are relative to.
+    metadata_csv: absolute csv path, or '' for the folder layout.
+    class_names: C names; label index = position.
+    records: ClipRecords (filename = path relative to root with '/' separators, or the csv's
+      `filename` as written), in folder order (class, then name) or csv order.
+    num_folds: K; folds are 1..K and each holds clips.
+    folds_assigned: True when folds were assigned by `assign_folds` (no fold column).
+    fingerprint: 12 hex digits identifying the file list, labels, folds, sizes and mtimes.
+  """
+  root: str
+  metadata_csv: str
+  class_names: tuple[str, ...]
+  records: tuple[layouts.ClipRecord, ...]
+  num_folds: int
+  folds_assigned: bool
+  fingerprint: str
+
+  def config_name(self, sample_rate: int) -> str:
+    """TFDS config name, e.g. 'my_sounds_3fa9c02e11d4_sr16000'."""
+    slug = re.sub(r'[^a-z0-9]+', '_', os.path.basename(self.root.rstrip(os.sep)).lower())
+    slug = slug.strip('_')[:40] or 'audio'
+    return audio_builder.config_name(sample_rate, f'{slug}_{self.fingerprint}_')
+
+
+# ------------------------------------------------------------------------------------------------
+# Labels and folds
+# ------------------------------------------------------------------------------------------------
+def sort_class_names(labels) -> tuple[str, ...]:
+  """Distinct labels, sorted numerically when every label is an integer, else as strings."""
+  names = sorted(set(labels))
+  if names and all(re.fullmatch(r'[+-]?\d+', n) for n in names):
+    names.sort(key=lambda n: (int(n), n))
+  return tuple(names)
+
+
+def assign_folds(filenames, labels, num_folds: int) -> np.ndarray:
+  """Deterministic stratified k-fold: int32 (N,) folds in 1..num_folds.
+
+  For class c (the c-th label in sorted order) with n files, its i-th file by sorted name goes to
+  fold ((i * K) // n + c) mod K + 1: contiguous blocks of sorted names (clips cut from one
+  recording, which usually share a name prefix, stay together), each fold gets floor(n/K) or
+  ceil(n/K) files of every class, and the rotation by c spreads the larger blocks over the folds.
+  Depends only on the (filename, label) pairs, not on their order.
+
+  Args:
+    filenames: N unique strings. labels: N labels (any sortable hashable values).
+    num_folds: K >= 1.
+  """
+  filenames, labels = list(filenames), list(labels)
+  if len(filenames) != len(labels):
+    raise ValueError(f'assign_folds: {len(filenames)} filenames but {len(labels)} labels')
+  folds = np.zeros(len(filenames), np.int32)
+  for c, label in enumerate(sorted(set(labels))):
+    members = sorted((f, i) for i, (f, lab) in enumerate(zip(filenames, labels)) if lab == label)
+    n = len(members)
+    for rank, (_, i) in enumerate(members):
+      folds[i] = ((rank * num_folds) // n + c) % num_folds + 1
+  return folds
+
+
+# ------------------------------------------------------------------------------------------------
+# Scanning the two layouts
+# ------------------------------------------------------------------------------------------------
+def is_audio_file(name: str) -> bool:
+  return name.lower().endswith(AUDIO_EXTENSIONS) and not os.path.basename(name).startswith('.')
+
+
+def list_audio_files(folder: str) -> tuple[list[str], int]:
+  """(sorted audio file paths under `folder`, recursively; number of other files ignored).
+
+  Hidden files and folders (name starting with '.') are skipped.
+  """
+  found, ignored = [], 0
+  for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
+    for f in filenames:
+      if f.startswith('.'):
+        continue
+      if is_audio_file(f):
+        found.append(os.path.join(dirpath, f))
+      else:
+        ignored += 1
+  return sorted(found), ignored
+
+
+def _extensions() -> str:
+  return ' '.join(AUDIO_EXTENSIONS)
+
+
+def _scan_folder(root: str) -> tuple[list[tuple[str, str, str]], None]:
+  """[(filename relative to root, absolute path, label)] of the class-folder layout."""
+  entries = sorted(os.listdir(root))
+  loose = [e for e in entries if is_audio_file(e) and os.path.isfile(os.path.join(root, e))]
+  if loose:
+    raise layouts.LayoutError(
+        f'{root}: audio files directly in the dataset folder ({", ".join(loose[:3])}'
+        f'{", ..." if len(loose) > 3 else ""}); put each class\'s files in a sub-folder named '
+        'after the class, or describe the files in a csv (metadata_csv)')
+  classes = [e for e in entries if not e.startswith('.') and os.path.isdir(os.path.join(root, e))]
+  if not classes:
+    csvs = [e for e in entries if e.lower().endswith('.csv')]
+    hint = (f'; to use {csvs[0]!r}, set metadata_csv={os.path.join(root, csvs[0])}' if csvs
+            else '')
+    raise layouts.LayoutError(f'{root}: no class sub-folders; expected {root}/<class>/<audio '
+                              f'files> ({_extensions()}){hint}')
+  items, ignored_total = [], 0
+  for c in classes:
+    files, ignored = list_audio_files(os.path.join(root, c))
+    ignored_total += ignored
+    if not files:
+      raise layouts.LayoutError(f'{os.path.join(root, c)}: class folder {c!r} holds no audio file '
+                                f'({_extensions()})')
+    for path in files:
+      rel = os.path.relpath(path, root).replace(os.sep, '/')
+      items.append((rel, path, c))
+  if ignored_total:
+    log.warning('%s: ignored %d file(s) that are not audio (%s)', root, ignored_total,
+                _extensions())
+  return items, None
+
+
+def _scan_csv(csv_path: str, root: str) -> tuple[list[tuple[str, str, str]], list[int] | None]:
+  """[(filename, absolute path, label)] and the folds (None without a fold column) of a csv."""
+  if not os.path.isfile(csv_path):
+    raise CustomConfigError(f'config.metadata_csv={csv_path!r} is not a file')
+  rows = layouts._read_csv(csv_path, ('filename', 'label'))  # pylint: disable=protected-access
+  if not rows:
+    raise layouts.LayoutError(f'{csv_path}: no rows (expected columns filename,label[,fold])')
+  has_fold = 'fold' in rows[0][1]
+  items, folds = [], [] if has_fold else None
+  for line, row in rows:
+    name = (row.get('filename') or '').strip()
+    label = (row.get('label') or '').strip()
+    if not name:
+      raise layouts.LayoutError(f'{csv_path}, line {line}: column \'filename\' is empty')
+    if not label:
+      raise layouts.LayoutError(f'{csv_path}, line {line}: column \'label\' is empty')
+    if has_fold:
+      folds.append(layouts._int_field(  # pylint: disable=protected-access
+          csv_path, line, row, 'fold', 1, MAX_FOLDS))
+    items.append((name, os.path.join(root, name), label))
+  return items, folds
+
+
+def scan(audio_dir: str | None = None, metadata_csv: str | None = None,
+         num_folds: int = DEFAULT_NUM_FOLDS) -> CustomLayout:
+  """Reads the layout of a user dataset (see module docstring); decodes no audio.
+
+  Args:
+    audio_dir: the folder of class sub-folders, or (with metadata_csv) the folder the csv's file
+      names are relative to (default: the csv's folder).
+    metadata_csv: csv with columns filename,label[,fold]; None for the folder layout.
+    num_folds: K folds to assign when there is no fold column (>= 2).
+
+  Raises:
+    CustomConfigError: neither given, a path that does not exist, num_folds < 2.
+    layouts.LayoutError: a malformed csv or folder (naming it), fewer than 2 classes, a fold of
+      the csv without clips, more folds than files.
+  """
+  if isinstance(num_folds, bool) or not isinstance(num_folds, (int, np.integer)) \
+      or not 2 <= num_folds <= MAX_FOLDS:
+    raise CustomConfigError(f'config.num_folds={num_folds!r}: cross-validation needs an integer '
+                            f'number of folds in 2..{MAX_FOLDS}')
+  num_folds = int(num_folds)
+  if not audio_dir and not metadata_csv:
+    raise CustomConfigError(
+        "dataset='custom' needs config.audio_dir (a folder of class sub-folders of audio files) "
+        'or config.metadata_csv (a csv with columns filename,label[,fold]). Note: config.data_dir '
+        'is where the prepared TFDS copy is written, not the folder of your audio.')
+  if audio_dir:
+    root = os.path.abspath(os.path.expanduser(os.fspath(audio_dir)))
+    if not os.path.isdir(root):
+      raise CustomConfigError(f'config.audio_dir={audio_dir!r} is not a directory')
+  csv_path = ''
+  if metadata_csv:
+    csv_path = os.path.abspath(os.path.expanduser(os.fspath(metadata_csv)))
+    if not audio_dir:
+      root = os.path.dirname(csv_path)
+    items, folds = _scan_csv(csv_path, root)
+  else:
+    items, folds = _scan_folder(root)
+  where = csv_path or root
+
+  class_names = sort_class_names(label for _, _, label in items)
+  if len(class_names) < 2:
+    raise layouts.LayoutError(f'{where}: found {len(class_names)} class(es) {list(class_names)}; '
+                              'a classifier needs at least 2')
+  index = {name: i for i, name in enumerate(class_names)}
+  assigned = folds is None
+  if assigned:
+    if len(items) < num_folds:
+      raise layouts.LayoutError(f'{where}: {len(items)} file(s) cannot fill num_folds={num_folds} '
+                                'folds; lower config.num_folds or add files')
+    folds = assign_folds([n for n, _, _ in items], [label for _, _, label in items],
+                         num_folds).tolist()
+  else:
+    num_folds = max(folds)
+    if num_folds < 2:
+      raise layouts.LayoutError(f'{where}: column fold has only fold 1; cross-validation needs '
+                                'folds 1..K with K >= 2 (or drop the column to assign folds)')
+    empty = sorted(set(range(1, num_folds + 1)) - set(folds))
+    if empty:
+      raise layouts.LayoutError(f'{where}: column fold goes up to {num_folds} but fold(s) '
+                                f'{empty} hold no clip; number the folds 1..K without gaps')
+  records = tuple(layouts.ClipRecord(name, path, int(fold), index[label])
+                  for (name, path, label), fold in zip(items, folds))
+  layouts._check_unique(where, records)  # pylint: disable=protected-access
+  return CustomLayout(root=root, metadata_csv=csv_path, class_names=class_names, records=records,
+                      num_folds=num_folds, folds_assigned=assigned,
+                      fingerprint=_fingerprint(root, csv_path, class_names, records, num_folds))
+
+
+def _fingerprint(root, csv_path, class_names, records, num_folds) -> str:
+  files = []
+  for r in records:
+    try:
+      st = os.stat(r.path)
+      stat = (st.st_size, st.st_mtime_ns)
+    except OSError:  # missing: reported per file when decoding
+      stat = (-1, -1)
+    files.append((r.filename, r.label, r.fold) + stat)
+  blob = json.dumps([str(CustomAudio.VERSION), root, csv_path, list(class_names), num_folds,
+                     files], separators=(',', ':'))
+  return hashlib.sha256(blob.encode('utf-8')).hexdigest()[:12]
+
+
+def _field(config, name, default=None):
+  return config.get(name, default) if hasattr(config, 'get') else getattr(config, name, default)
+
+
+def scan_config(config) -> CustomLayout:
+  """`scan` with config.audio_dir, config.metadata_csv and config.num_folds (default 5)."""
+  num_folds = _field(config, 'num_folds')
+  return scan(_field(config, 'audio_dir'), _field(config, 'metadata_csv'),
+              DEFAULT_NUM_FOLDS if num_folds is None else num_folds)
+
+
+# ------------------------------------------------------------------------------------------------
+# The TFDS builder
+# ------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(eq=False)
+class CustomConfig(audio_builder.SampleRateConfig):
+  """A user dataset at `sample_rate` Hz (name = `CustomLayout.config_name(sample_rate)`).
+
+  Attributes (besides sample_rate): audio_dir, metadata_csv ('' = folder layout), num_folds (the
+  folds to assign without a fold column), labels (class names), folds (K), fingerprint.
+  """
+  audio_dir: str = ''
+  metadata_csv: str = ''
+  num_folds: int = DEFAULT_NUM_FOLDS
+  labels: tuple[str, ...] = ()
+  folds: int = 0
+  fingerprint: str = ''
+
+
+class CustomAudio(audio_builder.AudioClipBuilder):
+  """A user's own labelled audio files (folder of class sub-folders, or a csv)."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release: int16 mono, resampled with soxr, no trimming.'}
+  BUILDER_CONFIGS = []  # one config per user dataset and rate, made by `get_builder`
+  AUDIO_EXPECTATION = AUDIO_EXPECTATION
+  DESCRIPTION = ('Your own audio: a folder of class sub-folders, or a csv with columns '
+                 'filename,label[,fold]; resampled to the config\'s rate, mono, int16.')
+
+  def class_names(self):
+    return tuple(self.builder_config.labels)
+
+  def num_folds(self):
+    return int(self.builder_config.folds)
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # the files are local
+    cfg = self.builder_config
+    layout = scan(cfg.audio_dir or None, cfg.metadata_csv or None, cfg.num_folds)
+    if layout.fingerprint != cfg.fingerprint:
+      raise layouts.LayoutError(
+          f'{layout.metadata_csv or layout.root}: the files changed since this builder was made '
+          f'(fingerprint {layout.fingerprint}, expected {cfg.fingerprint}); run again')
+    self.info.metadata['source'] = layout.metadata_csv or layout.root
+    self.info.metadata['folds_assigned'] = layout.folds_assigned
+    return self._fold_splits(list(layout.records), trim=False)
+
+
+def builder_config_for(layout: CustomLayout, sample_rate: int,
+                       num_folds: int = DEFAULT_NUM_FOLDS) -> CustomConfig:
+  """The builder config of `layout` at `sample_rate` Hz."""
+  return CustomConfig(
+      name=layout.config_name(sample_rate), sample_rate=int(sample_rate), subset=DATASET,
+      description=f'{layout.metadata_csv or layout.root} at {int(sample_rate)} Hz',
+      audio_dir=layout.root, metadata_csv=layout.metadata_csv, num_folds=int(num_folds),
+      labels=layout.class_names, folds=layout.num_folds, fingerprint=layout.fingerprint)
+
+
+def get_builder(config, sample_rate: int) -> CustomAudio:
+  """The (maybe unprepared) builder of the user dataset of `config` at `sample_rate` Hz.
+
+  Reads config.audio_dir, metadata_csv, num_folds, data_dir, skip_bad_files.
+  """
+  if int(sample_rate) != sample_rate or sample_rate <= 0:
+    raise ValueError(f'sample_rate must be a positive integer number of Hz, got {sample_rate!r}')
+  layout = scan_config(config)
+  num_folds = _field(config, 'num_folds')
+  builder_config = builder_config_for(layout, sample_rate,
+                                      DEFAULT_NUM_FOLDS if num_folds is None else num_folds)
+  return CustomAudio(data_dir=_field(config, 'data_dir'), config=builder_config,
+                     file_format='array_record',
+                     skip_bad_files=bool(_field(config, 'skip_bad_files', False)))

@@ -1,0 +1,272 @@
+"""Classify audio files with a trained workdir (the SPEC §5 test protocol).
+
+    python -m intermix_jax.predict --workdir=W FILE_OR_DIR... [--top_k=3] [--json]
+
+Loads `W/config.json` and the newest readable checkpoint of `W/checkpoints` (read-only: a run
+still training in W is not disturbed), reads each file with the data package's decoder (any
+format libsndfile reads: wav, flac, ogg, mp3, ...; downmixed, resampled with soxr to the backbone's
+rate, int16 scale, zero-trimmed for ESC-50/ESC-10 as in training), pads T/2 on both sides, takes
+`config.num_eval_crops` evenly spaced crops of T samples and averages the softmax over them.
+Directories are searched recursively for audio files (data/custom.py AUDIO_EXTENSIONS).
+
+Output per file: the top-k classes with probabilities (text), or one JSON document (`--json`):
+    {"workdir", "checkpoint_step", "sample_rate", "num_crops", "class_names",
+     "predictions": [{"file", "top_k": [{"class", "label", "probability"}]}],
+     "errors": [{"file", "error"}]}
+A file that cannot be read is named on stderr (and in "errors") and the others are still
+classified. Exit status: 0 all classified; 1 some input failed; 2 the workdir is unusable.
+
+From Python:
+    predictor = Predictor('runs/my_sounds/fold1')
+    probs = predictor.probabilities([clip_int16, ...])       # (n, C), rows sum to 1
+    results, errors = predictor.predict_paths(['a.wav', 'folder/'])
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from typing import Sequence
+
+import numpy as np
+
+from intermix_jax import workdir as workdir_lib
+
+# SPEC §5: ESC clips are trimmed of leading/trailing exact-zero samples (data/esc50.py); the
+# other datasets are not. Prediction decodes the same way as the run's training data.
+TRIMMED_DATASETS = ('esc50', 'esc10')
+MAX_CHANNELS = 64  # prediction accepts any file with up to this many channels (downmixed)
+
+
+class PredictWorkdirError(RuntimeError):
+  """The workdir cannot be used for prediction (no config, no checkpoint, ...)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FilePrediction:
+  """Prediction of one file. probs: float (C,) mean softmax over the crops; top: [(class, p)]."""
+  path: str
+  probs: np.ndarray
+  top: list[tuple[str, float]]
+
+
+def _read_json(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
+def _check_workdir(workdir: str) -> None:
+  if not os.path.isdir(workdir):
+    raise PredictWorkdirError(f'--workdir={workdir}: no such directory')
+  if os.path.exists(os.path.join(workdir, workdir_lib.CONFIG_FILE)):
+    return
+  folds = sorted(d for d in os.listdir(workdir) if d.startswith('fold_')
+                 and os.path.isdir(os.path.join(workdir, d)))
+  if folds:
+    raise PredictWorkdirError(
+        f'--workdir={workdir} is a cross-validation run (fold=all), one model per fold: '
+        f'point --workdir at one of them, e.g. {os.path.join(workdir, folds[0])}')
+  raise PredictWorkdirError(f'--workdir={workdir} has no {workdir_lib.CONFIG_FILE}: not the '
+                            'workdir of a training run (python -m intermix_jax.main)')
+
+
+class Predictor:
+  """The model of a training workdir, ready to classify clips.
+
+  Attributes:
+    workdir, config (ConfigDict of W/config.json), class_names (C names), model, sample_rate (Hz),
+    input_length (T samples), num_crops, step (global step of the restored checkpoint).
+  """
+
+  def __init__(self, workdir: str):
+    import jax
+    import ml_collections
+    from intermix_jax import checkpoints, models, steps
+    from intermix_jax.data import custom
+
+    self.workdir = os.path.abspath(workdir)
+    _check_workdir(self.workdir)
+    self.config = ml_collections.ConfigDict(
+        _read_json(os.path.join(self.workdir, workdir_lib.CONFIG_FILE)))
+    self.class_names = self._class_names()
+    c = self.config
+    self.model = models.get_model(c.backbone, len(self.class_names), **c.model.to_dict())
+    self.sample_rate = int(self.model.sample_rate)
+    self.input_length = int(self.model.input_length)
+    self.num_crops = int(c.num_eval_crops)
+    self.batch_size = int(c.eval_batch_size)
+    self.expect = dataclasses.replace(custom.AUDIO_EXPECTATION, max_channels=MAX_CHANNELS)
+    self.trim = c.dataset in TRIMMED_DATASETS
+
+    # Restore into the abstract TrainState of this model and optimiser (its structure does not
+    # depend on the epoch and step counts, so any will do).
+    opt = steps.OptimizerSpec.from_config(c.opt, num_epochs=1, steps_per_epoch=1)
+    target = jax.eval_shape(
+        lambda key: steps.init_state_cached(self.model, opt, key, self.input_length),
+        jax.random.key(0))
+    store = checkpoints.CheckpointStore(os.path.join(self.workdir, 'checkpoints'),
+                                        int(c.keep_checkpoints), read_only=True)
+    try:
+      restored = store.restore(target) if os.path.isdir(store.directory) else None
+    finally:
+      store.close()
+    if restored is None:
+      raise PredictWorkdirError(f'--workdir={self.workdir}: no readable checkpoint in '
+                                f'{store.directory} (has the run saved one yet?)')
+    self.state, _, self.step = restored
+
+  def _class_names(self) -> tuple[str, ...]:
+    results = os.path.join(self.workdir, 'results.json')
+    if os.path.exists(results):
+      names = _read_json(results).get('class_names')
+      if names:
+        return tuple(names)
+    from intermix_jax import data  # results.json not written yet: the dataset's own list
+    try:
+      return tuple(data.dataset_info(self.config).class_names)
+    except (ValueError, OSError) as e:
+      raise PredictWorkdirError(f'--workdir={self.workdir}: no class names in results.json and '
+                                f'the dataset cannot tell them ({e})') from e
+
+  def load(self, path: str) -> np.ndarray:
+    """int16 (n,) mono clip at the model's rate, decoded as in training. Raises BadAudioFileError."""
+    from intermix_jax.data import audio_decode
+    if not os.path.exists(path):
+      raise audio_decode.BadAudioFileError(path, 'no such file or directory')
+    return audio_decode.load_audio(path, self.sample_rate, trim=self.trim, expect=self.expect)
+
+  def probabilities(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+    """float32 (n, C): mean over num_crops evenly spaced crops of softmax(logits) per clip.
+
+    Args:
+      clips: n int16-scale arrays (m_i,) at `sample_rate` (e.g. from `load`).
+    """
+    from intermix_jax import steps
+    from intermix_jax.data import augment
+    b, out = self.batch_size, []
+    for start in range(0, len(clips), b):
+      chunk = clips[start:start + b]
+      x = np.zeros((b, self.num_crops, self.input_length), np.float32)
+      for row, clip in enumerate(chunk):
+        x[row] = augment.eval_crops(np.asarray(clip), self.input_length, self.num_crops)
+      mask = np.arange(b) < len(chunk)
+      batch = dict(x=x, y=np.zeros((b,), np.int32), mask=mask)
+      probs = steps.eval_step_cached(self.state, batch, model=self.model)['probs']
+      out.append(np.asarray(probs)[:len(chunk)])
+    if not out:
+      return np.zeros((0, len(self.class_names)), np.float32)
+    return np.concatenate(out)
+
+  def top_k(self, probs: np.ndarray, k: int) -> list[tuple[str, float]]:
+    """[(class name, probability)] of the k most probable classes, most probable first."""
+    order = np.argsort(-probs, kind='stable')[:max(1, int(k))]
+    return [(self.class_names[i], float(probs[i])) for i in order]
+
+  def predict_paths(self, paths: Sequence[str], top_k: int = 3
+                    ) -> tuple[list[FilePrediction], list[tuple[str, str]]]:
+    """Classifies every file given or found in a given directory.
+
+    Returns:
+      (predictions in input order, [(path, why it failed)]): unreadable files are reported, the
+      others classified.
+    """
+    from intermix_jax.data import audio_decode
+    files, errors = expand_paths(paths)
+    loaded = []
+    for path in files:
+      try:
+        loaded.append((path, self.load(path)))
+      except audio_decode.BadAudioFileError as e:
+        errors.append((path, e.problem))
+    probs = self.probabilities([clip for _, clip in loaded])
+    results = [FilePrediction(path, p, self.top_k(p, top_k)) for (path, _), p in zip(loaded, probs)]
+    return results, errors
+
+
+def expand_paths(paths: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+  """(files to classify, [(path, error)]): directories become their audio files (recursive)."""
+  from intermix_jax.data import custom
+  files, errors = [], []
+  for p in paths:
+    if os.path.isdir(p):
+      found, _ = custom.list_audio_files(p)
+      if found:
+        files.extend(found)
+      else:
+        errors.append((p, f'directory holds no audio file ({" ".join(custom.AUDIO_EXTENSIONS)})'))
+    else:
+      files.append(p)  # any file: the decoder says if it is not audio
+  return files, errors
+
+
+def format_text(results: Sequence[FilePrediction]) -> str:
+  """Plain-text report: the file, then one `  class  probability` line per top class."""
+  lines = []
+  for r in results:
+    lines.append(r.path)
+    width = max(len(name) for name, _ in r.top)
+    lines.extend(f'  {name:<{width}}  {p:.4f}' for name, p in r.top)
+  return '\n'.join(lines)
+
+
+def to_json(predictor: Predictor, results: Sequence[FilePrediction],
+            errors: Sequence[tuple[str, str]]) -> dict:
+  index = {name: i for i, name in enumerate(predictor.class_names)}
+  return dict(
+      workdir=predictor.workdir, checkpoint_step=int(predictor.step),
+      sample_rate=predictor.sample_rate, num_crops=predictor.num_crops,
+      class_names=list(predictor.class_names),
+      predictions=[dict(file=r.path, top_k=[dict({'class': n, 'label': index[n],
+                                                  'probability': p}) for n, p in r.top])
+                   for r in results],
+      errors=[dict(file=path, error=why) for path, why in errors])
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      prog='python -m intermix_jax.predict',
+      description='Classify audio files with a trained workdir (10-crop protocol).')
+  parser.add_argument('--workdir', required=True,
+                      help='workdir of a training run (config.json, checkpoints/); for a fold=all '
+                      'run, one of its fold_<k> directories')
+  parser.add_argument('--top_k', type=int, default=3, help='classes shown per file (default 3)')
+  parser.add_argument('--json', action='store_true', help='print one JSON document')
+  parser.add_argument('paths', nargs='+', metavar='FILE_OR_DIR',
+                      help='audio files, or directories searched recursively for audio files')
+  args = parser.parse_args(argv)
+  if args.top_k < 1:
+    parser.error(f'--top_k must be >= 1, got {args.top_k}')
+  return args
+
+
+class _QuietOrbax(logging.Filter):
+  """Drops orbax's notices below ERROR (read-only mode logs a few for every restore)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR or '/orbax/' not in record.pathname
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """The command line; returns the exit status (0 ok, 1 some file failed, 2 bad workdir)."""
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  logging.getLogger('absl').addFilter(_QuietOrbax())  # orbax logs through absl
+  try:
+    predictor = Predictor(args.workdir)
+  except PredictWorkdirError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    return 2
+  results, errors = predictor.predict_paths(args.paths, args.top_k)
+  for path, why in errors:
+    print(f'error: {path}: {why}', file=sys.stderr, flush=True)
+  if args.json:
+    print(json.dumps(to_json(predictor, results, errors), indent=1))
+  elif results:
+    print(format_text(results))
+  return 1 if errors else 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
