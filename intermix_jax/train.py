@@ -382,7 +382,8 @@ def _train_fold(config: ml_collections.ConfigDict, workdir: str) -> dict:
       return
     first = int(jax.device_get(state.first_nonfinite_step))
     meta['nonfinite_steps'] = bad
-    where = f'step {first} (epoch {first // spe + 1}, batch {first % spe + 1} of {spe})'
+    where = (f'step {first + 1} of {total} (epoch {first // spe + 1}, batch {first % spe + 1} of '
+             f'{spe})')
     if cfg.nan_policy == 'skip':
       logging.warning('%d non-finite step(s) skipped so far (first at %s)', bad, where)
       return

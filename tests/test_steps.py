@@ -110,7 +110,7 @@ def _setup(strategy_name='intermix', lr=0.1):
   return _CACHE[strategy_name]
 
 
-@pytest.mark.parametrize('name', ['standard', 'intermix'])  # every strategy: test_train.py
+@pytest.mark.parametrize('name', ['standard', 'mixup'])  # every strategy: test_train.py
 def test_train_step_updates_and_reports_metrics(name):
   model, _, _, state, step, sched = _setup(name)
   p0 = jax.tree.map(np.asarray, state.params)
@@ -128,7 +128,7 @@ def test_train_step_updates_and_reports_metrics(name):
 
 def test_train_error_is_against_argmax_of_soft_label():
   """error = % rows where argmax(logits) != argmax(targets), recomputed outside the step."""
-  model, strategy, tx, state, fn, _ = _setup('intermix')
+  model, strategy, tx, state, fn, _ = _setup('mixup')
   batch, key = make_batch(), jax.random.key(3)
   _, m = fn(state, batch, key)
   step_key = jax.random.fold_in(key, state.step)
@@ -139,7 +139,7 @@ def test_train_error_is_against_argmax_of_soft_label():
 
 
 def test_train_step_is_reproducible_and_step_keyed():
-  _, _, _, state, fn, _ = _setup('intermix')
+  _, _, _, state, fn, _ = _setup('mixup')
   batch = make_batch()
   s1, m1 = fn(state, batch, jax.random.key(7))
   s2, m2 = fn(state, batch, jax.random.key(7))
@@ -150,7 +150,7 @@ def test_train_step_is_reproducible_and_step_keyed():
 
 
 def test_one_compilation_serves_every_step():
-  _, _, _, state, step, _ = _setup('intermix')
+  _, _, _, state, step, _ = _setup('mixup')
   for i in range(3):  # different data, step numbers, hence mix layers and ratios
     state, _ = step(state, make_batch(seed=i), jax.random.key(i))
   assert int(state.step) == 3
@@ -159,7 +159,7 @@ def test_one_compilation_serves_every_step():
 
 @pytest.mark.parametrize('bad', [np.nan, np.inf])
 def test_nonfinite_step_is_not_applied_and_counted(bad):
-  _, _, _, state, step, _ = _setup('intermix')
+  _, _, _, state, step, _ = _setup('standard')
   state, _ = step(state, make_batch(seed=0), jax.random.key(0))
   before = jax.tree.map(np.asarray, (state.params, state.batch_stats, state.opt_state))
   batch = make_batch(seed=1)

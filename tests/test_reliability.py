@@ -1,0 +1,316 @@
+"""Reliability (issue 6): faults against the real trainer, and what must come out of them.
+
+Tried here (real code paths, tiny EnvNet on the synthetic dataset):
+  - kill -9 of `python -m intermix_jax.main` at a random step, then the same command: same final
+    parameters (bitwise) and results as an uninterrupted run;
+  - SIGTERM: checkpoint saved, exit 0 within seconds, results say 'preempted'; the rerun resumes
+    and ends bitwise equal;
+  - kill -9 while a checkpoint is being written: the previous checkpoint stays the latest, the
+    partial one is ignored and cleaned up, the rerun ends bitwise equal;
+  - NaN / Inf in the loss and gradients: stop with a message naming the step and the last good
+    checkpoint (kept); with nan_policy=skip the step is skipped and counted;
+  - bad config values and a workdir of another config: one-line errors before any heavy work.
+The uninterrupted reference and the faulty runs are separate processes sharing a JAX persistent
+compilation cache (so only the first one compiles), with identical environments.
+"""
+import json
+import os
+import random
+import runpy
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from intermix_jax import data, train, workdir as workdir_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# 4 epochs (2 doubled for mixing) x 3 steps = 12 steps; a checkpoint after every epoch.
+SUB = ('model.width=0.25,model.fc_units=32,batch_size=8,steps_per_epoch=3,num_epochs=2,'
+       'num_eval_crops=2,eval_batch_size=20,eval_every_epochs=2,checkpoint_every_epochs=1,'
+       'log_every_steps=1,strategy=intermix')
+TOTAL_STEPS = 12
+# In-process runs: the settings of tests/test_train.py (so the compiled step is shared).
+TINY = ('model.width=0.25,model.fc_units=32,batch_size=8,steps_per_epoch=2,num_epochs=1,'
+        'num_eval_crops=2,eval_batch_size=20,eval_every_epochs=1,checkpoint_every_epochs=1,'
+        'log_every_steps=1')
+
+
+@pytest.fixture(scope='module')
+def env(tmp_path_factory):
+  e = dict(os.environ)
+  e.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp('jax_cache')),
+           JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+           JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0', JAX_PLATFORMS='cpu',
+           PYTHONUNBUFFERED='1')
+  return e
+
+
+def command(workdir, data_dir, extra=''):
+  arg = SUB + f',data_dir={data_dir}' + (',' + extra if extra else '')
+  return [sys.executable, '-m', 'intermix_jax.main', f'--config=configs/demo.py:{arg}',
+          f'--workdir={workdir}']
+
+
+def start(workdir, data_dir, env, log):
+  os.makedirs(os.path.dirname(log), exist_ok=True)
+  f = open(log, 'a')
+  return subprocess.Popen(command(workdir, data_dir), cwd=ROOT, env=env, stdout=f,
+                          stderr=subprocess.STDOUT), f
+
+
+def run_to_end(workdir, data_dir, env, log, timeout=600):
+  p, f = start(workdir, data_dir, env, log)
+  try:
+    rc = p.wait(timeout=timeout)
+  finally:
+    f.close()
+  assert rc == 0, f'exit {rc}; log {log}:\n' + open(log).read()[-3000:]
+
+
+def steps_logged(log):
+  """Highest 'step k/TOTAL' progress line in the log so far."""
+  best = 0
+  with open(log) as f:
+    for line in f:
+      if f'/{TOTAL_STEPS} |' in line and ' step ' in line:
+        best = max(best, int(line.split(' step ')[1].split('/')[0]))
+  return best
+
+
+def wait_for(cond, timeout, what, p=None, log=None):
+  t0 = time.time()
+  while time.time() - t0 < timeout:
+    if cond():
+      return
+    if p is not None and p.poll() is not None:
+      raise AssertionError(f'process ended (exit {p.returncode}) before {what}; log:\n' +
+                           (open(log).read()[-3000:] if log else ''))
+    time.sleep(0.002)
+  raise AssertionError(f'timed out waiting for {what}')
+
+
+def final_state(workdir):
+  ckpt = os.path.join(workdir, 'checkpoints')
+  step = max(int(d) for d in os.listdir(ckpt) if d.isdigit())
+  return step, ocp.PyTreeCheckpointer().restore(os.path.join(ckpt, str(step), 'state'))
+
+
+def results(workdir):
+  with open(os.path.join(workdir, 'results.json')) as f:
+    return json.load(f)
+
+
+def comparable(r):
+  return {k: v for k, v in r.items() if k not in ('wall_time_s', 'versions', 'workdir', 'message')}
+
+
+def assert_same_as_reference(workdir, reference):
+  ref_step, ref_state = final_state(reference)
+  step, state = final_state(workdir)
+  assert step == ref_step == TOTAL_STEPS
+  la, ta = jax.tree.flatten(state)
+  lb, tb = jax.tree.flatten(ref_state)
+  assert ta == tb
+  for a, b in zip(la, lb):
+    assert np.array_equal(np.asarray(a), np.asarray(b)), 'parameters differ from the reference'
+  assert comparable(results(workdir)) == comparable(results(reference))
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory, synthetic_data_dir, env):
+  """The uninterrupted run (a subprocess, which also fills the compilation cache)."""
+  d = str(tmp_path_factory.mktemp('reference') / 'run')
+  run_to_end(d, synthetic_data_dir, env, d + '.log')
+  r = results(d)
+  assert r['status'] == 'finished' and r['step'] == TOTAL_STEPS
+  return d
+
+
+def test_kill9_at_a_random_step_then_rerun_matches_uninterrupted(reference, synthetic_data_dir, env,
+                                                                  tmp_path):
+  d, log = str(tmp_path / 'run'), str(tmp_path / 'run.log')
+  kill_at = random.Random().randint(2, TOTAL_STEPS - 1)
+  p, f = start(d, synthetic_data_dir, env, log)
+  wait_for(lambda: steps_logged(log) >= kill_at, 300, f'step {kill_at}', p, log)
+  p.kill()  # SIGKILL: no handler runs
+  assert p.wait(timeout=30) == -signal.SIGKILL
+  f.close()
+  killed_at = steps_logged(log)
+  assert results(d)['status'] == 'running', f'killed at step {killed_at}'
+  run_to_end(d, synthetic_data_dir, env, log)
+  assert 'resuming' in open(log).read() or killed_at < 3, 'rerun did not resume'
+  assert_same_as_reference(d, reference)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_0_within_seconds(reference, synthetic_data_dir, env,
+                                                              tmp_path):
+  d, log = str(tmp_path / 'run'), str(tmp_path / 'run.log')
+  p, f = start(d, synthetic_data_dir, env, log)
+  wait_for(lambda: steps_logged(log) >= 7, 300, 'step 7', p, log)  # mid-epoch 3
+  t0 = time.time()
+  p.send_signal(signal.SIGTERM)
+  rc = p.wait(timeout=60)
+  elapsed = time.time() - t0
+  f.close()
+  assert rc == 0, open(log).read()[-3000:]
+  assert elapsed < 10, f'took {elapsed:.1f} s to save and exit'
+  r = results(d)
+  assert r['status'] == 'preempted' and 'SIGTERM' in r['message']
+  step, _ = final_state(d)
+  assert step == r['step'] >= 7
+  run_to_end(d, synthetic_data_dir, env, log)
+  assert_same_as_reference(d, reference)
+
+
+def test_kill_during_a_checkpoint_write_keeps_the_last_good_one(reference, synthetic_data_dir, env,
+                                                               tmp_path):
+  d, log = str(tmp_path / 'run'), str(tmp_path / 'run.log')
+  ckpt = os.path.join(d, 'checkpoints')
+
+  def partial_checkpoints():
+    try:
+      return [n for n in os.listdir(ckpt) if 'tmp' in n]
+    except FileNotFoundError:
+      return []
+
+  caught = None
+  for attempt in range(4):  # the write of a tiny checkpoint is short: try a few saves
+    p, f = start(d, synthetic_data_dir, env, log)
+    good_before = [n for n in os.listdir(ckpt) if n.isdigit()] if os.path.isdir(ckpt) else []
+    try:
+      wait_for(lambda: bool(partial_checkpoints()) and len(
+          [n for n in os.listdir(ckpt) if n.isdigit()]) >= 1, 300, 'a checkpoint write', p, log)
+    except AssertionError:
+      if p.poll() == 0:  # finished without being caught: start over
+        f.close()
+        break
+      raise
+    p.kill()
+    p.wait(timeout=30)
+    f.close()
+    caught = partial_checkpoints()
+    if caught:
+      break
+  assert caught, 'never caught a checkpoint mid-write'
+  good = sorted(int(n) for n in os.listdir(ckpt) if n.isdigit())
+  assert good, 'no complete checkpoint before the interrupted write'
+  # The newest complete checkpoint is readable; the partial one is not taken for a checkpoint.
+  step, state = final_state(d)
+  assert step == good[-1] and jax.tree.leaves(state)
+  partial_steps = {int(n.split('.')[0]) for n in caught}
+  assert step not in partial_steps or step < max(partial_steps)
+  run_to_end(d, synthetic_data_dir, env, log)
+  assert not partial_checkpoints(), 'partial checkpoint left behind'
+  assert_same_as_reference(d, reference)
+
+
+# ------------------------------------------------------------------------------------------------
+# In-process: non-finite steps, bad configs, a workdir of another config
+# ------------------------------------------------------------------------------------------------
+def tiny_config(data_dir, extra=''):
+  c = runpy.run_path(os.path.join(ROOT, 'configs', 'demo.py'))['get_config'](
+      TINY + ',strategy=intermix' + (',' + extra if extra else ''))
+  c.data_dir = data_dir
+  return c
+
+
+def poison_loader(monkeypatch, value, at=(1, 1)):
+  """Train loader whose batch (epoch, step) = `at` holds `value` in one sample."""
+  real = data.make_train_loader
+
+  def make(*args, **kwargs):
+    loader = real(*args, **kwargs)
+    batches = loader.batches
+
+    def poisoned(epoch, start_step=0):
+      for i, b in enumerate(batches(epoch, start_step), start_step):
+        if (epoch, i) == at:
+          b = dict(b, x=b['x'].copy())
+          b['x'][0, 100] = value
+        yield b
+    loader.batches = poisoned
+    return loader
+  monkeypatch.setattr(data, 'make_train_loader', make)
+
+
+@pytest.mark.parametrize('value', [np.nan, np.inf])
+def test_nonfinite_stops_naming_step_and_checkpoint_then_skip_counts(value, synthetic_data_dir,
+                                                                    tmp_path, monkeypatch):
+  poison_loader(monkeypatch, value)
+  d = str(tmp_path / 'run')
+  config = tiny_config(synthetic_data_dir)
+  with pytest.raises(train.NonFiniteError) as e:
+    train.train_and_evaluate(config, d)
+  msg = str(e.value)
+  last_good = os.path.join(d, 'checkpoints', '2')
+  assert 'step 4 of 4 (epoch 2, batch 2 of 2)' in msg, msg
+  assert f'Last good checkpoint: {last_good} (step 2), kept' in msg, msg
+  assert 'nan_policy=skip' in msg and '\n' not in msg
+  assert sorted(os.listdir(os.path.join(d, 'checkpoints'))) == ['2']  # named by step
+  r = results(d)
+  assert r['status'] == 'stopped_nonfinite' and r['message'] == msg and r['final_error'] is None
+  # The same workdir with nan_policy=skip: resumes from step 2, skips the bad step, counts it.
+  config.nan_policy = 'skip'
+  r = train.train_and_evaluate(config, d)
+  assert r['status'] == 'finished' and r['nonfinite_steps'] == 1
+  assert [h['nonfinite_steps'] for h in r['history']] == [0, 1]
+  assert np.isfinite(r['final_error']) and np.isfinite(r['history'][-1]['train_loss']) is not None
+  _, state = final_state(d)
+  assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state['params']))
+  assert int(state['nonfinite_count']) == 1 and int(state['first_nonfinite_step']) == 3
+
+
+@pytest.mark.parametrize('override,field,valid', [
+    ('backbone=resnet', 'backbone', 'envnet, envnetv2'),
+    ('strategy=cutmix', 'strategy', 'standard, mixup, bc, speechmix, intermix'),
+    ('dataset=audioset', 'dataset', 'esc50, esc10, urbansound8k, synthetic'),
+    ('fold=9', 'fold', '1..5'),
+    ('mixing.eligible_layers=(2,4)', 'mixing.eligible_layers', '0..3'),
+    ('batch_size=9', 'batch_size', 'even'),
+    ('opt.lr=0', 'opt.lr', '> 0'),
+    ('model.width=0.1', 'model', 'width >= 0.25'),
+])
+def test_bad_config_value_is_one_line_naming_field_before_heavy_work(override, field, valid,
+                                                                     synthetic_data_dir, tmp_path,
+                                                                     monkeypatch):
+  def no_heavy_work(*a, **k):
+    raise AssertionError('data loading started before the config was checked')
+  monkeypatch.setattr(data, 'make_train_loader', no_heavy_work)
+  monkeypatch.setattr(data, 'prepare', no_heavy_work)
+  d = str(tmp_path / 'run')
+  with pytest.raises(ValueError) as e:
+    train.train_and_evaluate(tiny_config(synthetic_data_dir, override), d)
+  msg = str(e.value)
+  assert msg.startswith(f'config.{field}') and valid in msg and '\n' not in msg, msg
+  assert not os.path.exists(os.path.join(d, 'checkpoints'))
+
+
+def test_main_reports_a_bad_config_in_one_line_and_exits_1(synthetic_data_dir, env, tmp_path):
+  p = subprocess.run(command(str(tmp_path / 'run'), synthetic_data_dir, 'mixing.eligible_layers=(7,)'),
+                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert p.returncode == 1
+  errors = [l for l in p.stderr.splitlines() if l.startswith('error: ')]
+  assert errors == ["error: config.mixing.eligible_layers=(7,): 7 is not a mix point of backbone "
+                    "'envnet'; valid: 0..3"], p.stderr[-2000:]
+  assert not os.path.exists(tmp_path / 'run')
+
+
+def test_workdir_of_a_different_config_is_refused(synthetic_data_dir, tmp_path):
+  d = str(tmp_path / 'run')
+  train.train_and_evaluate(tiny_config(synthetic_data_dir), d)
+  before = sorted(os.listdir(os.path.join(d, 'checkpoints')))
+  with open(os.path.join(d, 'results.json')) as f:
+    before_results = f.read()
+  with pytest.raises(workdir_lib.WorkdirConfigError) as e:
+    train.train_and_evaluate(tiny_config(synthetic_data_dir, 'opt.lr=0.5'), d)
+  msg = str(e.value)
+  assert d in msg and 'opt.lr: 0.05 (workdir) vs 0.5 (now)' in msg and '\n' not in msg
+  assert sorted(os.listdir(os.path.join(d, 'checkpoints'))) == before
+  with open(os.path.join(d, 'results.json')) as f:
+    assert f.read() == before_results
