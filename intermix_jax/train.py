@@ -130,20 +130,40 @@ def _quiet_orbax_logging() -> None:
 
 
 class _TerminationFlag:
-  """Records SIGTERM (preemption notice) instead of dying; restores the old handler on exit."""
+  """Preemption notice: SIGTERM is recorded instead of killing the process.
+
+  One process: a Python SIGTERM handler sets the flag (the old handler is restored on exit).
+  Several processes: JAX's preemption service (started by jax.distributed) receives the notice and
+  `reached(step)` is True on every process at the same step, so they save the same checkpoint.
+  """
 
   def __init__(self):
-    self.requested = False
+    self._flag = False
     self._old = None
+    self._multi = jax.process_count() > 1
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
+    if not self._multi and threading.current_thread() is threading.main_thread():
       self._old = signal.signal(signal.SIGTERM, self._handle)
     return self
 
   def _handle(self, signum, frame):
     del signum, frame
-    self.requested = True
+    self._flag = True
+
+  def reached(self, step: int) -> bool:
+    """Whether to save and stop after `step` (call after every step on every process)."""
+    if self._multi and not self._flag:
+      from jax.experimental import multihost_utils
+      try:
+        self._flag = multihost_utils.reached_preemption_sync_point(step)
+      except RuntimeError:  # no preemption service (jax.distributed without it): no notice
+        pass
+    return self._flag
+
+  @property
+  def requested(self) -> bool:
+    return self._flag
 
   def __exit__(self, *exc):
     if self._old is not None:
@@ -335,8 +355,9 @@ def _train_fold(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if restored is not None:
     state, meta, ckpt_step = restored
     train_key = jax.random.wrap_key_data(np.asarray(meta['rng'], np.uint32))
-    logging.info('resuming %s from checkpoint %s (epoch %d, step %d of %d)', workdir,
-                 run.store.path(ckpt_step), meta['epoch'], meta['step_in_epoch'], spe)
+    logging.info('resuming %s from checkpoint %s (step %d of %d: %d epochs and %d batches done)',
+                 workdir, run.store.path(ckpt_step), ckpt_step, total, meta['epoch'],
+                 meta['step_in_epoch'])
   train_key = run.place_key(train_key)
   start = int(jax.device_get(state.step))
   writer = summaries.SummaryWriter(workdir, enabled=run.is_main)
@@ -443,7 +464,7 @@ def _train_fold(config: ml_collections.ConfigDict, workdir: str) -> dict:
             writer.write_scalars(step, {'train/loss': m['loss'], 'train/error': m['error'],
                                         'train/lr': m['lr'], 'train/steps_per_sec': rate})
           check_finite(step)
-        if term.requested and i + 1 < spe:  # at an epoch's end, the epoch is closed first
+        if term.reached(step) and i + 1 < spe:  # at an epoch's end, the epoch is closed first
           check_finite(step)
           partial = dict(loss=float(sums[0]), error=float(sums[1]), n=n_in_epoch)
           save(step, partial)
