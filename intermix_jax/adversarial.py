@@ -1,0 +1,319 @@
+"""Adversarial robustness (SPEC §7, paper table 3): one-step untargeted FGSM on the waveform.
+
+    python -m intermix_jax.adversarial --workdir=W [--eps=1e-2,1e-3,1e-4,1e-5] [--out=FILE]
+
+Restores the LAST checkpoint of a finished training workdir (read-only: W/config.json and
+W/checkpoints), rebuilds its test fold with the training run's own loader (10 evenly spaced crops per
+clip, SPEC §5) and evaluates it clean and attacked:
+
+    x_adv = x + eps * sign(grad_x CE(f(x), y))
+
+on the normalised waveform x = int16 / 32768 of EACH crop (the crop's true label, cross-entropy,
+model in eval mode: BatchNorm running statistics, no dropout, so every crop is attacked on its
+own), then the usual protocol (mean softmax over the attacked crops -> argmax). One gradient serves
+every eps (one-step attack). No clipping to [-1, 1] (the paper's formula). Writes W/adversarial.json
+(or --out): self-describing (dataset, backbone, method, fold, seed, checkpoint step), so
+`python -m intermix_jax.report` can find it anywhere and put it in table 3:
+
+    {"attack": "fgsm", "epsilons": [...], "clean_error": %, "attacked_error": {"0.01": %, ...},
+     "num_correct": {"clean": n, "0.01": n, ...}, "num_test_examples", "mean_crop_loss": {...},
+     "results_final_error": % (W/results.json, must equal clean_error), "dataset", "backbone",
+     "strategy", "method", "fold", "seed", "checkpoint_step", "workdir", "run_status",
+     "wall_time_s", "versions"}
+
+From Python (pure functions of arrays; `model` is any flax module with the eval call
+`model.apply(variables, x (n, T), train=False) -> logits (n, C)`):
+
+    x_adv = fgsm(loss_fn, x, eps)                                  # any differentiable loss
+    out = attack_step(state, batch, model=model, epsilons=(1e-2, 1e-3))
+      # batch: x (b, crops, T) float32, y (b,) int32, mask (b,) bool
+      # out: pred (E+1, b) int32, num_correct (E+1,), count, loss_sum (E+1,): row 0 = clean
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+DEFAULT_EPSILONS = (1e-2, 1e-3, 1e-4, 1e-5)  # SPEC §7
+RESULTS_FILE = 'adversarial.json'
+
+
+class AdversarialWorkdirError(RuntimeError):
+  """The workdir cannot be attacked (no config, no checkpoint, run not finished, ...)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# The attack (pure, jittable)
+# ------------------------------------------------------------------------------------------------
+def fgsm(loss_fn: Callable[[jax.Array], jax.Array], x: jax.Array, eps) -> jax.Array:
+  """One-step untargeted FGSM: x + eps * sign(grad_x loss_fn(x)).
+
+  Args:
+    loss_fn: x -> scalar loss (to be increased).
+    x: float32 array, any shape (e.g. (N, T) waveforms / 32768).
+    eps: L-infinity step (scalar, units of the normalised waveform).
+  Returns:
+    float32 array of x's shape; entries whose gradient is exactly 0 are unchanged (sign(0) = 0).
+  """
+  return x + eps * jnp.sign(jax.grad(loss_fn)(x))
+
+
+def _variables(state) -> dict:
+  variables = {'params': state.params}
+  if state.batch_stats:
+    variables['batch_stats'] = state.batch_stats
+  return variables
+
+
+def crop_losses(variables: dict, x: jax.Array, y: jax.Array, *, model) -> jax.Array:
+  """Per-crop cross-entropy (nats) in eval mode.
+
+  Args:
+    variables: the model's variables (params, batch_stats).
+    x: float32 (b, crops, T) normalised waveforms.
+    y: int32 (b,) true labels (every crop of a clip carries its clip's label).
+  Returns:
+    float32 (b, crops).
+  """
+  b, crops, t = x.shape
+  logits = model.apply(variables, x.reshape(b * crops, t), train=False).astype(jnp.float32)
+  log_probs = jax.nn.log_softmax(logits, -1).reshape(b, crops, -1)
+  labels = jnp.broadcast_to(y[:, None], (b, crops))
+  return -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+
+
+def crop_gradients(variables: dict, x: jax.Array, y: jax.Array, mask: jax.Array, *,
+                   model) -> tuple[jax.Array, jax.Array]:
+  """(losses (b, crops), grad_x (b, crops, T)) of each crop's own cross-entropy.
+
+  In eval mode the crops do not interact (BatchNorm uses its running statistics), so the gradient
+  of the sum of the per-crop losses w.r.t. crop i is the gradient of crop i's own loss; rows where
+  `mask` (b,) is False contribute nothing and get a zero gradient.
+  """
+  def total(xx):
+    losses = crop_losses(variables, xx, y, model=model)
+    return jnp.sum(jnp.where(mask[:, None], losses, 0.0)), losses
+  (_, losses), grad = jax.value_and_grad(total, has_aux=True)(x)
+  return losses, grad
+
+
+def attack_step(state, batch: dict, *, model, epsilons: tuple[float, ...]) -> dict:
+  """Clean and FGSM-attacked multi-crop evaluation of one batch (SPEC §5 protocol, §7 attack).
+
+  Args:
+    state: anything with `params` and `batch_stats` (e.g. steps.TrainState).
+    batch: x float32 (b, crops, T), y int32 (b,), mask bool (b,) (False: padding rows).
+    model: the flax module (static).
+    epsilons: E attack strengths (static tuple of floats).
+  Returns:
+    pred int32 (E+1, b), correct bool (E+1, b) (False where masked), num_correct int32 (E+1,),
+    count int32 scalar (unmasked clips), loss_sum float32 (E+1,) (sum of the unmasked crops'
+    cross-entropy); row 0 is the clean input, row e+1 is epsilons[e].
+  """
+  variables = _variables(state)
+  x, y = batch['x'], batch['y']
+  mask = batch['mask'].astype(bool)
+  _, grad = crop_gradients(variables, x, y, mask, model=model)
+  direction = jnp.sign(grad)
+  preds, losses = [], []
+  for eps in (0.0,) + tuple(epsilons):
+    x_eps = x + jnp.float32(eps) * direction if eps else x
+    b, crops, t = x_eps.shape
+    logits = model.apply(variables, x_eps.reshape(b * crops, t), train=False).astype(jnp.float32)
+    log_probs = jax.nn.log_softmax(logits, -1).reshape(b, crops, -1)
+    probs = jnp.mean(jnp.exp(log_probs), axis=1)
+    preds.append(jnp.argmax(probs, -1).astype(jnp.int32))
+    nll = -jnp.take_along_axis(log_probs, jnp.broadcast_to(y[:, None, None], (b, crops, 1)),
+                               axis=-1)[..., 0]
+    losses.append(jnp.sum(jnp.where(mask[:, None], nll, 0.0)))
+  pred = jnp.stack(preds)
+  correct = (pred == y[None]) & mask[None]
+  return dict(pred=pred, correct=correct, num_correct=jnp.sum(correct, axis=1, dtype=jnp.int32),
+              count=jnp.sum(mask, dtype=jnp.int32), loss_sum=jnp.stack(losses))
+
+
+attack_step_cached = jax.jit(attack_step, static_argnames=('model', 'epsilons'))
+
+
+# ------------------------------------------------------------------------------------------------
+# A trained workdir
+# ------------------------------------------------------------------------------------------------
+def _read_json(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
+def eps_key(eps: float) -> str:
+  """JSON key of an eps: '0.01', '0.001', '0.0001', '1e-05' (Python's repr of the float)."""
+  return repr(float(eps))
+
+
+def load_workdir(workdir: str, *, allow_unfinished: bool = False):
+  """(config ConfigDict, results dict or None, model, TrainState, checkpoint step) of `workdir`.
+
+  Raises:
+    AdversarialWorkdirError: no such workdir / config.json / checkpoint, or the run has not
+      finished (unless allow_unfinished).
+  """
+  import ml_collections
+  from intermix_jax import checkpoints, data, models, steps
+  from intermix_jax import workdir as workdir_lib
+  workdir = os.path.abspath(workdir)
+  config_path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
+  if not os.path.isfile(config_path):
+    hint = (' (a fold=all run: point --workdir at one of its fold_<k> directories)'
+            if os.path.isdir(workdir) and any(d.startswith('fold_') for d in os.listdir(workdir))
+            else '')
+    raise AdversarialWorkdirError(f'--workdir={workdir}: no {workdir_lib.CONFIG_FILE}, not the '
+                                  f'workdir of a training run{hint}')
+  config = ml_collections.ConfigDict(_read_json(config_path))
+  results_path = os.path.join(workdir, 'results.json')
+  results = _read_json(results_path) if os.path.isfile(results_path) else None
+  status = results.get('status') if results else None
+  if status != 'finished' and not allow_unfinished:
+    raise AdversarialWorkdirError(
+        f'--workdir={workdir}: the run has not finished ({results_path}: status {status!r}); the '
+        f'attack evaluates the LAST checkpoint of a finished run (--allow_unfinished to attack the '
+        f'newest checkpoint anyway)')
+  info = data.dataset_info(config)
+  model = models.get_model(config.backbone, info.num_classes, **config.model.to_dict())
+  opt = steps.OptimizerSpec.from_config(config.opt, num_epochs=1, steps_per_epoch=1)
+  target = jax.eval_shape(
+      lambda key: steps.init_state_cached(model, opt, key, model.input_length), jax.random.key(0))
+  ckpt_dir = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(ckpt_dir):
+    raise AdversarialWorkdirError(f'--workdir={workdir}: no checkpoints directory {ckpt_dir}')
+  store = checkpoints.CheckpointStore(ckpt_dir, int(config.keep_checkpoints), read_only=True)
+  try:
+    restored = store.restore(target)
+  finally:
+    store.close()
+  if restored is None:
+    raise AdversarialWorkdirError(f'--workdir={workdir}: no readable checkpoint in {ckpt_dir}')
+  state, _, step = restored
+  if results and status == 'finished' and int(step) != int(results.get('total_steps', step)):
+    raise AdversarialWorkdirError(
+        f'--workdir={workdir}: the newest readable checkpoint is step {step}, but the run finished '
+        f'at step {results.get("total_steps")}: its last checkpoint is missing or unreadable')
+  return config, results, model, state, int(step)
+
+
+def evaluate_workdir(workdir: str, epsilons: Sequence[float] = DEFAULT_EPSILONS, *,
+                     data_dir: str | None = None, manual_dir: str | None = None,
+                     allow_unfinished: bool = False) -> dict:
+  """Clean and FGSM-attacked 10-crop test error of a trained workdir (the adversarial.json dict).
+
+  Args:
+    workdir: a training run's workdir (one fold).
+    epsilons: attack strengths (normalised-waveform units).
+    data_dir, manual_dir: replace the config's data locations (e.g. the data moved).
+    allow_unfinished: attack the newest checkpoint of a run that has not finished.
+  """
+  from intermix_jax import data, train
+  t0 = time.time()
+  config, results, model, state, step = load_workdir(workdir, allow_unfinished=allow_unfinished)
+  epsilons = tuple(float(e) for e in epsilons)
+  if data_dir is not None or manual_dir is not None:
+    config = config.copy_and_resolve_references()
+    if data_dir is not None:
+      config.data_dir = data_dir
+    if manual_dir is not None:
+      config.manual_dir = manual_dir
+  loader = data.make_eval_loader(config, model.sample_rate, model.input_length)
+  state = jax.device_put(state, jax.local_devices()[0])
+  correct = np.zeros(len(epsilons) + 1, np.int64)
+  loss_sum = np.zeros(len(epsilons) + 1, np.float64)
+  count = 0
+  for batch in loader.batches():
+    out = jax.device_get(attack_step_cached(
+        state, {k: batch[k] for k in ('x', 'y', 'mask')}, model=model, epsilons=epsilons))
+    correct += np.asarray(out['num_correct'], np.int64)
+    loss_sum += np.asarray(out['loss_sum'], np.float64)
+    count += int(out['count'])
+  if count != loader.num_examples:
+    raise RuntimeError(f'the attack saw {count} clips, the test fold has {loader.num_examples}')
+  errors = 100.0 * (1.0 - correct / max(count, 1))
+  crops = count * int(config.num_eval_crops)
+  keys = ['clean'] + [eps_key(e) for e in epsilons]
+  return dict(
+      attack='fgsm', norm='linf', space='waveform / 32768', epsilons=list(epsilons),
+      clean_error=float(errors[0]),
+      attacked_error={eps_key(e): float(v) for e, v in zip(epsilons, errors[1:])},
+      num_correct={k: int(v) for k, v in zip(keys, correct)},
+      mean_crop_loss={k: float(v / max(crops, 1)) for k, v in zip(keys, loss_sum)},
+      num_test_examples=int(count), num_crops=int(config.num_eval_crops),
+      results_final_error=None if results is None else results.get('final_error'),
+      run_status=None if results is None else results.get('status'),
+      dataset=config.dataset, backbone=config.backbone, strategy=config.strategy,
+      method=train.method_label(config), fold=config.fold, seed=config.seed,
+      config=json.loads(config.to_json()),
+      checkpoint_step=step, workdir=os.path.abspath(workdir),
+      wall_time_s=time.time() - t0, versions=train.versions())
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------------
+def parse_epsilons(text: str) -> tuple[float, ...]:
+  """'1e-2,1e-3' -> (0.01, 0.001); ValueError naming --eps for anything else."""
+  try:
+    values = tuple(float(t) for t in text.split(',') if t.strip())
+  except ValueError:
+    raise ValueError(f'--eps={text!r}: expected comma-separated numbers, e.g. 1e-2,1e-3') from None
+  if not values or any(not math.isfinite(v) or v <= 0 for v in values):
+    raise ValueError(f'--eps={text!r}: every eps must be a finite number > 0')
+  return values
+
+
+class _QuietOrbax(logging.Filter):
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR or '/orbax/' not in record.pathname
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Exit status: 0 written; 2 bad arguments or unusable workdir."""
+  p = argparse.ArgumentParser(prog='python -m intermix_jax.adversarial',
+                              description=__doc__.splitlines()[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+  p.add_argument('--workdir', required=True, help='workdir of a finished training run (one fold)')
+  p.add_argument('--eps', default=','.join(str(e) for e in DEFAULT_EPSILONS),
+                 help='comma-separated attack strengths (default: the paper\'s 1e-2..1e-5)')
+  p.add_argument('--out', default=None, help=f'output JSON (default: WORKDIR/{RESULTS_FILE})')
+  p.add_argument('--data_dir', default=None, help='TFDS data dir (default: the run\'s config)')
+  p.add_argument('--manual_dir', default=None, help='raw data copy (default: the run\'s config)')
+  p.add_argument('--allow_unfinished', action='store_true',
+                 help='attack the newest checkpoint of a run that has not finished')
+  args = p.parse_args(sys.argv[1:] if argv is None else argv)
+  try:
+    epsilons = parse_epsilons(args.eps)
+  except ValueError as e:
+    p.error(str(e))
+  logging.getLogger('absl').addFilter(_QuietOrbax())
+  try:
+    result = evaluate_workdir(args.workdir, epsilons, data_dir=args.data_dir,
+                              manual_dir=args.manual_dir, allow_unfinished=args.allow_unfinished)
+  except AdversarialWorkdirError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    return 2
+  from intermix_jax import workdir as workdir_lib
+  out = args.out or os.path.join(args.workdir, RESULTS_FILE)
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  workdir_lib.write_json_atomic(out, result)
+  line = ' | '.join(f'eps {k}: {v:.1f}%' for k, v in result['attacked_error'].items())
+  print(f'{result["dataset"]} {result["backbone"]} {result["method"]} fold {result["fold"]} seed '
+        f'{result["seed"]}: clean {result["clean_error"]:.1f}% | {line}  -> {out}', flush=True)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
