@@ -104,9 +104,12 @@ class Predictor:
     # Restore into the abstract TrainState of this model and optimiser (its structure does not
     # depend on the epoch and step counts, so any will do).
     opt = steps.OptimizerSpec.from_config(c.opt, num_epochs=1, steps_per_epoch=1)
-    target = jax.eval_shape(
-        lambda key: steps.init_state_cached(self.model, opt, key, self.input_length),
-        jax.random.key(0))
+    # On this process's first device, whatever the topology of the run that saved it.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
+        jax.eval_shape(lambda key: steps.init_state_cached(self.model, opt, key, self.input_length),
+                       jax.random.key(0)))
     store = checkpoints.CheckpointStore(os.path.join(self.workdir, 'checkpoints'),
                                         int(c.keep_checkpoints), read_only=True)
     try:
@@ -174,32 +177,42 @@ class Predictor:
       others classified.
     """
     from intermix_jax.data import audio_decode
-    files, errors = expand_paths(paths)
-    loaded = []
-    for path in files:
-      try:
-        loaded.append((path, self.load(path)))
-      except audio_decode.BadAudioFileError as e:
-        errors.append((path, e.problem))
-    probs = self.probabilities([clip for _, clip in loaded])
-    results = [FilePrediction(path, p, self.top_k(p, top_k)) for (path, _), p in zip(loaded, probs)]
+    results, errors, loaded = [], [], []
+
+    def flush():
+      probs = self.probabilities([clip for _, clip in loaded])
+      results.extend(FilePrediction(path, p, self.top_k(p, top_k))
+                     for (path, _), p in zip(loaded, probs))
+      loaded.clear()
+
+    for path, problem in expand_paths(paths):  # one eval batch of clips in memory at a time
+      if problem is None:
+        try:
+          loaded.append((path, self.load(path)))
+          if len(loaded) == self.batch_size:
+            flush()
+          continue
+        except audio_decode.BadAudioFileError as e:
+          problem = e.problem
+      errors.append((path, problem))
+    flush()
     return results, errors
 
 
-def expand_paths(paths: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
-  """(files to classify, [(path, error)]): directories become their audio files (recursive)."""
+def expand_paths(paths: Sequence[str]) -> list[tuple[str, str | None]]:
+  """[(file, None)] to classify, or [(path, why not)], in input order; a directory becomes its
+  audio files (recursive, sorted)."""
   from intermix_jax.data import custom
-  files, errors = [], []
+  out = []
   for p in paths:
     if os.path.isdir(p):
       found, _ = custom.list_audio_files(p)
-      if found:
-        files.extend(found)
-      else:
-        errors.append((p, f'directory holds no audio file ({" ".join(custom.AUDIO_EXTENSIONS)})'))
+      out.extend((f, None) for f in found)
+      if not found:
+        out.append((p, f'directory holds no audio file ({" ".join(custom.AUDIO_EXTENSIONS)})'))
     else:
-      files.append(p)  # any file: the decoder says if it is not audio
-  return files, errors
+      out.append((p, None))  # any file: the decoder says if it is not audio
+  return out
 
 
 def format_text(results: Sequence[FilePrediction]) -> str:

@@ -244,6 +244,8 @@ def scan(audio_dir: str | None = None, metadata_csv: str | None = None,
   else:
     items, folds = _scan_folder(root)
   where = csv_path or root
+  layouts._check_unique(  # pylint: disable=protected-access
+      where, [layouts.ClipRecord(name, path, 0, 0) for name, path, _ in items])
 
   class_names = sort_class_names(label for _, _, label in items)
   if len(class_names) < 2:
@@ -268,7 +270,6 @@ def scan(audio_dir: str | None = None, metadata_csv: str | None = None,
                                 f'{empty} hold no clip; number the folds 1..K without gaps')
   records = tuple(layouts.ClipRecord(name, path, int(fold), index[label])
                   for (name, path, label), fold in zip(items, folds))
-  layouts._check_unique(where, records)  # pylint: disable=protected-access
   return CustomLayout(root=root, metadata_csv=csv_path, class_names=class_names, records=records,
                       num_folds=num_folds, folds_assigned=assigned,
                       fingerprint=_fingerprint(root, csv_path, class_names, records, num_folds))

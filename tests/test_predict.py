@@ -1,0 +1,129 @@
+"""intermix_jax.predict (issue 10) on a tiny workdir trained by the real command line on a custom
+folder (tests/custom_run.py): checkpoint + config loading, decoding as in training, the 10-crop
+protocol, top-k, bad inputs, the command line and its exit codes.
+"""
+import json
+import os
+import shutil
+import subprocess
+
+import jax
+import numpy as np
+import pytest
+
+import custom_run
+from intermix_jax import predict
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+  r = custom_run.tiny_run(tmp_path_factory)
+  assert r['returncode'] == 0, r['stderr']
+  return r
+
+
+@pytest.fixture(scope='module')
+def predictor(run):
+  return predict.Predictor(run['workdir'])
+
+
+@pytest.mark.filterwarnings('ignore:Sharding info not provided')
+def test_restores_the_last_checkpoint_and_the_run_config(run, predictor):
+  r = custom_run.results(run)
+  assert predictor.step == r['total_steps'] == 2
+  assert predictor.class_names == tuple(r['class_names'])
+  assert (predictor.sample_rate, predictor.input_length, predictor.num_crops) == (16000, 24014, 3)
+  ckpt = os.path.join(run['workdir'], 'checkpoints', str(predictor.step), 'state')
+  from orbax import checkpoint as ocp  # the raw checkpoint, read independently
+  raw = ocp.PyTreeCheckpointer().restore(ckpt)
+  for a, b in zip(jax.tree.leaves(raw['params']), jax.tree.leaves(predictor.state.params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_predictions_equal_the_trainers_last_evaluation(run, predictor):
+  """The trainer evaluated the test fold with the final parameters: same files, same argmax."""
+  p = custom_run.results(run)['predictions']
+  paths = [os.path.join(run['audio_dir'], f) for f in p['filenames']]
+  results, errors = predictor.predict_paths(paths, top_k=3)
+  assert not errors and [x.path for x in results] == paths
+  got = [predictor.class_names.index(x.top[0][0]) for x in results]
+  assert got == p['preds']
+
+
+def test_ten_crop_protocol_against_a_direct_reference(run, predictor):
+  """Mean softmax over evenly spaced crops of the T/2-padded clip, written out independently."""
+  rng = np.random.default_rng(0)
+  clips = [rng.integers(-3000, 3000, n).astype(np.int16) for n in (5000, 24014, 40001, 7)]
+  probs = predictor.probabilities(clips)   # 4 clips, eval batch 4: one batch; then 5 (padding)
+  t, k = predictor.input_length, predictor.num_crops
+  variables = {'params': predictor.state.params, 'batch_stats': predictor.state.batch_stats}
+  apply = jax.jit(lambda v, x: predictor.model.apply(v, x, train=False))
+  for clip, got in zip(clips, probs):
+    padded = np.concatenate([np.zeros(t // 2), clip, np.zeros(t // 2)]) / 32768.0
+    stride = (len(padded) - t) // (k - 1)
+    crops = np.stack([padded[i * stride:i * stride + t] for i in range(k)]).astype(np.float32)
+    logits = apply(variables, crops)
+    want = np.mean(jax.nn.softmax(np.asarray(logits, np.float64), -1), 0)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+  more = predictor.probabilities(clips + clips[:1])
+  np.testing.assert_allclose(more[:4], probs, rtol=1e-5, atol=1e-7)
+
+
+def test_bad_inputs_are_named_and_the_rest_classified(run, tmp_path, capsys):
+  good = os.path.join(run['audio_dir'], 'beep', 'clip00.wav')
+  broken = tmp_path / 'broken.wav'
+  broken.write_bytes(b'RIFF\x00\x00\x00\x00WAVEnot really')
+  empty_dir = tmp_path / 'empty'
+  empty_dir.mkdir()
+  missing = str(tmp_path / 'missing.flac')
+  argv = [f'--workdir={run["workdir"]}', str(broken), good, missing, str(empty_dir),
+          os.path.join(run['audio_dir'], 'whistle'), '--top_k', '2', '--json']
+  assert predict.main(argv) == 1
+  out, err = capsys.readouterr()
+  doc = json.loads(out)
+  assert [e['file'] for e in doc['errors']] == [str(broken), missing, str(empty_dir)]
+  for name in (str(broken), missing, str(empty_dir)):
+    assert name in err
+  files = [p['file'] for p in doc['predictions']]
+  assert files[0] == good and len(files) == 1 + custom_run.FILES_PER_CLASS
+  assert all(f.startswith(os.path.join(run['audio_dir'], 'whistle')) for f in files[1:])
+  for p in doc['predictions']:
+    top = p['top_k']
+    assert len(top) == 2 and top[0]['probability'] >= top[1]['probability']
+    assert doc['class_names'][top[0]['label']] == top[0]['class']
+  assert doc['checkpoint_step'] == 2 and doc['num_crops'] == 3
+
+
+def test_workdir_errors_exit_2(run, tmp_path, capsys):
+  cv = tmp_path / 'cv'
+  os.makedirs(cv / 'fold_1')
+  assert predict.main([f'--workdir={cv}', 'x.wav']) == 2
+  assert 'fold=all' in capsys.readouterr().err
+  assert predict.main([f'--workdir={tmp_path / "nowhere"}', 'x.wav']) == 2
+  untrained = tmp_path / 'untrained'
+  untrained.mkdir()
+  shutil.copy(os.path.join(run['workdir'], 'config.json'), untrained)
+  assert predict.main([f'--workdir={untrained}', 'x.wav']) == 2
+  assert 'no readable checkpoint' in capsys.readouterr().err
+
+
+def test_command_line_text_output(run, capsys):
+  folder = os.path.join(run['audio_dir'], 'Low hum')
+  assert predict.main([f'--workdir={run["workdir"]}', folder, '--top_k=1']) == 0
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert len(lines) == 2 * custom_run.FILES_PER_CLASS
+  names = set(custom_run.CLASSES)
+  for path_line, class_line in zip(lines[0::2], lines[1::2]):
+    assert path_line.startswith(folder)
+    name, prob = class_line.strip().rsplit(None, 1)
+    assert name in names and 0 < float(prob) <= 1
+
+
+def test_runs_as_a_module():
+  """`python -m intermix_jax.predict` is wired (the full command is tested in-process above)."""
+  proc = subprocess.run([custom_run.PYTHON, '-m', 'intermix_jax.predict', '--help'],
+                        capture_output=True, text=True, timeout=300, cwd=custom_run.REPO)
+  assert proc.returncode == 0, proc.stderr
+  for word in ('--workdir', '--top_k', '--json', 'FILE_OR_DIR'):
+    assert word in proc.stdout
