@@ -9,7 +9,8 @@ Saves are synchronous (the train step donates the state's buffers, so a backgrou
 read them later) and atomic: orbax writes into a temporary directory and renames it when complete,
 so a process killed during a write leaves the previous checkpoint as the latest; the temporary
 directory is removed when the next run opens the manager. Only the newest `keep` checkpoints are kept.
-If the newest checkpoint cannot be read, `restore` logs why and falls back to the one before.
+If the newest checkpoint cannot be read, `restore` logs why, moves it aside to `<step>.unreadable`
+and falls back to the one before (the resumed run then rewrites `<step>`).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import logging
 import os
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 
 
@@ -70,12 +72,27 @@ class CheckpointStore:
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target_state), meta=ocp.args.JsonRestore()))
-      except Exception as e:  # unreadable checkpoint: fall back to the previous one
-        logging.warning('checkpoint %s is unreadable (%s: %s); trying the previous one',
-                        self.path(step), type(e).__name__, e)
+      except Exception as e:  # unreadable checkpoint: set it aside, fall back to the previous one
+        self._set_aside(step, e)
         continue
       return restored['state'], dict(restored['meta']), step
     return None
+
+  def _set_aside(self, step: int, error: Exception) -> None:
+    """Renames unreadable checkpoint `step` to `<step>.unreadable` (kept for inspection, ignored
+    by the manager, so the resumed run writes a fresh checkpoint `step`)."""
+    bad = self.path(step)
+    aside = f'{bad}.unreadable'
+    n = 1
+    while os.path.exists(aside):
+      n += 1
+      aside = f'{bad}.unreadable{n}'
+    if jax.process_index() == 0:
+      os.rename(bad, aside)
+    logging.warning('checkpoint %s is unreadable (%s: %s); moved to %s, trying the previous one',
+                    bad, type(error).__name__, str(error).splitlines()[0] if str(error) else '',
+                    aside)
+    self._manager.reload()
 
   def close(self) -> None:
     self._manager.wait_until_finished()

@@ -314,3 +314,29 @@ def test_workdir_of_a_different_config_is_refused(synthetic_data_dir, tmp_path):
   assert sorted(os.listdir(os.path.join(d, 'checkpoints'))) == before
   with open(os.path.join(d, 'results.json')) as f:
     assert f.read() == before_results
+
+
+def test_unreadable_newest_checkpoint_falls_back_to_the_previous_one(synthetic_data_dir, tmp_path):
+  ref, d = str(tmp_path / 'ref'), str(tmp_path / 'run')
+  config = tiny_config(synthetic_data_dir)
+  r_ref = train.train_and_evaluate(config, ref)
+  train.train_and_evaluate(config, d)
+  # Corrupt every array file of the newest checkpoint (step 4) and its metadata.
+  newest = os.path.join(d, 'checkpoints', '4')
+  for root, _, files in os.walk(os.path.join(newest, 'state')):
+    for name in files:
+      with open(os.path.join(root, name), 'wb') as f:
+        f.write(b'garbage')
+  with open(os.path.join(d, 'results.json')) as f:
+    r = json.load(f)
+  r['final_error'], r['status'] = None, 'running'  # as if the run had died right after the save
+  with open(os.path.join(d, 'results.json'), 'w') as f:
+    json.dump(r, f)
+  r2 = train.train_and_evaluate(config, d)
+  assert os.path.isdir(newest + '.unreadable')
+  assert r2['status'] == 'finished'
+  assert comparable(r2) == comparable(r_ref)
+  _, a = final_state(d)
+  _, b = final_state(ref)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    assert np.array_equal(np.asarray(x), np.asarray(y))
