@@ -219,6 +219,21 @@ def test_builder_decodes_every_file_like_the_data_package(folder, tmp_path):
     data.make_eval_loader(config, 16000, 4000)
 
 
+def test_csv_dataset_keeps_its_folds_through_the_builder(folder, tmp_path):
+  root, written = folder
+  rows = [(f, 'cat ' + label, 1 + i % 2) for i, (f, label) in enumerate(sorted(written.items()))]
+  path = write_csv(tmp_path / 'labels.csv', rows, ('filename', 'label', 'fold'))
+  config = custom_config(f'audio_dir={root},metadata_csv={path},fold=2')
+  config.data_dir = str(tmp_path / 'tfds')
+  info = data.dataset_info(config)
+  assert info.num_folds == 2 and info.class_names == tuple(sorted({r[1] for r in rows}))
+  builder = data.prepare(config, 8000)
+  for k in (1, 2):
+    got = {ex['filename'].decode(): info.class_names[ex['label']]
+           for ex in builder.as_data_source(split=f'fold{k}')}
+    assert got == {f: label for f, label, fold in rows if fold == k}
+
+
 def test_bad_files_named_or_skipped(tmp_path):
   root = tmp_path / 'sounds'
   custom_run.write_class_folders(str(root))

@@ -313,7 +313,7 @@ class CustomConfig(audio_builder.SampleRateConfig):
   audio_dir: str = ''
   metadata_csv: str = ''
   num_folds: int = DEFAULT_NUM_FOLDS
-  labels: tuple[str, ...] = ()
+  labels: tuple[str, ...] = dataclasses.field(default=(), repr=False)
   folds: int = 0
   fingerprint: str = ''
 
@@ -368,6 +368,22 @@ def get_builder(config, sample_rate: int) -> CustomAudio:
   num_folds = _field(config, 'num_folds')
   builder_config = builder_config_for(layout, sample_rate,
                                       DEFAULT_NUM_FOLDS if num_folds is None else num_folds)
-  return CustomAudio(data_dir=_field(config, 'data_dir'), config=builder_config,
-                     file_format='array_record',
-                     skip_bad_files=bool(_field(config, 'skip_bad_files', False)))
+  quiet = _DropNotice('Using custom data configuration')  # TFDS says so for every user dataset
+  logging.getLogger('absl').addFilter(quiet)
+  try:
+    return CustomAudio(data_dir=_field(config, 'data_dir'), config=builder_config,
+                       file_format='array_record',
+                       skip_bad_files=bool(_field(config, 'skip_bad_files', False)))
+  finally:
+    logging.getLogger('absl').removeFilter(quiet)
+
+
+class _DropNotice(logging.Filter):
+  """Drops log records whose message starts with `prefix`."""
+
+  def __init__(self, prefix: str):
+    super().__init__()
+    self.prefix = prefix
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(self.prefix)
