@@ -1,0 +1,35 @@
+"""Paper table 2 (ablation), + p-weighting: full InterMix (hidden points 1-4, A-weighted p).
+
+EnvNet-v2 + strong augmentation, strategy intermix. The full method: hidden points 1..4, p from
+the A-weighted levels of the two activations.
+
+One fold (dataset esc50 | esc10 | urbansound8k, fold 1..5 or 1..10 on UrbanSound8K):
+
+    python -m intermix_jax.main --config=configs/ablation/full.py:dataset=esc10,fold=1,seed=0 \
+        --workdir=runs/table2/esc10/envnetv2/intermix-full/seed0/fold1
+
+The whole ablation (3 variants x 3 datasets x folds), then the report (its "Ablation" section):
+
+    python launch/sweep.py --table=2 --root=runs/table2 [--run]
+    python -m intermix_jax.report runs/table2
+
+Schedule: EnvNet-v2's SPEC §5 row of the dataset (see configs/table1/envnetv2_aug.py), doubled for
+mixing.
+
+Expected result (paper table 2; error %, ESC-50 / ESC-10 / US8K): 12.9 / 7.2 / 20.5
+(vanilla 13.6 / 7.9 / 21.0; + hidden mixing 13.3 / 7.7 / 20.8; + p-weighting 12.9 / 7.2 / 20.5).
+"""
+import os
+import runpy
+
+_base = runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    'base.py'))
+
+
+def get_config(arg=None):
+  """ESC-50 by default; `dataset=esc10` or `dataset=urbansound8k` after the colon."""
+  return _base['get_dataset_config']('esc50', arg, **{
+      'backbone': 'envnetv2',
+      'strategy': 'intermix',
+      'strong_augment': True,
+  })

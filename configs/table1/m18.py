@@ -1,0 +1,39 @@
+"""Paper table 1, row M18: strategy x dataset cells (SPEC §6).
+
+One cell, one fold (dataset esc50 | esc10 | urbansound8k; strategy standard | bc | speechmix |
+intermix; fold 1..5, 1..10 on UrbanSound8K):
+
+    python -m intermix_jax.main \
+        --config=configs/table1/m18.py:dataset=esc10,strategy=intermix,fold=1,seed=0 \
+        --workdir=runs/table1/esc10/m18/intermix/seed0/fold1
+
+Every cell of the table (all rows, strategies, datasets and folds; --run runs them here, --index=i
+runs one of them in a job array), then the paper-format report:
+
+    python launch/sweep.py --table=1 --root=runs/table1 [--run]
+    python -m intermix_jax.report runs/table1
+
+Data: `manual_dir=...` (ESC-50 / UrbanSound8K official layout) or the official download.
+
+M18 (8 kHz, 4 s input = the published model's, SPEC §4 leaves it to us). Schedule: the SPEC
+leaves it open; configs/base.py gives M18 the EnvNet row: 600 epochs (400 on UrbanSound8K), LR 0.01,
+decay x0.1 at [0.5, 0.75], no warmup; mixing strategies train twice as many epochs.
+
+Expected result (paper, SPEC §6; cross-validated error %, last epoch, ESC-50 / ESC-10 / US8K):
+  standard  31.5 / 18.2 / 28.8
+  BC        26.7 / 14.2 / 26.5
+  SpeechMix 24.3 / 12.4 / 25.1
+  InterMix  25.4 / 12.6 / 25.1
+"""
+import os
+import runpy
+
+_base = runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    'base.py'))
+
+
+def get_config(arg=None):
+  """ESC-50 by default; `dataset=esc10` or `dataset=urbansound8k` after the colon."""
+  return _base['get_dataset_config']('esc50', arg, **{
+      'backbone': 'm18',
+  })
