@@ -53,5 +53,6 @@ def get_config(arg=None):
     raise
   config_overrides.apply_overrides(fields, ','.join(own))
   for name in fields.keys():  # typed and nullable like base.py's fields (--config.audio_dir=...)
-    c[name] = ml_collections.FieldReference(fields[name], field_type=fields.get_ref(name).get_type())
+    ftype = fields.get_ref(name).get_type()
+    c[name] = ml_collections.FieldReference(fields[name], field_type=ftype)
   return c

@@ -135,7 +135,7 @@ class Predictor:
                                 f'the dataset cannot tell them ({e})') from e
 
   def load(self, path: str) -> np.ndarray:
-    """int16 (n,) mono clip at the model's rate, decoded as in training. Raises BadAudioFileError."""
+    """int16 (n,) mono clip at the model's rate, decoded as in training (BadAudioFileError)."""
     from intermix_jax.data import audio_decode
     if not os.path.exists(path):
       raise audio_decode.BadAudioFileError(path, 'no such file or directory')

@@ -6,7 +6,6 @@ runs the real command line `python -m intermix_jax.main --config=configs/custom.
 import csv
 import os
 import runpy
-import warnings
 
 import numpy as np
 import pytest
