@@ -38,6 +38,7 @@ import re
 import numpy as np
 import tensorflow_datasets as tfds
 
+from intermix_jax import config_checks
 from intermix_jax.data import audio_builder
 from intermix_jax.data import audio_decode
 from intermix_jax.data import layouts
@@ -53,8 +54,9 @@ AUDIO_EXPECTATION = audio_decode.AudioExpectation(
 log = logging.getLogger(__name__)
 
 
-class CustomConfigError(ValueError):
-  """A config field for dataset='custom' is missing or unusable (the message names it)."""
+class CustomConfigError(config_checks.ConfigError):
+  """A config field for dataset='custom' is missing or unusable (the message names it); a
+  ConfigError, so `intermix_jax.main` prints it as one line."""
 
 
 @dataclasses.dataclass(frozen=True)
