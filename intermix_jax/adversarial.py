@@ -18,8 +18,8 @@ every eps (one-step attack). No clipping to [-1, 1] (the paper's formula). Write
     {"attack": "fgsm", "epsilons": [...], "clean_error": %, "attacked_error": {"0.01": %, ...},
      "num_correct": {"clean": n, "0.01": n, ...}, "num_test_examples", "mean_crop_loss": {...},
      "results_final_error": % (W/results.json, must equal clean_error), "dataset", "backbone",
-     "strategy", "method", "fold", "seed", "checkpoint_step", "workdir", "run_status",
-     "wall_time_s", "versions"}
+     "strategy", "method", "fold", "seed", "num_folds", "config", "checkpoint_step", "workdir",
+     "run_status", "wall_time_s", "versions"}
 
 From Python (pure functions of arrays; `model` is any flax module with the eval call
 `model.apply(variables, x (n, T), train=False) -> logits (n, C)`):
@@ -256,6 +256,7 @@ def evaluate_workdir(workdir: str, epsilons: Sequence[float] = DEFAULT_EPSILONS,
       run_status=None if results is None else results.get('status'),
       dataset=config.dataset, backbone=config.backbone, strategy=config.strategy,
       method=train.method_label(config), fold=config.fold, seed=config.seed,
+      num_folds=data.dataset_info(config).num_folds,
       config=json.loads(config.to_json()),
       checkpoint_step=step, workdir=os.path.abspath(workdir),
       wall_time_s=time.time() - t0, versions=train.versions())

@@ -7,8 +7,14 @@ runs by (dataset, backbone, method) and writes to OUT (default: DIR/report for a
 ./report):
   report.md          the paper's table 1 layout per dataset (error %, rows = backbones, columns =
                      strategies, the paper's value beside each cell), the table 2 ablation when
-                     present, a detailed table, and the runs left out (unfinished, incomplete)
-  summary.json       the same numbers, machine-readable
+                     present; then "Against the paper": every cell of tables 1, 2 and 3 with the
+                     paper's value beside it and — where nothing has run; runs that deviate
+                     from the SPEC §5 protocol (‡, e.g. a shortened schedule) listed with their
+                     deviations;
+                     a detailed table, and the runs left out (unfinished, incomplete)
+  summary.json       the same numbers, machine-readable (table 3 under "adversarial")
+  adversarial_<dataset>.png           table 3: error vs FGSM eps per (backbone, method), when
+                     any adversarial.json (python -m intermix_jax.adversarial) was found
   curves_<dataset>_<backbone>.png      learning curves per method (test error, train error)
   confusion_<dataset>_<backbone>_<method>.png   per-class confusion matrix over all its runs
   errorbars_<dataset>.png             error mean +- std per backbone and method, paper values as x
@@ -18,6 +24,8 @@ cross-validated error of a seed is the mean over the dataset's folds; the table 
 over seeds (sample std, ddof=1) when there are several seeds, else mean +- std over the folds of the
 single seed (marked "folds"). A seed missing folds is left out when another seed has them all;
 when none has, the group is shown from the folds that ran, marked * (partial cross-validation).
+Table 3 reads every `adversarial.json` under the DIRs (they name their dataset, backbone, method,
+fold and seed, so they may live outside the workdirs) and aggregates each eps the same way.
 """
 from __future__ import annotations
 
@@ -52,6 +60,12 @@ PAPER_TABLE2 = {
     'intermix[r-weighting]+aug': ('+ hidden mixing', (13.3, 7.7, 20.8)),
     'intermix+aug': ('+ p-weighting (InterMix)', (12.9, 7.2, 20.5)),
 }
+# SPEC §7 (paper table 3, ESC-10 error % under one-step FGSM; the backbone is not named).
+PAPER_TABLE3_EPS = (1e-2, 1e-3, 1e-4, 1e-5)
+PAPER_TABLE3 = {'standard': (64.5, 37.7, 36.5, 36.2), 'bc': (47.2, 28.7, 26.9, 26.8),
+                'intermix': (42.9, 26.2, 25.1, 25.0)}
+KNOWN_NUM_FOLDS = {'esc50': 5, 'esc10': 5, 'urbansound8k': 10}
+NOT_RUN = '—'
 DATASET_COLUMN = {'esc50': 0, 'esc10': 1, 'urbansound8k': 2}
 DATASET_TITLE = {'esc50': 'ESC-50', 'esc10': 'ESC-10', 'urbansound8k': 'UrbanSound8K',
                  'synthetic': 'synthetic (not real audio)'}
@@ -62,25 +76,33 @@ STRATEGY_ORDER = ('standard', 'mixup', 'bc', 'speechmix', 'intermix')
 BACKBONE_ORDER = ('m18', 'soundnet5', 'envnet', 'piczakcnn', 'envnetv2', 'envnetv2+aug')
 
 
-def find_results(paths: Iterable[str]) -> list[str]:
-  """Every results.json under `paths` (files or directories), sorted."""
+RESULTS_FILE = 'results.json'
+ADVERSARIAL_FILE = 'adversarial.json'  # written by python -m intermix_jax.adversarial
+
+
+def find_results(paths: Iterable[str], name: str = RESULTS_FILE) -> list[str]:
+  """Every file called `name` under `paths` (directories), sorted.
+
+  A path that is a file counts as an adversarial.json when it is named so, else as a results.json.
+  """
   found = set()
   for p in paths:
     if os.path.isfile(p):
-      found.add(os.path.abspath(p))
+      if (os.path.basename(p) == ADVERSARIAL_FILE) == (name == ADVERSARIAL_FILE):
+        found.add(os.path.abspath(p))
       continue
     if not os.path.isdir(p):
       raise FileNotFoundError(f'report: {p} is neither a results.json nor a directory')
     for root, dirs, files in os.walk(p):
       dirs[:] = [d for d in dirs if d != 'checkpoints']
-      if 'results.json' in files:
-        found.add(os.path.abspath(os.path.join(root, 'results.json')))
+      if name in files:
+        found.add(os.path.abspath(os.path.join(root, name)))
   return sorted(found)
 
 
-def load_runs(paths: Iterable[str]) -> list[dict]:
+def load_runs(paths: Iterable[str], name: str = RESULTS_FILE) -> list[dict]:
   runs = []
-  for path in find_results(paths):
+  for path in find_results(paths, name):
     with open(path) as f:
       try:
         r = json.load(f)
@@ -169,6 +191,161 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str]]:
   return groups, notes
 
 
+_PROTOCOL_DEFAULTS = []
+
+
+def _protocol_defaults() -> dict | None:
+  """configs/base.py PROTOCOL_DEFAULTS (the SPEC §5 rows), or None when configs/ is not at hand."""
+  if not _PROTOCOL_DEFAULTS:
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs',
+                        'base.py')
+    table = None
+    if os.path.isfile(path):
+      import runpy
+      table = runpy.run_path(path).get('PROTOCOL_DEFAULTS')
+    _PROTOCOL_DEFAULTS.append(table)
+  return _PROTOCOL_DEFAULTS[0]
+
+
+def protocol_deviations(run: dict) -> list[str] | None:
+  """How a run's config departs from the paper's protocol (SPEC §5): 'num_epochs 30 (SPEC 600)'.
+
+  None when it cannot be told (not a paper dataset, no SPEC row, or an incomplete config); [] when
+  the run follows the protocol. Checked: the SPEC row (num_epochs, opt.lr, opt.schedule,
+  opt.warmup_epochs), doubling for mixing, batch 64, the published model (width 1, fc_units None),
+  10 test crops, whole epochs (steps_per_epoch None).
+  """
+  cfg = run.get('config') or {}
+  dataset, backbone = run.get('dataset'), run.get('backbone')
+  table = _protocol_defaults()
+  needed = ('num_epochs', 'opt', 'double_epochs_for_mixing', 'batch_size', 'model')
+  if (dataset not in DATASET_COLUMN or table is None or (backbone, dataset) not in table
+      or any(k not in cfg for k in needed)):
+    return None
+  row, opt, model = table[(backbone, dataset)], cfg['opt'], cfg['model']
+  checks = [('num_epochs', cfg['num_epochs'], row['num_epochs']),
+            ('opt.lr', opt.get('lr'), row['lr']),
+            ('opt.schedule', tuple(opt.get('schedule') or ()), tuple(row['schedule'])),
+            ('opt.warmup_epochs', opt.get('warmup_epochs'), row['warmup_epochs']),
+            ('batch_size', cfg['batch_size'], 64),
+            ('model.width', model.get('width'), 1.0),
+            ('model.fc_units', model.get('fc_units'), None),
+            ('num_eval_crops', cfg.get('num_eval_crops', 10), 10),
+            ('steps_per_epoch', cfg.get('steps_per_epoch'), None)]
+  if run.get('strategy', cfg.get('strategy')) != 'standard':
+    checks.append(('double_epochs_for_mixing', cfg['double_epochs_for_mixing'], True))
+  return [f'{name} {value} (SPEC {want})' for name, value, want in checks if value != want]
+
+
+def add_protocol_deviations(groups: list[dict]) -> None:
+  """Sets g['deviations'] (sorted union over the group's runs) in place."""
+  for g in groups:
+    devs = set()
+    for r in g['runs']:
+      devs.update(protocol_deviations(r) or [])
+    g['deviations'] = sorted(devs)
+
+
+def _cv_stats(seeds: dict, expected: int | None) -> dict | None:
+  """mean/std of {seed: {fold: value}} by the table's rule (see the module docstring)."""
+  complete = {s: f for s, f in seeds.items()
+              if expected is None or sorted(f) == list(range(1, expected + 1))}
+  partial = not complete
+  if partial:
+    complete = {s: f for s, f in seeds.items() if f}
+  if not complete:
+    return None
+  cv = {s: float(np.mean(list(f.values()))) for s, f in complete.items()}
+  if len(cv) > 1:
+    mean, std, over = float(np.mean(list(cv.values()))), _std(list(cv.values())), 'seeds'
+  else:
+    (only,) = complete.values()
+    mean, std, over = float(np.mean(list(only.values()))), _std(list(only.values())), 'folds'
+  return dict(mean=mean, std=std, std_over=over, partial=partial,
+              seeds=sorted(complete), folds=sorted({f for v in complete.values() for f in v}))
+
+
+def eps_label(eps: float) -> str:
+  return f'{eps:.0e}'
+
+
+def paper_adversarial(dataset: str, method: str, eps: float) -> float | None:
+  """SPEC §7 value of (method, eps) on ESC-10, or None."""
+  if dataset != 'esc10' or method not in PAPER_TABLE3:
+    return None
+  for e, v in zip(PAPER_TABLE3_EPS, PAPER_TABLE3[method]):
+    if math.isclose(e, eps, rel_tol=1e-6):
+      return v
+  return None
+
+
+def aggregate_adversarial(records: list[dict]) -> tuple[list[dict], list[str]]:
+  """Groups adversarial.json records by (dataset, backbone, method); returns (groups, notes).
+
+  Each group: dataset, backbone, method, eps (floats, strongest first), clean and attacked
+  ({eps: stats}) with stats = mean, std, std_over, partial, seeds, folds, paper; deviations.
+  """
+  notes = []
+  by_group = collections.defaultdict(list)
+  for r in records:
+    if r.get('run_status') not in (None, 'finished'):
+      notes.append(f"{r['_path']}: attack of a run with status {r.get('run_status')!r}, left out")
+      continue
+    final = r.get('results_final_error')
+    if final is not None and abs(float(final) - float(r['clean_error'])) > 1e-6:
+      notes.append(f"{r['_path']}: clean error {r['clean_error']:.2f} differs from the run's final "
+                   f"error {float(final):.2f} (not its last checkpoint?)")
+    by_group[(r['dataset'], r['backbone'], r['method'])].append(r)
+  groups = []
+  for (dataset, backbone, method), members in sorted(by_group.items()):
+    expected = (max(int(r.get('num_folds') or 0) for r in members)
+                or KNOWN_NUM_FOLDS.get(dataset))
+    eps_values = sorted({float(k) for r in members for k in r['attacked_error']}, reverse=True)
+
+    def stats(value_of):
+      seeds = collections.defaultdict(dict)
+      for r in members:
+        v = value_of(r)
+        if v is not None:
+          seeds[int(r['seed'])].setdefault(int(r['fold']), float(v))
+      return _cv_stats(dict(seeds), expected)
+
+    attacked = {}
+    for eps in eps_values:
+      def value(r, eps=eps):
+        for k, v in r['attacked_error'].items():
+          if math.isclose(float(k), eps, rel_tol=1e-9):
+            return v
+        return None
+      st = stats(value)
+      if st is not None:
+        st['paper'] = paper_adversarial(dataset, method, eps)
+        attacked[eps] = st
+    clean = stats(lambda r: r['clean_error'])
+    clean['paper'] = None
+    devs = set()
+    for r in members:
+      devs.update(protocol_deviations(r) or [])
+    groups.append(dict(dataset=dataset, backbone=backbone, method=method, eps=eps_values,
+                       clean=clean, attacked=attacked, deviations=sorted(devs),
+                       num_records=len(members)))
+  return groups, notes
+
+
+def _stat_cell(st: dict | None, paper: float | None = None, deviates: bool = False) -> str:
+  """'12.3 ± 1.0†* (paper)' or '— (paper)' when nothing has run."""
+  if st is None:
+    s = NOT_RUN
+  else:
+    s = f"{st['mean']:.1f} ± {st['std']:.1f}"
+    s += '†' if st['std_over'] == 'folds' else ''
+    s += '*' if st['partial'] else ''
+    s += '‡' if deviates else ''
+  if paper is not None:
+    s += f' ({paper:.1f})'
+  return s
+
+
 def _cell(g: dict | None) -> str:
   if g is None:
     return ''
@@ -177,18 +354,21 @@ def _cell(g: dict | None) -> str:
     s += '†'
   if g['partial']:
     s += '*'
+  if g.get('deviations'):
+    s += '‡'
   if g['paper'] is not None:
     s += f" ({g['paper']:.1f})"
   return s
 
 
-def markdown(groups: list[dict], notes: list[str]) -> str:
-  """The report as markdown text."""
+def markdown(groups: list[dict], notes: list[str], adversarial: list[dict] = ()) -> str:
+  """The report as markdown text (`adversarial`: the groups of aggregate_adversarial)."""
   lines = ['# Results', '',
            'Error % (lower is better): mean ± std over seeds of the cross-validated error (mean '
            'over folds of the LAST epoch\'s test-fold error). † = a single seed: ± std over its '
            'folds. * = partial cross-validation (not every fold has run). (x) = the paper\'s value '
-           '(SPEC §6).', '']
+           '(SPEC §6). ‡ = not the paper\'s protocol (see "Protocol deviations"). '
+           '— = not run.', '']
   datasets = sorted({g['dataset'] for g in groups}, key=lambda d: (d not in DATASET_COLUMN, d))
   for dataset in datasets:
     gs = [g for g in groups if g['dataset'] == dataset and '[' not in g['method']]
@@ -216,6 +396,20 @@ def markdown(groups: list[dict], notes: list[str]) -> str:
         if match:
           lines.append(f'| {title} | {_cell(match[0])} |')
       lines.append('')
+  lines += paper_tables(groups, adversarial)
+  deviating = [g for g in list(groups) + list(adversarial) if g.get('deviations')]
+  if deviating:
+    lines += ['## Protocol deviations (‡)', '',
+              'These cells did not use the paper\'s protocol (SPEC §5): their numbers are NOT '
+              'comparable to the paper\'s value beside them.', '']
+    seen = set()
+    for g in deviating:
+      key = (g['dataset'], g['backbone'], g['method'])
+      if key in seen:
+        continue
+      seen.add(key)
+      lines.append(f"- {'/'.join(key)}: {'; '.join(g['deviations'])}")
+    lines.append('')
   lines += ['## All groups', '',
             '| dataset | backbone | method | seeds | folds | error % | ± std | over | paper | Δ |',
             '|---|---|---|---|---|---|---|---|---|---|']
@@ -231,6 +425,78 @@ def markdown(groups: list[dict], notes: list[str]) -> str:
   if notes:
     lines += ['## Left out', ''] + [f'- {n}' for n in notes] + ['']
   return '\n'.join(lines)
+
+
+def paper_tables(groups: list[dict], adversarial: list[dict] = ()) -> list[str]:
+  """Markdown lines of every cell of the paper's tables 1-3 for the paper datasets that have runs.
+
+  Measured cells as in the compact tables, — where nothing has run, the paper's value beside each.
+  Nothing when no run is on ESC-50, ESC-10 or UrbanSound8K.
+  """
+  datasets = [d for d in DATASET_COLUMN
+              if any(g['dataset'] == d for g in list(groups) + list(adversarial))]
+  if not datasets:
+    return []
+  lines = ['## Against the paper: every cell of tables 1-3', '',
+           'Measured (paper) per cell; — = not run yet. Commands: `python launch/sweep.py '
+           '--table=N` (configs/table1/, configs/ablation/, configs/table3.py).', '']
+  find = lambda d, row, m: next((g for g in groups if g['dataset'] == d and g['row'] == row
+                                 and g['method'] == m), None)
+  for dataset in datasets:
+    strategies = [s for s in STRATEGY_ORDER if s != 'mixup'
+                  or any(g['dataset'] == dataset and g['method'] == 'mixup' for g in groups)]
+    lines += [f'### Table 1, {DATASET_TITLE[dataset]}', '',
+              '| model | ' + ' | '.join(strategies) + ' |', '|---|' + '---|' * len(strategies)]
+    for row in BACKBONE_ORDER:
+      cells = []
+      for strategy in strategies:
+        method = strategy + ('+aug' if row.endswith('+aug') else '')
+        g = find(dataset, row, method)
+        cells.append(_cell(g) if g else _stat_cell(None, paper_value(
+            dataset, row.replace('+aug', ''), method)))
+      lines.append(f'| {BACKBONE_TITLE[row]} | ' + ' | '.join(cells) + ' |')
+    lines.append('')
+  lines += ['### Table 2 (ablation), EnvNet-v2 + strong aug, InterMix', '',
+            '| variant | ' + ' | '.join(DATASET_TITLE[d] for d in DATASET_COLUMN) + ' |',
+            '|---|' + '---|' * len(DATASET_COLUMN)]
+  for method, (title, values) in PAPER_TABLE2.items():
+    cells = []
+    for d, col in DATASET_COLUMN.items():
+      g = find(d, 'envnetv2+aug', method)
+      cells.append(_cell(g) if g else _stat_cell(None, values[col]))
+    lines.append(f'| {title} | ' + ' | '.join(cells) + ' |')
+  lines.append('')
+  for dataset in [d for d in datasets
+                  if d == 'esc10' or any(a['dataset'] == d for a in adversarial)]:
+    gs = [a for a in adversarial if a['dataset'] == dataset]
+    eps_values = sorted(set(PAPER_TABLE3_EPS if dataset == 'esc10' else ())
+                        | {e for a in gs for e in a['eps']}, reverse=True)
+    lines += [f'### Table 3 (FGSM), {DATASET_TITLE[dataset]}', '',
+              'One-step untargeted FGSM on the normalised waveform, x + eps sign(grad_x CE), every '
+              'test crop attacked; error % of the 10-crop prediction (`python -m '
+              'intermix_jax.adversarial`). The paper does not name its backbone.', '',
+              '| model | method | clean | ' + ' | '.join(f'eps {eps_label(e)}' for e in eps_values)
+              + ' |', '|---|---|---|' + '---|' * len(eps_values)]
+    backbones = sorted({a['backbone'] for a in gs},
+                       key=lambda b: BACKBONE_ORDER.index(b) if b in BACKBONE_ORDER else 99)
+    rows = [(b, a['method'], a) for b in backbones for a in gs if a['backbone'] == b]
+    if dataset == 'esc10':
+      for b in backbones or ['(not run)']:
+        for m in PAPER_TABLE3:
+          if not any(r[0] == b and r[1] == m for r in rows):
+            rows.append((b, m, None))
+    order = lambda r: ((BACKBONE_ORDER.index(r[0]) if r[0] in BACKBONE_ORDER else 99),
+                       STRATEGY_ORDER.index(base_method(r[1])) if base_method(r[1]) in
+                       STRATEGY_ORDER else 99, r[1])
+    for b, m, a in sorted(rows, key=order):
+      dev = bool(a and a['deviations'])
+      cells = [_stat_cell(a['clean'] if a else None, deviates=dev)]
+      for e in eps_values:
+        st = a['attacked'].get(e) if a else None
+        cells.append(_stat_cell(st, paper_adversarial(dataset, m, e), deviates=dev))
+      lines.append(f'| {BACKBONE_TITLE.get(b, b)} | {m} | ' + ' | '.join(cells) + ' |')
+    lines.append('')
+  return lines
 
 
 # ------------------------------------------------------------------------------------------------
@@ -370,26 +636,74 @@ def plot_error_bars(groups: list[dict], out: str) -> list[str]:
   return written
 
 
+def plot_adversarial(adversarial: list[dict], out: str) -> list[str]:
+  """One PNG per dataset: error (mean ± std) vs FGSM eps per (backbone, method); paper as x."""
+  plt = _plt()
+  written = []
+  for dataset in sorted({a['dataset'] for a in adversarial}):
+    gs = [a for a in adversarial if a['dataset'] == dataset]
+    eps_values = sorted({e for a in gs for e in a['eps']})
+    labels = ['clean'] + [eps_label(e) for e in eps_values]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, a in enumerate(gs):
+      color = f'C{i % 10}'
+      pts = [(0, a['clean'])] + [(j + 1, a['attacked'].get(e)) for j, e in enumerate(eps_values)]
+      pts = [(x, st) for x, st in pts if st is not None]
+      ax.errorbar([x for x, _ in pts], [st['mean'] for _, st in pts],
+                  yerr=[st['std'] for _, st in pts], color=color, marker='o', capsize=3,
+                  label=f"{BACKBONE_TITLE.get(a['backbone'], a['backbone'])} {a['method']}")
+      paper = [(j + 1, paper_adversarial(dataset, a['method'], e))
+               for j, e in enumerate(eps_values)]
+      paper = [(x, v) for x, v in paper if v is not None]
+      if paper:
+        ax.plot([x for x, _ in paper], [v for _, v in paper], 'x--', color=color, alpha=0.7)
+    ax.plot([], [], 'kx--', label='paper (SPEC §7)')
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels)
+    ax.set_xlabel('FGSM eps (normalised waveform)')
+    ax.set_ylabel('10-crop test error % (mean ± std)')
+    ax.set_title(f'{DATASET_TITLE.get(dataset, dataset)}: clean and attacked error')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(out, f'adversarial_{_safe(dataset)}.png')
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+  return written
+
+
 def write_report(paths: list[str], out: str, plots: bool = True) -> dict:
-  """Aggregates the runs under `paths` into `out`; returns {'markdown', 'groups', 'notes', 'files'}."""
+  """Aggregates the runs (and adversarial.json) under `paths` into `out`.
+
+  Returns {'markdown', 'groups', 'notes', 'adversarial', 'files'}.
+  """
   runs = load_runs(paths)
-  if not runs:
+  records = load_runs(paths, ADVERSARIAL_FILE)
+  if not runs and not records:
     raise FileNotFoundError(f'report: no results.json under {", ".join(paths)}')
   groups, notes = aggregate(runs)
+  add_protocol_deviations(groups)
+  adversarial, adv_notes = aggregate_adversarial(records)
+  notes = notes + adv_notes
   os.makedirs(out, exist_ok=True)
-  text = markdown(groups, notes)
+  text = markdown(groups, notes, adversarial)
   files = [os.path.join(out, 'report.md'), os.path.join(out, 'summary.json')]
   with open(files[0], 'w') as f:
     f.write(text)
   summary = [{k: v for k, v in g.items() if k != 'runs'} for g in groups]
+  adv_summary = [dict(a, attacked={eps_label(e): st for e, st in a['attacked'].items()})
+                 for a in adversarial]
   with open(files[1], 'w') as f:
-    json.dump(dict(groups=summary, notes=notes), f, indent=1, sort_keys=True,
-              default=lambda o: str(o))
+    json.dump(dict(groups=summary, adversarial=adv_summary, notes=notes), f, indent=1,
+              sort_keys=True, default=lambda o: str(o))
   if plots and groups:
     files += plot_learning_curves(groups, out)
     files += plot_confusion(groups, out)
     files += plot_error_bars(groups, out)
-  return dict(markdown=text, groups=groups, notes=notes, files=files)
+  if plots and adversarial:
+    files += plot_adversarial(adversarial, out)
+  return dict(markdown=text, groups=groups, notes=notes, adversarial=adversarial, files=files)
 
 
 def main(argv=None) -> int:
