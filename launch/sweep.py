@@ -18,7 +18,8 @@ Usage:
 The tables use their own config files (configs/table1/<row>.py, configs/ablation/<variant>.py,
 configs/table3.py: each docstring gives the paper's numbers); --datasets, --folds, --seeds and
 --extra narrow or adjust them (e.g. --table=1 --datasets=esc10 --folds=1). Table 3 adds, after each
-training command, `python -m intermix_jax.adversarial --workdir=W` (writes W/adversarial.json).
+training command, `python -m intermix_jax.adversarial --workdir=W` (writes W/adversarial.json); in a
+job array (--index) run the attacks (odd indices) after their trainings (the even index before).
 
 A run whose workdir already holds a final results.json is skipped with --run (so an interrupted sweep
 resumes where it stopped; runs killed midway resume from their last checkpoint); so is an attack whose

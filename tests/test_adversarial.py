@@ -181,7 +181,7 @@ def _synthetic_workdir(root, synthetic_data_dir, base_config, status='finished')
   c = base_config
   c.dataset, c.data_dir, c.fold, c.strategy, c.backbone = ('synthetic', synthetic_data_dir, 2,
                                                            'intermix', 'piczakcnn')
-  c.model.width, c.model.fc_units, c.eval_batch_size = 0.05, 8, 16
+  c.model.width, c.model.fc_units, c.eval_batch_size, c.num_eval_crops = 0.05, 8, 32, 3
   wd = os.path.join(root, 'wd')
   workdir_lib.check_or_store_config(wd, c)
   info = data.dataset_info(c)
