@@ -83,7 +83,7 @@ def steps_logged(log):
   return best
 
 
-def wait_for(cond, timeout, what, p=None, log=None):
+def wait_for(cond, timeout, what, p=None, log=None, poll=0.02):
   t0 = time.time()
   while time.time() - t0 < timeout:
     if cond():
@@ -91,7 +91,7 @@ def wait_for(cond, timeout, what, p=None, log=None):
     if p is not None and p.poll() is not None:
       raise AssertionError(f'process ended (exit {p.returncode}) before {what}; log:\n' +
                            (open(log).read()[-3000:] if log else ''))
-    time.sleep(0.002)
+    time.sleep(poll)
   raise AssertionError(f'timed out waiting for {what}')
 
 
@@ -185,7 +185,8 @@ def test_kill_during_a_checkpoint_write_keeps_the_last_good_one(reference, synth
     good_before = [n for n in os.listdir(ckpt) if n.isdigit()] if os.path.isdir(ckpt) else []
     try:
       wait_for(lambda: bool(partial_checkpoints()) and len(
-          [n for n in os.listdir(ckpt) if n.isdigit()]) >= 1, 300, 'a checkpoint write', p, log)
+          [n for n in os.listdir(ckpt) if n.isdigit()]) >= 1, 300, 'a checkpoint write', p, log,
+               poll=0.003)
     except AssertionError:
       if p.poll() == 0:  # finished without being caught: start over
         f.close()
