@@ -312,6 +312,14 @@ class _Run:
       return jax.device_put(state, jax.local_devices()[0])
     return self.parallel.replicate(jax.device_get(state), self.mesh)
 
+  def abstract_state(self, key: jax.Array) -> steps.TrainState:
+    """Shapes, dtypes and shardings of the state (a restore target; nothing is computed)."""
+    shapes = jax.eval_shape(functools.partial(
+        steps._init_state, self.model, self.opt.tx(), input_length=self.model.input_length), key)
+    sharding = (jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+                if jax.device_count() == 1 else self.parallel.replicated_sharding(self.mesh))
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
   # --- evaluation ------------------------------------------------------------------------------
   def evaluate(self, state: steps.TrainState) -> dict:
     """10-crop error (%) on the test fold and the per-clip predictions of this process."""
@@ -349,10 +357,11 @@ def _train_fold(config: ml_collections.ConfigDict, workdir: str) -> dict:
   cfg = run.config
   spe, total = run.steps_per_epoch, run.total_steps
   init_key, train_key = jax.random.split(jax.random.key(cfg.seed))
-  state = run.init_state(init_key)
   meta = _empty_meta(train_key)
-  restored = run.store.restore(state)
-  if restored is not None:
+  restored = run.store.restore(run.abstract_state(init_key))
+  if restored is None:
+    state = run.init_state(init_key)
+  else:
     state, meta, ckpt_step = restored
     train_key = jax.random.wrap_key_data(np.asarray(meta['rng'], np.uint32))
     logging.info('resuming %s from checkpoint %s (step %d of %d: %d epochs and %d batches done)',

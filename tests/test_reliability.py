@@ -132,6 +132,7 @@ def reference(tmp_path_factory, synthetic_data_dir, env):
   return d
 
 
+@pytest.mark.slow
 def test_kill9_at_a_random_step_then_rerun_matches_uninterrupted(reference, synthetic_data_dir, env,
                                                                   tmp_path):
   d, log = str(tmp_path / 'run'), str(tmp_path / 'run.log')
@@ -148,6 +149,7 @@ def test_kill9_at_a_random_step_then_rerun_matches_uninterrupted(reference, synt
   assert_same_as_reference(d, reference)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_0_within_seconds(reference, synthetic_data_dir, env,
                                                               tmp_path):
   d, log = str(tmp_path / 'run'), str(tmp_path / 'run.log')
@@ -168,6 +170,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_0_within_seconds(reference, synthe
   assert_same_as_reference(d, reference)
 
 
+@pytest.mark.slow
 def test_kill_during_a_checkpoint_write_keeps_the_last_good_one(reference, synthetic_data_dir, env,
                                                                tmp_path):
   d, log = str(tmp_path / 'run'), str(tmp_path / 'run.log')
@@ -292,6 +295,7 @@ def test_bad_config_value_is_one_line_naming_field_before_heavy_work(override, f
   assert not os.path.exists(os.path.join(d, 'checkpoints'))
 
 
+@pytest.mark.slow
 def test_main_reports_a_bad_config_in_one_line_and_exits_1(synthetic_data_dir, env, tmp_path):
   p = subprocess.run(command(str(tmp_path / 'run'), synthetic_data_dir, 'mixing.eligible_layers=(7,)'),
                      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
