@@ -26,10 +26,8 @@ import os
 import platform
 import signal
 import subprocess
-import sys
 import threading
 import time
-from typing import Any
 
 from absl import logging
 import jax
