@@ -34,6 +34,7 @@ class CheckpointStore:
 
   def __init__(self, directory: str, keep: int, *, read_only: bool = False):
     self.directory = os.path.abspath(directory)
+    self.read_only = read_only
     options = ocp.CheckpointManagerOptions(
         max_to_keep=None if read_only else keep, create=not read_only,
         cleanup_tmp_directories=not read_only, read_only=read_only,
@@ -73,7 +74,11 @@ class CheckpointStore:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target_state), meta=ocp.args.JsonRestore()))
       except Exception as e:  # unreadable checkpoint: set it aside, fall back to the previous one
-        self._set_aside(step, e)
+        if self.read_only:  # leave it in place
+          logging.warning('checkpoint %s is unreadable (%s); trying the previous one',
+                          self.path(step), type(e).__name__)
+        else:
+          self._set_aside(step, e)
         continue
       return restored['state'], dict(restored['meta']), step
     return None

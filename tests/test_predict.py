@@ -108,6 +108,21 @@ def test_workdir_errors_exit_2(run, tmp_path, capsys):
   assert 'no readable checkpoint' in capsys.readouterr().err
 
 
+def test_unreadable_checkpoint_is_reported_and_left_in_place(run, tmp_path, capsys):
+  """Prediction is read-only: an unreadable checkpoint is not moved or deleted."""
+  copy = tmp_path / 'copy'
+  shutil.copytree(run['workdir'], copy)
+  ckpt = copy / 'checkpoints'
+  before = sorted(os.listdir(ckpt))
+  for dirpath, _, files in os.walk(ckpt / before[-1] / 'state'):
+    for f in files:
+      with open(os.path.join(dirpath, f), 'wb') as out:
+        out.write(b'not a checkpoint')
+  assert predict.main([f'--workdir={copy}', 'x.wav']) == 2
+  assert 'no readable checkpoint' in capsys.readouterr().err
+  assert sorted(os.listdir(ckpt)) == before
+
+
 def test_command_line_text_output(run, capsys):
   folder = os.path.join(run['audio_dir'], 'Low hum')
   assert predict.main([f'--workdir={run["workdir"]}', folder, '--top_k=1']) == 0
