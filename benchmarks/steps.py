@@ -1,0 +1,252 @@
+"""Train-step benchmark of the mixing strategies: overhead, compile count and time, peak memory.
+
+    .venv/bin/python benchmarks/steps.py                          # envnet, piczakcnn; batch 32; + memory
+    .venv/bin/python benchmarks/steps.py --backbones envnet --rounds 3 --repeats 2 --memory_epochs ''
+    .venv/bin/python benchmarks/steps.py --backbones '' --memory_epochs 1,3      # peak memory only
+
+Part 1 (per backbone): the trainer's single-device step, `steps.train_step_cached` (what
+train.py runs: jit with static model / strategy / OptimizerSpec, state donated; Nesterov SGD with
+coupled weight decay and the LR schedule), for the strategies standard, bc, speechmix and intermix
+(options of configs/base.py), published widths, host numpy batches (N, T) whose rows 2k, 2k+1 are of
+different classes. Rounds alternate between strategies (load hits all alike). Reported per strategy:
+  - compiles: XLA backend compilations during the first call (jax.monitoring event
+    /jax/core/compile/backend_compile_duration) and the jit cache growth; then a SECOND run (fresh
+    state from init_state_cached, another batch of the same shapes, as the next fold of fold=all)
+    and the timed steps must add none ("exactly one" is checked: the column shows the total);
+  - compile s: trace + lower + XLA compile time of that first call (from the monitoring events);
+  - XLA GFLOP of the step (cost analysis of the lowered, unoptimised HLO: no second compile);
+  - median and min step time over all rounds, and the overhead vs the standard step of the same
+    backbone (median and min; the min is the less load-sensitive of the two).
+
+Part 2: peak memory of a short real training run, `python -m intermix_jax.main` on configs/demo.py
+(synthetic sounds, EnvNet width 0.25, InterMix) for each of `--memory_epochs` (epochs before
+doubling for mixing), as a child process: peak RSS = ru_maxrss of exactly that child from os.wait4 (and
+the last VmHWM polled from /proc/<pid>/status). Equal peaks for 1 and 3 epochs show memory does not
+grow with the epochs (no dataset copied per epoch).
+
+Load averages are printed with every measurement; on this shared 2-core machine timings are noisy:
+compare rows of one run.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from intermix_jax import mixing, models, steps
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STRATEGIES = ('standard', 'bc', 'speechmix', 'intermix')
+BASE_MIXING = dict(eligible_layers=None, p_weighting=True, normalize=True, signed_mode='superpose',
+                   stop_gradient_interference=False, alpha=1.0)  # configs/base.py `mixing`
+COMPILE_EVENTS = {
+    '/jax/core/compile/jaxpr_trace_duration': 'trace',
+    '/jax/core/compile/jaxpr_to_mlir_module_duration': 'lower',
+    '/jax/core/compile/backend_compile_duration': 'compile',
+}
+
+
+def cpu_name() -> str:
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def load() -> str:
+  return ' '.join(f'{v:.2f}' for v in os.getloadavg())
+
+
+class CompileLog:
+  """Counts and times JAX compilation events (a jax.monitoring duration listener)."""
+
+  def __init__(self):
+    self.count = collections.Counter()
+    self.secs = collections.Counter()
+    jax.monitoring.register_event_duration_secs_listener(self)
+
+  def __call__(self, event, duration_secs, **kwargs):
+    if event in COMPILE_EVENTS:
+      self.count[COMPILE_EVENTS[event]] += 1
+      self.secs[COMPILE_EVENTS[event]] += duration_secs
+
+  def snapshot(self):
+    return collections.Counter(self.count), collections.Counter(self.secs)
+
+
+class StrategyStep:
+  """steps.train_step_cached of one (backbone, strategy, batch): first call, re-use, timed steps."""
+
+  def __init__(self, backbone: str, strategy: str, batch: int, log: CompileLog,
+               num_classes: int = 50):
+    self.model = models.get_model(backbone, num_classes)
+    self.strategy = mixing.get_strategy(strategy, **BASE_MIXING)
+    self.opt = steps.OptimizerSpec(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                                   num_epochs=300, steps_per_epoch=10, schedule=(0.3, 0.6, 0.9),
+                                   warmup_epochs=10)
+    self.statics = dict(model=self.model, strategy=self.strategy, opt=self.opt,
+                        num_classes=num_classes)
+    rng = np.random.default_rng(0)
+    t = self.model.input_length
+    self.batches = [dict(x=(0.1 * rng.standard_normal((batch, t))).astype(np.float32),
+                         y=(np.arange(batch) % num_classes).astype(np.int32)) for _ in range(2)]
+    self.key = jax.random.key(0)
+    state = steps.init_state_cached(self.model, self.opt, jax.random.key(1), t)
+    cache0 = steps.train_step_cached._cache_size()
+    count0, secs0 = log.snapshot()
+    start = time.perf_counter()
+    self.state, metrics = steps.train_step_cached(state, self.batches[0], self.key, **self.statics)
+    jax.block_until_ready(metrics)
+    self.first_s = time.perf_counter() - start
+    count1, secs1 = log.snapshot()
+    self.compiles_first = count1['compile'] - count0['compile']
+    self.compile_s = sum((secs1 - secs0).values())
+    self.cache_growth = steps.train_step_cached._cache_size() - cache0
+    # the next fold of fold=all: a fresh state, another batch, same shapes: no new compile
+    fresh = steps.init_state_cached(self.model, self.opt, jax.random.key(2), t)
+    out = steps.train_step_cached(fresh, self.batches[1], self.key, **self.statics)
+    jax.block_until_ready(out)
+    del fresh, out
+    lowered = steps.train_step_cached.lower(self.state, self.batches[0], self.key, **self.statics)
+    cost = lowered.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+      cost = cost[0] if cost else {}
+    self.gflops = float((cost or {}).get('flops', float('nan'))) / 1e9
+    self.log = log
+    self.count_after_first = log.snapshot()[0]['compile']
+    self.times = []
+
+  def run(self, repeats: int):
+    for i in range(repeats):
+      start = time.perf_counter()
+      self.state, metrics = steps.train_step_cached(self.state, self.batches[i % 2], self.key,
+                                                    **self.statics)
+      jax.block_until_ready(metrics)
+      self.times.append(time.perf_counter() - start)
+
+  def extra_compiles(self) -> int:
+    return self.log.snapshot()[0]['compile'] - self.count_after_first
+
+
+def bench_strategies(backbone: str, batch: int, rounds: int, repeats: int, log: CompileLog):
+  print(f'## {backbone} batch {batch}: compiling {len(STRATEGIES)} strategies; load {load()}',
+        flush=True)
+  runs = {}
+  for s in STRATEGIES:
+    runs[s] = StrategyStep(backbone, s, batch, log)
+    print(f'  {s}: first call {runs[s].first_s:.1f} s (compile events {runs[s].compiles_first}, '
+          f'jit cache +{runs[s].cache_growth}); load {load()}', flush=True)
+  for r in range(rounds):
+    for s in STRATEGIES:
+      runs[s].run(repeats)
+    print(f'  round {r + 1}: ' + ', '.join(
+        f'{s} {" ".join(f"{t:.2f}" for t in runs[s].times[-repeats:])}' for s in STRATEGIES)
+        + f' s; load {load()}', flush=True)
+  rows = []
+  base_med = statistics.median(runs['standard'].times)
+  base_min = min(runs['standard'].times)
+  for s in STRATEGIES:
+    run = runs[s]
+    med, best = statistics.median(run.times), min(run.times)
+    rows.append(dict(backbone=backbone, batch=batch, strategy=s,
+                     compiles=run.compiles_first + run.extra_compiles(), cache=run.cache_growth,
+                     compile_s=run.compile_s, first_s=run.first_s, gflops=run.gflops,
+                     median_s=med, min_s=best, over_med=100 * (med / base_med - 1),
+                     over_min=100 * (best / base_min - 1), load=load()))
+  return rows
+
+
+def peak_memory(epochs: int) -> dict:
+  """Peak RSS (MiB) of `python -m intermix_jax.main` on configs/demo.py for `epochs` epochs."""
+  with tempfile.TemporaryDirectory() as workdir:
+    cmd = [sys.executable, '-m', 'intermix_jax.main', '--config=configs/demo.py',
+           f'--workdir={workdir}', f'--config.num_epochs={epochs}',
+           '--config.eval_every_epochs=1000', f'--config.checkpoint_every_epochs={epochs * 2}']
+    load_before = load()
+    start = time.perf_counter()
+    with open(os.path.join(workdir, 'stderr.txt'), 'w+') as err:
+      proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+      hwm_kib = 0
+      while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+          break
+        try:
+          with open(f'/proc/{proc.pid}/status') as f:
+            m = re.search(r'VmHWM:\s+(\d+) kB', f.read())
+            hwm_kib = max(hwm_kib, int(m.group(1))) if m else hwm_kib
+        except OSError:
+          pass
+        time.sleep(0.2)
+      proc.returncode = os.waitstatus_to_exitcode(status)
+      wall = time.perf_counter() - start
+      maxrss_kib = usage.ru_maxrss  # this child only (os.wait4), KiB on Linux
+      err.seek(0)
+      stderr = err.read()
+    if proc.returncode != 0:
+      raise RuntimeError(f'steps: {" ".join(cmd)} failed ({proc.returncode}):\n{stderr[-2000:]}')
+  return dict(epochs=epochs, cmd=' '.join(['python'] + cmd[1:4] + ['--workdir=<tmp>'] + cmd[5:]), wall_s=wall,
+              vmhwm_mib=hwm_kib / 1024, maxrss_mib=maxrss_kib / 1024,
+              load=f'{load_before} -> {load()}')
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--backbones', default='envnet,piczakcnn', help='comma-separated ("" = none)')
+  parser.add_argument('--batch', type=int, default=32)
+  parser.add_argument('--rounds', type=int, default=2)
+  parser.add_argument('--repeats', type=int, default=2, help='timed steps per round and strategy')
+  parser.add_argument('--memory_epochs', default='1,3',
+                      help='demo runs for peak memory, comma-separated epochs ("" = skip)')
+  args = parser.parse_args(argv)
+
+  print(f'# command: {" ".join([os.path.basename(sys.executable)] + sys.argv)}')
+  print(f'# machine: {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__} '
+        f'(backend {jax.default_backend()}, XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}); '
+        f'load average at start {load()}', flush=True)
+  log = CompileLog()
+  rows = []
+  for backbone in filter(None, args.backbones.split(',')):
+    rows += bench_strategies(backbone, args.batch, args.rounds, args.repeats, log)
+  if rows:
+    print()
+    print(f'{"backbone":10s} {"batch":>5s} {"strategy":10s} {"compiles":>8s} {"compile s":>9s} '
+          f'{"GFLOP":>7s} {"median s":>8s} {"min s":>6s} {"over med":>8s} {"over min":>8s}  load')
+    for r in rows:
+      print(f'{r["backbone"]:10s} {r["batch"]:5d} {r["strategy"]:10s} {r["compiles"]:8d} '
+            f'{r["compile_s"]:9.1f} {r["gflops"]:7.2f} {r["median_s"]:8.3f} {r["min_s"]:6.3f} '
+            f'{r["over_med"]:+7.1f}% {r["over_min"]:+7.1f}%  {r["load"]}')
+    print('# compiles: XLA compilations of the step over first call + a fresh-state call + all '
+          'timed steps (1 = exactly one); over: vs standard of the same backbone', flush=True)
+  mem = []
+  for epochs in filter(None, args.memory_epochs.split(',')):
+    mem.append(peak_memory(int(epochs)))
+    print(f'  demo {epochs} epoch(s): peak RSS {mem[-1]["maxrss_mib"]:.0f} MiB; '
+          f'load {mem[-1]["load"]}', flush=True)
+  if mem:
+    print()
+    print(f'{"demo run":40s} {"wall s":>7s} {"VmHWM MiB":>9s} {"maxrss MiB":>10s}  load')
+    for m in mem:
+      print(f'{"num_epochs=" + str(m["epochs"]) + " (x2 for mixing)":40s} {m["wall_s"]:7.1f} '
+            f'{m["vmhwm_mib"]:9.0f} {m["maxrss_mib"]:10.0f}  {m["load"]}')
+    print(f'# command: {mem[0]["cmd"]} (num_epochs as above); maxrss = ru_maxrss of the child '
+          '(os.wait4), VmHWM polled every 0.2 s')
+  return rows, mem
+
+
+if __name__ == '__main__':
+  main()
