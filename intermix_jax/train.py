@@ -4,7 +4,8 @@ What lands in `workdir` (see WORKSPACE.md):
   config.json         the run's config; a rerun with a different config is refused
   checkpoints/<step>/ orbax checkpoints (periodic, final, on SIGTERM), the newest `keep_checkpoints`
   results.json        status, config, fold, seed, per-epoch metrics, final error (LAST epoch), wall
-                      time, versions, per-clip predictions of the last evaluation
+                      time, versions, per-clip predictions of the last evaluation (every test
+                      clip once, in the order of `filenames`, whatever the process count)
   events.out.tfevents.*  TensorBoard scalars (train/loss, train/error, train/lr, train/steps_per_sec,
                       test/error, ...)
 With `fold='all'` every fold runs into `workdir/fold_<k>` (and `workdir/cv_results.json` sums up).
@@ -169,6 +170,34 @@ class _TerminationFlag:
     return False
 
 
+def prepare_data_once(config: ml_collections.ConfigDict, sample_rate: int) -> None:
+  """Several processes: process 0 prepares the dataset in config.data_dir, the others wait.
+
+  Without this every process would prepare on first use, racing on a shared data_dir. After the
+  barrier (multihost_utils.sync_global_devices) every process builds its loaders from the prepared
+  data. If process 0 cannot prepare, it still reaches the barrier and then raises; the others raise
+  a RuntimeError pointing at its log (nobody waits forever). One process: nothing to do (the loaders
+  prepare on first use).
+  """
+  if jax.process_count() == 1:
+    return
+  from jax.experimental import multihost_utils
+  from intermix_jax import data
+  error = None
+  if _is_main():
+    try:
+      data.prepare(config, sample_rate)
+    except Exception as e:  # reported after the barrier, so that nobody waits forever
+      error = e
+  multihost_utils.sync_global_devices('intermix_data_prepared')
+  failed = bool(multihost_utils.broadcast_one_to_all(np.int32(error is not None)))
+  if error is not None:
+    raise error
+  if failed:
+    raise RuntimeError(f'process 0 could not prepare config.dataset={config.dataset!r} in '
+                       f'config.data_dir={config.get("data_dir")!r}; see its log for the reason')
+
+
 # ------------------------------------------------------------------------------------------------
 # Entry point
 # ------------------------------------------------------------------------------------------------
@@ -255,6 +284,7 @@ class _Run:
     self.mixes = strategy.mixes
 
     pi, pc = jax.process_index(), jax.process_count()
+    prepare_data_once(config, self.model.sample_rate)
     self.train_data = data.make_train_loader(config, self.model.sample_rate, self.model.input_length,
                                              process_index=pi, process_count=pc)
     self.eval_data = data.make_eval_loader(config, self.model.sample_rate, self.model.input_length,
@@ -293,12 +323,6 @@ class _Run:
       return batch
     return self.parallel.host_batch_to_global(batch, self.mesh, pairs=self.mixes)
 
-  def place_eval_batch(self, batch: dict) -> dict:
-    batch = {k: batch[k] for k in ('x', 'y', 'mask')}
-    if jax.device_count() == 1:
-      return batch
-    return self.parallel.host_batch_to_global(batch, self.mesh)
-
   def place_key(self, key: jax.Array) -> jax.Array:
     return key if jax.device_count() == 1 else self.parallel.replicate(key, self.mesh)
 
@@ -320,27 +344,84 @@ class _Run:
 
   # --- evaluation ------------------------------------------------------------------------------
   def evaluate(self, state: steps.TrainState) -> dict:
-    """10-crop error (%) on the test fold and the per-clip predictions of this process."""
-    outs, labels, masks = [], [], []
-    for batch in self.eval_data.batches():
-      out = self.eval_step(state, self.place_eval_batch(batch))
-      outs.append((out['pred'], out['num_correct'], out['count']))
-      labels.append(np.asarray(batch['y']))
-      masks.append(np.asarray(batch['mask'], bool))
-    host = self.parallel.global_to_host(outs)
-    num_correct = sum(int(c) for _, c, _ in host)
-    count = sum(int(n) for _, _, n in host)
-    if count != self.eval_data.num_examples:
-      raise RuntimeError(f'evaluation saw {count} clips, the test fold has '
-                         f'{self.eval_data.num_examples}')
-    # Per-clip predictions: the global prediction array of each batch, masked like its labels.
-    preds, ys = [], []
-    if jax.process_count() == 1:
-      for (p, _, _), y, m in zip(host, labels, masks):
-        preds.extend(np.asarray(p)[m].tolist())
-        ys.extend(y[m].tolist())
-    error = 100.0 * (1.0 - num_correct / max(count, 1))
-    return dict(error=error, num_correct=num_correct, count=count, preds=preds, labels=ys)
+    """10-crop error (%) on the test fold and the per-clip predictions (see `evaluate_clips`)."""
+    return evaluate_clips(self.eval_step, state, self.eval_data,
+                          self.mesh if jax.device_count() > 1 else None)
+
+
+def evaluate_clips(eval_step, state, loader, mesh=None) -> dict:
+  """Multi-crop evaluation of every clip of an EvalLoader, on one device or over a mesh.
+
+  Every process calls this with its own loader (`process_index` = its jax.process_index()); each
+  batch's `index` (clip position in `loader.filenames`, -1 on padding rows) travels with the
+  labels and predictions, so the per-clip lists come out in `loader.filenames` order whatever
+  order the mesh gives the processes' rows.
+
+  Args:
+    eval_step: `fn(state, batch) -> dict` with pred (rows,) int32, num_correct and count (int32
+      scalars), e.g. steps.eval_step jitted (with parallel.eval_step_shardings(mesh) when `mesh`
+      is given); `batch` = dict(x, y, mask).
+    state: what eval_step takes (placed like eval_step expects it).
+    loader: data.EvalLoader of this process's share.
+    mesh: None: batches go to eval_step as host arrays (one device); else each process's rows
+      become global arrays on `mesh` (parallel.host_batch_to_global).
+  Returns:
+    dict(error: float (%), num_correct: int, count: int, preds: list of N int, labels: list of N
+    int), the same on every process; preds[i], labels[i] belong to loader.filenames[i].
+  Raises:
+    RuntimeError: the gathered rows do not hold every test clip exactly once.
+  """
+  from intermix_jax import parallel
+  outs = []
+  for batch in loader.batches():
+    batch = {k: batch[k] for k in ('x', 'y', 'mask', 'index')}
+    if mesh is not None:
+      batch = parallel.host_batch_to_global(batch, mesh)
+    out = eval_step(state, {k: batch[k] for k in ('x', 'y', 'mask')})
+    outs.append(dict(pred=out['pred'], num_correct=out['num_correct'], count=out['count'],
+                     y=batch['y'], index=batch['index']))
+  host = parallel.global_to_host(outs)
+  num_correct = sum(int(o['num_correct']) for o in host)
+  count = sum(int(o['count']) for o in host)
+  if count != loader.num_examples:
+    raise RuntimeError(f'evaluation saw {count} clips, the test fold has {loader.num_examples}')
+  cat = lambda key: np.concatenate([np.asarray(o[key]).reshape(-1) for o in host])
+  preds, labels = clip_order(cat('index'), cat('pred'), cat('y'), loader.num_examples)
+  error = 100.0 * (1.0 - num_correct / max(count, 1))
+  return dict(error=error, num_correct=num_correct, count=count, preds=preds, labels=labels)
+
+
+def clip_order(index: np.ndarray, pred: np.ndarray, label: np.ndarray,
+               num_examples: int) -> tuple[list[int], list[int]]:
+  """Gathered evaluation rows -> per-clip predictions and labels in clip order.
+
+  Args:
+    index: int (R,) clip position of each gathered row, -1 on padding rows; pred, label: int
+      (R,) the row's prediction and label; num_examples: N clips.
+  Returns:
+    (preds, labels): lists of N Python ints, entry i for clip i.
+  Raises:
+    RuntimeError: naming the missing or repeated clips unless every clip 0..N-1 occurs exactly
+      once among the rows with index >= 0.
+  """
+  index, pred, label = (np.asarray(a).reshape(-1) for a in (index, pred, label))
+  if not index.shape == pred.shape == label.shape:
+    raise ValueError(f'clip_order: index {index.shape}, pred {pred.shape} and label '
+                     f'{label.shape} must have one entry per row')
+  valid = index >= 0
+  idx = index[valid].astype(np.int64)
+  outside = idx[idx >= num_examples]
+  seen = np.bincount(idx[idx < num_examples], minlength=num_examples)
+  if outside.size or np.any(seen != 1):
+    raise RuntimeError(
+        f'evaluation rows do not hold each of the {num_examples} test clips exactly once: '
+        f'missing {np.flatnonzero(seen == 0)[:10].tolist()}, repeated '
+        f'{np.flatnonzero(seen > 1)[:10].tolist()}, out of range {outside[:10].tolist()} '
+        '(first 10 of each)')
+  preds = np.empty(num_examples, np.int64)
+  labels = np.empty(num_examples, np.int64)
+  preds[idx], labels[idx] = pred[valid], label[valid]
+  return preds.tolist(), labels.tolist()
 
 
 def _empty_meta(train_key: jax.Array) -> dict:

@@ -4,11 +4,18 @@ Usage (the environment gives the launch: JAX_COORDINATOR_ADDRESS=127.0.0.1:PORT,
 JAX_PROCESS_ID; XLA_FLAGS sets the local CPU device count):
   python tests/_mp_worker.py OUT.npz DATA_DIR GLOBAL_BATCH
 
-Trains C.TinyNet with the sharded 'intermix' strategy for one epoch of the prepared synthetic
-dataset (fold 1 held out) on the global mesh, each process reading its own shard through
-`data.make_train_loader(..., process_index, process_count)`; saves the clip indices it read (as
-observed on the loader's ClipIndex.read), its batches and the final parameters to OUT.npz.
+Prepares the synthetic dataset in DATA_DIR through `train.prepare_data_once` (process 0 prepares,
+the other waits at a barrier; every later `data.prepare` call is recorded with whether the data was
+already there). Trains C.TinyNet with the sharded 'intermix' strategy for one epoch (fold 1 held
+out) on the global mesh, each process reading its own shard through
+`data.make_train_loader(..., process_index, process_count)`. Then evaluates the trained net on the
+test fold with the trainer's `train.evaluate_clips` twice: on that (process-major) mesh and on a
+mesh whose device order interleaves the processes (p0, p1, p0, p1), where each process's rows are
+not contiguous in the global batch. Saves the clip indices it read (as observed on the loader's
+ClipIndex.read), its batches, the final parameters and BatchNorm statistics and both evaluations
+to OUT.npz.
 """
+import collections
 import json
 import sys
 
@@ -23,11 +30,50 @@ assert distributed.initialize_distributed(None, initialization_timeout=60)
 import numpy as np  # noqa: E402
 
 import _mp_common as C  # noqa: E402
-from intermix_jax import data, mixing, parallel  # noqa: E402
+from intermix_jax import data, mixing, parallel, steps, train  # noqa: E402
+
+EvalState = collections.namedtuple('EvalState', 'params batch_stats')  # what steps.eval_step reads
+
+
+def interleaved_mesh():
+  """Mesh over every device ordered (local device 0 of each process, local device 1 of each, ...)."""
+  def key(d):
+    own = [x for x in jax.devices() if x.process_index == d.process_index]
+    return own.index(d), d.process_index
+  return parallel.make_mesh(devices=sorted(jax.devices(), key=key))
+
+
+def evaluate(model, params, batch_stats, loader, mesh):
+  """train.evaluate_clips on `mesh`, plus `gathered_index`: the clip index of every gathered row in
+  the order the mesh gave them (observed on parallel.global_to_host), before clip_order."""
+  step = steps.jit_eval_step(steps.make_eval_step(model), **parallel.eval_step_shardings(mesh))
+  state = parallel.replicate(EvalState(params, batch_stats), mesh)
+  gathered, real_global_to_host = [], parallel.global_to_host
+
+  def recording_global_to_host(tree):
+    out = real_global_to_host(tree)
+    gathered.extend(int(i) for o in out for i in np.asarray(o['index']).ravel())
+    return out
+  parallel.global_to_host = recording_global_to_host
+  try:
+    ev = train.evaluate_clips(step, state, loader, mesh)
+  finally:
+    parallel.global_to_host = real_global_to_host
+  return dict(ev, gathered_index=gathered)
 
 
 def main(out_path, data_dir, global_batch):
   config = C.synthetic_config(data_dir, global_batch)
+  prepare_calls = []  # per data.prepare call: was the dataset already prepared?
+  real_prepare = data.prepare
+
+  def recording_prepare(cfg, rate):
+    builder = data.get_builder(cfg.dataset, rate, data_dir=cfg.data_dir)
+    prepare_calls.append(bool(builder.is_prepared()))
+    return real_prepare(cfg, rate)
+  data.prepare = recording_prepare  # make_*_loader and train.prepare_data_once look it up here
+  train.prepare_data_once(config, 16000)
+
   mesh = parallel.make_mesh()
   loader = data.make_train_loader(config, 16000, C.T, process_index=jax.process_index(),
                                   process_count=jax.process_count(), num_threads=0)
@@ -48,14 +94,24 @@ def main(out_path, data_dir, global_batch):
     xs.append(batch['x'])
     ys.append(batch['y'])
     losses.append(float(parallel.global_to_host(loss)))
-  params = parallel.global_to_host(state[0])
+  params, batch_stats = parallel.global_to_host(state[:2])
   flat = {'param/' + jax.tree_util.keystr(p): np.asarray(a)
           for p, a in jax.tree_util.tree_leaves_with_path(params)}
+  flat.update({'bstat/' + jax.tree_util.keystr(p): np.asarray(a)
+               for p, a in jax.tree_util.tree_leaves_with_path(batch_stats)})
+
+  test = data.make_eval_loader(config, 16000, C.T, process_index=jax.process_index(),
+                               process_count=jax.process_count(), num_threads=0)
+  meshes = dict(process_major=mesh, interleaved=interleaved_mesh())
+  evals = {name: evaluate(model, params, batch_stats, test, m) for name, m in meshes.items()}
   info = dict(process_index=jax.process_index(), process_count=jax.process_count(),
               device_count=jax.device_count(), local_device_count=jax.local_device_count(),
               is_main=distributed.is_main_process(), losses=losses,
               num_examples=loader.num_examples, steps_per_epoch=loader.steps_per_epoch,
-              num_classes=model.num_classes)
+              num_classes=model.num_classes, prepare_calls=prepare_calls,
+              eval_filenames=test.filenames, evals=evals,
+              mesh_processes={n: [d.process_index for d in m.devices.flat]
+                              for n, m in meshes.items()})
   np.savez(out_path, ids=np.stack(read), x=np.stack(xs), y=np.stack(ys), info=json.dumps(info),
            **flat)
   print('DONE ' + json.dumps(info), flush=True)

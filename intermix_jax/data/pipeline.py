@@ -13,8 +13,10 @@ seeded by (seed, epoch, step), so a batch never depends on the process count or 
 before: `batches(epoch, start_step)` resumes exactly.
 
 Evaluation (`EvalLoader`): the test fold sorted by file name; global batch g holds clips
-[g b P, (g + 1) b P), process p its rows [p b, (p + 1) b); missing rows are zero, label 0 and
-mask False. Every process yields ceil(N / (b P)) batches.
+[g b P, (g + 1) b P), process p its rows [p b, (p + 1) b); missing rows are zero, label 0, mask
+False and index -1. Every process yields ceil(N / (b P)) batches. Each row carries `index`, the
+clip's position in `filenames`, so that outputs gathered from several processes (whose rows a mesh
+may order in any way) can be put back in clip order.
 """
 import math
 import threading
@@ -264,7 +266,8 @@ class EvalLoader:
     self.num_threads, self.prefetch, self.num_workers = num_threads, prefetch, num_workers
 
   def batch(self, g: int) -> dict:
-    """Batch g: x float32 (b, num_crops, T), y int32 (b,), mask bool (b,)."""
+    """Batch g: x float32 (b, num_crops, T), y int32 (b,), mask bool (b,), index int32 (b,)
+    (position of the row's clip in `filenames`; -1 where mask is False)."""
     b = self.local_batch_size
     start = (g * self.process_count + self.process_index) * b
     positions = np.arange(start, start + b)
@@ -275,7 +278,8 @@ class EvalLoader:
     for row, clip in zip(np.flatnonzero(mask), self.index.read(valid)):
       x[row] = augment.eval_crops(clip, self.input_length, self.num_crops)
     y[mask] = self.labels[valid]
-    return {'x': x, 'y': y, 'mask': mask}
+    index = np.where(mask, positions, -1).astype(np.int32)
+    return {'x': x, 'y': y, 'mask': mask, 'index': index}
 
   def batches(self) -> Iterator[dict]:
     ds = grain.MapDataset.range(self.num_batches).map(self.batch)
