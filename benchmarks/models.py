@@ -29,7 +29,7 @@ import numpy as np
 import optax
 
 from intermix_jax import models
-from intermix_jax.models import layers
+from intermix_jax.models import convolution, layers
 
 
 def cpu_name() -> str:
@@ -142,7 +142,7 @@ def bench_layers(name: str, batch: int, impls, repeats: int, width: float, fc_un
     key = jax.random.key(i)
     x = jax.random.normal(key, (batch,) + in_shape, jnp.float32)
     w = jax.random.normal(key, k_shape, jnp.float32)
-    y_shape = jax.eval_shape(lambda x, w: layers.plain_conv(x, w, strides, padding), x, w).shape
+    y_shape = jax.eval_shape(lambda x, w: convolution.plain_conv(x, w, strides, padding), x, w).shape
     g = jax.random.normal(key, y_shape, jnp.float32)
     fwd_flops = 2 * np.prod(y_shape) * np.prod(k_shape[:3])
     row = dict(layer=f'conv{i + 1}', shape=f'{in_shape}*{k_shape[:2]}/{strides[1]}', gflop=fwd_flops / 1e9)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from intermix_jax import models
-from intermix_jax.models import layers
+from intermix_jax.models import convolution, layers
 
 NAMES = ('envnet', 'envnetv2', 'm18', 'soundnet5', 'piczakcnn')
 # Small variants that compile quickly (EnvNet(-v2) need width >= 0.25 / 0.3: see check_width).
@@ -239,6 +239,10 @@ CONV_CASES = [
     ((3, 9, 21, 4), (8, 8, 4, 5), (1, 1), ((0, 0), (0, 0))),
     ((2, 10, 17, 6), (1, 2, 6, 4), (1, 1), ((0, 0), (0, 0))),
     ((2, 9, 20, 2), (3, 3, 2, 2), (2, 2), ((0, 0), (0, 0))),      # 2-D strided: left to plain
+    # Big enough for the FFT weight gradient (convolution.fft_pays_off):
+    ((2, 1, 2100, 8), (1, 8, 8, 4), (1, 1), ((0, 0), (0, 0))),    # 1-D, overlap-save blocks
+    ((2, 1, 4300, 4), (1, 16, 4, 3), (1, 2), ((0, 0), (8, 8))),   # strided + padded -> 8 ch, 8 taps
+    ((1, 40, 80, 8), (8, 8, 8, 4), (1, 1), ((0, 0), (0, 0))),     # 2-D (EnvNet-v2 conv4 family)
 ]
 
 
@@ -276,7 +280,50 @@ def test_cpu_conv_equals_plain_conv_in_value_and_gradient(x_shape, w_shape, stri
   out = both(x, w, g)
   np.testing.assert_allclose(out['plain'][0], ref, rtol=1e-4, atol=1e-4)
   for got, want in zip(out['cpu'], out['plain']):   # value, d/dx, d/dw
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-4)
+    # float32 rounding of different summation orders (FFT for large kernel gradients).
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=3e-5 * max(1.0, float(np.abs(want).max())))
+
+
+def test_fft_weight_gradient_equals_the_correlation_it_replaces():
+  # dW[i, j, c, o] = sum_{n,h,w} x[n, h+i, w+j, c] g[n, h, w, o], summed directly in float64.
+  rng = np.random.default_rng(3)
+  for x_shape, kh, kw, o in [((2, 1, 1500, 3), 1, 9, 2), ((2, 1, 700, 2), 1, 40, 3), ((2, 13, 37, 3), 5, 8, 2)]:
+    x = rng.standard_normal(x_shape)
+    n, h, w, c = x_shape
+    g = rng.standard_normal((n, h - kh + 1, w - kw + 1, o))
+    ref = np.stack([np.stack([np.einsum('nhwc,nhwo->co', x[:, i:i + g.shape[1], j:j + g.shape[2]], g)
+                              for j in range(kw)]) for i in range(kh)])
+    got = convolution.fft_weight_gradient(jnp.asarray(x, jnp.float32), jnp.asarray(g, jnp.float32), (kh, kw))
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_fft_weight_gradient_is_used_where_it_pays_off():
+  assert convolution.fft_pays_off((8, 57, 253, 32), (8, 8, 32, 32))        # EnvNet-v2 conv4
+  assert convolution.fft_pays_off((8, 1, 24007, 40), (1, 8, 40, 40))       # EnvNet conv2
+  assert not convolution.fft_pays_off((8, 64, 260, 1), (8, 8, 1, 32))      # one input channel
+  assert not convolution.fft_pays_off((8, 1, 1995, 64), (1, 3, 64, 64))    # three taps
+  x, w = jnp.zeros((2, 1, 2100, 8)), jnp.zeros((1, 8, 8, 4))
+  grad = jax.jit(jax.grad(lambda w: jnp.sum(convolution.conv2d(x, w, impl='cpu'))))
+  assert 'fft' in grad.lower(w).as_text()
+
+
+def test_fft_sizes_are_smooth_and_minimal():
+  for n in (1, 7, 57, 253, 16647, 24007):
+    m = convolution._fft_size(n)  # pylint: disable=protected-access
+    assert m >= n
+    r = m
+    for p in (2, 3, 5):
+      while r % p == 0:
+        r //= p
+    assert r == 1
+    assert all(not _is_smooth(k) for k in range(n, m))
+
+
+def _is_smooth(k):
+  for p in (2, 3, 5):
+    while k % p == 0:
+      k //= p
+  return k == 1
 
 
 def test_cpu_rewrite_removes_strided_and_dilated_convolutions():

@@ -20,7 +20,7 @@ lists its layers, shapes and points.
     piczakcnn   22050      20480            3  2 x 5000
 
 Options: width (float > 0, channel multiplier of every conv; 1.0 = published), fc_units (int > 0 or
-None = the published width above), conv_impl ('auto' | 'plain' | 'cpu', see `layers`: 'plain' is
+None = the published width above), conv_impl ('auto' | 'plain' | 'cpu', see `convolution`: 'plain' is
 `lax.conv_general_dilated` as written, 'cpu' equivalent rewrites that are fast on XLA:CPU, 'auto'
 picks 'cpu' on the CPU backend and 'plain' on accelerators).
 """

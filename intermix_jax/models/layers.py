@@ -9,23 +9,9 @@ Initialisation follows the reference Chainer code (`mil-tokyo/bc_learning_sound`
 He-normal (untruncated normal, std sqrt(2 / fan_in), fan_in = kh * kw * c_in), dense layers
 LeCun-normal (std sqrt(1 / fan_in)), zero biases; BatchNorm momentum 0.9 (Chainer's decay), eps 2e-5.
 
-Convolution implementations (`impl`):
-  'plain'  `lax.conv_general_dilated` exactly as written: the accelerator (GPU/TPU) path.
-  'cpu'    rewrites that compute the same function but avoid slow paths of XLA:CPU (jaxlib 0.10.2,
-           whose convolutions run through YNNPACK):
-             * a stride-s convolution along time with kernel height 1 becomes a stride-1 convolution
-               on a space-to-depth input: (N, H, W, C) -> (N, H, W/s, s*C), kernel (1, kw, C, O) ->
-               (1, ceil(kw/s), s*C, O) with zero taps appended (`space_to_depth_conv`). XLA lowers
-               the gradient of a strided convolution to an input-dilated (transposed) convolution,
-               which has no fast kernel on CPU; after the rewrite both gradients are ordinary
-               convolutions.
-             * an unpadded ('VALID') stride-1 convolution is computed with one zero column of
-               padding on the right and the extra output column sliced off
-               (`pad_one_and_slice_conv`): XLA:CPU takes a several-times-faster path for padded
-               convolutions, for the forward pass and for the weight gradient (measured in
-               benchmarks/models.py and benchmarks/README.md).
-           Both are tested to equal the plain convolution in value and gradient (tests/test_models.py).
-  'auto'   'cpu' when the default JAX backend is the CPU, else 'plain' (the default of every model).
+Convolutions go through `convolution.conv2d` with the model's `conv_impl` ('auto' | 'plain' | 'cpu',
+see intermix_jax/models/convolution.py: 'plain' is `lax.conv_general_dilated` as written, 'cpu' are
+equivalent rewrites that are fast on XLA:CPU, 'auto' picks 'cpu' on the CPU backend).
 Pooling follows the same switch: with 'cpu', a max-pool whose stride equals its window is a reshape
 and a max with a saved argmax (`max_along`: the gradient is an elementwise select) instead of
 `reduce_window`, whose gradient (select-and-scatter) is slow on CPU. Both send a window's gradient
@@ -42,8 +28,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-IMPLS = ('auto', 'plain', 'cpu')
-_DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
+from intermix_jax.models.convolution import IMPLS, Padding, conv2d, resolve_impl  # noqa: F401
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 2e-5
@@ -53,102 +38,7 @@ DROPOUT_RATE = 0.5
 he_normal = jax.nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 lecun_normal = jax.nn.initializers.variance_scaling(1.0, 'fan_in', 'normal')
 
-Padding = Tuple[Tuple[int, int], Tuple[int, int]]
 MixFn = Optional[Callable[[jax.Array, int], jax.Array]]
-
-
-def resolve_impl(impl: str) -> str:
-  """'auto' -> 'cpu' on the CPU backend, 'plain' elsewhere; validates the name."""
-  if impl not in IMPLS:
-    raise ValueError(f'models: conv_impl must be one of {IMPLS}, got {impl!r}')
-  if impl == 'auto':
-    return 'cpu' if jax.default_backend() == 'cpu' else 'plain'
-  return impl
-
-
-def _normalise_padding(padding) -> Padding:
-  (a, b), (c, d) = padding
-  return (int(a), int(b)), (int(c), int(d))
-
-
-def plain_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
-               padding: Padding = ((0, 0), (0, 0))) -> jax.Array:
-  """The reference: `lax.conv_general_dilated`, x (N, H, W, C) * kernel (kh, kw, C, O) -> NHWC.
-
-  Zero padding `((top, bottom), (left, right))`; output (N, (H+pads-kh)//sh + 1, (W+pads-kw)//sw + 1, O).
-  """
-  return lax.conv_general_dilated(x, kernel, tuple(strides), _normalise_padding(padding),
-                                  dimension_numbers=_DIMENSION_NUMBERS)
-
-
-def space_to_depth_conv(x: jax.Array, kernel: jax.Array, stride: int,
-                        conv: Callable[..., jax.Array] = plain_conv,
-                        h_padding: Tuple[int, int] = (0, 0)) -> jax.Array:
-  """A stride-`stride` convolution along W (no W padding) as a stride-1 one on a folded input.
-
-  Equals `plain_conv(x, kernel, (1, stride), (h_padding, (0, 0)))`.
-
-  Args:
-    x: (N, H, W, C).
-    kernel: (kh, kw, C, O).
-    stride: the W stride s >= 1 (the H stride is 1).
-    conv: the stride-1 convolution to call, `conv(x, kernel, strides, padding)`.
-    h_padding: zero padding of the H axis, passed through.
-  Returns:
-    (N, H', (W - kw) // s + 1, O).
-  """
-  n, h, w, c = x.shape
-  kh, kw, kc, o = kernel.shape
-  if kc != c:
-    raise ValueError(f'models: kernel expects {kc} input channels, the input has {c}')
-  w_out = (w - kw) // stride + 1
-  if w_out < 1:
-    raise ValueError(f'models: input width {w} is shorter than the kernel width {kw}')
-  taps = -(-kw // stride)  # ceil
-  kw_padded = taps * stride
-  length = (w_out - 1) * stride + kw_padded
-  # Samples past (w_out - 1) * s + kw only meet the appended zero taps, so zero-padding is exact.
-  if length <= w:
-    x = x[:, :, :length, :]
-  else:
-    x = jnp.pad(x, ((0, 0), (0, 0), (0, length - w), (0, 0)))
-  x = x.reshape(n, h, length // stride, stride * c)
-  kernel = jnp.pad(kernel, ((0, 0), (0, kw_padded - kw), (0, 0), (0, 0)))
-  kernel = kernel.reshape(kh, taps, stride * c, o)  # [.., j, phase * C + c, ..] = k[.., j*s + phase, c, ..]
-  return conv(x, kernel, (1, 1), (h_padding, (0, 0)))
-
-
-def pad_one_and_slice_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
-                           padding: Padding = ((0, 0), (0, 0))) -> jax.Array:
-  """An unpadded stride-1 convolution computed with one zero column on the right, then sliced.
-
-  Equals `plain_conv(x, kernel)`. Any other call (padded or strided) goes to `plain_conv` unchanged.
-  """
-  padding = _normalise_padding(padding)
-  if tuple(strides) != (1, 1) or padding != ((0, 0), (0, 0)):
-    return plain_conv(x, kernel, strides, padding)
-  y = plain_conv(x, kernel, (1, 1), ((0, 0), (0, 1)))
-  return y[:, :, :-1, :]
-
-
-def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
-           padding: Padding = ((0, 0), (0, 0)), impl: str = 'plain') -> jax.Array:
-  """Zero-padded convolution x (N, H, W, C) * kernel (kh, kw, C, O) -> (N, H', W', O).
-
-  `impl` 'plain' calls `lax.conv_general_dilated`; 'cpu' uses the equivalent rewrites of this
-  module's docstring; 'auto' picks by backend. Every impl computes the same function.
-  """
-  impl = resolve_impl(impl)
-  padding = _normalise_padding(padding)
-  strides = tuple(int(s) for s in strides)
-  if impl == 'plain':
-    return plain_conv(x, kernel, strides, padding)
-  sh, sw = strides
-  if sw > 1 and sh == 1 and kernel.shape[0] == 1:
-    if padding[1] != (0, 0):
-      x = jnp.pad(x, ((0, 0), (0, 0), padding[1], (0, 0)))
-    return space_to_depth_conv(x, kernel, sw, conv=pad_one_and_slice_conv, h_padding=padding[0])
-  return pad_one_and_slice_conv(x, kernel, strides, padding)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
