@@ -334,8 +334,11 @@ def test_public_api_end_to_end_on_synthetic(base_config, synthetic_data_dir):
   c.fold = 'all'
   with pytest.raises(ValueError, match="config.fold='all' but the data loaders need one test fold"):
     data.make_eval_loader(c, 8000, 2000)
-  c.fold, c.dataset = 1, 'custom'
-  with pytest.raises(ValueError, match="config.dataset is 'custom'"):
+  c.fold, c.dataset = 1, 'nope'
+  with pytest.raises(ValueError, match="config.dataset is 'nope'; the data pipeline knows"):
+    data.dataset_info(c)
+  c.dataset = 'custom'  # known, but needs the user's audio folder or csv
+  with pytest.raises(ValueError, match="dataset='custom' needs config.audio_dir"):
     data.dataset_info(c)
 
 

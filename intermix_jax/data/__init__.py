@@ -6,7 +6,7 @@
     for batch in train.batches(epoch, start_step):   # x float32 (B_local, T), y int32 (B_local,)
       ...
     test = data.make_eval_loader(config, sample_rate, input_length)
-    for batch in test.batches():   # x float32 (b, num_eval_crops, T), y int32 (b,), mask bool (b,)
+    for batch in test.batches():   # x float32 (b, num_eval_crops, T), y int32 (b,), mask bool (b,), index int32 (b,) (-1 on padding rows)
       ...
 
 Config fields read: dataset ('esc50' | 'esc10' | 'urbansound8k' | 'synthetic' | 'custom'), fold
