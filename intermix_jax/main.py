@@ -5,7 +5,8 @@
 
 Rerunning the same command resumes from the last checkpoint. Exit status: 0 when the run finished
 or was preempted (SIGTERM: checkpoint saved, rerun to resume); 1 with a one-line message for a bad
-config, a workdir of a different config, or a non-finite loss under nan_policy=stop.
+config, a workdir of a different config, a non-finite loss under nan_policy=stop, a dataset that is
+missing or has a bad layout, or an unreadable audio file (named; `skip_bad_files=True` skips such files).
 """
 import sys
 
@@ -32,12 +33,14 @@ def main(argv):
   distributed.initialize_distributed(_DISTRIBUTED.value)  # before any other JAX use
 
   import jax
-  from intermix_jax import config_checks, train, workdir
+  from intermix_jax import config_checks, data, train, workdir
   if jax.process_index() > 0:
     logging.set_verbosity(logging.WARNING)
   try:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (config_checks.ConfigError, workdir.WorkdirConfigError, train.NonFiniteError) as e:
+  except (config_checks.ConfigError, workdir.WorkdirConfigError, train.NonFiniteError,
+          data.LayoutError, data.BadAudioFileError, data.SourceUnavailableError,
+          FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     return 1
   return 0
