@@ -237,6 +237,7 @@ CONV_CASES = [
     ((2, 1, 40, 2), (1, 5, 2, 3), (1, 1), ((0, 0), (2, 2))),      # padded stride 1
     ((2, 12, 30, 1), (8, 8, 1, 3), (1, 1), ((0, 0), (0, 0))),     # 2-D VALID (EnvNet-v2 conv3 family)
     ((3, 9, 21, 4), (8, 8, 4, 5), (1, 1), ((0, 0), (0, 0))),
+    ((2, 20, 15, 2), (9, 4, 2, 3), (1, 1), ((0, 0), (0, 0))),     # 2 channels: col2im input gradient
     ((2, 10, 17, 6), (1, 2, 6, 4), (1, 1), ((0, 0), (0, 0))),
     ((2, 9, 20, 2), (3, 3, 2, 2), (2, 2), ((0, 0), (0, 0))),      # 2-D strided: left to plain
     # Big enough for the FFT weight gradient (convolution.fft_pays_off):
@@ -302,6 +303,10 @@ def test_fft_weight_gradient_is_used_where_it_pays_off():
   assert convolution.fft_pays_off((8, 1, 24007, 40), (1, 8, 40, 40))       # EnvNet conv2
   assert not convolution.fft_pays_off((8, 64, 260, 1), (8, 8, 1, 32))      # one input channel
   assert not convolution.fft_pays_off((8, 1, 1995, 64), (1, 3, 64, 64))    # three taps
+  # The input gradient of 2-D kernels over 1-2 channel images goes through im2col instead.
+  assert convolution.col2im_pays_off((8, 64, 260, 1), (8, 8, 1, 32))       # EnvNet-v2 conv3
+  assert convolution.col2im_pays_off((8, 60, 41, 2), (57, 6, 2, 80))       # PiczakCNN conv1
+  assert not convolution.col2im_pays_off((8, 1, 24014, 1), (1, 8, 1, 40))  # 1-D: no input gradient needed
   x, w = jnp.zeros((2, 1, 2100, 8)), jnp.zeros((1, 8, 8, 4))
   grad = jax.jit(jax.grad(lambda w: jnp.sum(convolution.conv2d(x, w, impl='cpu'))))
   assert 'fft' in grad.lower(w).as_text()

@@ -19,7 +19,10 @@ Layout: x is NHWC float32 (N, H, W, C), kernels HWIO (kh, kw, C, O); a waveform 
     4. for convolutions with many taps and channels over long signals (`fft_pays_off`), the weight
        gradient, a correlation of the input with the output gradient at kh x kw lags, is computed
        with FFTs (`fft_weight_gradient`) instead of XLA's convolution with a window as large as
-       the signal (a 3-4x slower path on CPU); forward pass and input gradient stay convolutions.
+       the signal (a 2-3x slower path on CPU); forward pass and input gradient stay convolutions;
+    5. for 2-D kernels over 1- or 2-channel images (`col2im_pays_off`: EnvNet conv3, EnvNet-v2
+       conv3, Piczak conv1), the input gradient is computed as (g @ kernel^T) summed back into the
+       image (the gradient of `im2col_conv`), not as a convolution with 1 or 2 output channels.
     Every rewrite is tested to equal the plain convolution in value and gradient
     (tests/test_models.py); the FFT gradient agrees to float32 rounding (relative 1e-5).
   'auto'   'cpu' when the default JAX backend is the CPU, else 'plain'.
@@ -253,9 +256,54 @@ def _conv_fft_bwd(residuals, g):
 conv_fft_weight_gradient.defvjp(_conv_fft_fwd, _conv_fft_bwd)
 
 
+# --- few-channel inputs: input gradient by im2col ----------------------------------------------
+
+def im2col_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """An unpadded stride-1 convolution as patches @ kernel: equals `plain_conv(x, kernel)`.
+
+  The patches (N, H', W', kh*kw*C) are kh*kw/O times the output's size: meant for C = 1 or 2.
+  """
+  n, h, w, c = x.shape
+  kh, kw, _, o = kernel.shape
+  ho, wo = h - kh + 1, w - kw + 1
+  patches = jnp.stack([x[:, i:i + ho, j:j + wo, :] for i in range(kh) for j in range(kw)], axis=3)
+  return jnp.einsum('nhwk,ko->nhwo', patches.reshape(n, ho, wo, kh * kw * c),
+                    kernel.reshape(kh * kw * c, o))
+
+
+def col2im_pays_off(x_shape: Sequence[int], kernel_shape: Sequence[int]) -> bool:
+  """Whether `conv2d('cpu')` computes the input gradient by im2col: a 2-D kernel (>= 8 taps) over a
+  1- or 2-channel image (XLA:CPU has no fast kernel for a convolution with 1 or 2 output channels,
+  which is what the input gradient of such a convolution is)."""
+  kh, kw, c = kernel_shape[:3]
+  return c <= 2 and kh > 1 and kh * kw >= 8
+
+
+@jax.custom_vjp
+def conv_col2im_input_gradient(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """`pad_one_and_slice_conv` whose input gradient is that of `im2col_conv` (same values)."""
+  return pad_one_and_slice_conv(x, kernel)
+
+
+def _conv_col2im_fwd(x, kernel):
+  return pad_one_and_slice_conv(x, kernel), (x, kernel)
+
+
+def _conv_col2im_bwd(residuals, g):
+  x, kernel = residuals
+  (dx,) = jax.vjp(lambda x: im2col_conv(x, kernel), x)[1](g)      # (g @ kernel^T), summed back
+  (dw,) = jax.vjp(lambda w: pad_one_and_slice_conv(x, w), kernel)[1](g)
+  return dx, dw
+
+
+conv_col2im_input_gradient.defvjp(_conv_col2im_fwd, _conv_col2im_bwd)
+
+
 def _cpu_stride1_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
   if fft_pays_off(x.shape, kernel.shape):
     return conv_fft_weight_gradient(x, kernel)
+  if col2im_pays_off(x.shape, kernel.shape):
+    return conv_col2im_input_gradient(x, kernel)
   return pad_one_and_slice_conv(x, kernel)
 
 
