@@ -151,19 +151,13 @@ def _inverse_dft_rows(lags: int, size: int) -> Tuple[np.ndarray, np.ndarray]:
           (np.sin(angle) * weight / size).astype(np.float32))
 
 
-def _cross_spectrum(xf: jax.Array, gf: jax.Array) -> Tuple[jax.Array, jax.Array]:
-  """sum_m X[m, f, c] conj(G[m, f, o]) for complex xf (M, F, C), gf (M, F, O) -> (re, im) (F, C, O).
+def _cross_spectrum(xf: jax.Array, gf: jax.Array) -> jax.Array:
+  """sum_m X[m, f, c] conj(G[m, f, o]): complex xf (M, F, C), gf (M, F, O) -> (F, C, O).
 
-  One real batched matmul over the frequencies, contracting (real/imaginary part, m):
-  Re = Xr Gr + Xi Gi, Im = Xi Gr - Xr Gi.
+  One complex batched matmul over the frequencies (measured faster on CPU than the equivalent real
+  matmul on stacked real and imaginary parts, which needs a twice larger operand).
   """
-  xr, xi = jnp.real(xf), jnp.imag(xf)
-  gr, gi = jnp.real(gf), jnp.imag(gf)
-  a = jnp.concatenate([jnp.concatenate([xr, xi], 0), jnp.concatenate([xi, -xr], 0)], -1)  # (2M, F, 2C)
-  b = jnp.concatenate([gr, gi], 0)                                                        # (2M, F, O)
-  d = lax.dot_general(a, b, (((0,), (0,)), ((1,), (1,))))                        # (F, 2C, O)
-  c = xf.shape[-1]
-  return d[:, :c], d[:, c:]
+  return jnp.einsum('mfc,mfo->fco', xf, jnp.conj(gf))
 
 
 def _fft_weight_gradient_1d(x: jax.Array, g: jax.Array, taps: int) -> jax.Array:
@@ -185,7 +179,8 @@ def _fft_weight_gradient_1d(x: jax.Array, g: jax.Array, taps: int) -> jax.Array:
   g = jnp.pad(g, ((0, 0), (0, nb * block - out), (0, 0))).reshape(n, nb, block, o)
   xf = jnp.fft.rfft(segments, n=p, axis=2).reshape(n * nb, p // 2 + 1, c)
   gf = jnp.fft.rfft(g, n=p, axis=2).reshape(n * nb, p // 2 + 1, o)
-  re, im = _cross_spectrum(xf, gf)                                                 # (F, C, O)
+  d = _cross_spectrum(xf, gf)                                                      # (F, C, O)
+  re, im = jnp.real(d), jnp.imag(d)
   cos, sin = _inverse_dft_rows(taps, p)
   return (jnp.einsum('tf,fco->tco', cos, re)
           - jnp.einsum('tf,fco->tco', sin, im))
@@ -201,8 +196,7 @@ def _fft_weight_gradient_2d(x: jax.Array, g: jax.Array, kh: int, kw: int) -> jax
   xf = jnp.fft.rfftn(x, s=(hp, wp), axes=(1, 2))
   gf = jnp.fft.rfftn(g, s=(hp, wp), axes=(1, 2))
   wf = wp // 2 + 1
-  re, im = _cross_spectrum(xf.reshape(n, hp * wf, c), gf.reshape(n, hp * wf, o))
-  d = lax.complex(re, im).reshape(hp, wf, c, o)
+  d = _cross_spectrum(xf.reshape(n, hp * wf, c), gf.reshape(n, hp * wf, o)).reshape(hp, wf, c, o)
   rows = np.exp(2j * np.pi * np.outer(np.arange(kh), np.arange(hp)) / hp).astype(np.complex64)
   d = jnp.einsum('ih,hwco->iwco', rows, d)       # lags along H
   cos, sin = _inverse_dft_rows(kw, wp)
