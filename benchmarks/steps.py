@@ -197,7 +197,7 @@ def peak_memory(epochs: int) -> dict:
         time.sleep(0.2)
       proc.returncode = os.waitstatus_to_exitcode(status)
       wall = time.perf_counter() - start
-      maxrss_kib = usage.ru_maxrss  # this child only (os.wait4), KiB on Linux
+      maxrss_kib = usage.ru_maxrss  # KiB; max(parent at vfork, child): see the docstring
       err.seek(0)
       stderr = err.read()
     if proc.returncode != 0:
