@@ -6,7 +6,7 @@ Layout: x is NHWC float32 (N, H, W, C), kernels HWIO (kh, kw, C, O); a waveform 
   'plain'  `lax.conv_general_dilated` exactly as written: the accelerator (GPU/TPU) path, where
            cuDNN / the TPU convolution emitter have fast kernels for every form used here.
   'cpu'    rewrites that avoid slow paths of XLA:CPU (measured on jaxlib 0.10.2, whose convolutions
-           run through YNNPACK; numbers in benchmarks/README.md):
+           run through YNNPACK; `benchmarks/models.py --layers` times each convolution):
     1. padding is applied with `jnp.pad`, so every convolution below is unpadded;
     2. a stride-s convolution along time (kernel height 1) becomes a stride-1 convolution on a
        space-to-depth input (`space_to_depth_conv`): (N, H, W, C) -> (N, H, W/s, s*C), kernel
@@ -43,8 +43,9 @@ _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 Padding = Tuple[Tuple[int, int], Tuple[int, int]]
 _NO_PADDING = ((0, 0), (0, 0))
 
-# When the FFT weight gradient is used (measured on 2 AMD EPYC cores, batch 32: EnvNet-v2 conv4
-# 3.2x, EnvNet conv2 2.2x, SoundNet5 conv2 1.8x faster; no gain with few channels or taps).
+# When the FFT weight gradient is used. Measured on 2 AMD EPYC cores, batch 32, CPU time of the
+# weight gradient alone: EnvNet-v2 conv4 4.4x, EnvNet conv2 ~3x, SoundNet5 conv2 1.8x, EnvNet-v2
+# conv2 ~1.3x faster than XLA's; slower with 1-2 input channels or 3 taps.
 FFT_MIN_CHANNELS = 8
 FFT_MIN_TAPS = 8
 FFT_MIN_POSITIONS = 2048

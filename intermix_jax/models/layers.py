@@ -1,5 +1,5 @@
-"""Building blocks shared by the backbones: convolutions (plain and CPU-fast), conv-BN-ReLU, pooling,
-the dense layer, and numbered mix points.
+"""Building blocks shared by the backbones: conv and conv-BN-ReLU modules, max-pooling, dense layers,
+and numbered mix points.
 
 Layout: activations are NHWC float32 (batch, height, width, channels), kernels HWIO. A raw waveform
 (N, T) enters as (N, 1, T, 1): time is the width axis, as in the reference Chainer code (which is
@@ -53,9 +53,7 @@ def max_along(x: jax.Array, axis: int) -> jax.Array:
 
 
 def _max_along_fwd(x, axis):
-  index = jnp.argmax(x, axis=axis)
-  y = jnp.take_along_axis(x, jnp.expand_dims(index, axis), axis=axis).squeeze(axis)
-  return y, (index, x.shape)
+  return jnp.max(x, axis=axis), (jnp.argmax(x, axis=axis), x.shape)
 
 
 def _max_along_bwd(axis, residuals, g):
