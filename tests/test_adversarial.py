@@ -17,6 +17,10 @@ from intermix_jax import losses
 from intermix_jax import models
 from intermix_jax import steps
 
+# lax.conv as written: the CPU rewrites ('auto' on CPU) compute the same maths but compile ~5x slower
+# under these tests' grad/vmap.
+IMPL = 'plain'
+
 
 class Linear(nn.Module):
   """Softmax regression on the waveform: logits = x W + b (the eval-call contract of the backbones)."""
@@ -80,7 +84,7 @@ def test_fgsm_increases_a_convex_loss_for_every_eps(eps):
 
 
 def _tiny_piczak():
-  return models.get_model('piczakcnn', 3, width=0.05, fc_units=8)
+  return models.get_model('piczakcnn', 3, width=0.05, fc_units=8, conv_impl=IMPL)
 
 
 def _tiny_state(model, seed=0):
@@ -182,6 +186,7 @@ def _synthetic_workdir(root, synthetic_data_dir, base_config, status='finished')
   c.dataset, c.data_dir, c.fold, c.strategy, c.backbone = ('synthetic', synthetic_data_dir, 2,
                                                            'intermix', 'piczakcnn')
   c.model.width, c.model.fc_units, c.eval_batch_size, c.num_eval_crops = 0.05, 8, 32, 3
+  c.model.conv_impl = IMPL
   wd = os.path.join(root, 'wd')
   workdir_lib.check_or_store_config(wd, c)
   info = data.dataset_info(c)
