@@ -145,7 +145,9 @@ def test_kill9_at_a_random_step_then_rerun_matches_uninterrupted(reference, synt
   killed_at = steps_logged(log)
   assert results(d)['status'] == 'running', f'killed at step {killed_at}'
   run_to_end(d, synthetic_data_dir, env, log)
-  assert 'resuming' in open(log).read() or killed_at < 3, 'rerun did not resume'
+  # The epoch-1 checkpoint is written (synchronously) after the step-3 log line and before step 4
+  # starts: a kill seen at step 3 may land before it exists; from step 4 on the rerun must resume.
+  assert 'resuming' in open(log).read() or killed_at < 4, f'rerun did not resume (killed at {killed_at})'
   assert_same_as_reference(d, reference)
 
 
