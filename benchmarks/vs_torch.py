@@ -35,7 +35,6 @@ import time
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from intermix_jax import mixing, models, steps
