@@ -113,7 +113,7 @@ def test_hann_window_is_periodic():
 
 
 def test_silence_floors_and_gradients_stay_finite():
-  x = jnp.zeros((2, 20480)).at[1, 1000:1200].set(0.5)
+  x = jnp.zeros((2, 8192)).at[1, 1000:1200].set(0.5)
   feats = melspec.log_mel_with_delta(x, 22050)
   assert bool(jnp.all(jnp.isfinite(feats)))
   np.testing.assert_array_equal(feats[0, :, :, 0], -100.0)                   # 10 log10(amin)

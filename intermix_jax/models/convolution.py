@@ -48,7 +48,7 @@ _NO_PADDING = ((0, 0), (0, 0))
 # conv2 ~1.3x faster than XLA's; slower with 1-2 input channels or 3 taps.
 FFT_MIN_CHANNELS = 8
 FFT_MIN_TAPS = 8
-FFT_MIN_POSITIONS = 2048
+FFT_MIN_POSITIONS = 1024
 _FFT_BLOCK = 512  # overlap-save block of the 1-D FFT gradient (samples)
 
 
