@@ -39,8 +39,9 @@ class EnvNet(nn.Module):
   def check_width(cls, width: float) -> None:
     """The swapped height c(40) must survive the (8,13) conv and the (3,3) pool: c(40) >= 10."""
     if layers.scaled(40, width) < 10:
-      raise ValueError(f'models: envnet needs width >= 0.25 (conv2 channels become the image '
-                       f'height, which must be >= 10), got width={width}')
+      raise ValueError(f'models: envnet needs round(40 * width) >= 10 (conv2 channels become the '
+                       f'image height, which must be >= 10; width 0.25 is the smallest quarter), '
+                       f'got width={width}')
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False, mix: layers.MixFn = None) -> jax.Array:

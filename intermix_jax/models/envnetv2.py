@@ -44,8 +44,8 @@ class EnvNetV2(nn.Module):
   def check_width(cls, width: float) -> None:
     """The swapped height c(64) must survive two (8,8) convs and the (5,3) pool: c(64) >= 19."""
     if layers.scaled(64, width) < 19:
-      raise ValueError(f'models: envnetv2 needs width >= {19 / 64:.3f} (conv2 channels become the '
-                       f'image height, which must be >= 19), got width={width}')
+      raise ValueError(f'models: envnetv2 needs round(64 * width) >= 19 (conv2 channels become the '
+                       f'image height, which must be >= 19; e.g. width 0.3), got width={width}')
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False, mix: layers.MixFn = None) -> jax.Array:
