@@ -280,7 +280,7 @@ def test_nonfinite_stops_naming_step_and_checkpoint_then_skip_counts(value, synt
     ('mixing.eligible_layers=(2,4)', 'mixing.eligible_layers', '0..3'),
     ('batch_size=9', 'batch_size', 'even'),
     ('opt.lr=0', 'opt.lr', '> 0'),
-    ('model.width=0.1', 'model', 'width >= 0.25'),
+    ('model.width=0.1', 'model', 'round(40 * width) >= 10'),
 ])
 def test_bad_config_value_is_one_line_naming_field_before_heavy_work(override, field, valid,
                                                                      synthetic_data_dir, tmp_path,
