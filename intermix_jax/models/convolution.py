@@ -29,7 +29,6 @@ Layout: x is NHWC float32 (N, H, W, C), kernels HWIO (kh, kw, C, O); a waveform 
 """
 from __future__ import annotations
 
-import functools
 from typing import Callable, Sequence, Tuple
 
 import jax

@@ -21,7 +21,6 @@ height after the swap); `fc_units` the hidden dense layers.
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import flax.linen as nn
 import jax
