@@ -305,7 +305,8 @@ def test_fft_weight_gradient_is_used_where_it_pays_off():
   assert not convolution.fft_pays_off((8, 1, 1995, 64), (1, 3, 64, 64))    # three taps
   # The input gradient of 2-D kernels over 1-2 channel images goes through im2col instead.
   assert convolution.col2im_pays_off((8, 64, 260, 1), (8, 8, 1, 32))       # EnvNet-v2 conv3
-  assert convolution.col2im_pays_off((8, 60, 41, 2), (57, 6, 2, 80))       # PiczakCNN conv1
+  assert convolution.col2im_pays_off((8, 40, 150, 1), (8, 13, 1, 50))      # EnvNet conv3
+  assert not convolution.col2im_pays_off((8, 60, 41, 2), (57, 6, 2, 80))   # 342 taps: compile cost
   assert not convolution.col2im_pays_off((8, 1, 24014, 1), (1, 8, 1, 40))  # 1-D: no input gradient needed
   x, w = jnp.zeros((2, 1, 2100, 8)), jnp.zeros((1, 8, 8, 4))
   grad = jax.jit(jax.grad(lambda w: jnp.sum(convolution.conv2d(x, w, impl='cpu'))))

@@ -21,7 +21,7 @@ Layout: x is NHWC float32 (N, H, W, C), kernels HWIO (kh, kw, C, O); a waveform 
        with FFTs (`fft_weight_gradient`) instead of XLA's convolution with a window as large as
        the signal (a 2-3x slower path on CPU); forward pass and input gradient stay convolutions;
     5. for 2-D kernels over 1- or 2-channel images (`col2im_pays_off`: EnvNet conv3, EnvNet-v2
-       conv3, Piczak conv1), the input gradient is computed as (g @ kernel^T) summed back into the
+       conv3), the input gradient is computed as (g @ kernel^T) summed back into the
        image (the gradient of `im2col_conv`), not as a convolution with 1 or 2 output channels.
     Every rewrite is tested to equal the plain convolution in value and gradient
     (tests/test_models.py); the FFT gradient agrees to float32 rounding (relative 1e-5).
@@ -265,12 +265,15 @@ def im2col_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
                     kernel.reshape(kh * kw * c, o))
 
 
+COL2IM_MAX_TAPS = 128  # im2col builds one slice per tap: more would mostly cost compile time
+
+
 def col2im_pays_off(x_shape: Sequence[int], kernel_shape: Sequence[int]) -> bool:
-  """Whether `conv2d('cpu')` computes the input gradient by im2col: a 2-D kernel (>= 8 taps) over a
+  """Whether `conv2d('cpu')` computes the input gradient by im2col: a 2-D kernel (8..128 taps) over a
   1- or 2-channel image (XLA:CPU has no fast kernel for a convolution with 1 or 2 output channels,
   which is what the input gradient of such a convolution is)."""
   kh, kw, c = kernel_shape[:3]
-  return c <= 2 and kh > 1 and kh * kw >= 8
+  return c <= 2 and kh > 1 and 8 <= kh * kw <= COL2IM_MAX_TAPS
 
 
 @jax.custom_vjp
