@@ -16,9 +16,12 @@ Rounds alternate: JAX `--repeats` timed steps, then one torch subprocess per lay
 `--repeats` timed steps (after its own two warm-up steps), so machine load hits both alike. The table
 gives, per (model, batch, framework/layout): median and min step time over all rounds, the ratio of
 medians to JAX (> 1: slower than JAX), the first step (JAX: trace + XLA compile + one step; torch: its first call),
-the XLA cost-analysis GFLOPs of the JAX step (used for the achieved GFLOP/s of every row: same
-maths) and the model FLOP utilisation = achieved GFLOP/s / measured float32 matmul GFLOP/s (a
-4096^3 `jnp.dot`, best of a few). Load averages are printed before and after every measurement.
+the model's GFLOPs (XLA cost analysis of the same step with plain convolutions: the CPU rewrites
+compute some weight gradients by FFT, which XLA counts differently; used for the achieved GFLOP/s of
+every row: same maths) and the model FLOP utilisation = achieved GFLOP/s / measured float32 matmul
+GFLOP/s (a 4096^3 `jnp.dot`, best of a few, measured at the start and the end; the better is used).
+By default the run calls `intermix_jax.host_memory.reuse_freed_memory()` first, as
+`intermix_jax.main` does (`--no-reuse_host_memory` measures without it). Load averages are printed before and after every measurement.
 Timings on a shared 2-core machine are noisy: compare rows of one run only.
 """
 from __future__ import annotations
@@ -37,7 +40,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from intermix_jax import mixing, models, steps
+from intermix_jax import host_memory, mixing, models, steps
 
 TORCH_PYTHON = '/work/torchvenv/bin/python'
 TORCH_SCRIPT = '/work/shared/bench/torch_reference.py'
@@ -87,16 +90,21 @@ class JaxStep:
     strategy = mixing.get_strategy('standard')
     opt = ml_collections.ConfigDict(dict(momentum=0.9, nesterov=True, weight_decay=5e-4))
     tx = steps.make_optimizer(opt, optax.constant_schedule(0.01))
-    self.step = steps.jit_train_step(steps.make_train_step(self.model, strategy, tx, num_classes))
+    make = lambda model: steps.jit_train_step(steps.make_train_step(model, strategy, tx, num_classes))
+    self.step = make(self.model)
     self.state = steps.init_state(self.model, tx, jax.random.key(0), self.model.input_length)
     x = 0.1 * jax.random.normal(jax.random.key(1), (batch, self.model.input_length), jnp.float32)
     y = jnp.arange(batch, dtype=jnp.int32) % num_classes
     self.batch = dict(x=x, y=y)
     self.key = jax.random.key(2)
+    # The model's FLOPs: the same step with plain convolutions (the CPU rewrites compute some
+    # weight gradients by FFT, which XLA counts differently); every row's GFLOP/s and MFU use it.
+    plain = make(models.get_model(name, num_classes, conv_impl='plain'))
+    self.gflops = flops_of(plain.lower(self.state, self.batch, self.key)) / 1e9
     start = time.perf_counter()
     self.compiled = self.step.lower(self.state, self.batch, self.key).compile()
     self.compile_s = time.perf_counter() - start  # trace + lower + XLA compile
-    self.gflops = flops_of(self.compiled) / 1e9
+    self.compiled_gflops = flops_of(self.compiled) / 1e9
     self.first_s = self.compile_s + self._one()  # what the first call of the jitted step costs
     self.params = sum(p.size for p in jax.tree.leaves(self.state.params))
     self._one()  # second warm-up step, as the torch script does
@@ -133,7 +141,10 @@ def main(argv=None):
   parser.add_argument('--repeats', type=int, default=2, help='timed steps per round and framework')
   parser.add_argument('--torch_python', default=TORCH_PYTHON)
   parser.add_argument('--torch_script', default=TORCH_SCRIPT)
+  parser.add_argument('--reuse_host_memory', action=argparse.BooleanOptionalAction, default=True,
+                      help='intermix_jax.host_memory.reuse_freed_memory(), as intermix_jax.main does')
   args = parser.parse_args(argv)
+  reused = args.reuse_host_memory and host_memory.reuse_freed_memory()  # before JAX's threads
   for path in (args.torch_python, args.torch_script):
     if not os.path.exists(path):
       sys.exit(f'vs_torch: {path} not found (set --torch_python / --torch_script)')
@@ -147,7 +158,8 @@ def main(argv=None):
   print(f'# command: {" ".join([os.path.basename(sys.executable)] + sys.argv)}')
   print(f'# machine: {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__} '
         f'(backend {jax.default_backend()}, XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}); '
-        f'torch {torch_version[0]} ({torch_version[1]} threads) via {args.torch_python}')
+        f'torch {torch_version[0]} ({torch_version[1]} threads) via {args.torch_python}; '
+        f'host_memory.reuse_freed_memory: {reused}')
   print(f'# load average at start: {load()}', flush=True)
   peak = matmul_rate()
   print(f'# float32 matmul 4096^3 (jnp.dot): {peak:.1f} GFLOP/s (best of 3); load {load()}',
@@ -159,7 +171,8 @@ def main(argv=None):
       load_before = load()
       jax_step = JaxStep(name, batch)
       print(f'## {name} batch {batch}: JAX first step {jax_step.first_s:.1f} s, '
-            f'{jax_step.gflops:.1f} GFLOP/step (XLA), {jax_step.params / 1e6:.1f} M params; '
+            f'{jax_step.gflops:.1f} GFLOP/step (XLA, plain convolutions; the compiled step: '
+            f'{jax_step.compiled_gflops:.1f}), {jax_step.params / 1e6:.1f} M params; '
             f'load {load_before}', flush=True)
       times = {'jax': []}
       firsts = {'jax': jax_step.first_s}
@@ -183,9 +196,14 @@ def main(argv=None):
         results.append(dict(model=name, batch=batch, fw=fw, median_s=median, min_s=min(ts),
                             ratio=median / jax_median, first_s=first, gflops=jax_step.gflops,
                             gflops_per_s=jax_step.gflops / median,
-                            mfu=jax_step.gflops / median / peak, load=f'{load_before} -> {load()}'))
+                            load=f'{load_before} -> {load()}'))
       del jax_step
 
+  end_peak = matmul_rate()
+  print(f'# float32 matmul again at the end: {end_peak:.1f} GFLOP/s; MFU uses the better of the two')
+  peak = max(peak, end_peak)
+  for r in results:
+    r['mfu'] = r['gflops_per_s'] / peak
   print()
   print(f'{"model":9s} {"batch":>5s} {"framework":21s} {"median s":>8s} {"min s":>7s} '
         f'{"/jax":>5s} {"first s":>7s} {"GFLOP":>7s} {"GFLOP/s":>7s} {"MFU":>5s}  load (1/5/15 min)')

@@ -23,12 +23,18 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, summ
 _DISTRIBUTED = flags.DEFINE_bool(
     'distributed', None, 'Call jax.distributed.initialize(): True always, False never, unset: when '
     'the environment shows a multi-process launch (SLURM, Open MPI, JAX_COORDINATOR_ADDRESS, ...).')
+_REUSE_HOST_MEMORY = flags.DEFINE_bool(
+    'reuse_host_memory', True, 'Keep freed host memory for reuse (glibc mallopt; see '
+    'intermix_jax/host_memory.py): saves the page faults of every CPU step.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if _REUSE_HOST_MEMORY.value:
+    from intermix_jax import host_memory
+    host_memory.reuse_freed_memory()  # before JAX starts its threads
   from intermix_jax import distributed
   distributed.initialize_distributed(_DISTRIBUTED.value)  # before any other JAX use
 
