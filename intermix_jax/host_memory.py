@@ -4,18 +4,20 @@ Why: on the CPU backend every execution of a compiled step allocates its tempora
 for an EnvNet step at batch 32, more for EnvNet-v2) with malloc and frees them at the end. glibc
 serves any allocation above its mmap threshold (at most 32 MiB) with fresh `mmap` pages and returns
 them with `munmap` on free, so each step page-faults and the kernel zero-fills every page again.
-Measured on 2 AMD EPYC cores (jaxlib 0.10.2, EnvNet, batch 32, 6 steps): 300 k minor page faults
-and 0.65 s of kernel CPU time per step; with `reuse_freed_memory()` 85 k faults and 0.2 s, and the
-step went from 1.54 s to 1.33 s median (`benchmarks/vs_torch.py` reports the step with the setting).
+Measured on 2 AMD EPYC cores (jaxlib 0.10.2, the trainer's EnvNet step at batch 32, 6 steps):
+310 k minor page faults and 0.6 s of kernel CPU time per step; with `reuse_freed_memory()` none
+(0 - 50 k, depending on how the heap fragments) and the median step went from 1.36 s to 1.16 s.
+The price is resident memory: that process peaked at 3.4 GB instead of 2.2 GB, because the heap
+keeps its high-water mark (and some fragmentation) instead of returning it between steps.
 
 What it does (glibc `mallopt`, process-wide, for allocations made after the call):
   M_ARENA_MAX = 1          every thread allocates from the main heap (a thread arena is at most
                            64 MiB and would fall back to mmap for large blocks);
   M_MMAP_MAX = 0           no allocation is served by mmap;
-  M_TRIM_THRESHOLD = 2 GiB freed memory at the top of the heap is kept for reuse, not trimmed;
+  M_TRIM_THRESHOLD = -1    (SIZE_MAX) freed memory at the top of the heap is never trimmed
+                           (with 2 GiB, an EnvNet-v2 step at batch 32 still faulted 2 GB a step);
   M_TOP_PAD = 256 MiB      the heap grows in large steps.
-The process's resident memory then stays at its peak (it is not given back between steps); the
-peak itself is what the step needs either way (benchmarks/steps.py measures a training run's peak).
+benchmarks/steps.py measures a whole training run's peak resident memory with the setting.
 
 Call it first thing in a program, before JAX creates its thread pools (`intermix_jax.main` does;
 `--noreuse_host_memory` turns it off). It is a no-op returning False where the C library is not
@@ -35,7 +37,7 @@ M_ARENA_MAX = -8
 SETTINGS = (
     (M_ARENA_MAX, 1),
     (M_MMAP_MAX, 0),
-    (M_TRIM_THRESHOLD, 2**31 - 1),
+    (M_TRIM_THRESHOLD, -1),
     (M_TOP_PAD, 2**28),
 )
 

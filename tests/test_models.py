@@ -237,7 +237,9 @@ CONV_CASES = [
     ((2, 1, 40, 2), (1, 5, 2, 3), (1, 1), ((0, 0), (2, 2))),      # padded stride 1
     ((2, 12, 30, 1), (8, 8, 1, 3), (1, 1), ((0, 0), (0, 0))),     # 2-D VALID (EnvNet-v2 conv3 family)
     ((3, 9, 21, 4), (8, 8, 4, 5), (1, 1), ((0, 0), (0, 0))),
-    ((2, 20, 15, 2), (9, 4, 2, 3), (1, 1), ((0, 0), (0, 0))),     # 2 channels: col2im input gradient
+    ((2, 20, 15, 2), (9, 4, 2, 3), (1, 1), ((0, 0), (0, 0))),     # 2 channels: im2col gradients
+    ((2, 1, 90, 1), (1, 8, 1, 3), (1, 1), ((0, 0), (0, 0))),      # EnvNet conv1 family: im2col
+    ((2, 1, 150, 1), (1, 32, 1, 4), (1, 2), ((0, 0), (0, 0))),    # EnvNet-v2 conv1: fold -> 2 ch, im2col
     ((2, 10, 17, 6), (1, 2, 6, 4), (1, 1), ((0, 0), (0, 0))),
     ((2, 9, 20, 2), (3, 3, 2, 2), (2, 2), ((0, 0), (0, 0))),      # 2-D strided: left to plain
     # Big enough for the FFT weight gradient (convolution.fft_pays_off):
@@ -298,16 +300,33 @@ def test_fft_weight_gradient_equals_the_correlation_it_replaces():
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
+
+def test_im2col_weight_gradient_equals_the_correlation_it_replaces():
+  # Row counts that do and do not divide into the SPLIT_K_CHUNKS blocks, and fewer rows than blocks.
+  rng = np.random.default_rng(4)
+  for x_shape, kh, kw, o in [((2, 1, 1507, 1), 1, 8, 5), ((3, 12, 30, 2), 8, 8, 3), ((1, 1, 10, 2), 1, 8, 2)]:
+    x = rng.standard_normal(x_shape)
+    n, h, w, c = x_shape
+    g = rng.standard_normal((n, h - kh + 1, w - kw + 1, o))
+    ref = np.stack([np.stack([np.einsum('nhwc,nhwo->co', x[:, i:i + g.shape[1], j:j + g.shape[2]], g)
+                              for j in range(kw)]) for i in range(kh)])
+    got = convolution.im2col_weight_gradient(jnp.asarray(x, jnp.float32), jnp.asarray(g, jnp.float32),
+                                             (kh, kw))
+    assert got.shape == (kh, kw, c, o)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+
 def test_fft_weight_gradient_is_used_where_it_pays_off():
   assert convolution.fft_pays_off((8, 57, 253, 32), (8, 8, 32, 32))        # EnvNet-v2 conv4
   assert convolution.fft_pays_off((8, 1, 24007, 40), (1, 8, 40, 40))       # EnvNet conv2
   assert not convolution.fft_pays_off((8, 64, 260, 1), (8, 8, 1, 32))      # one input channel
   assert not convolution.fft_pays_off((8, 1, 1995, 64), (1, 3, 64, 64))    # three taps
-  # The input gradient of 2-D kernels over 1-2 channel images goes through im2col instead.
+  # The gradients of 8..128-tap kernels over 1-2 channel inputs go through im2col instead.
   assert convolution.col2im_pays_off((8, 64, 260, 1), (8, 8, 1, 32))       # EnvNet-v2 conv3
   assert convolution.col2im_pays_off((8, 40, 150, 1), (8, 13, 1, 50))      # EnvNet conv3
+  assert convolution.col2im_pays_off((8, 1, 24014, 1), (1, 8, 1, 40))      # EnvNet conv1
+  assert convolution.col2im_pays_off((8, 1, 33325, 2), (1, 32, 2, 32))     # EnvNet-v2 conv1, folded
   assert not convolution.col2im_pays_off((8, 60, 41, 2), (57, 6, 2, 80))   # 342 taps: compile cost
-  assert not convolution.col2im_pays_off((8, 1, 24014, 1), (1, 8, 1, 40))  # 1-D: no input gradient needed
+  assert not convolution.col2im_pays_off((8, 1, 6000, 4), (1, 20, 4, 64))  # 4 channels
   x, w = jnp.zeros((2, 1, 2100, 8)), jnp.zeros((1, 8, 8, 4))
   grad = jax.jit(jax.grad(lambda w: jnp.sum(convolution.conv2d(x, w, impl='cpu'))))
   assert 'fft' in grad.lower(w).as_text()
@@ -370,6 +389,27 @@ def test_cpu_max_pool_equals_reduce_window(shape, window, strides):
   g = rng.standard_normal(y.shape).astype(np.float32)
   np.testing.assert_array_equal(jax.vjp(fast, x)[1](g)[0], jax.vjp(plain, x)[1](g)[0])
 
+
+
+@pytest.mark.parametrize('shape,window', [((2, 1, 480, 3), (1, 160)), ((2, 9, 12, 2), (3, 3))])
+def test_cpu_max_pool_ties_go_to_the_first_maximum(shape, window):
+  """With many ties (ReLU zeros, repeated integers) the jitted CPU pool sends each window's gradient
+  to the same single element as reduce_window's select-and-scatter, also after a fused producer."""
+  rng = np.random.default_rng(1)
+  x = rng.integers(-3, 3, size=shape).astype(np.float32)
+  scale = np.float32(1.0 / 3.0)
+  g = rng.standard_normal(layers.max_pool(x, window, impl='plain').shape).astype(np.float32)
+
+  def grad(impl):
+    f = lambda x: layers.max_pool(jax.nn.relu(x * scale + 0.25), window, impl=impl)
+    y, vjp = jax.vjp(f, x)
+    return y, vjp(g)[0]
+
+  (y_plain, dx_plain), (y_cpu, dx_cpu) = jax.jit(lambda: grad('plain'))(), jax.jit(lambda: grad('cpu'))()
+  np.testing.assert_array_equal(y_cpu, y_plain)
+  np.testing.assert_array_equal(dx_cpu, dx_plain)
+  # exactly one receiving element per window (where the ReLU passes the gradient at all)
+  assert np.count_nonzero(dx_cpu) <= g.size
 
 # --- compiled models: mixing at every point, modes, BN --------------------------------------
 
