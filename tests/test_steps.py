@@ -179,6 +179,19 @@ def test_nonfinite_step_is_not_applied_and_counted(bad):
   assert bool(m['finite']) and int(state.nonfinite_count) == 1 and int(state.first_nonfinite_step) == 1
 
 
+
+def test_all_finite_flags_any_nan_or_inf_and_only_those():
+  all_finite = jax.jit(steps._all_finite)  # pylint: disable=protected-access
+  big = np.float32(3e38)
+  good = {'a': np.full((3, 4), big), 'b': {'c': -np.full(5, big), 'd': np.arange(3)}, 'e': np.zeros(0)}
+  assert bool(all_finite(good))           # huge values (whose sum would overflow) are finite
+  for bad in (np.nan, np.inf, -np.inf):
+    tree = jax.tree.map(np.copy, good)
+    tree['b']['c'][2] = bad
+    assert not bool(all_finite(tree)), bad
+  assert bool(all_finite({'ints': np.array([2**31 - 1], np.int32)}))   # non-float leaves ignored
+  assert bool(all_finite({}))
+
 def test_eval_step_mean_softmax_over_crops_and_masked_counts():
   model, _, _, state, _, _ = _setup('standard')
   rng = np.random.default_rng(0)
