@@ -411,6 +411,18 @@ def test_cpu_max_pool_ties_go_to_the_first_maximum(shape, window):
   # exactly one receiving element per window (where the ReLU passes the gradient at all)
   assert np.count_nonzero(dx_cpu) <= g.size
 
+
+def test_first_max_index_matches_argmax_including_its_fallback():
+  rng = np.random.default_rng(2)
+  x = rng.integers(-2, 3, size=(3, 5, 40, 4)).astype(np.float32)   # ties everywhere
+  x[1, 2, 7, 3] = np.nan        # no position equals a NaN max: the argmax fallback must answer
+  f = jax.jit(lambda x: layers._first_max_index(x, 2))  # pylint: disable=protected-access
+  m, index = f(x)
+  np.testing.assert_array_equal(index, np.argmax(x, axis=2))
+  np.testing.assert_array_equal(m, np.max(x, axis=2))
+  m, index = f(np.nan_to_num(x))  # the fast path alone
+  np.testing.assert_array_equal(index, np.argmax(np.nan_to_num(x), axis=2))
+
 # --- compiled models: mixing at every point, modes, BN --------------------------------------
 
 def _numpy_variables(model, batch, seed=0):
