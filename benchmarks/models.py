@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from intermix_jax import models
+from intermix_jax import host_memory, models
 from intermix_jax.models import convolution, layers
 
 
@@ -185,7 +185,10 @@ def main(argv=None):
   parser.add_argument('--width', type=float, default=1.0)
   parser.add_argument('--fc_units', type=int, default=None)
   parser.add_argument('--layers', action='store_true', help='per-convolution timings instead')
+  parser.add_argument('--reuse_host_memory', action=argparse.BooleanOptionalAction, default=True,
+                      help='intermix_jax.host_memory.reuse_freed_memory(), as intermix_jax.main does')
   args = parser.parse_args(argv)
+  reused = args.reuse_host_memory and host_memory.reuse_freed_memory()  # before JAX's threads
   names = list(models.MODELS) if args.models == 'all' else args.models.split(',')
   batches = [int(b) for b in args.batches.split(',')]
   impls = args.impls.split(',')
@@ -194,6 +197,7 @@ def main(argv=None):
   print(f'# machine: {cpu_name()}, {os.cpu_count()} cores, load average '
         f'{" ".join(f"{v:.2f}" for v in os.getloadavg())}; jax {jax.__version__}, '
         f'backend {jax.default_backend()}, XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}')
+  print(f'# host_memory.reuse_freed_memory: {reused}')
   peak = matmul_rate()
   print(f'# float32 matmul 2048^3: {peak:.1f} GFLOP/s (best of 5)', flush=True)
   if args.layers:

@@ -45,7 +45,7 @@ import time
 import jax
 import numpy as np
 
-from intermix_jax import mixing, models, steps
+from intermix_jax import host_memory, mixing, models, steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STRATEGIES = ('standard', 'bc', 'speechmix', 'intermix')
@@ -215,12 +215,16 @@ def main(argv=None):
   parser.add_argument('--repeats', type=int, default=2, help='timed steps per round and strategy')
   parser.add_argument('--memory_epochs', default='1,3',
                       help='demo runs for peak memory, comma-separated epochs ("" = skip)')
+  parser.add_argument('--reuse_host_memory', action=argparse.BooleanOptionalAction, default=True,
+                      help='intermix_jax.host_memory.reuse_freed_memory(), as intermix_jax.main does')
   args = parser.parse_args(argv)
+  reused = args.reuse_host_memory and host_memory.reuse_freed_memory()  # before JAX's threads
 
   print(f'# command: {" ".join([os.path.basename(sys.executable)] + sys.argv)}')
   print(f'# machine: {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__} '
         f'(backend {jax.default_backend()}, XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}); '
         f'load average at start {load()}', flush=True)
+  print(f'# host_memory.reuse_freed_memory: {reused}')
   log = CompileLog()
   rows = []
   for backbone in filter(None, args.backbones.split(',')):
