@@ -173,12 +173,15 @@ def bench_strategies(backbone: str, batch: int, rounds: int, repeats: int, log: 
   return rows
 
 
-def peak_memory(epochs: int) -> dict:
-  """Peak RSS (MiB) of `python -m intermix_jax.main` on configs/demo.py for `epochs` epochs."""
+def peak_memory(epochs: int, reuse_host_memory: bool = True) -> dict:
+  """Peak RSS (MiB) of `python -m intermix_jax.main` on configs/demo.py for `epochs` epochs
+  (with `--noreuse_host_memory` when `reuse_host_memory` is False)."""
   with tempfile.TemporaryDirectory() as workdir:
     cmd = [sys.executable, '-m', 'intermix_jax.main', '--config=configs/demo.py',
            f'--workdir={workdir}', f'--config.num_epochs={epochs}',
            '--config.eval_every_epochs=1000', f'--config.checkpoint_every_epochs={epochs * 2}']
+    if not reuse_host_memory:
+      cmd.append('--noreuse_host_memory')
     load_before = load()
     start = time.perf_counter()
     with open(os.path.join(workdir, 'stderr.txt'), 'w+') as err:
@@ -241,7 +244,7 @@ def main(argv=None):
           'timed steps (1 = exactly one); over: vs standard of the same backbone', flush=True)
   mem = []
   for epochs in filter(None, args.memory_epochs.split(',')):
-    mem.append(peak_memory(int(epochs)))
+    mem.append(peak_memory(int(epochs), args.reuse_host_memory))
     print(f'  demo {epochs} epoch(s): peak RSS (VmHWM) {mem[-1]["vmhwm_mib"]:.0f} MiB; '
           f'load {mem[-1]["load"]}', flush=True)
   if mem:

@@ -287,33 +287,24 @@ def test_cpu_conv_equals_plain_conv_in_value_and_gradient(x_shape, w_shape, stri
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=3e-5 * max(1.0, float(np.abs(want).max())))
 
 
-def test_fft_weight_gradient_equals_the_correlation_it_replaces():
+@pytest.mark.parametrize('rewrite,cases', [
+    ('fft_weight_gradient', [((2, 1, 1500, 3), 1, 9, 2), ((2, 1, 700, 2), 1, 40, 3), ((2, 13, 37, 3), 5, 8, 2)]),
+    # im2col: row counts that do and do not divide into SPLIT_K_CHUNKS blocks, fewer rows than blocks
+    ('im2col_weight_gradient', [((2, 1, 1507, 1), 1, 8, 5), ((3, 12, 30, 2), 8, 8, 3), ((1, 1, 10, 2), 1, 8, 2)]),
+])
+def test_weight_gradient_rewrites_equal_the_correlation_they_replace(rewrite, cases):
   # dW[i, j, c, o] = sum_{n,h,w} x[n, h+i, w+j, c] g[n, h, w, o], summed directly in float64.
   rng = np.random.default_rng(3)
-  for x_shape, kh, kw, o in [((2, 1, 1500, 3), 1, 9, 2), ((2, 1, 700, 2), 1, 40, 3), ((2, 13, 37, 3), 5, 8, 2)]:
+  for x_shape, kh, kw, o in cases:
     x = rng.standard_normal(x_shape)
     n, h, w, c = x_shape
     g = rng.standard_normal((n, h - kh + 1, w - kw + 1, o))
     ref = np.stack([np.stack([np.einsum('nhwc,nhwo->co', x[:, i:i + g.shape[1], j:j + g.shape[2]], g)
                               for j in range(kw)]) for i in range(kh)])
-    got = convolution.fft_weight_gradient(jnp.asarray(x, jnp.float32), jnp.asarray(g, jnp.float32), (kh, kw))
+    got = getattr(convolution, rewrite)(jnp.asarray(x, jnp.float32), jnp.asarray(g, jnp.float32), (kh, kw))
+    assert got.shape == (kh, kw, c, o)
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
-
-
-def test_im2col_weight_gradient_equals_the_correlation_it_replaces():
-  # Row counts that do and do not divide into the SPLIT_K_CHUNKS blocks, and fewer rows than blocks.
-  rng = np.random.default_rng(4)
-  for x_shape, kh, kw, o in [((2, 1, 1507, 1), 1, 8, 5), ((3, 12, 30, 2), 8, 8, 3), ((1, 1, 10, 2), 1, 8, 2)]:
-    x = rng.standard_normal(x_shape)
-    n, h, w, c = x_shape
-    g = rng.standard_normal((n, h - kh + 1, w - kw + 1, o))
-    ref = np.stack([np.stack([np.einsum('nhwc,nhwo->co', x[:, i:i + g.shape[1], j:j + g.shape[2]], g)
-                              for j in range(kw)]) for i in range(kh)])
-    got = convolution.im2col_weight_gradient(jnp.asarray(x, jnp.float32), jnp.asarray(g, jnp.float32),
-                                             (kh, kw))
-    assert got.shape == (kh, kw, c, o)
-    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
 
 def test_fft_weight_gradient_is_used_where_it_pays_off():
   assert convolution.fft_pays_off((8, 57, 253, 32), (8, 8, 32, 32))        # EnvNet-v2 conv4
