@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -32,24 +31,7 @@ import optax
 
 from intermix_jax import host_memory, models
 from intermix_jax.models import convolution, layers
-
-
-def cpu_name() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
-def flops_of(compiled) -> float:
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else {}
-  return float((cost or {}).get('flops', float('nan')))
+from machine import cpu_name, flops_of, matmul_rate
 
 
 def timed(fn, *args, repeats: int, warmup: int = 2):
@@ -63,14 +45,6 @@ def timed(fn, *args, repeats: int, warmup: int = 2):
     out = jax.block_until_ready(fn(*args))
     times.append(time.perf_counter() - start)
   return statistics.median(times), min(times), out
-
-
-def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
-  """Measured float32 GFLOP/s of an n x n matmul (the machine's practical peak for this table)."""
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  f = jax.jit(lambda a: a @ a)
-  median, best, _ = timed(f, a, repeats=repeats)
-  return 2 * n ** 3 / best / 1e9
 
 
 def make_step(model, num_classes: int):
@@ -198,7 +172,7 @@ def main(argv=None):
         f'{" ".join(f"{v:.2f}" for v in os.getloadavg())}; jax {jax.__version__}, '
         f'backend {jax.default_backend()}, XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}')
   print(f'# host_memory.reuse_freed_memory: {reused}')
-  peak = matmul_rate()
+  peak = matmul_rate(2048, repeats=5)
   print(f'# float32 matmul 2048^3: {peak:.1f} GFLOP/s (best of 5)', flush=True)
   if args.layers:
     for name in names:
@@ -212,7 +186,7 @@ def main(argv=None):
     for batch in batches:
       for impl in impls:
         r = bench_step(name, batch, impl, args.repeats, args.width, args.fc_units)
-        peak = max(peak, matmul_rate())  # the machine is shared: the best rate seen so far
+        peak = max(peak, matmul_rate(2048, repeats=5))  # the machine is shared: the best rate seen so far
         print(f'{r["model"]:10s} {r["batch"]:5d} {r["impl"]:>5s} {r["compile_s"]:9.2f} '
               f'{r["gflops"]:7.1f} {r["program_gflops"]:7.1f} {r["median_s"]:9.3f} {r["min_s"]:7.3f} '
               f'{r["gflops_per_s"]:8.1f} '

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -46,6 +45,7 @@ import jax
 import numpy as np
 
 from intermix_jax import host_memory, mixing, models, steps
+from machine import cpu_name, load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STRATEGIES = ('standard', 'bc', 'speechmix', 'intermix')
@@ -56,21 +56,6 @@ COMPILE_EVENTS = {
     '/jax/core/compile/jaxpr_to_mlir_module_duration': 'lower',
     '/jax/core/compile/backend_compile_duration': 'compile',
 }
-
-
-def cpu_name() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
-def load() -> str:
-  return ' '.join(f'{v:.2f}' for v in os.getloadavg())
 
 
 class CompileLog:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -41,45 +40,10 @@ import ml_collections
 import optax
 
 from intermix_jax import host_memory, mixing, models, steps
+from machine import cpu_name, flops_of, load, matmul_rate
 
 TORCH_PYTHON = '/work/torchvenv/bin/python'
 TORCH_SCRIPT = '/work/shared/bench/torch_reference.py'
-
-
-def cpu_name() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
-def load() -> str:
-  return ' '.join(f'{v:.2f}' for v in os.getloadavg())
-
-
-def flops_of(compiled) -> float:
-  cost = compiled.cost_analysis()
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else {}
-  return float((cost or {}).get('flops', float('nan')))
-
-
-def matmul_rate(n: int = 4096, repeats: int = 3) -> float:
-  """Measured float32 GFLOP/s of an n x n x n `jnp.dot` (best of `repeats` after one warm-up)."""
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  f = jax.jit(jnp.dot)
-  jax.block_until_ready(f(a, b))
-  best = float('inf')
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(f(a, b))
-    best = min(best, time.perf_counter() - start)
-  return 2 * n ** 3 / best / 1e9
 
 
 class JaxStep:
