@@ -414,6 +414,20 @@ def test_first_max_index_matches_argmax_including_its_fallback():
   m, index = f(np.nan_to_num(x))  # the fast path alone
   np.testing.assert_array_equal(index, np.argmax(np.nan_to_num(x), axis=2))
 
+
+def test_max_along_gradient_is_the_same_past_the_flat_index_limit(monkeypatch):
+  """Above MAX_FLAT_INDEX elements the gradient scatters with per-axis indices instead: same values."""
+  rng = np.random.default_rng(5)
+  x = rng.standard_normal((2, 3, 7, 4)).astype(np.float32)
+  g = rng.standard_normal((2, 3, 4)).astype(np.float32)
+  grad = lambda: jax.vjp(lambda x: layers.max_along(x, 2), x)[1](g)[0]
+  flat = np.asarray(grad())
+  monkeypatch.setattr(layers, 'MAX_FLAT_INDEX', x.size - 1)
+  np.testing.assert_array_equal(np.asarray(grad()), flat)
+  ref = np.zeros_like(x)
+  np.put_along_axis(ref, x.argmax(2)[:, :, None], g[:, :, None], 2)
+  np.testing.assert_array_equal(flat, ref)
+
 # --- compiled models: mixing at every point, modes, BN --------------------------------------
 
 def _numpy_variables(model, batch, seed=0):

@@ -40,6 +40,8 @@ lecun_normal = jax.nn.initializers.variance_scaling(1.0, 'fan_in', 'normal')
 
 MixFn = Optional[Callable[[jax.Array, int], jax.Array]]
 
+MAX_FLAT_INDEX = 2**31 - 1  # max_along's gradient scatters by flat int32 index up to this size
+
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
 def max_along(x: jax.Array, axis: int) -> jax.Array:
@@ -82,6 +84,9 @@ def _max_along_bwd(axis, residuals, g):
   # at batch 32; an optimization_barrier does not stop that fusion on CPU.)
   index, shape = residuals
   axis = axis % len(shape)
+  if math.prod(shape) > MAX_FLAT_INDEX:  # flat int32 indices would overflow
+    return (jnp.put_along_axis(jnp.zeros(shape, g.dtype), jnp.expand_dims(index, axis),
+                               jnp.expand_dims(g, axis), axis, inplace=False),)
   strides = [math.prod(shape[d + 1:]) for d in range(len(shape))]
   flat = index * strides[axis]
   for d in range(len(shape)):
