@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The ESC-10 x PiczakCNN protocol study (issue 14): start it, or continue it after a stop, on this
+# machine or a new one. Everything heavy lives under STUDY (default /work/study, outside the checkout):
+#   STUDY/code   a git worktree of the PINNED commit below (the code every run of the study uses)
+#   STUDY/venv   the interpreter with the dependencies (intermix_jax itself is imported from STUDY/code)
+#   STUDY/tfds   the prepared dataset; STUDY/runs the workdirs (checkpoints), STUDY/runs/study.log
+# Finished runs are copied to results/esc10_protocol/piczakcnn/<strategy>/seed<S>/fold<F>/results.json
+# and committed one by one; a rerun skips them, resumes runs whose workdir is still there, and starts
+# the others afresh.
+#
+#   bash results/esc10_protocol/run.sh                    # seed 0: 4 strategies x 5 folds
+#   SEEDS=1,2 STRATEGIES=standard,intermix bash results/esc10_protocol/run.sh   # the next block
+#   kill -TERM <driver pid>                               # stop: each run checkpoints and exits
+set -euo pipefail
+PINNED=672d8003b4367ffc1e2c5899834ad74e5c03e437
+REPO="$(cd "$(dirname "$0")/../.." && pwd)"
+STUDY="${STUDY:-/work/study}"
+DATA="${ESC10_DIR:-$REPO/../shared/data/esc10}"
+SEEDS="${SEEDS:-0}"
+STRATEGIES="${STRATEGIES:-standard,intermix,bc,speechmix}"
+JOBS="${JOBS:-2}"
+DATA="$(cd "$DATA" && pwd)"   # absolute, as the runs record it
+mkdir -p "$STUDY"
+if [ ! -d "$STUDY/code" ]; then
+  git -C "$REPO" worktree add --detach "$STUDY/code" "$PINNED"
+fi
+test "$(git -C "$STUDY/code" rev-parse HEAD)" = "$PINNED" || {
+  echo "error: $STUDY/code is not at the pinned commit $PINNED" >&2; exit 1; }
+if [ ! -x "$STUDY/venv/bin/python" ]; then
+  python3 -m venv "$STUDY/venv"
+  "$STUDY/venv/bin/pip" install -q --upgrade pip
+  "$STUDY/venv/bin/pip" install -q "$STUDY/code"       # the dependencies of the pinned setup.cfg
+  "$STUDY/venv/bin/pip" uninstall -y -q intermix_jax    # ...but the code itself comes from STUDY/code
+fi
+cd "$REPO"
+exec python3 launch/study.py --code="$STUDY/code" --python="$STUDY/venv/bin/python" \
+  --dataset=esc10 --backbone=piczakcnn --strategies="$STRATEGIES" --folds=1-5 --seeds="$SEEDS" \
+  --root="$STUDY/runs" --results=results/esc10_protocol \
+  --extra="manual_dir=$DATA,data_dir=$STUDY/tfds" --jobs="$JOBS" --pin --nice=5 --commit
