@@ -11,11 +11,18 @@ runs by (dataset, backbone, method) and writes to OUT (default: DIR/report for a
                      paper's value beside it and — where nothing has run; runs that deviate
                      from the SPEC §5 protocol (‡, e.g. a shortened schedule) listed with their
                      deviations;
-                     a detailed table, and the runs left out (unfinished, incomplete)
-  summary.json       the same numbers, machine-readable (table 3 under "adversarial")
+                     a detailed table, and the runs left out (unfinished, incomplete,
+                     unreadable or invalid files);
+                     paired comparisons: each mixing method against standard training on the same
+                     test clips (McNemar's exact test, paired bootstrap 95 % interval of the error
+                     difference; `intermix_jax.stats`), per seed and over seeds;
+                     per-fold tables: every fold's error, mean ± std over folds and over seeds
+  summary.json       the same numbers, machine-readable (table 3 under "adversarial", the paired
+                     comparisons under "paired", the test-error curve of each group)
   adversarial_<dataset>.png           table 3: error vs FGSM eps per (backbone, method), when
                      any adversarial.json (python -m intermix_jax.adversarial) was found
-  curves_<dataset>_<backbone>.png      learning curves per method (test error, train error)
+  curves_<dataset>_<backbone>.png      learning curves per method: test error at each evaluation
+                     and train loss per epoch, mean over folds, min-max over folds shaded
   confusion_<dataset>_<backbone>_<method>.png   per-class confusion matrix over all its runs
   errorbars_<dataset>.png             error mean +- std per backbone and method, paper values as x
 
@@ -24,8 +31,11 @@ cross-validated error of a seed is the mean over the dataset's folds; the table 
 over seeds (sample std, ddof=1) when there are several seeds, else mean +- std over the folds of the
 single seed (marked "folds"). A seed missing folds is left out when another seed has them all;
 when none has, the group is shown from the folds that ran, marked * (partial cross-validation).
-Table 3 reads every `adversarial.json` under the DIRs (they name their dataset, backbone, method,
-fold and seed, so they may live outside the workdirs) and aggregates each eps the same way.
+The command prints the main tables and the paired comparisons (--full: all of report.md); a
+results.json that cannot be read or lacks needed fields is named on stderr and left out, the rest
+reported. Table 3 reads every `adversarial.json` under the DIRs (they name their dataset,
+backbone, method, fold and seed, so they may live outside the workdirs) and aggregates each eps
+the same way.
 """
 from __future__ import annotations
 
@@ -38,6 +48,8 @@ import sys
 from typing import Iterable
 
 import numpy as np
+
+from intermix_jax import stats
 
 # SPEC §6 (error %, ESC-50 / ESC-10 / US8K).
 PAPER_TABLE1 = {
@@ -100,17 +112,76 @@ def find_results(paths: Iterable[str], name: str = RESULTS_FILE) -> list[str]:
   return sorted(found)
 
 
-def load_runs(paths: Iterable[str], name: str = RESULTS_FILE) -> list[dict]:
-  runs = []
+def _is_number(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_int(v) -> bool:
+  return (isinstance(v, int) and not isinstance(v, bool)) or (
+      isinstance(v, str) and v.strip().lstrip('-').isdigit())
+
+
+def invalid_reason(record, name: str = RESULTS_FILE) -> str | None:
+  """Why a loaded results.json (or adversarial.json) cannot be used, or None when it can.
+
+  A results.json needs a 'status'; a finished one also needs dataset, backbone, method (strings),
+  fold, seed (integers), final_error (a finite number) and, when present, a history list of dicts
+  with an 'epoch'. An adversarial.json needs dataset, backbone, method, fold, seed, clean_error and
+  an attacked_error dict.
+  """
+  if not isinstance(record, dict):
+    return f'holds a {type(record).__name__}, not a JSON object'
+  if name == ADVERSARIAL_FILE:
+    needed = ('dataset', 'backbone', 'method', 'fold', 'seed', 'clean_error', 'attacked_error')
+  elif 'status' not in record:
+    return "has no 'status' field"
+  elif record['status'] != 'finished':
+    return None  # left out later, with its status, in the notes
+  else:
+    needed = ('dataset', 'backbone', 'method', 'fold', 'seed', 'final_error')
+  missing = [k for k in needed if k not in record]
+  if missing:
+    return f"has no {', '.join(repr(k) for k in missing)} field{'s' if len(missing) > 1 else ''}"
+  for k in ('dataset', 'backbone', 'method'):
+    if not isinstance(record[k], str):
+      return f'field {k!r} is {record[k]!r}, not a string'
+  for k in ('fold', 'seed'):
+    if not _is_int(record[k]):
+      return f'field {k!r} is {record[k]!r}, not an integer'
+  if name == ADVERSARIAL_FILE:
+    if not _is_number(record['clean_error']) or not isinstance(record['attacked_error'], dict):
+      return "field 'clean_error' is not a number or 'attacked_error' is not an object"
+    return None
+  if record['final_error'] is not None and not _is_number(record['final_error']):
+    return f"field 'final_error' is {record['final_error']!r}, not a number"
+  history = record.get('history')
+  if history is not None and (not isinstance(history, list) or any(
+      not isinstance(h, dict) or not _is_number(h.get('epoch')) for h in history)):
+    return "field 'history' is not a list of per-epoch objects with an 'epoch'"
+  return None
+
+
+def load_runs(paths: Iterable[str], name: str = RESULTS_FILE) -> tuple[list[dict], list[str]]:
+  """The records in every file called `name` under `paths`, and one line per file left out.
+
+  A file that cannot be read, is not valid JSON or fails `invalid_reason` is skipped; the lines
+  name the file and the reason. Each record gets '_path' (its absolute path).
+  """
+  runs, bad = [], []
   for path in find_results(paths, name):
-    with open(path) as f:
-      try:
+    try:
+      with open(path) as f:
         r = json.load(f)
-      except ValueError as e:
-        raise ValueError(f'report: {path} is not valid JSON: {e}') from None
+    except (OSError, ValueError) as e:
+      bad.append(f'{path}: unreadable or not valid JSON ({type(e).__name__}: {e}); left out')
+      continue
+    why = invalid_reason(r, name)
+    if why is not None:
+      bad.append(f'{path}: {why}; left out')
+      continue
     r['_path'] = path
     runs.append(r)
-  return runs
+  return runs, bad
 
 
 def row_key(run: dict) -> str:
@@ -146,7 +217,10 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str]]:
   """Groups finished runs; returns (groups, notes about runs left out).
 
   Each group: dataset, backbone, method, row, seeds {seed: {fold: error}}, cv_errors {seed: mean},
-  mean, std, std_over ('seeds' | 'folds'), num_folds, paper, runs (the results dicts).
+  mean, std, std_over ('seeds' | 'folds'), num_folds, paper, runs (the results dicts); and both
+  spreads whatever the table shows: fold_std {seed: sample std over that seed's folds},
+  seed_mean / seed_std (mean and sample std of the seeds' cross-validated errors; seed_std None
+  with a single seed). Errors in %.
   """
   notes = []
   by_group = collections.defaultdict(list)
@@ -182,11 +256,15 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str]]:
     else:
       (only,) = complete.values()
       mean, std, over = float(np.mean(list(only.values()))), _std(list(only.values())), 'folds'
+    cv_values = [cv[s] for s in sorted(cv)]
     groups.append(dict(dataset=dataset, backbone=backbone, method=method,
                        row=backbone + ('+aug' if method.endswith('+aug') else ''),
                        seeds={s: dict(sorted(f.items())) for s, f in sorted(complete.items())},
                        cv_errors=cv, mean=mean, std=std, std_over=over, num_folds=expected,
                        partial=partial, paper=paper_value(dataset, backbone, method),
+                       fold_std={s: _std(list(f.values())) for s, f in sorted(complete.items())},
+                       seed_mean=float(np.mean(cv_values)),
+                       seed_std=_std(cv_values) if len(cv_values) > 1 else None,
                        runs=[r for r in members if int(r['seed']) in complete]))
   return groups, notes
 
@@ -332,6 +410,227 @@ def aggregate_adversarial(records: list[dict]) -> tuple[list[dict], list[str]]:
   return groups, notes
 
 
+# ------------------------------------------------------------------------------------------------
+# Paired comparisons against standard training (same test clips)
+# ------------------------------------------------------------------------------------------------
+def clip_outcomes(run: dict) -> tuple[dict | None, str | None]:
+  """A run's test clips as {filename: (label, correct)}, or (None, why not).
+
+  Read from results.json 'predictions' (filenames, labels, preds: one entry per test clip, the
+  last evaluation's 10-crop prediction).
+  """
+  p = run.get('predictions')
+  if not isinstance(p, dict):
+    return None, 'no per-clip predictions'
+  names, labels, preds = p.get('filenames'), p.get('labels'), p.get('preds')
+  if not all(isinstance(x, list) for x in (names, labels, preds)) or not names or not (
+      len(names) == len(labels) == len(preds)):
+    return None, 'predictions without equal-length filenames, labels and preds'
+  if len(set(names)) != len(names):
+    return None, 'repeated filenames in its predictions'
+  return {n: (int(t), int(t) == int(q)) for n, t, q in zip(names, labels, preds)}, None
+
+
+def _first_by_seed_fold(runs: list[dict]) -> dict:
+  """{(seed, fold): run}, the first run found of each (as in `aggregate`)."""
+  out = {}
+  for r in runs:
+    out.setdefault((int(r['seed']), int(r['fold'])), r)
+  return out
+
+
+def reference_method(method: str) -> str:
+  """The standard-training method a method is compared against: 'standard' or 'standard+aug'."""
+  return 'standard' + ('+aug' if method.endswith('+aug') else '')
+
+
+def paired_comparisons(groups: list[dict], num_resamples: int = stats.BOOTSTRAP_RESAMPLES,
+                       seed: int = stats.BOOTSTRAP_SEED) -> tuple[list[dict], list[str]]:
+  """Each non-standard group against the standard group of its dataset, backbone and row.
+
+  Per seed, the folds both ran are paired clip by clip (by filename) and pooled: with
+  cross-validation every clip is a test clip once per seed. A fold whose two runs lack per-clip
+  predictions, or whose filenames or labels differ, is left out with a note. With several paired
+  seeds on the same clips, a further comparison with seed 'all' averages the difference over the
+  seeds (bootstrap resampling a clip with all its seeds; no McNemar test, a clip counting once per
+  seed).
+
+  Returns:
+    (comparisons, notes). A comparison: dataset, backbone, row, method, reference (the standard
+    method), seed (int or 'all'), seeds, folds (paired), unpaired_folds, n (clips), ref_error and
+    error (% on the paired clips), diff, low, high (error(method) - error(standard) and its
+    bootstrap interval, percentage points), confidence, num_resamples, bootstrap_seed, b (clips
+    standard got right and the method wrong), c (the reverse), p (McNemar exact two-sided; b, c
+    and p None for 'all').
+  """
+  comparisons, notes = [], []
+  for g in groups:
+    if base_method(g['method']) == 'standard':
+      continue
+    ref = next((x for x in groups if (x['dataset'], x['backbone'], x['method']) == (
+        g['dataset'], g['backbone'], reference_method(g['method']))), None)
+    if ref is None:
+      continue
+    name = f"{g['dataset']}/{g['backbone']}/{g['method']}"
+    runs_new, runs_ref = _first_by_seed_fold(g['runs']), _first_by_seed_fold(ref['runs'])
+    per_seed = []
+    for s in sorted(set(g['seeds']) | set(ref['seeds'])):
+      if s not in g['seeds'] or s not in ref['seeds']:
+        notes.append(f"{name} seed {s}: {'standard' if s in g['seeds'] else g['method']} has no "
+                     'runs of this seed in the table; not paired')
+        continue
+      folds = sorted(set(g['seeds'][s]) | set(ref['seeds'][s]))
+      pooled, paired, unpaired = {}, [], []
+      for fold in folds:
+        r_new, r_ref = runs_new.get((s, fold)), runs_ref.get((s, fold))
+        if r_new is None or r_ref is None:
+          unpaired.append(fold)
+          continue
+        (o_new, why_new), (o_ref, why_ref) = clip_outcomes(r_new), clip_outcomes(r_ref)
+        why = (f'{r_new["_path"]}: {why_new}' if o_new is None else
+               f'{r_ref["_path"]}: {why_ref}' if o_ref is None else
+               'the two runs tested different clips' if set(o_new) != set(o_ref) else
+               'the two runs disagree on some labels' if any(
+                   o_new[k][0] != o_ref[k][0] for k in o_new) else
+               'a clip also tested in another fold' if set(o_new) & set(pooled) else None)
+        if why is not None:
+          notes.append(f'{name} seed {s} fold {fold}: not paired ({why})')
+          unpaired.append(fold)
+          continue
+        for k in o_new:
+          pooled[k] = (o_ref[k][1], o_new[k][1])
+        paired.append(fold)
+      if not pooled:
+        notes.append(f'{name} seed {s}: no fold could be paired with standard training')
+        continue
+      names = sorted(pooled)
+      ref_ok = np.array([pooled[k][0] for k in names])
+      new_ok = np.array([pooled[k][1] for k in names])
+      b, c = stats.mcnemar_counts(ref_ok, new_ok)
+      boot = stats.paired_bootstrap(ref_ok, new_ok, num_resamples=num_resamples, seed=seed)
+      per_seed.append((names, ref_ok, new_ok))
+      comparisons.append(dict(
+          dataset=g['dataset'], backbone=g['backbone'], row=g['row'], method=g['method'],
+          reference=ref['method'], seed=s, seeds=[s], folds=paired, unpaired_folds=unpaired,
+          n=len(names), ref_error=stats.error_percent(ref_ok), error=stats.error_percent(new_ok),
+          diff=boot['diff'], low=boot['low'], high=boot['high'], confidence=boot['confidence'],
+          num_resamples=num_resamples, bootstrap_seed=seed, b=b, c=c, p=stats.mcnemar_exact(b, c)))
+    if len(per_seed) > 1:
+      if any(names != per_seed[0][0] for names, _, _ in per_seed):
+        notes.append(f'{name}: the seeds tested different clips; no comparison over all seeds')
+        continue
+      ref_ok = np.stack([x[1] for x in per_seed])
+      new_ok = np.stack([x[2] for x in per_seed])
+      boot = stats.paired_bootstrap(ref_ok, new_ok, num_resamples=num_resamples, seed=seed)
+      mine = [x for x in comparisons if x['method'] == g['method'] and x['dataset'] == g['dataset']
+              and x['backbone'] == g['backbone']]
+      comparisons.append(dict(
+          dataset=g['dataset'], backbone=g['backbone'], row=g['row'], method=g['method'],
+          reference=ref['method'], seed='all', seeds=[x['seed'] for x in mine],
+          folds=sorted(set.intersection(*(set(x['folds']) for x in mine))),
+          unpaired_folds=sorted(set().union(*(set(x['unpaired_folds']) for x in mine))),
+          n=ref_ok.shape[1], ref_error=stats.error_percent(ref_ok),
+          error=stats.error_percent(new_ok), diff=boot['diff'], low=boot['low'],
+          high=boot['high'], confidence=boot['confidence'], num_resamples=num_resamples,
+          bootstrap_seed=seed, b=None, c=None, p=None))
+  return comparisons, notes
+
+
+def _p_text(p: float | None) -> str:
+  if p is None:
+    return '—'
+  return f'{p:.4f}' if p >= 1e-4 else f'{p:.1e}'
+
+
+def paired_tables(comparisons: list[dict], notes: list[str] = ()) -> list[str]:
+  """Markdown lines: per (dataset, backbone), each method against standard on the same clips."""
+  if not comparisons and not notes:
+    return []
+  first = comparisons[0] if comparisons else None
+  resamples = first['num_resamples'] if first else stats.BOOTSTRAP_RESAMPLES
+  boot_seed = first['bootstrap_seed'] if first else stats.BOOTSTRAP_SEED
+  lines = ['## Paired comparisons against standard training', '',
+           'Both methods on the same test clips: a seed\'s clips pooled over the folds both ran '
+           '(cross-validation tests every clip once per seed). Δ = error(method) − error(standard) '
+           'in percentage points (negative: the method makes fewer errors). 95 % CI: paired '
+           f'bootstrap over clips ({resamples:,} resamples, numpy seed {boot_seed}, percentile '
+           'interval). b = clips standard got right and the method wrong, c = the reverse; '
+           'p = McNemar\'s exact two-sided test of b against c. Seed "all": Δ averaged over the '
+           'seeds, a clip resampled with all its seeds; no McNemar test there (a clip counts once '
+           'per seed, so the clips are not independent).', '']
+  keys = []
+  for x in comparisons:
+    if (x['dataset'], x['row']) not in keys:
+      keys.append((x['dataset'], x['row']))
+  order = lambda m: (STRATEGY_ORDER.index(base_method(m)) if base_method(m) in STRATEGY_ORDER
+                     else 99, m)
+  for dataset, row in keys:
+    rows = [x for x in comparisons if (x['dataset'], x['row']) == (dataset, row)]
+    rows.sort(key=lambda x: (order(x['method']), x['seed'] == 'all', str(x['seed'])))
+    lines += [f'### {DATASET_TITLE.get(dataset, dataset)}, {BACKBONE_TITLE.get(row, row)}', '',
+              '| method | seed | folds | clips | standard error % | method error % | Δ (pp) | '
+              '95 % CI (pp) | b | c | p (McNemar) |', '|---|' + '---|' * 10]
+    for x in rows:
+      folds = ','.join(str(f) for f in x['folds']) + ('*' if x['unpaired_folds'] else '')
+      lines.append(
+          f"| {x['method']} | {x['seed']} | {folds} | {x['n']} | {x['ref_error']:.2f} | "
+          f"{x['error']:.2f} | {x['diff']:+.2f} | [{x['low']:+.2f}, {x['high']:+.2f}] | "
+          f"{'—' if x['b'] is None else x['b']} | {'—' if x['c'] is None else x['c']} | "
+          f"{_p_text(x['p'])} |")
+    lines.append('')
+  if any(x['unpaired_folds'] for x in comparisons):
+    lines += ['\\* some folds ran for only one of the two methods (or could not be paired): '
+              'compared on the folds listed.', '']
+  if notes:
+    lines += ['Not paired:', ''] + [f'- {n}' for n in notes] + ['']
+  return lines
+
+
+def per_fold_tables(groups: list[dict]) -> list[str]:
+  """Markdown lines: per (dataset, row), each method's error % in every fold of every seed.
+
+  Rows = method and seed, columns = fold 1..K, mean and sample std over the folds, the paper's
+  value; with several seeds, a further row per method holds the mean over seeds of each fold and
+  the mean and sample std over seeds of the seeds' cross-validated errors.
+  """
+  keys = []
+  for g in groups:
+    if (g['dataset'], g['row']) not in keys:
+      keys.append((g['dataset'], g['row']))
+  keys.sort(key=lambda k: (k[0] not in DATASET_COLUMN, k[0],
+                           BACKBONE_ORDER.index(k[1]) if k[1] in BACKBONE_ORDER else 99, k[1]))
+  if not keys:
+    return []
+  lines = ['## Per fold', '',
+           'Error % of the last epoch on each test fold. ± std: sample std over the folds of the '
+           'seed ("folds"), or over the seeds\' cross-validated errors ("seeds"). (x) = the '
+           'paper\'s value. — = fold not run.', '']
+  order = lambda g: (STRATEGY_ORDER.index(base_method(g['method']))
+                     if base_method(g['method']) in STRATEGY_ORDER else 99, g['method'])
+  for dataset, row in keys:
+    gs = sorted([g for g in groups if (g['dataset'], g['row']) == (dataset, row)], key=order)
+    k = max(max([g['num_folds'] or 0 for g in gs]),
+            max(f for g in gs for fs in g['seeds'].values() for f in fs))
+    lines += [f'### {DATASET_TITLE.get(dataset, dataset)}, {BACKBONE_TITLE.get(row, row)}', '',
+              '| method | seed | ' + ' | '.join(f'fold {f}' for f in range(1, k + 1))
+              + ' | mean | ± std | over | paper |', '|---|---|' + '---|' * (k + 4)]
+    for g in gs:
+      paper = '' if g['paper'] is None else f"{g['paper']:.1f}"
+      for s, errs in g['seeds'].items():
+        cells = [f'{errs[f]:.2f}' if f in errs else NOT_RUN for f in range(1, k + 1)]
+        lines.append(f"| {g['method']} | {s} | " + ' | '.join(cells) +
+                     f" | {g['cv_errors'][s]:.2f} | {g['fold_std'][s]:.2f} | folds | {paper} |")
+      if len(g['seeds']) > 1:
+        cells = []
+        for f in range(1, k + 1):
+          vals = [errs[f] for errs in g['seeds'].values() if f in errs]
+          cells.append(f'{np.mean(vals):.2f}' if vals else NOT_RUN)
+        lines.append(f"| {g['method']} | mean of {len(g['seeds'])} | " + ' | '.join(cells) +
+                     f" | {g['seed_mean']:.2f} | {g['seed_std']:.2f} | seeds | {paper} |")
+    lines.append('')
+  return lines
+
+
 def _stat_cell(st: dict | None, paper: float | None = None, deviates: bool = False) -> str:
   """'12.3 ± 1.0†* (paper)' or '— (paper)' when nothing has run."""
   if st is None:
@@ -361,14 +660,16 @@ def _cell(g: dict | None) -> str:
   return s
 
 
-def markdown(groups: list[dict], notes: list[str], adversarial: list[dict] = ()) -> str:
-  """The report as markdown text (`adversarial`: the groups of aggregate_adversarial)."""
-  lines = ['# Results', '',
-           'Error % (lower is better): mean ± std over seeds of the cross-validated error (mean '
-           'over folds of the LAST epoch\'s test-fold error). † = a single seed: ± std over its '
-           'folds. * = partial cross-validation (not every fold has run). (x) = the paper\'s value '
-           '(SPEC §6). ‡ = not the paper\'s protocol (see "Protocol deviations"). '
-           '— = not run.', '']
+LEGEND = ('Error % (lower is better): mean ± std over seeds of the cross-validated error (mean '
+          'over folds of the LAST epoch\'s test-fold error). † = a single seed: ± std over its '
+          'folds. * = partial cross-validation (not every fold has run). (x) = the paper\'s value '
+          '(its table 1). ‡ = not the paper\'s protocol (see "Protocol deviations"). '
+          '— = not run.')
+
+
+def main_tables(groups: list[dict]) -> list[str]:
+  """Markdown lines: per dataset, the paper's table 1 layout and the table 2 ablation rows run."""
+  lines = []
   datasets = sorted({g['dataset'] for g in groups}, key=lambda d: (d not in DATASET_COLUMN, d))
   for dataset in datasets:
     gs = [g for g in groups if g['dataset'] == dataset and '[' not in g['method']]
@@ -396,6 +697,23 @@ def markdown(groups: list[dict], notes: list[str], adversarial: list[dict] = ())
         if match:
           lines.append(f'| {title} | {_cell(match[0])} |')
       lines.append('')
+  return lines
+
+
+def markdown(groups: list[dict], notes: list[str], adversarial: list[dict] = (),
+             comparisons: list[dict] = (), paired_notes: list[str] = ()) -> str:
+  """The report as markdown text.
+
+  Args:
+    groups: the groups of `aggregate`.
+    notes: runs and files left out (one line each).
+    adversarial: the groups of `aggregate_adversarial`.
+    comparisons: the comparisons of `paired_comparisons`, and paired_notes its notes.
+  """
+  lines = ['# Results', '', LEGEND, '']
+  lines += main_tables(groups)
+  lines += paired_tables(list(comparisons), list(paired_notes))
+  lines += per_fold_tables(groups)
   lines += paper_tables(groups, adversarial)
   deviating = [g for g in list(groups) + list(adversarial) if g.get('deviations')]
   if deviating:
@@ -513,31 +831,79 @@ def _plt():
   return plt
 
 
+def learning_curve(runs: list[dict], key: str) -> dict | None:
+  """history[key] of `runs` at each epoch: mean, std (sample), min, max over the runs there.
+
+  Args:
+    runs: results.json dicts (e.g. the folds of one method).
+    key: a per-epoch history field: 'test_error' (%, on evaluated epochs only), 'train_loss',
+      'train_error' (%).
+
+  Returns:
+    None when no run has the field, else dict of equal-length lists: epoch (1-based, ascending),
+    mean, std, min, max, n (runs with a value at that epoch).
+  """
+  per_epoch = collections.defaultdict(list)
+  for r in runs:
+    for h in r.get('history') or []:
+      v = h.get(key)
+      if _is_number(v):
+        per_epoch[int(h['epoch'])].append(float(v))
+  if not per_epoch:
+    return None
+  epochs = sorted(per_epoch)
+  vals = [per_epoch[e] for e in epochs]
+  return dict(epoch=epochs, mean=[float(np.mean(v)) for v in vals], std=[_std(v) for v in vals],
+              min=[float(min(v)) for v in vals], max=[float(max(v)) for v in vals],
+              n=[len(v) for v in vals])
+
+
 def plot_learning_curves(groups: list[dict], out: str) -> list[str]:
-  """One PNG per (dataset, backbone): test error (solid) and train error (dashed) per method."""
+  """One PNG per (dataset, backbone): test error and train loss per epoch, one curve per method.
+
+  Each curve is the mean over the method's runs (its folds, of every seed in the table) at each
+  epoch; the shaded band spans their min to max. The x axis is each run's own epoch: under the
+  paper's protocol mixing methods train twice the epochs of standard training. Runs without a
+  train_loss history show train error instead (the panel says so).
+  """
   plt = _plt()
+  from matplotlib.patches import Patch
   written = []
   for (dataset, backbone) in sorted({(g['dataset'], g['backbone']) for g in groups}):
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, g in enumerate(x for x in groups if (x['dataset'], x['backbone']) == (dataset, backbone)):
+    gs = [x for x in groups if (x['dataset'], x['backbone']) == (dataset, backbone)]
+    gs.sort(key=lambda g: (STRATEGY_ORDER.index(base_method(g['method']))
+                           if base_method(g['method']) in STRATEGY_ORDER else 99, g['method']))
+    train_key = ('train_loss' if any(learning_curve(g['runs'], 'train_loss') for g in gs)
+                 else 'train_error')
+    fig, (ax_test, ax_train) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, g in enumerate(gs):
       color = f'C{i % 10}'
-      for key, style, label in (('test_error', '-', 'test'), ('train_error', '--', 'train')):
-        per_epoch = collections.defaultdict(list)
-        for r in g['runs']:
-          for h in r.get('history', []):
-            if h.get(key) is not None:
-              per_epoch[h['epoch']].append(h[key])
-        if per_epoch:
-          epochs = sorted(per_epoch)
-          ax.plot(epochs, [np.mean(per_epoch[e]) for e in epochs], style, color=color,
-                  marker='o' if key == 'test_error' and len(epochs) < 30 else None, markersize=3,
-                  label=f"{g['method']} ({label})")
-    ax.set_xlabel('epoch')
-    ax.set_ylabel('error %')
-    ax.set_title(f'{DATASET_TITLE.get(dataset, dataset)}, {BACKBONE_TITLE.get(backbone, backbone)}: '
-                 'mean over runs')
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+      runs = list(_first_by_seed_fold(g['runs']).values())
+      epochs = max((int(r.get('num_epochs') or 0) for r in runs), default=0)
+      label = f"{g['method']} ({len(runs)} runs" + (f', {epochs} epochs)' if epochs else ')')
+      for ax, key in ((ax_test, 'test_error'), (ax_train, train_key)):
+        c = learning_curve(runs, key)
+        if c is None:
+          continue
+        few = len(c['epoch']) < 30
+        ax.plot(c['epoch'], c['mean'], '-', color=color, marker='o' if few else None,
+                markersize=3, label=label)
+        ax.fill_between(c['epoch'], c['min'], c['max'], color=color, alpha=0.15, linewidth=0)
+    seeds = sorted({s for g in gs for s in g['seeds']})
+    over = 'folds' if len(seeds) == 1 else 'folds and seeds'
+    for ax, ylabel in ((ax_test, 'test error % (10-crop, evaluated epochs)'),
+                       (ax_train, 'train loss (mean over the epoch)' if train_key == 'train_loss'
+                        else 'train error % (no train_loss recorded)')):
+      ax.set_xlabel("epoch (each run's own schedule; mixing runs 2x the epochs of standard)")
+      ax.set_ylabel(ylabel)
+      ax.grid(alpha=0.3)
+      handles, _ = ax.get_legend_handles_labels()
+      if handles:
+        ax.legend(handles=handles + [Patch(color='gray', alpha=0.3,
+                                           label=f'shaded: min–max over {over}')], fontsize=7)
+    fig.suptitle(f'{DATASET_TITLE.get(dataset, dataset)}, {BACKBONE_TITLE.get(backbone, backbone)}'
+                 f': mean over {over} (seed{"s" if len(seeds) > 1 else ""} '
+                 f'{",".join(str(s) for s in seeds)})', fontsize=10)
     path = os.path.join(out, f'curves_{_safe(dataset)}_{_safe(backbone)}.png')
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -676,26 +1042,43 @@ def plot_adversarial(adversarial: list[dict], out: str) -> list[str]:
 def write_report(paths: list[str], out: str, plots: bool = True) -> dict:
   """Aggregates the runs (and adversarial.json) under `paths` into `out`.
 
-  Returns {'markdown', 'groups', 'notes', 'adversarial', 'files'}.
+  A results.json or adversarial.json that cannot be read or lacks the fields the report needs is
+  left out; it is named in the notes and in 'bad_files'.
+
+  Returns:
+    {'markdown', 'groups', 'notes', 'adversarial', 'comparisons' (of `paired_comparisons`),
+    'paired_notes', 'bad_files' (one line per file left out), 'files'}.
   """
-  runs = load_runs(paths)
-  records = load_runs(paths, ADVERSARIAL_FILE)
+  runs, bad = load_runs(paths)
+  records, bad_adv = load_runs(paths, ADVERSARIAL_FILE)
+  bad = bad + bad_adv
   if not runs and not records:
-    raise FileNotFoundError(f'report: no results.json under {", ".join(paths)}')
+    where = ', '.join(paths)
+    if bad:
+      raise ValueError(f'report: no usable results.json under {where}; {len(bad)} left out, the '
+                       f'first: {bad[0]}')
+    raise FileNotFoundError(f'report: no results.json under {where}')
   groups, notes = aggregate(runs)
   add_protocol_deviations(groups)
   adversarial, adv_notes = aggregate_adversarial(records)
-  notes = notes + adv_notes
+  comparisons, paired_notes = paired_comparisons(groups)
+  notes = bad + notes + adv_notes
   os.makedirs(out, exist_ok=True)
-  text = markdown(groups, notes, adversarial)
+  text = markdown(groups, notes, adversarial, comparisons, paired_notes)
   files = [os.path.join(out, 'report.md'), os.path.join(out, 'summary.json')]
   with open(files[0], 'w') as f:
     f.write(text)
-  summary = [{k: v for k, v in g.items() if k != 'runs'} for g in groups]
+  summary = []
+  for g in groups:
+    entry = {k: v for k, v in g.items() if k != 'runs'}
+    entry['test_error_curve'] = learning_curve(list(_first_by_seed_fold(g['runs']).values()),
+                                               'test_error')
+    summary.append(entry)
   adv_summary = [dict(a, attacked={eps_label(e): st for e, st in a['attacked'].items()})
                  for a in adversarial]
   with open(files[1], 'w') as f:
-    json.dump(dict(groups=summary, adversarial=adv_summary, notes=notes), f, indent=1,
+    json.dump(dict(groups=summary, adversarial=adv_summary, paired=comparisons,
+                   paired_notes=paired_notes, bad_files=bad, notes=notes), f, indent=1,
               sort_keys=True, default=lambda o: str(o))
   if plots and groups:
     files += plot_learning_curves(groups, out)
@@ -703,7 +1086,18 @@ def write_report(paths: list[str], out: str, plots: bool = True) -> dict:
     files += plot_error_bars(groups, out)
   if plots and adversarial:
     files += plot_adversarial(adversarial, out)
-  return dict(markdown=text, groups=groups, notes=notes, adversarial=adversarial, files=files)
+  return dict(markdown=text, groups=groups, notes=notes, adversarial=adversarial,
+              comparisons=comparisons, paired_notes=paired_notes, bad_files=bad, files=files)
+
+
+def summary_text(result: dict) -> str:
+  """What the command line prints: the legend, the main tables and the paired comparisons."""
+  lines = ['# Results', '', LEGEND, '']
+  lines += main_tables(result['groups'])
+  lines += paired_tables(result['comparisons'], result['paired_notes'])
+  if not result['groups']:
+    lines += ['No finished training run found (the attacks of table 3 are in report.md).', '']
+  return '\n'.join(lines)
 
 
 def main(argv=None) -> int:
@@ -713,6 +1107,8 @@ def main(argv=None) -> int:
   p.add_argument('dirs', nargs='+', help='workdirs (or parents of workdirs) holding results.json')
   p.add_argument('--out', default=None, help='output directory (default: DIR/report or ./report)')
   p.add_argument('--no-plots', action='store_true', help='markdown and JSON only')
+  p.add_argument('--full', action='store_true',
+                 help='print the whole report.md (default: the main tables and paired comparisons)')
   args = p.parse_args(argv)
   out = args.out or (os.path.join(args.dirs[0], 'report') if len(args.dirs) == 1
                      and os.path.isdir(args.dirs[0]) else 'report')
@@ -721,8 +1117,11 @@ def main(argv=None) -> int:
   except (FileNotFoundError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
-  print(result['markdown'])
-  print(f'wrote {len(result["files"])} files to {out}', file=sys.stderr)
+  print(result['markdown'] if args.full else summary_text(result))
+  for line in result['bad_files']:
+    print(f'warning: {line}', file=sys.stderr)
+  print(f'wrote {len(result["files"])} files to {out} (full report: '
+        f'{os.path.join(out, "report.md")})', file=sys.stderr)
   return 0
 
 

@@ -1,7 +1,9 @@
 """The paper's tables as configs and sweeps (configs/table1, configs/ablation, configs/table3.py,
 launch/sweep.py --table=N): every generated command parses with the real config parser and
 validates, cells map onto the paper's values; and the report's tables 1-3 (— for cells not run,
-‡ for runs off the SPEC §5 protocol, table 3 from adversarial.json)."""
+‡ for runs off the SPEC §5 protocol, table 3 from adversarial.json); the per-fold table, the paired
+comparisons against standard training on hand-built clips, the learning curves, and invalid
+results.json files skipped and named."""
 import contextlib
 import glob
 import io
@@ -9,6 +11,8 @@ import json
 import os
 import runpy
 import shlex
+import subprocess
+import sys
 
 from absl import flags
 from ml_collections import config_flags
@@ -280,3 +284,165 @@ def test_report_full_protocol_has_no_mark_and_flags_a_stale_attack(tmp_path):
   result = report.write_report([root, adv], str(tmp_path / 'out'), plots=False)
   assert '‡' not in result['markdown'].split('## Against the paper')[1].split('## All groups')[0]
   assert any('differs from the run' in n and 'intermix' in n for n in result['notes'])
+
+
+# --- report: per-fold table, paired comparisons, learning curves, invalid files -----------------
+# Hand-built ESC-10 PiczakCNN study, 4 clips per fold (clip i has label i): which clips each
+# method gets wrong in each fold (seed 0).
+WRONG = {'standard': {f: {0} for f in range(1, 6)},           # 25 % in every fold
+         'bc': {f: {0} for f in range(1, 6)},                 # the same predictions as standard
+         'speechmix': {f: set() for f in range(1, 6)},        # 0 %
+         'intermix': {1: {1}, 2: {1}, 3: set(), 4: set(), 5: set()}}  # 25, 25, 0, 0, 0
+
+
+def _clip_run(root, method, fold, wrong, seed=0, names=None):
+  names = names or [f'{fold}-{i}.wav' for i in range(4)]
+  labels = list(range(4))
+  preds = [(t + 1) % 10 if i in wrong else t for i, t in enumerate(labels)]
+  error = 100.0 * len(wrong) / 4
+  history = [dict(epoch=e, step=e, train_loss=1.0 / e + fold, train_error=50.0, lr=0.01,
+                  nonfinite_steps=0) for e in (1, 2, 3, 4)]
+  history[1]['test_error'] = error + 10.0 * fold
+  history[3]['test_error'] = error
+  _write(os.path.join(root, method, f'seed{seed}', f'fold{fold}', 'results.json'), dict(
+      status='finished', dataset='esc10', backbone='piczakcnn', strategy=method, method=method,
+      fold=fold, seed=seed, num_folds=5, num_epochs=4, num_classes=10, final_error=error,
+      config=dict(strong_augment=False), history=history,
+      predictions=dict(filenames=names, labels=labels, preds=preds, epoch=4)))
+
+
+def _clip_study(root, seeds=(0,)):
+  for seed in seeds:
+    for method, per_fold in WRONG.items():
+      for fold, wrong in per_fold.items():
+        if seed == 1 and method == 'intermix' and fold == 3:
+          wrong = {2}  # seed 1: intermix 25, 25, 25, 0, 0
+        _clip_run(root, method, fold, wrong, seed=seed)
+
+
+def test_report_paired_comparisons_and_per_fold_table_by_hand(tmp_path):
+  root = str(tmp_path / 'runs')
+  _clip_study(root)
+  for fold in range(1, 6):  # mixup: fold 5 tested other clips, so it cannot be paired
+    _clip_run(root, 'mixup', fold, set(), names=['x.wav', 'y.wav', 'z.wav', 'w.wav']
+              if fold == 5 else None)
+  result = report.write_report([root], str(tmp_path / 'out'), plots=True)
+  md = result['markdown']
+  sd = np.std([25, 25, 0, 0, 0], ddof=1)
+  assert (f'| PiczakCNN | 25.0 ± 0.0† (13.2) | 0.0 ± 0.0† | 25.0 ± 0.0† (9.4) | '
+          f'0.0 ± 0.0† (8.4) | 10.0 ± {sd:.1f}† (8.3) |') in md
+  # Per fold: rows = methods, columns = folds, mean, std over folds, paper.
+  assert ('| method | seed | fold 1 | fold 2 | fold 3 | fold 4 | fold 5 | mean | ± std | over | '
+          'paper |') in md
+  assert (f'| intermix | 0 | 25.00 | 25.00 | 0.00 | 0.00 | 0.00 | 10.00 | {sd:.2f} | folds | 8.3 |'
+          in md)
+  assert ('| standard | 0 | 25.00 | 25.00 | 25.00 | 25.00 | 25.00 | 25.00 | 0.00 | folds | 13.2 |'
+          in md)
+  # Paired on the 20 clips: intermix b = 2 (clip 1 of folds 1, 2), c = 5 (clip 0 of every fold):
+  # p = 2 * (1 + 7 + 21) / 2^7; Δ = 10 - 25. bc: identical predictions, Δ = 0, interval [0, 0].
+  comp = {x['method']: x for x in result['comparisons']}
+  assert set(comp) == {'mixup', 'bc', 'speechmix', 'intermix'}
+  im = comp['intermix']
+  assert (im['b'], im['c'], im['n'], im['folds'], im['reference']) == (2, 5, 20, [1, 2, 3, 4, 5],
+                                                                       'standard')
+  assert im['p'] == 0.453125 and im['diff'] == pytest.approx(-15.0)
+  assert (im['ref_error'], im['error']) == pytest.approx((25.0, 10.0))
+  assert im['low'] <= -15.0 <= im['high']
+  assert (comp['bc']['b'], comp['bc']['c'], comp['bc']['p']) == (0, 0, 1.0)
+  assert (comp['bc']['diff'], comp['bc']['low'], comp['bc']['high']) == (0.0, 0.0, 0.0)
+  assert (comp['speechmix']['b'], comp['speechmix']['c'], comp['speechmix']['p']) == (0, 5, 0.0625)
+  assert (comp['mixup']['folds'], comp['mixup']['unpaired_folds'], comp['mixup']['n']) == (
+      [1, 2, 3, 4], [5], 16)
+  assert any('mixup seed 0 fold 5: not paired (the two runs tested different clips)' in n
+             for n in result['paired_notes'])
+  im_line = (f"| intermix | 0 | 1,2,3,4,5 | 20 | 25.00 | 10.00 | -15.00 | "
+             f"[{im['low']:+.2f}, {im['high']:+.2f}] | 2 | 5 | 0.4531 |")
+  assert im_line in md
+  assert ('| bc | 0 | 1,2,3,4,5 | 20 | 25.00 | 25.00 | +0.00 | [+0.00, +0.00] | 0 | 0 | 1.0000 |'
+          in md)
+  assert '| mixup | 0 | 1,2,3,4* | 16 |' in md
+  assert 'SPEC §' not in md.split('## Paired comparisons')[1].split('## Against the paper')[0]
+  # Learning curves: test error at the evaluated epochs, mean and min-max over the folds.
+  (g,) = [x for x in result['groups'] if x['method'] == 'intermix']
+  curve = report.learning_curve(g['runs'], 'test_error')
+  fold_errors = [25, 25, 0, 0, 0]
+  assert curve['epoch'] == [2, 4] and curve['n'] == [5, 5]
+  assert curve['mean'] == pytest.approx([np.mean(fold_errors) + 30.0, np.mean(fold_errors)])
+  # Epoch 2: error + 10 * fold = 35, 45, 30, 40, 50.
+  assert (curve['min'], curve['max']) == ([30.0, 0.0], [50.0, 25.0])
+  loss = report.learning_curve(g['runs'], 'train_loss')
+  assert loss['epoch'] == [1, 2, 3, 4] and loss['min'][0] == 2.0 and loss['max'][0] == 6.0
+  assert os.path.getsize(str(tmp_path / 'out' / 'curves_esc10_piczakcnn.png')) > 0
+  with open(tmp_path / 'out' / 'summary.json') as f:
+    s = json.load(f)
+  assert {x['method'] for x in s['paired']} == set(comp)
+  (sg,) = [x for x in s['groups'] if x['method'] == 'intermix']
+  assert sg['test_error_curve']['epoch'] == [2, 4] and sg['seed_std'] is None
+  assert sg['fold_std'] == {'0': pytest.approx(sd)}
+
+
+def test_report_several_seeds_per_seed_and_pooled_comparison(tmp_path):
+  root = str(tmp_path / 'runs')
+  _clip_study(root, seeds=(0, 1))
+  result = report.write_report([root], str(tmp_path / 'out'), plots=False)
+  (g,) = [x for x in result['groups'] if x['method'] == 'intermix']
+  # Seed CV errors 10 and 15: the table shows mean ± std over seeds; both spreads are kept.
+  assert g['cv_errors'] == {0: 10.0, 1: 15.0} and g['std_over'] == 'seeds'
+  assert (g['mean'], g['seed_mean']) == (12.5, 12.5)
+  assert g['std'] == g['seed_std'] == pytest.approx(np.std([10.0, 15.0], ddof=1))
+  assert g['fold_std'] == {0: pytest.approx(np.std([25, 25, 0, 0, 0], ddof=1)),
+                           1: pytest.approx(np.std([25, 25, 25, 0, 0], ddof=1))}
+  md = result['markdown']
+  assert (f"| intermix | mean of 2 | 25.00 | 25.00 | 12.50 | 0.00 | 0.00 | 12.50 | "
+          f"{np.std([10.0, 15.0], ddof=1):.2f} | seeds | 8.3 |") in md
+  comp = {(x['method'], x['seed']): x for x in result['comparisons']}
+  # Seed 1: clip 2 of fold 3 too -> b = 3, c = 5: p = 2 * (1 + 8 + 28 + 56) / 2^8.
+  assert (comp['intermix', 1]['b'], comp['intermix', 1]['c']) == (3, 5)
+  assert comp['intermix', 1]['p'] == 2 * (1 + 8 + 28 + 56) / 256
+  pooled = comp['intermix', 'all']
+  assert pooled['seeds'] == [0, 1] and pooled['p'] is None and pooled['n'] == 20
+  assert pooled['diff'] == pytest.approx(-12.5) and pooled['low'] <= -12.5 <= pooled['high']
+  assert '| intermix | all | 1,2,3,4,5 | 20 | 25.00 | 12.50 | -12.50 |' in md
+  assert md.count('| — | — | — |') == 3  # bc, speechmix, intermix over all seeds
+
+
+def test_report_skips_invalid_results_and_the_command_prints_tables(tmp_path):
+  root = str(tmp_path / 'runs')
+  _clip_study(root)
+  broken = os.path.join(root, 'bc', 'seed7', 'fold1', 'results.json')
+  os.makedirs(os.path.dirname(broken))
+  with open(broken, 'w') as f:
+    f.write('{"status": "finished", "dataset": "esc1')  # cut short
+  no_fold = os.path.join(root, 'bc', 'seed7', 'fold2', 'results.json')
+  _write(no_fold, dict(status='finished', dataset='esc10', backbone='piczakcnn', method='bc',
+                       seed=7, final_error=3.0))
+  not_object = os.path.join(root, 'bc', 'seed7', 'fold3', 'results.json')
+  _write(not_object, [1, 2])
+  result = report.write_report([root], str(tmp_path / 'out'), plots=False)
+  assert len(result['bad_files']) == 3
+  for path, why in ((broken, 'not valid JSON'), (no_fold, "has no 'fold' field"),
+                    (not_object, 'not a JSON object')):
+    (line,) = [b for b in result['bad_files'] if b.startswith(path)]
+    assert why in line and '\n' not in line and line in result['notes']
+  assert len(result['groups']) == 4 and all(7 not in g['seeds'] for g in result['groups'])
+  assert "has no 'fold' field" in result['markdown'].split('## Left out')[1]
+  p = subprocess.run([sys.executable, '-m', 'intermix_jax.report', root, '--no-plots'],
+                     capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert p.returncode == 0, p.stderr
+  out = p.stdout
+  sd = np.std([25, 25, 0, 0, 0], ddof=1)
+  assert (f'| PiczakCNN | 25.0 ± 0.0† (13.2) | 25.0 ± 0.0† (9.4) | 0.0 ± 0.0† (8.4) | '
+          f'10.0 ± {sd:.1f}† (8.3) |') in out
+  assert '## Paired comparisons against standard training' in out
+  assert '| intermix | 0 | 1,2,3,4,5 | 20 | 25.00 | 10.00 | -15.00 |' in out
+  assert '## Against the paper' not in out  # the rest is in report.md
+  warnings = [x for x in p.stderr.splitlines() if x.startswith('warning: ')]
+  assert len(warnings) == 3 and any(broken in x for x in warnings)
+  assert os.path.exists(os.path.join(root, 'report', 'report.md'))
+  # Only invalid files: one error line naming the first, exit status 1.
+  only_bad = str(tmp_path / 'bad')
+  _write(os.path.join(only_bad, 'results.json'), [])
+  p = subprocess.run([sys.executable, '-m', 'intermix_jax.report', only_bad, '--no-plots'],
+                     capture_output=True, text=True, timeout=300, cwd=ROOT)
+  assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1
+  assert 'no usable results.json' in p.stderr and only_bad in p.stderr
