@@ -1,12 +1,21 @@
-"""A workdir belongs to one config: `workdir/config.json` records it, a different config is refused.
+"""A workdir belongs to one config and one dataset: `config.json` and `dataset.json` record them.
 
 The first run writes the config; every later run in the same workdir (resume after a kill or a
 preemption) must present the same config, or `check_or_store_config` raises `WorkdirConfigError`
 naming the workdir and each differing field. Fields that do not change what is trained (logging
 cadence, data locations, what to do after a non-finite step) may differ.
+
+The data a run trains on is recorded by `check_or_store_dataset` in `workdir/dataset.json` (its
+identity: `data.RunData.identity`, content only: clip counts per fold, digests of the train and
+test clips, the source files' fingerprint, never paths). A run resuming from a checkpoint must
+read the same data, or `WorkdirConfigError` names the workdir and what changed (e.g. 'train clips
+24 -> 32'). So the same data moved to another data_dir / manual_dir / audio_dir resumes, changed
+data does not. The fields naming the user's own data (`DATA_FIELDS`) may therefore differ once the
+workdir has a dataset.json.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 from typing import Any
@@ -14,8 +23,11 @@ from typing import Any
 import ml_collections
 
 CONFIG_FILE = 'config.json'
+DATASET_FILE = 'dataset.json'
 # Fields that may change between runs in one workdir: they do not change what is computed.
 MUTABLE_FIELDS = ('log_every_steps', 'data_dir', 'manual_dir', 'nan_policy')
+# Locations of a custom dataset: may change when dataset.json (checked by content) exists.
+DATA_FIELDS = ('audio_dir', 'metadata_csv')
 
 
 class WorkdirConfigError(ValueError):
@@ -37,12 +49,13 @@ def _flatten(d: dict, prefix: str = '') -> dict[str, Any]:
   return out
 
 
-def config_differences(stored: dict, current: dict) -> list[str]:
-  """'field: stored vs current' lines for every differing field (ignoring MUTABLE_FIELDS)."""
+def config_differences(stored: dict, current: dict, ignore=()) -> list[str]:
+  """'field: stored vs current' lines for every differing field (ignoring MUTABLE_FIELDS and
+  `ignore`)."""
   a, b = _flatten(stored), _flatten(current)
   lines = []
   for key in sorted(set(a) | set(b)):
-    if key in MUTABLE_FIELDS:
+    if key in MUTABLE_FIELDS or key in ignore:
       continue
     if a.get(key, '<absent>') != b.get(key, '<absent>'):
       lines.append(f'{key}: {a.get(key, "<absent>")!r} (workdir) vs {b.get(key, "<absent>")!r} (now)')
@@ -78,7 +91,10 @@ def check_or_store_config(workdir: str, config: ml_collections.ConfigDict, *,
         stored = json.load(f)
       except ValueError as e:
         raise WorkdirConfigError(f'{path} is not valid JSON ({e}); delete it to reuse {workdir}')
-    diffs = config_differences(stored, current)
+    # fold='all': the folds' workdirs fold_<k>/ hold the dataset identities.
+    checked_by_content = bool(glob.glob(os.path.join(glob.escape(workdir), DATASET_FILE)) or
+                              glob.glob(os.path.join(glob.escape(workdir), 'fold_*', DATASET_FILE)))
+    diffs = config_differences(stored, current, DATA_FIELDS if checked_by_content else ())
     if diffs:
       raise WorkdirConfigError(
           f'workdir {workdir} was created by a different config; refusing to mix runs. '
@@ -87,3 +103,70 @@ def check_or_store_config(workdir: str, config: ml_collections.ConfigDict, *,
   if write:
     os.makedirs(workdir, exist_ok=True)
     write_json_atomic(path, current)
+
+
+# (identity key, words) compared in this order; fold_clips and the digests are handled apart.
+_IDENTITY_FIELDS = (('dataset', 'dataset'), ('builder', 'builder'), ('version', 'builder version'),
+                    ('sample_rate', 'sample rate'), ('class_names', 'classes'),
+                    ('num_folds', 'folds'), ('test_fold', 'test fold'),
+                    ('train_clips', 'train clips'), ('test_clips', 'test clips'),
+                    ('skipped_files', 'skipped bad files'))
+
+
+def dataset_differences(stored: dict, current: dict) -> list[str]:
+  """'what stored -> current' phrases for every difference of two dataset identities.
+
+  Args:
+    stored, current: `data.RunData.identity` dicts (the workdir's and this run's).
+  """
+  lines = []
+  for key, words in _IDENTITY_FIELDS:
+    if stored.get(key) != current.get(key):
+      lines.append(f'{words} {stored.get(key)} -> {current.get(key)}')
+  a, b = stored.get('fold_clips') or {}, current.get('fold_clips') or {}
+  for k in sorted(set(a) | set(b), key=lambda k: (len(k), k)):
+    if a.get(k) != b.get(k):
+      lines.append(f'fold {k} clips {a.get(k)} -> {b.get(k)}')
+  for part in ('train', 'test'):
+    same_count = stored.get(f'{part}_clips') == current.get(f'{part}_clips')
+    x, y = stored.get(f'{part}_digest'), current.get(f'{part}_digest')
+    if same_count and x != y:
+      lines.append(f'{part} clips: other files, classes or lengths (digest {x} -> {y})')
+  x, y = stored.get('source_fingerprint'), current.get('source_fingerprint')
+  if x is not None and y is not None and x != y:
+    lines.append(f'source files (names, folds, classes, sizes) fingerprint {x} -> {y}')
+  return lines
+
+
+def check_or_store_dataset(workdir: str, identity: dict, *, resuming: bool,
+                           write: bool = True) -> None:
+  """Records the run's dataset identity in `workdir/dataset.json`, or checks it on a resume.
+
+  Args:
+    workdir: the run directory (exists: check_or_store_config made it).
+    identity: `data.RunData.identity` of this run.
+    resuming: the workdir holds a checkpoint that this run will continue from. When False the
+      identity is (re)written: nothing trained on other data is carried on.
+    write: False on processes other than 0 (they only check).
+  Raises:
+    WorkdirConfigError: resuming and the data differ (one line naming the workdir and what
+      changed), or dataset.json is unreadable.
+  """
+  path = os.path.join(workdir, DATASET_FILE)
+  if resuming and os.path.exists(path):
+    with open(path) as f:
+      try:
+        stored = json.load(f)
+      except ValueError as e:
+        raise WorkdirConfigError(f'{path} is not valid JSON ({e}); delete {workdir} to start '
+                                 'over') from None
+    diffs = dataset_differences(stored, identity)
+    if diffs:
+      raise WorkdirConfigError(
+          f'workdir {workdir} was trained on other data than this run reads (its {DATASET_FILE} '
+          f'vs now): {"; ".join(diffs)}. Refusing to resume on changed data: use a new '
+          f'--workdir, or delete {workdir} to start over')
+    return
+  if write:
+    os.makedirs(workdir, exist_ok=True)
+    write_json_atomic(path, identity)

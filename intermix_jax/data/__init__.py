@@ -39,6 +39,8 @@ from intermix_jax.data import pipeline
 from intermix_jax.data.pipeline import ClipIndex
 from intermix_jax.data.pipeline import EvalLoader
 from intermix_jax.data.pipeline import TrainLoader
+from intermix_jax.data import run_data
+from intermix_jax.data.run_data import RunData
 from intermix_jax.data.sources import SourceUnavailableError
 from intermix_jax.data.synthetic import SyntheticSounds
 from intermix_jax.data.urbansound8k import Urbansound8k
@@ -85,7 +87,7 @@ def make_train_loader(config, sample_rate: int, input_length: int, *, process_in
                      seed=_data_seed(config), pairs=config.strategy != 'standard',
                      strong_augment=bool(config.strong_augment), process_index=process_index,
                      process_count=process_count, num_threads=num_threads, prefetch=prefetch,
-                     num_workers=num_workers)
+                     num_workers=num_workers, class_names=info.class_names)
 
 
 def make_eval_loader(config, sample_rate: int, input_length: int, *, process_index: int = 0,
@@ -103,9 +105,18 @@ def make_eval_loader(config, sample_rate: int, input_length: int, *, process_ind
                     num_workers=num_workers)
 
 
+def describe_run_data(config, sample_rate: int, train_loader: TrainLoader,
+                      eval_loader: EvalLoader) -> RunData:
+  """What the run of `config` trains and tests on (identity for workdir/dataset.json, clips per
+  class, skipped bad files); raises LayoutError when a class has no training clip (see
+  `run_data.describe`)."""
+  return run_data.describe(config, sample_rate, train_loader, eval_loader)
+
+
 __all__ = [
     'BadAudioFileError', 'ClipIndex', 'CustomAudio', 'DATASETS', 'DatasetInfo', 'Esc50',
-    'EvalLoader', 'LayoutError', 'SAMPLE_RATES', 'SampleRateConfig', 'SkippedFilesWarning',
-    'SourceUnavailableError', 'SyntheticSounds', 'TrainLoader', 'Urbansound8k', 'dataset_info',
-    'get_builder', 'make_eval_loader', 'make_train_loader', 'prepare', 'prepare_builder',
+    'EvalLoader', 'LayoutError', 'RunData', 'SAMPLE_RATES', 'SampleRateConfig',
+    'SkippedFilesWarning', 'SourceUnavailableError', 'SyntheticSounds', 'TrainLoader',
+    'Urbansound8k', 'dataset_info', 'describe_run_data', 'get_builder', 'make_eval_loader',
+    'make_train_loader', 'prepare', 'prepare_builder',
 ]

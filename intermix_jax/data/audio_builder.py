@@ -10,7 +10,18 @@ preparing (file_format='array_record') and reading (`as_data_source`) never impo
 
 Preparation uses TFDS's incomplete-dir protocol: files are written to `incomplete.*` and renamed
 to the final version directory only after every split is complete, so an interrupted preparation
-is never read as a dataset; rerunning prepares it from scratch.
+is never read as a dataset; rerunning prepares it from scratch (and `catalog.prepare_builder`
+deletes the leftovers of dead preparations).
+
+What a preparation read is kept in the prepared copy's metadata (`builder.info.metadata`):
+  sample_rate         Hz
+  skipped_files       [[path, problem]] of the bad files skipped (skip_bad_files=True)
+  skipped_clips       the same as dicts: path, filename, fold, label, problem
+  source              the folder (or csv) the clips were read from
+  source_fingerprint  `layouts.content_fingerprint` of the records read (file names, folds,
+                      classes, sizes; not paths): `catalog.prepare_builder` compares it with the
+                      copy config.manual_dir holds now
+  source_clips        number of records listed by the source (bad ones included)
 """
 import dataclasses
 import inspect
@@ -68,7 +79,30 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     **kwargs: tfds.core.GeneratorBasedBuilder arguments (data_dir, config, file_format...)."""
     self._skip_bad_files = skip_bad_files
     self.skipped_files: list[tuple[str, str]] = []  # (path, problem) of the last preparation
+    self._skipped_clips: list[dict] = []  # the same with the clip's filename, fold and label
     super().__init__(**kwargs)
+
+  @property
+  def skip_bad_files(self) -> bool:
+    return bool(self._skip_bad_files)
+
+  # --- the source a preparation reads (None: generated data, or the official download) --------
+  def source_root(self, manual_dir) -> str | None:
+    """The root of the local copy a preparation would read now (config.manual_dir, else TFDS's
+    default manual dir), or None (no local copy: generated data or the download)."""
+    del manual_dir
+    return None
+
+  def source_records(self, root: str) -> list[layouts.ClipRecord]:
+    """The records a preparation from the copy at `root` would read (no audio decoded)."""
+    raise NotImplementedError
+
+  def _record_source(self, source: str, records) -> None:
+    """Keeps where the clips come from and their fingerprint in the prepared copy's metadata."""
+    self.info.metadata['source'] = source
+    self.info.metadata['source_fingerprint'] = layouts.content_fingerprint(
+        records, self.class_names())
+    self.info.metadata['source_clips'] = len(records)
 
   @tfds.core.utils.classproperty
   @classmethod
@@ -104,10 +138,11 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     )
 
   def _download_and_prepare(self, dl_manager, download_config=None):
-    self.skipped_files = []
+    self.skipped_files, self._skipped_clips = [], []
     super()._download_and_prepare(dl_manager, download_config)
     self.info.metadata['sample_rate'] = self.sample_rate
     self.info.metadata['skipped_files'] = [list(x) for x in self.skipped_files]
+    self.info.metadata['skipped_clips'] = list(self._skipped_clips)
     if self.skipped_files:
       listing = '\n'.join(f'  {p}: {why}' for p, why in self.skipped_files)
       warnings.warn(SkippedFilesWarning(
@@ -140,6 +175,8 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
               '(config.skip_bad_files) to skip bad files.') from e
         log.warning('skipping bad file %s', e)
         self.skipped_files.append((e.path, e.problem))
+        self._skipped_clips.append(dict(path=e.path, filename=r.filename, fold=int(r.fold),
+                                        label=int(r.label), problem=e.problem))
         continue
       yielded += 1
       yield r.filename, {'audio': audio, 'label': r.label, 'filename': r.filename,

@@ -5,20 +5,45 @@
 
 Preparation is cached under `config.data_dir` (TFDS default `~/tensorflow_datasets` when None),
 written as array_record so that reading never needs TensorFlow.
+
+A prepared copy is reused only when it matches what the run asks for (`check_prepared`): one
+prepared with skip_bad_files=True that skipped files is refused by a run with
+skip_bad_files=False (BadAudioFileError naming the first skipped file, as preparing would); one
+prepared from another copy of ESC-50 / UrbanSound8K than the one config.manual_dir (or the default
+manual dir) holds now is refused (LayoutError naming both; the copies are compared by
+`layouts.content_fingerprint`: file names, folds, classes and sizes, not paths, so a copy moved
+elsewhere still matches). Without a local copy (the download) the prepared copy is used as is.
+User datasets ('custom') are keyed by their file list already (data/custom.py).
+
+Preparations of one builder config take a file lock (`<data_dir>/.locks/`), so that concurrent
+processes prepare it once, and so that `incomplete.*` directories left by killed preparations
+can be told from live ones and deleted.
 """
+import contextlib
 import dataclasses
+import errno
+import fcntl
+import logging
 import os
+import shutil
+import warnings
 
 import tensorflow_datasets as tfds
 
 from intermix_jax.data import audio_builder
+from intermix_jax.data import audio_decode
 from intermix_jax.data import custom
 from intermix_jax.data import esc50
 from intermix_jax.data import layouts
+from intermix_jax.data import sources
 from intermix_jax.data import synthetic
 from intermix_jax.data import urbansound8k
 
 FILE_FORMAT = 'array_record'
+INCOMPLETE_PREFIX = 'incomplete.'  # TFDS's temporary preparation directories
+LOCK_DIR = '.locks'
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,21 +103,158 @@ def get_builder(dataset: str, sample_rate: int, *, data_dir=None,
 
 
 def prepare_builder(builder: audio_builder.AudioClipBuilder, *, manual_dir=None) -> None:
-  """download_and_prepare unless already prepared. Another process finishing first is fine."""
-  if builder.is_prepared():
-    return
+  """download_and_prepare unless already prepared, then `check_prepared`.
+
+  Another process preparing the same builder config at the same time is waited for (file lock);
+  `incomplete.*` directories of this config left by dead preparations are deleted first.
+
+  Raises:
+    FileNotFoundError: manual_dir is given but is not a directory (when preparing).
+    layouts.LayoutError, audio_decode.BadAudioFileError: see `check_prepared`.
+  """
   if not builder.READS_SOURCE_FILES:
     manual_dir = None
-  if manual_dir is not None and not os.path.isdir(manual_dir):
-    raise FileNotFoundError(f'config.manual_dir is {manual_dir!r}, which is not a directory; '
-                            f'it must hold a copy of the official layout of {builder.name}')
-  download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+  if not _is_prepared(builder):
+    if manual_dir is not None and not os.path.isdir(manual_dir):
+      raise FileNotFoundError(f'config.manual_dir is {manual_dir!r}, which is not a directory; '
+                              f'it must hold a copy of the official layout of {builder.name}')
+    with _preparation_lock(builder) as locked:
+      if _is_prepared(builder):  # another process prepared it while this one waited
+        builder.info.read_from_directory(builder.data_path)
+      else:
+        if locked:
+          remove_stale_incomplete_dirs(builder)
+        download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+        try:
+          builder.download_and_prepare(download_config=download_config, file_format=FILE_FORMAT)
+        except OSError:
+          # Processes without the lock (e.g. where file locks are unsupported) preparing into
+          # one data_dir: the slower one's final rename fails.
+          if not builder.data_path.exists():
+            raise
+          builder.info.read_from_directory(builder.data_path)
+  check_prepared(builder, manual_dir=manual_dir)
+
+
+def _is_prepared(builder) -> bool:
+  """builder.is_prepared() without TFDS's warning when it is not: the version directory appears
+  by a rename once complete, with its dataset_info.json."""
+  return os.path.isfile(os.path.join(os.fspath(builder.data_path), 'dataset_info.json'))
+
+
+_WARNED = set()  # warnings already given by this process (prepare runs once per loader)
+
+
+def _warn_once(message: str) -> None:
+  if message not in _WARNED:
+    _WARNED.add(message)
+    log.warning('%s', message)
+
+
+def check_prepared(builder: audio_builder.AudioClipBuilder, *, manual_dir=None) -> None:
+  """Refuses a prepared copy that is not what this run would prepare now.
+
+  Raises:
+    audio_decode.BadAudioFileError: the copy skipped bad files (prepared with
+      skip_bad_files=True) and builder.skip_bad_files is False; names the first file.
+    layouts.LayoutError: the copy was prepared from other files than the local copy the builder
+      would read now (`builder.source_root(manual_dir)`), by `layouts.content_fingerprint`.
+  """
+  meta = builder.info.metadata or {}
+  where = os.fspath(builder.data_path)
+  skipped = list(meta.get('skipped_files') or [])
+  if skipped and not builder.skip_bad_files:
+    path, problem = skipped[0]
+    others = f' and {len(skipped) - 1} other bad file(s)' if len(skipped) > 1 else ''
+    raise audio_decode.BadAudioFileError(
+        path, f'{problem} (the prepared copy {where} skipped it{others}: it was prepared with '
+        'skip_bad_files=True). Set skip_bad_files=True (config.skip_bad_files) to train without '
+        f'them, or fix or remove them and prepare again (delete {where}; a custom dataset is '
+        'prepared anew by itself)')
+  stored = meta.get('source_fingerprint')
+  if builder.READS_SOURCE_FILES:
+    try:
+      with warnings.catch_warnings():  # "fewer clips than the official ...": said when preparing
+        warnings.simplefilter('ignore')
+        root = builder.source_root(manual_dir)
+        records = None if root is None else builder.source_records(root)
+    except (layouts.LayoutError, sources.SourceUnavailableError, OSError) as e:
+      _warn_once(f'{where}: cannot read the local copy to compare it with this prepared copy '
+                 f'({e}); using the prepared copy as it is')
+      root = records = None
+    if records is not None and stored is None:
+      _warn_once(f'{where} was prepared before copies were fingerprinted: cannot tell whether it '
+                 f'was prepared from {root}; delete it to prepare it again from there')
+    elif records is not None:
+      now = layouts.content_fingerprint(records, builder.class_names())
+      if now != stored:
+        then = meta.get('source_clips')
+        raise layouts.LayoutError(
+            f'{where} was prepared from another copy of the data ({then} clips listed by '
+            f'{meta.get("source")}, fingerprint {stored}) than the one read now ({len(records)} '
+            f'clips listed by {root}, fingerprint {now}; config.manual_dir={manual_dir!r}): '
+            f'delete {where} to prepare it from the copy now given, or use another '
+            'config.data_dir')
+
+
+def _lock_path(builder) -> str:
+  return os.path.join(os.fspath(builder.data_dir_root), LOCK_DIR,
+                      f'{builder.name}.{builder.builder_config.name}.lock')
+
+
+@contextlib.contextmanager
+def _preparation_lock(builder):
+  """Holds an exclusive lock on this builder config's lock file while preparing.
+
+  Yields True when held; False where file locks are unavailable (then preparations may overlap
+  and nothing can be told stale). The lock goes with the process (flock), even on kill -9.
+  """
+  path = _lock_path(builder)
+  fd = None
   try:
-    builder.download_and_prepare(download_config=download_config, file_format=FILE_FORMAT)
-  except OSError:
-    # Several processes preparing into one data_dir: the slower one's final rename fails.
-    if not builder.data_path.exists():
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      log.warning('waiting for another process preparing %s/%s (lock %s)', builder.name,
+                  builder.builder_config.name, path)
+      fcntl.flock(fd, fcntl.LOCK_EX)
+    locked = True
+  except OSError as e:
+    if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EACCES, errno.EROFS, errno.EPERM,
+                       errno.EINVAL):
+      if fd is not None:
+        os.close(fd)
       raise
+    log.warning('no file lock for preparing %s (%s); leftover incomplete.* directories are kept',
+                builder.name, e)
+    locked = False
+  try:
+    yield locked
+  finally:
+    if fd is not None:
+      os.close(fd)  # releases the lock
+
+
+def remove_stale_incomplete_dirs(builder) -> list[str]:
+  """Deletes the `incomplete.*` directories of builder's config (call holding its lock: then no
+  live preparation is writing one). Returns the deleted paths."""
+  parent = os.path.dirname(os.fspath(builder.data_path))
+  try:
+    names = sorted(os.listdir(parent))
+  except FileNotFoundError:
+    return []
+  removed = []
+  for name in names:
+    path = os.path.join(parent, name)
+    if name.startswith(INCOMPLETE_PREFIX) and os.path.isdir(path):
+      shutil.rmtree(path, ignore_errors=True)
+      removed.append(path)
+  if removed:
+    log.warning('deleted %d leftover incomplete preparation(s) of %s/%s: %s', len(removed),
+                builder.name, builder.builder_config.name, ', '.join(removed))
+  return removed
 
 
 def _field(config, name, default=None):

@@ -56,9 +56,17 @@ class Esc50(audio_builder.AudioClipBuilder):
   def num_folds(self):
     return layouts.ESC_NUM_FOLDS
 
+  def source_root(self, manual_dir):
+    return sources.local_root(manual_dir, self.data_dir_root / 'downloads',
+                              layouts.find_esc50_root)
+
+  def source_records(self, root):
+    return layouts.read_esc50(root, esc10=self.subset == 'esc10')
+
   def _split_generators(self, dl_manager):
     root = sources.locate(dl_manager, what='ESC-50', url=self.DOWNLOAD_URL,
                           find_root=layouts.find_esc50_root, instructions=_INSTRUCTIONS)
-    records = layouts.read_esc50(root, esc10=self.subset == 'esc10')
+    records = self.source_records(root)
+    self._record_source(root, records)
     return self._fold_splits(records, trim=True)
 

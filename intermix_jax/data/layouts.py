@@ -11,6 +11,8 @@ whose audio file is absent is NOT a layout error: it is reported per file when d
 """
 import csv
 import dataclasses
+import hashlib
+import json
 import os
 import warnings
 
@@ -60,6 +62,29 @@ class ClipRecord:
   path: str
   fold: int
   label: int
+
+
+def content_fingerprint(records, class_names) -> str:
+  """12 hex digits naming what a copy of a dataset holds, wherever it lies.
+
+  sha256 over the records sorted by file name: (filename, fold, class name, file size in bytes,
+  -1 for a missing file). Paths and modification times are left out, so a copy moved or copied
+  elsewhere keeps its fingerprint; adding, removing, relabelling, re-folding or resizing a file
+  changes it (an edit that keeps a file's size does not).
+
+  Args:
+    records: ClipRecords (label = index into class_names).
+    class_names: C names.
+  """
+  rows = []
+  for r in sorted(records, key=lambda r: r.filename):
+    try:
+      size = os.stat(r.path).st_size
+    except OSError:
+      size = -1
+    rows.append((r.filename, int(r.fold), class_names[r.label], size))
+  blob = json.dumps(rows, separators=(',', ':'), ensure_ascii=False)
+  return hashlib.sha256(blob.encode('utf-8')).hexdigest()[:12]
 
 
 def _is_esc50_root(path: str) -> bool:

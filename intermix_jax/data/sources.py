@@ -5,6 +5,7 @@ Order (issue 4): a local copy of the official layout in the TFDS manual director
 a directory holding it (e.g. the extracted `ESC-50-master/`), or the unextracted official archive;
 else the official download when online; else `SourceUnavailableError` saying how to provide a copy.
 """
+import hashlib
 import os
 import shutil
 import socket
@@ -22,14 +23,32 @@ class SourceUnavailableError(RuntimeError):
   """Neither a local copy nor the download is available (the message says how to fix it)."""
 
 
-def extract_archive(archive: str, extract_root: str) -> str:
-  """Extracts a .zip / .tar(.gz) into `extract_root/<archive name>.extracted` (reused if present).
+def archive_key(archive: str) -> str:
+  """12 hex digits naming an archive's content: sha256 of its size and its first and last 64 KiB
+  (a zip's central directory and a gzip's CRC and length trailer, which cover every member)."""
+  size = os.path.getsize(archive)
+  h = hashlib.sha256(str(size).encode())
+  with open(archive, 'rb') as f:
+    h.update(f.read(1 << 16))
+    f.seek(max(0, size - (1 << 16)))
+    h.update(f.read(1 << 16))
+  return h.hexdigest()[:12]
 
-  Python's own zipfile/tarfile (TFDS's extractor needs TensorFlow). Extraction goes to a
-  temporary directory renamed at the end, so an interrupted extraction is redone, never reused.
+
+def extract_archive(archive: str, extract_root: str) -> str:
+  """Extracts a .zip / .tar(.gz) into `extract_root/<archive name>.<archive_key>.extracted`.
+
+  Reused when present: the key follows the archive's content, so another archive of the same name
+  is extracted anew, never served from the extraction of an older one. Python's own
+  zipfile/tarfile (TFDS's extractor needs TensorFlow). Extraction goes to a temporary directory
+  renamed at the end, so an interrupted extraction is redone, never reused.
   """
   archive = os.fspath(archive)
-  dest = os.path.join(os.fspath(extract_root), os.path.basename(archive) + '.extracted')
+  try:
+    key = archive_key(archive)
+  except OSError as e:
+    raise SourceUnavailableError(f'{archive}: cannot read this archive ({e})') from e
+  dest = os.path.join(os.fspath(extract_root), f'{os.path.basename(archive)}.{key}.extracted')
   if os.path.isdir(dest):
     return dest
   if zipfile.is_zipfile(archive):
@@ -76,15 +95,31 @@ def _manual_dir(dl_manager):
     return None
 
 
-def _from_manual_dir(dl_manager, manual: str, find_root: Callable[[str], str]) -> str:
+def _from_manual_dir(download_dir, manual: str, find_root: Callable[[str], str]) -> str:
   try:
     return find_root(manual)
   except layouts.LayoutError as layout_error:
     archives = sorted(f for f in os.listdir(manual) if f.endswith(ARCHIVE_SUFFIXES))
     if len(archives) != 1:
       raise layout_error
-    extracted = extract_archive(os.path.join(manual, archives[0]), dl_manager.download_dir)
+    extracted = extract_archive(os.path.join(manual, archives[0]), download_dir)
     return find_root(extracted)
+
+
+def local_root(manual_dir, download_dir, find_root: Callable[[str], str]) -> str | None:
+  """The root of the local copy a preparation would read now, or None when it would download.
+
+  Mirrors `locate` without a download manager: `manual_dir` (config.manual_dir), else TFDS's
+  default `<download_dir>/manual`, when it is a non-empty directory; an archive in it is extracted
+  (or its extraction reused) under `download_dir`.
+
+  Raises:
+    layouts.LayoutError, SourceUnavailableError: the directory holds no usable copy.
+  """
+  manual = os.fspath(manual_dir) if manual_dir else os.path.join(os.fspath(download_dir), 'manual')
+  if not os.path.isdir(manual) or not os.listdir(manual):
+    return None
+  return _from_manual_dir(os.fspath(download_dir), manual, find_root)
 
 
 def locate(dl_manager, *, what: str, url: str, find_root: Callable[[str], str],
@@ -100,7 +135,7 @@ def locate(dl_manager, *, what: str, url: str, find_root: Callable[[str], str],
   """
   manual = _manual_dir(dl_manager)
   if manual is not None:
-    return _from_manual_dir(dl_manager, manual, find_root)
+    return _from_manual_dir(dl_manager.download_dir, manual, find_root)
   why = unreachable(url)
   if why is not None:
     raise SourceUnavailableError(

@@ -38,7 +38,16 @@ class Urbansound8k(audio_builder.AudioClipBuilder):
   def num_folds(self):
     return layouts.URBANSOUND8K_NUM_FOLDS
 
+  def source_root(self, manual_dir):
+    return sources.local_root(manual_dir, self.data_dir_root / 'downloads',
+                              layouts.find_urbansound8k_root)
+
+  def source_records(self, root):
+    return layouts.read_urbansound8k(root)
+
   def _split_generators(self, dl_manager):
     root = sources.locate(dl_manager, what='UrbanSound8K', url=self.DOWNLOAD_URL,
                           find_root=layouts.find_urbansound8k_root, instructions=_INSTRUCTIONS)
-    return self._fold_splits(layouts.read_urbansound8k(root), trim=False)
+    records = self.source_records(root)
+    self._record_source(root, records)
+    return self._fold_splits(records, trim=False)
