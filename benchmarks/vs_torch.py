@@ -8,8 +8,10 @@ The JAX step is the trainer's own: `steps.make_train_step` + `steps.jit_train_st
 'standard' strategy (soft-label cross-entropy of one-hot targets), forward + backward + optax SGD
 (Nesterov momentum 0.9, coupled weight decay 5e-4, LR 0.01), BatchNorm statistics updated, dropout on,
 the non-finite guard included; models from `models.get_model` with the default conv_impl ('auto').
-The PyTorch step is /work/shared/bench/torch_reference.py (same architecture, optimiser and soft-label
-loss), run as a SUBPROCESS in a separate environment (torch is never a dependency of this package),
+The PyTorch step is ../shared/bench/torch_reference.py beside the repository ($INTERMIX_SHARED/bench/
+when set; same architecture, optimiser and soft-label loss), run as a SUBPROCESS in a separate
+environment, ../torchvenv/bin/python by default ($INTERMIX_TORCH_PYTHON; torch is never a dependency
+of this package),
 with `--json` for each layout (channels_last, torch's fastest CPU layout, and default).
 
 Rounds alternate: JAX `--repeats` timed steps, then one torch subprocess per layout with
@@ -42,8 +44,12 @@ import optax
 from intermix_jax import host_memory, mixing, models, steps
 from machine import cpu_name, flops_of, load, matmul_rate
 
-TORCH_PYTHON = '/work/torchvenv/bin/python'
-TORCH_SCRIPT = '/work/shared/bench/torch_reference.py'
+# Beside the repository by default (../torchvenv, ../shared), or from the environment / the flags.
+_OUTSIDE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SHARED_DIR = os.environ.get('INTERMIX_SHARED', os.path.join(_OUTSIDE, 'shared'))
+TORCH_PYTHON = os.environ.get('INTERMIX_TORCH_PYTHON',
+                              os.path.join(_OUTSIDE, 'torchvenv', 'bin', 'python'))
+TORCH_SCRIPT = os.path.join(SHARED_DIR, 'bench', 'torch_reference.py')
 
 
 class JaxStep:

@@ -6,7 +6,8 @@ Run one fold / all folds:
         --workdir=runs/esc10/envnetv2/intermix/seed0/fold1
     python -m intermix_jax.main --config=configs/esc10.py:fold=all --workdir=runs/esc10_cv
 
-The real clips on this machine: `manual_dir=/work/shared/data/esc10` (official ESC-50 layout).
+Data: `manual_dir=/path/to/ESC-50-master` (official ESC-50 layout; on this project's machines a copy
+of the ESC-10 clips sits beside the repository: `manual_dir=../shared/data/esc10`).
 
 Expected result (paper, SPEC §6; 5-fold error %, last epoch): EnvNet-v2 standard 14.2, BC 10.6,
 SpeechMix 8.5, InterMix 8.2; with `strong_augment=True` 10.9 / 8.6 / 7.1 / 7.2. EnvNet: 12.8 / 11.3 /

@@ -6,8 +6,11 @@
 Each value is converted to the type of the field it overrides (the FieldReference type when the field
 has one, else the type of its current value): bool accepts true/false/1/0/yes/no, int rejects
 fractions, float accepts ints, tuple accepts a Python literal or a bare scalar, nullable fields accept
-`None`. Commas inside brackets belong to the value. Unknown keys raise a ValueError listing the valid
-ones; badly typed values raise a ValueError naming the field and the expected type.
+`None`. Commas inside brackets or quotes belong to the value, and one pair of surrounding quotes is
+removed: `manual_dir="/data/a,b"` sets '/data/a,b' (on a shell command line keep the quotes:
+`--config='configs/x.py:manual_dir="/data/a,b"'`). Unknown keys raise a ValueError listing the valid
+ones; badly typed values raise a ValueError naming the field and the expected type; a bare item
+after a key=value one (an unquoted comma in a value) says how to quote.
 """
 from __future__ import annotations
 
@@ -119,14 +122,29 @@ def convert(key: str, raw: str, ftype: type, nullable: bool) -> Any:
         f'config field {key!r} expects {ftype.__name__}, got {raw!r}') from None
 
 
+def _comma_hint(items: list[str], i: int) -> str:
+  """For a bare item after a key=value one: the value probably held commas; show the quoting."""
+  if i == 0 or '=' not in items[i - 1]:
+    return ''
+  key, value = (t.strip() for t in items[i - 1].split('=', 1))
+  j = i
+  while j < len(items) and '=' not in items[j]:
+    j += 1
+  quoted = f'{key}="{",".join([value] + items[i:j])}"'
+  return (f'; commas separate overrides, so quote a value that holds commas: {quoted} (and keep '
+          f"the quotes from the shell: --config='configs/x.py:{quoted}')")
+
+
 def parse_overrides(config: ml_collections.ConfigDict, arg: str | None) -> dict[str, Any]:
   """Parses `key=value,key=value` into {dotted key: typed value} against the fields of `config`."""
   out: dict[str, Any] = {}
   if not arg:
     return out
-  for item in split_top_level(arg):
+  items = split_top_level(arg)
+  for i, item in enumerate(items):
     if '=' not in item:
-      raise ValueError(f'config override {item!r} is not key=value (in {arg!r})')
+      raise ValueError(f'config override {item!r} is not key=value (in {arg!r})' +
+                       _comma_hint(items, i))
     key, raw = item.split('=', 1)
     key = key.strip()
     ftype, nullable = field_type(config, key)

@@ -3,12 +3,31 @@
     python -m intermix_jax.main --config=configs/esc50.py:backbone=envnetv2,strategy=intermix,fold=1 \
         --workdir=runs/esc50/envnetv2/intermix/seed0/fold1 [--config.opt.lr=0.05] [--distributed]
 
-Rerunning the same command resumes from the last checkpoint. Exit status: 0 when the run finished
-or was preempted (SIGTERM: checkpoint saved, rerun to resume); 1 with a one-line message for a bad
-config, a workdir of a different config, a non-finite loss under nan_policy=stop, a dataset that is
-missing or has a bad layout, or an unreadable audio file (named; `skip_bad_files=True` skips such files).
+Rerunning the same command resumes from the last checkpoint. Output: the trainer's progress lines
+(steps/s, ETA), test errors and warnings; the libraries' INFO logs and TFDS progress bars are hidden
+unless `--verbose` (or absl's `-v 1`).
+
+Exit status:
+  0  the run finished, or was stopped by SIGTERM (preemption): inside the training loop a
+     checkpoint is saved (results.json says 'preempted'); before it (data preparation, compilation)
+     or after it, the process stops with one line and nothing half-written is used (TFDS writes a
+     dataset under incomplete.* and renames it only when complete; results.json and config.json
+     are written to a temporary file and renamed). Rerun the same command to
+     resume. (A SIGTERM in the first seconds, while Python imports JAX, still ends the process with
+     the default status 143; nothing is written by then.)
+  1  one line `error: ...` naming the field, file or path: a bad flag or `configs/x.py:` override
+     (unknown field, wrong type, an unquoted comma in a value), a bad config value, a batch_size
+     larger than the training clips, classes too unbalanced for the pairs of a mixing strategy, a
+     workdir of a different config, a non-finite loss under nan_policy=stop, a dataset that is
+     missing or has a bad layout, an unreadable audio file (`skip_bad_files=True` skips such files),
+     or a path that cannot be written (read-only, permission denied, disk full).
+Any other exception is a bug and keeps its traceback.
 """
+import errno
+import os
+import signal
 import sys
+import tempfile
 
 from absl import app
 from absl import flags
@@ -17,8 +36,8 @@ from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file, optionally with overrides: configs/esc50.py:key=value,key=value',
-    lock_config=True)
+    'config', None, 'Config file, optionally with overrides: configs/esc50.py:key=value,key=value '
+    '(quote a value that holds commas: manual_dir="/data/a,b")', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, summaries and results.')
 _DISTRIBUTED = flags.DEFINE_bool(
     'distributed', None, 'Call jax.distributed.initialize(): True always, False never, unset: when '
@@ -26,12 +45,124 @@ _DISTRIBUTED = flags.DEFINE_bool(
 _REUSE_HOST_MEMORY = flags.DEFINE_bool(
     'reuse_host_memory', True, 'Keep freed host memory for reuse (glibc mallopt; see '
     'intermix_jax/host_memory.py): saves the page faults of every CPU step.')
+_VERBOSE = flags.DEFINE_bool(
+    'verbose', False, "Show the libraries' INFO logs (TFDS, JAX, orbax) and TFDS progress bars; "
+    "by default only this trainer's lines and every library's warnings are shown.")
 flags.mark_flags_as_required(['config', 'workdir'])
+
+# errno of an OSError that is the machine's state, not a bug: one line naming the path, exit 1.
+_OS_ERROR_HINTS = {
+    errno.ENOSPC: 'the disk is full: free space there or choose another --workdir / data_dir',
+    errno.EDQUOT: 'the disk quota is exhausted: free space or choose another --workdir / data_dir',
+    errno.EROFS: 'a read-only file system: choose a writable --workdir / data_dir',
+    errno.EACCES: 'choose a --workdir / data_dir you can write, or change its permissions',
+    errno.EPERM: 'choose a --workdir / data_dir you can write, or change its permissions',
+    errno.ENOTDIR: 'a file stands where a directory is needed: choose another --workdir / data_dir',
+}
+
+
+class Terminated(BaseException):
+  """SIGTERM outside the training loop (which saves a checkpoint itself); not an Exception, so
+  that no library's `except Exception` swallows it."""
+
+
+_SIGTERM_ACTS_AS_DEFAULT = False  # multi-process runs: JAX's preemption service owns SIGTERM
+
+
+def _on_sigterm(signum, frame):
+  del frame
+  if _SIGTERM_ACTS_AS_DEFAULT:
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    return
+  raise Terminated()
+
+
+def _flag_error_line(error: Exception) -> str:
+  """One line for a flag parsing error; for a config file's get_config error, its own message."""
+  text = str(error)
+  marker = ': Error whilst parsing config file'  # ml_collections wraps get_config's error so
+  if marker in text:
+    inner = error  # the original error: follow the chain as Python's traceback shows it
+    while True:
+      if inner.__cause__ is not None:
+        inner = inner.__cause__
+      elif inner.__context__ is not None and not inner.__suppress_context__:
+        inner = inner.__context__
+      else:
+        break
+    if inner is not error:
+      return f'{text.split(marker, 1)[0]}: {inner}'
+  return ' '.join(text.split())
+
+
+def _parse_flags(argv):
+  """absl's flag parsing with every error as one line (exit 1, as absl's own parser)."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    print(f'error: {_flag_error_line(e)}', file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def _os_error_line(e: OSError):
+  """One line for an OSError that names a path and is the machine's state; None otherwise."""
+  if type(e).__module__.startswith('intermix_jax'):  # the project's own: the message says it all
+    return str(e)
+  hint = _OS_ERROR_HINTS.get(e.errno)
+  if hint is None or not e.filename:
+    return None
+  return f'{e.filename}: {e.strerror} ({errno.errorcode[e.errno]}); {hint}'
+
+
+def _check_workdir_writable(workdir: str) -> None:
+  """OSError naming `workdir` unless it (or, while it does not exist, its nearest existing
+  ancestor) can be written: checked before any data preparation, compilation or background
+  writer, and without creating anything that stays."""
+  workdir = os.path.abspath(workdir)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), workdir)
+  where = workdir
+  while not os.path.isdir(where) and os.path.dirname(where) != where:
+    where = os.path.dirname(where)
+  try:
+    os.rmdir(tempfile.mkdtemp(prefix='.write_check.', dir=where))
+  except OSError as e:
+    raise OSError(e.errno, e.strerror, workdir) from e
+
+
+class _QuietLibraries:
+  """absl-handler filter: drops other libraries' records below WARNING (TFDS 'Generating ...',
+  JAX's 'Unable to initialize backend tpu', orbax) and TFDS's warning about its own new folders."""
+
+  _OWN = os.sep + 'intermix_jax' + os.sep
+
+  def filter(self, record) -> bool:
+    path = getattr(record, 'pathname', '') or ''
+    if record.levelno < 30:  # the standard library's logging.WARNING
+      return self._OWN in path
+    if 'tensorflow_datasets' in path:
+      try:
+        return 'has no dataset_info.json' not in record.getMessage()
+      except Exception:  # pylint: disable=broad-except
+        return True
+    return True
+
+
+def _quiet_libraries() -> None:
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
+    handler.addFilter(_QuietLibraries())
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    print(f'error: unexpected arguments {argv[1:]}: flags are --name=value (see --helpshort)',
+          file=sys.stderr, flush=True)
+    return 1
+  verbose = _VERBOSE.value or logging.get_verbosity() >= logging.DEBUG
+  if not verbose:
+    _quiet_libraries()
   if _REUSE_HOST_MEMORY.value:
     from intermix_jax import host_memory
     host_memory.reuse_freed_memory()  # before JAX starts its threads
@@ -40,17 +171,52 @@ def main(argv):
 
   import jax
   from intermix_jax import config_checks, data, train, workdir
+  global _SIGTERM_ACTS_AS_DEFAULT
+  _SIGTERM_ACTS_AS_DEFAULT = jax.process_count() > 1
   if jax.process_index() > 0:
     logging.set_verbosity(logging.WARNING)
+  if not verbose:
+    import tensorflow_datasets as tfds
+    tfds.disable_progress_bar()
+  known = (config_checks.ConfigError, workdir.WorkdirConfigError, train.NonFiniteError,
+           data.LayoutError, data.BadAudioFileError, data.SourceUnavailableError,
+           FileNotFoundError)
+  config = _CONFIG.value
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (config_checks.ConfigError, workdir.WorkdirConfigError, train.NonFiniteError,
-          data.LayoutError, data.BadAudioFileError, data.SourceUnavailableError,
-          FileNotFoundError) as e:
+    config.get('dataset')  # ml_collections defers a config file's load error to the first use
+  except OSError as e:
+    last = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
+    print(f'error: --config: cannot load {config_flags.get_config_filename(FLAGS["config"])}: '
+          f'{last}', file=sys.stderr, flush=True)
+    return 1
+  try:
+    config_checks.validate(config)  # a bad value is named before the workdir is created
+    if jax.process_index() == 0:
+      _check_workdir_writable(_WORKDIR.value)
+    train.train_and_evaluate(config, _WORKDIR.value)
+  except known as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
+    return 1
+  except OSError as e:
+    line = _os_error_line(e)
+    if line is None:
+      raise
+    print(f'error: {line}', file=sys.stderr, flush=True)
     return 1
   return 0
 
 
+def run() -> None:
+  """The process: SIGTERM handled from here on (imports, flags, data preparation), then main."""
+  signal.signal(signal.SIGTERM, _on_sigterm)
+  try:
+    app.run(main, flags_parser=_parse_flags)
+  except Terminated:
+    print('stopped by SIGTERM outside the training loop (while starting, preparing data, '
+          'compiling or finishing): nothing to checkpoint, and nothing half-written will be used; '
+          'rerun the same command to continue', file=sys.stderr, flush=True)
+    sys.exit(0)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()

@@ -6,7 +6,8 @@ Fixtures (any test may use them):
                       set config.data_dir to it)
   esc50_layout        a session LayoutSpec of a small clean ESC-50-layout copy (tests/fixtures_audio)
   urbansound8k_layout a session LayoutSpec of a small clean UrbanSound8K-layout copy
-  esc10_real_dir      /work/shared/data/esc10 (real ESC-10, official layout), else skip
+  esc10_real_dir      $INTERMIX_ESC10_DIR, else <$INTERMIX_SHARED or ../shared beside the repository>/
+                      data/esc10 (real ESC-10, official layout); skips when absent
   esc10_real_prepared {16000: data_dir, 44100: data_dir} of the real ESC-10, prepared once per
                       session (skips when the data is absent)
 """
@@ -18,8 +19,8 @@ import pytest
 import fixtures_audio
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ESC10_REAL_DIR = os.environ.get('INTERMIX_ESC10_DIR',
-                                os.path.join(os.path.dirname(REPO), 'shared', 'data', 'esc10'))
+SHARED_DIR = os.environ.get('INTERMIX_SHARED', os.path.join(os.path.dirname(REPO), 'shared'))
+ESC10_REAL_DIR = os.environ.get('INTERMIX_ESC10_DIR', os.path.join(SHARED_DIR, 'data', 'esc10'))
 
 
 @pytest.fixture

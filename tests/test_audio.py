@@ -14,9 +14,10 @@ import scipy.signal
 
 from intermix_jax import audio
 
-ESC10_DIR = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data', 'esc10')
-if not os.path.isdir(ESC10_DIR):
-  ESC10_DIR = '/work/shared/data/esc10'
+# The real ESC-10: $INTERMIX_ESC10_DIR, else <$INTERMIX_SHARED or ../shared beside the repo>/data/esc10.
+_SHARED = os.environ.get('INTERMIX_SHARED', os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'shared'))
+ESC10_DIR = os.environ.get('INTERMIX_ESC10_DIR', os.path.join(_SHARED, 'data', 'esc10'))
 
 
 # --- independent reference (BC learning's numpy code, rewritten in float64 with a frame loop) -----

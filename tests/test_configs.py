@@ -171,3 +171,13 @@ def test_workdir_refuses_a_different_config(tmp_path):
   msg = str(e.value)
   assert d in msg and 'opt.lr: 0.01 (workdir) vs 0.5 (now)' in msg and 'seed: 0' in msg
   assert '\n' not in msg
+
+
+def test_a_comma_inside_a_value_needs_quotes_and_the_error_says_how():
+  c = load('esc10', 'manual_dir="/data/a,b",fold=2')
+  assert (c.manual_dir, c.fold) == ('/data/a,b', 2)
+  with pytest.raises(ValueError) as e:
+    load('esc10', 'manual_dir=/data/a,b,c,fold=2')
+  msg = str(e.value)
+  assert "config override 'b' is not key=value" in msg and '\n' not in msg
+  assert 'manual_dir="/data/a,b,c"' in msg and "--config='configs/x.py:" in msg

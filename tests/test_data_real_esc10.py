@@ -1,4 +1,5 @@
-"""Real ESC-10 (/work/shared/data/esc10, official ESC-50 layout) prepared at 16 kHz and 44.1 kHz.
+"""Real ESC-10 (official ESC-50 layout) prepared at 16 kHz and 44.1 kHz; the copy is
+$INTERMIX_ESC10_DIR, else ../shared/data/esc10 beside the repository.
 
 Skipped, with the reason, when the copy is absent (see conftest.esc10_real_dir).
 """

@@ -13,7 +13,10 @@ from intermix_jax import melspec
 
 librosa = pytest.importorskip('librosa')
 
-ESC10_DIR = os.environ.get('INTERMIX_ESC10_DIR', '/work/shared/data/esc10')
+# The real ESC-10: $INTERMIX_ESC10_DIR, else <$INTERMIX_SHARED or ../shared beside the repo>/data/esc10.
+_SHARED = os.environ.get('INTERMIX_SHARED', os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'shared'))
+ESC10_DIR = os.environ.get('INTERMIX_ESC10_DIR', os.path.join(_SHARED, 'data', 'esc10'))
 
 
 @pytest.mark.parametrize('sr,n_fft,n_mels,fmin,fmax', [(22050, 1024, 60, 0.0, None), (16000, 512, 40, 50.0, 7000.0),

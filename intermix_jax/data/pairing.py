@@ -3,7 +3,47 @@
 A mixing batch has rows (2k, 2k+1) of different classes. The epoch's shuffled order is repaired
 deterministically by swaps, so it stays a permutation: every clip still appears exactly once.
 """
+from typing import Sequence
+
 import numpy as np
+
+
+def max_clips_per_class(num_examples: int, num_used: int) -> int:
+  """The most clips one class may hold so that the repair below always succeeds.
+
+  Each of the num_used / 2 pairs holds at most one clip of a class, and the clips of that class
+  beyond them must fit in the unused tail (num_examples - num_used positions): a class may hold at
+  most num_examples - num_used / 2 clips (half of them when num_used == num_examples).
+  """
+  return int(num_examples) - int(num_used) // 2
+
+
+def check_pairable(labels: np.ndarray, num_used: int, class_names: Sequence[str] | None = None,
+                   batch_size: int | None = None) -> None:
+  """Raises config_checks.ConfigError (one line, naming the class) unless every epoch can be paired.
+
+  `pair_different_classes` fails exactly when the largest class holds more than
+  `max_clips_per_class(len(labels), num_used)` clips, whatever the shuffle: checking this once,
+  before training, replaces an error at the first batch.
+  """
+  from intermix_jax.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
+  labels = np.asarray(labels)
+  if not labels.size:
+    return
+  counts = np.bincount(labels)
+  biggest = int(np.argmax(counts))
+  limit = max_clips_per_class(labels.shape[0], num_used)
+  if counts[biggest] <= limit:
+    return
+  name = (repr(str(class_names[biggest])) if class_names is not None and biggest < len(class_names)
+          else str(biggest))
+  used = (f'config.batch_size={batch_size} x {num_used // batch_size} steps = {num_used} clips used'
+          if batch_size else f'{num_used} clips used')
+  raise ConfigError(
+      f'mixing strategies pair sounds of different classes, but class {name} holds '
+      f'{int(counts[biggest])} of the {labels.shape[0]} training clips; with {used} per epoch a '
+      f'class may hold at most {limit} (training clips - used / 2): add clips of other classes, '
+      f'remove clips of {name}, or use config.strategy=standard (docs/own_data_and_models.md)')
 
 
 def pair_different_classes(order: np.ndarray, labels: np.ndarray, num_used: int) -> np.ndarray:

@@ -47,7 +47,8 @@ class ClipIndex:
   GB); otherwise each batch reads its records again from the array_record files.
 
   Attributes:
-    labels: int32 (N,); filenames: list of N str; cached: whether the clips are in memory.
+    labels: int32 (N,); filenames: list of N str; lengths: int64 (N,) samples per clip;
+    cached: whether the clips are in memory.
   """
 
   def __init__(self, sources: Sequence, *, sort_by_filename: bool = False,
@@ -55,7 +56,7 @@ class ClipIndex:
     """Args: sources: tfds data sources (one per fold); sort_by_filename: order clips by name
     (default: fold, then record order); cache_bytes: memory budget for keeping the clips."""
     self.sources = list(sources)
-    src, rec, labels, names, clips = [], [], [], [], []
+    src, rec, labels, names, lengths, clips = [], [], [], [], [], []
     total = 0
     for s, source in enumerate(self.sources):
       n = len(source)
@@ -65,6 +66,7 @@ class ClipIndex:
           rec.append(start + r)
           labels.append(int(ex['label']))
           names.append(_text(ex['filename']))
+          lengths.append(int(np.shape(ex['audio'])[0]))
           if clips is not None:
             total += ex['audio'].nbytes
             if total > cache_bytes:
@@ -76,6 +78,7 @@ class ClipIndex:
     self.source_of = np.asarray(src, np.int32)[order]
     self.record_of = np.asarray(rec, np.int64)[order]
     self.labels = np.asarray(labels, np.int32)[order]
+    self.lengths = np.asarray(lengths, np.int64)[order]
     self.filenames = [names[i] for i in order]
     self._clips = None if clips is None else [clips[i] for i in order]
     self.cached = self._clips is not None
@@ -131,7 +134,8 @@ class TrainLoader:
   def __init__(self, index: ClipIndex, *, input_length: int, batch_size: int, seed: int,
                pairs: bool, strong_augment: bool, process_index: int = 0,
                process_count: int = 1, num_threads: int = 1, prefetch: int = 2,
-               num_workers: int = 0):
+               num_workers: int = 0, class_names: Sequence[str] | None = None):
+    """`class_names` (index = label) only name a class in the pairing error below."""
     _check_processes(batch_size, process_index, process_count, 'config.batch_size')
     self.local_batch_size = batch_size // process_count
     if pairs and self.local_batch_size % 2:
@@ -143,8 +147,12 @@ class TrainLoader:
     self.num_examples = len(index)
     self.steps_per_epoch = self.num_examples // batch_size
     if self.steps_per_epoch == 0:
-      raise ValueError(f'config.batch_size={batch_size} is larger than the {self.num_examples} '
-                       'training clips: not one full batch per epoch')
+      from intermix_jax.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
+      raise ConfigError(f'config.batch_size={batch_size} is larger than the {self.num_examples} '
+                        'training clips: not one full batch per epoch; use a smaller batch_size')
+    if pairs:  # the repair of every epoch's order must succeed: checked once, here
+      pairing.check_pairable(index.labels, self.steps_per_epoch * batch_size, class_names,
+                             batch_size)
     self.batch_size = batch_size
     self.input_length = int(input_length)
     self.seed = int(seed)
