@@ -16,8 +16,8 @@ Fields of this config besides those of configs/base.py (see docs/own_data_and_mo
 ~/tensorflow_datasets), NOT the folder of your audio. (The issue text wrote `data_dir=DIR` for the
 audio folder; that name was already taken, so the audio folder is `audio_dir`.)
 
-Defaults are base.py's (EnvNet-v2, InterMix, the SPEC §5 ESC-50 row of the backbone: e.g. EnvNet
-600 epochs, doubled for mixing). For a first try on a CPU, shrink them, e.g.
+Defaults are base.py's (EnvNet-v2, InterMix, the docs/method.md §5 ESC-50 row of the backbone: e.g.
+EnvNet 600 epochs, doubled for mixing). For a first try on a CPU, shrink them, e.g.
 `:audio_dir=...,backbone=envnet,model.width=0.25,model.fc_units=128,num_epochs=10,batch_size=16`.
 """
 import os

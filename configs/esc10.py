@@ -9,10 +9,10 @@ Run one fold / all folds:
 Data: `manual_dir=/path/to/ESC-50-master` (official ESC-50 layout; on this project's machines a copy
 of the ESC-10 clips sits beside the repository: `manual_dir=../shared/data/esc10`).
 
-Expected result (paper, SPEC §6; 5-fold error %, last epoch): EnvNet-v2 standard 14.2, BC 10.6,
-SpeechMix 8.5, InterMix 8.2; with `strong_augment=True` 10.9 / 8.6 / 7.1 / 7.2. EnvNet: 12.8 / 11.3 /
-9.3 / 9.1. Defaults (SPEC §5): EnvNet-v2 600 epochs (1200 when mixing), LR 0.01, decay x0.1 at
-[0.5, 0.75], no warmup; EnvNet 600 epochs, LR 0.01, [0.5, 0.75].
+Expected result (paper, docs/method.md §6; 5-fold error %, last epoch): EnvNet-v2 standard 14.2, BC
+10.6, SpeechMix 8.5, InterMix 8.2; with `strong_augment=True` 10.9 / 8.6 / 7.1 / 7.2. EnvNet: 12.8 /
+11.3 / 9.3 / 9.1. Defaults (docs/method.md §5): EnvNet-v2 600 epochs (1200 when mixing), LR 0.01,
+decay x0.1 at [0.5, 0.75], no warmup; EnvNet 600 epochs, LR 0.01, [0.5, 0.75].
 """
 import os
 import runpy

@@ -1,8 +1,8 @@
-"""Paper table 3: adversarial robustness on ESC-10 (one-step FGSM, SPEC §7), standard / BC / InterMix.
+"""Paper table 3 (docs/method.md §7): ESC-10 robustness to one-step FGSM, standard / BC / InterMix.
 
 The paper does not name the attacked backbone: it is a config choice (`backbone=...` after the colon;
-default EnvNet-v2 with its SPEC §5 ESC-10 row: 600 epochs, 1200 when mixing, LR 0.01, decay x0.1 at
-[0.5, 0.75]). Train one fold, then attack its last checkpoint:
+default EnvNet-v2 with its docs/method.md §5 ESC-10 row: 600 epochs, 1200 when mixing, LR 0.01,
+decay x0.1 at [0.5, 0.75]). Train one fold, then attack its last checkpoint:
 
     python -m intermix_jax.main --config=configs/table3.py:strategy=bc,fold=1,seed=0 \
         --workdir=runs/table3/esc10/envnetv2/bc/seed0/fold1

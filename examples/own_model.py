@@ -9,7 +9,7 @@ the project's trainer, models or data pipeline. The recipe for any model:
      waveform), where `mix` is an optional argument of `__call__`. Hidden points should be
      non-negative (after ReLU / pooling) and presented channel-first, (N, C, T) or (N, C, H, W):
      with p-weighting each row is flattened in that order and read as a signal for the A-weighted
-     gain (SPEC §3). Say how many points there are (`num_mix_points`).
+     gain (docs/method.md §3). Say how many points there are (`num_mix_points`).
   2. Batches hold pairs: rows 2k and 2k+1 are sounds of different classes (N even).
   3. In the loss: plan -> prepare_input -> mixer -> model -> targets -> loss (below).
 

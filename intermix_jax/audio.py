@@ -1,4 +1,4 @@
-"""Signal-level laws used by the mixing strategies (SPEC §2 and §3 step 1), in jnp, jittable.
+"""Signal-level laws of the mixing strategies (docs/method.md §2 and §3 step 1), in jnp, jittable.
 
 - `frame_length(fs)`: the A-weighting frame size for a sample rate (Python int, static).
 - `a_weighting(fs, n_fft)`: the A-curve in dB per rfft bin (float64 numpy, a trace-time constant).
@@ -15,14 +15,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# SPEC §2: the A-curve and the per-frame power are floored at -80 dB.
+# docs/method.md §2: the A-curve and the per-frame power are floored at -80 dB.
 MIN_DB = -80.0
 # Frame length in seconds used to pick n_fft for rates other than 16 kHz and 44.1 kHz.
 _FRAME_SECONDS = 0.093
 
 
 def frame_length(fs: float) -> int:
-  """The A-weighting frame size n_fft (samples) for sample rate `fs` (Hz), SPEC §2.
+  """The A-weighting frame size n_fft (samples) for sample rate `fs` (Hz), docs/method.md §2.
 
   2048 at 16 kHz and 4096 at 44.1 kHz (BC learning's values); any other rate gets the power of two
   nearest (on a log scale) to 0.093 s, which also reproduces both published values. At least 2.
@@ -39,8 +39,9 @@ def frame_length(fs: float) -> int:
 def a_weighting(fs: float, n_fft: int, min_db: float = MIN_DB) -> np.ndarray:
   """A-weighting curve A(f) in dB at the n_fft // 2 + 1 rfft bin frequencies k * fs / n_fft.
 
-  SPEC §2: A(f) = 2.0 + 20 (2 log10 12194 + 2 log10 f^2 - log10(f^2 + 12194^2) - log10(f^2 + 20.6^2)
-  - 0.5 log10(f^2 + 107.7^2) - 0.5 log10(f^2 + 737.9^2)), f^2 at DC set to 1, floored at `min_db`.
+  docs/method.md §2: A(f) = 2.0 + 20 (2 log10 12194 + 2 log10 f^2 - log10(f^2 + 12194^2)
+  - log10(f^2 + 20.6^2) - 0.5 log10(f^2 + 107.7^2) - 0.5 log10(f^2 + 737.9^2)), f^2 at DC set to
+  1, floored at `min_db`.
   Returns a float64 numpy array of shape (n_fft // 2 + 1,) (computed once at trace time).
   """
   freq = np.arange(n_fft // 2 + 1, dtype=np.float64) * (float(fs) / n_fft)
@@ -76,7 +77,7 @@ def _frame_sets(x: jax.Array, n_fft: int) -> Tuple[jax.Array, ...]:
 
 
 def a_weighted_gain(x: jax.Array, fs: float, min_db: float = MIN_DB) -> jax.Array:
-  """A-weighted level of `x` in dB (BC learning's G, SPEC §2): max over frames, floored at `min_db`.
+  """A-weighted level of `x` in dB (BC's G, docs/method.md §2): max over frames, floored at min_db.
 
   Args:
     x: (..., T) real signal (any scale; the project feeds waveforms normalised by 32768, or a
@@ -120,7 +121,9 @@ def a_weighted_gain(x: jax.Array, fs: float, min_db: float = MIN_DB) -> jax.Arra
 
 
 def phase_shift(x: jax.Array, phi: jax.Array) -> jax.Array:
-  """Rotate every rfft bin of `x` by e^{i phi}: irfft(rfft(x) * e^{i phi}, n=T) (SPEC §3 step 1).
+  """Rotate every rfft bin of `x` by e^{i phi} (docs/method.md §3 step 1).
+
+  Computes irfft(rfft(x) * e^{i phi}, n=T).
 
   Args:
     x: (..., T) real signal; any T (odd T keeps its length).

@@ -1,4 +1,4 @@
-"""Mixing laws (SPEC §3) and the strategy registry (docs/architecture.md, "Strategies").
+"""Mixing laws (docs/method.md §3) and the strategy registry (docs/architecture.md, "Strategies").
 
 Laws (pure functions of arrays; one example at a time, batch them with jax.vmap):
   mix_ratio(g_i, g_j, r)         BC's sound ratio p from two A-weighted levels (dB) and the label ratio r
@@ -43,7 +43,7 @@ _MAX_SQRT_RATIO = 1e30
 # Laws
 # ----------------------------------------------------------------------------------------------
 def mix_ratio(g_i: jax.Array, g_j: jax.Array, r: jax.Array) -> jax.Array:
-  """BC learning's sound ratio p = 1 / (1 + 10^((g_i - g_j) / 20) (1 - r) / r) (SPEC §3 bc).
+  """BC's sound ratio p = 1 / (1 + 10^((g_i - g_j) / 20) (1 - r) / r) (docs/method.md §3 bc).
 
   Args:
     g_i, g_j: levels of the two sounds in dB (broadcastable arrays, e.g. `audio.a_weighted_gain`).
@@ -60,7 +60,7 @@ def mix_ratio(g_i: jax.Array, g_j: jax.Array, r: jax.Array) -> jax.Array:
 
 
 def bc_mix(h_i: jax.Array, h_j: jax.Array, p: jax.Array) -> jax.Array:
-  """(p h_i + (1 - p) h_j) / sqrt(p^2 + (1 - p)^2): BC's energy-normalised mix (SPEC §3 bc).
+  """(p h_i + (1-p) h_j) / sqrt(p^2 + (1-p)^2): BC's energy-normalised mix (docs/method.md §3 bc).
 
   h_i, h_j: tensors of one shape; p: ratio broadcastable against them (a scalar per example).
   Returns the broadcast shape, in h's units.
@@ -113,7 +113,7 @@ def _sqrt_product_jvp(primals, tangents):
 def interference_mix(h_i: jax.Array, h_j: jax.Array, p: jax.Array, dphi: jax.Array, *,
                      normalize: bool = True, signed_mode: str = 'superpose',
                      stop_gradient_interference: bool = False) -> jax.Array:
-  """InterMix's mix of two tensors of ONE example (SPEC §3 intermix, steps 2-4).
+  """InterMix's mix of two tensors of ONE example (docs/method.md §3 intermix, steps 2-4).
 
       h~_i = c p h_i,  h~_j = c (1 - p) h_j,  c = 1 / sqrt(p^2 + (1-p)^2)  (c = 1 if not normalize)
       h = h~_i + h~_j + 2 sqrt(h~_i h~_j) cos(dphi)
@@ -305,12 +305,12 @@ class Strategy:
 
     `k` is the Python int index of the mix point; `sample_rate` (Hz, static) is the model's input
     rate. With p-weighting, each row of h is flattened in its own row-major order and read as a
-    signal at `sample_rate` for the A-weighted gain (SPEC §3 speechmix; the models present hidden
-    tensors channel-first, the reference code's NCHW order); the gains set p only, no gradient
-    flows through them. The layer test is a lax.cond on the traced plan.layer, so one compiled
-    function serves every layer; points that can never be chosen (not eligible) return h without
-    adding any computation. The mixed tensor keeps h's shape and dtype (laws run in float32 at
-    least).
+    signal at `sample_rate` for the A-weighted gain (docs/method.md §3 speechmix; the models present
+    hidden tensors channel-first, the reference code's NCHW order); the gains set p only, no
+    gradient flows through them. The layer test is a lax.cond on the traced plan.layer, so one
+    compiled function serves every layer; points that can never be chosen (not eligible) return h
+    without adding any computation. The mixed tensor keeps h's shape and dtype (laws run in float32
+    at least).
     """
     if not self.mixes:
       return lambda h, k: h
@@ -428,7 +428,7 @@ class InterMix(Strategy):
     return jax.random.uniform(key, (n,), jnp.float32, -math.pi / 2, math.pi / 2)
 
   def prepare_input(self, plan: MixPlan, x: jax.Array) -> jax.Array:
-    """Phase-shift every waveform row of x (N, ..., T) by plan.phi[n] (SPEC §3 step 1)."""
+    """Phase-shift every waveform row of x (N, ..., T) by plan.phi[n] (docs/method.md §3 step 1)."""
     x = jnp.asarray(x)
     if x.ndim < 2 or x.shape[0] != plan.phi.shape[0]:
       raise ValueError(f'mixing: intermix expects waveforms (N, ..., T) with N={plan.phi.shape[0]}, '

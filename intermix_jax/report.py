@@ -9,8 +9,8 @@ runs by (dataset, backbone, method) and writes to OUT (default: DIR/report for a
                      strategies, the paper's value beside each cell), the table 2 ablation when
                      present; then "Against the paper": every cell of tables 1, 2 and 3 with the
                      paper's value beside it and — where nothing has run; runs that deviate
-                     from the SPEC §5 protocol (‡, e.g. a shortened schedule) listed with their
-                     deviations;
+                     from the docs/method.md §5 protocol (‡, e.g. a shortened schedule) listed with
+                     their deviations;
                      a detailed table, and the runs left out (unfinished, incomplete,
                      unreadable or invalid files);
                      paired comparisons: each mixing method against standard training on the same
@@ -26,7 +26,7 @@ runs by (dataset, backbone, method) and writes to OUT (default: DIR/report for a
   confusion_<dataset>_<backbone>_<method>.png   per-class confusion matrix over all its runs
   errorbars_<dataset>.png             error mean +- std per backbone and method, paper values as x
 
-Protocol (SPEC §5): a run's error is its LAST epoch's test-fold error (`final_error`); the
+Protocol (docs/method.md §5): a run's error is its LAST epoch's test-fold error (`final_error`); the
 cross-validated error of a seed is the mean over the dataset's folds; the table shows mean +- std
 over seeds (sample std, ddof=1) when there are several seeds, else mean +- std over the folds of the
 single seed (marked "folds"). A seed missing folds is left out when another seed has them all;
@@ -51,7 +51,7 @@ import numpy as np
 
 from intermix_jax import stats
 
-# SPEC §6 (error %, ESC-50 / ESC-10 / US8K).
+# docs/method.md §6 (error %, ESC-50 / ESC-10 / US8K).
 PAPER_TABLE1 = {
     'm18': {'standard': (31.5, 18.2, 28.8), 'bc': (26.7, 14.2, 26.5),
             'speechmix': (24.3, 12.4, 25.1), 'intermix': (25.4, 12.6, 25.1)},
@@ -66,13 +66,13 @@ PAPER_TABLE1 = {
     'envnetv2+aug': {'standard': (21.2, 10.9, 24.9), 'bc': (15.1, 8.6, 21.7),
                      'speechmix': (13.1, 7.1, 20.8), 'intermix': (12.9, 7.2, 20.5)},
 }
-# SPEC §3 ablation (paper table 2, EnvNet-v2 + strong augmentation): method label -> values.
+# docs/method.md §3 ablation (paper table 2, EnvNet-v2 + strong aug.): method label -> values.
 PAPER_TABLE2 = {
     'intermix[layers=0,r-weighting]+aug': ('vanilla (input, r-weighting)', (13.6, 7.9, 21.0)),
     'intermix[r-weighting]+aug': ('+ hidden mixing', (13.3, 7.7, 20.8)),
     'intermix+aug': ('+ p-weighting (InterMix)', (12.9, 7.2, 20.5)),
 }
-# SPEC §7 (paper table 3, ESC-10 error % under one-step FGSM; the backbone is not named).
+# docs/method.md §7 (paper table 3, ESC-10 error % under one-step FGSM; the backbone is not named).
 PAPER_TABLE3_EPS = (1e-2, 1e-3, 1e-4, 1e-5)
 PAPER_TABLE3 = {'standard': (64.5, 37.7, 36.5, 36.2), 'bc': (47.2, 28.7, 26.9, 26.8),
                 'intermix': (42.9, 26.2, 25.1, 25.0)}
@@ -196,7 +196,7 @@ def base_method(method: str) -> str:
 
 
 def paper_value(dataset: str, backbone: str, method: str) -> float | None:
-  """The SPEC §6 / table 2 value for a cell, or None when the paper has none."""
+  """The paper's table 1 / table 2 value for a cell (docs/method.md §6 / §3), or None."""
   col = DATASET_COLUMN.get(dataset)
   if col is None:
     return None
@@ -273,7 +273,7 @@ _PROTOCOL_DEFAULTS = []
 
 
 def _protocol_defaults() -> dict | None:
-  """configs/base.py PROTOCOL_DEFAULTS (the SPEC §5 rows), or None when configs/ is not at hand."""
+  """configs/base.py PROTOCOL_DEFAULTS (the docs/method.md §5 rows); None without configs/."""
   if not _PROTOCOL_DEFAULTS:
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs',
                         'base.py')
@@ -286,12 +286,12 @@ def _protocol_defaults() -> dict | None:
 
 
 def protocol_deviations(run: dict) -> list[str] | None:
-  """How a run's config departs from the paper's protocol (SPEC §5): 'num_epochs 30 (SPEC 600)'.
+  """How a run's config departs from the paper's protocol (docs/method.md §5).
 
-  None when it cannot be told (not a paper dataset, no SPEC row, or an incomplete config); [] when
-  the run follows the protocol. Checked: the SPEC row (num_epochs, opt.lr, opt.schedule,
-  opt.warmup_epochs), doubling for mixing, batch 64, the published model (width 1, fc_units None),
-  10 test crops, whole epochs (steps_per_epoch None).
+  E.g. ['num_epochs 30 (protocol 600)']. None when it cannot be told (not a paper dataset, no
+  protocol row, or an incomplete config); [] when the run follows the protocol. Checked: the
+  protocol row (num_epochs, opt.lr, opt.schedule, opt.warmup_epochs), doubling for mixing, batch 64,
+  the published model (width 1, fc_units None), 10 test crops, whole epochs (steps_per_epoch None).
   """
   cfg = run.get('config') or {}
   dataset, backbone = run.get('dataset'), run.get('backbone')
@@ -312,7 +312,7 @@ def protocol_deviations(run: dict) -> list[str] | None:
             ('steps_per_epoch', cfg.get('steps_per_epoch'), None)]
   if run.get('strategy', cfg.get('strategy')) != 'standard':
     checks.append(('double_epochs_for_mixing', cfg['double_epochs_for_mixing'], True))
-  return [f'{name} {value} (SPEC {want})' for name, value, want in checks if value != want]
+  return [f'{name} {value} (protocol {want})' for name, value, want in checks if value != want]
 
 
 def add_protocol_deviations(groups: list[dict]) -> None:
@@ -348,7 +348,7 @@ def eps_label(eps: float) -> str:
 
 
 def paper_adversarial(dataset: str, method: str, eps: float) -> float | None:
-  """SPEC §7 value of (method, eps) on ESC-10, or None."""
+  """docs/method.md §7 value of (method, eps) on ESC-10, or None."""
   if dataset != 'esc10' or method not in PAPER_TABLE3:
     return None
   for e, v in zip(PAPER_TABLE3_EPS, PAPER_TABLE3[method]):
@@ -718,8 +718,8 @@ def markdown(groups: list[dict], notes: list[str], adversarial: list[dict] = (),
   deviating = [g for g in list(groups) + list(adversarial) if g.get('deviations')]
   if deviating:
     lines += ['## Protocol deviations (‡)', '',
-              'These cells did not use the paper\'s protocol (SPEC §5): their numbers are NOT '
-              'comparable to the paper\'s value beside them.', '']
+              'These cells did not use the paper\'s protocol (docs/method.md §5): their numbers '
+              'are NOT comparable to the paper\'s value beside them.', '']
     seen = set()
     for g in deviating:
       key = (g['dataset'], g['backbone'], g['method'])
@@ -987,7 +987,7 @@ def plot_error_bars(groups: list[dict], out: str) -> list[str]:
       ax.bar(xs, ys, width, yerr=es, capsize=3, color=f'C{j % 10}', label=m)
       if px:
         ax.plot(px, py, 'kx', markersize=7)
-    ax.plot([], [], 'kx', label='paper (SPEC §6)')
+    ax.plot([], [], 'kx', label='paper')
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels([BACKBONE_TITLE.get(r, r) for r in rows])
     ax.set_ylabel('error % (mean ± std)')
@@ -1023,7 +1023,7 @@ def plot_adversarial(adversarial: list[dict], out: str) -> list[str]:
       paper = [(x, v) for x, v in paper if v is not None]
       if paper:
         ax.plot([x for x, _ in paper], [v for _, v in paper], 'x--', color=color, alpha=0.7)
-    ax.plot([], [], 'kx--', label='paper (SPEC §7)')
+    ax.plot([], [], 'kx--', label='paper (table 3)')
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels)
     ax.set_xlabel('FGSM eps (normalised waveform)')

@@ -1,4 +1,4 @@
-"""Epoch counts and the piecewise-constant learning-rate schedule of SPEC §5.
+"""Epoch counts and the piecewise-constant learning-rate schedule of docs/method.md §5.
 
 The reference code (bc_learning_sound, train.py) sets, for the 1-based epoch e of N epochs:
 
@@ -16,7 +16,7 @@ import optax
 
 
 def total_epochs(num_epochs: int, mixes: bool, double_for_mixing: bool = True) -> int:
-  """Epochs actually trained: `num_epochs`, doubled for mixing strategies (SPEC §5)."""
+  """Epochs actually trained: `num_epochs`, doubled for mixing strategies (docs/method.md §5)."""
   return int(num_epochs) * (2 if (mixes and double_for_mixing) else 1)
 
 

@@ -16,8 +16,9 @@ def load(name, arg=None):
   return runpy.run_path(os.path.join(ROOT, 'configs', f'{name}.py'))['get_config'](arg)
 
 
-# SPEC §5 table, written out independently: (epochs, lr, schedule, warmup) for standard training.
-SPEC_TABLE = {
+# The docs/method.md §5 table for standard training, written out independently:
+# (epochs, lr, schedule, warmup).
+PROTOCOL_TABLE = {
     ('envnet', 'esc50'): (600, 0.01, (0.5, 0.75), 0),
     ('envnet', 'esc10'): (600, 0.01, (0.5, 0.75), 0),
     ('envnet', 'urbansound8k'): (400, 0.01, (0.5, 0.75), 0),
@@ -27,10 +28,10 @@ SPEC_TABLE = {
 }
 
 
-@pytest.mark.parametrize('backbone,dataset', sorted(SPEC_TABLE))
+@pytest.mark.parametrize('backbone,dataset', sorted(PROTOCOL_TABLE))
 def test_spec_defaults_per_backbone_and_dataset(backbone, dataset):
   c = load(dataset, f'backbone={backbone}')
-  assert (c.num_epochs, c.opt.lr, tuple(c.opt.schedule), c.opt.warmup_epochs) == SPEC_TABLE[
+  assert (c.num_epochs, c.opt.lr, tuple(c.opt.schedule), c.opt.warmup_epochs) == PROTOCOL_TABLE[
       (backbone, dataset)]
   assert c.dataset == dataset and c.backbone == backbone
   assert (c.opt.momentum, c.opt.nesterov, c.opt.weight_decay, c.batch_size) == (0.9, True, 5e-4, 64)

@@ -95,7 +95,8 @@ def test_esc10_variant_keeps_esc10_rows_relabelled_in_spec_order(esc50_layout, t
   expected = {r.filename: r for r in esc50_layout.records if r.target in layouts.ESC10_TARGETS}
   got = {ex['filename'].decode(): ex for exs in by_fold.values() for ex in exs}
   assert got.keys() == expected.keys()
-  # The fixture's targets 0, 1, 20, 38 are ESC-10 labels 0, 8, 3, 4 (SPEC order); 2 is not ESC-10.
+  # The fixture's targets 0, 1, 20, 38 are ESC-10 labels 0, 8, 3, 4 (docs/method.md §5 order); 2 is
+  # not ESC-10.
   assert len(expected) == 20
   spec_order = {0: 0, 10: 1, 11: 2, 20: 3, 38: 4, 21: 5, 40: 6, 41: 7, 1: 8, 12: 9}
   for name, ex in got.items():

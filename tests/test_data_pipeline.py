@@ -46,7 +46,7 @@ def clip_ids(x):
   return ids
 
 
-# --- augment: against a literal implementation of SPEC §5 -----------------------------------
+# --- augment: against a literal implementation of docs/method.md §5 -------------------------
 
 def reference_train_crop(clip, t, u, scale, gain):
   x = clip.astype(np.float64)

@@ -13,7 +13,8 @@ import soundfile as sf
 
 from intermix_jax import data
 
-SPEC_ORDER = (0, 10, 11, 20, 38, 21, 40, 41, 1, 12)  # SPEC §5: ESC-50 target -> ESC-10 label
+# docs/method.md §5: ESC-50 target -> ESC-10 label (its index here).
+ESC10_ORDER = (0, 10, 11, 20, 38, 21, 40, 41, 1, 12)
 
 
 def _csv_targets(root):
@@ -35,7 +36,7 @@ def test_real_esc10_counts_folds_and_spec_label_order(esc10_real_prepared, esc10
     for name, label in zip(index.filenames, index.labels):
       target, csv_fold = targets[name]
       assert csv_fold == fold
-      assert label == SPEC_ORDER.index(target)
+      assert label == ESC10_ORDER.index(target)
     per_class += np.bincount(index.labels, minlength=10)
   assert total == 400
   assert per_class.tolist() == [40] * 10

@@ -29,7 +29,7 @@ def ref_mix_ratio(g_i, g_j, r):
 
 
 def ref_interference(h_i, h_j, p, dphi, normalize=True, clamp=False):
-  """SPEC §3 step 2 in float64 numpy (clamp: sqrt(max(h~_i h~_j, 0)))."""
+  """docs/method.md §3 step 2 in float64 numpy (clamp: sqrt(max(h~_i h~_j, 0)))."""
   h_i, h_j = np.asarray(h_i, np.float64), np.asarray(h_j, np.float64)
   c = 1.0 / np.sqrt(p ** 2 + (1 - p) ** 2) if normalize else 1.0
   a, b = c * p * h_i, c * (1 - p) * h_j

@@ -102,14 +102,15 @@ def _mix_point_shapes(model, batch=2):
 
 
 def test_envnet_mix_point_shapes_match_spec():
-  # SPEC §4 (C, H, W): (1, 40, 150) after the swap, (50, 11, 46) after pool (3,3), (50, 11, 14).
+  # docs/method.md §4 (C, H, W): (1, 40, 150) after the swap, (50, 11, 46) after pool (3,3),
+  # (50, 11, 14).
   out, shapes = _mix_point_shapes(models.get_model('envnet', 50), batch=3)
   assert out == (3, 50)
   assert shapes == {0: (3, 24014), 1: (3, 1, 40, 150), 2: (3, 50, 11, 46), 3: (3, 50, 11, 14)}
 
 
 def test_envnetv2_mix_point_shapes_match_spec():
-  # SPEC §4: (1,64,260) [1]; (32,10,82) [2]; (64,10,38) [3]; (128,10,18) [4]; 0 = input.
+  # docs/method.md §4: (1,64,260) [1]; (32,10,82) [2]; (64,10,38) [3]; (128,10,18) [4]; 0 = input.
   out, shapes = _mix_point_shapes(models.get_model('envnetv2', 50), batch=3)
   assert out == (3, 50)
   assert shapes == {0: (3, 66650), 1: (3, 1, 64, 260), 2: (3, 32, 10, 82), 3: (3, 64, 10, 38),

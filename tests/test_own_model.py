@@ -1,8 +1,8 @@
 """Hidden-space InterMix in a user-defined Linen model (examples/own_model.py, issue 10).
 
 The example uses only names exported by `intermix_jax` and its own training loop; these tests
-check that (by reading its source), that its hidden mix point is mixed exactly as SPEC §3 says
-(against a numpy reference), and that a few training steps learn.
+check that (by reading its source), that its hidden mix point is mixed exactly as docs/method.md §3
+says (against a numpy reference), and that a few training steps learn.
 """
 import ast
 import math
@@ -48,7 +48,7 @@ def test_example_uses_only_public_names():
 
 
 def test_hidden_points_are_mixed_as_spec_says():
-  """SPEC §3 InterMix at a hidden point (r-weighting to make the reference exact):
+  """docs/method.md §3 InterMix at a hidden point (r-weighting to make the reference exact):
   h = r~ h_i + (1-r)~ h_j + 2 sqrt(r~ h_i (1-r)~ h_j) cos(phi_i - phi_j), ~ = / sqrt(r^2+(1-r)^2).
   One compiled function serves both points (the plan's layer is data)."""
   model = ex.TinyAudioNet(num_classes=4)
@@ -82,7 +82,7 @@ def test_hidden_points_are_mixed_as_spec_says():
     np.testing.assert_allclose(mixed[f'mix_point_{point}'], want, rtol=2e-4, atol=1e-6)
     if point == 2:   # the point before the mix is untouched
       np.testing.assert_array_equal(mixed['mix_point_1'], plain['mix_point_1'])
-    # The input phase shift keeps each waveform's energy (SPEC §3 step 1).
+    # The input phase shift keeps each waveform's energy (docs/method.md §3 step 1).
     np.testing.assert_allclose(np.sum(x_in.astype(np.float64) ** 2, 1), np.sum(x ** 2, 1),
                                rtol=1e-3)
     if seen == {1, 2}:

@@ -1,9 +1,9 @@
 """The paper's tables as configs and sweeps (configs/table1, configs/ablation, configs/table3.py,
 launch/sweep.py --table=N): every generated command parses with the real config parser and
 validates, cells map onto the paper's values; and the report's tables 1-3 (— for cells not run,
-‡ for runs off the SPEC §5 protocol, table 3 from adversarial.json); the per-fold table, the paired
-comparisons against standard training on hand-built clips, the learning curves, and invalid
-results.json files skipped and named."""
+‡ for runs off the docs/method.md §5 protocol, table 3 from adversarial.json); the per-fold table,
+the paired comparisons against standard training on hand-built clips, the learning curves, and
+invalid results.json files skipped and named."""
 import contextlib
 import glob
 import io
@@ -28,18 +28,18 @@ pytestmark = [
     pytest.mark.filterwarnings('ignore:No artists with labels:UserWarning'),  # runs w/o history
 ]
 FOLDS = {'esc50': 5, 'esc10': 5, 'urbansound8k': 10}
-# SPEC §5 rows (standard training), written out here: (epochs, lr, schedule, warmup).
+# docs/method.md §5 rows (standard training), written out here: (epochs, lr, schedule, warmup).
 ENVNET_ROW = (600, 0.01, (0.5, 0.75), 0)
-SPEC_ROWS = {
+PROTOCOL_ROWS = {
     ('envnet', 'esc50'): ENVNET_ROW, ('envnet', 'esc10'): ENVNET_ROW,
     ('envnet', 'urbansound8k'): (400, 0.01, (0.5, 0.75), 0),
     ('envnetv2', 'esc50'): (1000, 0.1, (0.3, 0.6, 0.9), 10),
     ('envnetv2', 'esc10'): (600, 0.01, (0.5, 0.75), 0),
     ('envnetv2', 'urbansound8k'): (600, 0.1, (0.3, 0.6, 0.9), 10),
 }
-for _b in ('m18', 'soundnet5', 'piczakcnn'):  # configs/base.py: the EnvNet row (SPEC leaves it open)
-  SPEC_ROWS.update({(_b, 'esc50'): ENVNET_ROW, (_b, 'esc10'): ENVNET_ROW,
-                    (_b, 'urbansound8k'): (400, 0.01, (0.5, 0.75), 0)})
+for _b in ('m18', 'soundnet5', 'piczakcnn'):  # configs/base.py: the EnvNet row (the paper has none)
+  PROTOCOL_ROWS.update({(_b, 'esc50'): ENVNET_ROW, (_b, 'esc10'): ENVNET_ROW,
+                        (_b, 'urbansound8k'): (400, 0.01, (0.5, 0.75), 0)})
 
 
 def sweep_lines(capsys, *args):
@@ -93,7 +93,7 @@ def test_table1_sweep_covers_every_cell_once_with_the_spec_schedule(table1):
   cells = {}
   for c, _ in table1:
     check_runnable(c)
-    assert (c.num_epochs, c.opt.lr, tuple(c.opt.schedule), c.opt.warmup_epochs) == SPEC_ROWS[
+    assert (c.num_epochs, c.opt.lr, tuple(c.opt.schedule), c.opt.warmup_epochs) == PROTOCOL_ROWS[
         (c.backbone, c.dataset)]
     assert c.double_epochs_for_mixing and c.batch_size == 64 and c.model.width == 1.0
     assert c.model.fc_units is None and c.num_eval_crops == 10 and c.seed == 0
@@ -106,7 +106,7 @@ def test_table1_sweep_covers_every_cell_once_with_the_spec_schedule(table1):
     cells.setdefault((c.dataset, row, c.strategy), set()).add(c.fold)
   assert len(cells) == 3 * 6 * 4
   assert all(folds == set(range(1, FOLDS[d] + 1)) for (d, _, _), folds in cells.items())
-  # Spot checks against SPEC §6 itself.
+  # Spot checks against docs/method.md §6 itself.
   assert ('esc10', 'piczakcnn', 'speechmix') in cells
   assert report.paper_value('esc10', 'piczakcnn', 'speechmix') == 8.4
   assert report.paper_value('urbansound8k', 'envnetv2', 'intermix+aug') == 20.5
@@ -135,14 +135,15 @@ def test_table2_ablation_variants(capsys):
   for c, wd in runs:
     strategy = check_runnable(c)
     assert (c.backbone, c.strategy, c.strong_augment) == ('envnetv2', 'intermix', True)
-    assert (c.num_epochs, c.opt.lr, tuple(c.opt.schedule), c.opt.warmup_epochs) == SPEC_ROWS[
+    assert (c.num_epochs, c.opt.lr, tuple(c.opt.schedule), c.opt.warmup_epochs) == PROTOCOL_ROWS[
         ('envnetv2', c.dataset)]
     variant = wd.split(os.sep)[3]
     points[variant] = (strategy.layers(models.MODELS['envnetv2'].num_mix_points),
                        c.mixing.p_weighting)
     assert report.paper_value(c.dataset, 'envnetv2', train.method_label(c)) == (
         report.PAPER_TABLE2[train.method_label(c)][1][report.DATASET_COLUMN[c.dataset]])
-  # SPEC §3 ablation: vanilla = input with r; + hidden mixing = points 1..4 with r; + p = InterMix.
+  # docs/method.md §3 ablation: vanilla = input with r; + hidden mixing = points 1..4 with r;
+  # + p-weighting = InterMix.
   assert points == {'intermix-vanilla': ((0,), False), 'intermix-hidden': ((1, 2, 3, 4), False),
                     'intermix-full': ((1, 2, 3, 4), True)}
   assert report.paper_value('esc10', 'envnetv2', 'intermix[layers=0,r-weighting]+aug') == 7.9
@@ -156,7 +157,7 @@ def test_table3_trains_then_attacks_each_workdir(capsys):
     check_runnable(c)
     assert c.dataset == 'esc10' and c.strategy in ('standard', 'bc', 'intermix')
     assert attack == ['python', '-m', 'intermix_jax.adversarial', f'--workdir={wd}']
-    assert (c.num_epochs, c.opt.lr) == SPEC_ROWS[(c.backbone, 'esc10')][:2]
+    assert (c.num_epochs, c.opt.lr) == PROTOCOL_ROWS[(c.backbone, 'esc10')][:2]
   assert {c.backbone for c, _ in runs} == {'envnetv2', 'piczakcnn'}
 
 
@@ -257,7 +258,8 @@ def test_report_tables_mark_missing_cells_deviations_and_table3(tmp_path):
           f"70.0 ± {sd(clean['standard']):.1f}†‡ (64.5) | — (37.7) | — (36.5) | "
           f"{np.mean(attacked_5):.1f} ± {sd(attacked_5):.1f}†‡ (36.2) |") in md
   assert '| PiczakCNN | bc | — | — (47.2) | — (28.7) | — (26.9) | — (26.8) |' in md
-  assert 'num_epochs 30 (SPEC 600)' in md and 'double_epochs_for_mixing False (SPEC True)' in md
+  assert 'num_epochs 30 (protocol 600)' in md
+  assert 'double_epochs_for_mixing False (protocol True)' in md
   assert any("status 'running'" in n and 'bad' in n for n in result['notes'])
   assert os.path.exists(str(tmp_path / 'out' / 'adversarial_esc10.png'))
   with open(tmp_path / 'out' / 'summary.json') as f:
@@ -361,7 +363,8 @@ def test_report_paired_comparisons_and_per_fold_table_by_hand(tmp_path):
   assert ('| bc | 0 | 1,2,3,4,5 | 20 | 25.00 | 25.00 | +0.00 | [+0.00, +0.00] | 0 | 0 | 1.0000 |'
           in md)
   assert '| mixup | 0 | 1,2,3,4* | 16 |' in md
-  assert 'SPEC §' not in md.split('## Paired comparisons')[1].split('## Against the paper')[0]
+  assert '§' not in md.split('## Paired comparisons')[1].split('## Against the paper')[0]
+  assert 'SPEC' not in md  # users have no SPEC file: references point to docs/method.md
   # Learning curves: test error at the evaluated epochs, mean and min-max over the folds.
   (g,) = [x for x in result['groups'] if x['method'] == 'intermix']
   curve = report.learning_curve(g['runs'], 'test_error')

@@ -13,8 +13,8 @@ The whole ablation (3 variants x 3 datasets x folds), then the report (its "Abla
     python launch/sweep.py --table=2 --root=runs/table2 [--run]
     python -m intermix_jax.report runs/table2
 
-Schedule: EnvNet-v2's SPEC §5 row of the dataset (see configs/table1/envnetv2_aug.py), doubled for
-mixing.
+Schedule: EnvNet-v2's docs/method.md §5 row of the dataset (see configs/table1/envnetv2_aug.py),
+doubled for mixing.
 
 Expected result (paper table 2; error %, ESC-50 / ESC-10 / US8K): 12.9 / 7.2 / 20.5
 (vanilla 13.6 / 7.9 / 21.0; + hidden mixing 13.3 / 7.7 / 20.8; + p-weighting 12.9 / 7.2 / 20.5).

@@ -1,4 +1,4 @@
-"""Paper table 1, row EnvNet: strategy x dataset cells (SPEC §6).
+"""Paper table 1, row EnvNet: strategy x dataset cells (docs/method.md §6).
 
 One cell, one fold (dataset esc50 | esc10 | urbansound8k; strategy standard | bc | speechmix |
 intermix; fold 1..5, 1..10 on UrbanSound8K):
@@ -15,10 +15,10 @@ runs one of them in a job array), then the paper-format report:
 
 Data: `manual_dir=...` (ESC-50 / UrbanSound8K official layout) or the official download.
 
-EnvNet (16 kHz, T = 24014). Schedule (SPEC §5): 600 epochs (400 on UrbanSound8K), LR 0.01,
+EnvNet (16 kHz, T = 24014). Schedule (docs/method.md §5): 600 epochs (400 on UrbanSound8K), LR 0.01,
 decay x0.1 at [0.5, 0.75], no warmup; mixing strategies train twice as many epochs.
 
-Expected result (paper, SPEC §6; cross-validated error %, last epoch, ESC-50 / ESC-10 / US8K):
+Expected result (paper, docs/method.md §6; cross-validated error %, last epoch; ESC-50/ESC-10/US8K):
   standard  29.2 / 12.8 / 33.7
   BC        24.1 / 11.3 / 28.9
   SpeechMix 22.5 / 9.3 / 26.5

@@ -1,4 +1,4 @@
-"""Paper table 1, row M18: strategy x dataset cells (SPEC §6).
+"""Paper table 1, row M18: strategy x dataset cells (docs/method.md §6).
 
 One cell, one fold (dataset esc50 | esc10 | urbansound8k; strategy standard | bc | speechmix |
 intermix; fold 1..5, 1..10 on UrbanSound8K):
@@ -15,11 +15,12 @@ runs one of them in a job array), then the paper-format report:
 
 Data: `manual_dir=...` (ESC-50 / UrbanSound8K official layout) or the official download.
 
-M18 (8 kHz, 4 s input = the published model's, SPEC §4 leaves it to us). Schedule: the SPEC
-leaves it open; configs/base.py gives M18 the EnvNet row: 600 epochs (400 on UrbanSound8K), LR 0.01,
-decay x0.1 at [0.5, 0.75], no warmup; mixing strategies train twice as many epochs.
+M18 (8 kHz, 4 s input = the published model's, docs/method.md §4 leaves it to us). Schedule: the
+paper leaves it open (docs/method.md §5); configs/base.py gives M18 the EnvNet row: 600 epochs (400
+on UrbanSound8K), LR 0.01, decay x0.1 at [0.5, 0.75], no warmup; mixing strategies train twice as
+many epochs.
 
-Expected result (paper, SPEC §6; cross-validated error %, last epoch, ESC-50 / ESC-10 / US8K):
+Expected result (paper, docs/method.md §6; cross-validated error %, last epoch; ESC-50/ESC-10/US8K):
   standard  31.5 / 18.2 / 28.8
   BC        26.7 / 14.2 / 26.5
   SpeechMix 24.3 / 12.4 / 25.1

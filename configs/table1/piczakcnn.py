@@ -1,4 +1,4 @@
-"""Paper table 1, row PiczakCNN: strategy x dataset cells (SPEC §6).
+"""Paper table 1, row PiczakCNN: strategy x dataset cells (docs/method.md §6).
 
 One cell, one fold (dataset esc50 | esc10 | urbansound8k; strategy standard | bc | speechmix |
 intermix; fold 1..5, 1..10 on UrbanSound8K):
@@ -16,10 +16,10 @@ runs one of them in a job array), then the paper-format report:
 Data: `manual_dir=...` (ESC-50 / UrbanSound8K official layout) or the official download.
 
 PiczakCNN (22.05 kHz, 20480 samples -> 2 x 60 x 41 log-mel + delta on the device). Schedule: the
-SPEC leaves it open; configs/base.py gives it the EnvNet row: 600 epochs (400 on UrbanSound8K),
-LR 0.01, decay x0.1 at [0.5, 0.75], no warmup; doubled for mixing.
+paper leaves it open (docs/method.md §5); configs/base.py gives it the EnvNet row: 600 epochs (400
+on UrbanSound8K), LR 0.01, decay x0.1 at [0.5, 0.75], no warmup; doubled for mixing.
 
-Expected result (paper, SPEC §6; cross-validated error %, last epoch, ESC-50 / ESC-10 / US8K):
+Expected result (paper, docs/method.md §6; cross-validated error %, last epoch; ESC-50/ESC-10/US8K):
   standard  27.6 / 13.2 / 25.3
   BC        23.1 / 9.4 / 23.5
   SpeechMix 22.1 / 8.4 / 22.1

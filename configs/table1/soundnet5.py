@@ -1,4 +1,4 @@
-"""Paper table 1, row SoundNet5: strategy x dataset cells (SPEC §6).
+"""Paper table 1, row SoundNet5: strategy x dataset cells (docs/method.md §6).
 
 One cell, one fold (dataset esc50 | esc10 | urbansound8k; strategy standard | bc | speechmix |
 intermix; fold 1..5, 1..10 on UrbanSound8K):
@@ -15,12 +15,12 @@ runs one of them in a job array), then the paper-format report:
 
 Data: `manual_dir=...` (ESC-50 / UrbanSound8K official layout) or the official download.
 
-SoundNet5 (22.05 kHz, 5 s input = SoundNet's ESC-50 setting, SPEC §4 leaves it to us; head:
-global average pool + dense). Schedule: the SPEC leaves it open; configs/base.py gives it the EnvNet
-row: 600 epochs (400 on UrbanSound8K), LR 0.01, decay x0.1 at [0.5, 0.75], no warmup; doubled for
-mixing.
+SoundNet5 (22.05 kHz, 5 s input = SoundNet's ESC-50 setting, docs/method.md §4 leaves it to us;
+head: global average pool + dense). Schedule: the paper leaves it open (§5); configs/base.py gives
+it the EnvNet row: 600 epochs (400 on UrbanSound8K), LR 0.01, decay x0.1 at [0.5, 0.75], no warmup;
+doubled for mixing.
 
-Expected result (paper, SPEC §6; cross-validated error %, last epoch, ESC-50 / ESC-10 / US8K):
+Expected result (paper, docs/method.md §6; cross-validated error %, last epoch; ESC-50/ESC-10/US8K):
   standard  33.8 / 16.4 / 33.3
   BC        27.4 / 13.9 / 30.2
   SpeechMix 25.6 / 11.6 / 27.4

@@ -1,4 +1,4 @@
-"""Datasets (TFDS builders) and input pipelines (SPEC §5, issue 4). No TensorFlow needed.
+"""Datasets (TFDS builders) and input pipelines (docs/method.md §5, issue 4). No TensorFlow needed.
 
     info = data.dataset_info(config)   # DatasetInfo(name, num_classes, class_names, num_folds)
     train = data.make_train_loader(config, sample_rate, input_length,

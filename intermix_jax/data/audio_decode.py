@@ -1,4 +1,4 @@
-"""Decoding one audio file to int16-scale mono samples at a target rate (SPEC §5).
+"""Decoding one audio file to int16-scale mono samples at a target rate (docs/method.md §5).
 
 No ffmpeg: soundfile (libsndfile) decodes, soxr resamples. Every problem a user can meet with an
 input file (missing, empty, truncated, unreadable, unexpected channel count, sample format or rate,

@@ -1,4 +1,4 @@
-"""Host-side (numpy) preprocessing of SPEC §5: time scale, pad T/2, crops, /32768, gain.
+"""Host-side (numpy) preprocessing of docs/method.md §5: time scale, pad T/2, crops, /32768, gain.
 
 Pure functions of the clips and explicitly passed random variates (the pipeline draws them from
 a seeded numpy Generator), so they are easy to test against a literal reference. Windows are
@@ -49,7 +49,7 @@ def scaled_length(n: int, scale) -> int:
 
 def train_crops(clips: Sequence[np.ndarray], input_length: int, offsets_u: np.ndarray,
                 scales: np.ndarray | None = None, gains: np.ndarray | None = None) -> np.ndarray:
-  """One random crop per clip, normalised: the training input of SPEC §5.
+  """One random crop per clip, normalised: the training input of docs/method.md §5.
 
   Args:
     clips: B int16 arrays (n_b,), n_b >= 1, int16 scale.
@@ -85,7 +85,7 @@ def eval_offsets(n: int, input_length: int, num_crops: int) -> np.ndarray:
 
 
 def eval_crops(clip: np.ndarray, input_length: int, num_crops: int) -> np.ndarray:
-  """float32 (num_crops, T): evenly spaced crops of the padded clip / 32768 (SPEC §5 test)."""
+  """(num_crops, T) float32: evenly spaced crops of the padded clip / 32768 (docs/method.md §5)."""
   t = int(input_length)
   out = np.zeros((num_crops, t), np.float32)
   for k, offset in enumerate(eval_offsets(clip.shape[0], t, num_crops)):

@@ -1,8 +1,8 @@
 """TFDS builder `esc50`: ESC-50 and its ESC-10 subset, one split per fold, one config per rate.
 
 Configs: `esc50_sr{rate}` (50 classes) and `esc10_sr{rate}` (the 400 esc10 clips relabelled in
-SPEC §5 order 0,10,11,20,38,21,40,41,1,12 -> 0..9) for rate in 8000, 16000, 22050, 44100; any
-other rate via `Esc50(config=SampleRateConfig(name='esc50_sr11025', sample_rate=11025,
+docs/method.md §5 order 0,10,11,20,38,21,40,41,1,12 -> 0..9) for rate in 8000, 16000, 22050, 44100;
+any other rate via `Esc50(config=SampleRateConfig(name='esc50_sr11025', sample_rate=11025,
 subset='esc50'))`. Splits `fold1`..`fold5`. Clips are trimmed of leading/trailing exact-zero
 samples after resampling (the ESC protocol).
 

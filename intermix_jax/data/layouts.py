@@ -27,7 +27,7 @@ ESC50_CLASS_NAMES = (
     'helicopter', 'chainsaw', 'siren', 'car_horn', 'engine', 'train', 'church_bells', 'airplane',
     'fireworks', 'hand_saw',
 )
-# SPEC §5: ESC-10 relabels ESC-50 targets in this order to 0..9.
+# docs/method.md §5: ESC-10 relabels ESC-50 targets in this order to 0..9.
 ESC10_TARGETS = (0, 10, 11, 20, 38, 21, 40, 41, 1, 12)
 ESC10_CLASS_NAMES = tuple(ESC50_CLASS_NAMES[t] for t in ESC10_TARGETS)
 ESC_NUM_FOLDS = 5
@@ -164,7 +164,7 @@ def read_esc50(root, *, esc10: bool) -> list[ClipRecord]:
 
   Args:
     root: the layout directory (see `find_esc50_root`).
-    esc10: keep only rows with esc10 == True and relabel them (SPEC §5 order).
+    esc10: keep only rows with esc10 == True and relabel them (docs/method.md §5 order).
 
   Returns:
     ClipRecords in csv order; labels index ESC50_CLASS_NAMES or ESC10_CLASS_NAMES.

@@ -1,7 +1,8 @@
-"""Pairs of sounds of different classes for mixing strategies (SPEC §3, docs/architecture.md).
+"""Pairs of sounds of different classes for mixing strategies (docs/method.md §3).
 
-A mixing batch has rows (2k, 2k+1) of different classes. The epoch's shuffled order is repaired
-deterministically by swaps, so it stays a permutation: every clip still appears exactly once.
+A mixing batch has rows (2k, 2k+1) of different classes (docs/architecture.md, "Arrays"). The
+epoch's shuffled order is repaired deterministically by swaps, so it stays a permutation: every
+clip still appears exactly once.
 """
 from typing import Sequence
 

@@ -31,8 +31,8 @@ from intermix_jax.data import pairing
 
 _ORDER_STREAM = 0x5EED0  # separate the epoch-order and the augmentation random streams
 _AUGMENT_STREAM = 0xA06  #
-MAX_TIME_SCALE = 1.25    # SPEC §5: time scale in [1/1.25, 1.25] (log-uniform, reference code)
-MAX_GAIN_DB = 6.0        # SPEC §5: gain +-6 dB
+MAX_TIME_SCALE = 1.25    # docs/method.md §5: time scale in [1/1.25, 1.25], log-uniform (ref. code)
+MAX_GAIN_DB = 6.0        # docs/method.md §5: gain +-6 dB
 _STREAM_LENGTH = 1 << 40  # global steps a background stream may run ahead to (never reached)
 
 
