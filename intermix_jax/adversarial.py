@@ -148,9 +148,19 @@ attack_step_cached = jax.jit(attack_step, static_argnames=('model', 'epsilons'))
 # ------------------------------------------------------------------------------------------------
 # A trained workdir
 # ------------------------------------------------------------------------------------------------
-def _read_json(path: str):
-  with open(path) as f:
-    return json.load(f)
+def _read_json(path: str) -> dict:
+  """The JSON object in `path`; AdversarialWorkdirError naming the file if it is not one."""
+  try:
+    with open(path) as f:
+      value = json.load(f)
+  except json.JSONDecodeError as e:
+    raise AdversarialWorkdirError(f'{path} is not valid JSON (line {e.lineno} column {e.colno}: '
+                                  f'{e.msg}); is it truncated?') from None
+  except (OSError, UnicodeDecodeError) as e:
+    raise AdversarialWorkdirError(f'{path} cannot be read ({e})') from None
+  if not isinstance(value, dict):
+    raise AdversarialWorkdirError(f'{path} holds a JSON {type(value).__name__}, not an object')
+  return value
 
 
 def eps_key(eps: float) -> str:
@@ -198,13 +208,19 @@ def load_workdir(workdir: str, *, allow_unfinished: bool = False):
     restored = store.restore(target)
   finally:
     store.close()
+  skipped = f' (skipped: {store.rejected_summary()})' if store.rejected else ''
   if restored is None:
-    raise AdversarialWorkdirError(f'--workdir={workdir}: no readable checkpoint in {ckpt_dir}')
+    raise AdversarialWorkdirError(
+        f'--workdir={workdir}: no readable checkpoint in {ckpt_dir}{skipped}')
   state, _, step = restored
   if results and status == 'finished' and int(step) != int(results.get('total_steps', step)):
     raise AdversarialWorkdirError(
         f'--workdir={workdir}: the newest readable checkpoint is step {step}, but the run finished '
-        f'at step {results.get("total_steps")}: its last checkpoint is missing or unreadable')
+        f'at step {results.get("total_steps")}: its last checkpoint is missing, unreadable or '
+        f'corrupted{skipped}')
+  if store.rejected:  # --allow_unfinished: an older checkpoint, never silently
+    logging.warning('--workdir=%s: attacking checkpoint %s (step %d), not the newest%s', workdir,
+                    store.path(step), step, skipped)
   return config, results, model, state, int(step)
 
 

@@ -3,40 +3,253 @@
 Each checkpoint (a directory named by the global step) holds two items:
   state: the TrainState pytree (params, BatchNorm statistics, optimiser state, counters);
   meta:  JSON: the data-iterator position (epoch, step_in_epoch), the run's PRNG key data, the
-         per-epoch history so far, partial-epoch metric sums, the wall time so far.
+         per-epoch history so far, partial-epoch metric sums, the wall time so far, and
+         `state_digest`: the sha256 of every array of `state` as it was saved.
 
 Saves are synchronous (the train step donates the state's buffers, so a background write must not
 read them later) and atomic: orbax writes into a temporary directory and renames it when complete,
 so a process killed during a write leaves the previous checkpoint as the latest; the temporary
-directory is removed when the next run opens the manager. Only the newest `keep` checkpoints are kept.
-If the newest checkpoint cannot be read, `restore` logs why, moves it aside to `<step>.unreadable`
-and falls back to the one before (the resumed run then rewrites `<step>`).
+directory is removed when the next run opens the manager. Every save is read back and compared with
+its digest before older checkpoints are deleted, so the newest `keep` checkpoints on disk are ones
+that were verified (a save that fails or reads back wrong raises `CheckpointWriteError` and deletes
+nothing; the previous checkpoints stay).
+
+`restore` verifies the arrays it reads against the saved digest (orbax itself checks no data
+checksum: flipped bytes in a data file restore silently). A checkpoint that cannot be read, or whose
+arrays differ from the digest, is logged, moved aside to `<step>.unreadable` (read-only stores, e.g.
+`intermix_jax.predict`, leave it in place) and the one before is tried (the resumed run then
+rewrites `<step>`). Checkpoints written before digests existed restore unverified (one warning).
+
+Several processes: the state's arrays are replicated over the mesh, so every process digests the
+full arrays it can address and all processes agree on each verdict.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import gc
+import hashlib
 import logging
 import os
+import re
+import shutil
+import sys
+import warnings
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
+DIGEST_KEY = 'state_digest'
+DIGEST_ALGORITHM = 'sha256'
+# Free space required beyond the state's size before a save starts (metadata, OCDBT manifests).
+SPACE_MARGIN_BYTES = 1 << 20
 
+# tensorstore reports file-system errors as ValueError with the OS error in the text.
+_IO_ERROR_TEXT = re.compile(r"No space left on device|os_error_code|RESOURCE_EXHAUSTED|"
+                            r"PERMISSION_DENIED|Read-only file system|Disk quota exceeded")
+_ENOSPC_TEXT = re.compile(r"No space left on device|os_error_code='?%d\b|Disk quota exceeded"
+                          % errno.ENOSPC)
+_warned_unverified: set[str] = set()
+
+
+class CheckpointWriteError(OSError):
+  """A checkpoint could not be written or did not read back as written (disk full, no
+  permission, ...). The message is one line naming the checkpoint's path; nothing older is lost.
+
+  Raised as CheckpointWriteError(errno, message); str() is the message alone.
+  """
+
+  def __str__(self) -> str:
+    return str(self.strerror)
+
+
+# ------------------------------------------------------------------------------------------------
+# Digest of a state pytree
+# ------------------------------------------------------------------------------------------------
+def _host_value(x) -> np.ndarray | None:
+  """The full value of array `x` on the host, or None if this process cannot address all of it."""
+  if isinstance(x, jax.Array):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      x = jax.random.key_data(x)
+    if not x.is_fully_addressable:
+      if not x.is_fully_replicated:
+        return None
+      x = x.addressable_shards[0].data
+    return np.asarray(jax.device_get(x))
+  return np.asarray(x)
+
+
+def _leaf_digest(value: np.ndarray) -> str:
+  h = hashlib.sha256(f'{value.dtype.str}{value.shape}'.encode())
+  h.update(np.ascontiguousarray(value).reshape(-1).view(np.uint8).data)
+  return h.hexdigest()
+
+
+def state_digest(state: Any) -> dict[str, str]:
+  """{leaf path: sha256 hex of dtype, shape and bytes} of every array of `state` this process can
+  read whole (all of them on one process, or when replicated over the mesh)."""
+  leaves, _ = jax.tree_util.tree_flatten_with_path(state)
+  out = {}
+  for path, leaf in leaves:
+    value = _host_value(leaf)
+    if value is not None:
+      out[jax.tree_util.keystr(path)] = _leaf_digest(value)
+  return out
+
+
+def digest_mismatches(saved: dict[str, str], actual: dict[str, str]) -> list[str]:
+  """Paths of the leaves whose digest differs (a saved leaf missing from `actual` is not checked:
+  this process cannot read it whole)."""
+  return [k for k, v in saved.items() if k in actual and actual[k] != v]
+
+
+def _all_processes(ok: bool) -> bool:
+  """True on every process iff `ok` on every process (the same verdict everywhere)."""
+  if jax.process_count() == 1:
+    return ok
+  from jax.experimental import multihost_utils
+  return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
+
+
+def _barrier(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
+# ------------------------------------------------------------------------------------------------
+# Write errors
+# ------------------------------------------------------------------------------------------------
+def _chain(error: BaseException):
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    yield error
+    error = error.__cause__ or error.__context__
+
+
+def _is_io_error(error: BaseException) -> bool:
+  return any(isinstance(e, OSError) or _IO_ERROR_TEXT.search(str(e)) for e in _chain(error))
+
+
+def _is_disk_full(error: BaseException) -> bool:
+  return any((isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT))
+             or _ENOSPC_TEXT.search(str(e)) for e in _chain(error))
+
+
+def _first_line(error: BaseException, limit: int = 300) -> str:
+  """'Type: first line of the message' (at most `limit` characters; orbax's can be huge)."""
+  for e in _chain(error):
+    if isinstance(e, OSError) and e.strerror:
+      return f'{type(e).__name__}: {e.strerror}'
+  text = str(error).strip()
+  line = f'{type(error).__name__}: {text.splitlines()[0] if text else ""}'
+  return line if len(line) <= limit else line[:limit - 3] + '...'
+
+
+def _mib(n: float) -> str:
+  return f'{n / 2**20:.1f} MiB' if n >= 2**20 else f'{n / 2**10:.0f} KiB'
+
+
+def _from_orbax_write(unraisable) -> bool:
+  """Whether an unraisable exception comes from orbax's writes: tensorstore callbacks into an event
+  loop orbax has closed, orbax coroutines collected late (at exit: failed imports)."""
+  exc = unraisable.exc_value
+  if isinstance(exc, RuntimeError) and 'Event loop is closed' in str(exc):
+    return True
+  tb = unraisable.exc_traceback
+  while tb is not None:
+    if '/orbax/' in tb.tb_frame.f_code.co_filename:
+      return True
+    tb = tb.tb_next
+  code = getattr(unraisable.object, 'cr_code', None)
+  return code is not None and '/orbax/' in code.co_filename
+
+
+class _HeldOutput(logging.Filter):
+  """What orbax prints while a save runs, held back: when a write fails, its threads log every
+  error with a traceback and the writes it abandons print more when they end or are collected
+  (dozens of tracebacks in all, burying the cause). After a failure they are dropped (the
+  CheckpointWriteError says what happened, in one line); after a success they are passed on."""
+
+  def __init__(self):
+    super().__init__()
+    self.records = []
+    self.unraisables = []
+    self.failed = False
+    self.previous_hook = sys.unraisablehook
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if '/orbax/' in record.pathname or record.name == 'asyncio':
+      if not self.failed:
+        self.records.append(record)
+      return False
+    return True
+
+  def unraisablehook(self, unraisable) -> None:
+    if not _from_orbax_write(unraisable):
+      self.previous_hook(unraisable)
+    elif not self.failed:
+      self.unraisables.append(unraisable)
+
+
+@contextlib.contextmanager
+def _held_output():
+  """Holds orbax's output (see _HeldOutput); set `.failed` to drop it, and to keep dropping what
+  the abandoned writes print later (the unraisable-exception hook then stays installed)."""
+  held = _HeldOutput()
+  loggers = [logging.getLogger('absl'), logging.getLogger('asyncio')]
+  for lg in loggers:
+    lg.addFilter(held)
+  sys.unraisablehook = held.unraisablehook
+  try:
+    yield held
+  finally:
+    if held.failed:
+      gc.collect()  # the abandoned coroutines, now rather than at exit
+    for lg in loggers:
+      lg.removeFilter(held)
+    if not held.failed:
+      sys.unraisablehook = held.previous_hook
+      for record in held.records:
+        if record.levelno >= logging.WARNING:
+          logging.getLogger(record.name).handle(record)
+      for unraisable in held.unraisables:
+        held.previous_hook(unraisable)
+
+
+# ------------------------------------------------------------------------------------------------
+# The store
+# ------------------------------------------------------------------------------------------------
 class CheckpointStore:
   """Save/restore of (TrainState, meta dict) under `directory`.
 
   Args:
     directory: absolute or relative path (created if missing).
     keep: number of newest checkpoints kept (>= 1).
-    read_only: only restore (e.g. `intermix_jax.predict`): nothing is created, deleted or
-      cleaned up, so a training run writing into the same directory is never disturbed.
+    read_only: only restore (e.g. `intermix_jax.predict`): nothing is created, deleted, moved or
+      cleaned up, so a training run writing into the same directory is never disturbed; the
+      checkpoints `restore` skips are not logged but listed in `rejected` for the caller to report.
+
+  Attributes:
+    rejected: [(path, why)] of the checkpoints `restore` skipped (unreadable or corrupted).
+    restored_step, restored_verified: the step `restore` returned and whether its digest matched
+      (False: written before digests existed).
   """
 
   def __init__(self, directory: str, keep: int, *, read_only: bool = False):
     self.directory = os.path.abspath(directory)
     self.read_only = read_only
+    self.keep = max(1, int(keep))
+    self.rejected: list[tuple[str, str]] = []
+    self.restored_step: int | None = None
+    self.restored_verified = False
+    self._verified: set[int] = set()
+    # Rotation is done here (after the new checkpoint read back correctly), not by orbax.
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=None if read_only else keep, create=not read_only,
+        max_to_keep=None, create=not read_only,
         cleanup_tmp_directories=not read_only, read_only=read_only,
         save_interval_steps=0 if read_only else 1,
         enable_async_checkpointing=False)
@@ -50,20 +263,136 @@ class CheckpointStore:
     steps = self.all_steps()
     return steps[-1] if steps else None
 
+  def latest_verified_step(self) -> int | None:
+    """The newest checkpoint whose arrays were checked against their digest in this process (read
+    back after saving, or restored), or None."""
+    steps = [s for s in self.all_steps() if s in self._verified]
+    return steps[-1] if steps else None
+
   def path(self, step: int) -> str:
     return os.path.join(self.directory, str(step))
 
+  # --- save --------------------------------------------------------------------------------------
   def save(self, step: int, state: Any, meta: dict) -> bool:
-    """Writes checkpoint `step` (no-op returning False if it exists already) and waits for it."""
+    """Writes checkpoint `step`, reads it back, then deletes the checkpoints beyond the newest
+    `keep`. No-op returning False if `step` exists already.
+
+    Raises:
+      CheckpointWriteError: the write failed (e.g. disk full) or did not read back as written;
+        one line naming the path. The checkpoints already there are all kept.
+    """
     if step in self.all_steps():
       return False
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
-    self._manager.wait_until_finished()
+    digest = state_digest(state)
+    self._check_space(step, state)
+    meta = dict(meta, **{DIGEST_KEY: dict(algorithm=DIGEST_ALGORITHM, leaves=digest)})
+    with _held_output() as held:
+      try:
+        self._manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+        self._manager.wait_until_finished()
+        failure = None
+      except Exception as e:  # pylint: disable=broad-except
+        failure = e
+        held.failed = True
+    if failure is not None:
+      self._remove_partial(step)
+      if not _is_io_error(failure):
+        raise failure
+      code = (errno.ENOSPC if _is_disk_full(failure) else
+              failure.errno if isinstance(failure, OSError) and failure.errno else errno.EIO)
+      raise CheckpointWriteError(code, self._write_error_message(step, failure)) from failure
+    problem = self._read_back_problem(step, state, digest)
+    if problem is not None:
+      aside = self._set_aside(step)
+      raise CheckpointWriteError(
+          errno.EIO, f'checkpoint {self.path(step)} did not read back as written ({problem}); '
+          f'moved to {aside}, the older checkpoints are kept: check the disk of {self.directory}')
+    self._verified.add(step)
+    self._rotate()
     return True
 
+  def _check_space(self, step: int, state: Any) -> None:
+    """Refuses to start a write that cannot fit (a half-written checkpoint helps nobody)."""
+    need = sum(int(np.prod(np.shape(x))) * np.dtype(x.dtype).itemsize
+               for x in jax.tree.leaves(state)
+               if not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)) + SPACE_MARGIN_BYTES
+    try:
+      free = shutil.disk_usage(self.directory).free
+    except OSError:
+      free = need  # cannot tell: let the write try
+    if not _all_processes(free >= need):  # every process refuses, or none (no one waits forever)
+      raise CheckpointWriteError(
+          errno.ENOSPC, f'cannot write checkpoint {self.path(step)}: no space left on device '
+          f'({_mib(free)} free, about {_mib(need)} needed); {self._what_is_kept()}')
+
+  def _what_is_kept(self, fix: str = 'free some space') -> str:
+    last = self.latest_step()
+    where = (f'resume from checkpoint {self.path(last)} (step {last}, kept)' if last is not None
+             else 'start again (no checkpoint was saved before)')
+    return f'{fix} and rerun the same command to {where}'
+
+  def _write_error_message(self, step: int, error: BaseException) -> str:
+    path = self.path(step)
+    if _is_disk_full(error):
+      try:
+        free = f' ({_mib(shutil.disk_usage(self.directory).free)} free)'
+      except OSError:
+        free = ''
+      return (f'cannot write checkpoint {path}: no space left on device{free}; '
+              f'{self._what_is_kept()}')
+    return (f'cannot write checkpoint {path}: {_first_line(error)}; '
+            f'{self._what_is_kept("fix that")}')
+
+  def _remove_partial(self, step: int) -> None:
+    """After a failed save: removes its temporary directory (frees the space; the finished
+    checkpoints are untouched)."""
+    if jax.process_index() == 0:
+      prefix = f'{step}.orbax-checkpoint-tmp'
+      try:
+        names = os.listdir(self.directory)
+      except OSError:
+        names = []
+      for name in names:
+        if name.startswith(prefix):
+          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+    try:
+      self._manager.reload()
+    except Exception:  # pylint: disable=broad-except
+      pass
+
+  def _read_back_problem(self, step: int, state: Any, digest: dict[str, str]) -> str | None:
+    """None if checkpoint `step` reads back (to host memory) with the digest of `state`."""
+    def host_target(x):  # host memory (no second copy on the device); typed keys as saved
+      if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+      return np.empty(np.shape(x), x.dtype)
+
+    target = jax.tree.map(host_target, state)
+    try:
+      with warnings.catch_warnings(), _held_output():
+        warnings.simplefilter('ignore')  # "Sharding info not provided": host arrays, on purpose
+        back = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target)))['state']
+      bad = digest_mismatches(digest, state_digest(back))
+      problem = (None if not bad else
+                 f'{len(bad)} of {len(digest)} arrays differ, e.g. {", ".join(bad[:3])}')
+    except Exception as e:  # pylint: disable=broad-except
+      problem = _first_line(e)
+    ok = _all_processes(problem is None)
+    if not ok and problem is None:
+      problem = 'another process read it back differently'
+    return problem
+
+  def _rotate(self) -> None:
+    """Deletes all but the newest `keep` checkpoints (the newest was just verified)."""
+    for step in self.all_steps()[:-self.keep]:
+      self._manager.delete(step)
+      self._verified.discard(step)
+
+  # --- restore -----------------------------------------------------------------------------------
   def restore(self, target_state: Any) -> tuple[Any, dict, int] | None:
-    """(state, meta, step) of the newest readable checkpoint, or None if there is none.
+    """(state, meta, step) of the newest checkpoint that reads and matches its digest, or None.
 
     Args:
       target_state: a TrainState (or its jax.eval_shape) giving the tree structure, dtypes and
@@ -73,31 +402,62 @@ class CheckpointStore:
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target_state), meta=ocp.args.JsonRestore()))
+        problem = None
       except Exception as e:  # unreadable checkpoint: set it aside, fall back to the previous one
-        if self.read_only:  # leave it in place
-          logging.warning('checkpoint %s is unreadable (%s); trying the previous one',
-                          self.path(step), type(e).__name__)
-        else:
-          self._set_aside(step, e)
+        problem = _first_line(e)
+      if not _all_processes(problem is None):
+        self._reject(step, problem or 'unreadable on another process', 'is unreadable')
         continue
-      return restored['state'], dict(restored['meta']), step
+      state, meta = restored['state'], dict(restored['meta'])
+      saved = meta.pop(DIGEST_KEY, None)
+      if saved is None:
+        if self.directory not in _warned_unverified:
+          _warned_unverified.add(self.directory)
+          logging.warning('checkpoint %s has no digest (written by an older version): restored '
+                          'without verifying its arrays', self.path(step))
+        verified = False
+      else:
+        leaves = dict(saved.get('leaves', {}))
+        bad = digest_mismatches(leaves, state_digest(state))
+        if not _all_processes(not bad):
+          self._reject(step, f'{len(bad)} of {len(leaves)} arrays differ from the digest saved '
+                       f'with them, e.g. {", ".join(bad[:3]) or "on another process"}',
+                       'is corrupted')
+          del state, restored
+          continue
+        verified = True
+        self._verified.add(step)
+      self.restored_step, self.restored_verified = step, verified
+      return state, meta, step
     return None
 
-  def _set_aside(self, step: int, error: Exception) -> None:
-    """Renames unreadable checkpoint `step` to `<step>.unreadable` (kept for inspection, ignored
-    by the manager, so the resumed run writes a fresh checkpoint `step`)."""
+  def _reject(self, step: int, problem: str, what: str) -> None:
+    self.rejected.append((self.path(step), f'{what} ({problem})'))
+    if not self.read_only:  # read-only: left in place, the caller reports `rejected`
+      aside = self._set_aside(step)
+      logging.warning('checkpoint %s %s (%s); moved to %s, trying the previous one',
+                      self.path(step), what, problem, aside)
+
+  def _set_aside(self, step: int) -> str:
+    """Renames checkpoint `step` to `<step>.unreadable` (kept for inspection, ignored by the
+    manager, so the resumed run writes a fresh checkpoint `step`); returns the new path."""
     bad = self.path(step)
     aside = f'{bad}.unreadable'
     n = 1
     while os.path.exists(aside):
       n += 1
       aside = f'{bad}.unreadable{n}'
+    _barrier(f'intermix_ckpt_aside_{step}_a')
     if jax.process_index() == 0:
       os.rename(bad, aside)
-    logging.warning('checkpoint %s is unreadable (%s: %s); moved to %s, trying the previous one',
-                    bad, type(error).__name__, str(error).splitlines()[0] if str(error) else '',
-                    aside)
+    _barrier(f'intermix_ckpt_aside_{step}_b')
+    self._verified.discard(step)
     self._manager.reload()
+    return aside
+
+  def rejected_summary(self) -> str:
+    """'; '-joined `path why` of the skipped checkpoints ('' if none)."""
+    return '; '.join(f'{p} {why}' for p, why in self.rejected)
 
   def close(self) -> None:
     self._manager.wait_until_finished()

@@ -2,11 +2,13 @@
 
     python -m intermix_jax.predict --workdir=W FILE_OR_DIR... [--top_k=3] [--json]
 
-Loads `W/config.json` and the newest readable checkpoint of `W/checkpoints` (read-only: a run
-still training in W is not disturbed), reads each file with the data package's decoder (any
-format libsndfile reads: wav, flac, ogg, mp3, ...; downmixed, resampled with soxr to the backbone's
-rate, int16 scale, zero-trimmed for ESC-50/ESC-10 as in training), pads T/2 on both sides, takes
-`config.num_eval_crops` evenly spaced crops of T samples and averages the softmax over them.
+Loads `W/config.json` and the newest readable checkpoint of `W/checkpoints` whose arrays match the
+digest saved with them (read-only: a run still training in W is not disturbed; an unreadable or
+corrupted checkpoint is named in a warning and left in place, and the one before is used), reads
+each file with the data package's decoder (any format libsndfile reads: wav, flac, ogg, mp3, ...;
+downmixed, resampled with soxr to the backbone's rate, int16 scale, zero-trimmed for ESC-50/ESC-10
+as in training), pads T/2 on both sides, takes `config.num_eval_crops` evenly spaced crops of T
+samples and averages the softmax over them.
 Directories are searched recursively for audio files (data/custom.py AUDIO_EXTENSIONS).
 
 Output per file: the top-k classes with probabilities (text), or one JSON document (`--json`):
@@ -14,7 +16,8 @@ Output per file: the top-k classes with probabilities (text), or one JSON docume
      "predictions": [{"file", "top_k": [{"class", "label", "probability"}]}],
      "errors": [{"file", "error"}]}
 A file that cannot be read is named on stderr (and in "errors") and the others are still
-classified. Exit status: 0 all classified; 1 some input failed; 2 the workdir is unusable.
+classified. Exit status: 0 all classified; 1 some input failed; 2 the workdir is unusable (no
+config.json, a config.json or results.json that is not valid JSON, no checkpoint that verifies).
 
 From Python:
     predictor = Predictor('runs/my_sounds/fold1')
@@ -53,9 +56,24 @@ class FilePrediction:
   top: list[tuple[str, float]]
 
 
-def _read_json(path: str):
-  with open(path) as f:
-    return json.load(f)
+def _read_json(path: str) -> dict:
+  """The JSON object in `path` (config.json, results.json of the workdir).
+
+  Raises:
+    PredictWorkdirError: one line naming the file if it cannot be read or is not a JSON object
+      (e.g. truncated by a full disk).
+  """
+  try:
+    with open(path) as f:
+      value = json.load(f)
+  except json.JSONDecodeError as e:
+    raise PredictWorkdirError(f'{path} is not valid JSON (line {e.lineno} column {e.colno}: '
+                              f'{e.msg}); is it truncated?') from None
+  except (OSError, UnicodeDecodeError) as e:
+    raise PredictWorkdirError(f'{path} cannot be read ({e})') from None
+  if not isinstance(value, dict):
+    raise PredictWorkdirError(f'{path} holds a JSON {type(value).__name__}, not an object')
+  return value
 
 
 def _check_workdir(workdir: str) -> None:
@@ -117,9 +135,14 @@ class Predictor:
     finally:
       store.close()
     if restored is None:
+      why = (f'; skipped: {store.rejected_summary()}' if store.rejected
+             else ' (has the run saved one yet?)')
       raise PredictWorkdirError(f'--workdir={self.workdir}: no readable checkpoint in '
-                                f'{store.directory} (has the run saved one yet?)')
+                                f'{store.directory}{why}')
     self.state, _, self.step = restored
+    if store.rejected:  # never silently: say which checkpoint predicts instead
+      logging.warning('--workdir=%s: predicting with checkpoint %s (step %d), not the newest: %s',
+                      self.workdir, store.path(self.step), self.step, store.rejected_summary())
 
   def _class_names(self) -> tuple[str, ...]:
     results = os.path.join(self.workdir, 'results.json')

@@ -2,10 +2,14 @@
 
 What lands in `workdir` (see WORKSPACE.md):
   config.json         the run's config; a rerun with a different config is refused
+  dataset.json        the identity of the data it trains on (clip counts per fold, digests; no
+                      paths); a resume on changed data is refused (workdir.check_or_store_dataset)
   checkpoints/<step>/ orbax checkpoints (periodic, final, on SIGTERM), the newest `keep_checkpoints`
   results.json        status, config, fold, seed, per-epoch metrics, final error (LAST epoch), wall
                       time, versions, per-clip predictions of the last evaluation (every test
-                      clip once, in the order of `filenames`, whatever the process count)
+                      clip once, in the order of `filenames`, whatever the process count), the
+                      data: dataset_identity, class_clips, classes_without_test_clips,
+                      skipped_files (bad files the preparation skipped, on every run)
   events.out.tfevents.*  TensorBoard scalars (train/loss, train/error, train/lr, train/steps_per_sec,
                       test/error, ...)
 With `fold='all'` every fold runs into `workdir/fold_<k>` (and `workdir/cv_results.json` sums up).
@@ -289,6 +293,9 @@ class _Run:
                                              process_index=pi, process_count=pc)
     self.eval_data = data.make_eval_loader(config, self.model.sample_rate, self.model.input_length,
                                            process_index=pi, process_count=pc)
+    # Identity, clips per class, skipped files; LayoutError when a class has no training clip.
+    self.run_data = data.describe_run_data(config, self.model.sample_rate, self.train_data,
+                                           self.eval_data)
     self.steps_per_epoch = int(config.steps_per_epoch or self.train_data.steps_per_epoch)
     if self.steps_per_epoch < 1:
       raise config_checks.ConfigError(
@@ -313,6 +320,10 @@ class _Run:
                                            **parallel.eval_step_shardings(self.mesh))
     self.store = checkpoints.CheckpointStore(os.path.join(workdir, 'checkpoints'),
                                              config.keep_checkpoints)
+    # A resume must read the data the checkpoints were trained on (workdir/dataset.json).
+    workdir_lib.check_or_store_dataset(workdir, self.run_data.identity,
+                                       resuming=self.store.latest_step() is not None,
+                                       write=self.is_main)
 
   # --- placement -------------------------------------------------------------------------------
   # One device: host arrays go straight into the jitted steps (one compilation per process for
@@ -439,13 +450,17 @@ def _train_fold(config: ml_collections.ConfigDict, workdir: str) -> dict:
   meta = _empty_meta(train_key)
   restored = run.store.restore(run.abstract_state(init_key))
   if restored is None:
+    if run.store.rejected:
+      logging.warning('%s: no usable checkpoint left (%s); training from the start', workdir,
+                      run.store.rejected_summary())
     state = run.init_state(init_key)
   else:
     state, meta, ckpt_step = restored
     train_key = jax.random.wrap_key_data(np.asarray(meta['rng'], np.uint32))
-    logging.info('resuming %s from checkpoint %s (step %d of %d: %d epochs and %d batches done)',
-                 workdir, run.store.path(ckpt_step), ckpt_step, total, meta['epoch'],
-                 meta['step_in_epoch'])
+    logging.info('resuming %s from checkpoint %s (step %d of %d: %d epochs and %d batches done; '
+                 '%s)', workdir, run.store.path(ckpt_step), ckpt_step, total, meta['epoch'],
+                 meta['step_in_epoch'], 'verified' if run.store.restored_verified else
+                 'unverified: no digest')
   train_key = run.place_key(train_key)
   start = int(jax.device_get(state.step))
   writer = summaries.SummaryWriter(workdir, enabled=run.is_main)
@@ -458,7 +473,11 @@ def _train_fold(config: ml_collections.ConfigDict, workdir: str) -> dict:
               num_folds=run.info.num_folds,
               num_epochs=run.num_epochs, steps_per_epoch=spe, total_steps=total,
               num_train_examples=run.train_data.num_examples,
-              num_test_examples=run.eval_data.num_examples, workdir=workdir)
+              num_test_examples=run.eval_data.num_examples, workdir=workdir,
+              dataset_identity=run.run_data.identity, class_clips=run.run_data.class_clips,
+              classes_without_test_clips=run.run_data.classes_without_test_clips,
+              classes_without_clips=run.run_data.classes_without_clips,
+              skipped_files=run.run_data.skipped_files)
   vers = versions()
 
   def results(status: str, step: int, message: str = '') -> dict:
@@ -484,24 +503,73 @@ def _train_fold(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     partial=partial, wall_time=meta['wall_time'] + (time.time() - t0))
     run.store.save(step, state, meta_out)
 
+  # nan_policy=skip: steps checked so far and the run of consecutive non-finite steps seen.
+  nonfinite = dict(step=start, streak=0)
+  give_up_after = max(spe, 3)  # consecutive non-finite steps: the state itself is broken
+
+  def last_good_checkpoint() -> str:
+    """The checkpoint to name after a non-finite step: only one verified against its digest
+    (read back after saving, or restored) is called good."""
+    good = run.store.latest_verified_step()
+    if good is not None:
+      return (f'Last good checkpoint: {run.store.path(good)} (step {good}, verified), kept: '
+              f'rerunning the same command resumes from it')
+    old = run.store.restored_step
+    if old is not None and old in run.store.all_steps():
+      return (f'Last checkpoint: {run.store.path(old)} (step {old}), kept but unverified (written '
+              f'without a digest by an older version)')
+    return 'Last good checkpoint: none (no checkpoint was saved before it)'
+
   def check_finite(step: int) -> None:
-    """Host-side NaN policy (reads two device scalars)."""
+    """Host-side NaN policy (reads two device scalars).
+
+    stop: NonFiniteError naming the step and the last verified checkpoint. skip: carry on, but stop
+    the same way after `give_up_after` consecutive non-finite steps (before the checkpoint of the
+    epoch, so no good checkpoint is rotated away for a state that cannot train).
+    """
     bad = int(jax.device_get(state.nonfinite_count))
-    if bad == meta['nonfinite_steps']:
+    new, ran = bad - meta['nonfinite_steps'], step - nonfinite['step']
+    if ran <= 0:
       return
+    nonfinite['step'] = step
+    if new == 0:
+      nonfinite['streak'] = 0
+      return
+    # All `ran` steps since the last check were non-finite: the streak goes on (else it is unknown
+    # how many of the last ones were: counted from 0, never over-counted).
+    nonfinite['streak'] = nonfinite['streak'] + ran if new == ran else 0
     first = int(jax.device_get(state.first_nonfinite_step))
     meta['nonfinite_steps'] = bad
     where = (f'step {first + 1} of {total} (epoch {first // spe + 1}, batch {first % spe + 1} of '
              f'{spe})')
+    resumed = run.store.restored_step
+    after_resume = resumed is not None and (
+        first == start if cfg.nan_policy == 'stop' else nonfinite['streak'] == step - start)
     if cfg.nan_policy == 'skip':
-      logging.warning('%d non-finite step(s) skipped so far (first at %s)', bad, where)
-      return
-    last = run.store.latest_step()
-    good = (f'{run.store.path(last)} (step {last}), kept' if last is not None
-            else 'none (no checkpoint was saved before it)')
-    msg = (f'non-finite loss or gradients at {where} in {workdir}; training stopped '
-           f'(nan_policy=stop). Last good checkpoint: {good}. Rerun with '
-           f'--config.nan_policy=skip to skip such steps instead.')
+      if nonfinite['streak'] < give_up_after:
+        logging.warning('%d non-finite step(s) skipped so far (first at %s)', bad, where)
+        return
+      msg = (f'{nonfinite["streak"]} consecutive non-finite steps up to step {step} of {total} in '
+             f'{workdir} ({bad} in all, the first at {where}); training stopped although '
+             f'nan_policy=skip: skipping cannot get past a state whose loss is non-finite on every '
+             f'batch.')
+    else:
+      msg = (f'non-finite loss or gradients at {where} in {workdir}; training stopped '
+             f'(nan_policy=stop).')
+    if after_resume and not run.store.restored_verified:
+      p = run.store.path(resumed)
+      msg += (f' It happened from the first step after resuming from checkpoint {p} (step '
+              f'{resumed}), which was written without a digest by an older version and could not '
+              f'be verified: it may be corrupted. Do not rerun with --config.nan_policy=skip (it '
+              f'would skip every step); rename it to {p}.unreadable and rerun to resume from the '
+              f'checkpoint before it, or train in a new workdir.')
+    elif cfg.nan_policy == 'skip':
+      msg += (f' {last_good_checkpoint()}; lower config.opt.lr, or check the data, before '
+              f'resuming.')
+    else:
+      msg += (f' {last_good_checkpoint()}. If such steps are rare, --config.nan_policy=skip skips '
+              f'and counts them (nonfinite_steps in results.json; it stops by itself after '
+              f'{give_up_after} in a row); if they recur, lower config.opt.lr instead.')
     write_results('stopped_nonfinite', step, msg)
     writer.close()
     run.store.close()

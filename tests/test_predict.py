@@ -142,3 +142,50 @@ def test_runs_as_a_module():
   assert proc.returncode == 0, proc.stderr
   for word in ('--workdir', '--top_k', '--json', 'FILE_OR_DIR'):
     assert word in proc.stdout
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 18: corrupted checkpoints, truncated JSON files
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings('ignore:Sharding info not provided')
+def test_corrupted_checkpoint_is_never_used_silently(run, tmp_path, capsys, caplog):
+  """Flipped bytes in the checkpoint's data file (orbax restores them without complaint): the
+  previous checkpoint predicts instead, with a warning; with none left, exit 2 in one line."""
+  import test_checkpoint_integrity as integrity
+  from orbax import checkpoint as ocp
+  copy = tmp_path / 'copy'
+  shutil.copytree(run['workdir'], copy)
+  ckpt = copy / 'checkpoints'
+  assert sorted(os.listdir(ckpt)) == ['2']
+  shutil.copytree(ckpt / '2', ckpt / '1')  # an older checkpoint (same arrays) to fall back to
+  saved = ocp.PyTreeCheckpointer().restore(str(ckpt / '2' / 'state'))
+  integrity.corrupt_silently(str(ckpt / '2'), saved)
+  before = sorted(os.listdir(ckpt))
+  p = custom_run.results(run)['predictions']
+  paths = [os.path.join(run['audio_dir'], f) for f in p['filenames']]
+  assert predict.main([f'--workdir={copy}', '--json'] + paths) == 0
+  doc = json.loads(capsys.readouterr().out)
+  assert doc['checkpoint_step'] == 1
+  names = doc['class_names']
+  assert [names.index(x['top_k'][0]['class']) for x in doc['predictions']] == p['preds']
+  warned = ' '.join(r.getMessage() for r in caplog.records)
+  assert f'{ckpt / "2"} is corrupted' in warned and 'not the newest' in warned, warned
+  assert sorted(os.listdir(ckpt)) == before  # read-only: nothing moved
+  shutil.rmtree(ckpt / '1')
+  assert predict.main([f'--workdir={copy}', paths[0]]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith('error: ') and 'no readable checkpoint' in err[0]
+  assert f'{ckpt / "2"} is corrupted' in err[0], err
+
+
+@pytest.mark.parametrize('name', ['results.json', 'config.json'])
+def test_truncated_json_file_is_one_line_naming_it_and_exit_2(run, tmp_path, capsys, name):
+  copy = tmp_path / 'copy'
+  shutil.copytree(run['workdir'], copy)
+  text = (copy / name).read_text()
+  (copy / name).write_text(text[:len(text) // 2])  # as a full disk leaves it
+  good = os.path.join(run['audio_dir'], 'beep', 'clip00.wav')
+  assert predict.main([f'--workdir={copy}', good]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1, err
+  assert err[0].startswith(f'error: {copy / name} is not valid JSON (line '), err

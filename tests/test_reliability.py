@@ -8,15 +8,23 @@ Tried here (real code paths, tiny EnvNet on the synthetic dataset):
   - kill -9 while a checkpoint is being written: the previous checkpoint stays the latest, the
     partial one is ignored and cleaned up, the rerun ends bitwise equal;
   - NaN / Inf in the loss and gradients: stop with a message naming the step and the last good
-    checkpoint (kept); with nan_policy=skip the step is skipped and counted;
+    (verified) checkpoint (kept); with nan_policy=skip the step is skipped and counted, but a state
+    whose every step is non-finite stops the run (before good checkpoints are rotated away);
+  - a checkpoint whose data file has flipped bytes (orbax restores it silently) is caught by its
+    digest, set aside, and the run resumes from the one before;
+  - disk full while checkpointing: one line naming the checkpoint, nothing written before is lost,
+    the rerun (after freeing space) resumes;
   - bad config values and a workdir of another config: one-line errors before any heavy work.
 The uninterrupted reference and the faulty runs are separate processes sharing a JAX persistent
 compilation cache (so only the first one compiles), with identical environments.
 """
+import errno
 import json
 import os
 import random
+import re
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +35,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from intermix_jax import data, train, workdir as workdir_lib
+import test_checkpoint_integrity as integrity
+from intermix_jax import checkpoints, data, train, workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 4 epochs (2 doubled for mixing) x 3 steps = 12 steps; a checkpoint after every epoch.
@@ -256,8 +265,8 @@ def test_nonfinite_stops_naming_step_and_checkpoint_then_skip_counts(value, synt
   msg = str(e.value)
   last_good = os.path.join(d, 'checkpoints', '2')
   assert 'step 4 of 4 (epoch 2, batch 2 of 2)' in msg, msg
-  assert f'Last good checkpoint: {last_good} (step 2), kept' in msg, msg
-  assert 'nan_policy=skip' in msg and '\n' not in msg
+  assert f'Last good checkpoint: {last_good} (step 2, verified), kept' in msg, msg
+  assert 'If such steps are rare, --config.nan_policy=skip' in msg and '\n' not in msg
   assert sorted(os.listdir(os.path.join(d, 'checkpoints'))) == ['2']  # named by step
   r = results(d)
   assert r['status'] == 'stopped_nonfinite' and r['message'] == msg and r['final_error'] is None
@@ -347,3 +356,173 @@ def test_unreadable_newest_checkpoint_falls_back_to_the_previous_one(synthetic_d
   _, b = final_state(ref)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     assert np.array_equal(np.asarray(x), np.asarray(y))
+
+
+def mark_running(workdir):
+  """results.json as if the run had died right after its last checkpoint."""
+  r = results(workdir)
+  r['final_error'], r['status'] = None, 'running'
+  with open(os.path.join(workdir, 'results.json'), 'w') as f:
+    json.dump(r, f)
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 18: corrupted checkpoints, the advice after a non-finite step, disk full
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings('ignore:Sharding info not provided')
+def test_silently_corrupted_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_previous(
+    synthetic_data_dir, tmp_path):
+  ref, d = str(tmp_path / 'ref'), str(tmp_path / 'run')
+  config = tiny_config(synthetic_data_dir)
+  r_ref = train.train_and_evaluate(config, ref)
+  train.train_and_evaluate(config, d)
+  newest = os.path.join(d, 'checkpoints', '4')
+  saved = ocp.PyTreeCheckpointer().restore(os.path.join(newest, 'state'))
+  integrity.corrupt_silently(newest, saved)  # 3 bytes XORed: orbax alone restores other values
+  mark_running(d)
+  r2 = train.train_and_evaluate(config, d)
+  assert os.path.isdir(newest + '.unreadable')
+  assert r2['status'] == 'finished' and comparable(r2) == comparable(r_ref)
+  _, a = final_state(d)
+  _, b = final_state(ref)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    assert np.array_equal(np.asarray(x), np.asarray(y))
+
+
+def strip_digest(checkpoint_dir):
+  """Makes a checkpoint look written by an older version (no digest in its meta item)."""
+  path = os.path.join(checkpoint_dir, 'meta', 'metadata')
+  with open(path) as f:
+    meta = json.load(f)
+  del meta[checkpoints.DIGEST_KEY]
+  with open(path, 'w') as f:
+    json.dump(meta, f)
+
+
+def test_nonfinite_right_after_resuming_an_unverified_checkpoint_does_not_advise_skip(
+    synthetic_data_dir, tmp_path, monkeypatch):
+  """The issue's case: a broken checkpoint that cannot be verified (no digest) gives a non-finite
+  loss from the first step after it; the message must not call it good nor advise skip."""
+  poison_loader(monkeypatch, np.nan, at=(1, 0))  # the first step after checkpoint 2
+  d = str(tmp_path / 'run')
+  config = tiny_config(synthetic_data_dir)
+  with pytest.raises(train.NonFiniteError) as e:
+    train.train_and_evaluate(config, d)
+  ckpt = os.path.join(d, 'checkpoints', '2')
+  assert f'Last good checkpoint: {ckpt} (step 2, verified), kept' in str(e.value)
+  strip_digest(ckpt)
+  with pytest.raises(train.NonFiniteError) as e:
+    train.train_and_evaluate(config, d)
+  msg = str(e.value)
+  assert 'step 3 of 4' in msg and 'Last good checkpoint' not in msg and '\n' not in msg, msg
+  assert (f'the first step after resuming from checkpoint {ckpt} (step 2), which was written '
+          'without a digest') in msg and 'could not be verified' in msg, msg
+  assert 'Do not rerun with --config.nan_policy=skip' in msg, msg
+  assert f'rename it to {ckpt}.unreadable' in msg, msg
+  assert results(d)['status'] == 'stopped_nonfinite'
+
+
+def test_skip_stops_when_every_step_is_nonfinite_and_keeps_the_checkpoints(synthetic_data_dir,
+                                                                         tmp_path, monkeypatch):
+  """nan_policy=skip on a state that gives a non-finite loss on every batch: before, every step
+  was skipped and the run 'finished' (exit 0) with the untrained net, rotating checkpoints away."""
+  real = data.make_train_loader
+
+  def make(*args, **kwargs):
+    loader = real(*args, **kwargs)
+    batches = loader.batches
+
+    def poisoned(epoch, start_step=0):
+      for b in batches(epoch, start_step):
+        b = dict(b, x=b['x'].copy())
+        b['x'][0, 100] = np.nan
+        yield b
+    loader.batches = poisoned
+    return loader
+  monkeypatch.setattr(data, 'make_train_loader', make)
+  d = str(tmp_path / 'run')
+  with pytest.raises(train.NonFiniteError) as e:
+    train.train_and_evaluate(tiny_config(synthetic_data_dir, 'nan_policy=skip'), d)
+  msg = str(e.value)
+  ckpt = os.path.join(d, 'checkpoints', '2')
+  assert msg.startswith(f'3 consecutive non-finite steps up to step 3 of 4 in {d}'), msg
+  assert f'Last good checkpoint: {ckpt} (step 2, verified), kept' in msg and '\n' not in msg, msg
+  r = results(d)
+  assert r['status'] == 'stopped_nonfinite' and r['final_error'] is None and r['message'] == msg
+  assert sorted(os.listdir(os.path.join(d, 'checkpoints'))) == ['2']
+
+
+DISK_FULL = ValueError(
+    'RESOURCE_EXHAUSTED: Error writing "params.fc7.dense.bias/0" in OCDBT database at local file '
+    '"ckpt/4.orbax-checkpoint-tmp/state.orbax-checkpoint-tmp/ocdbt.process_0/": Failed to write 829 '
+    "bytes to file 22: No space left on device [os_error_code='28']")
+
+
+def test_disk_full_while_checkpointing_is_one_error_and_loses_nothing(synthetic_data_dir,
+                                                                     tmp_path, monkeypatch):
+  d = str(tmp_path / 'run')
+  config = tiny_config(synthetic_data_dir)
+  real = ocp.CheckpointManager.save
+
+  def save(self, step, *args, **kwargs):
+    if step == 4:  # the disk fills up during the second checkpoint
+      os.makedirs(os.path.join(d, 'checkpoints', '4.orbax-checkpoint-tmp', 'state'))
+      raise DISK_FULL
+    return real(self, step, *args, **kwargs)
+  monkeypatch.setattr(ocp.CheckpointManager, 'save', save)
+  with pytest.raises(checkpoints.CheckpointWriteError) as e:
+    train.train_and_evaluate(config, d)
+  msg = str(e.value)
+  ckpt = os.path.join(d, 'checkpoints')
+  assert msg.startswith(f'cannot write checkpoint {ckpt}/4: no space left on device'), msg
+  assert f'resume from checkpoint {ckpt}/2 (step 2, kept)' in msg and '\n' not in msg, msg
+  assert e.value.errno == errno.ENOSPC
+  assert sorted(os.listdir(ckpt)) == ['2']
+  r = results(d)  # still the valid results of the last finished epoch
+  assert r['status'] == 'running' and r['step'] == 2
+  monkeypatch.setattr(ocp.CheckpointManager, 'save', real)  # space freed: the rerun resumes
+  r = train.train_and_evaluate(config, d)
+  assert r['status'] == 'finished' and r['step'] == 4 and len(r['history']) == 2
+
+
+LOG_LINE = re.compile(r'^[IW]\d{4} \d\d:\d\d:\d\d')
+
+
+@pytest.mark.slow
+def test_disk_full_while_checkpointing_prints_one_line_and_the_rerun_resumes(
+    reference, synthetic_data_dir, env, tmp_path):
+  """A real full disk (a 4 MiB tmpfs; needs root): orbax fails deep in its writer threads.
+
+  Before: ~500 lines, 40 tracebacks, the last one `ImportError: sys.meta_path is None`."""
+  mnt = tmp_path / 'small_disk'
+  mnt.mkdir()
+  if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', str(mnt)],
+                    capture_output=True).returncode != 0:
+    pytest.skip('cannot mount a small tmpfs (needs root)')
+  try:
+    d = str(mnt / 'run')
+    with open(mnt / 'filler', 'wb') as f:  # room for one checkpoint (~190 KiB), not two
+      f.write(b'\0' * (shutil.disk_usage(mnt).free - 300 * 1024))
+    # No free-space check before writing (SPACE_MARGIN_BYTES covers the metadata): let orbax's
+    # own writes fail, the hard case.
+    wrapper = ('import runpy, sys; from intermix_jax import checkpoints; '
+               'checkpoints.SPACE_MARGIN_BYTES = 0; sys.argv[0] = "main"; '
+               'runpy.run_module("intermix_jax.main", run_name="__main__", alter_sys=True)')
+    p = subprocess.run([sys.executable, '-c', wrapper] + command(d, synthetic_data_dir)[3:],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    lines = [l for l in p.stderr.splitlines() if not LOG_LINE.match(l)]
+    assert p.returncode == 1 and len(lines) == 1, p.stderr[-3000:]
+    assert re.match(rf'error: cannot write checkpoint {d}/checkpoints/\d+: no space left on '
+                    rf'device .*; free some space and rerun the same command to resume from '
+                    rf'checkpoint {d}/checkpoints/\d+ \(step \d+, kept\)$', lines[0]), lines[0]
+    assert 'Traceback' not in p.stderr
+    kept = int(lines[0].split('(step ')[1].split(',')[0])
+    r = results(d)  # valid, as written after the last checkpoint
+    assert r['status'] == 'running' and r['step'] == kept
+    assert [n for n in os.listdir(os.path.join(d, 'checkpoints')) if not n.isdigit()] == []
+    os.remove(mnt / 'filler')
+    run_to_end(d, synthetic_data_dir, env, str(tmp_path / 'rerun.log'))
+    assert 'resuming' in open(tmp_path / 'rerun.log').read()
+    assert_same_as_reference(d, reference)
+  finally:
+    subprocess.run(['umount', '-l', str(mnt)], capture_output=True)
