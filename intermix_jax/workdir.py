@@ -65,11 +65,18 @@ def config_differences(stored: dict, current: dict, ignore=()) -> list[str]:
 def write_json_atomic(path: str, obj: Any) -> None:
   """Writes JSON to `path` via a temporary file and a rename (never a half-written file)."""
   tmp = f'{path}.tmp.{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=1, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  try:
+    with open(tmp, 'w') as f:
+      json.dump(obj, f, indent=1, sort_keys=True)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except OSError as e:  # e.g. disk full: the previous file stays whole; the error names `path`
+    try:
+      os.remove(tmp)
+    except OSError:
+      pass
+    raise OSError(e.errno, e.strerror, path) from e
 
 
 def check_or_store_config(workdir: str, config: ml_collections.ConfigDict, *,

@@ -8,6 +8,7 @@ the pieces (the pairing bound, the OSError lines, the summary writer), launch/en
 import configparser
 import errno
 import glob
+import json
 import os
 import re
 import signal
@@ -345,3 +346,24 @@ def test_no_machine_specific_paths():
            for i, line in enumerate(open(os.path.join(ROOT, f), errors='replace'))
            if '/work/' in line]
   assert not found, found
+
+
+def test_results_json_write_failure_keeps_the_old_file_and_names_it(tmp_path, monkeypatch):
+  """Disk full while results.json is rewritten: the previous file stays whole, no temporary file
+  is left behind, and the OSError names results.json (so main prints one line)."""
+  from intermix_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / 'results.json')
+  workdir_lib.write_json_atomic(path, {'status': 'running', 'step': 3})
+  real_fsync = os.fsync
+
+  def full_disk(fd):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+  monkeypatch.setattr(os, 'fsync', full_disk)
+  with pytest.raises(OSError) as e:
+    workdir_lib.write_json_atomic(path, {'status': 'finished', 'step': 9})
+  monkeypatch.setattr(os, 'fsync', real_fsync)
+  assert e.value.filename == path and e.value.errno == errno.ENOSPC
+  assert main_lib._os_error_line(e.value).startswith(f'{path}: No space left on device')
+  with open(path) as f:
+    assert json.load(f) == {'status': 'running', 'step': 3}
+  assert os.listdir(tmp_path) == ['results.json']
