@@ -1,10 +1,10 @@
-"""Adversarial robustness (SPEC §7, paper table 3): one-step untargeted FGSM on the waveform.
+"""Adversarial robustness (paper table 3, docs/method.md §7): one-step untargeted FGSM.
 
     python -m intermix_jax.adversarial --workdir=W [--eps=1e-2,1e-3,1e-4,1e-5] [--out=FILE]
 
 Restores the LAST checkpoint of a finished training workdir (read-only: W/config.json and
 W/checkpoints), rebuilds its test fold with the training run's own loader (10 evenly spaced crops per
-clip, SPEC §5) and evaluates it clean and attacked:
+clip, docs/method.md §5) and evaluates it clean and attacked:
 
     x_adv = x + eps * sign(grad_x CE(f(x), y))
 
@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-DEFAULT_EPSILONS = (1e-2, 1e-3, 1e-4, 1e-5)  # SPEC §7
+DEFAULT_EPSILONS = (1e-2, 1e-3, 1e-4, 1e-5)  # docs/method.md §7
 RESULTS_FILE = 'adversarial.json'
 
 
@@ -108,7 +108,9 @@ def crop_gradients(variables: dict, x: jax.Array, y: jax.Array, mask: jax.Array,
 
 
 def attack_step(state, batch: dict, *, model, epsilons: tuple[float, ...]) -> dict:
-  """Clean and FGSM-attacked multi-crop evaluation of one batch (SPEC §5 protocol, §7 attack).
+  """Clean and FGSM-attacked multi-crop evaluation of one batch.
+
+  docs/method.md §5 (protocol) and §7 (attack).
 
   Args:
     state: anything with `params` and `batch_stats` (e.g. steps.TrainState).

@@ -1,4 +1,4 @@
-"""Classify audio files with a trained workdir (the SPEC §5 test protocol).
+"""Classify audio files with a trained workdir (the docs/method.md §5 test protocol).
 
     python -m intermix_jax.predict --workdir=W FILE_OR_DIR... [--top_k=3] [--json]
 
@@ -38,8 +38,8 @@ import numpy as np
 
 from intermix_jax import workdir as workdir_lib
 
-# SPEC §5: ESC clips are trimmed of leading/trailing exact-zero samples (data/esc50.py); the
-# other datasets are not. Prediction decodes the same way as the run's training data.
+# docs/method.md §5: ESC clips are trimmed of leading/trailing exact-zero samples
+# (data/esc50.py); the other datasets are not. Prediction decodes the same way as the run's training data.
 TRIMMED_DATASETS = ('esc50', 'esc10')
 MAX_CHANNELS = 64  # prediction accepts any file with up to this many channels (downmixed)
 

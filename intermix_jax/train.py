@@ -277,8 +277,8 @@ class _Run:
       dataset = config.dataset if config.dataset in ('esc50', 'esc10', 'urbansound8k') else 'esc50'
       if (b, d) != (config.backbone, dataset):
         logging.warning('config.backbone=%s / dataset=%s, but the optimisation fields came from the '
-                        'SPEC row of %s: to get the row of this backbone and dataset, give them '
-                        'after the colon (configs/x.py:backbone=...), not as --config.backbone',
+                        'docs/method.md §5 row of %s: to get the row of this backbone and dataset, '
+                        'give them after the colon (configs/x.py:backbone=...), not as --config.backbone',
                         config.backbone, config.dataset, config.opt_defaults_from)
 
     # Devices: one 'data' axis over every device; mixing per device (parallel.py).
