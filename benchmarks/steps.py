@@ -3,11 +3,13 @@
     .venv/bin/python benchmarks/steps.py                          # envnet, piczakcnn; batch 32; + memory
     .venv/bin/python benchmarks/steps.py --backbones envnet --rounds 3 --repeats 2 --memory_epochs ''
     .venv/bin/python benchmarks/steps.py --backbones '' --memory_epochs 1,3      # peak memory only
+    .venv/bin/python benchmarks/steps.py --backbones envnet --precision bfloat16 --memory_epochs ''
 
 Part 1 (per backbone): the trainer's single-device step, `steps.train_step_cached` (what
 train.py runs: jit with static model / strategy / OptimizerSpec, state donated; Nesterov SGD with
 coupled weight decay and the LR schedule), for the strategies standard, bc, speechmix and intermix
-(options of configs/base.py), published widths, host numpy batches (N, T) whose rows 2k, 2k+1 are of
+(options of configs/base.py), published widths, `--precision` (the model option: float32 or
+bfloat16 compute), host numpy batches (N, T) whose rows 2k, 2k+1 are of
 different classes. Rounds alternate between strategies (load hits all alike). Reported per strategy:
   - compiles: XLA backend compilations during the first call (jax.monitoring event
     /jax/core/compile/backend_compile_duration) and the jit cache growth; then a SECOND run (fresh
@@ -79,8 +81,8 @@ class StrategyStep:
   """steps.train_step_cached of one (backbone, strategy, batch): first call, re-use, timed steps."""
 
   def __init__(self, backbone: str, strategy: str, batch: int, log: CompileLog,
-               num_classes: int = 50):
-    self.model = models.get_model(backbone, num_classes)
+               num_classes: int = 50, precision: str = 'float32'):
+    self.model = models.get_model(backbone, num_classes, precision=precision)
     self.strategy = mixing.get_strategy(strategy, **BASE_MIXING)
     self.opt = steps.OptimizerSpec(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
                                    num_epochs=300, steps_per_epoch=10, schedule=(0.3, 0.6, 0.9),
@@ -130,12 +132,13 @@ class StrategyStep:
       self.extra += self.log.snapshot()[0]['compile'] - before
 
 
-def bench_strategies(backbone: str, batch: int, rounds: int, repeats: int, log: CompileLog):
-  print(f'## {backbone} batch {batch}: compiling {len(STRATEGIES)} strategies; load {load()}',
-        flush=True)
+def bench_strategies(backbone: str, batch: int, rounds: int, repeats: int, log: CompileLog,
+                     precision: str = 'float32'):
+  print(f'## {backbone} batch {batch} {precision}: compiling {len(STRATEGIES)} strategies; '
+        f'load {load()}', flush=True)
   runs = {}
   for s in STRATEGIES:
-    runs[s] = StrategyStep(backbone, s, batch, log)
+    runs[s] = StrategyStep(backbone, s, batch, log, precision=precision)
     print(f'  {s}: first call {runs[s].first_s:.1f} s (compile events {runs[s].compiles_first}, '
           f'jit cache +{runs[s].cache_growth}); load {load()}', flush=True)
   for r in range(rounds):
@@ -150,7 +153,7 @@ def bench_strategies(backbone: str, batch: int, rounds: int, repeats: int, log: 
   for s in STRATEGIES:
     run = runs[s]
     med, best = statistics.median(run.times), min(run.times)
-    rows.append(dict(backbone=backbone, batch=batch, strategy=s,
+    rows.append(dict(backbone=backbone, batch=batch, strategy=s, precision=precision,
                      compiles=run.compiles_first + run.extra, cache=run.cache_growth,
                      compile_s=run.compile_s, first_s=run.first_s, gflops=run.gflops,
                      median_s=med, min_s=best, over_med=100 * (med / base_med - 1),
@@ -199,6 +202,8 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--backbones', default='envnet,piczakcnn', help='comma-separated ("" = none)')
   parser.add_argument('--batch', type=int, default=32)
+  parser.add_argument('--precision', default='float32', choices=('float32', 'bfloat16'),
+                      help="the model's compute precision (models.get_model option)")
   parser.add_argument('--rounds', type=int, default=2)
   parser.add_argument('--repeats', type=int, default=2, help='timed steps per round and strategy')
   parser.add_argument('--memory_epochs', default='1,3',
@@ -216,13 +221,15 @@ def main(argv=None):
   log = CompileLog()
   rows = []
   for backbone in filter(None, args.backbones.split(',')):
-    rows += bench_strategies(backbone, args.batch, args.rounds, args.repeats, log)
+    rows += bench_strategies(backbone, args.batch, args.rounds, args.repeats, log, args.precision)
   if rows:
     print()
-    print(f'{"backbone":10s} {"batch":>5s} {"strategy":10s} {"compiles":>8s} {"compile s":>9s} '
-          f'{"GFLOP":>7s} {"median s":>8s} {"min s":>6s} {"over med":>8s} {"over min":>8s}  load')
+    print(f'{"backbone":10s} {"batch":>5s} {"precision":9s} {"strategy":10s} {"compiles":>8s} '
+          f'{"compile s":>9s} {"GFLOP":>7s} {"median s":>8s} {"min s":>6s} {"over med":>8s} '
+          f'{"over min":>8s}  load')
     for r in rows:
-      print(f'{r["backbone"]:10s} {r["batch"]:5d} {r["strategy"]:10s} {r["compiles"]:8d} '
+      print(f'{r["backbone"]:10s} {r["batch"]:5d} {r["precision"]:9s} {r["strategy"]:10s} '
+            f'{r["compiles"]:8d} '
             f'{r["compile_s"]:9.1f} {r["gflops"]:7.2f} {r["median_s"]:8.3f} {r["min_s"]:6.3f} '
             f'{r["over_med"]:+7.1f}% {r["over_min"]:+7.1f}%  {r["load"]}')
     print('# compiles: XLA compilations of the step over first call + a fresh-state call + all '

@@ -56,6 +56,7 @@ def get_base_config() -> ml_collections.ConfigDict:
       # (4096 for EnvNet / EnvNet-v2, 5000 for PiczakCNN)
       fc_units=ml_collections.FieldReference(None, field_type=int),
       conv_impl='auto',         # 'auto' | 'plain' | 'cpu' (same maths; see models/layers.py)
+      precision='float32',      # 'float32' | 'bfloat16' conv/dense compute; params stay float32
   ))
   c.strategy = 'intermix'       # 'standard' | 'mixup' | 'bc' | 'speechmix' | 'intermix'
   c.mixing = ml_collections.ConfigDict(dict(  # options passed to mixing.get_strategy(**c.mixing)

@@ -158,8 +158,12 @@ def log_mel_with_delta(x: jax.Array, sample_rate: float, n_fft: int = 1024, hop_
                        n_mels: int = 60, delta_width: int = 9, **kwargs) -> jax.Array:
   """Piczak's input: x (N, T) -> (N, n_mels, num_frames, 2) float32, channels (log-mel dB, delta).
 
-  Laid out NHWC for a 2-D convolution: height = mel band (low to high), width = frame.
+  Laid out NHWC for a 2-D convolution: height = mel band (low to high), width = frame. Always
+  computed in float32 (x is cast), whatever the model's compute precision: the dB values are logs
+  of powers summed over 1024-sample frames, and the 80 dB floor is relative to the clip's maximum;
+  the first convolution rounds the features to its compute dtype.
   """
+  x = jnp.asarray(x, jnp.float32)
   logmel = log_mel_spectrogram(x, sample_rate, n_fft, hop_length, n_mels, **kwargs)  # (N, F, M)
   logmel = jnp.swapaxes(logmel, 1, 2)                                               # (N, M, F)
   return jnp.stack([logmel, delta(logmel, delta_width, axis=-1)], axis=-1)

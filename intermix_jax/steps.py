@@ -119,7 +119,7 @@ def mixed_loss(params: PyTree, batch_stats: PyTree, x: jax.Array, labels: jax.Ar
     labels: int32 (N,).
     key: the step's key (plan and dropout are split from it).
   Returns:
-    (loss scalar, (logits (N, C), soft targets (N, C), new batch_stats)).
+    (loss float32 scalar, (logits float32 (N, C), soft targets (N, C), new batch_stats)).
   """
   plan_key, dropout_key = jax.random.split(key)
   plan = strategy.plan(plan_key, x.shape[0], model.num_mix_points)
@@ -131,6 +131,9 @@ def mixed_loss(params: PyTree, batch_stats: PyTree, x: jax.Array, labels: jax.Ar
     variables['batch_stats'] = batch_stats
   logits, updates = model.apply(variables, x, train=True, mix=mix, rngs={'dropout': dropout_key},
                                 mutable=['batch_stats'])
+  # The loss is float32 whatever the model's compute precision (the backbones already return
+  # float32 logits; a bfloat16 log-softmax would round the loss and its gradient to 8 bits).
+  logits = logits.astype(jnp.float32)
   loss = strategy.loss(logits, targets)
   return loss, (logits, targets, updates.get('batch_stats', batch_stats))
 

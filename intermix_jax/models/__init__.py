@@ -22,7 +22,9 @@ lists its layers, shapes and points.
 Options: width (float > 0, channel multiplier of every conv; 1.0 = published), fc_units (int > 0 or
 None = the published width above), conv_impl ('auto' | 'plain' | 'cpu', see `convolution`: 'plain' is
 `lax.conv_general_dilated` as written, 'cpu' equivalent rewrites that are fast on XLA:CPU, 'auto'
-picks 'cpu' on the CPU backend and 'plain' on accelerators).
+picks 'cpu' on the CPU backend and 'plain' on accelerators), precision ('float32' | 'bfloat16': the
+compute dtype of convolutions and dense layers; parameters, BatchNorm statistics, mix points and
+logits stay float32, see `layers`).
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ MODELS = {
     'soundnet5': SoundNet5,
     'piczakcnn': PiczakCNN,
 }
-OPTIONS = ('width', 'fc_units', 'conv_impl')
+OPTIONS = ('width', 'fc_units', 'conv_impl', 'precision')
 
 
 def get_model(name: str, num_classes: int, **options: Any) -> nn.Module:
@@ -55,7 +57,7 @@ def get_model(name: str, num_classes: int, **options: Any) -> nn.Module:
     name: one of MODELS ('envnet', 'envnetv2', 'm18', 'soundnet5', 'piczakcnn').
     num_classes: positive int.
     **options: width (default 1.0), fc_units (default None: the published hidden FC width),
-      conv_impl (default 'auto').
+      conv_impl (default 'auto'), precision (default 'float32'; or 'bfloat16').
   Raises:
     ValueError: unknown name or option, or an invalid value (the message lists the valid ones).
   """
@@ -82,6 +84,10 @@ def get_model(name: str, num_classes: int, **options: Any) -> nn.Module:
   if conv_impl not in layers.IMPLS:
     raise ValueError(f'models: conv_impl must be one of {list(layers.IMPLS)}, got {conv_impl!r}')
   kwargs['conv_impl'] = conv_impl
+  precision = options.get('precision', 'float32')
+  if precision not in layers.PRECISIONS:
+    raise ValueError(f'models: precision must be one of {list(layers.PRECISIONS)}, got {precision!r}')
+  kwargs['precision'] = precision
   return cls(**kwargs)
 
 

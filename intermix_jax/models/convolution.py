@@ -1,6 +1,9 @@
 """2-D convolutions for the backbones: the plain XLA convolution and equivalent CPU-fast rewrites.
 
-Layout: x is NHWC float32 (N, H, W, C), kernels HWIO (kh, kw, C, O); a waveform is (N, 1, T, C).
+Layout: x is NHWC (N, H, W, C), kernels HWIO (kh, kw, C, O); a waveform is (N, 1, T, C). x and
+the kernel share one dtype, float32 or bfloat16 (the model's compute dtype), which the output and
+both gradients keep; the FFT weight gradient computes in float32 (jnp.fft has no bfloat16) from the
+bfloat16 operands and rounds its result, as a bfloat16 convolution accumulating in float32 does.
 
 `conv2d(x, kernel, strides, padding, impl)` computes the same function for every `impl`:
   'plain'  `lax.conv_general_dilated` exactly as written: the accelerator (GPU/TPU) path, where
@@ -215,9 +218,12 @@ def fft_weight_gradient(x: jax.Array, g: jax.Array, kernel_hw: Tuple[int, int]) 
     g: the gradient of its output (N, H - kh + 1, W - kw + 1, O).
     kernel_hw: (kh, kw).
   Returns:
-    dW (kh, kw, C, O) = sum_{n, h, w} x[n, h + i, w + j, c] g[n, h, w, o], float32.
+    dW (kh, kw, C, O) = sum_{n, h, w} x[n, h + i, w + j, c] g[n, h, w, o], float32 (bfloat16
+    operands are widened first: jnp.fft computes in float32 at least).
   """
   kh, kw = kernel_hw
+  widen = lambda a: a.astype(jnp.promote_types(a.dtype, jnp.float32))
+  x, g = widen(x), widen(g)
   if x.shape[1] == 1 and kh == 1:
     return _fft_weight_gradient_1d(x[:, 0], g[:, 0], kw)[None]
   return _fft_weight_gradient_2d(x, g, kh, kw)

@@ -30,6 +30,7 @@ class EnvNet(nn.Module):
   width: float = 1.0
   fc_units: int = 4096
   conv_impl: str = 'auto'
+  precision: str = 'float32'  # 'float32' | 'bfloat16' compute (layers.py); params stay float32
 
   sample_rate = 16000
   input_length = 24014
@@ -48,7 +49,8 @@ class EnvNet(nn.Module):
     """x: (N, 24014) float32 waveform; train: BN batch statistics and dropout; mix: (h, k) -> h."""
     c = lambda n: layers.scaled(n, self.width)
     impl = self.conv_impl
-    block = lambda name, f, k: layers.ConvBNReLU(f, k, impl=impl, name=name)
+    dt = layers.compute_dtype(self.precision)
+    block = lambda name, f, k: layers.ConvBNReLU(f, k, impl=impl, dtype=dt, name=name)
     pool = lambda h, w: layers.max_pool(h, w, impl=impl)
 
     x = layers.check_waveform(x, self.input_length, 'envnet')
@@ -62,6 +64,6 @@ class EnvNet(nn.Module):
     h = layers.hidden_mix_point(self, pool(h, (3, 3)), 2, mix)
     h = block('conv4', c(50), (1, 5))(h, train)
     h = layers.flatten(layers.hidden_mix_point(self, pool(h, (1, 3)), 3, mix))
-    h = layers.HiddenFC(self.fc_units, name='fc5')(h, train)
-    h = layers.HiddenFC(self.fc_units, name='fc6')(h, train)
-    return layers.Dense(self.num_classes, name='fc7')(h)
+    h = layers.HiddenFC(self.fc_units, dt, name='fc5')(h, train)
+    h = layers.HiddenFC(self.fc_units, dt, name='fc6')(h, train)
+    return layers.Dense(self.num_classes, dt, float32_output=True, name='fc7')(h)

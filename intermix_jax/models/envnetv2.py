@@ -34,6 +34,7 @@ class EnvNetV2(nn.Module):
   width: float = 1.0
   fc_units: int = 4096
   conv_impl: str = 'auto'
+  precision: str = 'float32'  # 'float32' | 'bfloat16' compute (layers.py); params stay float32
 
   sample_rate = 44100
   input_length = 66650
@@ -51,7 +52,8 @@ class EnvNetV2(nn.Module):
     """x: (N, 66650) float32 waveform; train: BN batch statistics and dropout; mix: (h, k) -> h."""
     c = lambda n: layers.scaled(n, self.width)
     impl = self.conv_impl
-    block = lambda name, f, k, s=(1, 1): layers.ConvBNReLU(f, k, s, impl=impl, name=name)
+    dt = layers.compute_dtype(self.precision)
+    block = lambda name, f, k, s=(1, 1): layers.ConvBNReLU(f, k, s, impl=impl, dtype=dt, name=name)
     pool = lambda h, w: layers.max_pool(h, w, impl=impl)
 
     x = layers.check_waveform(x, self.input_length, 'envnetv2')
@@ -73,6 +75,6 @@ class EnvNetV2(nn.Module):
     h = block('conv9', c(256), (1, 2))(h, train)
     h = block('conv10', c(256), (1, 2))(h, train)
     h = layers.flatten(pool(h, (1, 2)))
-    h = layers.HiddenFC(self.fc_units, name='fc11')(h, train)
-    h = layers.HiddenFC(self.fc_units, name='fc12')(h, train)
-    return layers.Dense(self.num_classes, name='fc13')(h)
+    h = layers.HiddenFC(self.fc_units, dt, name='fc11')(h, train)
+    h = layers.HiddenFC(self.fc_units, dt, name='fc12')(h, train)
+    return layers.Dense(self.num_classes, dt, float32_output=True, name='fc13')(h)

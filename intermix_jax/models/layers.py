@@ -1,9 +1,20 @@
 """Building blocks shared by the backbones: conv and conv-BN-ReLU modules, max-pooling, dense layers,
 and numbered mix points.
 
-Layout: activations are NHWC float32 (batch, height, width, channels), kernels HWIO. A raw waveform
+Layout: activations are NHWC (batch, height, width, channels), kernels HWIO. A raw waveform
 (N, T) enters as (N, 1, T, 1): time is the width axis, as in the reference Chainer code (which is
 NCHW with H = 1).
+
+Precision (`compute_dtype(precision)`, precision 'float32' | 'bfloat16'; the model option
+`precision`): parameters are always float32 (so are the optimiser state and the BatchNorm running
+statistics). With 'bfloat16', convolutions and dense layers cast their input and kernel to bfloat16
+and return bfloat16 (on GPU/TPU the products accumulate in float32 inside the kernel); BatchNorm
+normalises in float32 (batch mean and variance are float32 reductions, `x - mean` promotes) and
+returns the compute dtype, so ReLU, max-pooling and dropout run on bfloat16 (exact operations
+on the rounded values). Kept float32 whatever the precision: the waveform, the PiczakCNN front
+end (a log of a power), every mix point as `mix` sees it (`mix_point`; see there why), global
+average pools, and the logits (the classifier accumulates and returns float32). No loss scaling is
+needed: bfloat16 has float32's exponent range (float16, which would need it, is not offered).
 
 Initialisation follows the reference Chainer code (`mil-tokyo/bc_learning_sound`): convolutions
 He-normal (untruncated normal, std sqrt(2 / fan_in), fan_in = kh * kw * c_in), dense layers
@@ -21,7 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -39,6 +50,17 @@ he_normal = jax.nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 lecun_normal = jax.nn.initializers.variance_scaling(1.0, 'fan_in', 'normal')
 
 MixFn = Optional[Callable[[jax.Array, int], jax.Array]]
+
+PRECISIONS = ('float32', 'bfloat16')
+_COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def compute_dtype(precision: str):
+  """The dtype of convolutions and dense layers for `precision` ('float32' | 'bfloat16')."""
+  if precision not in _COMPUTE_DTYPES:
+    raise ValueError(f'models: precision must be one of {list(PRECISIONS)}, got {precision!r}')
+  return _COMPUTE_DTYPES[precision]
+
 
 MAX_FLAT_INDEX = 2**31 - 1  # max_along's gradient scatters by flat int32 index up to this size
 
@@ -135,19 +157,24 @@ def scaled(channels: int, width: float) -> int:
 
 
 class Conv(nn.Module):
-  """Bias-free convolution with a He-normal kernel `kernel` (kh, kw, C_in, features)."""
+  """Bias-free convolution with a He-normal float32 kernel `kernel` (kh, kw, C_in, features).
+
+  `dtype` is the compute dtype: input and kernel are cast to it and the output has it.
+  """
   features: int
   kernel_size: Tuple[int, int]
   strides: Tuple[int, int] = (1, 1)
   padding: Padding = ((0, 0), (0, 0))
   impl: str = 'auto'
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """x (N, H, W, C_in) -> (N, H', W', features)."""
+    """x (N, H, W, C_in) -> (N, H', W', features) in `dtype`."""
     kernel = self.param('kernel', he_normal,
                         tuple(self.kernel_size) + (x.shape[-1], self.features), jnp.float32)
-    return conv2d(x, kernel, self.strides, self.padding, self.impl)
+    return conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.strides, self.padding,
+                  self.impl)
 
 
 class ConvBNReLU(nn.Module):
@@ -155,42 +182,64 @@ class ConvBNReLU(nn.Module):
 
   Parameters: conv/kernel (kh*kw*C_in*features), bn/scale and bn/bias (features each); batch_stats
   bn/mean and bn/var. In train mode BN normalises with the batch statistics and updates the running
-  averages (`mutable=['batch_stats']`); in eval mode it uses the running averages.
+  averages (`mutable=['batch_stats']`); in eval mode it uses the running averages. Parameters and
+  statistics are float32 and BN computes in float32 whatever `dtype` (the compute dtype of the
+  conv and of the block's output).
   """
   features: int
   kernel_size: Tuple[int, int]
   strides: Tuple[int, int] = (1, 1)
   padding: Padding = ((0, 0), (0, 0))
   impl: str = 'auto'
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    """x (N, H, W, C_in) -> (N, H', W', features), non-negative."""
-    h = Conv(self.features, self.kernel_size, self.strides, self.padding, self.impl, name='conv')(x)
+    """x (N, H, W, C_in) -> (N, H', W', features) in `dtype`, non-negative."""
+    h = Conv(self.features, self.kernel_size, self.strides, self.padding, self.impl, self.dtype,
+             name='conv')(x)
+    # flax computes the statistics with float32 reductions and normalises in float32 (the float32
+    # mean promotes x - mean); `dtype` is only the dtype of the result.
     h = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                     name='bn')(h)
+                     dtype=self.dtype, param_dtype=jnp.float32, name='bn')(h)
     return nn.relu(h)
 
 
+def _dot_float32_out(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+  """`lax.dot_general` accumulating and returning float32 (operands in their own dtype)."""
+  del preferred_element_type
+  return lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                         preferred_element_type=jnp.float32)
+
+
 class Dense(nn.Module):
-  """Fully connected layer, LeCun-normal kernel (fan_in, features), zero bias (features,)."""
+  """Fully connected layer, float32 LeCun-normal kernel (fan_in, features), zero bias (features,).
+
+  dtype: the compute dtype (input and kernel are cast to it). float32_output: return float32, the
+  product accumulated in float32 (the classifier: logits are never rounded to bfloat16).
+  """
   features: int
+  dtype: Any = jnp.float32
+  float32_output: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """x (N, fan_in) -> (N, features)."""
-    return nn.Dense(self.features, kernel_init=lecun_normal, bias_init=nn.initializers.zeros,
-                    name='dense')(x)
+    """x (N, fan_in) -> (N, features), in `dtype` (float32 with float32_output)."""
+    dot = _dot_float32_out if self.float32_output else None
+    y = nn.Dense(self.features, kernel_init=lecun_normal, bias_init=nn.initializers.zeros,
+                 dtype=self.dtype, param_dtype=jnp.float32, dot_general=dot, name='dense')(x)
+    return y.astype(jnp.float32) if self.float32_output else y
 
 
 class HiddenFC(nn.Module):
-  """Dense -> ReLU -> Dropout(0.5) (train mode only; needs rngs={'dropout': key})."""
+  """Dense -> ReLU -> Dropout(0.5) (train mode only; needs rngs={'dropout': key}), in `dtype`."""
   features: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    """x (N, fan_in) -> (N, features)."""
-    h = nn.relu(Dense(self.features, name='fc')(x))
+    """x (N, fan_in) -> (N, features) in `dtype`."""
+    h = nn.relu(Dense(self.features, self.dtype, name='fc')(x))
     return nn.Dropout(DROPOUT_RATE, deterministic=not train)(h)
 
 
@@ -222,15 +271,24 @@ def mix_point(module: nn.Module, h: jax.Array, k: int, mix: MixFn) -> jax.Array:
   """Mix point k: `h = mix(h, k)` when mix is given, then sow h as intermediates/mix_point_{k}.
 
   The mixing function and the sown value see h as given here (the models pass channel-first
-  tensors: the reference code's NCHW layout, so a flattened tensor reads as the reference's signal).
-  Raises ValueError if `mix` changes the shape.
+  tensors: the reference code's NCHW layout, so a flattened tensor reads as the reference's signal),
+  in float32 whatever the compute dtype; the result is cast back to h's dtype. Raises ValueError if
+  `mix` changes the shape.
+
+  Why the mixing laws must not run in bfloat16 (8 significant bits): BC's p comes from A-weighted
+  levels, 10 log10 of a power summed over thousands of squared samples (a bfloat16 running sum
+  stops growing once the terms fall below 2^-9 of it, and a level error of d dB moves p's odds by
+  a factor 10^(d/20)); InterMix's interference term 2 sqrt(a b) cos(dphi) cancels against a + b when
+  cos(dphi) ~ -1 (the result (sqrt a - sqrt b)^2 can be far smaller than the 2^-9 (a + b) rounding
+  of a bfloat16 sum), and its derivative sqrt(b) / sqrt(a) near a = 0 amplifies the rounding of a
+  small a.
   """
   if mix is not None:
-    mixed = mix(h, k)
+    mixed = mix(h.astype(jnp.float32), k)
     if mixed.shape != h.shape:
       raise ValueError(f'models: mix(h, {k}) must keep the shape {h.shape}, returned {mixed.shape}')
-    h = mixed
-  module.sow('intermediates', f'mix_point_{k}', h)
+    h = mixed.astype(h.dtype)
+  module.sow('intermediates', f'mix_point_{k}', h.astype(jnp.float32))
   return h
 
 

@@ -37,6 +37,7 @@ class M18(nn.Module):
   width: float = 1.0
   fc_units: Optional[int] = None  # no hidden dense layer: ignored
   conv_impl: str = 'auto'
+  precision: str = 'float32'  # 'float32' | 'bfloat16' compute (layers.py); params stay float32
 
   sample_rate = 8000
   input_length = 32000
@@ -51,19 +52,21 @@ class M18(nn.Module):
     """x: (N, 32000) float32 waveform; train: BN batch statistics; mix: (h, k) -> h."""
     c = lambda n: layers.scaled(n, self.width)
     impl = self.conv_impl
+    dt = layers.compute_dtype(self.precision)
     x = layers.check_waveform(x, self.input_length, 'm18')
     x = layers.mix_point(self, x, 0, mix)
     h = layers.waveform_to_nhwc(x)
-    h = layers.ConvBNReLU(c(64), (1, 80), (1, 4), impl=impl, name='conv1')(h, train)
+    h = layers.ConvBNReLU(c(64), (1, 80), (1, 4), impl=impl, dtype=dt, name='conv1')(h, train)
     h = layers.max_pool(h, (1, 4), impl=impl)
     h = layers.hidden_mix_point(self, h, 1, mix, one_d=True)
     index = 2
     for stage, channels in enumerate((64, 128, 256, 512)):
       for _ in range(4):
-        h = layers.ConvBNReLU(c(channels), (1, 3), impl=impl, name=f'conv{index}')(h, train)
+        h = layers.ConvBNReLU(c(channels), (1, 3), impl=impl, dtype=dt,
+                              name=f'conv{index}')(h, train)
         index += 1
       if stage < 3:
         h = layers.max_pool(h, (1, 4), impl=impl)
         h = layers.hidden_mix_point(self, h, stage + 2, mix, one_d=True)
-    h = jnp.mean(h, axis=(1, 2))
-    return layers.Dense(self.num_classes, name='fc18')(h)
+    h = jnp.mean(h.astype(jnp.float32), axis=(1, 2))
+    return layers.Dense(self.num_classes, dt, float32_output=True, name='fc18')(h)

@@ -40,6 +40,7 @@ class PiczakCNN(nn.Module):
   width: float = 1.0
   fc_units: int = 5000
   conv_impl: str = 'auto'
+  precision: str = 'float32'  # 'float32' | 'bfloat16' compute (layers.py); params stay float32
 
   sample_rate = 22050
   input_length = 20480
@@ -54,16 +55,17 @@ class PiczakCNN(nn.Module):
     """x: (N, 20480) float32 waveform; train: BN batch statistics and dropout; mix: (h, k) -> h."""
     c = lambda n: layers.scaled(n, self.width)
     impl = self.conv_impl
+    dt = layers.compute_dtype(self.precision)
     x = layers.check_waveform(x, self.input_length, 'piczakcnn')
     x = layers.mix_point(self, x, 0, mix)
     h = melspec.log_mel_with_delta(x, self.sample_rate, N_FFT, HOP_LENGTH, N_MELS)  # (N, 60, 41, 2)
-    h = layers.ConvBNReLU(c(80), (57, 6), impl=impl, name='conv1')(h, train)
+    h = layers.ConvBNReLU(c(80), (57, 6), impl=impl, dtype=dt, name='conv1')(h, train)
     h = layers.max_pool(h, (4, 3), (1, 3), impl=impl)
     h = layers.hidden_mix_point(self, h, 1, mix)
     h = nn.Dropout(layers.DROPOUT_RATE, deterministic=not train)(h)
-    h = layers.ConvBNReLU(c(80), (1, 3), impl=impl, name='conv2')(h, train)
+    h = layers.ConvBNReLU(c(80), (1, 3), impl=impl, dtype=dt, name='conv2')(h, train)
     h = layers.hidden_mix_point(self, layers.max_pool(h, (1, 3), impl=impl), 2, mix)
     h = layers.flatten(h)
-    h = layers.HiddenFC(self.fc_units, name='fc3')(h, train)
-    h = layers.HiddenFC(self.fc_units, name='fc4')(h, train)
-    return layers.Dense(self.num_classes, name='fc5')(h)
+    h = layers.HiddenFC(self.fc_units, dt, name='fc3')(h, train)
+    h = layers.HiddenFC(self.fc_units, dt, name='fc4')(h, train)
+    return layers.Dense(self.num_classes, dt, float32_output=True, name='fc5')(h)

@@ -40,6 +40,7 @@ class SoundNet5(nn.Module):
   width: float = 1.0
   fc_units: Optional[int] = None  # no hidden dense layer: ignored
   conv_impl: str = 'auto'
+  precision: str = 'float32'  # 'float32' | 'bfloat16' compute (layers.py); params stay float32
 
   sample_rate = 22050
   input_length = 110250
@@ -55,11 +56,13 @@ class SoundNet5(nn.Module):
     x = layers.check_waveform(x, self.input_length, 'soundnet5')
     x = layers.mix_point(self, x, 0, mix)
     h = layers.waveform_to_nhwc(x)
+    dt = layers.compute_dtype(self.precision)
     for i, (channels, kernel, stride, pad, pool) in enumerate(_LAYERS):
       h = layers.ConvBNReLU(layers.scaled(channels, self.width), (1, kernel), (1, stride),
-                            ((0, 0), (pad, pad)), impl=self.conv_impl, name=f'conv{i + 1}')(h, train)
+                            ((0, 0), (pad, pad)), impl=self.conv_impl, dtype=dt,
+                            name=f'conv{i + 1}')(h, train)
       if pool is not None:
         h = layers.max_pool(h, (1, pool), impl=self.conv_impl)
         h = layers.hidden_mix_point(self, h, i + 1, mix, one_d=True)
-    h = jnp.mean(h, axis=(1, 2))
-    return layers.Dense(self.num_classes, name='fc')(h)
+    h = jnp.mean(h.astype(jnp.float32), axis=(1, 2))
+    return layers.Dense(self.num_classes, dt, float32_output=True, name='fc')(h)

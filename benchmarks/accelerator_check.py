@@ -1,0 +1,561 @@
+"""The stages of `benchmarks/accelerator_check.sh`, one subcommand each (the shell script runs them
+in order, each under its own `timeout`, and passes the same --out folder to all).
+
+    python benchmarks/accelerator_check.py deps --wheels .wheels --target /tmp/x   # install, verify
+    python benchmarks/accelerator_check.py steps --out OUT --backbone envnetv2      # one backbone
+    python benchmarks/accelerator_check.py pipeline --out OUT --data_dir D --backbones envnet,...
+    python benchmarks/accelerator_check.py demo --out OUT --data_dir D              # train, SIGTERM, resume
+    python benchmarks/accelerator_check.py report --out OUT                         # the table
+
+Add --cpu to steps / pipeline / demo for the dry run's tiny sizes. Every stage appends what it
+measured to a JSON file in --out as soon as it has it (a stage killed by its time box keeps the rows
+it finished); `report` reads them all, with the stage statuses the shell script wrote
+(stages.tsv), and prints and writes `accelerator_check.md`.
+
+Precisions of the step table: 'float32' is float32 compute with jax_default_matmul_precision =
+'float32' (full float32 products); 'tf32' is float32 compute at the backend's default matmul
+precision (TF32 tensor cores on NVIDIA Ampere and later; on a CPU the same as float32);
+'bfloat16' is `model.precision='bfloat16'` (models/layers.py). MFU = the step's XLA FLOPs (cost
+analysis of the compiled step) / step time / the matmul rate measured in the same process with the
+same precision (a square `jnp.dot`, best of 5).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime
+import glob
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import zipfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+if HERE not in sys.path:
+  sys.path.insert(0, HERE)
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+BACKBONES = ('envnetv2', 'envnet', 'm18', 'soundnet5', 'piczakcnn')
+PRECISIONS = ('bfloat16', 'tf32', 'float32')  # measured in this order (the time box may cut it)
+# Modules the project imports that the accelerator machine may lack (benchmarks/fetch_wheels.sh)
+PROJECT_MODULES = ('tensorflow_datasets', 'grain', 'array_record', 'ml_collections', 'soundfile',
+                   'soxr')
+PREINSTALLED = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'chex', 'numpy', 'scipy')
+BASE_MIXING = dict(eligible_layers=None, p_weighting=True, normalize=True, signed_mode='superpose',
+                   stop_gradient_interference=False, alpha=1.0)  # configs/base.py `mixing`
+
+
+def _now() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M:%S UTC')
+
+
+def _append_jsonl(path: str, row: dict) -> None:
+  with open(path, 'a') as f:
+    f.write(json.dumps(row) + '\n')
+
+
+def _read_jsonl(path: str) -> list:
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _norm(name: str) -> str:
+  return re.sub(r'[-_.]+', '-', name).lower()
+
+
+# ------------------------------------------------------------------------------------------------
+# deps
+# ------------------------------------------------------------------------------------------------
+def _wheel_distribution(path: str) -> str:
+  """The distribution name of a wheel file (its file name's first field, normalised)."""
+  return _norm(os.path.basename(path).split('-')[0])
+
+
+def _unzip_wheel(path: str, target: str) -> None:
+  """What `pip install --no-deps --target` does with a wheel, for a machine without pip."""
+  with zipfile.ZipFile(path) as z:
+    for name in z.namelist():
+      parts = name.split('/')
+      if parts[0].endswith('.data') and len(parts) > 2 and parts[1] in ('purelib', 'platlib'):
+        dest = os.path.join(target, *parts[2:])
+      elif parts[0].endswith('.data'):
+        continue  # scripts, headers: not needed to import
+      else:
+        dest = os.path.join(target, *parts)
+      if name.endswith('/'):
+        continue
+      os.makedirs(os.path.dirname(dest), exist_ok=True)
+      with z.open(name) as src, open(dest, 'wb') as out:
+        out.write(src.read())
+      info = z.getinfo(name)
+      mode = (info.external_attr >> 16) & 0o777
+      if mode:
+        os.chmod(dest, mode)
+
+
+def cmd_deps(args) -> int:
+  """Installs the wheels whose distributions this interpreter lacks; verifies the imports."""
+  installed = {_norm(d.metadata['Name'] or ''): d.version for d in importlib.metadata.distributions()}
+  wheels = sorted(glob.glob(os.path.join(args.wheels, '*.whl'))) if args.wheels else []
+  need = [w for w in wheels if _wheel_distribution(w) not in installed]
+  print(f'python {platform.python_version()} ({sys.executable}); {len(wheels)} wheels in '
+        f'{args.wheels}; already installed: '
+        + (', '.join(f'{_wheel_distribution(w)} {installed[_wheel_distribution(w)]}'
+                     for w in wheels if w not in need) or 'none'))
+  if need:
+    os.makedirs(args.target, exist_ok=True)
+    print(f'installing {len(need)} into {args.target}: '
+          + ', '.join(os.path.basename(w) for w in need), flush=True)
+    has_pip = subprocess.call([sys.executable, '-m', 'pip', '--version'],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) == 0
+    if has_pip:
+      rc = subprocess.call([sys.executable, '-m', 'pip', 'install', '--quiet', '--no-index',
+                            '--no-deps', '--disable-pip-version-check', '--target', args.target]
+                           + need)
+      if rc:
+        print(f'pip install failed ({rc})')
+        return rc
+    else:
+      print('no pip: unpacking the wheels')
+      for w in need:
+        _unzip_wheel(w, args.target)
+  # Verify in a fresh interpreter with the PYTHONPATH the later stages use.
+  env = dict(os.environ)
+  env['PYTHONPATH'] = os.pathsep.join(p for p in (args.target, ROOT, env.get('PYTHONPATH', '')) if p)
+  code = ('import importlib, sys\n'
+          f'mods = {PROJECT_MODULES + ("intermix_jax.data", "intermix_jax.train")!r}\n'
+          'bad = []\n'
+          'for m in mods:\n'
+          '  try:\n'
+          '    importlib.import_module(m)\n'
+          '  except Exception as e:\n'
+          '    bad.append(f"{m}: {type(e).__name__}: {e}")\n'
+          'print("imports:", "ok" if not bad else "FAILED"); [print("  " + b) for b in bad]\n'
+          'sys.exit(1 if bad else 0)\n')
+  rc = subprocess.call([sys.executable, '-c', code], env=env)
+  if os.path.isdir(args.target):  # so that importlib.metadata sees what was installed there
+    sys.path.insert(0, args.target)
+    importlib.invalidate_caches()
+  versions = {}
+  for name in PREINSTALLED + tuple(_norm(m) for m in PROJECT_MODULES):
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      versions[name] = None
+  print('versions: ' + ', '.join(f'{k} {v}' for k, v in versions.items()))
+  with open(os.path.join(args.out, 'deps.json'), 'w') as f:
+    json.dump(dict(python=platform.python_version(), installed=[os.path.basename(w) for w in need],
+                   versions=versions, imports_ok=rc == 0), f, indent=1)
+  return rc
+
+
+# ------------------------------------------------------------------------------------------------
+# steps
+# ------------------------------------------------------------------------------------------------
+def _precision_context(precision: str):
+  import jax  # pylint: disable=g-import-not-at-top
+  if precision == 'float32':
+    return jax.default_matmul_precision('float32')
+  return contextlib.nullcontext()
+
+
+def matmul_rates(n: int, repeats: int = 5) -> dict:
+  """TFLOP/s of an n x n x n `jnp.dot` per precision (best of `repeats` after a warm-up)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  rates = {}
+  for precision in PRECISIONS:
+    dtype = jnp.bfloat16 if precision == 'bfloat16' else jnp.float32
+    with _precision_context(precision):
+      a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+      b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+      f = jax.jit(jnp.dot)
+      jax.block_until_ready(f(a, b))
+      best = float('inf')
+      for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(f(a, b))
+        best = min(best, time.perf_counter() - start)
+    rates[precision] = 2 * n ** 3 / best / 1e12
+  return rates
+
+
+def _device_peak_bytes():
+  import jax  # pylint: disable=g-import-not-at-top
+  try:
+    stats = jax.local_devices()[0].memory_stats()
+  except Exception:  # pylint: disable=broad-except
+    stats = None
+  return (stats or {}).get('peak_bytes_in_use')
+
+
+def bench_step(backbone: str, strategy_name: str, precision: str, batch: int, repeats: int,
+               width: float, fc_units, num_classes: int = 50) -> dict:
+  """Compile and time `steps.train_step_cached` (what train.py runs) for one configuration."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from intermix_jax import mixing, models, steps  # pylint: disable=g-import-not-at-top
+  from machine import flops_of  # pylint: disable=g-import-not-at-top
+  options = dict(width=width, precision='bfloat16' if precision == 'bfloat16' else 'float32')
+  if fc_units:
+    options['fc_units'] = fc_units
+  model = models.get_model(backbone, num_classes, **options)
+  strategy = mixing.get_strategy(strategy_name, **BASE_MIXING)
+  opt = steps.OptimizerSpec(lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                            num_epochs=1200, steps_per_epoch=25, schedule=(0.5, 0.75),
+                            warmup_epochs=0)
+  statics = dict(model=model, strategy=strategy, opt=opt, num_classes=num_classes)
+  rng = np.random.default_rng(0)
+  device = jax.local_devices()[0]
+  host = dict(x=(0.1 * rng.standard_normal((batch, model.input_length))).astype(np.float32),
+              y=(np.arange(batch) % num_classes).astype(np.int32))  # pairs 2k, 2k+1 differ
+  data = jax.device_put(host, device)
+  key = jax.device_put(jax.random.key(0), device)
+  with _precision_context(precision):
+    state = jax.device_put(
+        steps.init_state_cached(model, opt, jax.random.key(1), model.input_length), device)
+    start = time.perf_counter()
+    lowered = steps.train_step_cached.lower(state, data, key, **statics)
+    lower_s = time.perf_counter() - start
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - start
+  flops = flops_of(compiled)
+  try:
+    mem = compiled.memory_analysis()
+    plan = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+            - mem.alias_size_in_bytes)
+  except Exception:  # pylint: disable=broad-except
+    plan = None
+  for _ in range(2):
+    state, metrics = compiled(state, data, key)
+  jax.block_until_ready(metrics)
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    state, metrics = compiled(state, data, key)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - start)
+  start = time.perf_counter()
+  for _ in range(repeats):  # dispatched back to back, as the trainer does between log steps
+    state, metrics = compiled(state, data, key)
+  jax.block_until_ready((state, metrics))
+  loop_s = (time.perf_counter() - start) / repeats
+  loss = float(metrics['loss'])
+  del state, compiled, lowered
+  return dict(backbone=backbone, strategy=strategy_name, precision=precision, batch=batch,
+              width=width, fc_units=fc_units, lower_s=lower_s, compile_s=compile_s,
+              flops=flops, median_s=statistics.median(times), min_s=min(times), loop_s=loop_s,
+              examples_per_s=batch / loop_s, xla_bytes=plan, device_peak_bytes=_device_peak_bytes(),
+              loss=loss, finite=bool(np.isfinite(loss)), repeats=repeats)
+
+
+def cmd_steps(args) -> int:
+  import jax  # pylint: disable=g-import-not-at-top
+  from machine import load  # pylint: disable=g-import-not-at-top
+  out = os.path.join(args.out, 'steps.jsonl')
+  device = jax.local_devices()[0]
+  print(f'# {args.backbone}: device {device.device_kind} ({jax.default_backend()}), jax '
+        f'{jax.__version__}; batch {args.batch}, width {args.width}, fc_units {args.fc_units}; '
+        f'load {load()}', flush=True)
+  rates = matmul_rates(args.matmul_n)
+  print('# matmul peak (TFLOP/s, n=%d): %s' % (args.matmul_n, ', '.join(
+      f'{p} {r:.3g}' for p, r in rates.items())), flush=True)
+  failures = 0
+  for strategy in args.strategies.split(','):
+    for precision in args.precisions.split(','):
+      try:
+        row = bench_step(args.backbone, strategy, precision, args.batch, args.repeats, args.width,
+                         args.fc_units)
+      except Exception as e:  # pylint: disable=broad-except
+        failures += 1
+        row = dict(backbone=args.backbone, strategy=strategy, precision=precision,
+                   batch=args.batch, error=f'{type(e).__name__}: {e}'[:500])
+        print(f'  {strategy} {precision}: FAILED {row["error"]}', flush=True)
+      else:
+        row['matmul_tflops'] = rates[precision]
+        row['mfu'] = row['flops'] / row['loop_s'] / (rates[precision] * 1e12)
+        print(f'  {strategy:9s} {precision:9s} compile {row["compile_s"]:6.1f} s, step '
+              f'{row["median_s"] * 1e3:8.2f} ms (loop {row["loop_s"] * 1e3:.2f} ms), '
+              f'{row["examples_per_s"]:9.1f} ex/s, {row["flops"] / 1e9:8.4g} GFLOP, MFU '
+              f'{100 * row["mfu"]:5.1f} %, loss {row["loss"]:.3f}', flush=True)
+      row.update(device=device.device_kind, backend=jax.default_backend(), time=_now())
+      _append_jsonl(out, row)
+  return 1 if failures else 0
+
+
+# ------------------------------------------------------------------------------------------------
+# pipeline
+# ------------------------------------------------------------------------------------------------
+def _synthetic_config(data_dir: str, batch: int, strategy: str = 'intermix'):
+  import runpy  # pylint: disable=g-import-not-at-top
+  c = runpy.run_path(os.path.join(ROOT, 'configs', 'base.py'))['get_base_config']()
+  c.dataset, c.data_dir, c.fold, c.strategy, c.batch_size = 'synthetic', data_dir, 1, strategy, batch
+  return c
+
+
+def cmd_pipeline(args) -> int:
+  """Training examples/s of the input pipeline per backbone (its rate and crop length)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from intermix_jax import data, models  # pylint: disable=g-import-not-at-top
+  tfds.disable_progress_bar()
+  out = os.path.join(args.out, 'pipeline.jsonl')
+  cores = os.cpu_count() or 1
+  threads = sorted({1, cores})
+  for backbone in args.backbones.split(','):
+    model = models.MODELS[backbone]
+    c = _synthetic_config(args.data_dir, args.batch)
+    start = time.perf_counter()
+    data.prepare(c, model.sample_rate)
+    prepare_s = time.perf_counter() - start
+    for n in threads:
+      loader = data.make_train_loader(c, model.sample_rate, model.input_length, num_threads=n)
+      rates = []
+      for epoch in range(args.epochs):
+        start = time.perf_counter()
+        count = sum(b['x'].shape[0] for b in loader.batches(epoch))
+        rates.append(count / (time.perf_counter() - start))
+      loader.close()
+      row = dict(backbone=backbone, sample_rate=model.sample_rate,
+                 input_length=model.input_length, threads=n, cores=cores, batch=args.batch,
+                 examples_per_s=statistics.median(rates), epochs=args.epochs,
+                 train_clips=loader.num_examples, prepare_s=prepare_s, time=_now())
+      _append_jsonl(out, row)
+      print(f'  {backbone:9s} {model.sample_rate} Hz x {model.input_length}: {n:2d} thread(s) '
+            f'{row["examples_per_s"]:9.0f} ex/s (epochs: {", ".join(f"{r:.0f}" for r in rates)})'
+            f'; data prepared in {prepare_s:.1f} s', flush=True)
+  return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# demo: a real training run, SIGTERM mid-run, resume
+# ------------------------------------------------------------------------------------------------
+_PROGRESS = re.compile(r'step (\d+)/(\d+) \|')
+
+
+def _run_main(cmd, log_path, env, stop_at_step=None, timeout=None):
+  """Runs `cmd`, logging to log_path; sends SIGTERM once a progress line reaches stop_at_step.
+
+  Returns (exit code, step at which SIGTERM was sent or None, seconds).
+  """
+  start = time.perf_counter()
+  with open(log_path, 'w') as log:
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    sent = None
+    while proc.poll() is None:
+      time.sleep(0.1)
+      if timeout and time.perf_counter() - start > timeout:
+        proc.kill()
+        break
+      if stop_at_step is not None and sent is None:
+        with open(log_path) as f:
+          steps_seen = [int(m.group(1)) for m in _PROGRESS.finditer(f.read())]
+        if steps_seen and steps_seen[-1] >= stop_at_step:
+          sent = steps_seen[-1]
+          proc.send_signal(signal.SIGTERM)
+    proc.wait()
+  return proc.returncode, sent, time.perf_counter() - start
+
+
+def cmd_demo(args) -> int:
+  """configs/demo.py to completion with a SIGTERM in the middle and a resume; results.json."""
+  workdir = os.path.join(args.workdir, f'demo_{args.precision}')
+  if os.path.exists(workdir):
+    import shutil  # pylint: disable=g-import-not-at-top
+    shutil.rmtree(workdir)
+  overrides = [f'data_dir={args.data_dir}', f'model.precision={args.precision}']
+  if args.cpu:  # tiny: 1 epoch (x2 for mixing) of 3 steps, every step logged
+    overrides += ['num_epochs=1', 'eval_every_epochs=2', 'checkpoint_every_epochs=1',
+                  'log_every_steps=1']
+  cmd = [sys.executable, '-m', 'intermix_jax.main',
+         '--config=configs/demo.py:' + ','.join(overrides), f'--workdir={workdir}']
+  env = dict(os.environ)
+  env.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(args.workdir, 'jax_cache'))
+  stop_at = args.sigterm_at_step
+  rc1, sent, t1 = _run_main(cmd, os.path.join(args.out, f'demo_{args.precision}_part1.log'), env,
+                            stop_at_step=stop_at)
+  results_path = os.path.join(workdir, 'results.json')
+
+  def results():
+    try:
+      with open(results_path) as f:
+        return json.load(f)
+    except (OSError, ValueError):
+      return {}
+
+  first = results()
+  rc2, _, t2 = _run_main(cmd, os.path.join(args.out, f'demo_{args.precision}_part2.log'), env)
+  final = results()
+  history = final.get('history', [])
+  row = dict(precision=args.precision, command=' '.join(['python'] + cmd[1:]),
+             first_rc=rc1, sigterm_at_step=sent, first_status=first.get('status'),
+             second_rc=rc2, status=final.get('status'), final_error=final.get('final_error'),
+             epochs=len(history),
+             test_errors={h['epoch']: h['test_error'] for h in history
+                          if isinstance(h, dict) and h.get('test_error') is not None
+                          and 'epoch' in h},
+             first_s=t1, second_s=t2, wall_time_s=final.get('wall_time_s'), time=_now())
+  _append_jsonl(os.path.join(args.out, 'demo.jsonl'), row)
+  for name in ('results.json', 'config.json'):
+    if os.path.exists(os.path.join(workdir, name)):
+      with open(os.path.join(workdir, name)) as src, \
+          open(os.path.join(args.out, f'demo_{args.precision}_{name}'), 'w') as dst:
+        dst.write(src.read())
+  ok = (rc1 == 0 and rc2 == 0 and sent is not None and first.get('status') == 'preempted'
+        and final.get('status') == 'finished' and final.get('final_error') is not None)
+  print(f'demo ({args.precision}): SIGTERM at step {sent} -> exit {rc1}, results.json '
+        f'{first.get("status")!r}; rerun -> exit {rc2}, {final.get("status")!r}, final error '
+        f'{final.get("final_error")} % after {len(history)} epochs ({t1:.0f} s + {t2:.0f} s): '
+        f'{"ok" if ok else "FAILED"}', flush=True)
+  return 0 if ok else 1
+
+
+# ------------------------------------------------------------------------------------------------
+# report
+# ------------------------------------------------------------------------------------------------
+def _fmt(v, spec, none='-'):
+  return none if v is None else format(v, spec)
+
+
+def cmd_report(args) -> int:
+  lines = []
+  say = lines.append
+  meta = {}
+  if os.path.exists(os.path.join(args.out, 'meta.json')):
+    with open(os.path.join(args.out, 'meta.json')) as f:
+      meta = json.load(f)
+  say(f'# Accelerator check ({meta.get("mode", "?")} mode), {meta.get("date", _now())}')
+  say('')
+  say(f'machine: {meta.get("machine", "?")}; command: `{meta.get("command", "?")}`')
+  deps = {}
+  if os.path.exists(os.path.join(args.out, 'deps.json')):
+    with open(os.path.join(args.out, 'deps.json')) as f:
+      deps = json.load(f)
+  if deps:
+    say(f'python {deps.get("python")}; ' + ', '.join(
+        f'{k} {v}' for k, v in deps.get('versions', {}).items()) + '; installed from .wheels: '
+        + (', '.join(_wheel_distribution(w) for w in deps.get('installed', [])) or 'none'))
+  say('')
+  say('| stage | status | seconds | limit s |')
+  say('|---|---|---|---|')
+  stages_path = os.path.join(args.out, 'stages.tsv')
+  if os.path.exists(stages_path):
+    with open(stages_path) as f:
+      for name, rc, secs, limit in csv.reader(f, delimiter='\t'):
+        status = {'0': 'ok', '124': 'TIME BOX', '137': 'KILLED'}.get(rc, f'FAILED ({rc})')
+        say(f'| {name} | {status} | {secs} | {limit} |')
+  rows = _read_jsonl(os.path.join(args.out, 'steps.jsonl'))
+  say('')
+  say('Train step (`steps.train_step_cached`, state donated, batch on the device; step = median of '
+      'blocked steps, ex/s from back-to-back steps; GFLOP = XLA cost analysis of the compiled '
+      'step; MFU against the same-precision matmul rate measured in the same process; XLA MiB = '
+      'arguments + outputs + temporaries of the compiled step; peak MiB = the device allocator\'s '
+      'peak in the backbone\'s process so far):')
+  say('')
+  say('| backbone | strategy | precision | batch | compile s | step ms | ex/s | GFLOP | TFLOP/s '
+      '| matmul TFLOP/s | MFU | XLA MiB | peak MiB | loss |')
+  say('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
+  for r in rows:
+    if 'error' in r:
+      say(f'| {r["backbone"]} | {r["strategy"]} | {r["precision"]} | {r["batch"]} | FAILED: '
+          f'{r["error"][:120]} |||||||||')
+      continue
+    mib = lambda b: None if b is None else b / 2**20
+    say(f'| {r["backbone"]} | {r["strategy"]} | {r["precision"]} | {r["batch"]} | '
+        f'{r["compile_s"]:.1f} | {r["median_s"] * 1e3:.2f} | {r["examples_per_s"]:.1f} | '
+        f'{r["flops"] / 1e9:.4g} | {r["flops"] / r["loop_s"] / 1e12:.3g} | '
+        f'{r["matmul_tflops"]:.3g} | {100 * r["mfu"]:.1f}% | {_fmt(mib(r["xla_bytes"]), ".0f")} | '
+        f'{_fmt(mib(r["device_peak_bytes"]), ".0f")} | {r["loss"]:.3f} |')
+  measured = {(r['backbone'], r['strategy'], r['precision']) for r in rows if 'error' not in r}
+  wanted = meta.get('step_configs', [])
+  missing = [c for c in wanted if tuple(c) not in measured
+             and not any((r['backbone'], r['strategy'], r['precision']) == tuple(c) for r in rows)]
+  if missing:
+    say('')
+    say('Not reached (time box): ' + ', '.join('/'.join(c) for c in missing))
+  pipe = _read_jsonl(os.path.join(args.out, 'pipeline.jsonl'))
+  if pipe:
+    say('')
+    say('Input pipeline (synthetic clips, the trainer\'s TrainLoader, batch of pairs) against the '
+        'step\'s consumption (fastest measured precision, InterMix):')
+    say('')
+    say('| backbone | rate Hz x samples | threads | pipeline ex/s | step ex/s | ratio | feeds it |')
+    say('|---|---|---|---|---|---|---|')
+    for p in pipe:
+      step = [r['examples_per_s'] for r in rows if 'error' not in r
+              and r['backbone'] == p['backbone'] and r['strategy'] == 'intermix']
+      best = max(step) if step else None
+      ratio = None if best is None else p['examples_per_s'] / best
+      feeds = '?' if ratio is None else ('yes' if ratio >= 1.2 else 'NO')
+      say(f'| {p["backbone"]} | {p["sample_rate"]} x {p["input_length"]} | {p["threads"]} of '
+          f'{p["cores"]} | {p["examples_per_s"]:.0f} | {_fmt(best, ".0f")} | '
+          f'{_fmt(ratio, ".2f")} | {feeds} |')
+  demo = _read_jsonl(os.path.join(args.out, 'demo.jsonl'))
+  if demo:
+    say('')
+    say('Training run (configs/demo.py: synthetic sounds, EnvNet width 0.25, InterMix), SIGTERM '
+        'mid-run, then the same command again:')
+    say('')
+    say('| precision | SIGTERM at step | first exit / status | rerun exit / status | epochs | '
+        'test error by epoch | final error % | seconds |')
+    say('|---|---|---|---|---|---|---|---|')
+    for d in demo:
+      errors = ' '.join(f'{k}: {v:.1f}' for k, v in d['test_errors'].items())
+      say(f'| {d["precision"]} | {d["sigterm_at_step"]} | {d["first_rc"]} / {d["first_status"]} | '
+          f'{d["second_rc"]} / {d["status"]} | {d["epochs"]} | {errors} | '
+          f'{_fmt(d["final_error"], ".2f")} | {d["first_s"]:.0f} + {d["second_s"]:.0f} |')
+  text = '\n'.join(lines) + '\n'
+  print(text)
+  with open(os.path.join(args.out, 'accelerator_check.md'), 'w') as f:
+    f.write(text)
+  return 0
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  sub = p.add_subparsers(dest='cmd', required=True)
+  d = sub.add_parser('deps')
+  d.add_argument('--wheels', default=os.path.join(ROOT, '.wheels'))
+  d.add_argument('--target', required=True)
+  s = sub.add_parser('steps')
+  s.add_argument('--backbone', required=True, choices=BACKBONES)
+  s.add_argument('--strategies', default='intermix,standard')
+  s.add_argument('--precisions', default=','.join(PRECISIONS))
+  s.add_argument('--batch', type=int, default=64)
+  s.add_argument('--repeats', type=int, default=10)
+  s.add_argument('--width', type=float, default=1.0)
+  s.add_argument('--fc_units', type=int, default=None)
+  s.add_argument('--matmul_n', type=int, default=8192)
+  q = sub.add_parser('pipeline')
+  q.add_argument('--backbones', default=','.join(BACKBONES))
+  q.add_argument('--data_dir', required=True)
+  q.add_argument('--batch', type=int, default=64)
+  q.add_argument('--epochs', type=int, default=4)
+  m = sub.add_parser('demo')
+  m.add_argument('--data_dir', required=True)
+  m.add_argument('--workdir', required=True, help='scratch folder for the run (not --out)')
+  m.add_argument('--precision', default='float32', choices=('float32', 'bfloat16'))
+  m.add_argument('--sigterm_at_step', type=int, default=60)
+  m.add_argument('--cpu', action='store_true', help='tiny run (1 epoch x2)')
+  sub.add_parser('report')
+  for q_ in (d, s, q, m, sub.choices['report']):
+    q_.add_argument('--out', required=True)
+  args = p.parse_args(argv)
+  os.makedirs(args.out, exist_ok=True)
+  return dict(deps=cmd_deps, steps=cmd_steps, pipeline=cmd_pipeline, demo=cmd_demo,
+              report=cmd_report)[args.cmd](args)
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# One-command accelerator check, for a GPU machine lent for about 10 minutes (no network):
+#
+#     bash benchmarks/fetch_wheels.sh                          # HERE first, with network: .wheels/
+#     bash benchmarks/accelerator_check.sh OUT_DIR             # there: every stage, ~9 min at most
+#     bash benchmarks/accelerator_check.sh --cpu OUT_DIR       # dry run of every stage, tiny sizes
+#
+# Stages, in this order, each under its own `timeout` (a failure or a hang costs at most its box;
+# the limits below sum to 550 s at most):
+#   deps      install the wheels of .wheels/ whose distributions the interpreter lacks
+#             (`pip install --no-index --no-deps --target $SCRATCH/pydeps`, put on PYTHONPATH; the
+#             machine's own jax, numpy, protobuf, ... are never replaced), then import-check them
+#   tests     the fast test tier on the device (jax_default_matmul_precision=float32, so the
+#             float32 tolerances of the tests mean what they say on TF32 hardware)
+#   steps-*   the train step of each backbone x {intermix, standard} at batch 64 in bfloat16, TF32
+#             (the default matmul precision) and float32: step time, examples/s, XLA FLOPs,
+#             MFU against a matmul measured in the same process, compile time, memory; one
+#             process per backbone (its own time box and device-memory peak)
+#   pipeline  the input pipeline's examples/s with 1 thread and with all cores, per backbone,
+#             against the step's consumption
+#   demo      configs/demo.py trained to completion with a SIGTERM mid-run and a resume;
+#             results.json
+#   report    one report, printed and written to OUT_DIR/accelerator_check.md
+# Everything measured lands in OUT_DIR as it is measured (JSON lines, logs/<stage>.log); the
+# synthetic data, the pip target and the demo workdir live in $SCRATCH (default
+# /tmp/intermix_accelerator_check), not in OUT_DIR. Environment: PYTHON (interpreter; default
+# .venv/bin/python if present, else python3), SCRATCH, STAGES (default "deps tests steps pipeline
+# demo"; e.g. STAGES="deps steps" BACKBONES="m18 soundnet5" for a second window), BACKBONES.
+set -uo pipefail
+cmdline="bash benchmarks/accelerator_check.sh $*"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+mode=accelerator
+if [[ "${1:-}" == "--cpu" ]]; then mode=cpu; shift; fi
+out="${1:-${OUT:-$root/runs/accelerator_check}}"
+mkdir -p "$out/logs"
+out="$(cd "$out" && pwd)"
+scratch="${SCRATCH:-/tmp/intermix_accelerator_check}"
+mkdir -p "$scratch"
+if [[ -n "${PYTHON:-}" ]]; then py="$PYTHON"
+elif [[ -x "$root/.venv/bin/python" ]]; then py="$root/.venv/bin/python"
+else py=python3; fi
+rm -f "$out"/stages.tsv "$out"/steps.jsonl "$out"/pipeline.jsonl "$out"/demo.jsonl
+
+if [[ $mode == cpu ]]; then
+  export JAX_PLATFORMS=cpu
+  backbones=(piczakcnn)
+  strategies=(intermix)
+  step_args=(--batch 4 --width 0.25 --fc_units 32 --repeats 2 --matmul_n 512)
+  pipe_args=(--backbones piczakcnn --epochs 1)
+  demo_args=(--cpu --sigterm_at_step 2)
+  tests=(tests/test_precision.py -k "validated or variables")
+  t_tests=120; t_step=150; t_pipe=150; t_demo=300
+else
+  backbones=(envnetv2 envnet m18 soundnet5 piczakcnn)
+  strategies=(intermix standard)
+  step_args=(--batch 64 --repeats 10 --matmul_n 8192)
+  pipe_args=(--backbones envnet,envnetv2,piczakcnn,soundnet5,m18 --epochs 4)
+  demo_args=(--sigterm_at_step 30)
+  tests=(tests/test_mixing.py tests/test_steps.py tests/test_precision.py)
+  t_tests=90; t_step=50; t_pipe=60; t_demo=90
+fi
+if [[ -n "${BACKBONES:-}" ]]; then read -r -a backbones <<< "${BACKBONES//,/ }"; fi
+stages=" ${STAGES:-deps tests steps pipeline demo} "
+want() { [[ "$stages" == *" $1 "* ]]; }
+export XLA_PYTHON_CLIENT_PREALLOCATE=false  # sequential processes; true peaks in memory_stats
+
+stage() {  # stage NAME LIMIT_S CMD...: runs CMD under `timeout`, logs it, records the exit status
+  local name=$1 limit=$2; shift 2
+  local start=$SECONDS
+  echo "=== $name (limit ${limit} s): $*"
+  timeout --signal=INT --kill-after=15 "$limit" "$@" 2>&1 | tee "$out/logs/$name.log"
+  local rc=${PIPESTATUS[0]}
+  printf '%s\t%s\t%s\t%s\n' "$name" "$rc" "$((SECONDS - start))" "$limit" >> "$out/stages.tsv"
+  echo "=== $name: exit $rc after $((SECONDS - start)) s"
+}
+
+step_args+=(--strategies "$(IFS=,; echo "${strategies[*]}")")
+step_configs=$(for b in "${backbones[@]}"; do for s in "${strategies[@]}"; do
+  for p in bfloat16 tf32 float32; do printf '["%s","%s","%s"],' "$b" "$s" "$p"; done; done; done)
+"$py" - "$out/meta.json" "$mode" "[${step_configs%,}]" "$cmdline" <<'EOF'
+import datetime, json, os, platform, subprocess, sys
+path, mode, configs, command = sys.argv[1:5]
+try:
+  gpu = subprocess.run(['nvidia-smi', '--query-gpu=name,memory.total,driver_version',
+                        '--format=csv,noheader'], capture_output=True, text=True, timeout=20).stdout.strip()
+except (OSError, subprocess.SubprocessError):
+  gpu = ''
+cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), '?')
+json.dump(dict(mode=mode, step_configs=json.loads(configs), command=command,
+               date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+               machine=f'{gpu or "no GPU"}; {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}'),
+          open(path, 'w'))
+EOF
+
+want deps && stage deps 60 "$py" benchmarks/accelerator_check.py deps --out "$out" \
+  --wheels "$root/.wheels" --target "$scratch/pydeps"
+if [[ -d "$scratch/pydeps" ]]; then
+  export PYTHONPATH="$scratch/pydeps:$root${PYTHONPATH:+:$PYTHONPATH}"
+else
+  export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+fi
+
+want tests && stage tests "$t_tests" env JAX_DEFAULT_MATMUL_PRECISION=float32 \
+  "$py" -m pytest -q -p no:cacheprovider --junitxml="$out/tests.xml" "${tests[@]}"
+
+if want steps; then
+  for b in "${backbones[@]}"; do
+    stage "steps-$b" "$t_step" "$py" benchmarks/accelerator_check.py steps --out "$out" \
+      --backbone "$b" "${step_args[@]}"
+  done
+fi
+
+want pipeline && stage pipeline "$t_pipe" "$py" benchmarks/accelerator_check.py pipeline \
+  --out "$out" --data_dir "$scratch/tfds" "${pipe_args[@]}"
+
+want demo && stage demo "$t_demo" "$py" benchmarks/accelerator_check.py demo --out "$out" \
+  --data_dir "$scratch/tfds" --workdir "$scratch/workdirs" "${demo_args[@]}"
+
+"$py" benchmarks/accelerator_check.py report --out "$out"
+failed=$(awk -F'\t' '$2 != 0' "$out/stages.tsv" | wc -l)
+echo "accelerator_check: $failed stage(s) not ok; report: $out/accelerator_check.md"
+exit $(( failed > 0 ))
