@@ -28,6 +28,10 @@ DATASET_FILE = 'dataset.json'
 MUTABLE_FIELDS = ('log_every_steps', 'data_dir', 'manual_dir', 'nan_policy')
 # Locations of a custom dataset: may change when dataset.json (checked by content) exists.
 DATA_FIELDS = ('audio_dir', 'metadata_csv')
+# Fields added to the config after workdirs were written, with the value that reproduces what such
+# a workdir was trained with: a stored config.json without the field matches this value, so older
+# workdirs still resume (and any other value is still refused).
+ADDED_FIELDS = {'model.precision': 'float32'}
 
 
 class WorkdirConfigError(ValueError):
@@ -56,6 +60,8 @@ def config_differences(stored: dict, current: dict, ignore=()) -> list[str]:
   lines = []
   for key in sorted(set(a) | set(b)):
     if key in MUTABLE_FIELDS or key in ignore:
+      continue
+    if key not in a and key in ADDED_FIELDS and b.get(key) == ADDED_FIELDS[key]:
       continue
     if a.get(key, '<absent>') != b.get(key, '<absent>'):
       lines.append(f'{key}: {a.get(key, "<absent>")!r} (workdir) vs {b.get(key, "<absent>")!r} (now)')

@@ -322,3 +322,15 @@ def test_skipped_files_and_classes_without_test_clips_are_in_results(tmp_path, c
   assert saved['classes_without_test_clips'] == ['b']
   text = caplog.text
   assert "class(es) 'b' have no clip in test fold 2" in text and '1 bad file(s)' in text, text
+
+
+def test_workdir_written_before_a_new_config_field_still_resumes():
+  """A config.json from before `model.precision` existed matches the field's old behaviour
+  (float32) and nothing else."""
+  from intermix_jax import workdir as wd  # pylint: disable=g-import-not-at-top
+  stored = {'model': {'width': 1.0}, 'seed': 0}
+  assert wd.config_differences(stored, {'model': {'width': 1.0, 'precision': 'float32'},
+                                        'seed': 0}) == []
+  diffs = wd.config_differences(stored, {'model': {'width': 1.0, 'precision': 'bfloat16'},
+                                         'seed': 0})
+  assert len(diffs) == 1 and diffs[0].startswith('model.precision')
