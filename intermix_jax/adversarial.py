@@ -152,17 +152,8 @@ attack_step_cached = jax.jit(attack_step, static_argnames=('model', 'epsilons'))
 # ------------------------------------------------------------------------------------------------
 def _read_json(path: str) -> dict:
   """The JSON object in `path`; AdversarialWorkdirError naming the file if it is not one."""
-  try:
-    with open(path) as f:
-      value = json.load(f)
-  except json.JSONDecodeError as e:
-    raise AdversarialWorkdirError(f'{path} is not valid JSON (line {e.lineno} column {e.colno}: '
-                                  f'{e.msg}); is it truncated?') from None
-  except (OSError, UnicodeDecodeError) as e:
-    raise AdversarialWorkdirError(f'{path} cannot be read ({e})') from None
-  if not isinstance(value, dict):
-    raise AdversarialWorkdirError(f'{path} holds a JSON {type(value).__name__}, not an object')
-  return value
+  from intermix_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  return workdir_lib.read_json_object(path, AdversarialWorkdirError)
 
 
 def eps_key(eps: float) -> str:

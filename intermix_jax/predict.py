@@ -57,23 +57,8 @@ class FilePrediction:
 
 
 def _read_json(path: str) -> dict:
-  """The JSON object in `path` (config.json, results.json of the workdir).
-
-  Raises:
-    PredictWorkdirError: one line naming the file if it cannot be read or is not a JSON object
-      (e.g. truncated by a full disk).
-  """
-  try:
-    with open(path) as f:
-      value = json.load(f)
-  except json.JSONDecodeError as e:
-    raise PredictWorkdirError(f'{path} is not valid JSON (line {e.lineno} column {e.colno}: '
-                              f'{e.msg}); is it truncated?') from None
-  except (OSError, UnicodeDecodeError) as e:
-    raise PredictWorkdirError(f'{path} cannot be read ({e})') from None
-  if not isinstance(value, dict):
-    raise PredictWorkdirError(f'{path} holds a JSON {type(value).__name__}, not an object')
-  return value
+  """The JSON object in `path`; PredictWorkdirError naming the file if it is not one."""
+  return workdir_lib.read_json_object(path, PredictWorkdirError)
 
 
 def _check_workdir(workdir: str) -> None:

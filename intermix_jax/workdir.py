@@ -68,6 +68,26 @@ def config_differences(stored: dict, current: dict, ignore=()) -> list[str]:
   return lines
 
 
+def read_json_object(path: str, error_type: type[Exception] = ValueError) -> dict:
+  """The JSON object in `path` (a workdir's config.json, results.json, ...).
+
+  Raises:
+    error_type: one line naming the file if it cannot be read, is not valid JSON (e.g. truncated
+      by a full disk) or holds something other than an object.
+  """
+  try:
+    with open(path) as f:
+      value = json.load(f)
+  except json.JSONDecodeError as e:
+    raise error_type(f'{path} is not valid JSON (line {e.lineno} column {e.colno}: {e.msg}); '
+                     'is it truncated?') from None
+  except (OSError, UnicodeDecodeError) as e:
+    raise error_type(f'{path} cannot be read ({e})') from None
+  if not isinstance(value, dict):
+    raise error_type(f'{path} holds a JSON {type(value).__name__}, not an object')
+  return value
+
+
 def write_json_atomic(path: str, obj: Any) -> None:
   """Writes JSON to `path` via a temporary file and a rename (never a half-written file)."""
   tmp = f'{path}.tmp.{os.getpid()}'
