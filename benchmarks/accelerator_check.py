@@ -173,22 +173,13 @@ def _precision_context(precision: str):
 
 def matmul_rates(n: int, repeats: int = 5) -> dict:
   """TFLOP/s of an n x n x n `jnp.dot` per precision (best of `repeats` after a warm-up)."""
-  import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import machine  # pylint: disable=g-import-not-at-top  (benchmarks/machine.py)
   rates = {}
   for precision in PRECISIONS:
     dtype = jnp.bfloat16 if precision == 'bfloat16' else jnp.float32
     with _precision_context(precision):
-      a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-      b = jax.random.normal(jax.random.key(1), (n, n), dtype)
-      f = jax.jit(jnp.dot)
-      jax.block_until_ready(f(a, b))
-      best = float('inf')
-      for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(f(a, b))
-        best = min(best, time.perf_counter() - start)
-    rates[precision] = 2 * n ** 3 / best / 1e12
+      rates[precision] = machine.matmul_rate(n, repeats, dtype) / 1e3
   return rates
 
 

@@ -38,10 +38,11 @@ def flops_of(compiled) -> float:
   return float((cost or {}).get('flops', float('nan')))
 
 
-def matmul_rate(n: int = 4096, repeats: int = 3) -> float:
-  """Measured float32 GFLOP/s of an n x n x n `jnp.dot`: best of `repeats` after one warm-up."""
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+def matmul_rate(n: int = 4096, repeats: int = 3, dtype=jnp.float32) -> float:
+  """Measured GFLOP/s of an n x n x n `jnp.dot` of `dtype` operands (default float32), under the
+  caller's matmul precision: best of `repeats` after one warm-up."""
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
   f = jax.jit(jnp.dot)
   jax.block_until_ready(f(a, b))
   best = float('inf')

@@ -8,6 +8,8 @@ Fixtures (any test may use them):
   urbansound8k_layout a session LayoutSpec of a small clean UrbanSound8K-layout copy
   esc10_real_dir      $INTERMIX_ESC10_DIR, else <$INTERMIX_SHARED or ../shared beside the repository>/
                       data/esc10 (real ESC-10, official layout); skips when absent
+  env                 module-scoped environment for `python -m intermix_jax.main` subprocesses (CPU,
+                      one JAX compilation cache per test module)
   esc10_real_prepared {16000: data_dir, 44100: data_dir} of the real ESC-10, prepared once per
                       session (skips when the data is absent)
 """
@@ -61,3 +63,15 @@ def esc10_real_prepared(esc10_real_dir, tmp_path_factory):
     builder = data.get_builder('esc10', rate, data_dir=data_dir)
     data.catalog.prepare_builder(builder, manual_dir=esc10_real_dir)
   return {16000: data_dir, 44100: data_dir}
+
+
+@pytest.fixture(scope='module')
+def env(tmp_path_factory):
+  """Environment of a test's `python -m intermix_jax.main` subprocesses: CPU, unbuffered, and one
+  JAX persistent compilation cache per test module (so only the first process compiles)."""
+  e = dict(os.environ)
+  e.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp('jax_cache')),
+           JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+           JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0', JAX_PLATFORMS='cpu',
+           PYTHONUNBUFFERED='1')
+  return e

@@ -34,16 +34,6 @@ TINY = ('model.width=0.25,model.fc_units=32,batch_size=8,steps_per_epoch=1,num_e
         'log_every_steps=1')
 
 
-@pytest.fixture(scope='module')
-def env(tmp_path_factory):
-  e = dict(os.environ)
-  e.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp('jax_cache')),
-           JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-           JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0', JAX_PLATFORMS='cpu',
-           PYTHONUNBUFFERED='1')
-  return e
-
-
 def run_main(args, env, timeout=600):
   return subprocess.run([sys.executable, '-m', 'intermix_jax.main', *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)

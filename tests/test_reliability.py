@@ -50,16 +50,6 @@ TINY = ('model.width=0.25,model.fc_units=32,batch_size=8,steps_per_epoch=2,num_e
         'log_every_steps=1')
 
 
-@pytest.fixture(scope='module')
-def env(tmp_path_factory):
-  e = dict(os.environ)
-  e.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp('jax_cache')),
-           JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-           JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0', JAX_PLATFORMS='cpu',
-           PYTHONUNBUFFERED='1')
-  return e
-
-
 def command(workdir, data_dir, extra=''):
   arg = SUB + f',data_dir={data_dir}' + (',' + extra if extra else '')
   return [sys.executable, '-m', 'intermix_jax.main', f'--config=configs/demo.py:{arg}',
