@@ -1,6 +1,7 @@
 """Paired statistics for comparing two classifiers on the same test clips (numpy in, numbers out).
 
-Used by `intermix_jax.report` to compare each mixing strategy against standard training:
+Used by the report (`intermix_jax.report.aggregation.paired_comparisons`) to compare each mixing
+strategy against standard training:
 
   mcnemar_counts(correct_ref, correct_new)  (b, c): clips only the reference got right, only the
                                             new method got right

@@ -1,4 +1,7 @@
-"""intermix_jax.report: fake workdirs -> the paper-format table, summary and plots."""
+"""intermix_jax.report: fake workdirs -> the paper-format table, summary and plots; the paper's
+values read from the package data file; names and protocol rows taken from their registries."""
+import configparser
+import importlib.resources
 import json
 import os
 import subprocess
@@ -7,7 +10,12 @@ import sys
 import numpy as np
 import pytest
 
+from intermix_jax import mixing
+from intermix_jax import models
+from intermix_jax import protocol
 from intermix_jax import report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CLASSES = ['dog', 'rain', 'sea_waves', 'crying_baby', 'clock_tick', 'sneezing', 'helicopter',
            'chainsaw', 'rooster', 'crackling_fire']
@@ -105,3 +113,105 @@ def test_command_line(tmp_path):
   p = subprocess.run([sys.executable, '-m', 'intermix_jax.report', str(tmp_path / 'nothing')],
                      capture_output=True, text=True, timeout=120)
   assert p.returncode == 1 and 'nothing' in p.stderr
+
+
+def test_command_line_in_process_through_the_package(tmp_path, capsys):
+  fake_run(str(tmp_path / 'runs'), dataset='esc10', backbone='piczakcnn', strategy='bc',
+           final_error=12.5)
+  assert report.main([str(tmp_path / 'runs'), '--out', str(tmp_path / 'rep'), '--no-plots']) == 0
+  assert '| PiczakCNN | 12.5 ± 0.0†* (9.4) |' in capsys.readouterr().out
+  assert report.main([str(tmp_path / 'nothing')]) == 1
+
+
+def test_paper_values_file_is_package_data():
+  """paper_values.json is found through the package (importlib.resources), and setup.cfg ships it
+  with the package so an installed copy finds it too."""
+  path = importlib.resources.files('intermix_jax.report').joinpath(report.PAPER_VALUES_FILE)
+  assert path.is_file()
+  values = json.loads(path.read_text('utf-8'))
+  assert values == report.load_paper_values()
+  cfg = configparser.ConfigParser()
+  cfg.read(os.path.join(ROOT, 'setup.cfg'))
+  shipped = cfg['options.package_data']['intermix_jax.report'].split()
+  assert report.PAPER_VALUES_FILE in shipped
+  # The lookups are the file's numbers: table 1 rows in the paper's order, with their titles.
+  rows = values['table1']['rows']
+  assert report.BACKBONE_ORDER == tuple(r['row'] for r in rows)
+  assert report.BACKBONE_ORDER == ('m18', 'soundnet5', 'envnet', 'piczakcnn', 'envnetv2',
+                                   'envnetv2+aug')
+  assert report.BACKBONE_TITLE['envnetv2+aug'] == 'EnvNet-v2 + strong aug'
+  assert report.PAPER_TABLE1['envnetv2+aug']['intermix'] == (12.9, 7.2, 20.5)
+  assert list(report.PAPER_TABLE2) == [r['method'] for r in values['table2']['rows']]
+  assert report.PAPER_TABLE2['intermix[r-weighting]+aug'] == ('+ hidden mixing', (13.3, 7.7, 20.8))
+  assert report.PAPER_TABLE3_EPS == (1e-2, 1e-3, 1e-4, 1e-5)
+  assert report.PAPER_TABLE3['bc'] == (47.2, 28.7, 26.9, 26.8)
+  assert [report.DATASET_TITLE[d] for d in report.DATASET_COLUMN] == [
+      'ESC-50', 'ESC-10', 'UrbanSound8K']
+
+
+def test_names_come_from_their_registries():
+  assert report.STRATEGY_ORDER == mixing.STRATEGY_NAMES
+  assert report.STRATEGY_ORDER == ('standard', 'mixup', 'bc', 'speechmix', 'intermix')
+  assert tuple(report.DATASET_COLUMN) == protocol.PAPER_DATASETS
+  assert list(report.DATASET_COLUMN.values()) == list(range(len(protocol.PAPER_DATASETS)))
+  # The paper's rows, strategies and ablation labels name registered backbones and strategies.
+  for row, errors in report.PAPER_TABLE1.items():
+    assert row.replace('+aug', '') in models.MODELS, row
+    assert set(errors) <= set(mixing.STRATEGY_NAMES), row
+  assert report.TABLE2_BACKBONE in models.MODELS and report.TABLE2_ROW in report.PAPER_TABLE1
+  assert {report.base_method(m) for m in report.PAPER_TABLE2} <= set(mixing.STRATEGY_NAMES)
+  assert set(report.PAPER_TABLE3) <= set(mixing.STRATEGY_NAMES)
+  assert report.TABLE3_DATASET in protocol.PAPER_DATASETS
+  assert report.strategy_rank('speechmix+aug') == 3 and report.strategy_rank('other') == 99
+  assert report.row_rank('envnetv2+aug') == 5 and report.row_rank('mynet') == 99
+
+
+def _protocol_run(backbone, dataset, strategy='bc', **changes):
+  row = protocol.optimisation_row(backbone, dataset)
+  cfg = dict(num_epochs=row['num_epochs'], double_epochs_for_mixing=True, batch_size=64,
+             opt=dict(lr=row['lr'], schedule=list(row['schedule']),
+                      warmup_epochs=row['warmup_epochs']),
+             model=dict(width=1.0, fc_units=None), num_eval_crops=10, steps_per_epoch=None)
+  cfg.update(changes)
+  return dict(dataset=dataset, backbone=backbone, strategy=strategy, config=cfg)
+
+
+def test_protocol_deviations_read_intermix_jax_protocol():
+  for backbone in ('m18', 'soundnet5', 'envnet', 'piczakcnn', 'envnetv2'):
+    for dataset in protocol.PAPER_DATASETS:
+      assert report.protocol_deviations(_protocol_run(backbone, dataset)) == [], (backbone, dataset)
+  run = _protocol_run('envnetv2', 'esc50', num_epochs=30, batch_size=32,
+                      model=dict(width=0.5, fc_units=None), steps_per_epoch=5,
+                      double_epochs_for_mixing=False)
+  assert report.protocol_deviations(run) == [
+      'num_epochs 30 (protocol 1000)', 'batch_size 32 (protocol 64)',
+      'model.width 0.5 (protocol 1.0)', 'steps_per_epoch 5 (protocol None)',
+      'double_epochs_for_mixing False (protocol True)']
+  # Standard training does not double; an older config without num_eval_crops is not flagged,
+  # a model config without width is.
+  run = _protocol_run('envnet', 'urbansound8k', strategy='standard',
+                      double_epochs_for_mixing=False, model=dict(fc_units=None))
+  del run['config']['num_eval_crops']
+  assert report.protocol_deviations(run) == ['model.width None (protocol 1.0)']
+  # Not a paper dataset, an unknown backbone or an incomplete config: cannot be told.
+  assert report.protocol_deviations(_protocol_run('envnet', 'esc10') | dict(
+      dataset='synthetic')) is None
+  assert report.protocol_deviations(_protocol_run('envnet', 'esc10') | dict(
+      backbone='mynet')) is None
+  assert report.protocol_deviations(dict(dataset='esc10', backbone='envnet', config={})) is None
+
+
+def test_adversarial_folds_from_the_runs_when_the_attack_does_not_record_them(tmp_path):
+  """Table 3's partial mark (*) needs the fold count: the attack's num_folds, else its dataset's
+  from the results.json runs."""
+  records = [dict(dataset='esc10', backbone='envnet', method='bc', fold=f, seed=0,
+                  clean_error=10.0, attacked_error={'0.01': 50.0}, _path=f'a{f}')
+             for f in (1, 2, 3, 4)]
+  runs = [dict(dataset='esc10', num_folds=5, _path='r')]
+  (with_runs,), _ = report.aggregate_adversarial(records, runs)
+  assert with_runs['clean']['partial'] and with_runs['attacked'][0.01]['partial']
+  (alone,), _ = report.aggregate_adversarial(records)
+  assert not alone['clean']['partial']
+  recorded = [dict(r, num_folds=4) for r in records]
+  (own,), _ = report.aggregate_adversarial(recorded, runs)
+  assert not own['clean']['partial'] and own['clean']['folds'] == [1, 2, 3, 4]

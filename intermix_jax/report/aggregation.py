@@ -1,0 +1,538 @@
+"""Finding, checking and aggregating finished runs: the numbers behind every table and plot.
+
+  load_runs(paths[, name])   every results.json (or adversarial.json) under the paths, checked by
+                             `invalid_reason`; the files left out, one line each
+  aggregate(runs)            groups by (dataset, backbone, method) with the cross-validated error
+                             of each seed and the table's mean +- std (errors in %)
+  protocol_deviations(run)   how a run's config departs from the docs/method.md §5 protocol
+                             (`intermix_jax.protocol`); add_protocol_deviations marks the groups
+  aggregate_adversarial(records)   table 3: clean and FGSM-attacked error per eps, same rules
+  paired_comparisons(groups) each mixing method against standard training on the same test clips
+                             (McNemar's exact test, paired bootstrap; `intermix_jax.stats`)
+  learning_curve(runs, key)  a per-epoch history field: mean, std, min, max over runs
+
+The table's rule (docs/method.md §5): a run's error is its LAST epoch's test-fold error
+(`final_error`, %); the cross-validated error of a seed is the mean over the dataset's folds (the
+runs' recorded `num_folds`); the table shows mean +- std over seeds (sample std, ddof=1) when there
+are several seeds, else mean +- std over the folds of the single seed ('folds'). A seed missing
+folds is left out when another seed has them all; when none has, the group is shown from the folds
+that ran, marked partial. Names come from their registries: strategies in the order of
+`intermix_jax.mixing.STRATEGY_NAMES`, backbones (table rows) and datasets in the order of the
+paper's tables (`paper`).
+"""
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+from typing import Iterable
+
+import numpy as np
+
+from intermix_jax import mixing
+from intermix_jax import protocol
+from intermix_jax import stats
+from intermix_jax.report.paper import BACKBONE_ORDER
+from intermix_jax.report.paper import DATASET_COLUMN
+from intermix_jax.report.paper import PAPER_TABLE1
+from intermix_jax.report.paper import PAPER_TABLE2
+from intermix_jax.report.paper import PAPER_TABLE3
+from intermix_jax.report.paper import PAPER_TABLE3_EPS
+from intermix_jax.report.paper import TABLE2_BACKBONE
+from intermix_jax.report.paper import TABLE3_DATASET
+
+# Column order of the strategies: the strategy registry's order.
+STRATEGY_ORDER = mixing.STRATEGY_NAMES
+# Standard training: the reference of the paired comparisons, the one strategy not doubling epochs.
+STANDARD = mixing.Standard.name
+
+RESULTS_FILE = 'results.json'
+ADVERSARIAL_FILE = 'adversarial.json'  # written by python -m intermix_jax.adversarial
+
+
+def find_results(paths: Iterable[str], name: str = RESULTS_FILE) -> list[str]:
+  """Every file called `name` under `paths` (directories), sorted.
+
+  A path that is a file counts as an adversarial.json when it is named so, else as a results.json.
+  """
+  found = set()
+  for p in paths:
+    if os.path.isfile(p):
+      if (os.path.basename(p) == ADVERSARIAL_FILE) == (name == ADVERSARIAL_FILE):
+        found.add(os.path.abspath(p))
+      continue
+    if not os.path.isdir(p):
+      raise FileNotFoundError(f'report: {p} is neither a results.json nor a directory')
+    for root, dirs, files in os.walk(p):
+      dirs[:] = [d for d in dirs if d != 'checkpoints']
+      if name in files:
+        found.add(os.path.abspath(os.path.join(root, name)))
+  return sorted(found)
+
+
+def _is_number(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_int(v) -> bool:
+  return (isinstance(v, int) and not isinstance(v, bool)) or (
+      isinstance(v, str) and v.strip().lstrip('-').isdigit())
+
+
+def invalid_reason(record, name: str = RESULTS_FILE) -> str | None:
+  """Why a loaded results.json (or adversarial.json) cannot be used, or None when it can.
+
+  A results.json needs a 'status'; a finished one also needs dataset, backbone, method (strings),
+  fold, seed (integers), final_error (a finite number) and, when present, a history list of dicts
+  with an 'epoch'. An adversarial.json needs dataset, backbone, method, fold, seed, clean_error and
+  an attacked_error dict.
+  """
+  if not isinstance(record, dict):
+    return f'holds a {type(record).__name__}, not a JSON object'
+  if name == ADVERSARIAL_FILE:
+    needed = ('dataset', 'backbone', 'method', 'fold', 'seed', 'clean_error', 'attacked_error')
+  elif 'status' not in record:
+    return "has no 'status' field"
+  elif record['status'] != 'finished':
+    return None  # left out later, with its status, in the notes
+  else:
+    needed = ('dataset', 'backbone', 'method', 'fold', 'seed', 'final_error')
+  missing = [k for k in needed if k not in record]
+  if missing:
+    return f"has no {', '.join(repr(k) for k in missing)} field{'s' if len(missing) > 1 else ''}"
+  for k in ('dataset', 'backbone', 'method'):
+    if not isinstance(record[k], str):
+      return f'field {k!r} is {record[k]!r}, not a string'
+  for k in ('fold', 'seed'):
+    if not _is_int(record[k]):
+      return f'field {k!r} is {record[k]!r}, not an integer'
+  if name == ADVERSARIAL_FILE:
+    if not _is_number(record['clean_error']) or not isinstance(record['attacked_error'], dict):
+      return "field 'clean_error' is not a number or 'attacked_error' is not an object"
+    return None
+  if record['final_error'] is not None and not _is_number(record['final_error']):
+    return f"field 'final_error' is {record['final_error']!r}, not a number"
+  history = record.get('history')
+  if history is not None and (not isinstance(history, list) or any(
+      not isinstance(h, dict) or not _is_number(h.get('epoch')) for h in history)):
+    return "field 'history' is not a list of per-epoch objects with an 'epoch'"
+  return None
+
+
+def load_runs(paths: Iterable[str], name: str = RESULTS_FILE) -> tuple[list[dict], list[str]]:
+  """The records in every file called `name` under `paths`, and one line per file left out.
+
+  A file that cannot be read, is not valid JSON or fails `invalid_reason` is skipped; the lines
+  name the file and the reason. Each record gets '_path' (its absolute path).
+  """
+  runs, bad = [], []
+  for path in find_results(paths, name):
+    try:
+      with open(path) as f:
+        r = json.load(f)
+    except (OSError, ValueError) as e:
+      bad.append(f'{path}: unreadable or not valid JSON ({type(e).__name__}: {e}); left out')
+      continue
+    why = invalid_reason(r, name)
+    if why is not None:
+      bad.append(f'{path}: {why}; left out')
+      continue
+    r['_path'] = path
+    runs.append(r)
+  return runs, bad
+
+
+def row_key(run: dict) -> str:
+  """Table row of a run: the backbone, '+aug' with strong augmentation."""
+  aug = run.get('config', {}).get('strong_augment', False)
+  return run['backbone'] + ('+aug' if aug else '')
+
+
+def base_method(method: str) -> str:
+  """'intermix[r-weighting]+aug' -> 'intermix'."""
+  return method.split('[')[0].split('+')[0]
+
+
+def paper_value(dataset: str, backbone: str, method: str) -> float | None:
+  """The paper's table 1 / table 2 value for a cell (docs/method.md §6 / §3), or None."""
+  col = DATASET_COLUMN.get(dataset)
+  if col is None:
+    return None
+  if method in PAPER_TABLE2 and backbone == TABLE2_BACKBONE:
+    return PAPER_TABLE2[method][1][col]
+  if '[' in method:  # other option variants: no paper number
+    return None
+  row = backbone + ('+aug' if method.endswith('+aug') else '')
+  values = PAPER_TABLE1.get(row, {}).get(base_method(method))
+  return None if values is None else values[col]
+
+
+def strategy_rank(method: str) -> int:
+  """Position of a method's strategy in STRATEGY_ORDER (99 when not a registered strategy)."""
+  strategy = base_method(method)
+  return STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else 99
+
+
+def row_rank(row: str) -> int:
+  """Position of a table row (backbone, '+aug') in the paper's table 1 (99 when not there)."""
+  return BACKBONE_ORDER.index(row) if row in BACKBONE_ORDER else 99
+
+
+def _std(values: list[float]) -> float:
+  return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def aggregate(runs: list[dict]) -> tuple[list[dict], list[str]]:
+  """Groups finished runs; returns (groups, notes about runs left out).
+
+  Each group: dataset, backbone, method, row, seeds {seed: {fold: error}}, cv_errors {seed: mean},
+  mean, std, std_over ('seeds' | 'folds'), num_folds, paper, runs (the results dicts); and both
+  spreads whatever the table shows: fold_std {seed: sample std over that seed's folds},
+  seed_mean / seed_std (mean and sample std of the seeds' cross-validated errors; seed_std None
+  with a single seed). Errors in %.
+  """
+  notes = []
+  by_group = collections.defaultdict(list)
+  for r in runs:
+    if r.get('status') != 'finished' or r.get('final_error') is None:
+      notes.append(f"{r['_path']}: status {r.get('status')!r}, left out")
+      continue
+    by_group[(r['dataset'], r['backbone'], r['method'])].append(r)
+  groups = []
+  for (dataset, backbone, method), members in sorted(by_group.items()):
+    seeds = collections.defaultdict(dict)
+    for r in members:
+      fold, seed = int(r['fold']), int(r['seed'])
+      if fold in seeds[seed]:
+        notes.append(f'{r["_path"]}: second run of {dataset}/{backbone}/{method} seed {seed} '
+                     f'fold {fold}; the first one found is used')
+        continue
+      seeds[seed][fold] = float(r['final_error'])
+    expected = max(int(r.get('num_folds') or 0) for r in members) or None
+    complete = {s: f for s, f in seeds.items()
+                if expected is None or sorted(f) == list(range(1, expected + 1))}
+    partial = not complete
+    if partial:  # no seed has every fold: report what there is, marked as a partial CV
+      complete = dict(seeds)
+    else:
+      for seed in sorted(set(seeds) - set(complete)):
+        missing = sorted(set(range(1, expected + 1)) - set(seeds[seed]))
+        notes.append(f'{dataset}/{backbone}/{method} seed {seed}: folds {missing} missing; '
+                     f'seed left out of the table')
+    cv = {s: float(np.mean(list(f.values()))) for s, f in complete.items()}
+    if len(cv) > 1:
+      mean, std, over = float(np.mean(list(cv.values()))), _std(list(cv.values())), 'seeds'
+    else:
+      (only,) = complete.values()
+      mean, std, over = float(np.mean(list(only.values()))), _std(list(only.values())), 'folds'
+    cv_values = [cv[s] for s in sorted(cv)]
+    groups.append(dict(dataset=dataset, backbone=backbone, method=method,
+                       row=backbone + ('+aug' if method.endswith('+aug') else ''),
+                       seeds={s: dict(sorted(f.items())) for s, f in sorted(complete.items())},
+                       cv_errors=cv, mean=mean, std=std, std_over=over, num_folds=expected,
+                       partial=partial, paper=paper_value(dataset, backbone, method),
+                       fold_std={s: _std(list(f.values())) for s, f in sorted(complete.items())},
+                       seed_mean=float(np.mean(cv_values)),
+                       seed_std=_std(cv_values) if len(cv_values) > 1 else None,
+                       runs=[r for r in members if int(r['seed']) in complete]))
+  return groups, notes
+
+
+def _fixed_value(cfg: dict, name: str, want):
+  """Config field `name` ('batch_size' or 'model.width') of a run's config.
+
+  A top-level field the config lacks reads as the protocol's value `want` (results.json of runs
+  that predate the field); a missing field of a sub-config reads as None.
+  """
+  if '.' not in name:
+    return cfg.get(name, want)
+  parent, field = name.split('.', 1)
+  return cfg[parent].get(field)
+
+
+def protocol_deviations(run: dict) -> list[str] | None:
+  """How a run's config departs from the paper's protocol (docs/method.md §5).
+
+  E.g. ['num_epochs 30 (protocol 600)']. None when it cannot be told (not a paper dataset, no
+  protocol row, or an incomplete config); [] when the run follows the protocol. Checked: the
+  protocol row `protocol.optimisation_row(backbone, dataset)` (num_epochs, opt.lr, opt.schedule,
+  opt.warmup_epochs), doubling for mixing, and the fields of `protocol.FIXED` (batch 64, the
+  published model: width 1, fc_units None; 10 test crops; whole epochs: steps_per_epoch None).
+  """
+  cfg = run.get('config') or {}
+  dataset, backbone = run.get('dataset'), run.get('backbone')
+  needed = ('num_epochs', 'opt', 'double_epochs_for_mixing', 'batch_size', 'model')
+  row = protocol.optimisation_row(backbone, dataset) if dataset in DATASET_COLUMN else None
+  if row is None or any(k not in cfg for k in needed):
+    return None
+  opt = cfg['opt']
+  checks = [('num_epochs', cfg['num_epochs'], row['num_epochs']),
+            ('opt.lr', opt.get('lr'), row['lr']),
+            ('opt.schedule', tuple(opt.get('schedule') or ()), tuple(row['schedule'])),
+            ('opt.warmup_epochs', opt.get('warmup_epochs'), row['warmup_epochs'])]
+  checks += [(name, _fixed_value(cfg, name, want), want) for name, want in protocol.FIXED.items()]
+  if run.get('strategy', cfg.get('strategy')) != STANDARD:
+    checks.append(('double_epochs_for_mixing', cfg['double_epochs_for_mixing'], True))
+  return [f'{name} {value} (protocol {want})' for name, value, want in checks if value != want]
+
+
+def add_protocol_deviations(groups: list[dict]) -> None:
+  """Sets g['deviations'] (sorted union over the group's runs) in place."""
+  for g in groups:
+    devs = set()
+    for r in g['runs']:
+      devs.update(protocol_deviations(r) or [])
+    g['deviations'] = sorted(devs)
+
+
+def _cv_stats(seeds: dict, expected: int | None) -> dict | None:
+  """mean/std of {seed: {fold: value}} by the table's rule (see the module docstring)."""
+  complete = {s: f for s, f in seeds.items()
+              if expected is None or sorted(f) == list(range(1, expected + 1))}
+  partial = not complete
+  if partial:
+    complete = {s: f for s, f in seeds.items() if f}
+  if not complete:
+    return None
+  cv = {s: float(np.mean(list(f.values()))) for s, f in complete.items()}
+  if len(cv) > 1:
+    mean, std, over = float(np.mean(list(cv.values()))), _std(list(cv.values())), 'seeds'
+  else:
+    (only,) = complete.values()
+    mean, std, over = float(np.mean(list(only.values()))), _std(list(only.values())), 'folds'
+  return dict(mean=mean, std=std, std_over=over, partial=partial,
+              seeds=sorted(complete), folds=sorted({f for v in complete.values() for f in v}))
+
+
+def eps_label(eps: float) -> str:
+  """An FGSM eps as the tables and summary.json name it: 0.01 -> '1e-02'."""
+  return f'{eps:.0e}'
+
+
+def paper_adversarial(dataset: str, method: str, eps: float) -> float | None:
+  """docs/method.md §7 value of (method, eps) on the attacked dataset (ESC-10), or None."""
+  if dataset != TABLE3_DATASET or method not in PAPER_TABLE3:
+    return None
+  for e, v in zip(PAPER_TABLE3_EPS, PAPER_TABLE3[method]):
+    if math.isclose(e, eps, rel_tol=1e-6):
+      return v
+  return None
+
+
+def aggregate_adversarial(records: list[dict], runs: list[dict] = ()
+                          ) -> tuple[list[dict], list[str]]:
+  """Groups adversarial.json records by (dataset, backbone, method); returns (groups, notes).
+
+  The folds of a full cross-validation are the records' own `num_folds`; for records that lack
+  it, those of the results.json `runs` of the same dataset (none: every seed counts as complete).
+
+  Each group: dataset, backbone, method, eps (floats, strongest first), clean and attacked
+  ({eps: stats}) with stats = mean, std, std_over, partial, seeds, folds, paper; deviations.
+  """
+  run_folds = collections.defaultdict(int)
+  for r in runs:
+    if _is_int(r.get('num_folds')):
+      run_folds[r['dataset']] = max(run_folds[r['dataset']], int(r['num_folds']))
+  notes = []
+  by_group = collections.defaultdict(list)
+  for r in records:
+    if r.get('run_status') not in (None, 'finished'):
+      notes.append(f"{r['_path']}: attack of a run with status {r.get('run_status')!r}, left out")
+      continue
+    final = r.get('results_final_error')
+    if final is not None and abs(float(final) - float(r['clean_error'])) > 1e-6:
+      notes.append(f"{r['_path']}: clean error {r['clean_error']:.2f} differs from the run's final "
+                   f"error {float(final):.2f} (not its last checkpoint?)")
+    by_group[(r['dataset'], r['backbone'], r['method'])].append(r)
+  groups = []
+  for (dataset, backbone, method), members in sorted(by_group.items()):
+    expected = (max(int(r.get('num_folds') or 0) for r in members)
+                or run_folds.get(dataset) or None)
+    eps_values = sorted({float(k) for r in members for k in r['attacked_error']}, reverse=True)
+
+    def cv_stats_of(value_of):
+      seeds = collections.defaultdict(dict)
+      for r in members:
+        v = value_of(r)
+        if v is not None:
+          seeds[int(r['seed'])].setdefault(int(r['fold']), float(v))
+      return _cv_stats(dict(seeds), expected)
+
+    attacked = {}
+    for eps in eps_values:
+      def value(r, eps=eps):
+        for k, v in r['attacked_error'].items():
+          if math.isclose(float(k), eps, rel_tol=1e-9):
+            return v
+        return None
+      st = cv_stats_of(value)
+      if st is not None:
+        st['paper'] = paper_adversarial(dataset, method, eps)
+        attacked[eps] = st
+    clean = cv_stats_of(lambda r: r['clean_error'])
+    clean['paper'] = None
+    devs = set()
+    for r in members:
+      devs.update(protocol_deviations(r) or [])
+    groups.append(dict(dataset=dataset, backbone=backbone, method=method, eps=eps_values,
+                       clean=clean, attacked=attacked, deviations=sorted(devs),
+                       num_records=len(members)))
+  return groups, notes
+
+
+# ------------------------------------------------------------------------------------------------
+# Paired comparisons against standard training (same test clips)
+# ------------------------------------------------------------------------------------------------
+def clip_outcomes(run: dict) -> tuple[dict | None, str | None]:
+  """A run's test clips as {filename: (label, correct)}, or (None, why not).
+
+  Read from results.json 'predictions' (filenames, labels, preds: one entry per test clip, the
+  last evaluation's 10-crop prediction).
+  """
+  p = run.get('predictions')
+  if not isinstance(p, dict):
+    return None, 'no per-clip predictions'
+  names, labels, preds = p.get('filenames'), p.get('labels'), p.get('preds')
+  if not all(isinstance(x, list) for x in (names, labels, preds)) or not names or not (
+      len(names) == len(labels) == len(preds)):
+    return None, 'predictions without equal-length filenames, labels and preds'
+  if len(set(names)) != len(names):
+    return None, 'repeated filenames in its predictions'
+  return {n: (int(t), int(t) == int(q)) for n, t, q in zip(names, labels, preds)}, None
+
+
+def first_by_seed_fold(runs: list[dict]) -> dict:
+  """{(seed, fold): run}, the first run found of each (as in `aggregate`)."""
+  out = {}
+  for r in runs:
+    out.setdefault((int(r['seed']), int(r['fold'])), r)
+  return out
+
+
+def reference_method(method: str) -> str:
+  """The standard-training method a method is compared against: 'standard' or 'standard+aug'."""
+  return STANDARD + ('+aug' if method.endswith('+aug') else '')
+
+
+def paired_comparisons(groups: list[dict], num_resamples: int = stats.BOOTSTRAP_RESAMPLES,
+                       seed: int = stats.BOOTSTRAP_SEED) -> tuple[list[dict], list[str]]:
+  """Each non-standard group against the standard group of its dataset, backbone and row.
+
+  Per seed, the folds both ran are paired clip by clip (by filename) and pooled: with
+  cross-validation every clip is a test clip once per seed. A fold whose two runs lack per-clip
+  predictions, or whose filenames or labels differ, is left out with a note. With several paired
+  seeds on the same clips, a further comparison with seed 'all' averages the difference over the
+  seeds (bootstrap resampling a clip with all its seeds; no McNemar test, a clip counting once per
+  seed).
+
+  Returns:
+    (comparisons, notes). A comparison: dataset, backbone, row, method, reference (the standard
+    method), seed (int or 'all'), seeds, folds (paired), unpaired_folds, n (clips), ref_error and
+    error (% on the paired clips), diff, low, high (error(method) - error(standard) and its
+    bootstrap interval, percentage points), confidence, num_resamples, bootstrap_seed, b (clips
+    standard got right and the method wrong), c (the reverse), p (McNemar exact two-sided; b, c
+    and p None for 'all').
+  """
+  comparisons, notes = [], []
+  for g in groups:
+    if base_method(g['method']) == STANDARD:
+      continue
+    ref = next((x for x in groups if (x['dataset'], x['backbone'], x['method']) == (
+        g['dataset'], g['backbone'], reference_method(g['method']))), None)
+    if ref is None:
+      continue
+    name = f"{g['dataset']}/{g['backbone']}/{g['method']}"
+    runs_new, runs_ref = first_by_seed_fold(g['runs']), first_by_seed_fold(ref['runs'])
+    per_seed = []
+    for s in sorted(set(g['seeds']) | set(ref['seeds'])):
+      if s not in g['seeds'] or s not in ref['seeds']:
+        notes.append(f"{name} seed {s}: {STANDARD if s in g['seeds'] else g['method']} has no "
+                     'runs of this seed in the table; not paired')
+        continue
+      folds = sorted(set(g['seeds'][s]) | set(ref['seeds'][s]))
+      pooled, paired, unpaired = {}, [], []
+      for fold in folds:
+        r_new, r_ref = runs_new.get((s, fold)), runs_ref.get((s, fold))
+        if r_new is None or r_ref is None:
+          unpaired.append(fold)
+          continue
+        (o_new, why_new), (o_ref, why_ref) = clip_outcomes(r_new), clip_outcomes(r_ref)
+        why = (f'{r_new["_path"]}: {why_new}' if o_new is None else
+               f'{r_ref["_path"]}: {why_ref}' if o_ref is None else
+               'the two runs tested different clips' if set(o_new) != set(o_ref) else
+               'the two runs disagree on some labels' if any(
+                   o_new[k][0] != o_ref[k][0] for k in o_new) else
+               'a clip also tested in another fold' if set(o_new) & set(pooled) else None)
+        if why is not None:
+          notes.append(f'{name} seed {s} fold {fold}: not paired ({why})')
+          unpaired.append(fold)
+          continue
+        for k in o_new:
+          pooled[k] = (o_ref[k][1], o_new[k][1])
+        paired.append(fold)
+      if not pooled:
+        notes.append(f'{name} seed {s}: no fold could be paired with standard training')
+        continue
+      names = sorted(pooled)
+      ref_ok = np.array([pooled[k][0] for k in names])
+      new_ok = np.array([pooled[k][1] for k in names])
+      b, c = stats.mcnemar_counts(ref_ok, new_ok)
+      boot = stats.paired_bootstrap(ref_ok, new_ok, num_resamples=num_resamples, seed=seed)
+      per_seed.append((names, ref_ok, new_ok))
+      comparisons.append(dict(
+          dataset=g['dataset'], backbone=g['backbone'], row=g['row'], method=g['method'],
+          reference=ref['method'], seed=s, seeds=[s], folds=paired, unpaired_folds=unpaired,
+          n=len(names), ref_error=stats.error_percent(ref_ok), error=stats.error_percent(new_ok),
+          diff=boot['diff'], low=boot['low'], high=boot['high'], confidence=boot['confidence'],
+          num_resamples=num_resamples, bootstrap_seed=seed, b=b, c=c, p=stats.mcnemar_exact(b, c)))
+    if len(per_seed) > 1:
+      if any(names != per_seed[0][0] for names, _, _ in per_seed):
+        notes.append(f'{name}: the seeds tested different clips; no comparison over all seeds')
+        continue
+      ref_ok = np.stack([x[1] for x in per_seed])
+      new_ok = np.stack([x[2] for x in per_seed])
+      boot = stats.paired_bootstrap(ref_ok, new_ok, num_resamples=num_resamples, seed=seed)
+      mine = [x for x in comparisons if x['method'] == g['method'] and x['dataset'] == g['dataset']
+              and x['backbone'] == g['backbone']]
+      comparisons.append(dict(
+          dataset=g['dataset'], backbone=g['backbone'], row=g['row'], method=g['method'],
+          reference=ref['method'], seed='all', seeds=[x['seed'] for x in mine],
+          folds=sorted(set.intersection(*(set(x['folds']) for x in mine))),
+          unpaired_folds=sorted(set().union(*(set(x['unpaired_folds']) for x in mine))),
+          n=ref_ok.shape[1], ref_error=stats.error_percent(ref_ok),
+          error=stats.error_percent(new_ok), diff=boot['diff'], low=boot['low'],
+          high=boot['high'], confidence=boot['confidence'], num_resamples=num_resamples,
+          bootstrap_seed=seed, b=None, c=None, p=None))
+  return comparisons, notes
+
+
+# ------------------------------------------------------------------------------------------------
+# Learning curves (per-epoch history of results.json)
+# ------------------------------------------------------------------------------------------------
+def learning_curve(runs: list[dict], key: str) -> dict | None:
+  """history[key] of `runs` at each epoch: mean, std (sample), min, max over the runs there.
+
+  Args:
+    runs: results.json dicts (e.g. the folds of one method).
+    key: a per-epoch history field: 'test_error' (%, on evaluated epochs only), 'train_loss',
+      'train_error' (%).
+
+  Returns:
+    None when no run has the field, else dict of equal-length lists: epoch (1-based, ascending),
+    mean, std, min, max, n (runs with a value at that epoch).
+  """
+  per_epoch = collections.defaultdict(list)
+  for r in runs:
+    for h in r.get('history') or []:
+      v = h.get(key)
+      if _is_number(v):
+        per_epoch[int(h['epoch'])].append(float(v))
+  if not per_epoch:
+    return None
+  epochs = sorted(per_epoch)
+  vals = [per_epoch[e] for e in epochs]
+  return dict(epoch=epochs, mean=[float(np.mean(v)) for v in vals], std=[_std(v) for v in vals],
+              min=[float(min(v)) for v in vals], max=[float(max(v)) for v in vals],
+              n=[len(v) for v in vals])
+

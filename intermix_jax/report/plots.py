@@ -1,0 +1,221 @@
+"""Matplotlib figures of the report (PNG files, Agg backend; matplotlib is imported on first use).
+
+  plot_learning_curves(groups, out)   curves_<dataset>_<backbone>.png: per method, test error %
+                     at each evaluation and train loss per epoch, mean over the runs (folds, of
+                     every seed in the table), min-max shaded
+  plot_confusion(groups, out)         confusion_<dataset>_<backbone>_<method>.png: per-class
+                     confusion matrix summed over the group's runs (`confusion_matrix`, counts;
+                     colours = rate per true class)
+  plot_error_bars(groups, out)        errorbars_<dataset>.png: error % mean +- std per table row
+                     and method, the paper's value as x
+  plot_adversarial(adversarial, out)  adversarial_<dataset>.png: table 3, error % (mean +- std) vs
+                     FGSM eps per (backbone, method), the paper's values as x
+
+Each writes into the directory `out` and returns the paths it wrote.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from intermix_jax.report.aggregation import first_by_seed_fold
+from intermix_jax.report.aggregation import eps_label
+from intermix_jax.report.aggregation import learning_curve
+from intermix_jax.report.aggregation import paper_adversarial
+from intermix_jax.report.aggregation import row_rank
+from intermix_jax.report.aggregation import strategy_rank
+from intermix_jax.report.paper import BACKBONE_TITLE
+from intermix_jax.report.paper import DATASET_TITLE
+
+
+def _safe(name: str) -> str:
+  """`name` for a file name: characters other than letters, digits and -_.+ become '_'."""
+  return ''.join(ch if ch.isalnum() or ch in '-_.+' else '_' for ch in name)
+
+
+def _plt():
+  """matplotlib.pyplot on the Agg backend (files only, no display)."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def plot_learning_curves(groups: list[dict], out: str) -> list[str]:
+  """One PNG per (dataset, backbone): test error and train loss per epoch, one curve per method.
+
+  Each curve is the mean over the method's runs (its folds, of every seed in the table) at each
+  epoch; the shaded band spans their min to max. The x axis is each run's own epoch: under the
+  paper's protocol mixing methods train twice the epochs of standard training. Runs without a
+  train_loss history show train error instead (the panel says so).
+  """
+  plt = _plt()
+  from matplotlib.patches import Patch
+  written = []
+  for (dataset, backbone) in sorted({(g['dataset'], g['backbone']) for g in groups}):
+    gs = [x for x in groups if (x['dataset'], x['backbone']) == (dataset, backbone)]
+    gs.sort(key=lambda g: (strategy_rank(g['method']), g['method']))
+    train_key = ('train_loss' if any(learning_curve(g['runs'], 'train_loss') for g in gs)
+                 else 'train_error')
+    fig, (ax_test, ax_train) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, g in enumerate(gs):
+      color = f'C{i % 10}'
+      runs = list(first_by_seed_fold(g['runs']).values())
+      epochs = max((int(r.get('num_epochs') or 0) for r in runs), default=0)
+      label = f"{g['method']} ({len(runs)} runs" + (f', {epochs} epochs)' if epochs else ')')
+      for ax, key in ((ax_test, 'test_error'), (ax_train, train_key)):
+        c = learning_curve(runs, key)
+        if c is None:
+          continue
+        few = len(c['epoch']) < 30
+        ax.plot(c['epoch'], c['mean'], '-', color=color, marker='o' if few else None,
+                markersize=3, label=label)
+        ax.fill_between(c['epoch'], c['min'], c['max'], color=color, alpha=0.15, linewidth=0)
+    seeds = sorted({s for g in gs for s in g['seeds']})
+    over = 'folds' if len(seeds) == 1 else 'folds and seeds'
+    for ax, ylabel in ((ax_test, 'test error % (10-crop, evaluated epochs)'),
+                       (ax_train, 'train loss (mean over the epoch)' if train_key == 'train_loss'
+                        else 'train error % (no train_loss recorded)')):
+      ax.set_xlabel("epoch (each run's own schedule; mixing runs 2x the epochs of standard)")
+      ax.set_ylabel(ylabel)
+      ax.grid(alpha=0.3)
+      handles, _ = ax.get_legend_handles_labels()
+      if handles:
+        ax.legend(handles=handles + [Patch(color='gray', alpha=0.3,
+                                           label=f'shaded: min–max over {over}')], fontsize=7)
+    fig.suptitle(f'{DATASET_TITLE.get(dataset, dataset)}, {BACKBONE_TITLE.get(backbone, backbone)}'
+                 f': mean over {over} (seed{"s" if len(seeds) > 1 else ""} '
+                 f'{",".join(str(s) for s in seeds)})', fontsize=10)
+    path = os.path.join(out, f'curves_{_safe(dataset)}_{_safe(backbone)}.png')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+  return written
+
+
+def confusion_matrix(runs: list[dict], num_classes: int) -> np.ndarray:
+  """int64 (C, C) counts, rows = true class, columns = predicted, summed over `runs`."""
+  cm = np.zeros((num_classes, num_classes), np.int64)
+  for r in runs:
+    p = r.get('predictions') or {}
+    for t, q in zip(p.get('labels', []), p.get('preds', [])):
+      cm[int(t), int(q)] += 1
+  return cm
+
+
+def plot_confusion(groups: list[dict], out: str) -> list[str]:
+  """One PNG per group: confusion matrix over all its runs (rates coloured, counts written when
+  there are at most 12 classes); groups without per-clip predictions are skipped."""
+  plt = _plt()
+  written = []
+  for g in groups:
+    num_classes = int(g['runs'][0].get('num_classes', 0))
+    names = g['runs'][0].get('class_names') or [str(i) for i in range(num_classes)]
+    cm = confusion_matrix(g['runs'], num_classes)
+    if cm.sum() == 0:
+      continue
+    rates = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    size = max(4.0, 0.28 * num_classes + 2.5)
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(rates, cmap='Blues', vmin=0, vmax=1)
+    ax.set_xticks(range(num_classes))
+    ax.set_yticks(range(num_classes))
+    fs = 7 if num_classes <= 12 else 4
+    ax.set_xticklabels(names, rotation=90, fontsize=fs)
+    ax.set_yticklabels(names, fontsize=fs)
+    if num_classes <= 12:
+      for i in range(num_classes):
+        for j in range(num_classes):
+          if cm[i, j]:
+            ax.text(j, i, str(cm[i, j]), ha='center', va='center', fontsize=7,
+                    color='white' if rates[i, j] > 0.5 else 'black')
+    ax.set_xlabel('predicted')
+    ax.set_ylabel('true')
+    ax.set_title(f"{g['dataset']} {g['backbone']} {g['method']}\n{int(cm.sum())} test "
+                 f"predictions, error {100 * (1 - np.trace(cm) / cm.sum()):.1f}%", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    path = os.path.join(out, f"confusion_{_safe(g['dataset'])}_{_safe(g['backbone'])}_"
+                             f"{_safe(g['method'])}.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+  return written
+
+
+def plot_error_bars(groups: list[dict], out: str) -> list[str]:
+  """One PNG per dataset: bars = mean error per (row, method), whiskers = std, x = paper value."""
+  plt = _plt()
+  written = []
+  for dataset in sorted({g['dataset'] for g in groups}):
+    gs = [g for g in groups if g['dataset'] == dataset]
+    rows = sorted({g['row'] for g in gs}, key=row_rank)
+    methods = sorted({g['method'] for g in gs}, key=lambda m: (strategy_rank(m), m))
+    width = 0.8 / max(len(methods), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows) * max(1, len(methods) / 3)), 4.5))
+    for j, m in enumerate(methods):
+      xs, ys, es, px, py = [], [], [], [], []
+      for i, row in enumerate(rows):
+        match = [g for g in gs if g['row'] == row and g['method'] == m]
+        if match:
+          xs.append(i + (j - (len(methods) - 1) / 2) * width)
+          ys.append(match[0]['mean'])
+          es.append(match[0]['std'])
+          if match[0]['paper'] is not None:
+            px.append(xs[-1])
+            py.append(match[0]['paper'])
+      ax.bar(xs, ys, width, yerr=es, capsize=3, color=f'C{j % 10}', label=m)
+      if px:
+        ax.plot(px, py, 'kx', markersize=7)
+    ax.plot([], [], 'kx', label='paper')
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([BACKBONE_TITLE.get(r, r) for r in rows])
+    ax.set_ylabel('error % (mean ± std)')
+    ax.set_title(DATASET_TITLE.get(dataset, dataset))
+    ax.grid(axis='y', alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(out, f'errorbars_{_safe(dataset)}.png')
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+  return written
+
+
+def plot_adversarial(adversarial: list[dict], out: str) -> list[str]:
+  """One PNG per dataset: error (mean ± std) vs FGSM eps per (backbone, method); paper as x."""
+  plt = _plt()
+  written = []
+  for dataset in sorted({a['dataset'] for a in adversarial}):
+    gs = [a for a in adversarial if a['dataset'] == dataset]
+    eps_values = sorted({e for a in gs for e in a['eps']})
+    labels = ['clean'] + [eps_label(e) for e in eps_values]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, a in enumerate(gs):
+      color = f'C{i % 10}'
+      pts = [(0, a['clean'])] + [(j + 1, a['attacked'].get(e)) for j, e in enumerate(eps_values)]
+      pts = [(x, st) for x, st in pts if st is not None]
+      ax.errorbar([x for x, _ in pts], [st['mean'] for _, st in pts],
+                  yerr=[st['std'] for _, st in pts], color=color, marker='o', capsize=3,
+                  label=f"{BACKBONE_TITLE.get(a['backbone'], a['backbone'])} {a['method']}")
+      paper = [(j + 1, paper_adversarial(dataset, a['method'], e))
+               for j, e in enumerate(eps_values)]
+      paper = [(x, v) for x, v in paper if v is not None]
+      if paper:
+        ax.plot([x for x, _ in paper], [v for _, v in paper], 'x--', color=color, alpha=0.7)
+    ax.plot([], [], 'kx--', label='paper (table 3)')
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels)
+    ax.set_xlabel('FGSM eps (normalised waveform)')
+    ax.set_ylabel('10-crop test error % (mean ± std)')
+    ax.set_title(f'{DATASET_TITLE.get(dataset, dataset)}: clean and attacked error')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(out, f'adversarial_{_safe(dataset)}.png')
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+  return written

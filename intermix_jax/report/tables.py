@@ -1,0 +1,331 @@
+"""Markdown tables of the report: what report.md holds and the command prints.
+
+  main_tables(groups)        per dataset, the paper's table 1 layout (rows = backbones in the
+                             paper's order, columns = strategies in the registry's order, error %
+                             mean +- std with the paper's value beside each cell) and the table 2
+                             ablation rows that ran
+  paired_tables(comparisons) each mixing method against standard training on the same test clips
+  per_fold_tables(groups)    every fold's error, mean +- std over folds and over seeds
+  paper_tables(groups, adversarial)   every cell of the paper's tables 1-3, — where nothing has run
+  markdown(...)              report.md: the above, the protocol deviations (‡), all groups and the
+                             runs left out
+  summary_text(result)       what the command prints: the legend, main and paired tables
+
+The inputs are the groups and comparisons of `intermix_jax.report.aggregation`; the paper's values
+and titles come from `intermix_jax.report.paper`. Each function returns markdown lines (or text).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from intermix_jax import stats
+from intermix_jax.report.aggregation import base_method
+from intermix_jax.report.aggregation import eps_label
+from intermix_jax.report.aggregation import paper_adversarial
+from intermix_jax.report.aggregation import paper_value
+from intermix_jax.report.aggregation import row_rank
+from intermix_jax.report.aggregation import STRATEGY_ORDER
+from intermix_jax.report.aggregation import strategy_rank
+from intermix_jax.report.paper import BACKBONE_ORDER
+from intermix_jax.report.paper import BACKBONE_TITLE
+from intermix_jax.report.paper import DATASET_COLUMN
+from intermix_jax.report.paper import DATASET_TITLE
+from intermix_jax.report.paper import PAPER_TABLE1
+from intermix_jax.report.paper import PAPER_TABLE2
+from intermix_jax.report.paper import PAPER_TABLE3
+from intermix_jax.report.paper import PAPER_TABLE3_EPS
+from intermix_jax.report.paper import TABLE2_BACKBONE
+from intermix_jax.report.paper import TABLE2_ROW
+from intermix_jax.report.paper import TABLE3_DATASET
+
+NOT_RUN = '—'
+# Strategies of the paper's table 1: always columns of "Against the paper" (others when they ran).
+TABLE1_STRATEGIES = frozenset(s for errors in PAPER_TABLE1.values() for s in errors)
+
+LEGEND = ('Error % (lower is better): mean ± std over seeds of the cross-validated error (mean '
+          'over folds of the LAST epoch\'s test-fold error). † = a single seed: ± std over its '
+          'folds. * = partial cross-validation (not every fold has run). (x) = the paper\'s value '
+          '(its table 1). ‡ = not the paper\'s protocol (see "Protocol deviations"). '
+          '— = not run.')
+
+
+def _p_text(p: float | None) -> str:
+  if p is None:
+    return '—'
+  return f'{p:.4f}' if p >= 1e-4 else f'{p:.1e}'
+
+
+def paired_tables(comparisons: list[dict], notes: list[str] = ()) -> list[str]:
+  """Markdown lines: per (dataset, backbone), each method against standard on the same clips."""
+  if not comparisons and not notes:
+    return []
+  first = comparisons[0] if comparisons else None
+  resamples = first['num_resamples'] if first else stats.BOOTSTRAP_RESAMPLES
+  boot_seed = first['bootstrap_seed'] if first else stats.BOOTSTRAP_SEED
+  lines = ['## Paired comparisons against standard training', '',
+           'Both methods on the same test clips: a seed\'s clips pooled over the folds both ran '
+           '(cross-validation tests every clip once per seed). Δ = error(method) − error(standard) '
+           'in percentage points (negative: the method makes fewer errors). 95 % CI: paired '
+           f'bootstrap over clips ({resamples:,} resamples, numpy seed {boot_seed}, percentile '
+           'interval). b = clips standard got right and the method wrong, c = the reverse; '
+           'p = McNemar\'s exact two-sided test of b against c. Seed "all": Δ averaged over the '
+           'seeds, a clip resampled with all its seeds; no McNemar test there (a clip counts once '
+           'per seed, so the clips are not independent).', '']
+  keys = []
+  for x in comparisons:
+    if (x['dataset'], x['row']) not in keys:
+      keys.append((x['dataset'], x['row']))
+  order = lambda m: (strategy_rank(m), m)
+  for dataset, row in keys:
+    rows = [x for x in comparisons if (x['dataset'], x['row']) == (dataset, row)]
+    rows.sort(key=lambda x: (order(x['method']), x['seed'] == 'all', str(x['seed'])))
+    lines += [f'### {DATASET_TITLE.get(dataset, dataset)}, {BACKBONE_TITLE.get(row, row)}', '',
+              '| method | seed | folds | clips | standard error % | method error % | Δ (pp) | '
+              '95 % CI (pp) | b | c | p (McNemar) |', '|---|' + '---|' * 10]
+    for x in rows:
+      folds = ','.join(str(f) for f in x['folds']) + ('*' if x['unpaired_folds'] else '')
+      lines.append(
+          f"| {x['method']} | {x['seed']} | {folds} | {x['n']} | {x['ref_error']:.2f} | "
+          f"{x['error']:.2f} | {x['diff']:+.2f} | [{x['low']:+.2f}, {x['high']:+.2f}] | "
+          f"{'—' if x['b'] is None else x['b']} | {'—' if x['c'] is None else x['c']} | "
+          f"{_p_text(x['p'])} |")
+    lines.append('')
+  if any(x['unpaired_folds'] for x in comparisons):
+    lines += ['\\* some folds ran for only one of the two methods (or could not be paired): '
+              'compared on the folds listed.', '']
+  if notes:
+    lines += ['Not paired:', ''] + [f'- {n}' for n in notes] + ['']
+  return lines
+
+
+def per_fold_tables(groups: list[dict]) -> list[str]:
+  """Markdown lines: per (dataset, row), each method's error % in every fold of every seed.
+
+  Rows = method and seed, columns = fold 1..K, mean and sample std over the folds, the paper's
+  value; with several seeds, a further row per method holds the mean over seeds of each fold and
+  the mean and sample std over seeds of the seeds' cross-validated errors.
+  """
+  keys = []
+  for g in groups:
+    if (g['dataset'], g['row']) not in keys:
+      keys.append((g['dataset'], g['row']))
+  keys.sort(key=lambda k: (k[0] not in DATASET_COLUMN, k[0],
+                           row_rank(k[1]), k[1]))
+  if not keys:
+    return []
+  lines = ['## Per fold', '',
+           'Error % of the last epoch on each test fold. ± std: sample std over the folds of the '
+           'seed ("folds"), or over the seeds\' cross-validated errors ("seeds"). (x) = the '
+           'paper\'s value. — = fold not run.', '']
+  order = lambda g: (strategy_rank(g['method']), g['method'])
+  for dataset, row in keys:
+    gs = sorted([g for g in groups if (g['dataset'], g['row']) == (dataset, row)], key=order)
+    k = max(max([g['num_folds'] or 0 for g in gs]),
+            max(f for g in gs for fs in g['seeds'].values() for f in fs))
+    lines += [f'### {DATASET_TITLE.get(dataset, dataset)}, {BACKBONE_TITLE.get(row, row)}', '',
+              '| method | seed | ' + ' | '.join(f'fold {f}' for f in range(1, k + 1))
+              + ' | mean | ± std | over | paper |', '|---|---|' + '---|' * (k + 4)]
+    for g in gs:
+      paper = '' if g['paper'] is None else f"{g['paper']:.1f}"
+      for s, errs in g['seeds'].items():
+        cells = [f'{errs[f]:.2f}' if f in errs else NOT_RUN for f in range(1, k + 1)]
+        lines.append(f"| {g['method']} | {s} | " + ' | '.join(cells) +
+                     f" | {g['cv_errors'][s]:.2f} | {g['fold_std'][s]:.2f} | folds | {paper} |")
+      if len(g['seeds']) > 1:
+        cells = []
+        for f in range(1, k + 1):
+          vals = [errs[f] for errs in g['seeds'].values() if f in errs]
+          cells.append(f'{np.mean(vals):.2f}' if vals else NOT_RUN)
+        lines.append(f"| {g['method']} | mean of {len(g['seeds'])} | " + ' | '.join(cells) +
+                     f" | {g['seed_mean']:.2f} | {g['seed_std']:.2f} | seeds | {paper} |")
+    lines.append('')
+  return lines
+
+
+def _stat_cell(st: dict | None, paper: float | None = None, deviates: bool = False) -> str:
+  """'12.3 ± 1.0†* (paper)' or '— (paper)' when nothing has run."""
+  if st is None:
+    s = NOT_RUN
+  else:
+    s = f"{st['mean']:.1f} ± {st['std']:.1f}"
+    s += '†' if st['std_over'] == 'folds' else ''
+    s += '*' if st['partial'] else ''
+    s += '‡' if deviates else ''
+  if paper is not None:
+    s += f' ({paper:.1f})'
+  return s
+
+
+def _cell(g: dict | None) -> str:
+  if g is None:
+    return ''
+  s = f"{g['mean']:.1f} ± {g['std']:.1f}"
+  if g['std_over'] == 'folds':
+    s += '†'
+  if g['partial']:
+    s += '*'
+  if g.get('deviations'):
+    s += '‡'
+  if g['paper'] is not None:
+    s += f" ({g['paper']:.1f})"
+  return s
+
+
+def main_tables(groups: list[dict]) -> list[str]:
+  """Markdown lines: per dataset, the paper's table 1 layout and the table 2 ablation rows run."""
+  lines = []
+  datasets = sorted({g['dataset'] for g in groups}, key=lambda d: (d not in DATASET_COLUMN, d))
+  for dataset in datasets:
+    gs = [g for g in groups if g['dataset'] == dataset and '[' not in g['method']]
+    if gs:
+      strategies = [s for s in STRATEGY_ORDER if any(base_method(g['method']) == s for g in gs)]
+      rows = sorted({g['row'] for g in gs}, key=row_rank)
+      lines += [f'## {DATASET_TITLE.get(dataset, dataset)}', '',
+                '| model | ' + ' | '.join(strategies) + ' |',
+                '|---|' + '---|' * len(strategies)]
+      for row in rows:
+        cells = []
+        for s in strategies:
+          match = [g for g in gs if g['row'] == row and base_method(g['method']) == s]
+          cells.append(_cell(match[0] if match else None))
+        lines.append(f'| {BACKBONE_TITLE.get(row, row)} | ' + ' | '.join(cells) + ' |')
+      lines.append('')
+    ablation = [g for g in groups if g['dataset'] == dataset and g['method'] in PAPER_TABLE2
+                and g['backbone'] == TABLE2_BACKBONE]
+    if ablation:
+      lines += [f'### Ablation (table 2), {DATASET_TITLE.get(dataset, dataset)}, '
+                f'{BACKBONE_TITLE[TABLE2_ROW]}',
+                '', '| variant | error % |', '|---|---|']
+      for method, (title, _) in PAPER_TABLE2.items():
+        match = [g for g in ablation if g['method'] == method]
+        if match:
+          lines.append(f'| {title} | {_cell(match[0])} |')
+      lines.append('')
+  return lines
+
+
+def markdown(groups: list[dict], notes: list[str], adversarial: list[dict] = (),
+             comparisons: list[dict] = (), paired_notes: list[str] = ()) -> str:
+  """The report as markdown text.
+
+  Args:
+    groups: the groups of `aggregate`.
+    notes: runs and files left out (one line each).
+    adversarial: the groups of `aggregate_adversarial`.
+    comparisons: the comparisons of `paired_comparisons`, and paired_notes its notes.
+  """
+  lines = ['# Results', '', LEGEND, '']
+  lines += main_tables(groups)
+  lines += paired_tables(list(comparisons), list(paired_notes))
+  lines += per_fold_tables(groups)
+  lines += paper_tables(groups, adversarial)
+  deviating = [g for g in list(groups) + list(adversarial) if g.get('deviations')]
+  if deviating:
+    lines += ['## Protocol deviations (‡)', '',
+              'These cells did not use the paper\'s protocol (docs/method.md §5): their numbers '
+              'are NOT comparable to the paper\'s value beside them.', '']
+    seen = set()
+    for g in deviating:
+      key = (g['dataset'], g['backbone'], g['method'])
+      if key in seen:
+        continue
+      seen.add(key)
+      lines.append(f"- {'/'.join(key)}: {'; '.join(g['deviations'])}")
+    lines.append('')
+  lines += ['## All groups', '',
+            '| dataset | backbone | method | seeds | folds | error % | ± std | over | paper | Δ |',
+            '|---|---|---|---|---|---|---|---|---|---|']
+  for g in groups:
+    paper = '' if g['paper'] is None else f"{g['paper']:.1f}"
+    delta = '' if g['paper'] is None else f"{g['mean'] - g['paper']:+.1f}"
+    folds = sorted({f for s in g['seeds'].values() for f in s})
+    lines.append(f"| {g['dataset']} | {g['backbone']} | {g['method']} | "
+                 f"{','.join(str(s) for s in sorted(g['seeds']))} | "
+                 f"{','.join(str(f) for f in folds)}{'*' if g['partial'] else ''} | "
+                 f"{g['mean']:.2f} | {g['std']:.2f} | "
+                 f"{g['std_over']} | {paper} | {delta} |")
+  lines.append('')
+  if notes:
+    lines += ['## Left out', ''] + [f'- {n}' for n in notes] + ['']
+  return '\n'.join(lines)
+
+
+def paper_tables(groups: list[dict], adversarial: list[dict] = ()) -> list[str]:
+  """Markdown lines of every cell of the paper's tables 1-3 for the paper datasets that have runs.
+
+  Measured cells as in the compact tables, — where nothing has run, the paper's value beside each.
+  Nothing when no run is on ESC-50, ESC-10 or UrbanSound8K.
+  """
+  datasets = [d for d in DATASET_COLUMN
+              if any(g['dataset'] == d for g in list(groups) + list(adversarial))]
+  if not datasets:
+    return []
+  lines = ['## Against the paper: every cell of tables 1-3', '',
+           'Measured (paper) per cell; — = not run yet. Commands: `python launch/sweep.py '
+           '--table=N` (configs/table1/, configs/ablation/, configs/table3.py).', '']
+  find = lambda d, row, m: next((g for g in groups if g['dataset'] == d and g['row'] == row
+                                 and g['method'] == m), None)
+  for dataset in datasets:
+    strategies = [s for s in STRATEGY_ORDER if s in TABLE1_STRATEGIES
+                  or any(g['dataset'] == dataset and g['method'] == s for g in groups)]
+    lines += [f'### Table 1, {DATASET_TITLE[dataset]}', '',
+              '| model | ' + ' | '.join(strategies) + ' |', '|---|' + '---|' * len(strategies)]
+    for row in BACKBONE_ORDER:
+      cells = []
+      for strategy in strategies:
+        method = strategy + ('+aug' if row.endswith('+aug') else '')
+        g = find(dataset, row, method)
+        cells.append(_cell(g) if g else _stat_cell(None, paper_value(
+            dataset, row.replace('+aug', ''), method)))
+      lines.append(f'| {BACKBONE_TITLE[row]} | ' + ' | '.join(cells) + ' |')
+    lines.append('')
+  lines += [f'### Table 2 (ablation), {BACKBONE_TITLE[TABLE2_ROW]}, InterMix', '',
+            '| variant | ' + ' | '.join(DATASET_TITLE[d] for d in DATASET_COLUMN) + ' |',
+            '|---|' + '---|' * len(DATASET_COLUMN)]
+  for method, (title, values) in PAPER_TABLE2.items():
+    cells = []
+    for d, col in DATASET_COLUMN.items():
+      g = find(d, TABLE2_ROW, method)
+      cells.append(_cell(g) if g else _stat_cell(None, values[col]))
+    lines.append(f'| {title} | ' + ' | '.join(cells) + ' |')
+  lines.append('')
+  for dataset in [d for d in datasets
+                  if d == TABLE3_DATASET or any(a['dataset'] == d for a in adversarial)]:
+    gs = [a for a in adversarial if a['dataset'] == dataset]
+    eps_values = sorted(set(PAPER_TABLE3_EPS if dataset == TABLE3_DATASET else ())
+                        | {e for a in gs for e in a['eps']}, reverse=True)
+    lines += [f'### Table 3 (FGSM), {DATASET_TITLE[dataset]}', '',
+              'One-step untargeted FGSM on the normalised waveform, x + eps sign(grad_x CE), every '
+              'test crop attacked; error % of the 10-crop prediction (`python -m '
+              'intermix_jax.adversarial`). The paper does not name its backbone.', '',
+              '| model | method | clean | ' + ' | '.join(f'eps {eps_label(e)}' for e in eps_values)
+              + ' |', '|---|---|---|' + '---|' * len(eps_values)]
+    backbones = sorted({a['backbone'] for a in gs}, key=row_rank)
+    rows = [(b, a['method'], a) for b in backbones for a in gs if a['backbone'] == b]
+    if dataset == TABLE3_DATASET:
+      for b in backbones or ['(not run)']:
+        for m in PAPER_TABLE3:
+          if not any(r[0] == b and r[1] == m for r in rows):
+            rows.append((b, m, None))
+    order = lambda r: (row_rank(r[0]), strategy_rank(r[1]), r[1])
+    for b, m, a in sorted(rows, key=order):
+      dev = bool(a and a['deviations'])
+      cells = [_stat_cell(a['clean'] if a else None, deviates=dev)]
+      for e in eps_values:
+        st = a['attacked'].get(e) if a else None
+        cells.append(_stat_cell(st, paper_adversarial(dataset, m, e), deviates=dev))
+      lines.append(f'| {BACKBONE_TITLE.get(b, b)} | {m} | ' + ' | '.join(cells) + ' |')
+    lines.append('')
+  return lines
+
+
+def summary_text(result: dict) -> str:
+  """What the command line prints: the legend, the main tables and the paired comparisons."""
+  lines = ['# Results', '', LEGEND, '']
+  lines += main_tables(result['groups'])
+  lines += paired_tables(result['comparisons'], result['paired_notes'])
+  if not result['groups']:
+    lines += ['No finished training run found (the attacks of table 3 are in report.md).', '']
+  return '\n'.join(lines)
+
+

@@ -1,0 +1,76 @@
+"""The whole report of a set of runs: report.md, summary.json and the plots, written into a folder.
+
+  write_report(paths, out)   loads every results.json and adversarial.json under `paths`
+                             (`aggregation`), writes `out`/report.md (`tables.markdown`),
+                             `out`/summary.json (the same numbers machine-readable: groups with
+                             their test-error curve, table 3 under 'adversarial', the paired
+                             comparisons under 'paired', the files and runs left out) and the
+                             PNGs of `plots`; returns all of it (see its docstring)
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from intermix_jax.report import plots as plots_lib
+from intermix_jax.report.aggregation import ADVERSARIAL_FILE
+from intermix_jax.report.aggregation import add_protocol_deviations
+from intermix_jax.report.aggregation import aggregate
+from intermix_jax.report.aggregation import aggregate_adversarial
+from intermix_jax.report.aggregation import eps_label
+from intermix_jax.report.aggregation import first_by_seed_fold
+from intermix_jax.report.aggregation import learning_curve
+from intermix_jax.report.aggregation import load_runs
+from intermix_jax.report.aggregation import paired_comparisons
+from intermix_jax.report.tables import markdown
+
+
+def write_report(paths: list[str], out: str, plots: bool = True) -> dict:
+  """Aggregates the runs (and adversarial.json) under `paths` into `out`.
+
+  A results.json or adversarial.json that cannot be read or lacks the fields the report needs is
+  left out; it is named in the notes and in 'bad_files'.
+
+  Returns:
+    {'markdown', 'groups', 'notes', 'adversarial', 'comparisons' (of `paired_comparisons`),
+    'paired_notes', 'bad_files' (one line per file left out), 'files'}.
+  """
+  runs, bad = load_runs(paths)
+  records, bad_adv = load_runs(paths, ADVERSARIAL_FILE)
+  bad = bad + bad_adv
+  if not runs and not records:
+    where = ', '.join(paths)
+    if bad:
+      raise ValueError(f'report: no usable results.json under {where}; {len(bad)} left out, the '
+                       f'first: {bad[0]}')
+    raise FileNotFoundError(f'report: no results.json under {where}')
+  groups, notes = aggregate(runs)
+  add_protocol_deviations(groups)
+  adversarial, adv_notes = aggregate_adversarial(records, runs)
+  comparisons, paired_notes = paired_comparisons(groups)
+  notes = bad + notes + adv_notes
+  os.makedirs(out, exist_ok=True)
+  text = markdown(groups, notes, adversarial, comparisons, paired_notes)
+  files = [os.path.join(out, 'report.md'), os.path.join(out, 'summary.json')]
+  with open(files[0], 'w') as f:
+    f.write(text)
+  summary = []
+  for g in groups:
+    entry = {k: v for k, v in g.items() if k != 'runs'}
+    entry['test_error_curve'] = learning_curve(list(first_by_seed_fold(g['runs']).values()),
+                                               'test_error')
+    summary.append(entry)
+  adv_summary = [dict(a, attacked={eps_label(e): st for e, st in a['attacked'].items()})
+                 for a in adversarial]
+  with open(files[1], 'w') as f:
+    json.dump(dict(groups=summary, adversarial=adv_summary, paired=comparisons,
+                   paired_notes=paired_notes, bad_files=bad, notes=notes), f, indent=1,
+              sort_keys=True, default=lambda o: str(o))
+  if plots and groups:
+    files += plots_lib.plot_learning_curves(groups, out)
+    files += plots_lib.plot_confusion(groups, out)
+    files += plots_lib.plot_error_bars(groups, out)
+  if plots and adversarial:
+    files += plots_lib.plot_adversarial(adversarial, out)
+  return dict(markdown=text, groups=groups, notes=notes, adversarial=adversarial,
+              comparisons=comparisons, paired_notes=paired_notes, bad_files=bad, files=files)
