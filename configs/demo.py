@@ -15,16 +15,11 @@ MEASURED (2026-11-22, this 2-core CPU shared with other jobs, `python -m intermi
 23.3 / 16.7 % (the reported, last-epoch error: 16.7 %, 10 of 60 clips wrong; chance is 83.3 %);
 3 min 56 s wall clock including data generation and compilation (0.5-0.8 steps/s).
 """
-import os
-import runpy
-
-_base = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'base.py'))
+from intermix_jax import config_lib
 
 
 def get_config(arg=None):
-  return _base['get_dataset_config']('synthetic', arg, **{
-      'backbone': 'envnet',
-      'strategy': 'intermix',
+  return config_lib.experiment(arg, dataset='synthetic', backbone='envnet', fields={
       'model.width': 0.25,
       'model.fc_units': 128,
       'num_epochs': 20,

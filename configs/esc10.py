@@ -14,11 +14,8 @@ Expected result (paper, docs/method.md §6; 5-fold error %, last epoch): EnvNet-
 11.3 / 9.3 / 9.1. Defaults (docs/method.md §5): EnvNet-v2 600 epochs (1200 when mixing), LR 0.01,
 decay x0.1 at [0.5, 0.75], no warmup; EnvNet 600 epochs, LR 0.01, [0.5, 0.75].
 """
-import os
-import runpy
-
-_base = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'base.py'))
+from intermix_jax import config_lib
 
 
 def get_config(arg=None):
-  return _base['get_dataset_config']('esc10', arg)
+  return config_lib.experiment(arg, dataset='esc10')

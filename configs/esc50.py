@@ -18,11 +18,8 @@ Expected result (paper, docs/method.md §6; 5-fold error %, last epoch): EnvNet-
 LR 0.1, decay x0.1 at [0.3, 0.6, 0.9] of the epochs, 10 warmup epochs at LR 0.01; Nesterov SGD 0.9,
 coupled weight decay 5e-4, batch 64 (32 pairs).
 """
-import os
-import runpy
-
-_base = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'base.py'))
+from intermix_jax import config_lib
 
 
 def get_config(arg=None):
-  return _base['get_dataset_config']('esc50', arg)
+  return config_lib.experiment(arg, dataset='esc50')

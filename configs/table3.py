@@ -22,12 +22,9 @@ Expected result (paper table 3; ESC-10 error % under attack, eps = 1e-2 / 1e-3 /
   BC        47.2 / 28.7 / 26.9 / 26.8
   InterMix  42.9 / 26.2 / 25.1 / 25.0
 """
-import os
-import runpy
-
-_base = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'base.py'))
+from intermix_jax import config_lib
 
 
 def get_config(arg=None):
   """ESC-10, EnvNet-v2 by default; `backbone=...`, `strategy=...` after the colon."""
-  return _base['get_dataset_config']('esc10', arg, backbone='envnetv2')
+  return config_lib.experiment(arg, dataset='esc10', backbone='envnetv2')

@@ -14,11 +14,8 @@ Expected result (paper, docs/method.md §6; 10-fold error %, last epoch): EnvNet
 33.7 / 28.9 / 26.5 / 26.8. Defaults (docs/method.md §5): EnvNet-v2 600 epochs (1200 when mixing), LR
 0.1, decay at [0.3, 0.6, 0.9], 10 warmup epochs; EnvNet 400 epochs, LR 0.01, [0.5, 0.75].
 """
-import os
-import runpy
-
-_base = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'base.py'))
+from intermix_jax import config_lib
 
 
 def get_config(arg=None):
-  return _base['get_dataset_config']('urbansound8k', arg)
+  return config_lib.experiment(arg, dataset='urbansound8k')

@@ -1,44 +1,32 @@
-"""Checks every config field before any heavy work, with one-line errors naming field and valid values.
+"""Checks a config before any heavy work, with one-line errors naming the field and the valid values.
 
-    validate(config)                                    # names, ranges, types (no other module needed)
-    validate(config, num_folds=5, num_mix_points=6,     # + fold range, mix points of the backbone,
-             device_count=8, process_count=2)           #   batch divisibility
+    validate(config)                                    # names, components, trainer fields
+    validate(config, num_folds=5, num_mix_points=6,     # + the facts of this run: folds, mix
+             device_count=8, process_count=2)           #   points of the backbone, batch split
+
+Names are those of the registries (data.catalog.DATASETS, models.MODELS, mixing.STRATEGY_NAMES);
+the model and mixing options are checked by their own constructors (`models.get_model`,
+`mixing.get_strategy`), whose error is given naming the config field. Checked here: the rules that
+span components (fold vs the dataset's folds, eligible layers vs the backbone's mix points, the
+batch vs devices, processes and pairs: `config_lib.check_batch_split`) and the trainer's own fields.
 
 Raises `ConfigError` (a ValueError) with a message such as
     config.fold=7 is out of range for dataset 'esc50'; valid: 1..5 or 'all'
 """
 from __future__ import annotations
 
+import functools
 import numbers
 
 import ml_collections
 
-DATASETS = ('esc50', 'esc10', 'urbansound8k', 'synthetic')
-BACKBONES = ('envnet', 'envnetv2', 'm18', 'soundnet5', 'piczakcnn')
-STRATEGIES = ('standard', 'mixup', 'bc', 'speechmix', 'intermix')
-SIGNED_MODES = ('superpose', 'clamp')
+from intermix_jax import config_lib
+from intermix_jax import mixing
+from intermix_jax import models
+from intermix_jax.data import catalog
+
+ConfigError = config_lib.ConfigError
 NAN_POLICIES = ('stop', 'skip')
-CONV_IMPLS = ('auto', 'plain', 'cpu')
-KNOWN_NUM_FOLDS = {'esc50': 5, 'esc10': 5, 'urbansound8k': 10}
-
-
-class ConfigError(ValueError):
-  """A config field has a value the trainer cannot use (message names the field)."""
-
-
-def _names(kind: str, fallback: tuple[str, ...]) -> tuple[str, ...]:
-  """The names the project's registries accept for `kind` ('dataset', 'backbone', 'strategy')."""
-  if kind == 'dataset':
-    from intermix_jax import data
-    return tuple(data.DATASETS)
-  if kind == 'strategy':
-    from intermix_jax import mixing
-    return tuple(mixing.STRATEGY_NAMES)
-  try:
-    from intermix_jax import models
-  except ImportError:  # the models package is not importable yet
-    return fallback
-  return tuple(getattr(models, 'MODELS', None) or fallback)
 
 
 def _fail(msg: str):
@@ -73,6 +61,39 @@ def _check_range(field: str, value, *, lo=None, hi=None, integer=False, lo_open=
     _fail(f'config.{field}={value!r} is out of range; valid: {valid.strip()}')
 
 
+def _check_option(field: str, value, make) -> None:
+  """`make()` builds a component with this one option: its constructor's ValueError becomes one
+  ConfigError naming config.<field>."""
+  try:
+    make()
+  except ValueError as e:
+    _fail(f'config.{field}={value!r}: {e}')
+
+
+def _check_components(c):
+  """The model and mixing options, by their constructors; returns the run's strategy.
+
+  Each option is checked alone first, so that the error names its field; a mixing option the
+  run's strategy does not use is checked by a strategy that uses it (a config sweeps strategies).
+  """
+  for name, value in c.model.items():  # the class count does not bear on the options
+    _check_option(f'model.{name}', value,
+                  functools.partial(models.get_model, c.backbone, 2, **{name: value}))
+  _check_option('model', dict(c.model),
+                functools.partial(models.get_model, c.backbone, 2, **c.model))
+  used = mixing.strategy_options(c.strategy)
+  for name, value in c.mixing.items():
+    users = [s for s in mixing.STRATEGY_NAMES if name in mixing.strategy_options(s)]
+    owner = c.strategy if name in used or not users else users[0]
+    _check_option(f'mixing.{name}', value,
+                  functools.partial(mixing.get_strategy, owner, **{name: value}))
+  options = {name: c.mixing[name] for name in used}
+  try:
+    return mixing.get_strategy(c.strategy, **options)
+  except ValueError as e:
+    _fail(f'config.mixing={options!r}: {e}')
+
+
 def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,
              num_mix_points: int | None = None, device_count: int | None = None,
              process_count: int | None = None, mixes: bool | None = None) -> None:
@@ -80,20 +101,22 @@ def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,
 
   Args:
     config: the run config.
-    num_folds: folds of the dataset (default: known for esc50/esc10/urbansound8k).
+    num_folds: folds of the dataset (default: the data catalog's, where it knows them without
+      reading the data; a 'custom' dataset's are checked by its loaders).
     num_mix_points: K of the backbone (eligible layers must be in 0..K-1).
     device_count: global device count (the batch is split over devices).
     process_count: number of processes (each feeds batch_size / process_count sounds).
-    mixes: whether the strategy mixes pairs (default: strategy != 'standard').
+    mixes: whether the strategy mixes pairs (default: the strategy's own).
   """
   c = config
-  _check_choice('dataset', c.dataset, _names('dataset', DATASETS))
-  _check_choice('backbone', c.backbone, _names('backbone', BACKBONES))
-  _check_choice('strategy', c.strategy, _names('strategy', STRATEGIES))
+  _check_choice('dataset', c.dataset, catalog.DATASETS)
+  _check_choice('backbone', c.backbone, tuple(models.MODELS))
+  _check_choice('strategy', c.strategy, mixing.STRATEGY_NAMES)
+  strategy = _check_components(c)
   if mixes is None:
-    mixes = c.strategy != 'standard'
+    mixes = strategy.mixes
 
-  folds = num_folds if num_folds is not None else KNOWN_NUM_FOLDS.get(c.dataset)
+  folds = num_folds if num_folds is not None else catalog.known_num_folds(c.dataset)
   if c.fold != 'all':
     if not _is_int(c.fold):
       _fail(f'config.fold={c.fold!r} must be a fold number; valid: '
@@ -102,50 +125,20 @@ def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,
       valid = f'1..{folds}' if folds else 'a fold number >= 1'
       _fail(f'config.fold={c.fold!r} is out of range for dataset {c.dataset!r}; valid: {valid} or \'all\'')
 
-  _check_range('model.width', c.model.width, lo=0, lo_open=True)
-  if c.model.get('fc_units') is not None:
-    _check_range('model.fc_units', c.model.fc_units, lo=1, integer=True)
-  if 'conv_impl' in c.model:
-    _check_choice('model.conv_impl', c.model.conv_impl, CONV_IMPLS)
-
-  m = c.mixing
-  _check_choice('mixing.signed_mode', m.signed_mode, SIGNED_MODES)
-  _check_range('mixing.alpha', m.alpha, lo=0, lo_open=True)
-  for field in ('p_weighting', 'normalize', 'stop_gradient_interference'):
-    if not isinstance(m[field], bool):
-      _fail(f'config.mixing.{field}={m[field]!r} must be a bool; valid: True, False')
-  if m.eligible_layers is not None:
-    layers = tuple(m.eligible_layers)
-    if not layers:
-      _fail('config.mixing.eligible_layers=() is empty; valid: at least one mix point, or None '
-            '(the strategy default)')
+  if num_mix_points is not None and c.mixing.eligible_layers is not None:
+    layers = tuple(c.mixing.eligible_layers)
     for k in layers:
-      if not _is_int(k) or k < 0 or (num_mix_points is not None and k >= num_mix_points):
-        valid = (f'0..{num_mix_points - 1}' if num_mix_points is not None else 'integers >= 0')
+      if k >= num_mix_points:
         _fail(f'config.mixing.eligible_layers={layers!r}: {k!r} is not a mix point of backbone '
-              f'{c.backbone!r}; valid: {valid}')
+              f'{c.backbone!r}; valid: 0..{num_mix_points - 1}')
 
-  _check_range('batch_size', c.batch_size, lo=1, integer=True)
-  if mixes and c.batch_size % 2:
-    _fail(f'config.batch_size={c.batch_size} must be even for strategy {c.strategy!r} (pairs of '
-          f'sounds); valid: even numbers >= 2')
-  if process_count and c.batch_size % process_count:
-    _fail(f'config.batch_size={c.batch_size} is not divisible by the {process_count} processes; '
-          f'valid: multiples of {process_count}')
-  if device_count:
-    if c.batch_size % device_count:
-      _fail(f'config.batch_size={c.batch_size} is not divisible by the {device_count} devices; '
-            f'valid: multiples of {device_count}')
-    if mixes and (c.batch_size // device_count) % 2:
-      _fail(f'config.batch_size={c.batch_size} gives {c.batch_size // device_count} sounds per device; '
-            f'mixing pairs sounds on each device, valid: multiples of {2 * device_count}')
-  _check_range('eval_batch_size', c.eval_batch_size, lo=1, integer=True)
-  for n, what in ((device_count, 'devices'), (process_count, 'processes')):
-    if n and c.eval_batch_size % n:
-      _fail(f'config.eval_batch_size={c.eval_batch_size} is not divisible by the {n} {what}; '
-            f'valid: multiples of {n}')
+  config_lib.check_batch_split(c.batch_size, pairs=mixes, processes=process_count,
+                               devices=device_count)
+  config_lib.check_batch_split(c.eval_batch_size, pairs=False, processes=process_count,
+                               devices=device_count, field='eval_batch_size')
   _check_range('num_eval_crops', c.num_eval_crops, lo=1, integer=True)
 
+  # The trainer's own fields (train.py, schedules.py).
   _check_range('num_epochs', c.num_epochs, lo=1, integer=True)
   if not isinstance(c.double_epochs_for_mixing, bool):
     _fail(f'config.double_epochs_for_mixing={c.double_epochs_for_mixing!r} must be a bool; '

@@ -34,18 +34,22 @@ import shlex
 import subprocess
 import sys
 
-DATASETS = ('esc50', 'esc10', 'urbansound8k')
-BACKBONES = ('m18', 'soundnet5', 'envnet', 'piczakcnn', 'envnetv2')
-STRATEGIES = ('standard', 'bc', 'speechmix', 'intermix')
-NUM_FOLDS = {'esc50': 5, 'esc10': 5, 'urbansound8k': 10, 'synthetic': 5}
+from intermix_jax import protocol
+from intermix_jax.data import catalog
+from intermix_jax.report import paper
+
+# The tables' cells are the paper's (intermix_jax/report/paper.py): its datasets, its table 1 rows
+# (configs/table1/<row>.py: the backbone, '_aug' with strong augmentation) and strategies, and
+# table 3's strategies and dataset.
+DATASETS = protocol.PAPER_DATASETS
+TABLE1_ROWS = tuple(row.replace('+aug', '_aug') for row in paper.PAPER_TABLE1)
+STRATEGIES = tuple(dict.fromkeys(s for cells in paper.PAPER_TABLE1.values() for s in cells))
+TABLE3_STRATEGIES = tuple(paper.PAPER_TABLE3)
+TABLE3_DATASET = paper.TABLE3_DATASET
 # Table 2 (EnvNet-v2 + strong augmentation): vanilla InterMix mixes at the input with r-weighting,
 # "+ hidden" mixes at hidden points with r-weighting, "+ p-weighting" is full InterMix.
 # The variants' settings live in configs/ablation/<variant>.py.
 ABLATION = ('vanilla', 'hidden', 'full')
-# Table 1 rows: configs/table1/<row>.py (backbone, and strong augmentation for the last row).
-TABLE1_ROWS = BACKBONES + ('envnetv2_aug',)
-TABLE3_STRATEGIES = ('standard', 'bc', 'intermix')
-TABLE3_DATASET = 'esc10'
 
 
 def parse_list(text):
@@ -99,7 +103,12 @@ def _datasets(args, default):
 
 
 def _folds(args, dataset):
-  return parse_range(args.folds) if args.folds else range(1, NUM_FOLDS[dataset] + 1)
+  if args.folds:
+    return parse_range(args.folds)
+  folds = catalog.known_num_folds(dataset)
+  if folds is None:
+    sys.exit(f'sweep.py: the folds of dataset {dataset!r} are not known ahead; give --folds')
+  return range(1, folds + 1)
 
 
 def expand(args):
@@ -108,8 +117,8 @@ def expand(args):
   if args.table == 1:
     for dataset, seed in itertools.product(_datasets(args, DATASETS), seeds):
       for row, strategy, fold in itertools.product(TABLE1_ROWS, STRATEGIES, _folds(args, dataset)):
-        backbone = 'envnetv2' if row == 'envnetv2_aug' else row
-        root = os.path.join(args.root, 'strong_aug') if row == 'envnetv2_aug' else args.root
+        backbone = row.removesuffix('_aug')
+        root = os.path.join(args.root, 'strong_aug') if row != backbone else args.root
         cmd, wd = run_spec(dataset, backbone, strategy, fold, seed, root, args.extra,
                            config_file=f'configs/table1/{row}.py')
         yield cmd, wd, RESULTS_FILE

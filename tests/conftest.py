@@ -1,7 +1,7 @@
 """Shared pytest fixtures: configs, generated audio layouts, prepared datasets, the real ESC-10.
 
 Fixtures (any test may use them):
-  base_config         a fresh configs/base.py ConfigDict (function scope; mutate freely)
+  base_config         a fresh config_lib.base_config() (every field at its default; mutate freely)
   synthetic_data_dir  a session TFDS data_dir for dataset='synthetic' (prepared on first use;
                       set config.data_dir to it)
   esc50_layout        a session LayoutSpec of a small clean ESC-50-layout copy (tests/fixtures_audio)
@@ -14,7 +14,6 @@ Fixtures (any test may use them):
                       session (skips when the data is absent)
 """
 import os
-import runpy
 
 import pytest
 
@@ -27,7 +26,8 @@ ESC10_REAL_DIR = os.environ.get('INTERMIX_ESC10_DIR', os.path.join(SHARED_DIR, '
 
 @pytest.fixture
 def base_config():
-  return runpy.run_path(os.path.join(REPO, 'configs', 'base.py'))['get_base_config']()
+  from intermix_jax import config_lib  # pylint: disable=g-import-not-at-top
+  return config_lib.base_config()
 
 
 @pytest.fixture(scope='session')

@@ -1,13 +1,17 @@
-"""configs/*.py, typed overrides (config_overrides), field checks (config_checks), workdir guard."""
+"""configs/*.py and config_lib (declared arguments, typed fields after the colon), the checks
+(config_checks), the one batch rule, the workdir guard."""
+import json
 import os
 import runpy
+import subprocess
+import sys
 
 import ml_collections
 from ml_collections import config_flags
 from absl import flags
 import pytest
 
-from intermix_jax import config_checks, config_overrides, workdir
+from intermix_jax import config_checks, config_lib, mixing, models, workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -85,7 +89,7 @@ def test_badly_typed_override_names_the_field(arg, field):
 
 
 def test_split_top_level_keeps_brackets_and_quotes():
-  assert config_overrides.split_top_level("a=(1,2),b='x,y',c=[3,(4,5)]") == [
+  assert config_lib.split_top_level("a=(1,2),b='x,y',c=[3,(4,5)]") == [
       'a=(1,2)', "b='x,y'", 'c=[3,(4,5)]']
 
 
@@ -113,7 +117,6 @@ BAD = [
     ('fold', 0, ('1..5',)),
     ('fold', 'some', ("'all'",)),
     ('nan_policy', 'ignore', ('stop', 'skip')),
-    ('mixing.signed_mode', 'abs', ('superpose', 'clamp')),
     ('batch_size', 63, ('even',)),
     ('batch_size', 0, ('>= 1',)),
     ('opt.lr', -0.1, ('> 0',)),
@@ -124,10 +127,8 @@ BAD = [
     ('num_epochs', 0, ('>= 1',)),
     ('eval_every_epochs', 0, ('>= 1',)),
     ('keep_checkpoints', 0, ('>= 1',)),
-    ('model.width', 0.0, ('> 0',)),
-    ('mixing.alpha', 0.0, ('> 0',)),
-    ('mixing.eligible_layers', (), ('at least one',)),
     ('num_eval_crops', 0, ('>= 1',)),
+    ('eval_batch_size', 0, ('>= 1',)),
     ('steps_per_epoch', 0, ('>= 1',)),
 ]
 
@@ -135,7 +136,7 @@ BAD = [
 @pytest.mark.parametrize('field,value,valid', BAD, ids=[f'{f}={v!r}' for f, v, _ in BAD])
 def test_bad_value_gives_one_line_error_naming_field_and_valid_values(field, value, valid):
   c = load('esc50')
-  config_overrides.set_field(c, field, value)
+  config_lib.set_field(c, field, value)
   with pytest.raises(config_checks.ConfigError) as e:
     config_checks.validate(c)
   msg = str(e.value)
@@ -144,13 +145,41 @@ def test_bad_value_gives_one_line_error_naming_field_and_valid_values(field, val
     assert v in msg, msg
 
 
+# The model and mixing options are checked by their constructors (models.get_model,
+# mixing.get_strategy: their tests hold the valid values); validate gives the constructor's error
+# in one line naming the field, whatever the strategy (alpha is mixup's; the default is intermix).
+COMPONENT_BAD = [
+    ('model.width', 0.0, lambda: models.get_model('envnetv2', 2, width=0.0)),
+    ('model.fc_units', 0, lambda: models.get_model('envnetv2', 2, fc_units=0)),
+    ('model.precision', 'fp8', lambda: models.get_model('envnetv2', 2, precision='fp8')),
+    ('mixing.signed_mode', 'abs', lambda: mixing.get_strategy('intermix', signed_mode='abs')),
+    ('mixing.alpha', 0.0, lambda: mixing.get_strategy('mixup', alpha=0.0)),
+    ('mixing.eligible_layers', (), lambda: mixing.get_strategy('intermix', eligible_layers=())),
+    ('mixing.eligible_layers', (1, -1), lambda: mixing.get_strategy('bc', eligible_layers=(1, -1))),
+]
+
+
+@pytest.mark.parametrize('field,value,make', COMPONENT_BAD,
+                         ids=[f'{f}={v!r}' for f, v, _ in COMPONENT_BAD])
+def test_bad_option_gives_its_constructors_error_naming_the_field(field, value, make):
+  with pytest.raises(ValueError) as direct:
+    make()
+  c = load('esc50')
+  config_lib.set_field(c, field, value)
+  with pytest.raises(config_checks.ConfigError) as e:
+    config_checks.validate(c)
+  msg = str(e.value)
+  assert msg == f'config.{field}={value!r}: {direct.value}' and '\n' not in msg
+
+
 def test_checks_that_need_the_model_and_the_devices():
   c = load('esc50', 'mixing.eligible_layers=(1,5)')
   config_checks.validate(c)  # without the backbone's K nothing to say
   with pytest.raises(config_checks.ConfigError, match=r'config.mixing.eligible_layers=.*5.*0\.\.4'):
     config_checks.validate(c, num_mix_points=5)
   c = load('esc50', 'batch_size=12')
-  with pytest.raises(config_checks.ConfigError, match=r'config.batch_size=12 .*8 devices.*multiples of 8'):
+  with pytest.raises(config_checks.ConfigError,
+                     match=r'config.batch_size=12 .*8 devices.*multiples of 16'):
     config_checks.validate(c, device_count=8)
   with pytest.raises(config_checks.ConfigError, match=r'config.batch_size=12 .*multiples of 8'):
     config_checks.validate(c, device_count=4)  # 3 sounds per device: pairs would straddle
@@ -159,6 +188,45 @@ def test_checks_that_need_the_model_and_the_devices():
     config_checks.validate(c, process_count=5)
   with pytest.raises(config_checks.ConfigError, match=r"config.fold=4 .*'synthetic'.*1\.\.3"):
     config_checks.validate(load('demo', 'fold=4'), num_folds=3)
+
+
+def test_one_batch_rule_for_every_cut():
+  """config_lib.check_batch_split: what validate and the data loaders both apply."""
+  check = config_lib.check_batch_split
+  check(12, pairs=True, processes=2, devices=6 // 3)
+  check(12, pairs=False, processes=3, devices=4)
+  for kwargs, words in ((dict(pairs=True), 'must be even'),
+                        (dict(pairs=False, processes=5), 'not divisible by the 5 processes'),
+                        (dict(pairs=True, processes=4), '3 sounds per process'),
+                        (dict(pairs=True, devices=4), 'multiples of 8')):
+    with pytest.raises(config_checks.ConfigError, match=words):
+      check(13 if 'even' in words else 12, **kwargs)
+  with pytest.raises(config_checks.ConfigError, match=r'config.eval_batch_size=0 .*>= 1'):
+    check(0, pairs=False, field='eval_batch_size')
+
+
+def test_config_files_are_thin_and_load_from_any_directory(tmp_path):
+  """configs/ is a package of thin files over intermix_jax.config_lib: no runpy, no base.py
+  imported by path; a file loads from another working directory (an installed library)."""
+  files = [os.path.relpath(os.path.join(d, f), ROOT) for d, _, names in os.walk(
+      os.path.join(ROOT, 'configs')) for f in names if f.endswith('.py')]
+  assert 'configs/__init__.py' in files and 'configs/table1/__init__.py' in files
+  for f in files:
+    text = open(os.path.join(ROOT, f)).read()
+    assert 'runpy' not in text and 'base.py\'' not in text, f
+  script = (f'import runpy; c = runpy.run_path({os.path.join(ROOT, "configs", "table3.py")!r})'
+            "['get_config']('strategy=bc'); print(c.dataset, c.strategy, c.num_epochs)")
+  out = subprocess.run([sys.executable, '-c', script], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300)
+  assert out.stdout.split() == ['esc10', 'bc', '600'], out.stderr[-2000:]
+
+
+def test_protocol_row_comes_from_the_declared_arguments_only():
+  c = load('esc50', 'backbone=envnet')
+  assert config_lib.row_note(c) is None
+  c.backbone = 'envnetv2'  # as --config.backbone=envnetv2 does, after the file
+  assert 'envnet/esc50' in config_lib.row_note(c) and 'after the colon' in config_lib.row_note(c)
+  assert config_lib.row_note(load('demo')) is None  # synthetic takes the ESC-50 row
 
 
 # --- workdir guard --------------------------------------------------------------------------------
@@ -172,6 +240,18 @@ def test_workdir_refuses_a_different_config(tmp_path):
   msg = str(e.value)
   assert d in msg and 'opt.lr: 0.01 (workdir) vs 0.5 (now)' in msg and 'seed: 0' in msg
   assert '\n' not in msg
+
+
+def test_a_workdir_whose_config_has_a_removed_field_resumes(tmp_path):
+  d = str(tmp_path / 'old')
+  stored = workdir.config_to_dict(load('esc10'))
+  stored['model']['conv_impl'] = 'cpu'  # config.json of a run before model.conv_impl was removed
+  os.makedirs(d)
+  with open(os.path.join(d, workdir.CONFIG_FILE), 'w') as f:
+    json.dump(stored, f)
+  workdir.check_or_store_config(d, load('esc10'))
+  with pytest.raises(workdir.WorkdirConfigError, match='seed'):
+    workdir.check_or_store_config(d, load('esc10', 'seed=1'))
 
 
 def test_a_comma_inside_a_value_needs_quotes_and_the_error_says_how():

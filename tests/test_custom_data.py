@@ -257,7 +257,8 @@ def test_config_file_fields_and_checks(tmp_path):
                                                                     'x.csv', 7)
   assert c.data_dir is None and c.backbone == 'envnet' and c.opt_defaults_from == 'envnet/esc50'
   config_checks.validate(c)   # 'custom' is a known dataset; its folds are checked by the loaders
-  with pytest.raises(ValueError, match='configs/custom.py also has: audio_dir'):
+  with pytest.raises(ValueError,
+                     match="unknown config field 'audio_folder'; valid fields: audio_dir"):
     custom_config('audio_folder=x')
   with pytest.raises(ValueError, match="'num_folds' expects int"):
     custom_config('num_folds=five')

@@ -266,10 +266,16 @@ def test_strong_augment_gain_and_time_scale_per_sound():
 
 
 def test_batch_size_errors_are_clear():
-  with pytest.raises(ValueError, match='config.batch_size=9 must be a positive multiple'):
-    make_train(batch_size=9, process_count=2)
-  with pytest.raises(ValueError, match='mixing strategies need an even number'):
+  """The loaders apply the one batch rule (config_lib.check_batch_split)."""
+  with pytest.raises(ValueError, match='config.batch_size=9 is not divisible by the 2 processes'):
+    make_train(batch_size=9, process_count=2, pairs=False)
+  with pytest.raises(ValueError, match='config.batch_size=9 must be even'):
+    make_train(batch_size=9, process_count=1)
+  with pytest.raises(ValueError, match='config.batch_size=6 gives 3 sounds per process; mixing'):
     make_train(batch_size=6, process_count=2)
+  with pytest.raises(ValueError, match='config.eval_batch_size=3 is not divisible by the 2 proc'):
+    pipeline.EvalLoader(constant_clips_index(LABELS, 50), input_length=64, batch_size=3,
+                        num_crops=2, process_index=0, process_count=2, num_threads=0)
   make_train(batch_size=6, process_count=2, pairs=False)  # fine without pairs
   with pytest.raises(ValueError, match='larger than the 27 training clips'):
     make_train(batch_size=28, pairs=False)

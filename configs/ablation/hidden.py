@@ -19,18 +19,12 @@ doubled for mixing.
 Expected result (paper table 2; error %, ESC-50 / ESC-10 / US8K): 13.3 / 7.7 / 20.8
 (vanilla 13.6 / 7.9 / 21.0; + hidden mixing 13.3 / 7.7 / 20.8; + p-weighting 12.9 / 7.2 / 20.5).
 """
-import os
-import runpy
-
-_base = runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                    'base.py'))
+from intermix_jax import config_lib
 
 
 def get_config(arg=None):
   """ESC-50 by default; `dataset=esc10` or `dataset=urbansound8k` after the colon."""
-  return _base['get_dataset_config']('esc50', arg, **{
-      'backbone': 'envnetv2',
-      'strategy': 'intermix',
+  return config_lib.experiment(arg, backbone='envnetv2', strategy='intermix', fields={
       'strong_augment': True,
       'mixing.p_weighting': False,
   })

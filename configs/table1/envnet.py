@@ -24,15 +24,9 @@ Expected result (paper, docs/method.md §6; cross-validated error %, last epoch;
   SpeechMix 22.5 / 9.3 / 26.5
   InterMix  22.5 / 9.1 / 26.8
 """
-import os
-import runpy
-
-_base = runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                    'base.py'))
+from intermix_jax import config_lib
 
 
 def get_config(arg=None):
   """ESC-50 by default; `dataset=esc10` or `dataset=urbansound8k` after the colon."""
-  return _base['get_dataset_config']('esc50', arg, **{
-      'backbone': 'envnet',
-  })
+  return config_lib.experiment(arg, backbone='envnet')

@@ -28,16 +28,9 @@ Expected result (paper, docs/method.md §6; cross-validated error %, last epoch;
   SpeechMix 13.1 / 7.1 / 20.8
   InterMix  12.9 / 7.2 / 20.5
 """
-import os
-import runpy
-
-_base = runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                    'base.py'))
+from intermix_jax import config_lib
 
 
 def get_config(arg=None):
   """ESC-50 by default; `dataset=esc10` or `dataset=urbansound8k` after the colon."""
-  return _base['get_dataset_config']('esc50', arg, **{
-      'backbone': 'envnetv2',
-      'strong_augment': True,
-  })
+  return config_lib.experiment(arg, backbone='envnetv2', fields={'strong_augment': True})

@@ -16,9 +16,9 @@ runs one of them in a job array), then the paper-format report:
 Data: `manual_dir=...` (ESC-50 / UrbanSound8K official layout) or the official download.
 
 M18 (8 kHz, 4 s input = the published model's, docs/method.md §4 leaves it to us). Schedule: the
-paper leaves it open (docs/method.md §5); configs/base.py gives M18 the EnvNet row: 600 epochs (400
-on UrbanSound8K), LR 0.01, decay x0.1 at [0.5, 0.75], no warmup; mixing strategies train twice as
-many epochs.
+paper leaves it open (docs/method.md §5); intermix_jax/protocol.py gives M18 the EnvNet row: 600
+epochs (400 on UrbanSound8K), LR 0.01, decay x0.1 at [0.5, 0.75], no warmup; mixing strategies train
+twice as many epochs.
 
 Expected result (paper, docs/method.md §6; cross-validated error %, last epoch; ESC-50/ESC-10/US8K):
   standard  31.5 / 18.2 / 28.8
@@ -26,15 +26,9 @@ Expected result (paper, docs/method.md §6; cross-validated error %, last epoch;
   SpeechMix 24.3 / 12.4 / 25.1
   InterMix  25.4 / 12.6 / 25.1
 """
-import os
-import runpy
-
-_base = runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                    'base.py'))
+from intermix_jax import config_lib
 
 
 def get_config(arg=None):
   """ESC-50 by default; `dataset=esc10` or `dataset=urbansound8k` after the colon."""
-  return _base['get_dataset_config']('esc50', arg, **{
-      'backbone': 'm18',
-  })
+  return config_lib.experiment(arg, backbone='m18')

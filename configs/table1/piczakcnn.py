@@ -16,8 +16,8 @@ runs one of them in a job array), then the paper-format report:
 Data: `manual_dir=...` (ESC-50 / UrbanSound8K official layout) or the official download.
 
 PiczakCNN (22.05 kHz, 20480 samples -> 2 x 60 x 41 log-mel + delta on the device). Schedule: the
-paper leaves it open (docs/method.md §5); configs/base.py gives it the EnvNet row: 600 epochs (400
-on UrbanSound8K), LR 0.01, decay x0.1 at [0.5, 0.75], no warmup; doubled for mixing.
+paper leaves it open (docs/method.md §5); intermix_jax/protocol.py gives it the EnvNet row: 600
+epochs (400 on UrbanSound8K), LR 0.01, decay x0.1 at [0.5, 0.75], no warmup; doubled for mixing.
 
 Expected result (paper, docs/method.md §6; cross-validated error %, last epoch; ESC-50/ESC-10/US8K):
   standard  27.6 / 13.2 / 25.3
@@ -25,15 +25,9 @@ Expected result (paper, docs/method.md §6; cross-validated error %, last epoch;
   SpeechMix 22.1 / 8.4 / 22.1
   InterMix  21.9 / 8.3 / 21.1
 """
-import os
-import runpy
-
-_base = runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                    'base.py'))
+from intermix_jax import config_lib
 
 
 def get_config(arg=None):
   """ESC-50 by default; `dataset=esc10` or `dataset=urbansound8k` after the colon."""
-  return _base['get_dataset_config']('esc50', arg, **{
-      'backbone': 'piczakcnn',
-  })
+  return config_lib.experiment(arg, backbone='piczakcnn')

@@ -16,9 +16,9 @@ runs one of them in a job array), then the paper-format report:
 Data: `manual_dir=...` (ESC-50 / UrbanSound8K official layout) or the official download.
 
 SoundNet5 (22.05 kHz, 5 s input = SoundNet's ESC-50 setting, docs/method.md §4 leaves it to us;
-head: global average pool + dense). Schedule: the paper leaves it open (§5); configs/base.py gives
-it the EnvNet row: 600 epochs (400 on UrbanSound8K), LR 0.01, decay x0.1 at [0.5, 0.75], no warmup;
-doubled for mixing.
+head: global average pool + dense). Schedule: the paper leaves it open (docs/method.md §5);
+intermix_jax/protocol.py gives it the EnvNet row: 600 epochs (400 on UrbanSound8K), LR 0.01,
+decay x0.1 at [0.5, 0.75], no warmup; doubled for mixing.
 
 Expected result (paper, docs/method.md §6; cross-validated error %, last epoch; ESC-50/ESC-10/US8K):
   standard  33.8 / 16.4 / 33.3
@@ -26,15 +26,9 @@ Expected result (paper, docs/method.md §6; cross-validated error %, last epoch;
   SpeechMix 25.6 / 11.6 / 27.4
   InterMix  25.1 / 10.6 / 26.5
 """
-import os
-import runpy
-
-_base = runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                    'base.py'))
+from intermix_jax import config_lib
 
 
 def get_config(arg=None):
   """ESC-50 by default; `dataset=esc10` or `dataset=urbansound8k` after the colon."""
-  return _base['get_dataset_config']('esc50', arg, **{
-      'backbone': 'soundnet5',
-  })
+  return config_lib.experiment(arg, backbone='soundnet5')

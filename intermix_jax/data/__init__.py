@@ -9,7 +9,7 @@
     for batch in test.batches():   # x float32 (b, num_eval_crops, T), y int32 (b,), mask bool (b,), index int32 (b,) (-1 on padding rows)
       ...
 
-Config fields read: dataset ('esc50' | 'esc10' | 'urbansound8k' | 'synthetic' | 'custom'), fold
+Config fields read: dataset (a name of `DATASETS`, the catalog's: data/catalog.py), fold
 (test fold, 1-based; the other folds train), data_dir, manual_dir, skip_bad_files, batch_size,
 eval_batch_size, num_eval_crops, seed (shuffle_buffer_seed, when set, replaces it for the data),
 strong_augment, strategy ('standard' yields single sounds, any other strategy pairs of different

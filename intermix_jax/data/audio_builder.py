@@ -72,6 +72,7 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   HOMEPAGE = ''
   CITATION = ''
   READS_SOURCE_FILES = True  # False: generated data (manual_dir is ignored)
+  TRIMS_ZEROS = False  # True: clips lose leading/trailing exact-zero samples (ESC protocol)
   AUDIO_EXPECTATION = audio_decode.AudioExpectation()  # accepted channels, rates, sample formats
 
   def __init__(self, *, skip_bad_files: bool = False, **kwargs):

@@ -62,18 +62,33 @@ class DatasetInfo:
   num_folds: int
 
 
-# config.dataset -> (builder class, config-name prefix, subset)
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+  """A dataset of the catalog: its TFDS builder class, the prefix of the builder's config names,
+  the subset the builder reads, and the facts known without reading the data."""
+  builder: type
+  prefix: str
+  subset: str
+  class_names: tuple[str, ...]
+  num_folds: int
+
+
+# config.dataset -> its entry: THE list of the datasets the library knows (with custom.DATASET).
 _DATASETS = {
-    'esc50': (esc50.Esc50, 'esc50_', 'esc50'),
-    'esc10': (esc50.Esc50, 'esc10_', 'esc10'),
-    'urbansound8k': (urbansound8k.Urbansound8k, '', 'urbansound8k'),
-    'synthetic': (synthetic.SyntheticSounds, '', 'synthetic'),
+    'esc50': _Entry(esc50.Esc50, 'esc50_', 'esc50', layouts.ESC50_CLASS_NAMES,
+                    layouts.ESC_NUM_FOLDS),
+    'esc10': _Entry(esc50.Esc50, 'esc10_', 'esc10', layouts.ESC10_CLASS_NAMES,
+                    layouts.ESC_NUM_FOLDS),
+    'urbansound8k': _Entry(urbansound8k.Urbansound8k, '', 'urbansound8k',
+                           layouts.URBANSOUND8K_CLASS_NAMES, layouts.URBANSOUND8K_NUM_FOLDS),
+    'synthetic': _Entry(synthetic.SyntheticSounds, '', 'synthetic', synthetic.CLASS_NAMES,
+                        synthetic.NUM_FOLDS),
 }
 # 'custom' (data/custom.py): the user's own folder or csv, described by config fields.
 DATASETS = tuple(_DATASETS) + (custom.DATASET,)
 
 
-def _entry(dataset: str):
+def _entry(dataset: str) -> _Entry:
   if dataset == custom.DATASET:
     raise ValueError("dataset 'custom' is described by config fields (audio_dir, metadata_csv, "
                      'num_folds): use catalog.prepare(config, rate) or custom.get_builder(config, '
@@ -83,6 +98,20 @@ def _entry(dataset: str):
   return _DATASETS[dataset]
 
 
+def known_num_folds(dataset: str) -> int | None:
+  """The folds of `dataset` when known without reading any data; None for 'custom' (its files
+  tell) and for names the catalog does not know."""
+  entry = _DATASETS.get(dataset)
+  return None if entry is None else entry.num_folds
+
+
+def trims_zeros(dataset: str) -> bool:
+  """Whether `dataset`'s clips are trimmed of leading/trailing exact-zero samples (the ESC
+  protocol): what `predict` must do to a new file to match the training clips."""
+  entry = _DATASETS.get(dataset)
+  return entry is not None and entry.builder.TRIMS_ZEROS
+
+
 def get_builder(dataset: str, sample_rate: int, *, data_dir=None,
                 skip_bad_files: bool = False) -> audio_builder.AudioClipBuilder:
   """The (maybe unprepared) builder of `dataset` at `sample_rate` Hz.
@@ -90,7 +119,8 @@ def get_builder(dataset: str, sample_rate: int, *, data_dir=None,
   The rates 8000, 16000, 22050, 44100 are registered configs; any other positive rate gets a
   config built on the fly (named e.g. `sr11025`).
   """
-  cls, prefix, subset = _entry(dataset)
+  entry = _entry(dataset)
+  cls, prefix, subset = entry.builder, entry.prefix, entry.subset
   if int(sample_rate) != sample_rate or sample_rate <= 0:
     raise ValueError(f'sample_rate must be a positive integer number of Hz, got {sample_rate!r}')
   name = audio_builder.config_name(sample_rate, prefix)
@@ -284,15 +314,6 @@ def dataset_info(config) -> DatasetInfo:
     layout = custom.scan_config(config)
     return DatasetInfo(name=config.dataset, num_classes=len(layout.class_names),
                        class_names=layout.class_names, num_folds=layout.num_folds)
-  cls, _, subset = _entry(config.dataset)
-  names = {
-      'esc50': layouts.ESC50_CLASS_NAMES,
-      'esc10': layouts.ESC10_CLASS_NAMES,
-      'urbansound8k': layouts.URBANSOUND8K_CLASS_NAMES,
-      'synthetic': synthetic.CLASS_NAMES,
-  }[subset]
-  folds = {esc50.Esc50: layouts.ESC_NUM_FOLDS,
-           urbansound8k.Urbansound8k: layouts.URBANSOUND8K_NUM_FOLDS,
-           synthetic.SyntheticSounds: synthetic.NUM_FOLDS}[cls]
-  return DatasetInfo(name=config.dataset, num_classes=len(names), class_names=tuple(names),
-                     num_folds=folds)
+  entry = _entry(config.dataset)
+  return DatasetInfo(name=config.dataset, num_classes=len(entry.class_names),
+                     class_names=tuple(entry.class_names), num_folds=entry.num_folds)

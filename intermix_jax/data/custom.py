@@ -38,7 +38,7 @@ import re
 import numpy as np
 import tensorflow_datasets as tfds
 
-from intermix_jax import config_checks
+from intermix_jax import config_lib
 from intermix_jax.data import audio_builder
 from intermix_jax.data import audio_decode
 from intermix_jax.data import layouts
@@ -54,7 +54,7 @@ AUDIO_EXPECTATION = audio_decode.AudioExpectation(
 log = logging.getLogger(__name__)
 
 
-class CustomConfigError(config_checks.ConfigError):
+class CustomConfigError(config_lib.ConfigError):
   """A config field for dataset='custom' is missing or unusable (the message names it); a
   ConfigError, so `intermix_jax.main` prints it as one line."""
 

@@ -34,6 +34,7 @@ class Esc50(audio_builder.AudioClipBuilder):
   BUILDER_CONFIGS = [c for subset in SUBSETS
                      for c in audio_builder.sample_rate_configs(f'{subset}_', subset)]
   DEFAULT_BUILDER_CONFIG_NAME = 'esc50_sr44100'
+  TRIMS_ZEROS = True
   MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
   DOWNLOAD_URL = 'https://github.com/karolpiczak/ESC-50/archive/master.zip'
   DESCRIPTION = ('ESC-50: 2000 labelled 5-second environmental recordings, 50 classes, 5 folds; '
@@ -68,5 +69,5 @@ class Esc50(audio_builder.AudioClipBuilder):
                           find_root=layouts.find_esc50_root, instructions=_INSTRUCTIONS)
     records = self.source_records(root)
     self._record_source(root, records)
-    return self._fold_splits(records, trim=True)
+    return self._fold_splits(records, trim=self.TRIMS_ZEROS)
 

@@ -8,6 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
+from intermix_jax.config_lib import ConfigError
+
 
 def max_clips_per_class(num_examples: int, num_used: int) -> int:
   """The most clips one class may hold so that the repair below always succeeds.
@@ -21,13 +23,12 @@ def max_clips_per_class(num_examples: int, num_used: int) -> int:
 
 def check_pairable(labels: np.ndarray, num_used: int, class_names: Sequence[str] | None = None,
                    batch_size: int | None = None) -> None:
-  """Raises config_checks.ConfigError (one line, naming the class) unless every epoch can be paired.
+  """Raises config_lib.ConfigError (one line, naming the class) unless every epoch can be paired.
 
   `pair_different_classes` fails exactly when the largest class holds more than
   `max_clips_per_class(len(labels), num_used)` clips, whatever the shuffle: checking this once,
   before training, replaces an error at the first batch.
   """
-  from intermix_jax.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
   labels = np.asarray(labels)
   if not labels.size:
     return

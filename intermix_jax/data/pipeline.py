@@ -26,6 +26,7 @@ from absl import flags
 import grain
 import numpy as np
 
+from intermix_jax import config_lib
 from intermix_jax.data import augment
 from intermix_jax.data import pairing
 
@@ -136,19 +137,13 @@ class TrainLoader:
                process_count: int = 1, num_threads: int = 1, prefetch: int = 2,
                num_workers: int = 0, class_names: Sequence[str] | None = None):
     """`class_names` (index = label) only name a class in the pairing error below."""
-    _check_processes(batch_size, process_index, process_count, 'config.batch_size')
+    _check_processes(batch_size, process_index, process_count, 'batch_size', pairs)
     self.local_batch_size = batch_size // process_count
-    if pairs and self.local_batch_size % 2:
-      raise ValueError(
-          f'config.batch_size={batch_size} over {process_count} process(es) gives '
-          f'{self.local_batch_size} rows per process; mixing strategies need an even number '
-          '(rows 2k, 2k+1 form a pair)')
     self.index = index
     self.num_examples = len(index)
     self.steps_per_epoch = self.num_examples // batch_size
     if self.steps_per_epoch == 0:
-      from intermix_jax.config_checks import ConfigError  # pylint: disable=g-import-not-at-top
-      raise ConfigError(f'config.batch_size={batch_size} is larger than the {self.num_examples} '
+      raise config_lib.ConfigError(f'config.batch_size={batch_size} is larger than the {self.num_examples} '
                         'training clips: not one full batch per epoch; use a smaller batch_size')
     if pairs:  # the repair of every epoch's order must succeed: checked once, here
       pairing.check_pairable(index.labels, self.steps_per_epoch * batch_size, class_names,
@@ -260,7 +255,7 @@ class EvalLoader:
   def __init__(self, index: ClipIndex, *, input_length: int, batch_size: int, num_crops: int,
                process_index: int = 0, process_count: int = 1, num_threads: int = 1,
                prefetch: int = 2, num_workers: int = 0):
-    _check_processes(batch_size, process_index, process_count, 'config.eval_batch_size')
+    _check_processes(batch_size, process_index, process_count, 'eval_batch_size', False)
     if num_crops < 1:
       raise ValueError(f'config.num_eval_crops must be >= 1, got {num_crops}')
     self.index = index
@@ -301,10 +296,8 @@ def _nonneg(value, name) -> int:
   return value
 
 
-def _check_processes(batch_size, process_index, process_count, field):
+def _check_processes(batch_size, process_index, process_count, field, pairs):
   if process_count < 1 or not 0 <= process_index < process_count:
     raise ValueError(f'process_index={process_index} must be in 0..process_count-1 '
                      f'(process_count={process_count})')
-  if batch_size < 1 or batch_size % process_count:
-    raise ValueError(f'{field}={batch_size} must be a positive multiple of the number of '
-                     f'processes ({process_count})')
+  config_lib.check_batch_split(batch_size, pairs=pairs, processes=process_count, field=field)

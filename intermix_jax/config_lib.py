@@ -1,0 +1,301 @@
+"""The experiment config: every field with its default, and how a config file builds it.
+
+Config files (configs/*.py) are thin, in big_vision's style (`big_vision.configs.common`):
+
+    from intermix_jax import config_lib
+
+    def get_config(arg=None):
+      return config_lib.experiment(arg, dataset='esc10')
+
+`arg` is the text after the colon of `--config=configs/x.py:ARG`: `key=value` items separated by
+commas, in any order.
+  - The declared arguments (`SPEC`: dataset, backbone, strategy, fold, seed; a file may declare its
+    own, e.g. configs/custom.py's audio_dir, metadata_csv, num_folds) are typed by their defaults
+    and set first; the docs/method.md §5 row of (backbone, dataset) follows from them
+    (`protocol.optimisation_row`, applied here only).
+  - Then the config file's own `fields`, which win over the row.
+  - Then every other item: any field by its dotted name (`opt.lr=0.05`,
+    `mixing.eligible_layers=(1,2)`), typed by the field's ml_collections type with absl's
+    parsers, as `--config.opt.lr=0.05` is (bool true/false/1/0, int, float, tuple; `None` for a
+    field whose default is None; a Python literal, else the text, for an untyped field).
+A value holding commas is quoted: `manual_dir="/data/a,b"` (on a shell command line keep the
+quotes: `--config='configs/x.py:manual_dir="/data/a,b"'`). Mistakes are one-line ValueErrors naming
+the field: an unknown key (with the valid ones), a value of the wrong type, an unquoted comma.
+`--config.x=...` flags apply after the file; `--config.backbone` does not re-apply the row
+(`row_note` says so).
+
+Also here, for every layer (the data pipeline included, which must not import config_checks):
+`ConfigError`, and `check_batch_split`, the one rule for cutting a batch over processes, devices
+and pairs.
+"""
+from __future__ import annotations
+
+import ast
+import numbers
+from typing import Any
+
+from absl import flags
+import ml_collections
+from ml_collections.config_flags import tuple_parser
+
+from intermix_jax import protocol
+
+
+class ConfigError(ValueError):
+  """A config field has a value the trainer cannot use (the message, one line, names it)."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every field and its default; the trainer, the data pipeline and the report read these names."""
+  c = ml_collections.ConfigDict()
+  ref = ml_collections.FieldReference  # a typed field whose default is None (or any type: fold)
+
+  # --- what to train (the declared arguments of `SPEC` set dataset, fold, backbone, strategy) --
+  c.dataset = 'esc50'           # a name of data.catalog.DATASETS
+  # Test fold (1-based; the other folds train), or 'all': every fold, each into workdir/fold_k.
+  c.fold = ref(1, field_type=object)
+  c.backbone = 'envnetv2'       # a name of models.MODELS
+  c.model = ml_collections.ConfigDict(dict(  # options of models.get_model(**c.model)
+      width=1.0,                # channel multiplier of every conv layer (1.0 = published model)
+      # hidden FC width (where the backbone has hidden FC layers); None = the published width
+      fc_units=ref(None, field_type=int),
+      precision='float32',      # 'float32' | 'bfloat16' conv/dense compute; params stay float32
+  ))
+  c.strategy = 'intermix'       # a name of mixing.STRATEGY_NAMES
+  c.mixing = ml_collections.ConfigDict(dict(  # options of mixing.get_strategy(**c.mixing)
+      eligible_layers=ref(None, field_type=tuple),  # None: the strategy's default
+      p_weighting=True,
+      normalize=True,
+      signed_mode='superpose',  # 'superpose' | 'clamp'
+      stop_gradient_interference=False,
+      alpha=1.0,                # mixup Beta(alpha, alpha)
+  ))
+  c.strong_augment = False      # time scale [0.8, 1.25] and gain +-6 dB per sound
+
+  # --- data ----------------------------------------------------------------------------------
+  c.data_dir = ref(None, field_type=str)    # TFDS data dir
+  c.manual_dir = ref(None, field_type=str)  # local copy, official layout
+  c.skip_bad_files = False      # skip unreadable audio with a warning and a count
+  c.num_eval_crops = 10
+  c.eval_batch_size = 16        # clips per eval batch (each clip = num_eval_crops crops)
+  c.shuffle_buffer_seed = ref(None, field_type=int)  # None: seed
+
+  # --- optimisation (docs/method.md §5; `experiment` sets the row of backbone and dataset) ----
+  c.batch_size = 64             # global batch of sounds (32 pairs when mixing)
+  c.num_epochs = 1000           # for standard training; mixing strategies double it
+  c.double_epochs_for_mixing = True
+  c.opt = ml_collections.ConfigDict(dict(
+      lr=0.1,
+      momentum=0.9,
+      nesterov=True,
+      weight_decay=5e-4,        # coupled L2 on all parameters
+      schedule=(0.3, 0.6, 0.9),  # fractions of the epochs where LR is multiplied by 0.1
+      warmup_epochs=10,         # LR0 * 0.1 during warmup (not doubled for mixing)
+  ))
+  # '<backbone>/<dataset>' whose docs/method.md §5 row set the optimisation fields ('' = none).
+  c.opt_defaults_from = ''
+
+  # --- bookkeeping ---------------------------------------------------------------------------
+  c.seed = 0
+  c.eval_every_epochs = 50
+  c.checkpoint_every_epochs = 10
+  c.keep_checkpoints = 3
+  c.log_every_steps = 50
+  c.nan_policy = 'stop'         # 'stop' | 'skip' (skip non-finite steps, counted in metrics)
+  c.steps_per_epoch = ref(None, field_type=int)  # None: from data
+  return c
+
+
+# The declared arguments of every config file, name -> default, or (default, type) where the
+# default does not tell the type (None; fold: a number or 'all', so any literal).
+SPEC = dict(dataset='esc50', backbone='envnetv2', strategy='intermix', fold=(1, object), seed=0)
+
+
+def experiment(arg: str | None = None, *, fields: dict[str, Any] | None = None,
+               **spec) -> ml_collections.ConfigDict:
+  """The config of a config file (see the module docstring for the order).
+
+  Args:
+    arg: the text after the colon of `--config=configs/x.py:ARG` (None or '' for none).
+    fields: the file's own settings by dotted key (`{'model.width': 0.25}`): they win over the
+      docs/method.md §5 row; the items of `arg` win over them.
+    **spec: the file's defaults of the declared arguments (`dataset='esc10'`) and arguments of
+      its own (`audio_dir=(None, str)`, added as config fields).
+  """
+  spec = {**SPEC, **spec}
+  args, rest = parse_arg(arg, **spec)
+  c = base_config()
+  for name, value in args.items():
+    if name in c:
+      c[name] = value
+    else:
+      c[name] = ml_collections.FieldReference(value, field_type=_spec_entry(spec[name])[1])
+  row = protocol.optimisation_row(c.backbone, c.dataset)
+  if row is not None:  # None: an unknown backbone, which config_checks names
+    c.num_epochs, c.opt.lr = row['num_epochs'], row['lr']
+    c.opt.schedule, c.opt.warmup_epochs = row['schedule'], row['warmup_epochs']
+    c.opt_defaults_from = f'{c.backbone}/{protocol.row_dataset(c.dataset)}'
+  overrides = {key: parse_field(c, key, raw) for key, raw in rest}  # typed before `fields`
+  for key, value in {**(fields or {}), **overrides}.items():
+    set_field(c, key, value)
+  return c
+
+
+def row_note(config: ml_collections.ConfigDict) -> str | None:
+  """A warning when the backbone or dataset changed after `experiment` chose the protocol row
+  (`--config.backbone=...`), else None."""
+  chosen = config.get('opt_defaults_from')
+  if not chosen or chosen == f'{config.backbone}/{protocol.row_dataset(config.dataset)}':
+    return None
+  return (f'config.backbone={config.backbone} / dataset={config.dataset}, but the optimisation '
+          f'fields came from the docs/method.md §5 row of {chosen}: to get the row of this '
+          'backbone and dataset, give them after the colon (configs/x.py:backbone=...), not as '
+          '--config.backbone')
+
+
+# --- the text after the colon --------------------------------------------------------------------
+def _spec_entry(entry) -> tuple[Any, type]:
+  return entry if isinstance(entry, tuple) else (entry, type(entry))
+
+
+def parse_arg(arg: str | None, **spec) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+  """({declared argument: typed value, defaults filled in}, [(other key, its text)] in order)."""
+  values = {name: _spec_entry(entry)[0] for name, entry in spec.items()}
+  rest = []
+  items = split_top_level(arg or '')
+  for i, item in enumerate(items):
+    if '=' not in item:
+      raise ValueError(f'config override {item!r} is not key=value (in {arg!r})' +
+                       _comma_hint(items, i))
+    key, raw = (t.strip() for t in item.split('=', 1))
+    if key in spec:
+      default, ftype = _spec_entry(spec[key])
+      values[key] = convert(key, raw, ftype, nullable=default is None or ftype is object)
+    else:
+      rest.append((key, raw))
+  return values, rest
+
+
+def split_top_level(text: str, sep: str = ',') -> list[str]:
+  """Splits `text` at `sep` characters that are not inside (), [] or {} and not inside quotes."""
+  parts, depth, quote, current = [], 0, None, []
+  for ch in text:
+    if quote:
+      quote = None if ch == quote else quote
+    elif ch in '\'"':
+      quote = ch
+    elif ch in '([{':
+      depth += 1
+    elif ch in ')]}':
+      depth -= 1
+    elif ch == sep and depth == 0:
+      parts.append(''.join(current))
+      current = []
+      continue
+    current.append(ch)
+  parts.append(''.join(current))
+  return [p.strip() for p in parts if p.strip()]
+
+
+def _comma_hint(items: list[str], i: int) -> str:
+  """For a bare item after a key=value one: the value probably held commas; show the quoting."""
+  if i == 0 or '=' not in items[i - 1]:
+    return ''
+  key, value = (t.strip() for t in items[i - 1].split('=', 1))
+  j = i
+  while j < len(items) and '=' not in items[j]:
+    j += 1
+  quoted = f'{key}="{",".join([value] + items[i:j])}"'
+  return (f'; commas separate overrides, so quote a value that holds commas: {quoted} (and keep '
+          f"the quotes from the shell: --config='configs/x.py:{quoted}')")
+
+
+# absl's parsers, as ml_collections' config_flags uses them for `--config.x=` flags.
+_PARSERS = {int: flags.IntegerParser(), float: flags.FloatParser(), bool: flags.BooleanParser(),
+            str: flags.ArgumentParser(), tuple: tuple_parser.TupleParser()}
+
+
+def convert(key: str, raw: str, ftype: type, nullable: bool) -> Any:
+  """The text `raw` as a value of `ftype` for field `key`; ValueError naming the field otherwise."""
+  text = raw.strip()
+  if len(text) >= 2 and text[0] == text[-1] and text[0] in '\'"':
+    text = text[1:-1]
+  if nullable and text in ('None', 'none', 'null'):
+    return None
+  parser = _PARSERS.get(ftype)
+  if parser is None:  # an untyped field: a Python literal, else the text (as ml_collections)
+    try:
+      return ast.literal_eval(text.capitalize() if text in ('true', 'false') else text)
+    except (ValueError, SyntaxError):
+      return text
+  try:
+    return parser.parse(text)
+  except ValueError:
+    raise ValueError(f'config field {key!r} expects {ftype.__name__}, got {raw!r}') from None
+
+
+def _leaf(config: ml_collections.ConfigDict, key: str):
+  """(parent ConfigDict, name) of the dotted leaf field `key`; ValueError listing the valid ones."""
+  *path, name = key.split('.')
+  node = config
+  for part in path:
+    node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+  if not isinstance(node, ml_collections.ConfigDict) or name not in node or isinstance(
+      node[name], ml_collections.ConfigDict):
+    raise ValueError(f'unknown config field {key!r}; valid fields: {", ".join(valid_keys(config))}')
+  return node, name
+
+
+def valid_keys(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
+  """Every leaf field of `config` as a dotted key, sorted."""
+  keys = []
+  for name, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      keys.extend(valid_keys(value, f'{prefix}{name}.'))
+    else:
+      keys.append(f'{prefix}{name}')
+  return sorted(keys)
+
+
+def parse_field(config: ml_collections.ConfigDict, key: str, raw: str) -> Any:
+  """The text `raw` typed for the dotted field `key` of `config` (see `convert`)."""
+  node, name = _leaf(config, key)
+  ftype = node.get_ref(name).get_type()
+  value = node[name]
+  return convert(key, raw, object if ftype is type(None) else ftype,
+                 nullable=value is None or ftype in (object, type(None)))
+
+
+def set_field(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
+  """Sets the dotted field `key` (which must exist) to `value` (ml_collections' type rules)."""
+  node, name = _leaf(config, key)
+  try:
+    node[name] = tuple(value) if isinstance(value, list) else value
+  except TypeError as e:
+    raise ValueError(f'config field {key!r}: {e}') from None
+
+
+# --- the batch rule ------------------------------------------------------------------------------
+def check_batch_split(batch_size, *, pairs: bool, processes: int | None = None,
+                      devices: int | None = None, field: str = 'batch_size') -> None:
+  """The one rule for cutting a batch of sounds, wherever it is cut (config checks, data loaders).
+
+  ConfigError (one line naming config.<field>) unless `batch_size` is an integer >= 1 that splits
+  evenly over the processes and over the devices, into whole pairs (rows 2k, 2k+1) on each of
+  them when `pairs` (every mixing strategy).
+  """
+  b = batch_size
+  if isinstance(b, bool) or not isinstance(b, numbers.Integral) or b < 1:
+    raise ConfigError(f'config.{field}={b!r} is not a positive integer; valid: integers >= 1')
+  if pairs and b % 2:
+    raise ConfigError(f'config.{field}={b} must be even: mixing strategies train on pairs of '
+                      'sounds; valid: even numbers >= 2')
+  for n, many, one in ((processes, 'processes', 'process'), (devices, 'devices', 'device')):
+    if not n or n == 1:
+      continue
+    if b % n:
+      raise ConfigError(f'config.{field}={b} is not divisible by the {n} {many}; valid: '
+                        f'multiples of {2 * n if pairs else n}')
+    if pairs and (b // n) % 2:
+      raise ConfigError(f'config.{field}={b} gives {b // n} sounds per {one}; mixing pairs sounds '
+                        f'on each {one}, valid: multiples of {2 * n}')
