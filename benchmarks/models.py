@@ -5,7 +5,9 @@
     .venv/bin/python benchmarks/models.py --models envnetv2 --batches 8 --layers   # per-conv-layer costs
 
 Prints the machine state (CPU, cores, load average, versions, measured float32 matmul rate), then one
-row per (model, batch, conv_impl): compile time; the model's GFLOPs per step (XLA cost analysis of the
+row per (model, batch, impl): `impl` is the convolution and pooling path forced with
+`intermix_jax.models.cpu_ops.force` ('cpu': the CPU rewrites, what the CPU backend runs by default;
+'plain': `lax.conv_general_dilated` / `reduce_window`, what GPU/TPU run); compile time; the model's GFLOPs per step (XLA cost analysis of the
 step with plain convolutions, the same count for every row); the compiled program's own GFLOPs (lower
 where the CPU rewrites compute a weight gradient by FFT); median / min step time after two warm-up
 steps; achieved model GFLOP/s and its fraction of the matmul rate (model FLOP utilisation, MFU; the
@@ -14,7 +16,7 @@ gradients, optax SGD with Nesterov momentum 0.9 and coupled weight decay 5e-4, B
 updated, dropout on. Timings are noisy on a shared machine: compare rows from one run.
 
 `--layers` times each convolution of a model alone (forward, input gradient, weight gradient) for
-every conv_impl, to see where a step's time goes.
+every impl, to see where a step's time goes.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import numpy as np
 import optax
 
 from intermix_jax import host_memory, models
-from intermix_jax.models import convolution, layers
+from intermix_jax.models import cpu_ops, layers
 from machine import cpu_name, flops_of, matmul_rate
 
 
@@ -66,7 +68,13 @@ def make_step(model, num_classes: int):
 
 
 def bench_step(name: str, batch: int, impl: str, repeats: int, width: float, fc_units, num_classes=50):
-  model = models.get_model(name, num_classes, width=width, fc_units=fc_units, conv_impl=impl)
+  """One row: the train step traced with the convolution / pooling path `impl` ('cpu' | 'plain')."""
+  with cpu_ops.force(impl):
+    return _bench_step(name, batch, impl, repeats, width, fc_units, num_classes)
+
+
+def _bench_step(name: str, batch: int, impl: str, repeats: int, width: float, fc_units, num_classes):
+  model = models.get_model(name, num_classes, width=width, fc_units=fc_units)
   key = jax.random.key(0)
   x = 0.1 * jax.random.normal(key, (batch, model.input_length), jnp.float32)
   targets = jax.nn.softmax(jax.random.normal(jax.random.key(1), (batch, num_classes)))
@@ -79,8 +87,8 @@ def bench_step(name: str, batch: int, impl: str, repeats: int, width: float, fc_
   compiled = step.lower(*args).compile()
   compile_s = time.perf_counter() - start
   program_gflops = flops_of(compiled) / 1e9
-  plain = models.get_model(name, num_classes, width=width, fc_units=fc_units, conv_impl='plain')
-  gflops = flops_of(make_step(plain, num_classes)[1].lower(*args)) / 1e9
+  with cpu_ops.force('plain'):
+    gflops = flops_of(make_step(model, num_classes)[1].lower(*args)) / 1e9
   state = [params, batch_stats, opt_state]
 
   def run(x, targets, k):
@@ -97,13 +105,13 @@ def bench_step(name: str, batch: int, impl: str, repeats: int, width: float, fc_
 
 def conv_layers(name: str, width: float, fc_units):
   """(path, input shape, kernel shape, strides, padding) of every conv of the model, from a trace."""
-  model = models.get_model(name, 10, width=width, fc_units=fc_units, conv_impl='plain')
+  model = models.get_model(name, 10, width=width, fc_units=fc_units)
   found = []
   original = layers.conv2d
 
-  def spy(x, kernel, strides=(1, 1), padding=((0, 0), (0, 0)), impl='plain'):
+  def spy(x, kernel, strides=(1, 1), padding=((0, 0), (0, 0))):
     found.append((tuple(x.shape[1:]), tuple(kernel.shape), tuple(strides), padding))
-    return original(x, kernel, strides, padding, impl)
+    return original(x, kernel, strides, padding)
 
   layers.conv2d = spy
   try:
@@ -121,12 +129,12 @@ def bench_layers(name: str, batch: int, impls, repeats: int, width: float, fc_un
     key = jax.random.key(i)
     x = jax.random.normal(key, (batch,) + in_shape, jnp.float32)
     w = jax.random.normal(key, k_shape, jnp.float32)
-    y_shape = jax.eval_shape(lambda x, w: convolution.plain_conv(x, w, strides, padding), x, w).shape
+    y_shape = jax.eval_shape(lambda x, w: layers.plain_conv(x, w, strides, padding), x, w).shape
     g = jax.random.normal(key, y_shape, jnp.float32)
     fwd_flops = 2 * np.prod(y_shape) * np.prod(k_shape[:3])
     row = dict(layer=f'conv{i + 1}', shape=f'{in_shape}*{k_shape[:2]}/{strides[1]}', gflop=fwd_flops / 1e9)
     for impl in impls:
-      conv = lambda x, w: layers.conv2d(x, w, strides, padding, impl)
+      conv = lambda x, w: layers.conv2d(x, w, strides, padding)
       fns = {
           'fwd': jax.jit(conv),
           'dx': jax.jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0]),
@@ -134,7 +142,8 @@ def bench_layers(name: str, batch: int, impls, repeats: int, width: float, fc_un
       }
       for part, fn in fns.items():
         args = (x, w) if part == 'fwd' else (x, w, g)
-        median, _, _ = timed(fn, *args, repeats=repeats, warmup=1)
+        with cpu_ops.force(impl):  # traced by the warm-up call inside
+          median, _, _ = timed(fn, *args, repeats=repeats, warmup=1)
         row[f'{impl}_{part}_ms'] = 1e3 * median
     rows.append(row)
     print_layer_row(row, impls, header=(i == 0))
@@ -154,7 +163,8 @@ def main(argv=None):
   parser.add_argument('--models', default='envnet,envnetv2',
                       help=f'comma-separated names or "all" ({", ".join(models.MODELS)})')
   parser.add_argument('--batches', default='8,32')
-  parser.add_argument('--impls', default='cpu,plain', help='conv_impl values to compare')
+  parser.add_argument('--impls', default='cpu,plain',
+                      help='convolution / pooling paths to compare (cpu_ops.force)')
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--width', type=float, default=1.0)
   parser.add_argument('--fc_units', type=int, default=None)

@@ -7,7 +7,8 @@
 The JAX step is the trainer's own: `steps.make_train_step` + `steps.jit_train_step` with the
 'standard' strategy (soft-label cross-entropy of one-hot targets), forward + backward + optax SGD
 (Nesterov momentum 0.9, coupled weight decay 5e-4, LR 0.01), BatchNorm statistics updated, dropout on,
-the non-finite guard included; models from `models.get_model` with the default conv_impl ('auto').
+the non-finite guard included; models from `models.get_model` (on the CPU backend its convolutions
+and pools run as `models.cpu_ops` rewrites).
 The PyTorch step is ../shared/bench/torch_reference.py beside the repository ($INTERMIX_SHARED/bench/
 when set; same architecture, optimiser and soft-label loss), run as a SUBPROCESS in a separate
 environment, ../torchvenv/bin/python by default ($INTERMIX_TORCH_PYTHON; torch is never a dependency
@@ -42,6 +43,7 @@ import ml_collections
 import optax
 
 from intermix_jax import host_memory, mixing, models, steps
+from intermix_jax.models import cpu_ops
 from machine import cpu_name, flops_of, load, matmul_rate
 
 # Beside the repository by default (../torchvenv, ../shared), or from the environment / the flags.
@@ -69,8 +71,9 @@ class JaxStep:
     self.key = jax.random.key(2)
     # The model's FLOPs: the same step with plain convolutions (the CPU rewrites compute some
     # weight gradients by FFT, which XLA counts differently); every row's GFLOP/s and MFU use it.
-    plain = make(models.get_model(name, num_classes, conv_impl='plain'))
-    self.gflops = flops_of(plain.lower(self.state, self.batch, self.key)) / 1e9
+    with cpu_ops.force('plain'):
+      plain = make(self.model)
+      self.gflops = flops_of(plain.lower(self.state, self.batch, self.key)) / 1e9
     start = time.perf_counter()
     self.compiled = self.step.lower(self.state, self.batch, self.key).compile()
     self.compile_s = time.perf_counter() - start  # trace + lower + XLA compile

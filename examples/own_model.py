@@ -2,14 +2,16 @@
 
     python examples/own_model.py [--strategy intermix] [--steps 60]
 
-Uses only `intermix_jax.get_strategy` and the five methods of the strategy it returns; nothing of
-the project's trainer, models or data pipeline. The recipe for any model:
+Uses only `intermix_jax.get_strategy`, `intermix_jax.mix_point` and the five methods of the strategy;
+nothing of the project's trainer, models or data pipeline. The recipe for any model:
 
-  1. Give the model numbered mix points: `h = mix(h, k)` at point k (a Python int; 0 = the input
-     waveform), where `mix` is an optional argument of `__call__`. Hidden points should be
-     non-negative (after ReLU / pooling) and presented channel-first, (N, C, T) or (N, C, H, W):
-     with p-weighting each row is flattened in that order and read as a signal for the A-weighted
-     gain (docs/method.md §3). Say how many points there are (`num_mix_points`).
+  1. Give the model numbered mix points: `h = intermix_jax.mix_point(h, k, mix, channel_axis=-1)`
+     at point k (a Python int; 0 = the input waveform), where `mix` is an optional argument of
+     `__call__` (None: no mixing). Hidden points should be non-negative (after ReLU / pooling).
+     `channel_axis` says where the channels are (-1 for Flax's (N, T, C) / (N, H, W, C)): with
+     p-weighting the strategy reads each row channel-first, flattened, as a signal for the
+     A-weighted gain (docs/method.md §3), and mix_point hands it the tensor that way. Say how many
+     points there are (`num_mix_points`).
   2. Batches hold pairs: rows 2k and 2k+1 are sounds of different classes (N even).
   3. In the loss: plan -> prepare_input -> mixer -> model -> targets -> loss (below).
 
@@ -35,8 +37,8 @@ class TinyAudioNet(nn.Module):
   """A small 1-D CNN on raw waveforms with three mix points.
 
   Input (N, T) float waveform; output (N, num_classes) logits. Mix points: 0 = the input (N, T);
-  1 = after conv block 1 (N, C1, T/32) and 2 = after conv block 2 (N, C2, T/256), both
-  non-negative and channel-first.
+  1 = after conv block 1 (N, T/32, C1) and 2 = after conv block 2 (N, T/256, C2), both
+  non-negative, channel-last (Flax's layout), sown as intermediates/mix_point_{k}.
   """
   num_classes: int
   channels: int = 16
@@ -45,16 +47,15 @@ class TinyAudioNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, mix=None):
-    mix = mix or (lambda h, k: h)
-    h = mix(x, 0)[..., None]                                         # (N, T, 1)
+    h = intermix_jax.mix_point(x, 0, mix)[..., None]                 # point 0: (N, T) -> (N, T, 1)
     h = nn.relu(nn.Conv(self.channels, (32,), strides=(4,))(h))
     h = nn.max_pool(h, (8,), strides=(8,))                           # (N, T/32, C1)
-    h = jnp.swapaxes(mix(jnp.swapaxes(h, 1, 2), 1), 1, 2)            # point 1, channel-first
-    self.sow('intermediates', 'mix_point_1', jnp.swapaxes(h, 1, 2))
+    h = intermix_jax.mix_point(h, 1, mix, channel_axis=-1)           # point 1
+    self.sow('intermediates', 'mix_point_1', h)
     h = nn.relu(nn.Conv(2 * self.channels, (8,))(h))
     h = nn.max_pool(h, (8,), strides=(8,))                           # (N, T/256, C2)
-    h = jnp.swapaxes(mix(jnp.swapaxes(h, 1, 2), 2), 1, 2)            # point 2, channel-first
-    self.sow('intermediates', 'mix_point_2', jnp.swapaxes(h, 1, 2))
+    h = intermix_jax.mix_point(h, 2, mix, channel_axis=-1)           # point 2
+    self.sow('intermediates', 'mix_point_2', h)
     h = jnp.mean(h, axis=1)                                          # (N, C2)
     return nn.Dense(self.num_classes)(h)
 

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+__all__ = ['frame_length', 'a_weighting', 'a_weighted_gain', 'phase_shift', 'MIN_DB']
+
 # docs/method.md §2: the A-curve and the per-frame power are floored at -80 dB.
 MIN_DB = -80.0
 # Frame length in seconds used to pick n_fft for rates other than 16 kHz and 44.1 kHz.

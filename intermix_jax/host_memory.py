@@ -1,33 +1,43 @@
 """Host allocator setting for XLA:CPU: keep freed memory in the process instead of unmapping it.
 
-Why: on the CPU backend every execution of a compiled step allocates its temporaries (about 1.2 GB
-for an EnvNet step at batch 32, more for EnvNet-v2) with malloc and frees them at the end. glibc
-serves any allocation above its mmap threshold (at most 32 MiB) with fresh `mmap` pages and returns
-them with `munmap` on free, so each step page-faults and the kernel zero-fills every page again.
-Measured on 2 AMD EPYC cores (jaxlib 0.10.2, the trainer's EnvNet step at batch 32, 6 steps):
-310 k minor page faults and 0.6 s of kernel CPU time per step; with `reuse_freed_memory()` none
-(0 - 50 k, depending on how the heap fragments) and the median step went from 1.36 s to 1.16 s.
-The price is resident memory: that process peaked at 3.4 GB instead of 2.2 GB, because the heap
-keeps its high-water mark (and some fragmentation) instead of returning it between steps.
+Why: on the CPU backend every execution of a compiled step allocates its temporaries (about a
+gigabyte for an EnvNet step at batch 32, more for EnvNet-v2) with malloc and frees them at the
+end. glibc serves any allocation above its mmap threshold (at most 32 MiB) with fresh `mmap` pages
+and returns them with `munmap` on free, so each step page-faults and the kernel zero-fills every
+page again. With `reuse_freed_memory()` those page faults (nearly) vanish; the price is resident
+memory, because the heap keeps its high-water mark (and some fragmentation) instead of returning
+it between steps. The measured page faults, step times and peak resident memory, with the
+commands that repeat them, are in benchmarks/README.md ("The CPU rewrites and host memory: the
+numbers").
 
 What it does (glibc `mallopt`, process-wide, for allocations made after the call):
   M_ARENA_MAX = 1          every thread allocates from the main heap (a thread arena is at most
                            64 MiB and would fall back to mmap for large blocks);
   M_MMAP_MAX = 0           no allocation is served by mmap;
   M_TRIM_THRESHOLD = -1    (SIZE_MAX) freed memory at the top of the heap is never trimmed
-                           (with 2 GiB, an EnvNet-v2 step at batch 32 still faulted 2 GB a step);
+                           (a finite threshold, even 2 GiB, still let an EnvNet-v2 step fault);
   M_TOP_PAD = 256 MiB      the heap grows in large steps.
-benchmarks/steps.py measures a whole training run's peak resident memory with the setting.
 
-Call it first thing in a program, before JAX creates its thread pools (`intermix_jax.main` does;
-`--noreuse_host_memory` turns it off). It is a no-op returning False where the C library is not
-glibc (macOS, musl). Accelerator backends allocate device memory themselves and are unaffected.
+When it applies: only where the CPU backend will run the steps (`cpu_backend_expected()`), since
+accelerator backends allocate device memory themselves and the setting would only cost host
+memory, and only with glibc (a no-op returning False on macOS, musl). Call it first thing in a
+program, before JAX creates its thread pools (`intermix_jax.main` does; `--noreuse_host_memory`
+turns it off). It never initialises a JAX backend itself (that would start those threads too
+early): the backend is judged from JAX's settings and the installed plugins, by the rule of
+`cpu_backend_expected`.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.metadata
+import importlib.util
+import os
+import pkgutil
 import platform
+import sys
+
+__all__ = ['reuse_freed_memory', 'cpu_backend_expected', 'SETTINGS']
 
 M_TRIM_THRESHOLD = -1
 M_TOP_PAD = -2
@@ -51,8 +61,68 @@ def _glibc():
     return None
 
 
+def _jax_setting(name: str, env: str) -> str:
+  """A JAX string option: from jax.config if JAX is already imported, else its environment
+  variable (what jax.config will read at import). Lower case, stripped."""
+  jax = sys.modules.get('jax')
+  value = getattr(getattr(jax, 'config', None), name, None) if jax is not None else None
+  if value is None:
+    value = os.environ.get(env, '')
+  return str(value or '').strip().lower()
+
+
+def _accelerator_plugin_installed() -> bool:
+  """Whether JAX would find a GPU/TPU plugin: a module in the `jax_plugins` namespace package
+  (jax-cuda*-plugin, jax-rocm*-plugin, ...), a `jax_plugins` entry point, a PJRT plugin named in
+  PJRT_NAMES_AND_LIBRARY_PATHS, or libtpu. Nothing is imported but the namespace package."""
+  if os.environ.get('PJRT_NAMES_AND_LIBRARY_PATHS') or os.environ.get('TPU_LIBRARY_PATH'):
+    return True
+  try:
+    if importlib.util.find_spec('libtpu') is not None:
+      return True
+    spec = importlib.util.find_spec('jax_plugins')
+    if spec is not None and spec.submodule_search_locations is not None:
+      if any(True for _ in pkgutil.iter_modules(list(spec.submodule_search_locations))):
+        return True
+    return any(True for _ in importlib.metadata.entry_points(group='jax_plugins'))
+  except (ImportError, ValueError):
+    return False
+
+
+def cpu_backend_expected() -> bool:
+  """Whether JAX's default backend is (or will be) the CPU, judged without initialising one.
+
+  The rule, first match:
+    1. JAX's backends are already initialised: `jax.default_backend() == 'cpu'`.
+    2. `jax_platforms` (jax.config, or JAX_PLATFORMS) is set: its first platform is 'cpu'.
+    3. The deprecated `jax_platform_name` (jax.config, or JAX_PLATFORM_NAME) is set: it is 'cpu'.
+    4. Otherwise: no GPU/TPU plugin is installed (`_accelerator_plugin_installed`). With a plugin
+       installed JAX prefers the accelerator, so the answer is False even on a host without one
+       (JAX then falls back to the CPU): set JAX_PLATFORMS=cpu there to get the setting.
+  """
+  jax = sys.modules.get('jax')
+  if jax is not None:
+    try:
+      from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+      if xla_bridge.backends_are_initialized():
+        return jax.default_backend() == 'cpu'
+    except (ImportError, AttributeError):
+      pass
+  platforms = _jax_setting('jax_platforms', 'JAX_PLATFORMS')
+  if platforms:
+    return platforms.split(',')[0].strip() == 'cpu'
+  platform_name = _jax_setting('jax_platform_name', 'JAX_PLATFORM_NAME')
+  if platform_name:
+    return platform_name == 'cpu'
+  return not _accelerator_plugin_installed()
+
+
 def reuse_freed_memory() -> bool:
-  """Applies `SETTINGS` with glibc's mallopt; True when every setting was accepted."""
+  """Applies `SETTINGS` with glibc's mallopt when the CPU backend will run the steps
+  (`cpu_backend_expected()`); True when every setting was accepted, False when nothing was done
+  (accelerator backend, not glibc) or glibc refused a setting."""
+  if not cpu_backend_expected():
+    return False
   libc = _glibc()
   if libc is None or not hasattr(libc, 'mallopt'):
     return False

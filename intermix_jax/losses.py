@@ -8,6 +8,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+__all__ = ['kl_divergence', 'cross_entropy']
+
 
 def _batch_mean(per_row: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
   """Mean of per-row values (...) over all rows, or over the rows where `mask` (...) is True."""

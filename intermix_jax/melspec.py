@@ -18,6 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+__all__ = ['hz_to_mel', 'mel_to_hz', 'mel_filterbank', 'hann_window', 'num_frames', 'frames',
+           'power_spectrogram', 'power_to_db', 'log_mel_spectrogram', 'delta', 'log_mel_with_delta']
+
 # Slaney's mel scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above.
 _F_SP = 200.0 / 3
 _MIN_LOG_HZ = 1000.0

@@ -8,11 +8,14 @@ Laws (pure functions of arrays; one example at a time, batch them with jax.vmap)
 
 Strategies ("standard", "mixup", "bc", "speechmix", "intermix"):
   strategy = get_strategy(name, **options)           # frozen, hashable dataclass (static under jit)
+  strategy_options(name)                              # the options it takes, e.g. bc: eligible_layers,
+                                                      # p_weighting (any other option is refused)
   plan = strategy.plan(key, batch_size, num_mix_points)
   x = strategy.prepare_input(plan, x)                 # InterMix: phase shift of every waveform row
   mix_fn = strategy.mixer(plan, sample_rate)          # (h, k) -> h, mixes iff plan.layer == k
   targets = strategy.targets(plan, labels_onehot)     # (N, C) soft targets
   loss = strategy.loss(logits, targets)               # KL for mixing strategies, CE for standard
+  h = mix_point(h, k, mix_fn, channel_axis=-1)        # in a model: a channel-last hidden tensor
 
 A mixing batch has N even rows; rows 2k and 2k+1 are a pair of sounds of different classes, and
 row n mixes with its partner n ^ 1 with its own ratio r[n] (each pair yields two mixtures, as the
@@ -31,7 +34,12 @@ from flax import struct
 from intermix_jax import audio
 from intermix_jax import losses
 
+__all__ = ['mix_ratio', 'bc_mix', 'interference_mix', 'mix_labels', 'partner', 'MixPlan', 'Strategy',
+           'Standard', 'Mixup', 'BC', 'SpeechMix', 'InterMix', 'get_strategy', 'strategy_options',
+           'mix_point', 'STRATEGY_NAMES', 'OPTION_NAMES', 'SIGNED_MODES']
+
 SIGNED_MODES = ('superpose', 'clamp')
+# Every strategy option (the fields of configs/base.py `mixing`); each strategy takes a subset.
 OPTION_NAMES = ('eligible_layers', 'p_weighting', 'normalize', 'signed_mode',
                 'stop_gradient_interference', 'alpha')
 # Largest ratio sqrt|b| / sqrt|a| used in the derivative of sqrt(a b): keeps gradients finite when
@@ -196,11 +204,52 @@ def _check_bool(name: str, value) -> bool:
   return bool(value)
 
 
+def _check_signed_mode(value) -> str:
+  if value not in SIGNED_MODES:
+    raise ValueError(f'mixing: option signed_mode must be one of {SIGNED_MODES}, got {value!r}')
+  return value
+
+
+def _check_alpha(alpha) -> float:
+  if (isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.integer, np.floating))
+      or not math.isfinite(alpha) or alpha <= 0):
+    raise ValueError(f'mixing: option alpha (mixup Beta(alpha, alpha)) must be a finite number > 0, '
+                     f'got {alpha!r}')
+  return float(alpha)
+
+
+def _check_eligible_layers(layers) -> Optional[Tuple[int, ...]]:
+  if layers is None:
+    return None
+  if isinstance(layers, (str, bytes)) or not hasattr(layers, '__iter__'):
+    raise ValueError(f'mixing: option eligible_layers must be None or a sequence of mix point '
+                     f'indices, got {layers!r}')
+  layers = tuple(layers)
+  if not layers:
+    raise ValueError('mixing: option eligible_layers is empty; use None for the default')
+  if not all(_is_int(k) and k >= 0 for k in layers):
+    raise ValueError(f'mixing: option eligible_layers must hold non-negative integers, got {layers!r}')
+  if len(set(layers)) != len(layers):
+    raise ValueError(f'mixing: option eligible_layers has duplicates: {layers!r}')
+  return tuple(int(k) for k in layers)
+
+
+# Each option's check: its type and range, one line naming it; returns the normalised value.
+_OPTION_CHECKS = {
+    'eligible_layers': _check_eligible_layers,
+    'p_weighting': lambda v: _check_bool('p_weighting', v),
+    'normalize': lambda v: _check_bool('normalize', v),
+    'signed_mode': _check_signed_mode,
+    'stop_gradient_interference': lambda v: _check_bool('stop_gradient_interference', v),
+    'alpha': _check_alpha,
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Strategy:
-  """Base of the mixing strategies: options common to all (those of configs/base.py `mixing`).
-
-  Options a strategy does not use are accepted and ignored (so one config serves all of them).
+  """Base of the mixing strategies. Each subclass declares the options it uses as its dataclass
+  fields (`strategy_options(name)`), checked by the constructor (`_OPTION_CHECKS`); an option it
+  does not use is refused (`get_strategy` names it). The options:
     eligible_layers: mix points a step draws its layer from, uniformly; None means (0,) for mixup
       and bc, every hidden point 1..K-1 for speechmix and intermix.
     p_weighting: bc/speechmix/intermix mix sounds with BC's p from the A-weighted levels; False
@@ -208,55 +257,27 @@ class Strategy:
     normalize, signed_mode, stop_gradient_interference: intermix, see `interference_mix`.
     alpha: mixup's Beta(alpha, alpha) parameter (> 0).
   """
-  eligible_layers: Optional[Tuple[int, ...]] = None
-  p_weighting: bool = True
-  normalize: bool = True
-  signed_mode: str = 'superpose'
-  stop_gradient_interference: bool = False
-  alpha: float = 1.0
-
   name: ClassVar[str] = ''
   mixes: ClassVar[bool] = True
   _default_input_only: ClassVar[bool] = True  # eligible_layers=None -> (0,)
 
   def __post_init__(self):
-    for flag in ('p_weighting', 'normalize', 'stop_gradient_interference'):
-      object.__setattr__(self, flag, _check_bool(flag, getattr(self, flag)))
-    if self.signed_mode not in SIGNED_MODES:
-      raise ValueError(f'mixing: option signed_mode must be one of {SIGNED_MODES}, '
-                       f'got {self.signed_mode!r}')
-    alpha = self.alpha
-    if (isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.integer, np.floating))
-        or not math.isfinite(alpha) or alpha <= 0):
-      raise ValueError(f'mixing: option alpha (mixup Beta(alpha, alpha)) must be a finite number > 0, '
-                       f'got {alpha!r}')
-    object.__setattr__(self, 'alpha', float(alpha))
-    layers = self.eligible_layers
-    if layers is not None:
-      if isinstance(layers, (str, bytes)) or not hasattr(layers, '__iter__'):
-        raise ValueError(f'mixing: option eligible_layers must be None or a sequence of mix point '
-                         f'indices, got {layers!r}')
-      layers = tuple(layers)
-      if not layers:
-        raise ValueError('mixing: option eligible_layers is empty; use None for the default')
-      if not all(_is_int(k) and k >= 0 for k in layers):
-        raise ValueError(f'mixing: option eligible_layers must hold non-negative integers, got {layers!r}')
-      if len(set(layers)) != len(layers):
-        raise ValueError(f'mixing: option eligible_layers has duplicates: {layers!r}')
-      object.__setattr__(self, 'eligible_layers', tuple(int(k) for k in layers))
+    for field in dataclasses.fields(self):
+      object.__setattr__(self, field.name, _OPTION_CHECKS[field.name](getattr(self, field.name)))
 
   # --- layer choice ----------------------------------------------------------------------------
   def layers(self, num_mix_points: int) -> Tuple[int, ...]:
     """The eligible mix points for a model with `num_mix_points` points (validated, static)."""
     if not _is_int(num_mix_points) or num_mix_points < 1:
       raise ValueError(f'mixing: num_mix_points must be a positive Python int, got {num_mix_points!r}')
-    if self.eligible_layers is not None:
-      bad = [k for k in self.eligible_layers if k >= num_mix_points]
+    eligible = getattr(self, 'eligible_layers', None)  # standard has no options
+    if eligible is not None:
+      bad = [k for k in eligible if k >= num_mix_points]
       if bad:
-        raise ValueError(f'mixing: {self.name} option eligible_layers={self.eligible_layers} has '
+        raise ValueError(f'mixing: {self.name} option eligible_layers={eligible} has '
                          f'{bad} but the model has only mix points 0..{num_mix_points - 1} '
                          f'(num_mix_points={num_mix_points})')
-      return self.eligible_layers
+      return eligible
     if self._default_input_only:
       return (0,)
     if num_mix_points < 2:
@@ -266,8 +287,9 @@ class Strategy:
 
   def _may_mix_at(self, k: int) -> bool:
     """Static: can point k ever be chosen (points that cannot are skipped without any code)."""
-    if self.eligible_layers is not None:
-      return k in self.eligible_layers
+    eligible = getattr(self, 'eligible_layers', None)
+    if eligible is not None:
+      return k in eligible
     return k == 0 if self._default_input_only else k >= 1
 
   # --- the contract ------------------------------------------------------------------------------
@@ -305,9 +327,10 @@ class Strategy:
 
     `k` is the Python int index of the mix point; `sample_rate` (Hz, static) is the model's input
     rate. With p-weighting, each row of h is flattened in its own row-major order and read as a
-    signal at `sample_rate` for the A-weighted gain (docs/method.md §3 speechmix; the models present
-    hidden tensors channel-first, the reference code's NCHW order); the gains set p only, no
-    gradient flows through them. The layer test is a lax.cond on the traced plan.layer, so one
+    signal at `sample_rate` for the A-weighted gain (docs/method.md §3 speechmix), so h must be
+    channel-first, (N, C, ...), the reference code's NCHW order (the backbones present it so; pass
+    a channel-last tensor through `mix_point(h, k, mix_fn, channel_axis=-1)`); the gains set p
+    only, no gradient flows through them. The layer test is a lax.cond on the traced plan.layer, so one
     compiled function serves every layer; points that can never be chosen (not eligible) return h
     without adding any computation. The mixed tensor keeps h's shape and dtype (laws run in float32
     at least).
@@ -350,13 +373,9 @@ class Strategy:
     return mixed.astype(h.dtype)
 
   def _sound_ratio(self, plan: MixPlan, h: jax.Array, sample_rate: float) -> jax.Array:
-    """(N,) weight of each row's own tensor: BC's p from the levels (p_weighting) or r."""
-    if not self.p_weighting:
-      return plan.r
-    flat = h.reshape(h.shape[0], -1).astype(jnp.float32)
-    # The levels only set a coefficient: no gradient flows through them (as in the reference code).
-    gains = jax.lax.stop_gradient(audio.a_weighted_gain(flat, sample_rate))
-    return mix_ratio(gains, partner(gains), plan.r)
+    """(N,) weight of each row's own tensor: r (strategies with p_weighting override this)."""
+    del h, sample_rate
+    return plan.r
 
   def _mix_example(self, h_i: jax.Array, h_j: jax.Array, ratio: jax.Array,
                    dphi: jax.Array) -> jax.Array:
@@ -384,17 +403,27 @@ class Standard(Strategy):
     return losses.cross_entropy(logits, targets, mask)
 
 
+def _p_weighted_ratio(plan: MixPlan, h: jax.Array, sample_rate: float) -> jax.Array:
+  """(N,) BC's p of each row from the A-weighted levels of h's rows, each flattened row-major."""
+  flat = h.reshape(h.shape[0], -1).astype(jnp.float32)
+  # The levels only set a coefficient: no gradient flows through them (as in the reference code).
+  gains = jax.lax.stop_gradient(audio.a_weighted_gain(flat, sample_rate))
+  return mix_ratio(gains, partner(gains), plan.r)
+
+
 @dataclasses.dataclass(frozen=True)
 class Mixup(Strategy):
-  """mixup: lambda h_i + (1 - lambda) h_j with lambda ~ Beta(alpha, alpha) per row (input by default)."""
+  """mixup: lambda h_i + (1 - lambda) h_j with lambda ~ Beta(alpha, alpha) per row (input by default).
+
+  Options: eligible_layers, alpha.
+  """
+  eligible_layers: Optional[Tuple[int, ...]] = None
+  alpha: float = 1.0
+
   name: ClassVar[str] = 'mixup'
 
   def _draw_r(self, key: jax.Array, n: int) -> jax.Array:
     return jax.random.beta(key, self.alpha, self.alpha, (n,), jnp.float32)
-
-  def _sound_ratio(self, plan: MixPlan, h: jax.Array, sample_rate: float) -> jax.Array:
-    del h, sample_rate
-    return plan.r
 
   def _mix_example(self, h_i, h_j, ratio, dphi):
     del dphi
@@ -403,8 +432,17 @@ class Mixup(Strategy):
 
 @dataclasses.dataclass(frozen=True)
 class BC(Strategy):
-  """BC learning: bc_mix with BC's p (from A-weighted levels) at the input by default."""
+  """BC learning: bc_mix with BC's p (from A-weighted levels) at the input by default.
+
+  Options: eligible_layers, p_weighting.
+  """
+  eligible_layers: Optional[Tuple[int, ...]] = None
+  p_weighting: bool = True
+
   name: ClassVar[str] = 'bc'
+
+  def _sound_ratio(self, plan: MixPlan, h: jax.Array, sample_rate: float) -> jax.Array:
+    return _p_weighted_ratio(plan, h, sample_rate) if self.p_weighting else plan.r
 
   def _mix_example(self, h_i, h_j, ratio, dphi):
     del dphi
@@ -413,14 +451,26 @@ class BC(Strategy):
 
 @dataclasses.dataclass(frozen=True)
 class SpeechMix(BC):
-  """SpeechMix: the BC mix applied to the hidden tensor of a layer drawn per step (1..K-1 default)."""
+  """SpeechMix: the BC mix applied to the hidden tensor of a layer drawn per step (1..K-1 default).
+
+  Options: eligible_layers, p_weighting.
+  """
   name: ClassVar[str] = 'speechmix'
   _default_input_only: ClassVar[bool] = False
 
 
 @dataclasses.dataclass(frozen=True)
 class InterMix(Strategy):
-  """InterMix: phase-shifted inputs, interference mix at a hidden layer drawn per step (1..K-1)."""
+  """InterMix: phase-shifted inputs, interference mix at a hidden layer drawn per step (1..K-1).
+
+  Options: eligible_layers, p_weighting, normalize, signed_mode, stop_gradient_interference.
+  """
+  eligible_layers: Optional[Tuple[int, ...]] = None
+  p_weighting: bool = True
+  normalize: bool = True
+  signed_mode: str = 'superpose'
+  stop_gradient_interference: bool = False
+
   name: ClassVar[str] = 'intermix'
   _default_input_only: ClassVar[bool] = False
 
@@ -436,6 +486,9 @@ class InterMix(Strategy):
     phi = plan.phi.reshape((-1,) + (1,) * (x.ndim - 2))
     return audio.phase_shift(x, phi)
 
+  def _sound_ratio(self, plan: MixPlan, h: jax.Array, sample_rate: float) -> jax.Array:
+    return _p_weighted_ratio(plan, h, sample_rate) if self.p_weighting else plan.r
+
   def _mix_example(self, h_i, h_j, ratio, dphi):
     return interference_mix(h_i, h_j, ratio, dphi, normalize=self.normalize,
                             signed_mode=self.signed_mode,
@@ -446,17 +499,69 @@ _REGISTRY = {cls.name: cls for cls in (Standard, Mixup, BC, SpeechMix, InterMix)
 STRATEGY_NAMES = tuple(_REGISTRY)
 
 
-def get_strategy(name: str, **options) -> Strategy:
-  """The strategy `name` (one of STRATEGY_NAMES) with `options` (any of OPTION_NAMES).
-
-  Every strategy accepts the full option set of configs/base.py `mixing` and ignores the options
-  it does not use. Unknown names or options, and bad values, raise ValueError naming the culprit.
-  """
+def _check_name(name: str, where: str) -> None:
   if name not in _REGISTRY:
-    raise ValueError(f'mixing.get_strategy: unknown strategy {name!r}; valid names: '
+    raise ValueError(f'mixing.{where}: unknown strategy {name!r}; valid names: '
                      f'{", ".join(STRATEGY_NAMES)}')
+
+
+def strategy_options(name: str) -> Tuple[str, ...]:
+  """The options strategy `name` uses (a subset of OPTION_NAMES, in that order), e.g.
+  ('eligible_layers', 'p_weighting') for 'bc' and () for 'standard'. Raises ValueError for an
+  unknown name."""
+  _check_name(name, 'strategy_options')
+  return tuple(field.name for field in dataclasses.fields(_REGISTRY[name]))
+
+
+def get_strategy(name: str, **options) -> Strategy:
+  """The strategy `name` (one of STRATEGY_NAMES) with `options` (those of `strategy_options(name)`).
+
+  Raises ValueError (one line) for an unknown name, an unknown option, an option the strategy does
+  not use (e.g. alpha for 'bc'), or a bad value; the message names the culprit and the valid ones.
+  From a config holding every option: `get_strategy(name, **{k: config[k] for k in
+  strategy_options(name)})`.
+  """
+  _check_name(name, 'get_strategy')
+  used = strategy_options(name)
+  valid = ', '.join(used) or f'none ({name} takes no options)'
   unknown = sorted(set(options) - set(OPTION_NAMES))
   if unknown:
     raise ValueError(f'mixing.get_strategy: unknown option(s) {unknown} for {name!r}; valid options: '
-                     f'{", ".join(OPTION_NAMES)}')
+                     f'{valid}')
+  unused = sorted(set(options) - set(used))
+  if unused:
+    raise ValueError(f'mixing.get_strategy: {name!r} does not use option(s) {", ".join(unused)}; '
+                     f'valid options: {valid}')
   return _REGISTRY[name](**options)
+
+
+def mix_point(h: jax.Array, k: int, mix: Optional[Callable[[jax.Array, int], jax.Array]],
+              channel_axis: int = 1) -> jax.Array:
+  """`mix(h, k)` at mix point k for a tensor whose channels lie on `channel_axis`.
+
+  A strategy's mixer reads a hidden tensor channel-first, (N, C, ...): with p-weighting each row is
+  flattened in that order and read as a signal for the A-weighted gain (docs/method.md §3). For a
+  channel-last tensor, (N, T, C) or (N, H, W, C) as Flax layers produce them, call
+  `mix_point(h, k, mix, channel_axis=-1)`: the channels are moved to axis 1 for `mix` and back,
+  so the result equals mixing the channel-first tensor, transposed back (XLA removes the
+  transposes where nothing is mixed).
+
+  Args:
+    h: (N, ...) tensor at mix point k (the waveform (N, T) at point 0: no channel axis to move).
+    k: the point's index, a Python int.
+    mix: the strategy's `mixer(plan, sample_rate)`, or None (no mixing: h is returned).
+    channel_axis: the axis of h holding the channels (not 0, the batch axis); default 1.
+  Returns:
+    h's shape and dtype.
+  """
+  if mix is None:
+    return h
+  ndim = jnp.ndim(h)
+  if not _is_int(channel_axis) or not -ndim <= channel_axis < ndim or channel_axis % ndim == 0:
+    raise ValueError(f'mixing.mix_point: channel_axis must be an axis of the (N, ...) tensor other '
+                     f'than the batch axis 0, i.e. in 1..{ndim - 1} or -{ndim - 1}..-1; got '
+                     f'{channel_axis!r} for shape {jnp.shape(h)}')
+  axis = channel_axis % ndim
+  if axis == 1:
+    return mix(h, k)
+  return jnp.moveaxis(mix(jnp.moveaxis(h, axis, 1), k), 1, axis)

@@ -4,6 +4,7 @@ import dataclasses
 import importlib.util
 import math
 import os
+import re
 
 import chex
 import hypothesis
@@ -242,16 +243,45 @@ def _base_mixing_options():
   return dict(module.get_base_config().mixing)
 
 
-def test_every_strategy_accepts_the_config_option_set():
+def test_every_strategy_takes_the_config_options_it_uses():
   options = _base_mixing_options()
   assert set(options) == set(mixing.OPTION_NAMES)
+  used = {name: mixing.strategy_options(name) for name in mixing.STRATEGY_NAMES}
+  assert used == {
+      'standard': (),
+      'mixup': ('eligible_layers', 'alpha'),
+      'bc': ('eligible_layers', 'p_weighting'),
+      'speechmix': ('eligible_layers', 'p_weighting'),
+      'intermix': ('eligible_layers', 'p_weighting', 'normalize', 'signed_mode',
+                   'stop_gradient_interference'),
+  }
+  assert set().union(*used.values()) == set(mixing.OPTION_NAMES)  # every option serves someone
   for name in mixing.STRATEGY_NAMES:
-    s = mixing.get_strategy(name, **options)
+    own = {k: options[k] for k in mixing.strategy_options(name)}
+    s = mixing.get_strategy(name, **own)
     assert s.name == name
     assert s.mixes == (name != 'standard')
-    assert s == mixing.get_strategy(name, **options) and hash(s) == hash(mixing.get_strategy(name, **options))
+    assert s == mixing.get_strategy(name, **own) and hash(s) == hash(mixing.get_strategy(name, **own))
     with pytest.raises(dataclasses.FrozenInstanceError):
       s.alpha = 2.0  # frozen
+    # the whole config set is refused, naming the options this strategy does not use
+    unused = sorted(set(mixing.OPTION_NAMES) - set(own))
+    with pytest.raises(ValueError, match=f'does not use option.*{re.escape(unused[0])}'):
+      mixing.get_strategy(name, **options)
+  with pytest.raises(ValueError, match='strategy_options.*unknown strategy'):
+    mixing.strategy_options('cutmix')
+
+
+@pytest.mark.parametrize('name,option', [('bc', 'alpha'), ('speechmix', 'normalize'),
+                                         ('mixup', 'p_weighting'), ('standard', 'eligible_layers'),
+                                         ('intermix', 'alpha')])
+def test_an_option_the_strategy_does_not_use_is_refused_by_name(name, option):
+  value = _base_mixing_options()[option]
+  with pytest.raises(ValueError) as err:
+    mixing.get_strategy(name, **{option: value})
+  message = str(err.value)
+  assert '\n' not in message and option in message and repr(name) in message, message
+  assert 'valid options: ' + (', '.join(mixing.strategy_options(name)) or 'none') in message
 
 
 @pytest.mark.parametrize('name,options,match', [
@@ -268,8 +298,14 @@ def test_every_strategy_accepts_the_config_option_set():
     ('intermix', {'normalize': 1}, 'normalize'),
 ])
 def test_get_strategy_rejects_bad_names_options_and_values(name, options, match):
-  with pytest.raises(ValueError, match=match):
+  with pytest.raises(ValueError, match=match) as err:
     mixing.get_strategy(name, **options)
+  assert '\n' not in str(err.value)
+  if name in mixing.STRATEGY_NAMES and set(options) <= set(mixing.strategy_options(name)):
+    # the constructor itself checks its options (get_strategy adds only name and option checks)
+    cls = type(mixing.get_strategy(name))
+    with pytest.raises(ValueError, match=match):
+      cls(**options)
 
 
 def test_eligible_layers_list_is_normalised_to_a_hashable_tuple():

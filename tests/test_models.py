@@ -1,8 +1,10 @@
 """Tests of intermix_jax.models: registry, shapes, parameter counts, init, mix points, modes, and the
-CPU convolution rewrites (equal to the plain convolution in value and gradient).
+CPU rewrites of `cpu_ops` (equal to the plain convolution and pool in value and gradient; each path
+forced with `cpu_ops.force`, so they are compared on any backend).
 
 Full-size models are only traced (jax.eval_shape); compiled tests use small widths.
 """
+import dataclasses
 import math
 import re
 
@@ -13,7 +15,7 @@ import numpy as np
 import pytest
 
 from intermix_jax import models
-from intermix_jax.models import convolution, layers
+from intermix_jax.models import cpu_ops, layers
 
 NAMES = ('envnet', 'envnetv2', 'm18', 'soundnet5', 'piczakcnn')
 # Small variants that compile quickly (EnvNet(-v2) need width >= 0.25 / 0.3: see check_width).
@@ -56,9 +58,16 @@ def test_registry_rejects_unknown_names_options_and_values():
   with pytest.raises(ValueError, match='valid options.*width'):
     models.get_model('envnet', 10, depth=3)
   for bad in (dict(width=0), dict(width=-1.0), dict(width='1'), dict(fc_units=0), dict(fc_units=2.5),
-              dict(conv_impl='fast')):
-    with pytest.raises(ValueError):
+              dict(precision='float16'), dict(conv_impl='fast')):
+    with pytest.raises(ValueError) as err:
       models.get_model('envnet', 10, **bad)
+    message = str(err.value)
+    assert '\n' not in message and next(iter(bad)) in message, message   # one line naming the field
+  # the constructors validate their own fields (get_model adds only the name and option checks)
+  for cls in models.MODELS.values():
+    for bad in (dict(width=float('nan')), dict(fc_units=-3), dict(precision='half'), dict(num_classes=0)):
+      with pytest.raises(ValueError, match=next(iter(bad))):
+        cls(**{'num_classes': 3, **bad})
   with pytest.raises(ValueError, match='num_classes'):
     models.get_model('envnet', 0)
   with pytest.raises(ValueError, match='width'):   # the swapped height would vanish
@@ -82,11 +91,30 @@ def test_wrong_input_length_is_a_clear_error():
                    jax.ShapeDtypeStruct((2, 24000), jnp.float32))
 
 
-def test_auto_impl_is_cpu_on_cpu_and_plain_is_plain():
-  assert layers.resolve_impl('plain') == 'plain'
-  assert layers.resolve_impl('auto') == ('cpu' if jax.default_backend() == 'cpu' else 'plain')
-  with pytest.raises(ValueError, match='conv_impl'):
-    layers.resolve_impl('eigen')
+def test_cpu_rewrites_follow_the_backend_and_are_no_model_option():
+  assert 'conv_impl' not in models.OPTIONS
+  for cls in models.MODELS.values():
+    assert set(f.name for f in dataclasses.fields(cls)) >= {'num_classes', 'width', 'fc_units',
+                                                            'precision'}
+    assert 'conv_impl' not in set(f.name for f in dataclasses.fields(cls))
+  on_cpu = jax.default_backend() == 'cpu'
+  assert cpu_ops.enabled() == on_cpu
+  with cpu_ops.force('plain'):
+    assert not cpu_ops.enabled()
+    with cpu_ops.force('cpu'):
+      assert cpu_ops.enabled()
+    assert not cpu_ops.enabled()
+  assert cpu_ops.enabled() == on_cpu
+  assert cpu_ops.set_forced('plain') is None and not cpu_ops.enabled()
+  assert cpu_ops.set_forced(None) == 'plain' and cpu_ops.enabled() == on_cpu
+  with pytest.raises(ValueError, match='impl'):
+    with cpu_ops.force('auto'):
+      pass
+  # The path is chosen when traced: the default program of a model is the rewritten one on CPU only.
+  x = jnp.zeros((2, 1, 100, 3))
+  w = jnp.zeros((1, 16, 3, 4))
+  text = jax.jit(lambda x, w: layers.conv2d(x, w, (1, 2))).lower(x, w).as_text()
+  assert ('stride = [1, 2]' in text) == (not on_cpu)
 
 
 # --- shapes -----------------------------------------------------------------------------------
@@ -243,7 +271,7 @@ CONV_CASES = [
     ((2, 1, 150, 1), (1, 32, 1, 4), (1, 2), ((0, 0), (0, 0))),    # EnvNet-v2 conv1: fold -> 2 ch, im2col
     ((2, 10, 17, 6), (1, 2, 6, 4), (1, 1), ((0, 0), (0, 0))),
     ((2, 9, 20, 2), (3, 3, 2, 2), (2, 2), ((0, 0), (0, 0))),      # 2-D strided: left to plain
-    # Big enough for the FFT weight gradient (convolution.fft_pays_off):
+    # Big enough for the FFT weight gradient (cpu_ops.fft_pays_off):
     ((2, 1, 2100, 8), (1, 8, 8, 4), (1, 1), ((0, 0), (0, 0))),    # 1-D, overlap-save blocks
     ((2, 1, 4300, 4), (1, 16, 4, 3), (1, 2), ((0, 0), (8, 8))),   # strided + padded -> 8 ch, 8 taps
     ((1, 40, 80, 8), (8, 8, 8, 4), (1, 1), ((0, 0), (0, 0))),     # 2-D (EnvNet-v2 conv4 family)
@@ -277,8 +305,9 @@ def test_cpu_conv_equals_plain_conv_in_value_and_gradient(x_shape, w_shape, stri
   def both(x, w, g):
     out = {}
     for impl in ('plain', 'cpu'):
-      y, vjp = jax.vjp(lambda x, w: layers.conv2d(x, w, strides, padding, impl=impl), x, w)
-      out[impl] = (y,) + vjp(g)
+      with cpu_ops.force(impl):
+        y, vjp = jax.vjp(lambda x, w: layers.conv2d(x, w, strides, padding), x, w)
+        out[impl] = (y,) + vjp(g)
     return out
 
   out = both(x, w, g)
@@ -302,31 +331,31 @@ def test_weight_gradient_rewrites_equal_the_correlation_they_replace(rewrite, ca
     g = rng.standard_normal((n, h - kh + 1, w - kw + 1, o))
     ref = np.stack([np.stack([np.einsum('nhwc,nhwo->co', x[:, i:i + g.shape[1], j:j + g.shape[2]], g)
                               for j in range(kw)]) for i in range(kh)])
-    got = getattr(convolution, rewrite)(jnp.asarray(x, jnp.float32), jnp.asarray(g, jnp.float32), (kh, kw))
+    got = getattr(cpu_ops, rewrite)(jnp.asarray(x, jnp.float32), jnp.asarray(g, jnp.float32), (kh, kw))
     assert got.shape == (kh, kw, c, o)
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
 def test_fft_weight_gradient_is_used_where_it_pays_off():
-  assert convolution.fft_pays_off((8, 57, 253, 32), (8, 8, 32, 32))        # EnvNet-v2 conv4
-  assert convolution.fft_pays_off((8, 1, 24007, 40), (1, 8, 40, 40))       # EnvNet conv2
-  assert not convolution.fft_pays_off((8, 64, 260, 1), (8, 8, 1, 32))      # one input channel
-  assert not convolution.fft_pays_off((8, 1, 1995, 64), (1, 3, 64, 64))    # three taps
+  assert cpu_ops.fft_pays_off((8, 57, 253, 32), (8, 8, 32, 32))        # EnvNet-v2 conv4
+  assert cpu_ops.fft_pays_off((8, 1, 24007, 40), (1, 8, 40, 40))       # EnvNet conv2
+  assert not cpu_ops.fft_pays_off((8, 64, 260, 1), (8, 8, 1, 32))      # one input channel
+  assert not cpu_ops.fft_pays_off((8, 1, 1995, 64), (1, 3, 64, 64))    # three taps
   # The gradients of 8..128-tap kernels over 1-2 channel inputs go through im2col instead.
-  assert convolution.col2im_pays_off((8, 64, 260, 1), (8, 8, 1, 32))       # EnvNet-v2 conv3
-  assert convolution.col2im_pays_off((8, 40, 150, 1), (8, 13, 1, 50))      # EnvNet conv3
-  assert convolution.col2im_pays_off((8, 1, 24014, 1), (1, 8, 1, 40))      # EnvNet conv1
-  assert convolution.col2im_pays_off((8, 1, 33325, 2), (1, 32, 2, 32))     # EnvNet-v2 conv1, folded
-  assert not convolution.col2im_pays_off((8, 60, 41, 2), (57, 6, 2, 80))   # 342 taps: compile cost
-  assert not convolution.col2im_pays_off((8, 1, 6000, 4), (1, 20, 4, 64))  # 4 channels
+  assert cpu_ops.col2im_pays_off((8, 64, 260, 1), (8, 8, 1, 32))       # EnvNet-v2 conv3
+  assert cpu_ops.col2im_pays_off((8, 40, 150, 1), (8, 13, 1, 50))      # EnvNet conv3
+  assert cpu_ops.col2im_pays_off((8, 1, 24014, 1), (1, 8, 1, 40))      # EnvNet conv1
+  assert cpu_ops.col2im_pays_off((8, 1, 33325, 2), (1, 32, 2, 32))     # EnvNet-v2 conv1, folded
+  assert not cpu_ops.col2im_pays_off((8, 60, 41, 2), (57, 6, 2, 80))   # 342 taps: compile cost
+  assert not cpu_ops.col2im_pays_off((8, 1, 6000, 4), (1, 20, 4, 64))  # 4 channels
   x, w = jnp.zeros((2, 1, 2100, 8)), jnp.zeros((1, 8, 8, 4))
-  grad = jax.jit(jax.grad(lambda w: jnp.sum(convolution.conv2d(x, w, impl='cpu'))))
+  grad = jax.jit(jax.grad(lambda w: jnp.sum(cpu_ops.conv2d(x, w))))
   assert 'fft' in grad.lower(w).as_text()
 
 
 def test_fft_sizes_are_smooth_and_minimal():
   for n in (1, 7, 57, 253, 16647, 24007):
-    m = convolution._fft_size(n)  # pylint: disable=protected-access
+    m = cpu_ops._fft_size(n)  # pylint: disable=protected-access
     assert m >= n
     r = m
     for p in (2, 3, 5):
@@ -352,9 +381,10 @@ def test_cpu_rewrite_removes_strided_and_dilated_convolutions():
 
   def windows(impl):
     def f(x, w, g):
-      y, vjp = jax.vjp(lambda x, w: layers.conv2d(x, w, (1, 2), impl=impl), x, w)
+      y, vjp = jax.vjp(lambda x, w: layers.conv2d(x, w, (1, 2)), x, w)
       return (y,) + vjp(g)
-    return re.findall(r'window = \{[^}]*\}', jax.jit(f).lower(x, w, g).as_text())
+    with cpu_ops.force(impl):
+      return re.findall(r'window = \{[^}]*\}', jax.jit(f).lower(x, w, g).as_text())
 
   plain, fast = windows('plain'), windows('cpu')
   assert len(plain) == len(fast) == 3
@@ -364,13 +394,21 @@ def test_cpu_rewrite_removes_strided_and_dilated_convolutions():
     assert 'stride = [1, 1]' in w and 'lhs_dilate = [1, 1]' in w and 'rhs_dilate = [1, 1]' in w, w
 
 
+def _forced(impl, f):
+  """f traced (or run eagerly) with the pooling / convolution path `impl` forced."""
+  def run(*args):
+    with cpu_ops.force(impl):
+      return f(*args)
+  return run
+
+
 @pytest.mark.parametrize('shape,window,strides', [((2, 5, 37, 3), (1, 4), None), ((2, 11, 20, 2), (5, 3), None),
                                                   ((2, 4, 36, 3), (4, 3), (1, 3))])
 def test_cpu_max_pool_equals_reduce_window(shape, window, strides):
   rng = np.random.default_rng(0)
   x = rng.standard_normal(shape).astype(np.float32)  # continuous: no ties
-  plain = lambda x: layers.max_pool(x, window, strides, impl='plain')
-  fast = lambda x: layers.max_pool(x, window, strides, impl='cpu')
+  plain = _forced('plain', lambda x: layers.max_pool(x, window, strides))
+  fast = _forced('cpu', lambda x: layers.max_pool(x, window, strides))
   y = plain(x)
   np.testing.assert_array_equal(fast(x), y)
   # Independent reference: max over every window, by loops.
@@ -390,12 +428,13 @@ def test_cpu_max_pool_ties_go_to_the_first_maximum(shape, window):
   rng = np.random.default_rng(1)
   x = rng.integers(-3, 3, size=shape).astype(np.float32)
   scale = np.float32(1.0 / 3.0)
-  g = rng.standard_normal(layers.max_pool(x, window, impl='plain').shape).astype(np.float32)
+  g = rng.standard_normal(layers.max_pool(x, window).shape).astype(np.float32)
 
   def grad(impl):
-    f = lambda x: layers.max_pool(jax.nn.relu(x * scale + 0.25), window, impl=impl)
-    y, vjp = jax.vjp(f, x)
-    return y, vjp(g)[0]
+    f = lambda x: layers.max_pool(jax.nn.relu(x * scale + 0.25), window)
+    with cpu_ops.force(impl):
+      y, vjp = jax.vjp(f, x)
+      return y, vjp(g)[0]
 
   (y_plain, dx_plain), (y_cpu, dx_cpu) = jax.jit(lambda: grad('plain'))(), jax.jit(lambda: grad('cpu'))()
   np.testing.assert_array_equal(y_cpu, y_plain)
@@ -408,7 +447,7 @@ def test_first_max_index_matches_argmax_including_its_fallback():
   rng = np.random.default_rng(2)
   x = rng.integers(-2, 3, size=(3, 5, 40, 4)).astype(np.float32)   # ties everywhere
   x[1, 2, 7, 3] = np.nan        # no position equals a NaN max: the argmax fallback must answer
-  f = jax.jit(lambda x: layers._first_max_index(x, 2))  # pylint: disable=protected-access
+  f = jax.jit(lambda x: cpu_ops._first_max_index(x, 2))  # pylint: disable=protected-access
   m, index = f(x)
   np.testing.assert_array_equal(index, np.argmax(x, axis=2))
   np.testing.assert_array_equal(m, np.max(x, axis=2))
@@ -421,9 +460,9 @@ def test_max_along_gradient_is_the_same_past_the_flat_index_limit(monkeypatch):
   rng = np.random.default_rng(5)
   x = rng.standard_normal((2, 3, 7, 4)).astype(np.float32)
   g = rng.standard_normal((2, 3, 4)).astype(np.float32)
-  grad = lambda: jax.vjp(lambda x: layers.max_along(x, 2), x)[1](g)[0]
+  grad = lambda: jax.vjp(lambda x: cpu_ops.max_along(x, 2), x)[1](g)[0]
   flat = np.asarray(grad())
-  monkeypatch.setattr(layers, 'MAX_FLAT_INDEX', x.size - 1)
+  monkeypatch.setattr(cpu_ops, 'MAX_FLAT_INDEX', x.size - 1)
   np.testing.assert_array_equal(np.asarray(grad()), flat)
   ref = np.zeros_like(x)
   np.put_along_axis(ref, x.argmax(2)[:, :, None], g[:, :, None], 2)
@@ -483,8 +522,13 @@ def _assert_trees_close(got, want, rtol):
 
 @pytest.mark.parametrize('name', NAMES)
 def test_mixing_at_every_point_under_one_jit_and_cpu_equals_plain(name, small_models):
+  with cpu_ops.force('cpu'):
+    _mixing_at_every_point_and_cpu_equals_plain(name, small_models)
+
+
+def _mixing_at_every_point_and_cpu_equals_plain(name, small_models):
   m, variables, x = small_models[name]
-  fast = models.get_model(name, 5, conv_impl='cpu', **SMALL[name])
+  fast = m   # traced under cpu_ops.force('cpu'): the CPU rewrites, whatever the backend
   chex.clear_trace_counter()
 
   @jax.jit
@@ -501,8 +545,8 @@ def test_mixing_at_every_point_under_one_jit_and_cpu_equals_plain(name, small_mo
   # input gradient, 1-D and 2-D pools; each rewrite is also tested alone above). One more compile
   # per model: the other three are left to the per-layer tests to keep the suite fast.
   if name in ('envnet', 'envnetv2'):
-    plain = models.get_model(name, 5, conv_impl='plain', **SMALL[name])
-    plain_logits, plain_grads, _ = jax.jit(lambda v, x: _loss_and_grads(plain, v, x, -1))(variables, x)
+    with cpu_ops.force('plain'):
+      plain_logits, plain_grads, _ = jax.jit(lambda v, x: _loss_and_grads(m, v, x, -1))(variables, x)
     np.testing.assert_allclose(base_logits, plain_logits, rtol=1e-4, atol=1e-5)
     _assert_trees_close(base_grads, plain_grads, rtol=5e-3)
   for k in range(m.num_mix_points):

@@ -38,7 +38,7 @@ def test_example_uses_only_public_names():
   for name in used:
     assert not name.startswith('_') and hasattr(intermix_jax, name), name
     assert not isinstance(getattr(intermix_jax, name), types.ModuleType), name
-  assert 'get_strategy' in used
+  assert {'get_strategy', 'mix_point'} <= used   # channel-last points through mix_point
   # The strategy methods of the documented contract, and nothing of the project's trainer.
   source = open(EXAMPLE).read()
   for method in ('plan', 'prepare_input', 'mixer', 'targets', 'loss'):
@@ -73,7 +73,7 @@ def test_hidden_points_are_mixed_as_spec_says():
     seen.add(point)
     r, phi = np.asarray(plan.r, np.float64), np.asarray(plan.phi, np.float64)
     h = np.asarray(plain[f'mix_point_{point}'], np.float64)
-    assert h.ndim == 3 and np.all(h >= 0)      # (N, C, T') channel-first, non-negative
+    assert h.ndim == 3 and np.all(h >= 0)      # (N, T', C) channel-last, non-negative
     partner = np.arange(len(r)) ^ 1
     norm = np.sqrt(r ** 2 + (1 - r) ** 2)[:, None, None]
     hi = r[:, None, None] * h / norm

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from intermix_jax import mixing, models, steps
-from intermix_jax.models import convolution, layers
+from intermix_jax.models import cpu_ops, layers
 
 SMALL = dict(envnet=dict(width=0.25, fc_units=32), envnetv2=dict(width=0.3, fc_units=32),
              m18=dict(width=0.25), soundnet5=dict(width=0.25), piczakcnn=dict(width=0.25, fc_units=32))
@@ -82,7 +82,7 @@ def _loss_fn(model, strategy, params, batch_stats, x, y):
 
 
 def test_convolutions_and_dense_layers_compute_in_bfloat16():
-  model = models.get_model('envnet', 5, precision='bfloat16', conv_impl='plain', **SMALL['envnet'])
+  model = models.get_model('envnet', 5, precision='bfloat16', **SMALL['envnet'])
   strategy = mixing.get_strategy('standard')
   opt = steps.OptimizerSpec(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, num_epochs=2,
                             steps_per_epoch=2, schedule=(0.5,), warmup_epochs=0)
@@ -90,8 +90,9 @@ def test_convolutions_and_dense_layers_compute_in_bfloat16():
                          jax.random.key(0))
   x = jax.ShapeDtypeStruct((4, model.input_length), jnp.float32)
   y = jax.ShapeDtypeStruct((4,), jnp.int32)
-  jaxpr = jax.make_jaxpr(jax.grad(lambda p, bs, x, y: _loss_fn(model, strategy, p, bs, x, y)))(
-      state.params, state.batch_stats, x, y)
+  with cpu_ops.force('plain'):   # the accelerator's program: one convolution op per product
+    jaxpr = jax.make_jaxpr(jax.grad(lambda p, bs, x, y: _loss_fn(model, strategy, p, bs, x, y)))(
+        state.params, state.batch_stats, x, y)
   ops = {}
 
   def walk(jaxpr):
@@ -125,7 +126,12 @@ def test_convolutions_and_dense_layers_compute_in_bfloat16():
 
 
 def _conv_block_case(precision, impl, x, train=True):
-  block = layers.ConvBNReLU(12, (1, 9), (1, 2), ((0, 0), (3, 3)), impl=impl,
+  with cpu_ops.force(impl):
+    return _conv_block(precision, x, train)
+
+
+def _conv_block(precision, x, train):
+  block = layers.ConvBNReLU(12, (1, 9), (1, 2), ((0, 0), (3, 3)),
                             dtype=layers.compute_dtype(precision))
   variables = block.init(jax.random.key(0), x, train=False)
   target = jax.random.normal(jax.random.key(5), block.apply(variables, x, train=False).shape)
@@ -176,13 +182,14 @@ def test_conv_block_and_dense_agree_with_float32_to_bfloat16_rounding():
 def test_cpu_rewrites_in_bfloat16_agree_with_the_float32_convolution(x_shape, w_shape, strides):
   x = jax.random.normal(jax.random.key(0), x_shape, jnp.float32)
   w = jax.random.normal(jax.random.key(1), w_shape, jnp.float32) / math.sqrt(np.prod(w_shape[:3]))
-  g = jax.random.normal(jax.random.key(2), convolution.plain_conv(x, w, strides).shape)
+  g = jax.random.normal(jax.random.key(2), layers.plain_conv(x, w, strides).shape)
 
   def run(impl, dtype):
     def f(x, w):
-      y = convolution.conv2d(x.astype(dtype), w.astype(dtype), strides, impl=impl)
+      y = layers.conv2d(x.astype(dtype), w.astype(dtype), strides)
       return jnp.sum(y.astype(jnp.float32) * g), y
-    return jax.jit(jax.value_and_grad(f, (0, 1), has_aux=True))(x, w)
+    with cpu_ops.force(impl):
+      return jax.jit(jax.value_and_grad(f, (0, 1), has_aux=True))(x, w)
 
   (_, y32), (dx32, dw32) = run('plain', jnp.float32)
   (_, y16), (dx16, dw16) = run('cpu', jnp.bfloat16)

@@ -1,4 +1,4 @@
-"""The five backbones and their registry (SPEC §4; contract in docs/architecture.md).
+"""The five backbones and their registry (docs/method.md §4; contract in docs/architecture.md).
 
     model = get_model('envnetv2', num_classes=50)                 # width=1.0: the published model
     variables = model.init({'params': k1, 'dropout': k2}, x, train=False)   # x: (N, model.input_length)
@@ -19,21 +19,19 @@ lists its layers, shapes and points.
     soundnet5   22050      110250           4  none (fc_units ignored)
     piczakcnn   22050      20480            3  2 x 5000
 
-Options: width (float > 0, channel multiplier of every conv; 1.0 = published), fc_units (int > 0 or
-None = the published width above), conv_impl ('auto' | 'plain' | 'cpu', see `convolution`: 'plain' is
-`lax.conv_general_dilated` as written, 'cpu' equivalent rewrites that are fast on XLA:CPU, 'auto'
-picks 'cpu' on the CPU backend and 'plain' on accelerators), precision ('float32' | 'bfloat16': the
-compute dtype of convolutions and dense layers; parameters, BatchNorm statistics, mix points and
-logits stay float32, see `layers`).
+Options (OPTIONS; validated by the model's constructor, `layers.Backbone`): width (float > 0, channel
+multiplier of every conv; 1.0 = published), fc_units (int > 0 or None = the published width above),
+precision ('float32' | 'bfloat16': the compute dtype of convolutions and dense layers; parameters,
+BatchNorm statistics, mix points and logits stay float32, see `layers`). On the CPU backend the
+convolutions and pools run as equivalent rewrites (`cpu_ops`), chosen by backend, not an option.
 """
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import flax.linen as nn
 
-from intermix_jax.models import layers
+from intermix_jax.models import cpu_ops  # noqa: F401  (models.cpu_ops.force / set_forced)
 from intermix_jax.models.envnet import EnvNet
 from intermix_jax.models.envnetv2 import EnvNetV2
 from intermix_jax.models.m18 import M18
@@ -47,7 +45,7 @@ MODELS = {
     'soundnet5': SoundNet5,
     'piczakcnn': PiczakCNN,
 }
-OPTIONS = ('width', 'fc_units', 'conv_impl', 'precision')
+OPTIONS = ('width', 'fc_units', 'precision')
 
 
 def get_model(name: str, num_classes: int, **options: Any) -> nn.Module:
@@ -57,38 +55,17 @@ def get_model(name: str, num_classes: int, **options: Any) -> nn.Module:
     name: one of MODELS ('envnet', 'envnetv2', 'm18', 'soundnet5', 'piczakcnn').
     num_classes: positive int.
     **options: width (default 1.0), fc_units (default None: the published hidden FC width),
-      conv_impl (default 'auto'), precision (default 'float32'; or 'bfloat16').
+      precision (default 'float32'; or 'bfloat16').
   Raises:
-    ValueError: unknown name or option, or an invalid value (the message lists the valid ones).
+    ValueError: unknown name or option, or an invalid value (one line naming the option and, for
+      names and options, listing the valid ones).
   """
   if name not in MODELS:
     raise ValueError(f'models: unknown backbone {name!r}; valid names: {sorted(MODELS)}')
   unknown = sorted(set(options) - set(OPTIONS))
   if unknown:
     raise ValueError(f'models: unknown option(s) {unknown} for {name!r}; valid options: {list(OPTIONS)}')
-  if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
-    raise ValueError(f'models: num_classes must be a positive int, got {num_classes!r}')
-  cls = MODELS[name]
-  kwargs = {'num_classes': int(num_classes)}
-  width = options.get('width', 1.0)
-  if isinstance(width, bool) or not isinstance(width, numbers.Real) or not width > 0:
-    raise ValueError(f'models: width must be a positive number, got {width!r}')
-  cls.check_width(float(width))
-  kwargs['width'] = float(width)
-  fc_units = options.get('fc_units')
-  if fc_units is not None:
-    if isinstance(fc_units, bool) or not isinstance(fc_units, numbers.Integral) or fc_units < 1:
-      raise ValueError(f'models: fc_units must be a positive int or None, got {fc_units!r}')
-    kwargs['fc_units'] = int(fc_units)
-  conv_impl = options.get('conv_impl', 'auto')
-  if conv_impl not in layers.IMPLS:
-    raise ValueError(f'models: conv_impl must be one of {list(layers.IMPLS)}, got {conv_impl!r}')
-  kwargs['conv_impl'] = conv_impl
-  precision = options.get('precision', 'float32')
-  if precision not in layers.PRECISIONS:
-    raise ValueError(f'models: precision must be one of {list(layers.PRECISIONS)}, got {precision!r}')
-  kwargs['precision'] = precision
-  return cls(**kwargs)
+  return MODELS[name](num_classes=num_classes, **options)
 
 
 __all__ = ['get_model', 'MODELS', 'OPTIONS', 'EnvNet', 'EnvNetV2', 'M18', 'SoundNet5', 'PiczakCNN']

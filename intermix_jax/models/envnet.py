@@ -1,4 +1,4 @@
-"""EnvNet (Tokozume & Harada, ICASSP 2017; the BC-learning reference code; SPEC §4).
+"""EnvNet (Tokozume & Harada, ICASSP 2017; the BC-learning reference code; docs/method.md §4).
 
 Input: (N, 24014) waveform at 16 kHz (about 1.5 s), normalised to [-1, 1).
 
@@ -24,14 +24,12 @@ import jax
 from intermix_jax.models import layers
 
 
-class EnvNet(nn.Module):
-  """EnvNet: raw waveform (N, 24014) at 16 kHz -> logits (N, num_classes)."""
-  num_classes: int
-  width: float = 1.0
-  fc_units: int = 4096
-  conv_impl: str = 'auto'
-  precision: str = 'float32'  # 'float32' | 'bfloat16' compute (layers.py); params stay float32
+class EnvNet(layers.Backbone):
+  """EnvNet: raw waveform (N, 24014) at 16 kHz -> logits (N, num_classes).
 
+  Fields (validated, see `layers.Backbone`): num_classes, width, fc_units (default 4096), precision.
+  """
+  published_fc_units = 4096
   sample_rate = 16000
   input_length = 24014
   num_mix_points = 4
@@ -48,10 +46,9 @@ class EnvNet(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False, mix: layers.MixFn = None) -> jax.Array:
     """x: (N, 24014) float32 waveform; train: BN batch statistics and dropout; mix: (h, k) -> h."""
     c = lambda n: layers.scaled(n, self.width)
-    impl = self.conv_impl
     dt = layers.compute_dtype(self.precision)
-    block = lambda name, f, k: layers.ConvBNReLU(f, k, impl=impl, dtype=dt, name=name)
-    pool = lambda h, w: layers.max_pool(h, w, impl=impl)
+    block = lambda name, f, k: layers.ConvBNReLU(f, k, dtype=dt, name=name)
+    pool = layers.max_pool
 
     x = layers.check_waveform(x, self.input_length, 'envnet')
     x = layers.mix_point(self, x, 0, mix)

@@ -1,4 +1,4 @@
-"""EnvNet-v2 (Tokozume, Ushiku & Harada 2018, the BC-learning paper; SPEC §4).
+"""EnvNet-v2 (Tokozume, Ushiku & Harada 2018, the BC-learning paper; docs/method.md §4).
 
 Input: (N, 66650) waveform at 44.1 kHz (about 1.51 s), normalised to [-1, 1).
 
@@ -28,14 +28,12 @@ import jax
 from intermix_jax.models import layers
 
 
-class EnvNetV2(nn.Module):
-  """EnvNet-v2: raw waveform (N, 66650) at 44.1 kHz -> logits (N, num_classes)."""
-  num_classes: int
-  width: float = 1.0
-  fc_units: int = 4096
-  conv_impl: str = 'auto'
-  precision: str = 'float32'  # 'float32' | 'bfloat16' compute (layers.py); params stay float32
+class EnvNetV2(layers.Backbone):
+  """EnvNet-v2: raw waveform (N, 66650) at 44.1 kHz -> logits (N, num_classes).
 
+  Fields (validated, see `layers.Backbone`): num_classes, width, fc_units (default 4096), precision.
+  """
+  published_fc_units = 4096
   sample_rate = 44100
   input_length = 66650
   num_mix_points = 5
@@ -51,10 +49,9 @@ class EnvNetV2(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False, mix: layers.MixFn = None) -> jax.Array:
     """x: (N, 66650) float32 waveform; train: BN batch statistics and dropout; mix: (h, k) -> h."""
     c = lambda n: layers.scaled(n, self.width)
-    impl = self.conv_impl
     dt = layers.compute_dtype(self.precision)
-    block = lambda name, f, k, s=(1, 1): layers.ConvBNReLU(f, k, s, impl=impl, dtype=dt, name=name)
-    pool = lambda h, w: layers.max_pool(h, w, impl=impl)
+    block = lambda name, f, k, s=(1, 1): layers.ConvBNReLU(f, k, s, dtype=dt, name=name)
+    pool = layers.max_pool
 
     x = layers.check_waveform(x, self.input_length, 'envnetv2')
     x = layers.mix_point(self, x, 0, mix)

@@ -20,18 +20,14 @@ Initialisation follows the reference Chainer code (`mil-tokyo/bc_learning_sound`
 He-normal (untruncated normal, std sqrt(2 / fan_in), fan_in = kh * kw * c_in), dense layers
 LeCun-normal (std sqrt(1 / fan_in)), zero biases; BatchNorm momentum 0.9 (Chainer's decay), eps 2e-5.
 
-Convolutions go through `convolution.conv2d` with the model's `conv_impl` ('auto' | 'plain' | 'cpu',
-see intermix_jax/models/convolution.py: 'plain' is `lax.conv_general_dilated` as written, 'cpu' are
-equivalent rewrites that are fast on XLA:CPU, 'auto' picks 'cpu' on the CPU backend).
-Pooling follows the same switch: with 'cpu', a max-pool whose stride equals its window is a reshape
-and a max with a saved argmax (`max_along`: the gradient is an elementwise select) instead of
-`reduce_window`, whose gradient (select-and-scatter) is slow on CPU. Both send a window's gradient
-to its first maximal element, so values and gradients are identical.
+Convolutions (`conv2d`) and max-pools (`max_pool`) are the plain `lax.conv_general_dilated` and
+`lax.reduce_window` on GPU/TPU; on the CPU backend they call the equivalent rewrites of
+`cpu_ops` (same values and gradients, chosen when traced; never a model option).
 """
 from __future__ import annotations
 
-import functools
 import math
+import numbers
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import flax.linen as nn
@@ -39,7 +35,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from intermix_jax.models.convolution import IMPLS, Padding, conv2d, resolve_impl  # noqa: F401
+from intermix_jax.models import cpu_ops
+
+__all__ = ['Backbone', 'Conv', 'ConvBNReLU', 'Dense', 'HiddenFC', 'conv2d', 'plain_conv', 'max_pool',
+           'compute_dtype', 'PRECISIONS', 'mix_point', 'hidden_mix_point', 'scaled']
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 2e-5
@@ -62,91 +61,109 @@ def compute_dtype(precision: str):
   return _COMPUTE_DTYPES[precision]
 
 
-MAX_FLAT_INDEX = 2**31 - 1  # max_along's gradient scatters by flat int32 index up to this size
+def _is_int(v) -> bool:
+  return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def max_along(x: jax.Array, axis: int) -> jax.Array:
-  """max over `axis`, whose gradient goes to the first maximal element only.
+class Backbone(nn.Module):
+  """The options every backbone takes, validated by the constructor (one-line ValueErrors naming
+  the field). Subclasses set `sample_rate` (Hz), `input_length` (samples), `num_mix_points` and
+  `published_fc_units` (the published hidden dense width; None where there is no hidden dense
+  layer), and may override `check_width`.
 
-  The index of the maximum is saved in the forward pass, so the backward pass never compares
-  recomputed values (an `x == max(x)` mask can miss when XLA recomputes x inside another fusion
-  with different rounding, and it splits the gradient among ties).
+    num_classes  int >= 1, the output width.
+    width        float > 0, the channel multiplier of every conv (1.0 = the published model).
+    fc_units     int >= 1, the hidden dense width; None = `published_fc_units` (accepted and
+                 ignored by backbones without a hidden dense layer).
+    precision    'float32' | 'bfloat16', the compute dtype of convolutions and dense layers
+                 (parameters stay float32; see the module docstring).
   """
-  return jnp.max(x, axis=axis)
+  num_classes: int
+  width: float = 1.0
+  fc_units: Optional[int] = None
+  precision: str = 'float32'
+
+  published_fc_units = None
+
+  @classmethod
+  def check_width(cls, width: float) -> None:
+    """Raises ValueError if `width` leaves a layer without output (default: any width > 0 works)."""
+    del width
+
+  def __post_init__(self):
+    if not _is_int(self.num_classes) or self.num_classes < 1:
+      raise ValueError(f'models: num_classes must be a positive int, got {self.num_classes!r}')
+    width = self.width
+    if isinstance(width, bool) or not isinstance(width, numbers.Real) or not math.isfinite(width) \
+        or not width > 0:
+      raise ValueError(f'models: width must be a positive number, got {width!r}')
+    self.check_width(float(width))
+    fc_units = self.fc_units
+    if fc_units is not None and (not _is_int(fc_units) or fc_units < 1):
+      raise ValueError(f'models: fc_units must be a positive int or None, got {fc_units!r}')
+    if self.precision not in PRECISIONS:
+      raise ValueError(f'models: precision must be one of {list(PRECISIONS)}, '
+                       f'got {self.precision!r}')
+    # Normalised values (a Flax module is immutable once its own __post_init__ has run).
+    object.__setattr__(self, 'num_classes', int(self.num_classes))
+    object.__setattr__(self, 'width', float(width))
+    object.__setattr__(self, 'fc_units',
+                       self.published_fc_units if fc_units is None else int(fc_units))
+    super().__post_init__()
 
 
-def _first_max_index(x: jax.Array, axis: int) -> Tuple[jax.Array, jax.Array]:
-  """(max, index of its first occurrence) along `axis`, exactly as `jnp.argmax` picks it.
+Padding = Tuple[Tuple[int, int], Tuple[int, int]]
+_NO_PADDING = ((0, 0), (0, 0))
 
-  Two plain reductions (the max, then the smallest position holding it) vectorise on XLA:CPU, where
-  the variadic (value, index) reduction of `jnp.argmax` does not (EnvNet's (1, 160) pool at batch
-  32: 32 ms vs 71 ms). XLA may recompute x's producer (BatchNorm + ReLU) inside each reduction; if
-  that ever rounded differently, no position would hold the max: that case is detected and
-  recomputed with `jnp.argmax` (under `lax.cond`, so it costs nothing when it does not happen).
+
+def _normalise_padding(padding) -> Padding:
+  (a, b), (c, d) = padding
+  return (int(a), int(b)), (int(c), int(d))
+
+
+def plain_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
+               padding: Padding = _NO_PADDING) -> jax.Array:
+  """`lax.conv_general_dilated`, x (N, H, W, C) * kernel (kh, kw, C, O) -> NHWC.
+
+  Zero padding `((top, bottom), (left, right))`; output (N, (H+pads-kh)//sh + 1, (W+pads-kw)//sw + 1, O).
   """
-  m = jnp.max(x, axis=axis)
-  positions = lax.broadcasted_iota(jnp.int32, x.shape, axis)
-  size = x.shape[axis]
-  index = jnp.min(jnp.where(x == jnp.expand_dims(m, axis), positions, size), axis=axis)
-  index = lax.cond(jnp.any(index == size), lambda: jnp.argmax(x, axis=axis).astype(jnp.int32),
-                   lambda: index)
-  return m, index
+  return lax.conv_general_dilated(x, kernel, tuple(int(s) for s in strides),
+                                  _normalise_padding(padding),
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
-def _max_along_fwd(x, axis):
-  m, index = _first_max_index(x, axis % x.ndim)
-  return m, (index, x.shape)
+def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
+           padding: Padding = _NO_PADDING) -> jax.Array:
+  """Zero-padded convolution x (N, H, W, C) * kernel (kh, kw, C, O) -> (N, H', W', O).
+
+  `plain_conv`, or on the CPU backend (`cpu_ops.enabled()`) `cpu_ops.conv2d`: the same function.
+  """
+  padding = _normalise_padding(padding)
+  strides = tuple(int(s) for s in strides)
+  if cpu_ops.enabled():
+    return cpu_ops.conv2d(x, kernel, strides, padding)
+  return plain_conv(x, kernel, strides, padding)
 
 
-def _max_along_bwd(axis, residuals, g):
-  # A scatter of g to the saved positions, addressed by flat indices. (A select against g broadcast
-  # over the window would be cheaper alone, but XLA:CPU then fuses g's producer -- e.g. the next
-  # layer's input gradient -- into it and recomputes it once per window element: 7 s per EnvNet step
-  # at batch 32; an optimization_barrier does not stop that fusion on CPU.)
-  index, shape = residuals
-  axis = axis % len(shape)
-  if math.prod(shape) > MAX_FLAT_INDEX:  # flat int32 indices would overflow
-    return (jnp.put_along_axis(jnp.zeros(shape, g.dtype), jnp.expand_dims(index, axis),
-                               jnp.expand_dims(g, axis), axis, inplace=False),)
-  strides = [math.prod(shape[d + 1:]) for d in range(len(shape))]
-  flat = index * strides[axis]
-  for d in range(len(shape)):
-    if d != axis:
-      flat = flat + lax.broadcasted_iota(jnp.int32, index.shape, d - (d > axis)) * strides[d]
-  dx = jnp.zeros(math.prod(shape), g.dtype).at[flat.reshape(-1)].set(
-      g.reshape(-1), unique_indices=True, mode='promise_in_bounds')
-  return (dx.reshape(shape),)
-
-
-max_along.defvjp(_max_along_fwd, _max_along_bwd)
-
-
-def max_pool(x: jax.Array, window: Sequence[int], strides: Optional[Sequence[int]] = None,
-             impl: str = 'plain') -> jax.Array:
+def max_pool(x: jax.Array, window: Sequence[int], strides: Optional[Sequence[int]] = None) -> jax.Array:
   """Max-pool x (N, H, W, C) without padding (floor: a partial window at the end is dropped).
 
   Args:
     window: (wh, ww).
     strides: (sh, sw); default = window.
-    impl: 'plain' uses `lax.reduce_window` (gradient: select-and-scatter, to the first maximum of
-      each window in row-major order); 'cpu', when strides == window, reshapes and takes the max
-      along the window axes with `max_along` (width first, then height), whose gradient goes to the
-      same element: values and gradients equal the plain ones.
   Returns:
-    (N, (H - wh) // sh + 1, (W - ww) // sw + 1, C).
+    (N, (H - wh) // sh + 1, (W - ww) // sw + 1, C). `lax.reduce_window`, whose gradient goes to the
+    first maximum of each window in row-major order; on the CPU backend (`cpu_ops.enabled()`) a
+    pool with strides == window is `cpu_ops.max_pool`: the same values and gradients.
   """
   window = tuple(int(v) for v in window)
   strides = window if strides is None else tuple(int(v) for v in strides)
-  n, h, w, c = x.shape
+  _, h, w, _ = x.shape
   ho, wo = (h - window[0]) // strides[0] + 1, (w - window[1]) // strides[1] + 1
   if ho < 1 or wo < 1:
     raise ValueError(f'models: cannot max-pool a {h}x{w} map with a {window[0]}x{window[1]} window')
-  if resolve_impl(impl) == 'cpu' and strides == window:
-    wh, ww = window
-    x = x[:, :ho * wh, :wo * ww, :].reshape(n, ho, wh, wo, ww, c)
-    x = max_along(x, 4) if ww > 1 else x[:, :, :, :, 0]      # (N, ho, wh, wo, C)
-    return max_along(x, 2) if wh > 1 else x[:, :, 0]         # (N, ho, wo, C)
+  if strides == window and cpu_ops.enabled():
+    return cpu_ops.max_pool(x, window)
   return lax.reduce_window(x, -jnp.inf, lax.max, (1,) + window + (1,), (1,) + strides + (1,),
                            'VALID')
 
@@ -165,7 +182,6 @@ class Conv(nn.Module):
   kernel_size: Tuple[int, int]
   strides: Tuple[int, int] = (1, 1)
   padding: Padding = ((0, 0), (0, 0))
-  impl: str = 'auto'
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -173,8 +189,7 @@ class Conv(nn.Module):
     """x (N, H, W, C_in) -> (N, H', W', features) in `dtype`."""
     kernel = self.param('kernel', he_normal,
                         tuple(self.kernel_size) + (x.shape[-1], self.features), jnp.float32)
-    return conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.strides, self.padding,
-                  self.impl)
+    return conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.strides, self.padding)
 
 
 class ConvBNReLU(nn.Module):
@@ -190,14 +205,12 @@ class ConvBNReLU(nn.Module):
   kernel_size: Tuple[int, int]
   strides: Tuple[int, int] = (1, 1)
   padding: Padding = ((0, 0), (0, 0))
-  impl: str = 'auto'
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """x (N, H, W, C_in) -> (N, H', W', features) in `dtype`, non-negative."""
-    h = Conv(self.features, self.kernel_size, self.strides, self.padding, self.impl, self.dtype,
-             name='conv')(x)
+    h = Conv(self.features, self.kernel_size, self.strides, self.padding, self.dtype, name='conv')(x)
     # flax computes the statistics with float32 reductions and normalises in float32 (the float32
     # mean promotes x - mean); `dtype` is only the dtype of the result.
     h = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,

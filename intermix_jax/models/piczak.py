@@ -1,5 +1,5 @@
 """PiczakCNN (Piczak, "Environmental sound classification with convolutional neural networks",
-MLSP 2015; SPEC §4), with its log-mel + delta front end computed on the device.
+MLSP 2015; docs/method.md §4), with its log-mel + delta front end computed on the device.
 
 Input: (N, 20480) waveform at 22.05 kHz (0.93 s). The front end (`intermix_jax.melspec`: 60 mel
 bands, window 1024, hop 512, centred frames, dB with an 80 dB floor, width-9 deltas) turns it into
@@ -34,37 +34,30 @@ HOP_LENGTH = 512
 N_MELS = 60
 
 
-class PiczakCNN(nn.Module):
-  """PiczakCNN: raw waveform (N, 20480) at 22.05 kHz -> logits (N, num_classes)."""
-  num_classes: int
-  width: float = 1.0
-  fc_units: int = 5000
-  conv_impl: str = 'auto'
-  precision: str = 'float32'  # 'float32' | 'bfloat16' compute (layers.py); params stay float32
+class PiczakCNN(layers.Backbone):
+  """PiczakCNN: raw waveform (N, 20480) at 22.05 kHz -> logits (N, num_classes).
 
+  Fields (validated, see `layers.Backbone`): num_classes, width, fc_units (default 5000), precision.
+  """
+  published_fc_units = 5000
   sample_rate = 22050
   input_length = 20480
   num_mix_points = 3
-
-  @classmethod
-  def check_width(cls, width: float) -> None:
-    del width  # width changes channels only
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False, mix: layers.MixFn = None) -> jax.Array:
     """x: (N, 20480) float32 waveform; train: BN batch statistics and dropout; mix: (h, k) -> h."""
     c = lambda n: layers.scaled(n, self.width)
-    impl = self.conv_impl
     dt = layers.compute_dtype(self.precision)
     x = layers.check_waveform(x, self.input_length, 'piczakcnn')
     x = layers.mix_point(self, x, 0, mix)
     h = melspec.log_mel_with_delta(x, self.sample_rate, N_FFT, HOP_LENGTH, N_MELS)  # (N, 60, 41, 2)
-    h = layers.ConvBNReLU(c(80), (57, 6), impl=impl, dtype=dt, name='conv1')(h, train)
-    h = layers.max_pool(h, (4, 3), (1, 3), impl=impl)
+    h = layers.ConvBNReLU(c(80), (57, 6), dtype=dt, name='conv1')(h, train)
+    h = layers.max_pool(h, (4, 3), (1, 3))
     h = layers.hidden_mix_point(self, h, 1, mix)
     h = nn.Dropout(layers.DROPOUT_RATE, deterministic=not train)(h)
-    h = layers.ConvBNReLU(c(80), (1, 3), impl=impl, dtype=dt, name='conv2')(h, train)
-    h = layers.hidden_mix_point(self, layers.max_pool(h, (1, 3), impl=impl), 2, mix)
+    h = layers.ConvBNReLU(c(80), (1, 3), dtype=dt, name='conv2')(h, train)
+    h = layers.hidden_mix_point(self, layers.max_pool(h, (1, 3)), 2, mix)
     h = layers.flatten(h)
     h = layers.HiddenFC(self.fc_units, dt, name='fc3')(h, train)
     h = layers.HiddenFC(self.fc_units, dt, name='fc4')(h, train)
