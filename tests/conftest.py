@@ -23,6 +23,21 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DIR = os.environ.get('INTERMIX_SHARED', os.path.join(os.path.dirname(REPO), 'shared'))
 ESC10_REAL_DIR = os.environ.get('INTERMIX_ESC10_DIR', os.path.join(SHARED_DIR, 'data', 'esc10'))
 
+# Test tiers, declared once. `bash launch/test.sh -m fast` runs the fast tier (the laws of the mixing
+# core, the models, audio front ends, configs, statistics and report tables; no training run) in
+# under 2 minutes on 2 cores; `bash launch/test.sh` runs everything. A test of these
+# modules that needs longer carries @pytest.mark.slow and stays out of the fast tier.
+FAST_MODULES = frozenset((
+    'test_api', 'test_audio', 'test_configs', 'test_losses', 'test_melspec', 'test_mixing',
+    'test_models', 'test_stats', 'test_report', 'test_tables'))
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  for item in items:
+    if item.module.__name__ in FAST_MODULES and item.get_closest_marker('slow') is None:
+      item.add_marker(pytest.mark.fast)
+
 
 @pytest.fixture
 def base_config():

@@ -520,6 +520,7 @@ def _assert_trees_close(got, want, rtol):
         jax.tree_util.keystr(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', NAMES)
 def test_mixing_at_every_point_under_one_jit_and_cpu_equals_plain(name, small_models):
   with cpu_ops.force('cpu'):
