@@ -194,31 +194,31 @@ def _device_peak_bytes():
 
 def bench_step(backbone: str, strategy_name: str, precision: str, batch: int, repeats: int,
                width: float, fc_units, num_classes: int = 50) -> dict:
-  """Compile and time `steps.train_step_cached` (what train.py runs) for one configuration."""
+  """Compile and time the trainer's step (`steps.mesh_train_step` on a 1-device mesh, what
+  train.py runs) for one configuration."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from intermix_jax import mixing, models, steps  # pylint: disable=g-import-not-at-top
+  from intermix_jax import mixing, models, parallel, steps  # pylint: disable=g-import-not-at-top
   from machine import flops_of  # pylint: disable=g-import-not-at-top
   options = dict(width=width, precision='bfloat16' if precision == 'bfloat16' else 'float32')
   if fc_units:
     options['fc_units'] = fc_units
   model = models.get_model(backbone, num_classes, **options)
-  strategy = mixing.get_strategy(strategy_name, **BASE_MIXING)
+  strategy = mixing.get_strategy(strategy_name, **{k: BASE_MIXING[k] for k in mixing.strategy_options(strategy_name)})
   opt = steps.OptimizerSpec(lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4,
                             num_epochs=1200, steps_per_epoch=25, schedule=(0.5, 0.75),
                             warmup_epochs=0)
-  statics = dict(model=model, strategy=strategy, opt=opt, num_classes=num_classes)
   rng = np.random.default_rng(0)
-  device = jax.local_devices()[0]
+  mesh = parallel.make_mesh(1)
   host = dict(x=(0.1 * rng.standard_normal((batch, model.input_length))).astype(np.float32),
               y=(np.arange(batch) % num_classes).astype(np.int32))  # pairs 2k, 2k+1 differ
-  data = jax.device_put(host, device)
-  key = jax.device_put(jax.random.key(0), device)
+  data = parallel.host_batch_to_global(host, mesh, pairs=strategy.mixes)
+  key = parallel.replicate(jax.random.key(0), mesh)
   with _precision_context(precision):
-    state = jax.device_put(
-        steps.init_state_cached(model, opt, jax.random.key(1), model.input_length), device)
+    state = steps.state_initializer(model, opt, mesh)(jax.random.key(1))
     start = time.perf_counter()
-    lowered = steps.train_step_cached.lower(state, data, key, **statics)
+    lowered = steps.mesh_train_step(model, strategy, opt, num_classes, mesh).lower(state, data,
+                                                                                   key)
     lower_s = time.perf_counter() - start
     compiled = lowered.compile()
     compile_s = time.perf_counter() - start
@@ -448,7 +448,8 @@ def cmd_report(args) -> int:
         say(f'| {name} | {status} | {secs} | {limit} |')
   rows = _read_jsonl(os.path.join(args.out, 'steps.jsonl'))
   say('')
-  say('Train step (`steps.train_step_cached`, state donated, batch on the device; step = median of '
+  say('Train step (`steps.mesh_train_step` on one device, state donated, batch on the device; '
+      'step = median of '
       'blocked steps, ex/s from back-to-back steps; GFLOP = XLA cost analysis of the compiled '
       'step; MFU against the same-precision matmul rate measured in the same process; XLA MiB = '
       'arguments + outputs + temporaries of the compiled step; peak MiB = the device allocator\'s '

@@ -87,7 +87,7 @@ def step_rate(args):
   from intermix_jax import mixing, models, steps  # pylint: disable=g-import-not-at-top
   c = config(args, False)
   model = models.get_model('envnetv2', 10, width=1.0, fc_units=4096)
-  strategy = mixing.get_strategy('intermix', **c.mixing)
+  strategy = mixing.get_strategy('intermix', **{k: c.mixing[k] for k in mixing.strategy_options('intermix')})
   tx = steps.make_optimizer(c.opt, lambda step: 0.01)
   state = steps.init_state(model, tx, jax.random.key(0), model.input_length)
   step = steps.jit_train_step(steps.make_train_step(model, strategy, tx, 10))

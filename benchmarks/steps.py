@@ -5,16 +5,18 @@
     .venv/bin/python benchmarks/steps.py --backbones '' --memory_epochs 1,3      # peak memory only
     .venv/bin/python benchmarks/steps.py --backbones envnet --precision bfloat16 --memory_epochs ''
 
-Part 1 (per backbone): the trainer's single-device step, `steps.train_step_cached` (what
-train.py runs: jit with static model / strategy / OptimizerSpec, state donated; Nesterov SGD with
-coupled weight decay and the LR schedule), for the strategies standard, bc, speechmix and intermix
-(options of configs/base.py), published widths, `--precision` (the model option: float32 or
-bfloat16 compute), host numpy batches (N, T) whose rows 2k, 2k+1 are of
-different classes. Rounds alternate between strategies (load hits all alike). Reported per strategy:
+Part 1 (per backbone): the trainer's step on one device, `steps.mesh_train_step` (what train.py
+runs: jitted once per model / strategy / OptimizerSpec / mesh, the strategy per device through
+parallel.shard_strategy, state donated; Nesterov SGD with coupled weight decay and the LR
+schedule), for the strategies standard, bc, speechmix and intermix (options of configs/base.py),
+published widths, `--precision` (the model option: float32 or bfloat16 compute), host numpy
+batches (N, T) whose rows 2k, 2k+1 are of different classes, placed on the mesh every step as the
+trainer places them (parallel.host_batch_to_global). Rounds alternate between strategies (load
+hits all alike). Reported per strategy:
   - compiles: XLA backend compilations during the first call (jax.monitoring event
     /jax/core/compile/backend_compile_duration) and the jit cache growth; then a SECOND run (fresh
-    state from init_state_cached, another batch of the same shapes, as the next fold of fold=all)
-    and the timed steps must add none ("exactly one" is checked: the column shows the total);
+    state from steps.state_initializer, another batch of the same shapes, as the next fold of
+    fold=all) and the timed steps must add none ("exactly one" is checked: the column shows the total);
   - compile s: trace + lower + XLA compile time of that first call (from the monitoring events);
   - XLA GFLOP of the step (cost analysis of the lowered, unoptimised HLO: no second compile);
   - median and min step time over all rounds, and the overhead vs the standard step of the same
@@ -46,7 +48,7 @@ import time
 import jax
 import numpy as np
 
-from intermix_jax import host_memory, mixing, models, steps
+from intermix_jax import host_memory, mixing, models, parallel, steps
 from machine import cpu_name, load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,55 +80,61 @@ class CompileLog:
 
 
 class StrategyStep:
-  """steps.train_step_cached of one (backbone, strategy, batch): first call, re-use, timed steps."""
+  """The trainer's step (steps.mesh_train_step on a 1-device mesh) of one (backbone, strategy,
+  batch): first call, re-use, timed steps."""
 
   def __init__(self, backbone: str, strategy: str, batch: int, log: CompileLog,
                num_classes: int = 50, precision: str = 'float32'):
     self.model = models.get_model(backbone, num_classes, precision=precision)
-    self.strategy = mixing.get_strategy(strategy, **BASE_MIXING)
+    self.strategy = mixing.get_strategy(
+        strategy, **{k: BASE_MIXING[k] for k in mixing.strategy_options(strategy)})
     self.opt = steps.OptimizerSpec(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
                                    num_epochs=300, steps_per_epoch=10, schedule=(0.3, 0.6, 0.9),
                                    warmup_epochs=10)
-    self.statics = dict(model=self.model, strategy=self.strategy, opt=self.opt,
-                        num_classes=num_classes)
+    self.mesh = parallel.make_mesh(1)
+    self.step = steps.mesh_train_step(self.model, self.strategy, self.opt, num_classes, self.mesh)
+    init = steps.state_initializer(self.model, self.opt, self.mesh)
     rng = np.random.default_rng(0)
     t = self.model.input_length
     self.batches = [dict(x=(0.1 * rng.standard_normal((batch, t))).astype(np.float32),
                          y=(np.arange(batch) % num_classes).astype(np.int32)) for _ in range(2)]
-    self.key = jax.random.key(0)
-    state = steps.init_state_cached(self.model, self.opt, jax.random.key(1), t)
-    cache0 = steps.train_step_cached._cache_size()
+    self.key = parallel.replicate(jax.random.key(0), self.mesh)
+    state = init(jax.random.key(1))
+    cache0 = self.step._cache_size()
     count0, secs0 = log.snapshot()
     start = time.perf_counter()
-    self.state, metrics = steps.train_step_cached(state, self.batches[0], self.key, **self.statics)
+    self.state, metrics = self.step(state, self.place(0), self.key)
     jax.block_until_ready(metrics)
     self.first_s = time.perf_counter() - start
     count1, secs1 = log.snapshot()
     self.compiles_first = count1['compile'] - count0['compile']
     self.compile_s = sum((secs1 - secs0).values())
-    self.cache_growth = steps.train_step_cached._cache_size() - cache0
+    self.cache_growth = self.step._cache_size() - cache0
     # the next fold of fold=all: a fresh state, another batch, same shapes: no new compile
     self.log = log
     self.extra = 0  # step compiles after the first call (must stay 0)
-    fresh = steps.init_state_cached(self.model, self.opt, jax.random.key(2), t)
+    fresh = init(jax.random.key(2))
     before = log.snapshot()[0]['compile']
-    out = steps.train_step_cached(fresh, self.batches[1], self.key, **self.statics)
+    out = self.step(fresh, self.place(1), self.key)
     jax.block_until_ready(out)
     self.extra += log.snapshot()[0]['compile'] - before
     del fresh, out
-    lowered = steps.train_step_cached.lower(self.state, self.batches[0], self.key, **self.statics)
+    lowered = self.step.lower(self.state, self.place(0), self.key)
     cost = lowered.cost_analysis()
     if isinstance(cost, (list, tuple)):
       cost = cost[0] if cost else {}
     self.gflops = float((cost or {}).get('flops', float('nan'))) / 1e9
     self.times = []
 
+  def place(self, i: int) -> dict:
+    """Host batch i as the trainer places it (parallel.host_batch_to_global), every step."""
+    return parallel.host_batch_to_global(self.batches[i], self.mesh, pairs=self.strategy.mixes)
+
   def run(self, repeats: int):
     for i in range(repeats):
       before = self.log.snapshot()[0]['compile']
       start = time.perf_counter()
-      self.state, metrics = steps.train_step_cached(self.state, self.batches[i % 2], self.key,
-                                                    **self.statics)
+      self.state, metrics = self.step(self.state, self.place(i % 2), self.key)
       jax.block_until_ready(metrics)
       self.times.append(time.perf_counter() - start)
       self.extra += self.log.snapshot()[0]['compile'] - before

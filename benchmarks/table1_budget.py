@@ -11,23 +11,23 @@ standard, bc, speechmix, intermix; datasets ESC-50 (5 folds), ESC-10 (5 folds), 
 folds); one seed; every fold is one run.
 
 Per run: train steps = epochs x floor(train clips / 64) (the trainer drops the last partial batch;
-mixing strategies train twice the epochs of configs/base.py PROTOCOL_DEFAULTS); train clips per
-fold: ESC-50 1600, ESC-10 320, UrbanSound8K 7859 (8732 clips over 10 folds of 806..990: the mean
-of 8732 - fold size); test clips per fold 400, 80 and 873. FLOPs per train step: XLA's cost
-analysis of the compiled `steps.train_step` (forward, backward, mixing, optimiser) at batch 64,
-published widths, float32, `conv_impl='plain'` (the accelerator's program; the CPU rewrites
+mixing strategies train twice the epochs of the docs/method.md §5 row, intermix_jax/protocol.py);
+train clips per fold: ESC-50 1600, ESC-10 320, UrbanSound8K 7859 (8732 clips over 10 folds of
+806..990: the mean of 8732 - fold size); test clips per fold 400, 80 and 873. FLOPs per train
+step: XLA's cost analysis of the trainer's compiled step (`steps.mesh_train_step` on one device:
+forward, backward, mixing, optimiser) at batch 64, published widths, float32, the plain
+convolutions (`models.cpu_ops` forced to 'plain': the accelerator's program; the CPU rewrites
 compute some weight gradients by FFT, which XLA counts as fewer FLOPs) -- compiled HERE, on the
 CPU backend: this is the CPU compile's count (a GPU compile fuses differently but performs the
 same convolutions and matrix products). Evaluation: 10 crops per test clip, every
 `eval_every_epochs` = 50 epochs and after the last one; FLOPs per clip from the compiled
-`steps.eval_step` (16 clips x 10 crops).
+`steps.mesh_eval_step` (16 clips x 10 crops).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import runpy
 import sys
 import time
 
@@ -38,7 +38,7 @@ sys.path.insert(0, ROOT)
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from intermix_jax import mixing, models, steps  # pylint: disable=g-import-not-at-top,wrong-import-position
+from intermix_jax import mixing, models, parallel, protocol, steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 from machine import cpu_name, flops_of, load  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 ROWS = ('envnet', 'envnetv2', 'm18', 'soundnet5', 'piczakcnn', 'envnetv2_aug')
@@ -57,37 +57,37 @@ BASE_MIXING = dict(eligible_layers=None, p_weighting=True, normalize=True, signe
 
 def step_flops(backbone: str, strategy: str, num_classes: int = 50) -> tuple[float, float]:
   """(FLOPs of one compiled train step at batch 64, compile seconds)."""
-  model = models.get_model(backbone, num_classes, conv_impl='plain')
-  strat = mixing.get_strategy(strategy, **BASE_MIXING)
+  models.cpu_ops.set_forced('plain')  # the accelerator's program, whatever the backend
+  model = models.get_model(backbone, num_classes)
+  strat = mixing.get_strategy(strategy, **{k: BASE_MIXING[k] for k in mixing.strategy_options(strategy)})
   opt = steps.OptimizerSpec(lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4,
                             num_epochs=1200, steps_per_epoch=25, schedule=(0.5, 0.75),
                             warmup_epochs=0)
-  state = jax.eval_shape(lambda k: steps._init_state(model, opt.tx(), k, model.input_length),
-                         jax.random.key(0))
+  mesh = parallel.make_mesh(1)
+  state = steps.abstract_state(model, opt, mesh)
   batch = dict(x=jax.ShapeDtypeStruct((BATCH, model.input_length), jnp.float32),
                y=jax.ShapeDtypeStruct((BATCH,), jnp.int32))
   start = time.perf_counter()
-  compiled = steps.train_step_cached.lower(state, batch, jax.random.key(0), model=model,
-                                           strategy=strat, opt=opt,
-                                           num_classes=num_classes).compile()
+  compiled = steps.mesh_train_step(model, strat, opt, num_classes, mesh).lower(
+      state, batch, jax.random.key(0)).compile()
   return flops_of(compiled), time.perf_counter() - start
 
 
 def eval_flops_per_clip(backbone: str, num_classes: int = 50, clips: int = 16) -> float:
-  model = models.get_model(backbone, num_classes, conv_impl='plain')
+  models.cpu_ops.set_forced('plain')  # the accelerator's program, whatever the backend
+  model = models.get_model(backbone, num_classes)
   opt = steps.OptimizerSpec(lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4,
                             num_epochs=1, steps_per_epoch=1, schedule=(), warmup_epochs=0)
-  state = jax.eval_shape(lambda k: steps._init_state(model, opt.tx(), k, model.input_length),
-                         jax.random.key(0))
+  mesh = parallel.make_mesh(1)
+  state = steps.abstract_state(model, opt, mesh)
   batch = dict(x=jax.ShapeDtypeStruct((clips, CROPS, model.input_length), jnp.float32),
                y=jax.ShapeDtypeStruct((clips,), jnp.int32),
                mask=jax.ShapeDtypeStruct((clips,), jnp.bool_))
-  return flops_of(steps.eval_step_cached.lower(state, batch, model=model).compile()) / clips
+  return flops_of(steps.mesh_eval_step(model, mesh).lower(state, batch).compile()) / clips
 
 
 def run_epochs(backbone: str, dataset: str, strategy: str) -> int:
-  base = runpy.run_path(os.path.join(ROOT, 'configs', 'base.py'))
-  epochs = base['PROTOCOL_DEFAULTS'][(backbone, dataset)]['num_epochs']
+  epochs = protocol.optimisation_row(backbone, dataset)['num_epochs']
   return epochs * (1 if strategy == 'standard' else 2)
 
 

@@ -32,6 +32,7 @@ From Python (pure functions of arrays; `model` is any flax module with the eval 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -42,7 +43,6 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 DEFAULT_EPSILONS = (1e-2, 1e-3, 1e-4, 1e-5)  # docs/method.md §7
 RESULTS_FILE = 'adversarial.json'
@@ -144,77 +144,60 @@ def attack_step(state, batch: dict, *, model, epsilons: tuple[float, ...]) -> di
               count=jnp.sum(mask, dtype=jnp.int32), loss_sum=jnp.stack(losses))
 
 
-attack_step_cached = jax.jit(attack_step, static_argnames=('model', 'epsilons'))
+@functools.lru_cache(maxsize=None)
+def attack_step_on(model, epsilons: tuple[float, ...], mesh) -> Callable:
+  """`step(state, batch) -> dict` (`attack_step` for `model` and `epsilons`) jitted on `mesh`:
+  state replicated, batch sharded on its clip axis (parallel.eval_step_shardings); one per
+  (model, epsilons, mesh) in a process."""
+  from intermix_jax import parallel, steps  # pylint: disable=g-import-not-at-top
+  return steps.jit_eval_step(functools.partial(attack_step, model=model, epsilons=tuple(epsilons)),
+                             **parallel.eval_step_shardings(mesh))
 
 
 # ------------------------------------------------------------------------------------------------
 # A trained workdir
 # ------------------------------------------------------------------------------------------------
-def _read_json(path: str) -> dict:
-  """The JSON object in `path`; AdversarialWorkdirError naming the file if it is not one."""
-  from intermix_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  return workdir_lib.read_json_object(path, AdversarialWorkdirError)
-
-
 def eps_key(eps: float) -> str:
   """JSON key of an eps: '0.01', '0.001', '0.0001', '1e-05' (Python's repr of the float)."""
   return repr(float(eps))
 
 
 def load_workdir(workdir: str, *, allow_unfinished: bool = False):
-  """(config ConfigDict, results dict or None, model, TrainState, checkpoint step) of `workdir`.
+  """The trained.TrainedRun of `workdir`: config, results, model and the state of its last
+  checkpoint (read-only), on this process's first device.
 
   Raises:
-    AdversarialWorkdirError: no such workdir / config.json / checkpoint, or the run has not
-      finished (unless allow_unfinished).
+    AdversarialWorkdirError: no such workdir / config.json / readable checkpoint, or the run has
+      not finished (unless allow_unfinished), or the checkpoint of its last step is missing or
+      corrupted.
   """
-  import ml_collections
-  from intermix_jax import checkpoints, data, models, steps
-  from intermix_jax import workdir as workdir_lib
+  from intermix_jax import trained  # pylint: disable=g-import-not-at-top
+  from intermix_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   workdir = os.path.abspath(workdir)
-  config_path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
-  if not os.path.isfile(config_path):
-    hint = (' (a fold=all run: point --workdir at one of its fold_<k> directories)'
-            if os.path.isdir(workdir) and any(d.startswith('fold_') for d in os.listdir(workdir))
-            else '')
-    raise AdversarialWorkdirError(f'--workdir={workdir}: no {workdir_lib.CONFIG_FILE}, not the '
-                                  f'workdir of a training run{hint}')
-  config = ml_collections.ConfigDict(_read_json(config_path))
-  results_path = os.path.join(workdir, 'results.json')
-  results = _read_json(results_path) if os.path.isfile(results_path) else None
-  status = results.get('status') if results else None
-  if status != 'finished' and not allow_unfinished:
+  results_path = os.path.join(workdir, workdir_lib.RESULTS_FILE)
+
+  def finished(config, results):
+    del config
+    status = results.get('status') if results else None
+    if status != 'finished' and not allow_unfinished:
+      raise AdversarialWorkdirError(
+          f'--workdir={workdir}: the run has not finished ({results_path}: status {status!r}); '
+          f'the attack evaluates the LAST checkpoint of a finished run (--allow_unfinished to '
+          f'attack the newest checkpoint anyway)')
+
+  run = trained.load_workdir(workdir, AdversarialWorkdirError, check=finished)
+  results = run.results
+  skipped = f' (skipped: {run.skipped})' if run.skipped else ''
+  if results and results.get('status') == 'finished' and run.step != int(
+      results.get('total_steps', run.step)):
     raise AdversarialWorkdirError(
-        f'--workdir={workdir}: the run has not finished ({results_path}: status {status!r}); the '
-        f'attack evaluates the LAST checkpoint of a finished run (--allow_unfinished to attack the '
-        f'newest checkpoint anyway)')
-  info = data.dataset_info(config)
-  model = models.get_model(config.backbone, info.num_classes, **config.model.to_dict())
-  opt = steps.OptimizerSpec.from_config(config.opt, num_epochs=1, steps_per_epoch=1)
-  target = jax.eval_shape(
-      lambda key: steps.init_state_cached(model, opt, key, model.input_length), jax.random.key(0))
-  ckpt_dir = os.path.join(workdir, 'checkpoints')
-  if not os.path.isdir(ckpt_dir):
-    raise AdversarialWorkdirError(f'--workdir={workdir}: no checkpoints directory {ckpt_dir}')
-  store = checkpoints.CheckpointStore(ckpt_dir, int(config.keep_checkpoints), read_only=True)
-  try:
-    restored = store.restore(target)
-  finally:
-    store.close()
-  skipped = f' (skipped: {store.rejected_summary()})' if store.rejected else ''
-  if restored is None:
-    raise AdversarialWorkdirError(
-        f'--workdir={workdir}: no readable checkpoint in {ckpt_dir}{skipped}')
-  state, _, step = restored
-  if results and status == 'finished' and int(step) != int(results.get('total_steps', step)):
-    raise AdversarialWorkdirError(
-        f'--workdir={workdir}: the newest readable checkpoint is step {step}, but the run finished '
-        f'at step {results.get("total_steps")}: its last checkpoint is missing, unreadable or '
-        f'corrupted{skipped}')
-  if store.rejected:  # --allow_unfinished: an older checkpoint, never silently
+        f'--workdir={workdir}: the newest readable checkpoint is step {run.step}, but the run '
+        f'finished at step {results.get("total_steps")}: its last checkpoint is missing, '
+        f'unreadable or corrupted{skipped}')
+  if run.skipped:  # --allow_unfinished: an older checkpoint, never silently
     logging.warning('--workdir=%s: attacking checkpoint %s (step %d), not the newest%s', workdir,
-                    store.path(step), step, skipped)
-  return config, results, model, state, int(step)
+                    run.checkpoint, run.step, skipped)
+  return run
 
 
 def evaluate_workdir(workdir: str, epsilons: Sequence[float] = DEFAULT_EPSILONS, *,
@@ -228,9 +211,10 @@ def evaluate_workdir(workdir: str, epsilons: Sequence[float] = DEFAULT_EPSILONS,
     data_dir, manual_dir: replace the config's data locations (e.g. the data moved).
     allow_unfinished: attack the newest checkpoint of a run that has not finished.
   """
-  from intermix_jax import data, train
+  from intermix_jax import data, train, trained  # pylint: disable=g-import-not-at-top
   t0 = time.time()
-  config, results, model, state, step = load_workdir(workdir, allow_unfinished=allow_unfinished)
+  run = load_workdir(workdir, allow_unfinished=allow_unfinished)
+  config, results, model, step = run.config, run.results, run.model, run.step
   epsilons = tuple(float(e) for e in epsilons)
   if data_dir is not None or manual_dir is not None:
     config = config.copy_and_resolve_references()
@@ -239,19 +223,10 @@ def evaluate_workdir(workdir: str, epsilons: Sequence[float] = DEFAULT_EPSILONS,
     if manual_dir is not None:
       config.manual_dir = manual_dir
   loader = data.make_eval_loader(config, model.sample_rate, model.input_length)
-  state = jax.device_put(state, jax.local_devices()[0])
-  correct = np.zeros(len(epsilons) + 1, np.int64)
-  loss_sum = np.zeros(len(epsilons) + 1, np.float64)
-  count = 0
-  for batch in loader.batches():
-    out = jax.device_get(attack_step_cached(
-        state, {k: batch[k] for k in ('x', 'y', 'mask')}, model=model, epsilons=epsilons))
-    correct += np.asarray(out['num_correct'], np.int64)
-    loss_sum += np.asarray(out['loss_sum'], np.float64)
-    count += int(out['count'])
-  if count != loader.num_examples:
-    raise RuntimeError(f'the attack saw {count} clips, the test fold has {loader.num_examples}')
-  errors = 100.0 * (1.0 - correct / max(count, 1))
+  ev = trained.evaluate_clips(attack_step_on(model, epsilons, run.mesh), run.state, loader,
+                              run.mesh, per_clip=(), totals=('num_correct', 'count', 'loss_sum'))
+  correct, loss_sum, count = ev['num_correct'], ev['loss_sum'], ev['count']
+  errors = ev['error']
   crops = count * int(config.num_eval_crops)
   keys = ['clean'] + [eps_key(e) for e in epsilons]
   return dict(
@@ -285,11 +260,6 @@ def parse_epsilons(text: str) -> tuple[float, ...]:
   return values
 
 
-class _QuietOrbax(logging.Filter):
-  def filter(self, record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.ERROR or '/orbax/' not in record.pathname
-
-
 def main(argv: Sequence[str] | None = None) -> int:
   """Exit status: 0 written; 2 bad arguments or unusable workdir."""
   p = argparse.ArgumentParser(prog='python -m intermix_jax.adversarial',
@@ -308,7 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     epsilons = parse_epsilons(args.eps)
   except ValueError as e:
     p.error(str(e))
-  logging.getLogger('absl').addFilter(_QuietOrbax())
+  from intermix_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  checkpoints.quiet_orbax_logging(logging.ERROR)  # read-only restores: orbax's warnings too
   try:
     result = evaluate_workdir(args.workdir, epsilons, data_dir=args.data_dir,
                               manual_dir=args.manual_dir, allow_unfinished=args.allow_unfinished)

@@ -65,6 +65,29 @@ class CheckpointWriteError(OSError):
     return str(self.strerror)
 
 
+class _QuietOrbax(logging.Filter):
+  """Drops orbax's log records below `level` (they reach the 'absl' logger)."""
+
+  def __init__(self, level: int):
+    super().__init__()
+    self.level = level
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= self.level or '/orbax/' not in (getattr(record, 'pathname', '') or '')
+
+
+def quiet_orbax_logging(below: int = logging.WARNING) -> None:
+  """Hides orbax's own log records below `below`: its INFO lines (a dozen per save) for the
+  trainer (default), also its WARNINGs for read-only restores (`below=logging.ERROR`: predict,
+  adversarial). One filter on absl's logger; the latest call sets its level."""
+  logger = logging.getLogger('absl')
+  for f in logger.filters:
+    if isinstance(f, _QuietOrbax):
+      f.level = below
+      return
+  logger.addFilter(_QuietOrbax(below))
+
+
 # ------------------------------------------------------------------------------------------------
 # Digest of a state pytree
 # ------------------------------------------------------------------------------------------------

@@ -13,14 +13,16 @@ statistics are replicated. The compiler (GSPMD) then inserts the collectives its
     keeps results independent of the device count (tests/test_parallel.py checks it).
   - Mixing (`shard_strategy`) runs per device inside `jax.shard_map` on the local shard: pairs
     (2k, 2k+1) never cross devices, and each device draws its own plan from the step key folded with
-    its index along 'data' (no cross-device traffic).
+    its index along 'data' (no cross-device traffic). On a 1-device mesh the plan is drawn from the
+    step key itself: exactly the unwrapped strategy's draw.
   - Dropout masks come from the global key; with `jax_threefry_partitionable` (default) they do not
     depend on the sharding.
 
-Typical trainer use (train.py does this; see docs/scaling.md):
+The trainer's use, on any number of devices, one included (steps.mesh_train_step does the first
+two lines; see docs/scaling.md):
 
     mesh = parallel.make_mesh()
-    strategy = parallel.shard_strategy(mixing.get_strategy(...), mesh)   # if more than 1 device
+    strategy = parallel.shard_strategy(mixing.get_strategy(...), mesh)
     step = steps.jit_train_step(steps.make_train_step(model, strategy, tx, num_classes),
                                 **parallel.train_step_shardings(mesh))
     state = parallel.replicate(jax.device_get(state), mesh)
@@ -237,8 +239,9 @@ class ShardedStrategy:
   """A mixing Strategy run per device inside `jax.shard_map` (same interface as the wrapped one).
 
   - `plan(key, batch_size, K)`: device d draws `strategy.plan(fold_in(key, d), batch_size / n, K)`
-    on its own (n = devices on 'data'); returns a `ShardedPlan`. On a 1-device mesh this is the
-    unwrapped plan for `fold_in(key, 0)`.
+    on its own (n > 1 devices on 'data'); returns a `ShardedPlan`. On a 1-device mesh the key is
+    not folded: the plan is the unwrapped `strategy.plan(key, batch_size, K)` (so a 1-device run
+    draws what the unwrapped strategy draws).
   - `prepare_input`, `mixer`, `targets`: the wrapped functions applied to each device's shard with
     that device's plan; no cross-device communication.
   - `loss`: the wrapped loss on the global arrays (a mean over the global batch, so jit's gradient
@@ -288,15 +291,16 @@ class ShardedStrategy:
     batch_leaves = _batch_leaf_mask(self.strategy, key, b, num_mix_points)
 
     def local(k):
-      k = jax.random.fold_in(k, jax.lax.axis_index(DATA_AXIS))
+      if self.num_devices > 1:
+        k = jax.random.fold_in(k, jax.lax.axis_index(DATA_AXIS))
       p = self.strategy.plan(k, b, num_mix_points)
       leaves, treedef = jax.tree.flatten(p)
       leaves = [x if is_b else jnp.asarray(x)[None] for x, is_b in zip(leaves, batch_leaves)]
       return jax.tree.unflatten(treedef, leaves)
 
     if not batch_leaves:  # a plan without arrays (nothing to shard)
-      return ShardedPlan(self.strategy.plan(jax.random.fold_in(key, 0), b, num_mix_points), (),
-                         self.num_devices)
+      k = jax.random.fold_in(key, 0) if self.num_devices > 1 else key
+      return ShardedPlan(self.strategy.plan(k, b, num_mix_points), (), self.num_devices)
     plan = self._shard_map(local, in_specs=P(), out_specs=P(DATA_AXIS))(key)
     return ShardedPlan(plan, batch_leaves, self.num_devices)
 

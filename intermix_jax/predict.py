@@ -36,7 +36,6 @@ from typing import Sequence
 
 import numpy as np
 
-from intermix_jax import workdir as workdir_lib
 
 # docs/method.md §5: ESC clips are trimmed of leading/trailing exact-zero samples
 # (data/esc50.py); the other datasets are not. Prediction decodes the same way as the run's training data.
@@ -56,91 +55,35 @@ class FilePrediction:
   top: list[tuple[str, float]]
 
 
-def _read_json(path: str) -> dict:
-  """The JSON object in `path`; PredictWorkdirError naming the file if it is not one."""
-  return workdir_lib.read_json_object(path, PredictWorkdirError)
-
-
-def _check_workdir(workdir: str) -> None:
-  if not os.path.isdir(workdir):
-    raise PredictWorkdirError(f'--workdir={workdir}: no such directory')
-  if os.path.exists(os.path.join(workdir, workdir_lib.CONFIG_FILE)):
-    return
-  folds = sorted(d for d in os.listdir(workdir) if d.startswith('fold_')
-                 and os.path.isdir(os.path.join(workdir, d)))
-  if folds:
-    raise PredictWorkdirError(
-        f'--workdir={workdir} is a cross-validation run (fold=all), one model per fold: '
-        f'point --workdir at one of them, e.g. {os.path.join(workdir, folds[0])}')
-  raise PredictWorkdirError(f'--workdir={workdir} has no {workdir_lib.CONFIG_FILE}: not the '
-                            'workdir of a training run (python -m intermix_jax.main)')
-
-
 class Predictor:
   """The model of a training workdir, ready to classify clips.
 
   Attributes:
     workdir, config (ConfigDict of W/config.json), class_names (C names), model, sample_rate (Hz),
-    input_length (T samples), num_crops, step (global step of the restored checkpoint).
+    input_length (T samples), num_crops, step (global step of the restored checkpoint), state
+    (its TrainState) and mesh (the device it lives on: this process's first).
+  Raises:
+    PredictWorkdirError: the workdir is unusable (one line; see trained.load_workdir).
   """
 
   def __init__(self, workdir: str):
-    import jax
-    import ml_collections
-    from intermix_jax import checkpoints, models, steps
+    from intermix_jax import steps, trained
     from intermix_jax.data import custom
 
-    self.workdir = os.path.abspath(workdir)
-    _check_workdir(self.workdir)
-    self.config = ml_collections.ConfigDict(
-        _read_json(os.path.join(self.workdir, workdir_lib.CONFIG_FILE)))
-    self.class_names = self._class_names()
+    run = trained.load_workdir(workdir, PredictWorkdirError)
+    self.workdir, self.config, self.class_names = run.workdir, run.config, run.class_names
+    self.model, self.mesh, self.state, self.step = run.model, run.mesh, run.state, run.step
+    if run.skipped:  # never silently: say which checkpoint predicts instead
+      logging.warning('--workdir=%s: predicting with checkpoint %s (step %d), not the newest: %s',
+                      self.workdir, run.checkpoint, self.step, run.skipped)
     c = self.config
-    self.model = models.get_model(c.backbone, len(self.class_names), **c.model.to_dict())
     self.sample_rate = int(self.model.sample_rate)
     self.input_length = int(self.model.input_length)
     self.num_crops = int(c.num_eval_crops)
     self.batch_size = int(c.eval_batch_size)
     self.expect = dataclasses.replace(custom.AUDIO_EXPECTATION, max_channels=MAX_CHANNELS)
     self.trim = c.dataset in TRIMMED_DATASETS
-
-    # Restore into the abstract TrainState of this model and optimiser (its structure does not
-    # depend on the epoch and step counts, so any will do).
-    opt = steps.OptimizerSpec.from_config(c.opt, num_epochs=1, steps_per_epoch=1)
-    # On this process's first device, whatever the topology of the run that saved it.
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
-        jax.eval_shape(lambda key: steps.init_state_cached(self.model, opt, key, self.input_length),
-                       jax.random.key(0)))
-    store = checkpoints.CheckpointStore(os.path.join(self.workdir, 'checkpoints'),
-                                        int(c.keep_checkpoints), read_only=True)
-    try:
-      restored = store.restore(target) if os.path.isdir(store.directory) else None
-    finally:
-      store.close()
-    if restored is None:
-      why = (f'; skipped: {store.rejected_summary()}' if store.rejected
-             else ' (has the run saved one yet?)')
-      raise PredictWorkdirError(f'--workdir={self.workdir}: no readable checkpoint in '
-                                f'{store.directory}{why}')
-    self.state, _, self.step = restored
-    if store.rejected:  # never silently: say which checkpoint predicts instead
-      logging.warning('--workdir=%s: predicting with checkpoint %s (step %d), not the newest: %s',
-                      self.workdir, store.path(self.step), self.step, store.rejected_summary())
-
-  def _class_names(self) -> tuple[str, ...]:
-    results = os.path.join(self.workdir, 'results.json')
-    if os.path.exists(results):
-      names = _read_json(results).get('class_names')
-      if names:
-        return tuple(names)
-    from intermix_jax import data  # results.json not written yet: the dataset's own list
-    try:
-      return tuple(data.dataset_info(self.config).class_names)
-    except (ValueError, OSError) as e:
-      raise PredictWorkdirError(f'--workdir={self.workdir}: no class names in results.json and '
-                                f'the dataset cannot tell them ({e})') from e
+    self.eval_step = steps.mesh_eval_step(self.model, self.mesh)
 
   def load(self, path: str) -> np.ndarray:
     """int16 (n,) mono clip at the model's rate, decoded as in training (BadAudioFileError)."""
@@ -155,21 +98,12 @@ class Predictor:
     Args:
       clips: n int16-scale arrays (m_i,) at `sample_rate` (e.g. from `load`).
     """
-    from intermix_jax import steps
-    from intermix_jax.data import augment
-    b, out = self.batch_size, []
-    for start in range(0, len(clips), b):
-      chunk = clips[start:start + b]
-      x = np.zeros((b, self.num_crops, self.input_length), np.float32)
-      for row, clip in enumerate(chunk):
-        x[row] = augment.eval_crops(np.asarray(clip), self.input_length, self.num_crops)
-      mask = np.arange(b) < len(chunk)
-      batch = dict(x=x, y=np.zeros((b,), np.int32), mask=mask)
-      probs = steps.eval_step_cached(self.state, batch, model=self.model)['probs']
-      out.append(np.asarray(probs)[:len(chunk)])
-    if not out:
+    from intermix_jax import trained
+    if not len(clips):
       return np.zeros((0, len(self.class_names)), np.float32)
-    return np.concatenate(out)
+    loader = _ClipBatches(clips, self.input_length, self.num_crops, self.batch_size)
+    return trained.evaluate_clips(self.eval_step, self.state, loader, self.mesh,
+                                  per_clip=('probs',), totals=('count',))['probs']
 
   def top_k(self, probs: np.ndarray, k: int) -> list[tuple[str, float]]:
     """[(class name, probability)] of the k most probable classes, most probable first."""
@@ -205,6 +139,30 @@ class Predictor:
       errors.append((path, problem))
     flush()
     return results, errors
+
+
+class _ClipBatches:
+  """In-memory clips as an evaluation loader (trained.evaluate_clips): batches of `batch_size`
+  clips, each as `num_crops` evenly spaced crops of T samples of the T/2-padded clip / 32768
+  (augment.eval_crops; x float32 (b, crops, T)); padding rows masked, labels 0 (unknown)."""
+
+  def __init__(self, clips: Sequence[np.ndarray], input_length: int, num_crops: int,
+               batch_size: int):
+    self.clips, self.input_length = clips, input_length
+    self.num_crops, self.batch_size = num_crops, batch_size
+    self.num_examples = len(clips)
+
+  def batches(self):
+    from intermix_jax.data import augment
+    b = self.batch_size
+    for start in range(0, self.num_examples, b):
+      chunk = self.clips[start:start + b]
+      x = np.zeros((b, self.num_crops, self.input_length), np.float32)
+      for row, clip in enumerate(chunk):
+        x[row] = augment.eval_crops(np.asarray(clip), self.input_length, self.num_crops)
+      mask = np.arange(b) < len(chunk)
+      yield dict(x=x, y=np.zeros((b,), np.int32), mask=mask,
+                 index=np.where(mask, start + np.arange(b), -1).astype(np.int32))
 
 
 def expand_paths(paths: Sequence[str]) -> list[tuple[str, str | None]]:
@@ -263,17 +221,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   return args
 
 
-class _QuietOrbax(logging.Filter):
-  """Drops orbax's notices below ERROR (read-only mode logs a few for every restore)."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.ERROR or '/orbax/' not in record.pathname
-
-
 def main(argv: Sequence[str] | None = None) -> int:
   """The command line; returns the exit status (0 ok, 1 some file failed, 2 bad workdir)."""
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  logging.getLogger('absl').addFilter(_QuietOrbax())  # orbax logs through absl
+  from intermix_jax import checkpoints
+  checkpoints.quiet_orbax_logging(logging.ERROR)  # read-only restores: orbax's warnings too
   try:
     predictor = Predictor(args.workdir)
   except PredictWorkdirError as e:

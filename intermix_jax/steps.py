@@ -1,4 +1,4 @@
-"""Pure train and eval steps, the optimiser and the train state.
+"""Pure train and eval steps, the optimiser and the train state, and their jitted forms on a mesh.
 
     tx = make_optimizer(config.opt, schedule)            # coupled L2 -> Nesterov SGD(schedule)
     state = init_state(model, tx, key, input_length)     # TrainState (a pytree of arrays only)
@@ -7,15 +7,17 @@
     evaluate = jit_eval_step(make_eval_step(model))
     out = evaluate(state, batch)                        # batch: x (b, crops, T), y (b,), mask (b,)
 
-The same steps with hashable static arguments, jitted once per process (a second run with the same
-model, strategy and optimiser in the same process, e.g. the next fold of `fold=all`, reuses the
-compiled code):
+What the trainer, `predict` and `adversarial` run: the same steps on a device mesh (one device
+included; parallel.py), with hashable static arguments, jitted once per process for each set of
+them (the next fold of `fold=all`, or a fresh and a resumed state, reuse the compiled code):
 
+    mesh = parallel.make_mesh()
     opt = OptimizerSpec.from_config(config.opt, num_epochs, steps_per_epoch)
-    state = init_state_cached(model, opt, key, input_length)
-    state, metrics = train_step_cached(state, batch, key, model=model, strategy=strategy, opt=opt,
-                                       num_classes=C)
-    out = eval_step_cached(state, batch, model=model)
+    state = state_initializer(model, opt, mesh)(key)     # replicated on the mesh
+    train = mesh_train_step(model, strategy, opt, num_classes, mesh)  # strategy: per device
+    state, metrics = train(state, parallel.host_batch_to_global(batch, mesh, pairs=True),
+                           parallel.replicate(key, mesh))
+    out = mesh_eval_step(model, mesh)(state, parallel.host_batch_to_global(eval_batch, mesh))
 
 Everything here is a pure function of arrays and a PRNG key (no host round-trips): the mixing plan and
 the dropout key come from `fold_in(key, state.step)`, so the randomness of a step depends only on the
@@ -24,9 +26,10 @@ not finite is never applied: params, BatchNorm statistics and optimiser moments 
 step counter advances, `nonfinite_count` counts it and `first_nonfinite_step` remembers the first one;
 what to do about it (stop or carry on) is train.py's policy.
 
-Sharding hooks: `jit_train_step`/`jit_eval_step` are the only places that call `jax.jit`; they take
-optional `in_shardings`/`out_shardings` so a mesh layer can place the state and the batch, and the
-unjitted step functions (`make_train_step(...)`) can be wrapped (e.g. by `jax.shard_map`) instead.
+Sharding hooks: `jit_train_step`/`jit_eval_step` take optional `in_shardings`/`out_shardings` so a
+mesh layer can place the state and the batch (`mesh_train_step`/`mesh_eval_step` pass those of
+parallel.py), and the unjitted step functions (`make_train_step(...)`) can be wrapped (e.g. by
+`jax.shard_map`) instead.
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from intermix_jax import parallel
 from intermix_jax import schedules
 
 PyTree = Any
@@ -64,7 +68,7 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def make_optimizer(opt_config, schedule: optax.Schedule) -> optax.GradientTransformation:
-  """SPEC §5 optimiser: coupled L2 (decay added to the gradient BEFORE momentum) + SGD.
+  """docs/method.md §5 optimiser: coupled L2 (decay added to the gradient BEFORE momentum) + SGD.
 
   Args:
     opt_config: the `config.opt` ConfigDict (momentum, nesterov, weight_decay).
@@ -191,7 +195,7 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, model, strateg
 def eval_step(state: TrainState, batch: dict, *, model) -> dict:
   """Multi-crop evaluation of `batch` = dict(x=(b, crops, T), y=(b,), mask=(b,) bool).
 
-  The prediction of a clip is the argmax of the mean over crops of softmax(logits) (SPEC §5).
+  The prediction of a clip is the argmax of the mean over crops of softmax(logits) (docs/method.md §5).
   Returns: probs (b, C) float32, pred (b,) int32, correct (b,) bool (False where mask is False),
   num_correct and count (int32 scalars over the unmasked clips).
   """
@@ -246,7 +250,7 @@ def jit_eval_step(fn: Callable, *, in_shardings=None, out_shardings=None) -> Cal
 
 
 # ------------------------------------------------------------------------------------------------
-# Hashable optimiser description and the once-per-process jitted steps
+# Hashable optimiser description
 # ------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class OptimizerSpec:
@@ -284,20 +288,64 @@ class OptimizerSpec:
     return make_optimizer(self, self.lr_schedule())
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'opt', 'input_length', 'example_batch'))
-def init_state_cached(model, opt: OptimizerSpec, key: jax.Array, input_length: int,
-                      example_batch: int = 2) -> TrainState:
-  """`init_state` for `opt.tx()`, compiled once per (model, opt, input_length)."""
-  return _init_state(model, opt.tx(), key, input_length, example_batch)
+# ------------------------------------------------------------------------------------------------
+# The steps on a device mesh, jitted once per process for each set of (hashable) static arguments
+# ------------------------------------------------------------------------------------------------
+_JITTED: dict[tuple, Callable] = {}
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'strategy', 'opt', 'num_classes'),
-                   donate_argnums=(0,))
-def train_step_cached(state: TrainState, batch: dict, key: jax.Array, *, model, strategy,
-                      opt: OptimizerSpec, num_classes: int) -> tuple[TrainState, dict]:
-  """`train_step` with the optimiser of `opt`, compiled once per static arguments; state donated."""
-  return train_step(state, batch, key, model=model, strategy=strategy, tx=opt.tx(),
-                    num_classes=num_classes, schedule=opt.lr_schedule())
+def _jitted_once(key: tuple, build: Callable[[], Callable]) -> Callable:
+  """The function stored under `key`, built on its first use. A jitted function keeps its
+  compilations: a later run with equal statics reuses them."""
+  if key not in _JITTED:
+    _JITTED[key] = build()
+  return _JITTED[key]
 
 
-eval_step_cached = jax.jit(eval_step, static_argnames=('model',))
+def mesh_train_step(model, strategy, opt: OptimizerSpec, num_classes: int, mesh) -> Callable:
+  """`step(state, batch, key) -> (state, metrics)` on `mesh`, the state donated.
+
+  The strategy runs per device (`parallel.shard_strategy`: each device mixes the pairs of its own
+  shard; on a 1-device mesh it draws exactly what the unwrapped strategy draws). Shardings of
+  `parallel.train_step_shardings`: state, key and metrics replicated; batch = dict(x float32
+  (N, T), y int32 (N,)) sharded on its leading axis (`parallel.host_batch_to_global`). The
+  optimiser and LR schedule are those of `opt`. One jitted function per (model, strategy, opt,
+  num_classes, mesh) in a process, all hashable: fresh and restored states (both replicated on the
+  mesh) and the next fold of `fold=all` share its compiled code.
+  """
+  def build():
+    fn = make_train_step(model, parallel.shard_strategy(strategy, mesh), opt.tx(), num_classes,
+                         opt.lr_schedule())
+    return jit_train_step(fn, **parallel.train_step_shardings(mesh))
+  return _jitted_once(('train', model, strategy, opt, int(num_classes), mesh), build)
+
+
+def mesh_eval_step(model, mesh) -> Callable:
+  """`step(state, batch) -> dict` (`eval_step`) on `mesh`: state replicated, batch = dict(x (b,
+  crops, T) float32, y (b,) int32, mask (b,) bool) sharded on its clip axis; one per (model,
+  mesh)."""
+  return _jitted_once(('eval', model, mesh), lambda: jit_eval_step(
+      make_eval_step(model), **parallel.eval_step_shardings(mesh)))
+
+
+def state_initializer(model, opt: OptimizerSpec, mesh, example_batch: int = 2) -> Callable:
+  """`init(key) -> TrainState` replicated on `mesh` (`init_state` for `opt.tx()` on zeros of
+  shape (example_batch, model.input_length)); `key` a PRNG key, the same on every process. One per
+  (model, opt, mesh, example_batch)."""
+  def build():
+    fn = jax.jit(functools.partial(_init_state, model, opt.tx(), input_length=model.input_length,
+                                   example_batch=example_batch),
+                 out_shardings=parallel.replicated_sharding(mesh))
+    return lambda key: fn(parallel.replicate(key, mesh))
+  return _jitted_once(('init', model, opt, mesh, int(example_batch)), build)
+
+
+def abstract_state(model, opt: OptimizerSpec, mesh) -> TrainState:
+  """Shapes, dtypes and shardings (replicated on `mesh`) of the TrainState of `model` and `opt`:
+  a checkpoint restore target (nothing is computed). Its structure does not depend on the epoch and
+  step counts of `opt`."""
+  shapes = jax.eval_shape(functools.partial(_init_state, model, opt.tx(),
+                                            input_length=model.input_length),
+                          jax.random.key(0))
+  sharding = parallel.replicated_sharding(mesh)
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)

@@ -24,6 +24,8 @@ import ml_collections
 
 CONFIG_FILE = 'config.json'
 DATASET_FILE = 'dataset.json'
+RESULTS_FILE = 'results.json'
+CHECKPOINTS_DIR = 'checkpoints'
 # Fields that may change between runs in one workdir: they do not change what is computed.
 MUTABLE_FIELDS = ('log_every_steps', 'data_dir', 'manual_dir', 'nan_policy')
 # Locations of a custom dataset: may change when dataset.json (checked by content) exists.
@@ -32,6 +34,9 @@ DATA_FIELDS = ('audio_dir', 'metadata_csv')
 # a workdir was trained with: a stored config.json without the field matches this value, so older
 # workdirs still resume (and any other value is still refused).
 ADDED_FIELDS = {'model.precision': 'float32'}
+# Fields removed from the config: a stored config.json that still has one resumes, whatever its
+# value (model.conv_impl chose between equal computations).
+REMOVED_FIELDS = ('model.conv_impl',)
 
 
 class WorkdirConfigError(ValueError):
@@ -62,6 +67,8 @@ def config_differences(stored: dict, current: dict, ignore=()) -> list[str]:
     if key in MUTABLE_FIELDS or key in ignore:
       continue
     if key not in a and key in ADDED_FIELDS and b.get(key) == ADDED_FIELDS[key]:
+      continue
+    if key in REMOVED_FIELDS and key not in b:
       continue
     if a.get(key, '<absent>') != b.get(key, '<absent>'):
       lines.append(f'{key}: {a.get(key, "<absent>")!r} (workdir) vs {b.get(key, "<absent>")!r} (now)')

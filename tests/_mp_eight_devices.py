@@ -3,8 +3,10 @@
 Prints one JSON line (prefixed 'RESULT ') of measurements; the assertions live in the test file.
 Usage: XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/_mp_eight_devices.py
 """
+import collections
 import functools
 import json
+import re
 import sys
 import time
 
@@ -44,24 +46,20 @@ def main():
   mesh8, mesh1 = parallel.make_mesh(), parallel.make_mesh(1)
   out['mesh8'] = int(parallel.num_shards(mesh8))
 
-  # A. the trainer's own step (steps.make_train_step + steps.jit_train_step with
-  #    parallel.train_step_shardings, as train.py builds it): 'standard' on 8 devices == 1 device
-  #    on the same global batches (loss, params, BatchNorm statistics); 'intermix' runs on 8.
+  # A. the trainer's own step (steps.mesh_train_step, as train.py builds it: the strategy per
+  #    device through parallel.shard_strategy, parallel.train_step_shardings, on 8 devices and on
+  #    1): 'standard' on 8 devices == 1 device on the same global batches (loss, params, BatchNorm
+  #    statistics); 'intermix' runs on 8.
   from intermix_jax import mixing, steps
 
-  class Opt:  # the fields of config.opt that steps.make_optimizer reads
-    momentum, nesterov, weight_decay = 0.9, True, 5e-4
-
-  tx = steps.make_optimizer(Opt, lambda count: 0.1)
+  opt = steps.OptimizerSpec(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, num_epochs=1,
+                            steps_per_epoch=2, schedule=(), warmup_epochs=0)  # LR 0.1 throughout
   model = C.TinyNet()
-  init = jax.device_get(steps.init_state(model, tx, jax.random.key(0), model.input_length))
+  init = jax.device_get(steps.state_initializer(model, opt, mesh1)(jax.random.key(0)))
   trained = {}
   for name, mesh in (('standard', mesh8), ('standard', mesh1), ('intermix', mesh8)):
     strategy = mixing.get_strategy(name)
-    if parallel.num_shards(mesh) > 1:
-      strategy = parallel.shard_strategy(strategy, mesh)
-    fn = steps.jit_train_step(steps.make_train_step(model, strategy, tx, C.NUM_CLASSES),
-                              **parallel.train_step_shardings(mesh))
+    fn = steps.mesh_train_step(model, strategy, opt, C.NUM_CLASSES, mesh)
     state = parallel.replicate(init, mesh)
     init_params = jax.device_get(state.params)
     key = parallel.replicate(jax.random.key(1), mesh)
@@ -156,6 +154,29 @@ def main():
                                           'all-to-all', 'reduce-scatter') if op in hlo]
 
   lap('D')
+  # G. the trainer's compiled train step on 8 devices (steps.mesh_train_step): the collectives
+  #    of every strategy's step are those of the 'standard' step (the all-reduces of the gradients
+  #    and of BatchNorm's statistics): the mixing adds none, the partner flip stays on the device.
+  #    The same mixing on the global batch without shard_strategy (GSPMD places it) would add some.
+  ops = re.compile(r'\b(all-reduce|all-gather|collective-permute|all-to-all|reduce-scatter)'
+                   r'(?:-start)?\(')
+  x, y = next(batches(1))
+  batch8 = parallel.host_batch_to_global(dict(x=x, y=y), mesh8, pairs=True)
+  state8, key8 = parallel.replicate(init, mesh8), parallel.replicate(jax.random.key(1), mesh8)
+
+  def collectives(fn):
+    hlo = fn.lower(state8, batch8, key8).compile().as_text()
+    return dict(collections.Counter(m.group(1) for m in ops.finditer(hlo)))
+
+  out['step_collectives'] = {
+      name: collectives(steps.mesh_train_step(model, mixing.get_strategy(name), opt,
+                                              C.NUM_CLASSES, mesh8))
+      for name in mixing.STRATEGY_NAMES}
+  out['global_intermix_collectives'] = collectives(steps.jit_train_step(
+      steps.make_train_step(model, mixing.get_strategy('intermix'), opt.tx(), C.NUM_CLASSES,
+                            opt.lr_schedule()), **parallel.train_step_shardings(mesh8)))
+
+  lap('G')
   # E. errors users can meet.
   try:
     parallel.host_batch_to_global(np.zeros((24, 4), np.float32), mesh8, pairs=True)

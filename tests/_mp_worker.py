@@ -9,9 +9,9 @@ the other waits at a barrier; every later `data.prepare` call is recorded with w
 already there). Trains C.TinyNet with the sharded 'intermix' strategy for one epoch (fold 1 held
 out) on the global mesh, each process reading its own shard through
 `data.make_train_loader(..., process_index, process_count)`. Then evaluates the trained net on the
-test fold with the trainer's `train.evaluate_clips` twice: on that (process-major) mesh and on a
-mesh whose device order interleaves the processes (p0, p1, p0, p1), where each process's rows are
-not contiguous in the global batch. Saves the clip indices it read (as observed on the loader's
+test fold with the trainer's evaluation loop `trained.evaluate_clips` twice: on that
+(process-major) mesh and on a mesh whose device order interleaves the processes (p0, p1, p0, p1),
+where each process's rows are not contiguous in the global batch. Saves the clip indices it read (as observed on the loader's
 ClipIndex.read), its batches, the final parameters and BatchNorm statistics and both evaluations
 to OUT.npz.
 """
@@ -30,7 +30,7 @@ assert distributed.initialize_distributed(None, initialization_timeout=60)
 import numpy as np  # noqa: E402
 
 import _mp_common as C  # noqa: E402
-from intermix_jax import data, mixing, parallel, steps, train  # noqa: E402
+from intermix_jax import data, mixing, parallel, steps, train, trained  # noqa: E402
 
 EvalState = collections.namedtuple('EvalState', 'params batch_stats')  # what steps.eval_step reads
 
@@ -44,9 +44,11 @@ def interleaved_mesh():
 
 
 def evaluate(model, params, batch_stats, loader, mesh):
-  """train.evaluate_clips on `mesh`, plus `gathered_index`: the clip index of every gathered row in
-  the order the mesh gave them (observed on parallel.global_to_host), before clip_order."""
-  step = steps.jit_eval_step(steps.make_eval_step(model), **parallel.eval_step_shardings(mesh))
+  """trained.evaluate_clips on `mesh` (the trainer's eval step, steps.mesh_eval_step) as the
+  trainer records it (error, num_correct, count, preds, labels), plus `gathered_index`: the clip
+  index of every gathered row in the order the mesh gave them (observed on
+  parallel.global_to_host), before clip_order."""
+  step = steps.mesh_eval_step(model, mesh)
   state = parallel.replicate(EvalState(params, batch_stats), mesh)
   gathered, real_global_to_host = [], parallel.global_to_host
 
@@ -56,10 +58,11 @@ def evaluate(model, params, batch_stats, loader, mesh):
     return out
   parallel.global_to_host = recording_global_to_host
   try:
-    ev = train.evaluate_clips(step, state, loader, mesh)
+    ev = trained.evaluate_clips(step, state, loader, mesh)
   finally:
     parallel.global_to_host = real_global_to_host
-  return dict(ev, gathered_index=gathered)
+  return dict(error=float(ev['error']), num_correct=int(ev['num_correct']), count=ev['count'],
+              preds=ev['pred'].tolist(), labels=ev['labels'].tolist(), gathered_index=gathered)
 
 
 def main(out_path, data_dir, global_batch):

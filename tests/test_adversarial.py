@@ -15,11 +15,19 @@ import pytest
 from intermix_jax import adversarial
 from intermix_jax import losses
 from intermix_jax import models
+from intermix_jax import parallel
 from intermix_jax import steps
+from intermix_jax.models import cpu_ops
 
-# lax.conv as written: the CPU rewrites ('auto' on CPU) compute the same maths but compile ~5x slower
-# under these tests' grad/vmap.
-IMPL = 'plain'
+MESH = parallel.make_mesh(1)  # the jitted steps take their shardings on a mesh
+
+
+@pytest.fixture(autouse=True)
+def plain_convolutions():
+  """lax.conv as written: the CPU rewrites (chosen on the CPU backend) compute the same maths but
+  compile ~5x slower under these tests' grad/vmap."""
+  with cpu_ops.force('plain'):
+    yield
 
 
 class Linear(nn.Module):
@@ -84,7 +92,7 @@ def test_fgsm_increases_a_convex_loss_for_every_eps(eps):
 
 
 def _tiny_piczak():
-  return models.get_model('piczakcnn', 3, width=0.05, fc_units=8, conv_impl=IMPL)
+  return models.get_model('piczakcnn', 3, width=0.05, fc_units=8)
 
 
 def _tiny_state(model, seed=0):
@@ -127,13 +135,13 @@ def test_eps_zero_row_is_the_trainers_clean_evaluation(piczak):
   model, state, x, y = piczak
   mask = jnp.array([True, True, False])
   batch = dict(x=x, y=y, mask=mask)
-  out = adversarial.attack_step_cached(state, batch, model=model, epsilons=(1e-4, 1e-5))
+  out = adversarial.attack_step_on(model, (1e-4, 1e-5), MESH)(state, batch)
   chex.assert_shape(out['pred'], (3, 3))
   full = steps.TrainState(step=jnp.zeros((), jnp.int32), params=state.params,
                           batch_stats=state.batch_stats, opt_state=(),
                           nonfinite_count=jnp.zeros((), jnp.int32),
                           first_nonfinite_step=jnp.zeros((), jnp.int32))
-  ref = steps.eval_step_cached(full, batch, model=model)
+  ref = steps.mesh_eval_step(model, MESH)(full, batch)
   np.testing.assert_array_equal(out['pred'][0], ref['pred'])
   assert int(out['num_correct'][0]) == int(ref['num_correct'])
   assert int(out['count']) == 2
@@ -143,8 +151,7 @@ def test_eps_zero_row_is_the_trainers_clean_evaluation(piczak):
 def test_attack_raises_the_crop_loss_of_a_cnn(piczak):
   model, state, x, y = piczak
   mask = jnp.ones((3,), bool)
-  out = adversarial.attack_step_cached(state, dict(x=x, y=y, mask=mask), model=model,
-                                       epsilons=(1e-4, 1e-5))
+  out = adversarial.attack_step_on(model, (1e-4, 1e-5), MESH)(state, dict(x=x, y=y, mask=mask))
   clean, bigger, small = np.asarray(out['loss_sum'])
   assert small > clean and bigger > clean  # small steps along sign(grad): the loss rises
 
@@ -153,10 +160,10 @@ def test_padded_rows_change_nothing(piczak):
   model, state, x, y = piczak
   mask = jnp.array([True, False, True])
   eps = (1e-4, 1e-5)
-  a = adversarial.attack_step_cached(state, dict(x=x, y=y, mask=mask), model=model, epsilons=eps)
+  a = adversarial.attack_step_on(model, eps, MESH)(state, dict(x=x, y=y, mask=mask))
   x2 = x.at[1].set(jax.random.normal(jax.random.key(9), x.shape[1:]))  # other padding content
   y2 = y.at[1].set(0)
-  b = adversarial.attack_step_cached(state, dict(x=x2, y=y2, mask=mask), model=model, epsilons=eps)
+  b = adversarial.attack_step_on(model, eps, MESH)(state, dict(x=x2, y=y2, mask=mask))
   for k in ('num_correct', 'count', 'loss_sum'):
     np.testing.assert_array_equal(a[k], b[k])
   np.testing.assert_array_equal(np.asarray(a['pred'])[:, [0, 2]], np.asarray(b['pred'])[:, [0, 2]])
@@ -186,20 +193,21 @@ def _synthetic_workdir(root, synthetic_data_dir, base_config, status='finished')
   c.dataset, c.data_dir, c.fold, c.strategy, c.backbone = ('synthetic', synthetic_data_dir, 2,
                                                            'intermix', 'piczakcnn')
   c.model.width, c.model.fc_units, c.eval_batch_size, c.num_eval_crops = 0.05, 8, 32, 3
-  c.model.conv_impl = IMPL
   wd = os.path.join(root, 'wd')
   workdir_lib.check_or_store_config(wd, c)
   info = data.dataset_info(c)
   model = models.get_model(c.backbone, info.num_classes, **c.model)
   opt = steps.OptimizerSpec.from_config(c.opt, num_epochs=1, steps_per_epoch=3)
-  state = steps.init_state_cached(model, opt, jax.random.key(4), model.input_length)
-  store = checkpoints.CheckpointStore(os.path.join(wd, 'checkpoints'), 3)
-  state = state.replace(step=jnp.asarray(3, jnp.int32))
-  store.save(3, state, dict(epoch=1))
-  store.close()
-  loader = data.make_eval_loader(c, model.sample_rate, model.input_length)
-  correct = sum(int(steps.eval_step_cached(state, b, model=model)['num_correct'])
-                for b in loader.batches())
+  with cpu_ops.force('plain'):  # also when called from another module (plain_convolutions)
+    state = steps.state_initializer(model, opt, MESH)(jax.random.key(4))
+    store = checkpoints.CheckpointStore(os.path.join(wd, 'checkpoints'), 3)
+    state = state.replace(step=jnp.asarray(3, jnp.int32))
+    store.save(3, state, dict(epoch=1))
+    store.close()
+    loader = data.make_eval_loader(c, model.sample_rate, model.input_length)
+    evaluate = steps.mesh_eval_step(model, MESH)
+    correct = sum(int(evaluate(state, {k: b[k] for k in ('x', 'y', 'mask')})['num_correct'])
+                  for b in loader.batches())
   final = 100.0 * (1 - correct / loader.num_examples)
   with open(os.path.join(wd, 'results.json'), 'w') as f:
     json.dump(dict(status=status, total_steps=3, final_error=final,
@@ -229,3 +237,25 @@ def test_workdir_command_end_to_end(tmp_path, synthetic_data_dir, base_config):
   assert adversarial.main([f'--workdir={wd}']) == 2  # unfinished: refused, names the status
   assert adversarial.main([f'--workdir={wd}', '--eps=1e-2,1e-4', '--allow_unfinished']) == 0
   assert os.path.exists(os.path.join(wd, adversarial.RESULTS_FILE))
+
+
+def test_workdir_written_with_a_since_removed_config_field_loads(tmp_path, synthetic_data_dir,
+                                                                  base_config):
+  """config.json of an older version holding a field removed since (workdir.REMOVED_FIELDS, e.g.
+  model.conv_impl): the workdir still loads (trained.load_workdir, shared with predict)."""
+  from intermix_jax import workdir as workdir_lib
+  wd, _ = _synthetic_workdir(str(tmp_path), synthetic_data_dir, base_config)
+  path = os.path.join(wd, 'config.json')
+  with open(path) as f:
+    stored = json.load(f)
+  for key in workdir_lib.REMOVED_FIELDS:
+    *parents, leaf = key.split('.')
+    node = stored
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = 'cpu'
+  with open(path, 'w') as f:
+    json.dump(stored, f)
+  run = adversarial.load_workdir(wd)
+  assert run.step == 3 and run.config.backbone == 'piczakcnn'
+  assert 'conv_impl' not in run.config.model

@@ -8,12 +8,12 @@ strategy for one epoch. Checked: both end with identical parameters, they read d
 together cover the split, and the result equals a 1-device run on the same global batches (so
 gradients are averaged once, not summed over processes or devices). The dataset is prepared by the
 workers themselves (`train.prepare_data_once`: process 0 prepares, process 1 waits and finds it
-ready). The trainer's evaluation (`train.evaluate_clips`) of the trained net, on the process-major
+ready). The trainer's evaluation (`trained.evaluate_clips`) of the trained net, on the process-major
 mesh and on a mesh interleaving the processes' devices, gives every test clip exactly once with its
 label, in `filenames` order, on both processes, equal to a 1-device evaluation.
 
 In-process unit tests (no subprocess) check the EvalLoader `index` field and the reordering
-(`train.clip_order`) on a fake 2-process layout whose devices interleave.
+(`trained.clip_order`) on a fake 2-process layout whose devices interleave.
 """
 import collections
 import json
@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import _mp_common as C
-from intermix_jax import data, mixing, steps, train
+from intermix_jax import data, mixing, parallel, steps, trained
 from intermix_jax.data import pipeline
 
 GLOBAL_BATCH = 8       # 2 processes x 2 local devices x 2 rows (one pair) each
@@ -186,11 +186,12 @@ def test_evaluation_equals_a_one_device_evaluation(runs, mp_data_dir):
   like = C.init_variables(model)
   state = EvalState(_unflatten(runs[0], 'param/', like['params']),
                     _unflatten(runs[0], 'bstat/', like['batch_stats']))
-  ev = train.evaluate_clips(jax.jit(steps.make_eval_step(model)), state,
-                            _one_process_eval_loader(mp_data_dir))
+  mesh = parallel.make_mesh(1)
+  ev = trained.evaluate_clips(steps.mesh_eval_step(model, mesh), parallel.replicate(state, mesh),
+                              _one_process_eval_loader(mp_data_dir), mesh)
   got = info['evals']['process_major']
-  assert len(set(ev['preds'])) > 2  # the comparison can tell clips apart
-  assert got['preds'] == ev['preds'] and got['labels'] == ev['labels']
+  assert len(set(ev['pred'].tolist())) > 2  # the comparison can tell clips apart
+  assert got['preds'] == ev['pred'].tolist() and got['labels'] == ev['labels'].tolist()
 
 
 # --- unit tests of the layout (no subprocess) ----------------------------------------------------
@@ -249,12 +250,14 @@ def test_clip_order_puts_interleaved_rows_back_in_clip_order():
   idx, y = np.concatenate(rows['index']), np.concatenate(rows['y'])
   assert idx.tolist() != sorted(idx.tolist())  # really out of order (and padded: 16 rows)
   pred = np.where(idx >= 0, (7 * idx + 3) % 5, 99)  # a prediction that names its clip
-  preds, labels = train.clip_order(idx, pred, y, 10)
-  assert preds == [(7 * i + 3) % 5 for i in range(10)]
-  assert labels == index.labels.tolist()
+  out = trained.clip_order(idx, dict(pred=pred, y=y), 10)
+  assert out['pred'].tolist() == [(7 * i + 3) % 5 for i in range(10)]
+  assert out['y'].tolist() == index.labels.tolist()
   # Rows lost or doubled (a wrong gather) are refused, naming the clips.
   with pytest.raises(RuntimeError, match=r'missing \[4\]'):
-    train.clip_order(np.where(idx == 4, -1, idx), pred, y, 10)
+    trained.clip_order(np.where(idx == 4, -1, idx), dict(pred=pred, y=y), 10)
   dup = np.where(idx == 4, 5, idx)
   with pytest.raises(RuntimeError, match=r'missing \[4\], repeated \[5\]'):
-    train.clip_order(dup, pred, y, 10)
+    trained.clip_order(dup, dict(pred=pred, y=y), 10)
+  with pytest.raises(ValueError, match='one entry per row'):
+    trained.clip_order(idx, dict(pred=pred[:-1]), 10)

@@ -1,10 +1,12 @@
 """Tests of intermix_jax.parallel and intermix_jax.distributed.
 
 In this process (1 CPU device): mesh and sharding helpers, batch placement and its errors, the
-1-device law of shard_strategy (= the unwrapped strategy with the key folded with 0) for the real
-strategies, and environment detection for multi-process launches. The 8-device laws (8 devices ==
-1 device on the same global batch, synchronised BatchNorm, per-device mixing draws, no collectives
-in the mixing) run in a child process with 8 simulated devices (tests/_mp_eight_devices.py), so the
+1-device law of shard_strategy (= the unwrapped strategy with the same key, so that a 1-device run
+draws what it drew before the trainer always ran on a mesh) for the real strategies, and
+environment detection for multi-process launches. The 8-device laws (8 devices == 1 device on the
+same global batch, synchronised BatchNorm, per-device mixing draws, no collectives in the mixing,
+nor in the trainer's compiled step beyond the gradients' and BatchNorm's all-reduces) run in a
+child process with 8 simulated devices (tests/_mp_eight_devices.py), so the
 device-count flag does not affect the rest of the suite.
 """
 import json
@@ -84,7 +86,7 @@ def test_step_shardings(mesh):
   assert parallel.eval_step_shardings(mesh) == dict(in_shardings=(repl, data))
 
 
-# --- shard_strategy on a 1-device mesh: the unwrapped strategy with fold_in(key, 0) ---------------
+# --- shard_strategy on a 1-device mesh: the unwrapped strategy with the same key ------------------
 
 def _run(strategy, key, x, y, h, k, sample_rate=16000):
   plan = strategy.plan(key, x.shape[0], 3)
@@ -97,7 +99,7 @@ def _run(strategy, key, x, y, h, k, sample_rate=16000):
 @pytest.mark.parametrize('name', STRATEGIES)
 def test_one_device_law_real_strategies(name):
   mesh1 = parallel.make_mesh(1)
-  strategy = mixing.get_strategy(name, eligible_layers=None if name == 'standard' else (1,))
+  strategy = mixing.get_strategy(name, **({} if name == 'standard' else dict(eligible_layers=(1,))))
   sharded = parallel.shard_strategy(strategy, mesh1)
   rng = np.random.default_rng(1)
   n = 6
@@ -106,8 +108,7 @@ def test_one_device_law_real_strategies(name):
   y = jax.nn.one_hot(jnp.arange(n) % 3, 3)
   key = jax.random.key(5)
   got = jax.jit(lambda key, x, y, h: _run(sharded, key, x, y, h, 1))(key, x, y, h)
-  want = jax.jit(lambda key, x, y, h: _run(strategy, key, x, y, h, 1))(
-      jax.random.fold_in(key, 0), x, y, h)
+  want = jax.jit(lambda key, x, y, h: _run(strategy, key, x, y, h, 1))(key, x, y, h)
   chex.assert_trees_all_close(got, want, rtol=1e-6, atol=1e-6)
   if strategy.mixes:  # the law is not vacuous: mixing changed h
     assert float(jnp.max(jnp.abs(got['h'] - h))) > 1e-3
@@ -127,7 +128,7 @@ def test_one_device_law_gradients_through_mixing():
     return jnp.sum(jnp.sin(strategy.mixer(plan, 16000)(h, 1)))
 
   g_sharded = jax.jit(jax.grad(lambda h: f(sharded, key, h)))(h)
-  g_plain = jax.jit(jax.grad(lambda h: f(strategy, jax.random.fold_in(key, 0), h)))(h)
+  g_plain = jax.jit(jax.grad(lambda h: f(strategy, key, h)))(h)
   chex.assert_trees_all_close(g_sharded, g_plain, rtol=1e-5, atol=1e-6)
 
 
@@ -144,8 +145,7 @@ def test_sharded_strategy_interface():
   leaves, treedef = jax.tree.flatten(plan)
   again = jax.tree.unflatten(treedef, leaves)
   assert isinstance(again, parallel.ShardedPlan) and again.batch_leaves == plan.batch_leaves
-  chex.assert_trees_all_equal(plan.device_plan(0),
-                              strategy.plan(jax.random.fold_in(jax.random.key(0), 0), 4, 3))
+  chex.assert_trees_all_equal(plan.device_plan(0), strategy.plan(jax.random.key(0), 4, 3))
   with pytest.raises(IndexError):
     plan.device_plan(1)
   with pytest.raises(ValueError, match='whole pairs'):
@@ -165,7 +165,7 @@ def test_toy_strategy_one_device_law():
   run = jax.jit(_run, static_argnums=(0, 5))
   for k in (0, 1):
     got = run(s, key, x, y, x, k)
-    want = run(toy, jax.random.fold_in(key, 0), x, y, x, k)
+    want = run(toy, key, x, y, x, k)
     chex.assert_trees_all_close(got, want)
 
 
@@ -180,7 +180,7 @@ def eight():
 
 
 def test_eight_devices_standard_step_equals_one_device(eight):
-  """The trainer's step (steps.py) with parallel.train_step_shardings: 8 devices == 1 device."""
+  """The trainer's step (steps.mesh_train_step) on 8 devices == on 1 device."""
   assert eight['device_count'] == 8 and eight['mesh8'] == 8
   assert eight['x_shards'] == 8 and eight['x_shard_rows'] == [4]
   assert eight['state_replicated']
@@ -218,6 +218,19 @@ def test_eight_devices_mixing_gradients_equal_one_device(eight):
 
 def test_eight_devices_mixing_has_no_collectives(eight):
   assert eight['mix_collectives'] == []
+
+
+def test_eight_devices_trainer_step_adds_no_collective_for_the_mixing(eight):
+  """The compiled train step (steps.mesh_train_step) of every strategy has exactly the collectives
+  of the 'standard' step: the all-reduces of the gradients and of BatchNorm's statistics."""
+  got = eight['step_collectives']
+  assert set(got) == set(STRATEGIES)
+  standard = got['standard']
+  assert set(standard) == {'all-reduce'} and standard['all-reduce'] >= 1
+  for name, ops in got.items():
+    assert ops == standard, (name, ops)
+  # Not vacuous: the same mixing on the global batch, without shard_strategy, moves rows.
+  assert set(eight['global_intermix_collectives']) - {'all-reduce'}, eight
 
 
 def test_eight_devices_odd_pairs_error(eight):

@@ -1,4 +1,6 @@
-"""Train/eval steps, optimiser and LR schedule (intermix_jax.steps, intermix_jax.schedules).
+"""Train/eval steps, optimiser and LR schedule (intermix_jax.steps, intermix_jax.schedules), and
+the trainer's jitted steps on a mesh (steps.mesh_train_step: compiled once per statics; on one
+device exactly the plain step).
 
 Uses a tiny local Flax model (the contract of docs/architecture.md: sample_rate, input_length,
 num_mix_points, `mix(h, k)` at each point, BatchNorm, dropout) and the real mixing strategies.
@@ -12,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from intermix_jax import mixing, schedules, steps
+from intermix_jax import mixing, parallel, schedules, steps
 
 
 class TinyNet(nn.Module):
@@ -209,3 +211,50 @@ def test_eval_step_mean_softmax_over_crops_and_masked_counts():
   assert int(out['count']) == 4
   assert int(out['num_correct']) == int(np.sum((pred == y) & mask))
   assert not bool(out['correct'][4])
+
+
+def _opt():
+  return steps.OptimizerSpec(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, num_epochs=4,
+                             steps_per_epoch=2, schedule=(0.5,), warmup_epochs=0)
+
+
+def test_mesh_train_step_on_one_device_is_the_plain_step():
+  """The trainer's step on a 1-device mesh (the strategy through parallel.shard_strategy, explicit
+  shardings) computes bitwise what the plain jitted step with the unwrapped strategy computes."""
+  model, strategy, opt = TinyNet(), mixing.get_strategy('intermix'), _opt()
+  mesh = parallel.make_mesh(1)
+  state = steps.state_initializer(model, opt, mesh)(jax.random.key(0))
+  plain_state = steps.init_state(model, opt.tx(), jax.random.key(0), model.input_length)
+  chex.assert_trees_all_equal(jax.device_get(state), jax.device_get(plain_state))
+  plain = jax.jit(steps.make_train_step(model, strategy, opt.tx(), 3, opt.lr_schedule()))
+  step = steps.mesh_train_step(model, strategy, opt, 3, mesh)
+  key = jax.random.key(7)
+  for i in range(3):
+    batch = make_batch(seed=i)
+    plain_state, want = plain(plain_state, batch, key)
+    state, got = step(state, parallel.host_batch_to_global(batch, mesh, pairs=True),
+                      parallel.replicate(key, mesh))
+    chex.assert_trees_all_equal(jax.device_get(got), jax.device_get(want))
+  chex.assert_trees_all_equal(jax.device_get(state), jax.device_get(plain_state))
+
+
+def test_mesh_steps_compile_once_for_equal_statics():
+  """The next fold of fold=all (equal model, strategy, optimiser, class count and mesh) gets the
+  same jitted step, and a fresh and a restored state (placed as a checkpoint restore places it)
+  run its one compilation."""
+  mesh = parallel.make_mesh(1)
+  step = steps.mesh_train_step(TinyNet(), mixing.get_strategy('mixup'), _opt(), 3, mesh)
+  assert steps.mesh_train_step(TinyNet(), mixing.get_strategy('mixup'), _opt(), 3,
+                               parallel.make_mesh(1)) is step
+  assert steps.mesh_eval_step(TinyNet(), mesh) is steps.mesh_eval_step(TinyNet(), mesh)
+  fresh = steps.state_initializer(TinyNet(), _opt(), mesh)(jax.random.key(1))
+  target = steps.abstract_state(TinyNet(), _opt(), mesh)
+  assert jax.tree.structure(target) == jax.tree.structure(fresh)
+  restored = jax.tree.map(lambda t, x: jax.device_put(np.asarray(x), t.sharding), target,
+                          jax.device_get(fresh))
+  key = parallel.replicate(jax.random.key(2), mesh)
+  for state in (fresh, restored):
+    for i in range(2):
+      state, _ = step(state, parallel.host_batch_to_global(make_batch(seed=i), mesh, pairs=True),
+                      key)
+  assert step._cache_size() == 1

@@ -13,7 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from intermix_jax import config_checks, data, mixing, train
+from intermix_jax import checkpoints, config_checks, data, mixing, summaries, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ('model.width=0.25,model.fc_units=32,batch_size=8,steps_per_epoch=2,num_epochs=1,'
@@ -134,3 +134,73 @@ def test_config_errors_name_the_field_before_any_work(synthetic_data_dir, tmp_pa
     with pytest.raises(config_checks.ConfigError, match=rf'config\.{field}=.*valid'):
       train.train_and_evaluate(tiny_config(synthetic_data_dir, extra), str(tmp_path / 'w'))
   assert not os.path.exists(tmp_path / 'w' / 'checkpoints')
+
+
+def test_writer_and_store_are_closed_on_every_way_out(synthetic_data_dir, tmp_path, monkeypatch):
+  """Finished, preempted, stopped by a non-finite step, or failed: the TensorBoard writer and the
+  checkpoint store of the fold are closed (once each), and a failure keeps its own exception."""
+  closed = []
+  for cls in (summaries.SummaryWriter, checkpoints.CheckpointStore):
+    def close(self, real=cls.close):
+      closed.append(type(self).__name__)
+      return real(self)
+    monkeypatch.setattr(cls, 'close', close)
+  real_loader = data.make_train_loader
+
+  def loader_doing(what):
+    def make(*args, **kwargs):
+      loader = real_loader(*args, **kwargs)
+      batches = loader.batches
+
+      def batches_doing(epoch, start_step=0):
+        for i, b in enumerate(batches(epoch, start_step), start_step):
+          if (epoch, i) == (1, 0):
+            if what == 'sigterm':
+              os.kill(os.getpid(), signal.SIGTERM)
+            elif what == 'nan':
+              b = dict(b, x=np.full_like(b['x'], np.nan))
+            else:
+              raise OSError(5, 'Input/output error', 'the data')
+          yield b
+      loader.batches = batches_doing
+      return loader
+    return make
+
+  config = tiny_config(synthetic_data_dir, 'strategy=bc')  # 2 epochs x 2 steps
+  both = ['SummaryWriter', 'CheckpointStore']
+  assert train.train_and_evaluate(config, str(tmp_path / 'done'))['status'] == 'finished'
+  assert closed == both
+  for what, raises in (('sigterm', None), ('nan', train.NonFiniteError), ('io', OSError)):
+    closed.clear()
+    monkeypatch.setattr(data, 'make_train_loader', loader_doing(what))
+    if raises is None:
+      assert train.train_and_evaluate(config, str(tmp_path / what))['status'] == 'preempted'
+    else:
+      with pytest.raises(raises) as e:
+        train.train_and_evaluate(config, str(tmp_path / what))
+      assert what != 'io' or e.value.filename == 'the data'
+    assert closed == both, what
+
+
+def test_closing_after_a_failure_keeps_the_failure(caplog):
+  """train._close: with an exception on its way, a close that fails is logged in one line (the
+  run's own exception stays the one reported); otherwise it is raised after every close ran."""
+  class Failing:
+    def close(self):
+      raise OSError(28, 'No space left on device', 'events.out')
+
+  class Closing:
+    closed = False
+
+    def close(self):
+      self.closed = True
+
+  later = Closing()
+  train._close((Failing(), None, later), quietly=True)
+  assert later.closed
+  assert any('could not be closed' in r.getMessage() and '\n' not in r.getMessage()
+             for r in caplog.records)
+  later = Closing()
+  with pytest.raises(OSError, match='No space left'):
+    train._close((Failing(), later), quietly=False)
+  assert later.closed

@@ -1,0 +1,274 @@
+"""A trained model: built from a run's config, loaded from its workdir, evaluated clip by clip.
+
+    model = trained.build_model(config, num_classes)                # train, and the loaders below
+    run = trained.load_workdir(workdir, PredictWorkdirError)        # predict, adversarial
+    ev = trained.evaluate_clips(steps.mesh_eval_step(run.model, run.mesh), run.state, loader,
+                                run.mesh)                           # train, predict, adversarial
+
+`load_workdir` reads `config.json` and `results.json`, rebuilds the model and the abstract
+TrainState on a mesh (by default this process's first device), and restores the newest checkpoint
+whose arrays match their digest, read-only (nothing in the workdir is moved or written, so a run
+still training there is not disturbed). Every problem is one line in the caller's own error type.
+
+`evaluate_clips` is the one loop over the batches of an evaluation loader: the trainer's per-epoch
+10-crop error, predict's probabilities and the adversarial attack all run through it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from intermix_jax import checkpoints
+from intermix_jax import parallel
+from intermix_jax import steps
+from intermix_jax import workdir as workdir_lib
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int):
+  """The flax backbone `config.backbone` with `config.model`'s options for `num_classes` classes.
+
+  Raises:
+    ValueError: an unknown backbone or option (the message names it).
+  """
+  from intermix_jax import models  # pylint: disable=g-import-not-at-top
+  return models.get_model(config.backbone, int(num_classes), **config.model.to_dict())
+
+
+# ------------------------------------------------------------------------------------------------
+# A trained workdir
+# ------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class TrainedRun:
+  """A training run's workdir, restored for use.
+
+  Attributes:
+    workdir: absolute path.
+    config: the run's ConfigDict (config.json).
+    results: results.json as a dict, or None when the run has not written one yet.
+    class_names: C names, index = label (results.json, else the dataset's own list).
+    model: the flax backbone.
+    mesh: the devices `state` lives on (replicated).
+    state: steps.TrainState of the restored checkpoint.
+    step: its global step.
+    checkpoint: its path.
+    skipped: '; '-joined `path why` of newer checkpoints that were unreadable or corrupted and
+      left in place ('' when the newest one was used).
+  """
+  workdir: str
+  config: ml_collections.ConfigDict
+  results: dict | None
+  class_names: tuple[str, ...]
+  model: Any
+  mesh: jax.sharding.Mesh
+  state: steps.TrainState
+  step: int
+  checkpoint: str
+  skipped: str
+
+
+def _check_is_run(workdir: str, error: type[Exception]) -> None:
+  if not os.path.isdir(workdir):
+    raise error(f'--workdir={workdir}: no such directory')
+  if os.path.exists(os.path.join(workdir, workdir_lib.CONFIG_FILE)):
+    return
+  folds = sorted(d for d in os.listdir(workdir)
+                 if d.startswith('fold_') and os.path.isdir(os.path.join(workdir, d)))
+  if folds:
+    raise error(f'--workdir={workdir} is a cross-validation run (fold=all), one model per fold: '
+                f'point --workdir at one of its fold_<k> directories, e.g. '
+                f'{os.path.join(workdir, folds[0])}')
+  raise error(f'--workdir={workdir} has no {workdir_lib.CONFIG_FILE}: not the workdir of a '
+              'training run (python -m intermix_jax.main)')
+
+
+def _class_names(workdir: str, config, results: dict | None,
+                 error: type[Exception]) -> tuple[str, ...]:
+  if results and results.get('class_names'):
+    return tuple(results['class_names'])
+  from intermix_jax import data  # pylint: disable=g-import-not-at-top
+  try:  # results.json not written yet: the dataset's own list
+    return tuple(data.dataset_info(config).class_names)
+  except (ValueError, OSError) as e:
+    raise error(f'--workdir={workdir}: no class names in {workdir_lib.RESULTS_FILE} and the '
+                f'dataset cannot tell them ({e})') from e
+
+
+def _without_removed_fields(stored: dict) -> dict:
+  """A stored config.json without the fields removed from the config since it was written
+  (workdir.REMOVED_FIELDS, dotted keys), so that older workdirs still load."""
+  out = dict(stored)
+  for key in workdir_lib.REMOVED_FIELDS:
+    *parents, leaf = key.split('.')
+    node = out
+    for p in parents:
+      if not isinstance(node.get(p), dict):
+        break
+      node[p] = node = dict(node[p])
+    else:
+      node.pop(leaf, None)
+  return out
+
+
+def load_workdir(workdir: str, error: type[Exception], *,
+                 check: Callable[[ml_collections.ConfigDict, dict | None], None] | None = None,
+                 mesh: jax.sharding.Mesh | None = None) -> TrainedRun:
+  """Loads a training workdir (one fold): config, results, model and the newest verified state.
+
+  Args:
+    workdir: the run's workdir.
+    error: the caller's exception type; every problem below is raised as one line of it.
+    check: called with (config, results or None) before the checkpoint is read; may raise
+      (e.g. a run that has not finished).
+    mesh: where to place the state (replicated); default: this process's first device, whatever
+      the topology of the run that saved it.
+  Raises:
+    error: no such directory; a fold=all run's root; no config.json; config.json or results.json
+      not a JSON object (the file is named); no class names; no checkpoint that reads and matches
+      its digest (the skipped ones are named).
+  """
+  workdir = os.path.abspath(workdir)
+  _check_is_run(workdir, error)
+  stored = workdir_lib.read_json_object(os.path.join(workdir, workdir_lib.CONFIG_FILE), error)
+  config = ml_collections.ConfigDict(_without_removed_fields(stored))
+  results_path = os.path.join(workdir, workdir_lib.RESULTS_FILE)
+  results = (workdir_lib.read_json_object(results_path, error) if os.path.isfile(results_path)
+             else None)
+  if check is not None:
+    check(config, results)
+  class_names = _class_names(workdir, config, results, error)
+  model = build_model(config, len(class_names))
+  if mesh is None:
+    mesh = parallel.make_mesh(devices=jax.local_devices()[:1])
+  # The state's structure does not depend on the epoch and step counts: any will do.
+  opt = steps.OptimizerSpec.from_config(config.opt, num_epochs=1, steps_per_epoch=1)
+  target = steps.abstract_state(model, opt, mesh)
+  ckpt_dir = os.path.join(workdir, workdir_lib.CHECKPOINTS_DIR)
+  restored, skipped, path = None, '', ''
+  if os.path.isdir(ckpt_dir):
+    store = checkpoints.CheckpointStore(ckpt_dir, int(config.keep_checkpoints), read_only=True)
+    try:
+      restored = store.restore(target)
+    finally:
+      store.close()
+    skipped = store.rejected_summary()
+    if restored is not None:
+      path = store.path(restored[2])
+  if restored is None:
+    why = f'; skipped: {skipped}' if skipped else ' (has the run saved one yet?)'
+    raise error(f'--workdir={workdir}: no readable checkpoint in {ckpt_dir}{why}')
+  state, _, step = restored
+  return TrainedRun(workdir=workdir, config=config, results=results, class_names=class_names,
+                    model=model, mesh=mesh, state=state, step=int(step), checkpoint=path,
+                    skipped=skipped)
+
+
+# ------------------------------------------------------------------------------------------------
+# The evaluation loop
+# ------------------------------------------------------------------------------------------------
+def evaluate_clips(eval_step: Callable, state: Any, loader: Any,
+                   mesh: jax.sharding.Mesh | None = None, *,
+                   per_clip: Sequence[str] = ('pred',),
+                   totals: Sequence[str] = ('num_correct', 'count')) -> dict:
+  """Runs `eval_step` over every batch of `loader` on `mesh`: per-clip outputs and totals.
+
+  Every process calls this with its own loader (`process_index` = its jax.process_index()); each
+  batch's `index` (clip position in the loader's clip order, -1 on padding rows) travels with the
+  labels and the outputs, so the per-clip outputs come out in clip order (`loader.filenames`)
+  whatever order the mesh gives the processes' rows.
+
+  Args:
+    eval_step: `fn(state, batch) -> dict` on `mesh` (e.g. steps.mesh_eval_step(model, mesh)),
+      batch = dict(x float32 (b, crops, T), y int32 (b,), mask bool (b,)). Its outputs named in
+      `per_clip` have the clip axis first ((b, ...), e.g. pred (b,) int32, probs (b, C)); those
+      named in `totals` are totals of the batch (scalars or arrays, e.g. num_correct; `count`:
+      int32 scalar, the unmasked clips).
+    state: what eval_step takes (replicated on `mesh`).
+    loader: `batches()` -> dicts of x, y, mask and index (int32 (b,)), and `num_examples` N
+      (data.EvalLoader, or any object alike).
+    mesh: the devices; each process's rows become global arrays on it
+      (parallel.host_batch_to_global). Default: parallel.make_mesh() (every device).
+    per_clip, totals: names of eval_step outputs, as above; `count` must be among `totals`.
+  Returns:
+    dict, the same on every process: per name of `per_clip`, numpy (N, ...) in clip order;
+    `labels` int64 (N,); per name of `totals`, the sum over the batches (float64 or int64 numpy);
+    `count` int; when
+    `num_correct` is among `totals`, `error` = 100 (1 - num_correct / count) (%, float64 of
+    num_correct's shape).
+  Raises:
+    RuntimeError: `count` is not N, or the gathered rows do not hold every clip exactly once.
+  """
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  per_clip, totals = tuple(per_clip), tuple(totals)
+  outs = []
+  for batch in loader.batches():
+    batch = parallel.host_batch_to_global({k: batch[k] for k in ('x', 'y', 'mask', 'index')},
+                                          mesh)
+    out = eval_step(state, {k: batch[k] for k in ('x', 'y', 'mask')})
+    outs.append(dict({k: out[k] for k in per_clip + totals}, y=batch['y'], index=batch['index']))
+  host = parallel.global_to_host(outs)  # one transfer at the end: the steps run back to back
+  n = loader.num_examples
+  result = {k: _total([o[k] for o in host]) for k in totals}
+  count = int(result['count'])
+  if count != n:
+    raise RuntimeError(f'evaluation saw {count} clips, the test fold has {n}')
+  cat = lambda k: np.concatenate([np.asarray(o[k]) for o in host]) if host else np.zeros((0,))
+  ordered = clip_order(cat('index'), {k: cat(k) for k in per_clip + ('y',)}, n)
+  result.update(ordered, labels=ordered.pop('y').astype(np.int64))
+  result['count'] = count
+  if 'num_correct' in totals:
+    result['error'] = 100.0 * (1.0 - result['num_correct'] / max(count, 1))
+  return result
+
+
+def _total(values: list) -> np.ndarray:
+  """The sum of per-batch totals, accumulated in float64 (floats) or int64 (integers)."""
+  values = [np.asarray(v) for v in values]
+  if not values:
+    return np.zeros((), np.int64)
+  dtype = np.float64 if np.issubdtype(values[0].dtype, np.floating) else np.int64
+  total = np.zeros(values[0].shape, dtype)
+  for v in values:
+    total += v.astype(dtype)
+  return total
+
+
+def clip_order(index: np.ndarray, rows: dict[str, np.ndarray],
+               num_examples: int) -> dict[str, np.ndarray]:
+  """Gathered evaluation rows -> the same outputs in clip order.
+
+  Args:
+    index: int (R,) clip position of each gathered row, -1 on padding rows.
+    rows: name -> array (R, ...) with one entry per row (e.g. pred, y).
+    num_examples: N clips.
+  Returns:
+    name -> array (N, ...), entry i for clip i.
+  Raises:
+    ValueError: an array of `rows` does not have R entries.
+    RuntimeError: naming the missing, repeated or out-of-range clips unless every clip 0..N-1
+      occurs exactly once among the rows with index >= 0.
+  """
+  index = np.asarray(index).reshape(-1)
+  rows = {k: np.asarray(v) for k, v in rows.items()}
+  wrong = {k: v.shape for k, v in rows.items() if v.shape[:1] != index.shape}
+  if wrong:
+    raise ValueError(f'clip_order: index {index.shape} and {wrong} must have one entry per row')
+  valid = index >= 0
+  idx = index[valid].astype(np.int64)
+  outside = idx[idx >= num_examples]
+  seen = np.bincount(idx[idx < num_examples], minlength=num_examples)
+  if outside.size or np.any(seen != 1):
+    raise RuntimeError(
+        f'evaluation rows do not hold each of the {num_examples} test clips exactly once: '
+        f'missing {np.flatnonzero(seen == 0)[:10].tolist()}, repeated '
+        f'{np.flatnonzero(seen > 1)[:10].tolist()}, out of range {outside[:10].tolist()} '
+        '(first 10 of each)')
+  out = {}
+  for k, v in rows.items():
+    out[k] = np.empty((num_examples,) + v.shape[1:], v.dtype)
+    out[k][idx] = v[valid]
+  return out
