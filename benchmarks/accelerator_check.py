@@ -45,14 +45,11 @@ if HERE not in sys.path:
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-BACKBONES = ('envnetv2', 'envnet', 'm18', 'soundnet5', 'piczakcnn')
 PRECISIONS = ('bfloat16', 'tf32', 'float32')  # measured in this order (the time box may cut it)
 # Modules the project imports that the accelerator machine may lack (benchmarks/fetch_wheels.sh)
 PROJECT_MODULES = ('tensorflow_datasets', 'grain', 'array_record', 'ml_collections', 'soundfile',
                    'soxr')
 PREINSTALLED = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'chex', 'numpy', 'scipy')
-BASE_MIXING = dict(eligible_layers=None, p_weighting=True, normalize=True, signed_mode='superpose',
-                   stop_gradient_interference=False, alpha=1.0)  # configs/base.py `mixing`
 
 
 def _now() -> str:
@@ -73,6 +70,25 @@ def _read_jsonl(path: str) -> list:
 
 def _norm(name: str) -> str:
   return re.sub(r'[-_.]+', '-', name).lower()
+
+
+def _backbones() -> tuple:
+  """The backbones, `models.MODELS` (imported on use: `deps` and `report` run without JAX)."""
+  from intermix_jax import models  # pylint: disable=g-import-not-at-top
+  return tuple(models.MODELS)
+
+
+def _backbone(name: str) -> str:
+  """argparse type of --backbone: a name of `models.MODELS`."""
+  if name not in _backbones():
+    raise argparse.ArgumentTypeError(
+        f"invalid choice: {name!r} (choose from {', '.join(map(repr, _backbones()))})")
+  return name
+
+
+def _backbone_list(names: str) -> list:
+  """argparse type of --backbones: comma-separated names of `models.MODELS`."""
+  return [_backbone(name) for name in names.split(',')]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -198,13 +214,15 @@ def bench_step(backbone: str, strategy_name: str, precision: str, batch: int, re
   train.py runs) for one configuration."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from intermix_jax import mixing, models, parallel, steps  # pylint: disable=g-import-not-at-top
+  from intermix_jax import config_lib, mixing, models, parallel, steps  # pylint: disable=g-import-not-at-top
   from machine import flops_of  # pylint: disable=g-import-not-at-top
+  base_mixing = config_lib.base_config().mixing  # every strategy option at its default
   options = dict(width=width, precision='bfloat16' if precision == 'bfloat16' else 'float32')
   if fc_units:
     options['fc_units'] = fc_units
   model = models.get_model(backbone, num_classes, **options)
-  strategy = mixing.get_strategy(strategy_name, **{k: BASE_MIXING[k] for k in mixing.strategy_options(strategy_name)})
+  strategy = mixing.get_strategy(
+      strategy_name, **{k: base_mixing[k] for k in mixing.strategy_options(strategy_name)})
   opt = steps.OptimizerSpec(lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4,
                             num_epochs=1200, steps_per_epoch=25, schedule=(0.5, 0.75),
                             warmup_epochs=0)
@@ -290,8 +308,8 @@ def cmd_steps(args) -> int:
 # pipeline
 # ------------------------------------------------------------------------------------------------
 def _synthetic_config(data_dir: str, batch: int, strategy: str = 'intermix'):
-  import runpy  # pylint: disable=g-import-not-at-top
-  c = runpy.run_path(os.path.join(ROOT, 'configs', 'base.py'))['get_base_config']()
+  from intermix_jax import config_lib  # pylint: disable=g-import-not-at-top
+  c = config_lib.base_config()
   c.dataset, c.data_dir, c.fold, c.strategy, c.batch_size = 'synthetic', data_dir, 1, strategy, batch
   return c
 
@@ -304,7 +322,7 @@ def cmd_pipeline(args) -> int:
   out = os.path.join(args.out, 'pipeline.jsonl')
   cores = os.cpu_count() or 1
   threads = sorted({1, cores})
-  for backbone in args.backbones.split(','):
+  for backbone in args.backbones or _backbones():
     model = models.MODELS[backbone]
     c = _synthetic_config(args.data_dir, args.batch)
     start = time.perf_counter()
@@ -521,7 +539,7 @@ def main(argv=None) -> int:
   d.add_argument('--wheels', default=os.path.join(ROOT, '.wheels'))
   d.add_argument('--target', required=True)
   s = sub.add_parser('steps')
-  s.add_argument('--backbone', required=True, choices=BACKBONES)
+  s.add_argument('--backbone', required=True, type=_backbone, help='a name of models.MODELS')
   s.add_argument('--strategies', default='intermix,standard')
   s.add_argument('--precisions', default=','.join(PRECISIONS))
   s.add_argument('--batch', type=int, default=64)
@@ -530,7 +548,8 @@ def main(argv=None) -> int:
   s.add_argument('--fc_units', type=int, default=None)
   s.add_argument('--matmul_n', type=int, default=8192)
   q = sub.add_parser('pipeline')
-  q.add_argument('--backbones', default=','.join(BACKBONES))
+  q.add_argument('--backbones', type=_backbone_list, default=None,
+                 help='comma-separated names of models.MODELS (default: all)')
   q.add_argument('--data_dir', required=True)
   q.add_argument('--batch', type=int, default=64)
   q.add_argument('--epochs', type=int, default=4)

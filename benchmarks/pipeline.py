@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import runpy
 import statistics
 import sys
 import time
@@ -28,7 +27,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from intermix_jax import data  # pylint: disable=g-import-not-at-top,wrong-import-position
+from intermix_jax import config_lib, data  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def machine_state() -> str:
@@ -44,7 +43,7 @@ def machine_state() -> str:
 
 
 def config(args, strong: bool):
-  c = runpy.run_path(os.path.join(REPO, 'configs', 'base.py'))['get_base_config']()
+  c = config_lib.base_config()
   c.dataset, c.data_dir, c.manual_dir = 'esc10', args.data_dir, args.manual_dir
   c.fold, c.strategy, c.batch_size, c.strong_augment = 1, args.strategy, args.batch, strong
   c.eval_batch_size, c.num_eval_crops = 16, 10

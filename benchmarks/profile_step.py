@@ -8,7 +8,8 @@ op it comes from.
     python benchmarks/profile_step.py summarize /tmp/prof_envnet --top 40
 
 `trace` runs the same step as benchmarks/vs_torch.py (the trainer's `steps.make_train_step`,
-standard strategy, Nesterov SGD, default conv_impl, `host_memory.reuse_freed_memory()` unless
+standard strategy, Nesterov SGD, the backend's own convolutions and pools: the `models.cpu_ops`
+rewrites on the CPU backend, nothing forced; `host_memory.reuse_freed_memory()` unless
 `--no-reuse_host_memory`), two warm-up steps, then `--steps` traced steps. `summarize` reads the
 trace with xprof's trace_viewer converter and sums, per HLO instruction, the time of its events on
 XLA's worker threads divided by the number of traced steps ("thread ms / step": a convolution that
@@ -90,7 +91,7 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest='command', required=True)
   t = sub.add_parser('trace', help='trace the step (project environment)')
-  t.add_argument('--model', default='envnet', help='envnet or envnetv2')
+  t.add_argument('--model', default='envnet', help='a name of intermix_jax.models.MODELS')
   t.add_argument('--batch', type=int, default=32)
   t.add_argument('--steps', type=int, default=2, help='traced steps')
   t.add_argument('--out', required=True, help='profile directory')

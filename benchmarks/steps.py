@@ -8,7 +8,8 @@
 Part 1 (per backbone): the trainer's step on one device, `steps.mesh_train_step` (what train.py
 runs: jitted once per model / strategy / OptimizerSpec / mesh, the strategy per device through
 parallel.shard_strategy, state donated; Nesterov SGD with coupled weight decay and the LR
-schedule), for the strategies standard, bc, speechmix and intermix (options of configs/base.py),
+schedule), for the strategies of the paper's table 1 (`report.paper.PAPER_TABLE1`'s columns:
+standard, bc, speechmix, intermix; options at `config_lib.base_config()`'s defaults),
 published widths, `--precision` (the model option: float32 or bfloat16 compute), host numpy
 batches (N, T) whose rows 2k, 2k+1 are of different classes, placed on the mesh every step as the
 trainer places them (parallel.host_batch_to_global). Rounds alternate between strategies (load
@@ -48,13 +49,14 @@ import time
 import jax
 import numpy as np
 
-from intermix_jax import host_memory, mixing, models, parallel, steps
+from intermix_jax import config_lib, host_memory, mixing, models, parallel, steps
+from intermix_jax.report import paper
 from machine import cpu_name, load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STRATEGIES = ('standard', 'bc', 'speechmix', 'intermix')
-BASE_MIXING = dict(eligible_layers=None, p_weighting=True, normalize=True, signed_mode='superpose',
-                   stop_gradient_interference=False, alpha=1.0)  # configs/base.py `mixing`
+# The paper's strategies (table 1's columns, in its order; 'standard' is the baseline).
+STRATEGIES = tuple(dict.fromkeys(s for cells in paper.PAPER_TABLE1.values() for s in cells))
+BASE_MIXING = config_lib.base_config().mixing.to_dict()  # every strategy option at its default
 COMPILE_EVENTS = {
     '/jax/core/compile/jaxpr_trace_duration': 'trace',
     '/jax/core/compile/jaxpr_to_mlir_module_duration': 'lower',

@@ -5,16 +5,18 @@ throughput that fits the whole table in a time budget on one accelerator.
     .venv/bin/python benchmarks/table1_budget.py --hours 24 --peak_tflops 989,495,67
     .venv/bin/python benchmarks/table1_budget.py --cache /tmp/table1_flops.json   # compile once
 
-Table 1 (launch/sweep.py --table=1): rows envnet, envnetv2, m18, soundnet5, piczakcnn and
-envnetv2 + strong augmentation (host-side, the same device step as envnetv2); strategies
-standard, bc, speechmix, intermix; datasets ESC-50 (5 folds), ESC-10 (5 folds), UrbanSound8K (10
-folds); one seed; every fold is one run.
+Table 1 (launch/sweep.py --table=1), read from the registries: its rows and strategies are the
+paper's (`report.paper.PAPER_TABLE1`, in the paper's order: m18, soundnet5, envnet, piczakcnn,
+envnetv2 and envnetv2 + strong augmentation, host-side, the same device step as envnetv2;
+standard, bc, speechmix, intermix), its datasets `protocol.PAPER_DATASETS` (ESC-50, ESC-10,
+UrbanSound8K) with their folds from `data.catalog.known_num_folds` (5, 5, 10); one seed; every
+fold is one run.
 
 Per run: train steps = epochs x floor(train clips / 64) (the trainer drops the last partial batch;
-mixing strategies train twice the epochs of the docs/method.md §5 row, intermix_jax/protocol.py);
-train clips per fold: ESC-50 1600, ESC-10 320, UrbanSound8K 7859 (8732 clips over 10 folds of
-806..990: the mean of 8732 - fold size); test clips per fold 400, 80 and 873. FLOPs per train
-step: XLA's cost analysis of the trainer's compiled step (`steps.mesh_train_step` on one device:
+mixing strategies train twice the epochs of the docs/method.md §5 row, `protocol.optimisation_row`);
+test clips per fold = the dataset's clips (`CLIPS`) / its folds, rounded down, train clips the rest:
+ESC-50 1600 + 400, ESC-10 320 + 80, UrbanSound8K 7859 + 873 (8732 clips over 10 folds of 806..990:
+the mean fold). FLOPs per train step: XLA's cost analysis of the trainer's compiled step (`steps.mesh_train_step` on one device:
 forward, backward, mixing, optimiser) at batch 64, published widths, float32, the plain
 convolutions (`models.cpu_ops` forced to 'plain': the accelerator's program; the CPU rewrites
 compute some weight gradients by FFT, which XLA counts as fewer FLOPs) -- compiled HERE, on the
@@ -38,21 +40,36 @@ sys.path.insert(0, ROOT)
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from intermix_jax import mixing, models, parallel, protocol, steps  # pylint: disable=g-import-not-at-top,wrong-import-position
+from intermix_jax import config_lib, mixing, models, parallel, protocol, steps  # pylint: disable=g-import-not-at-top,wrong-import-position
+from intermix_jax.data import catalog  # pylint: disable=g-import-not-at-top,wrong-import-position
+from intermix_jax.report import paper  # pylint: disable=g-import-not-at-top,wrong-import-position
 from machine import cpu_name, flops_of, load  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-ROWS = ('envnet', 'envnetv2', 'm18', 'soundnet5', 'piczakcnn', 'envnetv2_aug')
-STRATEGIES = ('standard', 'bc', 'speechmix', 'intermix')
-DATASETS = {  # name: (folds, train clips per fold, test clips per fold, classes)
-    'esc50': (5, 1600, 400, 50),
-    'esc10': (5, 320, 80, 10),
-    'urbansound8k': (10, 7859, 873, 10),
-}
-BATCH = 64
-EVAL_EVERY = 50
-CROPS = 10
-BASE_MIXING = dict(eligible_layers=None, p_weighting=True, normalize=True, signed_mode='superpose',
-                   stop_gradient_interference=False, alpha=1.0)
+# The paper's table 1 (report/paper_values.json): its rows ('<backbone>' or '<backbone>+aug', strong
+# augmentation: the same device step) and its strategy columns, in the paper's order.
+ROWS = tuple(paper.PAPER_TABLE1)
+STRATEGIES = tuple(dict.fromkeys(s for cells in paper.PAPER_TABLE1.values() for s in cells))
+# Clips of each dataset of the tables (the published sizes; no registry holds clip counts).
+CLIPS = {'esc50': 2000, 'esc10': 400, 'urbansound8k': 8732}
+
+
+def _split(dataset: str) -> tuple[int, int, int]:
+  """(folds, train clips per fold, test clips per fold): the test fold is the mean fold."""
+  folds = catalog.known_num_folds(dataset)
+  test = CLIPS[dataset] // folds
+  return folds, CLIPS[dataset] - test, test
+
+
+DATASETS = {d: _split(d) for d in protocol.PAPER_DATASETS}  # name: (folds, train, test clips)
+BATCH = protocol.FIXED['batch_size']
+EVAL_EVERY = config_lib.base_config().eval_every_epochs
+CROPS = protocol.FIXED['num_eval_crops']
+BASE_MIXING = config_lib.base_config().mixing.to_dict()  # every strategy option at its default
+
+
+def backbone_of(row: str) -> str:
+  """The backbone of a table 1 row ('envnetv2+aug' -> 'envnetv2')."""
+  return row.removesuffix('+aug')
 
 
 def step_flops(backbone: str, strategy: str, num_classes: int = 50) -> tuple[float, float]:
@@ -102,7 +119,7 @@ def main(argv=None):
   peaks = dict(zip(('bfloat16', 'tf32', 'float32'), (float(v) for v in args.peak_tflops.split(','))))
   print(f'# {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__} '
         f'({jax.default_backend()} compile); load {load()}', flush=True)
-  backbones = sorted({r.replace('_aug', '') for r in ROWS}, key=ROWS.index)
+  backbones = tuple(dict.fromkeys(backbone_of(r) for r in ROWS))
   train, evals = {}, {}
   if args.cache and os.path.exists(args.cache):
     with open(args.cache) as f:
@@ -125,8 +142,8 @@ def main(argv=None):
                        f'{time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}'), f, indent=1)
 
   print()
-  print('| backbone | GFLOP / train step (standard, bc, speechmix, intermix) | GFLOP / test clip '
-        '(10 crops) |')
+  print(f'| backbone | GFLOP / train step ({", ".join(STRATEGIES)}) | GFLOP / test clip '
+        f'({CROPS} crops) |')
   print('|---|---|---|')
   for b in backbones:
     print(f'| {b} | {" / ".join(f"{train[b, s] / 1e9:.1f}" for s in STRATEGIES)} | '
@@ -139,8 +156,8 @@ def main(argv=None):
         'PFLOP (all folds) |')
   print('|---|---|---|---|---|---|---|---|')
   for row in ROWS:
-    b = row.replace('_aug', '')
-    for dataset, (folds, train_clips, test_clips, _) in DATASETS.items():
+    b = backbone_of(row)
+    for dataset, (folds, train_clips, test_clips) in DATASETS.items():
       for s in STRATEGIES:
         epochs = run_epochs(b, dataset, s)
         n_steps = epochs * (train_clips // BATCH)
@@ -169,7 +186,7 @@ def main(argv=None):
   print('|---|---|---|---|---|')
   for b in backbones:
     per_example = train[b, 'intermix'] / BATCH
-    share = sum(v for r, v in per_row.items() if r.replace('_aug', '') == b) / flops
+    share = sum(v for r, v in per_row.items() if backbone_of(r) == b) / flops
     print(f'| {b} | {per_example / 1e9:.2f} | {need * 1e12 / per_example:,.0f} | '
           f'{need * 1e12 / train[b, "intermix"]:,.0f} | {100 * share:.1f} % |')
   print()

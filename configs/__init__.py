@@ -15,5 +15,5 @@ the colon, is `key=value` items separated by commas:
   custom.py                           your own sounds (a folder of class folders, or a csv)
   demo.py                             offline demo on synthetic sounds, a few CPU minutes
   table1/<row>.py  ablation/<v>.py  table3.py   one per cell group of the paper's tables
-  base.py                             the plain experiment (ESC-50), and `get_base_config()`
+  base.py                             the plain experiment (ESC-50)
 """

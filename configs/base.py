@@ -7,12 +7,10 @@ configs/esc50.py:
     python -m intermix_jax.main --config=configs/base.py:backbone=envnet,strategy=bc,fold=2 \
         --workdir=runs/esc50/envnet/bc/seed0/fold2
 
-`get_base_config()` is every field at its default, before any dataset, protocol row or argument
-(`config_lib.base_config`; kept for scripts that load this file).
+Every field at its default, before any dataset, protocol row or argument:
+`intermix_jax.config_lib.base_config()`.
 """
 from intermix_jax import config_lib
-
-get_base_config = config_lib.base_config
 
 
 def get_config(arg=None):

@@ -93,15 +93,13 @@ def per_process_batch_size(global_batch_size: int, mesh: Mesh, *, pairs: bool = 
   """Rows each process loads so that the processes together make a global batch.
 
   Raises:
-    ValueError: naming `batch_size` if the global batch cannot be cut into equal per-device
-      shards (of whole pairs when `pairs`).
+    config_lib.ConfigError (a ValueError): naming `batch_size` if the global batch cannot be cut
+      into equal per-device shards (of whole pairs when `pairs`): the one batch rule,
+      `config_lib.check_batch_split`.
   """
-  n = num_shards(mesh)
-  unit = 2 * n if pairs else n
-  if global_batch_size % unit:
-    what = f'{n} devices x 2 (each device must hold whole pairs)' if pairs else f'{n} devices'
-    raise ValueError(f'config batch_size={global_batch_size} is not a multiple of {unit} = {what}; '
-                     f'choose a multiple of {unit}')
+  from intermix_jax import config_lib  # pylint: disable=g-import-not-at-top
+  config_lib.check_batch_split(global_batch_size, pairs=pairs, devices=num_shards(mesh),
+                               processes=mesh_process_count(mesh))
   return global_batch_size // mesh_process_count(mesh)
 
 

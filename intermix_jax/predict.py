@@ -37,9 +37,6 @@ from typing import Sequence
 import numpy as np
 
 
-# docs/method.md §5: ESC clips are trimmed of leading/trailing exact-zero samples
-# (data/esc50.py); the other datasets are not. Prediction decodes the same way as the run's training data.
-TRIMMED_DATASETS = ('esc50', 'esc10')
 MAX_CHANNELS = 64  # prediction accepts any file with up to this many channels (downmixed)
 
 
@@ -68,7 +65,7 @@ class Predictor:
 
   def __init__(self, workdir: str):
     from intermix_jax import steps, trained
-    from intermix_jax.data import custom
+    from intermix_jax.data import catalog, custom
 
     run = trained.load_workdir(workdir, PredictWorkdirError)
     self.workdir, self.config, self.class_names = run.workdir, run.config, run.class_names
@@ -82,7 +79,8 @@ class Predictor:
     self.num_crops = int(c.num_eval_crops)
     self.batch_size = int(c.eval_batch_size)
     self.expect = dataclasses.replace(custom.AUDIO_EXPECTATION, max_channels=MAX_CHANNELS)
-    self.trim = c.dataset in TRIMMED_DATASETS
+    # docs/method.md §5: decode a new file the way the run's training clips were (ESC trims zeros).
+    self.trim = catalog.trims_zeros(c.dataset)
     self.eval_step = steps.mesh_eval_step(self.model, self.mesh)
 
   def load(self, path: str) -> np.ndarray:

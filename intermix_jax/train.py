@@ -41,9 +41,9 @@ import numpy as np
 
 from intermix_jax import checkpoints
 from intermix_jax import config_checks
+from intermix_jax import config_lib
 from intermix_jax import mixing
 from intermix_jax import parallel
-from intermix_jax import protocol
 from intermix_jax import schedules
 from intermix_jax import steps
 from intermix_jax import summaries
@@ -261,14 +261,9 @@ class _Run:
         config, num_folds=self.info.num_folds, num_mix_points=self.model.num_mix_points,
         device_count=jax.device_count(), process_count=jax.process_count(), mixes=strategy.mixes)
     workdir_lib.check_or_store_config(workdir, config, write=self.is_main)
-    if config.opt_defaults_from:
-      row = f'{config.backbone}/{protocol.row_dataset(config.dataset)}'
-      if config.opt_defaults_from != row:
-        logging.warning('config.backbone=%s / dataset=%s, but the optimisation fields came from the '
-                        'docs/method.md §5 row of %s, not %s: to get the row of this backbone and '
-                        'dataset, give them after the colon (configs/x.py:backbone=...), not as '
-                        '--config.backbone', config.backbone, config.dataset,
-                        config.opt_defaults_from, row)
+    note = config_lib.row_note(config)  # --config.backbone after the row was chosen
+    if note:
+      logging.warning(note)
 
     pi, pc = jax.process_index(), jax.process_count()
     prepare_data_once(config, self.model.sample_rate)

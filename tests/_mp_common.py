@@ -15,7 +15,6 @@ processes, on 2 shared CPU cores.
 import dataclasses
 import functools
 import os
-import runpy
 import socket
 import subprocess
 import sys
@@ -129,8 +128,8 @@ def train_step(model, strategy, tx, state, x, y, key):
 
 def synthetic_config(data_dir, global_batch):
   """Experiment config of the two-process test: synthetic dataset, fold 1 held out, intermix."""
-  config = runpy.run_path(os.path.join(os.path.dirname(TESTS_DIR), 'configs', 'base.py'))[
-      'get_base_config']()
+  from intermix_jax import config_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.base_config()
   config.dataset, config.data_dir, config.fold = 'synthetic', data_dir, 1
   config.strategy, config.batch_size, config.seed = 'intermix', global_batch, 0
   return config

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import helpers
 from intermix_jax import adversarial
 from intermix_jax import losses
 from intermix_jax import models
@@ -185,38 +186,8 @@ def test_workdir_errors_name_the_problem(tmp_path):
     adversarial.load_workdir(str(tmp_path))
 
 
-def _synthetic_workdir(root, synthetic_data_dir, base_config, status='finished'):
-  """A workdir as train.py leaves it: config.json, a checkpoint at the last step, results.json."""
-  from intermix_jax import checkpoints, data, train
-  from intermix_jax import workdir as workdir_lib
-  c = base_config
-  c.dataset, c.data_dir, c.fold, c.strategy, c.backbone = ('synthetic', synthetic_data_dir, 2,
-                                                           'intermix', 'piczakcnn')
-  c.model.width, c.model.fc_units, c.eval_batch_size, c.num_eval_crops = 0.05, 8, 32, 3
-  wd = os.path.join(root, 'wd')
-  workdir_lib.check_or_store_config(wd, c)
-  info = data.dataset_info(c)
-  model = models.get_model(c.backbone, info.num_classes, **c.model)
-  opt = steps.OptimizerSpec.from_config(c.opt, num_epochs=1, steps_per_epoch=3)
-  with cpu_ops.force('plain'):  # also when called from another module (plain_convolutions)
-    state = steps.state_initializer(model, opt, MESH)(jax.random.key(4))
-    store = checkpoints.CheckpointStore(os.path.join(wd, 'checkpoints'), 3)
-    state = state.replace(step=jnp.asarray(3, jnp.int32))
-    store.save(3, state, dict(epoch=1))
-    store.close()
-    loader = data.make_eval_loader(c, model.sample_rate, model.input_length)
-    evaluate = steps.mesh_eval_step(model, MESH)
-    correct = sum(int(evaluate(state, {k: b[k] for k in ('x', 'y', 'mask')})['num_correct'])
-                  for b in loader.batches())
-  final = 100.0 * (1 - correct / loader.num_examples)
-  with open(os.path.join(wd, 'results.json'), 'w') as f:
-    json.dump(dict(status=status, total_steps=3, final_error=final,
-                   method=train.method_label(c)), f)
-  return wd, final
-
-
 def test_workdir_command_end_to_end(tmp_path, synthetic_data_dir, base_config):
-  wd, final = _synthetic_workdir(str(tmp_path), synthetic_data_dir, base_config)
+  wd, final = helpers.synthetic_workdir(str(tmp_path), synthetic_data_dir, base_config)
   out = tmp_path / 'elsewhere' / 'adv.json'
   assert adversarial.main([f'--workdir={wd}', '--eps=1e-2,1e-4', f'--out={out}']) == 0
   r = json.loads(out.read_text())
@@ -244,7 +215,7 @@ def test_workdir_written_with_a_since_removed_config_field_loads(tmp_path, synth
   """config.json of an older version holding a field removed since (workdir.REMOVED_FIELDS, e.g.
   model.conv_impl): the workdir still loads (trained.load_workdir, shared with predict)."""
   from intermix_jax import workdir as workdir_lib
-  wd, _ = _synthetic_workdir(str(tmp_path), synthetic_data_dir, base_config)
+  wd, _ = helpers.synthetic_workdir(str(tmp_path), synthetic_data_dir, base_config)
   path = os.path.join(wd, 'config.json')
   with open(path) as f:
     stored = json.load(f)

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import scipy.signal
 
+import helpers
 from intermix_jax import audio
 
 # The real ESC-10: $INTERMIX_ESC10_DIR, else <$INTERMIX_SHARED or ../shared beside the repo>/data/esc10.
@@ -19,32 +19,8 @@ _SHARED = os.environ.get('INTERMIX_SHARED', os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'shared'))
 ESC10_DIR = os.environ.get('INTERMIX_ESC10_DIR', os.path.join(_SHARED, 'data', 'esc10'))
 
-
-# --- independent reference (BC learning's numpy code, rewritten in float64 with a frame loop) -----
-def reference_gain(sound, fs, n_fft):
-  """A-weighted gain in dB, float64, one frame at a time (mirrors mil-tokyo/bc_learning_sound)."""
-  sound = np.asarray(sound, np.float64)
-  if len(sound) < n_fft:
-    sound = np.concatenate([sound, np.zeros(n_fft - len(sound))])
-  freq = np.linspace(0, fs / 2, n_fft // 2 + 1)
-  freq_sq = freq ** 2
-  freq_sq[0] = 1.0
-  a_db = 2.0 + 20.0 * (2 * np.log10(12194) + 2 * np.log10(freq_sq)
-                       - np.log10(freq_sq + 12194 ** 2) - np.log10(freq_sq + 20.6 ** 2)
-                       - 0.5 * np.log10(freq_sq + 107.7 ** 2) - 0.5 * np.log10(freq_sq + 737.9 ** 2))
-  a_db = np.maximum(a_db, -80.0)
-  window = np.hanning(n_fft + 1)[:-1]
-  gains = []
-  for i in range(0, len(sound) - n_fft + 1, n_fft // 2):
-    spec = np.fft.rfft(window * sound[i:i + n_fft])
-    gains.append(np.sum(np.abs(spec) ** 2 * 10 ** (a_db / 10)))
-  return np.max(10 * np.log10(np.maximum(np.array(gains), 1e-8)))
-
-
-def reference_phase_shift(x, phi):
-  """cos(phi) x - sin(phi) Hilbert(x), with scipy's analytic signal (float64)."""
-  x = np.asarray(x, np.float64)
-  return np.cos(phi) * x - np.sin(phi) * np.imag(scipy.signal.hilbert(x))
+# The independent float64 references (BC learning's numpy code, rewritten in float64 with a frame
+# loop; scipy's Hilbert transform) are helpers.reference_gain and helpers.reference_phase_shift.
 
 
 def band_limited(rng, t, n=None):
@@ -94,7 +70,7 @@ def test_gain_matches_float64_reference_on_random_audio(fs, t):
                 1e-3 * np.sin(2 * np.pi * 1000 * n / fs) + 1e-5 * rng.standard_normal(t),
                 0.5 * np.sin(2 * np.pi * 30 * n / fs) + 1e-4 * rng.standard_normal(t)])
   got = np.asarray(_gain(jnp.asarray(x, jnp.float32), fs))
-  want = np.array([reference_gain(row, fs, n_fft) for row in x])
+  want = np.array([helpers.reference_gain(row, fs, n_fft) for row in x])
   chex.assert_shape(got, (3,))
   np.testing.assert_allclose(got, want, atol=0.01)
 
@@ -114,10 +90,10 @@ def test_gain_matches_reference_on_real_esc10_audio():
     for start in (0, 100000):
       x = clip[start:start + 66650]
       got = float(_gain(jnp.asarray(x), 44100))
-      assert abs(got - reference_gain(x, 44100, 4096)) < 0.01
+      assert abs(got - helpers.reference_gain(x, 44100, 4096)) < 0.01
   import soxr  # the 16 kHz path on real audio too
   x = soxr.resample(clips[0], 44100, 16000)[:24014]
-  assert abs(float(_gain(jnp.asarray(x), 16000)) - reference_gain(x, 16000, 2048)) < 0.01
+  assert abs(float(_gain(jnp.asarray(x), 16000)) - helpers.reference_gain(x, 16000, 2048)) < 0.01
 
 
 @hypothesis.settings(max_examples=20, deadline=None)
@@ -146,7 +122,7 @@ def test_silence_and_tiny_signals_give_the_floor():
 
 def test_huge_magnitudes_do_not_overflow():
   x = 0.1 * np.random.default_rng(2).standard_normal(5000)
-  base = reference_gain(x, 16000, 2048)
+  base = helpers.reference_gain(x, 16000, 2048)
   got = float(_gain(jnp.asarray(x * 1e20, jnp.float32), 16000))
   assert np.isfinite(got)
   assert abs(got - (base + 400.0)) < 0.01
@@ -157,14 +133,14 @@ def test_short_input_is_zero_padded_to_one_frame():
   padded = np.concatenate([x, np.zeros(2048 - 700, np.float32)])
   np.testing.assert_allclose(float(_gain(jnp.asarray(x), 16000)),
                              float(_gain(jnp.asarray(padded), 16000)), atol=1e-4)
-  assert abs(float(_gain(jnp.asarray(x), 16000)) - reference_gain(x, 16000, 2048)) < 0.01
+  assert abs(float(_gain(jnp.asarray(x), 16000)) - helpers.reference_gain(x, 16000, 2048)) < 0.01
 
 
 def test_gain_batch_axes():
   x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3, 4000)), jnp.float32)
   got = _gain(x, 16000)
   chex.assert_shape(got, (2, 3))
-  want = [reference_gain(row, 16000, 2048) for row in np.asarray(x).reshape(6, -1)]
+  want = [helpers.reference_gain(row, 16000, 2048) for row in np.asarray(x).reshape(6, -1)]
   np.testing.assert_allclose(np.asarray(got).reshape(6), want, atol=0.01)
 
 
@@ -176,7 +152,7 @@ def test_phase_shift_equals_cos_minus_sin_hilbert(t):
   phi = np.array([0.7, -1.3, math.pi / 2])
   got = np.asarray(_shift(jnp.asarray(x, jnp.float32), jnp.asarray(phi, jnp.float32)))
   chex.assert_shape(got, (3, t))
-  want = np.stack([reference_phase_shift(row, p) for row, p in zip(x, phi)])
+  want = np.stack([helpers.reference_phase_shift(row, p) for row, p in zip(x, phi)])
   np.testing.assert_allclose(got, want, atol=2e-5 * np.sqrt(np.log2(t)))
 
 
@@ -216,5 +192,5 @@ def test_phase_shift_real_audio_with_per_row_phases():
   x = np.stack([c[:66650] for c in clips])
   phi = np.array([0.3, -1.2], np.float32)
   got = np.asarray(_shift(jnp.asarray(x), jnp.asarray(phi)))
-  want = np.stack([reference_phase_shift(row, p) for row, p in zip(x, phi)])
+  want = np.stack([helpers.reference_phase_shift(row, p) for row, p in zip(x, phi)])
   np.testing.assert_allclose(got, want, atol=1e-5)

@@ -9,7 +9,6 @@
   - `predict` / `adversarial` on a workdir whose only checkpoint is corrupted fail in one line.
 """
 import errno
-import json
 import logging
 import os
 import shutil
@@ -20,6 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+import helpers
 from intermix_jax import checkpoints
 
 # The raw orbax reads of the tests (no target) say so; irrelevant here.
@@ -36,47 +36,6 @@ def make_state(seed):
 
 def target_of(state):
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=DEVICE), state)
-
-
-def same(a, b):
-  return all(np.array_equal(np.asarray(x), np.asarray(y))
-             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
-def data_files(step_dir):
-  """The array data files of a checkpoint's state item (OCDBT `d/` files), largest first."""
-  out = []
-  for root, _, files in os.walk(os.path.join(step_dir, 'state')):
-    if os.path.basename(root) == 'd':
-      out += [os.path.join(root, f) for f in files]
-  return sorted(out, key=os.path.getsize, reverse=True)
-
-
-def xor(path, offsets):
-  with open(path, 'r+b') as f:
-    for o in offsets:
-      f.seek(o)
-      b = f.read(1)
-      f.seek(o)
-      f.write(bytes([b[0] ^ 0x5A]))
-
-
-def corrupt_silently(step_dir, saved):
-  """XORs 3 bytes of the largest data file so that orbax still restores the checkpoint, but with
-  different values (the issue's case); returns the path. Fails the test if it cannot."""
-  path = data_files(step_dir)[0]
-  size = os.path.getsize(path)
-  for frac in (0.5, 0.4, 0.6, 0.3, 0.7, 0.2, 0.8):
-    offsets = [int(size * frac) + k for k in (0, 7, 19)]
-    xor(path, offsets)
-    try:
-      raw = ocp.PyTreeCheckpointer().restore(os.path.join(step_dir, 'state'))
-      if not same(raw, saved):
-        return path
-    except Exception:  # pylint: disable=broad-except
-      pass
-    xor(path, offsets)  # undo: this place breaks the read (not silent) or changes nothing
-  pytest.fail(f'could not corrupt {path} silently')
 
 
 @pytest.fixture
@@ -101,7 +60,7 @@ def test_intact_checkpoint_restores_verified_and_meta_has_no_digest(store_dir):
   states = saved_store(store_dir)
   store = checkpoints.CheckpointStore(store_dir, 3)
   state, meta, step = store.restore(target_of(states[2]))
-  assert step == 2 and same(state, states[2]) and meta == dict(epoch=2)
+  assert step == 2 and helpers.trees_equal(state, states[2]) and meta == dict(epoch=2)
   assert store.restored_verified and store.latest_verified_step() == 2 and not store.rejected
   store.close()
 
@@ -109,10 +68,10 @@ def test_intact_checkpoint_restores_verified_and_meta_has_no_digest(store_dir):
 def test_silently_corrupted_checkpoint_is_set_aside_and_the_previous_one_restored(store_dir):
   states = saved_store(store_dir)
   newest = os.path.join(store_dir, '2')
-  corrupt_silently(newest, states[2])
+  helpers.corrupt_silently(newest, states[2])
   store = checkpoints.CheckpointStore(store_dir, 3)
   state, meta, step = store.restore(target_of(states[2]))
-  assert step == 1 and same(state, states[1]) and meta == dict(epoch=1)
+  assert step == 1 and helpers.trees_equal(state, states[1]) and meta == dict(epoch=1)
   assert os.path.isdir(newest + '.unreadable') and not os.path.exists(newest)
   assert store.all_steps() == [1]
   [(path, why)] = store.rejected
@@ -122,13 +81,13 @@ def test_silently_corrupted_checkpoint_is_set_aside_and_the_previous_one_restore
 
 def test_read_only_store_falls_back_without_moving_anything(store_dir):
   states = saved_store(store_dir)
-  corrupt_silently(os.path.join(store_dir, '2'), states[2])
+  helpers.corrupt_silently(os.path.join(store_dir, '2'), states[2])
   before = sorted(os.listdir(store_dir))
   store = checkpoints.CheckpointStore(store_dir, 3, read_only=True)
   state, _, step = store.restore(target_of(states[2]))
-  assert step == 1 and same(state, states[1])
+  assert step == 1 and helpers.trees_equal(state, states[1])
   assert sorted(os.listdir(store_dir)) == before
-  corrupt_silently(os.path.join(store_dir, '1'), states[1])
+  helpers.corrupt_silently(os.path.join(store_dir, '1'), states[1])
   store = checkpoints.CheckpointStore(store_dir, 3, read_only=True)
   assert store.restore(target_of(states[2])) is None
   assert len(store.rejected) == 2 and 'corrupted' in store.rejected_summary()
@@ -149,7 +108,7 @@ def test_checkpoint_without_digest_restores_with_one_warning(store_dir, caplog):
     for _ in range(2):
       store = checkpoints.CheckpointStore(store_dir, 3, read_only=True)
       restored, meta, step = store.restore(target_of(state))
-      assert step == 6 and same(restored, state) and meta == dict(epoch=6)
+      assert step == 6 and helpers.trees_equal(restored, state) and meta == dict(epoch=6)
       assert not store.restored_verified and store.latest_verified_step() is None
   assert sum('no digest' in r.getMessage() for r in caplog.records) == 1
 
@@ -216,7 +175,7 @@ def test_disk_full_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(s
   monkeypatch.setattr(store._manager, 'save', real)
   store.close()
   state, _, step = checkpoints.CheckpointStore(store_dir, 1).restore(target_of(make_state(1)))
-  assert step == 1 and same(state, make_state(1))
+  assert step == 1 and helpers.trees_equal(state, make_state(1))
 
 
 def test_save_that_cannot_fit_is_refused_before_writing(store_dir, monkeypatch):
@@ -247,11 +206,10 @@ def test_other_save_errors_are_not_disguised(store_dir, monkeypatch):
 # ------------------------------------------------------------------------------------------------
 def test_adversarial_never_attacks_a_corrupted_checkpoint(tmp_path, synthetic_data_dir,
                                                           base_config):
-  import test_adversarial  # its workdir builder: config.json, checkpoint 3, results.json
   from intermix_jax import adversarial
-  wd, _ = test_adversarial._synthetic_workdir(str(tmp_path), synthetic_data_dir, base_config)
+  wd, _ = helpers.synthetic_workdir(str(tmp_path), synthetic_data_dir, base_config)
   ckpt = os.path.join(wd, 'checkpoints', '3')
-  corrupt_silently(ckpt, ocp.PyTreeCheckpointer().restore(os.path.join(ckpt, 'state')))
+  helpers.corrupt_silently(ckpt, ocp.PyTreeCheckpointer().restore(os.path.join(ckpt, 'state')))
   before = sorted(os.listdir(os.path.dirname(ckpt)))
   for allow_unfinished in (False, True):
     with pytest.raises(adversarial.AdversarialWorkdirError) as e:

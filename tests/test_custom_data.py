@@ -5,30 +5,22 @@ runs the real command line `python -m intermix_jax.main --config=configs/custom.
 """
 import csv
 import os
-import runpy
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-import custom_run
+import helpers
 from intermix_jax import config_checks
 from intermix_jax import data
 from intermix_jax.data import audio_decode
 from intermix_jax.data import custom
 from intermix_jax.data import layouts
 
-REPO = custom_run.REPO
-
-
-def custom_config(arg=''):
-  return runpy.run_path(os.path.join(REPO, 'configs', 'custom.py'))['get_config'](arg)
-
-
 @pytest.fixture(scope='module')
 def folder(tmp_path_factory):
   root = tmp_path_factory.mktemp('folder') / 'my sounds'
-  return str(root), custom_run.write_class_folders(str(root))
+  return str(root), helpers.write_class_folders(str(root))
 
 
 def write_csv(path, rows, header=('filename', 'label')):
@@ -73,14 +65,14 @@ def test_class_names_sort_numerically_when_all_integers():
 def test_folder_layout_scan(folder):
   root, written = folder
   layout = custom.scan(audio_dir=root)
-  assert layout.class_names == tuple(sorted(custom_run.CLASSES))
+  assert layout.class_names == tuple(sorted(helpers.CUSTOM_CLASSES))
   assert {r.filename: layout.class_names[r.label] for r in layout.records} == written
   assert layout.num_folds == 5 and layout.folds_assigned
   want = custom.assign_folds([r.filename for r in layout.records],
                              [r.label for r in layout.records], 5)
   assert [r.fold for r in layout.records] == want.tolist()
   assert layout.config_name(16000) == f'my_sounds_{layout.fingerprint}_sr16000'
-  info = data.dataset_info(custom_config(f'audio_dir={root}'))
+  info = data.dataset_info(helpers.custom_config(f'audio_dir={root}'))
   assert info == data.DatasetInfo('custom', 3, layout.class_names, 5)
 
 
@@ -107,10 +99,10 @@ def test_csv_layout_with_folds_string_labels_and_absolute_paths(folder, tmp_path
 def test_fingerprint_follows_the_files(folder, tmp_path):
   root, _ = folder
   copy = tmp_path / 'copy'
-  custom_run.write_class_folders(str(copy))
+  helpers.write_class_folders(str(copy))
   before = custom.scan(audio_dir=str(copy)).fingerprint
   assert custom.scan(audio_dir=str(copy)).fingerprint == before
-  sf.write(str(copy / 'beep' / 'extra.wav'), custom_run.tone(1000, 0.2, 8000, 1, 0), 8000)
+  sf.write(str(copy / 'beep' / 'extra.wav'), helpers.tone(1000, 0.2, 8000, 1, 0), 8000)
   assert custom.scan(audio_dir=str(copy)).fingerprint != before
   assert custom.scan(audio_dir=str(copy), num_folds=3).fingerprint != \
       custom.scan(audio_dir=str(copy)).fingerprint
@@ -131,7 +123,7 @@ def test_config_errors_name_the_field(tmp_path, make, exc, words):
 
 def _tone_file(path, rate=8000):
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  sf.write(path, custom_run.tone(440, 0.1, rate, 1, 0), rate)
+  sf.write(path, helpers.tone(440, 0.1, rate, 1, 0), rate)
 
 
 @pytest.mark.parametrize('case,words', [
@@ -186,8 +178,8 @@ def test_layout_errors_name_the_file_and_problem(tmp_path, case, words):
 # ------------------------------------------------------------------------------------------------
 def test_builder_decodes_every_file_like_the_data_package(folder, tmp_path):
   root, _ = folder
-  config = custom_config(f'audio_dir={root},strategy=intermix,batch_size=8,num_eval_crops=2,'
-                         f'fold=2,backbone=envnet')
+  config = helpers.custom_config(f'audio_dir={root},strategy=intermix,batch_size=8,'
+                                 f'num_eval_crops=2,fold=2,backbone=envnet')
   config.data_dir = str(tmp_path / 'tfds')
   builder = data.prepare(config, 16000)
   layout = custom.scan(audio_dir=root)
@@ -202,7 +194,7 @@ def test_builder_decodes_every_file_like_the_data_package(folder, tmp_path):
       # The data package's own decoder (resampling, downmix, int16 scale, no trimming).
       np.testing.assert_array_equal(ex['audio'], audio_decode.load_audio(
           r.path, 16000, expect=custom.AUDIO_EXPECTATION))
-      assert abs(len(ex['audio']) - custom_run.SECONDS * 16000) <= 1
+      assert abs(len(ex['audio']) - helpers.CUSTOM_SECONDS * 16000) <= 1
       seen.add(name)
   assert seen == set(by_name)
   # Loaders: pairs of different classes from folds != 2, every clip of fold 2 once in eval.
@@ -222,7 +214,7 @@ def test_csv_dataset_keeps_its_folds_through_the_builder(folder, tmp_path):
   root, written = folder
   rows = [(f, 'cat ' + label, 1 + i % 2) for i, (f, label) in enumerate(sorted(written.items()))]
   path = write_csv(tmp_path / 'labels.csv', rows, ('filename', 'label', 'fold'))
-  config = custom_config(f'audio_dir={root},metadata_csv={path},fold=2')
+  config = helpers.custom_config(f'audio_dir={root},metadata_csv={path},fold=2')
   config.data_dir = str(tmp_path / 'tfds')
   info = data.dataset_info(config)
   assert info.num_folds == 2 and info.class_names == tuple(sorted({r[1] for r in rows}))
@@ -235,10 +227,10 @@ def test_csv_dataset_keeps_its_folds_through_the_builder(folder, tmp_path):
 
 def test_bad_files_named_or_skipped(tmp_path):
   root = tmp_path / 'sounds'
-  custom_run.write_class_folders(str(root))
+  helpers.write_class_folders(str(root))
   bad = root / 'beep' / 'broken.ogg'
   bad.write_bytes(b'OggS' + b'\0' * 100)
-  config = custom_config(f'audio_dir={root}')
+  config = helpers.custom_config(f'audio_dir={root}')
   config.data_dir = str(tmp_path / 'tfds')
   with pytest.raises(audio_decode.BadAudioFileError) as e:
     data.prepare(config, 8000)
@@ -247,30 +239,30 @@ def test_bad_files_named_or_skipped(tmp_path):
   with pytest.warns(data.SkippedFilesWarning, match='broken.ogg'):
     builder = data.prepare(config, 8000)
   total = sum(len(builder.as_data_source(split=f'fold{k}')) for k in range(1, 6))
-  assert total == 3 * custom_run.FILES_PER_CLASS
+  assert total == 3 * helpers.CUSTOM_FILES_PER_CLASS
   assert builder.info.metadata['skipped_files'][0][0] == str(bad)
 
 
 def test_config_file_fields_and_checks(tmp_path):
-  c = custom_config(f'audio_dir={tmp_path},metadata_csv=x.csv,num_folds=7,backbone=envnet')
+  c = helpers.custom_config(f'audio_dir={tmp_path},metadata_csv=x.csv,num_folds=7,backbone=envnet')
   assert (c.dataset, c.audio_dir, c.metadata_csv, c.num_folds) == ('custom', str(tmp_path),
                                                                     'x.csv', 7)
   assert c.data_dir is None and c.backbone == 'envnet' and c.opt_defaults_from == 'envnet/esc50'
   config_checks.validate(c)   # 'custom' is a known dataset; its folds are checked by the loaders
   with pytest.raises(ValueError,
                      match="unknown config field 'audio_folder'; valid fields: audio_dir"):
-    custom_config('audio_folder=x')
+    helpers.custom_config('audio_folder=x')
   with pytest.raises(ValueError, match="'num_folds' expects int"):
-    custom_config('num_folds=five')
+    helpers.custom_config('num_folds=five')
 
 
 # ------------------------------------------------------------------------------------------------
 # The command line of the issue, for real
 # ------------------------------------------------------------------------------------------------
 def test_main_command_trains_and_evaluates_on_a_custom_folder(tmp_path_factory):
-  run = custom_run.tiny_run(tmp_path_factory)
+  run = helpers.custom_folder_run(tmp_path_factory)
   assert run['returncode'] == 0, run['stderr']
-  r = custom_run.results(run)
+  r = helpers.results(run['workdir'])
   layout = custom.scan(audio_dir=run['audio_dir'])
   assert r['status'] == 'finished' and r['dataset'] == 'custom'
   assert r['class_names'] == list(layout.class_names) and r['num_folds'] == 5

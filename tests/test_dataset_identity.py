@@ -10,14 +10,12 @@
   4. a class left without training clips (bad files skipped) is refused naming the class and the
      fold; one without test clips is warned about and listed in results.json; skipped files are
      listed in results.json every time, also when the prepared copy is reused.
-Tiny generated audio (tests/fixtures_audio.py, tests/custom_run.py); the trainer runs in-process
+Tiny generated audio (tests/fixtures_audio.py, tests/helpers.py); the trainer runs in-process
 (EnvNet width 0.25, 2 classes, one step), once from the command line.
 """
 import fcntl
-import json
 import logging
 import os
-import runpy
 import shutil
 import subprocess
 import sys
@@ -28,12 +26,11 @@ import zipfile
 import pytest
 import soundfile as sf
 
-import custom_run
 import fixtures_audio
+import helpers
 from intermix_jax import data, train, workdir as workdir_lib
 from intermix_jax.data import catalog
 
-REPO = custom_run.REPO
 RATE = 8000  # data-level tests
 pytestmark = pytest.mark.filterwarnings(
     'ignore:.*the official (ESC-50|UrbanSound8K) has:UserWarning')
@@ -43,13 +40,9 @@ TINY = ('backbone=envnet,strategy=standard,model.width=0.25,model.fc_units=32,ba
         'checkpoint_every_epochs=1,num_folds=2')
 
 
-def custom_config(arg):
-  return runpy.run_path(os.path.join(REPO, 'configs', 'custom.py'))['get_config'](arg)
-
-
 def tone_file(path, freq=440.0, rate=8000, seed=0):
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  sf.write(path, custom_run.tone(freq, 0.3, rate, 1, seed), rate)
+  sf.write(path, helpers.tone(freq, 0.3, rate, 1, seed), rate)
 
 
 def two_classes(root, per_class=4, start=0):
@@ -59,18 +52,13 @@ def two_classes(root, per_class=4, start=0):
       tone_file(os.path.join(root, name, f'clip{i:02d}.wav'), freq, seed=10 * c + i)
 
 
-def read_json(path):
-  with open(path) as f:
-    return json.load(f)
-
-
 # ------------------------------------------------------------------------------------------------
 # 1. Resuming on changed data
 # ------------------------------------------------------------------------------------------------
 def test_resume_after_the_files_changed_is_refused_naming_what_changed(tmp_path):
   audio, d = str(tmp_path / 'sounds'), str(tmp_path / 'run')
   two_classes(audio)
-  config = custom_config(f'audio_dir={audio},{TINY},data_dir={tmp_path / "tfds"}')
+  config = helpers.custom_config(f'audio_dir={audio},{TINY},data_dir={tmp_path / "tfds"}')
   r = train.train_and_evaluate(config, d)
   assert r['status'] == 'finished' and (r['num_train_examples'], r['num_test_examples']) == (4, 4)
   before = open(os.path.join(d, 'results.json')).read()
@@ -81,7 +69,7 @@ def test_resume_after_the_files_changed_is_refused_naming_what_changed(tmp_path)
   assert d in msg and 'train clips 4 -> 6' in msg and 'test clips 4 -> 6' in msg, msg
   assert 'fold 1 clips 4 -> 6' in msg and '\n' not in msg, msg
   assert open(os.path.join(d, 'results.json')).read() == before  # nothing overwritten
-  stored = read_json(os.path.join(d, 'dataset.json'))
+  stored = helpers.read_json(os.path.join(d, 'dataset.json'))
   assert stored['train_clips'] == 4 and stored['fold_clips'] == {'1': 4, '2': 4}
   assert r['dataset_identity'] == stored
 
@@ -89,18 +77,18 @@ def test_resume_after_the_files_changed_is_refused_naming_what_changed(tmp_path)
 def test_same_data_moved_to_another_data_dir_and_audio_dir_resumes(tmp_path):
   audio, d = str(tmp_path / 'sounds'), str(tmp_path / 'run')
   two_classes(audio)
-  config = custom_config(f'audio_dir={audio},{TINY},data_dir={tmp_path / "tfds"}')
+  config = helpers.custom_config(f'audio_dir={audio},{TINY},data_dir={tmp_path / "tfds"}')
   r1 = train.train_and_evaluate(config, d)
   moved = str(tmp_path / 'elsewhere' / 'sounds')
   shutil.copytree(audio, moved)  # copy2: the same content (names, sizes)
   shutil.rmtree(audio)
-  config = custom_config(f'audio_dir={moved},{TINY},data_dir={tmp_path / "tfds2"}')
+  config = helpers.custom_config(f'audio_dir={moved},{TINY},data_dir={tmp_path / "tfds2"}')
   r2 = train.train_and_evaluate(config, d)  # prepared anew in tfds2, same identity: resumes
   assert r2['status'] == 'finished' and r2['final_error'] == r1['final_error']
   assert r2['dataset_identity'] == r1['dataset_identity']
   assert os.path.isdir(tmp_path / 'tfds2' / 'custom_audio')
   # A changed file (other length) in the moved copy is caught even with equal clip counts.
-  sf.write(os.path.join(moved, 'a', 'clip00.wav'), custom_run.tone(330.0, 0.5, 8000, 1, 1), 8000)
+  sf.write(os.path.join(moved, 'a', 'clip00.wav'), helpers.tone(330.0, 0.5, 8000, 1, 1), 8000)
   with pytest.raises(workdir_lib.WorkdirConfigError) as e:
     train.train_and_evaluate(config, d)
   assert 'other files, classes or lengths' in str(e.value), str(e.value)
@@ -114,22 +102,23 @@ def test_command_line_refuses_to_resume_on_changed_data_in_one_line(tmp_path):
              f'--config=configs/custom.py:audio_dir={audio},{TINY},data_dir={tmp_path / "tfds"}',
              f'--workdir={d}']
   env = dict(os.environ, JAX_PLATFORMS='cpu')
-  p = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  p = subprocess.run(command, cwd=helpers.REPO, env=env, capture_output=True, text=True,
+                     timeout=600)
   assert p.returncode == 0, p.stderr[-3000:]
   two_classes(audio, per_class=2, start=4)
-  p = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  p = subprocess.run(command, cwd=helpers.REPO, env=env, capture_output=True, text=True,
+                     timeout=600)
   errors = [l for l in p.stderr.splitlines() if l.startswith('error: ')]
   assert p.returncode == 1 and len(errors) == 1, p.stderr[-3000:]
   assert f'workdir {d}' in errors[0] and 'train clips 4 -> 6' in errors[0], errors
-  assert read_json(os.path.join(d, 'results.json'))['num_train_examples'] == 4
+  assert helpers.read_json(os.path.join(d, 'results.json'))['num_train_examples'] == 4
 
 
 # ------------------------------------------------------------------------------------------------
 # 2. A prepared copy must match its source
 # ------------------------------------------------------------------------------------------------
 def esc10_config(manual_dir, data_dir, skip=False):
-  c = runpy.run_path(os.path.join(REPO, 'configs', 'esc10.py'))['get_config'](
-      'backbone=envnet')
+  c = helpers.repo_config('esc10.py', 'backbone=envnet')
   c.manual_dir, c.data_dir, c.skip_bad_files = str(manual_dir), str(data_dir), skip
   return c
 
@@ -200,8 +189,8 @@ def test_copy_prepared_skipping_bad_files_is_refused_without_skip_bad_files(tmp_
   two_classes(str(audio))
   bad = audio / 'b' / 'broken.wav'
   bad.write_bytes(b'RIFF\x10\x00\x00\x00WAVEjunk' + bytes(range(256)))
-  config = custom_config(f'audio_dir={audio},num_folds=2,skip_bad_files=True,'
-                         f'data_dir={tmp_path / "tfds"}')
+  config = helpers.custom_config(f'audio_dir={audio},num_folds=2,skip_bad_files=True,'
+                                 f'data_dir={tmp_path / "tfds"}')
   with pytest.warns(data.SkippedFilesWarning):
     data.prepare(config, RATE)
   config.skip_bad_files = False
@@ -292,8 +281,8 @@ def skipping_folder(root):
 def test_class_without_training_clips_is_refused_naming_class_and_fold(tmp_path):
   audio = str(tmp_path / 'sounds')
   bad = skipping_folder(audio)
-  config = custom_config(f'audio_dir={audio},{TINY},skip_bad_files=True,fold=1,'
-                         f'data_dir={tmp_path / "tfds"}')
+  config = helpers.custom_config(f'audio_dir={audio},{TINY},skip_bad_files=True,fold=1,'
+                                 f'data_dir={tmp_path / "tfds"}')
   with pytest.warns(data.SkippedFilesWarning):
     with pytest.raises(data.LayoutError) as e:
       train.train_and_evaluate(config, str(tmp_path / 'run'))
@@ -306,8 +295,8 @@ def test_class_without_training_clips_is_refused_naming_class_and_fold(tmp_path)
 def test_skipped_files_and_classes_without_test_clips_are_in_results(tmp_path, caplog):
   audio = str(tmp_path / 'sounds')
   bad = skipping_folder(audio)
-  config = custom_config(f'audio_dir={audio},{TINY},skip_bad_files=True,fold=2,'
-                         f'data_dir={tmp_path / "tfds"}')
+  config = helpers.custom_config(f'audio_dir={audio},{TINY},skip_bad_files=True,fold=2,'
+                                 f'data_dir={tmp_path / "tfds"}')
   with pytest.warns(data.SkippedFilesWarning):
     r = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert r['status'] == 'finished' and r['classes_without_test_clips'] == ['b']
@@ -317,7 +306,7 @@ def test_skipped_files_and_classes_without_test_clips_are_in_results(tmp_path, c
   with caplog.at_level(logging.WARNING):
     r2 = train.train_and_evaluate(config, str(tmp_path / 'run2'))
   assert r2['skipped_files'] == r['skipped_files']
-  saved = read_json(tmp_path / 'run2' / 'results.json')
+  saved = helpers.read_json(tmp_path / 'run2' / 'results.json')
   assert saved['skipped_files'] == r['skipped_files']
   assert saved['classes_without_test_clips'] == ['b']
   text = caplog.text

@@ -1,9 +1,7 @@
 """Tests of intermix_jax.mixing: the mixing laws and the strategy contract (docs/architecture.md)."""
 import collections
 import dataclasses
-import importlib.util
 import math
-import os
 import re
 
 import chex
@@ -14,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import helpers
 from intermix_jax import audio
 from intermix_jax import mixing
 
@@ -42,17 +41,6 @@ def ref_reference_code(h_i, h_j, p, dphi):
   """The InterMix reference code's formula (no normalisation)."""
   return p * h_i + (1 - p) * h_j + 2 * np.sqrt(p * (1 - p) * h_i * h_j) * np.cos(dphi)
 
-
-def _load_audio_references():
-  """tests/test_audio.py's float64 references (gain, phase shift), loaded by path."""
-  spec = importlib.util.spec_from_file_location('_audio_refs', os.path.join(os.path.dirname(__file__),
-                                                                          'test_audio.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-_AUDIO_REFS = _load_audio_references()
 
 _imix = jax.jit(mixing.interference_mix,
                 static_argnames=('normalize', 'signed_mode', 'stop_gradient_interference'))
@@ -236,11 +224,8 @@ def test_interference_gradient_at_zero_is_the_linear_part():
 
 # --- strategies: registry and options ------------------------------------------------------------
 def _base_mixing_options():
-  path = os.path.join(os.path.dirname(__file__), '..', 'configs', 'base.py')
-  spec = importlib.util.spec_from_file_location('_base_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return dict(module.get_base_config().mixing)
+  from intermix_jax import config_lib  # pylint: disable=g-import-not-at-top
+  return dict(config_lib.base_config().mixing)
 
 
 def test_every_strategy_takes_the_config_options_it_uses():
@@ -428,8 +413,8 @@ def _expected_mix_rows(strategy, plan, h):
       out.append(r * h[n] + (1 - r) * h[m])
       continue
     if strategy.p_weighting:
-      p = ref_mix_ratio(_AUDIO_REFS.reference_gain(flat[n], FS, n_fft),
-                        _AUDIO_REFS.reference_gain(flat[m], FS, n_fft), r)
+      p = ref_mix_ratio(helpers.reference_gain(flat[n], FS, n_fft),
+                        helpers.reference_gain(flat[m], FS, n_fft), r)
     else:
       p = r
     if strategy.name == 'intermix':
@@ -472,7 +457,7 @@ def test_prepare_input_phase_shifts_only_for_intermix():
     s = mixing.get_strategy(name)
     plan = _manual_plan(s, 6)
     if name == 'intermix':
-      want = np.stack([_AUDIO_REFS.reference_phase_shift(row, p)
+      want = np.stack([helpers.reference_phase_shift(row, p)
                        for row, p in zip(np.asarray(x), np.asarray(plan.phi))])
       np.testing.assert_allclose(np.asarray(s.prepare_input(plan, x)), want, atol=1e-6)
       with pytest.raises(ValueError, match='waveforms'):

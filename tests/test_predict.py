@@ -1,5 +1,5 @@
 """intermix_jax.predict (issue 10) on a tiny workdir trained by the real command line on a custom
-folder (tests/custom_run.py): checkpoint + config loading, decoding as in training, the 10-crop
+folder (tests/helpers.py): checkpoint + config loading, decoding as in training, the 10-crop
 protocol, top-k, bad inputs, the command line and its exit codes.
 """
 import json
@@ -11,13 +11,13 @@ import jax
 import numpy as np
 import pytest
 
-import custom_run
+import helpers
 from intermix_jax import predict
 
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
-  r = custom_run.tiny_run(tmp_path_factory)
+  r = helpers.custom_folder_run(tmp_path_factory)
   assert r['returncode'] == 0, r['stderr']
   return r
 
@@ -29,7 +29,7 @@ def predictor(run):
 
 @pytest.mark.filterwarnings('ignore:Sharding info not provided')
 def test_restores_the_last_checkpoint_and_the_run_config(run, predictor):
-  r = custom_run.results(run)
+  r = helpers.results(run['workdir'])
   assert predictor.step == r['total_steps'] == 2
   assert predictor.class_names == tuple(r['class_names'])
   assert (predictor.sample_rate, predictor.input_length, predictor.num_crops) == (16000, 24014, 3)
@@ -42,7 +42,7 @@ def test_restores_the_last_checkpoint_and_the_run_config(run, predictor):
 
 def test_predictions_equal_the_trainers_last_evaluation(run, predictor):
   """The trainer evaluated the test fold with the final parameters: same files, same argmax."""
-  p = custom_run.results(run)['predictions']
+  p = helpers.results(run['workdir'])['predictions']
   paths = [os.path.join(run['audio_dir'], f) for f in p['filenames']]
   results, errors = predictor.predict_paths(paths, top_k=3)
   assert not errors and [x.path for x in results] == paths
@@ -86,7 +86,7 @@ def test_bad_inputs_are_named_and_the_rest_classified(run, tmp_path, capsys):
   for name in (str(broken), missing, str(empty_dir)):
     assert name in err
   files = [p['file'] for p in doc['predictions']]
-  assert files[0] == good and len(files) == 1 + custom_run.FILES_PER_CLASS
+  assert files[0] == good and len(files) == 1 + helpers.CUSTOM_FILES_PER_CLASS
   assert all(f.startswith(os.path.join(run['audio_dir'], 'whistle')) for f in files[1:])
   for p in doc['predictions']:
     top = p['top_k']
@@ -127,8 +127,8 @@ def test_command_line_text_output(run, capsys):
   folder = os.path.join(run['audio_dir'], 'Low hum')
   assert predict.main([f'--workdir={run["workdir"]}', folder, '--top_k=1']) == 0
   lines = capsys.readouterr().out.strip().splitlines()
-  assert len(lines) == 2 * custom_run.FILES_PER_CLASS
-  names = set(custom_run.CLASSES)
+  assert len(lines) == 2 * helpers.CUSTOM_FILES_PER_CLASS
+  names = set(helpers.CUSTOM_CLASSES)
   for path_line, class_line in zip(lines[0::2], lines[1::2]):
     assert path_line.startswith(folder)
     name, prob = class_line.strip().rsplit(None, 1)
@@ -137,8 +137,8 @@ def test_command_line_text_output(run, capsys):
 
 def test_runs_as_a_module():
   """`python -m intermix_jax.predict` is wired (the full command is tested in-process above)."""
-  proc = subprocess.run([custom_run.PYTHON, '-m', 'intermix_jax.predict', '--help'],
-                        capture_output=True, text=True, timeout=300, cwd=custom_run.REPO)
+  proc = subprocess.run([helpers.PYTHON, '-m', 'intermix_jax.predict', '--help'],
+                        capture_output=True, text=True, timeout=300, cwd=helpers.REPO)
   assert proc.returncode == 0, proc.stderr
   for word in ('--workdir', '--top_k', '--json', 'FILE_OR_DIR'):
     assert word in proc.stdout
@@ -151,7 +151,6 @@ def test_runs_as_a_module():
 def test_corrupted_checkpoint_is_never_used_silently(run, tmp_path, capsys, caplog):
   """Flipped bytes in the checkpoint's data file (orbax restores them without complaint): the
   previous checkpoint predicts instead, with a warning; with none left, exit 2 in one line."""
-  import test_checkpoint_integrity as integrity
   from orbax import checkpoint as ocp
   copy = tmp_path / 'copy'
   shutil.copytree(run['workdir'], copy)
@@ -159,9 +158,9 @@ def test_corrupted_checkpoint_is_never_used_silently(run, tmp_path, capsys, capl
   assert sorted(os.listdir(ckpt)) == ['2']
   shutil.copytree(ckpt / '2', ckpt / '1')  # an older checkpoint (same arrays) to fall back to
   saved = ocp.PyTreeCheckpointer().restore(str(ckpt / '2' / 'state'))
-  integrity.corrupt_silently(str(ckpt / '2'), saved)
+  helpers.corrupt_silently(str(ckpt / '2'), saved)
   before = sorted(os.listdir(ckpt))
-  p = custom_run.results(run)['predictions']
+  p = helpers.results(run['workdir'])['predictions']
   paths = [os.path.join(run['audio_dir'], f) for f in p['filenames']]
   assert predict.main([f'--workdir={copy}', '--json'] + paths) == 0
   doc = json.loads(capsys.readouterr().out)

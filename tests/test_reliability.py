@@ -23,7 +23,6 @@ import json
 import os
 import random
 import re
-import runpy
 import shutil
 import signal
 import subprocess
@@ -35,19 +34,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-import test_checkpoint_integrity as integrity
+import helpers
 from intermix_jax import checkpoints, data, train, workdir as workdir_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 4 epochs (2 doubled for mixing) x 3 steps = 12 steps; a checkpoint after every epoch.
 SUB = ('model.width=0.25,model.fc_units=32,batch_size=8,steps_per_epoch=3,num_epochs=2,'
        'num_eval_crops=2,eval_batch_size=20,eval_every_epochs=2,checkpoint_every_epochs=1,'
        'log_every_steps=1,strategy=intermix')
 TOTAL_STEPS = 12
-# In-process runs: the settings of tests/test_train.py (so the compiled step is shared).
-TINY = ('model.width=0.25,model.fc_units=32,batch_size=8,steps_per_epoch=2,num_epochs=1,'
-        'num_eval_crops=2,eval_batch_size=20,eval_every_epochs=1,checkpoint_every_epochs=1,'
-        'log_every_steps=1')
 
 
 def command(workdir, data_dir, extra=''):
@@ -59,7 +53,7 @@ def command(workdir, data_dir, extra=''):
 def start(workdir, data_dir, env, log):
   os.makedirs(os.path.dirname(log), exist_ok=True)
   f = open(log, 'a')
-  return subprocess.Popen(command(workdir, data_dir), cwd=ROOT, env=env, stdout=f,
+  return subprocess.Popen(command(workdir, data_dir), cwd=helpers.REPO, env=env, stdout=f,
                           stderr=subprocess.STDOUT), f
 
 
@@ -94,31 +88,20 @@ def wait_for(cond, timeout, what, p=None, log=None, poll=0.02):
   raise AssertionError(f'timed out waiting for {what}')
 
 
-def final_state(workdir):
-  ckpt = os.path.join(workdir, 'checkpoints')
-  step = max(int(d) for d in os.listdir(ckpt) if d.isdigit())
-  return step, ocp.PyTreeCheckpointer().restore(os.path.join(ckpt, str(step), 'state'))
-
-
-def results(workdir):
-  with open(os.path.join(workdir, 'results.json')) as f:
-    return json.load(f)
-
-
 def comparable(r):
   return {k: v for k, v in r.items() if k not in ('wall_time_s', 'versions', 'workdir', 'message')}
 
 
 def assert_same_as_reference(workdir, reference):
-  ref_step, ref_state = final_state(reference)
-  step, state = final_state(workdir)
+  ref_step, ref_state = helpers.final_state(reference)
+  step, state = helpers.final_state(workdir)
   assert step == ref_step == TOTAL_STEPS
   la, ta = jax.tree.flatten(state)
   lb, tb = jax.tree.flatten(ref_state)
   assert ta == tb
   for a, b in zip(la, lb):
     assert np.array_equal(np.asarray(a), np.asarray(b)), 'parameters differ from the reference'
-  assert comparable(results(workdir)) == comparable(results(reference))
+  assert comparable(helpers.results(workdir)) == comparable(helpers.results(reference))
 
 
 @pytest.fixture(scope='module')
@@ -126,7 +109,7 @@ def reference(tmp_path_factory, synthetic_data_dir, env):
   """The uninterrupted run (a subprocess, which also fills the compilation cache)."""
   d = str(tmp_path_factory.mktemp('reference') / 'run')
   run_to_end(d, synthetic_data_dir, env, d + '.log')
-  r = results(d)
+  r = helpers.results(d)
   assert r['status'] == 'finished' and r['step'] == TOTAL_STEPS
   return d
 
@@ -142,7 +125,7 @@ def test_kill9_at_a_random_step_then_rerun_matches_uninterrupted(reference, synt
   assert p.wait(timeout=30) == -signal.SIGKILL
   f.close()
   killed_at = steps_logged(log)
-  assert results(d)['status'] == 'running', f'killed at step {killed_at}'
+  assert helpers.results(d)['status'] == 'running', f'killed at step {killed_at}'
   run_to_end(d, synthetic_data_dir, env, log)
   # The epoch-1 checkpoint is written (synchronously) after the step-3 log line and before step 4
   # starts: a kill seen at step 3 may land before it exists; from step 4 on the rerun must resume.
@@ -163,9 +146,9 @@ def test_sigterm_saves_a_checkpoint_and_exits_0_within_seconds(reference, synthe
   f.close()
   assert rc == 0, open(log).read()[-3000:]
   assert elapsed < 10, f'took {elapsed:.1f} s to save and exit'
-  r = results(d)
+  r = helpers.results(d)
   assert r['status'] == 'preempted' and 'SIGTERM' in r['message']
-  step, _ = final_state(d)
+  step, _ = helpers.final_state(d)
   assert step == r['step'] >= 7
   run_to_end(d, synthetic_data_dir, env, log)
   assert_same_as_reference(d, reference)
@@ -206,7 +189,7 @@ def test_kill_during_a_checkpoint_write_keeps_the_last_good_one(reference, synth
   good = sorted(int(n) for n in os.listdir(ckpt) if n.isdigit())
   assert good, 'no complete checkpoint before the interrupted write'
   # The newest complete checkpoint is readable; the partial one is not taken for a checkpoint.
-  step, state = final_state(d)
+  step, state = helpers.final_state(d)
   assert step == good[-1] and jax.tree.leaves(state)
   partial_steps = {int(n.split('.')[0]) for n in caught}
   assert step not in partial_steps or step < max(partial_steps)
@@ -219,10 +202,9 @@ def test_kill_during_a_checkpoint_write_keeps_the_last_good_one(reference, synth
 # In-process: non-finite steps, bad configs, a workdir of another config
 # ------------------------------------------------------------------------------------------------
 def tiny_config(data_dir, extra=''):
-  c = runpy.run_path(os.path.join(ROOT, 'configs', 'demo.py'))['get_config'](
-      TINY + ',strategy=intermix' + (',' + extra if extra else ''))
-  c.data_dir = data_dir
-  return c
+  """In-process runs: helpers.tiny_config (the settings of tests/test_train.py, so the compiled
+  step is shared) with InterMix (2 epochs x 2 steps)."""
+  return helpers.tiny_config(data_dir, 'strategy=intermix' + (',' + extra if extra else ''))
 
 
 def poison_loader(monkeypatch, value, at=(1, 1)):
@@ -258,7 +240,7 @@ def test_nonfinite_stops_naming_step_and_checkpoint_then_skip_counts(value, synt
   assert f'Last good checkpoint: {last_good} (step 2, verified), kept' in msg, msg
   assert 'If such steps are rare, --config.nan_policy=skip' in msg and '\n' not in msg
   assert sorted(os.listdir(os.path.join(d, 'checkpoints'))) == ['2']  # named by step
-  r = results(d)
+  r = helpers.results(d)
   assert r['status'] == 'stopped_nonfinite' and r['message'] == msg and r['final_error'] is None
   # The same workdir with nan_policy=skip: resumes from step 2, skips the bad step, counts it.
   config.nan_policy = 'skip'
@@ -266,7 +248,7 @@ def test_nonfinite_stops_naming_step_and_checkpoint_then_skip_counts(value, synt
   assert r['status'] == 'finished' and r['nonfinite_steps'] == 1
   assert [h['nonfinite_steps'] for h in r['history']] == [0, 1]
   assert np.isfinite(r['final_error']) and np.isfinite(r['history'][-1]['train_loss']) is not None
-  _, state = final_state(d)
+  _, state = helpers.final_state(d)
   assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state['params']))
   assert int(state['nonfinite_count']) == 1 and int(state['first_nonfinite_step']) == 3
 
@@ -299,7 +281,7 @@ def test_bad_config_value_is_one_line_naming_field_before_heavy_work(override, f
 @pytest.mark.slow
 def test_main_reports_a_bad_config_in_one_line_and_exits_1(synthetic_data_dir, env, tmp_path):
   p = subprocess.run(command(str(tmp_path / 'run'), synthetic_data_dir, 'mixing.eligible_layers=(7,)'),
-                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                     cwd=helpers.REPO, env=env, capture_output=True, text=True, timeout=300)
   assert p.returncode == 1
   errors = [l for l in p.stderr.splitlines() if l.startswith('error: ')]
   assert errors == ["error: config.mixing.eligible_layers=(7,): 7 is not a mix point of backbone "
@@ -342,15 +324,15 @@ def test_unreadable_newest_checkpoint_falls_back_to_the_previous_one(synthetic_d
   assert os.path.isdir(newest + '.unreadable')
   assert r2['status'] == 'finished'
   assert comparable(r2) == comparable(r_ref)
-  _, a = final_state(d)
-  _, b = final_state(ref)
+  _, a = helpers.final_state(d)
+  _, b = helpers.final_state(ref)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     assert np.array_equal(np.asarray(x), np.asarray(y))
 
 
 def mark_running(workdir):
   """results.json as if the run had died right after its last checkpoint."""
-  r = results(workdir)
+  r = helpers.results(workdir)
   r['final_error'], r['status'] = None, 'running'
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump(r, f)
@@ -368,13 +350,13 @@ def test_silently_corrupted_newest_checkpoint_is_set_aside_and_the_run_resumes_f
   train.train_and_evaluate(config, d)
   newest = os.path.join(d, 'checkpoints', '4')
   saved = ocp.PyTreeCheckpointer().restore(os.path.join(newest, 'state'))
-  integrity.corrupt_silently(newest, saved)  # 3 bytes XORed: orbax alone restores other values
+  helpers.corrupt_silently(newest, saved)  # 3 bytes XORed: orbax alone restores other values
   mark_running(d)
   r2 = train.train_and_evaluate(config, d)
   assert os.path.isdir(newest + '.unreadable')
   assert r2['status'] == 'finished' and comparable(r2) == comparable(r_ref)
-  _, a = final_state(d)
-  _, b = final_state(ref)
+  _, a = helpers.final_state(d)
+  _, b = helpers.final_state(ref)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     assert np.array_equal(np.asarray(x), np.asarray(y))
 
@@ -409,7 +391,7 @@ def test_nonfinite_right_after_resuming_an_unverified_checkpoint_does_not_advise
           'without a digest') in msg and 'could not be verified' in msg, msg
   assert 'Do not rerun with --config.nan_policy=skip' in msg, msg
   assert f'rename it to {ckpt}.unreadable' in msg, msg
-  assert results(d)['status'] == 'stopped_nonfinite'
+  assert helpers.results(d)['status'] == 'stopped_nonfinite'
 
 
 def test_skip_stops_when_every_step_is_nonfinite_and_keeps_the_checkpoints(synthetic_data_dir,
@@ -437,7 +419,7 @@ def test_skip_stops_when_every_step_is_nonfinite_and_keeps_the_checkpoints(synth
   ckpt = os.path.join(d, 'checkpoints', '2')
   assert msg.startswith(f'3 consecutive non-finite steps up to step 3 of 4 in {d}'), msg
   assert f'Last good checkpoint: {ckpt} (step 2, verified), kept' in msg and '\n' not in msg, msg
-  r = results(d)
+  r = helpers.results(d)
   assert r['status'] == 'stopped_nonfinite' and r['final_error'] is None and r['message'] == msg
   assert sorted(os.listdir(os.path.join(d, 'checkpoints'))) == ['2']
 
@@ -468,7 +450,7 @@ def test_disk_full_while_checkpointing_is_one_error_and_loses_nothing(synthetic_
   assert f'resume from checkpoint {ckpt}/2 (step 2, kept)' in msg and '\n' not in msg, msg
   assert e.value.errno == errno.ENOSPC
   assert sorted(os.listdir(ckpt)) == ['2']
-  r = results(d)  # still the valid results of the last finished epoch
+  r = helpers.results(d)  # still the valid results of the last finished epoch
   assert r['status'] == 'running' and r['step'] == 2
   monkeypatch.setattr(ocp.CheckpointManager, 'save', real)  # space freed: the rerun resumes
   r = train.train_and_evaluate(config, d)
@@ -499,7 +481,7 @@ def test_disk_full_while_checkpointing_prints_one_line_and_the_rerun_resumes(
                'checkpoints.SPACE_MARGIN_BYTES = 0; sys.argv[0] = "main"; '
                'runpy.run_module("intermix_jax.main", run_name="__main__", alter_sys=True)')
     p = subprocess.run([sys.executable, '-c', wrapper] + command(d, synthetic_data_dir)[3:],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                       cwd=helpers.REPO, env=env, capture_output=True, text=True, timeout=600)
     lines = [l for l in p.stderr.splitlines() if not LOG_LINE.match(l)]
     assert p.returncode == 1 and len(lines) == 1, p.stderr[-3000:]
     assert re.match(rf'error: cannot write checkpoint {d}/checkpoints/\d+: no space left on '
@@ -507,7 +489,7 @@ def test_disk_full_while_checkpointing_prints_one_line_and_the_rerun_resumes(
                     rf'checkpoint {d}/checkpoints/\d+ \(step \d+, kept\)$', lines[0]), lines[0]
     assert 'Traceback' not in p.stderr
     kept = int(lines[0].split('(step ')[1].split(',')[0])
-    r = results(d)  # valid, as written after the last checkpoint
+    r = helpers.results(d)  # valid, as written after the last checkpoint
     assert r['status'] == 'running' and r['step'] == kept
     assert [n for n in os.listdir(os.path.join(d, 'checkpoints')) if not n.isdigit()] == []
     os.remove(mnt / 'filler')

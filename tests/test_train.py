@@ -1,39 +1,18 @@
 """End to end (issue 5): train_and_evaluate with the real model, strategies, data, checkpoints.
 
-Tiny settings (EnvNet width 0.125, fc 32, batch 8, 2 steps per epoch, 2 eval crops) on the
-synthetic dataset (prepared once per session by the `synthetic_data_dir` fixture).
+Tiny settings (helpers.TINY: EnvNet width 0.25, fc 32, batch 8, 2 steps per epoch, 2 eval
+crops) on the synthetic dataset (prepared once per session by the `synthetic_data_dir` fixture).
 """
 import json
 import os
-import runpy
 import signal
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
+import helpers
 from intermix_jax import checkpoints, config_checks, data, mixing, summaries, train
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ('model.width=0.25,model.fc_units=32,batch_size=8,steps_per_epoch=2,num_epochs=1,'
-        'num_eval_crops=2,eval_batch_size=20,eval_every_epochs=1,checkpoint_every_epochs=1,'
-        'log_every_steps=1')
-
-
-def tiny_config(data_dir, extra=''):
-  arg = TINY + (',' + extra if extra else '')
-  c = runpy.run_path(os.path.join(ROOT, 'configs', 'demo.py'))['get_config'](arg)
-  c.data_dir = data_dir
-  return c
-
-
-def final_params(workdir):
-  ckpt = os.path.join(workdir, 'checkpoints')
-  step = max(int(d) for d in os.listdir(ckpt) if d.isdigit())
-  state = ocp.PyTreeCheckpointer().restore(os.path.join(ckpt, str(step), 'state'))
-  return step, state
-
 
 def assert_trees_bitwise_equal(a, b):
   la, ta = jax.tree.flatten(a)
@@ -51,7 +30,7 @@ def without_timing(results):
 
 @pytest.mark.parametrize('strategy', mixing.STRATEGY_NAMES)
 def test_end_to_end_smoke_per_strategy(strategy, synthetic_data_dir, tmp_path):
-  config = tiny_config(synthetic_data_dir, f'strategy={strategy}')
+  config = helpers.tiny_config(synthetic_data_dir, f'strategy={strategy}')
   workdir = str(tmp_path / strategy)
   r = train.train_and_evaluate(config, workdir)
   epochs = 1 if strategy == 'standard' else 2  # mixing doubles the epochs
@@ -71,13 +50,13 @@ def test_end_to_end_smoke_per_strategy(strategy, synthetic_data_dir, tmp_path):
   assert on_disk['config']['strategy'] == strategy and on_disk['versions']['jax'] == jax.__version__
   assert os.path.exists(os.path.join(workdir, 'config.json'))
   assert any(n.startswith('events.out.tfevents') for n in os.listdir(workdir))
-  step, _ = final_params(workdir)
+  step, _ = helpers.final_state(workdir)
   assert step == 2 * epochs
 
 
 def test_interrupted_rerun_equals_uninterrupted_bitwise(synthetic_data_dir, tmp_path, monkeypatch):
   """SIGTERM in the middle of epoch 2 (mid-epoch data position and metric sums), then rerun."""
-  config = tiny_config(synthetic_data_dir, 'strategy=intermix')  # 2 epochs x 2 steps
+  config = helpers.tiny_config(synthetic_data_dir, 'strategy=intermix')  # 2 epochs x 2 steps
   ref = train.train_and_evaluate(config, str(tmp_path / 'ref'))
 
   real_loader = data.make_train_loader
@@ -98,11 +77,12 @@ def test_interrupted_rerun_equals_uninterrupted_bitwise(synthetic_data_dir, tmp_
   monkeypatch.setattr(data, 'make_train_loader', loader_that_gets_preempted)
   first = train.train_and_evaluate(config, workdir)
   assert first['status'] == 'preempted' and first['step'] == 3  # epoch 2, batch 1 of 2 done
-  assert final_params(workdir)[0] == 3 and len(first['history']) == 1
+  assert helpers.final_state(workdir)[0] == 3 and len(first['history']) == 1
   monkeypatch.setattr(data, 'make_train_loader', real_loader)
   second = train.train_and_evaluate(config, workdir)
   assert second['status'] == 'finished'
-  assert_trees_bitwise_equal(final_params(workdir), final_params(str(tmp_path / 'ref')))
+  assert_trees_bitwise_equal(helpers.final_state(workdir),
+                             helpers.final_state(str(tmp_path / 'ref')))
   assert without_timing(second) == without_timing(ref)
   # Rerunning a finished run changes nothing.
   third = train.train_and_evaluate(config, workdir)
@@ -118,7 +98,7 @@ def test_fold_all_runs_every_fold(synthetic_data_dir, tmp_path, monkeypatch):
     return dict(status='finished', final_error=10.0 * config.fold)
 
   monkeypatch.setattr(train, '_train_fold', fake_fold)
-  config = tiny_config(synthetic_data_dir, 'fold=all')
+  config = helpers.tiny_config(synthetic_data_dir, 'fold=all')
   out = train.train_and_evaluate(config, str(tmp_path))
   n = data.dataset_info(config).num_folds
   assert [f for f, _ in seen] == list(range(1, n + 1))
@@ -132,7 +112,8 @@ def test_config_errors_name_the_field_before_any_work(synthetic_data_dir, tmp_pa
   for extra, field in (('mixing.eligible_layers=(9,)', 'mixing.eligible_layers'),
                        ('fold=6', 'fold'), ('batch_size=7', 'batch_size')):
     with pytest.raises(config_checks.ConfigError, match=rf'config\.{field}=.*valid'):
-      train.train_and_evaluate(tiny_config(synthetic_data_dir, extra), str(tmp_path / 'w'))
+      train.train_and_evaluate(helpers.tiny_config(synthetic_data_dir, extra),
+                               str(tmp_path / 'w'))
   assert not os.path.exists(tmp_path / 'w' / 'checkpoints')
 
 
@@ -166,7 +147,7 @@ def test_writer_and_store_are_closed_on_every_way_out(synthetic_data_dir, tmp_pa
       return loader
     return make
 
-  config = tiny_config(synthetic_data_dir, 'strategy=bc')  # 2 epochs x 2 steps
+  config = helpers.tiny_config(synthetic_data_dir, 'strategy=bc')  # 2 epochs x 2 steps
   both = ['SummaryWriter', 'CheckpointStore']
   assert train.train_and_evaluate(config, str(tmp_path / 'done'))['status'] == 'finished'
   assert closed == both
