@@ -112,3 +112,75 @@ def test_mix_point_rejects_the_batch_axis_and_axes_out_of_range():
     with pytest.raises(ValueError, match='channel_axis'):
       mixing.mix_point(h, 1, identity, channel_axis=axis)
   assert mixing.mix_point(jnp.ones((4, 10)), 0, identity) is not None   # a waveform (N, T)
+
+
+def _package_imports(module_level_only: bool) -> dict[str, set[str]]:
+  """{module: project modules it imports} of every module of the intermix_jax package, from the
+  source (`from intermix_jax import x` names the module x, not the package)."""
+  import ast
+  import os
+  root = os.path.dirname(os.path.abspath(intermix_jax.__file__))
+  modules = {}
+  for d, _, files in os.walk(root):
+    for f in files:
+      if f.endswith('.py'):
+        path = os.path.join(d, f)
+        name = os.path.relpath(path[:-3], os.path.dirname(root)).replace(os.sep, '.')
+        modules[name.removesuffix('.__init__')] = path
+  graph = {m: set() for m in modules}
+  for m, path in modules.items():
+    with open(path) as f:
+      tree = ast.parse(f.read())
+    for node in (tree.body if module_level_only else ast.walk(tree)):
+      names = []
+      if isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+      elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        subs = [f'{node.module}.{a.name}' for a in node.names
+                if f'{node.module}.{a.name}' in modules]
+        names = subs or [node.module]
+      graph[m].update(n for n in names if n in modules and n != m)
+  return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+  """Strongly connected components of more than one module (Tarjan)."""
+  index, low, stack, on, out = {}, {}, [], set(), []
+
+  def visit(v):
+    index[v] = low[v] = len(index)
+    stack.append(v)
+    on.add(v)
+    for w in graph[v]:
+      if w not in index:
+        visit(w)
+        low[v] = min(low[v], low[w])
+      elif w in on:
+        low[v] = min(low[v], index[w])
+    if low[v] == index[v]:
+      comp = []
+      while True:
+        w = stack.pop()
+        on.discard(w)
+        comp.append(w)
+        if w == v:
+          break
+      if len(comp) > 1:
+        out.append(sorted(comp))
+
+  for v in sorted(graph):
+    if v not in index:
+      visit(v)
+  return out
+
+
+@pytest.mark.parametrize('module_level_only', [True, False])
+def test_no_import_cycle_between_modules(module_level_only):
+  """No two modules of the package import each other, directly or through others, even through
+  imports inside functions (a package importing its own submodules is no cycle)."""
+  graph = _package_imports(module_level_only)
+  assert len(graph) > 40 and 'intermix_jax.train' in graph
+  assert _cycles(graph) == []
+  # the check can fail: a back edge makes a cycle
+  graph['intermix_jax.protocol'].add('intermix_jax.config_lib')
+  assert _cycles(graph) == [['intermix_jax.config_lib', 'intermix_jax.protocol']]

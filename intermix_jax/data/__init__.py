@@ -20,7 +20,6 @@ Builders (tfds names): `esc50` (configs esc50_sr<rate>, esc10_sr<rate>), `urbans
 (sr<rate>), `synthetic_sounds` (sr<rate>, generated offline data), rate in 8000, 16000, 22050,
 44100 (others are built on the fly); `custom_audio` (one config per user dataset and rate).
 """
-import numpy as np
 
 from intermix_jax.data.audio_builder import SAMPLE_RATES
 from intermix_jax.data.audio_builder import SampleRateConfig
@@ -28,6 +27,7 @@ from intermix_jax.data.audio_builder import SkippedFilesWarning
 from intermix_jax.data.audio_decode import BadAudioFileError
 from intermix_jax.data.catalog import DATASETS
 from intermix_jax.data.catalog import DatasetInfo
+from intermix_jax.data.catalog import check_fold
 from intermix_jax.data.catalog import dataset_info
 from intermix_jax.data.catalog import get_builder
 from intermix_jax.data.catalog import prepare
@@ -51,15 +51,6 @@ def _data_seed(config) -> int:
   return int(config.seed if seed is None else seed)
 
 
-def _check_fold(config, info: DatasetInfo) -> int:
-  fold = config.fold
-  if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) \
-      or not 1 <= fold <= info.num_folds:
-    raise ValueError(f'config.fold={config.fold!r} but the data loaders need one test fold of '
-                     f'{info.name}: an integer in 1..{info.num_folds}')
-  return int(fold)
-
-
 def _fold_sources(builder, folds):
   return [builder.as_data_source(split=f'fold{k}') for k in folds]
 
@@ -79,7 +70,7 @@ def make_train_loader(config, sample_rate: int, input_length: int, *, process_in
       in memory when their int16 samples fit in this many bytes (else read per batch).
   """
   info = dataset_info(config)
-  fold = _check_fold(config, info)
+  fold = check_fold(config, info)
   builder = prepare(config, sample_rate)
   index = ClipIndex(_fold_sources(builder, [k for k in range(1, info.num_folds + 1) if k != fold]),
                     cache_bytes=cache_bytes)
@@ -96,7 +87,7 @@ def make_eval_loader(config, sample_rate: int, input_length: int, *, process_ind
                      cache_bytes: int = pipeline.DEFAULT_CACHE_BYTES) -> EvalLoader:
   """Evaluation batches of fold config.fold (see `pipeline.EvalLoader`); arguments as above."""
   info = dataset_info(config)
-  fold = _check_fold(config, info)
+  fold = check_fold(config, info)
   builder = prepare(config, sample_rate)
   index = ClipIndex(_fold_sources(builder, [fold]), sort_by_filename=True, cache_bytes=cache_bytes)
   return EvalLoader(index, input_length=input_length, batch_size=int(config.eval_batch_size),

@@ -28,6 +28,7 @@ import os
 import shutil
 import warnings
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from intermix_jax.data import audio_builder
@@ -317,3 +318,14 @@ def dataset_info(config) -> DatasetInfo:
   entry = _entry(config.dataset)
   return DatasetInfo(name=config.dataset, num_classes=len(entry.class_names),
                      class_names=tuple(entry.class_names), num_folds=entry.num_folds)
+
+
+def check_fold(config, info: DatasetInfo) -> int:
+  """config.fold as the one test fold of `info` (an integer in 1..info.num_folds), else ValueError
+  naming the field; the data loaders need one fold ('all' is split into folds by the trainer)."""
+  fold = config.fold
+  if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) \
+      or not 1 <= fold <= info.num_folds:
+    raise ValueError(f'config.fold={config.fold!r} but the data loaders need one test fold of '
+                     f'{info.name}: an integer in 1..{info.num_folds}')
+  return int(fold)

@@ -87,9 +87,8 @@ def describe(config, sample_rate: int, train_loader, eval_loader) -> RunData:
   Raises:
     layouts.LayoutError: a class has no training clip (see module docstring).
   """
-  from intermix_jax import data  # the package's dataset_info and fold check
-  info = data.dataset_info(config)
-  fold = data._check_fold(config, info)  # pylint: disable=protected-access
+  info = catalog.dataset_info(config)
+  fold = catalog.check_fold(config, info)
   builder = catalog.prepare(config, sample_rate)  # prepared already: reads its info
   meta = builder.info.metadata or {}
   names = list(info.class_names)
