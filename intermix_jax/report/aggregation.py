@@ -183,6 +183,17 @@ def _std(values: list[float]) -> float:
   return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
+def _spread(complete: dict) -> tuple[dict, float, float, str]:
+  """{seed: {fold: error}} -> (cv {seed: mean over its folds}, mean, std, 'seeds' | 'folds'): mean
+  and sample std over the seeds' cross-validated errors when there are several seeds, else over the
+  folds of the single seed (the table's rule, module docstring)."""
+  cv = {s: float(np.mean(list(f.values()))) for s, f in complete.items()}
+  if len(cv) > 1:
+    return cv, float(np.mean(list(cv.values()))), _std(list(cv.values())), 'seeds'
+  (only,) = complete.values()
+  return cv, float(np.mean(list(only.values()))), _std(list(only.values())), 'folds'
+
+
 def aggregate(runs: list[dict]) -> tuple[list[dict], list[str]]:
   """Groups finished runs; returns (groups, notes about runs left out).
 
@@ -220,12 +231,7 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str]]:
         missing = sorted(set(range(1, expected + 1)) - set(seeds[seed]))
         notes.append(f'{dataset}/{backbone}/{method} seed {seed}: folds {missing} missing; '
                      f'seed left out of the table')
-    cv = {s: float(np.mean(list(f.values()))) for s, f in complete.items()}
-    if len(cv) > 1:
-      mean, std, over = float(np.mean(list(cv.values()))), _std(list(cv.values())), 'seeds'
-    else:
-      (only,) = complete.values()
-      mean, std, over = float(np.mean(list(only.values()))), _std(list(only.values())), 'folds'
+    cv, mean, std, over = _spread(complete)
     cv_values = [cv[s] for s in sorted(cv)]
     groups.append(dict(dataset=dataset, backbone=backbone, method=method,
                        row=backbone + ('+aug' if method.endswith('+aug') else ''),
@@ -295,12 +301,7 @@ def _cv_stats(seeds: dict, expected: int | None) -> dict | None:
     complete = {s: f for s, f in seeds.items() if f}
   if not complete:
     return None
-  cv = {s: float(np.mean(list(f.values()))) for s, f in complete.items()}
-  if len(cv) > 1:
-    mean, std, over = float(np.mean(list(cv.values()))), _std(list(cv.values())), 'seeds'
-  else:
-    (only,) = complete.values()
-    mean, std, over = float(np.mean(list(only.values()))), _std(list(only.values())), 'folds'
+  cv, mean, std, over = _spread(complete)
   return dict(mean=mean, std=std, std_over=over, partial=partial,
               seeds=sorted(complete), folds=sorted({f for v in complete.values() for f in v}))
 
