@@ -52,7 +52,7 @@ def get_model(name: str, num_classes: int, **options: Any) -> nn.Module:
   """The backbone `name` with a `num_classes`-way output.
 
   Args:
-    name: one of MODELS ('envnet', 'envnetv2', 'm18', 'soundnet5', 'piczakcnn').
+    name: a key of MODELS (the backbone registry above).
     num_classes: positive int.
     **options: width (default 1.0), fc_units (default None: the published hidden FC width),
       precision (default 'float32'; or 'bfloat16').
