@@ -1,0 +1,285 @@
+"""Many runs in one program: K independent training runs (folds x seeds) as ONE vmapped step.
+
+Every pytree here carries a leading *run axis* of size K in front of the shapes of one run:
+
+    mesh = parallel.make_mesh()
+    states = init_states(model, opt, mesh, [init_key_0, ..., init_key_{K-1}])  # (K, ...) leaves
+    keys = replicate_runs(stack([train_key_0, ...]), mesh)                     # (K,) typed keys
+    train = multi_train_step(model, strategy, opt, num_classes, mesh)
+    batches = host_batches_to_global([batch_0, ..., batch_{K-1}], mesh, pairs=strategy.mixes)
+    states, metrics = train(states, batches, keys)   # batches: x (K, N, T) float32, y (K, N) int32
+                                                     # metrics: loss, error, lr, ... each (K,)
+    evaluate = multi_eval_step(model, mesh)
+    out = evaluate(states, host_batches_to_global([eval_batch_0, ...], mesh))
+                                                     # x (K, b, crops, T), y (K, b), mask (K, b)
+    state_k = unstack(jax.device_get(states), K)[k]  # one run's TrainState again
+
+Run k computes what `steps.mesh_train_step` computes for it alone: its own state, batch (so its own
+data order) and key (so its own mixing plans and dropout masks: both come from
+`fold_in(key_k, state_k.step)`). Runs never exchange values: the loss, the gradients, BatchNorm's
+batch statistics, the non-finite test and the decision to apply an update are all per run (a NaN in
+run k's batch leaves every other run's state exactly what it would be without it; run k's update is
+skipped and counted in its own `nonfinite_count`, as steps.train_step does for a single run).
+
+Equality with K separate runs: to float32 rounding, not bitwise. vmap turns the per-run
+convolutions and matrix products into batched (grouped) ones and `lax.cond` on the per-run mixing
+layer into a select that computes both branches; XLA may then sum in another order, so a run's
+values differ from its separate run by float32 rounding (which training then carries along: over
+a few steps of the tiny test models, relative differences up to about 1e-5 in parameters;
+tests/test_multirun.py states its tolerances). For a fixed K the step is deterministic, and what
+one run computes does not depend on the values of the other runs' inputs (tested bitwise).
+
+Devices: like the one-run step, states and keys are replicated on the mesh and every batch array is
+sharded over 'data' on its batch axis, axis 1 behind the run axis (`run_batch_sharding`); the
+mixing runs per device (`parallel.shard_strategy`). vmap of that strategy's `jax.shard_map`
+(a batching rule of JAX: the run axis stays whole on each device) is exact, but with the
+varying-manual-axes check on (`check_vma=True`, the one-run default) jax 0.10.2 rejects the
+vmapped `lax.cond` of the mixer inside the shard_map ("pvary is a invariant->variant collective").
+So the strategy is wrapped here with `check_vma=False`. That check is a type check only: every
+differentiated input of those shard_maps (waveforms, hidden tensors, labels) is sharded on 'data'
+in and out, so no cotangent is ever summed across devices and the gradients are the ones the
+checked version gives (tests/test_multirun.py compares with `steps.mesh_train_step` on 1 and
+on 8 simulated devices).
+
+Limits: every run of one call shares the statics (model, strategy, optimiser and its LR
+schedule, thus num_epochs and steps_per_epoch, class count) and the per-step batch shape, so folds
+of different sizes must agree on steps_per_epoch, and a fold with fewer test clips pads its eval
+batches with mask=False rows. Not yet in the trainer (train.py runs one fold at a time).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from intermix_jax import parallel
+from intermix_jax import steps
+
+PyTree = Any
+
+__all__ = ['stack', 'unstack', 'num_runs', 'run_batch_sharding', 'multi_train_step_shardings',
+           'multi_eval_step_shardings', 'host_batches_to_global', 'replicate_runs', 'init_states',
+           'multi_train_step', 'multi_eval_step']
+
+
+# ------------------------------------------------------------------------------------------------
+# K pytrees <-> one pytree with a leading run axis
+# ------------------------------------------------------------------------------------------------
+def _is_key(x) -> bool:
+  return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def stack(trees: Sequence[PyTree]) -> PyTree:
+  """K pytrees of one structure -> one pytree whose leaves have a leading run axis of size K.
+
+  Leaf k of the result along axis 0 is tree k's leaf (shape (K, *shape)). Typed PRNG keys stay
+  typed keys (K keys of shape () -> a key array of shape (K,)). Leaves that are all host values
+  (numpy arrays, Python or numpy scalars) are stacked with numpy, on the host (e.g. the loaders'
+  batches, before `host_batches_to_global`); any jax.Array leaf is stacked with jax.numpy (on its
+  device: fetch mesh-placed values with `jax.device_get` first if they live on several devices).
+
+  Raises:
+    ValueError: no trees, trees of different structures, or leaves of different shapes or dtypes.
+  """
+  trees = list(trees)
+  if not trees:
+    raise ValueError('multirun.stack: no trees to stack (K must be >= 1)')
+  structure = jax.tree.structure(trees[0])
+  for k, tree in enumerate(trees[1:], 1):
+    if jax.tree.structure(tree) != structure:
+      raise ValueError(f'multirun.stack: tree {k} has structure {jax.tree.structure(tree)}, '
+                       f'tree 0 has {structure}')
+  columns = zip(*(jax.tree.leaves(t) for t in trees))
+
+  def stack_leaves(i, xs):
+    shapes = {tuple(np.shape(x)) for x in xs}
+    dtypes = {str(x.dtype) if hasattr(x, 'dtype') else type(x).__name__ for x in xs}
+    if len(shapes) != 1 or len(dtypes) != 1:
+      raise ValueError(f'multirun.stack: leaf {i} differs between the trees (shapes '
+                       f'{sorted(shapes)}, dtypes {sorted(dtypes)})')
+    if any(isinstance(x, jax.Array) for x in xs):
+      return jnp.stack([jnp.asarray(x) for x in xs])
+    return np.stack([np.asarray(x) for x in xs])
+
+  return jax.tree.unflatten(structure, [stack_leaves(i, xs) for i, xs in enumerate(columns)])
+
+
+def num_runs(tree: PyTree) -> int:
+  """K, the common size of the leading run axis of every leaf.
+
+  Raises:
+    ValueError: no leaves, a scalar leaf, or leaves with different leading sizes.
+  """
+  leaves = jax.tree.leaves(tree)
+  if not leaves:
+    raise ValueError('multirun.num_runs: the tree has no leaves')
+  sizes = {np.shape(x)[0] if np.ndim(x) else None for x in leaves}
+  if len(sizes) != 1 or None in sizes:
+    raise ValueError(f'multirun: every leaf needs the same leading run axis; got shapes '
+                     f'{jax.tree.map(np.shape, tree)}')
+  return sizes.pop()
+
+
+def unstack(tree: PyTree, k: int | None = None) -> list[PyTree]:
+  """One pytree with a leading run axis of size K -> K pytrees (the inverse of `stack`).
+
+  Args:
+    tree: leaves of shape (K, *shape) (typed PRNG key arrays of shape (K, ...) included).
+    k: the expected K (checked), or None to take it from the tree.
+  Returns:
+    [tree_0, ..., tree_{K-1}], tree_i's leaves the rows i of `tree`'s leaves (numpy stays numpy,
+    jax stays jax; keys stay typed keys).
+  Raises:
+    ValueError: if the leading axes differ between leaves or from `k`.
+  """
+  size = num_runs(tree)
+  if k is not None and size != k:
+    raise ValueError(f'multirun.unstack: expected {k} runs, the leading axis has {size}')
+  return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(size)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Placement on the mesh
+# ------------------------------------------------------------------------------------------------
+def run_batch_sharding(mesh) -> NamedSharding:
+  """Run axis (0) whole on every device, batch axis (1) split over 'data', other axes whole."""
+  return NamedSharding(mesh, P(None, parallel.DATA_AXIS))
+
+
+def multi_train_step_shardings(mesh) -> dict:
+  """jit shardings of `step(states, batches, keys) -> (states, metrics)`: states, keys and
+  metrics replicated; every batch array (K, N, ...) sharded on its batch axis 1."""
+  repl = parallel.replicated_sharding(mesh)
+  return dict(in_shardings=(repl, run_batch_sharding(mesh), repl), out_shardings=(repl, repl))
+
+
+def multi_eval_step_shardings(mesh) -> dict:
+  """jit in_shardings of `step(states, batches) -> outputs`: states replicated, batch arrays
+  (K, b, ...) sharded on their clip axis 1; outputs follow the compiler."""
+  return dict(in_shardings=(parallel.replicated_sharding(mesh), run_batch_sharding(mesh)))
+
+
+def host_batches_to_global(batches: Sequence[PyTree] | PyTree, mesh, *,
+                           pairs: bool = False) -> PyTree:
+  """This process's K numpy batches -> one global batch (K, N, ...) sharded on axis 1.
+
+  Every process calls this with its own rows of every run (the same row count R on every process
+  and every run); run k's global batch is the concatenation of the processes' rows in process
+  order, as `parallel.host_batch_to_global` does for one run.
+
+  Args:
+    batches: a list of K batches (pytrees of arrays with a common leading axis of R rows), or
+      their `stack` (leaves (K, R, ...)).
+    mesh: mesh from `parallel.make_mesh`.
+    pairs: True for a mixing batch: each device's share of every run must hold whole pairs.
+  Returns:
+    The stacked pytree as jax.Arrays of shape (K, R * processes, ...), `run_batch_sharding(mesh)`.
+  Raises:
+    ValueError: runs or leaves of different row counts, R not a multiple of the local device
+      count, or (with `pairs`) an odd number of rows per device.
+  """
+  if isinstance(batches, (list, tuple)):
+    batches = stack([jax.tree.map(np.asarray, b) for b in batches])
+  num_runs(batches)  # checks the run axis
+  rows = {np.shape(x)[1] if np.ndim(x) >= 2 else None for x in jax.tree.leaves(batches)}
+  if len(rows) != 1 or None in rows:
+    raise ValueError(f'multirun.host_batches_to_global: every array needs the shape (K, R, ...) '
+                     f'with one R; got {jax.tree.map(np.shape, batches)}')
+  (r,) = rows
+  local = len(mesh.local_devices)
+  if r % local:
+    raise ValueError(f'multirun.host_batches_to_global: this process has {r} rows per run, not a '
+                     f'multiple of its {local} local devices: set batch_size to a multiple of '
+                     f'{parallel.num_shards(mesh)}')
+  if pairs and (r // local) % 2:
+    raise ValueError(f'multirun.host_batches_to_global: a mixing batch needs whole pairs on each '
+                     f'device, but {r} rows / {local} local devices = {r // local} rows per device '
+                     f'(odd): set batch_size to a multiple of {2 * parallel.num_shards(mesh)}')
+  sharding = run_batch_sharding(mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batches)
+
+
+def replicate_runs(tree: PyTree, mesh) -> PyTree:
+  """Stacked host values (states, keys; the same on every process) -> replicated on `mesh`
+  (`parallel.replicate`; typed key arrays stay typed)."""
+  return parallel.replicate(tree, mesh)
+
+
+def init_states(model, opt: steps.OptimizerSpec, mesh, keys: Sequence[jax.Array]) -> steps.TrainState:
+  """The K initial states `steps.state_initializer(model, opt, mesh)(key_k)`, stacked (leaves
+  (K, ...)) and replicated on `mesh`: run k starts exactly where it would start alone."""
+  init = steps.state_initializer(model, opt, mesh)
+  return replicate_runs(stack([jax.device_get(init(k)) for k in keys]), mesh)
+
+
+# ------------------------------------------------------------------------------------------------
+# The vmapped steps, jitted once per process for each set of statics
+# ------------------------------------------------------------------------------------------------
+_JITTED: dict[tuple, Callable] = {}
+
+
+def _jitted_once(key: tuple, build: Callable[[], Callable]) -> Callable:
+  if key not in _JITTED:
+    _JITTED[key] = build()
+  return _JITTED[key]
+
+
+def _vmappable_strategy(strategy, mesh) -> parallel.ShardedStrategy:
+  """The strategy as the trainer wraps it (per device on `mesh`), with check_vma off (see the
+  module docstring); an already sharded strategy must be on `mesh`."""
+  if isinstance(strategy, parallel.ShardedStrategy):
+    if strategy.mesh != mesh:
+      raise ValueError('multirun: strategy is already sharded over another mesh')
+    return dataclasses.replace(strategy, check_vma=False)
+  return parallel.shard_strategy(strategy, mesh, check_vma=False)
+
+
+def _unwrapped(strategy):
+  return strategy.strategy if isinstance(strategy, parallel.ShardedStrategy) else strategy
+
+
+def multi_train_step(model, strategy, opt: steps.OptimizerSpec, num_classes: int,
+                     mesh) -> Callable:
+  """`step(states, batches, keys) -> (states, metrics)`: `steps.train_step` vmapped over runs.
+
+  Args of the returned function (K runs, N rows per run, T samples per waveform):
+    states: TrainState with leaves (K, ...), replicated (`init_states`, `replicate_runs`);
+      donated.
+    batches: dict(x float32 (K, N, T) waveforms at the model's rate, y int32 (K, N) labels),
+      sharded on axis 1 (`host_batches_to_global`; N even per device when the strategy mixes).
+    keys: typed PRNG keys (K,), replicated: run k's training key (its plan and dropout at step s
+      come from fold_in(keys[k], states.step[k])).
+  Returns:
+    (states, metrics): the new states (leaves (K, ...)); metrics as steps.train_step's, each of
+    shape (K,): loss and error (float32; error in % of the run's batch), lr (float32), finite
+    (bool), nonfinite_count (int32).
+
+  The per-run function is the trainer's (`steps.make_train_step` with `opt.tx()` and
+  `opt.lr_schedule()`, the strategy through `parallel.shard_strategy`, check_vma off). One jitted
+  function per (model, strategy, opt, num_classes, mesh), all hashable; it compiles once per K and
+  batch shape.
+  """
+  base = _unwrapped(strategy)
+
+  def build():
+    fn = steps.make_train_step(model, _vmappable_strategy(strategy, mesh), opt.tx(), num_classes,
+                               opt.lr_schedule())
+    return steps.jit_train_step(jax.vmap(fn), **multi_train_step_shardings(mesh))
+  return _jitted_once(('multi_train', model, base, opt, int(num_classes), mesh), build)
+
+
+def multi_eval_step(model, mesh) -> Callable:
+  """`step(states, batches) -> outputs`: `steps.eval_step` vmapped over runs.
+
+  states: TrainState with leaves (K, ...), replicated. batches: dict(x float32 (K, b, crops, T),
+  y int32 (K, b), mask bool (K, b)) sharded on axis 1 (run k: a batch of its own test fold).
+  Returns: probs float32 (K, b, C), pred int32 (K, b), correct bool (K, b), num_correct and count
+  int32 (K,). One jitted function per (model, mesh).
+  """
+  return _jitted_once(('multi_eval', model, mesh), lambda: steps.jit_eval_step(
+      jax.vmap(steps.make_eval_step(model)), **multi_eval_step_shardings(mesh)))

@@ -1,0 +1,383 @@
+"""Many runs in one program (intermix_jax.multirun): K runs as one vmapped train/eval step.
+
+Laws: run k of `multi_train_step` computes what `steps.mesh_train_step` computes for run k alone
+(its own state, batch and key, hence its own data order, mixing plans and dropout masks), to
+float32 rounding (tolerances below); `multi_eval_step` likewise for `steps.mesh_eval_step`; a NaN
+in one run's batch changes no other run (bitwise) and is not applied to its own run; stack/unstack
+are inverse (typed keys included); on 8 simulated CPU devices (a child process, like
+tests/test_parallel.py) the multi-run step equals the 1-device multi-run step ('standard') and the
+8-device one-run steps ('intermix', whose plans are drawn per device).
+
+Tolerances. Not bitwise: vmap turns each run's convolutions and matrix products into batched
+(grouped) ones and the mixer's `lax.cond` into a select, and XLA:CPU may sum in another order, so
+values differ by float32 rounding, which three SGD steps then carry along. The state is compared
+leaf by leaf as max|got - want| <= rtol * max|want| (the leaf's scale: momentum traces and
+parameters near zero make an elementwise rtol meaningless):
+  standard  rtol 2e-6 (observed <= 4e-7),
+  intermix  rtol 1e-4 (observed <= 2.6e-5, in run 2, whose loss grows to ~9 by step 3). This is the
+            conditioning of that run, not an error of vmap: the same run alone, with its first
+            batch scaled by (1 + 1.2e-7) (one float32 ulp), ends 3.3e-5 (relative to the leaf
+            scale) away from the unperturbed run (standard: 4e-7). InterMix's gradient goes through
+            sqrt(a b), whose derivative 0.5 sqrt(b / a) amplifies rounding where a is small.
+Metrics: loss rtol 1e-6 (observed 1.4e-7); error, lr, finite, nonfinite_count exactly.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from intermix_jax import mixing, multirun, parallel, steps
+
+K = 3
+NUM_CLASSES = 3
+RTOL_STATE = {'standard': 2e-6, 'intermix': 1e-4}
+RTOL_LOSS = 1e-6
+
+
+class TinyNet(nn.Module):
+  """(N, T) -> (N, C); mix points 0 (input) and 1 (after conv+BN+ReLU+pool) (as test_steps)."""
+  num_classes: int = NUM_CLASSES
+  sample_rate: int = 16000
+  input_length: int = 64
+  num_mix_points: int = 2
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, mix=None):
+    if mix is not None:
+      x = mix(x, 0)
+    h = nn.Conv(4, (5,), use_bias=False)(x[..., None])
+    h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=2e-5)(h)
+    h = nn.relu(h)
+    h = nn.max_pool(h, (4,), (4,))
+    if mix is not None:
+      h = mix(h, 1)
+    h = h.reshape(h.shape[0], -1)
+    h = nn.Dropout(0.5, deterministic=not train)(nn.relu(nn.Dense(8)(h)))
+    return nn.Dense(self.num_classes)(h)
+
+
+def opt_spec():
+  return steps.OptimizerSpec(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, num_epochs=4,
+                             steps_per_epoch=2, schedule=(0.5,), warmup_epochs=0)
+
+
+def make_batch(n=8, t=64, seed=0):
+  rng = np.random.default_rng(seed)
+  y = np.arange(n) % NUM_CLASSES  # rows 2k, 2k+1 have different classes
+  x = rng.standard_normal((n, t)).astype(np.float32) * 0.3
+  return dict(x=x, y=y.astype(np.int32))
+
+
+def run_batches(step, n=8):
+  """One batch per run, all different (run k, step i)."""
+  return [make_batch(n=n, seed=100 * k + step) for k in range(K)]
+
+
+def train_keys():
+  return [jax.random.key(10 + k) for k in range(K)]
+
+
+def init_keys():
+  return [jax.random.key(k) for k in range(K)]
+
+
+def assert_state_close(got, want, rtol):
+  """Every float leaf: max|got - want| <= rtol * max|want|; integer leaves equal."""
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape and a.dtype == b.dtype, jax.tree_util.keystr(path)
+    if a.dtype.kind != 'f':
+      np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+    elif a.size:
+      diff = float(np.max(np.abs(a.astype(np.float64) - b)))
+      assert diff <= rtol * float(np.max(np.abs(b))), (jax.tree_util.keystr(path), diff)
+
+
+def assert_metrics_close(got, want):
+  np.testing.assert_allclose(got['loss'], want['loss'], rtol=RTOL_LOSS)
+  for name in ('error', 'lr', 'finite', 'nonfinite_count'):
+    np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def separate_runs(model, name, opt, mesh, num_steps, batches=run_batches):
+  """K runs each through steps.mesh_train_step: ([final state_k], [stacked metrics of step i])."""
+  one = steps.mesh_train_step(model, mixing.get_strategy(name), opt, NUM_CLASSES, mesh)
+  init = steps.state_initializer(model, opt, mesh)
+  states = [init(k) for k in init_keys()]
+  metrics = []
+  for i in range(num_steps):
+    ms = []
+    for k, (batch, key) in enumerate(zip(batches(i), train_keys())):
+      states[k], m = one(states[k], parallel.host_batch_to_global(batch, mesh, pairs=True),
+                         parallel.replicate(key, mesh))
+      ms.append(jax.device_get(m))
+    metrics.append(multirun.stack(ms))
+  return [jax.device_get(s) for s in states], metrics
+
+
+def multi_runs(model, name, opt, mesh, num_steps, batches=run_batches):
+  """The same K runs through multirun.multi_train_step: ([state_k], [metrics (K,) of step i])."""
+  step = multirun.multi_train_step(model, mixing.get_strategy(name), opt, NUM_CLASSES, mesh)
+  states = multirun.init_states(model, opt, mesh, init_keys())
+  keys = multirun.replicate_runs(multirun.stack(train_keys()), mesh)
+  metrics = []
+  for i in range(num_steps):
+    states, m = step(states, multirun.host_batches_to_global(batches(i), mesh, pairs=True), keys)
+    metrics.append(jax.device_get(m))
+  return multirun.unstack(jax.device_get(states), K), metrics
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. K runs in one step == K separate runs (1-device mesh)
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('name', ['standard', 'intermix'])
+def test_multi_train_step_equals_separate_runs(name):
+  model, opt, mesh = TinyNet(), opt_spec(), parallel.make_mesh(1)
+  want_states, want_metrics = separate_runs(model, name, opt, mesh, 3)
+  got_states, got_metrics = multi_runs(model, name, opt, mesh, 3)
+  for got, want in zip(got_metrics, want_metrics):
+    assert got['loss'].shape == (K,)
+    assert_metrics_close(got, want)
+  for got, want in zip(got_states, want_states):
+    assert int(got.step) == 3
+    assert_state_close(got, want, RTOL_STATE[name])
+  # Not vacuous: the runs differ from each other (own seeds, batches, plans) and they trained.
+  losses = np.stack([m['loss'] for m in got_metrics])
+  assert len(set(np.round(losses[-1], 4))) == K
+  init = jax.device_get(steps.state_initializer(model, opt, mesh)(init_keys()[0]))
+  moved = max(float(np.max(np.abs(a - b))) for a, b in
+              zip(jax.tree.leaves(got_states[0].params), jax.tree.leaves(init.params)))
+  assert moved > 1e-3
+
+
+@pytest.mark.parametrize('name', ['mixup', 'bc', 'speechmix'])
+def test_other_strategies_one_step_equals_separate_runs(name):
+  """The other strategies (bc and speechmix: A-weighted levels under vmap) for one step."""
+  model, opt, mesh = TinyNet(), opt_spec(), parallel.make_mesh(1)
+  want_states, want_metrics = separate_runs(model, name, opt, mesh, 1)
+  got_states, got_metrics = multi_runs(model, name, opt, mesh, 1)
+  assert_metrics_close(got_metrics[0], want_metrics[0])
+  for got, want in zip(got_states, want_states):
+    assert_state_close(got, want, RTOL_STATE['intermix'])
+
+
+def test_multi_train_step_compiles_once_per_statics():
+  model, opt, mesh = TinyNet(), opt_spec(), parallel.make_mesh(1)
+  step = multirun.multi_train_step(model, mixing.get_strategy('mixup'), opt, NUM_CLASSES, mesh)
+  assert multirun.multi_train_step(TinyNet(), mixing.get_strategy('mixup'), opt_spec(),
+                                   NUM_CLASSES, parallel.make_mesh(1)) is step
+  sharded = parallel.shard_strategy(mixing.get_strategy('mixup'), mesh)
+  assert multirun.multi_train_step(model, sharded, opt, NUM_CLASSES, mesh) is step
+  assert multirun.multi_eval_step(model, mesh) is multirun.multi_eval_step(TinyNet(), mesh)
+  states = multirun.init_states(model, opt, mesh, init_keys())
+  keys = multirun.replicate_runs(multirun.stack(train_keys()), mesh)
+  for i in range(2):
+    states, _ = step(states, multirun.host_batches_to_global(run_batches(i), mesh, pairs=True),
+                     keys)
+  assert step._cache_size() == 1
+  np.testing.assert_array_equal(np.asarray(states.step), [2] * K)
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. Eval
+# ------------------------------------------------------------------------------------------------
+def test_multi_eval_step_equals_separate_eval_steps():
+  model, opt, mesh = TinyNet(), opt_spec(), parallel.make_mesh(1)
+  states = multirun.init_states(model, opt, mesh, init_keys())
+  keys = multirun.replicate_runs(multirun.stack(train_keys()), mesh)
+  step = multirun.multi_train_step(model, mixing.get_strategy('standard'), opt, NUM_CLASSES, mesh)
+  states, _ = step(states, multirun.host_batches_to_global(run_batches(0), mesh, pairs=True), keys)
+  rng = np.random.default_rng(5)
+  b, crops = 5, 3
+  eval_batches = [dict(x=rng.standard_normal((b, crops, model.input_length)).astype(np.float32),
+                       y=rng.integers(0, NUM_CLASSES, b).astype(np.int32),
+                       mask=np.array([True] * (b - k) + [False] * k)) for k in range(K)]
+  got = jax.device_get(multirun.multi_eval_step(model, mesh)(
+      states, multirun.host_batches_to_global(eval_batches, mesh)))
+  assert got['probs'].shape == (K, b, NUM_CLASSES) and got['count'].shape == (K,)
+  one = steps.mesh_eval_step(model, mesh)
+  per_run = multirun.unstack(jax.device_get(states), K)
+  want = multirun.stack([jax.device_get(one(parallel.replicate(s, mesh),
+                                            parallel.host_batch_to_global(e, mesh)))
+                         for s, e in zip(per_run, eval_batches)])
+  np.testing.assert_allclose(got['probs'], want['probs'], rtol=1e-6, atol=1e-7)
+  for name in ('pred', 'correct', 'num_correct', 'count'):
+    np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+  np.testing.assert_array_equal(got['count'], [b - k for k in range(K)])
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. A NaN stays in its run
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('name', ['standard', 'intermix'])
+def test_nan_in_one_run_changes_no_other_run(name):
+  model, opt, mesh = TinyNet(), opt_spec(), parallel.make_mesh(1)
+  bad_run, bad_step = 1, 1
+
+  def poisoned(i):
+    batches = run_batches(i)
+    if i == bad_step:
+      batches[bad_run]['x'][3, 5] = np.nan
+    return batches
+
+  clean_states, clean_metrics = multi_runs(model, name, opt, mesh, 3)
+  states, metrics = multi_runs(model, name, opt, mesh, 3, batches=poisoned)
+  step_before_nan, _ = multi_runs(model, name, opt, mesh, bad_step)
+  # Every other run: bitwise what it is without the NaN (same program, same inputs for that run).
+  for k in range(K):
+    if k != bad_run:
+      chex.assert_trees_all_equal(states[k], clean_states[k])
+      for got, want in zip(metrics, clean_metrics):
+        chex.assert_trees_all_equal(jax.tree.map(lambda x: x[k], got),
+                                    jax.tree.map(lambda x: x[k], want))
+  # The bad run: the step was not applied, counted once, training went on afterwards.
+  m = metrics[bad_step]
+  assert not bool(m['finite'][bad_run]) and bool(np.all(np.delete(m['finite'], bad_run)))
+  np.testing.assert_array_equal(m['nonfinite_count'], [int(k == bad_run) for k in range(K)])
+  bad = states[bad_run]
+  assert int(bad.nonfinite_count) == 1 and int(bad.first_nonfinite_step) == bad_step
+  assert bool(metrics[-1]['finite'][bad_run])
+  # Its state after the NaN step equals its state before it (only step and schedule count move):
+  # rerun the poisoned prefix and compare.
+  after_nan, _ = multi_runs(model, name, opt, mesh, bad_step + 1, batches=poisoned)
+  before, after = step_before_nan[bad_run], after_nan[bad_run]
+  chex.assert_trees_all_equal(before.params, after.params)
+  chex.assert_trees_all_equal(before.batch_stats, after.batch_stats)
+  zero_count = lambda t: optax.tree_utils.tree_set(t, count=jnp.zeros((), jnp.int32))
+  chex.assert_trees_all_equal(zero_count(jax.tree.map(jnp.asarray, before.opt_state)),
+                              zero_count(jax.tree.map(jnp.asarray, after.opt_state)))
+  assert int(after.step) == bad_step + 1
+  assert int(optax.tree_utils.tree_get(after.opt_state, 'count')) == bad_step + 1
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. stack / unstack
+# ------------------------------------------------------------------------------------------------
+def test_stack_unstack_round_trip_with_typed_keys():
+  trees = [dict(w=np.full((2, 3), k, np.float32), s=jnp.int32(k), key=jax.random.key(k),
+                keys=jax.random.split(jax.random.key(7 + k), 4), nested=(np.arange(3) + k,))
+           for k in range(K)]
+  stacked = multirun.stack(trees)
+  assert stacked['w'].shape == (K, 2, 3) and isinstance(stacked['w'], np.ndarray)
+  assert isinstance(stacked['s'], jax.Array) and stacked['s'].shape == (K,)
+  assert jax.dtypes.issubdtype(stacked['key'].dtype, jax.dtypes.prng_key)
+  assert stacked['key'].shape == (K,) and stacked['keys'].shape == (K, 4)
+  assert multirun.num_runs(stacked) == K
+  back = multirun.unstack(stacked, K)
+  assert len(back) == K
+  for got, want in zip(back, trees):
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    assert jax.dtypes.issubdtype(got['key'].dtype, jax.dtypes.prng_key)
+    np.testing.assert_array_equal(jax.random.key_data(got['key']),
+                                  jax.random.key_data(want['key']))
+    np.testing.assert_array_equal(jax.random.key_data(got['keys']),
+                                  jax.random.key_data(want['keys']))
+    for name in ('w', 's'):
+      np.testing.assert_array_equal(got[name], want[name])
+    np.testing.assert_array_equal(got['nested'][0], want['nested'][0])
+  # A TrainState and keys survive the round trip and placement on the mesh.
+  mesh = parallel.make_mesh(1)
+  states = multirun.init_states(TinyNet(), opt_spec(), mesh, init_keys())
+  assert all(x.sharding.is_fully_replicated for x in jax.tree.leaves(states))
+  placed_keys = multirun.replicate_runs(multirun.stack(train_keys()), mesh)
+  assert jax.dtypes.issubdtype(placed_keys.dtype, jax.dtypes.prng_key)
+  chex.assert_trees_all_equal(multirun.stack(multirun.unstack(jax.device_get(states), K)),
+                              jax.device_get(states))
+
+
+def test_stack_and_placement_errors():
+  with pytest.raises(ValueError, match='K must be'):
+    multirun.stack([])
+  with pytest.raises(ValueError, match='structure'):
+    multirun.stack([dict(a=np.zeros(2)), dict(b=np.zeros(2))])
+  with pytest.raises(ValueError, match='differs'):
+    multirun.stack([np.zeros(2), np.zeros(3)])
+  with pytest.raises(ValueError, match='expected 2 runs'):
+    multirun.unstack(np.zeros((3, 2)), 2)
+  with pytest.raises(ValueError, match='same leading run axis'):
+    multirun.num_runs(dict(a=np.zeros((3, 2)), b=np.zeros((2,))))
+  mesh = parallel.make_mesh(1)
+  with pytest.raises(ValueError, match='whole pairs'):
+    multirun.host_batches_to_global([make_batch(n=3)] * 2, mesh, pairs=True)
+  with pytest.raises(ValueError, match=r'\(K, R, \.\.\.\)'):
+    multirun.host_batches_to_global(dict(x=np.zeros((2, 4, 5)), y=np.zeros((2, 6))), mesh)
+  got = multirun.host_batches_to_global([make_batch(n=4, seed=k) for k in range(2)], mesh,
+                                        pairs=True)
+  assert got['x'].shape == (2, 4, 64) and got['x'].sharding == multirun.run_batch_sharding(mesh)
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. 8 simulated devices (child process)
+# ------------------------------------------------------------------------------------------------
+def _eight_device_child():
+  """Runs under 8 simulated CPU devices; prints 'RESULT <json>'."""
+  out = {'device_count': jax.device_count()}
+  model, opt = TinyNet(), opt_spec()
+  mesh8, mesh1 = parallel.make_mesh(8), parallel.make_mesh(1)
+  batches = lambda i: run_batches(i, n=16)  # 2 rows (one pair) per device
+
+  def rel(got_states, want_states):
+    return max(float(np.max(np.abs(np.asarray(a, np.float64) - b)) / max(np.max(np.abs(b)), 1e-30))
+               for g, w in zip(got_states, want_states)
+               for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(w))
+               if np.asarray(b).dtype.kind == 'f' and np.size(b))
+
+  # Placement: batch on axis 1 over 8 devices, states replicated after a step.
+  placed = multirun.host_batches_to_global(batches(0), mesh8, pairs=True)
+  out['x_shard_shapes'] = sorted({tuple(s.data.shape) for s in placed['x'].addressable_shards})
+  step = multirun.multi_train_step(model, mixing.get_strategy('intermix'), opt, NUM_CLASSES, mesh8)
+  states, _ = step(multirun.init_states(model, opt, mesh8, init_keys()), placed,
+                   multirun.replicate_runs(multirun.stack(train_keys()), mesh8))
+  out['states_replicated'] = all(x.sharding.is_fully_replicated for x in jax.tree.leaves(states))
+  # standard: 8 devices == 1 device (synchronised BatchNorm, global mean loss).
+  s8, m8 = multi_runs(model, 'standard', opt, mesh8, 2, batches=batches)
+  s1, m1 = multi_runs(model, 'standard', opt, mesh1, 2, batches=batches)
+  out['standard_rel'] = rel(s8, s1)
+  out['standard_loss'] = [np.asarray(m['loss']).tolist() for m in (m8[-1], m1[-1])]
+  # intermix (plans per device): the multi-run step on 8 devices == the one-run steps on 8.
+  got, gm = multi_runs(model, 'intermix', opt, mesh8, 2, batches=batches)
+  want, wm = separate_runs(model, 'intermix', opt, mesh8, 2, batches=batches)
+  out['intermix_rel'] = rel(got, want)
+  out['intermix_loss'] = [np.asarray(m['loss']).tolist() for m in (gm[-1], wm[-1])]
+  out['intermix_finite'] = bool(np.all(gm[-1]['finite']))
+  print('RESULT ' + json.dumps(out))
+
+
+@pytest.fixture(scope='module')
+def eight():
+  env = dict(os.environ)
+  flags = [f for f in env.get('XLA_FLAGS', '').split()
+           if not f.startswith('--xla_force_host_platform_device_count')]
+  env['XLA_FLAGS'] = ' '.join(flags + ['--xla_force_host_platform_device_count=8'])
+  env['JAX_PLATFORMS'] = 'cpu'
+  proc = subprocess.run([sys.executable, os.path.abspath(__file__), '--eight-devices'], env=env,
+                        capture_output=True, text=True, timeout=300,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
+  assert proc.returncode == 0 and lines, f'child failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}'
+  return json.loads(lines[-1][len('RESULT '):])
+
+
+def test_eight_devices_multi_run_step(eight):
+  assert eight['device_count'] == 8
+  assert eight['x_shard_shapes'] == [[K, 2, 64]]  # every device: all runs, its 2 rows
+  assert eight['states_replicated']
+  # standard: 8 devices x K runs == 1 device x K runs (as tests/test_parallel.py for one run).
+  assert eight['standard_rel'] <= 1e-5, eight
+  np.testing.assert_allclose(*eight['standard_loss'], rtol=1e-5)
+  # intermix: == the 8-device one-run steps (same per-device plans), to InterMix's tolerance.
+  assert eight['intermix_finite']
+  assert eight['intermix_rel'] <= RTOL_STATE['intermix'], eight
+  np.testing.assert_allclose(*eight['intermix_loss'], rtol=1e-5)
+
+
+if __name__ == '__main__' and '--eight-devices' in sys.argv:
+  _eight_device_child()
