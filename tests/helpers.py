@@ -25,6 +25,7 @@ import runpy
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -269,3 +270,26 @@ def reference_phase_shift(x, phi):
   phi: radians."""
   x = np.asarray(x, np.float64)
   return np.cos(phi) * x - np.sin(phi) * np.imag(scipy.signal.hilbert(x))
+
+
+class TinyNet(nn.Module):
+  """A tiny backbone for step-level tests: (N, T=64) float32 -> (N, C) logits; mix points 0 (the
+  input) and 1 (after conv + BN + ReLU + pool); dropout before the last dense layer."""
+  num_classes: int = 3
+  sample_rate: int = 16000
+  input_length: int = 64
+  num_mix_points: int = 2
+
+  @nn.compact
+  def __call__(self, x, train: bool = False, mix=None):
+    if mix is not None:
+      x = mix(x, 0)
+    h = nn.Conv(4, (5,), use_bias=False)(x[..., None])
+    h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=2e-5)(h)
+    h = nn.relu(h)
+    h = nn.max_pool(h, (4,), (4,))
+    if mix is not None:
+      h = mix(h, 1)
+    h = h.reshape(h.shape[0], -1)
+    h = nn.Dropout(0.5, deterministic=not train)(nn.relu(nn.Dense(8)(h)))
+    return nn.Dense(self.num_classes)(h)

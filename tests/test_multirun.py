@@ -27,7 +27,6 @@ import subprocess
 import sys
 
 import chex
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,32 +35,12 @@ import pytest
 
 from intermix_jax import mixing, multirun, parallel, steps
 
+from helpers import TinyNet  # num_classes 3 = NUM_CLASSES
+
 K = 3
 NUM_CLASSES = 3
 RTOL_STATE = {'standard': 2e-6, 'intermix': 1e-4}
 RTOL_LOSS = 1e-6
-
-
-class TinyNet(nn.Module):
-  """(N, T) -> (N, C); mix points 0 (input) and 1 (after conv+BN+ReLU+pool) (as test_steps)."""
-  num_classes: int = NUM_CLASSES
-  sample_rate: int = 16000
-  input_length: int = 64
-  num_mix_points: int = 2
-
-  @nn.compact
-  def __call__(self, x, train: bool = False, mix=None):
-    if mix is not None:
-      x = mix(x, 0)
-    h = nn.Conv(4, (5,), use_bias=False)(x[..., None])
-    h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=2e-5)(h)
-    h = nn.relu(h)
-    h = nn.max_pool(h, (4,), (4,))
-    if mix is not None:
-      h = mix(h, 1)
-    h = h.reshape(h.shape[0], -1)
-    h = nn.Dropout(0.5, deterministic=not train)(nn.relu(nn.Dense(8)(h)))
-    return nn.Dense(self.num_classes)(h)
 
 
 def opt_spec():

@@ -6,7 +6,6 @@ Uses a tiny local Flax model (the contract of docs/architecture.md: sample_rate,
 num_mix_points, `mix(h, k)` at each point, BatchNorm, dropout) and the real mixing strategies.
 """
 import chex
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -16,27 +15,7 @@ import pytest
 
 from intermix_jax import mixing, parallel, schedules, steps
 
-
-class TinyNet(nn.Module):
-  """(N, T) -> (N, C); mix points 0 (input) and 1 (after conv+BN+ReLU+pool)."""
-  num_classes: int = 3
-  sample_rate: int = 16000
-  input_length: int = 64
-  num_mix_points: int = 2
-
-  @nn.compact
-  def __call__(self, x, train: bool = False, mix=None):
-    if mix is not None:
-      x = mix(x, 0)
-    h = nn.Conv(4, (5,), use_bias=False)(x[..., None])
-    h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=2e-5)(h)
-    h = nn.relu(h)
-    h = nn.max_pool(h, (4,), (4,))
-    if mix is not None:
-      h = mix(h, 1)
-    h = h.reshape(h.shape[0], -1)
-    h = nn.Dropout(0.5, deterministic=not train)(nn.relu(nn.Dense(8)(h)))
-    return nn.Dense(self.num_classes)(h)
+from helpers import TinyNet
 
 
 def opt_config(**kw):
@@ -179,7 +158,6 @@ def test_nonfinite_step_is_not_applied_and_counted(bad):
   assert int(optax.tree_utils.tree_get(state.opt_state, 'count')) == 2  # schedule follows the step
   state, m = step(state, make_batch(seed=2), jax.random.key(0))  # training carries on
   assert bool(m['finite']) and int(state.nonfinite_count) == 1 and int(state.first_nonfinite_step) == 1
-
 
 
 def test_all_finite_flags_any_nan_or_inf_and_only_those():
