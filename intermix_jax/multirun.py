@@ -190,15 +190,7 @@ def host_batches_to_global(batches: Sequence[PyTree] | PyTree, mesh, *,
     raise ValueError(f'multirun.host_batches_to_global: every array needs the shape (K, R, ...) '
                      f'with one R; got {jax.tree.map(np.shape, batches)}')
   (r,) = rows
-  local = len(mesh.local_devices)
-  if r % local:
-    raise ValueError(f'multirun.host_batches_to_global: this process has {r} rows per run, not a '
-                     f'multiple of its {local} local devices: set batch_size to a multiple of '
-                     f'{parallel.num_shards(mesh)}')
-  if pairs and (r // local) % 2:
-    raise ValueError(f'multirun.host_batches_to_global: a mixing batch needs whole pairs on each '
-                     f'device, but {r} rows / {local} local devices = {r // local} rows per device '
-                     f'(odd): set batch_size to a multiple of {2 * parallel.num_shards(mesh)}')
+  parallel.check_local_rows(r, mesh, pairs=pairs, who='multirun.host_batches_to_global')
   sharding = run_batch_sharding(mesh)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batches)

@@ -119,6 +119,19 @@ def eval_step_shardings(mesh: Mesh) -> dict:
 
 # --- host <-> global arrays ---------------------------------------------------------------------
 
+def check_local_rows(r: int, mesh: Mesh, *, pairs: bool, who: str) -> None:
+  """ValueError (naming `who`) unless this process's `r` rows split evenly over its local devices,
+  into whole pairs per device when `pairs` (a mixing batch)."""
+  local = len(mesh.local_devices)
+  if r % local:
+    raise ValueError(f'{who}: this process has {r} rows, not a multiple of its {local} local '
+                     f'devices: set batch_size to a multiple of {num_shards(mesh)}')
+  if pairs and (r // local) % 2:
+    raise ValueError(f'{who}: a mixing batch needs whole pairs on each device, but {r} rows / '
+                     f'{local} local devices = {r // local} rows per device (odd): set batch_size '
+                     f'to a multiple of {2 * num_shards(mesh)}')
+
+
 def host_batch_to_global(batch: Any, mesh: Mesh, *, pairs: bool = False) -> Any:
   """This process's numpy batch -> global jax.Arrays sharded over 'data'.
 
@@ -145,14 +158,7 @@ def host_batch_to_global(batch: Any, mesh: Mesh, *, pairs: bool = False) -> Any:
     raise ValueError(f'host_batch_to_global: every array needs the same leading (batch) axis; '
                      f'got shapes {shapes}')
   (r,) = rows
-  local = len(mesh.local_devices)
-  if r % local:
-    raise ValueError(f'host_batch_to_global: this process has {r} rows, not a multiple of its '
-                     f'{local} local devices: set batch_size to a multiple of {num_shards(mesh)}')
-  if pairs and (r // local) % 2:
-    raise ValueError(f'host_batch_to_global: a mixing batch needs whole pairs on each device, but '
-                     f'{r} rows / {local} local devices = {r // local} rows per device (odd): set '
-                     f'batch_size to a multiple of {2 * num_shards(mesh)}')
+  check_local_rows(r, mesh, pairs=pairs, who='host_batch_to_global')
   sharding = batch_sharding(mesh)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
