@@ -32,8 +32,9 @@ if [ ! -x "$STUDY/venv/bin/python" ]; then
   "$STUDY/venv/bin/pip" install -q "$STUDY/code"       # the dependencies of the pinned setup.cfg
   "$STUDY/venv/bin/pip" uninstall -y -q intermix_jax    # ...but the code itself comes from STUDY/code
 fi
+source "$REPO/launch/env.sh"   # the driver imports intermix_jax (launch/sweep.py): the project's venv
 cd "$REPO"
-exec python3 launch/study.py --code="$STUDY/code" --python="$STUDY/venv/bin/python" \
+exec "$PY" launch/study.py --code="$STUDY/code" --python="$STUDY/venv/bin/python" \
   --dataset=esc10 --backbone=piczakcnn --strategies="$STRATEGIES" --folds=1-5 --seeds="$SEEDS" \
   --root="$STUDY/runs" --results=results/esc10_protocol \
   --extra="manual_dir=$DATA,data_dir=$STUDY/tfds" --jobs="$JOBS" --pin --nice=5 --commit
