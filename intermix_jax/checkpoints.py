@@ -296,9 +296,11 @@ class CheckpointStore:
     return os.path.join(self.directory, str(step))
 
   # --- save --------------------------------------------------------------------------------------
-  def save(self, step: int, state: Any, meta: dict) -> bool:
-    """Writes checkpoint `step`, reads it back, then deletes the checkpoints beyond the newest
-    `keep`. No-op returning False if `step` exists already.
+  def save(self, step: int, state: Any, meta: dict, *, rotate: bool = True) -> bool:
+    """Writes checkpoint `step`, reads it back, then (with `rotate`) deletes the checkpoints beyond
+    the newest `keep`. No-op returning False if `step` exists already. Several runs saved together
+    (train.py's runs in one program) pass rotate=False and call `rotate()` once every run has
+    saved: a kill in between leaves every run its previous checkpoint, a step they all share.
 
     Raises:
       CheckpointWriteError: the write failed (e.g. disk full) or did not read back as written;
@@ -332,7 +334,8 @@ class CheckpointStore:
           errno.EIO, f'checkpoint {self.path(step)} did not read back as written ({problem}); '
           f'moved to {aside}, the older checkpoints are kept: check the disk of {self.directory}')
     self._verified.add(step)
-    self._rotate()
+    if rotate:
+      self.rotate()
     return True
 
   def _check_space(self, step: int, state: Any) -> None:
@@ -407,21 +410,35 @@ class CheckpointStore:
       problem = 'another process read it back differently'
     return problem
 
-  def _rotate(self) -> None:
+  def rotate(self) -> None:
     """Deletes all but the newest `keep` checkpoints (the newest was just verified)."""
     for step in self.all_steps()[:-self.keep]:
       self._manager.delete(step)
       self._verified.discard(step)
 
+  def discard_after(self, step: int) -> list[int]:
+    """Deletes the checkpoints newer than `step` (runs in one program resume together from a step
+    they all have; a newer checkpoint of one run would otherwise block `save` at its step).
+    Returns the deleted steps."""
+    newer = [s for s in self.all_steps() if s > step]
+    for s in newer:
+      self._manager.delete(s)
+      self._verified.discard(s)
+    return newer
+
   # --- restore -----------------------------------------------------------------------------------
-  def restore(self, target_state: Any) -> tuple[Any, dict, int] | None:
+  def restore(self, target_state: Any, *, at_most: int | None = None
+              ) -> tuple[Any, dict, int] | None:
     """(state, meta, step) of the newest checkpoint that reads and matches its digest, or None.
 
     Args:
       target_state: a TrainState (or its jax.eval_shape) giving the tree structure, dtypes and
         shardings to restore into.
+      at_most: only checkpoints of steps <= at_most are considered (None: all).
     """
     for step in reversed(self.all_steps()):
+      if at_most is not None and step > at_most:
+        continue
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target_state), meta=ocp.args.JsonRestore()))

@@ -54,6 +54,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset = 'esc50'           # a name of data.catalog.DATASETS
   # Test fold (1-based; the other folds train), or 'all': every fold, each into workdir/fold_k.
   c.fold = ref(1, field_type=object)
+  # fold='all' only: True trains every fold in ONE program, the folds stacked on a run axis of one
+  # vmapped step (intermix_jax/multirun.py); each fold still writes workdir/fold_k as if alone.
+  c.stack_runs = False
   c.backbone = 'envnetv2'       # a name of models.MODELS
   c.model = ml_collections.ConfigDict(dict(  # options of models.get_model(**c.model)
       width=1.0,                # channel multiplier of every conv layer (1.0 = published model)

@@ -44,7 +44,8 @@ on 8 simulated devices).
 Limits: every run of one call shares the statics (model, strategy, optimiser and its LR
 schedule, thus num_epochs and steps_per_epoch, class count) and the per-step batch shape, so folds
 of different sizes must agree on steps_per_epoch, and a fold with fewer test clips pads its eval
-batches with mask=False rows. Not yet in the trainer (train.py runs one fold at a time).
+batches with mask=False rows. The trainer uses this module for `fold='all'` with
+`config.stack_runs=True` (train.py's `_Together`).
 """
 from __future__ import annotations
 
@@ -62,8 +63,8 @@ from intermix_jax import steps
 PyTree = Any
 
 __all__ = ['stack', 'unstack', 'num_runs', 'run_batch_sharding', 'multi_train_step_shardings',
-           'multi_eval_step_shardings', 'host_batches_to_global', 'replicate_runs', 'init_states',
-           'multi_train_step', 'multi_eval_step']
+           'multi_eval_step_shardings', 'host_batches_to_global', 'replicate_runs', 'stack_on_mesh',
+           'take_run', 'init_states', 'multi_train_step', 'multi_eval_step']
 
 
 # ------------------------------------------------------------------------------------------------
@@ -200,6 +201,27 @@ def replicate_runs(tree: PyTree, mesh) -> PyTree:
   """Stacked host values (states, keys; the same on every process) -> replicated on `mesh`
   (`parallel.replicate`; typed key arrays stay typed)."""
   return parallel.replicate(tree, mesh)
+
+
+def stack_on_mesh(trees: Sequence[PyTree], mesh) -> PyTree:
+  """K pytrees replicated on `mesh` (one run's states or keys, e.g. as restored from its
+  checkpoint) -> their stack (leaves (K, ...)), replicated; computed on the devices (no host copy).
+  Typed PRNG keys stay typed."""
+  trees = list(trees)
+  if not trees:
+    raise ValueError('multirun.stack_on_mesh: no trees to stack (K must be >= 1)')
+  return jax.jit(lambda *ts: jax.tree.map(lambda *xs: jnp.stack(xs), *ts),
+                 out_shardings=parallel.replicated_sharding(mesh))(*trees)
+
+
+def take_run(tree: PyTree, k: int, mesh) -> PyTree:
+  """Run k of a stacked pytree replicated on `mesh` (leaves (K, ...) -> leaves (...)), replicated:
+  what one run's steps, evaluation and checkpoints take. One compilation per tree structure (k is
+  traced)."""
+  take = _jitted_once(('take', mesh), lambda: jax.jit(
+      lambda t, i: jax.tree.map(lambda x: x[i], t),
+      out_shardings=parallel.replicated_sharding(mesh)))
+  return take(tree, jnp.int32(k))
 
 
 def init_states(model, opt: steps.OptimizerSpec, mesh, keys: Sequence[jax.Array]) -> steps.TrainState:

@@ -204,6 +204,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   config_checks.validate(config, device_count=jax.device_count(),
                          process_count=jax.process_count())
+  if config.stack_runs and config.fold != 'all':
+    raise config_checks.ConfigError(
+        f"config.stack_runs=True stacks the folds of fold='all' in one program, but "
+        f"config.fold={config.fold!r}; use fold=all, or stack_runs=False for one fold")
   checkpoints.quiet_orbax_logging()
   workdir = os.path.abspath(workdir)
   if config.fold == 'all':
@@ -215,25 +219,35 @@ def _cross_validate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   from intermix_jax import data
   info = data.dataset_info(config)
   workdir_lib.check_or_store_config(workdir, config, write=_is_main())
-  folds = []
+  configs, workdirs = [], []
   for k in range(1, info.num_folds + 1):
-    fold_config = copy.deepcopy(config)
-    fold_config.fold = k
-    result = _train_fold(fold_config, os.path.join(workdir, f'fold_{k}'))
-    folds.append(dict(fold=k, status=result['status'], final_error=result['final_error']))
-    if result['status'] != 'finished':
-      break
+    configs.append(copy.deepcopy(config))
+    configs[-1].fold = k
+    workdirs.append(os.path.join(workdir, f'fold_{k}'))
+  if config.stack_runs:
+    results = _train_together(configs, workdirs)
+  else:
+    results = []
+    for fold_config, fold_workdir in zip(configs, workdirs):
+      results.append(_train_fold(fold_config, fold_workdir))
+      if results[-1]['status'] != 'finished':
+        break
+  folds = [dict(fold=r['fold'], status=r['status'], final_error=r['final_error']) for r in results]
+  unfinished = [f for f in folds if f['status'] != 'finished']
   errors = [f['final_error'] for f in folds if f['final_error'] is not None]
   done = len(errors) == info.num_folds
   summary = dict(dataset=config.dataset, backbone=config.backbone, method=method_label(config),
                  seed=config.seed, folds=folds,
-                 status='finished' if done else folds[-1]['status'],
+                 status='finished' if done else unfinished[0]['status'],
                  mean_error=float(np.mean(errors)) if done else None)
   if _is_main():
     workdir_lib.write_json_atomic(os.path.join(workdir, CV_RESULTS_FILE), summary)
     if done:
       logging.info('cross-validation %s: error %.2f%% (folds: %s)', workdir, summary['mean_error'],
                    ', '.join(f'{e:.2f}' for e in errors))
+  stopped = [r for r in results if r['status'] == 'stopped_nonfinite']
+  if stopped:  # runs in one program: the others trained to the end first
+    raise NonFiniteError(' | '.join(f"fold {r['fold']}: {r['message']}" for r in stopped))
   return summary
 
 
@@ -279,7 +293,7 @@ class _Run:
       raise config_checks.ConfigError(
           f'config.batch_size={config.batch_size} leaves no full batch in the '
           f'{self.train_data.num_examples} training clips of fold {config.fold}; use a smaller batch')
-    self.mixes = strategy.mixes
+    self.strategy, self.mixes = strategy, strategy.mixes
     self.num_epochs = schedules.total_epochs(config.num_epochs, self.mixes,
                                              config.double_epochs_for_mixing)
     self.total_steps = self.num_epochs * self.steps_per_epoch
@@ -369,12 +383,15 @@ class _Fold:
   """One fold's training session: the state, its checkpoints, results.json and TensorBoard."""
 
   def __init__(self, run: _Run, store: checkpoints.CheckpointStore,
-               writer: summaries.SummaryWriter, t0: float):
+               writer: summaries.SummaryWriter, t0: float, *, at_most: int | None = None):
+    """Restores the newest usable checkpoint (of a step <= `at_most` when given), or
+    initialises the state."""
     self.run, self.store, self.writer, self.t0 = run, store, writer, t0
     cfg = self.cfg = run.config
     init_key, train_key = jax.random.split(jax.random.key(cfg.seed))
     self.meta = _empty_meta(train_key)
-    restored = store.restore(run.abstract_state())
+    self.rotate = True  # False: the caller rotates the checkpoints (runs saved together)
+    restored = store.restore(run.abstract_state(), at_most=at_most)
     if restored is None:
       if store.rejected:
         logging.warning('%s: no usable checkpoint left (%s); training from the start', run.workdir,
@@ -443,7 +460,7 @@ class _Fold:
     meta = dict(self.meta, epoch=self.step // spe, step_in_epoch=self.step % spe,
                 global_step=self.step, partial=partial,
                 wall_time=self.meta['wall_time'] + (time.time() - self.t0))
-    self.store.save(self.step, self.state, meta)
+    self.store.save(self.step, self.state, meta, rotate=self.rotate)
 
   def last_good_checkpoint(self) -> str:
     """The checkpoint to name after a non-finite step: only one verified against its digest
@@ -460,16 +477,20 @@ class _Fold:
     return 'Last good checkpoint: none (no checkpoint was saved before it)'
 
   # --- the NaN policy ----------------------------------------------------------------------------
-  def check_finite(self) -> None:
+  def check_finite(self, counts: tuple[int, int] | None = None) -> None:
     """Host-side NaN policy at the current step (reads two device scalars).
 
     stop: NonFiniteError naming the step and the last verified checkpoint. skip: carry on, but stop
     the same way after `give_up_after` consecutive non-finite steps (before the checkpoint of the
-    epoch, so no good checkpoint is rotated away for a state that cannot train).
+    epoch, so no good checkpoint is rotated away for a state that cannot train). `counts`:
+    (nonfinite_count, first_nonfinite_step) of this run when the caller has read them (runs in one
+    program read every run's at once); None: read from self.state.
     """
     cfg, store, step = self.cfg, self.store, self.step
     spe, total = self.run.steps_per_epoch, self.run.total_steps
-    bad = int(jax.device_get(self.state.nonfinite_count))
+    if counts is None:
+      counts = jax.device_get((self.state.nonfinite_count, self.state.first_nonfinite_step))
+    bad = int(counts[0])
     new, ran = bad - self.meta['nonfinite_steps'], step - self.nonfinite['step']
     if ran <= 0:
       return
@@ -480,7 +501,7 @@ class _Fold:
     # All `ran` steps since the last check were non-finite: the streak goes on (else it is unknown
     # how many of the last ones were: counted from 0, never over-counted).
     streak = self.nonfinite['streak'] = self.nonfinite['streak'] + ran if new == ran else 0
-    first = int(jax.device_get(self.state.first_nonfinite_step))
+    first = int(counts[1])
     self.meta['nonfinite_steps'] = bad
     where = (f'step {first + 1} of {total} (epoch {first // spe + 1}, batch {first % spe + 1} of '
              f'{spe})')
@@ -629,3 +650,235 @@ class _Fold:
   def _preempted(self, message: str) -> dict:
     logging.warning(message)
     return self.write_results('preempted', message)
+
+
+# ------------------------------------------------------------------------------------------------
+# Every fold in one program (fold='all', config.stack_runs=True)
+# ------------------------------------------------------------------------------------------------
+def _train_together(configs: list[ml_collections.ConfigDict], workdirs: list[str]) -> list[dict]:
+  """Trains (or resumes) the runs `configs[k]` in `workdirs[k]` as ONE vmapped program; returns
+  their results dicts (each as `_train_fold` returns it, in the order given).
+
+  Each run keeps what it has alone (`_Run`: its data, loader order, crops and test fold; `_Fold`:
+  its checkpoints, results.json, TensorBoard, NaN policy); only the train step is shared: the
+  states stacked on a run axis, `multirun.multi_train_step`. Writers and stores are closed on every
+  way out, as in `_train_fold`.
+  """
+  t0 = time.time()
+  runs, stores, writers, ok = [], [], [], False
+  try:
+    for config, workdir in zip(configs, workdirs):
+      run = _Run(config, workdir)
+      store = checkpoints.CheckpointStore(os.path.join(workdir, workdir_lib.CHECKPOINTS_DIR),
+                                          config.keep_checkpoints)
+      runs.append(run)
+      stores.append(store)
+      workdir_lib.check_or_store_dataset(workdir, run.run_data.identity,
+                                         resuming=store.latest_step() is not None,
+                                         write=run.is_main)
+      writers.append(summaries.SummaryWriter(workdir, enabled=run.is_main))
+    results = _Together(runs, stores, writers, t0).train()
+    ok = True
+    return results
+  finally:
+    _close(writers + stores, quietly=not ok)
+
+
+class _Together:
+  """The unfinished runs of `_train_together`, stepped in lockstep by one vmapped train step.
+
+  They start from the newest step whose checkpoint every one of them has: the checkpoints of one
+  step are written for every run before any run's old ones are rotated away (`_Fold.rotate`), so a
+  kill at any moment leaves such a step, and the rerun continues exactly as the program would have
+  (bitwise: same K, same steps). Checkpoints newer than that step (written by some runs before the
+  kill) are deleted. Evaluation and checkpoints take each run's slice of the stacked state
+  (`multirun.take_run`), so they are those of the run alone. A run whose loss turns non-finite
+  follows its own `nan_policy`: under 'stop' it writes its results.json and is left out from then
+  on (its slice still rides along in the step; its values are never read again) while the others
+  train to the end.
+  """
+
+  def __init__(self, runs: list[_Run], stores: list, writers: list, t0: float):
+    from intermix_jax import multirun
+    self.multirun = multirun
+    spe = {r.config.fold: r.steps_per_epoch for r in runs}
+    if len(set(spe.values())) > 1:
+      raise config_checks.ConfigError(
+          f'config.stack_runs: the folds give different steps per epoch ({spe}, fold: steps), but '
+          f'runs in one program step together; set config.steps_per_epoch to at most '
+          f'{min(spe.values())}, or stack_runs=False')
+    first = self.first = runs[0]
+    self.spe, self.total = first.steps_per_epoch, first.total_steps
+    folds = [_Fold(r, s, w, t0) for r, s, w in zip(runs, stores, writers)]
+    self.done = {k: f for k, f in enumerate(folds) if f.start >= self.total}
+    todo = [k for k in range(len(folds)) if k not in self.done]
+    # The newest step every unfinished run can resume from (a run whose newest checkpoint is
+    # unreadable falls back further, so this may take more than one round).
+    while todo:
+      common = min(folds[k].start for k in todo)
+      ahead = [k for k in todo if folds[k].start > common]
+      if not ahead:
+        break
+      for k in ahead:
+        logging.info('%s: resuming from step %d, with the other runs of this program',
+                     runs[k].workdir, common)
+        folds[k] = _Fold(runs[k], stores[k], writers[k], t0, at_most=common)
+    self.folds = [folds[k] for k in todo]
+    self.live = list(range(len(self.folds)))  # indices into self.folds (= the run axis)
+    self.order = todo
+    self.all_folds = folds
+    self.stopped: dict[int, dict] = {}
+    if not self.folds:
+      return
+    self.step = self.folds[0].start
+    for f in self.folds:
+      f.rotate = False
+      deleted = f.store.discard_after(self.step)
+      if deleted:
+        logging.info('%s: deleted checkpoints %s (newer than step %d, where the runs resume '
+                     'together)', f.run.workdir, deleted, self.step)
+    mesh = self.mesh = first.mesh
+    self.train_step = multirun.multi_train_step(first.model, first.strategy, first.opt,
+                                                first.info.num_classes, mesh)
+    self.state = multirun.stack_on_mesh([f.state for f in self.folds], mesh)
+    self.keys = multirun.stack_on_mesh([f.train_key for f in self.folds], mesh)
+    for f in self.folds:
+      f.state = None  # the stacked copy is the only one from here on
+    self.sums = tuple(jnp.stack([f.sums[i] for f in self.folds]) for i in (0, 1))
+    self.n_in_epoch = self.folds[0].n_in_epoch
+    self.metrics = None
+    self.last_log = (time.time(), self.step)
+    logging.info('%d runs in one program from step %d of %d (%s)', len(self.folds), self.step,
+                 self.total, ', '.join(os.path.basename(f.run.workdir) for f in self.folds))
+
+  # --- per-run views -----------------------------------------------------------------------------
+  def _each(self, fn, *, state: bool = False) -> list[int]:
+    """fn(k, fold) for every live run, fold.step set (and fold.state its slice while `state`);
+    a run that raises NonFiniteError is left out from then on. Returns the runs that raised."""
+    stopped = []
+    for k in list(self.live):
+      f = self.folds[k]
+      f.step = self.step
+      if state:
+        f.state = self.multirun.take_run(self.state, k, self.mesh)
+      try:
+        fn(k, f)
+      except NonFiniteError as e:
+        self.live.remove(k)
+        self.stopped[k] = f.results('stopped_nonfinite', str(e))
+        stopped.append(k)
+        logging.warning('%s: left out of the program from step %d (the other runs go on)',
+                        f.run.workdir, self.step)
+      finally:
+        f.state = None
+    return stopped
+
+  def _check_finite(self) -> None:
+    bad, first = jax.device_get((self.state.nonfinite_count, self.state.first_nonfinite_step))
+    self._each(lambda k, f: f.check_finite(counts=(bad[k], first[k])))
+
+  def _rotate(self) -> None:
+    """Once every live run has written this step's checkpoint: the old ones may go."""
+    for k in self.live:
+      self.folds[k].store.rotate()
+
+  def _save(self) -> None:
+    """Every live run's checkpoint of the current (mid-epoch) step, then the rotation."""
+    loss, err = jax.device_get(self.sums)
+    self._each(lambda k, f: f.save(dict(loss=float(loss[k]), error=float(err[k]),
+                                        n=self.n_in_epoch)), state=True)
+    self._rotate()
+
+  # --- training ----------------------------------------------------------------------------------
+  def train(self) -> list[dict]:
+    out = {k: f.train() for k, f in self.done.items()}  # already trained: results.json only
+    if self.folds:
+      for f in self.folds:
+        f.write_results('running')
+      status, message = 'finished', ''
+      with _TerminationFlag() as term:
+        for epoch in range(self.step // self.spe, self.first.num_epochs):
+          if not self.live:
+            break
+          if self._train_epoch(epoch, term):
+            status, message = 'preempted', f'SIGTERM at step {self.step}: saved checkpoint'
+            break
+          self._end_epoch(epoch, term)
+          if term.requested and epoch + 1 < self.first.num_epochs:
+            status, message = 'preempted', f'SIGTERM at step {self.step}: saved checkpoint'
+            break
+      for k, f in enumerate(self.folds):
+        f.step = self.step
+        if k in self.stopped:
+          out[self.order[k]] = self.stopped[k]
+        elif status == 'preempted':
+          out[self.order[k]] = f._preempted(f'{message} {f.store.path(self.step)}; rerun the same '
+                                            f'command to resume')
+        else:
+          r = out[self.order[k]] = f.write_results('finished')
+          if f.run.is_main:
+            logging.info('finished %s: test error %.2f%% at epoch %d (wall time %s)',
+                         f.run.workdir, r['final_error'], r['final_epoch'],
+                         _fmt_time(r['wall_time_s']))
+    return [out[k] for k in range(len(self.all_folds))]
+
+  def _train_epoch(self, epoch: int, term: _TerminationFlag) -> bool:
+    """As `_Fold._train_epoch`, for every run at once (each from its own loader)."""
+    first = self.step - epoch * self.spe
+    cfg = self.first.config
+    batches = [iter(f.run.train_data.batches(epoch, start_step=first)) for f in self.folds]
+    for i in range(first, self.spe):
+      host = []
+      for f, it in zip(self.folds, batches):
+        try:
+          host.append({k: v for k, v in next(it).items() if k in ('x', 'y')})
+        except StopIteration:
+          raise RuntimeError(
+              f'the training data of epoch {epoch} in {f.run.workdir} ended after {i} batches, '
+              f'but steps_per_epoch={self.spe}; lower config.steps_per_epoch') from None
+      batch = self.multirun.host_batches_to_global(host, self.mesh, pairs=self.first.mixes)
+      self.state, self.metrics = self.train_step(self.state, batch, self.keys)
+      self.sums = (self.sums[0] + self.metrics['loss'], self.sums[1] + self.metrics['error'])
+      self.n_in_epoch += 1
+      self.step += 1
+      if self.step % cfg.log_every_steps == 0:
+        self._log_progress(epoch)
+        self._check_finite()
+      if term.reached(self.step) and i + 1 < self.spe:
+        self._check_finite()
+        self._save()
+        return True
+    return False
+
+  def _log_progress(self, epoch: int) -> None:
+    m = jax.device_get(self.metrics)
+    now = time.time()
+    rate = (self.step - self.last_log[1]) / max(now - self.last_log[0], 1e-9)
+    self.last_log = (now, self.step)
+    if not self.first.is_main:
+      return
+    loss = np.asarray(m['loss'])[self.live]
+    logging.info('epoch %d/%d step %d/%d | %d runs: loss %.4f (%.4f..%.4f) | %.2f steps/s '
+                 '| ETA %s', epoch + 1, self.first.num_epochs, self.step, self.total,
+                 len(self.live), loss.mean(), loss.min(), loss.max(), rate,
+                 _fmt_time((self.total - self.step) / rate))
+    for k in self.live:
+      self.folds[k].writer.write_scalars(self.step, {
+          'train/loss': m['loss'][k], 'train/error': m['error'][k], 'train/lr': m['lr'][k],
+          'train/steps_per_sec': rate})
+
+  def _end_epoch(self, epoch: int, term: _TerminationFlag) -> None:
+    """`_Fold._end_epoch` of every live run on its slice (history, evaluation, checkpoint,
+    results.json), then the rotation of the checkpoints."""
+    loss, err = jax.device_get(self.sums)
+    lr = np.asarray(jax.device_get(self.metrics['lr']))
+
+    def end(k, f):
+      f.sums, f.n_in_epoch, f.metrics = (loss[k], err[k]), self.n_in_epoch, dict(lr=lr[k])
+      f._end_epoch(epoch, term)  # pylint: disable=protected-access
+
+    self._each(end, state=True)
+    self._rotate()
+    self.sums = tuple(jnp.zeros_like(s) for s in self.sums)
+    self.n_in_epoch = 0
+    self.last_log = (time.time(), self.step)
