@@ -525,6 +525,15 @@ def cmd_report(args) -> int:
       say(f'| {d["precision"]} | {d["sigterm_at_step"]} | {d["first_rc"]} / {d["first_status"]} | '
           f'{d["second_rc"]} / {d["status"]} | {d["epochs"]} | {errors} | '
           f'{_fmt(d["final_error"], ".2f")} | {d["first_s"]:.0f} + {d["second_s"]:.0f} |')
+  multi = _read_jsonl(os.path.join(args.out, 'multirun.jsonl'))
+  if multi:
+    import multirun  # pylint: disable=g-import-not-at-top  (benchmarks/multirun.py)
+    say('')
+    say('Runs in one program (`multirun.multi_train_step`, K runs of one vmapped step, batch per '
+        'run on the device; "x one run" = examples/s of all K runs over `steps.mesh_train_step` '
+        'of one run alone):')
+    say('')
+    say(multirun.table(multi))
   text = '\n'.join(lines) + '\n'
   print(text)
   with open(os.path.join(args.out, 'accelerator_check.md'), 'w') as f:

@@ -6,7 +6,7 @@
 #     bash benchmarks/accelerator_check.sh --cpu OUT_DIR       # dry run of every stage, tiny sizes
 #
 # Stages, in this order, each under its own `timeout` (a failure or a hang costs at most its box;
-# the limits below sum to 550 s at most):
+# the limits below sum to 580 s at most):
 #   deps      install the wheels of .wheels/ whose distributions the interpreter lacks
 #             (`pip install --no-index --no-deps --target $SCRATCH/pydeps`, put on PYTHONPATH; the
 #             machine's own jax, numpy, protobuf, ... are never replaced), then import-check them
@@ -20,12 +20,15 @@
 #             against the step's consumption
 #   demo      configs/demo.py trained to completion with a SIGTERM mid-run and a resume;
 #             results.json
+#   multirun  examples/s of K = 1, 2, 5, 10, 20 runs in one vmapped step (fold=all with
+#             config.stack_runs) against one run alone, PiczakCNN and EnvNet-v2 at batch 64
+#             (benchmarks/multirun.py)
 #   report    one report, printed and written to OUT_DIR/accelerator_check.md
 # Everything measured lands in OUT_DIR as it is measured (JSON lines, logs/<stage>.log); the
 # synthetic data, the pip target and the demo workdir live in $SCRATCH (default
 # /tmp/intermix_accelerator_check), not in OUT_DIR. Environment: PYTHON (interpreter; default
 # .venv/bin/python if present, else python3), SCRATCH, STAGES (default "deps tests steps pipeline
-# demo"; e.g. STAGES="deps steps" BACKBONES="m18 soundnet5" for a second window), BACKBONES.
+# demo multirun"; e.g. STAGES="deps steps" BACKBONES="m18 soundnet5" for a second window), BACKBONES.
 set -uo pipefail
 cmdline="bash benchmarks/accelerator_check.sh $*"
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -40,7 +43,7 @@ mkdir -p "$scratch"
 if [[ -n "${PYTHON:-}" ]]; then py="$PYTHON"
 elif [[ -x "$root/.venv/bin/python" ]]; then py="$root/.venv/bin/python"
 else py=python3; fi
-rm -f "$out"/stages.tsv "$out"/steps.jsonl "$out"/pipeline.jsonl "$out"/demo.jsonl
+rm -f "$out"/stages.tsv "$out"/steps.jsonl "$out"/pipeline.jsonl "$out"/demo.jsonl "$out"/multirun.jsonl
 
 if [[ $mode == cpu ]]; then
   export JAX_PLATFORMS=cpu
@@ -50,7 +53,9 @@ if [[ $mode == cpu ]]; then
   pipe_args=(--backbones piczakcnn --epochs 1)
   demo_args=(--cpu --sigterm_at_step 2)
   tests=(tests/test_precision.py -k "validated or variables")
-  t_tests=120; t_step=150; t_pipe=150; t_demo=300
+  multi_args=(--backbones piczakcnn --strategies intermix --ks 1,2 --batch 4 --fc_units 32
+              --repeats 2)
+  t_tests=120; t_step=150; t_pipe=150; t_demo=300; t_multi=200
 else
   backbones=(envnetv2 envnet m18 soundnet5 piczakcnn)
   strategies=(intermix standard)
@@ -58,10 +63,12 @@ else
   pipe_args=(--backbones envnet,envnetv2,piczakcnn,soundnet5,m18 --epochs 4)
   demo_args=(--sigterm_at_step 30)
   tests=(tests/test_mixing.py tests/test_steps.py tests/test_precision.py)
-  t_tests=90; t_step=50; t_pipe=60; t_demo=90
+  multi_args=(--backbones piczakcnn,envnetv2 --strategies intermix --ks 1,2,5,10,20 --batch 64
+              --width 1 --fc_units 0 --repeats 10)
+  t_tests=60; t_step=40; t_pipe=60; t_demo=90; t_multi=110
 fi
 if [[ -n "${BACKBONES:-}" ]]; then read -r -a backbones <<< "${BACKBONES//,/ }"; fi
-stages=" ${STAGES:-deps tests steps pipeline demo} "
+stages=" ${STAGES:-deps tests steps pipeline demo multirun} "
 want() { [[ "$stages" == *" $1 "* ]]; }
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # sequential processes; true peaks in memory_stats
 
@@ -116,6 +123,9 @@ want pipeline && stage pipeline "$t_pipe" "$py" benchmarks/accelerator_check.py 
 
 want demo && stage demo "$t_demo" "$py" benchmarks/accelerator_check.py demo --out "$out" \
   --data_dir "$scratch/tfds" --workdir "$scratch/workdirs" "${demo_args[@]}"
+
+want multirun && stage multirun "$t_multi" "$py" benchmarks/multirun.py \
+  --out "$out/multirun.jsonl" "${multi_args[@]}"
 
 "$py" benchmarks/accelerator_check.py report --out "$out"
 failed=$(awk -F'\t' '$2 != 0' "$out/stages.tsv" | wc -l)

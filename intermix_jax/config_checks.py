@@ -155,6 +155,10 @@ def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,
   _check_range('opt.warmup_epochs', c.opt.warmup_epochs, lo=0, integer=True)
 
   _check_range('seed', c.seed, lo=0, integer=True)
+  if c.get('seeds') is not None:
+    seeds = tuple(c.seeds)
+    if not seeds or not all(_is_int(s) and s >= 0 for s in seeds) or len(set(seeds)) < len(seeds):
+      _fail(f'config.seeds={seeds!r} must be distinct integers >= 0, e.g. (0,1,2), or None')
   _check_range('eval_every_epochs', c.eval_every_epochs, lo=1, integer=True)
   _check_range('checkpoint_every_epochs', c.checkpoint_every_epochs, lo=1, integer=True)
   _check_range('keep_checkpoints', c.keep_checkpoints, lo=1, integer=True)

@@ -54,8 +54,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset = 'esc50'           # a name of data.catalog.DATASETS
   # Test fold (1-based; the other folds train), or 'all': every fold, each into workdir/fold_k.
   c.fold = ref(1, field_type=object)
-  # fold='all' only: True trains every fold in ONE program, the folds stacked on a run axis of one
-  # vmapped step (intermix_jax/multirun.py); each fold still writes workdir/fold_k as if alone.
+  # fold='all' or several `seeds` only: True trains every run in ONE program, the runs stacked on a
+  # run axis of one vmapped step (intermix_jax/multirun.py); each run still writes its own workdir
+  # (workdir/fold_k, workdir/seed_s/...) as if alone.
   c.stack_runs = False
   c.backbone = 'envnetv2'       # a name of models.MODELS
   c.model = ml_collections.ConfigDict(dict(  # options of models.get_model(**c.model)
@@ -100,6 +101,10 @@ def base_config() -> ml_collections.ConfigDict:
 
   # --- bookkeeping ---------------------------------------------------------------------------
   c.seed = 0
+  # None: one run of `seed`. A tuple, e.g. (0,1,2): one run per seed (times the folds of
+  # fold='all'), each in workdir/seed_<s>[/fold_<k>], summarised in workdir/seeds_results.json;
+  # `seed` is then unused.
+  c.seeds = ref(None, field_type=tuple)
   c.eval_every_epochs = 50
   c.checkpoint_every_epochs = 10
   c.keep_checkpoints = 3

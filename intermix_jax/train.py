@@ -51,6 +51,7 @@ from intermix_jax import trained
 from intermix_jax import workdir as workdir_lib
 
 CV_RESULTS_FILE = 'cv_results.json'
+SEEDS_RESULTS_FILE = 'seeds_results.json'
 
 
 class NonFiniteError(RuntimeError):
@@ -197,57 +198,116 @@ def prepare_data_once(config: ml_collections.ConfigDict, sample_rate: int) -> No
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains and evaluates `config` in `workdir`; returns the results dict (see results.json).
 
+  One run (a fold number, `seeds` None): `workdir` is the run's. Several runs (fold='all' and/or a
+  tuple of `seeds`): run (s, k) trains in workdir/seed_<s>/fold_<k> (no seed_<s> level without
+  `seeds`, no fold_<k> level for one fold), one after another, or all in one program with
+  `stack_runs`; every fold='all' group writes cv_results.json beside its folds and `seeds` writes
+  workdir/seeds_results.json. The summary of the whole is returned.
+
   Raises:
     config_checks.ConfigError: a field is unusable (before any heavy work).
     workdir_lib.WorkdirConfigError: `workdir` belongs to a different config.
-    NonFiniteError: a non-finite loss or gradient under nan_policy='stop'.
+    NonFiniteError: a non-finite loss or gradient under nan_policy='stop' (runs in one program:
+      after the other runs trained to the end and the summaries were written).
   """
   config_checks.validate(config, device_count=jax.device_count(),
                          process_count=jax.process_count())
-  if config.stack_runs and config.fold != 'all':
+  many = config.fold == 'all' or config.seeds is not None
+  if config.stack_runs and not (config.fold == 'all' or len(config.seeds or ()) > 1):
     raise config_checks.ConfigError(
-        f"config.stack_runs=True stacks the folds of fold='all' in one program, but "
-        f"config.fold={config.fold!r}; use fold=all, or stack_runs=False for one fold")
+        f"config.stack_runs=True stacks the runs of fold='all' or of several config.seeds in one "
+        f"program, but config.fold={config.fold!r} and config.seeds={config.seeds!r}; use fold=all "
+        f"or seeds=(0,1,...), or stack_runs=False for one run")
   checkpoints.quiet_orbax_logging()
   workdir = os.path.abspath(workdir)
-  if config.fold == 'all':
-    return _cross_validate(config, workdir)
+  if many:
+    return _many_runs(config, workdir)
   return _train_fold(config, workdir)
 
 
-def _cross_validate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def _many_runs(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """fold='all' and/or `seeds`: the runs, then cv_results.json per seed and seeds_results.json."""
   from intermix_jax import data
-  info = data.dataset_info(config)
+  num_folds = data.dataset_info(config).num_folds
   workdir_lib.check_or_store_config(workdir, config, write=_is_main())
-  configs, workdirs = [], []
-  for k in range(1, info.num_folds + 1):
-    configs.append(copy.deepcopy(config))
-    configs[-1].fold = k
-    workdirs.append(os.path.join(workdir, f'fold_{k}'))
+  groups = []  # (config of the seed's group, its workdir, [(run config, run workdir)])
+  for seed in ([None] if config.seeds is None else list(config.seeds)):
+    group, group_dir = copy.deepcopy(config), workdir
+    if seed is not None:
+      group.seed, group.seeds = seed, None
+      group_dir = os.path.join(workdir, f'seed_{seed}')
+    runs = [(group, group_dir)]
+    if config.fold == 'all':
+      runs = []
+      for k in range(1, num_folds + 1):
+        runs.append((copy.deepcopy(group), os.path.join(group_dir, f'fold_{k}')))
+        runs[-1][0].fold = k
+    groups.append((group, group_dir, runs))
+  plan = [run for _, _, runs in groups for run in runs]
   if config.stack_runs:
-    results = _train_together(configs, workdirs)
+    results = _train_together([c for c, _ in plan], [w for _, w in plan])
   else:
     results = []
-    for fold_config, fold_workdir in zip(configs, workdirs):
-      results.append(_train_fold(fold_config, fold_workdir))
+    for run_config, run_workdir in plan:
+      results.append(_train_fold(run_config, run_workdir))
       if results[-1]['status'] != 'finished':
         break
+  done = dict(zip([w for _, w in plan], results))
+  summaries = []
+  for group, group_dir, runs in groups:
+    got = [done[w] for _, w in runs if w in done]
+    if config.fold == 'all':
+      if group_dir != workdir:  # workdir/seed_<s> is a fold='all' workdir of its own
+        workdir_lib.check_or_store_config(group_dir, group, write=_is_main())
+      summaries.append(_cv_summary(group, group_dir, got, num_folds))
+    else:
+      summaries.append(dict(seed=group.seed, status=got[0]['status'] if got else 'not_started',
+                            final_error=got[0]['final_error'] if got else None))
+  summary = summaries[0] if config.seeds is None else _seeds_summary(config, workdir, summaries)
+  stopped = [r for r in results if r['status'] == 'stopped_nonfinite']
+  if stopped:  # runs in one program: the others trained to the end first
+    raise NonFiniteError(' | '.join(f"{r['workdir']}: {r['message']}" for r in stopped))
+  return summary
+
+
+def _cv_summary(config: ml_collections.ConfigDict, workdir: str, results: list[dict],
+                num_folds: int) -> dict:
+  """cv_results.json of one fold='all' group (written in `workdir`) from its folds' results."""
   folds = [dict(fold=r['fold'], status=r['status'], final_error=r['final_error']) for r in results]
   unfinished = [f for f in folds if f['status'] != 'finished']
   errors = [f['final_error'] for f in folds if f['final_error'] is not None]
-  done = len(errors) == info.num_folds
+  done = len(errors) == num_folds
   summary = dict(dataset=config.dataset, backbone=config.backbone, method=method_label(config),
                  seed=config.seed, folds=folds,
-                 status='finished' if done else unfinished[0]['status'],
+                 status='finished' if done else (unfinished[0]['status'] if unfinished
+                                                 else 'not_started'),
                  mean_error=float(np.mean(errors)) if done else None)
   if _is_main():
     workdir_lib.write_json_atomic(os.path.join(workdir, CV_RESULTS_FILE), summary)
     if done:
       logging.info('cross-validation %s: error %.2f%% (folds: %s)', workdir, summary['mean_error'],
                    ', '.join(f'{e:.2f}' for e in errors))
-  stopped = [r for r in results if r['status'] == 'stopped_nonfinite']
-  if stopped:  # runs in one program: the others trained to the end first
-    raise NonFiniteError(' | '.join(f"fold {r['fold']}: {r['message']}" for r in stopped))
+  return summary
+
+
+def _seeds_summary(config: ml_collections.ConfigDict, workdir: str, per_seed: list[dict]) -> dict:
+  """seeds_results.json (written in `workdir`): per seed its status and error (the fold's, or the
+  cross-validated mean), and their mean and sample standard deviation once every seed finished."""
+  key = 'mean_error' if config.fold == 'all' else 'final_error'
+  seeds = [dict(seed=s['seed'], status=s['status'], error=s[key]) for s in per_seed]
+  errors = [s['error'] for s in seeds if s['status'] == 'finished']
+  done = len(errors) == len(seeds)
+  unfinished = [s for s in seeds if s['status'] != 'finished']
+  summary = dict(dataset=config.dataset, backbone=config.backbone, method=method_label(config),
+                 fold=config.fold, seeds=seeds,
+                 status='finished' if done else unfinished[0]['status'],
+                 mean_error=float(np.mean(errors)) if done else None,
+                 std_error=float(np.std(errors, ddof=1)) if done and len(errors) > 1 else None)
+  if _is_main():
+    workdir_lib.write_json_atomic(os.path.join(workdir, SEEDS_RESULTS_FILE), summary)
+    if done:
+      logging.info('%d seeds %s: error %.2f%% (%s)', len(seeds), workdir, summary['mean_error'],
+                   ', '.join(f"seed {s['seed']}: {s['error']:.2f}" for s in seeds))
   return summary
 
 
@@ -702,7 +762,7 @@ class _Together:
     from intermix_jax import multirun
     self.multirun = multirun
     spe = {r.config.fold: r.steps_per_epoch for r in runs}
-    if len(set(spe.values())) > 1:
+    if len({r.steps_per_epoch for r in runs}) > 1:
       raise config_checks.ConfigError(
           f'config.stack_runs: the folds give different steps per epoch ({spe}, fold: steps), but '
           f'runs in one program step together; set config.steps_per_epoch to at most '

@@ -35,7 +35,7 @@ DATA_FIELDS = ('audio_dir', 'metadata_csv')
 # Fields added to the config after workdirs were written, with the value that reproduces what such
 # a workdir was trained with: a stored config.json without the field matches this value, so older
 # workdirs still resume (and any other value is still refused).
-ADDED_FIELDS = {'model.precision': 'float32'}
+ADDED_FIELDS = {'model.precision': 'float32', 'seeds': None}
 # Fields removed from the config: a stored config.json that still has one resumes, whatever its
 # value (model.conv_impl chose between equal computations).
 REMOVED_FIELDS = ('model.conv_impl',)

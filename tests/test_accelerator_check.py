@@ -19,7 +19,8 @@ def test_accelerator_check_cpu_dry_run_passes_every_stage(tmp_path):
                          str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
   stages = [line.split('\t') for line in (out / 'stages.tsv').read_text().splitlines()]
-  assert [s[0] for s in stages] == ['deps', 'tests', 'steps-piczakcnn', 'pipeline', 'demo']
+  assert [s[0] for s in stages] == ['deps', 'tests', 'steps-piczakcnn', 'pipeline', 'demo',
+                                    'multirun']
   assert all(s[1] == '0' for s in stages), stages
   report = (out / 'accelerator_check.md').read_text()
   for precision in ('bfloat16', 'tf32', 'float32'):
@@ -30,3 +31,6 @@ def test_accelerator_check_cpu_dry_run_passes_every_stage(tmp_path):
   assert demo['first_status'] == 'preempted' and demo['status'] == 'finished'
   assert demo['final_error'] is not None and demo['epochs'] == 2
   assert (out / 'demo_float32_results.json').exists()
+  multi = [json.loads(line) for line in (out / 'multirun.jsonl').read_text().splitlines()]
+  assert [r['runs'] for r in multi] == [None, 1, 2] and all(r['finite'] for r in multi)
+  assert '| piczakcnn | intermix | 2 |' in report and '| piczakcnn | intermix | one run alone |' in report

@@ -95,7 +95,8 @@ def test_fold_all_runs_every_fold(synthetic_data_dir, tmp_path, monkeypatch):
 
   def fake_fold(config, workdir):
     seen.append((config.fold, workdir))
-    return dict(status='finished', final_error=10.0 * config.fold)
+    return dict(status='finished', final_error=10.0 * config.fold, fold=config.fold,
+                workdir=workdir)
 
   monkeypatch.setattr(train, '_train_fold', fake_fold)
   config = helpers.tiny_config(synthetic_data_dir, 'fold=all')
@@ -185,3 +186,43 @@ def test_closing_after_a_failure_keeps_the_failure(caplog):
   with pytest.raises(OSError, match='No space left'):
     train._close((Failing(), later), quietly=False)
   assert later.closed
+
+
+def test_seeds_lay_out_one_run_per_seed_and_fold(synthetic_data_dir, tmp_path, monkeypatch):
+  """seeds=(3,5), fold=all: run (s, k) in workdir/seed_s/fold_k with seed s; cv_results.json per
+  seed, seeds_results.json over the seeds (training stubbed out)."""
+  seen = []
+
+  def fake_fold(config, workdir):
+    seen.append((config.seed, config.seeds, config.fold, workdir))
+    return dict(status='finished', final_error=float(config.seed + config.fold), fold=config.fold,
+                workdir=workdir)
+
+  monkeypatch.setattr(train, '_train_fold', fake_fold)
+  config = helpers.tiny_config(synthetic_data_dir, 'fold=all,seeds=(3,5)')
+  out = train.train_and_evaluate(config, str(tmp_path))
+  n = data.dataset_info(config).num_folds
+  assert seen == [(s, None, k, str(tmp_path / f'seed_{s}' / f'fold_{k}'))
+                  for s in (3, 5) for k in range(1, n + 1)]
+  means = [s + (n + 1) / 2 for s in (3, 5)]
+  for s, mean in zip((3, 5), means):
+    cv = helpers.read_json(tmp_path / f'seed_{s}' / 'cv_results.json')
+    assert cv['seed'] == s and cv['mean_error'] == pytest.approx(mean)
+    assert helpers.read_json(tmp_path / f'seed_{s}' / 'config.json')['seed'] == s
+  assert out == helpers.read_json(tmp_path / 'seeds_results.json')
+  assert [s['error'] for s in out['seeds']] == pytest.approx(means)
+  assert out['mean_error'] == pytest.approx(np.mean(means))
+  assert out['std_error'] == pytest.approx(np.std(means, ddof=1))
+  # One fold and seeds: workdir/seed_s is the run's workdir.
+  seen.clear()
+  config = helpers.tiny_config(synthetic_data_dir, 'fold=2,seeds=(0,1)')
+  out = train.train_and_evaluate(config, str(tmp_path / 'one'))
+  assert [w for *_, w in seen] == [str(tmp_path / 'one' / f'seed_{s}') for s in (0, 1)]
+  assert [s['error'] for s in out['seeds']] == [2.0, 3.0] and out['status'] == 'finished'
+
+
+@pytest.mark.parametrize('seeds', ['()', '(1,1)', '(-1,)'])
+def test_bad_seeds_are_refused_in_one_line(synthetic_data_dir, tmp_path, seeds):
+  config = helpers.tiny_config(synthetic_data_dir, f'fold=all,seeds={seeds}')
+  with pytest.raises(config_checks.ConfigError, match=r'^config.seeds=.* must be distinct'):
+    train.train_and_evaluate(config, str(tmp_path))

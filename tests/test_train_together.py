@@ -169,7 +169,7 @@ def test_a_non_finite_run_stops_alone(trained, synthetic_data_dir, tmp_path, mon
   config = config_for(synthetic_data_dir, 'intermix', True)
   workdir = str(tmp_path / 'nan')
   monkeypatch.setattr(data, 'make_train_loader', loader_with('nan', (1, 0), {2}))
-  with pytest.raises(train.NonFiniteError, match='fold 2: non-finite loss'):
+  with pytest.raises(train.NonFiniteError, match=r'fold_2: non-finite loss'):
     train.train_and_evaluate(config, workdir)
   ref = trained['intermix', 'stacked']
   for k, (a_dir, b_dir) in enumerate(zip(fold_dirs(ref), fold_dirs(workdir)), 1):
@@ -186,8 +186,31 @@ def test_a_non_finite_run_stops_alone(trained, synthetic_data_dir, tmp_path, mon
       'finished'] * 3
 
 
-def test_stack_runs_needs_fold_all(synthetic_data_dir, tmp_path):
-  config = helpers.tiny_config(synthetic_data_dir, 'fold=2')
+def test_seeds_of_one_fold_in_one_program_equal_their_separate_runs(
+    trained, synthetic_data_dir, tmp_path):
+  """seeds=(0,1), fold=2, stack_runs: workdir/seed_0 and seed_1 hold what fold 2 trained alone
+  with seed 0 (from the `trained` fixture) and seed 1 gives (standard: rtol 1e-5, same
+  predictions)."""
+  config = helpers.tiny_config(synthetic_data_dir, 'fold=2,seeds=(0,1),strategy=standard')
+  config.stack_runs = True
+  summary = train.train_and_evaluate(config, str(tmp_path / 'both'))
+  assert summary['status'] == 'finished' and [s['seed'] for s in summary['seeds']] == [0, 1]
+  alone1 = str(tmp_path / 'seed1_alone')
+  train.train_and_evaluate(
+      helpers.tiny_config(synthetic_data_dir, 'fold=2,seed=1,strategy=standard'), alone1)
+  refs = {0: os.path.join(trained['standard', 'seq'], 'fold_2'), 1: alone1}
+  for seed, ref in refs.items():
+    a, b = helpers.results(ref), helpers.results(str(tmp_path / 'both' / f'seed_{seed}'))
+    assert b['seed'] == seed and b['fold'] == 2 and b['config']['seeds'] is None
+    assert a['predictions'] == b['predictions']
+    np.testing.assert_allclose([h['train_loss'] for h in b['history']],
+                               [h['train_loss'] for h in a['history']], rtol=1e-5)
+  assert helpers.results(alone1)['history'] != helpers.results(refs[0])['history']  # seeds differ
+
+
+@pytest.mark.parametrize('arg', ['fold=2', 'fold=2,seeds=(4,)'])
+def test_stack_runs_needs_several_runs(synthetic_data_dir, tmp_path, arg):
+  config = helpers.tiny_config(synthetic_data_dir, arg)
   config.stack_runs = True
   with pytest.raises(config_checks.ConfigError, match=r"^config.stack_runs=True .* fold=all"):
     train.train_and_evaluate(config, str(tmp_path))
