@@ -23,6 +23,7 @@ import ml_collections
 from intermix_jax import config_lib
 from intermix_jax import mixing
 from intermix_jax import models
+from intermix_jax import multirun
 from intermix_jax.data import catalog
 
 ConfigError = config_lib.ConfigError
@@ -155,6 +156,7 @@ def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,
   _check_range('opt.warmup_epochs', c.opt.warmup_epochs, lo=0, integer=True)
 
   _check_range('seed', c.seed, lo=0, integer=True)
+  _check_choice('stack_method', c.get('stack_method', 'auto'), multirun.METHODS + ('auto',))
   if c.get('seeds') is not None:
     seeds = tuple(c.seeds)
     if not seeds or not all(_is_int(s) and s >= 0 for s in seeds) or len(set(seeds)) < len(seeds):

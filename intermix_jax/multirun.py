@@ -64,7 +64,8 @@ PyTree = Any
 
 __all__ = ['stack', 'unstack', 'num_runs', 'run_batch_sharding', 'multi_train_step_shardings',
            'multi_eval_step_shardings', 'host_batches_to_global', 'replicate_runs', 'stack_on_mesh',
-           'take_run', 'init_states', 'multi_train_step', 'multi_eval_step']
+           'take_run', 'init_states', 'METHODS', 'resolve_method', 'multi_train_step',
+           'multi_eval_step']
 
 
 # ------------------------------------------------------------------------------------------------
@@ -257,9 +258,42 @@ def _unwrapped(strategy):
   return strategy.strategy if isinstance(strategy, parallel.ShardedStrategy) else strategy
 
 
+METHODS = ('vmap', 'unroll')  # how `multi_train_step` puts the K runs into one program
+
+
+def resolve_method(method: str, mesh) -> str:
+  """'vmap' or 'unroll' as given; 'auto': 'unroll' on CPU devices, 'vmap' on accelerators.
+
+  On a CPU, XLA runs the vmapped (grouped) convolutions of K runs 2-4x slower than K runs'
+  ordinary ones, and a vmapped `lax.cond` computes every branch (benchmarks/README.md, "Runs in one
+  program"), while the unrolled program costs what K separate steps cost, or less. On a GPU or TPU
+  vmap turns K small steps into one wide one.
+
+  Raises:
+    ValueError: an unknown method, in one line naming the choices.
+  """
+  if method == 'auto':
+    return 'unroll' if mesh.devices.flat[0].platform == 'cpu' else 'vmap'
+  if method not in METHODS:
+    raise ValueError(f'unknown method {method!r} of putting runs into one program; choose one of '
+                     f'{METHODS + ("auto",)}')
+  return method
+
+
+def _unrolled(fn: Callable) -> Callable:
+  """fn(state, batch, key) of one run -> the same for K stacked runs, as K calls of `fn` in one
+  program (K from the keys' shape at trace time), their outputs stacked."""
+  def step(states, batches, keys):
+    outs = [fn(jax.tree.map(lambda x, i=i: x[i], states),
+               jax.tree.map(lambda x, i=i: x[i], batches), keys[i])
+            for i in range(keys.shape[0])]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+  return step
+
+
 def multi_train_step(model, strategy, opt: steps.OptimizerSpec, num_classes: int,
-                     mesh) -> Callable:
-  """`step(states, batches, keys) -> (states, metrics)`: `steps.train_step` vmapped over runs.
+                     mesh, method: str = 'vmap') -> Callable:
+  """`step(states, batches, keys) -> (states, metrics)`: `steps.train_step` of K runs at once.
 
   Args of the returned function (K runs, N rows per run, T samples per waveform):
     states: TrainState with leaves (K, ...), replicated (`init_states`, `replicate_runs`);
@@ -274,17 +308,25 @@ def multi_train_step(model, strategy, opt: steps.OptimizerSpec, num_classes: int
     (bool), nonfinite_count (int32).
 
   The per-run function is the trainer's (`steps.make_train_step` with `opt.tx()` and
-  `opt.lr_schedule()`, the strategy through `parallel.shard_strategy`, check_vma off). One jitted
-  function per (model, strategy, opt, num_classes, mesh), all hashable; it compiles once per K and
-  batch shape.
+  `opt.lr_schedule()`, the strategy through `parallel.shard_strategy`). `method` (`resolve_method`):
+  'vmap' maps it over the run axis (check_vma off, see the module docstring); 'unroll' calls it once
+  per run in the same program (the one-run step's own computation K times: each run's values equal
+  its run alone, tests/test_multirun.py; compile time grows with K). One jitted function per
+  (model, strategy, opt, num_classes, mesh, method), all hashable; it compiles once per K and batch
+  shape.
   """
   base = _unwrapped(strategy)
+  method = resolve_method(method, mesh)
 
   def build():
-    fn = steps.make_train_step(model, _vmappable_strategy(strategy, mesh), opt.tx(), num_classes,
-                               opt.lr_schedule())
-    return steps.jit_train_step(jax.vmap(fn), **multi_train_step_shardings(mesh))
-  return _jitted_once(('multi_train', model, base, opt, int(num_classes), mesh), build)
+    if method == 'vmap':
+      fn = jax.vmap(steps.make_train_step(model, _vmappable_strategy(strategy, mesh), opt.tx(),
+                                          num_classes, opt.lr_schedule()))
+    else:
+      fn = _unrolled(steps.make_train_step(model, parallel.shard_strategy(base, mesh), opt.tx(),
+                                           num_classes, opt.lr_schedule()))
+    return steps.jit_train_step(fn, **multi_train_step_shardings(mesh))
+  return _jitted_once(('multi_train', model, base, opt, int(num_classes), mesh, method), build)
 
 
 def multi_eval_step(model, mesh) -> Callable:

@@ -798,8 +798,9 @@ class _Together:
         logging.info('%s: deleted checkpoints %s (newer than step %d, where the runs resume '
                      'together)', f.run.workdir, deleted, self.step)
     mesh = self.mesh = first.mesh
+    self.method = multirun.resolve_method(first.config.stack_method, mesh)
     self.train_step = multirun.multi_train_step(first.model, first.strategy, first.opt,
-                                                first.info.num_classes, mesh)
+                                                first.info.num_classes, mesh, method=self.method)
     self.state = multirun.stack_on_mesh([f.state for f in self.folds], mesh)
     self.keys = multirun.stack_on_mesh([f.train_key for f in self.folds], mesh)
     for f in self.folds:
@@ -808,8 +809,10 @@ class _Together:
     self.n_in_epoch = self.folds[0].n_in_epoch
     self.metrics = None
     self.last_log = (time.time(), self.step)
-    logging.info('%d runs in one program from step %d of %d (%s)', len(self.folds), self.step,
-                 self.total, ', '.join(os.path.basename(f.run.workdir) for f in self.folds))
+    logging.info('%d runs in one program (%s) from step %d of %d (%s)', len(self.folds),
+                 self.method, self.step, self.total,
+                 ', '.join(os.path.relpath(f.run.workdir, os.path.dirname(first.workdir))
+                           for f in self.folds))
 
   # --- per-run views -----------------------------------------------------------------------------
   def _each(self, fn, *, state: bool = False) -> list[int]:

@@ -27,9 +27,10 @@ DATASET_FILE = 'dataset.json'
 RESULTS_FILE = 'results.json'
 CHECKPOINTS_DIR = 'checkpoints'
 # Fields that may change between runs in one workdir: they do not change what is computed.
-# stack_runs: a run continues the same training alone or stacked with others (the values then
-# differ by float32 rounding only: multirun.py).
-MUTABLE_FIELDS = ('log_every_steps', 'data_dir', 'manual_dir', 'nan_policy', 'stack_runs')
+# stack_runs, stack_method: a run continues the same training alone or stacked with others (the
+# values then differ by float32 rounding at most: multirun.py).
+MUTABLE_FIELDS = ('log_every_steps', 'data_dir', 'manual_dir', 'nan_policy', 'stack_runs',
+                  'stack_method')
 # Locations of a custom dataset: may change when dataset.json (checked by content) exists.
 DATA_FIELDS = ('audio_dir', 'metadata_csv')
 # Fields added to the config after workdirs were written, with the value that reproduces what such
