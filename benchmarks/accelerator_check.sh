@@ -54,7 +54,7 @@ if [[ $mode == cpu ]]; then
   demo_args=(--cpu --sigterm_at_step 2)
   tests=(tests/test_precision.py -k "validated or variables")
   multi_args=(--backbones piczakcnn --strategies intermix --ks 1,2 --batch 4 --fc_units 32
-              --repeats 2)
+              --methods vmap --repeats 2)
   t_tests=120; t_step=150; t_pipe=150; t_demo=300; t_multi=200
 else
   backbones=(envnetv2 envnet m18 soundnet5 piczakcnn)
@@ -64,7 +64,7 @@ else
   demo_args=(--sigterm_at_step 30)
   tests=(tests/test_mixing.py tests/test_steps.py tests/test_precision.py)
   multi_args=(--backbones piczakcnn,envnetv2 --strategies intermix --ks 1,2,5,10,20 --batch 64
-              --width 1 --fc_units 0 --repeats 10)
+              --width 1 --fc_units 0 --repeats 10 --methods vmap)
   t_tests=60; t_step=40; t_pipe=60; t_demo=90; t_multi=110
 fi
 if [[ -n "${BACKBONES:-}" ]]; then read -r -a backbones <<< "${BACKBONES//,/ }"; fi

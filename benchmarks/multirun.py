@@ -2,12 +2,13 @@
 
     .venv/bin/python benchmarks/multirun.py                                   # CPU sizes, see below
     .venv/bin/python benchmarks/multirun.py --backbones piczakcnn,envnetv2 --ks 1,2,5,10,20 \\
-        --batch 64 --width 1 --repeats 10                                     # an accelerator
+        --batch 64 --width 1 --fc_units 0 --repeats 10 --methods vmap         # an accelerator
     .venv/bin/python benchmarks/multirun.py --out rows.jsonl ...              # rows as JSON lines too
 
 For each backbone and strategy: the trainer's one-run step (`steps.mesh_train_step`, what
 train.py runs for one fold) and the K-run step (`multirun.multi_train_step`, what train.py runs
-for fold=all with config.stack_runs=True) for every K of --ks, on a 1-device mesh, the state
+for fold=all with config.stack_runs=True) of each method of --methods ('vmap': one vmapped step;
+'unroll': the one-run step K times in one program) for every K of --ks, on a 1-device mesh, the state
 donated, the batch already on the device (one distinct random batch per run: this measures the
 step, not the input pipeline). Times: `--repeats` steps dispatched back to back (as the trainer
 does between two log steps) after two warm-up steps; examples/s = K x batch / step time; "x one
@@ -75,7 +76,7 @@ def _time(compiled, state, data, key, repeats):
 
 def bench(backbone: str, strategy_name: str, k: int | None, *, batch: int, repeats: int,
           width: float, fc_units: int | None, precision: str = 'float32',
-          num_classes: int = 50) -> dict:
+          num_classes: int = 50, method: str = 'vmap') -> dict:
   """One row: the one-run step (k None) or the K-run step; step seconds, examples/s, memory."""
   model, strategy = _model_and_strategy(backbone, strategy_name, width, fc_units, precision,
                                         num_classes)
@@ -94,14 +95,15 @@ def bench(backbone: str, strategy_name: str, k: int | None, *, batch: int, repea
     data = parallel.host_batch_to_global(dict(x=x[0], y=y[0]), mesh, pairs=strategy.mixes)
     key = parallel.replicate(jax.random.key(0), mesh)
   else:
-    step = multirun.multi_train_step(model, strategy, opt, num_classes, mesh)
+    step = multirun.multi_train_step(model, strategy, opt, num_classes, mesh, method=method)
     state = multirun.init_states(model, opt, mesh, list(jax.random.split(jax.random.key(1), k)))
     data = multirun.host_batches_to_global(dict(x=x, y=y), mesh, pairs=strategy.mixes)
     key = multirun.replicate_runs(jax.random.split(jax.random.key(0), k), mesh)
   compiled = step.lower(state, data, key).compile()
   compile_s = time.perf_counter() - start
   seconds, finite = _time(compiled, state, data, key, repeats)
-  return dict(backbone=backbone, strategy=strategy_name, runs=k, batch=batch, width=width,
+  return dict(backbone=backbone, strategy=strategy_name, runs=k,
+              method=None if k is None else method, batch=batch, width=width,
               fc_units=fc_units, precision=precision, compile_s=compile_s, step_s=seconds,
               examples_per_s=runs * batch / seconds, xla_bytes=_plan_bytes(compiled),
               finite=finite, repeats=repeats, device=jax.local_devices()[0].device_kind,
@@ -109,14 +111,14 @@ def bench(backbone: str, strategy_name: str, k: int | None, *, batch: int, repea
 
 
 def table(rows: list[dict]) -> str:
-  lines = ['| backbone | strategy | runs | step ms | examples/s | x one run | compile s | XLA MiB |',
-           '|---|---|---|---|---|---|---|---|']
+  lines = ['| backbone | strategy | method | runs | step ms | examples/s | x one run | compile s '
+           '| XLA MiB |', '|---|---|---|---|---|---|---|---|---|']
   one = {(r['backbone'], r['strategy']): r['examples_per_s'] for r in rows if r['runs'] is None}
   for r in rows:
     base = one.get((r['backbone'], r['strategy']))
     ratio = '' if base is None else f'{r["examples_per_s"] / base:.2f}'
     mib = '' if r['xla_bytes'] is None else f'{r["xla_bytes"] / 2**20:.0f}'
-    lines.append(f'| {r["backbone"]} | {r["strategy"]} | '
+    lines.append(f'| {r["backbone"]} | {r["strategy"]} | {r.get("method") or "-"} | '
                  f'{"one run alone" if r["runs"] is None else r["runs"]} | {1e3 * r["step_s"]:.1f} | '
                  f'{r["examples_per_s"]:.0f} | {ratio} | {r["compile_s"]:.1f} | {mib} |')
   return '\n'.join(lines)
@@ -127,6 +129,7 @@ def main(argv=None) -> int:
   p.add_argument('--backbones', default='piczakcnn,envnet')
   p.add_argument('--strategies', default='intermix,standard')
   p.add_argument('--ks', default='1,2,5,10,20')
+  p.add_argument('--methods', default='vmap,unroll', help='of multirun.METHODS')
   p.add_argument('--batch', type=int, default=16)
   p.add_argument('--width', type=float, default=0.25)
   p.add_argument('--fc_units', type=int, default=64, help='0: the published size')
@@ -142,11 +145,14 @@ def main(argv=None) -> int:
   rows = []
   for backbone in args.backbones.split(','):
     for strategy in args.strategies.split(','):
-      for k in [None] + ks:
+      todo = [(None, None)] + [(m, k) for m in args.methods.split(',') for k in ks]
+      for method, k in todo:
         row = bench(backbone, strategy, k, batch=args.batch, repeats=args.repeats,
-                    width=args.width, fc_units=args.fc_units or None, precision=args.precision)
+                    width=args.width, fc_units=args.fc_units or None, precision=args.precision,
+                    method=method)
         rows.append(row)
-        print(f'  {backbone} {strategy} runs={k or "alone"}: {1e3 * row["step_s"]:.1f} ms, '
+        print(f'  {backbone} {strategy} {method or ""} runs={k or "alone"}: '
+              f'{1e3 * row["step_s"]:.1f} ms, '
               f'{row["examples_per_s"]:.0f} ex/s, load {row["load"]}', flush=True)
         if args.out:
           with open(args.out, 'a') as f:
