@@ -102,10 +102,17 @@ def bench(backbone: str, strategy_name: str, k: int | None, *, batch: int, repea
   compiled = step.lower(state, data, key).compile()
   compile_s = time.perf_counter() - start
   seconds, finite = _time(compiled, state, data, key, repeats)
+  plan = _plan_bytes(compiled)
+  # One process measures dozens of programs: drop each before the next (XLA's CPU backend ran out
+  # of memory for code at the 23rd otherwise).
+  del compiled, step, state, data
+  multirun._JITTED.clear()  # pylint: disable=protected-access
+  steps._JITTED.clear()  # pylint: disable=protected-access
+  jax.clear_caches()
   return dict(backbone=backbone, strategy=strategy_name, runs=k,
               method=None if k is None else method, batch=batch, width=width,
               fc_units=fc_units, precision=precision, compile_s=compile_s, step_s=seconds,
-              examples_per_s=runs * batch / seconds, xla_bytes=_plan_bytes(compiled),
+              examples_per_s=runs * batch / seconds, xla_bytes=plan,
               finite=finite, repeats=repeats, device=jax.local_devices()[0].device_kind,
               backend=jax.default_backend(), load=machine.load())
 

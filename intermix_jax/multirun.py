@@ -21,6 +21,15 @@ batch statistics, the non-finite test and the decision to apply an update are al
 run k's batch leaves every other run's state exactly what it would be without it; run k's update is
 skipped and counted in its own `nonfinite_count`, as steps.train_step does for a single run).
 
+Two ways to put the K runs into one program (`multi_train_step(..., method=)`): 'vmap' maps the
+one-run step over the run axis (one wide step: what an accelerator that one small run leaves idle
+wants); 'unroll' calls the one-run step once per run inside the same jitted program (the CPU's
+choice: XLA's CPU backend runs vmapped, i.e. grouped, convolutions several times slower than K
+ordinary ones; benchmarks/README.md). `resolve_method('auto', mesh)` picks by device. Unrolled,
+every run computes the one-run step's own operations (bitwise equal to its run alone for standard
+and InterMix in tests/test_multirun.py; XLA fuses the whole program, so that is observed, not
+guaranteed). What follows is about 'vmap'.
+
 Equality with K separate runs: to float32 rounding, not bitwise. vmap turns the per-run
 convolutions and matrix products into batched (grouped) ones and `lax.cond` on the per-run mixing
 layer into a select that computes both branches; XLA may then sum in another order, so a run's

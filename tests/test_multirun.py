@@ -357,6 +357,10 @@ def _eight_device_child():
   out['intermix_rel'] = rel(got, want)
   out['intermix_loss'] = [np.asarray(m['loss']).tolist() for m in (gm[-1], wm[-1])]
   out['intermix_finite'] = bool(np.all(gm[-1]['finite']))
+  # unroll on 8 devices: the one-run step K times == the separate 8-device runs.
+  got, gm = multi_runs(model, 'intermix', opt, mesh8, 2, batches=batches, method='unroll')
+  out['unroll_rel'] = rel(got, want)
+  out['unroll_loss'] = [np.asarray(m['loss']).tolist() for m in (gm[-1], wm[-1])]
   print('RESULT ' + json.dumps(out))
 
 
@@ -386,6 +390,9 @@ def test_eight_devices_multi_run_step(eight):
   assert eight['intermix_finite']
   assert eight['intermix_rel'] <= RTOL_STATE['intermix'], eight
   np.testing.assert_allclose(*eight['intermix_loss'], rtol=1e-5)
+  # unroll: the same, to standard's tolerance (observed equal).
+  assert eight['unroll_rel'] <= RTOL_STATE['standard'], eight
+  np.testing.assert_allclose(*eight['unroll_loss'], rtol=1e-6)
 
 
 if __name__ == '__main__' and '--eight-devices' in sys.argv:
