@@ -122,6 +122,12 @@ def _fmt_time(seconds: float) -> str:
   return f'{h}:{m:02d}:{s:02d}'
 
 
+def _steps_per_sec(last_log: tuple[float, int], step: int) -> tuple[float, tuple[float, int]]:
+  """(steps/s since `last_log` = (time, step), the new last_log)."""
+  now = time.time()
+  return (step - last_log[1]) / max(now - last_log[0], 1e-9), (now, step)
+
+
 class _TerminationFlag:
   """Preemption notice: SIGTERM is recorded instead of killing the process.
 
@@ -657,9 +663,7 @@ class _Fold:
 
   def _log_progress(self, epoch: int) -> None:
     m = jax.device_get(self.metrics)
-    now = time.time()
-    rate = (self.step - self.last_log[1]) / max(now - self.last_log[0], 1e-9)
-    self.last_log = (now, self.step)
+    rate, self.last_log = _steps_per_sec(self.last_log, self.step)
     if self.run.is_main:
       run = self.run
       logging.info('epoch %d/%d step %d/%d | loss %.4f error %.1f%% lr %.3g | %.2f steps/s '
@@ -915,9 +919,7 @@ class _Together:
 
   def _log_progress(self, epoch: int) -> None:
     m = jax.device_get(self.metrics)
-    now = time.time()
-    rate = (self.step - self.last_log[1]) / max(now - self.last_log[0], 1e-9)
-    self.last_log = (now, self.step)
+    rate, self.last_log = _steps_per_sec(self.last_log, self.step)
     if not self.first.is_main:
       return
     loss = np.asarray(m['loss'])[self.live]

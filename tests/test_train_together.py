@@ -1,22 +1,25 @@
-"""fold='all' with config.stack_runs=True: every fold in ONE vmapped program (train._Together).
+"""Several runs in ONE program (config.stack_runs=True; train._Together over multirun.py).
 
 Tiny settings (helpers.TINY: EnvNet width 0.25, 2 steps of batch 8 per epoch, 1 epoch standard /
-2 epochs intermix) on the synthetic dataset's 5 folds. The stacked program must give each fold what
-it gets trained alone (`fold=all` one fold after another), in the same files and format; a resume
-after SIGTERM, or after a kill that left the runs' checkpoints at different steps, must continue
-bitwise as the uninterrupted program; a non-finite run must stop alone.
+2 epochs intermix) on the synthetic dataset. Each run in the program must get what it gets trained
+alone, in the same files and format; a resume after SIGTERM, or after a kill that left the runs'
+checkpoints at different steps, must continue bitwise as the uninterrupted program; a non-finite
+run must stop alone.
 
-stack_method='unroll' (each run's own step, K of them in the program; 'auto' on a CPU): bitwise
-equal to the folds trained alone (observed). stack_method='vmap' tolerances (float32; the stacked
-step is the single-run step under jax.vmap, which XLA may sum in another order, multirun.py):
-standard: train losses rtol 1e-5 and the same predictions on every
-test clip. InterMix: train losses rtol 1e-2. Its gradient goes through sqrt(a b) of the two
-sounds' hidden activations, whose derivative is large where either is near zero, so a one-ulp
-change is amplified over the steps (observed here: 2e-3 after 4 steps; tests/test_multirun.py shows
-the same size for a one-ulp perturbation of one run alone). Bitwise where the program is the same
-(resume).
+- fold=all of standard (the 5 folds: 5 runs of different training and test data),
+  stack_method='vmap' (the accelerators' 'auto'), against the folds trained one after another.
+  Tolerances (float32; the one-run step under jax.vmap, which XLA may sum in another order,
+  multirun.py): train losses rtol 1e-5, parameters rtol 1e-4, the same predictions on every test
+  clip.
+- seeds=(0,1) of fold 1 of InterMix (2 runs), against each seed trained alone:
+  stack_method='unroll' (each run's own step, K of them in the program; 'auto' on a CPU): bitwise
+  (observed; tests/test_multirun.py says what is not guaranteed); stack_method='vmap': train
+  losses rtol 1e-2. InterMix's gradient goes through sqrt(a b) of the two sounds' hidden
+  activations, whose derivative is large where either is near zero, so a one-ulp change is
+  amplified over the steps (observed: up to 2e-3 after 4 steps; tests/test_multirun.py shows the
+  same size for a one-ulp perturbation of one run alone). Resume and the NaN test run the vmap
+  program: bitwise against its uninterrupted run.
 """
-import json
 import os
 import shutil
 import signal
@@ -29,19 +32,30 @@ import helpers
 from intermix_jax import config_checks, data, train
 
 FOLDS = 5  # the synthetic dataset
+SEEDS = (0, 1)
 REAL_TRAIN_LOADER = data.make_train_loader
 
 
-def config_for(data_dir, strategy, method=None):
+def fold_all(data_dir, strategy, method=None):
   """fold=all of `strategy`; one fold after another (method None) or in one program."""
   c = helpers.tiny_config(data_dir, f'fold=all,strategy={strategy}')
-  c.stack_runs = method is not None
-  c.stack_method = method or 'auto'
+  c.stack_runs, c.stack_method = method is not None, method or 'auto'
+  return c
+
+
+def two_seeds(data_dir, strategy, method='vmap'):
+  """seeds=(0,1) of fold 1 in one program."""
+  c = helpers.tiny_config(data_dir, f'fold=1,seeds={SEEDS},strategy={strategy}')
+  c.stack_runs, c.stack_method = True, method
   return c
 
 
 def fold_dirs(workdir):
   return [os.path.join(workdir, f'fold_{k}') for k in range(1, FOLDS + 1)]
+
+
+def seed_dirs(workdir):
+  return [os.path.join(workdir, f'seed_{s}') for s in SEEDS]
 
 
 def state_leaves(workdir):
@@ -63,73 +77,89 @@ def without_run_facts(r):
 
 @pytest.fixture(scope='module')
 def trained(synthetic_data_dir, tmp_path_factory):
-  """{(strategy, 'seq'|'vmap'|'unroll'): workdir} of fold=all trained one fold after another, and
-  as one program of each method."""
+  """Workdirs: 'seq' / 'vmap': fold=all of standard one fold after another / in one program;
+  'alone': [seed 0, seed 1] of fold 1 of InterMix trained alone; 'unroll' / 'intermix_vmap': both
+  seeds in one program."""
   root = tmp_path_factory.mktemp('together')
   out = {}
-  for strategy in ('standard', 'intermix'):
-    for mode in ('seq', 'vmap', 'unroll'):
-      workdir = str(root / f'{strategy}_{mode}')
-      summary = train.train_and_evaluate(
-          config_for(synthetic_data_dir, strategy, None if mode == 'seq' else mode), workdir)
-      assert summary['status'] == 'finished'
-      out[strategy, mode] = workdir
+  for mode in ('seq', 'vmap'):
+    out[mode] = str(root / f'fold_all_{mode}')
+    summary = train.train_and_evaluate(
+        fold_all(synthetic_data_dir, 'standard', None if mode == 'seq' else mode), out[mode])
+    assert summary['status'] == 'finished'
+  out['alone'] = [str(root / f'seed{s}_alone') for s in SEEDS]
+  for s, workdir in zip(SEEDS, out['alone']):
+    train.train_and_evaluate(
+        helpers.tiny_config(synthetic_data_dir, f'fold=1,seed={s},strategy=intermix'), workdir)
+  for method, name in (('unroll', 'unroll'), ('vmap', 'intermix_vmap')):
+    out[name] = str(root / name)
+    summary = train.train_and_evaluate(two_seeds(synthetic_data_dir, 'intermix', method),
+                                       out[name])
+    assert summary['status'] == 'finished' and [s['seed'] for s in summary['seeds']] == list(SEEDS)
   return out
 
 
-@pytest.mark.parametrize('strategy', ['standard', 'intermix'])
-def test_unrolled_program_equals_the_folds_trained_one_after_another(trained, strategy):
-  """stack_method='unroll' (the CPU's 'auto'): every fold's results and checkpoint bitwise those
-  of the fold trained alone (observed; see tests/test_multirun.py for what is not guaranteed)."""
-  seq, stacked = trained[strategy, 'seq'], trained[strategy, 'unroll']
-  for a_dir, b_dir in zip(fold_dirs(seq), fold_dirs(stacked)):
-    assert without_run_facts(helpers.results(a_dir)) == without_run_facts(helpers.results(b_dir))
-    assert_bitwise(a_dir, b_dir)
-
-
-@pytest.mark.parametrize('strategy', ['standard', 'intermix'])
-def test_vmapped_program_equals_the_folds_trained_one_after_another(trained, strategy):
-  seq, stacked = trained[strategy, 'seq'], trained[strategy, 'vmap']
-  rtol = 1e-5 if strategy == 'standard' else 1e-2
+def test_fold_all_in_one_program_equals_the_folds_one_after_another(trained):
+  """The issue's command: fold=all, one process, one compiled (vmapped) step; five per-fold
+  workdirs in the format and to the tolerance above."""
+  seq, stacked = trained['seq'], trained['vmap']
   for a_dir, b_dir in zip(fold_dirs(seq), fold_dirs(stacked)):
     a, b = helpers.results(a_dir), helpers.results(b_dir)
     # Same file, same format: every key, the config apart from stack_*, the clips in order.
     assert set(a) == set(b) and b['status'] == 'finished'
     assert dict(a['config'], stack_runs=True, stack_method='vmap') == b['config']
-    assert a['predictions']['filenames'] == b['predictions']['filenames']
-    assert a['predictions']['labels'] == b['predictions']['labels']
+    assert a['predictions'] == b['predictions'] and a['final_error'] == b['final_error']
     assert [h['epoch'] for h in a['history']] == [h['epoch'] for h in b['history']]
     np.testing.assert_allclose([h['train_loss'] for h in b['history']],
-                               [h['train_loss'] for h in a['history']], rtol=rtol)
+                               [h['train_loss'] for h in a['history']], rtol=1e-5)
     for key in ('num_train_examples', 'num_test_examples', 'total_steps', 'dataset_identity',
-                'class_clips', 'nonfinite_steps', 'step'):
+                'class_clips', 'nonfinite_steps', 'step', 'fold', 'seed'):
       assert a[key] == b[key], key
-    if strategy == 'standard':
-      assert a['predictions']['preds'] == b['predictions']['preds']
-      assert a['final_error'] == b['final_error']
-      (sa, la), (sb, lb) = state_leaves(a_dir), state_leaves(b_dir)
-      assert sa == sb
-      for x, y in zip(la, lb):
-        if x.dtype.kind == 'f':
-          np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-6)
-        else:
-          assert np.array_equal(x, y)
+    (sa, la), (sb, lb) = state_leaves(a_dir), state_leaves(b_dir)
+    assert sa == sb
+    for x, y in zip(la, lb):
+      if x.dtype.kind == 'f':
+        np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-6)
+      else:
+        assert np.array_equal(x, y)
   summary = helpers.read_json(os.path.join(stacked, 'cv_results.json'))
+  assert summary == helpers.read_json(os.path.join(seq, 'cv_results.json'))
   assert summary['status'] == 'finished' and len(summary['folds']) == FOLDS
+
+
+@pytest.mark.parametrize('method', ['unroll', 'vmap'])
+def test_seeds_in_one_program_equal_each_seed_alone(trained, method):
+  stacked = trained['unroll' if method == 'unroll' else 'intermix_vmap']
+  for a_dir, b_dir in zip(trained['alone'], seed_dirs(stacked)):
+    a, b = helpers.results(a_dir), helpers.results(b_dir)
+    assert b['status'] == 'finished' and b['seed'] == a['seed']
+    # The run's own config (seeds=None), apart from stack_*.
+    assert dict(a['config'], stack_runs=True, stack_method=method) == b['config']
+    if method == 'unroll':
+      assert without_run_facts(a) == without_run_facts(b)
+      assert_bitwise(a_dir, b_dir)
+    else:
+      assert set(a) == set(b)
+      assert a['predictions']['filenames'] == b['predictions']['filenames']
+      np.testing.assert_allclose([h['train_loss'] for h in b['history']],
+                                 [h['train_loss'] for h in a['history']], rtol=1e-2)
+  h0, h1 = (helpers.results(d)['history'] for d in trained['alone'])
+  assert h0 != h1  # not vacuous: the seeds train differently
+  summary = helpers.read_json(os.path.join(stacked, 'seeds_results.json'))
   assert summary['mean_error'] == pytest.approx(
-      np.mean([helpers.results(d)['final_error'] for d in fold_dirs(stacked)]))
+      np.mean([helpers.results(d)['final_error'] for d in seed_dirs(stacked)]))
 
 
-def loader_with(what, at, folds):
+def loader_with(what, at, seeds):
   """data.make_train_loader whose batches do `what` ('sigterm' or 'nan') at (epoch, batch) `at`
-  in the runs of `folds`."""
+  in the runs of `seeds`."""
   def make(config, *args, **kwargs):
     loader = REAL_TRAIN_LOADER(config, *args, **kwargs)
     batches = loader.batches
 
     def doing(epoch, start_step=0):
       for i, b in enumerate(batches(epoch, start_step), start_step):
-        if (epoch, i) == at and config.fold in folds:
+        if (epoch, i) == at and config.seed in seeds:
           if what == 'sigterm':
             os.kill(os.getpid(), signal.SIGTERM)  # the trainer saves every run and returns
           else:
@@ -142,84 +172,49 @@ def loader_with(what, at, folds):
 
 def test_resume_after_sigterm_and_after_a_kill_between_saves_is_bitwise(
     trained, synthetic_data_dir, tmp_path, monkeypatch):
-  """SIGTERM in the middle of epoch 2: every run saves step 3 and stops. Then the checkpoints of
-  step 3 of folds 3-5 are deleted, as a kill -9 between the runs' saves would leave them (folds 1-2
-  at step 3, the others at step 2). The rerun resumes all from step 2 and ends bitwise where the
-  uninterrupted program did."""
-  config = config_for(synthetic_data_dir, 'intermix', 'vmap')  # 2 epochs x 2 steps
+  """SIGTERM in the middle of epoch 2: every run saves step 3 and stops. A copy of that state
+  then loses seed 1's checkpoint of step 3, as a kill -9 between the runs' saves would leave it
+  (seed 0 at step 3, seed 1 at step 2). Both reruns end bitwise where the uninterrupted program
+  did: the second resumes every run from step 2 (seed 0's step 3 is deleted first)."""
+  config = two_seeds(synthetic_data_dir, 'intermix')  # 2 epochs x 2 steps
   workdir = str(tmp_path / 'run')
-  monkeypatch.setattr(data, 'make_train_loader', loader_with('sigterm', (1, 0), {1}))
+  monkeypatch.setattr(data, 'make_train_loader', loader_with('sigterm', (1, 0), {0}))
   first = train.train_and_evaluate(config, workdir)
   assert first['status'] == 'preempted'
-  for d in fold_dirs(workdir):
+  for d in seed_dirs(workdir):
     r = helpers.results(d)
     assert r['status'] == 'preempted' and r['step'] == 3 and len(r['history']) == 1
     assert sorted(os.listdir(os.path.join(d, 'checkpoints'))) == ['2', '3']
   monkeypatch.setattr(data, 'make_train_loader', REAL_TRAIN_LOADER)
-  # A SIGTERM resume: same program, same steps.
-  copy = str(tmp_path / 'killed')
-  shutil.copytree(workdir, copy)
-  second = train.train_and_evaluate(config, workdir)
-  assert second['status'] == 'finished'
-  ref = trained['intermix', 'vmap']
-  for a_dir, b_dir in zip(fold_dirs(ref), fold_dirs(workdir)):
-    assert_bitwise(a_dir, b_dir)
-    assert without_run_facts(helpers.results(a_dir)) == without_run_facts(helpers.results(b_dir))
-  # The kill between saves.
-  for d in fold_dirs(copy)[2:]:
-    shutil.rmtree(os.path.join(d, 'checkpoints', '3'))
-  third = train.train_and_evaluate(config, copy)
-  assert third['status'] == 'finished'
-  for a_dir, b_dir in zip(fold_dirs(ref), fold_dirs(copy)):
-    assert_bitwise(a_dir, b_dir)
-    a, b = helpers.results(a_dir), helpers.results(b_dir)
-    assert a['history'] == b['history'] and a['predictions'] == b['predictions']
+  killed = str(tmp_path / 'killed')
+  shutil.copytree(workdir, killed)
+  shutil.rmtree(os.path.join(killed, 'seed_1', 'checkpoints', '3'))
+  ref = trained['intermix_vmap']
+  for rerun in (workdir, killed):
+    assert train.train_and_evaluate(config, rerun)['status'] == 'finished'
+    for a_dir, b_dir in zip(seed_dirs(ref), seed_dirs(rerun)):
+      assert_bitwise(a_dir, b_dir)
+      assert without_run_facts(helpers.results(a_dir)) == without_run_facts(helpers.results(b_dir))
 
 
 def test_a_non_finite_run_stops_alone(trained, synthetic_data_dir, tmp_path, monkeypatch):
-  """nan_policy=stop: fold 2's batch turns NaN in epoch 2. Fold 2 writes stopped_nonfinite (its
-  last checkpoint, of step 2, kept); the other folds train to the end bitwise as in the program
-  without the NaN; then NonFiniteError names fold 2, after cv_results.json is written."""
-  config = config_for(synthetic_data_dir, 'intermix', 'vmap')
+  """nan_policy=stop: seed 1's batch turns NaN in epoch 2. Seed 1 writes stopped_nonfinite (its
+  last checkpoint, of step 2, kept); seed 0 trains to the end bitwise as in the program without
+  the NaN; then NonFiniteError names seed 1's workdir, after seeds_results.json is written."""
   workdir = str(tmp_path / 'nan')
-  monkeypatch.setattr(data, 'make_train_loader', loader_with('nan', (1, 0), {2}))
-  with pytest.raises(train.NonFiniteError, match=r'fold_2: non-finite loss'):
-    train.train_and_evaluate(config, workdir)
-  ref = trained['intermix', 'vmap']
-  for k, (a_dir, b_dir) in enumerate(zip(fold_dirs(ref), fold_dirs(workdir)), 1):
-    r = helpers.results(b_dir)
-    if k == 2:
-      assert r['status'] == 'stopped_nonfinite' and 'step 3 of 4' in r['message']
-      assert helpers.final_state(b_dir)[0] == 2
-    else:
-      assert r['status'] == 'finished'
-      assert_bitwise(a_dir, b_dir)
-  summary = helpers.read_json(os.path.join(workdir, 'cv_results.json'))
+  monkeypatch.setattr(data, 'make_train_loader', loader_with('nan', (1, 0), {1}))
+  with pytest.raises(train.NonFiniteError, match=r'seed_1: non-finite loss'):
+    train.train_and_evaluate(two_seeds(synthetic_data_dir, 'intermix'), workdir)
+  ref0, _ = seed_dirs(trained['intermix_vmap'])
+  got0, got1 = seed_dirs(workdir)
+  assert helpers.results(got0)['status'] == 'finished'
+  assert_bitwise(ref0, got0)
+  r = helpers.results(got1)
+  assert r['status'] == 'stopped_nonfinite' and 'step 3 of 4' in r['message']
+  assert helpers.final_state(got1)[0] == 2
+  summary = helpers.read_json(os.path.join(workdir, 'seeds_results.json'))
   assert summary['status'] == 'stopped_nonfinite' and summary['mean_error'] is None
-  assert [f['status'] for f in summary['folds']] == ['finished', 'stopped_nonfinite'] + [
-      'finished'] * 3
-
-
-def test_seeds_of_one_fold_in_one_program_equal_their_separate_runs(
-    trained, synthetic_data_dir, tmp_path):
-  """seeds=(0,1), fold=2, stack_runs (vmap): workdir/seed_0 and seed_1 hold what fold 2 trained
-  alone with seed 0 (from the `trained` fixture) and seed 1 gives (standard: rtol 1e-5, same
-  predictions)."""
-  config = helpers.tiny_config(synthetic_data_dir, 'fold=2,seeds=(0,1),strategy=standard')
-  config.stack_runs, config.stack_method = True, 'vmap'
-  summary = train.train_and_evaluate(config, str(tmp_path / 'both'))
-  assert summary['status'] == 'finished' and [s['seed'] for s in summary['seeds']] == [0, 1]
-  alone1 = str(tmp_path / 'seed1_alone')
-  train.train_and_evaluate(
-      helpers.tiny_config(synthetic_data_dir, 'fold=2,seed=1,strategy=standard'), alone1)
-  refs = {0: os.path.join(trained['standard', 'seq'], 'fold_2'), 1: alone1}
-  for seed, ref in refs.items():
-    a, b = helpers.results(ref), helpers.results(str(tmp_path / 'both' / f'seed_{seed}'))
-    assert b['seed'] == seed and b['fold'] == 2 and b['config']['seeds'] is None
-    assert a['predictions'] == b['predictions']
-    np.testing.assert_allclose([h['train_loss'] for h in b['history']],
-                               [h['train_loss'] for h in a['history']], rtol=1e-5)
-  assert helpers.results(alone1)['history'] != helpers.results(refs[0])['history']  # seeds differ
+  assert [s['status'] for s in summary['seeds']] == ['finished', 'stopped_nonfinite']
 
 
 @pytest.mark.parametrize('arg', ['fold=2', 'fold=2,seeds=(4,)'])
@@ -240,10 +235,10 @@ def test_folds_of_different_steps_per_epoch_are_refused_in_one_line(
     self.steps_per_epoch -= config.fold == 3  # as if fold 3's training split were smaller
 
   monkeypatch.setattr(train._Run, '__init__', init)  # pylint: disable=protected-access
-  config = config_for(synthetic_data_dir, 'standard', 'auto')
   with pytest.raises(config_checks.ConfigError) as e:
-    train.train_and_evaluate(config, str(tmp_path))
+    train.train_and_evaluate(fold_all(synthetic_data_dir, 'standard', 'auto'), str(tmp_path))
   msg = str(e.value)
   assert '\n' not in msg and msg.startswith('config.stack_runs: the folds give different steps')
   assert 'config.steps_per_epoch to at most 1' in msg
-  assert not any(os.path.exists(os.path.join(d, 'checkpoints', '0')) for d in fold_dirs(str(tmp_path)))
+  assert not any(os.path.exists(os.path.join(d, 'checkpoints')) and
+                 os.listdir(os.path.join(d, 'checkpoints')) for d in fold_dirs(str(tmp_path)))
