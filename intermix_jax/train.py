@@ -717,11 +717,12 @@ class _Fold:
 
 
 # ------------------------------------------------------------------------------------------------
-# Every fold in one program (fold='all', config.stack_runs=True)
+# Several runs in one program (fold='all' and/or seeds, config.stack_runs=True)
 # ------------------------------------------------------------------------------------------------
 def _train_together(configs: list[ml_collections.ConfigDict], workdirs: list[str]) -> list[dict]:
-  """Trains (or resumes) the runs `configs[k]` in `workdirs[k]` as ONE vmapped program; returns
-  their results dicts (each as `_train_fold` returns it, in the order given).
+  """Trains (or resumes) the runs `configs[k]` in `workdirs[k]` as ONE program (vmapped or
+  unrolled: config.stack_method); returns their results dicts (each as `_train_fold` returns it,
+  in the order given).
 
   Each run keeps what it has alone (`_Run`: its data, loader order, crops and test fold; `_Fold`:
   its checkpoints, results.json, TensorBoard, NaN policy); only the train step is shared: the
@@ -749,7 +750,7 @@ def _train_together(configs: list[ml_collections.ConfigDict], workdirs: list[str
 
 
 class _Together:
-  """The unfinished runs of `_train_together`, stepped in lockstep by one vmapped train step.
+  """The unfinished runs of `_train_together`, stepped in lockstep by one train step of K runs.
 
   They start from the newest step whose checkpoint every one of them has: the checkpoints of one
   step are written for every run before any run's old ones are rotated away (`_Fold.rotate`), so a
