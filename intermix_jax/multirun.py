@@ -238,7 +238,7 @@ def init_states(model, opt: steps.OptimizerSpec, mesh, keys: Sequence[jax.Array]
   """The K initial states `steps.state_initializer(model, opt, mesh)(key_k)`, stacked (leaves
   (K, ...)) and replicated on `mesh`: run k starts exactly where it would start alone."""
   init = steps.state_initializer(model, opt, mesh)
-  return replicate_runs(stack([jax.device_get(init(k)) for k in keys]), mesh)
+  return stack_on_mesh([init(k) for k in keys], mesh)  # on the devices: no host round trip
 
 
 # ------------------------------------------------------------------------------------------------
