@@ -157,6 +157,8 @@ def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,
 
   _check_range('seed', c.seed, lo=0, integer=True)
   _check_choice('stack_method', c.get('stack_method', 'auto'), multirun.METHODS + ('auto',))
+  if not isinstance(c.get('data_on_device', False), bool):
+    _fail(f'config.data_on_device={c.data_on_device!r} must be a bool; valid: True, False')
   if c.get('seeds') is not None:
     seeds = tuple(c.seeds)
     if not seeds or not all(_is_int(s) and s >= 0 for s in seeds) or len(set(seeds)) < len(seeds):

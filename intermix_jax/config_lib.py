@@ -83,6 +83,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.data_dir = ref(None, field_type=str)    # TFDS data dir
   c.manual_dir = ref(None, field_type=str)  # local copy, official layout
   c.skip_bad_files = False      # skip unreadable audio with a warning and a count
+  # True: the training clips (int16) live on the devices and the crops, time scale and gain are
+  # cut there from the host pipeline's own draws (data/on_device.py): bitwise the same batches
+  # without strong_augment, float32 rounding of the interpolation with it. For accelerators,
+  # where the host pipeline is the limit; refused when the clips need over half a device.
+  c.data_on_device = False
   c.num_eval_crops = 10
   c.eval_batch_size = 16        # clips per eval batch (each clip = num_eval_crops crops)
   c.shuffle_buffer_seed = ref(None, field_type=int)  # None: seed

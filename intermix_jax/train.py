@@ -347,8 +347,11 @@ class _Run:
 
     pi, pc = jax.process_index(), jax.process_count()
     prepare_data_once(config, self.model.sample_rate)
-    self.train_data = data.make_train_loader(config, self.model.sample_rate, self.model.input_length,
-                                             process_index=pi, process_count=pc)
+    # With the clips on the device, the host keeps none in memory (on_device.ClipTable reads them).
+    self.train_data = data.make_train_loader(
+        config, self.model.sample_rate, self.model.input_length, process_index=pi,
+        process_count=pc, cache_bytes=0 if config.data_on_device else data.pipeline.DEFAULT_CACHE_BYTES)
+    self._device_inputs = None
     self.eval_data = data.make_eval_loader(config, self.model.sample_rate, self.model.input_length,
                                            process_index=pi, process_count=pc)
     # Identity, clips per class, skipped files; LayoutError when a class has no training clip.
@@ -382,6 +385,17 @@ class _Run:
     """This process's rows (x (n, T) float32, y (n,) int32) -> the global batch on the mesh."""
     return parallel.host_batch_to_global({k: batch[k] for k in ('x', 'y')}, self.mesh,
                                          pairs=self.mixes)
+
+  def train_batches(self, epoch: int, start_step: int):
+    """Global batches start_step.. of `epoch` on the mesh: from the host loader, or cut on the
+    devices (config.data_on_device; data/on_device.py, the same batches)."""
+    if not self.config.data_on_device:
+      return map(self.place_train_batch, self.train_data.batches(epoch, start_step=start_step))
+    if self._device_inputs is None:
+      from intermix_jax.data import on_device
+      self._device_inputs = on_device.device_inputs([self.train_data], self.mesh,
+                                                    pairs=self.mixes, stacked=False)
+    return self._device_inputs.batches(epoch, start_step)
 
   def place_key(self, key: jax.Array) -> jax.Array:
     return parallel.replicate(key, self.mesh)
@@ -638,17 +652,16 @@ class _Fold:
     checkpoint of the partial epoch), False at the epoch's end."""
     run, cfg, spe = self.run, self.cfg, self.run.steps_per_epoch
     first = self.step - epoch * spe
-    batches = iter(run.train_data.batches(epoch, start_step=first))
+    batches = iter(run.train_batches(epoch, first))
     for i in range(first, spe):
       try:
-        host_batch = next(batches)
+        batch = next(batches)
       except StopIteration:
         raise RuntimeError(
             f'the training data of epoch {epoch} ended after {i} batches, but '
             f'steps_per_epoch={spe} (config.steps_per_epoch={cfg.steps_per_epoch}, the loader has '
             f'{run.train_data.steps_per_epoch}); lower config.steps_per_epoch') from None
-      self.state, self.metrics = run.train_step(self.state, run.place_train_batch(host_batch),
-                                                self.train_key)
+      self.state, self.metrics = run.train_step(self.state, batch, self.train_key)
       self.sums = (self.sums[0] + self.metrics['loss'], self.sums[1] + self.metrics['error'])
       self.n_in_epoch += 1
       self.step += 1
@@ -808,6 +821,11 @@ class _Together:
                                                 first.info.num_classes, mesh, method=self.method)
     self.state = multirun.stack_on_mesh([f.state for f in self.folds], mesh)
     self.keys = multirun.stack_on_mesh([f.train_key for f in self.folds], mesh)
+    self.device_inputs = None
+    if first.config.data_on_device:  # one table of every run's clips (shared rows), on the mesh
+      from intermix_jax.data import on_device
+      self.device_inputs = on_device.device_inputs([f.run.train_data for f in self.folds], mesh,
+                                                   pairs=first.mixes, stacked=True)
     for f in self.folds:
       f.state = None  # the stacked copy is the only one from here on
     self.sums = tuple(jnp.stack([f.sums[i] for f in self.folds]) for i in (0, 1))
@@ -891,20 +909,21 @@ class _Together:
     return [out[k] for k in range(len(self.all_folds))]
 
   def _train_epoch(self, epoch: int, term: _TerminationFlag) -> bool:
-    """As `_Fold._train_epoch`, for every run at once (each from its own loader)."""
+    """As `_Fold._train_epoch`, for every run at once (each from its own loader, or every run's
+    rows cut on the devices: config.data_on_device)."""
     first = self.step - epoch * self.spe
     cfg = self.first.config
-    batches = [iter(f.run.train_data.batches(epoch, start_step=first)) for f in self.folds]
+    if self.device_inputs is not None:
+      stacked = self.device_inputs.batches(epoch, first)
+    else:
+      stacked = self._host_batches(epoch, first)
     for i in range(first, self.spe):
-      host = []
-      for f, it in zip(self.folds, batches):
-        try:
-          host.append({k: v for k, v in next(it).items() if k in ('x', 'y')})
-        except StopIteration:
-          raise RuntimeError(
-              f'the training data of epoch {epoch} in {f.run.workdir} ended after {i} batches, '
-              f'but steps_per_epoch={self.spe}; lower config.steps_per_epoch') from None
-      batch = self.multirun.host_batches_to_global(host, self.mesh, pairs=self.first.mixes)
+      try:
+        batch = next(stacked)
+      except StopIteration:
+        raise RuntimeError(
+            f'the training data of epoch {epoch} ended after {i} batches, but '
+            f'steps_per_epoch={self.spe}; lower config.steps_per_epoch') from None
       self.state, self.metrics = self.train_step(self.state, batch, self.keys)
       self.sums = (self.sums[0] + self.metrics['loss'], self.sums[1] + self.metrics['error'])
       self.n_in_epoch += 1
@@ -917,6 +936,16 @@ class _Together:
         self._save()
         return True
     return False
+
+  def _host_batches(self, epoch: int, first: int):
+    """The runs' host batches first.. of `epoch`, stacked on the mesh."""
+    its = [iter(f.run.train_data.batches(epoch, start_step=first)) for f in self.folds]
+    while True:
+      try:
+        host = [{k: v for k, v in next(it).items() if k in ('x', 'y')} for it in its]
+      except StopIteration:
+        return
+      yield self.multirun.host_batches_to_global(host, self.mesh, pairs=self.first.mixes)
 
   def _log_progress(self, epoch: int) -> None:
     m = jax.device_get(self.metrics)

@@ -29,14 +29,15 @@ CHECKPOINTS_DIR = 'checkpoints'
 # Fields that may change between runs in one workdir: they do not change what is computed.
 # stack_runs, stack_method: a run continues the same training alone or stacked with others (the
 # values then differ by float32 rounding at most: multirun.py).
+# data_on_device: the same batches, cut on the host or on the device (data/on_device.py).
 MUTABLE_FIELDS = ('log_every_steps', 'data_dir', 'manual_dir', 'nan_policy', 'stack_runs',
-                  'stack_method')
+                  'stack_method', 'data_on_device')
 # Locations of a custom dataset: may change when dataset.json (checked by content) exists.
 DATA_FIELDS = ('audio_dir', 'metadata_csv')
 # Fields added to the config after workdirs were written, with the value that reproduces what such
 # a workdir was trained with: a stored config.json without the field matches this value, so older
 # workdirs still resume (and any other value is still refused).
-ADDED_FIELDS = {'model.precision': 'float32', 'seeds': None}
+ADDED_FIELDS = {'model.precision': 'float32', 'seeds': None, 'data_on_device': False}
 # Fields removed from the config: a stored config.json that still has one resumes, whatever its
 # value (model.conv_impl chose between equal computations).
 REMOVED_FIELDS = ('model.conv_impl',)

@@ -242,3 +242,63 @@ def test_folds_of_different_steps_per_epoch_are_refused_in_one_line(
   assert 'config.steps_per_epoch to at most 1' in msg
   assert not any(os.path.exists(os.path.join(d, 'checkpoints')) and
                  os.listdir(os.path.join(d, 'checkpoints')) for d in fold_dirs(str(tmp_path)))
+
+
+# --- config.data_on_device: the same batches, cut on the devices (data/on_device.py) ------------
+
+def on_device(config):
+  config.data_on_device = True
+  return config
+
+
+def test_data_on_device_trains_the_runs_bitwise_as_the_host_pipeline(trained, synthetic_data_dir,
+                                                                     tmp_path):
+  """The two InterMix seeds unrolled in one program, with their clips in one table on the device,
+  end bitwise where the host pipeline's program ended (no strong augmentation: bitwise batches,
+  tests/test_on_device.py); a single run (no stacking) too."""
+  workdir = str(tmp_path / 'stacked')
+  train.train_and_evaluate(on_device(two_seeds(synthetic_data_dir, 'intermix', 'unroll')), workdir)
+  for a_dir, b_dir in zip(seed_dirs(trained['unroll']), seed_dirs(workdir)):
+    assert_bitwise(a_dir, b_dir)
+    a, b = helpers.results(a_dir), helpers.results(b_dir)
+    assert dict(a['config'], data_on_device=True) == b['config']
+    assert without_run_facts(a) == without_run_facts(b)
+  alone = str(tmp_path / 'alone')
+  train.train_and_evaluate(on_device(helpers.tiny_config(
+      synthetic_data_dir, f'fold=1,seed={SEEDS[0]},strategy=intermix')), alone)
+  assert_bitwise(trained['alone'][0], alone)
+
+
+def test_data_on_device_resumes_bitwise(trained, synthetic_data_dir, tmp_path, monkeypatch):
+  """SIGTERM at epoch 2's first step of the stacked program cutting its crops on the device; the
+  rerun (the batch position is (epoch, step), as for the host pipeline) ends bitwise where the
+  uninterrupted host-pipeline program did."""
+  from intermix_jax.data import on_device as on_device_lib
+  real = on_device_lib.DeviceInputs.batch
+
+  def batch(self, epoch, step):
+    if (epoch, step) == (1, 0):
+      os.kill(os.getpid(), signal.SIGTERM)
+    return real(self, epoch, step)
+
+  config = on_device(two_seeds(synthetic_data_dir, 'intermix'))
+  workdir = str(tmp_path / 'run')
+  monkeypatch.setattr(on_device_lib.DeviceInputs, 'batch', batch)
+  assert train.train_and_evaluate(config, workdir)['status'] == 'preempted'
+  monkeypatch.setattr(on_device_lib.DeviceInputs, 'batch', real)
+  assert train.train_and_evaluate(config, workdir)['status'] == 'finished'
+  for a_dir, b_dir in zip(seed_dirs(trained['intermix_vmap']), seed_dirs(workdir)):
+    assert_bitwise(a_dir, b_dir)
+
+
+def test_data_on_device_refuses_clips_over_half_the_device_in_one_line(
+    synthetic_data_dir, tmp_path, monkeypatch):
+  from intermix_jax.data import on_device as on_device_lib
+  monkeypatch.setattr(on_device_lib, 'device_memory_bytes', lambda devices=None: 1 << 20)
+  with pytest.raises(config_checks.ConfigError) as e:
+    train.train_and_evaluate(on_device(helpers.tiny_config(synthetic_data_dir, 'fold=1')),
+                             str(tmp_path))
+  msg = str(e.value)
+  assert '\n' not in msg and msg.startswith('config.data_on_device=True: the 240 training clips')
+  assert msg.endswith('over half of its 1.0 MiB; set config.data_on_device=False (the host '
+                      'pipeline)')

@@ -63,15 +63,32 @@ def train_crops(clips: Sequence[np.ndarray], input_length: int, offsets_u: np.nd
   """
   t = int(input_length)
   out = np.zeros((len(clips), t), np.float32)
+  n_out, offsets, factors = crop_geometry([c.shape[0] for c in clips], t, offsets_u, scales, gains)
   for b, clip in enumerate(clips):
     scale = None if scales is None else float(scales[b])
-    n_out = scaled_length(clip.shape[0], scale)
-    padded = n_out + 2 * (t // 2)
-    offset = min(int(offsets_u[b] * (padded - t + 1)), padded - t)
-    dst0, values = _window(clip, n_out, offset, t, scale)
-    factor = (1.0 if gains is None else float(gains[b])) / INT16_SCALE
-    out[b, dst0:dst0 + values.shape[0]] = values * np.float32(factor)
+    dst0, values = _window(clip, int(n_out[b]), int(offsets[b]), t, scale)
+    out[b, dst0:dst0 + values.shape[0]] = values * factors[b]
   return out
+
+
+def crop_geometry(lengths, input_length: int, offsets_u: np.ndarray,
+                  scales: np.ndarray | None = None, gains: np.ndarray | None = None):
+  """Where each random crop lies (the rule of the module docstring, for `train_crops` and the
+  on-device crops of data/on_device.py alike).
+
+  Args: lengths: B clip lengths (samples); the rest as `train_crops`.
+  Returns:
+    n_out: int64 (B,) samples of the time-scaled clip; offsets: int64 (B,) crop offset into the
+    padded (time-scaled) clip; factors: float32 (B,) gain / 32768.
+  """
+  t = int(input_length)
+  lengths = np.asarray(lengths, np.int64)
+  n_out = lengths if scales is None else np.maximum(
+      1, (lengths * np.asarray(scales, np.float64)).astype(np.int64))
+  slack = n_out + 2 * (t // 2) - t
+  offsets = np.minimum((np.asarray(offsets_u, np.float64) * (slack + 1)).astype(np.int64), slack)
+  gains = np.ones(lengths.shape[0]) if gains is None else np.asarray(gains, np.float64)
+  return n_out, offsets, (gains / INT16_SCALE).astype(np.float32)
 
 
 def eval_offsets(n: int, input_length: int, num_crops: int) -> np.ndarray:

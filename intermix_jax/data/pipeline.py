@@ -186,11 +186,13 @@ class TrainLoader:
           del self._orders[old]
     return order
 
-  def batch(self, epoch: int, step: int) -> dict:
-    """Batch `step` of `epoch` for this process: x float32 (B_local, T), y int32 (B_local,)."""
+  def draws(self, epoch: int, step: int):
+    """What batch `step` of `epoch` is made of, for the whole global batch (a pure function of
+    (seed, epoch, step)): positions int64 (B,) clip indices, offsets_u float64 (B,), scales and
+    gains float64 (B,) or None (no strong augmentation)."""
     if not 0 <= step < self.steps_per_epoch:
       raise IndexError(f'step {step} outside 0..{self.steps_per_epoch - 1}')
-    b, p = self.batch_size, self.process_index
+    b = self.batch_size
     positions = self.epoch_order(epoch)[step * b:(step + 1) * b]
     rng = np.random.default_rng([self.seed, _AUGMENT_STREAM, _nonneg(epoch, 'epoch'), step])
     offsets_u = rng.random(b)
@@ -198,12 +200,33 @@ class TrainLoader:
     if self.strong_augment:
       scales = MAX_TIME_SCALE ** rng.uniform(-1.0, 1.0, b)
       gains = 10.0 ** (rng.uniform(-MAX_GAIN_DB, MAX_GAIN_DB, b) / 20.0)
-    rows = slice(p * self.local_batch_size, (p + 1) * self.local_batch_size)
+    return positions, offsets_u, scales, gains
+
+  def _local_rows(self) -> slice:
+    return slice(self.process_index * self.local_batch_size,
+                 (self.process_index + 1) * self.local_batch_size)
+
+  def batch(self, epoch: int, step: int) -> dict:
+    """Batch `step` of `epoch` for this process: x float32 (B_local, T), y int32 (B_local,)."""
+    positions, offsets_u, scales, gains = self.draws(epoch, step)
+    rows = self._local_rows()
     local = positions[rows]
     x = augment.train_crops(self.index.read(local), self.input_length, offsets_u[rows],
                             None if scales is None else scales[rows],
                             None if gains is None else gains[rows])
     return {'x': x, 'y': self.index.labels[local].astype(np.int32)}
+
+  def plan(self, epoch: int, step: int) -> dict:
+    """This process's rows of batch `step` of `epoch` as a crop plan (`on_device.crop_plan`):
+    the same clips and random variates as `batch`, for crops cut on the device."""
+    from intermix_jax.data import on_device  # pylint: disable=import-outside-toplevel
+    positions, offsets_u, scales, gains = self.draws(epoch, step)
+    rows = self._local_rows()
+    local = positions[rows]
+    return on_device.crop_plan(local, self.index.lengths[local], self.index.labels[local],
+                               self.input_length, offsets_u[rows],
+                               None if scales is None else scales[rows],
+                               None if gains is None else gains[rows])
 
   def global_batch(self, global_step: int) -> dict:
     """`batch(epoch, step)` for global_step = epoch * steps_per_epoch + step."""
