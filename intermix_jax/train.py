@@ -387,15 +387,19 @@ class _Run:
                                          pairs=self.mixes)
 
   def train_batches(self, epoch: int, start_step: int):
-    """Global batches start_step.. of `epoch` on the mesh: from the host loader, or cut on the
-    devices (config.data_on_device; data/on_device.py, the same batches)."""
+    """(batches start_step.. of `epoch` on the mesh, the step that takes them): the host loader's
+    batches and `train_step`, or with config.data_on_device crop plans and the step that cuts
+    the same batches from the clips on the devices (data/on_device.py)."""
     if not self.config.data_on_device:
-      return map(self.place_train_batch, self.train_data.batches(epoch, start_step=start_step))
+      return (map(self.place_train_batch, self.train_data.batches(epoch, start_step=start_step)),
+              self.train_step)
     if self._device_inputs is None:
       from intermix_jax.data import on_device
-      self._device_inputs = on_device.device_inputs([self.train_data], self.mesh,
-                                                    pairs=self.mixes, stacked=False)
-    return self._device_inputs.batches(epoch, start_step)
+      inputs = on_device.device_inputs([self.train_data], self.mesh, pairs=self.mixes,
+                                       stacked=False)
+      self._device_inputs = (inputs, inputs.fuse(self.train_step))
+    inputs, step = self._device_inputs
+    return inputs.batches(epoch, start_step), step
 
   def place_key(self, key: jax.Array) -> jax.Array:
     return parallel.replicate(key, self.mesh)
@@ -652,7 +656,8 @@ class _Fold:
     checkpoint of the partial epoch), False at the epoch's end."""
     run, cfg, spe = self.run, self.cfg, self.run.steps_per_epoch
     first = self.step - epoch * spe
-    batches = iter(run.train_batches(epoch, first))
+    batches, train_step = run.train_batches(epoch, first)
+    batches = iter(batches)
     for i in range(first, spe):
       try:
         batch = next(batches)
@@ -661,7 +666,7 @@ class _Fold:
             f'the training data of epoch {epoch} ended after {i} batches, but '
             f'steps_per_epoch={spe} (config.steps_per_epoch={cfg.steps_per_epoch}, the loader has '
             f'{run.train_data.steps_per_epoch}); lower config.steps_per_epoch') from None
-      self.state, self.metrics = run.train_step(self.state, batch, self.train_key)
+      self.state, self.metrics = train_step(self.state, batch, self.train_key)
       self.sums = (self.sums[0] + self.metrics['loss'], self.sums[1] + self.metrics['error'])
       self.n_in_epoch += 1
       self.step += 1
@@ -826,6 +831,7 @@ class _Together:
       from intermix_jax.data import on_device
       self.device_inputs = on_device.device_inputs([f.run.train_data for f in self.folds], mesh,
                                                    pairs=first.mixes, stacked=True)
+      self.train_step = self.device_inputs.fuse(self.train_step)  # crops cut inside the step
     for f in self.folds:
       f.state = None  # the stacked copy is the only one from here on
     self.sums = tuple(jnp.stack([f.sums[i] for f in self.folds]) for i in (0, 1))

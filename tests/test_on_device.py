@@ -61,8 +61,8 @@ def test_device_batches_equal_host_batches(strong, pairs):
   mesh = parallel.make_mesh()
   inputs = on_device.DeviceInputs([loader], table, mesh, pairs=pairs, stacked=False)
   for epoch in range(3):
-    for step, got in enumerate(inputs.batches(epoch)):
-      want = loader.batch(epoch, step)
+    for step in range(loader.steps_per_epoch):
+      got, want = inputs.batch(epoch, step), loader.batch(epoch, step)
       np.testing.assert_array_equal(np.asarray(got['y']), want['y'])
       x = np.asarray(got['x'])
       if not strong:
@@ -97,7 +97,8 @@ def test_stacked_runs_share_one_table_and_match_their_loaders():
   table = on_device.ClipTable.from_indexes([a, b])
   assert table.clips.shape == (36, 900)
   inputs = on_device.DeviceInputs([la, lb], table, parallel.make_mesh(), pairs=True, stacked=True)
-  for step, got in enumerate(inputs.batches(1)):
+  for step in range(inputs.steps_per_epoch):
+    got = inputs.batch(1, step)
     for k, loader in enumerate((la, lb)):
       want = loader.batch(1, step)
       np.testing.assert_array_equal(np.asarray(got['x'][k]), want['x'])

@@ -274,18 +274,18 @@ def test_data_on_device_resumes_bitwise(trained, synthetic_data_dir, tmp_path, m
   rerun (the batch position is (epoch, step), as for the host pipeline) ends bitwise where the
   uninterrupted host-pipeline program did."""
   from intermix_jax.data import on_device as on_device_lib
-  real = on_device_lib.DeviceInputs.batch
+  real = on_device_lib.DeviceInputs.plan
 
-  def batch(self, epoch, step):
+  def plan(self, epoch, step):
     if (epoch, step) == (1, 0):
       os.kill(os.getpid(), signal.SIGTERM)
     return real(self, epoch, step)
 
   config = on_device(two_seeds(synthetic_data_dir, 'intermix'))
   workdir = str(tmp_path / 'run')
-  monkeypatch.setattr(on_device_lib.DeviceInputs, 'batch', batch)
+  monkeypatch.setattr(on_device_lib.DeviceInputs, 'plan', plan)
   assert train.train_and_evaluate(config, workdir)['status'] == 'preempted'
-  monkeypatch.setattr(on_device_lib.DeviceInputs, 'batch', real)
+  monkeypatch.setattr(on_device_lib.DeviceInputs, 'plan', real)
   assert train.train_and_evaluate(config, workdir)['status'] == 'finished'
   for a_dir, b_dir in zip(seed_dirs(trained['intermix_vmap']), seed_dirs(workdir)):
     assert_bitwise(a_dir, b_dir)

@@ -33,7 +33,7 @@ fractional sum stays below 200, where float32 resolves 2e-5.
 from __future__ import annotations
 
 import functools
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -174,9 +174,11 @@ def device_memory_bytes(devices=None) -> int | None:
 class DeviceInputs:
   """The training batches of one or K runs (their TrainLoaders), cut on the device.
 
-  `batches(epoch, start_step)` yields what the host pipeline would place on the mesh
+  `batch(epoch, step)` is what the host pipeline would place on the mesh
   (`parallel.host_batch_to_global` for one run, `multirun.host_batches_to_global` for K stacked
-  runs), computed on the devices from `table` (placed replicated, once).
+  runs), computed on the devices from `table` (placed replicated, once). The trainer does not
+  call it: `batches` yields the placed plans, and `fuse(train_step)` is the train step that cuts
+  its crops itself, so the crops, the mixing and the update are ONE jitted program per step.
   """
 
   def __init__(self, loaders: Sequence, table: ClipTable, mesh, *, pairs: bool, stacked: bool):
@@ -211,8 +213,16 @@ class DeviceInputs:
     return self._cut(self.table, plan)
 
   def batches(self, epoch: int, start_step: int = 0) -> Iterator[dict]:
-    """Batches start_step..steps_per_epoch-1 of `epoch` (as `TrainLoader.batches`)."""
-    return (self.batch(epoch, s) for s in range(start_step, self.steps_per_epoch))
+    """The placed plans of steps start_step..steps_per_epoch-1 of `epoch`, for `fuse`."""
+    return (self.plan(epoch, s) for s in range(start_step, self.steps_per_epoch))
+
+  def fuse(self, train_step: Callable) -> Callable:
+    """`step(state, plan, key)`: `train_step(state, batch, key)` on the batch cut from `plan`,
+    in one jitted program (the state donated, the table an argument, never a constant)."""
+    cut = functools.partial(crops, input_length=self.input_length)
+    fused = jax.jit(lambda state, table, plan, key: train_step(state, cut(table, plan), key),
+                    donate_argnums=0)
+    return lambda state, plan, key: fused(state, self.table, plan, key)
 
 
 def device_inputs(loaders: Sequence, mesh, *, pairs: bool, stacked: bool) -> DeviceInputs:
@@ -225,8 +235,8 @@ def device_inputs(loaders: Sequence, mesh, *, pairs: bool, stacked: bool) -> Dev
         f'config.data_on_device=True: the {table.clips.shape[0]} training clips take '
         f'{_size(table.nbytes)} as int16 on every device, over half of its {_size(limit)}; set '
         'config.data_on_device=False (the host pipeline)')
+  return DeviceInputs(loaders, table, mesh, pairs=pairs, stacked=stacked)
 
 
 def _size(nbytes: int) -> str:
   return f'{nbytes / 2**30:.2f} GiB' if nbytes >= 2**30 else f'{nbytes / 2**20:.1f} MiB'
-  return DeviceInputs(loaders, table, mesh, pairs=pairs, stacked=stacked)
