@@ -361,6 +361,28 @@ def _eight_device_child():
   got, gm = multi_runs(model, 'intermix', opt, mesh8, 2, batches=batches, method='unroll')
   out['unroll_rel'] = rel(got, want)
   out['unroll_loss'] = [np.asarray(m['loss']).tolist() for m in (gm[-1], wm[-1])]
+  # data_on_device: K runs' crops cut on 8 devices (one shared table) == the host batches placed,
+  # and the step that cuts them itself == the step on the placed host batches.
+  from intermix_jax.data import on_device
+  from test_on_device import _loader, _noise_index
+  index = _noise_index([[0, 1, 2] * 16], [30, 64, 65, 200])
+  loaders = [_loader(index, strong=False, pairs=True, t=64, batch=16, seed=k) for k in range(K)]
+  inputs = on_device.device_inputs(loaders, mesh8, pairs=True, stacked=True)
+  step = multirun.multi_train_step(model, mixing.get_strategy('intermix'), opt, NUM_CLASSES, mesh8)
+  keys = multirun.replicate_runs(multirun.stack(train_keys()), mesh8)
+  host_states = dev_states = multirun.init_states(model, opt, mesh8, init_keys())
+  dev_states = jax.tree.map(jnp.copy, dev_states)
+  fused, same = inputs.fuse(step), True
+  for i in range(2):
+    host = multirun.host_batches_to_global([l.batch(0, i) for l in loaders], mesh8, pairs=True)
+    got = inputs.batch(0, i)
+    same &= all(np.array_equal(np.asarray(got[k]), np.asarray(host[k])) for k in ('x', 'y'))
+    out['device_data_shards'] = sorted({tuple(s.data.shape) for s in got['x'].addressable_shards})
+    host_states, _ = step(host_states, host, keys)
+    dev_states, _ = fused(dev_states, inputs.plan(0, i), keys)
+  out['device_data_equal'] = bool(same)
+  out['device_data_rel'] = rel(multirun.unstack(jax.device_get(dev_states), K),
+                               multirun.unstack(jax.device_get(host_states), K))
   print('RESULT ' + json.dumps(out))
 
 
@@ -393,6 +415,15 @@ def test_eight_devices_multi_run_step(eight):
   # unroll: the same, to standard's tolerance (observed equal).
   assert eight['unroll_rel'] <= RTOL_STATE['standard'], eight
   np.testing.assert_allclose(*eight['unroll_loss'], rtol=1e-6)
+
+
+def test_eight_devices_data_on_device(eight):
+  """K runs' crops cut on 8 devices from one table: bitwise the host batches, sharded as they
+  are (each device its 2 rows of every run); the step that cuts them itself ends where the step
+  on the host batches does (observed bitwise; asserted to standard's tolerance)."""
+  assert eight['device_data_equal']
+  assert eight['device_data_shards'] == [[K, 2, 64]]
+  assert eight['device_data_rel'] <= RTOL_STATE['standard'], eight
 
 
 if __name__ == '__main__' and '--eight-devices' in sys.argv:

@@ -14,7 +14,7 @@ import pytest
 from intermix_jax import parallel
 from intermix_jax.data import on_device
 from intermix_jax.data import pipeline
-from tests.test_data_pipeline import ListSource
+from test_data_pipeline import ListSource
 
 
 def _noise_index(labels_per_source, lengths, seed=0, prefix='clip'):
