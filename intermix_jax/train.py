@@ -407,7 +407,12 @@ class _Run:
   def evaluate(self, state: steps.TrainState) -> dict:
     """10-crop error on the test fold: dict(error: float (%), num_correct: int, count: int,
     preds: N ints, labels: N ints), entry i for clip i of `eval_data.filenames`."""
-    ev = trained.evaluate_clips(self.eval_step, state, self.eval_data, self.mesh)
+    return self.eval_summary(trained.evaluate_clips(self.eval_step, state, self.eval_data,
+                                                    self.mesh))
+
+  @staticmethod
+  def eval_summary(ev: dict) -> dict:
+    """`trained.evaluate_clips`' result -> what `evaluate` returns."""
     return dict(error=float(ev['error']), num_correct=int(ev['num_correct']), count=ev['count'],
                 preds=ev['pred'].tolist(), labels=ev['labels'].tolist())
 
@@ -475,6 +480,7 @@ class _Fold:
     init_key, train_key = jax.random.split(jax.random.key(cfg.seed))
     self.meta = _empty_meta(train_key)
     self.rotate = True  # False: the caller rotates the checkpoints (runs saved together)
+    self.given_eval = None  # an evaluation of the current state made by the caller (_Together)
     restored = store.restore(run.abstract_state(), at_most=at_most)
     if restored is None:
       if store.rejected:
@@ -720,7 +726,7 @@ class _Fold:
   def evaluate(self, epoch: int, report: bool = True) -> dict:
     """Evaluates the current state as that of `epoch` (meta['last_eval']); `report`: log the
     error and write it to TensorBoard."""
-    ev = self.run.evaluate(self.state)
+    ev, self.given_eval = self.given_eval or self.run.evaluate(self.state), None
     self.meta['last_eval'] = dict(ev, epoch=epoch)
     if report and self.run.is_main:
       logging.info('epoch %d/%d: test error %.2f%% (%d/%d clips, %d crops each)', epoch,
@@ -824,6 +830,7 @@ class _Together:
     self.method = multirun.resolve_method(first.config.stack_method, mesh)
     self.train_step = multirun.multi_train_step(first.model, first.strategy, first.opt,
                                                 first.info.num_classes, mesh, method=self.method)
+    self.eval_step = multirun.multi_eval_step(first.model, mesh)
     self.state = multirun.stack_on_mesh([f.state for f in self.folds], mesh)
     self.keys = multirun.stack_on_mesh([f.train_key for f in self.folds], mesh)
     self.device_inputs = None
@@ -974,8 +981,18 @@ class _Together:
     loss, err = jax.device_get(self.sums)
     lr = np.asarray(jax.device_get(self.metrics['lr']))
 
+    evals = None
+    cfg = self.first.config
+    if self.method == 'vmap' and ((epoch + 1) % cfg.eval_every_epochs == 0
+                                  or epoch + 1 == self.first.num_epochs):
+      # Every run's test fold through one vmapped eval step (under 'unroll', as alone: below).
+      evals = trained.evaluate_runs(self.eval_step, self.state,
+                                    [f.run.eval_data for f in self.folds], self.mesh)
+
     def end(k, f):
       f.sums, f.n_in_epoch, f.metrics = (loss[k], err[k]), self.n_in_epoch, dict(lr=lr[k])
+      if evals is not None:
+        f.given_eval = _Run.eval_summary(evals[k])
       f._end_epoch(epoch, term)  # pylint: disable=protected-access
 
     self._each(end, state=True)

@@ -211,7 +211,50 @@ def evaluate_clips(eval_step: Callable, state: Any, loader: Any,
     out = eval_step(state, {k: batch[k] for k in ('x', 'y', 'mask')})
     outs.append(dict({k: out[k] for k in per_clip + totals}, y=batch['y'], index=batch['index']))
   host = parallel.global_to_host(outs)  # one transfer at the end: the steps run back to back
-  n = loader.num_examples
+  return _collect(host, loader.num_examples, per_clip, totals)
+
+
+def evaluate_runs(eval_step: Callable, states: Any, loaders: Sequence, mesh: jax.sharding.Mesh,
+                  *, per_clip: Sequence[str] = ('pred',),
+                  totals: Sequence[str] = ('num_correct', 'count')) -> list[dict]:
+  """`evaluate_clips` of K runs at once: run k's state (slice k of `states`) on its own loader.
+
+  The K loaders' batches go through `eval_step` together, stacked on a run axis
+  (multirun.host_batches_to_global); a run whose test fold has fewer batches gets fully masked
+  ones. Every loader must have the same rows per batch.
+
+  Args:
+    eval_step: `fn(states, batches) -> dict` (multirun.multi_eval_step(model, mesh)): outputs
+      with a leading run axis K.
+    states: the K runs' states stacked on axis 0 (replicated on `mesh`).
+    loaders: K eval loaders (data.EvalLoader, or alike), run k's test fold.
+    mesh, per_clip, totals: as `evaluate_clips`.
+  Returns:
+    K dicts, each what `evaluate_clips` returns for that run alone.
+  """
+  from intermix_jax import multirun  # pylint: disable=import-outside-toplevel
+  per_clip, totals = tuple(per_clip), tuple(totals)
+  keys = ('x', 'y', 'mask', 'index')
+  iters = [iter(loader.batches()) for loader in loaders]
+  outs = []
+  while True:
+    got = [next(it, None) for it in iters]
+    if all(b is None for b in got):
+      break
+    like = next(b for b in got if b is not None)
+    empty = dict({k: np.zeros_like(like[k]) for k in ('x', 'y')},
+                 mask=np.zeros_like(like['mask']), index=np.full_like(like['index'], -1))
+    batch = multirun.host_batches_to_global(
+        [{k: (b if b is not None else empty)[k] for k in keys} for b in got], mesh)
+    out = eval_step(states, {k: batch[k] for k in ('x', 'y', 'mask')})
+    outs.append(dict({k: out[k] for k in per_clip + totals}, y=batch['y'], index=batch['index']))
+  host = parallel.global_to_host(outs)
+  return [_collect([{name: o[name][k] for name in o} for o in host], loader.num_examples,
+                   per_clip, totals) for k, loader in enumerate(loaders)]
+
+
+def _collect(host: list, n: int, per_clip: tuple, totals: tuple) -> dict:
+  """Per-batch outputs on the host -> `evaluate_clips`' result (clip order, totals, error)."""
   result = {k: _total([o[k] for o in host]) for k in totals}
   count = int(result['count'])
   if count != n:

@@ -223,6 +223,34 @@ def test_multi_eval_step_equals_separate_eval_steps():
   np.testing.assert_array_equal(got['count'], [b - k for k in range(K)])
 
 
+def test_evaluate_runs_equals_each_run_evaluated_alone():
+  """trained.evaluate_runs (the vmapped eval of stacked runs) on test folds of 7, 11 and 3 clips
+  (batches of 4: 2, 3 and 1 batches; the shorter folds get fully masked batches) == each run's
+  trained.evaluate_clips: the same predictions, labels, totals and error, in clip order."""
+  from intermix_jax import trained
+  from intermix_jax.data import pipeline
+  from test_on_device import _noise_index
+  model, opt, mesh = TinyNet(), opt_spec(), parallel.make_mesh(1)
+  states = multirun.init_states(model, opt, mesh, init_keys())
+  keys = multirun.replicate_runs(multirun.stack(train_keys()), mesh)
+  step = multirun.multi_train_step(model, mixing.get_strategy('standard'), opt, NUM_CLASSES, mesh)
+  states, _ = step(states, multirun.host_batches_to_global(run_batches(0), mesh, pairs=True), keys)
+  loaders = [pipeline.EvalLoader(
+      _noise_index([[(i + k) % NUM_CLASSES for i in range(n)]], [40, 64, 90], seed=k),
+      input_length=model.input_length, batch_size=4, num_crops=2, num_threads=0)
+      for k, n in enumerate((7, 11, 3))]
+  got = trained.evaluate_runs(multirun.multi_eval_step(model, mesh), states, loaders, mesh,
+                              per_clip=('pred', 'probs'))
+  one = steps.mesh_eval_step(model, mesh)
+  for k, (state, loader) in enumerate(zip(multirun.unstack(jax.device_get(states), K), loaders)):
+    want = trained.evaluate_clips(one, parallel.replicate(state, mesh), loader, mesh,
+                                  per_clip=('pred', 'probs'))
+    assert got[k]['count'] == loader.num_examples == want['count']
+    for name in ('pred', 'labels', 'num_correct', 'error'):
+      np.testing.assert_array_equal(got[k][name], want[name], err_msg=name)
+    np.testing.assert_allclose(got[k]['probs'], want['probs'], rtol=1e-6, atol=1e-7)
+
+
 # ------------------------------------------------------------------------------------------------
 # 3. A NaN stays in its run
 # ------------------------------------------------------------------------------------------------
