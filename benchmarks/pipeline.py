@@ -12,6 +12,11 @@ over the split), and the evaluation loader's clips/s (10 crops each). Then the c
 the train step the trainer runs (EnvNet-v2, InterMix, width 1.0, jitted, after compilation) and
 the ratio: the pipeline never starves the step when the ratio is >> 1. Real ESC-10 comes from
 --manual_dir (official ESC-50 layout) and is prepared once into --data_dir.
+
+`--device_runs 1,5` adds config.data_on_device (data/on_device.py): for 1 run (fold 1) and for
+the 5 folds stacked (one shared table of the clips), the table's build time and size, and
+examples/s of all runs' batches cut on the device (`DeviceInputs.batch`: the host draws the
+plan, the device gathers, interpolates and scales; each batch waited for), over whole epochs.
 """
 from __future__ import annotations
 
@@ -80,6 +85,43 @@ def pipeline_rows(args):
   return rows, eval_rate
 
 
+def device_rows(args):
+  """config.data_on_device: table build and the batches of K runs cut on the device."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from intermix_jax import parallel  # pylint: disable=g-import-not-at-top
+  from intermix_jax.data import on_device  # pylint: disable=g-import-not-at-top
+  rows, mesh = [], parallel.make_mesh()
+  for strong in (False, True):
+    for k in args.device_runs:
+      loaders = []
+      for fold in range(1, k + 1):
+        c = config(args, strong)
+        c.fold = fold
+        loaders.append(data.make_train_loader(c, 44100, args.input_length, num_threads=0,
+                                              cache_bytes=0))
+      start = time.perf_counter()
+      inputs = on_device.device_inputs(loaders, mesh, pairs=args.strategy != 'standard',
+                                       stacked=k > 1)
+      jax.block_until_ready(inputs.table)
+      build = time.perf_counter() - start
+      jax.block_until_ready(inputs.batch(0, 0))  # compile
+      rates = []
+      for epoch in range(args.epochs):
+        start = time.perf_counter()
+        n = 0
+        for step in range(inputs.steps_per_epoch):
+          jax.block_until_ready(inputs.batch(epoch, step))
+          n += k * args.batch
+        rates.append(n / (time.perf_counter() - start))
+      rows.append(dict(strong=strong, runs=k, build=build, mib=inputs.table.nbytes / 2**20,
+                       rate=statistics.median(rates)))
+      print(f'  data_on_device strong_augment={strong!s:5} runs={k}: '
+            f'{statistics.median(rates):8.0f} ex/s of all runs (epochs: '
+            f'{", ".join(f"{r:.0f}" for r in rates)}), table {rows[-1]["mib"]:.0f} MiB built in '
+            f'{build:.2f} s', flush=True)
+  return rows
+
+
 def step_rate(args):
   """Examples/s of the jitted EnvNet-v2 InterMix train step at batch args.step_batch."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -120,8 +162,11 @@ def main(argv=None):
   p.add_argument('--no_step', action='store_true', help='skip the train-step measurement')
   p.add_argument('--step_batch', type=int, default=16)
   p.add_argument('--step_repeats', type=int, default=3)
+  p.add_argument('--device_runs', default='',
+                 help='comma-separated run counts for config.data_on_device rows (e.g. 1,5)')
   args = p.parse_args(argv)
   args.threads = [int(t) for t in args.threads.split(',')]
+  args.device_runs = [int(k) for k in args.device_runs.split(',') if k]
 
   print(machine_state())
   print('command: ' + ' '.join([os.path.relpath(sys.executable, REPO)] + sys.argv))
@@ -142,6 +187,16 @@ def main(argv=None):
   for r in rows:
     print(f'| {r["strong"]} | {r["cache"]} | {r["threads"]} | {r["rate"]:.0f} | '
           f'{r["build"]:.2f} |')
+  if args.device_runs:
+    print()
+    print('config.data_on_device (batches cut on the device, each waited for):')
+    dev = device_rows(args)
+    print()
+    print('| strong augment | runs | ex/s of all runs | table (MiB) | table build (s) |')
+    print('|---|---|---|---|---|')
+    for r in dev:
+      print(f'| {r["strong"]} | {r["runs"]} | {r["rate"]:.0f} | {r["mib"]:.0f} | '
+            f'{r["build"]:.2f} |')
   if not args.no_step:
     rate, seconds, compile_s = step_rate(args)
     slowest = min(r['rate'] for r in rows)

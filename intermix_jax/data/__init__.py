@@ -9,6 +9,10 @@
     for batch in test.batches():   # x float32 (b, num_eval_crops, T), y int32 (b,), mask bool (b,), index int32 (b,) (-1 on padding rows)
       ...
 
+With config.data_on_device the trainer cuts the same training batches on the devices instead
+(`data.on_device`: the clips as one int16 table on the mesh, a crop plan per step from
+`TrainLoader.plan`).
+
 Config fields read: dataset (a name of `DATASETS`, the catalog's: data/catalog.py), fold
 (test fold, 1-based; the other folds train), data_dir, manual_dir, skip_bad_files, batch_size,
 eval_batch_size, num_eval_crops, seed (shuffle_buffer_seed, when set, replaces it for the data),
@@ -35,6 +39,7 @@ from intermix_jax.data.catalog import prepare_builder
 from intermix_jax.data.custom import CustomAudio
 from intermix_jax.data.esc50 import Esc50
 from intermix_jax.data.layouts import LayoutError
+from intermix_jax.data import on_device
 from intermix_jax.data import pipeline
 from intermix_jax.data.pipeline import ClipIndex
 from intermix_jax.data.pipeline import EvalLoader
