@@ -534,6 +534,15 @@ def cmd_report(args) -> int:
         'of one run alone):')
     say('')
     say(multirun.table(multi))
+  row = _read_jsonl(os.path.join(args.out, 'row.jsonl'))
+  if row:
+    import table_row  # pylint: disable=g-import-not-at-top  (benchmarks/table_row.py)
+    say('')
+    say('A row of table 1 (benchmarks/table_row.py: each strategy\'s five folds in one program, '
+        'stack_runs + data_on_device; SIGTERM at the end of each strategy\'s share of the time '
+        'box; steps/s after the first logged step):')
+    say('')
+    say(table_row.table(row))
   text = '\n'.join(lines) + '\n'
   print(text)
   with open(os.path.join(args.out, 'accelerator_check.md'), 'w') as f:

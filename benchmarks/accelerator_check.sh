@@ -23,6 +23,10 @@
 #   multirun  examples/s of K = 1, 2, 5, 10, 20 runs in one vmapped step (fold=all with
 #             config.stack_runs) against one run alone, PiczakCNN and EnvNet-v2 at batch 64
 #             (benchmarks/multirun.py)
+#   row       NOT in the default STAGES (a window of its own: STAGES="deps row"): the EnvNet-v2
+#             ESC-10 row of table 1, 4 strategies x 5 folds, each strategy's folds in one program
+#             with the clips on the device (benchmarks/table_row.py; needs .esc10_ogg/, made here
+#             by `python benchmarks/table_row.py pack` and carried to the machine)
 #   report    one report, printed and written to OUT_DIR/accelerator_check.md
 # Everything measured lands in OUT_DIR as it is measured (JSON lines, logs/<stage>.log); the
 # synthetic data, the pip target and the demo workdir live in $SCRATCH (default
@@ -43,7 +47,8 @@ mkdir -p "$scratch"
 if [[ -n "${PYTHON:-}" ]]; then py="$PYTHON"
 elif [[ -x "$root/.venv/bin/python" ]]; then py="$root/.venv/bin/python"
 else py=python3; fi
-rm -f "$out"/stages.tsv "$out"/steps.jsonl "$out"/pipeline.jsonl "$out"/demo.jsonl "$out"/multirun.jsonl
+rm -f "$out"/stages.tsv "$out"/steps.jsonl "$out"/pipeline.jsonl "$out"/demo.jsonl "$out"/multirun.jsonl \
+  "$out"/row.jsonl
 
 if [[ $mode == cpu ]]; then
   export JAX_PLATFORMS=cpu
@@ -55,7 +60,8 @@ if [[ $mode == cpu ]]; then
   tests=(tests/test_precision.py -k "validated or variables")
   multi_args=(--backbones piczakcnn --strategies intermix --ks 1,2 --batch 4 --fc_units 32
               --methods vmap --repeats 2)
-  t_tests=120; t_step=150; t_pipe=150; t_demo=300; t_multi=200
+  row_args=(--cpu --strategies standard)
+  t_tests=120; t_step=150; t_pipe=150; t_demo=300; t_multi=200; t_row=300
 else
   backbones=(envnetv2 envnet m18 soundnet5 piczakcnn)
   strategies=(intermix standard)
@@ -65,7 +71,8 @@ else
   tests=(tests/test_mixing.py tests/test_steps.py tests/test_precision.py)
   multi_args=(--backbones piczakcnn,envnetv2 --strategies intermix --ks 1,2,5,10,20 --batch 64
               --width 1 --fc_units 0 --repeats 10 --methods vmap)
-  t_tests=60; t_step=40; t_pipe=60; t_demo=90; t_multi=110
+  row_args=()
+  t_tests=60; t_step=40; t_pipe=60; t_demo=90; t_multi=110; t_row=560
 fi
 if [[ -n "${BACKBONES:-}" ]]; then read -r -a backbones <<< "${BACKBONES//,/ }"; fi
 stages=" ${STAGES:-deps tests steps pipeline demo multirun} "
@@ -126,6 +133,9 @@ want demo && stage demo "$t_demo" "$py" benchmarks/accelerator_check.py demo --o
 
 want multirun && stage multirun "$t_multi" "$py" benchmarks/multirun.py \
   --out "$out/multirun.jsonl" "${multi_args[@]}"
+
+want row && stage row "$t_row" "$py" benchmarks/table_row.py run --out "$out" \
+  --scratch "$scratch" --budget_s $((t_row - 30)) "${row_args[@]}"
 
 "$py" benchmarks/accelerator_check.py report --out "$out"
 failed=$(awk -F'\t' '$2 != 0' "$out/stages.tsv" | wc -l)
