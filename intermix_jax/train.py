@@ -348,9 +348,10 @@ class _Run:
     pi, pc = jax.process_index(), jax.process_count()
     prepare_data_once(config, self.model.sample_rate)
     # With the clips on the device, the host keeps none in memory (on_device.ClipTable reads them).
+    cache = 0 if config.data_on_device else data.pipeline.DEFAULT_CACHE_BYTES
     self.train_data = data.make_train_loader(
         config, self.model.sample_rate, self.model.input_length, process_index=pi,
-        process_count=pc, cache_bytes=0 if config.data_on_device else data.pipeline.DEFAULT_CACHE_BYTES)
+        process_count=pc, cache_bytes=cache)
     self._device_inputs = None
     self.eval_data = data.make_eval_loader(config, self.model.sample_rate, self.model.input_length,
                                            process_index=pi, process_count=pc)
