@@ -65,6 +65,38 @@ def evaluate(model, params, batch_stats, loader, mesh):
               preds=ev['pred'].tolist(), labels=ev['labels'].tolist(), gathered_index=gathered)
 
 
+def stacked_runs(config, model, params, batch_stats, mesh, pairs, test):
+  """Two runs stacked across the processes (test folds 1 and 2): their crops cut on the devices
+  from one table (data_on_device) against their placed host batches, and their vmapped
+  evaluation (trained.evaluate_runs; the trained net as both runs' state) against each run
+  evaluated alone. Returns dict(crops_equal, eval_equal, eval_counts)."""
+  import copy  # pylint: disable=g-import-not-at-top
+  from intermix_jax import multirun  # pylint: disable=g-import-not-at-top
+  from intermix_jax.data import on_device  # pylint: disable=g-import-not-at-top
+  pi, pc = jax.process_index(), jax.process_count()
+  configs = [config, copy.deepcopy(config)]
+  configs[1].fold = 2
+  loaders = [data.make_train_loader(c, 16000, C.T, process_index=pi, process_count=pc,
+                                    num_threads=0) for c in configs]
+  inputs = on_device.device_inputs(loaders, mesh, pairs=pairs, stacked=True)
+  crops_equal = True
+  for step in range(2):
+    dev = parallel.global_to_host(inputs.batch(0, step))
+    host = parallel.global_to_host(multirun.host_batches_to_global(
+        [{k: l.batch(0, step)[k] for k in ('x', 'y')} for l in loaders], mesh, pairs=pairs))
+    crops_equal &= all(np.array_equal(dev[k], host[k]) for k in ('x', 'y'))
+  tests = [test, data.make_eval_loader(configs[1], 16000, C.T, process_index=pi, process_count=pc,
+                                       num_threads=0)]
+  states = parallel.replicate(multirun.stack([EvalState(params, batch_stats)] * 2), mesh)
+  together = trained.evaluate_runs(multirun.multi_eval_step(model, mesh), states, tests, mesh)
+  alone = [evaluate(model, params, batch_stats, t, mesh) for t in tests]
+  eval_equal = all(t['pred'].tolist() == a['preds'] and t['labels'].tolist() == a['labels']
+                   and int(t['num_correct']) == a['num_correct']
+                   for t, a in zip(together, alone))
+  return dict(crops_equal=bool(crops_equal), eval_equal=bool(eval_equal),
+              eval_counts=[int(t['count']) for t in together])
+
+
 def main(out_path, data_dir, global_batch):
   config = C.synthetic_config(data_dir, global_batch)
   prepare_calls = []  # per data.prepare call: was the dataset already prepared?
@@ -107,12 +139,13 @@ def main(out_path, data_dir, global_batch):
                                process_count=jax.process_count(), num_threads=0)
   meshes = dict(process_major=mesh, interleaved=interleaved_mesh())
   evals = {name: evaluate(model, params, batch_stats, test, m) for name, m in meshes.items()}
+  stacked = stacked_runs(config, model, params, batch_stats, mesh, strategy.mixes, test)
   info = dict(process_index=jax.process_index(), process_count=jax.process_count(),
               device_count=jax.device_count(), local_device_count=jax.local_device_count(),
               is_main=distributed.is_main_process(), losses=losses,
               num_examples=loader.num_examples, steps_per_epoch=loader.steps_per_epoch,
               num_classes=model.num_classes, prepare_calls=prepare_calls,
-              eval_filenames=test.filenames, evals=evals,
+              eval_filenames=test.filenames, evals=evals, stacked=stacked,
               mesh_processes={n: [d.process_index for d in m.devices.flat]
                               for n, m in meshes.items()})
   np.savez(out_path, ids=np.stack(read), x=np.stack(xs), y=np.stack(ys), info=json.dumps(info),

@@ -179,6 +179,17 @@ def _unflatten(run, prefix, like):
       lambda p, _: run[prefix + jax.tree_util.keystr(p)], like)
 
 
+def test_stacked_runs_across_processes(runs):
+  """Two runs stacked over the two processes' mesh: the crops cut on the devices
+  (config.data_on_device) are bitwise the placed host batches, and the vmapped evaluation of
+  both runs (trained.evaluate_runs) gives each run's predictions and labels as evaluated alone."""
+  for info in (json.loads(str(r['info'])) for r in runs):
+    stacked = info['stacked']
+    assert stacked['crops_equal'] and stacked['eval_equal'], stacked
+    assert stacked['eval_counts'][0] == len(info['eval_filenames'])
+    assert min(stacked['eval_counts']) > 0
+
+
 def test_evaluation_equals_a_one_device_evaluation(runs, mp_data_dir):
   """Predictions in the right places: clip i's prediction is what 1 device predicts for clip i."""
   info = json.loads(str(runs[0]['info']))
