@@ -16,6 +16,12 @@ run" = that rate over the one-run step's. Memory: the compiled step's arguments 
 temporaries (XLA's memory analysis). Optimiser and schedule: the paper's (Nesterov 0.9, L2 5e-4,
 LR 0.01 decayed at 0.5 / 0.75 of 1200 epochs). Strategy options at their defaults.
 
+`--data device` measures the whole path of config.data_on_device instead: 400 synthetic 5 s int16
+clips (white noise) in one table on the device, each run's TrainLoader (its own seed, strong
+augmentation, pairs for mixing) drawing a crop plan on the host every step, the crops cut inside
+the step (`on_device.DeviceInputs.fuse`); a new plan per timed step, so the host's share counts.
+XLA memory is not reported there.
+
 Defaults are sized for this project's 2-core CPU (PiczakCNN and EnvNet at width 0.25, fc 64,
 batch 16): a full-width K=20 step there would take minutes and tens of GiB. benchmarks/README.md
 has the measured tables, with machine, command and load.
@@ -23,6 +29,7 @@ has the measured tables, with machine, command and load.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -74,10 +81,51 @@ def _time(compiled, state, data, key, repeats):
   return seconds, bool(np.isfinite(loss).all())
 
 
+class _Clips:
+  """A tfds-like source of `n` white-noise int16 clips (labels i % num_classes)."""
+
+  def __init__(self, n, length, num_classes):
+    self.n, self.length, self.num_classes = n, length, num_classes
+
+  def __len__(self):
+    return self.n
+
+  def __getitems__(self, keys):
+    return [dict(audio=np.random.default_rng(i).integers(-3000, 3000, self.length, np.int16),
+                 label=i % self.num_classes, filename=f'clip{i:05d}') for i in keys]
+
+
+def _device_data(model, strategy, step, k, batch, num_classes, mesh):
+  """(fused step, iterator of placed plans): config.data_on_device for k runs (None: one)."""
+  from intermix_jax.data import on_device, pipeline  # pylint: disable=g-import-not-at-top
+  index = pipeline.ClipIndex([_Clips(400, 5 * model.sample_rate, num_classes)])
+  loaders = [pipeline.TrainLoader(index, input_length=model.input_length, batch_size=batch,
+                                  seed=s, pairs=strategy.mixes, strong_augment=True,
+                                  num_threads=0) for s in range(k or 1)]
+  inputs = on_device.device_inputs(loaders, mesh, pairs=strategy.mixes, stacked=k is not None)
+  plans = (inputs.plan(e, s) for e in itertools.count() for s in range(inputs.steps_per_epoch))
+  return inputs.fuse(step), plans
+
+
+def _time_device(fused, state, plans, key, repeats):
+  start = time.perf_counter()
+  for _ in range(2):
+    state, metrics = fused(state, next(plans), key)
+  jax.block_until_ready((state, metrics))
+  compile_s = time.perf_counter() - start
+  start = time.perf_counter()
+  for _ in range(repeats):
+    state, metrics = fused(state, next(plans), key)
+  jax.block_until_ready((state, metrics))
+  seconds = (time.perf_counter() - start) / repeats
+  return compile_s, seconds, bool(np.isfinite(np.asarray(jax.device_get(metrics['loss']))).all())
+
+
 def bench(backbone: str, strategy_name: str, k: int | None, *, batch: int, repeats: int,
           width: float, fc_units: int | None, precision: str = 'float32',
-          num_classes: int = 50, method: str = 'vmap') -> dict:
-  """One row: the one-run step (k None) or the K-run step; step seconds, examples/s, memory."""
+          num_classes: int = 50, method: str = 'vmap', data_mode: str = 'batch') -> dict:
+  """One row: the one-run step (k None) or the K-run step; step seconds, examples/s, memory
+  (`data_mode` 'device': the data_on_device path, module docstring)."""
   model, strategy = _model_and_strategy(backbone, strategy_name, width, fc_units, precision,
                                         num_classes)
   opt = steps.OptimizerSpec(lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4,
@@ -99,10 +147,15 @@ def bench(backbone: str, strategy_name: str, k: int | None, *, batch: int, repea
     state = multirun.init_states(model, opt, mesh, list(jax.random.split(jax.random.key(1), k)))
     data = multirun.host_batches_to_global(dict(x=x, y=y), mesh, pairs=strategy.mixes)
     key = multirun.replicate_runs(jax.random.split(jax.random.key(0), k), mesh)
-  compiled = step.lower(state, data, key).compile()
-  compile_s = time.perf_counter() - start
-  seconds, finite = _time(compiled, state, data, key, repeats)
-  plan = _plan_bytes(compiled)
+  if data_mode == 'device':
+    compiled = plan = None
+    fused, plans = _device_data(model, strategy, step, k, batch, num_classes, mesh)
+    compile_s, seconds, finite = _time_device(fused, state, plans, key, repeats)
+  else:
+    compiled = step.lower(state, data, key).compile()
+    compile_s = time.perf_counter() - start
+    seconds, finite = _time(compiled, state, data, key, repeats)
+    plan = _plan_bytes(compiled)
   # One process measures dozens of programs: drop each before the next (XLA's CPU backend ran out
   # of memory for code at the 23rd otherwise).
   del compiled, step, state, data
@@ -111,21 +164,24 @@ def bench(backbone: str, strategy_name: str, k: int | None, *, batch: int, repea
   jax.clear_caches()
   return dict(backbone=backbone, strategy=strategy_name, runs=k,
               method=None if k is None else method, batch=batch, width=width,
-              fc_units=fc_units, precision=precision, compile_s=compile_s, step_s=seconds,
+              fc_units=fc_units, precision=precision, data=data_mode, compile_s=compile_s,
+              step_s=seconds,
               examples_per_s=runs * batch / seconds, xla_bytes=plan,
               finite=finite, repeats=repeats, device=jax.local_devices()[0].device_kind,
               backend=jax.default_backend(), load=machine.load())
 
 
 def table(rows: list[dict]) -> str:
-  lines = ['| backbone | strategy | method | runs | step ms | examples/s | x one run | compile s '
-           '| XLA MiB |', '|---|---|---|---|---|---|---|---|---|']
-  one = {(r['backbone'], r['strategy']): r['examples_per_s'] for r in rows if r['runs'] is None}
+  lines = ['| backbone | strategy | data | method | runs | step ms | examples/s | x one run | '
+           'compile s | XLA MiB |', '|---|---|---|---|---|---|---|---|---|---|']
+  one = {(r['backbone'], r['strategy'], r.get('data', 'batch')): r['examples_per_s']
+         for r in rows if r['runs'] is None}
   for r in rows:
-    base = one.get((r['backbone'], r['strategy']))
+    base = one.get((r['backbone'], r['strategy'], r.get('data', 'batch')))
     ratio = '' if base is None else f'{r["examples_per_s"] / base:.2f}'
     mib = '' if r['xla_bytes'] is None else f'{r["xla_bytes"] / 2**20:.0f}'
-    lines.append(f'| {r["backbone"]} | {r["strategy"]} | {r.get("method") or "-"} | '
+    lines.append(f'| {r["backbone"]} | {r["strategy"]} | {r.get("data", "batch")} | '
+                 f'{r.get("method") or "-"} | '
                  f'{"one run alone" if r["runs"] is None else r["runs"]} | {1e3 * r["step_s"]:.1f} | '
                  f'{r["examples_per_s"]:.0f} | {ratio} | {r["compile_s"]:.1f} | {mib} |')
   return '\n'.join(lines)
@@ -143,11 +199,14 @@ def main(argv=None) -> int:
   p.add_argument('--precision', default='float32', choices=('float32', 'bfloat16'))
   p.add_argument('--repeats', type=int, default=5)
   p.add_argument('--out', default=None, help='also append each row to this JSON-lines file')
+  p.add_argument('--data', default='batch', choices=('batch', 'device'),
+                 help="'batch': one fixed batch on the device; 'device': data_on_device's path")
   args = p.parse_args(argv)
   ks = [int(k) for k in args.ks.split(',') if k]
   print(f'# {machine.cpu_name()}; {jax.local_devices()[0].device_kind} ({jax.default_backend()}); '
         f'jax {jax.__version__}; batch {args.batch} per run, width {args.width}, fc_units '
-        f'{args.fc_units or "published"}, {args.precision}; load before: {machine.load()}',
+        f'{args.fc_units or "published"}, {args.precision}, data: {args.data}; load before: '
+        f'{machine.load()}',
         flush=True)
   rows = []
   for backbone in args.backbones.split(','):
@@ -156,7 +215,7 @@ def main(argv=None) -> int:
       for method, k in todo:
         row = bench(backbone, strategy, k, batch=args.batch, repeats=args.repeats,
                     width=args.width, fc_units=args.fc_units or None, precision=args.precision,
-                    method=method)
+                    method=method, data_mode=args.data)
         rows.append(row)
         print(f'  {backbone} {strategy} {method or ""} runs={k or "alone"}: '
               f'{1e3 * row["step_s"]:.1f} ms, '

@@ -33,5 +33,5 @@ def test_accelerator_check_cpu_dry_run_passes_every_stage(tmp_path):
   assert (out / 'demo_float32_results.json').exists()
   multi = [json.loads(line) for line in (out / 'multirun.jsonl').read_text().splitlines()]
   assert [r['runs'] for r in multi] == [None, 1, 2] and all(r['finite'] for r in multi)
-  assert '| piczakcnn | intermix | vmap | 2 |' in report
-  assert '| piczakcnn | intermix | - | one run alone |' in report
+  assert '| piczakcnn | intermix | batch | vmap | 2 |' in report
+  assert '| piczakcnn | intermix | batch | - | one run alone |' in report
