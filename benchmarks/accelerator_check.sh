@@ -72,7 +72,7 @@ else
   multi_args=(--backbones piczakcnn,envnetv2 --strategies intermix --ks 1,2,5,10,20 --batch 64
               --width 1 --fc_units 0 --repeats 10 --methods vmap)
   row_args=()
-  t_tests=60; t_step=40; t_pipe=60; t_demo=90; t_multi=110; t_row=560
+  t_tests=60; t_step=40; t_pipe=60; t_demo=90; t_multi=110; t_row=500
 fi
 if [[ -n "${BACKBONES:-}" ]]; then read -r -a backbones <<< "${BACKBONES//,/ }"; fi
 stages=" ${STAGES:-deps tests steps pipeline demo multirun} "
