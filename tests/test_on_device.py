@@ -132,8 +132,11 @@ def test_draw_statistics():
     assert ks < 1.63 / np.sqrt(v.size) + 0.01, ks  # 1 % level (+ the offsets' discreteness)
 
 
-def test_table_refuses_one_name_with_two_lengths():
+def test_table_refuses_one_name_with_two_lengths_or_twice_in_one_index():
   a = _noise_index([[0, 1]], [10])
   b = _noise_index([[0, 1]], [11])
   with pytest.raises(ValueError, match="clip0000.*10 and 11"):
     on_device.ClipTable.from_indexes([a, b])
+  twice = pipeline.ClipIndex(a.sources + a.sources)
+  with pytest.raises(ValueError, match='2 file name.s. appear twice'):
+    on_device.ClipTable.from_indexes([twice])

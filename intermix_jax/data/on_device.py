@@ -120,10 +120,12 @@ def crops(table: jax.Array, plan: dict, *, input_length: int) -> dict:
 
 
 class ClipTable:
-  """The distinct clips of some ClipIndexes as one int16 (N, L) array (host side until `place`).
+  """The distinct clips of some ClipIndexes as one int16 (N, L) array (host side; `DeviceInputs`
+  places it on the mesh).
 
-  Clips are identified by file name (unique within a dataset: the run identity's digest uses the
-  same key); a name seen twice with different lengths is an error.
+  Clips are identified by file name (the prepared datasets' record key, unique within a dataset);
+  a name twice in one index, or seen twice with different lengths, is an error (never a silent
+  merge of two clips).
 
   Attributes:
     clips: int16 (N, L), zero beyond each clip; lengths: int32 (N,); rows: one int32 array per
@@ -141,6 +143,9 @@ class ClipTable:
     lengths: list[int] = []
     rows = []
     for index in indexes:
+      if len(set(index.filenames)) != len(index):
+        raise ValueError(f'{len(index) - len(set(index.filenames))} file name(s) appear twice among '
+                         'the training clips; clips on the device are keyed by name')
       r = np.empty(len(index), np.int32)
       for p, (name, n) in enumerate(zip(index.filenames, index.lengths)):
         if name not in where:
