@@ -19,6 +19,8 @@ run must stop alone.
   amplified over the steps (observed: up to 2e-3 after 4 steps; tests/test_multirun.py shows the
   same size for a one-ulp perturbation of one run alone). Resume and the NaN test run the vmap
   program: bitwise against its uninterrupted run.
+- config.data_on_device (the crops cut on the device from the host pipeline's own draws):
+  bitwise the host pipeline's runs, stacked and alone; the resume test runs with it.
 """
 import os
 import shutil
@@ -48,6 +50,12 @@ def two_seeds(data_dir, strategy, method='vmap'):
   c = helpers.tiny_config(data_dir, f'fold=1,seeds={SEEDS},strategy={strategy}')
   c.stack_runs, c.stack_method = True, method
   return c
+
+
+def on_device(config):
+  """`config` with its training crops cut on the device (config.data_on_device)."""
+  config.data_on_device = True
+  return config
 
 
 def fold_dirs(workdir):
@@ -150,9 +158,8 @@ def test_seeds_in_one_program_equal_each_seed_alone(trained, method):
       np.mean([helpers.results(d)['final_error'] for d in seed_dirs(stacked)]))
 
 
-def loader_with(what, at, seeds):
-  """data.make_train_loader whose batches do `what` ('sigterm' or 'nan') at (epoch, batch) `at`
-  in the runs of `seeds`."""
+def loader_with_nan(at, seeds):
+  """data.make_train_loader whose batch (epoch, batch) `at` is all NaN in the runs of `seeds`."""
   def make(config, *args, **kwargs):
     loader = REAL_TRAIN_LOADER(config, *args, **kwargs)
     batches = loader.batches
@@ -160,10 +167,7 @@ def loader_with(what, at, seeds):
     def doing(epoch, start_step=0):
       for i, b in enumerate(batches(epoch, start_step), start_step):
         if (epoch, i) == at and config.seed in seeds:
-          if what == 'sigterm':
-            os.kill(os.getpid(), signal.SIGTERM)  # the trainer saves every run and returns
-          else:
-            b = dict(b, x=np.full_like(b['x'], np.nan))
+          b = dict(b, x=np.full_like(b['x'], np.nan))
         yield b
     loader.batches = doing
     return loader
@@ -175,17 +179,29 @@ def test_resume_after_sigterm_and_after_a_kill_between_saves_is_bitwise(
   """SIGTERM in the middle of epoch 2: every run saves step 3 and stops. A copy of that state
   then loses seed 1's checkpoint of step 3, as a kill -9 between the runs' saves would leave it
   (seed 0 at step 3, seed 1 at step 2). Both reruns end bitwise where the uninterrupted program
-  did: the second resumes every run from step 2 (seed 0's step 3 is deleted first)."""
-  config = two_seeds(synthetic_data_dir, 'intermix')  # 2 epochs x 2 steps
+  did: the second resumes every run from step 2 (seed 0's step 3 is deleted first).
+
+  The program here cuts its crops on the device (config.data_on_device), the uninterrupted one
+  read the host pipeline: the batch position is (epoch, step) in both, so the resumed runs also
+  end bitwise where the host pipeline's did."""
+  from intermix_jax.data import on_device as on_device_lib
+  real_plan = on_device_lib.DeviceInputs.plan
+
+  def plan(self, epoch, step):
+    if (epoch, step) == (1, 0):
+      os.kill(os.getpid(), signal.SIGTERM)  # the trainer saves every run and returns
+    return real_plan(self, epoch, step)
+
+  config = on_device(two_seeds(synthetic_data_dir, 'intermix'))  # 2 epochs x 2 steps
   workdir = str(tmp_path / 'run')
-  monkeypatch.setattr(data, 'make_train_loader', loader_with('sigterm', (1, 0), {0}))
+  monkeypatch.setattr(on_device_lib.DeviceInputs, 'plan', plan)
   first = train.train_and_evaluate(config, workdir)
   assert first['status'] == 'preempted'
   for d in seed_dirs(workdir):
     r = helpers.results(d)
     assert r['status'] == 'preempted' and r['step'] == 3 and len(r['history']) == 1
     assert sorted(os.listdir(os.path.join(d, 'checkpoints'))) == ['2', '3']
-  monkeypatch.setattr(data, 'make_train_loader', REAL_TRAIN_LOADER)
+  monkeypatch.setattr(on_device_lib.DeviceInputs, 'plan', real_plan)
   killed = str(tmp_path / 'killed')
   shutil.copytree(workdir, killed)
   shutil.rmtree(os.path.join(killed, 'seed_1', 'checkpoints', '3'))
@@ -194,7 +210,9 @@ def test_resume_after_sigterm_and_after_a_kill_between_saves_is_bitwise(
     assert train.train_and_evaluate(config, rerun)['status'] == 'finished'
     for a_dir, b_dir in zip(seed_dirs(ref), seed_dirs(rerun)):
       assert_bitwise(a_dir, b_dir)
-      assert without_run_facts(helpers.results(a_dir)) == without_run_facts(helpers.results(b_dir))
+      a, b = helpers.results(a_dir), helpers.results(b_dir)
+      assert dict(a['config'], data_on_device=True) == b['config']
+      assert without_run_facts(a) == without_run_facts(b)
 
 
 def test_a_non_finite_run_stops_alone(trained, synthetic_data_dir, tmp_path, monkeypatch):
@@ -202,7 +220,7 @@ def test_a_non_finite_run_stops_alone(trained, synthetic_data_dir, tmp_path, mon
   last checkpoint, of step 2, kept); seed 0 trains to the end bitwise as in the program without
   the NaN; then NonFiniteError names seed 1's workdir, after seeds_results.json is written."""
   workdir = str(tmp_path / 'nan')
-  monkeypatch.setattr(data, 'make_train_loader', loader_with('nan', (1, 0), {1}))
+  monkeypatch.setattr(data, 'make_train_loader', loader_with_nan((1, 0), {1}))
   with pytest.raises(train.NonFiniteError, match=r'seed_1: non-finite loss'):
     train.train_and_evaluate(two_seeds(synthetic_data_dir, 'intermix'), workdir)
   ref0, _ = seed_dirs(trained['intermix_vmap'])
@@ -246,10 +264,6 @@ def test_folds_of_different_steps_per_epoch_are_refused_in_one_line(
 
 # --- config.data_on_device: the same batches, cut on the devices (data/on_device.py) ------------
 
-def on_device(config):
-  config.data_on_device = True
-  return config
-
 
 def test_data_on_device_trains_the_runs_bitwise_as_the_host_pipeline(trained, synthetic_data_dir,
                                                                      tmp_path):
@@ -267,28 +281,6 @@ def test_data_on_device_trains_the_runs_bitwise_as_the_host_pipeline(trained, sy
   train.train_and_evaluate(on_device(helpers.tiny_config(
       synthetic_data_dir, f'fold=1,seed={SEEDS[0]},strategy=intermix')), alone)
   assert_bitwise(trained['alone'][0], alone)
-
-
-def test_data_on_device_resumes_bitwise(trained, synthetic_data_dir, tmp_path, monkeypatch):
-  """SIGTERM at epoch 2's first step of the stacked program cutting its crops on the device; the
-  rerun (the batch position is (epoch, step), as for the host pipeline) ends bitwise where the
-  uninterrupted host-pipeline program did."""
-  from intermix_jax.data import on_device as on_device_lib
-  real = on_device_lib.DeviceInputs.plan
-
-  def plan(self, epoch, step):
-    if (epoch, step) == (1, 0):
-      os.kill(os.getpid(), signal.SIGTERM)
-    return real(self, epoch, step)
-
-  config = on_device(two_seeds(synthetic_data_dir, 'intermix'))
-  workdir = str(tmp_path / 'run')
-  monkeypatch.setattr(on_device_lib.DeviceInputs, 'plan', plan)
-  assert train.train_and_evaluate(config, workdir)['status'] == 'preempted'
-  monkeypatch.setattr(on_device_lib.DeviceInputs, 'plan', real)
-  assert train.train_and_evaluate(config, workdir)['status'] == 'finished'
-  for a_dir, b_dir in zip(seed_dirs(trained['intermix_vmap']), seed_dirs(workdir)):
-    assert_bitwise(a_dir, b_dir)
 
 
 def test_data_on_device_refuses_clips_over_half_the_device_in_one_line(
