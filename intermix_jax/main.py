@@ -34,6 +34,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from intermix_jax import termination
+
 FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, optionally with overrides: configs/esc50.py:key=value,key=value '
@@ -61,9 +63,7 @@ _OS_ERROR_HINTS = {
 }
 
 
-class Terminated(BaseException):
-  """SIGTERM outside the training loop (which saves a checkpoint itself); not an Exception, so
-  that no library's `except Exception` swallows it."""
+Terminated = termination.Terminated
 
 
 _SIGTERM_ACTS_AS_DEFAULT = False  # multi-process runs: JAX's preemption service owns SIGTERM
@@ -75,7 +75,18 @@ def _on_sigterm(signum, frame):
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
     return
+  termination.note()  # kept even if Python swallows the exception below
   raise Terminated()
+
+
+def _quiet_about_terminated(previous):
+  """sys.unraisablehook that drops a Terminated Python could not raise (it is noted, and the
+  trainer stops at its next safe point) and passes anything else to `previous`."""
+  def hook(unraisable):
+    if isinstance(unraisable.exc_value, Terminated):
+      return
+    previous(unraisable)
+  return hook
 
 
 def _flag_error_line(error: Exception) -> str:
@@ -209,6 +220,7 @@ def main(argv):
 def run() -> None:
   """The process: SIGTERM handled from here on (imports, flags, data preparation), then main."""
   signal.signal(signal.SIGTERM, _on_sigterm)
+  sys.unraisablehook = _quiet_about_terminated(sys.unraisablehook)
   try:
     app.run(main, flags_parser=_parse_flags)
   except Terminated:

@@ -47,6 +47,7 @@ from intermix_jax import parallel
 from intermix_jax import schedules
 from intermix_jax import steps
 from intermix_jax import summaries
+from intermix_jax import termination
 from intermix_jax import trained
 from intermix_jax import workdir as workdir_lib
 
@@ -137,7 +138,7 @@ class _TerminationFlag:
   """
 
   def __init__(self):
-    self._flag = False
+    self._flag = termination.noted()  # a SIGTERM before training began: stop at the first step
     self._old = None
     self._multi = jax.process_count() > 1
 
@@ -355,6 +356,7 @@ class _Run:
     self._device_inputs = None
     self.eval_data = data.make_eval_loader(config, self.model.sample_rate, self.model.input_length,
                                            process_index=pi, process_count=pc)
+    termination.stop_if_noted()  # a SIGTERM during preparation whose exception was swallowed
     # Identity, clips per class, skipped files; LayoutError when a class has no training clip.
     self.run_data = data.describe_run_data(config, self.model.sample_rate, self.train_data,
                                            self.eval_data)

@@ -241,9 +241,39 @@ def test_sigterm_during_data_preparation_exits_0_with_one_line(env, tmp_path):
   assert 'Traceback' not in out + err, err[-3000:]
   assert [line for line in err.splitlines() if 'SIGTERM' in line] == [err.strip().splitlines()[-1]]
   assert 'rerun the same command' in err
-  # Nothing half-prepared is served: no finished dataset folder, no results.
-  assert not glob.glob(str(data_dir / 'synthetic_sounds' / '*' / '1.0.0' / 'dataset_info.json'))
+  # Nothing half-prepared is served, nothing trained. (Where Python swallowed the handler's
+  # exception, the preparation completed and the run stopped right after it: next test.)
+  finished = glob.glob(str(data_dir / 'synthetic_sounds' / '*' / '1.0.0' / 'dataset_info.json'))
+  assert not finished or not glob.glob(str(data_dir / 'synthetic_sounds' / '*' / 'incomplete*'))
   assert not os.path.exists(workdir / 'results.json')
+
+
+def test_a_sigterm_whose_exception_python_swallowed_still_stops_the_run(
+    synthetic_data_dir, tmp_path, monkeypatch):
+  """The handler's Terminated raised inside a gc callback (observed: JAX's _xla_gc_callback during
+  data preparation) is dropped by Python ("Exception ignored in", then training went on to the
+  end). The handler's note survives: main's unraisable hook drops that exception quietly and the
+  trainer stops at its next safe point, after its data is prepared, with nothing written."""
+  import gc
+  import helpers
+  from intermix_jax import termination, train
+  monkeypatch.setattr(termination, '_NOTED', threading.Event())
+  others = []
+  monkeypatch.setattr(sys, 'unraisablehook', main_lib._quiet_about_terminated(others.append))
+
+  def callback(phase, info):
+    del info
+    if phase == 'start':
+      gc.callbacks.remove(callback)
+      main_lib._on_sigterm(signal.SIGTERM, None)  # pylint: disable=protected-access
+  gc.callbacks.append(callback)
+  gc.collect()
+  assert termination.noted() and not others  # swallowed, noted, nothing printed
+  workdir = tmp_path / 'w'
+  with pytest.raises(termination.Terminated):
+    train.train_and_evaluate(helpers.tiny_config(synthetic_data_dir, 'fold=1'), str(workdir))
+  assert not os.path.exists(workdir / 'results.json')
+  assert not glob.glob(str(workdir / 'checkpoints' / '*'))
 
 
 # ------------------------------------------------------------------------------------------------
