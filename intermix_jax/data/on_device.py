@@ -128,12 +128,12 @@ class ClipTable:
   merge of two clips).
 
   Attributes:
-    clips: int16 (N, L), zero beyond each clip; lengths: int32 (N,); rows: one int32 array per
-      index given, mapping its positions to rows of `clips`; nbytes: bytes of `clips`.
+    clips: int16 (N, L), zero beyond each clip; rows: one int32 array per index given, mapping
+      its positions to rows of `clips`; nbytes: bytes of `clips`.
   """
 
-  def __init__(self, clips: np.ndarray, lengths: np.ndarray, rows: list[np.ndarray]):
-    self.clips, self.lengths, self.rows = clips, lengths, rows
+  def __init__(self, clips: np.ndarray, rows: list[np.ndarray]):
+    self.clips, self.rows = clips, rows
     self.nbytes = int(clips.nbytes)
 
   @classmethod
@@ -163,7 +163,7 @@ class ClipTable:
       for p, clip in zip(todo, index.read(todo)):
         table[r[p], :clip.shape[0]] = clip
         filled[r[p]] = True
-    return cls(table, np.asarray(lengths, np.int32), rows)
+    return cls(table, rows)
 
 
 def device_memory_bytes(devices=None) -> int | None:
@@ -190,8 +190,7 @@ class DeviceInputs:
     from intermix_jax import multirun, parallel  # pylint: disable=import-outside-toplevel
     if not stacked and len(loaders) != 1:
       raise ValueError(f'one loader without stacking, got {len(loaders)}')
-    self.loaders, self.rows = list(loaders), table.rows
-    self.mesh, self.pairs, self.stacked = mesh, pairs, stacked
+    self.loaders, self.rows, self.stacked = list(loaders), table.rows, stacked
     self.steps_per_epoch = min(l.steps_per_epoch for l in self.loaders)
     self.table = parallel.replicate(table.clips, mesh)
     self._place = (functools.partial(multirun.host_batches_to_global, mesh=mesh, pairs=pairs)

@@ -28,6 +28,7 @@ import numpy as np
 
 from intermix_jax import config_lib
 from intermix_jax.data import augment
+from intermix_jax.data import on_device
 from intermix_jax.data import pairing
 
 _ORDER_STREAM = 0x5EED0  # separate the epoch-order and the augmentation random streams
@@ -219,7 +220,6 @@ class TrainLoader:
   def plan(self, epoch: int, step: int) -> dict:
     """This process's rows of batch `step` of `epoch` as a crop plan (`on_device.crop_plan`):
     the same clips and random variates as `batch`, for crops cut on the device."""
-    from intermix_jax.data import on_device  # pylint: disable=import-outside-toplevel
     positions, offsets_u, scales, gains = self.draws(epoch, step)
     rows = self._local_rows()
     local = positions[rows]
