@@ -32,7 +32,8 @@
 # synthetic data, the pip target and the demo workdir live in $SCRATCH (default
 # /tmp/intermix_accelerator_check), not in OUT_DIR. Environment: PYTHON (interpreter; default
 # .venv/bin/python if present, else python3), SCRATCH, STAGES (default "deps tests steps pipeline
-# demo multirun"; e.g. STAGES="deps steps" BACKBONES="m18 soundnet5" for a second window), BACKBONES.
+# demo multirun"; e.g. STAGES="deps steps" BACKBONES="m18 soundnet5" for a second window), BACKBONES,
+# T_MULTI and T_ROW (the multirun and row stages' boxes, s), ROW_STRATEGIES (e.g. standard,intermix).
 set -uo pipefail
 cmdline="bash benchmarks/accelerator_check.sh $*"
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -70,11 +71,13 @@ else
   demo_args=(--sigterm_at_step 30)
   tests=(tests/test_mixing.py tests/test_steps.py tests/test_precision.py)
   multi_args=(--backbones piczakcnn,envnetv2 --strategies intermix --ks 1,2,5,10,20 --batch 64
-              --width 1 --fc_units 0 --repeats 10 --methods vmap)
+              --width 1 --fc_units 0 --repeats 20 --methods vmap)
   row_args=()
   t_tests=60; t_step=40; t_pipe=60; t_demo=90; t_multi=110; t_row=500
 fi
 if [[ -n "${BACKBONES:-}" ]]; then read -r -a backbones <<< "${BACKBONES//,/ }"; fi
+t_multi=${T_MULTI:-$t_multi}; t_row=${T_ROW:-$t_row}  # boxes of a shorter or longer window
+if [[ -n "${ROW_STRATEGIES:-}" ]]; then row_args+=(--strategies "$ROW_STRATEGIES"); fi
 stages=" ${STAGES:-deps tests steps pipeline demo multirun} "
 want() { [[ "$stages" == *" $1 "* ]]; }
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # sequential processes; true peaks in memory_stats
