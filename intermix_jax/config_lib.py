@@ -58,8 +58,9 @@ def base_config() -> ml_collections.ConfigDict:
   # run axis of one vmapped step (intermix_jax/multirun.py); each run still writes its own workdir
   # (workdir/fold_k, workdir/seed_s/...) as if alone.
   c.stack_runs = False
-  # How: 'vmap' (one wide step: GPU/TPU), 'unroll' (each run's own step, K of them in the program:
-  # CPU), or 'auto' (unroll on CPU devices, vmap on accelerators). multirun.resolve_method.
+  # How: 'vmap' (one wide step), 'unroll' (each run's own step, K of them in the program), or
+  # 'auto' (unroll on CPU devices; on accelerators vmap only for backbones measured to gain from
+  # it: piczakcnn). multirun.resolve_method.
   c.stack_method = 'auto'
   c.backbone = 'envnetv2'       # a name of models.MODELS
   c.model = ml_collections.ConfigDict(dict(  # options of models.get_model(**c.model)

@@ -22,10 +22,11 @@ run k's batch leaves every other run's state exactly what it would be without it
 skipped and counted in its own `nonfinite_count`, as steps.train_step does for a single run).
 
 Two ways to put the K runs into one program (`multi_train_step(..., method=)`): 'vmap' maps the
-one-run step over the run axis (one wide step: what an accelerator that one small run leaves idle
-wants); 'unroll' calls the one-run step once per run inside the same jitted program (the CPU's
-choice: XLA's CPU backend runs vmapped, i.e. grouped, convolutions several times slower than K
-ordinary ones; benchmarks/README.md). `resolve_method('auto', mesh)` picks by device. Unrolled,
+one-run step over the run axis (one wide step); 'unroll' calls the one-run step once per run inside
+the same jitted program. Which is faster was measured, not assumed (benchmarks/README.md): XLA's CPU
+backend runs vmapped, i.e. grouped, convolutions several times slower than K ordinary ones, and so
+did an H200 for EnvNet-v2, while PiczakCNN gained from vmap there. `resolve_method('auto', mesh,
+model)` picks by device and backbone (`vmap_runs_on_accelerators` of the model). Unrolled,
 every run computes the one-run step's own operations (bitwise equal to its run alone for standard
 and InterMix in tests/test_multirun.py; XLA fuses the whole program, so that is observed, not
 guaranteed). What follows is about 'vmap'.
@@ -270,19 +271,22 @@ def _unwrapped(strategy):
 METHODS = ('vmap', 'unroll')  # how `multi_train_step` puts the K runs into one program
 
 
-def resolve_method(method: str, mesh) -> str:
-  """'vmap' or 'unroll' as given; 'auto': 'unroll' on CPU devices, 'vmap' on accelerators.
+def resolve_method(method: str, mesh, model) -> str:
+  """'vmap' or 'unroll' as given; 'auto': 'unroll' on CPU devices, and on accelerators 'vmap'
+  only for a backbone whose `vmap_runs_on_accelerators` is True (`models.layers.Backbone`).
 
-  On a CPU, XLA runs the vmapped (grouped) convolutions of K runs 2-4x slower than K runs'
-  ordinary ones, and a vmapped `lax.cond` computes every branch (benchmarks/README.md, "Runs in one
-  program"), while the unrolled program costs what K separate steps cost, or less. On a GPU or TPU
-  vmap turns K small steps into one wide one.
+  Measured (benchmarks/README.md, "Runs in one program"): on a CPU, XLA runs the vmapped (grouped)
+  convolutions of K runs 2-4x slower than K runs' ordinary ones, and a vmapped `lax.cond` computes
+  every branch, while the unrolled program costs what K separate steps cost, or less. On an H200,
+  vmap gained for PiczakCNN (unroll did not), while EnvNet-v2's vmapped (grouped) convolutions were
+  many times slower than one run alone and than the same runs unrolled.
 
   Raises:
     ValueError: an unknown method, in one line naming the choices.
   """
   if method == 'auto':
-    return 'unroll' if mesh.devices.flat[0].platform == 'cpu' else 'vmap'
+    on_cpu = mesh.devices.flat[0].platform == 'cpu'
+    return 'vmap' if not on_cpu and getattr(model, 'vmap_runs_on_accelerators', False) else 'unroll'
   if method not in METHODS:
     raise ValueError(f'unknown method {method!r} of putting runs into one program; choose one of '
                      f'{METHODS + ("auto",)}')
@@ -325,7 +329,7 @@ def multi_train_step(model, strategy, opt: steps.OptimizerSpec, num_classes: int
   shape.
   """
   base = _unwrapped(strategy)
-  method = resolve_method(method, mesh)
+  method = resolve_method(method, mesh, model)
 
   def build():
     if method == 'vmap':

@@ -830,7 +830,7 @@ class _Together:
         logging.info('%s: deleted checkpoints %s (newer than step %d, where the runs resume '
                      'together)', f.run.workdir, deleted, self.step)
     mesh = self.mesh = first.mesh
-    self.method = multirun.resolve_method(first.config.stack_method, mesh)
+    self.method = multirun.resolve_method(first.config.stack_method, mesh, first.model)
     self.train_step = multirun.multi_train_step(first.model, first.strategy, first.opt,
                                                 first.info.num_classes, mesh, method=self.method)
     self.eval_step = multirun.multi_eval_step(first.model, mesh)

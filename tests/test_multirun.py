@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import chex
 import jax
@@ -33,7 +34,7 @@ import numpy as np
 import optax
 import pytest
 
-from intermix_jax import mixing, multirun, parallel, steps
+from intermix_jax import mixing, models, multirun, parallel, steps
 
 from helpers import TinyNet  # num_classes 3 = NUM_CLASSES
 
@@ -161,10 +162,18 @@ def test_unrolled_step_equals_separate_runs(name):
 
 def test_method_auto_and_unknown():
   mesh = parallel.make_mesh(1)
-  assert multirun.resolve_method('auto', mesh) == 'unroll'  # CPU devices here
-  assert multirun.resolve_method('vmap', mesh) == 'vmap'
+  piczak, envnetv2 = models.MODELS['piczakcnn'], models.MODELS['envnetv2']
+  for model in (piczak, envnetv2, TinyNet()):
+    assert multirun.resolve_method('auto', mesh, model) == 'unroll'  # CPU devices here
+    assert multirun.resolve_method('vmap', mesh, model) == 'vmap'
+  # On an accelerator: vmap only for the backbone measured to gain from it (benchmarks/README.md).
+  gpu_mesh = types.SimpleNamespace(devices=np.array([types.SimpleNamespace(platform='gpu')]))
+  assert multirun.resolve_method('auto', gpu_mesh, piczak) == 'vmap'
+  assert multirun.resolve_method('auto', gpu_mesh, envnetv2) == 'unroll'
+  assert multirun.resolve_method('auto', gpu_mesh, TinyNet()) == 'unroll'
+  assert [n for n, m in models.MODELS.items() if m.vmap_runs_on_accelerators] == ['piczakcnn']
   with pytest.raises(ValueError, match=r"^unknown method 'pmap'"):
-    multirun.resolve_method('pmap', mesh)
+    multirun.resolve_method('pmap', mesh, piczak)
 
 
 @pytest.mark.parametrize('name', ['mixup', 'bc', 'speechmix'])

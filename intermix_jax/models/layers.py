@@ -69,7 +69,9 @@ class Backbone(nn.Module):
   """The options every backbone takes, validated by the constructor (one-line ValueErrors naming
   the field). Subclasses set `sample_rate` (Hz), `input_length` (samples), `num_mix_points` and
   `published_fc_units` (the published hidden dense width; None where there is no hidden dense
-  layer), and may override `check_width`.
+  layer), may set `vmap_runs_on_accelerators` (True where K stacked runs train faster as one
+  vmapped step than unrolled on a GPU/TPU: measured, benchmarks/README.md "Runs in one program on
+  an H200"; it decides `multirun.resolve_method('auto', ...)`), and may override `check_width`.
 
     num_classes  int >= 1, the output width.
     width        float > 0, the channel multiplier of every conv (1.0 = the published model).
@@ -84,6 +86,9 @@ class Backbone(nn.Module):
   precision: str = 'float32'
 
   published_fc_units = None
+  # Measured per backbone on an H200 (benchmarks/README.md): vmapped (grouped) convolutions of
+  # EnvNet-v2 ran many times slower than unrolled ones. Unmeasured backbones take unroll.
+  vmap_runs_on_accelerators = False
 
   @classmethod
   def check_width(cls, width: float) -> None:

@@ -43,6 +43,7 @@ class PiczakCNN(layers.Backbone):
   sample_rate = 22050
   input_length = 20480
   num_mix_points = 3
+  vmap_runs_on_accelerators = True  # on an H200 vmap gained, unroll did not (benchmarks/README.md)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False, mix: layers.MixFn = None) -> jax.Array:
