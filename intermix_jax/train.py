@@ -129,6 +129,23 @@ def _steps_per_sec(last_log: tuple[float, int], step: int) -> tuple[float, tuple
   return (step - last_log[1]) / max(now - last_log[0], 1e-9), (now, step)
 
 
+class _Pace:
+  """Steps/s of wall time since this process's first progress log (compilation excluded;
+  evaluations and checkpoints included): what the ETA is computed from once known. The logged
+  steps/s counts training only, and on a fast accelerator the saves can take most of the time."""
+
+  def __init__(self):
+    self.first: tuple[float, int] | None = None
+
+  def eta(self, step: int, total: int, train_rate: float) -> str:
+    now = time.time()
+    if self.first is None or step <= self.first[1]:
+      self.first = self.first or (now, step)
+      return _fmt_time((total - step) / train_rate)
+    wall_rate = (step - self.first[1]) / max(now - self.first[0], 1e-9)
+    return f'{_fmt_time((total - step) / wall_rate)} at {wall_rate:.2f} steps/s overall'
+
+
 class _TerminationFlag:
   """Preemption notice: SIGTERM is recorded instead of killing the process.
 
@@ -523,6 +540,7 @@ class _Fold:
     self.n_in_epoch = int(partial['n'])
     self.metrics = None
     self.last_log = (time.time(), self.start)
+    self.pace = _Pace()
 
   # --- results.json and checkpoints ------------------------------------------------------------
   def results(self, status: str, message: str = '') -> dict:
@@ -695,7 +713,7 @@ class _Fold:
       run = self.run
       logging.info('epoch %d/%d step %d/%d | loss %.4f error %.1f%% lr %.3g | %.2f steps/s '
                    '| ETA %s', epoch + 1, run.num_epochs, self.step, run.total_steps, m['loss'],
-                   m['error'], m['lr'], rate, _fmt_time((run.total_steps - self.step) / rate))
+                   m['error'], m['lr'], rate, self.pace.eta(self.step, run.total_steps, rate))
       self.writer.write_scalars(self.step, {'train/loss': m['loss'], 'train/error': m['error'],
                                             'train/lr': m['lr'], 'train/steps_per_sec': rate})
 
@@ -848,6 +866,7 @@ class _Together:
     self.n_in_epoch = self.folds[0].n_in_epoch
     self.metrics = None
     self.last_log = (time.time(), self.step)
+    self.pace = _Pace()
     logging.info('%d runs in one program (%s) from step %d of %d (%s)', len(self.folds),
                  self.method, self.step, self.total,
                  ', '.join(os.path.relpath(f.run.workdir, os.path.dirname(first.workdir))
@@ -972,7 +991,7 @@ class _Together:
     logging.info('epoch %d/%d step %d/%d | %d runs: loss %.4f (%.4f..%.4f) | %.2f steps/s '
                  '| ETA %s', epoch + 1, self.first.num_epochs, self.step, self.total,
                  len(self.live), loss.mean(), loss.min(), loss.max(), rate,
-                 _fmt_time((self.total - self.step) / rate))
+                 self.pace.eta(self.step, self.total, rate))
     for k in self.live:
       self.folds[k].writer.write_scalars(self.step, {
           'train/loss': m['loss'][k], 'train/error': m['error'][k], 'train/lr': m['lr'][k],

@@ -226,3 +226,14 @@ def test_bad_seeds_are_refused_in_one_line(synthetic_data_dir, tmp_path, seeds):
   config = helpers.tiny_config(synthetic_data_dir, f'fold=all,seeds={seeds}')
   with pytest.raises(config_checks.ConfigError, match=r'^config.seeds=.* must be distinct'):
     train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_eta_counts_evaluations_and_saves_once_the_wall_rate_is_known(monkeypatch):
+  """The logged steps/s is training only; the ETA, from the second progress log on, is wall time
+  since the first (compilation excluded), so slow saves or evaluations show in it."""
+  clock = iter([100.0, 140.0])  # first log at t=100 s (step 50), second at t=140 s (step 100)
+  monkeypatch.setattr(train.time, 'time', lambda: next(clock))
+  pace = train._Pace()  # pylint: disable=protected-access
+  assert pace.eta(50, 1050, train_rate=10.0) == '0:01:40'  # 1000 steps at the training rate
+  # 50 steps in 40 s of wall time: 1.25 steps/s, although training alone ran at 10 steps/s.
+  assert pace.eta(100, 1050, train_rate=10.0) == '0:12:40 at 1.25 steps/s overall'
