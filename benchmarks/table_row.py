@@ -16,9 +16,10 @@ audio; the throughput is what this stage is for.
 strategy in turn, `configs/esc10.py:backbone=envnetv2,fold=all` with `stack_runs=True`,
 `data_on_device=True` and `model.precision=bfloat16` (the five folds in one program, the clips on
 the device, the crops cut inside the step), `stack_method=auto` (unrolled for EnvNet-v2 on a GPU:
-vmapped it ran 3.3-3.6x slower on an H200) and checkpoints only every 1000 epochs (and at SIGTERM). Each strategy gets an equal share of what is left of
---budget_s; at the end of its share the trainer is sent SIGTERM (it saves every run and writes
-results.json as 'preempted'). One JSON line per strategy in OUT/row.jsonl: status, steps reached
+vmapped it ran 3.3-3.6x slower on an H200) and checkpoints only every 1000 epochs (and at
+SIGTERM). The dataset is prepared once first; then each strategy gets an equal share of what is
+left of --budget_s; at the end of its share the trainer is sent SIGTERM (it saves every run and
+writes results.json as 'preempted'). One JSON line per strategy in OUT/row.jsonl: status, steps reached
 of the total, seconds, steps/s after the first logged step (compilation excluded), examples/s of
 the five runs, the projected seconds for the whole protocol at that rate, and per-fold and
 cross-validated errors when finished. The fold results.json files are copied to OUT/row/.
