@@ -10,6 +10,9 @@
 #
 #   bash results/esc10_protocol/run.sh                    # seed 0: 4 strategies x 5 folds
 #   SEEDS=1,2 STRATEGIES=standard,intermix bash results/esc10_protocol/run.sh   # the next block
+#   RESULTS=results/esc10_reference_intermix RUNS=/work/study/runs_reference STRATEGIES=intermix \
+#     FOLDS=1 EXTRA=mixing.normalize=False,mixing.stop_gradient_interference=True \
+#     bash results/esc10_protocol/run.sh     # the reference code's InterMix choices, fold 1, apart
 #   kill -TERM <driver pid>                               # stop: each run checkpoints and exits
 set -euo pipefail
 PINNED=672d8003b4367ffc1e2c5899834ad74e5c03e437
@@ -19,6 +22,10 @@ DATA="${ESC10_DIR:-$REPO/../shared/data/esc10}"
 SEEDS="${SEEDS:-0}"
 STRATEGIES="${STRATEGIES:-standard,intermix,bc,speechmix}"
 JOBS="${JOBS:-2}"
+FOLDS="${FOLDS:-1-5}"
+RESULTS="${RESULTS:-results/esc10_protocol}"   # a check with other options: a folder of its own
+RUNS="${RUNS:-$STUDY/runs}"
+EXTRA="${EXTRA:+,$EXTRA}"                       # more overrides for every run of this invocation
 DATA="$(cd "$DATA" && pwd)"   # absolute, as the runs record it
 mkdir -p "$STUDY"
 if [ ! -d "$STUDY/code" ]; then
@@ -35,6 +42,6 @@ fi
 source "$REPO/launch/env.sh"   # the driver imports intermix_jax (launch/sweep.py): the project's venv
 cd "$REPO"
 exec "$PY" launch/study.py --code="$STUDY/code" --python="$STUDY/venv/bin/python" \
-  --dataset=esc10 --backbone=piczakcnn --strategies="$STRATEGIES" --folds=1-5 --seeds="$SEEDS" \
-  --root="$STUDY/runs" --results=results/esc10_protocol \
-  --extra="manual_dir=$DATA,data_dir=$STUDY/tfds" --jobs="$JOBS" --pin --nice=5 --commit
+  --dataset=esc10 --backbone=piczakcnn --strategies="$STRATEGIES" --folds="$FOLDS" --seeds="$SEEDS" \
+  --root="$RUNS" --results="$RESULTS" \
+  --extra="manual_dir=$DATA,data_dir=$STUDY/tfds$EXTRA" --jobs="$JOBS" --pin --nice=5 --commit
