@@ -139,8 +139,9 @@ class _Pace:
 
   def eta(self, step: int, total: int, train_rate: float) -> str:
     now = time.time()
-    if self.first is None or step <= self.first[1]:
-      self.first = self.first or (now, step)
+    if self.first is None:
+      self.first = (now, step)
+    if step <= self.first[1]:  # no wall time measured yet
       return _fmt_time((total - step) / train_rate)
     wall_rate = (step - self.first[1]) / max(now - self.first[0], 1e-9)
     return f'{_fmt_time((total - step) / wall_rate)} at {wall_rate:.2f} steps/s overall'
