@@ -5,6 +5,7 @@ in order, each under its own `timeout`, and passes the same --out folder to all)
     python benchmarks/accelerator_check.py steps --out OUT --backbone envnetv2      # one backbone
     python benchmarks/accelerator_check.py pipeline --out OUT --data_dir D --backbones envnet,...
     python benchmarks/accelerator_check.py demo --out OUT --data_dir D              # train, SIGTERM, resume
+    python benchmarks/accelerator_check.py profile --out OUT                        # the K-run step, traced
     python benchmarks/accelerator_check.py report --out OUT                         # the table
 
 Add --cpu to steps / pipeline / demo for the dry run's tiny sizes. Every stage appends what it
@@ -458,42 +459,44 @@ def cmd_report(args) -> int:
   say('')
   say('| stage | status | seconds | limit s |')
   say('|---|---|---|---|')
-  stages_path = os.path.join(args.out, 'stages.tsv')
+  stages_path, ran = os.path.join(args.out, 'stages.tsv'), set()
   if os.path.exists(stages_path):
     with open(stages_path) as f:
       for name, rc, secs, limit in csv.reader(f, delimiter='\t'):
+        ran.add(name.split('-')[0])  # steps-envnet -> steps
         status = {'0': 'ok', '124': 'TIME BOX', '137': 'KILLED'}.get(rc, f'FAILED ({rc})')
         say(f'| {name} | {status} | {secs} | {limit} |')
   rows = _read_jsonl(os.path.join(args.out, 'steps.jsonl'))
-  say('')
-  say('Train step (`steps.mesh_train_step` on one device, state donated, batch on the device; '
-      'step = median of '
-      'blocked steps, ex/s from back-to-back steps; GFLOP = XLA cost analysis of the compiled '
-      'step; MFU against the same-precision matmul rate measured in the same process; XLA MiB = '
-      'arguments + outputs + temporaries of the compiled step; peak MiB = the device allocator\'s '
-      'peak in the backbone\'s process so far):')
-  say('')
-  say('| backbone | strategy | precision | batch | compile s | step ms | ex/s | GFLOP | TFLOP/s '
-      '| matmul TFLOP/s | MFU | XLA MiB | peak MiB | loss |')
-  say('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
-  for r in rows:
-    if 'error' in r:
-      say(f'| {r["backbone"]} | {r["strategy"]} | {r["precision"]} | {r["batch"]} | FAILED: '
-          f'{r["error"][:120]} |||||||||')
-      continue
-    mib = lambda b: None if b is None else b / 2**20
-    say(f'| {r["backbone"]} | {r["strategy"]} | {r["precision"]} | {r["batch"]} | '
-        f'{r["compile_s"]:.1f} | {r["median_s"] * 1e3:.2f} | {r["examples_per_s"]:.1f} | '
-        f'{r["flops"] / 1e9:.4g} | {r["flops"] / r["loop_s"] / 1e12:.3g} | '
-        f'{r["matmul_tflops"]:.3g} | {100 * r["mfu"]:.1f}% | {_fmt(mib(r["xla_bytes"]), ".0f")} | '
-        f'{_fmt(mib(r["device_peak_bytes"]), ".0f")} | {r["loss"]:.3f} |')
-  measured = {(r['backbone'], r['strategy'], r['precision']) for r in rows if 'error' not in r}
-  wanted = meta.get('step_configs', [])
-  missing = [c for c in wanted if tuple(c) not in measured
-             and not any((r['backbone'], r['strategy'], r['precision']) == tuple(c) for r in rows)]
-  if missing:
+  if rows or 'steps' in ran:  # a window whose STAGES left the steps out: no empty table
     say('')
-    say('Not reached (time box): ' + ', '.join('/'.join(c) for c in missing))
+    say('Train step (`steps.mesh_train_step` on one device, state donated, batch on the device; '
+        'step = median of '
+        'blocked steps, ex/s from back-to-back steps; GFLOP = XLA cost analysis of the compiled '
+        'step; MFU against the same-precision matmul rate measured in the same process; XLA MiB = '
+        'arguments + outputs + temporaries of the compiled step; peak MiB = the device allocator\'s '
+        'peak in the backbone\'s process so far):')
+    say('')
+    say('| backbone | strategy | precision | batch | compile s | step ms | ex/s | GFLOP | TFLOP/s '
+        '| matmul TFLOP/s | MFU | XLA MiB | peak MiB | loss |')
+    say('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
+    for r in rows:
+      if 'error' in r:
+        say(f'| {r["backbone"]} | {r["strategy"]} | {r["precision"]} | {r["batch"]} | FAILED: '
+            f'{r["error"][:120]} |||||||||')
+        continue
+      mib = lambda b: None if b is None else b / 2**20
+      say(f'| {r["backbone"]} | {r["strategy"]} | {r["precision"]} | {r["batch"]} | '
+          f'{r["compile_s"]:.1f} | {r["median_s"] * 1e3:.2f} | {r["examples_per_s"]:.1f} | '
+          f'{r["flops"] / 1e9:.4g} | {r["flops"] / r["loop_s"] / 1e12:.3g} | '
+          f'{r["matmul_tflops"]:.3g} | {100 * r["mfu"]:.1f}% | {_fmt(mib(r["xla_bytes"]), ".0f")} | '
+          f'{_fmt(mib(r["device_peak_bytes"]), ".0f")} | {r["loss"]:.3f} |')
+    measured = {(r['backbone'], r['strategy'], r['precision']) for r in rows if 'error' not in r}
+    wanted = meta.get('step_configs', [])
+    missing = [c for c in wanted if tuple(c) not in measured
+               and not any((r['backbone'], r['strategy'], r['precision']) == tuple(c) for r in rows)]
+    if missing:
+      say('')
+      say('Not reached (time box): ' + ', '.join('/'.join(c) for c in missing))
   pipe = _read_jsonl(os.path.join(args.out, 'pipeline.jsonl'))
   if pipe:
     say('')
@@ -534,6 +537,18 @@ def cmd_report(args) -> int:
         'of one run alone):')
     say('')
     say(multirun.table(multi))
+  prof = _read_jsonl(os.path.join(args.out, 'profile.jsonl'))
+  if prof:
+    import multirun  # pylint: disable=g-import-not-at-top,reimported
+    import roofline  # pylint: disable=g-import-not-at-top  (benchmarks/roofline.py)
+    say('')
+    say('The K-run step against its memory floor (profile stage: PiczakCNN InterMix, vmap; '
+        f'benchmarks/roofline.py at the H200\'s {roofline.H200_TBPS} TB/s; device time by kernel '
+        'in profile/<row>.kernels.txt):')
+    say('')
+    say(multirun.table(prof))
+    say('')
+    say(roofline.table(roofline.analyse(prof, roofline.H200_TBPS), roofline.H200_TBPS))
   row = _read_jsonl(os.path.join(args.out, 'row.jsonl'))
   if row:
     import table_row  # pylint: disable=g-import-not-at-top  (benchmarks/table_row.py)
@@ -547,6 +562,30 @@ def cmd_report(args) -> int:
   print(text)
   with open(os.path.join(args.out, 'accelerator_check.md'), 'w') as f:
     f.write(text)
+  return 0
+
+
+def cmd_profile(args) -> int:
+  """Where the K-run step's time goes (issue 17's open question): PiczakCNN InterMix, one run alone
+  and K vmapped runs, for each --variants entry precision:batch in order (the time box may cut the
+  list); rows to profile.jsonl, the first `--traced` variants traced into profile/<row>/ with each
+  trace's device time by kernel in profile/<row>.kernels.txt (`profile_step.py kernels`)."""
+  import multirun  # pylint: disable=g-import-not-at-top  (benchmarks/multirun.py)
+  import profile_step  # pylint: disable=g-import-not-at-top  (benchmarks/profile_step.py)
+  traces = os.path.join(args.out, 'profile')
+  for i, variant in enumerate(args.variants.split(',')):
+    precision, batch = variant.split(':')
+    for k in [None] + [int(k) for k in args.ks.split(',')]:
+      row = multirun.bench('piczakcnn', 'intermix', k, batch=int(batch), repeats=args.repeats,
+                           width=args.width, fc_units=args.fc_units or None, precision=precision,
+                           method='vmap', profile_dir=traces if i < args.traced else None)
+      _append_jsonl(os.path.join(args.out, 'profile.jsonl'), row)
+      print(f'{_now()} {precision} batch {batch} runs={k or "alone"}: '
+            f'{1e3 * row["step_s"]:.2f} ms, {row["examples_per_s"]:.0f} ex/s', flush=True)
+  for d in sorted(glob.glob(os.path.join(traces, '*', 'meta.json'))):
+    d = os.path.dirname(d)
+    with open(d + '.kernels.txt', 'w') as f, contextlib.redirect_stdout(f):
+      profile_step.kernels(argparse.Namespace(dir=d, top=args.top))
   return 0
 
 
@@ -577,13 +616,22 @@ def main(argv=None) -> int:
   m.add_argument('--precision', default='float32', choices=('float32', 'bfloat16'))
   m.add_argument('--sigterm_at_step', type=int, default=60)
   m.add_argument('--cpu', action='store_true', help='tiny run (1 epoch x2)')
+  f = sub.add_parser('profile')
+  f.add_argument('--variants', default='float32:64,bfloat16:64,float32:256',
+                 help='precision:batch per run, in order')
+  f.add_argument('--ks', default='20', help='runs vmapped (besides one run alone)')
+  f.add_argument('--traced', type=int, default=2, help='trace the first this many variants')
+  f.add_argument('--width', type=float, default=1.0)
+  f.add_argument('--fc_units', type=int, default=0, help='0: the published size')
+  f.add_argument('--repeats', type=int, default=20)
+  f.add_argument('--top', type=int, default=40, help='kernels listed per trace')
   sub.add_parser('report')
-  for q_ in (d, s, q, m, sub.choices['report']):
+  for q_ in (d, s, q, m, f, sub.choices['report']):
     q_.add_argument('--out', required=True)
   args = p.parse_args(argv)
   os.makedirs(args.out, exist_ok=True)
   return dict(deps=cmd_deps, steps=cmd_steps, pipeline=cmd_pipeline, demo=cmd_demo,
-              report=cmd_report)[args.cmd](args)
+              profile=cmd_profile, report=cmd_report)[args.cmd](args)
 
 
 if __name__ == '__main__':

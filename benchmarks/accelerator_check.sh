@@ -27,13 +27,19 @@
 #             ESC-10 row of table 1, 4 strategies x 5 folds, each strategy's folds in one program
 #             with the clips on the device (benchmarks/table_row.py; needs .esc10_ogg/, made here
 #             by `python benchmarks/table_row.py pack` and carried to the machine)
+#   profile   NOT in the default STAGES (STAGES="deps profile"): where the time of 20 vmapped
+#             PiczakCNN runs goes, against their memory floor (issue 17's open question): one run
+#             alone and K = 20, float32 and bfloat16 at batch 64 traced with the JAX profiler
+#             (device time by kernel in OUT_DIR/profile/<row>.kernels.txt), float32 at batch 256
+#             timed; XLA's FLOPs and bytes accessed per row (accelerator_check.py profile)
 #   report    one report, printed and written to OUT_DIR/accelerator_check.md
 # Everything measured lands in OUT_DIR as it is measured (JSON lines, logs/<stage>.log); the
 # synthetic data, the pip target and the demo workdir live in $SCRATCH (default
 # /tmp/intermix_accelerator_check), not in OUT_DIR. Environment: PYTHON (interpreter; default
 # .venv/bin/python if present, else python3), SCRATCH, STAGES (default "deps tests steps pipeline
 # demo multirun"; e.g. STAGES="deps steps" BACKBONES="m18 soundnet5" for a second window), BACKBONES,
-# T_MULTI and T_ROW (the multirun and row stages' boxes, s), ROW_STRATEGIES (e.g. standard,intermix).
+# T_MULTI, T_ROW and T_PROFILE (the multirun, row and profile stages' boxes, s), ROW_STRATEGIES
+# (e.g. standard,intermix).
 set -uo pipefail
 cmdline="bash benchmarks/accelerator_check.sh $*"
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -49,7 +55,7 @@ if [[ -n "${PYTHON:-}" ]]; then py="$PYTHON"
 elif [[ -x "$root/.venv/bin/python" ]]; then py="$root/.venv/bin/python"
 else py=python3; fi
 rm -f "$out"/stages.tsv "$out"/steps.jsonl "$out"/pipeline.jsonl "$out"/demo.jsonl "$out"/multirun.jsonl \
-  "$out"/row.jsonl
+  "$out"/row.jsonl "$out"/profile.jsonl
 
 if [[ $mode == cpu ]]; then
   export JAX_PLATFORMS=cpu
@@ -62,7 +68,9 @@ if [[ $mode == cpu ]]; then
   multi_args=(--backbones piczakcnn --strategies intermix --ks 1,2 --batch 4 --fc_units 32
               --methods vmap --repeats 2)
   row_args=(--cpu --strategies standard)
-  t_tests=120; t_step=150; t_pipe=150; t_demo=300; t_multi=200; t_row=300
+  prof_args=(--variants float32:4,bfloat16:4 --ks 2 --width 0.25 --fc_units 32 --repeats 2
+             --traced 1)
+  t_tests=120; t_step=150; t_pipe=150; t_demo=300; t_multi=200; t_row=300; t_prof=300
 else
   backbones=(envnetv2 envnet m18 soundnet5 piczakcnn)
   strategies=(intermix standard)
@@ -73,10 +81,12 @@ else
   multi_args=(--backbones piczakcnn,envnetv2 --strategies intermix --ks 1,2,5,10,20 --batch 64
               --width 1 --fc_units 0 --repeats 20 --methods vmap)
   row_args=()
-  t_tests=60; t_step=40; t_pipe=60; t_demo=90; t_multi=110; t_row=500
+  prof_args=()
+  t_tests=60; t_step=40; t_pipe=60; t_demo=90; t_multi=110; t_row=500; t_prof=240
 fi
 if [[ -n "${BACKBONES:-}" ]]; then read -r -a backbones <<< "${BACKBONES//,/ }"; fi
 t_multi=${T_MULTI:-$t_multi}; t_row=${T_ROW:-$t_row}  # boxes of a shorter or longer window
+t_prof=${T_PROFILE:-$t_prof}
 if [[ -n "${ROW_STRATEGIES:-}" ]]; then row_args+=(--strategies "$ROW_STRATEGIES"); fi
 stages=" ${STAGES:-deps tests steps pipeline demo multirun} "
 want() { [[ "$stages" == *" $1 "* ]]; }
@@ -139,6 +149,9 @@ want multirun && stage multirun "$t_multi" "$py" benchmarks/multirun.py \
 
 want row && stage row "$t_row" "$py" benchmarks/table_row.py run --out "$out" \
   --scratch "$scratch" --budget_s $((t_row - 30)) "${row_args[@]}"
+
+want profile && stage profile "$t_prof" "$py" benchmarks/accelerator_check.py profile \
+  --out "$out" "${prof_args[@]}"
 
 "$py" benchmarks/accelerator_check.py report --out "$out"
 failed=$(awk -F'\t' '$2 != 0' "$out/stages.tsv" | wc -l)

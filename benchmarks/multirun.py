@@ -48,6 +48,12 @@ from intermix_jax import config_lib, mixing, models, multirun, parallel, steps  
 import machine  # noqa: E402  (benchmarks/machine.py)
 
 
+# The paper's optimiser and schedule (module docstring), for every row.
+PAPER_OPT = steps.OptimizerSpec(lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                                num_epochs=1200, steps_per_epoch=25, schedule=(0.5, 0.75),
+                                warmup_epochs=0)
+
+
 def _model_and_strategy(backbone, strategy_name, width, fc_units, precision, num_classes):
   options = dict(width=width, precision=precision)
   if fc_units:
@@ -57,6 +63,31 @@ def _model_and_strategy(backbone, strategy_name, width, fc_units, precision, num
   strategy = mixing.get_strategy(
       strategy_name, **{k: base[k] for k in mixing.strategy_options(strategy_name)})
   return model, strategy
+
+
+def _cost(compiled) -> dict:
+  """XLA's cost analysis of the compiled step on this backend: FLOPs and bytes accessed (None where
+  the backend does not say, or `compiled` is None)."""
+  try:
+    cost = compiled.cost_analysis() if compiled is not None else {}
+    cost = (cost[0] if cost else {}) if isinstance(cost, (list, tuple)) else (cost or {})
+  except Exception:  # pylint: disable=broad-except
+    cost = {}
+  return dict(xla_flops=cost.get('flops'), xla_bytes_accessed=cost.get('bytes accessed'))
+
+
+def _profile(compiled, state, data, key, steps_n, out_dir, meta):
+  """Trace `steps_n` more steps into out_dir (JAX profiler, with a Perfetto JSON trace that
+  `profile_step.py kernels` reads without xprof) beside the compiled HLO and `meta`."""
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, 'step.hlo.txt'), 'w') as f:
+    f.write(compiled.as_text())
+  with jax.profiler.trace(out_dir, create_perfetto_trace=True):
+    for _ in range(steps_n):
+      state, metrics = compiled(state, data, key)
+    jax.block_until_ready((state, metrics))
+  with open(os.path.join(out_dir, 'meta.json'), 'w') as f:
+    json.dump(dict(meta, steps=steps_n), f)
 
 
 def _plan_bytes(compiled):
@@ -78,7 +109,7 @@ def _time(compiled, state, data, key, repeats):
   jax.block_until_ready((state, metrics))
   seconds = (time.perf_counter() - start) / repeats
   loss = np.asarray(jax.device_get(metrics['loss']))
-  return seconds, bool(np.isfinite(loss).all())
+  return seconds, bool(np.isfinite(loss).all()), state
 
 
 class _Clips:
@@ -123,14 +154,15 @@ def _time_device(fused, state, plans, key, repeats):
 
 def bench(backbone: str, strategy_name: str, k: int | None, *, batch: int, repeats: int,
           width: float, fc_units: int | None, precision: str = 'float32',
-          num_classes: int = 50, method: str = 'vmap', data_mode: str = 'batch') -> dict:
-  """One row: the one-run step (k None) or the K-run step; step seconds, examples/s, memory
-  (`data_mode` 'device': the data_on_device path, module docstring)."""
+          num_classes: int = 50, method: str = 'vmap', data_mode: str = 'batch',
+          profile_dir: str | None = None, profile_steps: int = 3) -> dict:
+  """One row: the one-run step (k None) or the K-run step; step seconds, examples/s, memory, XLA's
+  cost analysis (`data_mode` 'device': the data_on_device path, module docstring). `profile_dir`:
+  then trace `profile_steps` more steps into profile_dir/<backbone>_<strategy>_<runs>_<method>_
+  <precision>_b<batch> (batch mode only)."""
   model, strategy = _model_and_strategy(backbone, strategy_name, width, fc_units, precision,
                                         num_classes)
-  opt = steps.OptimizerSpec(lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4,
-                            num_epochs=1200, steps_per_epoch=25, schedule=(0.5, 0.75),
-                            warmup_epochs=0)
+  opt = PAPER_OPT
   mesh = parallel.make_mesh(1)
   rng = np.random.default_rng(0)
   runs = 1 if k is None else k
@@ -151,11 +183,19 @@ def bench(backbone: str, strategy_name: str, k: int | None, *, batch: int, repea
     compiled = plan = None
     fused, plans = _device_data(model, strategy, step, k, batch, num_classes, mesh)
     compile_s, seconds, finite = _time_device(fused, state, plans, key, repeats)
+    cost = _cost(None)  # the fused device-data step is not compiled here as one program
   else:
     compiled = step.lower(state, data, key).compile()
     compile_s = time.perf_counter() - start
-    seconds, finite = _time(compiled, state, data, key, repeats)
+    seconds, finite, state = _time(compiled, state, data, key, repeats)  # the state is donated
     plan = _plan_bytes(compiled)
+    cost = _cost(compiled)
+    if profile_dir:
+      tag = (f'{backbone}_{strategy_name}_{"alone" if k is None else k}_{method if k else "one"}_'
+             f'{precision}_b{batch}')
+      _profile(compiled, state, data, key, profile_steps, os.path.join(profile_dir, tag),
+               dict(backbone=backbone, strategy=strategy_name, runs=k, method=method,
+                    precision=precision, batch=batch, step_s=seconds))
   # One process measures dozens of programs: drop each before the next (XLA's CPU backend ran out
   # of memory for code at the 23rd otherwise).
   del compiled, step, state, data
@@ -166,24 +206,26 @@ def bench(backbone: str, strategy_name: str, k: int | None, *, batch: int, repea
               method=None if k is None else method, batch=batch, width=width,
               fc_units=fc_units, precision=precision, data=data_mode, compile_s=compile_s,
               step_s=seconds,
-              examples_per_s=runs * batch / seconds, xla_bytes=plan,
+              examples_per_s=runs * batch / seconds, xla_bytes=plan, **cost,
               finite=finite, repeats=repeats, device=jax.local_devices()[0].device_kind,
               backend=jax.default_backend(), load=machine.load())
 
 
 def table(rows: list[dict]) -> str:
   lines = ['| backbone | strategy | data | method | runs | step ms | examples/s | x one run | '
-           'compile s | XLA MiB |', '|---|---|---|---|---|---|---|---|---|---|']
-  one = {(r['backbone'], r['strategy'], r.get('data', 'batch')): r['examples_per_s']
-         for r in rows if r['runs'] is None}
+           'compile s | XLA MiB | precision | batch |', '|---|---|---|---|---|---|---|---|---|---|---|---|']
+  group = lambda r: (r['backbone'], r['strategy'], r.get('data', 'batch'), r['precision'],
+                     r['batch'])
+  one = {group(r): r['examples_per_s'] for r in rows if r['runs'] is None}
   for r in rows:
-    base = one.get((r['backbone'], r['strategy'], r.get('data', 'batch')))
+    base = one.get(group(r))
     ratio = '' if base is None else f'{r["examples_per_s"] / base:.2f}'
     mib = '' if r['xla_bytes'] is None else f'{r["xla_bytes"] / 2**20:.0f}'
     lines.append(f'| {r["backbone"]} | {r["strategy"]} | {r.get("data", "batch")} | '
                  f'{r.get("method") or "-"} | '
                  f'{"one run alone" if r["runs"] is None else r["runs"]} | {1e3 * r["step_s"]:.1f} | '
-                 f'{r["examples_per_s"]:.0f} | {ratio} | {r["compile_s"]:.1f} | {mib} |')
+                 f'{r["examples_per_s"]:.0f} | {ratio} | {r["compile_s"]:.1f} | {mib} | '
+                 f'{r["precision"]} | {r["batch"]} |')
   return '\n'.join(lines)
 
 
@@ -201,6 +243,8 @@ def main(argv=None) -> int:
   p.add_argument('--out', default=None, help='also append each row to this JSON-lines file')
   p.add_argument('--data', default='batch', choices=('batch', 'device'),
                  help="'batch': one fixed batch on the device; 'device': data_on_device's path")
+  p.add_argument('--profile', default=None, metavar='DIR',
+                 help='also trace each row (batch mode) into DIR/<row> (profile_step.py kernels)')
   args = p.parse_args(argv)
   ks = [int(k) for k in args.ks.split(',') if k]
   print(f'# {machine.cpu_name()}; {jax.local_devices()[0].device_kind} ({jax.default_backend()}); '
@@ -215,7 +259,7 @@ def main(argv=None) -> int:
       for method, k in todo:
         row = bench(backbone, strategy, k, batch=args.batch, repeats=args.repeats,
                     width=args.width, fc_units=args.fc_units or None, precision=args.precision,
-                    method=method, data_mode=args.data)
+                    method=method, data_mode=args.data, profile_dir=args.profile)
         rows.append(row)
         print(f'  {backbone} {strategy} {method or ""} runs={k or "alone"}: '
               f'{1e3 * row["step_s"]:.1f} ms, '

@@ -22,10 +22,14 @@ from __future__ import annotations
 import argparse
 import collections
 import glob
+import gzip
 import json
 import os
 import re
 import sys
+
+
+SKIP = ('ThreadpoolListener::Region', 'ThunkExecutor::Execute')  # XLA:CPU's wrappers of the ops
 
 
 def trace(args) -> None:
@@ -72,7 +76,7 @@ def summarize(args) -> None:
   events = events['traceEvents'] if isinstance(events, dict) else events
   threads = {(e['pid'], e['tid']): e['args']['name'] for e in events
              if e.get('ph') == 'M' and e.get('name') == 'thread_name'}
-  skip = {'ThreadpoolListener::Region', 'ThunkExecutor::Execute'}
+  skip = set(SKIP)
   total = collections.Counter()
   for e in events:
     if (e.get('ph') == 'X' and 'XLAEigen' in threads.get((e['pid'], e['tid']), '')
@@ -87,6 +91,55 @@ def summarize(args) -> None:
     print(f'{ms:14.1f}  {name[:28]:28s} {shape[:42]:42s} {op[-80:]}')
 
 
+def _perfetto_events(path: str) -> tuple[list, dict, dict]:
+  """(events, pid -> process name, (pid, tid) -> thread name) of a Perfetto JSON trace."""
+  with gzip.open(path, 'rt') as f:
+    data = json.load(f)
+  events = data['traceEvents'] if isinstance(data, dict) else data
+  procs, threads = {}, {}
+  for e in events:
+    if e.get('ph') == 'M' and e.get('name') == 'process_name':
+      procs[e.get('pid')] = e['args'].get('name', '')
+    elif e.get('ph') == 'M' and e.get('name') == 'thread_name':
+      threads[(e.get('pid'), e.get('tid'))] = e['args'].get('name', '')
+  return events, procs, threads
+
+
+def kernels(args) -> None:
+  """Per-step time of the events on the device's tracks (every '/device:' process of the trace;
+  on a CPU backend, XLA's own threads), by track and event name, from the Perfetto JSON trace
+  that `multirun.py --profile` writes: no xprof needed."""
+  paths = sorted(glob.glob(os.path.join(args.dir, 'plugins', 'profile', '*',
+                                        'perfetto_trace.json.gz')))
+  if not paths:
+    sys.exit(f'profile_step: no perfetto_trace.json.gz under {args.dir}/plugins/profile '
+             '(run benchmarks/multirun.py --profile first)')
+  with open(os.path.join(args.dir, 'meta.json')) as f:
+    meta = json.load(f)
+  events, procs, threads = _perfetto_events(paths[-1])
+  devices = {pid for pid, name in procs.items() if name.startswith('/device:')}
+  if devices:
+    track = lambda e: (procs[e['pid']], threads.get((e['pid'], e.get('tid')), ''))
+    keep = lambda e: e['pid'] in devices
+  else:  # a CPU backend: XLA's worker threads
+    track = lambda e: ('host', threads.get((e['pid'], e.get('tid')), '').split('/')[0])
+    keep = lambda e: 'XLA' in threads.get((e['pid'], e.get('tid')), '')
+  per_track, per_event = collections.Counter(), collections.Counter()
+  for e in events:
+    if e.get('ph') == 'X' and keep(e) and not e['name'].startswith(SKIP):
+      ms = e.get('dur', 0) / 1e3 / meta['steps']
+      per_track[track(e)] += ms
+      per_event[track(e) + (e['name'],)] += ms
+  print(f'# {args.dir}: {meta["backbone"]} {meta["strategy"]} runs={meta["runs"] or "alone"} '
+        f'{meta["method"] if meta["runs"] else ""} {meta["precision"]} batch {meta["batch"]}: '
+        f'untraced step {1e3 * meta["step_s"]:.2f} ms; {meta["steps"]} traced steps')
+  for (proc, thread), ms in per_track.most_common():
+    print(f'# track {proc} / {thread}: {ms:.3f} ms per step')
+  print(f'{"ms / step":>10s}  {"track":40s} event')
+  for (proc, thread, name), ms in per_event.most_common(args.top):
+    print(f'{ms:10.3f}  {(proc + " / " + thread)[-40:]:40s} {name[:100]}')
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest='command', required=True)
@@ -99,8 +152,12 @@ def main(argv=None):
   s = sub.add_parser('summarize', help='per-operation table (needs xprof)')
   s.add_argument('dir')
   s.add_argument('--top', type=int, default=40)
+  k = sub.add_parser('kernels', help='device time by event, from multirun.py --profile '
+                                     '(no xprof)')
+  k.add_argument('dir')
+  k.add_argument('--top', type=int, default=30)
   args = parser.parse_args(argv)
-  trace(args) if args.command == 'trace' else summarize(args)
+  dict(trace=trace, summarize=summarize, kernels=kernels)[args.command](args)
 
 
 if __name__ == '__main__':

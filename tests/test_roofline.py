@@ -1,0 +1,102 @@
+"""benchmarks/roofline.py (the memory floor of a K-run step), profile_step.py's `kernels` summary of
+a Perfetto trace, and multirun.py's profile rows: the tools the accelerator check's profile stage
+runs, checked on this CPU (a GPU trace is written here by hand in the layout the JAX profiler uses:
+'/device:GPU:0' processes, one thread per stream)."""
+import argparse
+import gzip
+import json
+import os
+import sys
+
+import jax
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                'benchmarks'))
+import multirun  # noqa: E402  (benchmarks/multirun.py)
+import profile_step  # noqa: E402
+import roofline  # noqa: E402
+
+TINY = dict(backbone='piczakcnn', strategy='intermix', width=0.25, fc_units=32,
+            precision='float32', batch=4, data='batch', device='cpu')
+
+
+def test_state_bytes_count_every_parameter_and_the_momentum():
+  sizes = roofline.state_bytes(TINY)
+  model, _ = multirun._model_and_strategy('piczakcnn', 'intermix', 0.25, 32, 'float32', 50)
+  params = model.init(jax.random.key(0), jax.numpy.zeros((2, model.input_length)))['params']
+  n = sum(x.size for x in jax.tree.leaves(params))
+  assert sizes['n_params'] == n and sizes['params'] == 4 * n
+  # Nesterov momentum: one float32 trace per parameter, plus the schedule's int32 step counts.
+  assert 4 * n <= sizes['opt_state'] <= 4 * n + 16
+  assert roofline.floors(sizes) == (7 * sizes['params'] + 2 * sizes['opt_state'],
+                                    2 * sizes['params'] + 2 * sizes['opt_state'])
+
+
+def test_analyse_divides_by_the_bandwidth_and_uses_each_groups_own_one_run():
+  rows = [dict(TINY, runs=None, method=None, step_s=1e-3, source='a'),
+          dict(TINY, runs=4, method='vmap', step_s=2e-3, xla_bytes_accessed=8e6, source='a'),
+          dict(TINY, runs=None, method=None, step_s=4e-3, precision='bfloat16', source='a'),
+          dict(TINY, runs=2, method='vmap', step_s=8e-3, precision='bfloat16', source='a'),
+          dict(TINY, runs=2, method='vmap', step_s=1.0, batch=8, source='a')]  # no one-run row
+  out = roofline.analyse(rows, bandwidth_tbps=2.0)
+  assert len(out) == 4
+  floor = roofline.floors(roofline.state_bytes(TINY))[0]
+  assert out[1]['x_one_run'] == pytest.approx(4 * 1e-3 / 2e-3)
+  assert out[1]['floor_s'] == pytest.approx(4 * floor / 2e12)
+  assert out[1]['ceiling_x'] == pytest.approx(1e-3 * 2e12 / floor)
+  assert out[1]['row_xla_bytes_per_run'] == pytest.approx(2e6)
+  assert out[3]['x_one_run'] == pytest.approx(2 * 4e-3 / 8e-3)  # its own (bfloat16) one run
+  assert '| piczakcnn | vmap | 4 | 2.00 | 2.00 |' in roofline.table(out, 2.0)
+
+
+def test_the_h200_rows_give_the_ceiling_the_readme_states():
+  out = roofline.analyse([dict(json.loads(line), source='h200') for line in open(os.path.join(
+      roofline.ROOT, 'results/accelerator/h200-2026-11-30/multirun.jsonl'))], roofline.H200_TBPS)
+  k20 = next(r for r in out if r['backbone'] == 'piczakcnn' and r['runs'] == 20)
+  assert k20['x_one_run'] == pytest.approx(2.33, abs=0.01)
+  assert k20['ceiling_x'] == pytest.approx(5.7, abs=0.05)  # benchmarks/README.md
+  assert k20['strict_ceiling_x'] == pytest.approx(12.7, abs=0.05)
+
+
+def _write_trace(folder, events, meta):
+  run = folder / 'plugins' / 'profile' / '2026_11_30_00_00_00'
+  run.mkdir(parents=True)
+  with gzip.open(run / 'perfetto_trace.json.gz', 'wt') as f:
+    json.dump(dict(traceEvents=events), f)
+  (folder / 'meta.json').write_text(json.dumps(meta))
+
+
+META = dict(backbone='piczakcnn', strategy='intermix', runs=20, method='vmap',
+            precision='float32', batch=64, step_s=9.64e-3, steps=2)
+
+
+def test_kernels_sums_the_device_tracks_per_step(tmp_path, capsys):
+  events = [dict(ph='M', name='process_name', pid=1, args=dict(name='/host:CPU')),
+            dict(ph='M', name='process_name', pid=7, args=dict(name='/device:GPU:0')),
+            dict(ph='M', name='thread_name', pid=7, tid=3, args=dict(name='Stream #13(Compute)')),
+            dict(ph='M', name='thread_name', pid=1, tid=1, args=dict(name='python')),
+            dict(ph='X', name='cutlass_gemm', pid=7, tid=3, ts=0, dur=3000.0),
+            dict(ph='X', name='cutlass_gemm', pid=7, tid=3, ts=5, dur=3000.0),
+            dict(ph='X', name='loop_select_fusion', pid=7, tid=3, ts=9, dur=1000.0),
+            dict(ph='X', name='PjitFunction(step)', pid=1, tid=1, ts=0, dur=9e6)]  # host: left out
+  _write_trace(tmp_path, events, META)
+  profile_step.kernels(argparse.Namespace(dir=str(tmp_path), top=10))
+  out = capsys.readouterr().out
+  assert '# track /device:GPU:0 / Stream #13(Compute): 3.500 ms per step' in out
+  rows = [line.split() for line in out.splitlines() if not line.startswith('#')][1:]
+  assert [(r[0], r[-1]) for r in rows] == [('3.000', 'cutlass_gemm'), ('0.500', 'loop_select_fusion')]
+  assert 'PjitFunction' not in out
+
+
+@pytest.mark.slow
+def test_multirun_profile_writes_a_trace_that_kernels_reads(tmp_path, capsys):
+  row = multirun.bench('piczakcnn', 'intermix', None, batch=4, repeats=1, width=0.25, fc_units=32,
+                       num_classes=10, profile_dir=str(tmp_path), profile_steps=2)
+  assert row['finite'] and row['xla_flops'] > 0 and row['xla_bytes_accessed'] > 0
+  folder = tmp_path / 'piczakcnn_intermix_alone_one_float32_b4'
+  assert 'HloModule' in (folder / 'step.hlo.txt').read_text()
+  profile_step.kernels(argparse.Namespace(dir=str(folder), top=5))
+  out = capsys.readouterr().out
+  assert 'runs=alone' in out and '2 traced steps' in out
+  assert '# track host / tf_XLA' in out  # a CPU backend: XLA's worker threads
