@@ -569,7 +569,9 @@ def cmd_profile(args) -> int:
   """Where the K-run step's time goes (issue 17's open question): PiczakCNN InterMix, one run alone
   and K vmapped runs, for each --variants entry precision:batch in order (the time box may cut the
   list); rows to profile.jsonl, the first `--traced` variants traced into profile/<row>/ with each
-  trace's device time by kernel in profile/<row>.kernels.txt (`profile_step.py kernels`)."""
+  trace's device time by kernel in profile/<row>.kernels.txt (`profile_step.py kernels`) and the
+  compiled step's instructions by bytes moved in profile/<row>.bytes.txt (`profile_step.py
+  bytes`)."""
   import multirun  # pylint: disable=g-import-not-at-top  (benchmarks/multirun.py)
   import profile_step  # pylint: disable=g-import-not-at-top  (benchmarks/profile_step.py)
   traces = os.path.join(args.out, 'profile')
@@ -586,6 +588,8 @@ def cmd_profile(args) -> int:
     d = os.path.dirname(d)
     with open(d + '.kernels.txt', 'w') as f, contextlib.redirect_stdout(f):
       profile_step.kernels(argparse.Namespace(dir=d, top=args.top))
+    with open(d + '.bytes.txt', 'w') as f, contextlib.redirect_stdout(f):
+      profile_step.cmd_bytes(argparse.Namespace(hlo=os.path.join(d, 'step.hlo.txt'), top=args.top))
   return 0
 
 

@@ -1,11 +1,17 @@
 """Where a train step's time goes: trace the trainer's step with the JAX profiler, then list the
 XLA:CPU operations (HLO fusions, dots, FFTs, copies) by time, each with its shape and the model
-op it comes from.
+op it comes from. Two more readers, for any backend and without xprof: `kernels` (device time by
+kernel from the Perfetto trace `multirun.py --profile` writes) and `bytes` (the instructions of a
+compiled step that move the most bytes, from its HLO text).
 
     # 1. in the project environment: trace 2 steps, write the profile and the compiled HLO
     .venv/bin/python benchmarks/profile_step.py trace --model envnet --batch 32 --out /tmp/prof_envnet
     # 2. in any environment with `xprof` (pip install xprof; kept out of the package's dependencies):
     python benchmarks/profile_step.py summarize /tmp/prof_envnet --top 40
+    # any backend: a row traced by `benchmarks/multirun.py --profile DIR` (or the accelerator
+    # check's profile stage)
+    python benchmarks/profile_step.py kernels DIR/<row> --top 40
+    python benchmarks/profile_step.py bytes DIR/<row>/step.hlo.txt --top 30
 
 `trace` runs the same step as benchmarks/vs_torch.py (the trainer's `steps.make_train_step`,
 standard strategy, Nesterov SGD, the backend's own convolutions and pools: the `models.cpu_ops`
@@ -140,6 +146,60 @@ def kernels(args) -> None:
     print(f'{ms:10.3f}  {(proc + " / " + thread)[-40:]:40s} {name[:100]}')
 
 
+_DTYPE_BYTES = dict(pred=1, s8=1, u8=1, bf16=2, f16=2, s16=2, u16=2, f32=4, s32=4, u32=4, f64=8,
+                    s64=8, u64=8, c64=8, c128=16)
+_INSTRUCTION = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = (\(.*?\)|\w+\[[^\]]*\](?:\{[^}]*\})?) '
+                          r'([\w\-]+)\((.*?)\)(.*)$')
+_FREE = ('parameter', 'get-tuple-element', 'tuple', 'bitcast', 'constant')  # no memory traffic
+
+
+def _shape_bytes(shape: str) -> int:
+  """Bytes of an HLO shape ('f32[64,5000]{1,0}', or a tuple of them)."""
+  total = 0
+  for m in re.finditer(r'(\w+)\[([^\]]*)\]', shape):
+    n = 1
+    for d in m.group(2).split(','):
+      n *= int(d) if d.strip() else 1
+    total += n * _DTYPE_BYTES.get(m.group(1), 4)
+  return total
+
+
+def hlo_bytes(hlo: str) -> list[tuple]:
+  """(bytes, output bytes, name, opcode, shape, op_name) of each instruction of the ENTRY
+  computation of an optimised HLO module, largest first: operands + output, the traffic a kernel
+  that reads each operand once and writes its output once moves (XLA's cost model, per kernel)."""
+  entry = hlo[hlo.index('\nENTRY'):]
+  header, body = entry.split('\n', 1)
+  sizes = {m.group(1): _shape_bytes(m.group(2))
+           for m in re.finditer(r'([\w.\-]+): (\w+\[[^\]]*\])', header)}
+  rows = []
+  for line in body.split('\n'):
+    m = _INSTRUCTION.match(line)
+    if not m:
+      continue
+    name, shape, opcode, operands, rest = m.groups()
+    sizes[name] = out = _shape_bytes(shape)
+    if opcode in _FREE:
+      continue
+    read = sum(sizes.get(o.strip().lstrip('%'), 0) for o in operands.split(',') if o.strip())
+    op = re.search(r'op_name="([^"]*)"', rest)
+    rows.append((out + read, out, name, opcode, shape, op.group(1) if op else ''))
+  return sorted(rows, reverse=True)
+
+
+def cmd_bytes(args) -> None:
+  """The instructions of a compiled step (`step.hlo.txt` of `trace` or `multirun.py --profile`)
+  that move the most bytes: where a memory-bound step's traffic goes."""
+  with open(args.hlo) as f:
+    rows = hlo_bytes(f.read())
+  print(f'# {args.hlo}: {sum(r[0] for r in rows) / 1e6:.0f} MB over {len(rows)} instructions '
+        '(operands + output of each)')
+  print(f'{"MB":>9s} {"out MB":>8s}  {"instruction":28s} {"opcode":12s} {"shape":36s} model op')
+  for total, out, name, opcode, shape, op in rows[:args.top]:
+    print(f'{total / 1e6:9.1f} {out / 1e6:8.1f}  {name[:28]:28s} {opcode[:12]:12s} '
+          f'{shape[:36]:36s} {op[-60:]}')
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest='command', required=True)
@@ -156,8 +216,11 @@ def main(argv=None):
                                      '(no xprof)')
   k.add_argument('dir')
   k.add_argument('--top', type=int, default=30)
+  b = sub.add_parser('bytes', help='the instructions of a compiled step moving the most bytes')
+  b.add_argument('hlo', help='an optimised HLO text (step.hlo.txt)')
+  b.add_argument('--top', type=int, default=30)
   args = parser.parse_args(argv)
-  dict(trace=trace, summarize=summarize, kernels=kernels)[args.command](args)
+  dict(trace=trace, summarize=summarize, kernels=kernels, bytes=cmd_bytes)[args.command](args)
 
 
 if __name__ == '__main__':

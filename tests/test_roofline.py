@@ -13,7 +13,8 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 'benchmarks'))
-import multirun  # noqa: E402  (benchmarks/multirun.py)
+import accelerator_check  # noqa: E402  (benchmarks/accelerator_check.py)
+import multirun  # noqa: E402
 import profile_step  # noqa: E402
 import roofline  # noqa: E402
 
@@ -90,13 +91,52 @@ def test_kernels_sums_the_device_tracks_per_step(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_multirun_profile_writes_a_trace_that_kernels_reads(tmp_path, capsys):
-  row = multirun.bench('piczakcnn', 'intermix', None, batch=4, repeats=1, width=0.25, fc_units=32,
-                       num_classes=10, profile_dir=str(tmp_path), profile_steps=2)
-  assert row['finite'] and row['xla_flops'] > 0 and row['xla_bytes_accessed'] > 0
-  folder = tmp_path / 'piczakcnn_intermix_alone_one_float32_b4'
-  assert 'HloModule' in (folder / 'step.hlo.txt').read_text()
-  profile_step.kernels(argparse.Namespace(dir=str(folder), top=5))
-  out = capsys.readouterr().out
-  assert 'runs=alone' in out and '2 traced steps' in out
-  assert '# track host / tf_XLA' in out  # a CPU backend: XLA's worker threads
+def test_profile_stage_traces_reads_and_reports(tmp_path):
+  """accelerator_check.py profile at tiny sizes on this CPU: rows with XLA's cost, the traced row's
+  HLO, kernels and bytes summaries, and the report's roofline section."""
+  out = str(tmp_path)
+  assert accelerator_check.main(['profile', '--out', out, '--variants', 'float32:4', '--ks', '2',
+                                 '--width', '0.25', '--fc_units', '32', '--repeats', '1',
+                                 '--traced', '1']) == 0
+  rows = [json.loads(line) for line in (tmp_path / 'profile.jsonl').read_text().splitlines()]
+  assert [r['runs'] for r in rows] == [None, 2]
+  assert all(r['finite'] and r['xla_flops'] > 0 and r['xla_bytes_accessed'] > 0 for r in rows)
+  assert rows[1]['xla_flops'] == pytest.approx(2 * rows[0]['xla_flops'], rel=0.05)
+  for row in ('piczakcnn_intermix_alone_one_float32_b4', 'piczakcnn_intermix_2_vmap_float32_b4'):
+    assert 'HloModule' in (tmp_path / 'profile' / row / 'step.hlo.txt').read_text()
+    kernels = (tmp_path / 'profile' / f'{row}.kernels.txt').read_text()
+    assert '3 traced steps' in kernels  # multirun.bench's profile_steps
+    assert '# track host / tf_XLA' in kernels  # a CPU backend: XLA's worker threads
+    assert 'MB over' in (tmp_path / 'profile' / f'{row}.bytes.txt').read_text()
+  assert accelerator_check.main(['report', '--out', out]) == 0
+  report = (tmp_path / 'accelerator_check.md').read_text()
+  assert 'against its memory floor' in report and '| piczakcnn | vmap | 2 |' in report
+  assert 'Train step' not in report  # the steps stage did not run
+
+HLO = """HloModule jit_fn, is_scheduled=true
+
+%fused_computation (param_0: f32[100,50], param_1: f32[100,50]) -> f32[100,50] {
+  ROOT %add.1 = f32[100,50]{1,0} add(%param_0, %param_1)
+}
+
+ENTRY %main.9 (p.1: f32[100,50], g.2: f32[100,50], x.3: bf16[8,100]) -> (f32[100,50], f32[8,50]) {
+  %p.1 = f32[100,50]{1,0} parameter(0)
+  %g.2 = f32[100,50]{1,0} parameter(1)
+  %x.3 = bf16[8,100]{1,0} parameter(2)
+  %fusion.4 = f32[100,50]{1,0} fusion(%p.1, %g.2), kind=kLoop, calls=%fused_computation, metadata={op_name="jit(fn)/add"}
+  %copy.5 = f32[100,50]{1,0} copy(%fusion.4)
+  %convert.6 = f32[8,100]{1,0} convert(%x.3)
+  %dot.7 = f32[8,50]{1,0} dot(%convert.6, %copy.5), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+  ROOT %tuple.8 = (f32[100,50]{1,0}, f32[8,50]{1,0}) tuple(%copy.5, %dot.7)
+}
+"""
+
+
+def test_hlo_bytes_counts_operands_and_output_of_each_entry_instruction():
+  rows = {r[2]: r for r in profile_step.hlo_bytes(HLO)}
+  assert set(rows) == {'fusion.4', 'copy.5', 'convert.6', 'dot.7'}  # parameters, tuples: free
+  assert rows['fusion.4'][:2] == (3 * 20000, 20000)  # two f32[100,50] in, one out
+  assert rows['copy.5'][:2] == (40000, 20000)
+  assert rows['convert.6'][:2] == (1600 + 3200, 3200)  # bf16 in, f32 out
+  assert rows['dot.7'][:2] == (3200 + 20000 + 1600, 1600)
+  assert [r[2] for r in profile_step.hlo_bytes(HLO)][:2] == ['fusion.4', 'copy.5']
