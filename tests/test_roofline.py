@@ -6,6 +6,7 @@ import argparse
 import gzip
 import json
 import os
+import subprocess
 import sys
 
 import jax
@@ -140,3 +141,16 @@ def test_hlo_bytes_counts_operands_and_output_of_each_entry_instruction():
   assert rows['convert.6'][:2] == (1600 + 3200, 3200)  # bf16 in, f32 out
   assert rows['dot.7'][:2] == (3200 + 20000 + 1600, 1600)
   assert [r[2] for r in profile_step.hlo_bytes(HLO)][:2] == ['fusion.4', 'copy.5']
+
+
+def test_gpu_aot_compiles_for_a_gpu_or_says_in_one_line_why_not():
+  """benchmarks/gpu_aot.py needs a CUDA-enabled jaxlib (no GPU): with one it prints the program
+  table; without (this project's environment) it exits with one line, no traceback."""
+  proc = subprocess.run([sys.executable, os.path.join(roofline.HERE, 'gpu_aot.py'), '--ks', '0',
+                         '--top', '1'], capture_output=True, text=True, timeout=600)
+  if proc.returncode == 0:
+    assert '| one run | 1 |' in proc.stdout
+  else:
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        'gpu_aot: no deviceless CUDA compiler in this environment')
