@@ -32,6 +32,7 @@ import signal
 import subprocess
 import threading
 import time
+from typing import Callable
 
 from absl import logging
 import jax
@@ -145,6 +146,35 @@ class _Pace:
       return _fmt_time((total - step) / train_rate)
     wall_rate = (step - self.first[1]) / max(now - self.first[0], 1e-9)
     return f'{_fmt_time((total - step) / wall_rate)} at {wall_rate:.2f} steps/s overall'
+
+
+class _SaveShare:
+  """The share of the wall time taken by periodic checkpoints: one warning per training loop when,
+  between two periodic saves, saving took more than half the time (on a fast accelerator a
+  verified save of a large state can outlast the training between two saves; benchmarks/README.md,
+  "Runs in one program on an H200")."""
+
+  def __init__(self):
+    self.since = time.time()  # the start of the current period (the previous check)
+    self.saving = 0.0  # seconds spent in `timed` saves since then
+    self.warned = False
+
+  def timed(self, save: Callable[[], None]) -> None:
+    start = time.time()
+    save()
+    self.saving += time.time() - start
+
+  def check(self, every_epochs: int) -> None:
+    """Ends a period (call after the period's save): warns the first time saves took most of it."""
+    now = time.time()
+    period = now - self.since
+    if not self.warned and self.saving > 0.5 * period > 0:
+      self.warned = True
+      logging.warning('checkpoints took %.0f s of the last %.0f s of training (%.0f%%): raise '
+                      'config.checkpoint_every_epochs (now %d) so that saves take less; a SIGTERM '
+                      'still saves first', self.saving, period, 100 * self.saving / period,
+                      every_epochs)
+    self.since, self.saving = now, 0.0
 
 
 class _TerminationFlag:
@@ -542,6 +572,8 @@ class _Fold:
     self.metrics = None
     self.last_log = (time.time(), self.start)
     self.pace = _Pace()
+    self.saves = _SaveShare()
+    self.check_saves = True  # False: the caller checks (runs saved together share its _SaveShare)
 
   # --- results.json and checkpoints ------------------------------------------------------------
   def results(self, status: str, message: str = '') -> dict:
@@ -741,7 +773,9 @@ class _Fold:
                                             'epoch/nonfinite_steps': entry['nonfinite_steps']})
       self.writer.flush()
     if (epoch + 1) % cfg.checkpoint_every_epochs == 0 or last_epoch or term.requested:
-      self.save(dict(loss=0.0, error=0.0, n=0))
+      self.saves.timed(lambda: self.save(dict(loss=0.0, error=0.0, n=0)))
+      if self.check_saves and run.is_main and not (last_epoch or term.requested):
+        self.saves.check(cfg.checkpoint_every_epochs)
     self.write_results('finished' if last_epoch else 'running')
     self.last_log = (time.time(), self.step)  # steps/s counts training only
 
@@ -842,8 +876,10 @@ class _Together:
     if not self.folds:
       return
     self.step = self.folds[0].start
+    self.saves = _SaveShare()  # every run's saves count together
     for f in self.folds:
       f.rotate = False
+      f.saves, f.check_saves = self.saves, False
       deleted = f.store.discard_after(self.step)
       if deleted:
         logging.info('%s: deleted checkpoints %s (newer than step %d, where the runs resume '
@@ -1020,6 +1056,9 @@ class _Together:
 
     self._each(end, state=True)
     self._rotate()
+    if ((epoch + 1) % cfg.checkpoint_every_epochs == 0 and epoch + 1 < self.first.num_epochs
+        and not term.requested and self.first.is_main):
+      self.saves.check(cfg.checkpoint_every_epochs)
     self.sums = tuple(jnp.zeros_like(s) for s in self.sums)
     self.n_in_epoch = 0
     self.last_log = (time.time(), self.step)

@@ -26,7 +26,8 @@ TINY = dict(backbone='piczakcnn', strategy='intermix', width=0.25, fc_units=32,
 def test_state_bytes_count_every_parameter_and_the_momentum():
   sizes = roofline.state_bytes(TINY)
   model, _ = multirun._model_and_strategy('piczakcnn', 'intermix', 0.25, 32, 'float32', 50)
-  params = model.init(jax.random.key(0), jax.numpy.zeros((2, model.input_length)))['params']
+  params = jax.eval_shape(model.init, jax.random.key(0),
+                          jax.ShapeDtypeStruct((2, model.input_length), 'float32'))['params']
   n = sum(x.size for x in jax.tree.leaves(params))
   assert sizes['n_params'] == n and sizes['params'] == 4 * n
   # Nesterov momentum: one float32 trace per parameter, plus the schedule's int32 step counts.

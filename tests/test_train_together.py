@@ -96,15 +96,35 @@ def trained(synthetic_data_dir, tmp_path_factory):
         fold_all(synthetic_data_dir, 'standard', None if mode == 'seq' else mode), out[mode])
     assert summary['status'] == 'finished'
   out['alone'] = [str(root / f'seed{s}_alone') for s in SEEDS]
-  for s, workdir in zip(SEEDS, out['alone']):
-    train.train_and_evaluate(
-        helpers.tiny_config(synthetic_data_dir, f'fold=1,seed={s},strategy=intermix'), workdir)
-  for method, name in (('unroll', 'unroll'), ('vmap', 'intermix_vmap')):
-    out[name] = str(root / name)
-    summary = train.train_and_evaluate(two_seeds(synthetic_data_dir, 'intermix', method),
-                                       out[name])
-    assert summary['status'] == 'finished' and [s['seed'] for s in summary['seeds']] == list(SEEDS)
+  # The share of wall time the periodic saves took is checked once per period: by each run alone,
+  # by the program for runs together (InterMix: 2 epochs, a periodic save after the first).
+  checks = out['save_checks'] = []
+  real_check = train._SaveShare.check  # pylint: disable=protected-access
+
+  def check(share, every_epochs):
+    checks.append((name, share.saving))
+    real_check(share, every_epochs)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(train._SaveShare, 'check', check)  # pylint: disable=protected-access
+    for s, workdir in zip(SEEDS, out['alone']):
+      name = 'alone'
+      train.train_and_evaluate(
+          helpers.tiny_config(synthetic_data_dir, f'fold=1,seed={s},strategy=intermix'), workdir)
+    for method, name in (('unroll', 'unroll'), ('vmap', 'intermix_vmap')):
+      out[name] = str(root / name)
+      summary = train.train_and_evaluate(two_seeds(synthetic_data_dir, 'intermix', method),
+                                         out[name])
+      assert summary['status'] == 'finished' and [s['seed'] for s in summary['seeds']] == list(SEEDS)
   return out
+
+
+def test_the_saves_share_of_the_time_is_checked_once_per_period(trained):
+  """One check per periodic save that is not the last: per run alone, per program together, with
+  the time of every run's save counted (train._SaveShare; its warning: tests/test_train.py)."""
+  names = [name for name, _ in trained['save_checks']]
+  assert names == ['alone', 'alone', 'unroll', 'intermix_vmap']
+  assert all(saving > 0 for _, saving in trained['save_checks'])
 
 
 def test_fold_all_in_one_program_equals_the_folds_one_after_another(trained):
