@@ -5,8 +5,9 @@ topology made from a GPU target description, `jax.experimental.topologies.get_to
 This script compiles the trainer's one-run step (`steps.mesh_train_step`) and the K-run step
 (`multirun.multi_train_step`) for an sm_90 target (H100 SXM's compute description, the H200's
 141 GB and 4.8 TB/s), then prints per run: XLA:GPU's bytes accessed and FLOPs (its cost analysis
-of the optimised program), the 7P + 2O floor (benchmarks/roofline.py), copies of 1 MB or more,
-grouped convolutions, and the instructions that move the most bytes (`profile_step.py bytes`).
+of the optimised program, which counts the operands and outputs of cuDNN convolution calls but not
+their FLOPs), the 7P + 2O floor (benchmarks/roofline.py), copies of 1 MB or more, grouped
+convolutions, and the instructions that move the most bytes (`profile_step.py bytes`).
 No autotuning happens without a device, so kernel choices (cuBLAS or Triton tiles) may differ on
 the chip; the fusion structure, the buffers and the bytes are the compiler's.
 
@@ -144,8 +145,8 @@ def main(argv=None) -> int:
   device = gpu_device()
   print(f'# deviceless {device.device_kind} (sm_90 target, H200 memory); jax {jax.__version__}; '
         f'{args.backbone} InterMix, {args.precision}, batch {args.batch} per run, published size')
-  print('| program | runs | XLA:GPU MB / run | floor MB / run | program / floor | GFLOP / run | '
-        'copies >= 1 MB | grouped convolutions | compile s |')
+  print('| program | runs | XLA:GPU MB / run | floor MB / run | program / floor | '
+        'GFLOP / run but cuDNN | copies >= 1 MB | grouped convolutions | compile s |')
   print('|---|---|---|---|---|---|---|---|---|')
   listings = []
   for k in [int(k) for k in args.ks.split(',')]:
