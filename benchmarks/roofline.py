@@ -18,6 +18,8 @@ step of every run has to move that state through device memory:
         if no gradient ever reached memory (no guard, the optimiser fused into the gradient's
         matmuls).
 
+Gradients are counted at the parameters' dtype: under `model.precision='bfloat16'` they are
+bfloat16 and a program can move less (PiczakCNN, K = 20: 1,008 MB per run, `gpu_aot.py`).
 Activations, the batch and BatchNorm statistics are left out, so both are lower bounds. At a memory
 bandwidth B, K runs take at least K x floor / B per step. The ceiling on "x one run" (K runs'
 examples/s over one run's, what issue 17's target counts) is then t1 / (floor / B) for every K,
