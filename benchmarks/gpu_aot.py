@@ -31,7 +31,8 @@ import re
 import sys
 import time
 
-os.environ.setdefault('JAX_PLATFORMS', 'cpu')  # never look for a local CUDA device
+if __name__ == '__main__':
+  os.environ.setdefault('JAX_PLATFORMS', 'cpu')  # never look for a local CUDA device
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -88,9 +89,10 @@ def gpu_device(target_config: str = SM90_H200):
 
 def cost(compiled) -> dict:
   """XLA's cost analysis of a compiled program (HloCostAnalysis over its optimised modules)."""
-  got = compiled.cost_analysis()
+  import machine  # pylint: disable=g-import-not-at-top  (benchmarks/machine.py)
+  got = machine.cost_of(compiled)
   if got:
-    return got[0] if isinstance(got, (list, tuple)) else got
+    return got
   from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
   from jax._src.lib import _jax  # pylint: disable=g-import-not-at-top
   total = {}
@@ -100,17 +102,18 @@ def cost(compiled) -> dict:
   return total
 
 
-def compile_step(backbone: str, k: int, *, method: str, precision: str, batch: int,
-                 strategy: str = 'intermix', num_classes: int = 50):
-  """(compiled program, state floor bytes per run) of the one-run step (k = 0) or the K-run step
-  at published size, for the deviceless GPU."""
+def compile_step(backbone: str, k: int, *, precision: str, batch: int, method: str = 'vmap',
+                 width: float = 1.0, fc_units: int | None = None, strategy: str = 'intermix',
+                 num_classes: int = 50, device=None):
+  """The compiled one-run step (k = 0) or K-run step (multirun's optimiser; the accelerator's
+  convolutions, `cpu_ops.set_forced('plain')`) for `device` (None: this process's first device;
+  `gpu_device()` for the deviceless GPU). Default size: published."""
   import multirun as bench_multirun  # pylint: disable=g-import-not-at-top  (benchmarks/multirun.py)
-  import roofline  # pylint: disable=g-import-not-at-top
   from intermix_jax import models, multirun, parallel, steps  # pylint: disable=g-import-not-at-top
   models.cpu_ops.set_forced('plain')  # the accelerator's program, whatever the host backend
-  mesh = parallel.make_mesh(devices=[gpu_device()])
+  mesh = parallel.make_mesh(1) if device is None else parallel.make_mesh(devices=[device])
   model, strat = bench_multirun._model_and_strategy(  # pylint: disable=protected-access
-      backbone, strategy, 1.0, None, precision, num_classes)
+      backbone, strategy, width, fc_units, precision, num_classes)
   opt = bench_multirun.PAPER_OPT
   one = steps.abstract_state(model, opt, mesh)
   lead = () if k == 0 else (k,)
@@ -124,11 +127,9 @@ def compile_step(backbone: str, k: int, *, method: str, precision: str, batch: i
   else:
     step = multirun.multi_train_step(model, strat, opt, num_classes, mesh, method=method)
   compiled = step.lower(state, data, key).compile()
-  floor = roofline.floors(roofline.state_bytes(dict(
-      backbone=backbone, strategy=strategy, width=1.0, fc_units=None, precision=precision)))[0]
   multirun._JITTED.clear()  # pylint: disable=protected-access
   steps._JITTED.clear()  # pylint: disable=protected-access
-  return compiled, floor
+  return compiled
 
 
 def main(argv=None) -> int:
@@ -142,7 +143,11 @@ def main(argv=None) -> int:
   p.add_argument('--hlo_dir', default=None, help='also write each optimised program here')
   args = p.parse_args(argv)
   import profile_step  # pylint: disable=g-import-not-at-top  (benchmarks/profile_step.py)
+  import roofline  # pylint: disable=g-import-not-at-top  (benchmarks/roofline.py)
   device = gpu_device()
+  floor = roofline.floors(roofline.state_bytes(dict(
+      backbone=args.backbone, strategy='intermix', width=1.0, fc_units=None,
+      precision=args.precision)))[0]
   print(f'# deviceless {device.device_kind} (sm_90 target, H200 memory); jax {jax.__version__}; '
         f'{args.backbone} InterMix, {args.precision}, batch {args.batch} per run, published size')
   print('| program | runs | XLA:GPU MB / run | floor MB / run | program / floor | '
@@ -151,8 +156,8 @@ def main(argv=None) -> int:
   listings = []
   for k in [int(k) for k in args.ks.split(',')]:
     start = time.perf_counter()
-    compiled, floor = compile_step(args.backbone, k, method=args.method,
-                                   precision=args.precision, batch=args.batch)
+    compiled = compile_step(args.backbone, k, method=args.method, precision=args.precision,
+                            batch=args.batch, device=device)
     seconds = time.perf_counter() - start
     text = compiled.as_text()
     c, runs = cost(compiled), max(k, 1)

@@ -30,12 +30,17 @@ def load() -> str:
   return ' '.join(f'{v:.2f}' for v in os.getloadavg())
 
 
-def flops_of(compiled) -> float:
-  """FLOPs from XLA's cost analysis of a `jax.stages.Lowered` or `Compiled` (NaN if absent)."""
+def cost_of(compiled) -> dict:
+  """XLA's cost analysis of a `jax.stages.Lowered` or `Compiled` as one dict ({} if absent)."""
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else {}
-  return float((cost or {}).get('flops', float('nan')))
+  return cost or {}
+
+
+def flops_of(compiled) -> float:
+  """FLOPs from XLA's cost analysis of a `jax.stages.Lowered` or `Compiled` (NaN if absent)."""
+  return float(cost_of(compiled).get('flops', float('nan')))
 
 
 def matmul_rate(n: int = 4096, repeats: int = 3, dtype=jnp.float32) -> float:

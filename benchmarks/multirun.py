@@ -69,8 +69,7 @@ def _cost(compiled) -> dict:
   """XLA's cost analysis of the compiled step on this backend: FLOPs and bytes accessed (None where
   the backend does not say, or `compiled` is None)."""
   try:
-    cost = compiled.cost_analysis() if compiled is not None else {}
-    cost = (cost[0] if cost else {}) if isinstance(cost, (list, tuple)) else (cost or {})
+    cost = machine.cost_of(compiled) if compiled is not None else {}
   except Exception:  # pylint: disable=broad-except
     cost = {}
   return dict(xla_flops=cost.get('flops'), xla_bytes_accessed=cost.get('bytes accessed'))

@@ -43,7 +43,8 @@ for p in (HERE, ROOT):
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from intermix_jax import models, parallel, steps  # noqa: E402
+from intermix_jax import parallel, steps  # noqa: E402
+import machine  # noqa: E402  (benchmarks/machine.py)
 import multirun  # noqa: E402  (benchmarks/multirun.py)
 
 H200_ROWS = ('results/accelerator/h200-2026-11-30/multirun.jsonl,'
@@ -73,18 +74,11 @@ def floors(sizes: dict) -> tuple[int, int]:
 
 def xla_bytes_accessed(row: dict) -> float:
   """XLA's 'bytes accessed' of the one-run train step of `row` compiled on this backend."""
-  models.cpu_ops.set_forced('plain')  # the accelerator's program, whatever the backend
-  model, strategy = multirun._model_and_strategy(  # pylint: disable=protected-access
-      row['backbone'], row['strategy'], row['width'], row['fc_units'], row['precision'], 50)
-  mesh = parallel.make_mesh(1)
-  state = steps.abstract_state(model, multirun.PAPER_OPT, mesh)
-  batch = dict(x=jax.ShapeDtypeStruct((row['batch'], model.input_length), jnp.float32),
-               y=jax.ShapeDtypeStruct((row['batch'],), jnp.int32))
-  compiled = steps.mesh_train_step(model, strategy, multirun.PAPER_OPT, 50, mesh).lower(
-      state, batch, jax.random.key(0)).compile()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float((cost or {}).get('bytes accessed', float('nan')))
+  import gpu_aot  # pylint: disable=g-import-not-at-top  (benchmarks/gpu_aot.py: its compile_step)
+  compiled = gpu_aot.compile_step(row['backbone'], 0, precision=row['precision'],
+                                  batch=row['batch'], width=row['width'],
+                                  fc_units=row['fc_units'], strategy=row['strategy'])
+  return float(machine.cost_of(compiled).get('bytes accessed', float('nan')))
 
 
 def _group(row: dict) -> tuple:
