@@ -86,8 +86,10 @@ def _check_components(c):
   for name, value in c.mixing.items():
     users = [s for s in mixing.STRATEGY_NAMES if name in mixing.strategy_options(s)]
     owner = c.strategy if name in used or not users else users[0]
-    _check_option(f'mixing.{name}', value,
-                  functools.partial(mixing.get_strategy, owner, **{name: value}))
+    options = {name: value}
+    if name == 'pairing' and 'eligible_layers' in mixing.strategy_options(owner):
+      options['eligible_layers'] = c.mixing.eligible_layers  # independent pairs need (0,)
+    _check_option(f'mixing.{name}', value, functools.partial(mixing.get_strategy, owner, **options))
   options = {name: c.mixing[name] for name in used}
   try:
     return mixing.get_strategy(c.strategy, **options)

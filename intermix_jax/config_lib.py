@@ -77,6 +77,9 @@ def base_config() -> ml_collections.ConfigDict:
       signed_mode='superpose',  # 'superpose' | 'clamp'
       stop_gradient_interference=False,
       alpha=1.0,                # mixup Beta(alpha, alpha)
+      # 'shared' (each pair of sounds mixed twice) | 'independent' (each mixture its own pair,
+      # input mixing only); None: the strategy's default (bc independent, the others shared)
+      pairing=ref(None, field_type=str),
   ))
   c.strong_augment = False      # time scale [0.8, 1.25] and gain +-6 dB per sound
 

@@ -17,10 +17,19 @@ Strategies ("standard", "mixup", "bc", "speechmix", "intermix"):
   loss = strategy.loss(logits, targets)               # KL for mixing strategies, CE for standard
   h = mix_point(h, k, mix_fn, channel_axis=-1)        # in a model: a channel-last hidden tensor
 
-A mixing batch has N even rows; rows 2k and 2k+1 are a pair of sounds of different classes, and
-row n mixes with its partner n ^ 1 with its own ratio r[n] (each pair yields two mixtures, as the
-reference code does). The partner is taken by flipping within pairs (a reshape, no gather), so a
-batch sharded on an even number of rows per device mixes without cross-device traffic.
+A mixing batch has N even rows; rows 2k and 2k+1 are a pair of sounds of different classes.
+How a pair becomes mixtures is the strategy's `pairing` option (docs/method.md §3, "Pairs"):
+  'shared'       row n mixes with its partner n ^ 1 with its own ratio r[n]: each pair yields two
+                 mixtures and the N sounds give N mixtures (the SpeechMix / InterMix codes' scheme;
+                 the default of mixup, speechmix and intermix).
+  'independent'  each pair yields ONE mixture with its own ratio r[2k]: N sounds give N / 2
+                 mixtures, each from its own pair (BC's reference code: every mixture draws its own
+                 two sounds; the default of bc). Only for strategies that mix at the input alone
+                 (eligible layers (0,)): the batch halves there, before the model.
+`strategy.sounds_per_example` (2 for 'independent', else 1) is how many sounds the loader
+delivers per training example. The partner is taken by flipping within pairs (a reshape, no
+gather), so a batch sharded on an even number of rows per device mixes without cross-device
+traffic.
 """
 import dataclasses
 import math
@@ -36,12 +45,14 @@ from intermix_jax import losses
 
 __all__ = ['mix_ratio', 'bc_mix', 'interference_mix', 'mix_labels', 'partner', 'MixPlan', 'Strategy',
            'Standard', 'Mixup', 'BC', 'SpeechMix', 'InterMix', 'get_strategy', 'strategy_options',
-           'mix_point', 'STRATEGY_NAMES', 'OPTION_NAMES', 'SIGNED_MODES']
+           'mix_point', 'build_strategy', 'STRATEGY_NAMES', 'OPTION_NAMES', 'SIGNED_MODES',
+           'PAIRINGS']
 
 SIGNED_MODES = ('superpose', 'clamp')
+PAIRINGS = ('shared', 'independent')  # how a pair of sounds becomes mixtures (module docstring)
 # Every strategy option (the fields of configs/base.py `mixing`); each strategy takes a subset.
 OPTION_NAMES = ('eligible_layers', 'p_weighting', 'normalize', 'signed_mode',
-                'stop_gradient_interference', 'alpha')
+                'stop_gradient_interference', 'alpha', 'pairing')
 # Largest ratio sqrt|b| / sqrt|a| used in the derivative of sqrt(a b): keeps gradients finite when
 # one factor is denormal-small and the other huge (the exact derivative would overflow float32).
 _MAX_SQRT_RATIO = 1e30
@@ -169,6 +180,14 @@ def interference_mix(h_i: jax.Array, h_j: jax.Array, p: jax.Array, dphi: jax.Arr
   return jnp.where((h_i <= 0) & (h_j <= 0) & (out > 0), 0.0, out)
 
 
+def first_of_pairs(x: jax.Array) -> jax.Array:
+  """Rows 0, 2, 4, ... of x (N, ...) (N even): the first sound of each pair, (N / 2, ...)."""
+  n = x.shape[0]
+  if n % 2:
+    raise ValueError(f'mixing: a mixing batch needs an even number of rows (pairs 2k, 2k+1), got {n}')
+  return x.reshape((n // 2, 2) + x.shape[1:])[:, 0]
+
+
 def partner(x: jax.Array) -> jax.Array:
   """Rows of x (N, ...) reordered so that row n holds row n ^ 1 (N even): flips within pairs."""
   n = x.shape[0]
@@ -210,6 +229,13 @@ def _check_signed_mode(value) -> str:
   return value
 
 
+def _check_pairing(value) -> Optional[str]:
+  if value is not None and value not in PAIRINGS:
+    raise ValueError(f'mixing: option pairing must be one of {PAIRINGS} (or None: the strategy\'s '
+                     f'default), got {value!r}')
+  return value
+
+
 def _check_alpha(alpha) -> float:
   if (isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, (int, float, np.integer, np.floating))
       or not math.isfinite(alpha) or alpha <= 0):
@@ -242,6 +268,7 @@ _OPTION_CHECKS = {
     'signed_mode': _check_signed_mode,
     'stop_gradient_interference': lambda v: _check_bool('stop_gradient_interference', v),
     'alpha': _check_alpha,
+    'pairing': _check_pairing,
 }
 
 
@@ -256,14 +283,56 @@ class Strategy:
       mixes with r itself (labels always use r).
     normalize, signed_mode, stop_gradient_interference: intermix, see `interference_mix`.
     alpha: mixup's Beta(alpha, alpha) parameter (> 0).
+    pairing: 'shared' or 'independent' (module docstring); None means the strategy's default
+      (`default_pairing`: 'independent' for bc, 'shared' for the others) where its layers allow it,
+      else 'shared' (bc at hidden layers): resolved here, so the strategy always holds the pairing
+      it uses. 'independent' needs eligible layers (0,).
   """
   name: ClassVar[str] = ''
   mixes: ClassVar[bool] = True
+  default_pairing: ClassVar[str] = 'shared'
   _default_input_only: ClassVar[bool] = True  # eligible_layers=None -> (0,)
 
   def __post_init__(self):
     for field in dataclasses.fields(self):
       object.__setattr__(self, field.name, _OPTION_CHECKS[field.name](getattr(self, field.name)))
+    if hasattr(self, 'pairing'):
+      input_only = (self.eligible_layers == (0,) if self.eligible_layers is not None
+                    else self._default_input_only)
+      if self.pairing is None:  # the default where it applies: hidden layers need shared pairs
+        object.__setattr__(self, 'pairing', self.default_pairing if input_only else 'shared')
+      if self.pairing == 'independent' and not input_only:
+        raise ValueError(f'mixing: {self.name} option pairing=\'independent\' halves the batch at the '
+                         f'input, so it needs eligible_layers=(0,) (got '
+                         f'{self.eligible_layers!r}); use pairing=\'shared\' to mix hidden layers')
+
+  @property
+  def independent_pairs(self) -> bool:
+    """Each pair of sounds yields one mixture (pairing='independent')."""
+    return getattr(self, 'pairing', 'shared') == 'independent'
+
+  @property
+  def sounds_per_example(self) -> int:
+    """Sounds the loader delivers per training example: 2 with independent pairs, else 1."""
+    return 2 if self.independent_pairs else 1
+
+  def label(self) -> str:
+    """Short name of the strategy and its non-default options, e.g. 'bc',
+    'intermix[layers=0,r-weighting]', 'bc[shared-pairs]' (results.json `method`, the report's rows)."""
+    opts = []
+    if self.mixes:
+      if getattr(self, 'eligible_layers', None) is not None:
+        opts.append('layers=' + ','.join(str(k) for k in self.eligible_layers))
+      if not getattr(self, 'p_weighting', True):
+        opts.append('r-weighting')
+    opts += self._option_labels()
+    if hasattr(self, 'pairing') and self.pairing != type(self)(**{
+        f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != 'pairing'}).pairing:
+      opts.append(f'{self.pairing}-pairs')  # not what pairing=None gives with these options
+    return self.name + ('[' + ','.join(opts) + ']' if opts else '')
+
+  def _option_labels(self) -> list:
+    return []
 
   # --- layer choice ----------------------------------------------------------------------------
   def layers(self, num_mix_points: int) -> Tuple[int, ...]:
@@ -333,7 +402,8 @@ class Strategy:
     only, no gradient flows through them. The layer test is a lax.cond on the traced plan.layer, so one
     compiled function serves every layer; points that can never be chosen (not eligible) return h
     without adding any computation. The mixed tensor keeps h's shape and dtype (laws run in float32
-    at least).
+    at least), except with independent pairs: there point 0 is always mixed and returns (N / 2, ...)
+    rows, mixture k from rows 2k and 2k+1.
     """
     if not self.mixes:
       return lambda h, k: h
@@ -347,18 +417,22 @@ class Strategy:
       if h.ndim < 1 or h.shape[0] != plan.r.shape[0]:
         raise ValueError(f'mixing: {self.name} plan has {plan.r.shape[0]} rows but the tensor at mix '
                          f'point {k} has shape {h.shape}')
+      if self.independent_pairs:  # the only eligible point is 0: always mixed, N -> N / 2 rows
+        return self._mix(plan, h, sample_rate)
       return jax.lax.cond(plan.layer == k, lambda t: self._mix(plan, t, sample_rate),
                           lambda t: t, h)
 
     return mix_fn
 
   def targets(self, plan: MixPlan, labels_onehot: jax.Array) -> jax.Array:
-    """Soft targets (N, C): r y_n + (1 - r) y_{n^1} (mixup: lambda); one-hot for standard."""
+    """Soft targets (N, C): r y_n + (1 - r) y_{n^1} (mixup: lambda); one-hot for standard.
+    With independent pairs (N / 2, C): the rows of the first sound of each pair."""
     y = jnp.asarray(labels_onehot)
     if y.ndim != 2 or y.shape[0] != plan.r.shape[0]:
       raise ValueError(f'mixing: labels_onehot must be (N, C) with N={plan.r.shape[0]} rows, '
                        f'got shape {y.shape}')
-    return mix_labels(y, partner(y), plan.r)
+    targets = mix_labels(y, partner(y), plan.r)
+    return first_of_pairs(targets) if self.independent_pairs else targets
 
   def loss(self, logits: jax.Array, targets: jax.Array, mask: Optional[jax.Array] = None) -> jax.Array:
     """KL(targets || softmax(logits)), mean over rows (cross-entropy for standard)."""
@@ -366,10 +440,14 @@ class Strategy:
 
   # --- the mixing itself ------------------------------------------------------------------------
   def _mix(self, plan: MixPlan, h: jax.Array, sample_rate: float) -> jax.Array:
-    """Mix every row of h (N, ...) with its partner row, example by example (vmap)."""
+    """Mix every row of h (N, ...) with its partner row, example by example (vmap); with
+    independent pairs only the first row of each pair: (N / 2, ...)."""
     ratio = self._sound_ratio(plan, h, sample_rate)
     dphi = plan.phi - partner(plan.phi)
-    mixed = jax.vmap(self._mix_example)(h, partner(h), ratio, dphi)
+    args = (h, partner(h), ratio, dphi)
+    if self.independent_pairs:
+      args = tuple(first_of_pairs(a) for a in args)
+    mixed = jax.vmap(self._mix_example)(*args)
     return mixed.astype(h.dtype)
 
   def _sound_ratio(self, plan: MixPlan, h: jax.Array, sample_rate: float) -> jax.Array:
@@ -415,12 +493,16 @@ def _p_weighted_ratio(plan: MixPlan, h: jax.Array, sample_rate: float) -> jax.Ar
 class Mixup(Strategy):
   """mixup: lambda h_i + (1 - lambda) h_j with lambda ~ Beta(alpha, alpha) per row (input by default).
 
-  Options: eligible_layers, alpha.
+  Options: eligible_layers, alpha, pairing.
   """
   eligible_layers: Optional[Tuple[int, ...]] = None
   alpha: float = 1.0
+  pairing: Optional[str] = None
 
   name: ClassVar[str] = 'mixup'
+
+  def _option_labels(self) -> list:
+    return [f'alpha={self.alpha:g}'] if self.alpha != 1.0 else []
 
   def _draw_r(self, key: jax.Array, n: int) -> jax.Array:
     return jax.random.beta(key, self.alpha, self.alpha, (n,), jnp.float32)
@@ -432,14 +514,17 @@ class Mixup(Strategy):
 
 @dataclasses.dataclass(frozen=True)
 class BC(Strategy):
-  """BC learning: bc_mix with BC's p (from A-weighted levels) at the input by default.
+  """BC learning: bc_mix with BC's p (from A-weighted levels) at the input by default, each
+  mixture from its own pair of sounds (pairing='independent', BC's reference code).
 
-  Options: eligible_layers, p_weighting.
+  Options: eligible_layers, p_weighting, pairing.
   """
   eligible_layers: Optional[Tuple[int, ...]] = None
   p_weighting: bool = True
+  pairing: Optional[str] = None
 
   name: ClassVar[str] = 'bc'
+  default_pairing: ClassVar[str] = 'independent'
 
   def _sound_ratio(self, plan: MixPlan, h: jax.Array, sample_rate: float) -> jax.Array:
     return _p_weighted_ratio(plan, h, sample_rate) if self.p_weighting else plan.r
@@ -453,9 +538,10 @@ class BC(Strategy):
 class SpeechMix(BC):
   """SpeechMix: the BC mix applied to the hidden tensor of a layer drawn per step (1..K-1 default).
 
-  Options: eligible_layers, p_weighting.
+  Options: eligible_layers, p_weighting, pairing.
   """
   name: ClassVar[str] = 'speechmix'
+  default_pairing: ClassVar[str] = 'shared'
   _default_input_only: ClassVar[bool] = False
 
 
@@ -463,16 +549,23 @@ class SpeechMix(BC):
 class InterMix(Strategy):
   """InterMix: phase-shifted inputs, interference mix at a hidden layer drawn per step (1..K-1).
 
-  Options: eligible_layers, p_weighting, normalize, signed_mode, stop_gradient_interference.
+  Options: eligible_layers, p_weighting, normalize, signed_mode, stop_gradient_interference,
+  pairing.
   """
   eligible_layers: Optional[Tuple[int, ...]] = None
   p_weighting: bool = True
   normalize: bool = True
   signed_mode: str = 'superpose'
   stop_gradient_interference: bool = False
+  pairing: Optional[str] = None
 
   name: ClassVar[str] = 'intermix'
   _default_input_only: ClassVar[bool] = False
+
+  def _option_labels(self) -> list:
+    return ((['no-normalize'] if not self.normalize else [])
+            + ([self.signed_mode] if self.signed_mode != 'superpose' else [])
+            + (['stopgrad'] if self.stop_gradient_interference else []))
 
   def _draw_phi(self, key: jax.Array, n: int) -> jax.Array:
     return jax.random.uniform(key, (n,), jnp.float32, -math.pi / 2, math.pi / 2)
@@ -533,6 +626,13 @@ def get_strategy(name: str, **options) -> Strategy:
     raise ValueError(f'mixing.get_strategy: {name!r} does not use option(s) {", ".join(unused)}; '
                      f'valid options: {valid}')
   return _REGISTRY[name](**options)
+
+
+def build_strategy(config) -> Strategy:
+  """The strategy of an experiment config: `config.strategy` with the options it uses from
+  `config.mixing` (ValueError, one line, as `get_strategy`)."""
+  return get_strategy(config.strategy, **{k: config.mixing[k] for k in strategy_options(config.strategy)
+                                          if k in config.mixing})
 
 
 def mix_point(h: jax.Array, k: int, mix: Optional[Callable[[jax.Array, int], jax.Array]],

@@ -90,29 +90,9 @@ def versions() -> dict[str, str]:
 
 
 def method_label(config: ml_collections.ConfigDict) -> str:
-  """Short name of the training method, e.g. 'intermix', 'intermix[layers=0,r-weighting]+aug'."""
-  label = config.strategy
-  opts = []
-  m = config.mixing
-  if config.strategy != 'standard':
-    if m.eligible_layers is not None:
-      opts.append('layers=' + ','.join(str(k) for k in m.eligible_layers))
-    if 'p_weighting' in mixing.strategy_options(config.strategy) and not m.p_weighting:
-      opts.append('r-weighting')
-  if config.strategy == 'intermix':
-    if not m.normalize:
-      opts.append('no-normalize')
-    if m.signed_mode != 'superpose':
-      opts.append(m.signed_mode)
-    if m.stop_gradient_interference:
-      opts.append('stopgrad')
-  if config.strategy == 'mixup' and m.alpha != 1.0:
-    opts.append(f'alpha={m.alpha:g}')
-  if opts:
-    label += '[' + ','.join(opts) + ']'
-  if config.strong_augment:
-    label += '+aug'
-  return label
+  """Short name of the training method, e.g. 'intermix', 'intermix[layers=0,r-weighting]+aug'
+  (the strategy's `label()`, '+aug' with strong augmentation)."""
+  return mixing.build_strategy(config).label() + ('+aug' if config.strong_augment else '')
 
 
 def _fmt_time(seconds: float) -> str:
@@ -383,7 +363,7 @@ class _Run:
     except ValueError as e:
       raise config_checks.ConfigError(f'config.model / config.backbone={config.backbone!r}: {e}') from e
     try:
-      strategy = mixing.get_strategy(config.strategy, **{k: config.mixing[k] for k in mixing.strategy_options(config.strategy)})
+      strategy = mixing.build_strategy(config)
     except ValueError as e:
       raise config_checks.ConfigError(f'config.mixing / config.strategy={config.strategy!r}: {e}') from e
     config_checks.validate(

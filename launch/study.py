@@ -75,8 +75,10 @@ class Study:
     a = self.args
     for seed, fold, strategy in itertools.product(
         sweep.parse_range(a.seeds), sweep.parse_range(a.folds), sweep.parse_list(a.strategies)):
-      cmd, workdir = sweep.run_spec(a.dataset, a.backbone, strategy, fold, seed, a.root, a.extra)
-      rel = os.path.join(a.backbone, strategy, f'seed{seed}', f'fold{fold}')
+      cmd, workdir = sweep.run_spec(a.dataset, a.backbone, strategy, fold, seed, a.root, a.extra,
+                                    variant=a.variant or None)
+      folder = f'{strategy}-{a.variant}' if a.variant else strategy  # as the workdir's
+      rel = os.path.join(a.backbone, folder, f'seed{seed}', f'fold{fold}')
       yield cmd, workdir, os.path.join(a.results, rel, RESULTS_FILE)
 
   def collect(self, workdir, dest):
@@ -167,6 +169,9 @@ def main(argv=None):
   p.add_argument('--root', required=True, help='where the workdirs go (outside the checkout)')
   p.add_argument('--results', required=True, help='results tree inside the repository')
   p.add_argument('--extra', default='', help='extra overrides for every run')
+  p.add_argument('--variant', default='',
+                 help='name of the variant the --extra overrides make: runs go to '
+                      '<strategy>-<variant>/ (workdirs and results), never beside the default\'s')
   p.add_argument('--jobs', type=int, default=1)
   p.add_argument('--pin', action='store_true', help='pin run k to CPU k (taskset)')
   p.add_argument('--nice', type=int, default=0)

@@ -1,11 +1,13 @@
 """Input pipeline laws (intermix_jax/data/{augment,pairing,pipeline}.py) on in-memory sources,
 plus the public API end to end on the synthetic dataset."""
+import collections
 import threading
 
 from hypothesis import given, settings, strategies as st
 import numpy as np
 import pytest
 
+from intermix_jax import config_lib
 from intermix_jax import data
 from intermix_jax.data import augment
 from intermix_jax.data import pairing
@@ -370,3 +372,66 @@ def test_dataset_info_needs_no_data(base_config, dataset, classes, folds, first)
   assert (info.name, info.num_classes, info.num_folds, info.class_names[0]) == (
       dataset, classes, folds, first)
   assert len(info.class_names) == classes
+
+
+# --- independent pairs (BC's sampling: each mixture its own two draws) ----------------------------
+
+def make_independent(**kwargs):
+  return pipeline.TrainLoader(
+      constant_clips_index(LABELS, 50), input_length=64, seed=kwargs.pop('seed', 3), pairs=True,
+      strong_augment=kwargs.pop('strong', False), num_threads=kwargs.pop('num_threads', 0),
+      sounds_per_example=2, **{'batch_size': 8, **kwargs})
+
+
+def test_independent_pairs_two_sounds_per_example_of_different_classes():
+  train = make_independent()
+  labels = np.concatenate(LABELS)
+  assert train.steps_per_epoch == 27 // 8 and train.rows == 16  # 8 mixtures from 16 sounds a step
+  seen = collections.Counter()
+  for epoch in range(40):
+    for b in train.batches(epoch):
+      assert b['x'].shape == (16, 64) and b['y'].shape == (16,)
+      ids = clip_ids(b['x'])
+      np.testing.assert_array_equal(b['y'], labels[ids])
+      assert np.all(b['y'][0::2] != b['y'][1::2])
+      seen.update(ids.tolist())
+  # Draws with replacement over every clip (the dropped tail included), none favoured: 40 x 3 x 16
+  # = 1920 draws over 27 clips (71 each on average). BC's rule redraws same-class pairs, so a clip
+  # of a bigger class is drawn a little less; every clip stays within 40 % of the mean.
+  assert set(seen) == set(range(27))
+  counts = np.asarray([seen[i] for i in range(27)])
+  assert counts.min() > 0.6 * counts.mean() and counts.max() < 1.4 * counts.mean()
+
+
+def test_independent_pairs_are_deterministic_resumable_and_split_over_processes():
+  a = [list(make_independent().batches(e)) for e in (1, 2)]
+  b = list(make_independent().batches(1, start_step=1))  # fresh loader, mid-epoch
+  for x, y in zip(a[0][1:], b):
+    np.testing.assert_array_equal(x['x'], y['x'])
+  assert any(not np.array_equal(x['y'], y['y']) for x, y in zip(a[0], a[1]))
+  threaded = list(make_independent(num_threads=2).batches(1))
+  for x, y in zip(a[0], threaded):
+    np.testing.assert_array_equal(x['x'], y['x'])
+  shards = [list(make_independent(process_index=p, process_count=2).batches(1)) for p in range(2)]
+  for step, batch in enumerate(a[0]):
+    assert shards[0][step]['x'].shape == (8, 64)
+    np.testing.assert_array_equal(np.concatenate([s[step]['x'] for s in shards]), batch['x'])
+
+
+def test_independent_pairs_need_two_classes_but_no_balance():
+  unbalanced = pipeline.ClipIndex([ListSource([
+      {'audio': np.full(50, i + 1, np.int16), 'label': 0 if i < 18 else 1,
+       'filename': f'c{i:02d}.wav'} for i in range(20)])])
+  loader = pipeline.TrainLoader(unbalanced, input_length=64, batch_size=8, seed=0, pairs=True,
+                                strong_augment=False, num_threads=0, sounds_per_example=2)
+  for b in loader.batches(0):  # shared pairs refuse this set (class 0 holds 18 of 20 clips)
+    assert np.all(b['y'][0::2] != b['y'][1::2])
+  with pytest.raises(config_lib.ConfigError, match='hold 1 class'):
+    pipeline.TrainLoader(pipeline.ClipIndex([ListSource([
+        {'audio': np.full(50, 1, np.int16), 'label': 3, 'filename': f'c{i}.wav'} for i in range(9)])]),
+        input_length=64, batch_size=8, seed=0, pairs=True, strong_augment=False,
+        sounds_per_example=2)
+  with pytest.raises(ValueError, match='sounds_per_example'):
+    make_train(pairs=False).__class__(constant_clips_index(LABELS, 50), input_length=64,
+                                      batch_size=8, seed=0, pairs=False, strong_augment=False,
+                                      sounds_per_example=2)

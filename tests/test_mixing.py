@@ -234,11 +234,11 @@ def test_every_strategy_takes_the_config_options_it_uses():
   used = {name: mixing.strategy_options(name) for name in mixing.STRATEGY_NAMES}
   assert used == {
       'standard': (),
-      'mixup': ('eligible_layers', 'alpha'),
-      'bc': ('eligible_layers', 'p_weighting'),
-      'speechmix': ('eligible_layers', 'p_weighting'),
+      'mixup': ('eligible_layers', 'alpha', 'pairing'),
+      'bc': ('eligible_layers', 'p_weighting', 'pairing'),
+      'speechmix': ('eligible_layers', 'p_weighting', 'pairing'),
       'intermix': ('eligible_layers', 'p_weighting', 'normalize', 'signed_mode',
-                   'stop_gradient_interference'),
+                   'stop_gradient_interference', 'pairing'),
   }
   assert set().union(*used.values()) == set(mixing.OPTION_NAMES)  # every option serves someone
   for name in mixing.STRATEGY_NAMES:
@@ -315,7 +315,7 @@ def test_plan_validates_layers_and_batch_at_trace_time():
 _PLAN_VARIANTS = {
     'standard': mixing.get_strategy('standard'),
     'mixup': mixing.get_strategy('mixup', alpha=0.2),
-    'bc': mixing.get_strategy('bc'),
+    'bc': mixing.get_strategy('bc', pairing='shared'),  # the shared-pair law (independent: below)
     'speechmix': mixing.get_strategy('speechmix'),
     'intermix': mixing.get_strategy('intermix'),
     'intermix_0_2': mixing.get_strategy('intermix', eligible_layers=(0, 2)),
@@ -471,7 +471,7 @@ def test_targets_and_losses():
   logits = 3.0 * y[::-1]
   log_q = np.asarray(jax.nn.log_softmax(logits), np.float64)
   for name in mixing.STRATEGY_NAMES:
-    s = mixing.get_strategy(name)
+    s = mixing.get_strategy(name, **({'pairing': 'shared'} if name == 'bc' else {}))
     plan = _manual_plan(s, 7)
     t = s.targets(plan, y)
     chex.assert_shape(t, (N, C))
@@ -538,3 +538,65 @@ def test_mixer_checks_rows_and_rate_and_skips_ineligible_points():
   assert mixing.get_strategy('bc').mixer(plan, FS)(h, 2) is h
   assert mixing.get_strategy('speechmix', eligible_layers=(2,)).mixer(plan, FS)(h, 1) is h
   assert mixing.get_strategy('standard').mixer(plan, FS)(h, 0) is h
+
+
+# --- pairing: shared pairs (each pair mixed twice) and independent pairs (each pair once) ------
+@pytest.mark.parametrize('name,options', [
+    ('bc', {}), ('bc', {'p_weighting': False}), ('mixup', {'pairing': 'independent'}),
+    ('intermix', {'pairing': 'independent', 'eligible_layers': (0,)})])
+def test_independent_pairs_mix_each_pair_once(name, options):
+  """Independent pairs: N sounds -> N / 2 mixtures, mixture k = the shared-pair mixture of row 2k
+  (same law, same ratio r[2k], same p from the levels of rows 2k and 2k+1), targets likewise."""
+  s = mixing.get_strategy(name, **options)
+  shared = mixing.get_strategy(name, **{**options, 'pairing': 'shared'})
+  assert s.pairing == 'independent' and s.sounds_per_example == 2 and shared.sounds_per_example == 1
+  x, y, _ = _batch(4)
+  plan = _manual_plan(s, 11)
+  xs = s.prepare_input(plan, x)
+  got = s.mixer(plan, FS)(xs, 0)
+  want = np.asarray(shared.mixer(plan, FS)(shared.prepare_input(plan, x), 0))[0::2]
+  chex.assert_shape(got, (N // 2, T))
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(s.targets(plan, y)), np.asarray(shared.targets(plan, y))[0::2],
+                             atol=1e-7)
+  for k in range(1, K):  # hidden points are never eligible: untouched, whatever their rows
+    h = jnp.ones((N // 2, 7))
+    assert s.mixer(plan, FS)(h, k) is h
+  with pytest.raises(ValueError, match='6 rows'):
+    s.mixer(plan, FS)(got, 0)  # the plan's rows are sounds, not mixtures
+
+
+def test_pairing_defaults_labels_and_errors():
+  assert mixing.get_strategy('bc').pairing == 'independent'  # BC's reference code
+  for name in ('mixup', 'speechmix', 'intermix'):
+    assert mixing.get_strategy(name).pairing == 'shared'  # the SpeechMix / InterMix codes
+  # BC at hidden points keeps shared pairs by default; asked for independent pairs, it refuses.
+  assert mixing.get_strategy('bc', eligible_layers=(0, 2)).pairing == 'shared'
+  with pytest.raises(ValueError, match=r"pairing='independent' .* eligible_layers=\(0,\) \(got None\)"):
+    mixing.get_strategy('intermix', pairing='independent')
+  with pytest.raises(ValueError, match='pairing must be one of'):
+    mixing.get_strategy('bc', pairing='twice')
+  assert mixing.get_strategy('bc').label() == 'bc'
+  assert mixing.get_strategy('bc', pairing='shared').label() == 'bc[shared-pairs]'
+  assert mixing.get_strategy('mixup', pairing='independent').label() == 'mixup[independent-pairs]'
+  assert mixing.get_strategy('bc', eligible_layers=(0, 2)).label() == 'bc[layers=0,2]'
+  assert mixing.get_strategy('intermix', eligible_layers=(0,), pairing='independent',
+                             normalize=False).label() == 'intermix[layers=0,no-normalize,independent-pairs]'
+
+
+def test_independent_pairs_train_step_gradients_are_finite_and_per_mixture():
+  """One jitted loss and gradient through the toy model at N / 2 rows after the input."""
+  s = mixing.get_strategy('bc')
+  x, y, w = _batch(5)
+
+  def toy_half(x, mix, w):  # the toy model's first layer on whatever rows the mixer returns
+    h = mix(x, 0)
+    return 30.0 * (jax.nn.relu(h[:, :C] * w[0]) - jax.nn.relu(h[:, C:2 * C] * w[1]))
+
+  def loss(w, plan):
+    return s.loss(toy_half(s.prepare_input(plan, x), s.mixer(plan, FS), w), s.targets(plan, y))
+
+  plan = s.plan(jax.random.key(3), N, K)
+  value, grad = jax.jit(jax.value_and_grad(loss))(w, plan)
+  chex.assert_tree_all_finite((value, grad))
+  assert float(jnp.abs(grad).sum()) > 0

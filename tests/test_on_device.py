@@ -33,8 +33,10 @@ def _noise_index(labels_per_source, lengths, seed=0, prefix='clip'):
 
 
 def _loader(index, *, strong, pairs, t=700, batch=8, seed=3):
-  return pipeline.TrainLoader(index, input_length=t, batch_size=batch, seed=seed, pairs=pairs,
-                              strong_augment=strong, num_threads=0)
+  """pairs: False, True (shared pairs) or 'independent' (two sounds per example)."""
+  return pipeline.TrainLoader(index, input_length=t, batch_size=batch, seed=seed, pairs=bool(pairs),
+                              strong_augment=strong, num_threads=0,
+                              sounds_per_example=2 if pairs == 'independent' else 1)
 
 
 LENGTHS = [1, 5, 300, 699, 700, 701, 1500, 4000]  # shorter, equal and longer than T = 700
@@ -53,13 +55,13 @@ def _bound(loader, epoch, step):
 
 
 @pytest.mark.parametrize('strong', [False, True])
-@pytest.mark.parametrize('pairs', [False, True])
+@pytest.mark.parametrize('pairs', [False, True, 'independent'])
 def test_device_batches_equal_host_batches(strong, pairs):
   index = _noise_index([[0, 1, 2, 3] * 6, [1, 2, 3, 0] * 4], LENGTHS)
   loader = _loader(index, strong=strong, pairs=pairs)
   table = on_device.ClipTable.from_indexes([index])
   mesh = parallel.make_mesh()
-  inputs = on_device.DeviceInputs([loader], table, mesh, pairs=pairs, stacked=False)
+  inputs = on_device.DeviceInputs([loader], table, mesh, pairs=bool(pairs), stacked=False)
   for epoch in range(3):
     for step in range(loader.steps_per_epoch):
       got, want = inputs.batch(epoch, step), loader.batch(epoch, step)

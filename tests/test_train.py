@@ -54,9 +54,11 @@ def test_end_to_end_smoke_per_strategy(strategy, synthetic_data_dir, tmp_path):
   assert step == 2 * epochs
 
 
-def test_interrupted_rerun_equals_uninterrupted_bitwise(synthetic_data_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize('strategy', ['intermix', 'bc'])  # bc: independent pairs (2 sounds/example)
+def test_interrupted_rerun_equals_uninterrupted_bitwise(strategy, synthetic_data_dir, tmp_path,
+                                                        monkeypatch):
   """SIGTERM in the middle of epoch 2 (mid-epoch data position and metric sums), then rerun."""
-  config = helpers.tiny_config(synthetic_data_dir, 'strategy=intermix')  # 2 epochs x 2 steps
+  config = helpers.tiny_config(synthetic_data_dir, f'strategy={strategy}')  # 2 epochs x 2 steps
   ref = train.train_and_evaluate(config, str(tmp_path / 'ref'))
 
   real_loader = data.make_train_loader

@@ -314,3 +314,22 @@ def test_data_on_device_refuses_clips_over_half_the_device_in_one_line(
   assert '\n' not in msg and msg.startswith('config.data_on_device=True: the 240 training clips')
   assert msg.endswith('over half of its 1.0 MiB; set config.data_on_device=False (the host '
                       'pipeline)')
+
+
+def test_bc_independent_pairs_stacked_on_device_equal_each_seed_alone(synthetic_data_dir, tmp_path):
+  """BC's default, independent pairs (2 sounds per training example), through stacked runs with the
+  crops cut on the device: each seed gets its run alone (the host pipeline). Unrolled BC may
+  differ from its run alone in the loss's last bit (tests/test_multirun.py): losses rtol 1e-5,
+  the same predictions on every test clip."""
+  stacked = str(tmp_path / 'stacked')
+  summary = train.train_and_evaluate(on_device(two_seeds(synthetic_data_dir, 'bc', 'unroll')), stacked)
+  assert summary['status'] == 'finished'
+  for s, b_dir in zip(SEEDS, seed_dirs(stacked)):
+    alone = str(tmp_path / f'alone{s}')
+    a = train.train_and_evaluate(helpers.tiny_config(synthetic_data_dir, f'fold=1,seed={s},strategy=bc'),
+                                 alone)
+    b = helpers.results(b_dir)
+    assert a['method'] == b['method'] == 'bc' and b['status'] == 'finished'
+    assert a['predictions'] == b['predictions']
+    np.testing.assert_allclose([h['train_loss'] for h in b['history']],
+                               [h['train_loss'] for h in a['history']], rtol=1e-5)

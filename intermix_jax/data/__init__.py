@@ -16,8 +16,8 @@ With config.data_on_device the trainer cuts the same training batches on the dev
 Config fields read: dataset (a name of `DATASETS`, the catalog's: data/catalog.py), fold
 (test fold, 1-based; the other folds train), data_dir, manual_dir, skip_bad_files, batch_size,
 eval_batch_size, num_eval_crops, seed (shuffle_buffer_seed, when set, replaces it for the data),
-strong_augment, strategy ('standard' yields single sounds, any other strategy pairs of different
-classes); for 'custom' also audio_dir, metadata_csv, num_folds (configs/custom.py, data/custom.py).
+strong_augment, strategy and mixing ('standard' yields single sounds, any other strategy pairs of
+different classes; with independent pairs, `mixing.pairing`, two sounds per training example); for 'custom' also audio_dir, metadata_csv, num_folds (configs/custom.py, data/custom.py).
 The dataset is prepared on first use and cached in data_dir.
 
 Builders (tfds names): `esc50` (configs esc50_sr<rate>, esc10_sr<rate>), `urbansound8k`
@@ -25,6 +25,7 @@ Builders (tfds names): `esc50` (configs esc50_sr<rate>, esc10_sr<rate>), `urbans
 44100 (others are built on the fly); `custom_audio` (one config per user dataset and rate).
 """
 
+from intermix_jax import mixing
 from intermix_jax.data.audio_builder import SAMPLE_RATES
 from intermix_jax.data.audio_builder import SampleRateConfig
 from intermix_jax.data.audio_builder import SkippedFilesWarning
@@ -76,11 +77,13 @@ def make_train_loader(config, sample_rate: int, input_length: int, *, process_in
   """
   info = dataset_info(config)
   fold = check_fold(config, info)
+  strategy = mixing.build_strategy(config)
   builder = prepare(config, sample_rate)
   index = ClipIndex(_fold_sources(builder, [k for k in range(1, info.num_folds + 1) if k != fold]),
                     cache_bytes=cache_bytes)
   return TrainLoader(index, input_length=input_length, batch_size=int(config.batch_size),
-                     seed=_data_seed(config), pairs=config.strategy != 'standard',
+                     seed=_data_seed(config), pairs=strategy.mixes,
+                     sounds_per_example=strategy.sounds_per_example,
                      strong_augment=bool(config.strong_augment), process_index=process_index,
                      process_count=process_count, num_threads=num_threads, prefetch=prefetch,
                      num_workers=num_workers, class_names=info.class_names)

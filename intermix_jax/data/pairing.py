@@ -1,8 +1,11 @@
 """Pairs of sounds of different classes for mixing strategies (docs/method.md §3).
 
-A mixing batch has rows (2k, 2k+1) of different classes (docs/architecture.md, "Arrays"). The
-epoch's shuffled order is repaired deterministically by swaps, so it stays a permutation: every
-clip still appears exactly once.
+A mixing batch has rows (2k, 2k+1) of different classes (docs/architecture.md, "Arrays"). Two ways
+to make them, by the strategy's pairing:
+  shared pairs (`pair_different_classes`): the epoch's shuffled order is repaired
+    deterministically by swaps, so it stays a permutation: every clip appears exactly once.
+  independent pairs (`independent_pairs`): each pair is two uniform draws with replacement,
+    redrawn together until their classes differ (BC's reference code, `dataset.py` get_example).
 """
 from typing import Sequence
 
@@ -46,6 +49,31 @@ def check_pairable(labels: np.ndarray, num_used: int, class_names: Sequence[str]
       f'{int(counts[biggest])} of the {labels.shape[0]} training clips; with {used} per epoch a '
       f'class may hold at most {limit} (training clips - used / 2): add clips of other classes, '
       f'remove clips of {name}, or use config.strategy=standard (docs/own_data_and_models.md)')
+
+
+def check_two_classes(labels: np.ndarray) -> None:
+  """Raises config_lib.ConfigError (one line) unless the clips hold at least two classes (what
+  independent pairs need: any class balance works)."""
+  present = np.unique(np.asarray(labels))
+  if present.size < 2:
+    raise ConfigError(f'mixing strategies pair sounds of different classes, but the training clips '
+                      f'hold {present.size} class(es); add clips of other classes, or use '
+                      f'config.strategy=standard (docs/own_data_and_models.md)')
+
+
+def independent_pairs(rng: np.random.Generator, labels: np.ndarray, num_pairs: int) -> np.ndarray:
+  """int64 (2 num_pairs,): pairs (2k, 2k+1) of clip indices of different labels, each pair drawn
+  independently: two uniform draws with replacement over all clips, both redrawn until the labels
+  differ (as BC's reference code draws each mixture). Deterministic given `rng`'s state; needs at
+  least two labels (`check_two_classes`)."""
+  labels = np.asarray(labels)
+  n = labels.shape[0]
+  out = rng.integers(0, n, size=(num_pairs, 2))
+  pending = np.flatnonzero(labels[out[:, 0]] == labels[out[:, 1]])
+  while pending.size:
+    out[pending] = rng.integers(0, n, size=(pending.size, 2))
+    pending = pending[labels[out[pending, 0]] == labels[out[pending, 1]]]
+  return out.reshape(-1).astype(np.int64)
 
 
 def pair_different_classes(order: np.ndarray, labels: np.ndarray, num_used: int) -> np.ndarray:

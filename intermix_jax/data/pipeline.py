@@ -7,7 +7,10 @@ background threads, `num_threads`; optional worker processes, `num_workers`).
 Training (`TrainLoader`): each epoch is a permutation of the train folds' clips (seeded by
 (seed, epoch)); for mixing strategies it is repaired so rows (2k, 2k+1) are of different classes;
 the last partial batch is dropped. Step `s` of epoch `e` holds global positions
-[s B, (s + 1) B); process p takes rows [p B_local, (p + 1) B_local) of it. Random variates
+[s B, (s + 1) B); process p takes rows [p B_local, (p + 1) B_local) of it. With independent pairs
+(`sounds_per_example=2`, BC's sampling) a step holds 2 B sounds instead: B pairs, each drawn on its
+own (`pairing.independent_pairs`, seeded by (seed, epoch, step)); an epoch still has
+floor(N / B) steps of B training examples (B mixtures), as in BC's reference code. Random variates
 (time scale, crop position, gain) are drawn for the whole global batch from a numpy Generator
 seeded by (seed, epoch, step), so a batch never depends on the process count or on what was read
 before: `batches(epoch, start_step)` resumes exactly.
@@ -130,23 +133,33 @@ class TrainLoader:
   Attributes:
     steps_per_epoch: full global batches per epoch (same on every process).
     num_examples: training clips (train folds).
-    local_batch_size: rows per process batch.
+    local_batch_size: rows (sounds) per process batch.
+    rows: sounds per global batch (batch_size x sounds_per_example).
   """
 
   def __init__(self, index: ClipIndex, *, input_length: int, batch_size: int, seed: int,
                pairs: bool, strong_augment: bool, process_index: int = 0,
                process_count: int = 1, num_threads: int = 1, prefetch: int = 2,
-               num_workers: int = 0, class_names: Sequence[str] | None = None):
-    """`class_names` (index = label) only name a class in the pairing error below."""
+               num_workers: int = 0, class_names: Sequence[str] | None = None,
+               sounds_per_example: int = 1):
+    """`class_names` (index = label) only name a class in the pairing error below;
+    `sounds_per_example` = the strategy's (2: independent pairs, `pairs` must be True)."""
+    if sounds_per_example not in (1, 2) or (sounds_per_example == 2 and not pairs):
+      raise ValueError(f'TrainLoader: sounds_per_example={sounds_per_example!r} must be 1, or 2 '
+                       'with pairs=True (independent pairs)')
     _check_processes(batch_size, process_index, process_count, 'batch_size', pairs)
-    self.local_batch_size = batch_size // process_count
+    self.independent = sounds_per_example == 2
+    self.rows = batch_size * sounds_per_example
+    self.local_batch_size = self.rows // process_count
     self.index = index
     self.num_examples = len(index)
     self.steps_per_epoch = self.num_examples // batch_size
     if self.steps_per_epoch == 0:
       raise config_lib.ConfigError(f'config.batch_size={batch_size} is larger than the {self.num_examples} '
                         'training clips: not one full batch per epoch; use a smaller batch_size')
-    if pairs:  # the repair of every epoch's order must succeed: checked once, here
+    if self.independent:
+      pairing.check_two_classes(index.labels)
+    elif pairs:  # the repair of every epoch's order must succeed: checked once, here
       pairing.check_pairable(index.labels, self.steps_per_epoch * batch_size, class_names,
                              batch_size)
     self.batch_size = batch_size
@@ -171,7 +184,8 @@ class TrainLoader:
     self._lock, self._orders, self._stream = threading.Lock(), {}, None
 
   def epoch_order(self, epoch: int) -> np.ndarray:
-    """int64 (num_examples,): clip indices of the epoch; the first steps*B are used."""
+    """int64 (num_examples,): clip indices of the epoch; the first steps*B are used (shared
+    pairs and single sounds; independent pairs draw each step's clips in `draws`)."""
     epoch = _nonneg(epoch, 'epoch')
     with self._lock:
       order = self._orders.get(epoch)
@@ -189,12 +203,18 @@ class TrainLoader:
 
   def draws(self, epoch: int, step: int):
     """What batch `step` of `epoch` is made of, for the whole global batch (a pure function of
-    (seed, epoch, step)): positions int64 (B,) clip indices, offsets_u float64 (B,), scales and
-    gains float64 (B,) or None (no strong augmentation)."""
+    (seed, epoch, step)): positions int64 (R,) clip indices, offsets_u float64 (R,), scales and
+    gains float64 (R,) or None (no strong augmentation); R = `rows` sounds (2 B with independent
+    pairs, else B)."""
     if not 0 <= step < self.steps_per_epoch:
       raise IndexError(f'step {step} outside 0..{self.steps_per_epoch - 1}')
-    b = self.batch_size
-    positions = self.epoch_order(epoch)[step * b:(step + 1) * b]
+    b = self.rows
+    if self.independent:
+      positions = pairing.independent_pairs(
+          np.random.default_rng([self.seed, _ORDER_STREAM, _nonneg(epoch, 'epoch'), step]),
+          self.index.labels, self.batch_size)
+    else:
+      positions = self.epoch_order(epoch)[step * b:(step + 1) * b]
     rng = np.random.default_rng([self.seed, _AUGMENT_STREAM, _nonneg(epoch, 'epoch'), step])
     offsets_u = rng.random(b)
     scales = gains = None

@@ -291,7 +291,7 @@ def mix_point(module: nn.Module, h: jax.Array, k: int, mix: MixFn) -> jax.Array:
   The mixing function and the sown value see h as given here (the models pass channel-first
   tensors: the reference code's NCHW layout, so a flattened tensor reads as the reference's signal),
   in float32 whatever the compute dtype; the result is cast back to h's dtype. Raises ValueError if
-  `mix` changes the shape.
+  `mix` changes the shape (other than halving the rows).
 
   Why the mixing laws must not run in bfloat16 (8 significant bits): BC's p comes from A-weighted
   levels, 10 log10 of a power summed over thousands of squared samples (a bfloat16 running sum
@@ -303,8 +303,10 @@ def mix_point(module: nn.Module, h: jax.Array, k: int, mix: MixFn) -> jax.Array:
   """
   if mix is not None:
     mixed = mix(h.astype(jnp.float32), k)
-    if mixed.shape != h.shape:
-      raise ValueError(f'models: mix(h, {k}) must keep the shape {h.shape}, returned {mixed.shape}')
+    halved = (h.shape[0] // 2,) + h.shape[1:]  # independent pairs: one mixture per pair
+    if mixed.shape != h.shape and mixed.shape != halved:
+      raise ValueError(f'models: mix(h, {k}) must keep the shape {h.shape} (or halve its rows, '
+                       f'{halved}), returned {mixed.shape}')
     h = mixed.astype(h.dtype)
   module.sow('intermediates', f'mix_point_{k}', h.astype(jnp.float32))
   return h

@@ -139,8 +139,35 @@ def load_runs(paths: Iterable[str], name: str = RESULTS_FILE) -> tuple[list[dict
       bad.append(f'{path}: {why}; left out')
       continue
     r['_path'] = path
+    r['method'] = method_of(r)
     runs.append(r)
   return runs, bad
+
+
+def method_of(record: dict) -> str:
+  """The method label of a run, from its recorded config where it has one (so every run is
+  labelled by today's rule, `Strategy.label`), else its recorded `method`.
+
+  A config without `mixing.pairing` was trained before that option existed, when every strategy
+  mixed shared pairs: it is labelled so (e.g. BC of that time: 'bc[shared-pairs]'; BC's default is
+  now independent pairs). A config this version cannot read keeps its recorded label.
+  """
+  config = record.get('config')
+  if not isinstance(config, dict) or not isinstance(config.get('mixing'), dict):
+    return record['method']
+  cfg = dict(config, mixing=dict({'pairing': 'shared'}, **config['mixing']))
+  if isinstance(cfg['mixing'].get('eligible_layers'), list):
+    cfg['mixing']['eligible_layers'] = tuple(cfg['mixing']['eligible_layers'])
+  try:
+    strategy = mixing.build_strategy(_Attrs(cfg))
+  except (ValueError, TypeError, KeyError):
+    return record['method']
+  return strategy.label() + ('+aug' if config.get('strong_augment') else '')
+
+
+class _Attrs(dict):
+  """A config dict read as `config.strategy`, `config.mixing[k]` (what build_strategy reads)."""
+  __getattr__ = dict.__getitem__
 
 
 def row_key(run: dict) -> str:
