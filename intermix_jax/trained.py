@@ -134,7 +134,7 @@ def load_workdir(workdir: str, error: type[Exception], *,
   workdir = os.path.abspath(workdir)
   _check_is_run(workdir, error)
   stored = workdir_lib.read_json_object(os.path.join(workdir, workdir_lib.CONFIG_FILE), error)
-  config = ml_collections.ConfigDict(_without_removed_fields(stored))
+  config = ml_collections.ConfigDict(workdir_lib.with_added_fields(_without_removed_fields(stored)))
   results_path = os.path.join(workdir, workdir_lib.RESULTS_FILE)
   results = (workdir_lib.read_json_object(results_path, error) if os.path.isfile(results_path)
              else None)

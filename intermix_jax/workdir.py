@@ -37,7 +37,10 @@ DATA_FIELDS = ('audio_dir', 'metadata_csv')
 # Fields added to the config after workdirs were written, with the value that reproduces what such
 # a workdir was trained with: a stored config.json without the field matches this value, so older
 # workdirs still resume (and any other value is still refused).
-ADDED_FIELDS = {'model.precision': 'float32', 'seeds': None, 'data_on_device': False}
+# mixing.pairing: every strategy mixed shared pairs before the option existed (docs/method.md §3);
+# a current value that resolves to shared pairs for the run's strategy (None for intermix) matches.
+ADDED_FIELDS = {'model.precision': 'float32', 'seeds': None, 'data_on_device': False,
+                'mixing.pairing': 'shared'}
 # Fields removed from the config: a stored config.json that still has one resumes, whatever its
 # value (model.conv_impl chose between equal computations).
 REMOVED_FIELDS = ('model.conv_impl',)
@@ -45,6 +48,40 @@ REMOVED_FIELDS = ('model.conv_impl',)
 
 class WorkdirConfigError(ValueError):
   pass
+
+
+def _resolved(key: str, flat: dict) -> Any:
+  """The value field `key` of a flattened config stands for: mixing.pairing's None resolved by
+  the run's strategy (mixing.Strategy), any other field as it is."""
+  if key != 'mixing.pairing':
+    return flat.get(key)
+  from intermix_jax import mixing  # pylint: disable=import-outside-toplevel
+  options = {k.split('.', 1)[1]: v for k, v in flat.items() if k.startswith('mixing.')}
+  if isinstance(options.get('eligible_layers'), list):
+    options['eligible_layers'] = tuple(options['eligible_layers'])
+  try:
+    name = flat['strategy']
+    strategy = mixing.get_strategy(name, **{k: options[k] for k in mixing.strategy_options(name)
+                                            if k in options})
+  except (KeyError, ValueError, TypeError):
+    return flat.get(key)
+  return getattr(strategy, 'pairing', 'shared')  # standard pairs nothing: any value matches
+
+
+def with_added_fields(stored: dict) -> dict:
+  """A stored config.json with every field of ADDED_FIELDS it lacks set to the value that
+  reproduces what it was trained with (e.g. an older BC run: mixing.pairing='shared')."""
+  out = json.loads(json.dumps(stored))
+  for key, value in ADDED_FIELDS.items():
+    *parents, leaf = key.split('.')
+    node = out
+    for p in parents:
+      if not isinstance(node.get(p), dict):
+        break
+      node = node[p]
+    else:
+      node.setdefault(leaf, value)
+  return out
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict:
@@ -70,7 +107,7 @@ def config_differences(stored: dict, current: dict, ignore=()) -> list[str]:
   for key in sorted(set(a) | set(b)):
     if key in MUTABLE_FIELDS or key in ignore:
       continue
-    if key not in a and key in ADDED_FIELDS and b.get(key) == ADDED_FIELDS[key]:
+    if key not in a and key in ADDED_FIELDS and _resolved(key, b) == ADDED_FIELDS[key]:
       continue
     if key in REMOVED_FIELDS and key not in b:
       continue

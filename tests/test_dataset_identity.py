@@ -323,3 +323,28 @@ def test_workdir_written_before_a_new_config_field_still_resumes():
   diffs = wd.config_differences(stored, {'model': {'width': 1.0, 'precision': 'bfloat16'},
                                          'seed': 0})
   assert len(diffs) == 1 and diffs[0].startswith('model.precision')
+
+
+def test_workdir_written_before_mixing_pairing_resumes_only_with_shared_pairs():
+  """Before `mixing.pairing` every strategy mixed shared pairs: such a workdir resumes when the
+  current config resolves to shared pairs (InterMix's default None; BC's explicit 'shared'), and
+  is refused for BC's new default (independent pairs). Loading it (predict, adversarial) sees
+  shared pairs, so its method label stays 'bc[shared-pairs]'."""
+  from intermix_jax import mixing, workdir as wd  # pylint: disable=g-import-not-at-top
+
+  def stored(strategy):
+    return {'strategy': strategy, 'mixing': {'eligible_layers': None, 'p_weighting': True}}
+
+  def now(strategy, pairing):
+    return {'strategy': strategy, 'mixing': {'eligible_layers': None, 'p_weighting': True,
+                                             'pairing': pairing}}
+  assert wd.config_differences(stored('intermix'), now('intermix', None)) == []
+  assert wd.config_differences(stored('standard'), now('standard', None)) == []
+  assert wd.config_differences(stored('bc'), now('bc', 'shared')) == []
+  diffs = wd.config_differences(stored('bc'), now('bc', None))
+  assert len(diffs) == 1 and diffs[0].startswith('mixing.pairing'), diffs
+  assert wd.config_differences(stored('intermix'), now('intermix', 'independent')) != []
+  loaded = wd.with_added_fields(stored('bc'))
+  assert loaded['mixing']['pairing'] == 'shared' and 'pairing' not in stored('bc')['mixing']
+  cfg = type('C', (), {'strategy': 'bc', 'mixing': loaded['mixing']})
+  assert mixing.build_strategy(cfg).label() == 'bc[shared-pairs]'
