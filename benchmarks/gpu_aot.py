@@ -2,26 +2,24 @@
 
 XLA can compile for an NVIDIA GPU it cannot see (deviceless ahead-of-time compilation: a PJRT
 topology made from a GPU target description, `jax.experimental.topologies.get_topology_desc`).
-This script compiles the trainer's one-run step (`steps.mesh_train_step`) and the K-run step
-(`multirun.multi_train_step`) for an sm_90 target (H100 SXM's compute description, the H200's
-141 GB and 4.8 TB/s), then prints per run: XLA:GPU's bytes accessed and FLOPs (its cost analysis
-of the optimised program, which counts the operands and outputs of cuDNN convolution calls but not
-their FLOPs), the 7P + 2O floor (benchmarks/roofline.py), copies of 1 MB or more, grouped
-convolutions, and the instructions that move the most bytes (`profile_step.py bytes`).
-No autotuning happens without a device, so kernel choices (cuBLAS or Triton tiles) may differ on
-the chip; the fusion structure, the buffers and the bytes are the compiler's.
+This script compiles the trainer's one-run step and the K-run step (`harness.compile_step`) for an
+sm_90 target (H100 SXM's compute description, the H200's 141 GB and 4.8 TB/s), then prints per
+run: XLA:GPU's bytes accessed and FLOPs (`harness.cost_of`: the cost analysis of the optimised
+program, which counts the operands and outputs of cuDNN convolution calls but not their FLOPs),
+the 7P + 2O floor (`benchmarks.roofline`), copies of 1 MB or more, grouped convolutions, and the
+instructions that move the most bytes (`profile_step bytes`). No autotuning happens without a
+device, so kernel choices (cuBLAS or Triton tiles) may differ on the chip; the fusion structure,
+the buffers and the bytes are the compiler's.
 
 It needs an environment of its own (a CUDA-enabled jaxlib; about 4.4 GB, no GPU needed):
 
     python3.12 -m venv /tmp/gpu_aot && /tmp/gpu_aot/bin/pip install "jax[cuda13]==0.11.2" \\
         flax optax chex ml_collections absl-py
-    /tmp/gpu_aot/bin/python benchmarks/gpu_aot.py --backbone piczakcnn --ks 0,1,2,20
-    /tmp/gpu_aot/bin/python benchmarks/gpu_aot.py ... --hlo_dir /tmp/hlo   # the programs' text too
+    /tmp/gpu_aot/bin/python -m benchmarks.gpu_aot --backbone piczakcnn --ks 0,1,2,20
+    /tmp/gpu_aot/bin/python -m benchmarks.gpu_aot ... --hlo_dir /tmp/hlo   # the programs' text too
 
-`--ks`: 0 is the one-run step, K >= 1 the K-run step of `--method`. Written against jax 0.11.2: the
-cost analysis of a compile-only executable is not exposed (`Compiled.cost_analysis()` is None
-without a local client), so it runs XLA's HloCostAnalysis on the optimised module through
-`jax._src.lib._jax.hlo_module_cost_analysis`, as PJRT does on a GPU host.
+`--ks`: 0 is the one-run step, K >= 1 the K-run step of `--method`. Written against jax 0.11.2.
+Without a CUDA plugin it exits with one line.
 """
 from __future__ import annotations
 
@@ -34,14 +32,9 @@ import time
 if __name__ == '__main__':
   os.environ.setdefault('JAX_PLATFORMS', 'cpu')  # never look for a local CUDA device
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-for p in (HERE, ROOT):
-  if p not in sys.path:
-    sys.path.insert(0, p)
+import jax  # noqa: E402  (after JAX_PLATFORMS)
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
+from benchmarks import harness, profile_step, roofline  # noqa: E402
 
 # GpuTargetConfigProto (text format) of an H100 SXM (sm_90, 132 SMs): the H200 has the same die,
 # so only the memory fields are the H200's (141 GB, 4.8 TB/s). device_description_str names the
@@ -87,51 +80,6 @@ def gpu_device(target_config: str = SM90_H200):
   return topo.devices[0]
 
 
-def cost(compiled) -> dict:
-  """XLA's cost analysis of a compiled program (HloCostAnalysis over its optimised modules)."""
-  import machine  # pylint: disable=g-import-not-at-top  (benchmarks/machine.py)
-  got = machine.cost_of(compiled)
-  if got:
-    return got
-  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
-  from jax._src.lib import _jax  # pylint: disable=g-import-not-at-top
-  total = {}
-  for module in compiled._executable.xla_extension_executable().hlo_modules():  # pylint: disable=protected-access
-    for k, v in _jax.hlo_module_cost_analysis(xla_bridge.get_backend('cpu'), module).items():
-      total[k] = total.get(k, 0.0) + v
-  return total
-
-
-def compile_step(backbone: str, k: int, *, precision: str, batch: int, method: str = 'vmap',
-                 width: float = 1.0, fc_units: int | None = None, strategy: str = 'intermix',
-                 num_classes: int = 50, device=None):
-  """The compiled one-run step (k = 0) or K-run step (multirun's optimiser; the accelerator's
-  convolutions, `cpu_ops.set_forced('plain')`) for `device` (None: this process's first device;
-  `gpu_device()` for the deviceless GPU). Default size: published."""
-  import multirun as bench_multirun  # pylint: disable=g-import-not-at-top  (benchmarks/multirun.py)
-  from intermix_jax import models, multirun, parallel, steps  # pylint: disable=g-import-not-at-top
-  models.cpu_ops.set_forced('plain')  # the accelerator's program, whatever the host backend
-  mesh = parallel.make_mesh(1) if device is None else parallel.make_mesh(devices=[device])
-  model, strat = bench_multirun._model_and_strategy(  # pylint: disable=protected-access
-      backbone, strategy, width, fc_units, precision, num_classes)
-  opt = bench_multirun.PAPER_OPT
-  one = steps.abstract_state(model, opt, mesh)
-  lead = () if k == 0 else (k,)
-  state = one if k == 0 else jax.tree.map(lambda s: jax.ShapeDtypeStruct(lead + s.shape, s.dtype),
-                                          one)
-  data = dict(x=jax.ShapeDtypeStruct(lead + (batch, model.input_length), jnp.float32),
-              y=jax.ShapeDtypeStruct(lead + (batch,), jnp.int32))
-  key = jax.ShapeDtypeStruct(lead, jax.random.key(0).dtype)
-  if k == 0:
-    step = steps.mesh_train_step(model, strat, opt, num_classes, mesh)
-  else:
-    step = multirun.multi_train_step(model, strat, opt, num_classes, mesh, method=method)
-  compiled = step.lower(state, data, key).compile()
-  multirun._JITTED.clear()  # pylint: disable=protected-access
-  steps._JITTED.clear()  # pylint: disable=protected-access
-  return compiled
-
-
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument('--backbone', default='piczakcnn')
@@ -142,8 +90,6 @@ def main(argv=None) -> int:
   p.add_argument('--top', type=int, default=12, help='instructions listed per program')
   p.add_argument('--hlo_dir', default=None, help='also write each optimised program here')
   args = p.parse_args(argv)
-  import profile_step  # pylint: disable=g-import-not-at-top  (benchmarks/profile_step.py)
-  import roofline  # pylint: disable=g-import-not-at-top  (benchmarks/roofline.py)
   device = gpu_device()
   floor = roofline.floors(roofline.state_bytes(dict(
       backbone=args.backbone, strategy='intermix', width=1.0, fc_units=None,
@@ -156,11 +102,11 @@ def main(argv=None) -> int:
   listings = []
   for k in [int(k) for k in args.ks.split(',')]:
     start = time.perf_counter()
-    compiled = compile_step(args.backbone, k, method=args.method, precision=args.precision,
-                            batch=args.batch, device=device)
+    compiled = harness.compile_step(args.backbone, k or None, method=args.method,
+                                    precision=args.precision, batch=args.batch, device=device)
     seconds = time.perf_counter() - start
     text = compiled.as_text()
-    c, runs = cost(compiled), max(k, 1)
+    c, runs = harness.cost_of(compiled), max(k, 1)
     rows = profile_step.hlo_bytes(text)
     copies = sum(1 for r in rows if r[3] == 'copy' and r[1] >= 1e6)
     grouped = len(re.findall(r'feature_group_count=([2-9]|\d\d+)', text))
@@ -171,10 +117,9 @@ def main(argv=None) -> int:
     listings.append((name, runs, rows))
     if args.hlo_dir:
       os.makedirs(args.hlo_dir, exist_ok=True)
-      with open(os.path.join(args.hlo_dir, f'{args.backbone}_{args.precision}_{name.replace(" ", "_")}'
-                                           f'_{runs}.hlo.txt'), 'w') as f:
+      with open(os.path.join(args.hlo_dir, f'{args.backbone}_{args.precision}_'
+                                           f'{name.replace(" ", "_")}_{runs}.hlo.txt'), 'w') as f:
         f.write(text)
-    jax.clear_caches()
   for name, runs, rows in listings:
     print(f'\n# {name}, {runs} run(s): the {args.top} instructions moving the most bytes '
           f'(operands + output), MB per run')

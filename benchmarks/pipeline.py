@@ -1,15 +1,15 @@
 """Input-pipeline benchmark: training examples/s on real ESC-10 at 44.1 kHz next to the train step.
 
-    .venv/bin/python benchmarks/pipeline.py                    # ESC-10 44.1 kHz, T=66650, batch 64
-    .venv/bin/python benchmarks/pipeline.py --threads 0,1,2 --epochs 3 --step_batch 16
-    .venv/bin/python benchmarks/pipeline.py --no_step          # the data pipeline only
+    python -m benchmarks.pipeline                    # ESC-10 44.1 kHz, T=66650, batch 64
+    python -m benchmarks.pipeline --threads 0,1,2 --epochs 3 --step_batch 16
+    python -m benchmarks.pipeline --no_step          # the data pipeline only
 
 Prints the machine state and the command, then one row per pipeline setting (strong augmentation
 off/on, clips cached in memory or read from the array_record files per batch, background
 threads): examples/s of `make_train_loader(...).batches(epoch)` over whole epochs (median over
 epochs; the first epoch after construction included), the loader construction time (index pass
 over the split), and the evaluation loader's clips/s (10 crops each). Then the consumption rate of
-the train step the trainer runs (EnvNet-v2, InterMix, width 1.0, jitted, after compilation) and
+the trainer's step (`harness.build`: EnvNet-v2, InterMix, published size, after compilation) and
 the ratio: the pipeline never starves the step when the ratio is >> 1. Real ESC-10 comes from
 --manual_dir (official ESC-50 layout) and is prepared once into --data_dir.
 
@@ -22,29 +22,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
 
-import numpy as np
+from benchmarks import harness
+from intermix_jax import config_lib, data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from intermix_jax import config_lib, data  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-
-def machine_state() -> str:
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open('/proc/cpuinfo') as f:
-      cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-  except (OSError, StopIteration):
-    pass
-  load = ', '.join(f'{x:.2f}' for x in os.getloadavg())
-  return (f'machine: {cpu}, {os.cpu_count()} cores, load average {load}; python '
-          f'{platform.python_version()}, numpy {np.__version__}')
 
 
 def config(args, strong: bool):
@@ -123,30 +108,13 @@ def device_rows(args):
 
 
 def step_rate(args):
-  """Examples/s of the jitted EnvNet-v2 InterMix train step at batch args.step_batch."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from intermix_jax import mixing, models, steps  # pylint: disable=g-import-not-at-top
-  c = config(args, False)
-  model = models.get_model('envnetv2', 10, width=1.0, fc_units=4096)
-  strategy = mixing.get_strategy('intermix', **{k: c.mixing[k] for k in mixing.strategy_options('intermix')})
-  tx = steps.make_optimizer(c.opt, lambda step: 0.01)
-  state = steps.init_state(model, tx, jax.random.key(0), model.input_length)
-  step = steps.jit_train_step(steps.make_train_step(model, strategy, tx, 10))
-  train = data.make_train_loader(config(args, True), 44100, model.input_length, num_threads=0)
-  batch = train.batch(0, 0)
-  batch = {k: v[:args.step_batch] for k, v in batch.items()}
-  key = jax.random.key(1)
+  """(examples/s, median s, compile s) of the EnvNet-v2 InterMix train step at args.step_batch."""
+  step = harness.build('envnetv2', args.strategy, batch=args.step_batch, num_classes=10)
   start = time.perf_counter()
-  state, metrics = step(state, batch, key)
-  jax.block_until_ready(metrics)
+  harness.timed_steps(step, 1)
   compile_s = time.perf_counter() - start
-  times = []
-  for _ in range(args.step_repeats):
-    start = time.perf_counter()
-    state, metrics = step(state, batch, key)
-    jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - start)
-  return args.step_batch / statistics.median(times), statistics.median(times), compile_s
+  median = statistics.median(harness.timed_steps(step, args.step_repeats))
+  return args.step_batch / median, median, compile_s
 
 
 def main(argv=None):
@@ -168,8 +136,9 @@ def main(argv=None):
   args.threads = [int(t) for t in args.threads.split(',')]
   args.device_runs = [int(k) for k in args.device_runs.split(',') if k]
 
-  print(machine_state())
-  print('command: ' + ' '.join([os.path.relpath(sys.executable, REPO)] + sys.argv))
+  print(f'machine: {harness.machine()}')
+  print('command: ' + ' '.join([os.path.basename(sys.executable), '-m', 'benchmarks.pipeline']
+                               + sys.argv[1:]))
   start = time.perf_counter()
   builder = data.get_builder('esc10', 44100, data_dir=args.data_dir)
   was_prepared = builder.is_prepared()
@@ -201,7 +170,7 @@ def main(argv=None):
     rate, seconds, compile_s = step_rate(args)
     slowest = min(r['rate'] for r in rows)
     print()
-    print(f'train step (EnvNet-v2 width 1.0, InterMix, batch {args.step_batch}, jitted): '
+    print(f'train step (EnvNet-v2 width 1.0, {args.strategy}, batch {args.step_batch}): '
           f'{seconds:.2f} s/step = {rate:.1f} ex/s (compile {compile_s:.1f} s); the slowest '
           f'pipeline setting above is {slowest / rate:.0f}x faster than the step consumes')
 

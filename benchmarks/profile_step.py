@@ -1,27 +1,26 @@
 """Where a train step's time goes: trace the trainer's step with the JAX profiler, then list the
 XLA:CPU operations (HLO fusions, dots, FFTs, copies) by time, each with its shape and the model
 op it comes from. Two more readers, for any backend and without xprof: `kernels` (device time by
-kernel from the Perfetto trace `multirun.py --profile` writes) and `bytes` (the instructions of a
-compiled step that move the most bytes, from its HLO text).
+kernel from the Perfetto trace `benchmarks.multirun --profile` writes) and `bytes` (the
+instructions of a compiled step that move the most bytes, from its HLO text).
 
     # 1. in the project environment: trace 2 steps, write the profile and the compiled HLO
-    .venv/bin/python benchmarks/profile_step.py trace --model envnet --batch 32 --out /tmp/prof_envnet
+    python -m benchmarks.profile_step trace --model envnet --batch 32 --out /tmp/prof_envnet
     # 2. in any environment with `xprof` (pip install xprof; kept out of the package's dependencies):
-    python benchmarks/profile_step.py summarize /tmp/prof_envnet --top 40
-    # any backend: a row traced by `benchmarks/multirun.py --profile DIR` (or the accelerator
-    # check's profile stage)
-    python benchmarks/profile_step.py kernels DIR/<row> --top 40
-    python benchmarks/profile_step.py bytes DIR/<row>/step.hlo.txt --top 30
+    python -m benchmarks.profile_step summarize /tmp/prof_envnet --top 40
+    # any backend: a row traced by `python -m benchmarks.multirun --profile DIR` (or the
+    # accelerator check's profile stage)
+    python -m benchmarks.profile_step kernels DIR/<row> --top 40
+    python -m benchmarks.profile_step bytes DIR/<row>/step.hlo.txt --top 30
 
-`trace` runs the same step as benchmarks/vs_torch.py (the trainer's `steps.make_train_step`,
-standard strategy, Nesterov SGD, the backend's own convolutions and pools: the `models.cpu_ops`
-rewrites on the CPU backend, nothing forced; `host_memory.reuse_freed_memory()` unless
-`--no-reuse_host_memory`), two warm-up steps, then `--steps` traced steps. `summarize` reads the
-trace with xprof's trace_viewer converter and sums, per HLO instruction, the time of its events on
-XLA's worker threads divided by the number of traced steps ("thread ms / step": a convolution that
-runs on both threads counts twice; the total over all rows is the CPU time of the step's thunks).
-Library kernels that run inside Eigen's own thread pool (e.g. an XLA `convolution`) show only
-their launch: read their cost from benchmarks/models.py --layers instead.
+`trace` runs the trainer's one-run step (`harness.build`: standard strategy, the paper's Nesterov
+SGD, the backend's own convolutions and pools: the `models.cpu_ops` rewrites on the CPU backend,
+nothing forced; `host_memory.reuse_freed_memory()` unless `--no-reuse_host_memory`), two warm-up
+steps, then `--steps` traced steps. `summarize` reads the trace with xprof's trace_viewer converter
+and sums, per HLO instruction, the time of its events on XLA's worker threads divided by the number
+of traced steps ("thread ms / step": a convolution that runs on both threads counts twice; the
+total over all rows is the CPU time of the step's thunks). Library kernels that run inside Eigen's
+own thread pool (e.g. an XLA `convolution`) show only their launch.
 """
 from __future__ import annotations
 
@@ -41,20 +40,22 @@ SKIP = ('ThreadpoolListener::Region', 'ThunkExecutor::Execute')  # XLA:CPU's wra
 def trace(args) -> None:
   from intermix_jax import host_memory
   reused = args.reuse_host_memory and host_memory.reuse_freed_memory()  # before JAX's threads
-  import jax
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  from vs_torch import JaxStep  # pylint: disable=import-outside-toplevel
-  step = JaxStep(args.model, args.batch)
+  import jax  # pylint: disable=import-outside-toplevel
+  from benchmarks import harness  # pylint: disable=import-outside-toplevel
+  step = harness.build(args.model, 'standard', batch=args.batch)
+  compiled = step.compile()
+  step.fn = compiled
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, 'step.hlo.txt'), 'w') as f:
-    f.write(step.compiled.as_text())
-  untraced = step.run(2)
+    f.write(compiled.as_text())
+  untraced = harness.timed_steps(step, 2)
   jax.profiler.start_trace(args.out)
-  traced = step.run(args.steps)
+  traced = harness.timed_steps(step, args.steps)
   jax.profiler.stop_trace()
   with open(os.path.join(args.out, 'meta.json'), 'w') as f:
     json.dump(dict(model=args.model, batch=args.batch, steps=args.steps, reuse_host_memory=reused,
-                   untraced_s=untraced, traced_s=traced, gflops=step.gflops), f)
+                   untraced_s=untraced, traced_s=traced,
+                   gflops=harness.cost_of(compiled).get('flops', float('nan')) / 1e9), f)
   print(f'{args.model} batch {args.batch}: untraced steps {" ".join(f"{t:.3f}" for t in untraced)} s, '
         f'traced {" ".join(f"{t:.3f}" for t in traced)} s; host memory reuse {reused}; wrote {args.out}')
 
@@ -114,12 +115,12 @@ def _perfetto_events(path: str) -> tuple[list, dict, dict]:
 def kernels(args) -> None:
   """Per-step time of the events on the device's tracks (every '/device:' process of the trace;
   on a CPU backend, XLA's own threads), by track and event name, from the Perfetto JSON trace
-  that `multirun.py --profile` writes: no xprof needed."""
+  that `benchmarks.multirun --profile` writes: no xprof needed."""
   paths = sorted(glob.glob(os.path.join(args.dir, 'plugins', 'profile', '*',
                                         'perfetto_trace.json.gz')))
   if not paths:
     sys.exit(f'profile_step: no perfetto_trace.json.gz under {args.dir}/plugins/profile '
-             '(run benchmarks/multirun.py --profile first)')
+             '(run python -m benchmarks.multirun --profile first)')
   with open(os.path.join(args.dir, 'meta.json')) as f:
     meta = json.load(f)
   events, procs, threads = _perfetto_events(paths[-1])
@@ -188,7 +189,7 @@ def hlo_bytes(hlo: str) -> list[tuple]:
 
 
 def cmd_bytes(args) -> None:
-  """The instructions of a compiled step (`step.hlo.txt` of `trace` or `multirun.py --profile`)
+  """The instructions of a compiled step (`step.hlo.txt` of `trace` or `multirun --profile`)
   that move the most bytes: where a memory-bound step's traffic goes."""
   with open(args.hlo) as f:
     rows = hlo_bytes(f.read())
@@ -212,8 +213,7 @@ def main(argv=None):
   s = sub.add_parser('summarize', help='per-operation table (needs xprof)')
   s.add_argument('dir')
   s.add_argument('--top', type=int, default=40)
-  k = sub.add_parser('kernels', help='device time by event, from multirun.py --profile '
-                                     '(no xprof)')
+  k = sub.add_parser('kernels', help='device time by event, from multirun --profile (no xprof)')
   k.add_argument('dir')
   k.add_argument('--top', type=int, default=30)
   b = sub.add_parser('bytes', help='the instructions of a compiled step moving the most bytes')

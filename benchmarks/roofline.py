@@ -1,9 +1,9 @@
 """The memory floor of a K-run train step, and how close measured steps came to it.
 
-    .venv/bin/python benchmarks/roofline.py          # the H200 rows in results/accelerator/h200-2026-11-30
-    .venv/bin/python benchmarks/roofline.py --rows a.jsonl,b.jsonl --bandwidth_tbps 4.8 --xla
+    python -m benchmarks.roofline          # the H200 rows in results/accelerator/h200-2026-11-30
+    python -m benchmarks.roofline --rows a.jsonl,b.jsonl --bandwidth_tbps 4.8 --xla
 
-The rows are JSON lines of `benchmarks/multirun.py --out` (any device). For each backbone the
+The rows are JSON lines of `python -m benchmarks.multirun --out` (any device). For each backbone the
 script builds the training state the rows trained (`steps.abstract_state`: shapes and dtypes only,
 nothing is computed) and counts its bytes: P of parameters, O of optimiser state. Every optimiser
 step of every run has to move that state through device memory:
@@ -19,13 +19,13 @@ step of every run has to move that state through device memory:
         matmuls).
 
 Gradients are counted at the parameters' dtype: under `model.precision='bfloat16'` they are
-bfloat16 and a program can move less (PiczakCNN, K = 20: 1,008 MB per run, `gpu_aot.py`).
+bfloat16 and a program can move less (PiczakCNN, K = 20: 1,008 MB per run, `gpu_aot`).
 Activations, the batch and BatchNorm statistics are left out, so both are lower bounds. At a memory
 bandwidth B, K runs take at least K x floor / B per step. The ceiling on "x one run" (K runs'
 examples/s over one run's, what issue 17's target counts) is then t1 / (floor / B) for every K,
 t1 being the measured step of one run alone. `--xla` adds XLA's own 'bytes accessed' of the one-run
-step compiled on THIS machine's backend (the accelerator's program: `cpu_ops.set_forced('plain')`),
-a cross-check of the accounting: a backend's fusion decides what it really moves.
+step compiled on THIS machine's backend (`harness.compile_step`: the accelerator's program), a
+cross-check of the accounting: a backend's fusion decides what it really moves.
 """
 from __future__ import annotations
 
@@ -34,18 +34,13 @@ import json
 import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-for p in (HERE, ROOT):
-  if p not in sys.path:
-    sys.path.insert(0, p)
+import jax
+import jax.numpy as jnp
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
+from benchmarks import harness
+from intermix_jax import parallel, steps
 
-from intermix_jax import parallel, steps  # noqa: E402
-import machine  # noqa: E402  (benchmarks/machine.py)
-import multirun  # noqa: E402  (benchmarks/multirun.py)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 H200_ROWS = ('results/accelerator/h200-2026-11-30/multirun.jsonl,'
              'results/accelerator/h200-2026-11-30/multirun_unroll.jsonl')
@@ -58,10 +53,10 @@ def _bytes(tree) -> int:
 
 def state_bytes(row: dict) -> dict:
   """{'params': P, 'opt_state': O, 'n_params': parameter count} of the state a multirun row
-  trained (its backbone, width, fc_units, precision; multirun's optimiser and 50 classes)."""
-  model, _ = multirun._model_and_strategy(  # pylint: disable=protected-access
-      row['backbone'], row['strategy'], row['width'], row['fc_units'], row['precision'], 50)
-  state = steps.abstract_state(model, multirun.PAPER_OPT, parallel.make_mesh(1))
+  trained (its backbone, width, fc_units, precision; `harness.PAPER_OPT` and 50 classes)."""
+  model, _ = harness.model_and_strategy(row['backbone'], row['strategy'], width=row['width'],
+                                        fc_units=row['fc_units'], precision=row['precision'])
+  state = steps.abstract_state(model, harness.PAPER_OPT, parallel.make_mesh(1))
   return dict(params=_bytes(state.params), opt_state=_bytes(state.opt_state),
               n_params=sum(leaf.size for leaf in jax.tree.leaves(state.params)))
 
@@ -74,11 +69,10 @@ def floors(sizes: dict) -> tuple[int, int]:
 
 def xla_bytes_accessed(row: dict) -> float:
   """XLA's 'bytes accessed' of the one-run train step of `row` compiled on this backend."""
-  import gpu_aot  # pylint: disable=g-import-not-at-top  (benchmarks/gpu_aot.py: its compile_step)
-  compiled = gpu_aot.compile_step(row['backbone'], 0, precision=row['precision'],
-                                  batch=row['batch'], width=row['width'],
-                                  fc_units=row['fc_units'], strategy=row['strategy'])
-  return float(machine.cost_of(compiled).get('bytes accessed', float('nan')))
+  compiled = harness.compile_step(row['backbone'], precision=row['precision'], batch=row['batch'],
+                                  width=row['width'], fc_units=row['fc_units'],
+                                  strategy=row['strategy'])
+  return float(harness.cost_of(compiled).get('bytes accessed', float('nan')))
 
 
 def _group(row: dict) -> tuple:
@@ -131,7 +125,7 @@ def table(results: list[dict], bandwidth_tbps: float) -> str:
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument('--rows', default=H200_ROWS, help='comma-separated multirun.py --out files')
+  p.add_argument('--rows', default=H200_ROWS, help='comma-separated benchmarks.multirun --out files')
   p.add_argument('--bandwidth_tbps', type=float, default=H200_TBPS,
                  help='the device memory bandwidth (default: the H200 data sheet)')
   p.add_argument('--xla', action='store_true',

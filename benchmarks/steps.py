@@ -1,14 +1,14 @@
 """Train-step benchmark of the mixing strategies: overhead, compile count and time, peak memory.
 
-    .venv/bin/python benchmarks/steps.py                          # envnet, piczakcnn; batch 32; + memory
-    .venv/bin/python benchmarks/steps.py --backbones envnet --rounds 3 --repeats 2 --memory_epochs ''
-    .venv/bin/python benchmarks/steps.py --backbones '' --memory_epochs 1,3      # peak memory only
-    .venv/bin/python benchmarks/steps.py --backbones envnet --precision bfloat16 --memory_epochs ''
+    python -m benchmarks.steps                          # envnet, piczakcnn; batch 32; + memory
+    python -m benchmarks.steps --backbones envnet --rounds 3 --repeats 2 --memory_epochs ''
+    python -m benchmarks.steps --backbones '' --memory_epochs 1,3      # peak memory only
+    python -m benchmarks.steps --backbones envnet --precision bfloat16 --memory_epochs ''
 
-Part 1 (per backbone): the trainer's step on one device, `steps.mesh_train_step` (what train.py
-runs: jitted once per model / strategy / OptimizerSpec / mesh, the strategy per device through
-parallel.shard_strategy, state donated; Nesterov SGD with coupled weight decay and the LR
-schedule), for the strategies of the paper's table 1 (`report.paper.PAPER_TABLE1`'s columns:
+Part 1 (per backbone): the trainer's step on one device (`harness.build`: `steps.mesh_train_step`,
+what train.py runs: jitted once per model / strategy / OptimizerSpec / mesh, the strategy per
+device through parallel.shard_strategy, state donated; the paper's Nesterov SGD and LR schedule),
+for the strategies of the paper's table 1 (`report.paper.PAPER_TABLE1`'s columns:
 standard, bc, speechmix, intermix; options at `config_lib.base_config()`'s defaults),
 published widths, `--precision` (the model option: float32 or bfloat16 compute), host numpy
 batches (N, T) whose rows 2k, 2k+1 are of different classes, placed on the mesh every step as the
@@ -47,16 +47,15 @@ import tempfile
 import time
 
 import jax
-import numpy as np
 
-from intermix_jax import config_lib, host_memory, mixing, models, parallel, steps
+from benchmarks import harness
+from benchmarks.harness import load
+from intermix_jax import host_memory, steps
 from intermix_jax.report import paper
-from machine import cpu_name, load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The paper's strategies (table 1's columns, in its order; 'standard' is the baseline).
 STRATEGIES = tuple(dict.fromkeys(s for cells in paper.PAPER_TABLE1.values() for s in cells))
-BASE_MIXING = config_lib.base_config().mixing.to_dict()  # every strategy option at its default
 COMPILE_EVENTS = {
     '/jax/core/compile/jaxpr_trace_duration': 'trace',
     '/jax/core/compile/jaxpr_to_mlir_module_duration': 'lower',
@@ -87,56 +86,39 @@ class StrategyStep:
 
   def __init__(self, backbone: str, strategy: str, batch: int, log: CompileLog,
                num_classes: int = 50, precision: str = 'float32'):
-    self.model = models.get_model(backbone, num_classes, precision=precision)
-    self.strategy = mixing.get_strategy(
-        strategy, **{k: BASE_MIXING[k] for k in mixing.strategy_options(strategy)})
-    self.opt = steps.OptimizerSpec(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
-                                   num_epochs=300, steps_per_epoch=10, schedule=(0.3, 0.6, 0.9),
-                                   warmup_epochs=10)
-    self.mesh = parallel.make_mesh(1)
-    self.step = steps.mesh_train_step(self.model, self.strategy, self.opt, num_classes, self.mesh)
-    init = steps.state_initializer(self.model, self.opt, self.mesh)
-    rng = np.random.default_rng(0)
-    t = self.model.input_length
-    self.batches = [dict(x=(0.1 * rng.standard_normal((batch, t))).astype(np.float32),
-                         y=(np.arange(batch) % num_classes).astype(np.int32)) for _ in range(2)]
-    self.key = parallel.replicate(jax.random.key(0), self.mesh)
-    state = init(jax.random.key(1))
-    cache0 = self.step._cache_size()
+    self.step = harness.build(backbone, strategy, batch=batch, precision=precision,
+                              num_classes=num_classes)
+    model, self.log = self.step.model, log
+    self.batches = [harness.host_batch(model, batch, None, num_classes, seed) for seed in (0, 1)]
+    fn, key = self.step.fn, self.step.key
+    cache0 = fn._cache_size()  # pylint: disable=protected-access
     count0, secs0 = log.snapshot()
     start = time.perf_counter()
-    self.state, metrics = self.step(state, self.place(0), self.key)
+    self.state, metrics = fn(self.step.state, self.place(0), key)
     jax.block_until_ready(metrics)
     self.first_s = time.perf_counter() - start
     count1, secs1 = log.snapshot()
     self.compiles_first = count1['compile'] - count0['compile']
     self.compile_s = sum((secs1 - secs0).values())
-    self.cache_growth = self.step._cache_size() - cache0
+    self.cache_growth = fn._cache_size() - cache0  # pylint: disable=protected-access
     # the next fold of fold=all: a fresh state, another batch, same shapes: no new compile
-    self.log = log
-    self.extra = 0  # step compiles after the first call (must stay 0)
-    fresh = init(jax.random.key(2))
+    fresh = steps.state_initializer(model, harness.PAPER_OPT, self.step.mesh)(jax.random.key(2))
     before = log.snapshot()[0]['compile']
-    out = self.step(fresh, self.place(1), self.key)
-    jax.block_until_ready(out)
-    self.extra += log.snapshot()[0]['compile'] - before
-    del fresh, out
-    lowered = self.step.lower(self.state, self.place(0), self.key)
-    cost = lowered.cost_analysis()
-    if isinstance(cost, (list, tuple)):
-      cost = cost[0] if cost else {}
-    self.gflops = float((cost or {}).get('flops', float('nan'))) / 1e9
+    jax.block_until_ready(fn(fresh, self.place(1), key))
+    self.extra = log.snapshot()[0]['compile'] - before  # step compiles after the first (must be 0)
+    lowered = fn.lower(self.state, self.place(0), key)
+    self.gflops = harness.cost_of(lowered).get('flops', float('nan')) / 1e9
     self.times = []
 
   def place(self, i: int) -> dict:
     """Host batch i as the trainer places it (parallel.host_batch_to_global), every step."""
-    return parallel.host_batch_to_global(self.batches[i], self.mesh, pairs=self.strategy.mixes)
+    return harness.place(self.batches[i], self.step.mesh, self.step.strategy)
 
   def run(self, repeats: int):
     for i in range(repeats):
       before = self.log.snapshot()[0]['compile']
       start = time.perf_counter()
-      self.state, metrics = self.step(self.state, self.place(i % 2), self.key)
+      self.state, metrics = self.step.fn(self.state, self.place(i % 2), self.step.key)
       jax.block_until_ready(metrics)
       self.times.append(time.perf_counter() - start)
       self.extra += self.log.snapshot()[0]['compile'] - before
@@ -224,9 +206,8 @@ def main(argv=None):
   reused = args.reuse_host_memory and host_memory.reuse_freed_memory()  # before JAX's threads
 
   print(f'# command: {" ".join([os.path.basename(sys.executable)] + sys.argv)}')
-  print(f'# machine: {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__} '
-        f'(backend {jax.default_backend()}, XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}); '
-        f'load average at start {load()}', flush=True)
+  print(f'# machine: {harness.machine()}; XLA_FLAGS={os.environ.get("XLA_FLAGS", "")!r}',
+        flush=True)
   print(f'# host_memory.reuse_freed_memory: {reused}')
   log = CompileLog()
   rows = []

@@ -1,4 +1,4 @@
-"""`bash benchmarks/accelerator_check.sh --cpu` (every stage of the accelerator check at tiny sizes)
+"""`bash launch/device/accelerator_check.sh --cpu` (every stage of the accelerator check at tiny sizes)
 passes on this machine and writes its report. Slow: 1.5-4 min on 2 cores (XLA compiles of the
 train step in three precisions, a demo run killed by SIGTERM and resumed)."""
 import json
@@ -15,7 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_accelerator_check_cpu_dry_run_passes_every_stage(tmp_path):
   out = tmp_path / 'out'
   env = dict(os.environ, PYTHON=sys.executable, SCRATCH=str(tmp_path / 'scratch'))
-  proc = subprocess.run(['bash', os.path.join(REPO, 'benchmarks', 'accelerator_check.sh'), '--cpu',
+  proc = subprocess.run(['bash', os.path.join(REPO, 'launch', 'device', 'accelerator_check.sh'), '--cpu',
                          str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
   stages = [line.split('\t') for line in (out / 'stages.tsv').read_text().splitlines()]

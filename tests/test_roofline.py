@@ -1,7 +1,8 @@
-"""benchmarks/roofline.py (the memory floor of a K-run step), profile_step.py's `kernels` summary of
-a Perfetto trace, and multirun.py's profile rows: the tools the accelerator check's profile stage
-runs, checked on this CPU (a GPU trace is written here by hand in the layout the JAX profiler uses:
-'/device:GPU:0' processes, one thread per stream)."""
+"""benchmarks.roofline (the memory floor of a K-run step), benchmarks.profile_step's `kernels`
+summary of a Perfetto trace, and benchmarks.multirun's profile rows: the tools the accelerator
+check's profile stage (launch/device/accelerator_check.py) runs, checked on this CPU (a GPU trace
+is written here by hand in the layout the JAX profiler uses: '/device:GPU:0' processes, one thread
+per stream)."""
 import argparse
 import gzip
 import json
@@ -12,12 +13,8 @@ import sys
 import jax
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                'benchmarks'))
-import accelerator_check  # noqa: E402  (benchmarks/accelerator_check.py)
-import multirun  # noqa: E402
-import profile_step  # noqa: E402
-import roofline  # noqa: E402
+from benchmarks import harness, profile_step, roofline
+from launch.device import accelerator_check
 
 TINY = dict(backbone='piczakcnn', strategy='intermix', width=0.25, fc_units=32,
             precision='float32', batch=4, data='batch', device='cpu')
@@ -25,7 +22,7 @@ TINY = dict(backbone='piczakcnn', strategy='intermix', width=0.25, fc_units=32,
 
 def test_state_bytes_count_every_parameter_and_the_momentum():
   sizes = roofline.state_bytes(TINY)
-  model, _ = multirun._model_and_strategy('piczakcnn', 'intermix', 0.25, 32, 'float32', 50)
+  model, _ = harness.model_and_strategy('piczakcnn', 'intermix', width=0.25, fc_units=32)
   params = jax.eval_shape(model.init, jax.random.key(0),
                           jax.ShapeDtypeStruct((2, model.input_length), 'float32'))['params']
   n = sum(x.size for x in jax.tree.leaves(params))
@@ -107,7 +104,7 @@ def test_profile_stage_traces_reads_and_reports(tmp_path):
   for row in ('piczakcnn_intermix_alone_one_float32_b4', 'piczakcnn_intermix_2_vmap_float32_b4'):
     assert 'HloModule' in (tmp_path / 'profile' / row / 'step.hlo.txt').read_text()
     kernels = (tmp_path / 'profile' / f'{row}.kernels.txt').read_text()
-    assert '3 traced steps' in kernels  # multirun.bench's profile_steps
+    assert '3 traced steps' in kernels  # benchmarks.multirun.bench's profile_steps
     assert '# track host / tf_XLA' in kernels  # a CPU backend: XLA's worker threads
     assert 'MB over' in (tmp_path / 'profile' / f'{row}.bytes.txt').read_text()
   assert accelerator_check.main(['report', '--out', out]) == 0
@@ -145,10 +142,10 @@ def test_hlo_bytes_counts_operands_and_output_of_each_entry_instruction():
 
 
 def test_gpu_aot_compiles_for_a_gpu_or_says_in_one_line_why_not():
-  """benchmarks/gpu_aot.py needs a CUDA-enabled jaxlib (no GPU): with one it prints the program
+  """benchmarks.gpu_aot needs a CUDA-enabled jaxlib (no GPU): with one it prints the program
   table; without (this project's environment) it exits with one line, no traceback."""
-  proc = subprocess.run([sys.executable, os.path.join(roofline.HERE, 'gpu_aot.py'), '--ks', '0',
-                         '--top', '1'], capture_output=True, text=True, timeout=600)
+  proc = subprocess.run([sys.executable, '-m', 'benchmarks.gpu_aot', '--ks', '0', '--top', '1'],
+                        cwd=roofline.ROOT, capture_output=True, text=True, timeout=600)
   if proc.returncode == 0:
     assert '| one run | 1 |' in proc.stdout
   else:

@@ -1,21 +1,17 @@
-"""benchmarks/table_row.py's pack / unpack: the ESC-50 layout survives the trip through Ogg Vorbis
+"""launch/device/table_row.py's pack / unpack: the ESC-50 layout survives the trip through Ogg Vorbis
 (the names, the metadata, every clip's length and rate, and its waveform up to the codec's loss).
 
 The stage itself (training the row) is run by `STAGES="deps row" bash
-benchmarks/accelerator_check.sh` on an accelerator; its CPU dry run (`table_row.py run --cpu`)
+launch/device/accelerator_check.sh` on an accelerator; its CPU dry run (`table_row.py run --cpu`)
 takes minutes on 2 cores and is not part of this suite."""
 import csv
 import os
-import sys
 
 import numpy as np
 import soundfile as sf
 
 import fixtures_audio
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                'benchmarks'))
-import table_row  # noqa: E402
+from launch.device import table_row
 
 
 def test_pack_and_unpack_keep_the_layout(tmp_path):

@@ -1,10 +1,10 @@
 """A whole row of table 1 in one accelerator window: EnvNet-v2 on ESC-10, the four strategies x
 five folds at the paper's protocol, each strategy's five folds as ONE program.
 
-    .venv/bin/python benchmarks/table_row.py pack                       # HERE: ESC-10 -> .esc10_ogg
-    python benchmarks/table_row.py run --out OUT --scratch S --budget_s 540   # THERE (a GPU)
-    STAGES="deps row" bash benchmarks/accelerator_check.sh OUT          # the same, as a stage
-    .venv/bin/python benchmarks/table_row.py run --cpu --out OUT --scratch S   # dry run, tiny
+    python -m launch.device.table_row pack                         # HERE: ESC-10 -> .esc10_ogg
+    python -m launch.device.table_row run --out OUT --scratch S --budget_s 540   # THERE (a GPU)
+    STAGES="deps row" bash launch/device/accelerator_check.sh OUT  # the same, as a stage
+    python -m launch.device.table_row run --cpu --out OUT --scratch S      # dry run, tiny
 
 `pack` re-encodes the ESC-10 copy (official ESC-50 layout, 44.1 kHz WAV, 152 MiB) as Ogg Vorbis
 into .esc10_ogg/ (about 17 MiB, git-ignored): small enough to travel to the device machine, whose
@@ -38,11 +38,7 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-for p in (HERE, ROOT):
-  if p not in sys.path:
-    sys.path.insert(0, p)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 STRATEGIES = ('standard', 'bc', 'speechmix', 'intermix')
 PACKED = os.path.join(ROOT, '.esc10_ogg')
@@ -133,7 +129,7 @@ def cmd_run(args) -> int:
   layout = os.path.join(args.scratch, 'esc10_layout')
   if not os.path.exists(os.path.join(layout, 'meta', 'esc50.csv')):
     if not os.path.exists(os.path.join(args.packed, 'meta', 'esc50.csv')):
-      print(f'{args.packed}: no packed ESC-10 (run `python benchmarks/table_row.py pack` where '
+      print(f'{args.packed}: no packed ESC-10 (run `python -m launch.device.table_row pack` where '
             'the data is)', file=sys.stderr)
       return 1
     n = unpack(args.packed, layout)

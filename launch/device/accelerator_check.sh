@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One-command accelerator check, for a GPU machine lent for about 10 minutes (no network):
 #
-#     bash benchmarks/fetch_wheels.sh                          # HERE first, with network: .wheels/
-#     bash benchmarks/accelerator_check.sh OUT_DIR             # there: every stage, ~9 min at most
-#     bash benchmarks/accelerator_check.sh --cpu OUT_DIR       # dry run of every stage, tiny sizes
+#     bash launch/device/fetch_wheels.sh                       # HERE first, with network: .wheels/
+#     bash launch/device/accelerator_check.sh OUT_DIR          # there: every stage, ~9 min at most
+#     bash launch/device/accelerator_check.sh --cpu OUT_DIR    # dry run of every stage, tiny sizes
 #
 # Stages, in this order, each under its own `timeout` (a failure or a hang costs at most its box;
 # the limits below sum to 580 s at most):
@@ -22,11 +22,11 @@
 #             results.json
 #   multirun  examples/s of K = 1, 2, 5, 10, 20 runs in one vmapped step (fold=all with
 #             config.stack_runs) against one run alone, PiczakCNN and EnvNet-v2 at batch 64
-#             (benchmarks/multirun.py)
+#             (python -m benchmarks.multirun)
 #   row       NOT in the default STAGES (a window of its own: STAGES="deps row"): the EnvNet-v2
 #             ESC-10 row of table 1, 4 strategies x 5 folds, each strategy's folds in one program
-#             with the clips on the device (benchmarks/table_row.py; needs .esc10_ogg/, made here
-#             by `python benchmarks/table_row.py pack` and carried to the machine)
+#             with the clips on the device (launch/device/table_row.py; needs .esc10_ogg/, made
+#             here by `python -m launch.device.table_row pack` and carried to the machine)
 #   profile   NOT in the default STAGES (STAGES="deps profile"): where the time of 20 vmapped
 #             PiczakCNN runs goes, against their memory floor (issue 17's open question): one run
 #             alone and K = 20, float32 and bfloat16 at batch 64 traced with the JAX profiler
@@ -41,8 +41,8 @@
 # T_MULTI, T_ROW and T_PROFILE (the multirun, row and profile stages' boxes, s), ROW_STRATEGIES
 # (e.g. standard,intermix).
 set -uo pipefail
-cmdline="bash benchmarks/accelerator_check.sh $*"
-root="$(cd "$(dirname "$0")/.." && pwd)"
+cmdline="bash launch/device/accelerator_check.sh $*"
+root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 mode=accelerator
 if [[ "${1:-}" == "--cpu" ]]; then mode=cpu; shift; fi
@@ -120,7 +120,7 @@ json.dump(dict(mode=mode, step_configs=json.loads(configs), command=command,
           open(path, 'w'))
 EOF
 
-want deps && stage deps 60 "$py" benchmarks/accelerator_check.py deps --out "$out" \
+want deps && stage deps 60 "$py" -m launch.device.accelerator_check deps --out "$out" \
   --wheels "$root/.wheels" --target "$scratch/pydeps"
 if [[ -d "$scratch/pydeps" ]]; then
   export PYTHONPATH="$scratch/pydeps:$root${PYTHONPATH:+:$PYTHONPATH}"
@@ -133,27 +133,27 @@ want tests && stage tests "$t_tests" env JAX_DEFAULT_MATMUL_PRECISION=float32 \
 
 if want steps; then
   for b in "${backbones[@]}"; do
-    stage "steps-$b" "$t_step" "$py" benchmarks/accelerator_check.py steps --out "$out" \
+    stage "steps-$b" "$t_step" "$py" -m launch.device.accelerator_check steps --out "$out" \
       --backbone "$b" "${step_args[@]}"
   done
 fi
 
-want pipeline && stage pipeline "$t_pipe" "$py" benchmarks/accelerator_check.py pipeline \
+want pipeline && stage pipeline "$t_pipe" "$py" -m launch.device.accelerator_check pipeline \
   --out "$out" --data_dir "$scratch/tfds" "${pipe_args[@]}"
 
-want demo && stage demo "$t_demo" "$py" benchmarks/accelerator_check.py demo --out "$out" \
+want demo && stage demo "$t_demo" "$py" -m launch.device.accelerator_check demo --out "$out" \
   --data_dir "$scratch/tfds" --workdir "$scratch/workdirs" "${demo_args[@]}"
 
-want multirun && stage multirun "$t_multi" "$py" benchmarks/multirun.py \
+want multirun && stage multirun "$t_multi" "$py" -m benchmarks.multirun \
   --out "$out/multirun.jsonl" "${multi_args[@]}"
 
-want row && stage row "$t_row" "$py" benchmarks/table_row.py run --out "$out" \
+want row && stage row "$t_row" "$py" -m launch.device.table_row run --out "$out" \
   --scratch "$scratch" --budget_s $((t_row - 30)) "${row_args[@]}"
 
-want profile && stage profile "$t_prof" "$py" benchmarks/accelerator_check.py profile \
+want profile && stage profile "$t_prof" "$py" -m launch.device.accelerator_check profile \
   --out "$out" "${prof_args[@]}"
 
-"$py" benchmarks/accelerator_check.py report --out "$out"
+"$py" -m launch.device.accelerator_check report --out "$out"
 failed=$(awk -F'\t' '$2 != 0' "$out/stages.tsv" | wc -l)
 echo "accelerator_check: $failed stage(s) not ok; report: $out/accelerator_check.md"
 exit $(( failed > 0 ))

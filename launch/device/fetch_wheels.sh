@@ -2,10 +2,10 @@
 # Downloads, HERE (with network), the wheels the accelerator machine lacks, for CPython 3.12 on
 # manylinux x86_64, into a git-ignored folder that travels with the working tree:
 #
-#     bash benchmarks/fetch_wheels.sh            # -> .wheels/ (prints the size)
-#     bash benchmarks/fetch_wheels.sh DIR        # -> DIR
+#     bash launch/device/fetch_wheels.sh         # -> .wheels/ (prints the size)
+#     bash launch/device/fetch_wheels.sh DIR     # -> DIR
 #
-# The accelerator machine (benchmarks/accelerator_check.sh) has Python 3.12, jax/jaxlib with the CUDA
+# The accelerator machine (launch/device/accelerator_check.sh) has Python 3.12, jax/jaxlib with the CUDA
 # plugin, flax, optax, orbax-checkpoint, chex, absl-py, etils, numpy, scipy, matplotlib,
 # tensorboard, pytest and hypothesis (and what they depend on: protobuf, six, typing_extensions,
 # PyYAML, attrs, msgpack, ...), but no network. What the project imports beyond that is
@@ -21,7 +21,7 @@
 # accelerator_check.sh installs, with `pip install --no-index --no-deps --target <tmp>`, only the
 # wheels whose modules the machine cannot already import, and puts <tmp> on PYTHONPATH.
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
+root="$(cd "$(dirname "$0")/../.." && pwd)"
 dest="${1:-$root/.wheels}"
 if [[ -n "${PYTHON:-}" ]]; then py="$PYTHON"
 elif [[ -x "$root/.venv/bin/python" ]]; then py="$root/.venv/bin/python"

@@ -1,12 +1,13 @@
-"""The stages of `benchmarks/accelerator_check.sh`, one subcommand each (the shell script runs them
-in order, each under its own `timeout`, and passes the same --out folder to all).
+"""The stages of `launch/device/accelerator_check.sh`, one subcommand each (the shell script runs
+them in order, each under its own `timeout`, and passes the same --out folder to all). From the
+repository root:
 
-    python benchmarks/accelerator_check.py deps --wheels .wheels --target /tmp/x   # install, verify
-    python benchmarks/accelerator_check.py steps --out OUT --backbone envnetv2      # one backbone
-    python benchmarks/accelerator_check.py pipeline --out OUT --data_dir D --backbones envnet,...
-    python benchmarks/accelerator_check.py demo --out OUT --data_dir D              # train, SIGTERM, resume
-    python benchmarks/accelerator_check.py profile --out OUT                        # the K-run step, traced
-    python benchmarks/accelerator_check.py report --out OUT                         # the table
+    python -m launch.device.accelerator_check deps --wheels .wheels --target /tmp/x  # install, verify
+    python -m launch.device.accelerator_check steps --out OUT --backbone envnetv2     # one backbone
+    python -m launch.device.accelerator_check pipeline --out OUT --data_dir D --backbones envnet,...
+    python -m launch.device.accelerator_check demo --out OUT --data_dir D    # train, SIGTERM, resume
+    python -m launch.device.accelerator_check profile --out OUT              # the K-run step, traced
+    python -m launch.device.accelerator_check report --out OUT               # the table
 
 Add --cpu to steps / pipeline / demo for the dry run's tiny sizes. Every stage appends what it
 measured to a JSON file in --out as soon as it has it (a stage killed by its time box keeps the rows
@@ -18,7 +19,9 @@ Precisions of the step table: 'float32' is float32 compute with jax_default_matm
 precision (TF32 tensor cores on NVIDIA Ampere and later; on a CPU the same as float32);
 'bfloat16' is `model.precision='bfloat16'` (models/layers.py). MFU = the step's XLA FLOPs (cost
 analysis of the compiled step) / step time / the matmul rate measured in the same process with the
-same precision (a square `jnp.dot`, best of 5).
+same precision (a square `jnp.dot`, best of 5). Steps are built, timed and costed by
+`benchmarks.harness`, as every benchmark's. `deps` runs before the wheels are in place: it imports
+neither JAX nor the project.
 """
 from __future__ import annotations
 
@@ -39,15 +42,10 @@ import sys
 import time
 import zipfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-if HERE not in sys.path:
-  sys.path.insert(0, HERE)
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PRECISIONS = ('bfloat16', 'tf32', 'float32')  # measured in this order (the time box may cut it)
-# Modules the project imports that the accelerator machine may lack (benchmarks/fetch_wheels.sh)
+# Modules the project imports that the accelerator machine may lack (launch/device/fetch_wheels.sh)
 PROJECT_MODULES = ('tensorflow_datasets', 'grain', 'array_record', 'ml_collections', 'soundfile',
                    'soxr')
 PREINSTALLED = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'chex', 'numpy', 'scipy')
@@ -191,12 +189,12 @@ def _precision_context(precision: str):
 def matmul_rates(n: int, repeats: int = 5) -> dict:
   """TFLOP/s of an n x n x n `jnp.dot` per precision (best of `repeats` after a warm-up)."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import machine  # pylint: disable=g-import-not-at-top  (benchmarks/machine.py)
+  from benchmarks import harness  # pylint: disable=g-import-not-at-top
   rates = {}
   for precision in PRECISIONS:
     dtype = jnp.bfloat16 if precision == 'bfloat16' else jnp.float32
     with _precision_context(precision):
-      rates[precision] = machine.matmul_rate(n, repeats, dtype) / 1e3
+      rates[precision] = harness.matmul_rate(n, repeats, dtype) / 1e3
   return rates
 
 
@@ -209,71 +207,41 @@ def _device_peak_bytes():
   return (stats or {}).get('peak_bytes_in_use')
 
 
-def bench_step(backbone: str, strategy_name: str, precision: str, batch: int, repeats: int,
+def bench_step(backbone: str, strategy: str, precision: str, batch: int, repeats: int,
                width: float, fc_units, num_classes: int = 50) -> dict:
-  """Compile and time the trainer's step (`steps.mesh_train_step` on a 1-device mesh, what
-  train.py runs) for one configuration."""
-  import jax  # pylint: disable=g-import-not-at-top
+  """Compile and time the trainer's one-run step (`harness.build`: `steps.mesh_train_step` on a
+  1-device mesh, what train.py runs) for one configuration."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from intermix_jax import config_lib, mixing, models, parallel, steps  # pylint: disable=g-import-not-at-top
-  from machine import flops_of  # pylint: disable=g-import-not-at-top
-  base_mixing = config_lib.base_config().mixing  # every strategy option at its default
-  options = dict(width=width, precision='bfloat16' if precision == 'bfloat16' else 'float32')
-  if fc_units:
-    options['fc_units'] = fc_units
-  model = models.get_model(backbone, num_classes, **options)
-  strategy = mixing.get_strategy(
-      strategy_name, **{k: base_mixing[k] for k in mixing.strategy_options(strategy_name)})
-  opt = steps.OptimizerSpec(lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4,
-                            num_epochs=1200, steps_per_epoch=25, schedule=(0.5, 0.75),
-                            warmup_epochs=0)
-  rng = np.random.default_rng(0)
-  mesh = parallel.make_mesh(1)
-  host = dict(x=(0.1 * rng.standard_normal((batch, model.input_length))).astype(np.float32),
-              y=(np.arange(batch) % num_classes).astype(np.int32))  # pairs 2k, 2k+1 differ
-  data = parallel.host_batch_to_global(host, mesh, pairs=strategy.mixes)
-  key = parallel.replicate(jax.random.key(0), mesh)
+  from benchmarks import harness  # pylint: disable=g-import-not-at-top
   with _precision_context(precision):
-    state = steps.state_initializer(model, opt, mesh)(jax.random.key(1))
+    step = harness.build(backbone, strategy, batch=batch, width=width, fc_units=fc_units,
+                         precision='bfloat16' if precision == 'bfloat16' else 'float32',
+                         num_classes=num_classes)
     start = time.perf_counter()
-    lowered = steps.mesh_train_step(model, strategy, opt, num_classes, mesh).lower(state, data,
-                                                                                   key)
+    lowered = step.fn.lower(step.state, step.data, step.key)
     lower_s = time.perf_counter() - start
     compiled = lowered.compile()
     compile_s = time.perf_counter() - start
-  flops = flops_of(compiled)
-  try:
-    mem = compiled.memory_analysis()
-    plan = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
-            - mem.alias_size_in_bytes)
-  except Exception:  # pylint: disable=broad-except
-    plan = None
-  for _ in range(2):
-    state, metrics = compiled(state, data, key)
-  jax.block_until_ready(metrics)
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    state, metrics = compiled(state, data, key)
-    jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - start)
-  start = time.perf_counter()
-  for _ in range(repeats):  # dispatched back to back, as the trainer does between log steps
-    state, metrics = compiled(state, data, key)
-  jax.block_until_ready((state, metrics))
-  loop_s = (time.perf_counter() - start) / repeats
+  step.fn = compiled
+  harness.loop_seconds(step, 2)
+  times = harness.timed_steps(step, repeats)
+  loop_s, metrics = harness.loop_seconds(step, repeats)  # back to back, as the trainer runs
   loss = float(metrics['loss'])
-  del state, compiled, lowered
-  return dict(backbone=backbone, strategy=strategy_name, precision=precision, batch=batch,
-              width=width, fc_units=fc_units, lower_s=lower_s, compile_s=compile_s,
-              flops=flops, median_s=statistics.median(times), min_s=min(times), loop_s=loop_s,
-              examples_per_s=batch / loop_s, xla_bytes=plan, device_peak_bytes=_device_peak_bytes(),
-              loss=loss, finite=bool(np.isfinite(loss)), repeats=repeats)
+  row = dict(backbone=backbone, strategy=strategy, precision=precision, batch=batch,
+             width=width, fc_units=fc_units, lower_s=lower_s, compile_s=compile_s,
+             flops=float(harness.cost_of(compiled).get('flops', float('nan'))),
+             median_s=statistics.median(times), min_s=min(times), loop_s=loop_s,
+             examples_per_s=batch / loop_s, xla_bytes=harness.memory_bytes(compiled),
+             device_peak_bytes=_device_peak_bytes(), loss=loss, finite=bool(np.isfinite(loss)),
+             repeats=repeats)
+  del step, compiled, lowered
+  harness.clear()
+  return row
 
 
 def cmd_steps(args) -> int:
   import jax  # pylint: disable=g-import-not-at-top
-  from machine import load  # pylint: disable=g-import-not-at-top
+  from benchmarks.harness import load  # pylint: disable=g-import-not-at-top
   out = os.path.join(args.out, 'steps.jsonl')
   device = jax.local_devices()[0]
   print(f'# {args.backbone}: device {device.device_kind} ({jax.default_backend()}), jax '
@@ -530,7 +498,7 @@ def cmd_report(args) -> int:
           f'{_fmt(d["final_error"], ".2f")} | {d["first_s"]:.0f} + {d["second_s"]:.0f} |')
   multi = _read_jsonl(os.path.join(args.out, 'multirun.jsonl'))
   if multi:
-    import multirun  # pylint: disable=g-import-not-at-top  (benchmarks/multirun.py)
+    from benchmarks import multirun  # pylint: disable=g-import-not-at-top
     say('')
     say('Runs in one program (`multirun.multi_train_step`, K runs of one vmapped step, batch per '
         'run on the device; "x one run" = examples/s of all K runs over `steps.mesh_train_step` '
@@ -539,11 +507,10 @@ def cmd_report(args) -> int:
     say(multirun.table(multi))
   prof = _read_jsonl(os.path.join(args.out, 'profile.jsonl'))
   if prof:
-    import multirun  # pylint: disable=g-import-not-at-top,reimported
-    import roofline  # pylint: disable=g-import-not-at-top  (benchmarks/roofline.py)
+    from benchmarks import multirun, roofline  # pylint: disable=g-import-not-at-top,reimported
     say('')
     say('The K-run step against its memory floor (profile stage: PiczakCNN InterMix, vmap; '
-        f'benchmarks/roofline.py at the H200\'s {roofline.H200_TBPS} TB/s; device time by kernel '
+        f'benchmarks.roofline at the H200\'s {roofline.H200_TBPS} TB/s; device time by kernel '
         'in profile/<row>.kernels.txt):')
     say('')
     say(multirun.table(prof))
@@ -551,9 +518,9 @@ def cmd_report(args) -> int:
     say(roofline.table(roofline.analyse(prof, roofline.H200_TBPS), roofline.H200_TBPS))
   row = _read_jsonl(os.path.join(args.out, 'row.jsonl'))
   if row:
-    import table_row  # pylint: disable=g-import-not-at-top  (benchmarks/table_row.py)
+    from launch.device import table_row  # pylint: disable=g-import-not-at-top
     say('')
-    say('A row of table 1 (benchmarks/table_row.py: each strategy\'s five folds in one program, '
+    say('A row of table 1 (launch/device/table_row.py: each strategy\'s five folds in one program, '
         'stack_runs + data_on_device; SIGTERM at the end of each strategy\'s share of the time '
         'box; steps/s after the first logged step):')
     say('')
@@ -569,11 +536,10 @@ def cmd_profile(args) -> int:
   """Where the K-run step's time goes (issue 17's open question): PiczakCNN InterMix, one run alone
   and K vmapped runs, for each --variants entry precision:batch in order (the time box may cut the
   list); rows to profile.jsonl, the first `--traced` variants traced into profile/<row>/ with each
-  trace's device time by kernel in profile/<row>.kernels.txt (`profile_step.py kernels`) and the
-  compiled step's instructions by bytes moved in profile/<row>.bytes.txt (`profile_step.py
+  trace's device time by kernel in profile/<row>.kernels.txt (`benchmarks.profile_step kernels`)
+  and the compiled step's instructions by bytes moved in profile/<row>.bytes.txt (`profile_step
   bytes`)."""
-  import multirun  # pylint: disable=g-import-not-at-top  (benchmarks/multirun.py)
-  import profile_step  # pylint: disable=g-import-not-at-top  (benchmarks/profile_step.py)
+  from benchmarks import multirun, profile_step  # pylint: disable=g-import-not-at-top
   traces = os.path.join(args.out, 'profile')
   for i, variant in enumerate(args.variants.split(',')):
     precision, batch = variant.split(':')
