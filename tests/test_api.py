@@ -51,7 +51,7 @@ def test_package_reexports_the_public_api():
                'OPTION_NAMES'):
     assert name in intermix_jax.__all__, name
   assert intermix_jax.mix_point is mixing.mix_point
-  assert intermix_jax.strategy_options('bc') == ('eligible_layers', 'p_weighting')
+  assert intermix_jax.strategy_options('bc') == ('eligible_layers', 'p_weighting', 'pairing')
 
 
 # --- mix_point --------------------------------------------------------------------------------

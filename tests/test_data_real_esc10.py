@@ -81,7 +81,10 @@ def test_real_esc10_train_and_eval_loaders(esc10_real_prepared, esc10_real_dir, 
   c.fold, c.strategy, c.batch_size, c.strong_augment = 2, 'bc', 64, True
   train = data.make_train_loader(c, 16000, 24014)
   assert train.num_examples == 320 and train.steps_per_epoch == 5
-  batch = train.batch(0, 4)
+  batch = train.batch(0, 4)  # BC's independent pairs: 64 mixtures from 128 sounds
+  assert batch['x'].shape == (128, 24014) and np.all(batch['y'][0::2] != batch['y'][1::2])
+  c.mixing.pairing = 'shared'  # 32 pairs of the epoch's shuffle, each mixed both ways
+  batch = data.make_train_loader(c, 16000, 24014).batch(0, 4)
   assert batch['x'].shape == (64, 24014) and np.all(batch['y'][0::2] != batch['y'][1::2])
   test = data.make_eval_loader(c, 16000, 24014)
   assert test.num_examples == 80 and test.filenames == sorted(test.filenames)
