@@ -4,7 +4,8 @@
         --workdir=runs/esc50/envnetv2/intermix/seed0/fold1 [--config.opt.lr=0.05] [--distributed]
 
 Rerunning the same command resumes from the last checkpoint. Output: the trainer's progress lines
-(steps/s, ETA), test errors and warnings; the libraries' INFO logs and TFDS progress bars are hidden
+(steps/s, ETA), test errors and warnings; the libraries' INFO logs, TFDS's progress bars and the
+lines TFDS prints when preparing a dataset ('Downloading and preparing dataset ...') are hidden
 unless `--verbose` (or absl's `-v 1`).
 
 Exit status:
@@ -187,8 +188,7 @@ def main(argv):
   if jax.process_index() > 0:
     logging.set_verbosity(logging.WARNING)
   if not verbose:
-    import tensorflow_datasets as tfds
-    tfds.disable_progress_bar()
+    data.quiet_preparation()  # TFDS's progress bars and its printed 'Downloading ...' lines
   known = (config_checks.ConfigError, workdir.WorkdirConfigError, train.NonFiniteError,
            data.LayoutError, data.BadAudioFileError, data.SourceUnavailableError,
            FileNotFoundError)

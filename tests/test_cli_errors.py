@@ -280,7 +280,8 @@ def test_a_sigterm_whose_exception_python_swallowed_still_stops_the_run(
 # The demo's console: the trainer's lines, without the libraries' INFO logs and progress bars
 # ------------------------------------------------------------------------------------------------
 NOISE = ('Generating splits', 'examples/s', "Unable to initialize backend 'tpu'", 'libtpu',
-         'dataset_builder.py', 'dataset_info.py', 'writer.py', 'has no dataset_info.json')
+         'dataset_builder.py', 'dataset_info.py', 'writer.py', 'Downloading and preparing',
+         'downloaded and prepared', 'has no dataset_info.json')
 
 
 @pytest.mark.slow
@@ -301,6 +302,24 @@ def test_console_is_quiet_by_default_and_verbose_on_request(env, tmp_path):
   out = proc.stdout + proc.stderr
   assert 'Generating splits' in out and 'dataset_builder.py' in out, out[-3000:]
   assert_one_line_error(proc, 'config.batch_size=400')
+
+
+def test_preparing_prints_nothing_unless_verbose(tmp_path, capfd):
+  """Issue 27 item 7: TFDS prints 'Downloading and preparing dataset Unknown size ...' (with
+  print, past the log filters) on every first preparation, even of local data; main hides it, as
+  its progress bars, unless --verbose (data.quiet_preparation)."""
+  from intermix_jax import data  # pylint: disable=g-import-not-at-top
+  try:
+    data.quiet_preparation()  # what main does without --verbose
+    data.prepare_builder(data.get_builder('synthetic', 8000, data_dir=str(tmp_path / 'quiet')))
+    quiet = capfd.readouterr()
+  finally:
+    data.quiet_preparation(False)
+  for line in ('Downloading and preparing dataset', 'downloaded and prepared to', 'examples/s'):
+    assert line not in quiet.out + quiet.err, quiet
+  data.prepare_builder(data.get_builder('synthetic', 8000, data_dir=str(tmp_path / 'verbose')))
+  shown = capfd.readouterr()
+  assert 'Downloading and preparing dataset' in shown.out, shown  # --verbose: as TFDS prints it
 
 
 # ------------------------------------------------------------------------------------------------

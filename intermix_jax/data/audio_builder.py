@@ -44,6 +44,22 @@ SAMPLE_RATES = (8000, 16000, 22050, 44100)  # M18, EnvNet, SoundNet5/PiczakCNN, 
 
 log = logging.getLogger(__name__)
 
+# Whether a preparation prints TFDS's own lines to stdout ('Downloading and preparing dataset
+# Unknown size ...', 'Dataset ... downloaded and prepared to ...'): `quiet_preparation`.
+_show_tfds_lines = True
+
+
+def quiet_preparation(quiet: bool = True) -> None:
+  """Hides (quiet=True) or shows TFDS's progress bars and the lines TFDS prints (with `print`, so
+  no log filter reaches them) when a builder here is prepared. `intermix_jax.main` hides them
+  unless --verbose: for a local copy they say 'Downloading ... Unknown size', which is wrong."""
+  global _show_tfds_lines
+  _show_tfds_lines = not quiet
+  if quiet:
+    tfds.disable_progress_bar()
+  else:
+    tfds.enable_progress_bar()
+
 
 class SkippedFilesWarning(UserWarning):
   """Some input files were bad and skipped (`skip_bad_files=True`)."""
@@ -142,6 +158,14 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         citation=self.CITATION or None,
         metadata=tfds.core.MetadataDict(),
     )
+
+  def _log_download_bytes(self) -> None:
+    if _show_tfds_lines:
+      super()._log_download_bytes()
+
+  def _log_download_done(self) -> None:
+    if _show_tfds_lines:
+      super()._log_download_done()
 
   def _download_and_prepare(self, dl_manager, download_config=None):
     self.skipped_files, self._skipped_clips = [], []
