@@ -46,7 +46,8 @@ def lr_schedule(base_lr: float, num_epochs: int, steps_per_epoch: int,
 
 
 def _decay_points(num_epochs: int, schedule: Sequence[float]) -> np.ndarray:
-  """float32 epochs after which the LR is multiplied by 0.1 (inf: never), as `lr_schedule` has them."""
+  """The float32 epochs after which the LR is multiplied by 0.1 (inf: never), as `lr_schedule`
+  has them."""
   return np.asarray([num_epochs * f for f in schedule] or [float('inf')], np.float32)
 
 
