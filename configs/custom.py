@@ -26,5 +26,5 @@ from intermix_jax.data import custom
 
 
 def get_config(arg=None):
-  return config_lib.experiment(arg, dataset=custom.DATASET, audio_dir=(None, str),
-                               metadata_csv=(None, str), num_folds=custom.DEFAULT_NUM_FOLDS)
+  return config_lib.experiment(arg, dataset=custom.DATASET,
+                               **{f.key: f for f in custom.CONFIG_FIELDS})

@@ -12,6 +12,9 @@ batch vs devices, processes and pairs: `config_lib.check_batch_split`) and the t
 
 Raises `ConfigError` (a ValueError) with a message such as
     config.fold=7 is out of range for dataset 'esc50'; valid: 1..5 or 'all'
+
+`schedule_note(config)`: a usable schedule that never runs at config.opt.lr (the warm-up or the
+first decay covers every epoch) is not an error, but worth one warning line before training.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from intermix_jax import config_lib
 from intermix_jax import mixing
 from intermix_jax import models
 from intermix_jax import multirun
+from intermix_jax import schedules
 from intermix_jax.data import catalog
 
 ConfigError = config_lib.ConfigError
@@ -174,3 +178,29 @@ def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,
     _check_range('steps_per_epoch', c.steps_per_epoch, lo=1, integer=True)
   if c.shuffle_buffer_seed is not None:
     _check_range('shuffle_buffer_seed', c.shuffle_buffer_seed, lo=0, integer=True)
+
+
+def schedule_note(config: ml_collections.ConfigDict) -> str | None:
+  """One line naming the fields when the LR schedule never reaches config.opt.lr, else None.
+
+  The epochs trained are config.num_epochs, doubled for mixing strategies
+  (`schedules.total_epochs`); the warm-up (config.opt.warmup_epochs, at opt.lr * 0.1) is not
+  doubled, so e.g. EnvNet-v2's 10 warm-up epochs cover the whole of a 2-epoch trial run.
+  """
+  c = config
+  mixes = mixing.build_strategy(c).mixes
+  n = schedules.total_epochs(c.num_epochs, mixes, c.double_epochs_for_mixing)
+  warmup, sched, lr = int(c.opt.warmup_epochs), tuple(c.opt.schedule), c.opt.lr
+  if schedules.epochs_at_base_lr(n, sched, warmup):
+    return None
+  trained = (f'the {n} epochs trained (config.num_epochs={c.num_epochs}'
+             f'{", doubled for mixing" if n != c.num_epochs else ""})')
+  if warmup >= n:
+    return (f'config.opt.warmup_epochs={warmup} is not shorter than {trained}: every epoch runs '
+            f'at the warm-up LR {lr * 0.1:g} (config.opt.lr * 0.1), never at config.opt.lr='
+            f'{lr:g}; lower opt.warmup_epochs or raise num_epochs')
+  first = min(n * f for f in sched)  # the first decay point, in epochs (epochs_at_base_lr: > 0)
+  return (f'config.opt.schedule={sched} decays the LR after epoch {first:g} of {trained}, before '
+          f'the first epoch past the config.opt.warmup_epochs={warmup} warm-up epochs: no epoch '
+          f'runs at config.opt.lr={lr:g}; lower opt.warmup_epochs, raise num_epochs or move the '
+          'first decay later')

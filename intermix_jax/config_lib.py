@@ -1,4 +1,11 @@
-"""The experiment config: every field with its default, and how a config file builds it.
+"""The experiment config: every field with its default and description, and how a config file
+builds it.
+
+Every field is declared once, as a `Field` (dotted key, default, one-line description with units,
+type where the default does not tell it) in `SECTIONS`; `base_config()` is built from them and
+`describe(config)` lists them as 'key = value  # description' (`python -m intermix_jax.main
+--list_config`, docs/config.md). A config file's own fields are `Field`s given to `experiment`
+(configs/custom.py: `data.custom.CONFIG_FIELDS`).
 
 Config files (configs/*.py) are thin, in big_vision's style (`big_vision.configs.common`):
 
@@ -31,6 +38,7 @@ and pairs.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import numbers
 from typing import Any
 
@@ -45,85 +53,160 @@ class ConfigError(ValueError):
   """A config field has a value the trainer cannot use (the message, one line, names it)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Field:
+  """One config field, declared once: its dotted key, default and one-line description (units
+  included).
+
+  Attributes:
+    key: dotted name ('opt.lr'); the part before a dot is a sub-config.
+    default: the default value.
+    description: one line: what the field does, its unit and its valid values.
+    field_type: the ml_collections type where the default does not tell it (a default of None;
+      fold: a number or 'all', so `object`); None: the default's own type.
+  """
+  key: str
+  default: Any
+  description: str
+  field_type: type | None = None
+
+  def value(self):
+    """The value `base_config` stores: the default, or a fresh typed FieldReference."""
+    if self.field_type is None:
+      return self.default
+    return ml_collections.FieldReference(self.default, field_type=self.field_type)
+
+
+# Every field of every config, by section, in order: THE declaration of names, defaults and
+# descriptions (`base_config` builds the ConfigDict from it, `describe` lists it).
+SECTIONS = (
+    ('what to train (the declared arguments of `SPEC` set dataset, fold, backbone, strategy)', (
+        Field('dataset', 'esc50', 'a name of data.catalog.DATASETS'),
+        Field('fold', 1, "test fold (1-based; the other folds train), or 'all': every fold, each "
+              'into workdir/fold_k', object),
+        Field('stack_runs', False, "fold='all' or several seeds only: True trains every run in ONE "
+              'program, stacked on a run axis (multirun.py); each run still writes its own workdir '
+              'as if alone'),
+        Field('stack_method', 'auto', "how runs are stacked: 'vmap' (one wide step), 'unroll' (each "
+              "run's own step) or 'auto' (unroll on CPU devices, vmap on accelerators for the "
+              'backbones measured to gain: multirun.resolve_method)'),
+        Field('backbone', 'envnetv2', 'a name of models.MODELS'),
+        Field('model.width', 1.0, 'channel multiplier of every conv layer (1.0 = the published '
+              'model); options of models.get_model(**config.model)'),
+        Field('model.fc_units', None, 'hidden FC width in units, where the backbone has hidden FC '
+              'layers; None = the published width', int),
+        Field('model.precision', 'float32', "'float32' | 'bfloat16' conv/dense compute; parameters "
+              'stay float32'),
+        Field('strategy', 'intermix', 'a name of mixing.STRATEGY_NAMES'),
+        Field('mixing.eligible_layers', None, 'mix points (0 = the input) a step draws its layer '
+              "from; None: the strategy's default; options of mixing.get_strategy(**config.mixing)",
+              tuple),
+        Field('mixing.p_weighting', True, "bc/speechmix/intermix: mix with BC's p from the "
+              'A-weighted levels of the sounds; False mixes with the ratio r itself'),
+        Field('mixing.normalize', True, 'intermix: divide by sqrt(p^2 + (1-p)^2) (the paper); False '
+              'reproduces the reference code'),
+        Field('mixing.signed_mode', 'superpose', "intermix on signed tensors (the waveform): "
+              "'superpose' (drop the interference term) | 'clamp' (sqrt(max(h_i h_j, 0)))"),
+        Field('mixing.stop_gradient_interference', False, 'intermix: detach the interference term '
+              '(as the reference code does)'),
+        Field('mixing.alpha', 1.0, "mixup's Beta(alpha, alpha) parameter (> 0)"),
+        Field('mixing.pairing', None, "'shared' (each pair of sounds mixed both ways) | "
+              "'independent' (each mixture its own pair; input mixing only); None: the strategy's "
+              'default (bc independent, the others shared)', str),
+        Field('strong_augment', False, 'time scale in [0.8, 1.25] and gain in [-6, 6] dB per sound'),
+    )),
+    ('data', (
+        Field('data_dir', None, 'TFDS data dir: where prepared datasets are written (None: '
+              '~/tensorflow_datasets)', str),
+        Field('manual_dir', None, "a local copy of the dataset's official layout (None: TFDS's "
+              'manual dir, else the download)', str),
+        Field('skip_bad_files', False, 'skip unreadable audio with a warning and a count instead of '
+              'failing'),
+        Field('data_on_device', False, 'True: the training clips (int16) live on the devices and '
+              'the crops, time scale and gain are cut there (data/on_device.py); for accelerators'),
+        Field('num_eval_crops', 10, 'crops per test clip (the softmax is averaged over them)'),
+        Field('eval_batch_size', 16, 'clips per eval batch (each clip = num_eval_crops crops)'),
+        Field('shuffle_buffer_seed', None, 'seed of the data order and augmentation; None: seed',
+              int),
+    )),
+    ('optimisation (docs/method.md §5; `experiment` sets the row of backbone and dataset)', (
+        Field('batch_size', 64, 'global batch in sounds (32 pairs when mixing)'),
+        Field('num_epochs', 1000, 'epochs of standard training; mixing strategies double it '
+              '(double_epochs_for_mixing)'),
+        Field('double_epochs_for_mixing', True, 'mixing strategies train 2 x num_epochs (the '
+              'schedule fractions scale, the warm-up does not)'),
+        Field('opt.lr', 0.1, 'LR0, the base learning rate of SGD'),
+        Field('opt.momentum', 0.9, 'SGD momentum'),
+        Field('opt.nesterov', True, 'Nesterov momentum'),
+        Field('opt.weight_decay', 5e-4, 'coupled L2 on all parameters (added to the gradient)'),
+        Field('opt.schedule', (0.3, 0.6, 0.9), 'fractions of the epochs trained after which the LR '
+              'is multiplied by 0.1'),
+        Field('opt.warmup_epochs', 10, 'first epochs at LR0 * 0.1 (not doubled for mixing)'),
+        Field('opt_defaults_from', '', "'<backbone>/<dataset>' whose docs/method.md §5 row set the "
+              "optimisation fields ('' = none); set by `experiment`"),
+    )),
+    ('bookkeeping', (
+        Field('seed', 0, 'seed of the initialisation, the mixing draws and (shuffle_buffer_seed '
+              'None) the data'),
+        Field('seeds', None, 'None: one run of `seed`; a tuple, e.g. (0,1,2): one run per seed in '
+              'workdir/seed_<s>, summarised in workdir/seeds_results.json', tuple),
+        Field('eval_every_epochs', 50, 'epochs between test-fold evaluations (and after the last)'),
+        Field('checkpoint_every_epochs', 10, 'epochs between checkpoints'),
+        Field('keep_checkpoints', 3, 'checkpoints kept (older ones are deleted)'),
+        Field('log_every_steps', 50, 'steps between progress lines and metrics'),
+        Field('nan_policy', 'stop', "'stop' | 'skip' (skip non-finite steps, counted in metrics)"),
+        Field('steps_per_epoch', None, 'optimiser steps per epoch; None: from the data (every full '
+              'batch)', int),
+    )),
+)
+FIELDS = tuple(f for _, fields in SECTIONS for f in fields)
+
+
 def base_config() -> ml_collections.ConfigDict:
-  """Every field and its default; the trainer, the data pipeline and the report read these names."""
+  """Every field (`FIELDS`) and its default; the trainer, the data pipeline and the report read
+  these names."""
   c = ml_collections.ConfigDict()
-  ref = ml_collections.FieldReference  # a typed field whose default is None (or any type: fold)
-
-  # --- what to train (the declared arguments of `SPEC` set dataset, fold, backbone, strategy) --
-  c.dataset = 'esc50'           # a name of data.catalog.DATASETS
-  # Test fold (1-based; the other folds train), or 'all': every fold, each into workdir/fold_k.
-  c.fold = ref(1, field_type=object)
-  # fold='all' or several `seeds` only: True trains every run in ONE program, the runs stacked on a
-  # run axis of one vmapped step (intermix_jax/multirun.py); each run still writes its own workdir
-  # (workdir/fold_k, workdir/seed_s/...) as if alone.
-  c.stack_runs = False
-  # How: 'vmap' (one wide step), 'unroll' (each run's own step, K of them in the program), or
-  # 'auto' (unroll on CPU devices; on accelerators vmap only for backbones measured to gain from
-  # it: piczakcnn). multirun.resolve_method.
-  c.stack_method = 'auto'
-  c.backbone = 'envnetv2'       # a name of models.MODELS
-  c.model = ml_collections.ConfigDict(dict(  # options of models.get_model(**c.model)
-      width=1.0,                # channel multiplier of every conv layer (1.0 = published model)
-      # hidden FC width (where the backbone has hidden FC layers); None = the published width
-      fc_units=ref(None, field_type=int),
-      precision='float32',      # 'float32' | 'bfloat16' conv/dense compute; params stay float32
-  ))
-  c.strategy = 'intermix'       # a name of mixing.STRATEGY_NAMES
-  c.mixing = ml_collections.ConfigDict(dict(  # options of mixing.get_strategy(**c.mixing)
-      eligible_layers=ref(None, field_type=tuple),  # None: the strategy's default
-      p_weighting=True,
-      normalize=True,
-      signed_mode='superpose',  # 'superpose' | 'clamp'
-      stop_gradient_interference=False,
-      alpha=1.0,                # mixup Beta(alpha, alpha)
-      # 'shared' (each pair of sounds mixed twice) | 'independent' (each mixture its own pair,
-      # input mixing only); None: the strategy's default (bc independent, the others shared)
-      pairing=ref(None, field_type=str),
-  ))
-  c.strong_augment = False      # time scale [0.8, 1.25] and gain +-6 dB per sound
-
-  # --- data ----------------------------------------------------------------------------------
-  c.data_dir = ref(None, field_type=str)    # TFDS data dir
-  c.manual_dir = ref(None, field_type=str)  # local copy, official layout
-  c.skip_bad_files = False      # skip unreadable audio with a warning and a count
-  # True: the training clips (int16) live on the devices and the crops, time scale and gain are
-  # cut there from the host pipeline's own draws (data/on_device.py): bitwise the same batches
-  # without strong_augment, float32 rounding of the interpolation with it. For accelerators,
-  # where the host pipeline is the limit; refused when the clips need over half a device.
-  c.data_on_device = False
-  c.num_eval_crops = 10
-  c.eval_batch_size = 16        # clips per eval batch (each clip = num_eval_crops crops)
-  c.shuffle_buffer_seed = ref(None, field_type=int)  # None: seed
-
-  # --- optimisation (docs/method.md §5; `experiment` sets the row of backbone and dataset) ----
-  c.batch_size = 64             # global batch of sounds (32 pairs when mixing)
-  c.num_epochs = 1000           # for standard training; mixing strategies double it
-  c.double_epochs_for_mixing = True
-  c.opt = ml_collections.ConfigDict(dict(
-      lr=0.1,
-      momentum=0.9,
-      nesterov=True,
-      weight_decay=5e-4,        # coupled L2 on all parameters
-      schedule=(0.3, 0.6, 0.9),  # fractions of the epochs where LR is multiplied by 0.1
-      warmup_epochs=10,         # LR0 * 0.1 during warmup (not doubled for mixing)
-  ))
-  # '<backbone>/<dataset>' whose docs/method.md §5 row set the optimisation fields ('' = none).
-  c.opt_defaults_from = ''
-
-  # --- bookkeeping ---------------------------------------------------------------------------
-  c.seed = 0
-  # None: one run of `seed`. A tuple, e.g. (0,1,2): one run per seed (times the folds of
-  # fold='all'), each in workdir/seed_<s>[/fold_<k>], summarised in workdir/seeds_results.json;
-  # `seed` is then unused.
-  c.seeds = ref(None, field_type=tuple)
-  c.eval_every_epochs = 50
-  c.checkpoint_every_epochs = 10
-  c.keep_checkpoints = 3
-  c.log_every_steps = 50
-  c.nan_policy = 'stop'         # 'stop' | 'skip' (skip non-finite steps, counted in metrics)
-  c.steps_per_epoch = ref(None, field_type=int)  # None: from data
+  for f in FIELDS:
+    *path, name = f.key.split('.')
+    node = c
+    for part in path:
+      if part not in node:
+        node[part] = ml_collections.ConfigDict()
+      node = node[part]
+    node[name] = f.value()
   return c
+
+
+# The Fields config files declared as their own arguments (`experiment(arg, audio_dir=Field(...))`),
+# by key: `describe` finds their descriptions here.
+_FILE_FIELDS: dict[str, Field] = {}
+
+
+def field_lines(fields, values: dict | None = None) -> list[str]:
+  """'key = value  # description' of each Field (value: values[key], default: its default)."""
+  values = values or {}
+  return [f'{f.key} = {values.get(f.key, f.default)!r}  # {f.description}' for f in fields]
+
+
+def describe(config: ml_collections.ConfigDict | None = None) -> str:
+  """Every leaf field of `config` (default: `base_config()`) as 'key = value  # description',
+  under '# --- <section>' lines: the `SECTIONS`, then the config file's own fields (declared as
+  `Field`s to `experiment`). The text of `python -m intermix_jax.main [--config=...] --list_config`
+  and of docs/config.md."""
+  config = base_config() if config is None else config
+  values = {key: _get(config, key) for key in valid_keys(config)}
+  sections = [(title, [f for f in fields if f.key in values]) for title, fields in SECTIONS]
+  known = {f.key for _, fields in sections for f in fields}
+  own = [_FILE_FIELDS.get(key, Field(key, None, '(no description: not declared as a Field)'))
+         for key in values if key not in known]
+  sections.append(('fields of this config file', own))
+  blocks = [[f'# --- {title}'] + field_lines(fields, values) for title, fields in sections if fields]
+  return '\n\n'.join('\n'.join(block) for block in blocks) + '\n'
+
+
+def _get(config: ml_collections.ConfigDict, key: str):
+  node, name = _leaf(config, key)
+  return node[name]
 
 
 # The declared arguments of every config file, name -> default, or (default, type) where the
@@ -140,9 +223,11 @@ def experiment(arg: str | None = None, *, fields: dict[str, Any] | None = None,
     fields: the file's own settings by dotted key (`{'model.width': 0.25}`): they win over the
       docs/method.md §5 row; the items of `arg` win over them.
     **spec: the file's defaults of the declared arguments (`dataset='esc10'`) and arguments of
-      its own (`audio_dir=(None, str)`, added as config fields).
+      its own, added as config fields: a `Field` (described by `describe`), or a default, or a
+      (default, type) pair.
   """
   spec = {**SPEC, **spec}
+  _FILE_FIELDS.update((f.key, f) for f in spec.values() if isinstance(f, Field))
   args, rest = parse_arg(arg, **spec)
   c = base_config()
   for name, value in args.items():
@@ -175,6 +260,9 @@ def row_note(config: ml_collections.ConfigDict) -> str | None:
 
 # --- the text after the colon --------------------------------------------------------------------
 def _spec_entry(entry) -> tuple[Any, type]:
+  """(default, type) of a declared argument: a default, a (default, type) pair or a `Field`."""
+  if isinstance(entry, Field):
+    return entry.default, entry.field_type or type(entry.default)
   return entry if isinstance(entry, tuple) else (entry, type(entry))
 
 

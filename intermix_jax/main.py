@@ -4,8 +4,12 @@
         --workdir=runs/esc50/envnetv2/intermix/seed0/fold1 [--config.opt.lr=0.05] [--distributed]
 
 Rerunning the same command resumes from the last checkpoint. Output: the trainer's progress lines
-(steps/s, ETA), test errors and warnings; the libraries' INFO logs and TFDS progress bars are hidden
+(steps/s, ETA), test errors and warnings; the libraries' INFO logs, TFDS's progress bars and the
+lines TFDS prints when preparing a dataset ('Downloading and preparing dataset ...') are hidden
 unless `--verbose` (or absl's `-v 1`).
+
+`--list_config` prints every config field as `key = value  # description` (of --config when given,
+else the defaults; the same list as docs/config.md) and exits.
 
 Exit status:
   0  the run finished, or was stopped by SIGTERM (preemption): inside the training loop a
@@ -50,7 +54,14 @@ _REUSE_HOST_MEMORY = flags.DEFINE_bool(
 _VERBOSE = flags.DEFINE_bool(
     'verbose', False, "Show the libraries' INFO logs (TFDS, JAX, orbax) and TFDS progress bars; "
     "by default only this trainer's lines and every library's warnings are shown.")
-flags.mark_flags_as_required(['config', 'workdir'])
+_LIST_CONFIG = flags.DEFINE_bool(
+    'list_config', False, "Print every config field as 'key = value  # description' (the values "
+    'of --config when given, else every config\'s defaults; docs/config.md) and exit.')
+for _name, _what in (('config', 'a config file, e.g. --config=configs/demo.py'),
+                     ('workdir', 'the directory of the run, e.g. --workdir=runs/demo')):
+  flags.register_multi_flags_validator(
+      [_name, 'list_config'], lambda v, n=_name: v['list_config'] or v[n] is not None,
+      f'--{_name} is required ({_what}); only --list_config runs without it')
 
 # errno of an OSError that is the machine's state, not a bug: one line naming the path, exit 1.
 _OS_ERROR_HINTS = {
@@ -166,11 +177,39 @@ def _quiet_libraries() -> None:
     handler.addFilter(_QuietLibraries())
 
 
+def _loaded_config():
+  """--config's ConfigDict, or None after one line `error: --config: cannot load ...` when the
+  file cannot be loaded (ml_collections defers a config file's load error to its first use)."""
+  config = _CONFIG.value
+  try:
+    config.get('dataset')
+  except OSError as e:
+    last = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
+    print(f'error: --config: cannot load {config_flags.get_config_filename(FLAGS["config"])}: '
+          f'{last}', file=sys.stderr, flush=True)
+    return None
+  return config
+
+
+def _list_config() -> int:
+  """--list_config: `config_lib.describe` of --config (or of the defaults) on stdout."""
+  from intermix_jax import config_lib
+  config = None
+  if _CONFIG.value is not None:
+    config = _loaded_config()
+    if config is None:
+      return 1
+  sys.stdout.write(config_lib.describe(config))
+  return 0
+
+
 def main(argv):
   if len(argv) > 1:
     print(f'error: unexpected arguments {argv[1:]}: flags are --name=value (see --helpshort)',
           file=sys.stderr, flush=True)
     return 1
+  if _LIST_CONFIG.value:
+    return _list_config()
   verbose = _VERBOSE.value or logging.get_verbosity() >= logging.DEBUG
   if not verbose:
     _quiet_libraries()
@@ -187,18 +226,12 @@ def main(argv):
   if jax.process_index() > 0:
     logging.set_verbosity(logging.WARNING)
   if not verbose:
-    import tensorflow_datasets as tfds
-    tfds.disable_progress_bar()
+    data.quiet_preparation()  # TFDS's progress bars and its printed 'Downloading ...' lines
   known = (config_checks.ConfigError, workdir.WorkdirConfigError, train.NonFiniteError,
            data.LayoutError, data.BadAudioFileError, data.SourceUnavailableError,
            FileNotFoundError)
-  config = _CONFIG.value
-  try:
-    config.get('dataset')  # ml_collections defers a config file's load error to the first use
-  except OSError as e:
-    last = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
-    print(f'error: --config: cannot load {config_flags.get_config_filename(FLAGS["config"])}: '
-          f'{last}', file=sys.stderr, flush=True)
+  config = _loaded_config()
+  if config is None:
     return 1
   try:
     config_checks.validate(config)  # a bad value is named before the workdir is created

@@ -13,7 +13,11 @@ Datasets without a row of their own (synthetic, custom) take the backbone's ESC-
 
 Also fixed by the protocol, whatever the row: batch 64 (32 pairs when mixing), the published model
 (width 1, published FC width), 10 test crops, whole epochs, the last epoch's error reported
-(`FIXED`).
+(`FIXED`). And the audio: the official release, resampled to the backbone's rate. ESC-50 (and
+ESC-10) is 44.1 kHz throughout (`OFFICIAL_SAMPLE_RATES`), so a copy at a lower rate given to a
+backbone of a higher rate is upsampled where the papers were not (`upsampled_rates`);
+UrbanSound8K's official clips come at many rates (8 to 192 kHz), upsampling some of them is its
+protocol, and a copy at other rates is not told apart.
 """
 from __future__ import annotations
 
@@ -33,6 +37,28 @@ _TAKES_ENVNET_ROW = ('m18', 'soundnet5', 'piczakcnn')
 # Fields the protocol fixes for every row: config field -> value.
 FIXED = {'batch_size': 64, 'model.width': 1.0, 'model.fc_units': None, 'num_eval_crops': 10,
          'steps_per_epoch': None}
+
+
+# The one native rate (Hz) of every clip of a paper dataset's official release (datasets of mixed
+# rates are absent).
+OFFICIAL_SAMPLE_RATES = {'esc50': 44100, 'esc10': 44100}
+
+
+def upsampled_rates(dataset: str, source_sample_rates, sample_rate) -> list[int]:
+  """The source rates (Hz, ascending) of a run's clips that the papers' protocol never upsampled:
+  below both the backbone's `sample_rate` and the official release's rate of `dataset`. [] when
+  nothing tells (no official single rate, rates or sample_rate unknown).
+
+  Args:
+    dataset: config.dataset.
+    source_sample_rates: {native rate in Hz (int or its text): clips} of the prepared copy, or
+      None (a copy prepared before the rates were recorded).
+    sample_rate: Hz of the backbone (the prepared copy's rate).
+  """
+  official = OFFICIAL_SAMPLE_RATES.get(dataset)
+  if official is None or not source_sample_rates or not sample_rate:
+    return []
+  return sorted(int(r) for r in source_sample_rates if int(r) < min(int(sample_rate), official))
 
 
 def row_dataset(dataset: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -33,7 +34,7 @@ def lr_schedule(base_lr: float, num_epochs: int, steps_per_epoch: int,
   """
   if steps_per_epoch <= 0:
     raise ValueError(f'steps_per_epoch must be > 0, got {steps_per_epoch}')
-  points = jnp.asarray([num_epochs * f for f in schedule] or [float('inf')], jnp.float32)
+  points = jnp.asarray(_decay_points(num_epochs, schedule), jnp.float32)
 
   def fn(step):
     epoch = (jnp.asarray(step, jnp.int32) // steps_per_epoch + 1).astype(jnp.float32)  # 1-based
@@ -42,3 +43,18 @@ def lr_schedule(base_lr: float, num_epochs: int, steps_per_epoch: int,
     return jnp.asarray(base_lr, jnp.float32) * jnp.power(jnp.float32(0.1), decay)
 
   return fn
+
+
+def _decay_points(num_epochs: int, schedule: Sequence[float]) -> np.ndarray:
+  """The float32 epochs after which the LR is multiplied by 0.1 (inf: never), as `lr_schedule`
+  has them."""
+  return np.asarray([num_epochs * f for f in schedule] or [float('inf')], np.float32)
+
+
+def epochs_at_base_lr(num_epochs: int, schedule: Sequence[float], warmup_epochs: int) -> int:
+  """How many of the `num_epochs` epochs (the ones trained, doubled for mixing) `lr_schedule` runs
+  at LR0 itself: after the warm-up and before the first decay. 0: the schedule never reaches LR0
+  (e.g. warmup_epochs >= num_epochs)."""
+  points = _decay_points(num_epochs, schedule)
+  return sum(1 for e in range(int(warmup_epochs) + 1, int(num_epochs) + 1)
+             if not np.any(np.float32(e) > points))

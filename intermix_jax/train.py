@@ -247,6 +247,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   config_checks.validate(config, device_count=jax.device_count(),
                          process_count=jax.process_count())
+  note = config_checks.schedule_note(config)  # once for every fold and seed, before any data
+  if note:
+    logging.warning(note)
   many = config.fold == 'all' or config.seeds is not None
   if config.stack_runs and not (config.fold == 'all' or len(config.seeds or ()) > 1):
     raise config_checks.ConfigError(

@@ -96,7 +96,7 @@ def _write_bad(path: str, kind: str, rate: int):
 
 def write_esc50_layout(root, *, targets=(0, 1, 2, 20, 38), clips_per_class_per_fold: int = 1,
                        folds=(1, 2, 3, 4, 5), seconds: float = 0.3, bad=(),
-                       bad_fold: int = 2, bad_target: int = 0) -> LayoutSpec:
+                       bad_fold: int = 2, bad_target: int = 0, formats=FORMATS) -> LayoutSpec:
   """Writes <root>/audio/*.wav and <root>/meta/esc50.csv (official columns, row format).
 
   Args:
@@ -105,6 +105,7 @@ def write_esc50_layout(root, *, targets=(0, 1, 2, 20, 38), clips_per_class_per_f
     seconds: tone length (plus 37 leading and 11 trailing zero samples).
     bad: kinds of bad files (keys of BAD_KINDS) added as extra rows (fold bad_fold,
       target bad_target).
+    formats: (native rate in Hz, channels, subtype) cycled over the good clips.
   """
   from intermix_jax.data import layouts  # pylint: disable=g-import-not-at-top
   root = os.fspath(root)
@@ -115,7 +116,7 @@ def write_esc50_layout(root, *, targets=(0, 1, 2, 20, 38), clips_per_class_per_f
   for fold in folds:
     for target in targets:
       for take in range(clips_per_class_per_fold):
-        rate, channels, subtype = FORMATS[k % len(FORMATS)]
+        rate, channels, subtype = formats[k % len(formats)]
         src = 100000 + k
         name = f'{fold}-{src}-{"ABCDEFGH"[take]}-{target}.wav'
         path = os.path.join(root, 'audio', name)

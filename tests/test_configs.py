@@ -262,3 +262,77 @@ def test_a_comma_inside_a_value_needs_quotes_and_the_error_says_how():
   msg = str(e.value)
   assert "config override 'b' is not key=value" in msg and '\n' not in msg
   assert 'manual_dir="/data/a,b,c"' in msg and "--config='configs/x.py:" in msg
+
+
+def test_a_schedule_that_never_reaches_its_lr_is_warned_in_one_line_before_training(
+    monkeypatch, caplog):
+  """Issue 27 item 4: EnvNet-v2's 10 warm-up epochs cover a 2-epoch run (the LR stays at
+  opt.lr * 0.1): one warning line naming the fields, before any data or training."""
+  import logging  # pylint: disable=g-import-not-at-top
+  from intermix_jax import train  # pylint: disable=g-import-not-at-top
+
+  class Stop(Exception):
+    pass
+
+  def no_training(*args):
+    del args
+    raise Stop()
+
+  monkeypatch.setattr(train, '_train_fold', no_training)
+  c = load('esc50', 'backbone=envnetv2,strategy=standard,num_epochs=2')
+  with caplog.at_level(logging.WARNING), pytest.raises(Stop):
+    train.train_and_evaluate(c, '/nonexistent/never/written')
+  notes = [r.getMessage() for r in caplog.records if 'warmup_epochs' in r.getMessage()]
+  assert notes == [
+      'config.opt.warmup_epochs=10 is not shorter than the 2 epochs trained (config.num_epochs=2):'
+      ' every epoch runs at the warm-up LR 0.01 (config.opt.lr * 0.1), never at config.opt.lr=0.1;'
+      ' lower opt.warmup_epochs or raise num_epochs']
+  note = config_checks.schedule_note(load('esc50', 'backbone=envnetv2,num_epochs=5'))
+  assert 'not shorter than the 10 epochs trained (config.num_epochs=5, doubled for mixing)' in note
+  note = config_checks.schedule_note(load('esc50', 'backbone=envnetv2,num_epochs=20,'
+                                               'strategy=standard'))
+  assert note == (
+      'config.opt.schedule=(0.3, 0.6, 0.9) decays the LR after epoch 6 of the 20 epochs trained '
+      '(config.num_epochs=20), before the first epoch past the config.opt.warmup_epochs=10 '
+      'warm-up epochs: no epoch runs at config.opt.lr=0.1; lower opt.warmup_epochs, raise '
+      'num_epochs or move the first decay later'), note
+  for arg in ('backbone=envnetv2', 'backbone=envnetv2,num_epochs=40,strategy=standard',
+              'backbone=envnet,num_epochs=1'):
+    assert config_checks.schedule_note(load('esc50', arg)) is None, arg
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 27 item 7: every field described, listed by --list_config and in docs/config.md
+# ------------------------------------------------------------------------------------------------
+CONFIG_FILES = sorted(os.path.relpath(os.path.join(d, f), os.path.join(ROOT, 'configs'))[:-3]
+                      for d, _, names in os.walk(os.path.join(ROOT, 'configs'))
+                      for f in names if f.endswith('.py') and f != '__init__.py')
+
+
+def test_every_field_of_every_config_file_has_a_one_line_description():
+  fields = config_lib.FIELDS
+  assert sorted(f.key for f in fields) == config_lib.valid_keys(config_lib.base_config())
+  for f in fields:
+    assert f.description.strip() and '\n' not in f.description, f
+  assert len(CONFIG_FILES) > 10
+  for name in CONFIG_FILES:
+    c = load(name, 'audio_dir=/a' if name == 'custom' else None)
+    lines = [l for l in config_lib.describe(c).splitlines() if l and not l.startswith('# ---')]
+    assert sorted(l.split(' = ', 1)[0] for l in lines) == config_lib.valid_keys(c), name
+    for line in lines:
+      assert '  # ' in line and line.split('  # ', 1)[1].strip(), (name, line)
+      assert 'no description' not in line, (name, line)
+
+
+def test_list_config_prints_every_field_and_docs_config_md_is_its_output():
+  proc = subprocess.run([sys.executable, '-m', 'intermix_jax.main', '--list_config'], cwd=ROOT,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0 and proc.stdout == config_lib.describe(), proc.stderr[-2000:]
+  assert "\nopt.warmup_epochs = 10  # first epochs at LR0 * 0.1 (not doubled for mixing)\n" in (
+      proc.stdout)
+  custom = load('custom')
+  with open(os.path.join(ROOT, 'docs', 'config.md')) as f:
+    blocks = [b.split('```', 1)[0] for b in f.read().split('```text\n')[1:]]
+  assert blocks == [config_lib.describe(), config_lib.describe(custom).split('\n\n')[-1]], (
+      'docs/config.md is not the output of `python -m intermix_jax.main --list_config` (first '
+      'block) and of its --config=configs/custom.py last section (second block): paste them in')

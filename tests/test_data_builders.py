@@ -21,6 +21,7 @@ import pytest
 
 import fixtures_audio
 from intermix_jax import data
+from intermix_jax.data import audio_builder
 from intermix_jax.data import audio_decode
 from intermix_jax.data import catalog
 from intermix_jax.data import layouts
@@ -87,6 +88,31 @@ def test_esc_clips_are_mono_resampled_and_zero_trimmed(esc50_prepared, esc50_lay
       rms = np.sqrt(np.mean((audio / 32768.0) ** 2))
       assert rms == pytest.approx(amplitude / np.sqrt(2), rel=0.05)
   assert formats_seen == set(fixtures_audio.FORMATS)
+
+
+def test_source_rates_are_kept_in_the_prepared_copy_and_their_resampling_said(esc50_prepared,
+                                                                              esc50_layout):
+  """Issue 27 item 3: the native rates read are in the metadata (so they survive reuse), and
+  the one-line note says which way each was resampled (the fixture's 11025-48000 Hz clips)."""
+  counts = {}
+  for r in esc50_layout.records:
+    counts[str(r.native_rate)] = counts.get(str(r.native_rate), 0) + 1
+  assert esc50_prepared.info.metadata['source_sample_rates'] == counts
+  reused = data.get_builder('esc50', RATE, data_dir=str(esc50_prepared.data_dir_root))
+  assert reused.info.metadata['source_sample_rates'] == counts
+  note = audio_builder.resampling_note(counts, RATE)
+  assert note.startswith(f'source audio at 11025 Hz ({counts["11025"]} clips), 22050 Hz (')
+  assert ('resampled to 8000 Hz, the backbone\'s rate: downsampled from 11025, 22050, 44100, '
+          '48000 Hz, so content above 4000 Hz is removed (source_sample_rates in') in note, note
+  note = audio_builder.resampling_note(counts, 16000)
+  assert ('upsampled from 11025 Hz, so nothing above 5512.5 Hz (the source\'s Nyquist frequency) '
+          'is real signal; downsampled from 22050, 44100, 48000 Hz, so content above 8000 Hz is '
+          'removed') in note, note
+  assert audio_builder.resampling_note({'8000': 3, '11025': 2}, 16000).split(': ', 1)[1] == (
+      'upsampled from 8000, 11025 Hz, so nothing above each source\'s Nyquist frequency '
+      '(4000, 5512.5 Hz) is real signal (source_sample_rates in dataset.json and results.json)')
+  assert audio_builder.resampling_note({'16000': 5}, 16000) is None
+  assert audio_builder.resampling_note(None, 16000) is None  # a copy from before the record
 
 
 def test_esc10_variant_keeps_esc10_rows_relabelled_in_spec_order(esc50_layout, tmp_path):
@@ -161,7 +187,7 @@ class _Interrupt(BaseException):
 
 def test_interrupted_preparation_is_never_read_as_complete(tmp_path, monkeypatch, esc50_layout):
   data_dir = str(tmp_path / 'tfds')
-  real_load = audio_decode.load_audio
+  real_load = audio_decode.load_audio_and_rate
   calls = []
   observed = {}
 
@@ -174,7 +200,7 @@ def test_interrupted_preparation_is_never_read_as_complete(tmp_path, monkeypatch
       raise _Interrupt()
     return real_load(path, sample_rate, **kwargs)
 
-  monkeypatch.setattr(audio_decode, 'load_audio', flaky_load)
+  monkeypatch.setattr(audio_decode, 'load_audio_and_rate', flaky_load)
   with pytest.raises(_Interrupt):
     _prepare('esc50', data_dir, esc50_layout.root)
   assert observed['prepared_mid_way'] is False
@@ -189,7 +215,7 @@ def test_interrupted_preparation_is_never_read_as_complete(tmp_path, monkeypatch
   with open(os.path.join(leftover, 'esc50-fold1.array_record-00000-of-00001'), 'wb') as f:
     f.write(b'partial')
 
-  monkeypatch.setattr(audio_decode, 'load_audio', real_load)
+  monkeypatch.setattr(audio_decode, 'load_audio_and_rate', real_load)
   builder = _prepare('esc50', data_dir, esc50_layout.root)
   assert builder.is_prepared()
   counts = {k: len(v) for k, v in _read_all(builder).items()}

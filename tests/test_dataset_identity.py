@@ -10,6 +10,9 @@
   4. a class left without training clips (bad files skipped) is refused naming the class and the
      fold; one without test clips is warned about and listed in results.json; skipped files are
      listed in results.json every time, also when the prepared copy is reused.
+  Issue 27 item 3: a source at another sample rate than the backbone's is resampled, warned about
+     once in one line, recorded (prepared copy's metadata, dataset.json, results.json) and, when
+     upsampled where the official release is not, a protocol deviation of the report.
 Tiny generated audio (tests/fixtures_audio.py, tests/helpers.py); the trainer runs in-process
 (EnvNet width 0.25, 2 classes, one step), once from the command line.
 """
@@ -348,3 +351,49 @@ def test_workdir_written_before_mixing_pairing_resumes_only_with_shared_pairs():
   assert loaded['mixing']['pairing'] == 'shared' and 'pairing' not in stored('bc')['mixing']
   cfg = type('C', (), {'strategy': 'bc', 'mixing': loaded['mixing']})
   assert mixing.build_strategy(cfg).label() == 'bc[shared-pairs]'
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 27 item 3: a source at another rate than the backbone's
+# ------------------------------------------------------------------------------------------------
+def test_a_16khz_source_for_a_22khz_backbone_is_warned_once_recorded_and_a_deviation(
+    tmp_path, caplog):
+  """A real 16 kHz copy of ESC-10 (every WAV written at 16 kHz) trained by PiczakCNN (22.05 kHz):
+  upsampled, said once in one line, in the prepared copy, dataset.json, results.json and the
+  report's protocol deviations."""
+  from intermix_jax import report  # pylint: disable=g-import-not-at-top
+  copy = fixtures_audio.write_esc50_layout(tmp_path / 'ESC-50-16k',
+                                           formats=((16000, 1, 'PCM_16'),))
+  assert {sf.info(r.path).samplerate for r in copy.records} == {16000}
+  config = helpers.repo_config('esc10.py', (
+      'backbone=piczakcnn,strategy=standard,model.width=0.25,model.fc_units=32,batch_size=4,'
+      'steps_per_epoch=1,num_epochs=1,num_eval_crops=2,eval_batch_size=4,eval_every_epochs=1,'
+      f'checkpoint_every_epochs=1,manual_dir={copy.root},data_dir={tmp_path / "tfds"}'))
+  workdir = str(tmp_path / 'run')
+  with caplog.at_level(logging.WARNING):
+    r = train.train_and_evaluate(config, workdir)
+  assert r['status'] == 'finished'
+  notes = [rec.getMessage() for rec in caplog.records if 'resampled to' in rec.getMessage()]
+  assert len(notes) == 1 and '\n' not in notes[0], notes
+  assert notes[0] == (
+      f'{copy.root}: source audio at 16000 Hz resampled to 22050 Hz, the backbone\'s rate: '
+      'upsampled from 16000 Hz, so nothing above 8000 Hz (the source\'s Nyquist frequency) is '
+      'real signal (source_sample_rates in dataset.json and results.json)')
+  clips = len([c for c in copy.records if c.target in (0, 1, 20, 38)])  # the ESC-10 classes
+  stored = helpers.read_json(os.path.join(workdir, 'dataset.json'))
+  assert stored['sample_rate'] == 22050 and stored['source_sample_rates'] == {'16000': clips}
+  saved = helpers.results(workdir)
+  assert saved['dataset_identity']['source_sample_rates'] == {'16000': clips}
+  # The prepared copy keeps it: reused by a new builder, and by a resumed run.
+  builder = data.get_builder('esc10', 22050, data_dir=str(tmp_path / 'tfds'))
+  catalog.prepare_builder(builder, manual_dir=copy.root)
+  assert builder.info.metadata['source_sample_rates'] == {'16000': clips}
+  devs = report.protocol_deviations(saved)
+  assert [d for d in devs if d.startswith('source audio')] == [
+      'source audio 16000 Hz upsampled to 22050 Hz (protocol 44100 Hz, downsampled where needed)']
+  # The official rate (downsampled to the backbone's) is the protocol, as is a backbone at the
+  # source's rate.
+  for rates, rate in (({'44100': clips}, 22050), ({'16000': clips}, 16000)):
+    run = dict(saved, dataset_identity=dict(saved['dataset_identity'], sample_rate=rate,
+                                            source_sample_rates=rates))
+    assert not [d for d in report.protocol_deviations(run) if d.startswith('source audio')]

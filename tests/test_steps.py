@@ -53,6 +53,18 @@ def test_lr_schedule_matches_reference_rule(n_epochs, spe, schedule, warmup):
   assert np.all(np.diff(got[warmup * spe:]) <= 0)  # after warmup the LR only decreases
 
 
+@pytest.mark.parametrize('n_epochs,schedule,warmup', [
+    (2, (0.3, 0.6, 0.9), 10), (10, (0.3, 0.6, 0.9), 10), (20, (0.3, 0.6, 0.9), 10),
+    (20, (0.3, 0.6, 0.9), 5), (100, (0.29,), 0), (7, (), 1), (7, (), 7), (8, (0.5, 0.75), 0)])
+def test_epochs_at_base_lr_counts_what_the_schedule_runs(n_epochs, schedule, warmup):
+  """Issue 27 item 4: the epochs at LR0 are counted by the rule lr_schedule applies."""
+  fn = schedules.lr_schedule(0.1, n_epochs, 1, schedule, warmup)
+  at_lr0 = sum(float(fn(e)) == pytest.approx(0.1) for e in range(n_epochs))
+  assert schedules.epochs_at_base_lr(n_epochs, schedule, warmup) == at_lr0
+  if warmup >= n_epochs:
+    assert at_lr0 == 0
+
+
 def test_total_epochs_doubles_only_for_mixing():
   assert schedules.total_epochs(600, mixes=True) == 1200
   assert schedules.total_epochs(600, mixes=False) == 600

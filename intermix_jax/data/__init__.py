@@ -28,6 +28,7 @@ Builders (tfds names): `esc50` (configs esc50_sr<rate>, esc10_sr<rate>), `urbans
 from intermix_jax import mixing
 from intermix_jax.data.audio_builder import SAMPLE_RATES
 from intermix_jax.data.audio_builder import SampleRateConfig
+from intermix_jax.data.audio_builder import quiet_preparation
 from intermix_jax.data.audio_builder import SkippedFilesWarning
 from intermix_jax.data.audio_decode import BadAudioFileError
 from intermix_jax.data.catalog import DATASETS
@@ -117,5 +118,5 @@ __all__ = [
     'EvalLoader', 'LayoutError', 'RunData', 'SAMPLE_RATES', 'SampleRateConfig',
     'SkippedFilesWarning', 'SourceUnavailableError', 'SyntheticSounds', 'TrainLoader',
     'Urbansound8k', 'dataset_info', 'describe_run_data', 'get_builder', 'make_eval_loader',
-    'make_train_loader', 'prepare', 'prepare_builder',
+    'make_train_loader', 'prepare', 'prepare_builder', 'quiet_preparation',
 ]

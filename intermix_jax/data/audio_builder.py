@@ -22,7 +22,11 @@ What a preparation read is kept in the prepared copy's metadata (`builder.info.m
                       classes, sizes; not paths): `catalog.prepare_builder` compares it with the
                       copy config.manual_dir holds now
   source_clips        number of records listed by the source (bad ones included)
+  source_sample_rates {native rate in Hz, as text: clips} of the clips read, resampled to
+                      sample_rate where they differ (`resampling_note` says how); absent for
+                      generated data and for copies prepared before it was recorded
 """
+import collections
 import dataclasses
 import inspect
 import logging
@@ -39,6 +43,22 @@ from intermix_jax.data import layouts
 SAMPLE_RATES = (8000, 16000, 22050, 44100)  # M18, EnvNet, SoundNet5/PiczakCNN, EnvNet-v2
 
 log = logging.getLogger(__name__)
+
+# Whether a preparation prints TFDS's own lines to stdout ('Downloading and preparing dataset
+# Unknown size ...', 'Dataset ... downloaded and prepared to ...'): `quiet_preparation`.
+_show_tfds_lines = True
+
+
+def quiet_preparation(quiet: bool = True) -> None:
+  """Hides (quiet=True) or shows TFDS's progress bars and the lines TFDS prints (with `print`, so
+  no log filter reaches them) when a builder here is prepared. `intermix_jax.main` hides them
+  unless --verbose: for a local copy they say 'Downloading ... Unknown size', which is wrong."""
+  global _show_tfds_lines
+  _show_tfds_lines = not quiet
+  if quiet:
+    tfds.disable_progress_bar()
+  else:
+    tfds.enable_progress_bar()
 
 
 class SkippedFilesWarning(UserWarning):
@@ -81,6 +101,7 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     self._skip_bad_files = skip_bad_files
     self.skipped_files: list[tuple[str, str]] = []  # (path, problem) of the last preparation
     self._skipped_clips: list[dict] = []  # the same with the clip's filename, fold and label
+    self._source_rates = collections.Counter()  # native rate (Hz) -> clips read
     super().__init__(**kwargs)
 
   @property
@@ -138,10 +159,22 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         metadata=tfds.core.MetadataDict(),
     )
 
+  def _log_download_bytes(self) -> None:
+    if _show_tfds_lines:
+      super()._log_download_bytes()
+
+  def _log_download_done(self) -> None:
+    if _show_tfds_lines:
+      super()._log_download_done()
+
   def _download_and_prepare(self, dl_manager, download_config=None):
     self.skipped_files, self._skipped_clips = [], []
+    self._source_rates.clear()
     super()._download_and_prepare(dl_manager, download_config)
     self.info.metadata['sample_rate'] = self.sample_rate
+    if self.READS_SOURCE_FILES:
+      self.info.metadata['source_sample_rates'] = {
+          str(rate): n for rate, n in sorted(self._source_rates.items())}
     self.info.metadata['skipped_files'] = [list(x) for x in self.skipped_files]
     self.info.metadata['skipped_clips'] = list(self._skipped_clips)
     if self.skipped_files:
@@ -167,8 +200,8 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     yielded = 0
     for r in records:
       try:
-        audio = audio_decode.load_audio(r.path, self.sample_rate, trim=trim,
-                                          expect=self.AUDIO_EXPECTATION)
+        audio, native_rate = audio_decode.load_audio_and_rate(
+            r.path, self.sample_rate, trim=trim, expect=self.AUDIO_EXPECTATION)
       except audio_decode.BadAudioFileError as e:
         if not self._skip_bad_files:
           raise audio_decode.BadAudioFileError(
@@ -180,9 +213,40 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                                         label=int(r.label), problem=e.problem))
         continue
       yielded += 1
+      self._source_rates[native_rate] += 1
       yield r.filename, {'audio': audio, 'label': r.label, 'filename': r.filename,
                          'fold': r.fold}
     if not yielded:
       raise audio_decode.BadAudioFileError(
           records[0].path, f'every one of the {len(records)} files of fold {records[0].fold} is '
           'bad (each one is logged above): no clip is left for this fold')
+
+
+def resampling_note(source_sample_rates, sample_rate: int) -> str | None:
+  """One line saying how clips at other rates were resampled to `sample_rate` (and what that
+  means: upsampled clips hold nothing real above their source's Nyquist frequency, downsampled
+  ones lose what is above the target's); None when every clip is at `sample_rate` or the rates
+  are unknown.
+
+  Args:
+    source_sample_rates: the metadata's {native rate in Hz (text or int): clips}, or None.
+    sample_rate: Hz the clips were resampled to (the backbone's).
+  """
+  rates = {int(r): int(n) for r, n in (source_sample_rates or {}).items()}
+  if not rates or set(rates) == {int(sample_rate)}:
+    return None
+  listing = ', '.join(f'{r} Hz' + (f' ({n} clips)' if len(rates) > 1 else '')
+                      for r, n in sorted(rates.items()))
+  what = []
+  up = [r for r in sorted(rates) if r < sample_rate]
+  down = [r for r in sorted(rates) if r > sample_rate]
+  if up:
+    nyquist = ', '.join(f'{r / 2:g}' for r in up)
+    what.append(f'upsampled from {", ".join(map(str, up))} Hz, so nothing above '
+                + (f'{nyquist} Hz (the source\'s Nyquist frequency)' if len(up) == 1 else
+                   f'each source\'s Nyquist frequency ({nyquist} Hz)') + ' is real signal')
+  if down:
+    what.append(f'downsampled from {", ".join(map(str, down))} Hz, so content above '
+                f'{sample_rate / 2:g} Hz is removed')
+  return (f'source audio at {listing} resampled to {int(sample_rate)} Hz, the backbone\'s rate: '
+          f'{"; ".join(what)} (source_sample_rates in dataset.json and results.json)')

@@ -94,7 +94,14 @@ def trim_zeros(x: np.ndarray) -> np.ndarray:
 
 def load_audio(path, sample_rate: int, *, trim: bool = False,
                expect: AudioExpectation = AudioExpectation()) -> np.ndarray:
-  """Reads one file as mono int16-scale samples at `sample_rate`.
+  """Reads one file as mono int16-scale samples at `sample_rate` (`load_audio_and_rate`'s
+  samples)."""
+  return load_audio_and_rate(path, sample_rate, trim=trim, expect=expect)[0]
+
+
+def load_audio_and_rate(path, sample_rate: int, *, trim: bool = False,
+                        expect: AudioExpectation = AudioExpectation()) -> tuple[np.ndarray, int]:
+  """Reads one file as mono int16-scale samples at `sample_rate`; also returns its native rate.
 
   Steps: decode (soundfile, float32) -> downmix to mono (channel mean) -> resample with soxr (HQ)
   when the native rate differs -> round to int16 scale (x * 32768) -> optionally trim leading and
@@ -107,7 +114,8 @@ def load_audio(path, sample_rate: int, *, trim: bool = False,
     expect: accepted channel counts and native rates.
 
   Returns:
-    int16 array (n,), n >= 1, at `sample_rate`.
+    (int16 array (n,), n >= 1, at `sample_rate`; the file's own sample rate in Hz, which was
+    resampled to `sample_rate` when it differs).
 
   Raises:
     BadAudioFileError: naming the file and what is wrong with it.
@@ -149,4 +157,4 @@ def load_audio(path, sample_rate: int, *, trim: bool = False,
     out = trim_zeros(out)
   if out.size == 0:
     raise BadAudioFileError(path, 'contains only digital silence (every sample is exactly zero)')
-  return out
+  return out, int(native_rate)

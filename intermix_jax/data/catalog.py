@@ -134,7 +134,8 @@ def get_builder(dataset: str, sample_rate: int, *, data_dir=None,
 
 
 def prepare_builder(builder: audio_builder.AudioClipBuilder, *, manual_dir=None) -> None:
-  """download_and_prepare unless already prepared, then `check_prepared`.
+  """download_and_prepare unless already prepared, then `check_prepared`; clips resampled from
+  other rates are warned about once per process (`audio_builder.resampling_note`).
 
   Another process preparing the same builder config at the same time is waited for (file lock);
   `incomplete.*` directories of this config left by dead preparations are deleted first.
@@ -165,6 +166,10 @@ def prepare_builder(builder: audio_builder.AudioClipBuilder, *, manual_dir=None)
             raise
           builder.info.read_from_directory(builder.data_path)
   check_prepared(builder, manual_dir=manual_dir)
+  meta = builder.info.metadata or {}
+  note = audio_builder.resampling_note(meta.get('source_sample_rates'), builder.sample_rate)
+  if note:
+    _warn_once(f'{meta.get("source") or builder.data_path}: {note}')
 
 
 def _is_prepared(builder) -> bool:

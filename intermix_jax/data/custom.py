@@ -46,6 +46,16 @@ from intermix_jax.data import layouts
 DATASET = 'custom'  # the config.dataset value
 AUDIO_EXTENSIONS = ('.wav', '.flac', '.ogg', '.oga', '.opus', '.mp3', '.aif', '.aiff')
 DEFAULT_NUM_FOLDS = 5
+# The config fields of configs/custom.py besides every config's (config_lib.FIELDS).
+CONFIG_FIELDS = (
+    config_lib.Field('audio_dir', None, 'the folder of YOUR audio: <audio_dir>/<class>/<files>, or '
+                     "(with metadata_csv) the folder the csv's file names are relative to (None: "
+                     "the csv's folder)", str),
+    config_lib.Field('metadata_csv', None, 'a csv with columns filename,label[,fold] (labels any '
+                     'strings); None: the folder layout of audio_dir', str),
+    config_lib.Field('num_folds', DEFAULT_NUM_FOLDS, 'folds assigned (stratified, deterministic) '
+                     'when there is no fold column; >= 2'),
+)
 MAX_FOLDS = 1000
 # Any channel count up to 2, any rate libsndfile gives 4..192 kHz, PCM/float and lossy codecs.
 AUDIO_EXPECTATION = audio_decode.AudioExpectation(

@@ -37,8 +37,10 @@ class RunData:
     identity: JSON dict: dataset, builder, version, sample_rate, class_names, num_folds,
       test_fold, fold_clips ({'k': clips of fold k}), train_clips, test_clips, train_digest and
       test_digest (`clip_digest`), source_fingerprint (`layouts.content_fingerprint` of the files
-      prepared, None when unknown), skipped_files (count). Paths are left out: the same data in
-      another data_dir / manual_dir has the same identity.
+      prepared, None when unknown), skipped_files (count), source_sample_rates ({native rate in
+      Hz, as text: clips} of the source files, resampled to sample_rate where they differ; None
+      for generated data and copies prepared before it was recorded; not compared on resume).
+      Paths are left out: the same data in another data_dir / manual_dir has the same identity.
     skipped_files: [{'path', 'problem', 'fold', 'class'}] (fold and class None when the prepared
       copy does not record them).
     class_clips: {'train': C ints, 'test': C ints}, clips per class.
@@ -145,7 +147,8 @@ def describe(config, sample_rate: int, train_loader, eval_loader) -> RunData:
       train_clips=len(train), test_clips=len(test),
       train_digest=clip_digest(train.filenames, train.labels, train.lengths, names),
       test_digest=clip_digest(test.filenames, test.labels, test.lengths, names),
-      source_fingerprint=meta.get('source_fingerprint'), skipped_files=len(skipped))
+      source_fingerprint=meta.get('source_fingerprint'), skipped_files=len(skipped),
+      source_sample_rates=meta.get('source_sample_rates'))
   return RunData(identity=identity, skipped_files=skipped,
                  class_clips=dict(train=train_counts.tolist(), test=test_counts.tolist()),
                  classes_without_test_clips=no_test, classes_without_clips=absent)

@@ -290,8 +290,11 @@ def protocol_deviations(run: dict) -> list[str] | None:
   E.g. ['num_epochs 30 (protocol 600)']. None when it cannot be told (not a paper dataset, no
   protocol row, or an incomplete config); [] when the run follows the protocol. Checked: the
   protocol row `protocol.optimisation_row(backbone, dataset)` (num_epochs, opt.lr, opt.schedule,
-  opt.warmup_epochs), doubling for mixing, and the fields of `protocol.FIXED` (batch 64, the
-  published model: width 1, fc_units None; 10 test crops; whole epochs: steps_per_epoch None).
+  opt.warmup_epochs), doubling for mixing, the fields of `protocol.FIXED` (batch 64, the
+  published model: width 1, fc_units None; 10 test crops; whole epochs: steps_per_epoch None), and
+  source audio upsampled where the official release was not (`protocol.upsampled_rates`, from
+  dataset_identity's source_sample_rates), e.g. 'source audio 16000 Hz upsampled to 44100 Hz
+  (protocol 44100 Hz, downsampled where needed)'.
   """
   cfg = run.get('config') or {}
   dataset, backbone = run.get('dataset'), run.get('backbone')
@@ -307,7 +310,16 @@ def protocol_deviations(run: dict) -> list[str] | None:
   checks += [(name, _fixed_value(cfg, name, want), want) for name, want in protocol.FIXED.items()]
   if run.get('strategy', cfg.get('strategy')) != STANDARD:
     checks.append(('double_epochs_for_mixing', cfg['double_epochs_for_mixing'], True))
-  return [f'{name} {value} (protocol {want})' for name, value, want in checks if value != want]
+  deviations = [f'{name} {value} (protocol {want})' for name, value, want in checks
+                if value != want]
+  identity = run.get('dataset_identity') or {}
+  rate = identity.get('sample_rate')
+  low = protocol.upsampled_rates(dataset, identity.get('source_sample_rates'), rate)
+  if low:
+    deviations.append(f'source audio {", ".join(map(str, low))} Hz upsampled to {rate} Hz '
+                      f'(protocol {protocol.OFFICIAL_SAMPLE_RATES[dataset]} Hz, downsampled where '
+                      'needed)')
+  return deviations
 
 
 def add_protocol_deviations(groups: list[dict]) -> None:
