@@ -82,9 +82,32 @@ def test_table_layout_single_seed_partial_unfinished_and_ablation(tmp_path):
   md = result['markdown']
   assert '| model | standard | bc |' in md
   assert '| EnvNet-v2 | 17.0 ± 1.6† (14.2) | 10.0 ± 0.0† (10.6) |' in md
-  assert '| M18 |  | 20.0 ± 0.0†* (14.2) |' in md
+  assert '| M18 |  | 20.0 (n=1)†* (14.2) |' in md
   assert '| + hidden mixing | 7.0 ± 0.0† (7.7) |' in md
   assert any('envnet' in n and "status 'running'" in n for n in result['notes'])
+
+
+def test_a_single_run_has_no_spread_and_legends_count_runs(tmp_path):
+  """One run is 'n=1', never '± 0.0' (issue 27 item 7); a legend says '1 run', not '1 runs'."""
+  root = str(tmp_path)
+  fake_run(root, backbone='envnet', strategy='bc', fold=3, final_error=20.0)
+  for fold in (1, 2):  # two folds of equal error: a real spread of 0.0 over n=2
+    fake_run(root, backbone='envnet', strategy='intermix', fold=fold, final_error=10.0)
+  result = report.write_report([root], str(tmp_path / 'out'), plots=False)
+  bc, im = sorted(result['groups'], key=lambda g: g['method'])
+  assert (bc['method'], bc['n'], bc['std'], bc['fold_std']) == ('bc', 1, None, {0: None})
+  assert (im['n'], im['std']) == (2, 0.0)
+  md = result['markdown']
+  assert '| EnvNet | 20.0 (n=1)†* (11.3) | 10.0 ± 0.0†* (9.1) |' in md
+  assert '± 0.0' not in md.replace('10.0 ± 0.0', '')
+  assert '| bc | 0 | — | — | 20.00 | — | — | 20.00 | n=1 | folds | 11.3 |' in md
+  assert '| esc10 | envnet | bc | 0 | 3* | 20.00 | n=1 | folds |' in md
+  with open(tmp_path / 'out' / 'summary.json') as f:
+    assert json.load(f)['groups'][0]['std'] is None
+  assert report.curve_label(bc) == 'bc (1 run)'
+  assert report.curve_label(im) == 'intermix (2 runs)'
+  one = dict(method='standard', runs=[dict(seed=0, fold=1, num_epochs=4)])
+  assert report.curve_label(one) == 'standard (1 run, 4 epochs)'
 
 
 def test_confusion_matrix_counts():
@@ -109,7 +132,7 @@ def test_command_line(tmp_path):
   p = subprocess.run([sys.executable, '-m', 'intermix_jax.report', str(tmp_path / 'runs'),
                       '--out', out, '--no-plots'], capture_output=True, text=True, timeout=120)
   assert p.returncode == 0, p.stderr
-  assert '30.0 ± 0.0†*' in p.stdout and os.path.exists(os.path.join(out, 'report.md'))
+  assert '30.0 (n=1)†*' in p.stdout and os.path.exists(os.path.join(out, 'report.md'))
   p = subprocess.run([sys.executable, '-m', 'intermix_jax.report', str(tmp_path / 'nothing')],
                      capture_output=True, text=True, timeout=120)
   assert p.returncode == 1 and 'nothing' in p.stderr
@@ -119,7 +142,7 @@ def test_command_line_in_process_through_the_package(tmp_path, capsys):
   fake_run(str(tmp_path / 'runs'), dataset='esc10', backbone='piczakcnn', strategy='bc',
            final_error=12.5)
   assert report.main([str(tmp_path / 'runs'), '--out', str(tmp_path / 'rep'), '--no-plots']) == 0
-  assert '| PiczakCNN | 12.5 ± 0.0†* (9.4) |' in capsys.readouterr().out
+  assert '| PiczakCNN | 12.5 (n=1)†* (9.4) |' in capsys.readouterr().out
   assert report.main([str(tmp_path / 'nothing')]) == 1
 
 

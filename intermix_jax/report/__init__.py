@@ -58,6 +58,7 @@ from intermix_jax.report.paper import TABLE2_BACKBONE
 from intermix_jax.report.paper import TABLE2_ROW
 from intermix_jax.report.paper import TABLE3_DATASET
 from intermix_jax.report.plots import confusion_matrix
+from intermix_jax.report.plots import curve_label
 from intermix_jax.report.plots import plot_adversarial
 from intermix_jax.report.plots import plot_confusion
 from intermix_jax.report.plots import plot_error_bars

@@ -29,7 +29,7 @@ runs by (dataset, backbone, method) and writes to OUT (default: DIR/report for a
 Protocol (docs/method.md §5): a run's error is its LAST epoch's test-fold error (`final_error`); the
 cross-validated error of a seed is the mean over the dataset's folds; the table shows mean +- std
 over seeds (sample std, ddof=1) when there are several seeds, else mean +- std over the folds of the
-single seed (marked "folds"). A seed missing folds is left out when another seed has them all;
+single seed (marked "folds"); a single run has no spread and says so ("n=1", never "± 0.0"). A seed missing folds is left out when another seed has them all;
 when none has, the group is shown from the folds that ran, marked * (partial cross-validation).
 The command prints the main tables and the paired comparisons (--full: all of report.md); a
 results.json that cannot be read or lacks needed fields is named on stderr and left out, the rest

@@ -206,29 +206,33 @@ def row_rank(row: str) -> int:
   return BACKBONE_ORDER.index(row) if row in BACKBONE_ORDER else 99
 
 
-def _std(values: list[float]) -> float:
-  return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+def _std(values: list[float]) -> float | None:
+  """Sample std (ddof=1) of `values`; None for a single value (no spread, never a '± 0.0')."""
+  return float(np.std(values, ddof=1)) if len(values) > 1 else None
 
 
-def _spread(complete: dict) -> tuple[dict, float, float, str]:
-  """{seed: {fold: error}} -> (cv {seed: mean over its folds}, mean, std, 'seeds' | 'folds'): mean
-  and sample std over the seeds' cross-validated errors when there are several seeds, else over the
-  folds of the single seed (the table's rule, module docstring)."""
+def _spread(complete: dict) -> tuple[dict, float, float | None, str, int]:
+  """{seed: {fold: error}} -> (cv {seed: mean over its folds}, mean, std, 'seeds' | 'folds', n):
+  mean and sample std over the seeds' cross-validated errors when there are several seeds, else
+  over the folds of the single seed (the table's rule, module docstring); n = how many values the
+  std is over (std None when n == 1: a single run)."""
   cv = {s: float(np.mean(list(f.values()))) for s, f in complete.items()}
   if len(cv) > 1:
-    return cv, float(np.mean(list(cv.values()))), _std(list(cv.values())), 'seeds'
-  (only,) = complete.values()
-  return cv, float(np.mean(list(only.values()))), _std(list(only.values())), 'folds'
+    values, over = list(cv.values()), 'seeds'
+  else:
+    (only,) = complete.values()
+    values, over = list(only.values()), 'folds'
+  return cv, float(np.mean(values)), _std(values), over, len(values)
 
 
 def aggregate(runs: list[dict]) -> tuple[list[dict], list[str]]:
   """Groups finished runs; returns (groups, notes about runs left out).
 
   Each group: dataset, backbone, method, row, seeds {seed: {fold: error}}, cv_errors {seed: mean},
-  mean, std, std_over ('seeds' | 'folds'), num_folds, paper, runs (the results dicts); and both
-  spreads whatever the table shows: fold_std {seed: sample std over that seed's folds},
-  seed_mean / seed_std (mean and sample std of the seeds' cross-validated errors; seed_std None
-  with a single seed). Errors in %.
+  mean, std, std_over ('seeds' | 'folds'), n (values the std is over; std None when 1), num_folds,
+  paper, runs (the results dicts); and both spreads whatever the table shows: fold_std {seed:
+  sample std over that seed's folds, None for a single fold}, seed_mean / seed_std (mean and
+  sample std of the seeds' cross-validated errors; seed_std None with a single seed). Errors in %.
   """
   notes = []
   by_group = collections.defaultdict(list)
@@ -258,12 +262,12 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str]]:
         missing = sorted(set(range(1, expected + 1)) - set(seeds[seed]))
         notes.append(f'{dataset}/{backbone}/{method} seed {seed}: folds {missing} missing; '
                      f'seed left out of the table')
-    cv, mean, std, over = _spread(complete)
+    cv, mean, std, over, n = _spread(complete)
     cv_values = [cv[s] for s in sorted(cv)]
     groups.append(dict(dataset=dataset, backbone=backbone, method=method,
                        row=backbone + ('+aug' if method.endswith('+aug') else ''),
                        seeds={s: dict(sorted(f.items())) for s, f in sorted(complete.items())},
-                       cv_errors=cv, mean=mean, std=std, std_over=over, num_folds=expected,
+                       cv_errors=cv, mean=mean, std=std, std_over=over, n=n, num_folds=expected,
                        partial=partial, paper=paper_value(dataset, backbone, method),
                        fold_std={s: _std(list(f.values())) for s, f in sorted(complete.items())},
                        seed_mean=float(np.mean(cv_values)),
@@ -328,8 +332,8 @@ def _cv_stats(seeds: dict, expected: int | None) -> dict | None:
     complete = {s: f for s, f in seeds.items() if f}
   if not complete:
     return None
-  cv, mean, std, over = _spread(complete)
-  return dict(mean=mean, std=std, std_over=over, partial=partial,
+  cv, mean, std, over, n = _spread(complete)
+  return dict(mean=mean, std=std, std_over=over, n=n, partial=partial,
               seeds=sorted(complete), folds=sorted({f for v in complete.values() for f in v}))
 
 
@@ -548,7 +552,7 @@ def learning_curve(runs: list[dict], key: str) -> dict | None:
 
   Returns:
     None when no run has the field, else dict of equal-length lists: epoch (1-based, ascending),
-    mean, std, min, max, n (runs with a value at that epoch).
+    mean, std (None where n == 1), min, max, n (runs with a value at that epoch).
   """
   per_epoch = collections.defaultdict(list)
   for r in runs:

@@ -1,5 +1,6 @@
 """Matplotlib figures of the report (PNG files, Agg backend; matplotlib is imported on first use).
 
+  curve_label(g)                      a group's legend entry in the learning curves
   plot_learning_curves(groups, out)   curves_<dataset>_<backbone>.png: per method, test error %
                      at each evaluation and train loss per epoch, mean over the runs (folds, of
                      every seed in the table), min-max shaded
@@ -42,6 +43,14 @@ def _plt():
   return plt
 
 
+def curve_label(g: dict) -> str:
+  """A learning curve's legend entry: 'intermix (5 runs, 1200 epochs)', '(1 run)' for one."""
+  runs = list(first_by_seed_fold(g['runs']).values())
+  epochs = max((int(r.get('num_epochs') or 0) for r in runs), default=0)
+  return (f"{g['method']} ({len(runs)} run{'' if len(runs) == 1 else 's'}"
+          + (f', {epochs} epochs)' if epochs else ')'))
+
+
 def plot_learning_curves(groups: list[dict], out: str) -> list[str]:
   """One PNG per (dataset, backbone): test error and train loss per epoch, one curve per method.
 
@@ -62,8 +71,7 @@ def plot_learning_curves(groups: list[dict], out: str) -> list[str]:
     for i, g in enumerate(gs):
       color = f'C{i % 10}'
       runs = list(first_by_seed_fold(g['runs']).values())
-      epochs = max((int(r.get('num_epochs') or 0) for r in runs), default=0)
-      label = f"{g['method']} ({len(runs)} runs" + (f', {epochs} epochs)' if epochs else ')')
+      label = curve_label(g)
       for ax, key in ((ax_test, 'test_error'), (ax_train, train_key)):
         c = learning_curve(runs, key)
         if c is None:
@@ -162,7 +170,7 @@ def plot_error_bars(groups: list[dict], out: str) -> list[str]:
         if match:
           xs.append(i + (j - (len(methods) - 1) / 2) * width)
           ys.append(match[0]['mean'])
-          es.append(match[0]['std'])
+          es.append(match[0]['std'] or 0.0)  # None: a single run, no whisker
           if match[0]['paper'] is not None:
             px.append(xs[-1])
             py.append(match[0]['paper'])
@@ -198,7 +206,7 @@ def plot_adversarial(adversarial: list[dict], out: str) -> list[str]:
       pts = [(0, a['clean'])] + [(j + 1, a['attacked'].get(e)) for j, e in enumerate(eps_values)]
       pts = [(x, st) for x, st in pts if st is not None]
       ax.errorbar([x for x, _ in pts], [st['mean'] for _, st in pts],
-                  yerr=[st['std'] for _, st in pts], color=color, marker='o', capsize=3,
+                  yerr=[st['std'] or 0.0 for _, st in pts], color=color, marker='o', capsize=3,
                   label=f"{BACKBONE_TITLE.get(a['backbone'], a['backbone'])} {a['method']}")
       paper = [(j + 1, paper_adversarial(dataset, a['method'], e))
                for j, e in enumerate(eps_values)]

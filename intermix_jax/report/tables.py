@@ -44,7 +44,7 @@ TABLE1_STRATEGIES = frozenset(s for errors in PAPER_TABLE1.values() for s in err
 
 LEGEND = ('Error % (lower is better): mean ± std over seeds of the cross-validated error (mean '
           'over folds of the LAST epoch\'s test-fold error). † = a single seed: ± std over its '
-          'folds. * = partial cross-validation (not every fold has run). (x) = the paper\'s value '
+          'folds. n=1 = a single run: no spread. * = partial cross-validation (not every fold has run). (x) = the paper\'s value '
           '(its table 1). ‡ = not the paper\'s protocol (see "Protocol deviations"). '
           '— = not run.')
 
@@ -130,7 +130,7 @@ def per_fold_tables(groups: list[dict]) -> list[str]:
       for s, errs in g['seeds'].items():
         cells = [f'{errs[f]:.2f}' if f in errs else NOT_RUN for f in range(1, k + 1)]
         lines.append(f"| {g['method']} | {s} | " + ' | '.join(cells) +
-                     f" | {g['cv_errors'][s]:.2f} | {g['fold_std'][s]:.2f} | folds | {paper} |")
+                     f" | {g['cv_errors'][s]:.2f} | {_std_text(g['fold_std'][s])} | folds | {paper} |")
       if len(g['seeds']) > 1:
         cells = []
         for f in range(1, k + 1):
@@ -142,12 +142,22 @@ def per_fold_tables(groups: list[dict]) -> list[str]:
   return lines
 
 
+def _std_text(std: float | None) -> str:
+  """A '± std' column entry: '1.23', or 'n=1' for a single value (no spread)."""
+  return 'n=1' if std is None else f'{std:.2f}'
+
+
+def _mean_std(st: dict) -> str:
+  """'12.3 ± 1.0', or '12.3 (n=1)' for a single run: no spread to state."""
+  return f"{st['mean']:.1f} (n=1)" if st['std'] is None else f"{st['mean']:.1f} ± {st['std']:.1f}"
+
+
 def _stat_cell(st: dict | None, paper: float | None = None, deviates: bool = False) -> str:
   """'12.3 ± 1.0†* (paper)' or '— (paper)' when nothing has run."""
   if st is None:
     s = NOT_RUN
   else:
-    s = f"{st['mean']:.1f} ± {st['std']:.1f}"
+    s = _mean_std(st)
     s += '†' if st['std_over'] == 'folds' else ''
     s += '*' if st['partial'] else ''
     s += '‡' if deviates else ''
@@ -159,7 +169,7 @@ def _stat_cell(st: dict | None, paper: float | None = None, deviates: bool = Fal
 def _cell(g: dict | None) -> str:
   if g is None:
     return ''
-  s = f"{g['mean']:.1f} ± {g['std']:.1f}"
+  s = _mean_std(g)
   if g['std_over'] == 'folds':
     s += '†'
   if g['partial']:
@@ -242,7 +252,7 @@ def markdown(groups: list[dict], notes: list[str], adversarial: list[dict] = (),
     lines.append(f"| {g['dataset']} | {g['backbone']} | {g['method']} | "
                  f"{','.join(str(s) for s in sorted(g['seeds']))} | "
                  f"{','.join(str(f) for f in folds)}{'*' if g['partial'] else ''} | "
-                 f"{g['mean']:.2f} | {g['std']:.2f} | "
+                 f"{g['mean']:.2f} | {_std_text(g['std'])} | "
                  f"{g['std_over']} | {paper} | {delta} |")
   lines.append('')
   if notes:
