@@ -23,18 +23,25 @@ CLASSES = ['dog', 'rain', 'sea_waves', 'crying_baby', 'clock_tick', 'sneezing', 
 
 def fake_run(root, *, dataset='esc10', backbone='envnet', strategy='intermix', method=None, fold=1,
              seed=0, final_error=10.0, status='finished', strong_augment=False, num_folds=5,
-             preds=None, labels=None):
-  d = os.path.join(root, dataset, backbone, method or strategy, f'seed{seed}', f'fold{fold}')
+             preds=None, labels=None, config=None, identity=None, folder=None):
+  """A results.json under root/<dataset>/<backbone>/<folder or method>/seed<s>/fold<f>/; `config`:
+  more config fields; `identity`: its dataset_identity (none by default)."""
+  d = os.path.join(root, dataset, backbone, folder or method or strategy, f'seed{seed}',
+                   f'fold{fold}')
   os.makedirs(d, exist_ok=True)
   labels = labels if labels is not None else list(range(10)) * 2
   preds = preds if preds is not None else labels
   r = dict(status=status, dataset=dataset, backbone=backbone, strategy=strategy,
            method=method or strategy, fold=fold, seed=seed, num_folds=num_folds,
            final_error=final_error if status == 'finished' else None, num_classes=10,
-           class_names=CLASSES, config=dict(strong_augment=strong_augment),
+           class_names=CLASSES, config=dict(strong_augment=strong_augment, **(config or {})),
            history=[dict(epoch=1, train_error=50.0, test_error=final_error + 5),
                     dict(epoch=2, train_error=30.0, test_error=final_error)],
-           predictions=dict(labels=labels, preds=preds, filenames=[f'{i}.wav' for i in labels]))
+           predictions=dict(labels=labels, preds=preds,
+                            filenames=[f'{fold}-{k}.wav' for k in range(len(labels))]))
+  if identity is not None:
+    r['dataset_identity'] = dict(identity, test_fold=fold, test_digest=f'test{fold}',
+                                 train_digest=f'train{fold}')
   with open(os.path.join(d, 'results.json'), 'w') as f:
     json.dump(r, f)
   return d
@@ -231,10 +238,151 @@ def test_adversarial_folds_from_the_runs_when_the_attack_does_not_record_them(tm
                   clean_error=10.0, attacked_error={'0.01': 50.0}, _path=f'a{f}')
              for f in (1, 2, 3, 4)]
   runs = [dict(dataset='esc10', num_folds=5, _path='r')]
-  (with_runs,), _ = report.aggregate_adversarial(records, runs)
+  (with_runs,), _, _ = report.aggregate_adversarial(records, runs)
   assert with_runs['clean']['partial'] and with_runs['attacked'][0.01]['partial']
-  (alone,), _ = report.aggregate_adversarial(records)
+  (alone,), _, _ = report.aggregate_adversarial(records)
   assert not alone['clean']['partial']
   recorded = [dict(r, num_folds=4) for r in records]
-  (own,), _ = report.aggregate_adversarial(recorded, runs)
+  (own,), _, _ = report.aggregate_adversarial(recorded, runs)
   assert not own['clean']['partial'] and own['clean']['folds'] == [1, 2, 3, 4]
+  # A second attack of fold 1 with another result: neither counts, and the note says so.
+  again = dict(records[0], clean_error=12.0, _path='b1')
+  (g,), _, grouping = report.aggregate_adversarial(recorded + [again], runs)
+  assert g['clean']['folds'] == [2, 3, 4] and g['num_records'] == 3
+  assert grouping == ['esc10/envnet/bc seed 0 fold 1: 2 attacks of this experiment disagree; none '
+                      "counted (move all but one out of the report's folders): a1, b1"]
+
+
+# --- grouping by experiment (issue 27 item 2) -------------------------------------------------
+IDENTITY = dict(dataset='esc10', builder='esc10', version='1.0.0', sample_rate=44100,
+                class_names=CLASSES, num_folds=5, fold_clips={str(k): 80 for k in range(1, 6)},
+                source_fingerprint='abc', skipped_files=0)
+
+
+@pytest.mark.parametrize('short_folder', ['a_short', 'z_short'])
+def test_runs_of_other_configs_are_never_averaged_together(tmp_path, short_folder):
+  """A fold-1 run of 4 epochs beside a 5-fold run of 2 epochs: two experiments, two rows, the same
+  numbers whichever folder name sorts first; the split is named in report.md and on the console."""
+  root = str(tmp_path / 'runs')
+  for fold in range(1, 6):
+    fake_run(root, strategy='standard', fold=fold, final_error=10.0 * fold,
+             config=dict(num_epochs=2), folder='long')
+  fake_run(root, strategy='standard', fold=1, final_error=99.0, config=dict(num_epochs=4),
+           folder=short_folder)
+  result = report.write_report([root], str(tmp_path / 'out'), plots=False)
+  two, four = result['groups']
+  assert (two['variant'], two['mean'], two['n'], two['partial']) == ('num_epochs=2', 30.0, 5, False)
+  assert (four['variant'], four['mean'], four['n'], four['partial']) == ('num_epochs=4', 99.0, 1,
+                                                                         True)
+  md = result['markdown']
+  assert '| EnvNet {num_epochs=2} | 30.0 ± 15.8† (12.8) |' in md
+  assert '| EnvNet {num_epochs=4} | 99.0 (n=1)†* (12.8) |' in md
+  (line,) = result['grouping']
+  assert line == ('esc10/envnet: 2 experiment setups, never averaged together, shown apart (their '
+                  'configs differ in num_epochs): {num_epochs=2}: standard 5 runs; '
+                  '{num_epochs=4}: standard 1 run')
+  assert f'- {line}' in md.split('## Runs split or set aside')[1]
+  assert 'first one found' not in md
+  assert '| esc10 | envnet | standard {num_epochs=4} | 0 | 1* | 99.00 | n=1 | folds |' in md
+  assert report.main([root, '--out', str(tmp_path / 'out2'), '--no-plots']) == 0
+
+
+def test_fields_that_do_not_define_an_experiment_do_not_split(tmp_path):
+  """Run-local fields (NOT_DEFINING), a field added since (workdir.ADDED_FIELDS) and one removed
+  (REMOVED_FIELDS) leave one group; a defining field, an option of the method's label or the
+  dataset identity split it."""
+  assert {'fold', 'seed', 'data_dir', 'manual_dir', 'log_every_steps', 'nan_policy', 'stack_runs',
+          'stack_method', 'data_on_device', 'checkpoint_every_epochs'} <= set(report.NOT_DEFINING)
+  assert 'eval_every_epochs' not in report.NOT_DEFINING and 'num_epochs' not in report.NOT_DEFINING
+  root = str(tmp_path / 'runs')
+  local = [dict(data_dir='/a', log_every_steps=1, model=dict(conv_impl='auto')),
+           dict(data_dir='/b', checkpoint_every_epochs=5, nan_policy='skip',
+                model=dict(precision='float32')),
+           dict(manual_dir='/c', stack_runs=True, keep_checkpoints=1, eval_batch_size=4),
+           dict(opt_defaults_from='envnet/esc10', seeds=[0, 1], data_on_device=True),
+           dict(data_dir='/d'), dict(data_dir='/e')]
+  for fold, cfg in enumerate(local[:5], 1):
+    fake_run(root, strategy='bc', fold=fold, final_error=10.0, config=cfg, identity=IDENTITY)
+  result = report.write_report([root], str(tmp_path / 'out'), plots=False)
+  (g,) = result['groups']
+  assert (g['variant'], sorted(g['seeds'][0]), result['grouping']) == ('', [1, 2, 3, 4, 5], [])
+  # Another eval cadence, a mixing option bc reads (its label), other data: three more groups.
+  fake_run(root, strategy='bc', seed=1, config=dict(eval_every_epochs=10), identity=IDENTITY)
+  fake_run(root, strategy='bc', seed=2,
+           config=dict(strategy='bc', mixing=dict(p_weighting=False, pairing=None)),
+           identity=IDENTITY, folder='bc_r')
+  fake_run(root, strategy='bc', seed=3, identity=dict(IDENTITY, source_fingerprint='other'))
+  fake_run(root, strategy='bc', seed=4)  # no dataset_identity recorded
+  result = report.write_report([root], str(tmp_path / 'out'), plots=False)
+  titles = sorted(report.method_title(g) for g in result['groups'])
+  fp = lambda i: report.setup_variants([dict(dataset_identity=None), dict(dataset_identity=i)])[
+      1][1].split('dataset_identity=')[1]
+  assert titles == sorted([
+      f'bc {{dataset_identity={fp(IDENTITY)}, eval_every_epochs=<absent>}}',
+      f'bc {{dataset_identity={fp(IDENTITY)}, eval_every_epochs=10}}',
+      f'bc {{dataset_identity={fp(dict(IDENTITY, source_fingerprint="other"))}, '
+      'eval_every_epochs=<absent>}',
+      'bc {dataset_identity=unrecorded, eval_every_epochs=<absent>}',
+      f'bc[r-weighting] {{dataset_identity={fp(IDENTITY)}, eval_every_epochs=<absent>}}'])
+  (main,) = [g for g in result['groups'] if sorted(g['seeds']) == [0]]
+  assert sorted(main['seeds'][0]) == [1, 2, 3, 4, 5] and main['mean'] == 10.0
+
+
+def test_duplicate_runs_count_once_or_not_at_all_never_silently(tmp_path):
+  """Two runs of one experiment, seed and fold: the same result counts once; different results
+  count not at all (the seed then lacks that fold); one line each, whatever the folder names."""
+  root = str(tmp_path / 'runs')
+  for fold in range(1, 6):
+    fake_run(root, strategy='standard', fold=fold, final_error=20.0)
+    fake_run(root, strategy='standard', seed=1, fold=fold, final_error=30.0)
+  fake_run(root, strategy='standard', fold=2, final_error=20.0, folder='again')  # same result
+  fake_run(root, strategy='standard', seed=1, fold=3, final_error=31.0, folder='again')  # differs
+  result = report.write_report([root], str(tmp_path / 'out'), plots=False)
+  (g,) = result['groups']
+  assert sorted(g['seeds']) == [0] and g['mean'] == 20.0 and len(g['runs']) == 5
+  same, differ, seed_out = result['grouping']
+  assert same.startswith('esc10/envnet/standard seed 0 fold 2: 2 runs of this experiment with the '
+                         'same result; counted once (')
+  counted, other = same.split('; not: ')  # the first by path counts: again/ < standard/
+  assert counted.endswith(os.path.join('again', 'seed0', 'fold2', 'results.json'))
+  assert other.endswith(os.path.join('standard', 'seed0', 'fold2', 'results.json)'))
+  assert differ.startswith('esc10/envnet/standard seed 1 fold 3: 2 runs of this experiment '
+                           'disagree; none counted')
+  assert seed_out.startswith('esc10/envnet/standard seed 1: folds [3] missing; seed left out')
+  for line in result['grouping']:
+    assert '\n' not in line and f'- {line}' in result['markdown']
+
+
+def test_a_fold_whose_runs_read_other_clips_is_left_out(tmp_path):
+  root = str(tmp_path / 'runs')
+  for seed in (0, 1):
+    for fold in range(1, 6):
+      fake_run(root, strategy='bc', seed=seed, fold=fold, final_error=10.0 + seed,
+               identity=IDENTITY)
+  path = os.path.join(root, 'esc10', 'envnet', 'bc', 'seed1', 'fold2', 'results.json')
+  with open(path) as f:
+    r = json.load(f)
+  r['dataset_identity']['test_digest'] = 'other'
+  with open(path, 'w') as f:
+    json.dump(r, f)
+  result = report.write_report([root], str(tmp_path / 'out'), plots=False)
+  (g,) = result['groups']
+  assert g['partial'] and sorted(g['seeds'][0]) == [1, 3, 4, 5]
+  assert result['grouping'] == ['esc10/envnet/bc fold 2: its runs trained or tested on other clips '
+                                '(seeds 1: train/test digests train2/other; 0: train/test digests '
+                                'train2/test2); fold left out']
+
+
+def test_paired_comparisons_stay_within_one_setup(tmp_path):
+  """InterMix at another learning rate has no standard run of its setup: not compared."""
+  root = str(tmp_path / 'runs')
+  for fold in range(1, 6):
+    fake_run(root, strategy='standard', fold=fold, config=dict(opt=dict(lr=0.01)))
+    fake_run(root, strategy='intermix', fold=fold, config=dict(opt=dict(lr=0.01)))
+    fake_run(root, strategy='intermix', fold=fold, config=dict(opt=dict(lr=0.05)), folder='lr')
+  result = report.write_report([root], str(tmp_path / 'out'), plots=False)
+  assert [(x['method'], x['variant']) for x in result['comparisons']] == [
+      ('intermix', 'opt.lr=0.01')]
+  md = result['markdown']
+  assert '| EnvNet {opt.lr=0.01} | 10.0 ± 0.0† (12.8) | 10.0 ± 0.0† (9.1) |' in md
+  assert '| EnvNet {opt.lr=0.05} |  | 10.0 ± 0.0† (9.1) |' in md

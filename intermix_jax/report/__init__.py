@@ -22,18 +22,24 @@ Modules:
 Every public name of these modules is re-exported here (`report.load_runs`, `report.aggregate`,
 `report.paired_comparisons`, `report.write_report`, `report.PAPER_TABLE1`, ...).
 """
-from intermix_jax.report.aggregation import ADVERSARIAL_FILE
 from intermix_jax.report.aggregation import add_protocol_deviations
+from intermix_jax.report.aggregation import ADVERSARIAL_FILE
 from intermix_jax.report.aggregation import aggregate
 from intermix_jax.report.aggregation import aggregate_adversarial
 from intermix_jax.report.aggregation import base_method
 from intermix_jax.report.aggregation import clip_outcomes
+from intermix_jax.report.aggregation import count_text
 from intermix_jax.report.aggregation import eps_label
 from intermix_jax.report.aggregation import find_results
 from intermix_jax.report.aggregation import first_by_seed_fold
+from intermix_jax.report.aggregation import FOLD_IDENTITY_FIELDS
+from intermix_jax.report.aggregation import group_name
 from intermix_jax.report.aggregation import invalid_reason
 from intermix_jax.report.aggregation import learning_curve
 from intermix_jax.report.aggregation import load_runs
+from intermix_jax.report.aggregation import METHOD_FIELDS
+from intermix_jax.report.aggregation import method_title
+from intermix_jax.report.aggregation import NOT_DEFINING
 from intermix_jax.report.aggregation import paired_comparisons
 from intermix_jax.report.aggregation import paper_adversarial
 from intermix_jax.report.aggregation import paper_value
@@ -42,6 +48,8 @@ from intermix_jax.report.aggregation import reference_method
 from intermix_jax.report.aggregation import RESULTS_FILE
 from intermix_jax.report.aggregation import row_key
 from intermix_jax.report.aggregation import row_rank
+from intermix_jax.report.aggregation import setup_of
+from intermix_jax.report.aggregation import setup_variants
 from intermix_jax.report.aggregation import STRATEGY_ORDER
 from intermix_jax.report.aggregation import strategy_rank
 from intermix_jax.report.paper import BACKBONE_ORDER
@@ -63,6 +71,7 @@ from intermix_jax.report.plots import plot_adversarial
 from intermix_jax.report.plots import plot_confusion
 from intermix_jax.report.plots import plot_error_bars
 from intermix_jax.report.plots import plot_learning_curves
+from intermix_jax.report.tables import grouping_lines
 from intermix_jax.report.tables import LEGEND
 from intermix_jax.report.tables import main_tables
 from intermix_jax.report.tables import markdown

@@ -4,9 +4,9 @@
   plot_learning_curves(groups, out)   curves_<dataset>_<backbone>.png: per method, test error %
                      at each evaluation and train loss per epoch, mean over the runs (folds, of
                      every seed in the table), min-max shaded
-  plot_confusion(groups, out)         confusion_<dataset>_<backbone>_<method>.png: per-class
-                     confusion matrix summed over the group's runs (`confusion_matrix`, counts;
-                     colours = rate per true class)
+  plot_confusion(groups, out)         confusion_<dataset>_<backbone>_<method>[_<variant>].png:
+                     per-class confusion matrix summed over the group's runs
+                     (`confusion_matrix`, counts; colours = rate per true class)
   plot_error_bars(groups, out)        errorbars_<dataset>.png: error % mean +- std per table row
                      and method, the paper's value as x
   plot_adversarial(adversarial, out)  adversarial_<dataset>.png: table 3, error % (mean +- std) vs
@@ -22,7 +22,9 @@ import numpy as np
 
 from intermix_jax.report.aggregation import first_by_seed_fold
 from intermix_jax.report.aggregation import eps_label
+from intermix_jax.report.aggregation import count_text
 from intermix_jax.report.aggregation import learning_curve
+from intermix_jax.report.aggregation import method_title
 from intermix_jax.report.aggregation import paper_adversarial
 from intermix_jax.report.aggregation import row_rank
 from intermix_jax.report.aggregation import strategy_rank
@@ -47,8 +49,8 @@ def curve_label(g: dict) -> str:
   """A learning curve's legend entry: 'intermix (5 runs, 1200 epochs)', '(1 run)' for one."""
   runs = list(first_by_seed_fold(g['runs']).values())
   epochs = max((int(r.get('num_epochs') or 0) for r in runs), default=0)
-  return (f"{g['method']} ({len(runs)} run{'' if len(runs) == 1 else 's'}"
-          + (f', {epochs} epochs)' if epochs else ')'))
+  return f"{method_title(g)} ({count_text(len(runs), 'run')}" + (
+      f', {epochs} epochs)' if epochs else ')')
 
 
 def plot_learning_curves(groups: list[dict], out: str) -> list[str]:
@@ -64,7 +66,7 @@ def plot_learning_curves(groups: list[dict], out: str) -> list[str]:
   written = []
   for (dataset, backbone) in sorted({(g['dataset'], g['backbone']) for g in groups}):
     gs = [x for x in groups if (x['dataset'], x['backbone']) == (dataset, backbone)]
-    gs.sort(key=lambda g: (strategy_rank(g['method']), g['method']))
+    gs.sort(key=lambda g: (strategy_rank(g['method']), g['method'], g['variant']))
     train_key = ('train_loss' if any(learning_curve(g['runs'], 'train_loss') for g in gs)
                  else 'train_error')
     fig, (ax_test, ax_train) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -141,12 +143,13 @@ def plot_confusion(groups: list[dict], out: str) -> list[str]:
                     color='white' if rates[i, j] > 0.5 else 'black')
     ax.set_xlabel('predicted')
     ax.set_ylabel('true')
-    ax.set_title(f"{g['dataset']} {g['backbone']} {g['method']}\n{int(cm.sum())} test "
+    ax.set_title(f"{g['dataset']} {g['backbone']} {method_title(g)}\n{int(cm.sum())} test "
                  f"predictions, error {100 * (1 - np.trace(cm) / cm.sum()):.1f}%", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
+    variant = f"_{_safe(g['variant'])}" if g['variant'] else ''
     path = os.path.join(out, f"confusion_{_safe(g['dataset'])}_{_safe(g['backbone'])}_"
-                             f"{_safe(g['method'])}.png")
+                             f"{_safe(g['method'])}{variant}.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     written.append(path)
@@ -160,13 +163,13 @@ def plot_error_bars(groups: list[dict], out: str) -> list[str]:
   for dataset in sorted({g['dataset'] for g in groups}):
     gs = [g for g in groups if g['dataset'] == dataset]
     rows = sorted({g['row'] for g in gs}, key=row_rank)
-    methods = sorted({g['method'] for g in gs}, key=lambda m: (strategy_rank(m), m))
+    methods = sorted({method_title(g) for g in gs}, key=lambda m: (strategy_rank(m), m))
     width = 0.8 / max(len(methods), 1)
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows) * max(1, len(methods) / 3)), 4.5))
     for j, m in enumerate(methods):
       xs, ys, es, px, py = [], [], [], [], []
       for i, row in enumerate(rows):
-        match = [g for g in gs if g['row'] == row and g['method'] == m]
+        match = [g for g in gs if g['row'] == row and method_title(g) == m]
         if match:
           xs.append(i + (j - (len(methods) - 1) / 2) * width)
           ys.append(match[0]['mean'])
@@ -207,7 +210,7 @@ def plot_adversarial(adversarial: list[dict], out: str) -> list[str]:
       pts = [(x, st) for x, st in pts if st is not None]
       ax.errorbar([x for x, _ in pts], [st['mean'] for _, st in pts],
                   yerr=[st['std'] or 0.0 for _, st in pts], color=color, marker='o', capsize=3,
-                  label=f"{BACKBONE_TITLE.get(a['backbone'], a['backbone'])} {a['method']}")
+                  label=f"{BACKBONE_TITLE.get(a['backbone'], a['backbone'])} {method_title(a)}")
       paper = [(j + 1, paper_adversarial(dataset, a['method'], e))
                for j, e in enumerate(eps_values)]
       paper = [(x, v) for x, v in paper if v is not None]

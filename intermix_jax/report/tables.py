@@ -3,13 +3,16 @@
   main_tables(groups)        per dataset, the paper's table 1 layout (rows = backbones in the
                              paper's order, columns = strategies in the registry's order, error %
                              mean +- std with the paper's value beside each cell) and the table 2
-                             ablation rows that ran
+                             ablation rows that ran; a row holding several experiment setups
+                             once per setup, titled with its variant ('PiczakCNN {num_epochs=4}')
+  grouping_lines(grouping)   the runs split into experiments or set aside, one line each
   paired_tables(comparisons) each mixing method against standard training on the same test clips
   per_fold_tables(groups)    every fold's error, mean +- std over folds and over seeds
   paper_tables(groups, adversarial)   every cell of the paper's tables 1-3, — where nothing has run
   markdown(...)              report.md: the above, the protocol deviations (‡), all groups and the
                              runs left out
-  summary_text(result)       what the command prints: the legend, main and paired tables
+  summary_text(result)       what the command prints: the legend, main tables, the runs split or
+                             set aside, paired tables
 
 The inputs are the groups and comparisons of `intermix_jax.report.aggregation`; the paper's values
 and titles come from `intermix_jax.report.paper`. Each function returns markdown lines (or text).
@@ -21,6 +24,8 @@ import numpy as np
 from intermix_jax import stats
 from intermix_jax.report.aggregation import base_method
 from intermix_jax.report.aggregation import eps_label
+from intermix_jax.report.aggregation import group_name
+from intermix_jax.report.aggregation import method_title
 from intermix_jax.report.aggregation import paper_adversarial
 from intermix_jax.report.aggregation import paper_value
 from intermix_jax.report.aggregation import row_rank
@@ -45,7 +50,9 @@ TABLE1_STRATEGIES = frozenset(s for errors in PAPER_TABLE1.values() for s in err
 LEGEND = ('Error % (lower is better): mean ± std over seeds of the cross-validated error (mean '
           'over folds of the LAST epoch\'s test-fold error). † = a single seed: ± std over its '
           'folds. n=1 = a single run: no spread. * = partial cross-validation (not every fold has run). (x) = the paper\'s value '
-          '(its table 1). ‡ = not the paper\'s protocol (see "Protocol deviations"). '
+          '(its table 1). ‡ = not the paper\'s protocol (see "Protocol deviations"). {…} = one of '
+          'several experiment setups in a table row, named by the config fields that differ (see '
+          '"Runs split or set aside"). '
           '— = not run.')
 
 
@@ -78,14 +85,15 @@ def paired_tables(comparisons: list[dict], notes: list[str] = ()) -> list[str]:
   order = lambda m: (strategy_rank(m), m)
   for dataset, row in keys:
     rows = [x for x in comparisons if (x['dataset'], x['row']) == (dataset, row)]
-    rows.sort(key=lambda x: (order(x['method']), x['seed'] == 'all', str(x['seed'])))
+    rows.sort(key=lambda x: (order(x['method']), x['variant'], x['seed'] == 'all',
+                             str(x['seed'])))
     lines += [f'### {DATASET_TITLE.get(dataset, dataset)}, {BACKBONE_TITLE.get(row, row)}', '',
               '| method | seed | folds | clips | standard error % | method error % | Δ (pp) | '
               '95 % CI (pp) | b | c | p (McNemar) |', '|---|' + '---|' * 10]
     for x in rows:
       folds = ','.join(str(f) for f in x['folds']) + ('*' if x['unpaired_folds'] else '')
       lines.append(
-          f"| {x['method']} | {x['seed']} | {folds} | {x['n']} | {x['ref_error']:.2f} | "
+          f"| {method_title(x)} | {x['seed']} | {folds} | {x['n']} | {x['ref_error']:.2f} | "
           f"{x['error']:.2f} | {x['diff']:+.2f} | [{x['low']:+.2f}, {x['high']:+.2f}] | "
           f"{'—' if x['b'] is None else x['b']} | {'—' if x['c'] is None else x['c']} | "
           f"{_p_text(x['p'])} |")
@@ -117,7 +125,7 @@ def per_fold_tables(groups: list[dict]) -> list[str]:
            'Error % of the last epoch on each test fold. ± std: sample std over the folds of the '
            'seed ("folds"), or over the seeds\' cross-validated errors ("seeds"). (x) = the '
            'paper\'s value. — = fold not run.', '']
-  order = lambda g: (strategy_rank(g['method']), g['method'])
+  order = lambda g: (strategy_rank(g['method']), g['method'], g['variant'])
   for dataset, row in keys:
     gs = sorted([g for g in groups if (g['dataset'], g['row']) == (dataset, row)], key=order)
     k = max(max([g['num_folds'] or 0 for g in gs]),
@@ -129,14 +137,15 @@ def per_fold_tables(groups: list[dict]) -> list[str]:
       paper = '' if g['paper'] is None else f"{g['paper']:.1f}"
       for s, errs in g['seeds'].items():
         cells = [f'{errs[f]:.2f}' if f in errs else NOT_RUN for f in range(1, k + 1)]
-        lines.append(f"| {g['method']} | {s} | " + ' | '.join(cells) +
-                     f" | {g['cv_errors'][s]:.2f} | {_std_text(g['fold_std'][s])} | folds | {paper} |")
+        lines.append(f"| {method_title(g)} | {s} | " + ' | '.join(cells) +
+                     f" | {g['cv_errors'][s]:.2f} | {_std_text(g['fold_std'][s])} | folds | "
+                     f"{paper} |")
       if len(g['seeds']) > 1:
         cells = []
         for f in range(1, k + 1):
           vals = [errs[f] for errs in g['seeds'].values() if f in errs]
           cells.append(f'{np.mean(vals):.2f}' if vals else NOT_RUN)
-        lines.append(f"| {g['method']} | mean of {len(g['seeds'])} | " + ' | '.join(cells) +
+        lines.append(f"| {method_title(g)} | mean of {len(g['seeds'])} | " + ' | '.join(cells) +
                      f" | {g['seed_mean']:.2f} | {g['seed_std']:.2f} | seeds | {paper} |")
     lines.append('')
   return lines
@@ -167,18 +176,23 @@ def _stat_cell(st: dict | None, paper: float | None = None, deviates: bool = Fal
 
 
 def _cell(g: dict | None) -> str:
-  if g is None:
-    return ''
-  s = _mean_std(g)
-  if g['std_over'] == 'folds':
-    s += '†'
-  if g['partial']:
-    s += '*'
-  if g.get('deviations'):
-    s += '‡'
-  if g['paper'] is not None:
-    s += f" ({g['paper']:.1f})"
-  return s
+  """A measured group's cell: '12.3 ± 1.0†*‡ (paper)'; '' for None."""
+  return '' if g is None else _stat_cell(g, g['paper'], bool(g.get('deviations')))
+
+
+def _with_variant(title: str, variant: str) -> str:
+  """'PiczakCNN', or 'PiczakCNN {num_epochs=4}' for one of several setups in a table row."""
+  return title + (f' {{{variant}}}' if variant else '')
+
+
+def _row_title(row: str, variant: str = '') -> str:
+  return _with_variant(BACKBONE_TITLE.get(row, row), variant)
+
+
+def _variants(groups: list[dict], dataset: str, row: str) -> list[str]:
+  """The variants (setups) of a table row, sorted; [''] when nothing ran there."""
+  return sorted({g['variant'] for g in groups if (g['dataset'], g['row']) == (dataset, row)}
+                ) or ['']
 
 
 def main_tables(groups: list[dict]) -> list[str]:
@@ -194,11 +208,13 @@ def main_tables(groups: list[dict]) -> list[str]:
                 '| model | ' + ' | '.join(strategies) + ' |',
                 '|---|' + '---|' * len(strategies)]
       for row in rows:
-        cells = []
-        for s in strategies:
-          match = [g for g in gs if g['row'] == row and base_method(g['method']) == s]
-          cells.append(_cell(match[0] if match else None))
-        lines.append(f'| {BACKBONE_TITLE.get(row, row)} | ' + ' | '.join(cells) + ' |')
+        for variant in _variants(gs, dataset, row):
+          cells = []
+          for s in strategies:
+            match = [g for g in gs if (g['row'], g['variant']) == (row, variant)
+                     and base_method(g['method']) == s]
+            cells.append(_cell(match[0] if match else None))
+          lines.append(f'| {_row_title(row, variant)} | ' + ' | '.join(cells) + ' |')
       lines.append('')
     ablation = [g for g in groups if g['dataset'] == dataset and g['method'] in PAPER_TABLE2
                 and g['backbone'] == TABLE2_BACKBONE]
@@ -207,15 +223,26 @@ def main_tables(groups: list[dict]) -> list[str]:
                 f'{BACKBONE_TITLE[TABLE2_ROW]}',
                 '', '| variant | error % |', '|---|---|']
       for method, (title, _) in PAPER_TABLE2.items():
-        match = [g for g in ablation if g['method'] == method]
-        if match:
-          lines.append(f'| {title} | {_cell(match[0])} |')
+        for g in sorted((g for g in ablation if g['method'] == method), key=lambda g: g['variant']):
+          lines.append(f"| {_with_variant(title, g['variant'])} | {_cell(g)} |")
       lines.append('')
   return lines
 
 
+def grouping_lines(grouping: list[str]) -> list[str]:
+  """Markdown lines: the runs split into experiments or set aside (`aggregate`), one each."""
+  if not grouping:
+    return []
+  return (['## Runs split or set aside', '',
+           'A cell averages the runs of one experiment only: runs whose configs differ in a '
+           'field that defines the experiment, or that read other data (dataset identity), are '
+           'shown apart ({…}); of two runs of the same experiment, seed and fold, one counts.',
+           ''] + [f'- {n}' for n in grouping] + [''])
+
+
 def markdown(groups: list[dict], notes: list[str], adversarial: list[dict] = (),
-             comparisons: list[dict] = (), paired_notes: list[str] = ()) -> str:
+             comparisons: list[dict] = (), paired_notes: list[str] = (),
+             grouping: list[str] = ()) -> str:
   """The report as markdown text.
 
   Args:
@@ -223,9 +250,11 @@ def markdown(groups: list[dict], notes: list[str], adversarial: list[dict] = (),
     notes: runs and files left out (one line each).
     adversarial: the groups of `aggregate_adversarial`.
     comparisons: the comparisons of `paired_comparisons`, and paired_notes its notes.
+    grouping: runs split into experiments or set aside (`aggregate`, `aggregate_adversarial`).
   """
   lines = ['# Results', '', LEGEND, '']
   lines += main_tables(groups)
+  lines += grouping_lines(list(grouping))
   lines += paired_tables(list(comparisons), list(paired_notes))
   lines += per_fold_tables(groups)
   lines += paper_tables(groups, adversarial)
@@ -236,11 +265,10 @@ def markdown(groups: list[dict], notes: list[str], adversarial: list[dict] = (),
               'are NOT comparable to the paper\'s value beside them.', '']
     seen = set()
     for g in deviating:
-      key = (g['dataset'], g['backbone'], g['method'])
-      if key in seen:
+      if group_name(g) in seen:
         continue
-      seen.add(key)
-      lines.append(f"- {'/'.join(key)}: {'; '.join(g['deviations'])}")
+      seen.add(group_name(g))
+      lines.append(f"- {group_name(g)}: {'; '.join(g['deviations'])}")
     lines.append('')
   lines += ['## All groups', '',
             '| dataset | backbone | method | seeds | folds | error % | ± std | over | paper | Δ |',
@@ -249,7 +277,7 @@ def markdown(groups: list[dict], notes: list[str], adversarial: list[dict] = (),
     paper = '' if g['paper'] is None else f"{g['paper']:.1f}"
     delta = '' if g['paper'] is None else f"{g['mean'] - g['paper']:+.1f}"
     folds = sorted({f for s in g['seeds'].values() for f in s})
-    lines.append(f"| {g['dataset']} | {g['backbone']} | {g['method']} | "
+    lines.append(f"| {g['dataset']} | {g['backbone']} | {method_title(g)} | "
                  f"{','.join(str(s) for s in sorted(g['seeds']))} | "
                  f"{','.join(str(f) for f in folds)}{'*' if g['partial'] else ''} | "
                  f"{g['mean']:.2f} | {_std_text(g['std'])} | "
@@ -273,21 +301,22 @@ def paper_tables(groups: list[dict], adversarial: list[dict] = ()) -> list[str]:
   lines = ['## Against the paper: every cell of tables 1-3', '',
            'Measured (paper) per cell; — = not run yet. Commands: `python launch/sweep.py '
            '--table=N` (configs/table1/, configs/ablation/, configs/table3.py).', '']
-  find = lambda d, row, m: next((g for g in groups if g['dataset'] == d and g['row'] == row
-                                 and g['method'] == m), None)
+  find = lambda d, row, m: [g for g in groups
+                            if (g['dataset'], g['row'], g['method']) == (d, row, m)]
   for dataset in datasets:
     strategies = [s for s in STRATEGY_ORDER if s in TABLE1_STRATEGIES
                   or any(g['dataset'] == dataset and g['method'] == s for g in groups)]
     lines += [f'### Table 1, {DATASET_TITLE[dataset]}', '',
               '| model | ' + ' | '.join(strategies) + ' |', '|---|' + '---|' * len(strategies)]
     for row in BACKBONE_ORDER:
-      cells = []
-      for strategy in strategies:
-        method = strategy + ('+aug' if row.endswith('+aug') else '')
-        g = find(dataset, row, method)
-        cells.append(_cell(g) if g else _stat_cell(None, paper_value(
-            dataset, row.replace('+aug', ''), method)))
-      lines.append(f'| {BACKBONE_TITLE[row]} | ' + ' | '.join(cells) + ' |')
+      for variant in _variants(groups, dataset, row):
+        cells = []
+        for strategy in strategies:
+          method = strategy + ('+aug' if row.endswith('+aug') else '')
+          g = [g for g in find(dataset, row, method) if g['variant'] == variant]
+          cells.append(_cell(g[0]) if g else _stat_cell(None, paper_value(
+              dataset, row.replace('+aug', ''), method)))
+        lines.append(f'| {_row_title(row, variant)} | ' + ' | '.join(cells) + ' |')
     lines.append('')
   lines += [f'### Table 2 (ablation), {BACKBONE_TITLE[TABLE2_ROW]}, InterMix', '',
             '| variant | ' + ' | '.join(DATASET_TITLE[d] for d in DATASET_COLUMN) + ' |',
@@ -295,8 +324,9 @@ def paper_tables(groups: list[dict], adversarial: list[dict] = ()) -> list[str]:
   for method, (title, values) in PAPER_TABLE2.items():
     cells = []
     for d, col in DATASET_COLUMN.items():
-      g = find(d, TABLE2_ROW, method)
-      cells.append(_cell(g) if g else _stat_cell(None, values[col]))
+      gs = sorted(find(d, TABLE2_ROW, method), key=lambda g: g['variant'])
+      cells.append('; '.join(_with_variant(_cell(g), g['variant']) for g in gs)
+                   if gs else _stat_cell(None, values[col]))
     lines.append(f'| {title} | ' + ' | '.join(cells) + ' |')
   lines.append('')
   for dataset in [d for d in datasets
@@ -312,27 +342,30 @@ def paper_tables(groups: list[dict], adversarial: list[dict] = ()) -> list[str]:
               + ' |', '|---|---|---|' + '---|' * len(eps_values)]
     backbones = sorted({a['backbone'] for a in gs}, key=row_rank)
     rows = [(b, a['method'], a) for b in backbones for a in gs if a['backbone'] == b]
+    title = lambda m, a: method_title(a) if a else m
     if dataset == TABLE3_DATASET:
       for b in backbones or ['(not run)']:
         for m in PAPER_TABLE3:
           if not any(r[0] == b and r[1] == m for r in rows):
             rows.append((b, m, None))
-    order = lambda r: (row_rank(r[0]), strategy_rank(r[1]), r[1])
+    order = lambda r: (row_rank(r[0]), strategy_rank(r[1]), r[1], r[2]['variant'] if r[2] else '')
     for b, m, a in sorted(rows, key=order):
       dev = bool(a and a['deviations'])
       cells = [_stat_cell(a['clean'] if a else None, deviates=dev)]
       for e in eps_values:
         st = a['attacked'].get(e) if a else None
         cells.append(_stat_cell(st, paper_adversarial(dataset, m, e), deviates=dev))
-      lines.append(f'| {BACKBONE_TITLE.get(b, b)} | {m} | ' + ' | '.join(cells) + ' |')
+      lines.append(f'| {BACKBONE_TITLE.get(b, b)} | {title(m, a)} | ' + ' | '.join(cells) + ' |')
     lines.append('')
   return lines
 
 
 def summary_text(result: dict) -> str:
-  """What the command line prints: the legend, the main tables and the paired comparisons."""
+  """What the command line prints: the legend, the main tables, the runs split or set aside and
+  the paired comparisons."""
   lines = ['# Results', '', LEGEND, '']
   lines += main_tables(result['groups'])
+  lines += grouping_lines(result['grouping'])
   lines += paired_tables(result['comparisons'], result['paired_notes'])
   if not result['groups']:
     lines += ['No finished training run found (the attacks of table 3 are in report.md).', '']
