@@ -10,12 +10,16 @@ import sys
 import numpy as np
 import pytest
 
+import helpers
 from intermix_jax import mixing
 from intermix_jax import models
 from intermix_jax import protocol
 from intermix_jax import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAST = '### Last epoch (the headline)'
+BEST = '### ' + report.BEST_TITLE
+section = helpers.section
 
 CLASSES = ['dog', 'rain', 'sea_waves', 'crying_baby', 'clock_tick', 'sneezing', 'helicopter',
            'chainsaw', 'rooster', 'crackling_fire']
@@ -25,7 +29,8 @@ def fake_run(root, *, dataset='esc10', backbone='envnet', strategy='intermix', m
              seed=0, final_error=10.0, status='finished', strong_augment=False, num_folds=5,
              preds=None, labels=None, config=None, identity=None, folder=None):
   """A results.json under root/<dataset>/<backbone>/<folder or method>/seed<s>/fold<f>/; `config`:
-  more config fields; `identity`: its dataset_identity (none by default)."""
+  more config fields; `identity`: its dataset_identity (none by default). Its test error is
+  `final_error` at the last epoch (2) and 1 point lower at epoch 1: best epoch = final_error - 1."""
   d = os.path.join(root, dataset, backbone, folder or method or strategy, f'seed{seed}',
                    f'fold{fold}')
   os.makedirs(d, exist_ok=True)
@@ -35,7 +40,7 @@ def fake_run(root, *, dataset='esc10', backbone='envnet', strategy='intermix', m
            method=method or strategy, fold=fold, seed=seed, num_folds=num_folds,
            final_error=final_error if status == 'finished' else None, num_classes=10,
            class_names=CLASSES, config=dict(strong_augment=strong_augment, **(config or {})),
-           history=[dict(epoch=1, train_error=50.0, test_error=final_error + 5),
+           history=[dict(epoch=1, train_error=50.0, test_error=final_error - 1.0),
                     dict(epoch=2, train_error=30.0, test_error=final_error)],
            predictions=dict(labels=labels, preds=preds,
                             filenames=[f'{fold}-{k}.wav' for k in range(len(labels))]))
@@ -63,9 +68,14 @@ def test_two_workdirs_give_the_expected_table(tmp_path):
   assert g['std_over'] == 'seeds' and g['paper'] == 9.1 and not g['partial']
   md = result['markdown']
   assert '## ESC-10' in md
-  assert '| model | intermix |' in md
-  assert '| EnvNet | 10.5 ± 0.7 (9.1) |' in md
-  assert '| esc10 | envnet | intermix | 0,1 | 1,2,3,4,5 | 10.50 | 0.71 | seeds | 9.1 | +1.4 |' in md
+  assert g['best']['cv_errors'] == {0: 9.0, 1: 10.0} and g['best']['mean'] == 9.5
+  assert '| model | intermix |' in section(md, LAST)
+  # The last epoch is the headline, alone; the paper's value stands beside the best epoch only.
+  assert '| EnvNet | 10.5 ± 0.7 |' in section(md, LAST)
+  assert '| EnvNet | 9.5 ± 0.7 (9.1) |' in section(md, BEST)
+  assert 'every 50 epochs' not in md and 'evaluated epochs only' in section(md, BEST)
+  assert ('| esc10 | envnet | intermix | 0,1 | 1,2,3,4,5 | 10.50 | 0.71 | seeds | 9.50 | 0.71 | '
+          '9.1 | +0.4 |') in md
   names = sorted(os.listdir(out))
   assert names == sorted(['report.md', 'summary.json', 'curves_esc10_envnet.png',
                           'confusion_esc10_envnet_intermix.png', 'errorbars_esc10.png'])
@@ -87,10 +97,13 @@ def test_table_layout_single_seed_partial_unfinished_and_ablation(tmp_path):
   fake_run(root, backbone='envnet', strategy='bc', fold=1, status='running')  # left out
   result = report.write_report([root], str(tmp_path / 'out'), plots=False)
   md = result['markdown']
-  assert '| model | standard | bc |' in md
-  assert '| EnvNet-v2 | 17.0 ± 1.6† (14.2) | 10.0 ± 0.0† (10.6) |' in md
-  assert '| M18 |  | 20.0 (n=1)†* (14.2) |' in md
-  assert '| + hidden mixing | 7.0 ± 0.0† (7.7) |' in md
+  last, best = section(md, LAST), section(md, BEST)
+  assert '| model | standard | bc |' in last
+  assert '| EnvNet-v2 | 17.0 ± 1.6† | 10.0 ± 0.0† |' in last
+  assert '| EnvNet-v2 | 16.0 ± 1.6† (14.2) | 9.0 ± 0.0† (10.6) |' in best
+  assert '| M18 |  | 20.0 (n=1)†* |' in last and '| M18 |  | 19.0 (n=1)†* (14.2) |' in best
+  assert '| + hidden mixing | 7.0 ± 0.0† |' in last
+  assert '| + hidden mixing | 6.0 ± 0.0† (7.7) |' in best
   assert any('envnet' in n and "status 'running'" in n for n in result['notes'])
 
 
@@ -105,16 +118,52 @@ def test_a_single_run_has_no_spread_and_legends_count_runs(tmp_path):
   assert (bc['method'], bc['n'], bc['std'], bc['fold_std']) == ('bc', 1, None, {0: None})
   assert (im['n'], im['std']) == (2, 0.0)
   md = result['markdown']
-  assert '| EnvNet | 20.0 (n=1)†* (11.3) | 10.0 ± 0.0†* (9.1) |' in md
-  assert '± 0.0' not in md.replace('10.0 ± 0.0', '')
-  assert '| bc | 0 | — | — | 20.00 | — | — | 20.00 | n=1 | folds | 11.3 |' in md
-  assert '| esc10 | envnet | bc | 0 | 3* | 20.00 | n=1 | folds |' in md
+  assert '| EnvNet | 20.0 (n=1)†* | 10.0 ± 0.0†* |' in section(md, LAST)
+  assert '| EnvNet | 19.0 (n=1)†* (11.3) | 9.0 ± 0.0†* (9.1) |' in section(md, BEST)
+  assert '± 0.0' not in md.replace('10.0 ± 0.0', '').replace('9.0 ± 0.0', '')
+  assert '| bc | 0 | — | — | 20.00 | — | — | 20.00 | n=1 | folds | 19.00 | 11.3 |' in md
+  assert '| esc10 | envnet | bc | 0 | 3* | 20.00 | n=1 | folds | 19.00 | n=1 | 11.3 | +7.7 |' in md
   with open(tmp_path / 'out' / 'summary.json') as f:
     assert json.load(f)['groups'][0]['std'] is None
   assert report.curve_label(bc) == 'bc (1 run)'
   assert report.curve_label(im) == 'intermix (2 runs)'
   one = dict(method='standard', runs=[dict(seed=0, fold=1, num_epochs=4)])
   assert report.curve_label(one) == 'standard (1 run, 4 epochs)'
+
+
+def test_best_epoch_on_the_test_fold_reads_evaluated_epochs_only(tmp_path):
+  """The best epoch is the minimum over the epochs evaluated (history test_error), never over
+  epochs without one; a run without any has none (n/a), and the table says at which cadence."""
+  root = str(tmp_path)
+  for fold in range(1, 6):
+    d = fake_run(root, strategy='standard', fold=fold, final_error=20.0,
+                 config=dict(eval_every_epochs=50))
+    path = os.path.join(d, 'results.json')
+    with open(path) as f:
+      r = json.load(f)
+    r['history'] = [dict(epoch=1, train_error=1.0), dict(epoch=50, test_error=15.0 + fold),
+                    dict(epoch=60, train_error=0.5, test_error=None),
+                    dict(epoch=100, test_error=20.0)]
+    with open(path, 'w') as f:
+      json.dump(r, f)
+    d = fake_run(root, strategy='bc', fold=fold, final_error=30.0,
+                 config=dict(eval_every_epochs=50))
+    path = os.path.join(d, 'results.json')
+    with open(path) as f:
+      r = json.load(f)
+    del r['history']
+    with open(path, 'w') as f:
+      json.dump(r, f)
+  result = report.write_report([root], str(tmp_path / 'out'), plots=False)
+  bc, std = sorted(result['groups'], key=lambda g: g['method'])
+  assert bc['best'] is None and std['best']['seeds'] == {0: {f: 15.0 + f for f in range(1, 6)}}
+  assert report.best_epoch_error(std['runs'][0]) == 16.0
+  best = section(result['markdown'], BEST)
+  assert '| EnvNet | 18.0 ± 1.6† (12.8) | n/a (11.3) |' in best
+  assert 'every 50 epochs and the last' in best
+  assert '| 20.0 ± 0.0† | 30.0 ± 0.0† |' in section(result['markdown'], LAST)
+  assert '| esc10 | envnet | bc | 0 | 1,2,3,4,5 | 30.00 | 0.00 | folds | n/a | | 11.3 |  |' in (
+      result['markdown'])
 
 
 def test_confusion_matrix_counts():
@@ -149,7 +198,9 @@ def test_command_line_in_process_through_the_package(tmp_path, capsys):
   fake_run(str(tmp_path / 'runs'), dataset='esc10', backbone='piczakcnn', strategy='bc',
            final_error=12.5)
   assert report.main([str(tmp_path / 'runs'), '--out', str(tmp_path / 'rep'), '--no-plots']) == 0
-  assert '| PiczakCNN | 12.5 (n=1)†* (9.4) |' in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert '| PiczakCNN | 12.5 (n=1)†* |' in section(out, LAST)
+  assert '| PiczakCNN | 11.5 (n=1)†* (9.4) |' in section(out, BEST)
   assert report.main([str(tmp_path / 'nothing')]) == 1
 
 
@@ -275,8 +326,10 @@ def test_runs_of_other_configs_are_never_averaged_together(tmp_path, short_folde
   assert (four['variant'], four['mean'], four['n'], four['partial']) == ('num_epochs=4', 99.0, 1,
                                                                          True)
   md = result['markdown']
-  assert '| EnvNet {num_epochs=2} | 30.0 ± 15.8† (12.8) |' in md
-  assert '| EnvNet {num_epochs=4} | 99.0 (n=1)†* (12.8) |' in md
+  assert '| EnvNet {num_epochs=2} | 30.0 ± 15.8† |' in section(md, LAST)
+  assert '| EnvNet {num_epochs=4} | 99.0 (n=1)†* |' in section(md, LAST)
+  assert '| EnvNet {num_epochs=2} | 29.0 ± 15.8† (12.8) |' in section(md, BEST)
+  assert '| EnvNet {num_epochs=4} | 98.0 (n=1)†* (12.8) |' in section(md, BEST)
   (line,) = result['grouping']
   assert line == ('esc10/envnet: 2 experiment setups, never averaged together, shown apart (their '
                   'configs differ in num_epochs): {num_epochs=2}: standard 5 runs; '
@@ -384,5 +437,5 @@ def test_paired_comparisons_stay_within_one_setup(tmp_path):
   assert [(x['method'], x['variant']) for x in result['comparisons']] == [
       ('intermix', 'opt.lr=0.01')]
   md = result['markdown']
-  assert '| EnvNet {opt.lr=0.01} | 10.0 ± 0.0† (12.8) | 10.0 ± 0.0† (9.1) |' in md
-  assert '| EnvNet {opt.lr=0.05} |  | 10.0 ± 0.0† (9.1) |' in md
+  assert '| EnvNet {opt.lr=0.01} | 10.0 ± 0.0† | 10.0 ± 0.0† |' in section(md, LAST)
+  assert '| EnvNet {opt.lr=0.05} |  | 10.0 ± 0.0† |' in section(md, LAST)

@@ -7,8 +7,9 @@
   plot_confusion(groups, out)         confusion_<dataset>_<backbone>_<method>[_<variant>].png:
                      per-class confusion matrix summed over the group's runs
                      (`confusion_matrix`, counts; colours = rate per true class)
-  plot_error_bars(groups, out)        errorbars_<dataset>.png: error % mean +- std per table row
-                     and method, the paper's value as x
+  plot_error_bars(groups, out)        errorbars_<dataset>.png: last-epoch error % mean +- std per
+                     table row and method, the best epoch on the test fold as o, the paper's
+                     value (comparable to the o) as x
   plot_adversarial(adversarial, out)  adversarial_<dataset>.png: table 3, error % (mean +- std) vs
                      FGSM eps per (backbone, method), the paper's values as x
 
@@ -157,7 +158,9 @@ def plot_confusion(groups: list[dict], out: str) -> list[str]:
 
 
 def plot_error_bars(groups: list[dict], out: str) -> list[str]:
-  """One PNG per dataset: bars = mean error per (row, method), whiskers = std, x = paper value."""
+  """One PNG per dataset: bars = last-epoch mean error per (row, method), whiskers = std; o = the
+  best epoch on the test fold (the reference codes' selection, optimistic); x = the paper's value,
+  comparable to the o."""
   plt = _plt()
   written = []
   for dataset in sorted({g['dataset'] for g in groups}):
@@ -167,23 +170,29 @@ def plot_error_bars(groups: list[dict], out: str) -> list[str]:
     width = 0.8 / max(len(methods), 1)
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows) * max(1, len(methods) / 3)), 4.5))
     for j, m in enumerate(methods):
-      xs, ys, es, px, py = [], [], [], [], []
+      xs, ys, es, px, py, bx, by = [], [], [], [], [], [], []
       for i, row in enumerate(rows):
         match = [g for g in gs if g['row'] == row and method_title(g) == m]
         if match:
           xs.append(i + (j - (len(methods) - 1) / 2) * width)
           ys.append(match[0]['mean'])
           es.append(match[0]['std'] or 0.0)  # None: a single run, no whisker
+          if match[0]['best'] is not None:
+            bx.append(xs[-1])
+            by.append(match[0]['best']['mean'])
           if match[0]['paper'] is not None:
             px.append(xs[-1])
             py.append(match[0]['paper'])
       ax.bar(xs, ys, width, yerr=es, capsize=3, color=f'C{j % 10}', label=m)
+      if bx:
+        ax.plot(bx, by, 'ko', markerfacecolor='none', markersize=6)
       if px:
         ax.plot(px, py, 'kx', markersize=7)
-    ax.plot([], [], 'kx', label='paper')
+    ax.plot([], [], 'ko', markerfacecolor='none', label='best epoch on the test fold (optimistic)')
+    ax.plot([], [], 'kx', label='paper (compare with o)')
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels([BACKBONE_TITLE.get(r, r) for r in rows])
-    ax.set_ylabel('error % (mean ± std)')
+    ax.set_ylabel('error %: bars last epoch (mean ± std)')
     ax.set_title(DATASET_TITLE.get(dataset, dataset))
     ax.grid(axis='y', alpha=0.3)
     ax.legend(fontsize=7)
