@@ -372,14 +372,16 @@ def test_report_paired_comparisons_and_per_fold_table_by_hand(tmp_path):
   assert (comp['speechmix']['b'], comp['speechmix']['c'], comp['speechmix']['p']) == (0, 5, 0.0625)
   assert (comp['mixup']['folds'], comp['mixup']['unpaired_folds'], comp['mixup']['n']) == (
       [1, 2, 3, 4], [5], 16)
-  assert any('mixup seed 0 fold 5: not paired (the two runs tested different clips)' in n
+  assert any('mixup against standard seed 0 fold 5: not paired (the two runs tested different '
+             'clips)' in n
              for n in result['paired_notes'])
-  im_line = (f"| intermix | 0 | 1,2,3,4,5 | 20 | 25.00 | 10.00 | -15.00 | "
+  im_line = (f"| intermix | standard | 0 | 1,2,3,4,5 | 20 | 25.00 | 10.00 | -15.00 | "
              f"[{im['low']:+.2f}, {im['high']:+.2f}] | 2 | 5 | 0.4531 |")
   assert im_line in md
-  assert ('| bc | 0 | 1,2,3,4,5 | 20 | 25.00 | 25.00 | +0.00 | [+0.00, +0.00] | 0 | 0 | 1.0000 |'
+  assert ('| bc | standard | 0 | 1,2,3,4,5 | 20 | 25.00 | 25.00 | +0.00 | [+0.00, +0.00] | 0 | 0 | '
+          '1.0000 |'
           in md)
-  assert '| mixup | 0 | 1,2,3,4* | 16 |' in md
+  assert '| mixup | standard | 0 | 1,2,3,4* | 16 |' in md
   assert '§' not in md.split('## Paired comparisons')[1].split('## Against the paper')[0]
   assert 'SPEC' not in md  # users have no SPEC file: references point to docs/method.md
   # Learning curves: test error at the evaluated epochs, mean and min-max over the folds.
@@ -422,8 +424,49 @@ def test_report_several_seeds_per_seed_and_pooled_comparison(tmp_path):
   pooled = comp['intermix', 'all']
   assert pooled['seeds'] == [0, 1] and pooled['p'] is None and pooled['n'] == 20
   assert pooled['diff'] == pytest.approx(-12.5) and pooled['low'] <= -12.5 <= pooled['high']
-  assert '| intermix | all | 1,2,3,4,5 | 20 | 25.00 | 12.50 | -12.50 |' in md
+  assert '| intermix | standard | all | 1,2,3,4,5 | 20 | 25.00 | 12.50 | -12.50 |' in md
   assert md.count('| — | — | — |') == 3  # bc, speechmix, intermix over all seeds
+
+
+def test_option_variants_are_compared_with_their_strategy_default_on_the_same_clips(tmp_path):
+  """bc[shared-pairs] against bc, intermix[no-normalize,stopgrad] against intermix (and both
+  against standard), same table format; a variant whose default did not run: standard only."""
+  root = str(tmp_path / 'runs')
+  _clip_study(root)
+  for fold in range(1, 6):
+    _clip_run(root, 'bc[shared-pairs]', fold, {0, 1} if fold == 1 else {0})  # bc + clip 1 of fold 1
+    _clip_run(root, 'intermix[no-normalize,stopgrad]', fold, set())  # intermix - clip 1 of f. 1, 2
+    _clip_run(root, 'mixup[alpha=0.4]', fold, set())  # no mixup run: against standard only
+  result = report.write_report([root], str(tmp_path / 'out'), plots=False)
+  comp = {(x['method'], x['reference']): x for x in result['comparisons']}
+  assert set(comp) == {('bc', 'standard'), ('speechmix', 'standard'), ('intermix', 'standard'),
+                       ('bc[shared-pairs]', 'standard'), ('bc[shared-pairs]', 'bc'),
+                       ('intermix[no-normalize,stopgrad]', 'standard'),
+                       ('intermix[no-normalize,stopgrad]', 'intermix'),
+                       ('mixup[alpha=0.4]', 'standard')}
+  # bc[shared-pairs] vs bc: b = 1 (clip 1 of fold 1), c = 0; Δ = +1/20 clips = +5 points.
+  v = comp['bc[shared-pairs]', 'bc']
+  assert (v['b'], v['c'], v['p'], v['n']) == (1, 0, 1.0, 20)
+  assert (v['ref_error'], v['error'], v['diff']) == pytest.approx((25.0, 30.0, 5.0))
+  # intermix[...] vs intermix: b = 0, c = 2 (clip 1 of folds 1, 2): p = 2 / 2^2; Δ = -10.
+  v = comp['intermix[no-normalize,stopgrad]', 'intermix']
+  assert (v['b'], v['c'], v['p']) == (0, 2, 0.5) and v['diff'] == pytest.approx(-10.0)
+  v = comp['intermix[no-normalize,stopgrad]', 'standard']
+  assert (v['b'], v['c'], v['p']) == (0, 5, 0.0625)
+  md = result['markdown']
+  against_std = helpers.section(md, '### Against standard training: ESC-10, PiczakCNN')
+  variants = helpers.section(md, "### Option variants against their strategy's default: ESC-10, "
+                                 'PiczakCNN')
+  assert ('| method | reference | seed | folds | clips | reference error % | method error % | '
+          'Δ (pp) | 95 % CI (pp) | b | c | p (McNemar) |') in against_std
+  assert against_std.split('\n')[2] == variants.split('\n')[2]  # one table format
+  assert '| bc[shared-pairs] | bc | 0 | 1,2,3,4,5 | 20 | 25.00 | 30.00 | +5.00 |' in variants
+  assert ('| intermix[no-normalize,stopgrad] | intermix | 0 | 1,2,3,4,5 | 20 | 10.00 | 0.00 | '
+          '-10.00 |') in variants
+  assert '| bc[shared-pairs] | standard | 0 |' in against_std and 'mixup' not in variants
+  assert '| bc | standard | 0 |' in against_std and '\n| bc |' not in variants
+  # The command prints both.
+  assert report.main([root, '--out', str(tmp_path / 'out2'), '--no-plots']) == 0
 
 
 def test_report_skips_invalid_results_and_the_command_prints_tables(tmp_path):
@@ -455,8 +498,8 @@ def test_report_skips_invalid_results_and_the_command_prints_tables(tmp_path):
           f'10.0 ± {sd:.1f}† |') in helpers.section(out, LAST)
   assert (f'| PiczakCNN | 25.0 ± 0.0† (13.2) | 25.0 ± 0.0† (9.4) | 0.0 ± 0.0† (8.4) | '
           f'10.0 ± {sd:.1f}† (8.3) |') in helpers.section(out, BEST)
-  assert '## Paired comparisons against standard training' in out
-  assert '| intermix | 0 | 1,2,3,4,5 | 20 | 25.00 | 10.00 | -15.00 |' in out
+  assert '### Against standard training: ESC-10, PiczakCNN' in out
+  assert '| intermix | standard | 0 | 1,2,3,4,5 | 20 | 25.00 | 10.00 | -15.00 |' in out
   assert '## Against the paper' not in out  # the rest is in report.md
   warnings = [x for x in p.stderr.splitlines() if x.startswith('warning: ')]
   assert len(warnings) == 3 and any(broken in x for x in warnings)

@@ -12,9 +12,10 @@ to OUT (default: DIR/report for a single DIR, else ./report):
                      (each run's lowest test-fold error over its evaluated epochs: the reference
                      codes' selection, optimistic), the paper's value beside the latter only;
                      the runs split into experiments or set aside, one line each;
-                     paired comparisons: each mixing method against standard training on the same
-                     test clips (McNemar's exact test, paired bootstrap 95 % interval of the error
-                     difference; `intermix_jax.stats`), per seed and over seeds;
+                     paired comparisons: each mixing method against standard training, and each
+                     option variant (bc[shared-pairs]) against its strategy's default (bc), on the
+                     same test clips (McNemar's exact test, paired bootstrap 95 % interval of the
+                     error difference; `intermix_jax.stats`), per seed and over seeds;
                      per-fold tables: every fold's error, mean ± std over folds and over seeds,
                      the best-epoch mean;
                      "Against the paper": every cell of tables 1, 2 (best epoch on the test fold)

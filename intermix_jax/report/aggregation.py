@@ -9,7 +9,8 @@
   protocol_deviations(run)   how a run's config departs from the docs/method.md §5 protocol
                              (`intermix_jax.protocol`); add_protocol_deviations marks the groups
   aggregate_adversarial(records)   table 3: clean and FGSM-attacked error per eps, same rules
-  paired_comparisons(groups) each mixing method against standard training on the same test clips
+  paired_comparisons(groups) each mixing method against standard training, and each option
+                             variant against its strategy's default, on the same test clips
                              (McNemar's exact test, paired bootstrap; `intermix_jax.stats`)
   learning_curve(runs, key)  a per-epoch history field: mean, std, min, max over runs
 
@@ -634,7 +635,7 @@ def aggregate_adversarial(records: list[dict], runs: list[dict] = ()
 
 
 # ------------------------------------------------------------------------------------------------
-# Paired comparisons against standard training (same test clips)
+# Paired comparisons on the same test clips: against standard training, variants against defaults
 # ------------------------------------------------------------------------------------------------
 def clip_outcomes(run: dict) -> tuple[dict | None, str | None]:
   """A run's test clips as {filename: (label, correct)}, or (None, why not).
@@ -668,9 +669,20 @@ def reference_method(method: str) -> str:
   return STANDARD + ('+aug' if method.endswith('+aug') else '')
 
 
+def reference_methods(method: str) -> list[str]:
+  """The methods `method` is compared against on the same clips: standard training
+  (`reference_method`) for every other strategy, and for an option variant also its strategy's
+  default: 'bc[shared-pairs]' -> ['standard', 'bc'], 'intermix[no-normalize,stopgrad]+aug' ->
+  ['standard+aug', 'intermix+aug'], 'standard' -> []."""
+  aug = '+aug' if method.endswith('+aug') else ''
+  refs = [] if base_method(method) == STANDARD else [reference_method(method)]
+  return refs + ([base_method(method) + aug] if '[' in method else [])
+
+
 def paired_comparisons(groups: list[dict], num_resamples: int = stats.BOOTSTRAP_RESAMPLES,
                        seed: int = stats.BOOTSTRAP_SEED) -> tuple[list[dict], list[str]]:
-  """Each non-standard group against the standard group of its dataset, backbone, row and setup.
+  """Each group against each of its `reference_methods` of the same dataset, backbone and setup
+  (standard training; for an option variant also its strategy's default), when both ran.
 
   Per seed, the folds both ran are paired clip by clip (by filename) and pooled: with
   cross-validation every clip is a test clip once per seed. A fold whose two runs lack per-clip
@@ -681,87 +693,88 @@ def paired_comparisons(groups: list[dict], num_resamples: int = stats.BOOTSTRAP_
 
   Returns:
     (comparisons, notes). A comparison: dataset, backbone, row, method, variant (its group's,
-    the reference has the same setup), reference (the standard
-    method), seed (int or 'all'), seeds, folds (paired), unpaired_folds, n (clips), ref_error and
-    error (% on the paired clips), diff, low, high (error(method) - error(standard) and its
-    bootstrap interval, percentage points), confidence, num_resamples, bootstrap_seed, b (clips
-    standard got right and the method wrong), c (the reverse), p (McNemar exact two-sided; b, c
-    and p None for 'all').
+    the reference has the same setup), reference (the method compared against), seed (int or
+    'all'), seeds, folds (paired), unpaired_folds, n (clips), ref_error and error (% on the
+    paired clips), diff, low, high (error(method) - error(reference) and its bootstrap interval,
+    percentage points), confidence, num_resamples, bootstrap_seed, b (clips the reference got
+    right and the method wrong), c (the reverse), p (McNemar exact two-sided; b, c and p None for
+    'all'); in the order of `groups`, standard training first.
   """
   comparisons, notes = [], []
   for g in groups:
-    if base_method(g['method']) == STANDARD:
-      continue
-    ref = next((x for x in groups if (x['dataset'], x['backbone'], x['method']) == (
-        g['dataset'], g['backbone'], reference_method(g['method'])) and x['setup'] == g['setup']),
-               None)
-    if ref is None:
-      continue
-    name = group_name(g)
-    runs_new, runs_ref = first_by_seed_fold(g['runs']), first_by_seed_fold(ref['runs'])
-    per_seed = []
-    for s in sorted(set(g['seeds']) | set(ref['seeds'])):
-      if s not in g['seeds'] or s not in ref['seeds']:
-        notes.append(f"{name} seed {s}: {STANDARD if s in g['seeds'] else g['method']} has no "
-                     'runs of this seed in the table; not paired')
-        continue
-      folds = sorted(set(g['seeds'][s]) | set(ref['seeds'][s]))
-      pooled, paired, unpaired = {}, [], []
-      for fold in folds:
-        r_new, r_ref = runs_new.get((s, fold)), runs_ref.get((s, fold))
-        if r_new is None or r_ref is None:
-          unpaired.append(fold)
-          continue
-        (o_new, why_new), (o_ref, why_ref) = clip_outcomes(r_new), clip_outcomes(r_ref)
-        why = (f'{r_new["_path"]}: {why_new}' if o_new is None else
-               f'{r_ref["_path"]}: {why_ref}' if o_ref is None else
-               'the two runs tested different clips' if set(o_new) != set(o_ref) else
-               'the two runs disagree on some labels' if any(
-                   o_new[k][0] != o_ref[k][0] for k in o_new) else
-               'a clip also tested in another fold' if set(o_new) & set(pooled) else None)
-        if why is not None:
-          notes.append(f'{name} seed {s} fold {fold}: not paired ({why})')
-          unpaired.append(fold)
-          continue
-        for k in o_new:
-          pooled[k] = (o_ref[k][1], o_new[k][1])
-        paired.append(fold)
-      if not pooled:
-        notes.append(f'{name} seed {s}: no fold could be paired with standard training')
-        continue
-      names = sorted(pooled)
-      ref_ok = np.array([pooled[k][0] for k in names])
-      new_ok = np.array([pooled[k][1] for k in names])
-      b, c = stats.mcnemar_counts(ref_ok, new_ok)
-      boot = stats.paired_bootstrap(ref_ok, new_ok, num_resamples=num_resamples, seed=seed)
-      per_seed.append((names, ref_ok, new_ok))
-      comparisons.append(dict(
-          dataset=g['dataset'], backbone=g['backbone'], row=g['row'], method=g['method'],
-          variant=g['variant'], reference=ref['method'], seed=s, seeds=[s], folds=paired,
-          unpaired_folds=unpaired,
-          n=len(names), ref_error=stats.error_percent(ref_ok), error=stats.error_percent(new_ok),
-          diff=boot['diff'], low=boot['low'], high=boot['high'], confidence=boot['confidence'],
-          num_resamples=num_resamples, bootstrap_seed=seed, b=b, c=c, p=stats.mcnemar_exact(b, c)))
-    if len(per_seed) > 1:
-      if any(names != per_seed[0][0] for names, _, _ in per_seed):
-        notes.append(f'{name}: the seeds tested different clips; no comparison over all seeds')
-        continue
-      ref_ok = np.stack([x[1] for x in per_seed])
-      new_ok = np.stack([x[2] for x in per_seed])
-      boot = stats.paired_bootstrap(ref_ok, new_ok, num_resamples=num_resamples, seed=seed)
-      mine = [x for x in comparisons if x['seed'] != 'all' and all(
-          x[k] == g[k] for k in ('dataset', 'backbone', 'method', 'variant'))]
-      comparisons.append(dict(
-          dataset=g['dataset'], backbone=g['backbone'], row=g['row'], method=g['method'],
-          variant=g['variant'], reference=ref['method'], seed='all',
-          seeds=[x['seed'] for x in mine],
-          folds=sorted(set.intersection(*(set(x['folds']) for x in mine))),
-          unpaired_folds=sorted(set().union(*(set(x['unpaired_folds']) for x in mine))),
-          n=ref_ok.shape[1], ref_error=stats.error_percent(ref_ok),
-          error=stats.error_percent(new_ok), diff=boot['diff'], low=boot['low'],
-          high=boot['high'], confidence=boot['confidence'], num_resamples=num_resamples,
-          bootstrap_seed=seed, b=None, c=None, p=None))
+    for reference in reference_methods(g['method']):
+      ref = next((x for x in groups if (x['dataset'], x['backbone'], x['method']) == (
+          g['dataset'], g['backbone'], reference) and x['setup'] == g['setup']), None)
+      if ref is not None:
+        _compare(g, ref, num_resamples, seed, comparisons, notes)
   return comparisons, notes
+
+
+def _compare(g: dict, ref: dict, num_resamples: int, seed: int, comparisons: list[dict],
+             notes: list[str]) -> None:
+  """The comparisons of group `g` against group `ref` (`paired_comparisons`), appended."""
+  name = f"{group_name(g)} against {ref['method']}"
+  runs_new, runs_ref = first_by_seed_fold(g['runs']), first_by_seed_fold(ref['runs'])
+  common = dict(dataset=g['dataset'], backbone=g['backbone'], row=g['row'], method=g['method'],
+                variant=g['variant'], reference=ref['method'], num_resamples=num_resamples,
+                bootstrap_seed=seed)
+  mine, per_seed = [], []
+  for s in sorted(set(g['seeds']) | set(ref['seeds'])):
+    if s not in g['seeds'] or s not in ref['seeds']:
+      notes.append(f"{name} seed {s}: {ref['method'] if s in g['seeds'] else g['method']} has "
+                   'no runs of this seed in the table; not paired')
+      continue
+    folds = sorted(set(g['seeds'][s]) | set(ref['seeds'][s]))
+    pooled, paired, unpaired = {}, [], []
+    for fold in folds:
+      r_new, r_ref = runs_new.get((s, fold)), runs_ref.get((s, fold))
+      if r_new is None or r_ref is None:
+        unpaired.append(fold)
+        continue
+      (o_new, why_new), (o_ref, why_ref) = clip_outcomes(r_new), clip_outcomes(r_ref)
+      why = (f'{r_new["_path"]}: {why_new}' if o_new is None else
+             f'{r_ref["_path"]}: {why_ref}' if o_ref is None else
+             'the two runs tested different clips' if set(o_new) != set(o_ref) else
+             'the two runs disagree on some labels' if any(
+                 o_new[k][0] != o_ref[k][0] for k in o_new) else
+             'a clip also tested in another fold' if set(o_new) & set(pooled) else None)
+      if why is not None:
+        notes.append(f'{name} seed {s} fold {fold}: not paired ({why})')
+        unpaired.append(fold)
+        continue
+      for k in o_new:
+        pooled[k] = (o_ref[k][1], o_new[k][1])
+      paired.append(fold)
+    if not pooled:
+      notes.append(f'{name} seed {s}: no fold could be paired')
+      continue
+    names = sorted(pooled)
+    ref_ok = np.array([pooled[k][0] for k in names])
+    new_ok = np.array([pooled[k][1] for k in names])
+    b, c = stats.mcnemar_counts(ref_ok, new_ok)
+    boot = stats.paired_bootstrap(ref_ok, new_ok, num_resamples=num_resamples, seed=seed)
+    per_seed.append((names, ref_ok, new_ok))
+    mine.append(dict(
+        common, seed=s, seeds=[s], folds=paired, unpaired_folds=unpaired, n=len(names),
+        ref_error=stats.error_percent(ref_ok), error=stats.error_percent(new_ok),
+        diff=boot['diff'], low=boot['low'], high=boot['high'], confidence=boot['confidence'],
+        b=b, c=c, p=stats.mcnemar_exact(b, c)))
+  comparisons += mine
+  if len(per_seed) < 2:
+    return
+  if any(names != per_seed[0][0] for names, _, _ in per_seed):
+    notes.append(f'{name}: the seeds tested different clips; no comparison over all seeds')
+    return
+  ref_ok = np.stack([x[1] for x in per_seed])
+  new_ok = np.stack([x[2] for x in per_seed])
+  boot = stats.paired_bootstrap(ref_ok, new_ok, num_resamples=num_resamples, seed=seed)
+  comparisons.append(dict(
+      common, seed='all', seeds=[x['seed'] for x in mine],
+      folds=sorted(set.intersection(*(set(x['folds']) for x in mine))),
+      unpaired_folds=sorted(set().union(*(set(x['unpaired_folds']) for x in mine))),
+      n=ref_ok.shape[1], ref_error=stats.error_percent(ref_ok), error=stats.error_percent(new_ok),
+      diff=boot['diff'], low=boot['low'], high=boot['high'], confidence=boot['confidence'],
+      b=None, c=None, p=None))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@
                              paper's value beside each cell; a row holding several experiment setups
                              once per setup, titled with its variant ('PiczakCNN {num_epochs=4}')
   grouping_lines(grouping)   the runs split into experiments or set aside, one line each
-  paired_tables(comparisons) each mixing method against standard training on the same test clips
+  paired_tables(comparisons) each mixing method against standard training, then each option
+                             variant against its strategy's default, on the same test clips
   per_fold_tables(groups)    every fold's error, mean +- std over folds and over seeds
   paper_tables(groups, adversarial)   every cell of the paper's tables 1-3, — where nothing has run
   markdown(...)              report.md: the above, the protocol deviations (‡), all groups and the
@@ -29,6 +30,7 @@ from intermix_jax.report.aggregation import group_name
 from intermix_jax.report.aggregation import method_title
 from intermix_jax.report.aggregation import paper_adversarial
 from intermix_jax.report.aggregation import paper_value
+from intermix_jax.report.aggregation import reference_method
 from intermix_jax.report.aggregation import row_rank
 from intermix_jax.report.aggregation import STRATEGY_ORDER
 from intermix_jax.report.aggregation import strategy_rank
@@ -82,43 +84,56 @@ def _p_text(p: float | None) -> str:
   return f'{p:.4f}' if p >= 1e-4 else f'{p:.1e}'
 
 
+# The two kinds of paired comparison: (title, does a comparison belong to it).
+PAIRED_KINDS = (('Against standard training',
+                 lambda x: x['reference'] == reference_method(x['method'])),
+                ('Option variants against their strategy\'s default',
+                 lambda x: x['reference'] != reference_method(x['method'])))
+
+
 def paired_tables(comparisons: list[dict], notes: list[str] = ()) -> list[str]:
-  """Markdown lines: per (dataset, backbone), each method against standard on the same clips."""
+  """Markdown lines: per (dataset, backbone), each method against standard training, then each
+  option variant against its strategy's default, on the same clips (one table format)."""
   if not comparisons and not notes:
     return []
   first = comparisons[0] if comparisons else None
   resamples = first['num_resamples'] if first else stats.BOOTSTRAP_RESAMPLES
   boot_seed = first['bootstrap_seed'] if first else stats.BOOTSTRAP_SEED
-  lines = ['## Paired comparisons against standard training', '',
-           'Both methods on the same test clips, each run\'s last-epoch predictions: a seed\'s '
-           'clips pooled over the folds both ran (cross-validation tests every clip once per '
-           'seed). Δ = error(method) − error(standard) '
-           'in percentage points (negative: the method makes fewer errors). 95 % CI: paired '
-           f'bootstrap over clips ({resamples:,} resamples, numpy seed {boot_seed}, percentile '
-           'interval). b = clips standard got right and the method wrong, c = the reverse; '
-           'p = McNemar\'s exact two-sided test of b against c. Seed "all": Δ averaged over the '
-           'seeds, a clip resampled with all its seeds; no McNemar test there (a clip counts once '
-           'per seed, so the clips are not independent).', '']
-  keys = []
-  for x in comparisons:
-    if (x['dataset'], x['row']) not in keys:
-      keys.append((x['dataset'], x['row']))
-  order = lambda m: (strategy_rank(m), m)
-  for dataset, row in keys:
-    rows = [x for x in comparisons if (x['dataset'], x['row']) == (dataset, row)]
-    rows.sort(key=lambda x: (order(x['method']), x['variant'], x['seed'] == 'all',
-                             str(x['seed'])))
-    lines += [f'### {DATASET_TITLE.get(dataset, dataset)}, {BACKBONE_TITLE.get(row, row)}', '',
-              '| method | seed | folds | clips | standard error % | method error % | Δ (pp) | '
-              '95 % CI (pp) | b | c | p (McNemar) |', '|---|' + '---|' * 10]
-    for x in rows:
-      folds = ','.join(str(f) for f in x['folds']) + ('*' if x['unpaired_folds'] else '')
-      lines.append(
-          f"| {method_title(x)} | {x['seed']} | {folds} | {x['n']} | {x['ref_error']:.2f} | "
-          f"{x['error']:.2f} | {x['diff']:+.2f} | [{x['low']:+.2f}, {x['high']:+.2f}] | "
-          f"{'—' if x['b'] is None else x['b']} | {'—' if x['c'] is None else x['c']} | "
-          f"{_p_text(x['p'])} |")
-    lines.append('')
+  lines = ['## Paired comparisons on the same test clips', '',
+           'Each mixing method against standard training, and each option variant of a strategy '
+           '(e.g. bc[shared-pairs]) against that strategy\'s default (bc), in the same setup, '
+           'when both ran. Both methods on the same test clips, each run\'s last-epoch '
+           'predictions: a seed\'s clips pooled over the folds both ran (cross-validation tests '
+           'every clip once per seed). Δ = error(method) − error(reference) in percentage points '
+           '(negative: the method makes fewer errors). 95 % CI: paired bootstrap over clips '
+           f'({resamples:,} resamples, numpy seed {boot_seed}, percentile interval). b = clips the '
+           'reference got right and the method wrong, c = the reverse; p = McNemar\'s exact '
+           'two-sided test of b against c. Seed "all": Δ averaged over the seeds, a clip '
+           'resampled with all its seeds; no McNemar test there (a clip counts once per seed, so '
+           'the clips are not independent).', '']
+  order = lambda x: (strategy_rank(x['method']), x['method'], x['variant'], x['reference'],
+                     x['seed'] == 'all', str(x['seed']))
+  for kind, belongs in PAIRED_KINDS:
+    mine = [x for x in comparisons if belongs(x)]
+    keys = []
+    for x in mine:
+      if (x['dataset'], x['row']) not in keys:
+        keys.append((x['dataset'], x['row']))
+    for dataset, row in keys:
+      lines += [f'### {kind}: {DATASET_TITLE.get(dataset, dataset)}, '
+                f'{BACKBONE_TITLE.get(row, row)}', '',
+                '| method | reference | seed | folds | clips | reference error % | '
+                'method error % | Δ (pp) | 95 % CI (pp) | b | c | p (McNemar) |',
+                '|---|' + '---|' * 11]
+      for x in sorted((x for x in mine if (x['dataset'], x['row']) == (dataset, row)),
+                      key=order):
+        folds = ','.join(str(f) for f in x['folds']) + ('*' if x['unpaired_folds'] else '')
+        lines.append(
+            f"| {method_title(x)} | {x['reference']} | {x['seed']} | {folds} | {x['n']} | "
+            f"{x['ref_error']:.2f} | {x['error']:.2f} | {x['diff']:+.2f} | "
+            f"[{x['low']:+.2f}, {x['high']:+.2f}] | {'—' if x['b'] is None else x['b']} | "
+            f"{'—' if x['c'] is None else x['c']} | {_p_text(x['p'])} |")
+      lines.append('')
   if any(x['unpaired_folds'] for x in comparisons):
     lines += ['\\* some folds ran for only one of the two methods (or could not be paired): '
               'compared on the folds listed.', '']
