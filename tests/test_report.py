@@ -311,14 +311,17 @@ IDENTITY = dict(dataset='esc10', builder='esc10', version='1.0.0', sample_rate=4
 
 
 @pytest.mark.parametrize('short_folder', ['a_short', 'z_short'])
-def test_runs_of_other_configs_are_never_averaged_together(tmp_path, short_folder):
+def test_runs_of_other_configs_are_never_averaged_together(tmp_path, short_folder, capsys):
   """A fold-1 run of 4 epochs beside a 5-fold run of 2 epochs: two experiments, two rows, the same
-  numbers whichever folder name sorts first; the split is named in report.md and on the console."""
+  numbers whichever folder name sorts first; the split is named in report.md and on the console,
+  as is a run left out unfinished."""
   root = str(tmp_path / 'runs')
   for fold in range(1, 6):
     fake_run(root, strategy='standard', fold=fold, final_error=10.0 * fold,
              config=dict(num_epochs=2), folder='long')
   fake_run(root, strategy='standard', fold=1, final_error=99.0, config=dict(num_epochs=4),
+           folder=short_folder)
+  fake_run(root, strategy='standard', fold=2, status='running', config=dict(num_epochs=4),
            folder=short_folder)
   result = report.write_report([root], str(tmp_path / 'out'), plots=False)
   two, four = result['groups']
@@ -338,6 +341,10 @@ def test_runs_of_other_configs_are_never_averaged_together(tmp_path, short_folde
   assert 'first one found' not in md
   assert '| esc10 | envnet | standard {num_epochs=4} | 0 | 1* | 99.00 | n=1 | folds |' in md
   assert report.main([root, '--out', str(tmp_path / 'out2'), '--no-plots']) == 0
+  out = capsys.readouterr().out
+  assert f'- {line}' in section(out, '## Runs split or set aside')
+  (running,) = [n for n in result['notes'] if "status 'running'" in n]
+  assert f'- {running}' in section(out, '## Left out') and short_folder in running
 
 
 def test_fields_that_do_not_define_an_experiment_do_not_split(tmp_path):
@@ -347,6 +354,9 @@ def test_fields_that_do_not_define_an_experiment_do_not_split(tmp_path):
   assert {'fold', 'seed', 'data_dir', 'manual_dir', 'log_every_steps', 'nan_policy', 'stack_runs',
           'stack_method', 'data_on_device', 'checkpoint_every_epochs'} <= set(report.NOT_DEFINING)
   assert 'eval_every_epochs' not in report.NOT_DEFINING and 'num_epochs' not in report.NOT_DEFINING
+  # Values that would read alike are quoted: a variant never names two setups the same.
+  assert report.setup_variants([dict(a='1', b=2), dict(a=1, b=2)]) == (['a'], ['a="1"', 'a=1'])
+  assert report.setup_variants([dict(a='x'), dict(a='y')]) == (['a'], ['a=x', 'a=y'])
   root = str(tmp_path / 'runs')
   local = [dict(data_dir='/a', log_every_steps=1, model=dict(conv_impl='auto')),
            dict(data_dir='/b', checkpoint_every_epochs=5, nan_policy='skip',

@@ -465,6 +465,11 @@ def test_option_variants_are_compared_with_their_strategy_default_on_the_same_cl
           '-10.00 |') in variants
   assert '| bc[shared-pairs] | standard | 0 |' in against_std and 'mixup' not in variants
   assert '| bc | standard | 0 |' in against_std and '\n| bc |' not in variants
+  # The headline tables show each variant in a column after its strategy's.
+  assert ('| model | standard | mixup[alpha=0.4] | bc | bc[shared-pairs] | speechmix | intermix | '
+          'intermix[no-normalize,stopgrad] |') in helpers.section(md, LAST)
+  assert ('| PiczakCNN | 25.0 ± 0.0† | 0.0 ± 0.0† | 25.0 ± 0.0† | 30.0 ± 11.2† | 0.0 ± 0.0† |'
+          ) in helpers.section(md, LAST)
   # The command prints both.
   assert report.main([root, '--out', str(tmp_path / 'out2'), '--no-plots']) == 0
 

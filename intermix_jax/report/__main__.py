@@ -7,7 +7,7 @@ runs by experiment (dataset, backbone, method and every config field that define
 `aggregation.NOT_DEFINING` naming those that do not, and the recorded dataset identity) and writes
 to OUT (default: DIR/report for a single DIR, else ./report):
   report.md          in this order: the paper's table 1 layout per dataset (error %, rows =
-                     backbones, columns = strategies) and the table 2 ablation when present,
+                     backbones, columns = strategies, then each one's option variants) and the table 2 ablation when present,
                      twice: the last epoch (the headline) and the best epoch on the test fold
                      (each run's lowest test-fold error over its evaluated epochs: the reference
                      codes' selection, optimistic), the paper's value beside the latter only;
@@ -44,12 +44,12 @@ marked * (partial cross-validation). Runs of different experiments are never ave
 table row holding several setups shows each apart, named by the fields that differ ({num_epochs=4});
 of several runs of the same experiment, seed and fold, one counts when their results agree, none
 when they differ. Which runs were split or set aside, and why, is listed one line each ("Runs split
-or set aside"). The command prints the main tables, the runs split or set aside and the paired
-comparisons (--full: all of report.md); a results.json that cannot be read or lacks needed fields is
-named on stderr and left out, the rest reported. Table 3 reads every `adversarial.json` under the
-DIRs (they name their dataset, backbone, method, fold and seed, so they may live outside the
-workdirs) and aggregates each eps the same way. Exit status 1 (one line on stderr) when no usable
-file was found.
+or set aside"). The command prints the main tables, the runs split, set aside or left out
+unfinished, and the paired comparisons (--full: all of report.md); a results.json that cannot be
+read or lacks needed fields is named on stderr and left out, the rest reported. Table 3 reads every
+`adversarial.json` under the DIRs (they name their dataset, backbone, method, fold and seed, so they
+may live outside the workdirs) and aggregates each eps the same way. Exit status 1 (one line on
+stderr) when no usable file was found.
 """
 from __future__ import annotations
 

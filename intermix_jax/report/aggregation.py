@@ -234,23 +234,31 @@ def _setup_key(setup: dict) -> str:
 _ABSENT = object()
 
 
-def _value_text(key: str, value) -> str:
-  """A setup value as a variant names it: 'opt.lr=0.05', 'dataset_identity=3f2a9c1e'."""
+def _value_text(key: str, value, quote: bool = False) -> str:
+  """A setup value as a variant names it: 'opt.lr=0.05', 'dataset_identity=3f2a9c1e'; strings
+  quoted with `quote` (when two values would read alike, e.g. '1' and 1)."""
   if value is _ABSENT:
     return '<absent>'
   if key == 'dataset_identity':
     return 'unrecorded' if value is None else hashlib.sha256(
         _setup_key(value).encode('utf-8')).hexdigest()[:8]
-  return value if isinstance(value, str) else json.dumps(value, separators=(',', ':'))
+  if isinstance(value, str) and not quote:
+    return value
+  return json.dumps(value, separators=(',', ':'))
 
 
 def setup_variants(setups: list[dict]) -> tuple[list[str], list[str]]:
-  """(the fields in which the setups differ, each setup's variant text), e.g. (['num_epochs'],
-  ['num_epochs=2', 'num_epochs=4']); ([], ['']) for a single setup."""
+  """(the fields in which distinct setups differ, each setup's variant text, distinct), e.g.
+  (['num_epochs'], ['num_epochs=2', 'num_epochs=4']); ([], ['']) for a single setup."""
   keys = sorted(set().union(*setups)) if len(setups) > 1 else []
-  differing = [k for k in keys if len({_value_text(k, s.get(k, _ABSENT)) for s in setups}) > 1]
-  return differing, [', '.join(f'{k}={_value_text(k, s.get(k, _ABSENT))}' for k in differing)
-                     for s in setups]
+  for quote in (False, True):
+    differing = [k for k in keys
+                 if len({_value_text(k, s.get(k, _ABSENT), quote) for s in setups}) > 1]
+    texts = [', '.join(f'{k}={_value_text(k, s.get(k, _ABSENT), quote)}' for k in differing)
+             for s in setups]
+    if len(set(texts)) == len(texts):
+      break
+  return differing, texts
 
 
 def count_text(n: int, word: str) -> str:

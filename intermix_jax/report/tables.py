@@ -24,7 +24,6 @@ from __future__ import annotations
 import numpy as np
 
 from intermix_jax import stats
-from intermix_jax.report.aggregation import base_method
 from intermix_jax.report.aggregation import eps_label
 from intermix_jax.report.aggregation import group_name
 from intermix_jax.report.aggregation import method_title
@@ -245,35 +244,33 @@ def _variants(groups: list[dict], dataset: str, row: str) -> list[str]:
 
 
 def main_tables(groups: list[dict]) -> list[str]:
-  """Markdown lines: per dataset, the paper's table 1 layout and the table 2 ablation rows run,
-  twice: the last epoch (the headline) and the best epoch on the test fold (`BEST_TITLE`, with the
+  """Markdown lines: per dataset, the paper's table 1 layout (each strategy's option variants as
+  further columns) and the table 2 ablation rows run, twice: the last epoch (the headline) and the best epoch on the test fold (`BEST_TITLE`, with the
   paper's values beside it)."""
   lines = []
   datasets = sorted({g['dataset'] for g in groups}, key=lambda d: (d not in DATASET_COLUMN, d))
   for dataset in datasets:
     title = DATASET_TITLE.get(dataset, dataset)
-    gs = [g for g in groups if g['dataset'] == dataset and '[' not in g['method']]
     ablation = [g for g in groups if g['dataset'] == dataset and g['method'] in PAPER_TABLE2
                 and g['backbone'] == TABLE2_BACKBONE]
-    if not gs and not ablation:
-      continue
+    gs = [g for g in groups if g['dataset'] == dataset and g not in ablation]
     lines += [f'## {title}', '']
-    strategies = [s for s in STRATEGY_ORDER if any(base_method(g['method']) == s for g in gs)]
+    # Columns: each strategy, then its option variants ('bc[shared-pairs]'); '+aug' is the row's.
+    column = lambda g: g['method'][:-len('+aug')] if g['method'].endswith('+aug') else g['method']
+    columns = sorted({column(g) for g in gs}, key=lambda m: (strategy_rank(m), '[' in m, m))
     for best in (False, True):
       if best:
         lines += [f'### {BEST_TITLE}', '', _best_text(gs + ablation), '']
       else:
         lines += ['### Last epoch (the headline)', '']
       if gs:
-        lines += ['| model | ' + ' | '.join(strategies) + ' |',
-                  '|---|' + '---|' * len(strategies)]
+        lines += ['| model | ' + ' | '.join(columns) + ' |', '|---|' + '---|' * len(columns)]
         for row in sorted({g['row'] for g in gs}, key=row_rank):
           for variant in _variants(gs, dataset, row):
             cells = []
-            for s in strategies:
-              match = [g for g in gs if (g['row'], g['variant']) == (row, variant)
-                       and base_method(g['method']) == s]
-              cells.append(_cell(match[0] if match else None, best))
+            for col in columns:
+              match = [g for g in gs if (g['row'], g['variant'], column(g)) == (row, variant, col)]
+              cells.append(' ; '.join(_cell(g, best) for g in match))
             lines.append(f'| {_row_title(row, variant)} | ' + ' | '.join(cells) + ' |')
         lines.append('')
       if ablation:
@@ -346,9 +343,13 @@ def markdown(groups: list[dict], notes: list[str], adversarial: list[dict] = (),
                  + (f"{NOT_AVAILABLE} | |" if b is None else
                     f"{b['mean']:.2f} | {_std_text(b['std'])} |") + f" {paper} | {delta} |")
   lines.append('')
-  if notes:
-    lines += ['## Left out', ''] + [f'- {n}' for n in notes] + ['']
+  lines += left_out_lines(list(notes))
   return '\n'.join(lines)
+
+
+def left_out_lines(notes: list[str]) -> list[str]:
+  """Markdown lines: the runs and files left out (unfinished, unreadable, invalid), one each."""
+  return ['## Left out', ''] + [f'- {n}' for n in notes] + [''] if notes else []
 
 
 def paper_tables(groups: list[dict], adversarial: list[dict] = ()) -> list[str]:
@@ -428,11 +429,13 @@ def paper_tables(groups: list[dict], adversarial: list[dict] = ()) -> list[str]:
 
 
 def summary_text(result: dict) -> str:
-  """What the command line prints: the legend, the main tables, the runs split or set aside and
-  the paired comparisons."""
+  """What the command line prints: the legend, the main tables, the runs split or set aside or
+  left out (unfinished; files that cannot be used go to stderr) and the paired comparisons."""
   lines = ['# Results', '', LEGEND, '']
   lines += main_tables(result['groups'])
   lines += grouping_lines(result['grouping'])
+  # The files left out are named on stderr (`__main__`); the unfinished runs here.
+  lines += left_out_lines([n for n in result['notes'] if n not in result['bad_files']])
   lines += paired_tables(result['comparisons'], result['paired_notes'])
   if not result['groups']:
     lines += ['No finished training run found (the attacks of table 3 are in report.md).', '']
