@@ -3,9 +3,10 @@
 Reads the results.json of every run (one fold of one seed) and the adversarial.json of every FGSM
 attack under some folders, and writes the paper's tables 1-3: the last epoch's error (the headline),
 and the best epoch on the test fold (the reference codes' selection, optimistic) with the paper's
-values beside it; paired comparisons against standard training (and of option variants against
-their strategy's default), per-fold tables, summary.json and plots. Errors are in % throughout; the aggregation rule is docs/method.md §5 (the command's help,
-`intermix_jax/report/__main__.py`, spells it out).
+values beside it; paired comparisons against standard training (and of option variants against their
+strategy's default), per-fold tables, summary.json and plots. Errors are in % throughout; the
+aggregation rule is docs/method.md §5 (the command's help, `intermix_jax/report/__main__.py`, spells
+it out).
 
 Modules:
   aggregation      finding, loading and checking results; grouping and cross-validated mean ± std;

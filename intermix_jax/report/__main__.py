@@ -7,24 +7,24 @@ runs by experiment (dataset, backbone, method and every config field that define
 `aggregation.NOT_DEFINING` naming those that do not, and the recorded dataset identity) and writes
 to OUT (default: DIR/report for a single DIR, else ./report):
   report.md          in this order: the paper's table 1 layout per dataset (error %, rows =
-                     backbones, columns = strategies, then each one's option variants) and the table 2 ablation when present,
-                     twice: the last epoch (the headline) and the best epoch on the test fold
-                     (each run's lowest test-fold error over its evaluated epochs: the reference
-                     codes' selection, optimistic), the paper's value beside the latter only;
-                     the runs split into experiments or set aside, one line each;
+                     backbones, columns = strategies, then each one's option variants) and the table
+                     2 ablation when present, twice: the last epoch (the headline) and the best
+                     epoch on the test fold (each run's lowest test-fold error over its evaluated
+                     epochs: the reference codes' selection, optimistic), the paper's value beside
+                     the latter only; the runs split into experiments or set aside, one line each;
                      paired comparisons: each mixing method against standard training, and each
                      option variant (bc[shared-pairs]) against its strategy's default (bc), on the
                      same test clips (McNemar's exact test, paired bootstrap 95 % interval of the
-                     error difference; `intermix_jax.stats`), per seed and over seeds;
-                     per-fold tables: every fold's error, mean ± std over folds and over seeds,
-                     the best-epoch mean;
-                     "Against the paper": every cell of tables 1, 2 (best epoch on the test fold)
-                     and 3 with the paper's value beside it and — where nothing has run; runs
-                     that deviate from the docs/method.md §5 protocol (‡, e.g. a shortened schedule) listed with their
-                     deviations; a detailed table of all groups, and the runs left out
-                     (unfinished, incomplete, unreadable or invalid files)
+                     error difference; `intermix_jax.stats`), per seed and over seeds; per-fold
+                     tables: every fold's error, mean ± std over folds and over seeds, the
+                     best-epoch mean; "Against the paper": every cell of tables 1, 2 (best epoch on
+                     the test fold) and 3 with the paper's value beside it and — where nothing has
+                     run; runs that deviate from the docs/method.md §5 protocol (‡, e.g. a shortened
+                     schedule) listed with their deviations; a detailed table of all groups, and the
+                     runs left out (unfinished, incomplete, unreadable or invalid files)
   summary.json       the same numbers, machine-readable (table 3 under "adversarial", the paired
-                     comparisons under "paired", the test-error curve of each group)
+                     comparisons under "paired", the test-error curve of each group, the runs
+                     split or set aside under "grouping")
   adversarial_<dataset>.png           table 3: error vs FGSM eps per (backbone, method), when
                      any adversarial.json (python -m intermix_jax.adversarial) was found
   curves_<dataset>_<backbone>.png      learning curves per method: test error at each evaluation

@@ -245,8 +245,8 @@ def _variants(groups: list[dict], dataset: str, row: str) -> list[str]:
 
 def main_tables(groups: list[dict]) -> list[str]:
   """Markdown lines: per dataset, the paper's table 1 layout (each strategy's option variants as
-  further columns) and the table 2 ablation rows run, twice: the last epoch (the headline) and the best epoch on the test fold (`BEST_TITLE`, with the
-  paper's values beside it)."""
+  further columns) and the table 2 ablation rows run, twice: the last epoch (the headline) and the
+  best epoch on the test fold (`BEST_TITLE`, with the paper's values beside it)."""
   lines = []
   datasets = sorted({g['dataset'] for g in groups}, key=lambda d: (d not in DATASET_COLUMN, d))
   for dataset in datasets:
