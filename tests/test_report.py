@@ -389,6 +389,28 @@ def test_fields_that_do_not_define_an_experiment_do_not_split(tmp_path):
       f'bc[r-weighting] {{dataset_identity={fp(IDENTITY)}, eval_every_epochs=<absent>}}'])
   (main,) = [g for g in result['groups'] if sorted(g['seeds']) == [0]]
   assert sorted(main['seeds'][0]) == [1, 2, 3, 4, 5] and main['mean'] == 10.0
+  assert ('esc10/envnet: 1 run without a recorded dataset identity kept apart '
+          '(dataset_identity=unrecorded): runs of the same config recorded several identities'
+          ) in result['grouping']
+
+
+def test_runs_that_predate_the_dataset_identity_join_the_one_recorded(tmp_path):
+  """Older runs record no dataset identity (unknown, not different): with one identity recorded
+  by runs of the same config in the row they are one setup, so BC with independent pairs (newer
+  code) is compared with standard and with BC with shared pairs (older code) on the same clips."""
+  root = str(tmp_path / 'runs')
+  for fold in range(1, 6):
+    fake_run(root, strategy='standard', fold=fold, final_error=20.0)
+    fake_run(root, strategy='bc', method='bc[shared-pairs]', fold=fold, final_error=20.0)
+    fake_run(root, strategy='bc', fold=fold, final_error=10.0, identity=IDENTITY)
+  result = report.write_report([root], str(tmp_path / 'out'), plots=False)
+  assert {g['variant'] for g in result['groups']} == {''} and len(result['groups']) == 3
+  assert result['grouping'] == [
+      'esc10/envnet: 10 runs without a recorded dataset identity (older code) counted with the runs '
+      'of the same config that recorded one: same dataset name and config; paired comparisons '
+      'also check the clips']
+  assert {(x['method'], x['reference']) for x in result['comparisons']} == {
+      ('bc', 'standard'), ('bc[shared-pairs]', 'standard'), ('bc[shared-pairs]', 'bc')}
 
 
 def test_duplicate_runs_count_once_or_not_at_all_never_silently(tmp_path):

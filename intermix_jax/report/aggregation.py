@@ -213,8 +213,9 @@ def setup_of(record: dict) -> dict:
   {dotted config key: value} of its recorded config without NOT_DEFINING, METHOD_FIELDS and
   `workdir.REMOVED_FIELDS`, `workdir.ADDED_FIELDS` filled in where an older config lacks them,
   and 'dataset_identity': the recorded `dataset_identity` without FOLD_IDENTITY_FIELDS (None when
-  the run did not record one). Two runs of the same dataset, backbone and method are one
-  experiment exactly when their setups are equal.
+  the run did not record one; `aggregate` then takes the identity of the runs of the same config in
+  its table row when they recorded only one). Two runs of the same dataset, backbone and method are
+  one experiment exactly when their setups are equal.
   """
   config = record.get('config')
   flat = dict(workdir.ADDED_FIELDS)
@@ -289,8 +290,7 @@ def _split_by_setup(records: list[dict], notes: list[str]) -> list[tuple[tuple, 
   'variant'}, records)], sorted by dataset, backbone, method and variant.
   """
   by_group, setups = collections.defaultdict(list), {}
-  for r in records:
-    setup = setup_of(r)
+  for r, setup in _with_identities([(r, setup_of(r)) for r in records], notes):
     setups[_setup_key(setup)] = setup
     by_group[(r['dataset'], r['backbone'], r['method'], _setup_key(setup))].append(r)
   rows = collections.defaultdict(list)
@@ -312,6 +312,40 @@ def _split_by_setup(records: list[dict], notes: list[str]) -> list[tuple[tuple, 
   out = [((d, b, m), dict(setup=setups[sk], variant=variant[(d, _row(b, m), sk)]), members)
          for (d, b, m, sk), members in by_group.items()]
   return sorted(out, key=lambda x: (x[0], x[1]['variant']))
+
+
+def _with_identities(pairs: list[tuple[dict, dict]], notes: list[str]
+                     ) -> list[tuple[dict, dict]]:
+  """[(record, setup)] where a run that recorded no dataset identity (older code) takes the one
+  identity recorded by the runs of the same config in its table row: unrecorded means unknown, not
+  different. With several identities recorded there it stays apart ('unrecorded'). One note line
+  per table row either way."""
+  recorded = collections.defaultdict(dict)  # (dataset, row, config) -> {identity key: identity}
+  row_config = lambda r, s: (r['dataset'], _row(r['backbone'], r['method']),
+                             _setup_key(dict(s, dataset_identity=None)))
+  for r, s in pairs:
+    if s['dataset_identity'] is not None:
+      recorded[row_config(r, s)][_setup_key(s['dataset_identity'])] = s['dataset_identity']
+  taken, apart = collections.Counter(), collections.Counter()
+  out = []
+  for r, s in pairs:
+    known = recorded.get(row_config(r, s), {})
+    if s['dataset_identity'] is None and len(known) == 1:
+      (identity,) = known.values()
+      s = dict(s, dataset_identity=identity)
+      taken[row_config(r, s)[:2]] += 1
+    elif s['dataset_identity'] is None and known:
+      apart[row_config(r, s)[:2]] += 1
+    out.append((r, s))
+  for (dataset, row), n in sorted(taken.items()):
+    notes.append(f'{dataset}/{row}: {count_text(n, "run")} without a recorded dataset identity '
+                 '(older code) counted with the runs of the same config that recorded one: same '
+                 'dataset name and config; paired comparisons also check the clips')
+  for (dataset, row), n in sorted(apart.items()):
+    notes.append(f'{dataset}/{row}: {count_text(n, "run")} without a recorded dataset identity '
+                 'kept apart (dataset_identity=unrecorded): runs of the same config recorded '
+                 'several identities')
+  return out
 
 
 def _one_per_seed_fold(records: list[dict], name: str, same, notes: list[str],
