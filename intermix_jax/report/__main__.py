@@ -5,7 +5,8 @@
 Finds every `results.json` under the DIRs (one per run: one fold of one seed), groups the finished
 runs by experiment (dataset, backbone, method and every config field that defines the experiment,
 `aggregation.NOT_DEFINING` naming those that do not, and the recorded dataset identity; a run that
-recorded none takes the one its config's runs recorded) and writes to OUT (default: DIR/report for a single DIR, else ./report):
+recorded none takes the one its config's runs recorded) and writes to OUT (default: DIR/report for
+a single DIR, else ./report):
   report.md          in this order: the paper's table 1 layout per dataset (error %, rows =
                      backbones, columns = strategies, then each one's option variants) and the table
                      2 ablation when present, twice: the last epoch (the headline) and the best
