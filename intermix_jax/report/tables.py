@@ -291,7 +291,8 @@ def grouping_lines(grouping: list[str]) -> list[str]:
   return (['## Runs split or set aside', '',
            'A cell averages the runs of one experiment only: runs whose configs differ in a '
            'field that defines the experiment, or that read other data (dataset identity), are '
-           'shown apart ({…}); of two runs of the same experiment, seed and fold, one counts.',
+           'shown apart ({…}); of several runs of the same experiment, seed and fold, one counts '
+           'when their results agree, none when they differ.',
            ''] + [f'- {n}' for n in grouping] + [''])
 
 
