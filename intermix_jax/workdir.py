@@ -89,11 +89,12 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json())
 
 
-def _flatten(d: dict, prefix: str = '') -> dict[str, Any]:
+def flat_config(d: dict, prefix: str = '') -> dict[str, Any]:
+  """A config dict as {dotted key: value}: {'opt': {'lr': 0.1}} -> {'opt.lr': 0.1}."""
   out = {}
   for k, v in d.items():
     if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
+      out.update(flat_config(v, f'{prefix}{k}.'))
     else:
       out[f'{prefix}{k}'] = v
   return out
@@ -102,7 +103,7 @@ def _flatten(d: dict, prefix: str = '') -> dict[str, Any]:
 def config_differences(stored: dict, current: dict, ignore=()) -> list[str]:
   """'field: stored vs current' lines for every differing field (ignoring MUTABLE_FIELDS and
   `ignore`)."""
-  a, b = _flatten(stored), _flatten(current)
+  a, b = flat_config(stored), flat_config(current)
   lines = []
   for key in sorted(set(a) | set(b)):
     if key in MUTABLE_FIELDS or key in ignore:

@@ -8,6 +8,8 @@ module imports another). Imported as `import helpers` (tests/ is on sys.path, li
                  test_reliability);
                  custom_config(arg): configs/custom.py
   Workdirs       read_json, results(workdir), final_state(workdir): what a run left behind
+  Report         section(text, heading): one table of report.md or of the printed report
+                 (test_report, test_tables)
   Custom folder  CUSTOM_*, tone, write_class_folders, custom_folder_run: a tiny user dataset of
                  class folders (mixed formats) and one CLI run trained on it, made once per
                  session (test_custom_data, test_predict, test_dataset_identity)
@@ -21,6 +23,7 @@ module imports another). Imported as `import helpers` (tests/ is on sys.path, li
 """
 import json
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -85,6 +88,16 @@ def final_state(workdir):
   ckpt = os.path.join(workdir, 'checkpoints')
   step = max(int(d) for d in os.listdir(ckpt) if d.isdigit())
   return step, ocp.PyTreeCheckpointer().restore(os.path.join(ckpt, str(step), 'state'))
+
+
+# ------------------------------------------------------------------------------------------------
+# The report's markdown
+# ------------------------------------------------------------------------------------------------
+def section(text: str, heading: str) -> str:
+  """The text under the first line `heading` of a report, up to the next heading of any level
+  (e.g. '### Last epoch (the headline)': that table alone)."""
+  assert heading + '\n' in text, heading
+  return re.split(r'\n#{1,3} ', text.split(heading + '\n', 1)[1], maxsplit=1)[0]
 
 
 # ------------------------------------------------------------------------------------------------

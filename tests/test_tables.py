@@ -19,6 +19,7 @@ from ml_collections import config_flags
 import numpy as np
 import pytest
 
+import helpers
 from intermix_jax import config_checks, mixing, models, report, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,6 +29,8 @@ pytestmark = [
     pytest.mark.filterwarnings('ignore:No artists with labels:UserWarning'),  # runs w/o history
 ]
 FOLDS = {'esc50': 5, 'esc10': 5, 'urbansound8k': 10}
+LAST = '### Last epoch (the headline)'
+BEST = '### ' + report.BEST_TITLE
 # docs/method.md §5 rows (standard training), written out here: (epochs, lr, schedule, warmup).
 ENVNET_ROW = (600, 0.01, (0.5, 0.75), 0)
 PROTOCOL_ROWS = {
@@ -231,9 +234,12 @@ def _fake_study(root, adv_root, num_epochs):
   for s, errs in clean.items():
     for fold, e in enumerate(errs, 1):
       cfg = _config(num_epochs, double=False, strategy=s)
+      history = [dict(epoch=num_epochs // 2, test_error=e - 2.0),  # best epoch: 2 points lower
+                 dict(epoch=num_epochs, test_error=e)]
       _write(os.path.join(root, s, f'fold{fold}', 'results.json'), dict(
           status='finished', dataset='esc10', backbone='piczakcnn', strategy=s, method=s,
-          fold=fold, seed=0, num_folds=5, final_error=e, config=cfg, num_classes=10))
+          fold=fold, seed=0, num_folds=5, final_error=e, config=cfg, num_classes=10,
+          history=history))
       _write(os.path.join(adv_root, s, f'fold{fold}', 'adversarial.json'), dict(
           dataset='esc10', backbone='piczakcnn', strategy=s, method=s, fold=fold, seed=0,
           num_folds=5, clean_error=e, results_final_error=e, run_status='finished', config=cfg,
@@ -250,9 +256,12 @@ def test_report_tables_mark_missing_cells_deviations_and_table3(tmp_path):
   result = report.write_report([root, adv], str(tmp_path / 'out'), plots=True)
   md = result['markdown']
   sd = lambda v: np.std(v, ddof=1)
-  # Table 1 (every cell): measured with † (one seed), ‡ (30 epochs), paper beside; — elsewhere.
-  assert (f"| PiczakCNN | 30.0 ± {sd(clean['standard']):.1f}†‡ (13.2) | — (9.4) | — (8.4) | "
-          f"20.0 ± {sd(clean['intermix']):.1f}†‡ (8.3) |") in md
+  # Table 1 (every cell): the best epoch on the test fold (last - 2), with † (one seed), ‡ (30
+  # epochs), the paper beside it; — elsewhere. The headline table: the last epoch, no paper.
+  assert (f"| PiczakCNN | 28.0 ± {sd(clean['standard']):.1f}†‡ (13.2) | — (9.4) | — (8.4) | "
+          f"18.0 ± {sd(clean['intermix']):.1f}†‡ (8.3) |") in md.split('## Against the paper')[1]
+  assert (f"| PiczakCNN | 30.0 ± {sd(clean['standard']):.1f}†‡ | "
+          f"20.0 ± {sd(clean['intermix']):.1f}†‡ |") in helpers.section(md, LAST)
   assert '| EnvNet-v2 + strong aug | — (10.9) | — (8.6) | — (7.1) | — (7.2) |' in md
   assert '| + p-weighting (InterMix) | — (12.9) | — (7.2) | — (20.5) |' in md
   # Table 3: eps 1e-2 = clean + 40 in every fold; 1e-5 = clean + fold (mean + 3).
@@ -334,15 +343,20 @@ def test_report_paired_comparisons_and_per_fold_table_by_hand(tmp_path):
   result = report.write_report([root], str(tmp_path / 'out'), plots=True)
   md = result['markdown']
   sd = np.std([25, 25, 0, 0, 0], ddof=1)
+  # The last evaluated epoch is each run's best here: both tables hold the same numbers, the
+  # paper's values in the best-epoch one only.
+  assert (f'| PiczakCNN | 25.0 ± 0.0† | 0.0 ± 0.0† | 25.0 ± 0.0† | 0.0 ± 0.0† | '
+          f'10.0 ± {sd:.1f}† |') in helpers.section(md, LAST)
   assert (f'| PiczakCNN | 25.0 ± 0.0† (13.2) | 0.0 ± 0.0† | 25.0 ± 0.0† (9.4) | '
-          f'0.0 ± 0.0† (8.4) | 10.0 ± {sd:.1f}† (8.3) |') in md
-  # Per fold: rows = methods, columns = folds, mean, std over folds, paper.
+          f'0.0 ± 0.0† (8.4) | 10.0 ± {sd:.1f}† (8.3) |') in helpers.section(md, BEST)
+  assert 'every eval_every_epochs and the last' in helpers.section(md, BEST)
+  # Per fold: rows = methods, columns = folds, mean, std over folds, best epoch, paper.
   assert ('| method | seed | fold 1 | fold 2 | fold 3 | fold 4 | fold 5 | mean | ± std | over | '
-          'paper |') in md
-  assert (f'| intermix | 0 | 25.00 | 25.00 | 0.00 | 0.00 | 0.00 | 10.00 | {sd:.2f} | folds | 8.3 |'
-          in md)
-  assert ('| standard | 0 | 25.00 | 25.00 | 25.00 | 25.00 | 25.00 | 25.00 | 0.00 | folds | 13.2 |'
-          in md)
+          'best epoch | paper |') in md
+  assert (f'| intermix | 0 | 25.00 | 25.00 | 0.00 | 0.00 | 0.00 | 10.00 | {sd:.2f} | folds | '
+          '10.00 | 8.3 |' in md)
+  assert ('| standard | 0 | 25.00 | 25.00 | 25.00 | 25.00 | 25.00 | 25.00 | 0.00 | folds | 25.00 | '
+          '13.2 |' in md)
   # Paired on the 20 clips: intermix b = 2 (clip 1 of folds 1, 2), c = 5 (clip 0 of every fold):
   # p = 2 * (1 + 7 + 21) / 2^7; Δ = 10 - 25. bc: identical predictions, Δ = 0, interval [0, 0].
   comp = {x['method']: x for x in result['comparisons']}
@@ -358,14 +372,16 @@ def test_report_paired_comparisons_and_per_fold_table_by_hand(tmp_path):
   assert (comp['speechmix']['b'], comp['speechmix']['c'], comp['speechmix']['p']) == (0, 5, 0.0625)
   assert (comp['mixup']['folds'], comp['mixup']['unpaired_folds'], comp['mixup']['n']) == (
       [1, 2, 3, 4], [5], 16)
-  assert any('mixup seed 0 fold 5: not paired (the two runs tested different clips)' in n
+  assert any('mixup against standard seed 0 fold 5: not paired (the two runs tested different '
+             'clips)' in n
              for n in result['paired_notes'])
-  im_line = (f"| intermix | 0 | 1,2,3,4,5 | 20 | 25.00 | 10.00 | -15.00 | "
+  im_line = (f"| intermix | standard | 0 | 1,2,3,4,5 | 20 | 25.00 | 10.00 | -15.00 | "
              f"[{im['low']:+.2f}, {im['high']:+.2f}] | 2 | 5 | 0.4531 |")
   assert im_line in md
-  assert ('| bc | 0 | 1,2,3,4,5 | 20 | 25.00 | 25.00 | +0.00 | [+0.00, +0.00] | 0 | 0 | 1.0000 |'
+  assert ('| bc | standard | 0 | 1,2,3,4,5 | 20 | 25.00 | 25.00 | +0.00 | [+0.00, +0.00] | 0 | 0 | '
+          '1.0000 |'
           in md)
-  assert '| mixup | 0 | 1,2,3,4* | 16 |' in md
+  assert '| mixup | standard | 0 | 1,2,3,4* | 16 |' in md
   assert '§' not in md.split('## Paired comparisons')[1].split('## Against the paper')[0]
   assert 'SPEC' not in md  # users have no SPEC file: references point to docs/method.md
   # Learning curves: test error at the evaluated epochs, mean and min-max over the folds.
@@ -400,7 +416,7 @@ def test_report_several_seeds_per_seed_and_pooled_comparison(tmp_path):
                            1: pytest.approx(np.std([25, 25, 25, 0, 0], ddof=1))}
   md = result['markdown']
   assert (f"| intermix | mean of 2 | 25.00 | 25.00 | 12.50 | 0.00 | 0.00 | 12.50 | "
-          f"{np.std([10.0, 15.0], ddof=1):.2f} | seeds | 8.3 |") in md
+          f"{np.std([10.0, 15.0], ddof=1):.2f} | seeds | 12.50 | 8.3 |") in md
   comp = {(x['method'], x['seed']): x for x in result['comparisons']}
   # Seed 1: clip 2 of fold 3 too -> b = 3, c = 5: p = 2 * (1 + 8 + 28 + 56) / 2^8.
   assert (comp['intermix', 1]['b'], comp['intermix', 1]['c']) == (3, 5)
@@ -408,8 +424,54 @@ def test_report_several_seeds_per_seed_and_pooled_comparison(tmp_path):
   pooled = comp['intermix', 'all']
   assert pooled['seeds'] == [0, 1] and pooled['p'] is None and pooled['n'] == 20
   assert pooled['diff'] == pytest.approx(-12.5) and pooled['low'] <= -12.5 <= pooled['high']
-  assert '| intermix | all | 1,2,3,4,5 | 20 | 25.00 | 12.50 | -12.50 |' in md
+  assert '| intermix | standard | all | 1,2,3,4,5 | 20 | 25.00 | 12.50 | -12.50 |' in md
   assert md.count('| — | — | — |') == 3  # bc, speechmix, intermix over all seeds
+
+
+def test_option_variants_are_compared_with_their_strategy_default_on_the_same_clips(tmp_path):
+  """bc[shared-pairs] against bc, intermix[no-normalize,stopgrad] against intermix (and both
+  against standard), same table format; a variant whose default did not run: standard only."""
+  root = str(tmp_path / 'runs')
+  _clip_study(root)
+  for fold in range(1, 6):
+    _clip_run(root, 'bc[shared-pairs]', fold, {0, 1} if fold == 1 else {0})  # bc + clip 1 of fold 1
+    _clip_run(root, 'intermix[no-normalize,stopgrad]', fold, set())  # intermix - clip 1 of f. 1, 2
+    _clip_run(root, 'mixup[alpha=0.4]', fold, set())  # no mixup run: against standard only
+  result = report.write_report([root], str(tmp_path / 'out'), plots=False)
+  comp = {(x['method'], x['reference']): x for x in result['comparisons']}
+  assert set(comp) == {('bc', 'standard'), ('speechmix', 'standard'), ('intermix', 'standard'),
+                       ('bc[shared-pairs]', 'standard'), ('bc[shared-pairs]', 'bc'),
+                       ('intermix[no-normalize,stopgrad]', 'standard'),
+                       ('intermix[no-normalize,stopgrad]', 'intermix'),
+                       ('mixup[alpha=0.4]', 'standard')}
+  # bc[shared-pairs] vs bc: b = 1 (clip 1 of fold 1), c = 0; Δ = +1/20 clips = +5 points.
+  v = comp['bc[shared-pairs]', 'bc']
+  assert (v['b'], v['c'], v['p'], v['n']) == (1, 0, 1.0, 20)
+  assert (v['ref_error'], v['error'], v['diff']) == pytest.approx((25.0, 30.0, 5.0))
+  # intermix[...] vs intermix: b = 0, c = 2 (clip 1 of folds 1, 2): p = 2 / 2^2; Δ = -10.
+  v = comp['intermix[no-normalize,stopgrad]', 'intermix']
+  assert (v['b'], v['c'], v['p']) == (0, 2, 0.5) and v['diff'] == pytest.approx(-10.0)
+  v = comp['intermix[no-normalize,stopgrad]', 'standard']
+  assert (v['b'], v['c'], v['p']) == (0, 5, 0.0625)
+  md = result['markdown']
+  against_std = helpers.section(md, '### Against standard training: ESC-10, PiczakCNN')
+  variants = helpers.section(md, "### Option variants against their strategy's default: ESC-10, "
+                                 'PiczakCNN')
+  assert ('| method | reference | seed | folds | clips | reference error % | method error % | '
+          'Δ (pp) | 95 % CI (pp) | b | c | p (McNemar) |') in against_std
+  assert against_std.split('\n')[2] == variants.split('\n')[2]  # one table format
+  assert '| bc[shared-pairs] | bc | 0 | 1,2,3,4,5 | 20 | 25.00 | 30.00 | +5.00 |' in variants
+  assert ('| intermix[no-normalize,stopgrad] | intermix | 0 | 1,2,3,4,5 | 20 | 10.00 | 0.00 | '
+          '-10.00 |') in variants
+  assert '| bc[shared-pairs] | standard | 0 |' in against_std and 'mixup' not in variants
+  assert '| bc | standard | 0 |' in against_std and '\n| bc |' not in variants
+  # The headline tables show each variant in a column after its strategy's.
+  assert ('| model | standard | mixup[alpha=0.4] | bc | bc[shared-pairs] | speechmix | intermix | '
+          'intermix[no-normalize,stopgrad] |') in helpers.section(md, LAST)
+  assert ('| PiczakCNN | 25.0 ± 0.0† | 0.0 ± 0.0† | 25.0 ± 0.0† | 30.0 ± 11.2† | 0.0 ± 0.0† |'
+          ) in helpers.section(md, LAST)
+  # The command prints both.
+  assert report.main([root, '--out', str(tmp_path / 'out2'), '--no-plots']) == 0
 
 
 def test_report_skips_invalid_results_and_the_command_prints_tables(tmp_path):
@@ -437,10 +499,12 @@ def test_report_skips_invalid_results_and_the_command_prints_tables(tmp_path):
   assert p.returncode == 0, p.stderr
   out = p.stdout
   sd = np.std([25, 25, 0, 0, 0], ddof=1)
+  assert (f'| PiczakCNN | 25.0 ± 0.0† | 25.0 ± 0.0† | 0.0 ± 0.0† | '
+          f'10.0 ± {sd:.1f}† |') in helpers.section(out, LAST)
   assert (f'| PiczakCNN | 25.0 ± 0.0† (13.2) | 25.0 ± 0.0† (9.4) | 0.0 ± 0.0† (8.4) | '
-          f'10.0 ± {sd:.1f}† (8.3) |') in out
-  assert '## Paired comparisons against standard training' in out
-  assert '| intermix | 0 | 1,2,3,4,5 | 20 | 25.00 | 10.00 | -15.00 |' in out
+          f'10.0 ± {sd:.1f}† (8.3) |') in helpers.section(out, BEST)
+  assert '### Against standard training: ESC-10, PiczakCNN' in out
+  assert '| intermix | standard | 0 | 1,2,3,4,5 | 20 | 25.00 | 10.00 | -15.00 |' in out
   assert '## Against the paper' not in out  # the rest is in report.md
   warnings = [x for x in p.stderr.splitlines() if x.startswith('warning: ')]
   assert len(warnings) == 3 and any(broken in x for x in warnings)

@@ -2,27 +2,36 @@
 
   load_runs(paths[, name])   every results.json (or adversarial.json) under the paths, checked by
                              `invalid_reason`; the files left out, one line each
-  aggregate(runs)            groups by (dataset, backbone, method) with the cross-validated error
-                             of each seed and the table's mean +- std (errors in %)
+  aggregate(runs)            groups by experiment (dataset, backbone, method label and `setup_of`:
+                             every config field but NOT_DEFINING, and the dataset identity) with
+                             the cross-validated error of each seed and the table's mean +- std
+                             (errors in %); which runs were split or set aside, one line each
   protocol_deviations(run)   how a run's config departs from the docs/method.md §5 protocol
                              (`intermix_jax.protocol`); add_protocol_deviations marks the groups
   aggregate_adversarial(records)   table 3: clean and FGSM-attacked error per eps, same rules
-  paired_comparisons(groups) each mixing method against standard training on the same test clips
+  paired_comparisons(groups) each mixing method against standard training, and each option
+                             variant against its strategy's default, on the same test clips
                              (McNemar's exact test, paired bootstrap; `intermix_jax.stats`)
   learning_curve(runs, key)  a per-epoch history field: mean, std, min, max over runs
 
 The table's rule (docs/method.md §5): a run's error is its LAST epoch's test-fold error
-(`final_error`, %); the cross-validated error of a seed is the mean over the dataset's folds (the
-runs' recorded `num_folds`); the table shows mean +- std over seeds (sample std, ddof=1) when there
-are several seeds, else mean +- std over the folds of the single seed ('folds'). A seed missing
-folds is left out when another seed has them all; when none has, the group is shown from the folds
-that ran, marked partial. Names come from their registries: strategies in the order of
+(`final_error`, %), the headline; beside it the best epoch on the test fold (`best_epoch_error`, the
+reference codes' selection, optimistic), aggregated the same way; the cross-validated error of a
+seed is the mean over the dataset's folds (the runs' recorded `num_folds`); the table shows mean +-
+std over seeds (sample std, ddof=1) when there are several seeds, else mean +- std over the folds of
+the single seed ('folds'). A seed missing folds is left out when another seed has them all; when
+none has, the group is shown from the folds that ran, marked partial. Runs of different experiments
+are never averaged together: a table row holding several setups shows each apart, named by its
+variant (the differing fields, e.g. '{num_epochs=4}'); of several runs of one experiment, seed and
+fold, one counts when they agree and none when they differ (`_one_per_seed_fold`), never a silent
+pick. Names come from their registries: strategies in the order of
 `intermix_jax.mixing.STRATEGY_NAMES`, backbones (table rows) and datasets in the order of the
 paper's tables (`paper`).
 """
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import math
 import os
@@ -33,6 +42,7 @@ import numpy as np
 from intermix_jax import mixing
 from intermix_jax import protocol
 from intermix_jax import stats
+from intermix_jax import workdir
 from intermix_jax.report.paper import BACKBONE_ORDER
 from intermix_jax.report.paper import DATASET_COLUMN
 from intermix_jax.report.paper import PAPER_TABLE1
@@ -49,6 +59,27 @@ STANDARD = mixing.Standard.name
 
 RESULTS_FILE = 'results.json'
 ADVERSARIAL_FILE = 'adversarial.json'  # written by python -m intermix_jax.adversarial
+
+# Config fields that do not define an experiment (`setup_of`): runs that differ only in these are
+# the same experiment and are aggregated together. They are: the fold and the seed (the replicates
+# a group is made of; `seeds`: several seeds launched by one command); where the data lives (the
+# data itself is compared by the run's recorded `dataset_identity`); what may change within one
+# workdir because it does not change what is computed (`workdir.MUTABLE_FIELDS`: logging cadence,
+# nan_policy, stacked runs, data_on_device); the checkpoint cadence and how many are kept (a resume
+# is bitwise equal); the eval batch size (a padded last batch is masked); and opt_defaults_from
+# (which protocol row filled the opt fields; those fields themselves are compared). Every other
+# field defines the experiment, eval_every_epochs among them: it decides which epochs the
+# best-epoch-on-test error can choose from.
+NOT_DEFINING = (('fold', 'seed', 'seeds') + workdir.MUTABLE_FIELDS + workdir.DATA_FIELDS
+                + ('checkpoint_every_epochs', 'keep_checkpoints', 'eval_batch_size',
+                   'opt_defaults_from'))
+# Config fields the method label stands for (`Strategy.label` names every option of the strategy
+# that is not its default, '+aug' strong_augment): they are compared through the label, so an
+# option the strategy does not read (mixing.alpha of a standard run) never splits a group.
+METHOD_FIELDS = ('strategy', 'mixing', 'strong_augment')
+# The parts of `dataset_identity` that differ between the folds of one cross-validation (each
+# fold's own clips; checked fold by fold in `aggregate`); the rest must be equal within a group.
+FOLD_IDENTITY_FIELDS = ('test_fold', 'train_clips', 'test_clips', 'train_digest', 'test_digest')
 
 
 def find_results(paths: Iterable[str], name: str = RESULTS_FILE) -> list[str]:
@@ -176,6 +207,194 @@ def row_key(run: dict) -> str:
   return run['backbone'] + ('+aug' if aug else '')
 
 
+def setup_of(record: dict) -> dict:
+  """What defines a run's experiment besides its dataset, backbone and method label.
+
+  {dotted config key: value} of its recorded config without NOT_DEFINING, METHOD_FIELDS and
+  `workdir.REMOVED_FIELDS`, `workdir.ADDED_FIELDS` filled in where an older config lacks them,
+  and 'dataset_identity': the recorded `dataset_identity` without FOLD_IDENTITY_FIELDS (None when
+  the run did not record one; `aggregate` then takes the identity of the runs of the same config in
+  its table row when they recorded only one). Two runs of the same dataset, backbone and method are
+  one experiment exactly when their setups are equal.
+  """
+  config = record.get('config')
+  flat = dict(workdir.ADDED_FIELDS)
+  flat.update(workdir.flat_config(config) if isinstance(config, dict) else {})
+  setup = {k: v for k, v in flat.items() if k not in NOT_DEFINING and
+           k not in workdir.REMOVED_FIELDS and k.split('.')[0] not in METHOD_FIELDS}
+  identity = record.get('dataset_identity')
+  setup['dataset_identity'] = ({k: v for k, v in identity.items() if k not in FOLD_IDENTITY_FIELDS}
+                               if isinstance(identity, dict) else None)
+  return setup
+
+
+def _setup_key(setup: dict) -> str:
+  return json.dumps(setup, sort_keys=True, default=str)
+
+
+_ABSENT = object()
+
+
+def _value_text(key: str, value, quote: bool = False) -> str:
+  """A setup value as a variant names it: 'opt.lr=0.05', 'dataset_identity=3f2a9c1e'; strings
+  quoted with `quote` (when two values would read alike, e.g. '1' and 1)."""
+  if value is _ABSENT:
+    return '<absent>'
+  if key == 'dataset_identity':
+    return 'unrecorded' if value is None else hashlib.sha256(
+        _setup_key(value).encode('utf-8')).hexdigest()[:8]
+  if isinstance(value, str) and not quote:
+    return value
+  return json.dumps(value, separators=(',', ':'))
+
+
+def setup_variants(setups: list[dict]) -> tuple[list[str], list[str]]:
+  """(the fields in which distinct setups differ, each setup's variant text, distinct), e.g.
+  (['num_epochs'], ['num_epochs=2', 'num_epochs=4']); ([], ['']) for a single setup."""
+  keys = sorted(set().union(*setups)) if len(setups) > 1 else []
+  for quote in (False, True):
+    differing = [k for k in keys
+                 if len({_value_text(k, s.get(k, _ABSENT), quote) for s in setups}) > 1]
+    texts = [', '.join(f'{k}={_value_text(k, s.get(k, _ABSENT), quote)}' for k in differing)
+             for s in setups]
+    if len(set(texts)) == len(texts):
+      break
+  return differing, texts
+
+
+def count_text(n: int, word: str) -> str:
+  """'1 run', '2 runs'."""
+  return f'{n} {word}{"" if n == 1 else "s"}'
+
+
+def method_title(g: dict) -> str:
+  """A group's method as the tables name it: 'intermix', with its setup's variant when its table
+  row holds several setups: 'intermix {opt.lr=0.05}'."""
+  return g['method'] + (f" {{{g['variant']}}}" if g.get('variant') else '')
+
+
+def group_name(g: dict) -> str:
+  """'esc10/piczakcnn/intermix {opt.lr=0.05}': a group in the notes."""
+  return f"{g['dataset']}/{g['backbone']}/{method_title(g)}"
+
+
+def _row(backbone: str, method: str) -> str:
+  return backbone + ('+aug' if method.endswith('+aug') else '')
+
+
+def _split_by_setup(records: list[dict], notes: list[str]) -> list[tuple[tuple, dict, list]]:
+  """Groups records by (dataset, backbone, method, setup); gives each its variant text.
+
+  A table row (dataset, backbone row) whose records have several setups gets one note line naming
+  the differing fields and the groups. Returns [((dataset, backbone, method), {'setup',
+  'variant'}, records)], sorted by dataset, backbone, method and variant.
+  """
+  by_group, setups = collections.defaultdict(list), {}
+  for r, setup in _with_identities([(r, setup_of(r)) for r in records], notes):
+    setups[_setup_key(setup)] = setup
+    by_group[(r['dataset'], r['backbone'], r['method'], _setup_key(setup))].append(r)
+  rows = collections.defaultdict(list)
+  for key in by_group:
+    rows[(key[0], _row(key[1], key[2]))].append(key)
+  variant = {}
+  for (dataset, row), keys in sorted(rows.items()):
+    skeys = sorted({k[3] for k in keys})
+    differing, texts = setup_variants([setups[k] for k in skeys])
+    variant.update(zip(((dataset, row, k) for k in skeys), texts))
+    if len(skeys) > 1:
+      parts = []
+      for skey, text in zip(skeys, texts):
+        members = sorted((k[2], len(by_group[k])) for k in keys if k[3] == skey)
+        parts.append(f'{{{text}}}: ' + ', '.join(f'{m} {count_text(n, "run")}' for m, n in members))
+      notes.append(f'{dataset}/{row}: {len(skeys)} experiment setups, never averaged together, '
+                   f'shown apart (their configs differ in {", ".join(differing)}): '
+                   + '; '.join(parts))
+  out = [((d, b, m), dict(setup=setups[sk], variant=variant[(d, _row(b, m), sk)]), members)
+         for (d, b, m, sk), members in by_group.items()]
+  return sorted(out, key=lambda x: (x[0], x[1]['variant']))
+
+
+def _with_identities(pairs: list[tuple[dict, dict]], notes: list[str]
+                     ) -> list[tuple[dict, dict]]:
+  """[(record, setup)] where a run that recorded no dataset identity (older code) takes the one
+  identity recorded by the runs of the same config in its table row: unrecorded means unknown, not
+  different. With several identities recorded there it stays apart ('unrecorded'). One note line
+  per table row either way."""
+  recorded = collections.defaultdict(dict)  # (dataset, row, config) -> {identity key: identity}
+  row_config = lambda r, s: (r['dataset'], _row(r['backbone'], r['method']),
+                             _setup_key(dict(s, dataset_identity=None)))
+  for r, s in pairs:
+    if s['dataset_identity'] is not None:
+      recorded[row_config(r, s)][_setup_key(s['dataset_identity'])] = s['dataset_identity']
+  taken, apart = collections.Counter(), collections.Counter()
+  out = []
+  for r, s in pairs:
+    known = recorded.get(row_config(r, s), {})
+    if s['dataset_identity'] is None and len(known) == 1:
+      (identity,) = known.values()
+      s = dict(s, dataset_identity=identity)
+      taken[row_config(r, s)[:2]] += 1
+    elif s['dataset_identity'] is None and known:
+      apart[row_config(r, s)[:2]] += 1
+    out.append((r, s))
+  for (dataset, row), n in sorted(taken.items()):
+    notes.append(f'{dataset}/{row}: {count_text(n, "run")} without a recorded dataset identity '
+                 '(older code) counted with the runs of the same config that recorded one: same '
+                 'dataset name and config; paired comparisons also check the clips')
+  for (dataset, row), n in sorted(apart.items()):
+    notes.append(f'{dataset}/{row}: {count_text(n, "run")} without a recorded dataset identity '
+                 'kept apart (dataset_identity=unrecorded): runs of the same config recorded '
+                 'several identities')
+  return out
+
+
+def _one_per_seed_fold(records: list[dict], name: str, same, notes: list[str],
+                       what: str = 'runs') -> dict:
+  """{(seed, fold): record} of one group, one record each, never chosen silently.
+
+  Several records of the same (seed, fold) (the same experiment run twice) count once when
+  `same(a, b)` holds for all (the first by path is used), else none of them counts; either way
+  one note line names them.
+  """
+  by_key = collections.defaultdict(list)
+  for r in sorted(records, key=lambda r: r['_path']):
+    by_key[(int(r['seed']), int(r['fold']))].append(r)
+  out = {}
+  for (seed, fold), rs in sorted(by_key.items()):
+    if len(rs) == 1:
+      out[(seed, fold)] = rs[0]
+      continue
+    where = f'{name} seed {seed} fold {fold}: {len(rs)} {what} of this experiment'
+    if all(same(rs[0], r) for r in rs[1:]):
+      out[(seed, fold)] = rs[0]
+      notes.append(f'{where} with the same result; counted once ({rs[0]["_path"]}; not: '
+                   f'{", ".join(r["_path"] for r in rs[1:])})')
+    else:
+      notes.append(f'{where} disagree; none counted (move all but one out of the report\'s '
+                   f'folders): {", ".join(r["_path"] for r in rs)}')
+  return out
+
+
+def _same_run_result(a: dict, b: dict) -> bool:
+  """Two results.json with the same last-epoch error, test-error history and predictions."""
+  return (a['final_error'] == b['final_error'] and _test_errors(a) == _test_errors(b)
+          and a.get('predictions') == b.get('predictions'))
+
+
+def _test_errors(run: dict) -> list[tuple[int, float]]:
+  """[(epoch, test error %)] of a run's evaluated epochs (history entries with a test_error)."""
+  return [(int(h['epoch']), float(h['test_error'])) for h in run.get('history') or []
+          if _is_number(h.get('test_error'))]
+
+
+def best_epoch_error(run: dict) -> float | None:
+  """The lowest test-fold error % over a run's evaluated epochs (every `eval_every_epochs` and the
+  last), None when its history records none: the reference codes' selection (they print the best
+  test accuracy seen), chosen on the test fold itself, so optimistic. Never the headline (§5)."""
+  errors = [e for _, e in _test_errors(run)]
+  return min(errors) if errors else None
+
+
 def base_method(method: str) -> str:
   """'intermix[r-weighting]+aug' -> 'intermix'."""
   return method.split('[')[0].split('+')[0]
@@ -206,46 +425,75 @@ def row_rank(row: str) -> int:
   return BACKBONE_ORDER.index(row) if row in BACKBONE_ORDER else 99
 
 
-def _std(values: list[float]) -> float:
-  return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+def _std(values: list[float]) -> float | None:
+  """Sample std (ddof=1) of `values`; None for a single value (no spread, never a '± 0.0')."""
+  return float(np.std(values, ddof=1)) if len(values) > 1 else None
 
 
-def _spread(complete: dict) -> tuple[dict, float, float, str]:
-  """{seed: {fold: error}} -> (cv {seed: mean over its folds}, mean, std, 'seeds' | 'folds'): mean
-  and sample std over the seeds' cross-validated errors when there are several seeds, else over the
-  folds of the single seed (the table's rule, module docstring)."""
+def _spread(complete: dict) -> tuple[dict, float, float | None, str, int]:
+  """{seed: {fold: error}} -> (cv {seed: mean over its folds}, mean, std, 'seeds' | 'folds', n):
+  mean and sample std over the seeds' cross-validated errors when there are several seeds, else
+  over the folds of the single seed (the table's rule, module docstring); n = how many values the
+  std is over (std None when n == 1: a single run)."""
   cv = {s: float(np.mean(list(f.values()))) for s, f in complete.items()}
   if len(cv) > 1:
-    return cv, float(np.mean(list(cv.values()))), _std(list(cv.values())), 'seeds'
-  (only,) = complete.values()
-  return cv, float(np.mean(list(only.values()))), _std(list(only.values())), 'folds'
+    values, over = list(cv.values()), 'seeds'
+  else:
+    (only,) = complete.values()
+    values, over = list(only.values()), 'folds'
+  return cv, float(np.mean(values)), _std(values), over, len(values)
 
 
-def aggregate(runs: list[dict]) -> tuple[list[dict], list[str]]:
-  """Groups finished runs; returns (groups, notes about runs left out).
+def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
+  """Groups finished runs by experiment; returns (groups, left_out, grouping).
 
-  Each group: dataset, backbone, method, row, seeds {seed: {fold: error}}, cv_errors {seed: mean},
-  mean, std, std_over ('seeds' | 'folds'), num_folds, paper, runs (the results dicts); and both
-  spreads whatever the table shows: fold_std {seed: sample std over that seed's folds},
-  seed_mean / seed_std (mean and sample std of the seeds' cross-validated errors; seed_std None
-  with a single seed). Errors in %.
+  A group is every run of one experiment: the same dataset, backbone, method label and setup
+  (`setup_of`: every config field but NOT_DEFINING, and the dataset identity), never runs of two
+  configs. A table row (dataset, backbone row) holding several setups shows each apart, named by
+  its `variant` (the differing fields, e.g. 'num_epochs=4'). Within a group one run per (seed,
+  fold) counts (`_one_per_seed_fold`); a fold whose runs tested other clips (fold-local dataset
+  identity) is left out of the group.
+
+  Each group: dataset, backbone, method, row, setup, variant ('' when its row has one setup),
+  seeds {seed: {fold: error}}, cv_errors {seed: mean}, mean, std, std_over ('seeds' | 'folds'), n
+  (values the std is over; std None when 1), num_folds, paper, runs (the results dicts counted,
+  one per seed and fold); and both spreads whatever the table shows: fold_std {seed: sample std
+  over that seed's folds, None for a single fold}, seed_mean / seed_std (mean and sample std of
+  the seeds' cross-validated errors; seed_std None with a single seed); best: the same for each
+  run's `best_epoch_error` (the reference codes' selection: mean, std, std_over, n, partial,
+  cv_errors, seeds), None when a run counted records no evaluated epoch; eval_every_epochs (its
+  config's). Errors in %.
+  left_out: one line per run not finished. grouping: one line per table row split into setups,
+  per duplicate (seed, fold), per fold or seed set aside, and why.
   """
-  notes = []
-  by_group = collections.defaultdict(list)
+  left_out, grouping = [], []
+  finished = []
   for r in runs:
     if r.get('status') != 'finished' or r.get('final_error') is None:
-      notes.append(f"{r['_path']}: status {r.get('status')!r}, left out")
-      continue
-    by_group[(r['dataset'], r['backbone'], r['method'])].append(r)
+      left_out.append(f"{r['_path']}: status {r.get('status')!r}, left out")
+    else:
+      finished.append(r)
   groups = []
-  for (dataset, backbone, method), members in sorted(by_group.items()):
+  for (dataset, backbone, method), split, members in _split_by_setup(finished, grouping):
+    name = group_name(dict(dataset=dataset, backbone=backbone, method=method, **split))
+    chosen = _one_per_seed_fold(members, name, _same_run_result, grouping)
+    for fold in sorted({f for _, f in chosen}):
+      digests = {}
+      for (seed, f), r in chosen.items():
+        identity = r.get('dataset_identity')
+        if f == fold and isinstance(identity, dict):
+          digests.setdefault((identity.get('train_digest'), identity.get('test_digest')),
+                             []).append(seed)
+      if len(digests) > 1:
+        grouping.append(f'{name} fold {fold}: its runs trained or tested on other clips (seeds '
+                        + '; '.join(f'{",".join(map(str, v))}: train/test digests {t}/{u}'
+                                    for (t, u), v in sorted(digests.items()))
+                        + '); fold left out')
+        chosen = {k: r for k, r in chosen.items() if k[1] != fold}
+    if not chosen:
+      continue
     seeds = collections.defaultdict(dict)
-    for r in members:
-      fold, seed = int(r['fold']), int(r['seed'])
-      if fold in seeds[seed]:
-        notes.append(f'{r["_path"]}: second run of {dataset}/{backbone}/{method} seed {seed} '
-                     f'fold {fold}; the first one found is used')
-        continue
+    for (seed, fold), r in chosen.items():
       seeds[seed][fold] = float(r['final_error'])
     expected = max(int(r.get('num_folds') or 0) for r in members) or None
     complete = {s: f for s, f in seeds.items()
@@ -256,20 +504,28 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str]]:
     else:
       for seed in sorted(set(seeds) - set(complete)):
         missing = sorted(set(range(1, expected + 1)) - set(seeds[seed]))
-        notes.append(f'{dataset}/{backbone}/{method} seed {seed}: folds {missing} missing; '
-                     f'seed left out of the table')
-    cv, mean, std, over = _spread(complete)
+        grouping.append(f'{name} seed {seed}: folds {missing} missing; seed left out of the '
+                        'table (another seed has every fold)')
+    cv, mean, std, over, n = _spread(complete)
     cv_values = [cv[s] for s in sorted(cv)]
+    best_seeds = {s: {f: best_epoch_error(chosen[(s, f)]) for f in folds}
+                  for s, folds in sorted(complete.items())}
+    best = None
+    if all(v is not None for folds in best_seeds.values() for v in folds.values()):
+      b_cv, b_mean, b_std, b_over, b_n = _spread(best_seeds)
+      best = dict(mean=b_mean, std=b_std, std_over=b_over, n=b_n, partial=partial,
+                  cv_errors=b_cv, seeds=best_seeds)
     groups.append(dict(dataset=dataset, backbone=backbone, method=method,
-                       row=backbone + ('+aug' if method.endswith('+aug') else ''),
+                       row=_row(backbone, method), **split,
                        seeds={s: dict(sorted(f.items())) for s, f in sorted(complete.items())},
-                       cv_errors=cv, mean=mean, std=std, std_over=over, num_folds=expected,
+                       cv_errors=cv, mean=mean, std=std, std_over=over, n=n, num_folds=expected,
                        partial=partial, paper=paper_value(dataset, backbone, method),
                        fold_std={s: _std(list(f.values())) for s, f in sorted(complete.items())},
                        seed_mean=float(np.mean(cv_values)),
-                       seed_std=_std(cv_values) if len(cv_values) > 1 else None,
-                       runs=[r for r in members if int(r['seed']) in complete]))
-  return groups, notes
+                       seed_std=_std(cv_values) if len(cv_values) > 1 else None, best=best,
+                       eval_every_epochs=split['setup'].get('eval_every_epochs'),
+                       runs=[chosen[k] for k in sorted(chosen) if k[0] in complete]))
+  return groups, left_out, grouping
 
 
 def _fixed_value(cfg: dict, name: str, want):
@@ -340,8 +596,8 @@ def _cv_stats(seeds: dict, expected: int | None) -> dict | None:
     complete = {s: f for s, f in seeds.items() if f}
   if not complete:
     return None
-  cv, mean, std, over = _spread(complete)
-  return dict(mean=mean, std=std, std_over=over, partial=partial,
+  cv, mean, std, over, n = _spread(complete)
+  return dict(mean=mean, std=std, std_over=over, n=n, partial=partial,
               seeds=sorted(complete), folds=sorted({f for v in complete.values() for f in v}))
 
 
@@ -361,21 +617,26 @@ def paper_adversarial(dataset: str, method: str, eps: float) -> float | None:
 
 
 def aggregate_adversarial(records: list[dict], runs: list[dict] = ()
-                          ) -> tuple[list[dict], list[str]]:
-  """Groups adversarial.json records by (dataset, backbone, method); returns (groups, notes).
+                          ) -> tuple[list[dict], list[str], list[str]]:
+  """Groups adversarial.json records by experiment; returns (groups, notes, grouping).
 
   The folds of a full cross-validation are the records' own `num_folds`; for records that lack
   it, those of the results.json `runs` of the same dataset (none: every seed counts as complete).
 
-  Each group: dataset, backbone, method, eps (floats, strongest first), clean and attacked
-  ({eps: stats}) with stats = mean, std, std_over, partial, seeds, folds, paper; deviations.
+  Records are grouped by experiment as the runs are (`aggregate`: setup and variant, one record
+  per seed and fold); notes: records left out (attacks of unfinished runs) or doubtful (not the
+  run's last checkpoint); grouping: which were split or set aside, one line each.
+
+  Each group: dataset, backbone, method, row, setup, variant, eps (floats, strongest first), clean
+  and attacked ({eps: stats}) with stats = mean, std, std_over, n, partial, seeds, folds, paper;
+  deviations.
   """
   run_folds = collections.defaultdict(int)
   for r in runs:
     if _is_int(r.get('num_folds')):
       run_folds[r['dataset']] = max(run_folds[r['dataset']], int(r['num_folds']))
-  notes = []
-  by_group = collections.defaultdict(list)
+  notes, grouping = [], []
+  usable = []
   for r in records:
     if r.get('run_status') not in (None, 'finished'):
       notes.append(f"{r['_path']}: attack of a run with status {r.get('run_status')!r}, left out")
@@ -384,19 +645,25 @@ def aggregate_adversarial(records: list[dict], runs: list[dict] = ()
     if final is not None and abs(float(final) - float(r['clean_error'])) > 1e-6:
       notes.append(f"{r['_path']}: clean error {r['clean_error']:.2f} differs from the run's final "
                    f"error {float(final):.2f} (not its last checkpoint?)")
-    by_group[(r['dataset'], r['backbone'], r['method'])].append(r)
+    usable.append(r)
   groups = []
-  for (dataset, backbone, method), members in sorted(by_group.items()):
+  same = lambda a, b: (a['clean_error'], a['attacked_error']) == (b['clean_error'],
+                                                                  b['attacked_error'])
+  for (dataset, backbone, method), split, members in _split_by_setup(usable, grouping):
+    name = group_name(dict(dataset=dataset, backbone=backbone, method=method, **split))
+    chosen = list(_one_per_seed_fold(members, name, same, grouping, 'attacks').values())
+    if not chosen:
+      continue
     expected = (max(int(r.get('num_folds') or 0) for r in members)
                 or run_folds.get(dataset) or None)
-    eps_values = sorted({float(k) for r in members for k in r['attacked_error']}, reverse=True)
+    eps_values = sorted({float(k) for r in chosen for k in r['attacked_error']}, reverse=True)
 
     def cv_stats_of(value_of):
       seeds = collections.defaultdict(dict)
-      for r in members:
+      for r in chosen:
         v = value_of(r)
         if v is not None:
-          seeds[int(r['seed'])].setdefault(int(r['fold']), float(v))
+          seeds[int(r['seed'])][int(r['fold'])] = float(v)
       return _cv_stats(dict(seeds), expected)
 
     attacked = {}
@@ -413,16 +680,16 @@ def aggregate_adversarial(records: list[dict], runs: list[dict] = ()
     clean = cv_stats_of(lambda r: r['clean_error'])
     clean['paper'] = None
     devs = set()
-    for r in members:
+    for r in chosen:
       devs.update(protocol_deviations(r) or [])
-    groups.append(dict(dataset=dataset, backbone=backbone, method=method, eps=eps_values,
-                       clean=clean, attacked=attacked, deviations=sorted(devs),
-                       num_records=len(members)))
-  return groups, notes
+    groups.append(dict(dataset=dataset, backbone=backbone, method=method,
+                       row=_row(backbone, method), **split, eps=eps_values, clean=clean,
+                       attacked=attacked, deviations=sorted(devs), num_records=len(chosen)))
+  return groups, notes, grouping
 
 
 # ------------------------------------------------------------------------------------------------
-# Paired comparisons against standard training (same test clips)
+# Paired comparisons on the same test clips: against standard training, variants against defaults
 # ------------------------------------------------------------------------------------------------
 def clip_outcomes(run: dict) -> tuple[dict | None, str | None]:
   """A run's test clips as {filename: (label, correct)}, or (None, why not).
@@ -443,7 +710,8 @@ def clip_outcomes(run: dict) -> tuple[dict | None, str | None]:
 
 
 def first_by_seed_fold(runs: list[dict]) -> dict:
-  """{(seed, fold): run}, the first run found of each (as in `aggregate`)."""
+  """{(seed, fold): run} of a group's runs (`aggregate` counts one run of each; for a list with
+  several, the first)."""
   out = {}
   for r in runs:
     out.setdefault((int(r['seed']), int(r['fold'])), r)
@@ -455,9 +723,20 @@ def reference_method(method: str) -> str:
   return STANDARD + ('+aug' if method.endswith('+aug') else '')
 
 
+def reference_methods(method: str) -> list[str]:
+  """The methods `method` is compared against on the same clips: standard training
+  (`reference_method`) for every other strategy, and for an option variant also its strategy's
+  default: 'bc[shared-pairs]' -> ['standard', 'bc'], 'intermix[no-normalize,stopgrad]+aug' ->
+  ['standard+aug', 'intermix+aug'], 'standard' -> []."""
+  aug = '+aug' if method.endswith('+aug') else ''
+  refs = [] if base_method(method) == STANDARD else [reference_method(method)]
+  return refs + ([base_method(method) + aug] if '[' in method else [])
+
+
 def paired_comparisons(groups: list[dict], num_resamples: int = stats.BOOTSTRAP_RESAMPLES,
                        seed: int = stats.BOOTSTRAP_SEED) -> tuple[list[dict], list[str]]:
-  """Each non-standard group against the standard group of its dataset, backbone and row.
+  """Each group against each of its `reference_methods` of the same dataset, backbone and setup
+  (standard training; for an option variant also its strategy's default), when both ran.
 
   Per seed, the folds both ran are paired clip by clip (by filename) and pooled: with
   cross-validation every clip is a test clip once per seed. A fold whose two runs lack per-clip
@@ -467,84 +746,89 @@ def paired_comparisons(groups: list[dict], num_resamples: int = stats.BOOTSTRAP_
   seed).
 
   Returns:
-    (comparisons, notes). A comparison: dataset, backbone, row, method, reference (the standard
-    method), seed (int or 'all'), seeds, folds (paired), unpaired_folds, n (clips), ref_error and
-    error (% on the paired clips), diff, low, high (error(method) - error(standard) and its
-    bootstrap interval, percentage points), confidence, num_resamples, bootstrap_seed, b (clips
-    standard got right and the method wrong), c (the reverse), p (McNemar exact two-sided; b, c
-    and p None for 'all').
+    (comparisons, notes). A comparison: dataset, backbone, row, method, variant (its group's,
+    the reference has the same setup), reference (the method compared against), seed (int or
+    'all'), seeds, folds (paired), unpaired_folds, n (clips), ref_error and error (% on the
+    paired clips), diff, low, high (error(method) - error(reference) and its bootstrap interval,
+    percentage points), confidence, num_resamples, bootstrap_seed, b (clips the reference got
+    right and the method wrong), c (the reverse), p (McNemar exact two-sided; b, c and p None for
+    'all'); in the order of `groups`, standard training first.
   """
   comparisons, notes = [], []
   for g in groups:
-    if base_method(g['method']) == STANDARD:
-      continue
-    ref = next((x for x in groups if (x['dataset'], x['backbone'], x['method']) == (
-        g['dataset'], g['backbone'], reference_method(g['method']))), None)
-    if ref is None:
-      continue
-    name = f"{g['dataset']}/{g['backbone']}/{g['method']}"
-    runs_new, runs_ref = first_by_seed_fold(g['runs']), first_by_seed_fold(ref['runs'])
-    per_seed = []
-    for s in sorted(set(g['seeds']) | set(ref['seeds'])):
-      if s not in g['seeds'] or s not in ref['seeds']:
-        notes.append(f"{name} seed {s}: {STANDARD if s in g['seeds'] else g['method']} has no "
-                     'runs of this seed in the table; not paired')
-        continue
-      folds = sorted(set(g['seeds'][s]) | set(ref['seeds'][s]))
-      pooled, paired, unpaired = {}, [], []
-      for fold in folds:
-        r_new, r_ref = runs_new.get((s, fold)), runs_ref.get((s, fold))
-        if r_new is None or r_ref is None:
-          unpaired.append(fold)
-          continue
-        (o_new, why_new), (o_ref, why_ref) = clip_outcomes(r_new), clip_outcomes(r_ref)
-        why = (f'{r_new["_path"]}: {why_new}' if o_new is None else
-               f'{r_ref["_path"]}: {why_ref}' if o_ref is None else
-               'the two runs tested different clips' if set(o_new) != set(o_ref) else
-               'the two runs disagree on some labels' if any(
-                   o_new[k][0] != o_ref[k][0] for k in o_new) else
-               'a clip also tested in another fold' if set(o_new) & set(pooled) else None)
-        if why is not None:
-          notes.append(f'{name} seed {s} fold {fold}: not paired ({why})')
-          unpaired.append(fold)
-          continue
-        for k in o_new:
-          pooled[k] = (o_ref[k][1], o_new[k][1])
-        paired.append(fold)
-      if not pooled:
-        notes.append(f'{name} seed {s}: no fold could be paired with standard training')
-        continue
-      names = sorted(pooled)
-      ref_ok = np.array([pooled[k][0] for k in names])
-      new_ok = np.array([pooled[k][1] for k in names])
-      b, c = stats.mcnemar_counts(ref_ok, new_ok)
-      boot = stats.paired_bootstrap(ref_ok, new_ok, num_resamples=num_resamples, seed=seed)
-      per_seed.append((names, ref_ok, new_ok))
-      comparisons.append(dict(
-          dataset=g['dataset'], backbone=g['backbone'], row=g['row'], method=g['method'],
-          reference=ref['method'], seed=s, seeds=[s], folds=paired, unpaired_folds=unpaired,
-          n=len(names), ref_error=stats.error_percent(ref_ok), error=stats.error_percent(new_ok),
-          diff=boot['diff'], low=boot['low'], high=boot['high'], confidence=boot['confidence'],
-          num_resamples=num_resamples, bootstrap_seed=seed, b=b, c=c, p=stats.mcnemar_exact(b, c)))
-    if len(per_seed) > 1:
-      if any(names != per_seed[0][0] for names, _, _ in per_seed):
-        notes.append(f'{name}: the seeds tested different clips; no comparison over all seeds')
-        continue
-      ref_ok = np.stack([x[1] for x in per_seed])
-      new_ok = np.stack([x[2] for x in per_seed])
-      boot = stats.paired_bootstrap(ref_ok, new_ok, num_resamples=num_resamples, seed=seed)
-      mine = [x for x in comparisons if x['method'] == g['method'] and x['dataset'] == g['dataset']
-              and x['backbone'] == g['backbone']]
-      comparisons.append(dict(
-          dataset=g['dataset'], backbone=g['backbone'], row=g['row'], method=g['method'],
-          reference=ref['method'], seed='all', seeds=[x['seed'] for x in mine],
-          folds=sorted(set.intersection(*(set(x['folds']) for x in mine))),
-          unpaired_folds=sorted(set().union(*(set(x['unpaired_folds']) for x in mine))),
-          n=ref_ok.shape[1], ref_error=stats.error_percent(ref_ok),
-          error=stats.error_percent(new_ok), diff=boot['diff'], low=boot['low'],
-          high=boot['high'], confidence=boot['confidence'], num_resamples=num_resamples,
-          bootstrap_seed=seed, b=None, c=None, p=None))
+    for reference in reference_methods(g['method']):
+      ref = next((x for x in groups if (x['dataset'], x['backbone'], x['method']) == (
+          g['dataset'], g['backbone'], reference) and x['setup'] == g['setup']), None)
+      if ref is not None:
+        _compare(g, ref, num_resamples, seed, comparisons, notes)
   return comparisons, notes
+
+
+def _compare(g: dict, ref: dict, num_resamples: int, seed: int, comparisons: list[dict],
+             notes: list[str]) -> None:
+  """The comparisons of group `g` against group `ref` (`paired_comparisons`), appended."""
+  name = f"{group_name(g)} against {ref['method']}"
+  runs_new, runs_ref = first_by_seed_fold(g['runs']), first_by_seed_fold(ref['runs'])
+  common = dict(dataset=g['dataset'], backbone=g['backbone'], row=g['row'], method=g['method'],
+                variant=g['variant'], reference=ref['method'], num_resamples=num_resamples,
+                bootstrap_seed=seed)
+  mine, per_seed = [], []
+  for s in sorted(set(g['seeds']) | set(ref['seeds'])):
+    if s not in g['seeds'] or s not in ref['seeds']:
+      notes.append(f"{name} seed {s}: {ref['method'] if s in g['seeds'] else g['method']} has "
+                   'no runs of this seed in the table; not paired')
+      continue
+    folds = sorted(set(g['seeds'][s]) | set(ref['seeds'][s]))
+    pooled, paired, unpaired = {}, [], []
+    for fold in folds:
+      r_new, r_ref = runs_new.get((s, fold)), runs_ref.get((s, fold))
+      if r_new is None or r_ref is None:
+        unpaired.append(fold)
+        continue
+      (o_new, why_new), (o_ref, why_ref) = clip_outcomes(r_new), clip_outcomes(r_ref)
+      why = (f'{r_new["_path"]}: {why_new}' if o_new is None else
+             f'{r_ref["_path"]}: {why_ref}' if o_ref is None else
+             'the two runs tested different clips' if set(o_new) != set(o_ref) else
+             'the two runs disagree on some labels' if any(
+                 o_new[k][0] != o_ref[k][0] for k in o_new) else
+             'a clip also tested in another fold' if set(o_new) & set(pooled) else None)
+      if why is not None:
+        notes.append(f'{name} seed {s} fold {fold}: not paired ({why})')
+        unpaired.append(fold)
+        continue
+      for k in o_new:
+        pooled[k] = (o_ref[k][1], o_new[k][1])
+      paired.append(fold)
+    if not pooled:
+      notes.append(f'{name} seed {s}: no fold could be paired')
+      continue
+    names = sorted(pooled)
+    ref_ok = np.array([pooled[k][0] for k in names])
+    new_ok = np.array([pooled[k][1] for k in names])
+    b, c = stats.mcnemar_counts(ref_ok, new_ok)
+    boot = stats.paired_bootstrap(ref_ok, new_ok, num_resamples=num_resamples, seed=seed)
+    per_seed.append((names, ref_ok, new_ok))
+    mine.append(dict(
+        common, seed=s, seeds=[s], folds=paired, unpaired_folds=unpaired, n=len(names),
+        ref_error=stats.error_percent(ref_ok), error=stats.error_percent(new_ok),
+        diff=boot['diff'], low=boot['low'], high=boot['high'], confidence=boot['confidence'],
+        b=b, c=c, p=stats.mcnemar_exact(b, c)))
+  comparisons += mine
+  if len(per_seed) < 2:
+    return
+  if any(names != per_seed[0][0] for names, _, _ in per_seed):
+    notes.append(f'{name}: the seeds tested different clips; no comparison over all seeds')
+    return
+  ref_ok = np.stack([x[1] for x in per_seed])
+  new_ok = np.stack([x[2] for x in per_seed])
+  boot = stats.paired_bootstrap(ref_ok, new_ok, num_resamples=num_resamples, seed=seed)
+  comparisons.append(dict(
+      common, seed='all', seeds=[x['seed'] for x in mine],
+      folds=sorted(set.intersection(*(set(x['folds']) for x in mine))),
+      unpaired_folds=sorted(set().union(*(set(x['unpaired_folds']) for x in mine))),
+      n=ref_ok.shape[1], ref_error=stats.error_percent(ref_ok), error=stats.error_percent(new_ok),
+      diff=boot['diff'], low=boot['low'], high=boot['high'], confidence=boot['confidence'],
+      b=None, c=None, p=None))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -560,7 +844,7 @@ def learning_curve(runs: list[dict], key: str) -> dict | None:
 
   Returns:
     None when no run has the field, else dict of equal-length lists: epoch (1-based, ascending),
-    mean, std, min, max, n (runs with a value at that epoch).
+    mean, std (None where n == 1), min, max, n (runs with a value at that epoch).
   """
   per_epoch = collections.defaultdict(list)
   for r in runs:

@@ -1,13 +1,15 @@
 """Matplotlib figures of the report (PNG files, Agg backend; matplotlib is imported on first use).
 
+  curve_label(g)                      a group's legend entry in the learning curves
   plot_learning_curves(groups, out)   curves_<dataset>_<backbone>.png: per method, test error %
                      at each evaluation and train loss per epoch, mean over the runs (folds, of
                      every seed in the table), min-max shaded
-  plot_confusion(groups, out)         confusion_<dataset>_<backbone>_<method>.png: per-class
-                     confusion matrix summed over the group's runs (`confusion_matrix`, counts;
-                     colours = rate per true class)
-  plot_error_bars(groups, out)        errorbars_<dataset>.png: error % mean +- std per table row
-                     and method, the paper's value as x
+  plot_confusion(groups, out)         confusion_<dataset>_<backbone>_<method>[_<variant>].png:
+                     per-class confusion matrix summed over the group's runs
+                     (`confusion_matrix`, counts; colours = rate per true class)
+  plot_error_bars(groups, out)        errorbars_<dataset>.png: last-epoch error % mean +- std per
+                     table row and method, the best epoch on the test fold as o, the paper's
+                     value (comparable to the o) as x
   plot_adversarial(adversarial, out)  adversarial_<dataset>.png: table 3, error % (mean +- std) vs
                      FGSM eps per (backbone, method), the paper's values as x
 
@@ -21,7 +23,9 @@ import numpy as np
 
 from intermix_jax.report.aggregation import first_by_seed_fold
 from intermix_jax.report.aggregation import eps_label
+from intermix_jax.report.aggregation import count_text
 from intermix_jax.report.aggregation import learning_curve
+from intermix_jax.report.aggregation import method_title
 from intermix_jax.report.aggregation import paper_adversarial
 from intermix_jax.report.aggregation import row_rank
 from intermix_jax.report.aggregation import strategy_rank
@@ -42,6 +46,14 @@ def _plt():
   return plt
 
 
+def curve_label(g: dict) -> str:
+  """A learning curve's legend entry: 'intermix (5 runs, 1200 epochs)', '(1 run)' for one."""
+  runs = list(first_by_seed_fold(g['runs']).values())
+  epochs = max((int(r.get('num_epochs') or 0) for r in runs), default=0)
+  return f"{method_title(g)} ({count_text(len(runs), 'run')}" + (
+      f', {epochs} epochs)' if epochs else ')')
+
+
 def plot_learning_curves(groups: list[dict], out: str) -> list[str]:
   """One PNG per (dataset, backbone): test error and train loss per epoch, one curve per method.
 
@@ -55,15 +67,14 @@ def plot_learning_curves(groups: list[dict], out: str) -> list[str]:
   written = []
   for (dataset, backbone) in sorted({(g['dataset'], g['backbone']) for g in groups}):
     gs = [x for x in groups if (x['dataset'], x['backbone']) == (dataset, backbone)]
-    gs.sort(key=lambda g: (strategy_rank(g['method']), g['method']))
+    gs.sort(key=lambda g: (strategy_rank(g['method']), g['method'], g['variant']))
     train_key = ('train_loss' if any(learning_curve(g['runs'], 'train_loss') for g in gs)
                  else 'train_error')
     fig, (ax_test, ax_train) = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, g in enumerate(gs):
       color = f'C{i % 10}'
       runs = list(first_by_seed_fold(g['runs']).values())
-      epochs = max((int(r.get('num_epochs') or 0) for r in runs), default=0)
-      label = f"{g['method']} ({len(runs)} runs" + (f', {epochs} epochs)' if epochs else ')')
+      label = curve_label(g)
       for ax, key in ((ax_test, 'test_error'), (ax_train, train_key)):
         c = learning_curve(runs, key)
         if c is None:
@@ -133,12 +144,13 @@ def plot_confusion(groups: list[dict], out: str) -> list[str]:
                     color='white' if rates[i, j] > 0.5 else 'black')
     ax.set_xlabel('predicted')
     ax.set_ylabel('true')
-    ax.set_title(f"{g['dataset']} {g['backbone']} {g['method']}\n{int(cm.sum())} test "
+    ax.set_title(f"{g['dataset']} {g['backbone']} {method_title(g)}\n{int(cm.sum())} test "
                  f"predictions, error {100 * (1 - np.trace(cm) / cm.sum()):.1f}%", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
+    variant = f"_{_safe(g['variant'])}" if g['variant'] else ''
     path = os.path.join(out, f"confusion_{_safe(g['dataset'])}_{_safe(g['backbone'])}_"
-                             f"{_safe(g['method'])}.png")
+                             f"{_safe(g['method'])}{variant}.png")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     written.append(path)
@@ -146,33 +158,41 @@ def plot_confusion(groups: list[dict], out: str) -> list[str]:
 
 
 def plot_error_bars(groups: list[dict], out: str) -> list[str]:
-  """One PNG per dataset: bars = mean error per (row, method), whiskers = std, x = paper value."""
+  """One PNG per dataset: bars = last-epoch mean error per (row, method), whiskers = std; o = the
+  best epoch on the test fold (the reference codes' selection, optimistic); x = the paper's value,
+  comparable to the o."""
   plt = _plt()
   written = []
   for dataset in sorted({g['dataset'] for g in groups}):
     gs = [g for g in groups if g['dataset'] == dataset]
     rows = sorted({g['row'] for g in gs}, key=row_rank)
-    methods = sorted({g['method'] for g in gs}, key=lambda m: (strategy_rank(m), m))
+    methods = sorted({method_title(g) for g in gs}, key=lambda m: (strategy_rank(m), m))
     width = 0.8 / max(len(methods), 1)
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows) * max(1, len(methods) / 3)), 4.5))
     for j, m in enumerate(methods):
-      xs, ys, es, px, py = [], [], [], [], []
+      xs, ys, es, px, py, bx, by = [], [], [], [], [], [], []
       for i, row in enumerate(rows):
-        match = [g for g in gs if g['row'] == row and g['method'] == m]
+        match = [g for g in gs if g['row'] == row and method_title(g) == m]
         if match:
           xs.append(i + (j - (len(methods) - 1) / 2) * width)
           ys.append(match[0]['mean'])
-          es.append(match[0]['std'])
+          es.append(match[0]['std'] or 0.0)  # None: a single run, no whisker
+          if match[0]['best'] is not None:
+            bx.append(xs[-1])
+            by.append(match[0]['best']['mean'])
           if match[0]['paper'] is not None:
             px.append(xs[-1])
             py.append(match[0]['paper'])
       ax.bar(xs, ys, width, yerr=es, capsize=3, color=f'C{j % 10}', label=m)
+      if bx:
+        ax.plot(bx, by, 'ko', markerfacecolor='none', markersize=6)
       if px:
         ax.plot(px, py, 'kx', markersize=7)
-    ax.plot([], [], 'kx', label='paper')
+    ax.plot([], [], 'ko', markerfacecolor='none', label='best epoch on the test fold (optimistic)')
+    ax.plot([], [], 'kx', label='paper (compare with o)')
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels([BACKBONE_TITLE.get(r, r) for r in rows])
-    ax.set_ylabel('error % (mean ± std)')
+    ax.set_ylabel('error %: bars last epoch (mean ± std)')
     ax.set_title(DATASET_TITLE.get(dataset, dataset))
     ax.grid(axis='y', alpha=0.3)
     ax.legend(fontsize=7)
@@ -198,8 +218,8 @@ def plot_adversarial(adversarial: list[dict], out: str) -> list[str]:
       pts = [(0, a['clean'])] + [(j + 1, a['attacked'].get(e)) for j, e in enumerate(eps_values)]
       pts = [(x, st) for x, st in pts if st is not None]
       ax.errorbar([x for x, _ in pts], [st['mean'] for _, st in pts],
-                  yerr=[st['std'] for _, st in pts], color=color, marker='o', capsize=3,
-                  label=f"{BACKBONE_TITLE.get(a['backbone'], a['backbone'])} {a['method']}")
+                  yerr=[st['std'] or 0.0 for _, st in pts], color=color, marker='o', capsize=3,
+                  label=f"{BACKBONE_TITLE.get(a['backbone'], a['backbone'])} {method_title(a)}")
       paper = [(j + 1, paper_adversarial(dataset, a['method'], e))
                for j, e in enumerate(eps_values)]
       paper = [(x, v) for x, v in paper if v is not None]

@@ -2,14 +2,19 @@
 
   main_tables(groups)        per dataset, the paper's table 1 layout (rows = backbones in the
                              paper's order, columns = strategies in the registry's order, error %
-                             mean +- std with the paper's value beside each cell) and the table 2
-                             ablation rows that ran
-  paired_tables(comparisons) each mixing method against standard training on the same test clips
+                             mean +- std) and the table 2 ablation rows that ran, twice: the last
+                             epoch (the headline) and the best epoch on the test fold with the
+                             paper's value beside each cell; a row holding several experiment setups
+                             once per setup, titled with its variant ('PiczakCNN {num_epochs=4}')
+  grouping_lines(grouping)   the runs split into experiments or set aside, one line each
+  paired_tables(comparisons) each mixing method against standard training, then each option
+                             variant against its strategy's default, on the same test clips
   per_fold_tables(groups)    every fold's error, mean +- std over folds and over seeds
   paper_tables(groups, adversarial)   every cell of the paper's tables 1-3, — where nothing has run
   markdown(...)              report.md: the above, the protocol deviations (‡), all groups and the
                              runs left out
-  summary_text(result)       what the command prints: the legend, main and paired tables
+  summary_text(result)       what the command prints: the legend, main tables, the runs split or
+                             set aside, paired tables
 
 The inputs are the groups and comparisons of `intermix_jax.report.aggregation`; the paper's values
 and titles come from `intermix_jax.report.paper`. Each function returns markdown lines (or text).
@@ -19,10 +24,12 @@ from __future__ import annotations
 import numpy as np
 
 from intermix_jax import stats
-from intermix_jax.report.aggregation import base_method
 from intermix_jax.report.aggregation import eps_label
+from intermix_jax.report.aggregation import group_name
+from intermix_jax.report.aggregation import method_title
 from intermix_jax.report.aggregation import paper_adversarial
 from intermix_jax.report.aggregation import paper_value
+from intermix_jax.report.aggregation import reference_method
 from intermix_jax.report.aggregation import row_rank
 from intermix_jax.report.aggregation import STRATEGY_ORDER
 from intermix_jax.report.aggregation import strategy_rank
@@ -39,14 +46,35 @@ from intermix_jax.report.paper import TABLE2_ROW
 from intermix_jax.report.paper import TABLE3_DATASET
 
 NOT_RUN = '—'
+NOT_AVAILABLE = 'n/a'  # a best-epoch error of runs that recorded no evaluated epoch
 # Strategies of the paper's table 1: always columns of "Against the paper" (others when they ran).
 TABLE1_STRATEGIES = frozenset(s for errors in PAPER_TABLE1.values() for s in errors)
 
-LEGEND = ('Error % (lower is better): mean ± std over seeds of the cross-validated error (mean '
-          'over folds of the LAST epoch\'s test-fold error). † = a single seed: ± std over its '
-          'folds. * = partial cross-validation (not every fold has run). (x) = the paper\'s value '
-          '(its table 1). ‡ = not the paper\'s protocol (see "Protocol deviations"). '
-          '— = not run.')
+LEGEND = ('Error % (lower is better). Last epoch (the headline, docs/method.md §5): each run\'s '
+          'LAST-epoch test-fold error, averaged over the folds (the cross-validated error), mean '
+          '± std over seeds. Best epoch on the test fold: each run\'s lowest test-fold error over '
+          'its evaluated epochs, aggregated the same way: the reference codes\' selection (they '
+          'print the best test accuracy seen), chosen on the test fold itself and so optimistic; '
+          'the paper\'s values (x) come from those codes and stand beside it only. † = a single '
+          'seed: ± std over its folds. n=1 = a single run: no spread. * = partial '
+          'cross-validation (not every fold has run). ‡ = not the paper\'s protocol (see '
+          '"Protocol deviations"). {…} = one of several experiment setups in a table row, named '
+          'by the config fields that differ (see "Runs split or set aside"). — = not run. n/a = '
+          'no evaluated epoch recorded.')
+# What the best-epoch tables say of themselves (title, then how the number is made).
+BEST_TITLE = 'Best epoch on the test fold (the reference codes\' selection; optimistic)'
+
+
+def _best_text(groups: list[dict]) -> str:
+  """The line under a best-epoch table: how its number is made, at which evaluated epochs."""
+  every = sorted({g['eval_every_epochs'] for g in groups if g.get('eval_every_epochs')})
+  when = (f"every {' or '.join(str(e) for e in every)} epochs and the last"
+          if every else 'every eval_every_epochs and the last')
+  return ('Per run the lowest test-fold error over its evaluated epochs only (' + when + '), then '
+          'the same mean over folds and ± over seeds. The reference codes print this number (the '
+          'best test accuracy seen) and the paper\'s values (x) come from them, so they stand '
+          'here; it is chosen on the test fold itself, so it is optimistic: the headline is the '
+          'last epoch.')
 
 
 def _p_text(p: float | None) -> str:
@@ -55,41 +83,56 @@ def _p_text(p: float | None) -> str:
   return f'{p:.4f}' if p >= 1e-4 else f'{p:.1e}'
 
 
+# The two kinds of paired comparison: (title, does a comparison belong to it).
+PAIRED_KINDS = (('Against standard training',
+                 lambda x: x['reference'] == reference_method(x['method'])),
+                ('Option variants against their strategy\'s default',
+                 lambda x: x['reference'] != reference_method(x['method'])))
+
+
 def paired_tables(comparisons: list[dict], notes: list[str] = ()) -> list[str]:
-  """Markdown lines: per (dataset, backbone), each method against standard on the same clips."""
+  """Markdown lines: per (dataset, backbone), each method against standard training, then each
+  option variant against its strategy's default, on the same clips (one table format)."""
   if not comparisons and not notes:
     return []
   first = comparisons[0] if comparisons else None
   resamples = first['num_resamples'] if first else stats.BOOTSTRAP_RESAMPLES
   boot_seed = first['bootstrap_seed'] if first else stats.BOOTSTRAP_SEED
-  lines = ['## Paired comparisons against standard training', '',
-           'Both methods on the same test clips: a seed\'s clips pooled over the folds both ran '
-           '(cross-validation tests every clip once per seed). Δ = error(method) − error(standard) '
-           'in percentage points (negative: the method makes fewer errors). 95 % CI: paired '
-           f'bootstrap over clips ({resamples:,} resamples, numpy seed {boot_seed}, percentile '
-           'interval). b = clips standard got right and the method wrong, c = the reverse; '
-           'p = McNemar\'s exact two-sided test of b against c. Seed "all": Δ averaged over the '
-           'seeds, a clip resampled with all its seeds; no McNemar test there (a clip counts once '
-           'per seed, so the clips are not independent).', '']
-  keys = []
-  for x in comparisons:
-    if (x['dataset'], x['row']) not in keys:
-      keys.append((x['dataset'], x['row']))
-  order = lambda m: (strategy_rank(m), m)
-  for dataset, row in keys:
-    rows = [x for x in comparisons if (x['dataset'], x['row']) == (dataset, row)]
-    rows.sort(key=lambda x: (order(x['method']), x['seed'] == 'all', str(x['seed'])))
-    lines += [f'### {DATASET_TITLE.get(dataset, dataset)}, {BACKBONE_TITLE.get(row, row)}', '',
-              '| method | seed | folds | clips | standard error % | method error % | Δ (pp) | '
-              '95 % CI (pp) | b | c | p (McNemar) |', '|---|' + '---|' * 10]
-    for x in rows:
-      folds = ','.join(str(f) for f in x['folds']) + ('*' if x['unpaired_folds'] else '')
-      lines.append(
-          f"| {x['method']} | {x['seed']} | {folds} | {x['n']} | {x['ref_error']:.2f} | "
-          f"{x['error']:.2f} | {x['diff']:+.2f} | [{x['low']:+.2f}, {x['high']:+.2f}] | "
-          f"{'—' if x['b'] is None else x['b']} | {'—' if x['c'] is None else x['c']} | "
-          f"{_p_text(x['p'])} |")
-    lines.append('')
+  lines = ['## Paired comparisons on the same test clips', '',
+           'Each mixing method against standard training, and each option variant of a strategy '
+           '(e.g. bc[shared-pairs]) against that strategy\'s default (bc), in the same setup, '
+           'when both ran. Both methods on the same test clips, each run\'s last-epoch '
+           'predictions: a seed\'s clips pooled over the folds both ran (cross-validation tests '
+           'every clip once per seed). Δ = error(method) − error(reference) in percentage points '
+           '(negative: the method makes fewer errors). 95 % CI: paired bootstrap over clips '
+           f'({resamples:,} resamples, numpy seed {boot_seed}, percentile interval). b = clips the '
+           'reference got right and the method wrong, c = the reverse; p = McNemar\'s exact '
+           'two-sided test of b against c. Seed "all": Δ averaged over the seeds, a clip '
+           'resampled with all its seeds; no McNemar test there (a clip counts once per seed, so '
+           'the clips are not independent).', '']
+  order = lambda x: (strategy_rank(x['method']), x['method'], x['variant'], x['reference'],
+                     x['seed'] == 'all', str(x['seed']))
+  for kind, belongs in PAIRED_KINDS:
+    mine = [x for x in comparisons if belongs(x)]
+    keys = []
+    for x in mine:
+      if (x['dataset'], x['row']) not in keys:
+        keys.append((x['dataset'], x['row']))
+    for dataset, row in keys:
+      lines += [f'### {kind}: {DATASET_TITLE.get(dataset, dataset)}, '
+                f'{BACKBONE_TITLE.get(row, row)}', '',
+                '| method | reference | seed | folds | clips | reference error % | '
+                'method error % | Δ (pp) | 95 % CI (pp) | b | c | p (McNemar) |',
+                '|---|' + '---|' * 11]
+      for x in sorted((x for x in mine if (x['dataset'], x['row']) == (dataset, row)),
+                      key=order):
+        folds = ','.join(str(f) for f in x['folds']) + ('*' if x['unpaired_folds'] else '')
+        lines.append(
+            f"| {method_title(x)} | {x['reference']} | {x['seed']} | {folds} | {x['n']} | "
+            f"{x['ref_error']:.2f} | {x['error']:.2f} | {x['diff']:+.2f} | "
+            f"[{x['low']:+.2f}, {x['high']:+.2f}] | {'—' if x['b'] is None else x['b']} | "
+            f"{'—' if x['c'] is None else x['c']} | {_p_text(x['p'])} |")
+      lines.append('')
   if any(x['unpaired_folds'] for x in comparisons):
     lines += ['\\* some folds ran for only one of the two methods (or could not be paired): '
               'compared on the folds listed.', '']
@@ -101,9 +144,10 @@ def paired_tables(comparisons: list[dict], notes: list[str] = ()) -> list[str]:
 def per_fold_tables(groups: list[dict]) -> list[str]:
   """Markdown lines: per (dataset, row), each method's error % in every fold of every seed.
 
-  Rows = method and seed, columns = fold 1..K, mean and sample std over the folds, the paper's
-  value; with several seeds, a further row per method holds the mean over seeds of each fold and
-  the mean and sample std over seeds of the seeds' cross-validated errors.
+  Rows = method and seed, columns = fold 1..K (last epoch), mean and sample std over the folds,
+  the best-epoch-on-test mean and the paper's value beside it; with several seeds, a further row
+  per method holds the mean over seeds of each fold and the mean and sample std over seeds of the
+  seeds' cross-validated errors (and the mean over seeds of their best-epoch errors).
   """
   keys = []
   for g in groups:
@@ -115,31 +159,45 @@ def per_fold_tables(groups: list[dict]) -> list[str]:
     return []
   lines = ['## Per fold', '',
            'Error % of the last epoch on each test fold. ± std: sample std over the folds of the '
-           'seed ("folds"), or over the seeds\' cross-validated errors ("seeds"). (x) = the '
-           'paper\'s value. — = fold not run.', '']
-  order = lambda g: (strategy_rank(g['method']), g['method'])
+           'seed ("folds"), or over the seeds\' cross-validated errors ("seeds"). best epoch: the '
+           'same mean of each run\'s best epoch on the test fold (the reference codes\' '
+           'selection; optimistic), the paper\'s value beside it. — = fold not run.', '']
+  order = lambda g: (strategy_rank(g['method']), g['method'], g['variant'])
   for dataset, row in keys:
     gs = sorted([g for g in groups if (g['dataset'], g['row']) == (dataset, row)], key=order)
     k = max(max([g['num_folds'] or 0 for g in gs]),
             max(f for g in gs for fs in g['seeds'].values() for f in fs))
     lines += [f'### {DATASET_TITLE.get(dataset, dataset)}, {BACKBONE_TITLE.get(row, row)}', '',
               '| method | seed | ' + ' | '.join(f'fold {f}' for f in range(1, k + 1))
-              + ' | mean | ± std | over | paper |', '|---|---|' + '---|' * (k + 4)]
+              + ' | mean | ± std | over | best epoch | paper |', '|---|---|' + '---|' * (k + 5)]
     for g in gs:
       paper = '' if g['paper'] is None else f"{g['paper']:.1f}"
       for s, errs in g['seeds'].items():
         cells = [f'{errs[f]:.2f}' if f in errs else NOT_RUN for f in range(1, k + 1)]
-        lines.append(f"| {g['method']} | {s} | " + ' | '.join(cells) +
-                     f" | {g['cv_errors'][s]:.2f} | {g['fold_std'][s]:.2f} | folds | {paper} |")
+        best = NOT_AVAILABLE if g['best'] is None else f"{g['best']['cv_errors'][s]:.2f}"
+        lines.append(f"| {method_title(g)} | {s} | " + ' | '.join(cells) +
+                     f" | {g['cv_errors'][s]:.2f} | {_std_text(g['fold_std'][s])} | folds | "
+                     f"{best} | {paper} |")
       if len(g['seeds']) > 1:
         cells = []
         for f in range(1, k + 1):
           vals = [errs[f] for errs in g['seeds'].values() if f in errs]
           cells.append(f'{np.mean(vals):.2f}' if vals else NOT_RUN)
-        lines.append(f"| {g['method']} | mean of {len(g['seeds'])} | " + ' | '.join(cells) +
-                     f" | {g['seed_mean']:.2f} | {g['seed_std']:.2f} | seeds | {paper} |")
+        best = NOT_AVAILABLE if g['best'] is None else f"{g['best']['mean']:.2f}"
+        lines.append(f"| {method_title(g)} | mean of {len(g['seeds'])} | " + ' | '.join(cells) +
+                     f" | {g['seed_mean']:.2f} | {g['seed_std']:.2f} | seeds | {best} | {paper} |")
     lines.append('')
   return lines
+
+
+def _std_text(std: float | None) -> str:
+  """A '± std' column entry: '1.23', or 'n=1' for a single value (no spread)."""
+  return 'n=1' if std is None else f'{std:.2f}'
+
+
+def _mean_std(st: dict) -> str:
+  """'12.3 ± 1.0', or '12.3 (n=1)' for a single run: no spread to state."""
+  return f"{st['mean']:.1f} (n=1)" if st['std'] is None else f"{st['mean']:.1f} ± {st['std']:.1f}"
 
 
 def _stat_cell(st: dict | None, paper: float | None = None, deviates: bool = False) -> str:
@@ -147,7 +205,7 @@ def _stat_cell(st: dict | None, paper: float | None = None, deviates: bool = Fal
   if st is None:
     s = NOT_RUN
   else:
-    s = f"{st['mean']:.1f} ± {st['std']:.1f}"
+    s = _mean_std(st)
     s += '†' if st['std_over'] == 'folds' else ''
     s += '*' if st['partial'] else ''
     s += '‡' if deviates else ''
@@ -156,56 +214,91 @@ def _stat_cell(st: dict | None, paper: float | None = None, deviates: bool = Fal
   return s
 
 
-def _cell(g: dict | None) -> str:
+def _cell(g: dict | None, best: bool = False) -> str:
+  """A measured group's cell: its last-epoch error '12.3 ± 1.0†*‡'; with `best`, its best-epoch
+  error and the paper's value, '11.0 ± 1.2†*‡ (paper)' ('n/a (paper)' without a test-error
+  history); '' for None."""
   if g is None:
     return ''
-  s = f"{g['mean']:.1f} ± {g['std']:.1f}"
-  if g['std_over'] == 'folds':
-    s += '†'
-  if g['partial']:
-    s += '*'
-  if g.get('deviations'):
-    s += '‡'
-  if g['paper'] is not None:
-    s += f" ({g['paper']:.1f})"
-  return s
+  deviates = bool(g.get('deviations'))
+  if not best:
+    return _stat_cell(g, None, deviates)
+  if g['best'] is None:
+    return NOT_AVAILABLE + ('' if g['paper'] is None else f" ({g['paper']:.1f})")
+  return _stat_cell(g['best'], g['paper'], deviates)
+
+
+def _with_variant(title: str, variant: str) -> str:
+  """'PiczakCNN', or 'PiczakCNN {num_epochs=4}' for one of several setups in a table row."""
+  return title + (f' {{{variant}}}' if variant else '')
+
+
+def _row_title(row: str, variant: str = '') -> str:
+  return _with_variant(BACKBONE_TITLE.get(row, row), variant)
+
+
+def _variants(groups: list[dict], dataset: str, row: str) -> list[str]:
+  """The variants (setups) of a table row, sorted; [''] when nothing ran there."""
+  return sorted({g['variant'] for g in groups if (g['dataset'], g['row']) == (dataset, row)}
+                ) or ['']
 
 
 def main_tables(groups: list[dict]) -> list[str]:
-  """Markdown lines: per dataset, the paper's table 1 layout and the table 2 ablation rows run."""
+  """Markdown lines: per dataset, the paper's table 1 layout (each strategy's option variants as
+  further columns) and the table 2 ablation rows run, twice: the last epoch (the headline) and the
+  best epoch on the test fold (`BEST_TITLE`, with the paper's values beside it)."""
   lines = []
   datasets = sorted({g['dataset'] for g in groups}, key=lambda d: (d not in DATASET_COLUMN, d))
   for dataset in datasets:
-    gs = [g for g in groups if g['dataset'] == dataset and '[' not in g['method']]
-    if gs:
-      strategies = [s for s in STRATEGY_ORDER if any(base_method(g['method']) == s for g in gs)]
-      rows = sorted({g['row'] for g in gs}, key=row_rank)
-      lines += [f'## {DATASET_TITLE.get(dataset, dataset)}', '',
-                '| model | ' + ' | '.join(strategies) + ' |',
-                '|---|' + '---|' * len(strategies)]
-      for row in rows:
-        cells = []
-        for s in strategies:
-          match = [g for g in gs if g['row'] == row and base_method(g['method']) == s]
-          cells.append(_cell(match[0] if match else None))
-        lines.append(f'| {BACKBONE_TITLE.get(row, row)} | ' + ' | '.join(cells) + ' |')
-      lines.append('')
+    title = DATASET_TITLE.get(dataset, dataset)
     ablation = [g for g in groups if g['dataset'] == dataset and g['method'] in PAPER_TABLE2
                 and g['backbone'] == TABLE2_BACKBONE]
-    if ablation:
-      lines += [f'### Ablation (table 2), {DATASET_TITLE.get(dataset, dataset)}, '
-                f'{BACKBONE_TITLE[TABLE2_ROW]}',
-                '', '| variant | error % |', '|---|---|']
-      for method, (title, _) in PAPER_TABLE2.items():
-        match = [g for g in ablation if g['method'] == method]
-        if match:
-          lines.append(f'| {title} | {_cell(match[0])} |')
-      lines.append('')
+    gs = [g for g in groups if g['dataset'] == dataset and g not in ablation]
+    lines += [f'## {title}', '']
+    # Columns: each strategy, then its option variants ('bc[shared-pairs]'); '+aug' is the row's.
+    column = lambda g: g['method'][:-len('+aug')] if g['method'].endswith('+aug') else g['method']
+    columns = sorted({column(g) for g in gs}, key=lambda m: (strategy_rank(m), '[' in m, m))
+    for best in (False, True):
+      if best:
+        lines += [f'### {BEST_TITLE}', '', _best_text(gs + ablation), '']
+      else:
+        lines += ['### Last epoch (the headline)', '']
+      if gs:
+        lines += ['| model | ' + ' | '.join(columns) + ' |', '|---|' + '---|' * len(columns)]
+        for row in sorted({g['row'] for g in gs}, key=row_rank):
+          for variant in _variants(gs, dataset, row):
+            cells = []
+            for col in columns:
+              match = [g for g in gs if (g['row'], g['variant'], column(g)) == (row, variant, col)]
+              cells.append(' ; '.join(_cell(g, best) for g in match))
+            lines.append(f'| {_row_title(row, variant)} | ' + ' | '.join(cells) + ' |')
+        lines.append('')
+      if ablation:
+        lines += [f'Ablation (table 2), {BACKBONE_TITLE[TABLE2_ROW]}:', '',
+                  '| variant | error % |', '|---|---|']
+        for method, (name, _) in PAPER_TABLE2.items():
+          for g in sorted((g for g in ablation if g['method'] == method),
+                          key=lambda g: g['variant']):
+            lines.append(f"| {_with_variant(name, g['variant'])} | {_cell(g, best)} |")
+        lines.append('')
   return lines
 
 
+def grouping_lines(grouping: list[str]) -> list[str]:
+  """Markdown lines: the runs split into experiments or set aside (`aggregate`), one each."""
+  if not grouping:
+    return []
+  return (['## Runs split or set aside', '',
+           'A cell averages the runs of one experiment only: runs whose configs differ in a '
+           'field that defines the experiment, or that read other data (dataset identity), are '
+           'shown apart ({…}); of several runs of the same experiment, seed and fold, one counts '
+           'when their results agree, none when they differ.',
+           ''] + [f'- {n}' for n in grouping] + [''])
+
+
 def markdown(groups: list[dict], notes: list[str], adversarial: list[dict] = (),
-             comparisons: list[dict] = (), paired_notes: list[str] = ()) -> str:
+             comparisons: list[dict] = (), paired_notes: list[str] = (),
+             grouping: list[str] = ()) -> str:
   """The report as markdown text.
 
   Args:
@@ -213,9 +306,11 @@ def markdown(groups: list[dict], notes: list[str], adversarial: list[dict] = (),
     notes: runs and files left out (one line each).
     adversarial: the groups of `aggregate_adversarial`.
     comparisons: the comparisons of `paired_comparisons`, and paired_notes its notes.
+    grouping: runs split into experiments or set aside (`aggregate`, `aggregate_adversarial`).
   """
   lines = ['# Results', '', LEGEND, '']
   lines += main_tables(groups)
+  lines += grouping_lines(list(grouping))
   lines += paired_tables(list(comparisons), list(paired_notes))
   lines += per_fold_tables(groups)
   lines += paper_tables(groups, adversarial)
@@ -226,28 +321,36 @@ def markdown(groups: list[dict], notes: list[str], adversarial: list[dict] = (),
               'are NOT comparable to the paper\'s value beside them.', '']
     seen = set()
     for g in deviating:
-      key = (g['dataset'], g['backbone'], g['method'])
-      if key in seen:
+      if group_name(g) in seen:
         continue
-      seen.add(key)
-      lines.append(f"- {'/'.join(key)}: {'; '.join(g['deviations'])}")
+      seen.add(group_name(g))
+      lines.append(f"- {group_name(g)}: {'; '.join(g['deviations'])}")
     lines.append('')
   lines += ['## All groups', '',
-            '| dataset | backbone | method | seeds | folds | error % | ± std | over | paper | Δ |',
-            '|---|---|---|---|---|---|---|---|---|---|']
+            'last epoch: the headline error %; best epoch: the best epoch on the test fold (the '
+            'reference codes\' selection; optimistic), the one the paper\'s value and Δ = best '
+            'epoch − paper compare with.', '',
+            '| dataset | backbone | method | seeds | folds | last epoch % | ± std | over | '
+            'best epoch % | ± std | paper | Δ |', '|' + '---|' * 12]
   for g in groups:
+    b = g['best']
     paper = '' if g['paper'] is None else f"{g['paper']:.1f}"
-    delta = '' if g['paper'] is None else f"{g['mean'] - g['paper']:+.1f}"
+    delta = '' if g['paper'] is None or b is None else f"{b['mean'] - g['paper']:+.1f}"
     folds = sorted({f for s in g['seeds'].values() for f in s})
-    lines.append(f"| {g['dataset']} | {g['backbone']} | {g['method']} | "
+    lines.append(f"| {g['dataset']} | {g['backbone']} | {method_title(g)} | "
                  f"{','.join(str(s) for s in sorted(g['seeds']))} | "
                  f"{','.join(str(f) for f in folds)}{'*' if g['partial'] else ''} | "
-                 f"{g['mean']:.2f} | {g['std']:.2f} | "
-                 f"{g['std_over']} | {paper} | {delta} |")
+                 f"{g['mean']:.2f} | {_std_text(g['std'])} | {g['std_over']} | "
+                 + (f"{NOT_AVAILABLE} | |" if b is None else
+                    f"{b['mean']:.2f} | {_std_text(b['std'])} |") + f" {paper} | {delta} |")
   lines.append('')
-  if notes:
-    lines += ['## Left out', ''] + [f'- {n}' for n in notes] + ['']
+  lines += left_out_lines(list(notes))
   return '\n'.join(lines)
+
+
+def left_out_lines(notes: list[str]) -> list[str]:
+  """Markdown lines: the runs and files left out (unfinished, unreadable, invalid), one each."""
+  return ['## Left out', ''] + [f'- {n}' for n in notes] + [''] if notes else []
 
 
 def paper_tables(groups: list[dict], adversarial: list[dict] = ()) -> list[str]:
@@ -261,23 +364,27 @@ def paper_tables(groups: list[dict], adversarial: list[dict] = ()) -> list[str]:
   if not datasets:
     return []
   lines = ['## Against the paper: every cell of tables 1-3', '',
-           'Measured (paper) per cell; — = not run yet. Commands: `python launch/sweep.py '
-           '--table=N` (configs/table1/, configs/ablation/, configs/table3.py).', '']
-  find = lambda d, row, m: next((g for g in groups if g['dataset'] == d and g['row'] == row
-                                 and g['method'] == m), None)
+           'Tables 1 and 2: the best epoch on the test fold (the reference codes\' selection, '
+           'optimistic: the paper\'s numbers come from those codes) (paper) per cell; the '
+           'headline last-epoch errors are in the tables above. — = not run yet. Commands: '
+           '`python launch/sweep.py --table=N` (configs/table1/, configs/ablation/, '
+           'configs/table3.py).', '']
+  find = lambda d, row, m: [g for g in groups
+                            if (g['dataset'], g['row'], g['method']) == (d, row, m)]
   for dataset in datasets:
     strategies = [s for s in STRATEGY_ORDER if s in TABLE1_STRATEGIES
                   or any(g['dataset'] == dataset and g['method'] == s for g in groups)]
     lines += [f'### Table 1, {DATASET_TITLE[dataset]}', '',
               '| model | ' + ' | '.join(strategies) + ' |', '|---|' + '---|' * len(strategies)]
     for row in BACKBONE_ORDER:
-      cells = []
-      for strategy in strategies:
-        method = strategy + ('+aug' if row.endswith('+aug') else '')
-        g = find(dataset, row, method)
-        cells.append(_cell(g) if g else _stat_cell(None, paper_value(
-            dataset, row.replace('+aug', ''), method)))
-      lines.append(f'| {BACKBONE_TITLE[row]} | ' + ' | '.join(cells) + ' |')
+      for variant in _variants(groups, dataset, row):
+        cells = []
+        for strategy in strategies:
+          method = strategy + ('+aug' if row.endswith('+aug') else '')
+          g = [g for g in find(dataset, row, method) if g['variant'] == variant]
+          cells.append(_cell(g[0], best=True) if g else _stat_cell(None, paper_value(
+              dataset, row.replace('+aug', ''), method)))
+        lines.append(f'| {_row_title(row, variant)} | ' + ' | '.join(cells) + ' |')
     lines.append('')
   lines += [f'### Table 2 (ablation), {BACKBONE_TITLE[TABLE2_ROW]}, InterMix', '',
             '| variant | ' + ' | '.join(DATASET_TITLE[d] for d in DATASET_COLUMN) + ' |',
@@ -285,8 +392,9 @@ def paper_tables(groups: list[dict], adversarial: list[dict] = ()) -> list[str]:
   for method, (title, values) in PAPER_TABLE2.items():
     cells = []
     for d, col in DATASET_COLUMN.items():
-      g = find(d, TABLE2_ROW, method)
-      cells.append(_cell(g) if g else _stat_cell(None, values[col]))
+      gs = sorted(find(d, TABLE2_ROW, method), key=lambda g: g['variant'])
+      cells.append('; '.join(_with_variant(_cell(g, best=True), g['variant']) for g in gs)
+                   if gs else _stat_cell(None, values[col]))
     lines.append(f'| {title} | ' + ' | '.join(cells) + ' |')
   lines.append('')
   for dataset in [d for d in datasets
@@ -296,33 +404,39 @@ def paper_tables(groups: list[dict], adversarial: list[dict] = ()) -> list[str]:
                         | {e for a in gs for e in a['eps']}, reverse=True)
     lines += [f'### Table 3 (FGSM), {DATASET_TITLE[dataset]}', '',
               'One-step untargeted FGSM on the normalised waveform, x + eps sign(grad_x CE), every '
-              'test crop attacked; error % of the 10-crop prediction (`python -m '
-              'intermix_jax.adversarial`). The paper does not name its backbone.', '',
+              'test crop attacked; error % of the 10-crop prediction of each run\'s last '
+              'checkpoint (`python -m intermix_jax.adversarial`). The paper does not name its '
+              'backbone.', '',
               '| model | method | clean | ' + ' | '.join(f'eps {eps_label(e)}' for e in eps_values)
               + ' |', '|---|---|---|' + '---|' * len(eps_values)]
     backbones = sorted({a['backbone'] for a in gs}, key=row_rank)
     rows = [(b, a['method'], a) for b in backbones for a in gs if a['backbone'] == b]
+    title = lambda m, a: method_title(a) if a else m
     if dataset == TABLE3_DATASET:
       for b in backbones or ['(not run)']:
         for m in PAPER_TABLE3:
           if not any(r[0] == b and r[1] == m for r in rows):
             rows.append((b, m, None))
-    order = lambda r: (row_rank(r[0]), strategy_rank(r[1]), r[1])
+    order = lambda r: (row_rank(r[0]), strategy_rank(r[1]), r[1], r[2]['variant'] if r[2] else '')
     for b, m, a in sorted(rows, key=order):
       dev = bool(a and a['deviations'])
       cells = [_stat_cell(a['clean'] if a else None, deviates=dev)]
       for e in eps_values:
         st = a['attacked'].get(e) if a else None
         cells.append(_stat_cell(st, paper_adversarial(dataset, m, e), deviates=dev))
-      lines.append(f'| {BACKBONE_TITLE.get(b, b)} | {m} | ' + ' | '.join(cells) + ' |')
+      lines.append(f'| {BACKBONE_TITLE.get(b, b)} | {title(m, a)} | ' + ' | '.join(cells) + ' |')
     lines.append('')
   return lines
 
 
 def summary_text(result: dict) -> str:
-  """What the command line prints: the legend, the main tables and the paired comparisons."""
+  """What the command line prints: the legend, the main tables, the runs split or set aside or
+  left out (unfinished; files that cannot be used go to stderr) and the paired comparisons."""
   lines = ['# Results', '', LEGEND, '']
   lines += main_tables(result['groups'])
+  lines += grouping_lines(result['grouping'])
+  # The files left out are named on stderr (`__main__`); the unfinished runs here.
+  lines += left_out_lines([n for n in result['notes'] if n not in result['bad_files']])
   lines += paired_tables(result['comparisons'], result['paired_notes'])
   if not result['groups']:
     lines += ['No finished training run found (the attacks of table 3 are in report.md).', '']

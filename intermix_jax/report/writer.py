@@ -4,7 +4,8 @@
                              (`aggregation`), writes `out`/report.md (`tables.markdown`),
                              `out`/summary.json (the same numbers machine-readable: groups with
                              their test-error curve, table 3 under 'adversarial', the paired
-                             comparisons under 'paired', the files and runs left out) and the
+                             comparisons under 'paired', the files and runs left out, the
+                             runs split into experiments or set aside under 'grouping') and the
                              PNGs of `plots`; returns all of it (see its docstring)
 """
 from __future__ import annotations
@@ -32,8 +33,9 @@ def write_report(paths: list[str], out: str, plots: bool = True) -> dict:
   left out; it is named in the notes and in 'bad_files'.
 
   Returns:
-    {'markdown', 'groups', 'notes', 'adversarial', 'comparisons' (of `paired_comparisons`),
-    'paired_notes', 'bad_files' (one line per file left out), 'files'}.
+    {'markdown', 'groups', 'notes' (runs and files left out), 'grouping' (runs split into
+    experiments or set aside, and why: `aggregate`), 'adversarial', 'comparisons' (of
+    `paired_comparisons`), 'paired_notes', 'bad_files' (one line per file left out), 'files'}.
   """
   runs, bad = load_runs(paths)
   records, bad_adv = load_runs(paths, ADVERSARIAL_FILE)
@@ -44,13 +46,14 @@ def write_report(paths: list[str], out: str, plots: bool = True) -> dict:
       raise ValueError(f'report: no usable results.json under {where}; {len(bad)} left out, the '
                        f'first: {bad[0]}')
     raise FileNotFoundError(f'report: no results.json under {where}')
-  groups, notes = aggregate(runs)
+  groups, notes, grouping = aggregate(runs)
   add_protocol_deviations(groups)
-  adversarial, adv_notes = aggregate_adversarial(records, runs)
+  adversarial, adv_notes, adv_grouping = aggregate_adversarial(records, runs)
   comparisons, paired_notes = paired_comparisons(groups)
   notes = bad + notes + adv_notes
+  grouping = grouping + adv_grouping
   os.makedirs(out, exist_ok=True)
-  text = markdown(groups, notes, adversarial, comparisons, paired_notes)
+  text = markdown(groups, notes, adversarial, comparisons, paired_notes, grouping)
   files = [os.path.join(out, 'report.md'), os.path.join(out, 'summary.json')]
   with open(files[0], 'w') as f:
     f.write(text)
@@ -64,7 +67,8 @@ def write_report(paths: list[str], out: str, plots: bool = True) -> dict:
                  for a in adversarial]
   with open(files[1], 'w') as f:
     json.dump(dict(groups=summary, adversarial=adv_summary, paired=comparisons,
-                   paired_notes=paired_notes, bad_files=bad, notes=notes), f, indent=1,
+                   paired_notes=paired_notes, bad_files=bad, notes=notes, grouping=grouping), f,
+              indent=1,
               sort_keys=True, default=lambda o: str(o))
   if plots and groups:
     files += plots_lib.plot_learning_curves(groups, out)
@@ -72,5 +76,6 @@ def write_report(paths: list[str], out: str, plots: bool = True) -> dict:
     files += plots_lib.plot_error_bars(groups, out)
   if plots and adversarial:
     files += plots_lib.plot_adversarial(adversarial, out)
-  return dict(markdown=text, groups=groups, notes=notes, adversarial=adversarial,
-              comparisons=comparisons, paired_notes=paired_notes, bad_files=bad, files=files)
+  return dict(markdown=text, groups=groups, notes=notes, grouping=grouping,
+              adversarial=adversarial, comparisons=comparisons, paired_notes=paired_notes,
+              bad_files=bad, files=files)
