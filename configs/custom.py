@@ -18,8 +18,8 @@ fold, seed; intermix_jax/config_lib.py), also config fields (see docs/own_data_a
 audio folder; that name was already taken, so the audio folder is `audio_dir`.)
 
 Defaults are every config's (EnvNet-v2, InterMix, the docs/method.md §5 ESC-50 row of the
-backbone: e.g. EnvNet 600 epochs, doubled for mixing). For a first try on a CPU, shrink them, e.g.
-`:audio_dir=...,backbone=envnet,model.width=0.25,model.fc_units=128,num_epochs=10,batch_size=16`.
+backbone: e.g. EnvNet 600 epochs, doubled for mixing): hours to days on a CPU. For a first run on
+a CPU, configs/custom_cpu.py takes the same arguments with a measured small-budget recipe.
 """
 from intermix_jax import config_lib
 from intermix_jax.data import custom

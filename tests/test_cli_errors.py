@@ -221,6 +221,25 @@ def test_unbalanced_classes_refused_before_training_naming_the_class(env, tmp_pa
   assert not os.path.exists(workdir / 'results.json')
 
 
+def test_csv_whose_names_resolve_nowhere_is_one_line_naming_the_folder(env, tmp_path):
+  # Issue 27 item 6: the csv lies away from the audio and audio_dir is not set.
+  audio, meta = tmp_path / 'audio', tmp_path / 'meta'
+  os.makedirs(audio)
+  os.makedirs(meta)
+  with open(meta / 'labels.csv', 'w') as f:
+    f.write('filename,label,fold\n')
+    for i in range(4):
+      sf.write(str(audio / f'{i}.wav'), np.zeros(800, np.float32), 8000)
+      f.write(f'{i}.wav,{i % 2},{i // 2 + 1}\n')
+  proc = run_main([f'--config=configs/custom.py:metadata_csv={meta / "labels.csv"},'
+                   f'data_dir={tmp_path / "tfds"},backbone=envnet,{TINY}',
+                   f'--workdir={tmp_path / "w"}'], env)
+  line = assert_one_line_error(proc, 'none of the 4 files it lists exists',
+                               f"the csv's own folder {meta}", f"'0.wav' -> {meta / '0.wav'}",
+                               'set audio_dir')
+  assert 'skip_bad_files' not in line
+
+
 # ------------------------------------------------------------------------------------------------
 # SIGTERM before the training loop
 # ------------------------------------------------------------------------------------------------

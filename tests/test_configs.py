@@ -2,6 +2,7 @@
 (config_checks), the one batch rule, the workdir guard."""
 import json
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -43,13 +44,34 @@ def test_spec_defaults_per_backbone_and_dataset(backbone, dataset):
   config_checks.validate(c)
 
 
-@pytest.mark.parametrize('name', ['esc50', 'esc10', 'urbansound8k', 'demo'])
+@pytest.mark.parametrize('name', ['esc50', 'esc10', 'urbansound8k', 'demo', 'custom_cpu'])
 def test_every_config_loads_validates_and_documents_its_command(name):
   c = load(name)
   config_checks.validate(c)
   doc = runpy.run_path(os.path.join(ROOT, 'configs', f'{name}.py'))['__doc__']
   assert 'python -m intermix_jax.main' in doc and f'configs/{name}.py' in doc
   assert 'error' in doc.lower()  # the expected result
+
+
+def test_custom_cpu_recipe_loads_validates_and_is_the_documented_command():
+  """configs/custom_cpu.py (issue 27 item 6): the small-CPU recipe for your own short sounds
+  loads, validates, keeps configs/custom.py's arguments, and docs/own_data_and_models.md's
+  measured command uses it with arguments that load (the 10-minute training itself is not run)."""
+  c = load('custom_cpu', 'audio_dir=/data/fsdd,metadata_csv=/data/fsdd.csv,fold=1')
+  config_checks.validate(c)
+  assert (c.dataset, c.backbone, c.strategy, c.fold) == ('custom', 'piczakcnn', 'standard', 1)
+  assert (c.audio_dir, c.metadata_csv, c.num_folds) == ('/data/fsdd', '/data/fsdd.csv', 5)
+  assert (c.model.width, c.model.fc_units, c.num_epochs, c.batch_size) == (0.5, 256, 60, 64)
+  assert (c.opt.lr, tuple(c.opt.schedule), c.opt.warmup_epochs) == (0.01, (0.5, 0.75), 0)
+  # Every field can still be set after the colon; a mixing strategy doubles the epochs as usual.
+  c = load('custom_cpu', 'strategy=intermix,num_epochs=10,model.width=1.0,num_folds=3')
+  config_checks.validate(c)
+  assert (c.strategy, c.num_epochs, c.model.width, c.num_folds) == ('intermix', 10, 1.0, 3)
+  doc = open(os.path.join(ROOT, 'docs', 'own_data_and_models.md')).read()
+  commands = re.findall(r'--config=configs/custom_cpu\.py:(\S+)', doc)
+  assert commands, 'docs/own_data_and_models.md shows no configs/custom_cpu.py command'
+  for arg in commands:
+    config_checks.validate(load('custom_cpu', arg))
 
 
 def test_overrides_are_typed():

@@ -5,6 +5,7 @@ runs the real command line `python -m intermix_jax.main --config=configs/custom.
 """
 import csv
 import os
+import re
 
 import numpy as np
 import pytest
@@ -241,6 +242,49 @@ def test_bad_files_named_or_skipped(tmp_path):
   total = sum(len(builder.as_data_source(split=f'fold{k}')) for k in range(1, 6))
   assert total == 3 * helpers.CUSTOM_FILES_PER_CLASS
   assert builder.info.metadata['skipped_files'][0][0] == str(bad)
+
+
+def test_csv_missing_files_explain_where_names_resolve(tmp_path):
+  """Issue 27 item 6: a csv whose names resolve nowhere (the audio lies elsewhere) says against
+  which folder they resolve, with a resolved path, and does not offer to skip every file; when
+  some files exist, skipping the others is offered."""
+  audio = tmp_path / 'audio'
+  for name in ('0_a_0.wav', '0_a_1.wav', '1_a_0.wav', '1_a_1.wav'):
+    _tone_file(str(audio / name))
+  rows = [(n, n[0]) for n in sorted(os.listdir(audio))]
+  elsewhere = tmp_path / 'meta'
+  os.makedirs(elsewhere)
+  csv_path = write_csv(elsewhere / 'labels.csv', rows)
+  config = helpers.custom_config(f'metadata_csv={csv_path},skip_bad_files=true')
+  config.data_dir = str(tmp_path / 'tfds')
+  for call in (lambda: custom.scan(metadata_csv=csv_path), lambda: data.prepare(config, 8000)):
+    with pytest.raises(layouts.LayoutError) as e:
+      call()
+    message = str(e.value)
+    assert "none of the 4 files it lists exists" in message, message
+    assert f"the csv's own folder {elsewhere} (config.audio_dir is not set)" in message, message
+    assert f"'0_a_0.wav' -> {elsewhere / '0_a_0.wav'} is missing" in message, message
+    assert 'set audio_dir' in message and 'skip_bad_files' not in message, message
+    assert '\n' not in message
+  # With audio_dir given and wrong: the same, naming config.audio_dir.
+  with pytest.raises(layouts.LayoutError, match=re.escape(
+      f"resolve against config.audio_dir={tmp_path}: e.g. '0_a_0.wav' -> "
+      f"{tmp_path / '0_a_0.wav'} is missing")):
+    custom.scan(audio_dir=str(tmp_path), metadata_csv=csv_path)
+  # Some files exist: the error names how many are missing, the resolution, and offers skipping.
+  csv_path = write_csv(elsewhere / 'some.csv', rows + [('gone/2_b_0.wav', '2')])
+  config = helpers.custom_config(f'audio_dir={audio},metadata_csv={csv_path},num_folds=2')
+  config.data_dir = str(tmp_path / 'tfds')
+  with pytest.raises(audio_decode.BadAudioFileError) as e:
+    data.prepare(config, 8000)
+  message = str(e.value)
+  assert message.startswith(f"{audio / 'gone' / '2_b_0.wav'}: file is missing: 1 of the 5 files "
+                            f'listed in {csv_path} are missing'), message
+  assert f"config.audio_dir={audio}: e.g. 'gone/2_b_0.wav' -> " in message, message
+  assert 'skip_bad_files=True' in message and '\n' not in message
+  config.skip_bad_files = True
+  with pytest.warns(data.SkippedFilesWarning, match='2_b_0.wav'):
+    data.prepare(config, 8000)
 
 
 def test_config_file_fields_and_checks(tmp_path):

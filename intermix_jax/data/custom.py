@@ -255,6 +255,11 @@ def scan(audio_dir: str | None = None, metadata_csv: str | None = None,
     items, folds = _scan_csv(csv_path, root)
   else:
     items, folds = _scan_folder(root)
+  if csv_path and not any(os.path.exists(path) for _, path, _ in items):
+    # Nothing resolves: the folder the names resolve against is wrong, not the files.
+    raise layouts.LayoutError(
+        f'{csv_path}: none of the {len(items)} files it lists exists; '
+        f'{resolution(csv_path, root, bool(audio_dir), *items[0][:2], hint=True)}')
   where = csv_path or root
   layouts._check_unique(  # pylint: disable=protected-access
       where, [layouts.ClipRecord(name, path, 0, 0) for name, path, _ in items])
@@ -285,6 +290,27 @@ def scan(audio_dir: str | None = None, metadata_csv: str | None = None,
   return CustomLayout(root=root, metadata_csv=csv_path, class_names=class_names, records=records,
                       num_folds=num_folds, folds_assigned=assigned,
                       fingerprint=_fingerprint(root, csv_path, class_names, records, num_folds))
+
+
+def missing_files(records) -> list[layouts.ClipRecord]:
+  """The records whose file does not exist (in order)."""
+  return [r for r in records if not os.path.exists(r.path)]
+
+
+def resolution(csv_path: str, root: str, audio_dir_given: bool, filename: str, path: str, *,
+               hint: bool = False) -> str:
+  """How the csv's file names resolve, shown on a missing file (`filename` as the csv writes it,
+  `path` what it resolved to); one line. `hint` adds which field to set."""
+  against = (f'config.audio_dir={root}' if audio_dir_given else
+             f"the csv's own folder {os.path.dirname(csv_path)} (config.audio_dir is not set)")
+  if os.path.isabs(filename):
+    return (f'file names resolve against {against} unless absolute; e.g. {filename!r} '
+            '(absolute) is missing')
+  if hint:
+    hint = ('; set audio_dir to the folder the names are relative to' if not audio_dir_given
+            else '; is audio_dir the folder the names are relative to?')
+  return (f'file names resolve against {against}: e.g. {filename!r} -> {path} '
+          f'is missing{hint or ""}')
 
 
 def _fingerprint(root, csv_path, class_names, records, num_folds) -> str:
@@ -377,6 +403,15 @@ def get_builder(config, sample_rate: int) -> CustomAudio:
   if int(sample_rate) != sample_rate or sample_rate <= 0:
     raise ValueError(f'sample_rate must be a positive integer number of Hz, got {sample_rate!r}')
   layout = scan_config(config)
+  skip_bad_files = bool(_field(config, 'skip_bad_files', False))
+  missing = missing_files(layout.records) if layout.metadata_csv else []
+  if missing and not skip_bad_files:  # some do exist (`scan` refuses a csv of which none does)
+    how = resolution(layout.metadata_csv, layout.root, bool(_field(config, 'audio_dir')),
+                     missing[0].filename, missing[0].path)
+    raise audio_decode.BadAudioFileError(missing[0].path, (
+        f'file is missing: {len(missing)} of the {len(layout.records)} files listed in '
+        f'{layout.metadata_csv} are missing; {how}. Fix the csv, or set skip_bad_files=True '
+        '(config.skip_bad_files) to skip the missing files'))
   num_folds = _field(config, 'num_folds')
   builder_config = builder_config_for(layout, sample_rate,
                                       DEFAULT_NUM_FOLDS if num_folds is None else num_folds)
@@ -385,7 +420,7 @@ def get_builder(config, sample_rate: int) -> CustomAudio:
   try:
     return CustomAudio(data_dir=_field(config, 'data_dir'), config=builder_config,
                        file_format='array_record',
-                       skip_bad_files=bool(_field(config, 'skip_bad_files', False)))
+                       skip_bad_files=skip_bad_files)
   finally:
     logging.getLogger('absl').removeFilter(quiet)
 
