@@ -16,11 +16,13 @@ Exit status:
      resume. (A SIGTERM in the first seconds, while Python imports JAX, still ends the process with
      the default status 143; nothing is written by then.)
   1  one line `error: ...` naming the field, file or path: a bad flag or `configs/x.py:` override
-     (unknown field, wrong type, an unquoted comma in a value), a bad config value, a batch_size
+     (unknown field, also as `--config.foo=1`; wrong type, an unquoted comma in a value), a bad
+     config value, a batch_size
      larger than the training clips, classes too unbalanced for the pairs of a mixing strategy, a
      workdir of a different config, a non-finite loss under nan_policy=stop, a dataset that is
      missing or has a bad layout, an unreadable audio file (`skip_bad_files=True` skips such files),
-     or a path that cannot be written (read-only, permission denied, disk full).
+     or a path that cannot be written (read-only, permission denied, disk full; also while
+     preparing the data: config.data_dir is named).
 Any other exception is a bug and keeps its traceback.
 """
 import errno
@@ -107,12 +109,45 @@ def _flag_error_line(error: Exception) -> str:
   return ' '.join(text.split())
 
 
+def _unknown_override_line(argv):
+  """For ml_collections' AttributeError / KeyError on `--config.<field>=value` (a field the
+  config lacks): the `configs/x.py:<field>=value` form's one line, naming the flag; else None."""
+  from intermix_jax import config_lib
+  config_arg = None
+  overrides = []
+  for arg in argv[1:]:
+    name = arg.split('=', 1)[0].lstrip('-')
+    if name == 'config' and '=' in arg:
+      config_arg = arg.split('=', 1)[1]
+    elif name.startswith(('config.', 'noconfig.')):
+      overrides.append((arg, name.split('.', 1)[1]))
+  if config_arg is None or not overrides:
+    return None
+  try:
+    config = FLAGS['config'].parser.parse(config_arg)  # the file with its `:` overrides
+  except Exception:  # pylint: disable=broad-except
+    return None  # the config itself does not load: the original error says more
+  for arg, field in overrides:
+    try:
+      config_lib.parse_field(config, field, 'None')  # raises for an unknown field only
+    except ValueError as e:
+      if str(e).startswith('unknown config field'):
+        return f'flag {arg}: {e}'
+  return None
+
+
 def _parse_flags(argv):
   """absl's flag parsing with every error as one line (exit 1, as absl's own parser)."""
   try:
     return FLAGS(argv)
   except flags.Error as e:
     print(f'error: {_flag_error_line(e)}', file=sys.stderr, flush=True)
+    sys.exit(1)
+  except (AttributeError, KeyError):  # ml_collections: `--config.foo=1`, foo not a field
+    line = _unknown_override_line(argv)
+    if line is None:
+      raise
+    print(f'error: {line}', file=sys.stderr, flush=True)
     sys.exit(1)
 
 
