@@ -511,6 +511,7 @@ class _Fold:
     init_key, train_key = jax.random.split(jax.random.key(cfg.seed))
     self.meta = _empty_meta(train_key)
     self.rotate = True  # False: the caller rotates the checkpoints (runs saved together)
+    self.label = ''  # ' (fold k, seed s)' in the log lines of runs in one program
     self.given_eval = None  # an evaluation of the current state made by the caller (_Together)
     restored = store.restore(run.abstract_state(), at_most=at_most)
     if restored is None:
@@ -765,9 +766,9 @@ class _Fold:
     ev, self.given_eval = self.given_eval or self.run.evaluate(self.state), None
     self.meta['last_eval'] = dict(ev, epoch=epoch)
     if report and self.run.is_main:
-      logging.info('epoch %d/%d: test error %.2f%% (%d/%d clips, %d crops each)', epoch,
-                   self.run.num_epochs, ev['error'], ev['count'] - ev['num_correct'], ev['count'],
-                   self.cfg.num_eval_crops)
+      logging.info('epoch %d/%d%s: test error %.2f%% (%d/%d clips, %d crops each)', epoch,
+                   self.run.num_epochs, self.label, ev['error'], ev['count'] - ev['num_correct'],
+                   ev['count'], self.cfg.num_eval_crops)
       self.writer.write_scalars(self.step, {'test/error': ev['error']})
     return ev
 
@@ -859,6 +860,7 @@ class _Together:
     self.saves = _SaveShare()  # every run's saves count together
     for f in self.folds:
       f.rotate = False
+      f.label = f' (fold {f.cfg.fold}, seed {f.cfg.seed})'
       f.saves, f.check_saves = self.saves, False
       deleted = f.store.discard_after(self.step)
       if deleted:
@@ -905,10 +907,15 @@ class _Together:
         self.live.remove(k)
         self.stopped[k] = f.results('stopped_nonfinite', str(e))
         stopped.append(k)
-        logging.warning('%s: left out of the program from step %d (the other runs go on)',
-                        f.run.workdir, self.step)
       finally:
         f.state = None
+    for k in stopped:  # once every run had its turn: which ones go on is known
+      if self.live:
+        logging.warning('%s: left out of the program from step %d (the other %d run(s) go on)',
+                        self.folds[k].run.workdir, self.step, len(self.live))
+      else:
+        logging.warning('%s: left out of the program from step %d; no run of the program is '
+                        'left to train', self.folds[k].run.workdir, self.step)
     return stopped
 
   def _check_finite(self) -> None:
@@ -940,6 +947,8 @@ class _Together:
             break
           if self._train_epoch(epoch, term):
             status, message = 'preempted', f'SIGTERM at step {self.step}: saved checkpoint'
+            break
+          if not self.live:
             break
           self._end_epoch(epoch, term)
           if term.requested and epoch + 1 < self.first.num_epochs:
@@ -983,6 +992,8 @@ class _Together:
       if self.step % cfg.log_every_steps == 0:
         self._log_progress(epoch)
         self._check_finite()
+        if not self.live:  # every run left out: nothing left to step
+          return False
       if term.reached(self.step) and i + 1 < self.spe:
         self._check_finite()
         self._save()
