@@ -15,6 +15,9 @@ Exit status:
      are written to a temporary file and renamed). Rerun the same command to
      resume. (A SIGTERM in the first seconds, while Python imports JAX, still ends the process with
      the default status 143; nothing is written by then.)
+  130 (the process ends by SIGINT, as a shell expects of Ctrl-C) the first Ctrl-C: as SIGTERM
+     above (checkpoint, 'preempted', resumable); a second Ctrl-C ends the process at once, without
+     a checkpoint (the previous one stays; nothing half-written is used).
   1  one line `error: ...` naming the field, file or path: a bad flag or `configs/x.py:` override
      (unknown field, also as `--config.foo=1`; wrong type, an unquoted comma in a value), a bad
      config value, a batch_size
@@ -72,13 +75,28 @@ _SIGTERM_ACTS_AS_DEFAULT = False  # multi-process runs: JAX's preemption service
 
 
 def _on_sigterm(signum, frame):
-  del frame
-  if _SIGTERM_ACTS_AS_DEFAULT:
+  """SIGTERM and SIGINT (Ctrl-C) outside the training loop: stop with nothing half-written."""
+  if _SIGTERM_ACTS_AS_DEFAULT:  # several processes: SIGINT as Python's default, SIGTERM as the OS'
+    if signum == signal.SIGINT:
+      signal.default_int_handler(signum, frame)
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
     return
-  termination.note()  # kept even if Python swallows the exception below
+  del frame
+  termination.note(signum)  # kept even if Python swallows the exception below
+  if signum == signal.SIGINT:
+    termination.first_ctrl_c()  # a second Ctrl-C ends the process at once
   raise Terminated()
+
+
+def _end_as_interrupted() -> None:
+  """Ends the process by SIGINT, as a shell expects of a command stopped by Ctrl-C (status 130;
+  a shell loop of commands then stops too). Everything is written and closed by now."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+  os.kill(os.getpid(), signal.SIGINT)
+  sys.exit(130)  # not reached, unless SIGINT is blocked
 
 
 def _quiet_about_terminated(previous):
@@ -253,16 +271,27 @@ def main(argv):
 
 
 def run() -> None:
-  """The process: SIGTERM handled from here on (imports, flags, data preparation), then main."""
+  """The process: SIGTERM and Ctrl-C handled from here on (imports, flags, data preparation), then
+  main."""
+  termination.own_process_signals()
   signal.signal(signal.SIGTERM, _on_sigterm)
+  signal.signal(signal.SIGINT, _on_sigterm)
   sys.unraisablehook = _quiet_about_terminated(sys.unraisablehook)
   try:
     app.run(main, flags_parser=_parse_flags)
   except Terminated:
-    print('stopped by SIGTERM outside the training loop (while starting, preparing data, '
-          'compiling or finishing): nothing to checkpoint, and nothing half-written will be used; '
-          'rerun the same command to continue', file=sys.stderr, flush=True)
-    sys.exit(0)
+    print(f'stopped by {termination.describe(termination.stop_signal())} outside the training '
+          'loop (while starting, preparing data, compiling or finishing): nothing to checkpoint, '
+          'and nothing half-written will be used; rerun the same command to continue',
+          file=sys.stderr, flush=True)
+    status = 0
+  except SystemExit as e:
+    status = e.code
+    if termination.stop_signal() != signal.SIGINT or status not in (0, None):
+      raise
+  if termination.stop_signal() == signal.SIGINT:
+    _end_as_interrupted()
+  sys.exit(status)
 
 
 if __name__ == '__main__':

@@ -158,26 +158,43 @@ class _SaveShare:
 
 
 class _TerminationFlag:
-  """Preemption notice: SIGTERM is recorded instead of killing the process.
+  """Preemption notice: SIGTERM or a first Ctrl-C is recorded instead of killing the process.
 
-  One process: a Python SIGTERM handler sets the flag (the old handler is restored on exit).
-  Several processes: JAX's preemption service (started by jax.distributed) receives the notice and
-  `reached(step)` is True on every process at the same step, so they save the same checkpoint.
+  One process: a Python handler of SIGTERM and SIGINT sets the flag (the old handlers are restored
+  on exit; after a Ctrl-C, SIGINT keeps the system's default, so that a second Ctrl-C ends the
+  process at once: termination.first_ctrl_c). Several processes: JAX's preemption service (started
+  by jax.distributed) receives the notice and `reached(step)` is True on every process at the same
+  step, so they save the same checkpoint (SIGINT is left as Python has it there).
   """
 
   def __init__(self):
     self._flag = termination.noted()  # a SIGTERM before training began: stop at the first step
-    self._old = None
+    self._signum = termination.stop_signal() if self._flag else None
+    self._old = {}
     self._multi = jax.process_count() > 1
 
   def __enter__(self):
     if not self._multi and threading.current_thread() is threading.main_thread():
-      self._old = signal.signal(signal.SIGTERM, self._handle)
+      self._old[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handle)
+      if self._signum != signal.SIGINT:  # after a Ctrl-C the next one ends the process already
+        self._old[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle)
     return self
 
   def _handle(self, signum, frame):
-    del signum, frame
+    del frame
+    termination.record(signum)
+    if self._signum is None:
+      self._signum = signum
+    if signum == signal.SIGINT:
+      termination.first_ctrl_c(self._old.get(signal.SIGINT))
+      logging.warning('Ctrl-C: saving a checkpoint at the next step, then stopping (rerun the same '
+                      'command to resume); press Ctrl-C again to stop at once, without it')
     self._flag = True
+
+  @property
+  def name(self) -> str:
+    """What asked the run to stop: 'SIGTERM' (also a preemption notice) or 'SIGINT (Ctrl-C)'."""
+    return termination.describe(self._signum)
 
   def reached(self, step: int) -> bool:
     """Whether to save and stop after `step` (call after every step on every process)."""
@@ -194,8 +211,11 @@ class _TerminationFlag:
     return self._flag
 
   def __exit__(self, *exc):
-    if self._old is not None:
-      signal.signal(signal.SIGTERM, self._old)
+    for signum, old in self._old.items():
+      if not (signum == signal.SIGINT and self._signum == signal.SIGINT and
+              signal.getsignal(signal.SIGINT) == signal.SIG_DFL):
+        signal.signal(signum, old)  # (the command line keeps SIGINT's default after a Ctrl-C)
+    self._old = {}
     return False
 
 
@@ -671,12 +691,12 @@ class _Fold:
     with _TerminationFlag() as term:
       for epoch in range(self.start // run.steps_per_epoch, run.num_epochs):
         if self._train_epoch(epoch, term):
-          return self._preempted(f'SIGTERM at step {self.step}: saved checkpoint '
+          return self._preempted(f'{term.name} at step {self.step}: saved checkpoint '
                                  f'{self.store.path(self.step)}; rerun the same command to resume')
         self._end_epoch(epoch, term)
         if term.requested and epoch + 1 < run.num_epochs:
-          return self._preempted(f'SIGTERM at step {self.step}: saved checkpoint '
-                                 f'{self.store.path(self.step)}; rerun to resume')
+          return self._preempted(f'{term.name} at step {self.step}: saved checkpoint '
+                                 f'{self.store.path(self.step)}; rerun the same command to resume')
     r = self.write_results('finished')
     if run.is_main:
       logging.info('finished %s: test error %.2f%% at epoch %d (wall time %s)', run.workdir,
@@ -946,13 +966,13 @@ class _Together:
           if not self.live:
             break
           if self._train_epoch(epoch, term):
-            status, message = 'preempted', f'SIGTERM at step {self.step}: saved checkpoint'
+            status, message = 'preempted', f'{term.name} at step {self.step}: saved checkpoint'
             break
           if not self.live:
             break
           self._end_epoch(epoch, term)
           if term.requested and epoch + 1 < self.first.num_epochs:
-            status, message = 'preempted', f'SIGTERM at step {self.step}: saved checkpoint'
+            status, message = 'preempted', f'{term.name} at step {self.step}: saved checkpoint'
             break
       for k, f in enumerate(self.folds):
         f.step = self.step

@@ -301,7 +301,10 @@ def test_unbalanced_classes_refused_before_training_naming_the_class(env, tmp_pa
 # ------------------------------------------------------------------------------------------------
 # SIGTERM before the training loop
 # ------------------------------------------------------------------------------------------------
-def test_sigterm_during_data_preparation_exits_0_with_one_line(env, tmp_path):
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT], ids=['SIGTERM', 'SIGINT'])
+def test_sigterm_during_data_preparation_exits_0_with_one_line(signum, env, tmp_path):
+  """SIGTERM: one line, exit 0. Ctrl-C (SIGINT) the same line, then the process ends by SIGINT
+  (before: KeyboardInterrupt's traceback)."""
   data_dir, workdir = tmp_path / 'tfds', tmp_path / 'w'
   p = subprocess.Popen([sys.executable, '-m', 'intermix_jax.main',
                         f'--config=configs/demo.py:{TINY},data_dir={data_dir}',
@@ -312,11 +315,14 @@ def test_sigterm_during_data_preparation_exits_0_with_one_line(env, tmp_path):
     assert p.poll() is None, p.communicate()
     assert time.time() - t0 < 300, 'preparation never started'
     time.sleep(0.01)
-  p.send_signal(signal.SIGTERM)
+  p.send_signal(signum)
   out, err = p.communicate(timeout=120)
-  assert p.returncode == 0, (p.returncode, err[-3000:])
+  assert p.returncode == (0 if signum == signal.SIGTERM else -signal.SIGINT), (p.returncode,
+                                                                             err[-3000:])
   assert 'Traceback' not in out + err, err[-3000:]
-  assert [line for line in err.splitlines() if 'SIGTERM' in line] == [err.strip().splitlines()[-1]]
+  name = 'SIGTERM' if signum == signal.SIGTERM else 'SIGINT (Ctrl-C)'
+  assert [line for line in err.splitlines() if 'SIG' in line] == [err.strip().splitlines()[-1]]
+  assert err.strip().splitlines()[-1].startswith(f'stopped by {name} outside the training loop')
   assert 'rerun the same command' in err
   # Nothing half-prepared is served, nothing trained. (Where Python swallowed the handler's
   # exception, the preparation completed and the run stopped right after it: next test.)

@@ -199,6 +199,77 @@ def test_kill_during_a_checkpoint_write_keeps_the_last_good_one(reference, synth
 
 
 # ------------------------------------------------------------------------------------------------
+# Ctrl-C (SIGINT)
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_ends_by_sigint_and_the_rerun_resumes_bitwise(
+    reference, synthetic_data_dir, env, tmp_path):
+  """The first Ctrl-C does what SIGTERM does (checkpoint, 'preempted', the rerun resumes bitwise);
+  the process then ends by SIGINT, as a shell expects of Ctrl-C (before: KeyboardInterrupt's
+  traceback, no checkpoint)."""
+  d, log = str(tmp_path / 'run'), str(tmp_path / 'run.log')
+  p, f = start(d, synthetic_data_dir, env, log)
+  wait_for(lambda: steps_logged(log) >= 7, 300, 'step 7', p, log)  # mid-epoch 3
+  t0 = time.time()
+  p.send_signal(signal.SIGINT)
+  rc = p.wait(timeout=60)
+  elapsed = time.time() - t0
+  f.close()
+  text = open(log).read()
+  assert rc == -signal.SIGINT, text[-3000:]
+  assert elapsed < 10, f'took {elapsed:.1f} s to save and exit'
+  assert 'Traceback' not in text and 'KeyboardInterrupt' not in text, text[-3000:]
+  assert 'press Ctrl-C again to stop at once' in text
+  r = helpers.results(d)
+  assert r['status'] == 'preempted', r['message']
+  assert r['message'].startswith(f"SIGINT (Ctrl-C) at step {r['step']}: saved checkpoint "
+                                 f"{d}/checkpoints/{r['step']}; rerun the same command"), r['message']
+  step, _ = helpers.final_state(d)
+  assert step == r['step'] >= 7
+  run_to_end(d, synthetic_data_dir, env, log)
+  assert_same_as_reference(d, reference)
+
+
+# The trainer's command line with a checkpoint save that takes 2 minutes once a Ctrl-C came.
+SLOW_SAVE_AFTER_CTRL_C = """
+import runpy, signal, sys, time
+from intermix_jax import termination, train
+real_save = train._Fold.save
+def save(self, partial):
+  if termination.stop_signal() == signal.SIGINT:
+    print('SLOW SAVE', flush=True)
+    time.sleep(120)
+  return real_save(self, partial)
+train._Fold.save = save
+sys.argv[0] = 'main'
+runpy.run_module('intermix_jax.main', run_name='__main__', alter_sys=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_ends_the_process_at_once_and_loses_nothing(reference, synthetic_data_dir,
+                                                                     env, tmp_path):
+  """A second Ctrl-C during the first one's (slow) save ends the process at once, by SIGINT; the
+  previous checkpoint and results.json stay valid, and the rerun resumes bitwise."""
+  d, log = str(tmp_path / 'run'), str(tmp_path / 'run.log')
+  with open(log, 'w') as f:
+    p = subprocess.Popen([sys.executable, '-c', SLOW_SAVE_AFTER_CTRL_C] + command(
+        d, synthetic_data_dir)[3:], cwd=helpers.REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
+    wait_for(lambda: steps_logged(log) >= 5, 300, 'step 5', p, log)  # after epoch 1's checkpoint
+    p.send_signal(signal.SIGINT)
+    wait_for(lambda: 'SLOW SAVE' in open(log).read(), 60, 'the save after Ctrl-C', p, log)
+    t0 = time.time()
+    p.send_signal(signal.SIGINT)
+    rc = p.wait(timeout=60)
+  elapsed = time.time() - t0
+  assert rc == -signal.SIGINT and elapsed < 3, (rc, elapsed, open(log).read()[-3000:])
+  r = helpers.results(d)  # as written after the last epoch (valid JSON)
+  assert r['status'] == 'running' and r['step'] == helpers.final_state(d)[0] >= 3
+  run_to_end(d, synthetic_data_dir, env, log)
+  assert_same_as_reference(d, reference)
+
+
+# ------------------------------------------------------------------------------------------------
 # In-process: non-finite steps, bad configs, a workdir of another config
 # ------------------------------------------------------------------------------------------------
 def tiny_config(data_dir, extra=''):
