@@ -25,7 +25,8 @@ Exit status:
      workdir of a different config, a non-finite loss under nan_policy=stop, a dataset that is
      missing or has a bad layout, an unreadable audio file (`skip_bad_files=True` skips such files),
      or a path that cannot be written (read-only, permission denied, disk full; also while
-     preparing the data: config.data_dir is named).
+     preparing the data: config.data_dir is named), a workdir in which another process trains
+     (the holder is named: pid, host, since when; workdir.lock).
 Any other exception is a bug and keeps its traceback.
 """
 import errno
@@ -242,7 +243,8 @@ def main(argv):
   if not verbose:
     import tensorflow_datasets as tfds
     tfds.disable_progress_bar()
-  known = (config_checks.ConfigError, workdir.WorkdirConfigError, train.NonFiniteError,
+  known = (config_checks.ConfigError, workdir.WorkdirConfigError, workdir.WorkdirBusyError,
+           train.NonFiniteError,
            data.LayoutError, data.BadAudioFileError, data.SourceUnavailableError,
            FileNotFoundError)
   config = _CONFIG.value

@@ -24,6 +24,7 @@ counts such steps (`nonfinite_steps` in the metrics).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -262,6 +263,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Raises:
     config_checks.ConfigError: a field is unusable (before any heavy work).
     workdir_lib.WorkdirConfigError: `workdir` belongs to a different config.
+    workdir_lib.WorkdirBusyError: another process trains in `workdir` (or in one of its runs'
+      workdirs): refused before anything is written (workdir_lib.lock).
     NonFiniteError: a non-finite loss or gradient under nan_policy='stop' (runs in one program:
       after the other runs trained to the end and the summaries were written).
   """
@@ -280,11 +283,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return _train_fold(config, workdir)
 
 
+def _lock(workdirs: list[str]):
+  """The training lock of `workdirs` (workdir_lib.lock), taken by process 0 alone: the processes
+  of one multi-process run share the workdir."""
+  return workdir_lib.lock(workdirs) if _is_main() else contextlib.nullcontext()
+
+
 def _many_runs(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """fold='all' and/or `seeds`: the runs, then cv_results.json per seed and seeds_results.json."""
+  """fold='all' and/or `seeds`: the runs, then cv_results.json per seed and seeds_results.json.
+  `workdir`, each seed's and each run's workdir are locked for the whole of it, before anything
+  is written (another training in any of them is refused at once)."""
   from intermix_jax import data
   num_folds = data.dataset_info(config).num_folds
-  workdir_lib.check_or_store_config(workdir, config, write=_is_main())
   groups = []  # (config of the seed's group, its workdir, [(run config, run workdir)])
   for seed in ([None] if config.seeds is None else list(config.seeds)):
     group, group_dir = copy.deepcopy(config), workdir
@@ -299,6 +309,14 @@ def _many_runs(config: ml_collections.ConfigDict, workdir: str) -> dict:
         runs[-1][0].fold = k
     groups.append((group, group_dir, runs))
   plan = [run for _, _, runs in groups for run in runs]
+  with _lock([workdir] + [d for _, d, _ in groups] + [w for _, w in plan]):
+    return _run_plan(config, workdir, num_folds, groups, plan)
+
+
+def _run_plan(config: ml_collections.ConfigDict, workdir: str, num_folds: int, groups: list,
+              plan: list) -> dict:
+  """`_many_runs` once its workdirs are locked."""
+  workdir_lib.check_or_store_config(workdir, config, write=_is_main())
   if config.stack_runs:
     results = _train_together([c for c, _ in plan], [w for _, w in plan])
   else:
@@ -372,7 +390,10 @@ def _seeds_summary(config: ml_collections.ConfigDict, workdir: str, per_seed: li
 class _Run:
   """Everything one fold's training needs, built once: model, data, and the steps on the mesh."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, *,
+               before_writing: Callable[[], None] | None = None):
+    """`before_writing`: called once the config is checked, before the first file is written
+    (takes the workdir's lock)."""
     from intermix_jax import data, mixing
     self.config = config
     self.workdir = workdir
@@ -389,6 +410,8 @@ class _Run:
     config_checks.validate(
         config, num_folds=self.info.num_folds, num_mix_points=self.model.num_mix_points,
         device_count=jax.device_count(), process_count=jax.process_count(), mixes=strategy.mixes)
+    if before_writing is not None:
+      before_writing()
     workdir_lib.check_or_store_config(workdir, config, write=self.is_main)
     note = config_lib.row_note(config)  # --config.backbone after the row was chosen
     if note:
@@ -481,8 +504,16 @@ def _train_fold(config: ml_collections.ConfigDict, workdir: str) -> dict:
   NonFiniteError or any other exception (a failure to close is then only logged, so that the
   exception reported stays the one that stopped the run).
   """
+  with contextlib.ExitStack() as held:
+    return _train_fold_holding(config, workdir, held)
+
+
+def _train_fold_holding(config: ml_collections.ConfigDict, workdir: str,
+                        held: contextlib.ExitStack) -> dict:
+  """`_train_fold`; the workdir's lock is taken into `held` once the config is checked, before
+  anything is written (re-entrant under _many_runs, which holds it already)."""
   t0 = time.time()
-  run = _Run(config, workdir)
+  run = _Run(config, workdir, before_writing=lambda: held.enter_context(_lock([workdir])))
   store = checkpoints.CheckpointStore(os.path.join(workdir, workdir_lib.CHECKPOINTS_DIR),
                                       config.keep_checkpoints)
   writer, ok = None, False
@@ -810,6 +841,12 @@ def _train_together(configs: list[ml_collections.ConfigDict], workdirs: list[str
   states stacked on a run axis, `multirun.multi_train_step`. Writers and stores are closed on every
   way out, as in `_train_fold`.
   """
+  with _lock(workdirs):  # re-entrant: _many_runs holds them already
+    return _train_locked_together(configs, workdirs)
+
+
+def _train_locked_together(configs: list[ml_collections.ConfigDict],
+                           workdirs: list[str]) -> list[dict]:
   t0 = time.time()
   runs, stores, writers, ok = [], [], [], False
   try:
