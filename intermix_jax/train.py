@@ -13,12 +13,14 @@ What lands in `workdir` (see WORKSPACE.md):
   events.out.tfevents.*  TensorBoard scalars (train/loss, train/error, train/lr, train/steps_per_sec,
                       test/error, ...)
 With `fold='all'` every fold runs into `workdir/fold_<k>` (and `workdir/cv_results.json` sums up).
+A workdir is trained by one process at a time: its lock (workdir_lib.lock, `.training.lock`) is
+taken before the first write and held to the end; another training there is refused at once.
 
 Rerunning the same command resumes from the newest readable checkpoint: parameters, optimiser state,
 counters, the data position (epoch, step within the epoch), the PRNG key, the history and the partial
 epoch's metric sums, so the resumed run ends bitwise equal to an uninterrupted one (on CPU). SIGTERM
-(preemption) saves a checkpoint at the current step and returns with status 'preempted' (main exits
-0). A non-finite loss or gradient is never applied (steps.py); with `nan_policy='stop'` training stops
+(preemption) or a first Ctrl-C (SIGINT) saves a checkpoint at the current step and returns with
+status 'preempted' (main exits 0 after SIGTERM, by SIGINT after Ctrl-C). A non-finite loss or gradient is never applied (steps.py); with `nan_policy='stop'` training stops
 with `NonFiniteError` naming the step and the last good checkpoint, with 'skip' it carries on and
 counts such steps (`nonfinite_steps` in the metrics).
 """
