@@ -31,7 +31,6 @@ import gc
 import hashlib
 import logging
 import os
-import re
 import shutil
 import sys
 import warnings
@@ -41,28 +40,22 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from intermix_jax import io_errors
+
 DIGEST_KEY = 'state_digest'
 DIGEST_ALGORITHM = 'sha256'
 # Free space required beyond the state's size before a save starts (metadata, OCDBT manifests).
 SPACE_MARGIN_BYTES = 1 << 20
 
-# tensorstore reports file-system errors as ValueError with the OS error in the text.
-_IO_ERROR_TEXT = re.compile(r"No space left on device|os_error_code|RESOURCE_EXHAUSTED|"
-                            r"PERMISSION_DENIED|Read-only file system|Disk quota exceeded")
-_ENOSPC_TEXT = re.compile(r"No space left on device|os_error_code='?%d\b|Disk quota exceeded"
-                          % errno.ENOSPC)
 _warned_unverified: set[str] = set()
 
 
-class CheckpointWriteError(OSError):
+class CheckpointWriteError(io_errors.WriteError):
   """A checkpoint could not be written or did not read back as written (disk full, no
   permission, ...). The message is one line naming the checkpoint's path; nothing older is lost.
 
   Raised as CheckpointWriteError(errno, message); str() is the message alone.
   """
-
-  def __str__(self) -> str:
-    return str(self.strerror)
 
 
 class _QuietOrbax(logging.Filter):
@@ -145,35 +138,11 @@ def _barrier(name: str) -> None:
 # ------------------------------------------------------------------------------------------------
 # Write errors
 # ------------------------------------------------------------------------------------------------
-def _chain(error: BaseException):
-  seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    yield error
-    error = error.__cause__ or error.__context__
-
-
-def _is_io_error(error: BaseException) -> bool:
-  return any(isinstance(e, OSError) or _IO_ERROR_TEXT.search(str(e)) for e in _chain(error))
-
-
-def _is_disk_full(error: BaseException) -> bool:
-  return any((isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT))
-             or _ENOSPC_TEXT.search(str(e)) for e in _chain(error))
-
-
-def _first_line(error: BaseException, limit: int = 300) -> str:
-  """'Type: first line of the message' (at most `limit` characters; orbax's can be huge)."""
-  for e in _chain(error):
-    if isinstance(e, OSError) and e.strerror:
-      return f'{type(e).__name__}: {e.strerror}'
-  text = str(error).strip()
-  line = f'{type(error).__name__}: {text.splitlines()[0] if text else ""}'
-  return line if len(line) <= limit else line[:limit - 3] + '...'
-
-
-def _mib(n: float) -> str:
-  return f'{n / 2**20:.1f} MiB' if n >= 2**20 else f'{n / 2**10:.0f} KiB'
+_chain = io_errors.chain
+_is_io_error = io_errors.is_io_error
+_is_disk_full = io_errors.is_disk_full
+_first_line = io_errors.first_line
+_mib = io_errors.mib
 
 
 def _from_orbax_write(unraisable) -> bool:

@@ -19,12 +19,18 @@ Exit status:
      are written to a temporary file and renamed). Rerun the same command to
      resume. (A SIGTERM in the first seconds, while Python imports JAX, still ends the process with
      the default status 143; nothing is written by then.)
+  130 (the process ends by SIGINT, as a shell expects of Ctrl-C) the first Ctrl-C: as SIGTERM
+     above (checkpoint, 'preempted', resumable); a second Ctrl-C ends the process at once, without
+     a checkpoint (the previous one stays; nothing half-written is used).
   1  one line `error: ...` naming the field, file or path: a bad flag or `configs/x.py:` override
-     (unknown field, wrong type, an unquoted comma in a value), a bad config value, a batch_size
+     (unknown field, also as `--config.foo=1`; wrong type, an unquoted comma in a value), a bad
+     config value, a batch_size
      larger than the training clips, classes too unbalanced for the pairs of a mixing strategy, a
      workdir of a different config, a non-finite loss under nan_policy=stop, a dataset that is
      missing or has a bad layout, an unreadable audio file (`skip_bad_files=True` skips such files),
-     or a path that cannot be written (read-only, permission denied, disk full).
+     or a path that cannot be written (read-only, permission denied, disk full; also while
+     preparing the data: config.data_dir is named), a workdir in which another process trains
+     (the holder is named: pid, host, since when; workdir.lock).
 Any other exception is a bug and keeps its traceback.
 """
 import errno
@@ -81,13 +87,28 @@ _SIGTERM_ACTS_AS_DEFAULT = False  # multi-process runs: JAX's preemption service
 
 
 def _on_sigterm(signum, frame):
-  del frame
-  if _SIGTERM_ACTS_AS_DEFAULT:
+  """SIGTERM and SIGINT (Ctrl-C) outside the training loop: stop with nothing half-written."""
+  if _SIGTERM_ACTS_AS_DEFAULT:  # several processes: SIGINT as Python's default, SIGTERM as the OS'
+    if signum == signal.SIGINT:
+      signal.default_int_handler(signum, frame)
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
     return
-  termination.note()  # kept even if Python swallows the exception below
+  del frame
+  termination.note(signum)  # kept even if Python swallows the exception below
+  if signum == signal.SIGINT:
+    termination.first_ctrl_c()  # a second Ctrl-C ends the process at once
   raise Terminated()
+
+
+def _end_as_interrupted() -> None:
+  """Ends the process by SIGINT, as a shell expects of a command stopped by Ctrl-C (status 130;
+  a shell loop of commands then stops too). Everything is written and closed by now."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+  os.kill(os.getpid(), signal.SIGINT)
+  sys.exit(130)  # not reached, unless SIGINT is blocked
 
 
 def _quiet_about_terminated(previous):
@@ -118,12 +139,45 @@ def _flag_error_line(error: Exception) -> str:
   return ' '.join(text.split())
 
 
+def _unknown_override_line(argv):
+  """For ml_collections' AttributeError / KeyError on `--config.<field>=value` (a field the
+  config lacks): the `configs/x.py:<field>=value` form's one line, naming the flag; else None."""
+  from intermix_jax import config_lib
+  config_arg = None
+  overrides = []
+  for arg in argv[1:]:
+    name = arg.split('=', 1)[0].lstrip('-')
+    if name == 'config' and '=' in arg:
+      config_arg = arg.split('=', 1)[1]
+    elif name.startswith(('config.', 'noconfig.')):
+      overrides.append((arg, name.split('.', 1)[1]))
+  if config_arg is None or not overrides:
+    return None
+  try:
+    config = FLAGS['config'].parser.parse(config_arg)  # the file with its `:` overrides
+  except Exception:  # pylint: disable=broad-except
+    return None  # the config itself does not load: the original error says more
+  for arg, field in overrides:
+    try:
+      config_lib.parse_field(config, field, 'None')  # raises for an unknown field only
+    except ValueError as e:
+      if str(e).startswith('unknown config field'):
+        return f'flag {arg}: {e}'
+  return None
+
+
 def _parse_flags(argv):
   """absl's flag parsing with every error as one line (exit 1, as absl's own parser)."""
   try:
     return FLAGS(argv)
   except flags.Error as e:
     print(f'error: {_flag_error_line(e)}', file=sys.stderr, flush=True)
+    sys.exit(1)
+  except (AttributeError, KeyError):  # ml_collections: `--config.foo=1`, foo not a field
+    line = _unknown_override_line(argv)
+    if line is None:
+      raise
+    print(f'error: {line}', file=sys.stderr, flush=True)
     sys.exit(1)
 
 
@@ -227,7 +281,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   if not verbose:
     data.quiet_preparation()  # TFDS's progress bars and its printed 'Downloading ...' lines
-  known = (config_checks.ConfigError, workdir.WorkdirConfigError, train.NonFiniteError,
+  known = (config_checks.ConfigError, workdir.WorkdirConfigError, workdir.WorkdirBusyError,
+           train.NonFiniteError,
            data.LayoutError, data.BadAudioFileError, data.SourceUnavailableError,
            FileNotFoundError)
   config = _loaded_config()
@@ -251,16 +306,27 @@ def main(argv):
 
 
 def run() -> None:
-  """The process: SIGTERM handled from here on (imports, flags, data preparation), then main."""
+  """The process: SIGTERM and Ctrl-C handled from here on (imports, flags, data preparation), then
+  main."""
+  termination.own_process_signals()
   signal.signal(signal.SIGTERM, _on_sigterm)
+  signal.signal(signal.SIGINT, _on_sigterm)
   sys.unraisablehook = _quiet_about_terminated(sys.unraisablehook)
   try:
     app.run(main, flags_parser=_parse_flags)
   except Terminated:
-    print('stopped by SIGTERM outside the training loop (while starting, preparing data, '
-          'compiling or finishing): nothing to checkpoint, and nothing half-written will be used; '
-          'rerun the same command to continue', file=sys.stderr, flush=True)
-    sys.exit(0)
+    print(f'stopped by {termination.describe(termination.stop_signal())} outside the training '
+          'loop (while starting, preparing data, compiling or finishing): nothing to checkpoint, '
+          'and nothing half-written will be used; rerun the same command to continue',
+          file=sys.stderr, flush=True)
+    status = 0
+  except SystemExit as e:
+    status = e.code
+    if termination.stop_signal() != signal.SIGINT or status not in (0, None):
+      raise
+  if termination.stop_signal() == signal.SIGINT:
+    _end_as_interrupted()
+  sys.exit(status)
 
 
 if __name__ == '__main__':

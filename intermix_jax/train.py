@@ -13,17 +13,20 @@ What lands in `workdir` (see WORKSPACE.md):
   events.out.tfevents.*  TensorBoard scalars (train/loss, train/error, train/lr, train/steps_per_sec,
                       test/error, ...)
 With `fold='all'` every fold runs into `workdir/fold_<k>` (and `workdir/cv_results.json` sums up).
+A workdir is trained by one process at a time: its lock (workdir_lib.lock, `.training.lock`) is
+taken before the first write and held to the end; another training there is refused at once.
 
 Rerunning the same command resumes from the newest readable checkpoint: parameters, optimiser state,
 counters, the data position (epoch, step within the epoch), the PRNG key, the history and the partial
 epoch's metric sums, so the resumed run ends bitwise equal to an uninterrupted one (on CPU). SIGTERM
-(preemption) saves a checkpoint at the current step and returns with status 'preempted' (main exits
-0). A non-finite loss or gradient is never applied (steps.py); with `nan_policy='stop'` training stops
+(preemption) or a first Ctrl-C (SIGINT) saves a checkpoint at the current step and returns with
+status 'preempted' (main exits 0 after SIGTERM, by SIGINT after Ctrl-C). A non-finite loss or gradient is never applied (steps.py); with `nan_policy='stop'` training stops
 with `NonFiniteError` naming the step and the last good checkpoint, with 'skip' it carries on and
 counts such steps (`nonfinite_steps` in the metrics).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -158,26 +161,43 @@ class _SaveShare:
 
 
 class _TerminationFlag:
-  """Preemption notice: SIGTERM is recorded instead of killing the process.
+  """Preemption notice: SIGTERM or a first Ctrl-C is recorded instead of killing the process.
 
-  One process: a Python SIGTERM handler sets the flag (the old handler is restored on exit).
-  Several processes: JAX's preemption service (started by jax.distributed) receives the notice and
-  `reached(step)` is True on every process at the same step, so they save the same checkpoint.
+  One process: a Python handler of SIGTERM and SIGINT sets the flag (the old handlers are restored
+  on exit; after a Ctrl-C, SIGINT keeps the system's default, so that a second Ctrl-C ends the
+  process at once: termination.first_ctrl_c). Several processes: JAX's preemption service (started
+  by jax.distributed) receives the notice and `reached(step)` is True on every process at the same
+  step, so they save the same checkpoint (SIGINT is left as Python has it there).
   """
 
   def __init__(self):
     self._flag = termination.noted()  # a SIGTERM before training began: stop at the first step
-    self._old = None
+    self._signum = termination.stop_signal() if self._flag else None
+    self._old = {}
     self._multi = jax.process_count() > 1
 
   def __enter__(self):
     if not self._multi and threading.current_thread() is threading.main_thread():
-      self._old = signal.signal(signal.SIGTERM, self._handle)
+      self._old[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handle)
+      if self._signum != signal.SIGINT:  # after a Ctrl-C the next one ends the process already
+        self._old[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle)
     return self
 
   def _handle(self, signum, frame):
-    del signum, frame
+    del frame
+    termination.record(signum)
+    if self._signum is None:
+      self._signum = signum
+    if signum == signal.SIGINT:
+      termination.first_ctrl_c(self._old.get(signal.SIGINT))
+      logging.warning('Ctrl-C: saving a checkpoint at the next step, then stopping (rerun the same '
+                      'command to resume); press Ctrl-C again to stop at once, without it')
     self._flag = True
+
+  @property
+  def name(self) -> str:
+    """What asked the run to stop: 'SIGTERM' (also a preemption notice) or 'SIGINT (Ctrl-C)'."""
+    return termination.describe(self._signum)
 
   def reached(self, step: int) -> bool:
     """Whether to save and stop after `step` (call after every step on every process)."""
@@ -194,8 +214,11 @@ class _TerminationFlag:
     return self._flag
 
   def __exit__(self, *exc):
-    if self._old is not None:
-      signal.signal(signal.SIGTERM, self._old)
+    for signum, old in self._old.items():
+      if not (signum == signal.SIGINT and self._signum == signal.SIGINT and
+              signal.getsignal(signal.SIGINT) == signal.SIG_DFL):
+        signal.signal(signum, old)  # (the command line keeps SIGINT's default after a Ctrl-C)
+    self._old = {}
     return False
 
 
@@ -242,6 +265,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Raises:
     config_checks.ConfigError: a field is unusable (before any heavy work).
     workdir_lib.WorkdirConfigError: `workdir` belongs to a different config.
+    workdir_lib.WorkdirBusyError: another process trains in `workdir` (or in one of its runs'
+      workdirs): refused before anything is written (workdir_lib.lock).
     NonFiniteError: a non-finite loss or gradient under nan_policy='stop' (runs in one program:
       after the other runs trained to the end and the summaries were written).
   """
@@ -263,11 +288,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return _train_fold(config, workdir)
 
 
+def _lock(workdirs: list[str]):
+  """The training lock of `workdirs` (workdir_lib.lock), taken by process 0 alone: the processes
+  of one multi-process run share the workdir."""
+  return workdir_lib.lock(workdirs) if _is_main() else contextlib.nullcontext()
+
+
 def _many_runs(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """fold='all' and/or `seeds`: the runs, then cv_results.json per seed and seeds_results.json."""
+  """fold='all' and/or `seeds`: the runs, then cv_results.json per seed and seeds_results.json.
+  `workdir`, each seed's and each run's workdir are locked for the whole of it, before anything
+  is written (another training in any of them is refused at once)."""
   from intermix_jax import data
   num_folds = data.dataset_info(config).num_folds
-  workdir_lib.check_or_store_config(workdir, config, write=_is_main())
   groups = []  # (config of the seed's group, its workdir, [(run config, run workdir)])
   for seed in ([None] if config.seeds is None else list(config.seeds)):
     group, group_dir = copy.deepcopy(config), workdir
@@ -282,6 +314,14 @@ def _many_runs(config: ml_collections.ConfigDict, workdir: str) -> dict:
         runs[-1][0].fold = k
     groups.append((group, group_dir, runs))
   plan = [run for _, _, runs in groups for run in runs]
+  with _lock([workdir] + [d for _, d, _ in groups] + [w for _, w in plan]):
+    return _run_plan(config, workdir, num_folds, groups, plan)
+
+
+def _run_plan(config: ml_collections.ConfigDict, workdir: str, num_folds: int, groups: list,
+              plan: list) -> dict:
+  """`_many_runs` once its workdirs are locked."""
+  workdir_lib.check_or_store_config(workdir, config, write=_is_main())
   if config.stack_runs:
     results = _train_together([c for c, _ in plan], [w for _, w in plan])
   else:
@@ -355,7 +395,10 @@ def _seeds_summary(config: ml_collections.ConfigDict, workdir: str, per_seed: li
 class _Run:
   """Everything one fold's training needs, built once: model, data, and the steps on the mesh."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, *,
+               before_writing: Callable[[], None] | None = None):
+    """`before_writing`: called once the config is checked, before the first file is written
+    (takes the workdir's lock)."""
     from intermix_jax import data, mixing
     self.config = config
     self.workdir = workdir
@@ -372,6 +415,8 @@ class _Run:
     config_checks.validate(
         config, num_folds=self.info.num_folds, num_mix_points=self.model.num_mix_points,
         device_count=jax.device_count(), process_count=jax.process_count(), mixes=strategy.mixes)
+    if before_writing is not None:
+      before_writing()
     workdir_lib.check_or_store_config(workdir, config, write=self.is_main)
     note = config_lib.row_note(config)  # --config.backbone after the row was chosen
     if note:
@@ -464,8 +509,16 @@ def _train_fold(config: ml_collections.ConfigDict, workdir: str) -> dict:
   NonFiniteError or any other exception (a failure to close is then only logged, so that the
   exception reported stays the one that stopped the run).
   """
+  with contextlib.ExitStack() as held:
+    return _train_fold_holding(config, workdir, held)
+
+
+def _train_fold_holding(config: ml_collections.ConfigDict, workdir: str,
+                        held: contextlib.ExitStack) -> dict:
+  """`_train_fold`; the workdir's lock is taken into `held` once the config is checked, before
+  anything is written (re-entrant under _many_runs, which holds it already)."""
   t0 = time.time()
-  run = _Run(config, workdir)
+  run = _Run(config, workdir, before_writing=lambda: held.enter_context(_lock([workdir])))
   store = checkpoints.CheckpointStore(os.path.join(workdir, workdir_lib.CHECKPOINTS_DIR),
                                       config.keep_checkpoints)
   writer, ok = None, False
@@ -514,6 +567,7 @@ class _Fold:
     init_key, train_key = jax.random.split(jax.random.key(cfg.seed))
     self.meta = _empty_meta(train_key)
     self.rotate = True  # False: the caller rotates the checkpoints (runs saved together)
+    self.label = ''  # ' (fold k, seed s)' in the log lines of runs in one program
     self.given_eval = None  # an evaluation of the current state made by the caller (_Together)
     restored = store.restore(run.abstract_state(), at_most=at_most)
     if restored is None:
@@ -673,12 +727,12 @@ class _Fold:
     with _TerminationFlag() as term:
       for epoch in range(self.start // run.steps_per_epoch, run.num_epochs):
         if self._train_epoch(epoch, term):
-          return self._preempted(f'SIGTERM at step {self.step}: saved checkpoint '
+          return self._preempted(f'{term.name} at step {self.step}: saved checkpoint '
                                  f'{self.store.path(self.step)}; rerun the same command to resume')
         self._end_epoch(epoch, term)
         if term.requested and epoch + 1 < run.num_epochs:
-          return self._preempted(f'SIGTERM at step {self.step}: saved checkpoint '
-                                 f'{self.store.path(self.step)}; rerun to resume')
+          return self._preempted(f'{term.name} at step {self.step}: saved checkpoint '
+                                 f'{self.store.path(self.step)}; rerun the same command to resume')
     r = self.write_results('finished')
     if run.is_main:
       logging.info('finished %s: test error %.2f%% at epoch %d (wall time %s)', run.workdir,
@@ -768,9 +822,9 @@ class _Fold:
     ev, self.given_eval = self.given_eval or self.run.evaluate(self.state), None
     self.meta['last_eval'] = dict(ev, epoch=epoch)
     if report and self.run.is_main:
-      logging.info('epoch %d/%d: test error %.2f%% (%d/%d clips, %d crops each)', epoch,
-                   self.run.num_epochs, ev['error'], ev['count'] - ev['num_correct'], ev['count'],
-                   self.cfg.num_eval_crops)
+      logging.info('epoch %d/%d%s: test error %.2f%% (%d/%d clips, %d crops each)', epoch,
+                   self.run.num_epochs, self.label, ev['error'], ev['count'] - ev['num_correct'],
+                   ev['count'], self.cfg.num_eval_crops)
       self.writer.write_scalars(self.step, {'test/error': ev['error']})
     return ev
 
@@ -792,6 +846,12 @@ def _train_together(configs: list[ml_collections.ConfigDict], workdirs: list[str
   states stacked on a run axis, `multirun.multi_train_step`. Writers and stores are closed on every
   way out, as in `_train_fold`.
   """
+  with _lock(workdirs):  # re-entrant: _many_runs holds them already
+    return _train_locked_together(configs, workdirs)
+
+
+def _train_locked_together(configs: list[ml_collections.ConfigDict],
+                           workdirs: list[str]) -> list[dict]:
   t0 = time.time()
   runs, stores, writers, ok = [], [], [], False
   try:
@@ -862,6 +922,7 @@ class _Together:
     self.saves = _SaveShare()  # every run's saves count together
     for f in self.folds:
       f.rotate = False
+      f.label = f' (fold {f.cfg.fold}, seed {f.cfg.seed})'
       f.saves, f.check_saves = self.saves, False
       deleted = f.store.discard_after(self.step)
       if deleted:
@@ -908,10 +969,15 @@ class _Together:
         self.live.remove(k)
         self.stopped[k] = f.results('stopped_nonfinite', str(e))
         stopped.append(k)
-        logging.warning('%s: left out of the program from step %d (the other runs go on)',
-                        f.run.workdir, self.step)
       finally:
         f.state = None
+    for k in stopped:  # once every run had its turn: which ones go on is known
+      if self.live:
+        logging.warning('%s: left out of the program from step %d (the other %d run(s) go on)',
+                        self.folds[k].run.workdir, self.step, len(self.live))
+      else:
+        logging.warning('%s: left out of the program from step %d; no run of the program is '
+                        'left to train', self.folds[k].run.workdir, self.step)
     return stopped
 
   def _check_finite(self) -> None:
@@ -942,11 +1008,13 @@ class _Together:
           if not self.live:
             break
           if self._train_epoch(epoch, term):
-            status, message = 'preempted', f'SIGTERM at step {self.step}: saved checkpoint'
+            status, message = 'preempted', f'{term.name} at step {self.step}: saved checkpoint'
+            break
+          if not self.live:
             break
           self._end_epoch(epoch, term)
           if term.requested and epoch + 1 < self.first.num_epochs:
-            status, message = 'preempted', f'SIGTERM at step {self.step}: saved checkpoint'
+            status, message = 'preempted', f'{term.name} at step {self.step}: saved checkpoint'
             break
       for k, f in enumerate(self.folds):
         f.step = self.step
@@ -986,6 +1054,8 @@ class _Together:
       if self.step % cfg.log_every_steps == 0:
         self._log_progress(epoch)
         self._check_finite()
+        if not self.live:  # every run left out: nothing left to step
+          return False
       if term.reached(self.step) and i + 1 < self.spe:
         self._check_finite()
         self._save()

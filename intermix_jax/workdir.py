@@ -12,14 +12,29 @@ read the same data, or `WorkdirConfigError` names the workdir and what changed (
 24 -> 32'). So the same data moved to another data_dir / manual_dir / audio_dir resumes, changed
 data does not. The fields naming the user's own data (`DATA_FIELDS`) may therefore differ once the
 workdir has a dataset.json.
+
+A workdir is trained by one process at a time: `lock(workdirs)` holds an exclusive `flock` on
+`workdir/.training.lock` (which records the holder's pid, host and start time) for as long as the
+training runs. Another process asking for it is refused at once with `WorkdirBusyError` naming the
+holder. The kernel drops the lock when its process ends, however it ends (kill -9 included), so no
+stale lock is ever left behind; the file itself stays (it holds nothing but the last holder's
+details). Within one process the locks are re-entrant (fold='all' and seeds lock the parent and
+every run's workdir, then each run locks its own again). Readers (predict, report) take no lock.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import glob
 import json
 import os
-from typing import Any
+import socket
+import sys
+import time
+from typing import Any, Iterable, Iterator
 
+from absl import logging
 import ml_collections
 
 CONFIG_FILE = 'config.json'
@@ -44,6 +59,9 @@ ADDED_FIELDS = {'model.precision': 'float32', 'seeds': None, 'data_on_device': F
 # Fields removed from the config: a stored config.json that still has one resumes, whatever its
 # value (model.conv_impl chose between equal computations).
 REMOVED_FIELDS = ('model.conv_impl',)
+
+
+LOCK_FILE = '.training.lock'
 
 
 class WorkdirConfigError(ValueError):
@@ -82,6 +100,96 @@ def with_added_fields(stored: dict) -> dict:
     else:
       node.setdefault(leaf, value)
   return out
+
+
+class WorkdirBusyError(RuntimeError):
+  """Another process trains in the workdir (one line naming it: pid, host, since when)."""
+
+
+# Locks held by this process: real path of the lock file -> [file descriptor or None, depth].
+_HELD: dict[str, list] = {}
+
+
+def _holder_words(fd: int) -> str:
+  """'pid 4242 on host h since 2025-01-02 10:11:12 UTC' from the lock file's record."""
+  try:
+    os.lseek(fd, 0, os.SEEK_SET)
+    holder = json.loads(os.read(fd, 4096).decode() or 'null')
+    pid, host, since = int(holder['pid']), str(holder['host']), str(holder['since'])
+  except (OSError, ValueError, TypeError, KeyError):
+    return 'a process that has not recorded itself yet'
+  return f'pid {pid} on host {host} since {since}'
+
+
+def _acquire(workdir: str) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK_FILE)
+  key = os.path.realpath(path)
+  if key in _HELD:
+    _HELD[key][1] += 1
+    return
+  fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)  # nothing truncated yet
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    holder = _holder_words(fd)
+    os.close(fd)
+    raise WorkdirBusyError(
+        f'workdir {workdir} is in use by another training: {holder} (lock {path}); refusing to '
+        f'train in it at the same time: wait for that one to end (SIGTERM or Ctrl-C stops it with '
+        f'a checkpoint) and rerun, or choose another --workdir') from None
+  except OSError as e:
+    os.close(fd)
+    if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+      raise OSError(e.errno, e.strerror, path) from e
+    logging.warning('%s: this file system has no file locks (%s): nothing stops a second training '
+                    'in this workdir at the same time', workdir, e.strerror)
+    _HELD[key] = [None, 1]
+    return
+  record = dict(pid=os.getpid(), host=socket.gethostname(),
+                since=time.strftime('%Y-%m-%d %H:%M:%S %Z'), command=' '.join(sys.argv)[:500])
+  try:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(record) + '\n').encode(), 0)
+  except OSError:  # e.g. disk full: the lock holds all the same, only its details are missing
+    pass
+  _HELD[key] = [fd, 1]
+
+
+def _release(workdir: str) -> None:
+  key = os.path.realpath(os.path.join(workdir, LOCK_FILE))
+  held = _HELD.get(key)
+  if held is None:
+    return
+  held[1] -= 1
+  if held[1] > 0:
+    return
+  del _HELD[key]
+  if held[0] is not None:
+    try:
+      os.ftruncate(held[0], 0)  # no details of a holder that has gone
+    except OSError:
+      pass
+    os.close(held[0])  # releases the lock
+
+
+@contextlib.contextmanager
+def lock(workdirs: Iterable[str]) -> Iterator[None]:
+  """Holds the training lock of every workdir of `workdirs` (created if missing) until the block
+  ends; re-entrant within this process.
+
+  Raises:
+    WorkdirBusyError: another process holds one of them (the ones taken are released).
+  """
+  taken = []
+  try:
+    for workdir in workdirs:
+      _acquire(workdir)
+      taken.append(workdir)
+    yield
+  finally:
+    for workdir in reversed(taken):
+      _release(workdir)
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict:

@@ -97,6 +97,21 @@ def test_override_errors_are_one_line(override, needles, env, tmp_path):
   assert not os.path.exists(tmp_path / 'w'), line
 
 
+@pytest.mark.parametrize('flag,field', [('--config.foo=1', 'foo'),
+                                        ('--config.model.foo=1', 'model.foo'),
+                                        ('--config.foo.bar=1', 'foo.bar')])
+def test_unknown_field_given_as_a_flag_is_the_override_forms_one_line(flag, field, env, tmp_path):
+  """`--config.foo=1` (ml_collections raised AttributeError / KeyError: a traceback, exit 1):
+  the same one line as `configs/demo.py:foo=1`, naming the flag; nothing created."""
+  proc = run_main(['--config=configs/demo.py', flag, f'--workdir={tmp_path / "w"}'], env)
+  line = assert_one_line_error(proc, f'error: flag {flag}: ', only_line=True)
+  colon = run_main([f'--config=configs/demo.py:{field}=1', f'--workdir={tmp_path / "w"}'], env)
+  same = assert_one_line_error(colon, only_line=True)
+  assert line.split(f'{flag}: ', 1)[1] == same.split(f'{field}=1: ', 1)[1], (line, same)
+  assert line.split(f'{flag}: ', 1)[1].startswith(f"unknown config field '{field}'; valid fields: ")
+  assert not os.path.exists(tmp_path / 'w')
+
+
 def test_missing_config_file_and_missing_flag_are_one_line(env, tmp_path):
   proc = run_main(['--config=configs/nope.py', f'--workdir={tmp_path / "w"}'], env)
   assert_one_line_error(proc, 'configs/nope.py', 'No such file', only_line=True)
@@ -162,6 +177,68 @@ def test_summary_writer_writes_what_tensorboard_reads(tmp_path):
   assert [(s.step, s.value) for s in acc.Scalars('train/loss')] == [(3, 1.5)]
   assert summaries.SummaryWriter(str(tmp_path / 'off'), enabled=False).path is None
   assert not os.path.exists(tmp_path / 'off')
+
+
+# ------------------------------------------------------------------------------------------------
+# Disk full while preparing the data: one line naming data_dir, exit 1
+# ------------------------------------------------------------------------------------------------
+# The array_record writer's own failure (observed on a full tmpfs) and a bare OSError without a
+# file name (which main's OSError handler alone cannot name).
+ARRAY_RECORD_FULL = ('RuntimeError(\'Failed to finalize writing of split "fold1": write() failed: No '
+                     'space left on device; writing {path}; at byte 1044480\')')
+BARE_ENOSPC = 'OSError(errno.ENOSPC, "No space left on device")'
+
+
+def run_main_with_full_disk(raise_expr, args, env):
+  """`python -m intermix_jax.main ARGS` whose TFDS example writer writes half a shard, then raises
+  `raise_expr` (a Python expression; {path}: the shard's path)."""
+  wrapper = (
+      'import errno, os, runpy, sys\n'
+      'from tensorflow_datasets.core import file_adapters\n'
+      'def write_examples(cls, path, iterator):\n'
+      '  with open(os.fspath(path), "wb") as f:\n'
+      '    f.write(b"x" * 1000)\n'
+      f'  raise {raise_expr.replace("{path}", "{os.fspath(path)}")}\n'
+      'file_adapters.ArrayRecordFileAdapter.write_examples = classmethod(write_examples)\n'
+      'sys.argv[0] = "main"\n'
+      'runpy.run_module("intermix_jax.main", run_name="__main__", alter_sys=True)\n')
+  wrapper = wrapper.replace('raise RuntimeError(\'', 'raise RuntimeError(f\'')
+  return subprocess.run([sys.executable, '-c', wrapper, *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize('raise_expr', [ARRAY_RECORD_FULL, BARE_ENOSPC],
+                         ids=['array_record', 'bare_oserror'])
+def test_disk_full_while_preparing_the_data_is_one_line_naming_data_dir(raise_expr, env,
+                                                                       tmp_path):
+  data_dir, workdir = tmp_path / 'tfds', tmp_path / 'w'
+  proc = run_main_with_full_disk(raise_expr, [f'--config=configs/demo.py:{TINY},data_dir={data_dir}',
+                                              f'--workdir={workdir}'], env)
+  line = assert_one_line_error(proc, f'cannot prepare synthetic_sounds/sr16000 in {data_dir} '
+                               '(config.data_dir): no space left on device', 'rerun the same command')
+  assert 'free some space there or set config.data_dir to another disk' in line
+  # The half-written preparation is gone (its space freed), nothing else is written.
+  assert not glob.glob(str(data_dir / 'synthetic_sounds' / '*' / 'incomplete*'))
+  assert not glob.glob(str(data_dir / 'synthetic_sounds' / '*' / '1.0.0'))
+  assert not os.path.exists(workdir / 'results.json')
+  assert not os.path.exists(workdir / 'checkpoints')
+
+
+def test_a_really_full_disk_while_preparing_the_data_is_one_line(env, tmp_path):
+  """A 1 MiB tmpfs as data_dir (needs root): array_record fails in its own writer."""
+  mnt = tmp_path / 'small_disk'
+  mnt.mkdir()
+  if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(mnt)],
+                    capture_output=True).returncode != 0:
+    pytest.skip('cannot mount a small tmpfs (needs root)')
+  try:
+    proc = run_main([f'--config=configs/demo.py:{TINY},data_dir={mnt / "tfds"}',
+                     f'--workdir={tmp_path / "w"}'], env)
+    assert_one_line_error(proc, f'cannot prepare synthetic_sounds/sr16000 in {mnt / "tfds"} '
+                          '(config.data_dir): no space left on device (')
+    assert not glob.glob(str(mnt / 'tfds' / 'synthetic_sounds' / '*' / 'incomplete*'))
+  finally:
+    subprocess.run(['umount', '-l', str(mnt)], capture_output=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -243,7 +320,10 @@ def test_csv_whose_names_resolve_nowhere_is_one_line_naming_the_folder(env, tmp_
 # ------------------------------------------------------------------------------------------------
 # SIGTERM before the training loop
 # ------------------------------------------------------------------------------------------------
-def test_sigterm_during_data_preparation_exits_0_with_one_line(env, tmp_path):
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT], ids=['SIGTERM', 'SIGINT'])
+def test_sigterm_during_data_preparation_exits_0_with_one_line(signum, env, tmp_path):
+  """SIGTERM: one line, exit 0. Ctrl-C (SIGINT) the same line, then the process ends by SIGINT
+  (before: KeyboardInterrupt's traceback)."""
   data_dir, workdir = tmp_path / 'tfds', tmp_path / 'w'
   p = subprocess.Popen([sys.executable, '-m', 'intermix_jax.main',
                         f'--config=configs/demo.py:{TINY},data_dir={data_dir}',
@@ -254,11 +334,14 @@ def test_sigterm_during_data_preparation_exits_0_with_one_line(env, tmp_path):
     assert p.poll() is None, p.communicate()
     assert time.time() - t0 < 300, 'preparation never started'
     time.sleep(0.01)
-  p.send_signal(signal.SIGTERM)
+  p.send_signal(signum)
   out, err = p.communicate(timeout=120)
-  assert p.returncode == 0, (p.returncode, err[-3000:])
+  assert p.returncode == (0 if signum == signal.SIGTERM else -signal.SIGINT), (p.returncode,
+                                                                             err[-3000:])
   assert 'Traceback' not in out + err, err[-3000:]
-  assert [line for line in err.splitlines() if 'SIGTERM' in line] == [err.strip().splitlines()[-1]]
+  name = 'SIGTERM' if signum == signal.SIGTERM else 'SIGINT (Ctrl-C)'
+  assert [line for line in err.splitlines() if 'SIG' in line] == [err.strip().splitlines()[-1]]
+  assert err.strip().splitlines()[-1].startswith(f'stopped by {name} outside the training loop')
   assert 'rerun the same command' in err
   # Nothing half-prepared is served, nothing trained. (Where Python swallowed the handler's
   # exception, the preparation completed and the run stopped right after it: next test.)

@@ -19,12 +19,14 @@ The uninterrupted reference and the faulty runs are separate processes sharing a
 compilation cache (so only the first one compiles), with identical environments.
 """
 import errno
+import fcntl
 import json
 import os
 import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,6 +35,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+import soundfile as sf
 
 import helpers
 from intermix_jax import checkpoints, data, train, workdir as workdir_lib
@@ -196,6 +199,245 @@ def test_kill_during_a_checkpoint_write_keeps_the_last_good_one(reference, synth
   run_to_end(d, synthetic_data_dir, env, log)
   assert not partial_checkpoints(), 'partial checkpoint left behind'
   assert_same_as_reference(d, reference)
+
+
+# ------------------------------------------------------------------------------------------------
+# Ctrl-C (SIGINT)
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_ends_by_sigint_and_the_rerun_resumes_bitwise(
+    reference, synthetic_data_dir, env, tmp_path):
+  """The first Ctrl-C does what SIGTERM does (checkpoint, 'preempted', the rerun resumes bitwise);
+  the process then ends by SIGINT, as a shell expects of Ctrl-C (before: KeyboardInterrupt's
+  traceback, no checkpoint)."""
+  d, log = str(tmp_path / 'run'), str(tmp_path / 'run.log')
+  p, f = start(d, synthetic_data_dir, env, log)
+  wait_for(lambda: steps_logged(log) >= 7, 300, 'step 7', p, log)  # mid-epoch 3
+  t0 = time.time()
+  p.send_signal(signal.SIGINT)
+  rc = p.wait(timeout=60)
+  elapsed = time.time() - t0
+  f.close()
+  text = open(log).read()
+  assert rc == -signal.SIGINT, text[-3000:]
+  assert elapsed < 10, f'took {elapsed:.1f} s to save and exit'
+  assert 'Traceback' not in text and 'KeyboardInterrupt' not in text, text[-3000:]
+  assert 'press Ctrl-C again to stop at once' in text
+  r = helpers.results(d)
+  assert r['status'] == 'preempted', r['message']
+  assert r['message'].startswith(f"SIGINT (Ctrl-C) at step {r['step']}: saved checkpoint "
+                                 f"{d}/checkpoints/{r['step']}; rerun the same command"), r['message']
+  step, _ = helpers.final_state(d)
+  assert step == r['step'] >= 7
+  run_to_end(d, synthetic_data_dir, env, log)
+  assert_same_as_reference(d, reference)
+
+
+# The trainer's command line with a checkpoint save that takes 2 minutes once a Ctrl-C came.
+SLOW_SAVE_AFTER_CTRL_C = """
+import runpy, signal, sys, time
+from intermix_jax import termination, train
+real_save = train._Fold.save
+def save(self, partial):
+  if termination.stop_signal() == signal.SIGINT:
+    print('SLOW SAVE', flush=True)
+    time.sleep(120)
+  return real_save(self, partial)
+train._Fold.save = save
+sys.argv[0] = 'main'
+runpy.run_module('intermix_jax.main', run_name='__main__', alter_sys=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_ends_the_process_at_once_and_loses_nothing(reference, synthetic_data_dir,
+                                                                     env, tmp_path):
+  """A second Ctrl-C during the first one's (slow) save ends the process at once, by SIGINT; the
+  previous checkpoint and results.json stay valid, and the rerun resumes bitwise."""
+  d, log = str(tmp_path / 'run'), str(tmp_path / 'run.log')
+  with open(log, 'w') as f:
+    p = subprocess.Popen([sys.executable, '-c', SLOW_SAVE_AFTER_CTRL_C] + command(
+        d, synthetic_data_dir)[3:], cwd=helpers.REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
+    wait_for(lambda: steps_logged(log) >= 5, 300, 'step 5', p, log)  # after epoch 1's checkpoint
+    p.send_signal(signal.SIGINT)
+    wait_for(lambda: 'SLOW SAVE' in open(log).read(), 60, 'the save after Ctrl-C', p, log)
+    t0 = time.time()
+    p.send_signal(signal.SIGINT)
+    rc = p.wait(timeout=60)
+  elapsed = time.time() - t0
+  assert rc == -signal.SIGINT and elapsed < 3, (rc, elapsed, open(log).read()[-3000:])
+  r = helpers.results(d)  # as written after the last epoch (valid JSON)
+  assert r['status'] == 'running' and r['step'] == helpers.final_state(d)[0] >= 3
+  run_to_end(d, synthetic_data_dir, env, log)
+  assert_same_as_reference(d, reference)
+
+
+# ------------------------------------------------------------------------------------------------
+# One training per workdir (workdir.lock)
+# ------------------------------------------------------------------------------------------------
+# The trainer's command line, waiting after epoch 1 (its checkpoint and results.json written) until
+# the file $GATE exists.
+GATED_AFTER_EPOCH_1 = """
+import os, runpy, sys, time
+from intermix_jax import train
+real_end_epoch = train._Fold._end_epoch
+def end_epoch(self, epoch, term):
+  real_end_epoch(self, epoch, term)
+  if epoch == 0:
+    print('GATED', flush=True)
+    while not os.path.exists(os.environ['GATE']):
+      time.sleep(0.05)
+train._Fold._end_epoch = end_epoch
+sys.argv[0] = 'main'
+runpy.run_module('intermix_jax.main', run_name='__main__', alter_sys=True)
+"""
+
+
+def start_gated(workdir, data_dir, env, log, gate):
+  f = open(log, 'a')
+  p = subprocess.Popen([sys.executable, '-c', GATED_AFTER_EPOCH_1] + command(workdir, data_dir)[3:],
+                       cwd=helpers.REPO, env=dict(env, GATE=gate), stdout=f,
+                       stderr=subprocess.STDOUT)
+  wait_for(lambda: 'GATED' in open(log).read(), 300, 'the end of epoch 1', p, log)
+  return p, f
+
+
+def files_of(workdir):
+  """{path: (size, mtime)} of every file below `workdir`."""
+  out = {}
+  for root, _, names in os.walk(workdir):
+    for n in names:
+      st = os.stat(os.path.join(root, n))
+      out[os.path.join(root, n)] = (st.st_size, st.st_mtime_ns)
+  return out
+
+
+def lock_is_free(path):
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return True
+  except BlockingIOError:
+    return False
+  finally:
+    os.close(fd)
+
+
+@pytest.mark.slow
+def test_a_second_training_in_the_same_workdir_is_refused_naming_the_holder(
+    reference, synthetic_data_dir, env, tmp_path):
+  """A training holds its workdir: a second one is refused in one line naming the holder (pid,
+  host, since when), exit 1, nothing touched; predict reads the workdir meanwhile; the first one
+  then finishes bitwise as if alone."""
+  d, log, gate = str(tmp_path / 'run'), str(tmp_path / 'run.log'), str(tmp_path / 'gate')
+  lock = os.path.join(d, workdir_lib.LOCK_FILE)
+  a, f = start_gated(d, synthetic_data_dir, env, log, gate)
+  try:
+    holder = helpers.read_json(lock)
+    assert holder['pid'] == a.pid and holder['host'] == socket.gethostname(), holder
+    before = files_of(d)
+    b = subprocess.run(command(d, synthetic_data_dir), cwd=helpers.REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+    errors = [l for l in b.stderr.splitlines() if l.startswith('error: ')]
+    assert b.returncode == 1 and len(errors) == 1 and 'Traceback' not in b.stderr, b.stderr[-3000:]
+    assert errors[0].startswith(
+        f"error: workdir {d} is in use by another training: pid {a.pid} on host "
+        f"{socket.gethostname()} since {holder['since']} (lock {lock}); "), errors[0]
+    assert files_of(d) == before  # nothing touched
+    wav = str(tmp_path / 'clip.wav')
+    sf.write(wav, helpers.tone(440.0, 1.0, 16000, 1, 0), 16000)
+    p = subprocess.run([sys.executable, '-m', 'intermix_jax.predict', f'--workdir={d}', wav,
+                        '--json'], cwd=helpers.REPO, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads(p.stdout)
+    assert out['checkpoint_step'] == 3 and len(out['predictions']) == 1, out
+    assert files_of(d) == before
+  finally:
+    open(gate, 'w').close()
+  rc = a.wait(timeout=300)
+  f.close()
+  assert rc == 0, open(log).read()[-3000:]
+  assert_same_as_reference(d, reference)
+  assert lock_is_free(lock) and os.path.getsize(lock) == 0  # released, the details cleared
+
+
+@pytest.mark.slow
+def test_a_killed_holder_leaves_no_stale_lock_and_the_next_run_resumes(reference, synthetic_data_dir,
+                                                                       env, tmp_path):
+  d, log, gate = str(tmp_path / 'run'), str(tmp_path / 'run.log'), str(tmp_path / 'gate')
+  lock = os.path.join(d, workdir_lib.LOCK_FILE)
+  a, f = start_gated(d, synthetic_data_dir, env, log, gate)
+  assert helpers.read_json(lock)['pid'] == a.pid and not lock_is_free(lock)
+  a.kill()
+  assert a.wait(timeout=30) == -signal.SIGKILL
+  f.close()
+  assert lock_is_free(lock)  # the kernel dropped it with the process
+  rerun_log = str(tmp_path / 'rerun.log')
+  run_to_end(d, synthetic_data_dir, env, rerun_log)
+  text = open(rerun_log).read()
+  assert 'resuming' in text and 'in use by' not in text, text[-3000:]
+  assert_same_as_reference(d, reference)
+
+
+HOLD_LOCK = """
+import sys, time
+from intermix_jax import workdir
+with workdir.lock([sys.argv[1]]):
+  print('held', flush=True)
+  time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize('arg,held', [('fold=1,seeds=(0,1)', '.'),
+                                      ('fold=1,seeds=(0,1)', 'seed_1'),
+                                      ('fold=all', 'fold_3'),
+                                      ('fold=all,seeds=(0,1)', 'seed_1'),
+                                      ('fold=2', '.')])
+def test_a_workdir_held_by_another_process_is_refused_before_anything_is_written(
+    arg, held, synthetic_data_dir, tmp_path):
+  """Another process holds the workdir, or one of the runs' workdirs below it (fold=all, seeds,
+  runs in one program): refused naming that workdir and its holder; nothing written but lock
+  files."""
+  workdir = str(tmp_path / 'run')
+  target = os.path.normpath(os.path.join(workdir, held))
+  holder = subprocess.Popen([sys.executable, '-c', HOLD_LOCK, target], cwd=helpers.REPO,
+                            stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == 'held'
+    config = tiny_config(synthetic_data_dir, arg)
+    config.stack_runs = 'seeds' in arg
+    with pytest.raises(workdir_lib.WorkdirBusyError) as e:
+      train.train_and_evaluate(config, workdir)
+    msg = str(e.value)
+    assert msg.startswith(f'workdir {target} is in use by another training: pid {holder.pid} on '
+                          f'host {socket.gethostname()} since '), msg
+    assert '\n' not in msg
+    written = [os.path.relpath(p, workdir) for p in files_of(workdir)]
+    assert all(os.path.basename(p) == workdir_lib.LOCK_FILE for p in written), written
+  finally:
+    holder.kill()
+    holder.wait()
+
+
+def test_runs_in_one_program_hold_every_workdir_while_training_and_release_them(
+    synthetic_data_dir, tmp_path, monkeypatch):
+  """seeds=(0,1) in one program: the parent's and both runs' workdirs are held from before the
+  first write to the end (re-entrant within the process: no run locks itself out), then free."""
+  workdir = str(tmp_path / 'run')
+  locks = [os.path.join(workdir, *p, workdir_lib.LOCK_FILE) for p in ((), ('seed_0',), ('seed_1',))]
+  seen = []
+  real_end_epoch = train._Together._end_epoch  # pylint: disable=protected-access
+
+  def end_epoch(self, epoch, term):
+    seen.append([lock_is_free(p) for p in locks])
+    real_end_epoch(self, epoch, term)
+  monkeypatch.setattr(train._Together, '_end_epoch', end_epoch)  # pylint: disable=protected-access
+  config = tiny_config(synthetic_data_dir, 'fold=1,seeds=(0,1)')
+  config.stack_runs, config.stack_method = True, 'unroll'
+  assert train.train_and_evaluate(config, workdir)['status'] == 'finished'
+  assert seen and all(s == [False, False, False] for s in seen), seen
+  assert all(lock_is_free(p) and os.path.getsize(p) == 0 for p in locks)
 
 
 # ------------------------------------------------------------------------------------------------

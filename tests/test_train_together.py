@@ -255,6 +255,35 @@ def test_a_non_finite_run_stops_alone(trained, synthetic_data_dir, tmp_path, mon
   assert [s['status'] for s in summary['seeds']] == ['finished', 'stopped_nonfinite']
 
 
+@pytest.mark.parametrize('nan_seeds', [(1,), (0, 1)], ids=['one_stops', 'all_stop'])
+def test_log_lines_of_runs_in_one_program_name_their_run(nan_seeds, synthetic_data_dir, tmp_path,
+                                                         monkeypatch):
+  """Every run's test error line names its run (fold and seed); a run left out by a non-finite
+  loss says the others go on only when some do (before: 'the other runs go on' when none did)."""
+  lines = []
+  for level in ('info', 'warning'):
+    monkeypatch.setattr(train.logging, level,
+                        lambda msg, *a, **k: lines.append(str(msg) % a if a else str(msg)))
+  monkeypatch.setattr(data, 'make_train_loader', loader_with_nan((1, 0), set(nan_seeds)))
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(train.NonFiniteError):
+    train.train_and_evaluate(two_seeds(synthetic_data_dir, 'intermix', 'unroll'), workdir)
+  errors = [l for l in lines if 'test error' in l and not l.startswith('finished')]
+  for s in SEEDS:  # epoch 1 of 2 is evaluated for both runs
+    assert sum(l.startswith(f'epoch 1/2 (fold 1, seed {s}): test error ') for l in errors) == 1, (
+        errors)
+  assert all(' (fold 1, seed ' in l for l in errors), errors
+  left_out = [l for l in lines if 'left out of the program' in l]
+  assert len(left_out) == len(nan_seeds), lines
+  if nan_seeds == (1,):
+    assert left_out[0].startswith(f'{workdir}/seed_1: left out of the program from step 3 (the '
+                                  'other 1 run(s) go on)'), left_out
+    assert any(l.startswith('epoch 2/2 (fold 1, seed 0): test error ') for l in errors), errors
+  else:
+    assert not any('go on' in l for l in lines), left_out
+    assert all(l.endswith('no run of the program is left to train') for l in left_out), left_out
+
+
 @pytest.mark.parametrize('arg', ['fold=2', 'fold=2,seeds=(4,)'])
 def test_stack_runs_needs_several_runs(synthetic_data_dir, tmp_path, arg):
   config = helpers.tiny_config(synthetic_data_dir, arg)

@@ -31,6 +31,7 @@ import warnings
 import numpy as np
 import tensorflow_datasets as tfds
 
+from intermix_jax import io_errors
 from intermix_jax.data import audio_builder
 from intermix_jax.data import audio_decode
 from intermix_jax.data import custom
@@ -142,6 +143,8 @@ def prepare_builder(builder: audio_builder.AudioClipBuilder, *, manual_dir=None)
 
   Raises:
     FileNotFoundError: manual_dir is given but is not a directory (when preparing).
+    PreparationWriteError: the disk of data_dir is full (or the quota exhausted): one line naming
+      data_dir; the partial preparation is removed, copies prepared before are untouched.
     layouts.LayoutError, audio_decode.BadAudioFileError: see `check_prepared`.
   """
   if not builder.READS_SOURCE_FILES:
@@ -159,17 +162,34 @@ def prepare_builder(builder: audio_builder.AudioClipBuilder, *, manual_dir=None)
         download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
         try:
           builder.download_and_prepare(download_config=download_config, file_format=FILE_FORMAT)
-        except OSError:
+        except Exception as e:  # pylint: disable=broad-except
           # Processes without the lock (e.g. where file locks are unsupported) preparing into
           # one data_dir: the slower one's final rename fails.
-          if not builder.data_path.exists():
+          if isinstance(e, OSError) and builder.data_path.exists():
+            builder.info.read_from_directory(builder.data_path)
+          elif io_errors.is_disk_full(e):
+            if locked:  # nobody else writes this config's incomplete.* now: free their space
+              remove_stale_incomplete_dirs(builder, quiet=True)
+            raise PreparationWriteError(errno.ENOSPC, _disk_full_message(builder)) from e
+          else:
             raise
-          builder.info.read_from_directory(builder.data_path)
   check_prepared(builder, manual_dir=manual_dir)
   meta = builder.info.metadata or {}
   note = audio_builder.resampling_note(meta.get('source_sample_rates'), builder.sample_rate)
   if note:
     _warn_once(f'{meta.get("source") or builder.data_path}: {note}')
+
+
+class PreparationWriteError(io_errors.WriteError):
+  """A dataset could not be prepared for lack of space: one line naming config.data_dir."""
+
+
+def _disk_full_message(builder) -> str:
+  root = os.fspath(builder.data_dir_root)
+  return (f'cannot prepare {builder.name}/{builder.builder_config.name} in {root} '
+          f'(config.data_dir): no space left on device{io_errors.free_space(root)}; the partial '
+          f'preparation was removed and nothing prepared before is touched: free some space there '
+          f'or set config.data_dir to another disk, and rerun the same command')
 
 
 def _is_prepared(builder) -> bool:
@@ -273,9 +293,9 @@ def _preparation_lock(builder):
       os.close(fd)  # releases the lock
 
 
-def remove_stale_incomplete_dirs(builder) -> list[str]:
+def remove_stale_incomplete_dirs(builder, *, quiet: bool = False) -> list[str]:
   """Deletes the `incomplete.*` directories of builder's config (call holding its lock: then no
-  live preparation is writing one). Returns the deleted paths."""
+  live preparation is writing one). Returns the deleted paths; `quiet`: without the warning."""
   parent = os.path.dirname(os.fspath(builder.data_path))
   try:
     names = sorted(os.listdir(parent))
@@ -287,7 +307,7 @@ def remove_stale_incomplete_dirs(builder) -> list[str]:
     if name.startswith(INCOMPLETE_PREFIX) and os.path.isdir(path):
       shutil.rmtree(path, ignore_errors=True)
       removed.append(path)
-  if removed:
+  if removed and not quiet:
     log.warning('deleted %d leftover incomplete preparation(s) of %s/%s: %s', len(removed),
                 builder.name, builder.builder_config.name, ', '.join(removed))
   return removed

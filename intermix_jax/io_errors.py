@@ -1,0 +1,73 @@
+"""Write failures that are the machine's state (disk full, quota, permissions), told apart from bugs.
+
+The libraries that write a run's files report a full disk in their own ways: an OSError (errno
+ENOSPC), tensorstore's ValueError (orbax checkpoints: 'No space left on device
+[os_error_code=28]'), array_record's RuntimeError (TFDS preparing a dataset: 'write() failed: No
+space left on device'). `is_disk_full` recognises each of them anywhere in the exception's chain;
+`WriteError` is the one-line OSError the project raises instead (main.py prints its message as
+`error: ...`, exit 1). Used by checkpoints.py (saves) and data/catalog.py (dataset preparation).
+Light on purpose: imports nothing of JAX or TFDS.
+"""
+from __future__ import annotations
+
+import errno
+import re
+import shutil
+
+# tensorstore / array_record report file-system errors as ValueError / RuntimeError with the OS
+# error in the text.
+IO_ERROR_TEXT = re.compile(r"No space left on device|os_error_code|RESOURCE_EXHAUSTED|"
+                           r"PERMISSION_DENIED|Read-only file system|Disk quota exceeded")
+ENOSPC_TEXT = re.compile(r"No space left on device|os_error_code='?%d\b|Disk quota exceeded"
+                         % errno.ENOSPC)
+
+
+class WriteError(OSError):
+  """A file of the run could not be written (disk full, no permission, ...): one line naming the
+  path, what is kept and what to do. Raised as WriteError(errno, message); str() is the message
+  alone."""
+
+  def __str__(self) -> str:
+    return str(self.strerror)
+
+
+def chain(error: BaseException):
+  """`error`, then its causes and contexts (each once)."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    yield error
+    error = error.__cause__ or error.__context__
+
+
+def is_io_error(error: BaseException) -> bool:
+  """Whether `error` (or anything in its chain) is an OSError or says a file-system error."""
+  return any(isinstance(e, OSError) or IO_ERROR_TEXT.search(str(e)) for e in chain(error))
+
+
+def is_disk_full(error: BaseException) -> bool:
+  """Whether `error` (or anything in its chain) is a full disk or an exhausted quota."""
+  return any((isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT))
+             or ENOSPC_TEXT.search(str(e)) for e in chain(error))
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+  """'Type: first line of the message' (at most `limit` characters; orbax's can be huge)."""
+  for e in chain(error):
+    if isinstance(e, OSError) and e.strerror:
+      return f'{type(e).__name__}: {e.strerror}'
+  text = str(error).strip()
+  line = f'{type(error).__name__}: {text.splitlines()[0] if text else ""}'
+  return line if len(line) <= limit else line[:limit - 3] + '...'
+
+
+def mib(n: float) -> str:
+  return f'{n / 2**20:.1f} MiB' if n >= 2**20 else f'{n / 2**10:.0f} KiB'
+
+
+def free_space(path: str) -> str:
+  """' (X MiB free)' on the file system of `path`, or '' when that cannot be told."""
+  try:
+    return f' ({mib(shutil.disk_usage(path).free)} free)'
+  except OSError:
+    return ''
