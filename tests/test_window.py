@@ -208,8 +208,9 @@ def test_collect_checks_copies_records_and_commits_only_its_paths(tmp_path, git_
   assert 'A  other.txt' in status  # left staged, not committed
   # The measured item is what the next plan's estimate on that card uses.
   seen = window.measured(results)
-  assert window.estimate(window.ITEMS['envnetv2-speechmix'], 'NVIDIA H200', seen)['seconds'] == (
-      pytest.approx((50 + 6000 / 20.1 + 30) * window.MARGIN))
+  est = window.estimate(window.ITEMS['envnetv2-speechmix'], 'NVIDIA H200', seen)
+  assert est['seconds'] == pytest.approx((50 + 6000 / 20.1 + 30) * window.MARGIN)
+  assert 'window 20261201T0000Z-nvidia-h200 (envnetv2-intermix)' in est['source']
 
 
 @pytest.mark.slow

@@ -205,7 +205,7 @@ def measured(results_root: str) -> list:
       continue
     for rec in window.get('items', []):
       if rec.get('status') == 'finished' and rec.get('wall_steps_per_s'):
-        out.append(dict(rec, device=window.get('device')))
+        out.append(dict(rec, device=window.get('device'), window=window.get('window')))
   return out
 
 
@@ -628,7 +628,10 @@ def collect_window(path: str, results_root: str, code_repo: str) -> dict:
     study['items'].append(rec)
     with tempfile.TemporaryDirectory() as tmp:
       with tarfile.open(os.path.join(files_at, rec['bundle'])) as tar:
-        tar.extractall(tmp, filter='data')
+        if hasattr(tarfile, 'data_filter'):  # Python >= 3.11.4: no links, no paths outside tmp
+          tar.extractall(tmp, filter='data')
+        else:
+          tar.extractall(tmp)  # pylint: disable=unexpected-keyword-arg
       for seed in item['seeds']:
         for fold in range(1, FOLDS + 1):
           src = os.path.join(tmp, rec['key'], 'runs', f'seed{seed}', f'fold{fold}', 'results.json')
