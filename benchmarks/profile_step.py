@@ -10,7 +10,7 @@ instructions of a compiled step that move the most bytes, from its HLO text).
     python -m benchmarks.profile_step summarize /tmp/prof_envnet --top 40
     # any backend: a row traced by `python -m benchmarks.multirun --profile DIR` (or the
     # accelerator check's profile stage)
-    python -m benchmarks.profile_step kernels DIR/<row> --top 40
+    python -m benchmarks.profile_step kernels DIR/<row> --top 40   # by kernel and by class
     python -m benchmarks.profile_step bytes DIR/<row>/step.hlo.txt --top 30
 
 `trace` runs the trainer's one-run step (`harness.build`: standard strategy, the paper's Nesterov
@@ -112,6 +112,31 @@ def _perfetto_events(path: str) -> tuple[list, dict, dict]:
   return events, procs, threads
 
 
+# Kernel classes, first match wins (cuDNN's implicit-GEMM convolutions contain 'gemm': before
+# the matmuls). Names as XLA:GPU's kernels and cuDNN / cuBLAS / CUTLASS show them on Hopper
+# ('sm90_xmma_fprop_implicit_gemm_...', 'nvjet_...', 'loop_transpose_fusion', ...); on a CPU
+# backend the HLO instruction names ('convolution.3', 'fusion.12', ...).
+KERNEL_CLASSES = (
+    ('convolution: weight gradient', r'wgrad|backward_filter|bwd_filter|conv(?!ert)\w*filter'),
+    ('convolution: input gradient', r'dgrad|backward_data|bwd_data|conv(?!ert)\w*data'),
+    ('convolution: forward', r'fprop|implicit_convolve|winograd|conv(?!ert)|cudnn|fft|flip_filter'),
+    ('matmul', r'gemm|cutlass|cublas|nvjet|dot|triton'),
+    ('memset / memcpy', r'memset|memcpy'),
+    ('transpose / copy (layout)', r'transpose|copy'),
+    ('reduction fusion', r'reduce|reduction'),
+    ('elementwise fusion', r'fusion|loop_|input_'),
+)
+
+
+def kernel_class(name: str) -> str:
+  """The class of a kernel (or HLO instruction) by its name: KERNEL_CLASSES, else 'other'."""
+  low = name.lower()
+  for label, pattern in KERNEL_CLASSES:
+    if re.search(pattern, low):
+      return label
+  return 'other'
+
+
 def kernels(args) -> None:
   """Per-step time of the events on the device's tracks (every '/device:' process of the trace;
   on a CPU backend, XLA's own threads), by track and event name, from the Perfetto JSON trace
@@ -142,6 +167,12 @@ def kernels(args) -> None:
         f'untraced step {1e3 * meta["step_s"]:.2f} ms; {meta["steps"]} traced steps')
   for (proc, thread), ms in per_track.most_common():
     print(f'# track {proc} / {thread}: {ms:.3f} ms per step')
+  per_class = collections.Counter()
+  for (_, _, name), ms in per_event.items():
+    per_class[kernel_class(name)] += ms
+  total = sum(per_class.values()) or 1.0
+  for label, ms in per_class.most_common():  # what holds the step back, by kind of kernel
+    print(f'# class {label}: {ms:.3f} ms per step ({100 * ms / total:.0f} % of kernel time)')
   print(f'{"ms / step":>10s}  {"track":40s} event')
   for (proc, thread, name), ms in per_event.most_common(args.top):
     print(f'{ms:10.3f}  {(proc + " / " + thread)[-40:]:40s} {name[:100]}')

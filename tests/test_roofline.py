@@ -87,6 +87,25 @@ def test_kernels_sums_the_device_tracks_per_step(tmp_path, capsys):
   rows = [line.split() for line in out.splitlines() if not line.startswith('#')][1:]
   assert [(r[0], r[-1]) for r in rows] == [('3.000', 'cutlass_gemm'), ('0.500', 'loop_select_fusion')]
   assert 'PjitFunction' not in out
+  assert '# class matmul: 3.000 ms per step (86 % of kernel time)' in out
+  assert '# class elementwise fusion: 0.500 ms per step (14 % of kernel time)' in out
+
+
+@pytest.mark.parametrize('name, label', [
+    ('sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc', 'convolution: forward'),
+    ('sm90_xmma_dgrad_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nchw', 'convolution: input gradient'),
+    ('sm90_xmma_wgrad_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc', 'convolution: weight gradient'),
+    ('cudnn::engines_precompiled::nchwToNhwcKernel', 'convolution: forward'),
+    ('convolution.12', 'convolution: forward'),
+    ('nvjet_tst_128x64_64x6_1x2_h_bz_coopA_NNT', 'matmul'),
+    ('loop_convert_fusion_3', 'elementwise fusion'),
+    ('loop_transpose_fusion', 'transpose / copy (layout)'),
+    ('input_reduce_fusion_7', 'reduction fusion'),
+    ('MemcpyD2D', 'memset / memcpy'),
+    ('copy.5', 'transpose / copy (layout)'),
+    ('some_custom_kernel', 'other')])
+def test_kernel_classes(name, label):
+  assert profile_step.kernel_class(name) == label
 
 
 @pytest.mark.slow
@@ -111,6 +130,32 @@ def test_profile_stage_traces_reads_and_reports(tmp_path):
   report = (tmp_path / 'accelerator_check.md').read_text()
   assert 'against its memory floor' in report and '| piczakcnn | vmap | 2 |' in report
   assert 'Train step' not in report  # the steps stage did not run
+
+@pytest.mark.slow
+def test_profile_stage_envnetv2_one_run_and_the_unrolled_folds(tmp_path):
+  """The profile stage's EnvNet-v2 half at tiny sizes on this CPU (the accelerator check's
+  `--cpu` arguments): one run alone and 2 runs unrolled in bfloat16, both traced; the kernels
+  summary by class, and the report's section naming what holds each step back."""
+  out = str(tmp_path)
+  assert accelerator_check.main(['profile', '--out', out, '--backbone', 'envnetv2', '--method',
+                                 'unroll', '--variants', 'bfloat16:4', '--ks', '2', '--width',
+                                 '0.3', '--fc_units', '16', '--repeats', '1', '--traced', '1']) == 0
+  rows = [json.loads(line) for line in (tmp_path / 'profile.jsonl').read_text().splitlines()]
+  assert [(r['backbone'], r['runs'], r['method'], r['precision']) for r in rows] == [
+      ('envnetv2', None, None, 'bfloat16'), ('envnetv2', 2, 'unroll', 'bfloat16')]
+  assert all(r['finite'] and r['xla_flops'] > 0 for r in rows)
+  assert rows[1]['xla_flops'] == pytest.approx(2 * rows[0]['xla_flops'], rel=0.05)
+  for row in ('envnetv2_intermix_alone_one_bfloat16_b4', 'envnetv2_intermix_2_unroll_bfloat16_b4'):
+    kernels = (tmp_path / 'profile' / f'{row}.kernels.txt').read_text()
+    assert '# class convolution' in kernels and '3 traced steps' in kernels
+    assert 'MB over' in (tmp_path / 'profile' / f'{row}.bytes.txt').read_text()
+  assert accelerator_check.main(['report', '--out', out]) == 0
+  report = (tmp_path / 'accelerator_check.md').read_text()
+  assert '| envnetv2 | intermix | batch | unroll | 2 |' in report
+  assert 'Which kernels hold each traced step back' in report
+  assert '`envnetv2_intermix_2_unroll_bfloat16_b4.kernels.txt`: envnetv2 intermix runs=2 unroll' in report
+  assert '- convolution' in report
+
 
 HLO = """HloModule jit_fn, is_scheduled=true
 

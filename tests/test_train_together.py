@@ -178,6 +178,38 @@ def test_seeds_in_one_program_equal_each_seed_alone(trained, method):
       np.mean([helpers.results(d)['final_error'] for d in seed_dirs(stacked)]))
 
 
+def test_runs_in_one_program_rewrite_results_at_evaluations_and_checkpoints_only(
+    trained, synthetic_data_dir, tmp_path, monkeypatch):
+  """Runs in one program write results.json when training starts, at each evaluation, checkpoint
+  and the end, not after every epoch (each write is the whole history, fsynced: on an accelerator
+  it would outlast the epoch; train._Fold.results_every_epoch). InterMix 4 epochs, evaluated every
+  3: 'running' at the start and after epoch 3 only, then 'finished' (the epoch-4 state); every
+  epoch is in the history."""
+  del trained  # the compiled steps of its programs are reused
+  from intermix_jax import workdir as workdir_lib
+  written = []
+  real = workdir_lib.write_json_atomic
+
+  def write(path, obj):
+    if os.path.basename(path) == 'results.json':
+      written.append((os.path.basename(os.path.dirname(path)), obj['status'], len(obj['history'])))
+    real(path, obj)
+
+  monkeypatch.setattr(workdir_lib, 'write_json_atomic', write)
+  config = two_seeds(synthetic_data_dir, 'intermix')
+  config.num_epochs, config.eval_every_epochs, config.checkpoint_every_epochs = 2, 3, 100
+  workdir = str(tmp_path / 'run')
+  assert train.train_and_evaluate(config, workdir)['status'] == 'finished'
+  for seed in SEEDS:
+    mine = [w[1:] for w in written if w[0] == f'seed_{seed}']
+    assert [n for status, n in mine if status == 'running'] == [0, 3]
+    assert {w for w in mine if w[0] != 'running'} == {('finished', 4)}  # the last epoch's, again
+  for d in seed_dirs(workdir):
+    r = helpers.results(d)
+    assert [h['epoch'] for h in r['history']] == [1, 2, 3, 4]
+    assert [h['epoch'] for h in r['history'] if 'test_error' in h] == [3, 4]
+
+
 def loader_with_nan(at, seeds):
   """data.make_train_loader whose batch (epoch, batch) `at` is all NaN in the runs of `seeds`."""
   def make(config, *args, **kwargs):

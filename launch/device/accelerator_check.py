@@ -509,13 +509,20 @@ def cmd_report(args) -> int:
   if prof:
     from benchmarks import multirun, roofline  # pylint: disable=g-import-not-at-top,reimported
     say('')
-    say('The K-run step against its memory floor (profile stage: PiczakCNN InterMix, vmap; '
-        f'benchmarks.roofline at the H200\'s {roofline.H200_TBPS} TB/s; device time by kernel '
-        'in profile/<row>.kernels.txt):')
+    say('The K-run step against its memory floor (profile stage: InterMix, one run alone and K '
+        'runs in one program, PiczakCNN vmapped, EnvNet-v2 unrolled; benchmarks.roofline at the '
+        f'H200\'s {roofline.H200_TBPS} TB/s; device time by kernel in profile/<row>.kernels.txt):')
     say('')
     say(multirun.table(prof))
     say('')
     say(roofline.table(roofline.analyse(prof, roofline.H200_TBPS), roofline.H200_TBPS))
+    kernel_lines = kernel_summaries(args.out)
+    if kernel_lines:
+      say('')
+      say('Which kernels hold each traced step back (`benchmarks.profile_step kernels`: device '
+          'time per step by kernel class, then the top kernels; ms per step):')
+      for line in kernel_lines:
+        say(line)
   row = _read_jsonl(os.path.join(args.out, 'row.jsonl'))
   if row:
     from launch.device import table_row  # pylint: disable=g-import-not-at-top
@@ -533,30 +540,54 @@ def cmd_report(args) -> int:
 
 
 def cmd_profile(args) -> int:
-  """Where the K-run step's time goes (issue 17's open question): PiczakCNN InterMix, one run alone
-  and K vmapped runs, for each --variants entry precision:batch in order (the time box may cut the
-  list); rows to profile.jsonl, the first `--traced` variants traced into profile/<row>/ with each
-  trace's device time by kernel in profile/<row>.kernels.txt (`benchmarks.profile_step kernels`)
-  and the compiled step's instructions by bytes moved in profile/<row>.bytes.txt (`profile_step
-  bytes`)."""
+  """Where the step's time goes: --backbone's InterMix step, one run alone and K runs in one
+  program (--method: PiczakCNN's 20 runs vmapped, issue 17's open question; EnvNet-v2's five folds
+  unrolled in bfloat16, the program of the table-1 row), for each --variants entry precision:batch
+  in order (the time box may cut the list); rows to profile.jsonl, the first `--traced` variants
+  traced into profile/<row>/ with each trace's device time by kernel and by kernel class in
+  profile/<row>.kernels.txt (`benchmarks.profile_step kernels`) and the compiled step's
+  instructions by bytes moved in profile/<row>.bytes.txt (`profile_step bytes`)."""
   from benchmarks import multirun, profile_step  # pylint: disable=g-import-not-at-top
   traces = os.path.join(args.out, 'profile')
+  new = []
   for i, variant in enumerate(args.variants.split(',')):
     precision, batch = variant.split(':')
     for k in [None] + [int(k) for k in args.ks.split(',')]:
-      row = multirun.bench('piczakcnn', 'intermix', k, batch=int(batch), repeats=args.repeats,
+      row = multirun.bench(args.backbone, 'intermix', k, batch=int(batch), repeats=args.repeats,
                            width=args.width, fc_units=args.fc_units or None, precision=precision,
-                           method='vmap', profile_dir=traces if i < args.traced else None)
+                           method=args.method, profile_dir=traces if i < args.traced else None)
       _append_jsonl(os.path.join(args.out, 'profile.jsonl'), row)
-      print(f'{_now()} {precision} batch {batch} runs={k or "alone"}: '
+      print(f'{_now()} {args.backbone} {precision} batch {batch} runs='
+            f'{k or "alone"}{"" if k is None else " " + args.method}: '
             f'{1e3 * row["step_s"]:.2f} ms, {row["examples_per_s"]:.0f} ex/s', flush=True)
-  for d in sorted(glob.glob(os.path.join(traces, '*', 'meta.json'))):
-    d = os.path.dirname(d)
+      if i < args.traced:
+        new.append(f'{args.backbone}_intermix_{"alone" if k is None else k}_'
+                   f'{args.method if k else "one"}_{precision}_b{batch}')
+  for tag in new:  # this invocation's traces (multirun.bench's folder names)
+    d = os.path.join(traces, tag)
+    if not os.path.exists(os.path.join(d, 'meta.json')):
+      continue
     with open(d + '.kernels.txt', 'w') as f, contextlib.redirect_stdout(f):
       profile_step.kernels(argparse.Namespace(dir=d, top=args.top))
     with open(d + '.bytes.txt', 'w') as f, contextlib.redirect_stdout(f):
       profile_step.cmd_bytes(argparse.Namespace(hlo=os.path.join(d, 'step.hlo.txt'), top=args.top))
   return 0
+
+
+def kernel_summaries(out: str, top: int = 8) -> list:
+  """Report lines: per traced row (profile/<row>.kernels.txt) its device time by kernel class and
+  its `top` kernels, the part of the report that says which kernels hold each step back."""
+  lines = []
+  for path in sorted(glob.glob(os.path.join(out, 'profile', '*.kernels.txt'))):
+    with open(path) as f:
+      text = f.read().splitlines()
+    head = [l for l in text if l.startswith('# ') and not l.startswith('# track')][:1]
+    classes = [l[len('# class '):] for l in text if l.startswith('# class ')]
+    table = [l for l in text if not l.startswith('#')][:top + 1]
+    what = head[0].split(': ', 1)[-1] if head else ''  # '# <dir>: <backbone> ... traced steps'
+    lines += ['', f'`{os.path.basename(path)}`: {what}', '']
+    lines += [f'- {c}' for c in classes] + ['', '```'] + table + ['```']
+  return lines
 
 
 def main(argv=None) -> int:
@@ -589,7 +620,10 @@ def main(argv=None) -> int:
   f = sub.add_parser('profile')
   f.add_argument('--variants', default='float32:64,bfloat16:64,float32:256',
                  help='precision:batch per run, in order')
-  f.add_argument('--ks', default='20', help='runs vmapped (besides one run alone)')
+  f.add_argument('--backbone', default='piczakcnn', type=_backbone, help='a name of models.MODELS')
+  f.add_argument('--method', default='vmap', choices=('vmap', 'unroll'),
+                 help='how the K runs share the program (multirun.multi_train_step)')
+  f.add_argument('--ks', default='20', help='runs in one program (besides one run alone)')
   f.add_argument('--traced', type=int, default=2, help='trace the first this many variants')
   f.add_argument('--width', type=float, default=1.0)
   f.add_argument('--fc_units', type=int, default=0, help='0: the published size')

@@ -27,19 +27,26 @@
 #             ESC-10 row of table 1, 4 strategies x 5 folds, each strategy's folds in one program
 #             with the clips on the device (launch/device/table_row.py; needs .esc10_ogg/, made
 #             here by `python -m launch.device.table_row pack` and carried to the machine)
-#   profile   NOT in the default STAGES (STAGES="deps profile"): where the time of 20 vmapped
-#             PiczakCNN runs goes, against their memory floor (issue 17's open question): one run
-#             alone and K = 20, float32 and bfloat16 at batch 64 traced with the JAX profiler
-#             (device time by kernel in OUT_DIR/profile/<row>.kernels.txt), float32 at batch 256
-#             timed; XLA's FLOPs and bytes accessed per row (accelerator_check.py profile)
+#   profile   NOT in the default STAGES (STAGES="deps profile"): where the step's time goes, one
+#             process per backbone of PROFILE_BACKBONES (default "piczakcnn envnetv2"), each under
+#             its own box. PiczakCNN (profile-piczakcnn): 20 vmapped runs against their memory floor
+#             (issue 17's open question): one run alone and K = 20, float32 and bfloat16 at batch
+#             64 traced, float32 at batch 256 timed. EnvNet-v2 (profile-envnetv2): one run alone
+#             and the five folds unrolled in bfloat16 at batch 64 (the table-1 row's program),
+#             traced. Traced with the JAX profiler: device time by kernel and by kernel class in
+#             OUT_DIR/profile/<row>.kernels.txt, also in the report; XLA's FLOPs and bytes
+#             accessed per row (accelerator_check.py profile)
 #   report    one report, printed and written to OUT_DIR/accelerator_check.md
 # Everything measured lands in OUT_DIR as it is measured (JSON lines, logs/<stage>.log); the
 # synthetic data, the pip target and the demo workdir live in $SCRATCH (default
 # /tmp/intermix_accelerator_check), not in OUT_DIR. Environment: PYTHON (interpreter; default
 # .venv/bin/python if present, else python3), SCRATCH, STAGES (default "deps tests steps pipeline
 # demo multirun"; e.g. STAGES="deps steps" BACKBONES="m18 soundnet5" for a second window), BACKBONES,
-# T_MULTI, T_ROW and T_PROFILE (the multirun, row and profile stages' boxes, s), ROW_STRATEGIES
-# (e.g. standard,intermix).
+# T_MULTI, T_ROW, T_PROFILE and T_PROFILE_ENVNETV2 (the multirun, row and the two profile boxes,
+# s), ROW_STRATEGIES (e.g. standard,intermix), PROFILE_BACKBONES. On an accelerator the files of
+# OUT_DIR are packed at the end into accelerator_check.tgz (all but the raw traces) and
+# profile_traces.tgz (the traces and HLO, left out when over 15 MiB), beside
+# accelerator_check.md: a device call returns at most 8 files, none more than 2 folders down.
 set -uo pipefail
 cmdline="bash launch/device/accelerator_check.sh $*"
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -70,7 +77,10 @@ if [[ $mode == cpu ]]; then
   row_args=(--cpu --strategies standard)
   prof_args=(--variants float32:4,bfloat16:4 --ks 2 --width 0.25 --fc_units 32 --repeats 2
              --traced 1)
+  prof_env_args=(--backbone envnetv2 --method unroll --variants bfloat16:4 --ks 2 --width 0.3
+                 --fc_units 16 --repeats 1 --traced 1)
   t_tests=120; t_step=150; t_pipe=150; t_demo=300; t_multi=200; t_row=300; t_prof=300
+  t_prof_env=400
 else
   backbones=(envnetv2 envnet m18 soundnet5 piczakcnn)
   strategies=(intermix standard)
@@ -82,11 +92,18 @@ else
               --width 1 --fc_units 0 --repeats 20 --methods vmap)
   row_args=()
   prof_args=()
+  # EnvNet-v2: one run alone and the 5 folds unrolled, bfloat16, batch 64 per run, both traced
+  # (compiled in 24 s and about 34 s on the H200); 10 timed steps each.
+  prof_env_args=(--backbone envnetv2 --method unroll --variants bfloat16:64 --ks 5 --repeats 10
+                 --traced 1)
   t_tests=60; t_step=40; t_pipe=60; t_demo=90; t_multi=110; t_row=500; t_prof=240
+  t_prof_env=200
 fi
 if [[ -n "${BACKBONES:-}" ]]; then read -r -a backbones <<< "${BACKBONES//,/ }"; fi
 t_multi=${T_MULTI:-$t_multi}; t_row=${T_ROW:-$t_row}  # boxes of a shorter or longer window
-t_prof=${T_PROFILE:-$t_prof}
+t_prof=${T_PROFILE:-$t_prof}; t_prof_env=${T_PROFILE_ENVNETV2:-$t_prof_env}
+pb="${PROFILE_BACKBONES:-piczakcnn envnetv2}"
+read -r -a prof_backbones <<< "${pb//,/ }"
 if [[ -n "${ROW_STRATEGIES:-}" ]]; then row_args+=(--strategies "$ROW_STRATEGIES"); fi
 stages=" ${STAGES:-deps tests steps pipeline demo multirun} "
 want() { [[ "$stages" == *" $1 "* ]]; }
@@ -150,10 +167,33 @@ want multirun && stage multirun "$t_multi" "$py" -m benchmarks.multirun \
 want row && stage row "$t_row" "$py" -m launch.device.table_row run --out "$out" \
   --scratch "$scratch" --budget_s $((t_row - 30)) "${row_args[@]}"
 
-want profile && stage profile "$t_prof" "$py" -m launch.device.accelerator_check profile \
-  --out "$out" "${prof_args[@]}"
+if want profile; then
+  for b in "${prof_backbones[@]}"; do
+    case $b in
+      piczakcnn) stage profile-piczakcnn "$t_prof" "$py" -m launch.device.accelerator_check \
+                   profile --out "$out" "${prof_args[@]}" ;;
+      envnetv2) stage profile-envnetv2 "$t_prof_env" "$py" -m launch.device.accelerator_check \
+                  profile --out "$out" "${prof_env_args[@]}" ;;
+      *) echo "accelerator_check: no profile stage for $b (piczakcnn, envnetv2)" ;;
+    esac
+  done
+fi
 
 "$py" -m launch.device.accelerator_check report --out "$out"
 failed=$(awk -F'\t' '$2 != 0' "$out/stages.tsv" | wc -l)
+if [[ $mode == accelerator ]]; then  # at most 8 files come back, no more than 2 folders down
+  (cd "$out" && tar czf accelerator_check.tgz --exclude=accelerator_check.md \
+     --exclude=accelerator_check.tgz --exclude=profile_traces.tgz --exclude='profile/*/*' . \
+   && if compgen -G 'profile/*/' > /dev/null; then
+        tar czf profile_traces.tgz profile/*/ \
+        && if (( $(stat -c %s profile_traces.tgz) > 15 * 1024 * 1024 )); then
+             echo "accelerator_check: profile_traces.tgz over 15 MiB: left out"
+             rm -f profile_traces.tgz
+           fi
+      fi \
+   && find . -mindepth 1 -maxdepth 1 ! -name accelerator_check.md ! -name accelerator_check.tgz \
+        ! -name profile_traces.tgz -exec rm -rf {} +) \
+  || echo "accelerator_check: packing $out failed; its files are left as they are"
+fi
 echo "accelerator_check: $failed stage(s) not ok; report: $out/accelerator_check.md"
 exit $(( failed > 0 ))
