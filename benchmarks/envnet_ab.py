@@ -13,7 +13,8 @@ variant (`--variants`, default every one of `accel_ops.VARIANTS`; 'plain' is tod
 the InterMix train step (`harness.build`: the paper's optimiser, state donated, one batch on the
 device) traced under `accel_ops.force(variant)`, compiled, 2 warm-up steps, `--repeats` steps
 back to back. Columns: ms per step; TFLOP/s = XLA's cost-analysis FLOPs of that variant's
-program / step time; "useful" TFLOP/s = the 'plain' program's FLOPs / step time (the 'blocked'
+lowered program (before optimisation: XLA:GPU's analysis of the compiled program counts no cuDNN
+convolution FLOPs) / step time; "useful" TFLOP/s = the 'plain' program's FLOPs / step time (the 'blocked'
 variant computes zero taps too, which its own count includes: compare variants by ms or by
 useful TFLOP/s); x plain (plain's ms / this ms); and the transposes and copies in the compiled
 HLO and the MB their outputs hold (`hlo_counts`: instructions whose opcode is transpose or
@@ -69,12 +70,16 @@ def bench(variant: str, precision: str, runs: int, *, batch: int, width: float, 
     step = harness.build('envnetv2', strategy, None if runs == 1 else runs, batch=batch,
                          method='unroll', width=width, fc_units=fc_units, precision=precision,
                          abstract=hlo_only)
-    compiled = step.compile()
+    lowered = step.fn.lower(step.state, step.data, step.key)
+    compiled = lowered.compile()
   compile_s = time.perf_counter() - start
+  # FLOPs of the lowered (unoptimised) program: XLA:GPU's cost analysis of the compiled one
+  # counts no FLOPs of cuDNN convolutions (benchmarks/README.md, gpu_aot); bytes: the compiled one.
+  flops = harness.cost_of(lowered).get('flops')
   cost = harness.cost_of(compiled)
   row = dict(variant=variant, precision=precision, runs=runs, batch=batch, width=width,
              fc_units=fc_units, strategy=strategy, compile_s=round(compile_s, 2),
-             flops=cost.get('flops'), bytes_accessed=cost.get('bytes accessed'),
+             flops=flops, bytes_accessed=cost.get('bytes accessed'),
              **hlo_counts(compiled.as_text()), xla_bytes=harness.memory_bytes(compiled),
              step_s=None, finite=None, repeats=repeats,
              device=jax.local_devices()[0].device_kind, backend=jax.default_backend(),
@@ -83,7 +88,7 @@ def bench(variant: str, precision: str, runs: int, *, batch: int, width: float, 
     harness.loop_seconds(step, 2, compiled)
     seconds, metrics = harness.loop_seconds(step, repeats, compiled)
     row.update(step_s=seconds, finite=harness.finite(metrics))
-  del step, compiled
+  del step, compiled, lowered
   harness.clear()
   return row
 
