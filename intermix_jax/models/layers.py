@@ -216,6 +216,8 @@ class Conv(nn.Module):
         raise ValueError('models: the rows forms are stride-1 convolutions')
       return accel_ops.rows_conv(x, kernel,
                                  accel_ops.CONV3_BLOCK if self.form == 'rows_blocked' else None)
+    if self.form == 'blocked':
+      raise ValueError('models: the blocked form is a 1-D convolution: x must be (N, W, C)')
     return conv2d(x, kernel, self.strides, self.padding)
 
 
