@@ -23,7 +23,9 @@ Options (OPTIONS; validated by the model's constructor, `layers.Backbone`): widt
 multiplier of every conv; 1.0 = published), fc_units (int > 0 or None = the published width above),
 precision ('float32' | 'bfloat16': the compute dtype of convolutions and dense layers; parameters,
 BatchNorm statistics, mix points and logits stay float32, see `layers`). On the CPU backend the
-convolutions and pools run as equivalent rewrites (`cpu_ops`), chosen by backend, not an option.
+convolutions and pools run as equivalent rewrites (`cpu_ops`), chosen by backend, not an option;
+EnvNet-v2's forward pass has alternative forms of the same function for GPU/TPU (`accel_ops`,
+default 'plain' = as written until a window measures a faster one), chosen the same way.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from typing import Any
 
 import flax.linen as nn
 
+from intermix_jax.models import accel_ops  # noqa: F401  (models.accel_ops.force / set_forced)
 from intermix_jax.models import cpu_ops  # noqa: F401  (models.cpu_ops.force / set_forced)
 from intermix_jax.models.envnet import EnvNet
 from intermix_jax.models.envnetv2 import EnvNetV2

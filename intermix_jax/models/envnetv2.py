@@ -18,14 +18,19 @@ Conv = conv without bias + BatchNorm + ReLU. Mix points (K = 5): 0 = the input w
 1..4 as marked, presented to `mix` channel-first as in the reference code, e.g. point 1 is
 (N, 1, 64, 260) and point 2 (N, 32, 10, 82). `width` scales every conv's channels (so also the
 height after the swap); `fc_units` the hidden dense layers.
+
+On GPU/TPU the same function may be computed in another form (`accel_ops.variant()`, read when
+traced: the front end as 1-D convolutions, conv3 over stacked rows, polyphase-blocked conv1);
+the parameters are the same whatever the form.
 """
 from __future__ import annotations
 
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
-from intermix_jax.models import layers
+from intermix_jax.models import accel_ops, layers
 
 
 class EnvNetV2(layers.Backbone):
@@ -50,17 +55,29 @@ class EnvNetV2(layers.Backbone):
     """x: (N, 66650) float32 waveform; train: BN batch statistics and dropout; mix: (h, k) -> h."""
     c = lambda n: layers.scaled(n, self.width)
     dt = layers.compute_dtype(self.precision)
-    block = lambda name, f, k, s=(1, 1): layers.ConvBNReLU(f, k, s, dtype=dt, name=name)
+    block = lambda name, f, k, s=(1, 1), form='conv': layers.ConvBNReLU(f, k, s, dtype=dt,
+                                                                        form=form, name=name)
     pool = layers.max_pool
+    # How the same function is computed (accel_ops: chosen when traced, never a model option).
+    variant = accel_ops.variant()
+    one_d = variant != 'plain'
+    conv1_form = 'blocked' if variant == 'blocked' else 'conv'
+    conv3_form = {'conv1d_rows': 'rows', 'blocked': 'rows_blocked'}.get(variant, 'conv')
 
     x = layers.check_waveform(x, self.input_length, 'envnetv2')
     x = layers.mix_point(self, x, 0, mix)
-    h = layers.waveform_to_nhwc(x)
-    h = block('conv1', c(32), (1, 64), (1, 2))(h, train)
-    h = block('conv2', c(64), (1, 16), (1, 2))(h, train)
-    h = layers.swap_channels_and_height(pool(h, (1, 64)))
+    if one_d:  # (N, T, 1): conv1, conv2 and the pool as 1-D ops; the swap (N, W, C) -> (N, C, W, 1)
+      h = x[:, :, None]
+      h = block('conv1', c(32), (1, 64), (1, 2), conv1_form)(h, train)
+      h = block('conv2', c(64), (1, 16), (1, 2))(h, train)
+      h = jnp.transpose(accel_ops.max_pool1d(h, 64), (0, 2, 1))[..., None]
+    else:
+      h = layers.waveform_to_nhwc(x)
+      h = block('conv1', c(32), (1, 64), (1, 2))(h, train)
+      h = block('conv2', c(64), (1, 16), (1, 2))(h, train)
+      h = layers.swap_channels_and_height(pool(h, (1, 64)))
     h = layers.hidden_mix_point(self, h, 1, mix)
-    h = block('conv3', c(32), (8, 8))(h, train)
+    h = block('conv3', c(32), (8, 8), form=conv3_form)(h, train)
     h = block('conv4', c(32), (8, 8))(h, train)
     h = layers.hidden_mix_point(self, pool(h, (5, 3)), 2, mix)
     h = block('conv5', c(64), (1, 4))(h, train)

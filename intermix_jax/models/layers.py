@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from intermix_jax.models import cpu_ops
+from intermix_jax.models import accel_ops, cpu_ops
 
 __all__ = ['Backbone', 'Conv', 'ConvBNReLU', 'Dense', 'HiddenFC', 'conv2d', 'plain_conv', 'max_pool',
            'compute_dtype', 'PRECISIONS', 'mix_point', 'hidden_mix_point', 'scaled']
@@ -182,19 +182,46 @@ class Conv(nn.Module):
   """Bias-free convolution with a He-normal float32 kernel `kernel` (kh, kw, C_in, features).
 
   `dtype` is the compute dtype: input and kernel are cast to it and the output has it.
+  `form` (`CONV_FORMS`) picks how the same function is computed (`accel_ops`; the parameter is
+  the same (kh, kw, C_in, features) kernel whatever the form): 'conv' = `conv2d`; an input of
+  rank 3, (N, W, C_in), with a unit-height kernel = a 1-D convolution (`accel_ops.conv1d`, or
+  with form 'blocked' `accel_ops.blocked_conv1d`); 'rows' / 'rows_blocked' = `accel_ops.rows_conv`
+  (a one-channel input, stride 1). The non-'conv' forms take no padding.
   """
   features: int
   kernel_size: Tuple[int, int]
   strides: Tuple[int, int] = (1, 1)
   padding: Padding = ((0, 0), (0, 0))
   dtype: Any = jnp.float32
+  form: str = 'conv'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """x (N, H, W, C_in) -> (N, H', W', features) in `dtype`."""
+    """x (N, H, W, C_in) -> (N, H', W', features) in `dtype`; x (N, W, C_in) -> (N, W', features)."""
     kernel = self.param('kernel', he_normal,
                         tuple(self.kernel_size) + (x.shape[-1], self.features), jnp.float32)
-    return conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.strides, self.padding)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    if self.form not in CONV_FORMS:
+      raise ValueError(f'models: Conv form must be one of {list(CONV_FORMS)}, got {self.form!r}')
+    if x.ndim == 3 or self.form != 'conv':
+      if _normalise_padding(self.padding) != _NO_PADDING:
+        raise ValueError('models: a padded convolution has only the form \'conv\' on a 4-D input')
+    if x.ndim == 3:
+      stride = int(self.strides[1])
+      if self.form == 'blocked':
+        return accel_ops.blocked_conv1d(x, kernel[0], stride, accel_ops.CONV1_BLOCK)
+      return accel_ops.conv1d(x, kernel, stride)
+    if self.form in ('rows', 'rows_blocked'):
+      if tuple(self.strides) != (1, 1):
+        raise ValueError('models: the rows forms are stride-1 convolutions')
+      return accel_ops.rows_conv(x, kernel,
+                                 accel_ops.CONV3_BLOCK if self.form == 'rows_blocked' else None)
+    if self.form == 'blocked':
+      raise ValueError('models: the blocked form is a 1-D convolution: x must be (N, W, C)')
+    return conv2d(x, kernel, self.strides, self.padding)
+
+
+CONV_FORMS = ('conv', 'blocked', 'rows', 'rows_blocked')
 
 
 class ConvBNReLU(nn.Module):
@@ -211,11 +238,13 @@ class ConvBNReLU(nn.Module):
   strides: Tuple[int, int] = (1, 1)
   padding: Padding = ((0, 0), (0, 0))
   dtype: Any = jnp.float32
+  form: str = 'conv'  # `Conv.form`
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    """x (N, H, W, C_in) -> (N, H', W', features) in `dtype`, non-negative."""
-    h = Conv(self.features, self.kernel_size, self.strides, self.padding, self.dtype, name='conv')(x)
+    """x (N, H, W, C_in) -> (N, H', W', features) in `dtype`, non-negative (or x (N, W, C_in))."""
+    h = Conv(self.features, self.kernel_size, self.strides, self.padding, self.dtype, self.form,
+             name='conv')(x)
     # flax computes the statistics with float32 reductions and normalises in float32 (the float32
     # mean promotes x - mean); `dtype` is only the dtype of the result.
     h = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,

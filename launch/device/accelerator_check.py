@@ -523,6 +523,15 @@ def cmd_report(args) -> int:
           'time per step by kernel class, then the top kernels; ms per step):')
       for line in kernel_lines:
         say(line)
+  ab = _read_jsonl(os.path.join(args.out, 'envnet_ab.jsonl'))
+  if ab:
+    from benchmarks import envnet_ab  # pylint: disable=g-import-not-at-top
+    say('')
+    say('EnvNet-v2 forward-pass variants (envnet_ab stage, `python -m benchmarks.envnet_ab`: the '
+        'InterMix train step per `models.accel_ops` variant, the same function of the same '
+        'parameters; useful TFLOP/s = the plain program\'s FLOPs / step time):')
+    say('')
+    say(envnet_ab.table(ab))
   row = _read_jsonl(os.path.join(args.out, 'row.jsonl'))
   if row:
     from launch.device import table_row  # pylint: disable=g-import-not-at-top

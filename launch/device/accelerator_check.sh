@@ -36,14 +36,21 @@
 #             traced. Traced with the JAX profiler: device time by kernel and by kernel class in
 #             OUT_DIR/profile/<row>.kernels.txt, also in the report; XLA's FLOPs and bytes
 #             accessed per row (accelerator_check.py profile)
+#   envnet_ab NOT in the default STAGES (STAGES="deps envnet_ab"): EnvNet-v2's forward-pass
+#             variants (intermix_jax/models/accel_ops.py, the same function of the same
+#             parameters) A/B'd, python -m benchmarks.envnet_ab: the InterMix step at batch 64 per
+#             variant, bfloat16 and float32 one run (envnet_ab), then bfloat16 five folds unrolled
+#             (envnet_ab-k5); ms/step, TFLOP/s, transposes and copies of the compiled HLO; rows in
+#             OUT_DIR/envnet_ab.jsonl and the report
 #   report    one report, printed and written to OUT_DIR/accelerator_check.md
 # Everything measured lands in OUT_DIR as it is measured (JSON lines, logs/<stage>.log); the
 # synthetic data, the pip target and the demo workdir live in $SCRATCH (default
 # /tmp/intermix_accelerator_check), not in OUT_DIR. Environment: PYTHON (interpreter; default
 # .venv/bin/python if present, else python3), SCRATCH, STAGES (default "deps tests steps pipeline
 # demo multirun"; e.g. STAGES="deps steps" BACKBONES="m18 soundnet5" for a second window), BACKBONES,
-# T_MULTI, T_ROW, T_PROFILE and T_PROFILE_ENVNETV2 (the multirun, row and the two profile boxes,
-# s), ROW_STRATEGIES (e.g. standard,intermix), PROFILE_BACKBONES. On an accelerator the files of
+# T_MULTI, T_ROW, T_PROFILE, T_PROFILE_ENVNETV2, T_AB and T_AB5 (the multirun, row, two profile
+# and two envnet_ab boxes, s), AB_VARIANTS (e.g. plain,blocked), ROW_STRATEGIES (e.g.
+# standard,intermix), PROFILE_BACKBONES. On an accelerator the files of
 # OUT_DIR are packed at the end into accelerator_check.tgz (all but the raw traces) and
 # profile_traces.tgz (the traces and HLO, left out when over 15 MiB), beside
 # accelerator_check.md: a device call returns at most 8 files, none more than 2 folders down.
@@ -62,7 +69,7 @@ if [[ -n "${PYTHON:-}" ]]; then py="$PYTHON"
 elif [[ -x "$root/.venv/bin/python" ]]; then py="$root/.venv/bin/python"
 else py=python3; fi
 rm -f "$out"/stages.tsv "$out"/steps.jsonl "$out"/pipeline.jsonl "$out"/demo.jsonl "$out"/multirun.jsonl \
-  "$out"/row.jsonl "$out"/profile.jsonl
+  "$out"/row.jsonl "$out"/profile.jsonl "$out"/envnet_ab.jsonl
 
 if [[ $mode == cpu ]]; then
   export JAX_PLATFORMS=cpu
@@ -81,6 +88,9 @@ if [[ $mode == cpu ]]; then
                  --fc_units 16 --repeats 1 --traced 1)
   t_tests=120; t_step=150; t_pipe=150; t_demo=300; t_multi=200; t_row=300; t_prof=300
   t_prof_env=400
+  # The accelerator's program (cpu_ops 'plain') of two variants at tiny size, one timed step.
+  ab_args=(--cpu --tiny --variants plain,blocked); ab5_args=()
+  t_ab=300; t_ab5=0
 else
   backbones=(envnetv2 envnet m18 soundnet5 piczakcnn)
   strategies=(intermix standard)
@@ -98,10 +108,17 @@ else
                  --traced 1)
   t_tests=60; t_step=40; t_pipe=60; t_demo=90; t_multi=110; t_row=500; t_prof=240
   t_prof_env=200
+  # EnvNet-v2 variants at batch 64, 10 timed steps: one run in bfloat16 and float32 (8 compiles,
+  # ~25 s each on the H200), then the five folds unrolled in bfloat16 (4 compiles, ~35 s each).
+  ab_args=(--precisions bfloat16,float32 --runs 1 --repeats 10)
+  ab5_args=(--precisions bfloat16 --runs 5 --repeats 10)
+  t_ab=300; t_ab5=240
 fi
 if [[ -n "${BACKBONES:-}" ]]; then read -r -a backbones <<< "${BACKBONES//,/ }"; fi
 t_multi=${T_MULTI:-$t_multi}; t_row=${T_ROW:-$t_row}  # boxes of a shorter or longer window
 t_prof=${T_PROFILE:-$t_prof}; t_prof_env=${T_PROFILE_ENVNETV2:-$t_prof_env}
+t_ab=${T_AB:-$t_ab}; t_ab5=${T_AB5:-$t_ab5}
+if [[ -n "${AB_VARIANTS:-}" ]]; then ab_args+=(--variants "$AB_VARIANTS"); ab5_args+=(--variants "$AB_VARIANTS"); fi
 pb="${PROFILE_BACKBONES:-piczakcnn envnetv2}"
 read -r -a prof_backbones <<< "${pb//,/ }"
 if [[ -n "${ROW_STRATEGIES:-}" ]]; then row_args+=(--strategies "$ROW_STRATEGIES"); fi
@@ -166,6 +183,14 @@ want multirun && stage multirun "$t_multi" "$py" -m benchmarks.multirun \
 
 want row && stage row "$t_row" "$py" -m launch.device.table_row run --out "$out" \
   --scratch "$scratch" --budget_s $((t_row - 30)) "${row_args[@]}"
+
+if want envnet_ab; then
+  stage envnet_ab "$t_ab" "$py" -m benchmarks.envnet_ab --out "$out/envnet_ab.jsonl" "${ab_args[@]}"
+  if (( t_ab5 > 0 )); then
+    stage envnet_ab-k5 "$t_ab5" "$py" -m benchmarks.envnet_ab --out "$out/envnet_ab.jsonl" \
+      "${ab5_args[@]}"
+  fi
+fi
 
 if want profile; then
   for b in "${prof_backbones[@]}"; do
