@@ -31,7 +31,8 @@ def test_core_imports_no_config_tfds_or_orbax_module():
   assert not harness, harness
   ours = sorted(m for m in loaded if m.startswith('intermix_jax'))
   allowed = set(CORE) | {'intermix_jax.models.' + n for n in
-                         ('cpu_ops', 'layers', 'envnet', 'envnetv2', 'm18', 'piczak', 'soundnet')}
+                         ('cpu_ops', 'accel_ops', 'layers', 'envnet', 'envnetv2', 'm18', 'piczak',
+                          'soundnet')}
   assert set(ours) <= allowed, sorted(set(ours) - allowed)   # no trainer, data or config module
 
 
