@@ -118,7 +118,7 @@ class Study:
         continue
       argv = [self.args.python] + cmd[1:]
       if self.args.pin:
-        argv = ['taskset', '-c', str(slot % os.cpu_count())] + argv
+        argv = ['taskset', '-c', str((self.args.first_cpu + slot) % os.cpu_count())] + argv
       if self.args.nice:
         argv = ['nice', '-n', str(self.args.nice)] + argv
       resumed = os.path.isdir(os.path.join(workdir, 'checkpoints'))
@@ -174,6 +174,8 @@ def main(argv=None):
                       '<strategy>-<variant>/ (workdirs and results), never beside the default\'s')
   p.add_argument('--jobs', type=int, default=1)
   p.add_argument('--pin', action='store_true', help='pin run k to CPU k (taskset)')
+  p.add_argument('--first_cpu', type=int, default=0,
+                 help='with --pin: run k goes to CPU first_cpu + k (two drivers side by side)')
   p.add_argument('--nice', type=int, default=0)
   p.add_argument('--commit', action='store_true', help='git-commit each finished results.json')
   args = p.parse_args(argv)

@@ -24,6 +24,7 @@ DATA="${ESC10_DIR:-$REPO/../shared/data/esc10}"
 SEEDS="${SEEDS:-0}"
 STRATEGIES="${STRATEGIES:-standard,intermix,bc,speechmix}"
 JOBS="${JOBS:-2}"
+FIRST_CPU="${FIRST_CPU:-0}"   # with two drivers side by side: FIRST_CPU=1 JOBS=1 for the second
 FOLDS="${FOLDS:-1-5}"
 RESULTS="${RESULTS:-results/esc10_protocol}"   # a check with other options: a folder of its own
 RUNS="${RUNS:-$STUDY/runs}"
@@ -48,4 +49,4 @@ cd "$REPO"
 exec "$PY" launch/study.py --code="$CODE" --python="$STUDY/venv/bin/python" --variant="$VARIANT" \
   --dataset=esc10 --backbone=piczakcnn --strategies="$STRATEGIES" --folds="$FOLDS" --seeds="$SEEDS" \
   --root="$RUNS" --results="$RESULTS" \
-  --extra="manual_dir=$DATA,data_dir=$STUDY/tfds$EXTRA" --jobs="$JOBS" --pin --nice=5 --commit
+  --extra="manual_dir=$DATA,data_dir=$STUDY/tfds$EXTRA" --jobs="$JOBS" --first_cpu="$FIRST_CPU" --pin --nice=5 --commit
