@@ -32,6 +32,7 @@ import os
 import socket
 import sys
 import time
+import types
 from typing import Any, Iterable, Iterator
 
 from absl import logging
@@ -68,20 +69,28 @@ class WorkdirConfigError(ValueError):
   pass
 
 
+def strategy_of(config: dict):
+  """The `mixing.Strategy` of a stored config dict (config.json, results.json's config) by
+  `mixing.build_strategy`, or None when this version cannot build it."""
+  from intermix_jax import mixing  # pylint: disable=import-outside-toplevel
+  options = dict(config.get('mixing') or {})
+  if isinstance(options.get('eligible_layers'), list):
+    options['eligible_layers'] = tuple(options['eligible_layers'])
+  try:
+    return mixing.build_strategy(types.SimpleNamespace(strategy=config['strategy'],
+                                                       mixing=options))
+  except (KeyError, ValueError, TypeError):
+    return None
+
+
 def _resolved(key: str, flat: dict) -> Any:
   """The value field `key` of a flattened config stands for: mixing.pairing's None resolved by
   the run's strategy (mixing.Strategy), any other field as it is."""
   if key != 'mixing.pairing':
     return flat.get(key)
-  from intermix_jax import mixing  # pylint: disable=import-outside-toplevel
-  options = {k.split('.', 1)[1]: v for k, v in flat.items() if k.startswith('mixing.')}
-  if isinstance(options.get('eligible_layers'), list):
-    options['eligible_layers'] = tuple(options['eligible_layers'])
-  try:
-    name = flat['strategy']
-    strategy = mixing.get_strategy(name, **{k: options[k] for k in mixing.strategy_options(name)
-                                            if k in options})
-  except (KeyError, ValueError, TypeError):
+  strategy = strategy_of({'strategy': flat.get('strategy'), 'mixing': {
+      k.split('.', 1)[1]: v for k, v in flat.items() if k.startswith('mixing.')}})
+  if strategy is None:
     return flat.get(key)
   return getattr(strategy, 'pairing', 'shared')  # standard pairs nothing: any value matches
 

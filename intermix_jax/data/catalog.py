@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import functools
 import logging
 import os
 import shutil
@@ -313,10 +314,6 @@ def remove_stale_incomplete_dirs(builder, *, quiet: bool = False) -> list[str]:
   return removed
 
 
-def _field(config, name, default=None):
-  return config.get(name, default) if hasattr(config, 'get') else getattr(config, name, default)
-
-
 def prepare(config, sample_rate: int) -> audio_builder.AudioClipBuilder:
   """The prepared builder for `config.dataset` at `sample_rate` (prepared on first use).
 
@@ -327,9 +324,10 @@ def prepare(config, sample_rate: int) -> audio_builder.AudioClipBuilder:
     builder = custom.get_builder(config, sample_rate)
     prepare_builder(builder)
     return builder
-  builder = get_builder(config.dataset, sample_rate, data_dir=_field(config, 'data_dir'),
-                        skip_bad_files=bool(_field(config, 'skip_bad_files', False)))
-  prepare_builder(builder, manual_dir=_field(config, 'manual_dir'))
+  field = functools.partial(custom.config_field, config)
+  builder = get_builder(config.dataset, sample_rate, data_dir=field('data_dir'),
+                        skip_bad_files=bool(field('skip_bad_files', False)))
+  prepare_builder(builder, manual_dir=field('manual_dir'))
   return builder
 
 

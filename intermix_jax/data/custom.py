@@ -56,6 +56,7 @@ CONFIG_FIELDS = (
     config_lib.Field('num_folds', DEFAULT_NUM_FOLDS, 'folds assigned (stratified, deterministic) '
                      'when there is no fold column; >= 2'),
 )
+_EXTENSIONS = ' '.join(AUDIO_EXTENSIONS)
 MAX_FOLDS = 1000
 # Any channel count up to 2, any rate libsndfile gives 4..192 kHz, PCM/float and lossy codecs.
 AUDIO_EXPECTATION = audio_decode.AudioExpectation(
@@ -159,10 +160,6 @@ def list_audio_files(folder: str) -> tuple[list[str], int]:
   return sorted(found), ignored
 
 
-def _extensions() -> str:
-  return ' '.join(AUDIO_EXTENSIONS)
-
-
 def _scan_folder(root: str) -> tuple[list[tuple[str, str, str]], None]:
   """[(filename relative to root, absolute path, label)] of the class-folder layout."""
   entries = sorted(os.listdir(root))
@@ -178,20 +175,20 @@ def _scan_folder(root: str) -> tuple[list[tuple[str, str, str]], None]:
     hint = (f'; to use {csvs[0]!r}, set metadata_csv={os.path.join(root, csvs[0])}' if csvs
             else '')
     raise layouts.LayoutError(f'{root}: no class sub-folders; expected {root}/<class>/<audio '
-                              f'files> ({_extensions()}){hint}')
+                              f'files> ({_EXTENSIONS}){hint}')
   items, ignored_total = [], 0
   for c in classes:
     files, ignored = list_audio_files(os.path.join(root, c))
     ignored_total += ignored
     if not files:
       raise layouts.LayoutError(f'{os.path.join(root, c)}: class folder {c!r} holds no audio file '
-                                f'({_extensions()})')
+                                f'({_EXTENSIONS})')
     for path in files:
       rel = os.path.relpath(path, root).replace(os.sep, '/')
       items.append((rel, path, c))
   if ignored_total:
     log.warning('%s: ignored %d file(s) that are not audio (%s)', root, ignored_total,
-                _extensions())
+                _EXTENSIONS)
   return items, None
 
 
@@ -292,11 +289,6 @@ def scan(audio_dir: str | None = None, metadata_csv: str | None = None,
                       fingerprint=_fingerprint(root, csv_path, class_names, records, num_folds))
 
 
-def missing_files(records) -> list[layouts.ClipRecord]:
-  """The records whose file does not exist (in order)."""
-  return [r for r in records if not os.path.exists(r.path)]
-
-
 def resolution(csv_path: str, root: str, audio_dir_given: bool, filename: str, path: str, *,
                hint: bool = False) -> str:
   """How the csv's file names resolve, shown on a missing file (`filename` as the csv writes it,
@@ -327,15 +319,20 @@ def _fingerprint(root, csv_path, class_names, records, num_folds) -> str:
   return hashlib.sha256(blob.encode('utf-8')).hexdigest()[:12]
 
 
-def _field(config, name, default=None):
+def config_field(config, name, default=None):
+  """config.<name> of a ConfigDict, dict or object (`default` when it has none)."""
   return config.get(name, default) if hasattr(config, 'get') else getattr(config, name, default)
+
+
+def _num_folds(config):
+  num_folds = config_field(config, 'num_folds')
+  return DEFAULT_NUM_FOLDS if num_folds is None else num_folds
 
 
 def scan_config(config) -> CustomLayout:
   """`scan` with config.audio_dir, config.metadata_csv and config.num_folds (default 5)."""
-  num_folds = _field(config, 'num_folds')
-  return scan(_field(config, 'audio_dir'), _field(config, 'metadata_csv'),
-              DEFAULT_NUM_FOLDS if num_folds is None else num_folds)
+  return scan(config_field(config, 'audio_dir'), config_field(config, 'metadata_csv'),
+              _num_folds(config))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -403,34 +400,22 @@ def get_builder(config, sample_rate: int) -> CustomAudio:
   if int(sample_rate) != sample_rate or sample_rate <= 0:
     raise ValueError(f'sample_rate must be a positive integer number of Hz, got {sample_rate!r}')
   layout = scan_config(config)
-  skip_bad_files = bool(_field(config, 'skip_bad_files', False))
-  missing = missing_files(layout.records) if layout.metadata_csv else []
+  skip_bad_files = bool(config_field(config, 'skip_bad_files', False))
+  missing = ([r for r in layout.records if not os.path.exists(r.path)]
+             if layout.metadata_csv else [])
   if missing and not skip_bad_files:  # some do exist (`scan` refuses a csv of which none does)
-    how = resolution(layout.metadata_csv, layout.root, bool(_field(config, 'audio_dir')),
+    how = resolution(layout.metadata_csv, layout.root, bool(config_field(config, 'audio_dir')),
                      missing[0].filename, missing[0].path)
     raise audio_decode.BadAudioFileError(missing[0].path, (
         f'file is missing: {len(missing)} of the {len(layout.records)} files listed in '
         f'{layout.metadata_csv} are missing; {how}. Fix the csv, or set skip_bad_files=True '
         '(config.skip_bad_files) to skip the missing files'))
-  num_folds = _field(config, 'num_folds')
-  builder_config = builder_config_for(layout, sample_rate,
-                                      DEFAULT_NUM_FOLDS if num_folds is None else num_folds)
-  quiet = _DropNotice('Using custom data configuration')  # TFDS says so for every user dataset
+  builder_config = builder_config_for(layout, sample_rate, _num_folds(config))
+  # TFDS logs 'Using custom data configuration' for every user dataset: dropped.
+  quiet = lambda record: not str(record.msg).startswith('Using custom data configuration')
   logging.getLogger('absl').addFilter(quiet)
   try:
-    return CustomAudio(data_dir=_field(config, 'data_dir'), config=builder_config,
-                       file_format='array_record',
-                       skip_bad_files=skip_bad_files)
+    return CustomAudio(data_dir=config_field(config, 'data_dir'), config=builder_config,
+                       file_format='array_record', skip_bad_files=skip_bad_files)
   finally:
     logging.getLogger('absl').removeFilter(quiet)
-
-
-class _DropNotice(logging.Filter):
-  """Drops log records whose message starts with `prefix`."""
-
-  def __init__(self, prefix: str):
-    super().__init__()
-    self.prefix = prefix
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith(self.prefix)

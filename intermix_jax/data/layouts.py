@@ -87,17 +87,11 @@ def content_fingerprint(records, class_names) -> str:
   return hashlib.sha256(blob.encode('utf-8')).hexdigest()[:12]
 
 
-def _is_esc50_root(path: str) -> bool:
-  return os.path.isfile(os.path.join(path, ESC50_CSV)) and os.path.isdir(os.path.join(path, 'audio'))
-
-
-def _is_urbansound8k_root(path: str) -> bool:
-  return (os.path.isfile(os.path.join(path, URBANSOUND8K_CSV))
-          and os.path.isdir(os.path.join(path, 'audio')))
-
-
-def _find_root(path, is_root, what: str, expected: str) -> str:
-  """`path` itself or its single sub-directory (e.g. an extracted archive) holding the layout."""
+def _find_root(path, csv_name: str, what: str, expected: str) -> str:
+  """`path` itself or its single sub-directory (e.g. an extracted archive) holding the layout:
+  the metadata csv `csv_name` and `audio/`."""
+  is_root = lambda p: (os.path.isfile(os.path.join(p, csv_name))
+                       and os.path.isdir(os.path.join(p, 'audio')))
   path = os.fspath(path)
   if not os.path.isdir(path):
     raise LayoutError(f'{path}: not a directory; expected a copy of {what} ({expected})')
@@ -116,12 +110,12 @@ def _find_root(path, is_root, what: str, expected: str) -> str:
 
 def find_esc50_root(path) -> str:
   """Returns the directory holding `meta/esc50.csv` and `audio/` (path or its only child)."""
-  return _find_root(path, _is_esc50_root, 'ESC-50', '<dir>/audio/*.wav and <dir>/meta/esc50.csv')
+  return _find_root(path, ESC50_CSV, 'ESC-50', '<dir>/audio/*.wav and <dir>/meta/esc50.csv')
 
 
 def find_urbansound8k_root(path) -> str:
   """Returns the directory holding `metadata/UrbanSound8K.csv` and `audio/` (path or its child)."""
-  return _find_root(path, _is_urbansound8k_root, 'UrbanSound8K',
+  return _find_root(path, URBANSOUND8K_CSV, 'UrbanSound8K',
                     '<dir>/audio/fold<N>/*.wav and <dir>/metadata/UrbanSound8K.csv')
 
 

@@ -223,30 +223,24 @@ class TrainLoader:
       gains = 10.0 ** (rng.uniform(-MAX_GAIN_DB, MAX_GAIN_DB, b) / 20.0)
     return positions, offsets_u, scales, gains
 
-  def _local_rows(self) -> slice:
-    return slice(self.process_index * self.local_batch_size,
+  def _local_draws(self, epoch: int, step: int) -> tuple:
+    """`draws(epoch, step)` cut to this process's rows."""
+    rows = slice(self.process_index * self.local_batch_size,
                  (self.process_index + 1) * self.local_batch_size)
+    return tuple(None if d is None else d[rows] for d in self.draws(epoch, step))
 
   def batch(self, epoch: int, step: int) -> dict:
     """Batch `step` of `epoch` for this process: x float32 (B_local, T), y int32 (B_local,)."""
-    positions, offsets_u, scales, gains = self.draws(epoch, step)
-    rows = self._local_rows()
-    local = positions[rows]
-    x = augment.train_crops(self.index.read(local), self.input_length, offsets_u[rows],
-                            None if scales is None else scales[rows],
-                            None if gains is None else gains[rows])
+    local, offsets_u, scales, gains = self._local_draws(epoch, step)
+    x = augment.train_crops(self.index.read(local), self.input_length, offsets_u, scales, gains)
     return {'x': x, 'y': self.index.labels[local].astype(np.int32)}
 
   def plan(self, epoch: int, step: int) -> dict:
     """This process's rows of batch `step` of `epoch` as a crop plan (`on_device.crop_plan`):
     the same clips and random variates as `batch`, for crops cut on the device."""
-    positions, offsets_u, scales, gains = self.draws(epoch, step)
-    rows = self._local_rows()
-    local = positions[rows]
+    local, offsets_u, scales, gains = self._local_draws(epoch, step)
     return on_device.crop_plan(local, self.index.lengths[local], self.index.labels[local],
-                               self.input_length, offsets_u[rows],
-                               None if scales is None else scales[rows],
-                               None if gains is None else gains[rows])
+                               self.input_length, offsets_u, scales, gains)
 
   def global_batch(self, global_step: int) -> dict:
     """`batch(epoch, step)` for global_step = epoch * steps_per_epoch + step."""

@@ -186,25 +186,11 @@ def method_of(record: dict) -> str:
   config = record.get('config')
   if not isinstance(config, dict) or not isinstance(config.get('mixing'), dict):
     return record['method']
-  cfg = dict(config, mixing=dict({'pairing': 'shared'}, **config['mixing']))
-  if isinstance(cfg['mixing'].get('eligible_layers'), list):
-    cfg['mixing']['eligible_layers'] = tuple(cfg['mixing']['eligible_layers'])
-  try:
-    strategy = mixing.build_strategy(_Attrs(cfg))
-  except (ValueError, TypeError, KeyError):
+  strategy = workdir.strategy_of(dict(config, mixing=dict({'pairing': 'shared'},
+                                                          **config['mixing'])))
+  if strategy is None:
     return record['method']
   return strategy.label() + ('+aug' if config.get('strong_augment') else '')
-
-
-class _Attrs(dict):
-  """A config dict read as `config.strategy`, `config.mixing[k]` (what build_strategy reads)."""
-  __getattr__ = dict.__getitem__
-
-
-def row_key(run: dict) -> str:
-  """Table row of a run: the backbone, '+aug' with strong augmentation."""
-  aug = run.get('config', {}).get('strong_augment', False)
-  return run['backbone'] + ('+aug' if aug else '')
 
 
 def setup_of(record: dict) -> dict:
@@ -409,8 +395,7 @@ def paper_value(dataset: str, backbone: str, method: str) -> float | None:
     return PAPER_TABLE2[method][1][col]
   if '[' in method:  # other option variants: no paper number
     return None
-  row = backbone + ('+aug' if method.endswith('+aug') else '')
-  values = PAPER_TABLE1.get(row, {}).get(base_method(method))
+  values = PAPER_TABLE1.get(_row(backbone, method), {}).get(base_method(method))
   return None if values is None else values[col]
 
 
@@ -428,6 +413,16 @@ def row_rank(row: str) -> int:
 def _std(values: list[float]) -> float | None:
   """Sample std (ddof=1) of `values`; None for a single value (no spread, never a '± 0.0')."""
   return float(np.std(values, ddof=1)) if len(values) > 1 else None
+
+
+def _complete_seeds(seeds: dict, expected: int | None) -> tuple[dict, bool]:
+  """({seed: {fold: value}} of the seeds with every fold 1..expected, partial): when no seed has
+  them all, every seed with a value and partial=True (the table's rule, module docstring)."""
+  complete = {s: f for s, f in seeds.items()
+              if expected is None or sorted(f) == list(range(1, expected + 1))}
+  if complete:
+    return complete, False
+  return {s: f for s, f in seeds.items() if f}, True
 
 
 def _spread(complete: dict) -> tuple[dict, float, float | None, str, int]:
@@ -496,12 +491,8 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
     for (seed, fold), r in chosen.items():
       seeds[seed][fold] = float(r['final_error'])
     expected = max(int(r.get('num_folds') or 0) for r in members) or None
-    complete = {s: f for s, f in seeds.items()
-                if expected is None or sorted(f) == list(range(1, expected + 1))}
-    partial = not complete
-    if partial:  # no seed has every fold: report what there is, marked as a partial CV
-      complete = dict(seeds)
-    else:
+    complete, partial = _complete_seeds(seeds, expected)
+    if not partial:
       for seed in sorted(set(seeds) - set(complete)):
         missing = sorted(set(range(1, expected + 1)) - set(seeds[seed]))
         grouping.append(f'{name} seed {seed}: folds {missing} missing; seed left out of the '
@@ -564,7 +555,8 @@ def protocol_deviations(run: dict) -> list[str] | None:
             ('opt.schedule', tuple(opt.get('schedule') or ()), tuple(row['schedule'])),
             ('opt.warmup_epochs', opt.get('warmup_epochs'), row['warmup_epochs'])]
   checks += [(name, _fixed_value(cfg, name, want), want) for name, want in protocol.FIXED.items()]
-  if run.get('strategy', cfg.get('strategy')) != STANDARD:
+  strategy = run.get('strategy', cfg.get('strategy'))
+  if strategy not in STRATEGY_ORDER or mixing.get_strategy(strategy).mixes:
     checks.append(('double_epochs_for_mixing', cfg['double_epochs_for_mixing'], True))
   deviations = [f'{name} {value} (protocol {want})' for name, value, want in checks
                 if value != want]
@@ -578,22 +570,20 @@ def protocol_deviations(run: dict) -> list[str] | None:
   return deviations
 
 
+def _deviations(runs: list[dict]) -> list[str]:
+  """The sorted union of the runs' `protocol_deviations`."""
+  return sorted({d for r in runs for d in protocol_deviations(r) or []})
+
+
 def add_protocol_deviations(groups: list[dict]) -> None:
   """Sets g['deviations'] (sorted union over the group's runs) in place."""
   for g in groups:
-    devs = set()
-    for r in g['runs']:
-      devs.update(protocol_deviations(r) or [])
-    g['deviations'] = sorted(devs)
+    g['deviations'] = _deviations(g['runs'])
 
 
 def _cv_stats(seeds: dict, expected: int | None) -> dict | None:
   """mean/std of {seed: {fold: value}} by the table's rule (see the module docstring)."""
-  complete = {s: f for s, f in seeds.items()
-              if expected is None or sorted(f) == list(range(1, expected + 1))}
-  partial = not complete
-  if partial:
-    complete = {s: f for s, f in seeds.items() if f}
+  complete, partial = _complete_seeds(seeds, expected)
   if not complete:
     return None
   cv, mean, std, over, n = _spread(complete)
@@ -679,12 +669,9 @@ def aggregate_adversarial(records: list[dict], runs: list[dict] = ()
         attacked[eps] = st
     clean = cv_stats_of(lambda r: r['clean_error'])
     clean['paper'] = None
-    devs = set()
-    for r in chosen:
-      devs.update(protocol_deviations(r) or [])
     groups.append(dict(dataset=dataset, backbone=backbone, method=method,
                        row=_row(backbone, method), **split, eps=eps_values, clean=clean,
-                       attacked=attacked, deviations=sorted(devs), num_records=len(chosen)))
+                       attacked=attacked, deviations=_deviations(chosen), num_records=len(chosen)))
   return groups, notes, grouping
 
 

@@ -46,6 +46,14 @@ def _plt():
   return plt
 
 
+def _save(plt, fig, path: str) -> str:
+  """Writes `fig` to `path` (PNG) and closes it; returns `path`."""
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
 def curve_label(g: dict) -> str:
   """A learning curve's legend entry: 'intermix (5 runs, 1200 epochs)', '(1 run)' for one."""
   runs = list(first_by_seed_fold(g['runs']).values())
@@ -98,11 +106,8 @@ def plot_learning_curves(groups: list[dict], out: str) -> list[str]:
     fig.suptitle(f'{DATASET_TITLE.get(dataset, dataset)}, {BACKBONE_TITLE.get(backbone, backbone)}'
                  f': mean over {over} (seed{"s" if len(seeds) > 1 else ""} '
                  f'{",".join(str(s) for s in seeds)})', fontsize=10)
-    path = os.path.join(out, f'curves_{_safe(dataset)}_{_safe(backbone)}.png')
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(plt, fig, os.path.join(
+        out, f'curves_{_safe(dataset)}_{_safe(backbone)}.png')))
   return written
 
 
@@ -147,13 +152,10 @@ def plot_confusion(groups: list[dict], out: str) -> list[str]:
     ax.set_title(f"{g['dataset']} {g['backbone']} {method_title(g)}\n{int(cm.sum())} test "
                  f"predictions, error {100 * (1 - np.trace(cm) / cm.sum()):.1f}%", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
     variant = f"_{_safe(g['variant'])}" if g['variant'] else ''
-    path = os.path.join(out, f"confusion_{_safe(g['dataset'])}_{_safe(g['backbone'])}_"
-                             f"{_safe(g['method'])}{variant}.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(plt, fig, os.path.join(
+        out, f"confusion_{_safe(g['dataset'])}_{_safe(g['backbone'])}_"
+        f"{_safe(g['method'])}{variant}.png")))
   return written
 
 
@@ -196,11 +198,7 @@ def plot_error_bars(groups: list[dict], out: str) -> list[str]:
     ax.set_title(DATASET_TITLE.get(dataset, dataset))
     ax.grid(axis='y', alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = os.path.join(out, f'errorbars_{_safe(dataset)}.png')
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(plt, fig, os.path.join(out, f'errorbars_{_safe(dataset)}.png')))
   return written
 
 
@@ -233,9 +231,5 @@ def plot_adversarial(adversarial: list[dict], out: str) -> list[str]:
     ax.set_title(f'{DATASET_TITLE.get(dataset, dataset)}: clean and attacked error')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = os.path.join(out, f'adversarial_{_safe(dataset)}.png')
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(plt, fig, os.path.join(out, f'adversarial_{_safe(dataset)}.png')))
   return written

@@ -114,11 +114,7 @@ def paired_tables(comparisons: list[dict], notes: list[str] = ()) -> list[str]:
                      x['seed'] == 'all', str(x['seed']))
   for kind, belongs in PAIRED_KINDS:
     mine = [x for x in comparisons if belongs(x)]
-    keys = []
-    for x in mine:
-      if (x['dataset'], x['row']) not in keys:
-        keys.append((x['dataset'], x['row']))
-    for dataset, row in keys:
+    for dataset, row in dict.fromkeys((x['dataset'], x['row']) for x in mine):
       lines += [f'### {kind}: {DATASET_TITLE.get(dataset, dataset)}, '
                 f'{BACKBONE_TITLE.get(row, row)}', '',
                 '| method | reference | seed | folds | clips | reference error % | '
@@ -149,12 +145,8 @@ def per_fold_tables(groups: list[dict]) -> list[str]:
   per method holds the mean over seeds of each fold and the mean and sample std over seeds of the
   seeds' cross-validated errors (and the mean over seeds of their best-epoch errors).
   """
-  keys = []
-  for g in groups:
-    if (g['dataset'], g['row']) not in keys:
-      keys.append((g['dataset'], g['row']))
-  keys.sort(key=lambda k: (k[0] not in DATASET_COLUMN, k[0],
-                           row_rank(k[1]), k[1]))
+  keys = sorted({(g['dataset'], g['row']) for g in groups},
+                key=lambda k: (k[0] not in DATASET_COLUMN, k[0], row_rank(k[1]), k[1]))
   if not keys:
     return []
   lines = ['## Per fold', '',
@@ -256,7 +248,7 @@ def main_tables(groups: list[dict]) -> list[str]:
     gs = [g for g in groups if g['dataset'] == dataset and g not in ablation]
     lines += [f'## {title}', '']
     # Columns: each strategy, then its option variants ('bc[shared-pairs]'); '+aug' is the row's.
-    column = lambda g: g['method'][:-len('+aug')] if g['method'].endswith('+aug') else g['method']
+    column = lambda g: g['method'].removesuffix('+aug')
     columns = sorted({column(g) for g in gs}, key=lambda m: (strategy_rank(m), '[' in m, m))
     for best in (False, True):
       if best:
