@@ -6,18 +6,8 @@
 Preparation is cached under `config.data_dir` (TFDS default `~/tensorflow_datasets` when None),
 written as array_record so that reading never needs TensorFlow.
 
-A prepared copy is reused only when it matches what the run asks for (`check_prepared`): one
-prepared with skip_bad_files=True that skipped files is refused by a run with
-skip_bad_files=False (BadAudioFileError naming the first skipped file, as preparing would); one
-prepared from another copy of ESC-50 / UrbanSound8K than the one config.manual_dir (or the default
-manual dir) holds now is refused (LayoutError naming both; the copies are compared by
-`layouts.content_fingerprint`: file names, folds, classes and sizes, not paths, so a copy moved
-elsewhere still matches). Without a local copy (the download) the prepared copy is used as is.
-User datasets ('custom') are keyed by their file list already (data/custom.py).
-
-Preparations of one builder config take a file lock (`<data_dir>/.locks/`), so that concurrent
-processes prepare it once, and so that `incomplete.*` directories left by killed preparations
-can be told from live ones and deleted.
+Which prepared copy is reused (`check_prepared`: skipped bad files, another source copy) and the
+preparation lock (`<data_dir>/.locks/`): data/README.md "Preparing".
 """
 import contextlib
 import dataclasses

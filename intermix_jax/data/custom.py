@@ -29,8 +29,6 @@ editing a file prepares the dataset anew (older copies stay until deleted).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 import re
@@ -314,9 +312,8 @@ def _fingerprint(root, csv_path, class_names, records, num_folds) -> str:
     except OSError:  # missing: reported per file when decoding
       stat = (-1, -1)
     files.append((r.filename, r.label, r.fold) + stat)
-  blob = json.dumps([str(CustomAudio.VERSION), root, csv_path, list(class_names), num_folds,
-                     files], separators=(',', ':'))
-  return hashlib.sha256(blob.encode('utf-8')).hexdigest()[:12]
+  return layouts.json_digest([str(CustomAudio.VERSION), root, csv_path, list(class_names),
+                              num_folds, files], ensure_ascii=True)
 
 
 def config_field(config, name, default=None):

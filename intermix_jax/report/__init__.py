@@ -1,26 +1,7 @@
 """Paper-format tables and plots from finished runs (`python -m intermix_jax.report DIR...`).
 
-Reads the results.json of every run (one fold of one seed) and the adversarial.json of every FGSM
-attack under some folders, and writes the paper's tables 1-3: the last epoch's error (the headline),
-and the best epoch on the test fold (the reference codes' selection, optimistic) with the paper's
-values beside it; paired comparisons against standard training (and of option variants against their
-strategy's default), per-fold tables, summary.json and plots. Errors are in % throughout; the
-aggregation rule is docs/method.md §5 (the command's help, `intermix_jax/report/__main__.py`, spells
-it out).
-
-Modules:
-  aggregation      finding, loading and checking results; grouping and cross-validated mean ± std;
-                   protocol deviations (`intermix_jax.protocol`); table 3 aggregation; paired
-                   comparisons (`intermix_jax.stats`); learning curves
-  tables           the markdown: main tables, paired tables, per-fold tables, "Against the paper"
-                   (tables 1-3 cell by cell), the whole report.md, the printed summary
-  plots            matplotlib figures (learning curves, confusion matrices, error bars, table 3)
-  writer           write_report: all of the above into a folder
-  paper            the papers' reference values, read from the package data file
-                   paper_values.json (table 1 rows and titles, table 2 ablation, table 3 FGSM,
-                   the dataset column titles)
-  __main__         the command line (`main`)
-
+What it writes and the aggregation rule: the command's help (`intermix_jax/report/__main__.py`);
+the modules (aggregation, tables, plots, writer, paper): docs/architecture.md. Errors are in %.
 Every public name of these modules is re-exported here (`report.load_runs`, `report.aggregate`,
 `report.paired_comparisons`, `report.write_report`, `report.PAPER_TABLE1`, ...).
 """

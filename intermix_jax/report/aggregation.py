@@ -14,19 +14,10 @@
                              (McNemar's exact test, paired bootstrap; `intermix_jax.stats`)
   learning_curve(runs, key)  a per-epoch history field: mean, std, min, max over runs
 
-The table's rule (docs/method.md §5): a run's error is its LAST epoch's test-fold error
-(`final_error`, %), the headline; beside it the best epoch on the test fold (`best_epoch_error`, the
-reference codes' selection, optimistic), aggregated the same way; the cross-validated error of a
-seed is the mean over the dataset's folds (the runs' recorded `num_folds`); the table shows mean +-
-std over seeds (sample std, ddof=1) when there are several seeds, else mean +- std over the folds of
-the single seed ('folds'). A seed missing folds is left out when another seed has them all; when
-none has, the group is shown from the folds that ran, marked partial. Runs of different experiments
-are never averaged together: a table row holding several setups shows each apart, named by its
-variant (the differing fields, e.g. '{num_epochs=4}'); of several runs of one experiment, seed and
-fold, one counts when they agree and none when they differ (`_one_per_seed_fold`), never a silent
-pick. Names come from their registries: strategies in the order of
-`intermix_jax.mixing.STRATEGY_NAMES`, backbones (table rows) and datasets in the order of the
-paper's tables (`paper`).
+The table's rule (last epoch the headline, best epoch on the test fold beside it, mean over folds,
+mean +- std over seeds or else over folds, partial CVs, experiments never averaged together) is
+docs/method.md §5 as the command's help spells it out (`report/__main__.py`); names and orders
+come from their registries (`mixing.STRATEGY_NAMES`, `paper`).
 """
 from __future__ import annotations
 

@@ -1,19 +1,7 @@
-"""Matplotlib figures of the report (PNG files, Agg backend; matplotlib is imported on first use).
-
-  curve_label(g)                      a group's legend entry in the learning curves
-  plot_learning_curves(groups, out)   curves_<dataset>_<backbone>.png: per method, test error %
-                     at each evaluation and train loss per epoch, mean over the runs (folds, of
-                     every seed in the table), min-max shaded
-  plot_confusion(groups, out)         confusion_<dataset>_<backbone>_<method>[_<variant>].png:
-                     per-class confusion matrix summed over the group's runs
-                     (`confusion_matrix`, counts; colours = rate per true class)
-  plot_error_bars(groups, out)        errorbars_<dataset>.png: last-epoch error % mean +- std per
-                     table row and method, the best epoch on the test fold as o, the paper's
-                     value (comparable to the o) as x
-  plot_adversarial(adversarial, out)  adversarial_<dataset>.png: table 3, error % (mean +- std) vs
-                     FGSM eps per (backbone, method), the paper's values as x
-
-Each writes into the directory `out` and returns the paths it wrote.
+"""Matplotlib figures of the report (PNG files, Agg backend; matplotlib is imported on first use):
+learning curves, confusion matrices, error bars and table 3, one `plot_*` each (their file names:
+the command's help, `report/__main__.py`). Each writes into the directory `out` and returns the
+paths it wrote.
 """
 from __future__ import annotations
 

@@ -1,23 +1,7 @@
-"""Markdown tables of the report: what report.md holds and the command prints.
-
-  main_tables(groups)        per dataset, the paper's table 1 layout (rows = backbones in the
-                             paper's order, columns = strategies in the registry's order, error %
-                             mean +- std) and the table 2 ablation rows that ran, twice: the last
-                             epoch (the headline) and the best epoch on the test fold with the
-                             paper's value beside each cell; a row holding several experiment setups
-                             once per setup, titled with its variant ('PiczakCNN {num_epochs=4}')
-  grouping_lines(grouping)   the runs split into experiments or set aside, one line each
-  paired_tables(comparisons) each mixing method against standard training, then each option
-                             variant against its strategy's default, on the same test clips
-  per_fold_tables(groups)    every fold's error, mean +- std over folds and over seeds
-  paper_tables(groups, adversarial)   every cell of the paper's tables 1-3, — where nothing has run
-  markdown(...)              report.md: the above, the protocol deviations (‡), all groups and the
-                             runs left out
-  summary_text(result)       what the command prints: the legend, main tables, the runs split or
-                             set aside, paired tables
-
-The inputs are the groups and comparisons of `intermix_jax.report.aggregation`; the paper's values
-and titles come from `intermix_jax.report.paper`. Each function returns markdown lines (or text).
+"""Markdown tables of the report: what report.md holds (`markdown`) and the command prints
+(`summary_text`); each function returns markdown lines (or text) from the groups and comparisons of
+`intermix_jax.report.aggregation`, with the paper's values and titles of `report.paper`. What each
+table shows: the command's help (`report/__main__.py`).
 """
 from __future__ import annotations
 
