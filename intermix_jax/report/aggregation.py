@@ -1,18 +1,10 @@
 """Finding, checking and aggregating finished runs: the numbers behind every table and plot.
 
-  load_runs(paths[, name])   every results.json (or adversarial.json) under the paths, checked by
-                             `invalid_reason`; the files left out, one line each
-  aggregate(runs)            groups by experiment (dataset, backbone, method label and `setup_of`:
-                             every config field but NOT_DEFINING, and the dataset identity) with
-                             the cross-validated error of each seed and the table's mean +- std
-                             (errors in %); which runs were split or set aside, one line each
-  protocol_deviations(run)   how a run's config departs from the docs/method.md §5 protocol
-                             (`intermix_jax.protocol`); add_protocol_deviations marks the groups
-  aggregate_adversarial(records)   table 3: clean and FGSM-attacked error per eps, same rules
-  paired_comparisons(groups) each mixing method against standard training, and each option
-                             variant against its strategy's default, on the same test clips
-                             (McNemar's exact test, paired bootstrap; `intermix_jax.stats`)
-  learning_curve(runs, key)  a per-epoch history field: mean, std, min, max over runs
+`load_runs` (every results.json or adversarial.json under some folders, checked by
+`invalid_reason`), `aggregate` (groups by experiment, cross-validated error per seed, the table's
+mean +- std), `protocol_deviations`, `aggregate_adversarial` (table 3), `paired_comparisons`
+(against standard training and option variants against their default, `intermix_jax.stats`) and
+`learning_curve`; each function's docstring gives its fields (errors in %).
 
 The table's rule (last epoch the headline, best epoch on the test fold beside it, mean over folds,
 mean +- std over seeds or else over folds, partial CVs, experiments never averaged together) is
@@ -244,10 +236,15 @@ def count_text(n: int, word: str) -> str:
   return f'{n} {word}{"" if n == 1 else "s"}'
 
 
+def with_variant(title: str, variant: str | None) -> str:
+  """'PiczakCNN', or 'PiczakCNN {num_epochs=4}' for one of several setups in a table row."""
+  return title + (f' {{{variant}}}' if variant else '')
+
+
 def method_title(g: dict) -> str:
   """A group's method as the tables name it: 'intermix', with its setup's variant when its table
   row holds several setups: 'intermix {opt.lr=0.05}'."""
-  return g['method'] + (f" {{{g['variant']}}}" if g.get('variant') else '')
+  return with_variant(g['method'], g.get('variant'))
 
 
 def group_name(g: dict) -> str:

@@ -17,6 +17,7 @@ from intermix_jax.report.aggregation import reference_method
 from intermix_jax.report.aggregation import row_rank
 from intermix_jax.report.aggregation import STRATEGY_ORDER
 from intermix_jax.report.aggregation import strategy_rank
+from intermix_jax.report.aggregation import with_variant
 from intermix_jax.report.paper import BACKBONE_ORDER
 from intermix_jax.report.paper import BACKBONE_TITLE
 from intermix_jax.report.paper import DATASET_COLUMN
@@ -204,13 +205,8 @@ def _cell(g: dict | None, best: bool = False) -> str:
   return _stat_cell(g['best'], g['paper'], deviates)
 
 
-def _with_variant(title: str, variant: str) -> str:
-  """'PiczakCNN', or 'PiczakCNN {num_epochs=4}' for one of several setups in a table row."""
-  return title + (f' {{{variant}}}' if variant else '')
-
-
 def _row_title(row: str, variant: str = '') -> str:
-  return _with_variant(BACKBONE_TITLE.get(row, row), variant)
+  return with_variant(BACKBONE_TITLE.get(row, row), variant)
 
 
 def _variants(groups: list[dict], dataset: str, row: str) -> list[str]:
@@ -255,7 +251,7 @@ def main_tables(groups: list[dict]) -> list[str]:
         for method, (name, _) in PAPER_TABLE2.items():
           for g in sorted((g for g in ablation if g['method'] == method),
                           key=lambda g: g['variant']):
-            lines.append(f"| {_with_variant(name, g['variant'])} | {_cell(g, best)} |")
+            lines.append(f"| {with_variant(name, g['variant'])} | {_cell(g, best)} |")
         lines.append('')
   return lines
 
@@ -369,7 +365,7 @@ def paper_tables(groups: list[dict], adversarial: list[dict] = ()) -> list[str]:
     cells = []
     for d, col in DATASET_COLUMN.items():
       gs = sorted(find(d, TABLE2_ROW, method), key=lambda g: g['variant'])
-      cells.append('; '.join(_with_variant(_cell(g, best=True), g['variant']) for g in gs)
+      cells.append('; '.join(with_variant(_cell(g, best=True), g['variant']) for g in gs)
                    if gs else _stat_cell(None, values[col]))
     lines.append(f'| {title} | ' + ' | '.join(cells) + ' |')
   lines.append('')
