@@ -249,14 +249,12 @@ class CheckpointStore:
     return sorted(self._manager.all_steps())
 
   def latest_step(self) -> int | None:
-    steps = self.all_steps()
-    return steps[-1] if steps else None
+    return max(self.all_steps(), default=None)
 
   def latest_verified_step(self) -> int | None:
     """The newest checkpoint whose arrays were checked against their digest in this process (read
     back after saving, or restored), or None."""
-    steps = [s for s in self.all_steps() if s in self._verified]
-    return steps[-1] if steps else None
+    return max(self._verified.intersection(self.all_steps()), default=None)
 
   def path(self, step: int) -> str:
     return os.path.join(self.directory, str(step))

@@ -20,9 +20,7 @@ strong_augment, strategy and mixing ('standard' yields single sounds, any other 
 different classes; with independent pairs, `mixing.pairing`, two sounds per training example); for 'custom' also audio_dir, metadata_csv, num_folds (configs/custom.py, data/custom.py).
 The dataset is prepared on first use and cached in data_dir.
 
-Builders (tfds names): `esc50` (configs esc50_sr<rate>, esc10_sr<rate>), `urbansound8k`
-(sr<rate>), `synthetic_sounds` (sr<rate>, generated offline data), rate in 8000, 16000, 22050,
-44100 (others are built on the fly); `custom_audio` (one config per user dataset and rate).
+Builders (tfds names, configs, rates): data/README.md.
 """
 
 from intermix_jax import mixing

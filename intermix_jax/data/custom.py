@@ -1,27 +1,9 @@
 """TFDS builder `custom_audio`: your own labelled sounds (`config.dataset='custom'`).
 
-Two ways to describe the dataset (config fields of configs/custom.py):
-
-  folder  `audio_dir=DIR`: DIR/<class>/<file> (sub-folders of a class folder are searched too); the
-          class of a file is the name of its top-level sub-folder of DIR.
-  csv     `metadata_csv=FILE.csv` with columns `filename,label[,fold]` (any other columns are
-          ignored): `filename` relative to `audio_dir` (default: the csv's own folder) or absolute,
-          `label` any string, `fold` an integer 1..K (every fold 1..K must hold clips).
-
-Classes are the distinct labels, sorted (numerically when every label is an integer), label
-index = position in that order. Without a fold column, folds are assigned deterministically by
-`assign_folds` (stratified: each class's files, sorted by name, are cut into `num_folds`
-contiguous blocks, so clips of one recording that share a name prefix mostly stay in one fold).
-Audio files: .wav .flac .ogg .oga .opus .mp3 .aif .aiff (case-insensitive), any sample rate,
-mono or stereo; decoded with the data package's decoder (`audio_decode.load_audio`: downmix, soxr
-resampling to the config's rate, int16 scale; no zero trimming, that is ESC-only). Bad files raise
-`BadAudioFileError` naming the file, or are skipped with `skip_bad_files=True`, as for the paper's
-datasets; a malformed csv or folder raises `LayoutError` naming the file (and line).
-
-The prepared data lands in `config.data_dir` (the TFDS directory, as for every dataset) under
-`custom_audio/<folder name>_<fingerprint>_sr<rate>/`: the fingerprint hashes the file list
-(names, labels, folds, sizes, modification times) and the fold settings, so adding, removing or
-editing a file prepares the dataset anew (older copies stay until deleted).
+Two layouts: `audio_dir=DIR` (DIR/<class>/<files>) or `metadata_csv=FILE.csv` (columns
+`filename,label[,fold]`); classes, folds (`assign_folds` without a fold column), accepted audio,
+bad files and the cache under `config.data_dir`/custom_audio/<folder>_<fingerprint>_sr<rate>/:
+docs/own_data_and_models.md §1. Malformed layouts raise `LayoutError` naming the file (and line).
 
     layout = custom.scan(audio_dir='my_sounds')             # no audio decoded
     builder = custom.get_builder(config, 16000)  # reads config.audio_dir, metadata_csv, num_folds
