@@ -1,7 +1,8 @@
 """Multi-process (multi-host) start-up: `jax.distributed.initialize()` when, and only when, needed.
 
-Every process of a multi-process job (one per TPU host, one per GPU under SLURM, ...; docs/scaling.md)
-must call `initialize_distributed` before the first JAX computation (`main.py` does, first thing).
+Every process of a multi-process job (one per TPU host, one per GPU under SLURM, ...;
+docs/scaling.md) calls `initialize_distributed` before the first JAX computation (`main.py` does,
+first thing).
 
 When is a launch multi-process? (`multiprocess_launch_reason`, checked on the environment):
   - `JAX_COORDINATOR_ADDRESS` is set (generic launch; the project also reads `JAX_NUM_PROCESSES`
