@@ -4,11 +4,9 @@
     validate(config, num_folds=5, num_mix_points=6,     # + the facts of this run: folds, mix
              device_count=8, process_count=2)           #   points of the backbone, batch split
 
-Names are those of the registries (data.catalog.DATASETS, models.MODELS, mixing.STRATEGY_NAMES);
-the model and mixing options are checked by their own constructors (`models.get_model`,
-`mixing.get_strategy`), whose error is given naming the config field. Checked here: the rules that
-span components (fold vs the dataset's folds, eligible layers vs the backbone's mix points, the
-batch vs devices, processes and pairs: `config_lib.check_batch_split`) and the trainer's own fields.
+Names come from the registries; model and mixing options are checked by their own constructors
+(the error names the config field); checked here: the rules that span components (folds, mix
+points, `config_lib.check_batch_split`) and the trainer's own fields.
 
 Raises `ConfigError` (a ValueError) with a message such as
     config.fold=7 is out of range for dataset 'esc50'; valid: 1..5 or 'all'

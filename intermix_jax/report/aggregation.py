@@ -430,12 +430,8 @@ def _spread(complete: dict) -> tuple[dict, float, float | None, str, int]:
 def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
   """Groups finished runs by experiment; returns (groups, left_out, grouping).
 
-  A group is every run of one experiment: the same dataset, backbone, method label and setup
-  (`setup_of`: every config field but NOT_DEFINING, and the dataset identity), never runs of two
-  configs. A table row (dataset, backbone row) holding several setups shows each apart, named by
-  its `variant` (the differing fields, e.g. 'num_epochs=4'). Within a group one run per (seed,
-  fold) counts (`_one_per_seed_fold`); a fold whose runs tested other clips (fold-local dataset
-  identity) is left out of the group.
+  A group is every run of one experiment (`setup_of`), one run per (seed, fold)
+  (`_one_per_seed_fold`); a fold whose runs tested other clips is left out of the group.
 
   Each group: dataset, backbone, method, row, setup, variant ('' when its row has one setup),
   seeds {seed: {fold: error}}, cv_errors {seed: mean}, mean, std, std_over ('seeds' | 'folds'), n
