@@ -78,9 +78,9 @@ def model_and_strategy(backbone: str, strategy: str = 'intermix', *, width: floa
   options = dict(width=width, precision=precision)
   if fc_units:
     options['fc_units'] = fc_units
-  base = config_lib.base_config().mixing
-  return (models.get_model(backbone, num_classes, **options),
-          mixing.get_strategy(strategy, **{k: base[k] for k in mixing.strategy_options(strategy)}))
+  config = config_lib.base_config()
+  config.strategy = strategy
+  return models.get_model(backbone, num_classes, **options), mixing.build_strategy(config)
 
 
 def host_batch(model, batch: int, runs: int | None = None, num_classes: int = 50,

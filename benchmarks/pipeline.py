@@ -85,7 +85,7 @@ def device_rows(args):
         loaders.append(data.make_train_loader(c, 44100, args.input_length, num_threads=0,
                                               cache_bytes=0))
       start = time.perf_counter()
-      inputs = on_device.device_inputs(loaders, mesh, pairs=args.strategy != 'standard',
+      inputs = on_device.device_inputs(loaders, mesh, pairs=loaders[0].pairs,
                                        stacked=k > 1)
       jax.block_until_ready(inputs.table)
       build = time.perf_counter() - start

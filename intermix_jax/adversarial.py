@@ -85,10 +85,19 @@ def crop_losses(variables: dict, x: jax.Array, y: jax.Array, *, model) -> jax.Ar
   Returns:
     float32 (b, crops).
   """
+  return _nll(_crop_log_probs(variables, x, model), y)
+
+
+def _crop_log_probs(variables: dict, x: jax.Array, model) -> jax.Array:
+  """float32 (b, crops, C) log-softmax of each crop of x (b, crops, T) in eval mode."""
   b, crops, t = x.shape
   logits = model.apply(variables, x.reshape(b * crops, t), train=False).astype(jnp.float32)
-  log_probs = jax.nn.log_softmax(logits, -1).reshape(b, crops, -1)
-  labels = jnp.broadcast_to(y[:, None], (b, crops))
+  return jax.nn.log_softmax(logits, -1).reshape(b, crops, -1)
+
+
+def _nll(log_probs: jax.Array, y: jax.Array) -> jax.Array:
+  """float32 (b, crops): -log_probs at each crop's clip label y (b,)."""
+  labels = jnp.broadcast_to(y[:, None], log_probs.shape[:2])
   return -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
 
 
@@ -129,15 +138,9 @@ def attack_step(state, batch: dict, *, model, epsilons: tuple[float, ...]) -> di
   direction = jnp.sign(grad)
   preds, losses = [], []
   for eps in (0.0,) + tuple(epsilons):
-    x_eps = x + jnp.float32(eps) * direction if eps else x
-    b, crops, t = x_eps.shape
-    logits = model.apply(variables, x_eps.reshape(b * crops, t), train=False).astype(jnp.float32)
-    log_probs = jax.nn.log_softmax(logits, -1).reshape(b, crops, -1)
-    probs = jnp.mean(jnp.exp(log_probs), axis=1)
-    preds.append(jnp.argmax(probs, -1).astype(jnp.int32))
-    nll = -jnp.take_along_axis(log_probs, jnp.broadcast_to(y[:, None, None], (b, crops, 1)),
-                               axis=-1)[..., 0]
-    losses.append(jnp.sum(jnp.where(mask[:, None], nll, 0.0)))
+    log_probs = _crop_log_probs(variables, x + jnp.float32(eps) * direction if eps else x, model)
+    preds.append(jnp.argmax(jnp.mean(jnp.exp(log_probs), axis=1), -1).astype(jnp.int32))
+    losses.append(jnp.sum(jnp.where(mask[:, None], _nll(log_probs, y), 0.0)))
   pred = jnp.stack(preds)
   correct = (pred == y[None]) & mask[None]
   return dict(pred=pred, correct=correct, num_correct=jnp.sum(correct, axis=1, dtype=jnp.int32),

@@ -138,9 +138,6 @@ def _barrier(name: str) -> None:
 # ------------------------------------------------------------------------------------------------
 # Write errors
 # ------------------------------------------------------------------------------------------------
-_chain = io_errors.chain
-_is_io_error = io_errors.is_io_error
-_is_disk_full = io_errors.is_disk_full
 _first_line = io_errors.first_line
 _mib = io_errors.mib
 
@@ -252,14 +249,12 @@ class CheckpointStore:
     return sorted(self._manager.all_steps())
 
   def latest_step(self) -> int | None:
-    steps = self.all_steps()
-    return steps[-1] if steps else None
+    return max(self.all_steps(), default=None)
 
   def latest_verified_step(self) -> int | None:
     """The newest checkpoint whose arrays were checked against their digest in this process (read
     back after saving, or restored), or None."""
-    steps = [s for s in self.all_steps() if s in self._verified]
-    return steps[-1] if steps else None
+    return max(self._verified.intersection(self.all_steps()), default=None)
 
   def path(self, step: int) -> str:
     return os.path.join(self.directory, str(step))
@@ -291,9 +286,9 @@ class CheckpointStore:
         held.failed = True
     if failure is not None:
       self._remove_partial(step)
-      if not _is_io_error(failure):
+      if not io_errors.is_io_error(failure):
         raise failure
-      code = (errno.ENOSPC if _is_disk_full(failure) else
+      code = (errno.ENOSPC if io_errors.is_disk_full(failure) else
               failure.errno if isinstance(failure, OSError) and failure.errno else errno.EIO)
       raise CheckpointWriteError(code, self._write_error_message(step, failure)) from failure
     problem = self._read_back_problem(step, state, digest)
@@ -329,13 +324,9 @@ class CheckpointStore:
 
   def _write_error_message(self, step: int, error: BaseException) -> str:
     path = self.path(step)
-    if _is_disk_full(error):
-      try:
-        free = f' ({_mib(shutil.disk_usage(self.directory).free)} free)'
-      except OSError:
-        free = ''
-      return (f'cannot write checkpoint {path}: no space left on device{free}; '
-              f'{self._what_is_kept()}')
+    if io_errors.is_disk_full(error):
+      return (f'cannot write checkpoint {path}: no space left on device'
+              f'{io_errors.free_space(self.directory)}; {self._what_is_kept()}')
     return (f'cannot write checkpoint {path}: {_first_line(error)}; '
             f'{self._what_is_kept("fix that")}')
 
@@ -379,21 +370,21 @@ class CheckpointStore:
       problem = 'another process read it back differently'
     return problem
 
+  def _delete(self, steps: list[int]) -> list[int]:
+    for s in steps:
+      self._manager.delete(s)
+      self._verified.discard(s)
+    return steps
+
   def rotate(self) -> None:
     """Deletes all but the newest `keep` checkpoints (the newest was just verified)."""
-    for step in self.all_steps()[:-self.keep]:
-      self._manager.delete(step)
-      self._verified.discard(step)
+    self._delete(self.all_steps()[:-self.keep])
 
   def discard_after(self, step: int) -> list[int]:
     """Deletes the checkpoints newer than `step` (runs in one program resume together from a step
     they all have; a newer checkpoint of one run would otherwise block `save` at its step).
     Returns the deleted steps."""
-    newer = [s for s in self.all_steps() if s > step]
-    for s in newer:
-      self._manager.delete(s)
-      self._verified.discard(s)
-    return newer
+    return self._delete([s for s in self.all_steps() if s > step])
 
   # --- restore -----------------------------------------------------------------------------------
   def restore(self, target_state: Any, *, at_most: int | None = None

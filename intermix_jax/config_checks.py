@@ -4,11 +4,9 @@
     validate(config, num_folds=5, num_mix_points=6,     # + the facts of this run: folds, mix
              device_count=8, process_count=2)           #   points of the backbone, batch split
 
-Names are those of the registries (data.catalog.DATASETS, models.MODELS, mixing.STRATEGY_NAMES);
-the model and mixing options are checked by their own constructors (`models.get_model`,
-`mixing.get_strategy`), whose error is given naming the config field. Checked here: the rules that
-span components (fold vs the dataset's folds, eligible layers vs the backbone's mix points, the
-batch vs devices, processes and pairs: `config_lib.check_batch_split`) and the trainer's own fields.
+Names come from the registries; model and mixing options are checked by their own constructors
+(the error names the config field); checked here: the rules that span components (folds, mix
+points, `config_lib.check_batch_split`) and the trainer's own fields.
 
 Raises `ConfigError` (a ValueError) with a message such as
     config.fold=7 is out of range for dataset 'esc50'; valid: 1..5 or 'all'
@@ -64,6 +62,11 @@ def _check_range(field: str, value, *, lo=None, hi=None, integer=False, lo_open=
          (hi is not None and (value >= hi if hi_open else value > hi)))
   if bad:
     _fail(f'config.{field}={value!r} is out of range; valid: {valid.strip()}')
+
+
+def _check_bool(field: str, value) -> None:
+  if not isinstance(value, bool):
+    _fail(f'config.{field}={value!r} must be a bool; valid: True, False')
 
 
 def _check_option(field: str, value, make) -> None:
@@ -147,14 +150,11 @@ def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,
 
   # The trainer's own fields (train.py, schedules.py).
   _check_range('num_epochs', c.num_epochs, lo=1, integer=True)
-  if not isinstance(c.double_epochs_for_mixing, bool):
-    _fail(f'config.double_epochs_for_mixing={c.double_epochs_for_mixing!r} must be a bool; '
-          'valid: True, False')
+  _check_bool('double_epochs_for_mixing', c.double_epochs_for_mixing)
   _check_range('opt.lr', c.opt.lr, lo=0, lo_open=True)
   _check_range('opt.momentum', c.opt.momentum, lo=0, hi=1, hi_open=True)
   _check_range('opt.weight_decay', c.opt.weight_decay, lo=0)
-  if not isinstance(c.opt.nesterov, bool):
-    _fail(f'config.opt.nesterov={c.opt.nesterov!r} must be a bool; valid: True, False')
+  _check_bool('opt.nesterov', c.opt.nesterov)
   sched = tuple(c.opt.schedule)
   if any(not _is_real(f) or not 0 < f <= 1 for f in sched) or list(sched) != sorted(sched):
     _fail(f'config.opt.schedule={sched!r} is not usable; valid: increasing fractions in (0, 1], '
@@ -163,8 +163,7 @@ def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,
 
   _check_range('seed', c.seed, lo=0, integer=True)
   _check_choice('stack_method', c.get('stack_method', 'auto'), multirun.METHODS + ('auto',))
-  if not isinstance(c.get('data_on_device', False), bool):
-    _fail(f'config.data_on_device={c.data_on_device!r} must be a bool; valid: True, False')
+  _check_bool('data_on_device', c.get('data_on_device', False))
   if c.get('seeds') is not None:
     seeds = tuple(c.seeds)
     if not seeds or not all(_is_int(s) and s >= 0 for s in seeds) or len(set(seeds)) < len(seeds):

@@ -182,12 +182,6 @@ def base_config() -> ml_collections.ConfigDict:
 _FILE_FIELDS: dict[str, Field] = {}
 
 
-def field_lines(fields, values: dict | None = None) -> list[str]:
-  """'key = value  # description' of each Field (value: values[key], default: its default)."""
-  values = values or {}
-  return [f'{f.key} = {values.get(f.key, f.default)!r}  # {f.description}' for f in fields]
-
-
 def describe(config: ml_collections.ConfigDict | None = None) -> str:
   """Every leaf field of `config` (default: `base_config()`) as 'key = value  # description',
   under '# --- <section>' lines: the `SECTIONS`, then the config file's own fields (declared as
@@ -200,7 +194,8 @@ def describe(config: ml_collections.ConfigDict | None = None) -> str:
   own = [_FILE_FIELDS.get(key, Field(key, None, '(no description: not declared as a Field)'))
          for key in values if key not in known]
   sections.append(('fields of this config file', own))
-  blocks = [[f'# --- {title}'] + field_lines(fields, values) for title, fields in sections if fields]
+  blocks = [[f'# --- {title}'] + [f'{f.key} = {values[f.key]!r}  # {f.description}' for f in fields]
+            for title, fields in sections if fields]
   return '\n\n'.join('\n'.join(block) for block in blocks) + '\n'
 
 

@@ -1,10 +1,8 @@
 """Multi-process (multi-host) start-up: `jax.distributed.initialize()` when, and only when, needed.
 
-One training job may run as several processes (one per TPU host, one per GPU under SLURM, or
-several on one machine for testing). Every process runs the same program; JAX connects them
-through a coordinator (process 0) and then `jax.devices()` lists the devices of *all* processes.
-This must happen before the first JAX computation, so `main.py` calls `initialize_distributed`
-first thing.
+Every process of a multi-process job (one per TPU host, one per GPU under SLURM, ...;
+docs/scaling.md) calls `initialize_distributed` before the first JAX computation (`main.py` does,
+first thing).
 
 When is a launch multi-process? (`multiprocess_launch_reason`, checked on the environment):
   - `JAX_COORDINATOR_ADDRESS` is set (generic launch; the project also reads `JAX_NUM_PROCESSES`

@@ -1,14 +1,9 @@
 """Host allocator setting for XLA:CPU: keep freed memory in the process instead of unmapping it.
 
-Why: on the CPU backend every execution of a compiled step allocates its temporaries (about a
-gigabyte for an EnvNet step at batch 32, more for EnvNet-v2) with malloc and frees them at the
-end. glibc serves any allocation above its mmap threshold (at most 32 MiB) with fresh `mmap` pages
-and returns them with `munmap` on free, so each step page-faults and the kernel zero-fills every
-page again. With `reuse_freed_memory()` those page faults (nearly) vanish; the price is resident
-memory, because the heap keeps its high-water mark (and some fragmentation) instead of returning
-it between steps. The measured page faults, step times and peak resident memory, with the
-commands that repeat them, are in benchmarks/README.md ("The CPU rewrites and host memory: the
-numbers").
+Why: on the CPU backend each step mallocs and frees its temporaries (about a gigabyte for EnvNet);
+above glibc's mmap threshold each free unmaps them, so every step page-faults and zero-fills them
+again. Keeping them costs resident memory (the heap's high-water mark). The numbers and the
+commands that repeat them: benchmarks/README.md ("The CPU rewrites and host memory: the numbers").
 
 What it does (glibc `mallopt`, process-wide, for allocations made after the call):
   M_ARENA_MAX = 1          every thread allocates from the main heap (a thread arena is at most
@@ -18,13 +13,10 @@ What it does (glibc `mallopt`, process-wide, for allocations made after the call
                            (a finite threshold, even 2 GiB, still let an EnvNet-v2 step fault);
   M_TOP_PAD = 256 MiB      the heap grows in large steps.
 
-When it applies: only where the CPU backend will run the steps (`cpu_backend_expected()`), since
-accelerator backends allocate device memory themselves and the setting would only cost host
-memory, and only with glibc (a no-op returning False on macOS, musl). Call it first thing in a
-program, before JAX creates its thread pools (`intermix_jax.main` does; `--noreuse_host_memory`
-turns it off). It never initialises a JAX backend itself (that would start those threads too
-early): the backend is judged from JAX's settings and the installed plugins, by the rule of
-`cpu_backend_expected`.
+When it applies: only where the CPU backend will run the steps (`cpu_backend_expected`, judged
+without initialising a JAX backend) and only with glibc (else a no-op returning False). Call it
+before JAX creates its thread pools (`intermix_jax.main` does; `--noreuse_host_memory` turns it
+off); docs/architecture.md "Speed on the CPU backend".
 """
 from __future__ import annotations
 

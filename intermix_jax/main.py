@@ -121,6 +121,12 @@ def _quiet_about_terminated(previous):
   return hook
 
 
+def error(line: str) -> int:
+  """Prints `error: <line>` on stderr; returns the exit status 1."""
+  print(f'error: {line}', file=sys.stderr, flush=True)
+  return 1
+
+
 def _flag_error_line(error: Exception) -> str:
   """One line for a flag parsing error; for a config file's get_config error, its own message."""
   text = str(error)
@@ -171,14 +177,12 @@ def _parse_flags(argv):
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    print(f'error: {_flag_error_line(e)}', file=sys.stderr, flush=True)
-    sys.exit(1)
+    sys.exit(error(_flag_error_line(e)))
   except (AttributeError, KeyError):  # ml_collections: `--config.foo=1`, foo not a field
     line = _unknown_override_line(argv)
     if line is None:
       raise
-    print(f'error: {line}', file=sys.stderr, flush=True)
-    sys.exit(1)
+    sys.exit(error(line))
 
 
 def _os_error_line(e: OSError):
@@ -239,8 +243,7 @@ def _loaded_config():
     config.get('dataset')
   except OSError as e:
     last = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
-    print(f'error: --config: cannot load {config_flags.get_config_filename(FLAGS["config"])}: '
-          f'{last}', file=sys.stderr, flush=True)
+    error(f'--config: cannot load {config_flags.get_config_filename(FLAGS["config"])}: {last}')
     return None
   return config
 
@@ -259,9 +262,7 @@ def _list_config() -> int:
 
 def main(argv):
   if len(argv) > 1:
-    print(f'error: unexpected arguments {argv[1:]}: flags are --name=value (see --helpshort)',
-          file=sys.stderr, flush=True)
-    return 1
+    return error(f'unexpected arguments {argv[1:]}: flags are --name=value (see --helpshort)')
   if _LIST_CONFIG.value:
     return _list_config()
   verbose = _VERBOSE.value or logging.get_verbosity() >= logging.DEBUG
@@ -294,14 +295,12 @@ def main(argv):
       _check_workdir_writable(_WORKDIR.value)
     train.train_and_evaluate(config, _WORKDIR.value)
   except known as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    return 1
+    return error(str(e))
   except OSError as e:
     line = _os_error_line(e)
     if line is None:
       raise
-    print(f'error: {line}', file=sys.stderr, flush=True)
-    return 1
+    return error(line)
   return 0
 
 

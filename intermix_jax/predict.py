@@ -2,22 +2,11 @@
 
     python -m intermix_jax.predict --workdir=W FILE_OR_DIR... [--top_k=3] [--json]
 
-Loads `W/config.json` and the newest readable checkpoint of `W/checkpoints` whose arrays match the
-digest saved with them (read-only: a run still training in W is not disturbed; an unreadable or
-corrupted checkpoint is named in a warning and left in place, and the one before is used), reads
-each file with the data package's decoder (any format libsndfile reads: wav, flac, ogg, mp3, ...;
-downmixed, resampled with soxr to the backbone's rate, int16 scale, zero-trimmed for ESC-50/ESC-10
-as in training), pads T/2 on both sides, takes `config.num_eval_crops` evenly spaced crops of T
-samples and averages the softmax over them.
-Directories are searched recursively for audio files (data/custom.py AUDIO_EXTENSIONS).
-
-Output per file: the top-k classes with probabilities (text), or one JSON document (`--json`):
-    {"workdir", "checkpoint_step", "sample_rate", "num_crops", "class_names",
-     "predictions": [{"file", "top_k": [{"class", "label", "probability"}]}],
-     "errors": [{"file", "error"}]}
-A file that cannot be read is named on stderr (and in "errors") and the others are still
-classified. Exit status: 0 all classified; 1 some input failed; 2 the workdir is unusable (no
-config.json, a config.json or results.json that is not valid JSON, no checkpoint that verifies).
+Loads W's config and newest verified checkpoint read-only, decodes each file as in training and
+averages the softmax over `config.num_eval_crops` evenly spaced crops of the T/2-padded clip;
+prints the top-k classes per file, or one JSON document (`to_json`). The command, its output and
+its exit status (0 all classified; 1 some input failed; 2 the workdir is unusable):
+docs/own_data_and_models.md, "3. Prediction".
 
 From Python:
     predictor = Predictor('runs/my_sounds/fold1')

@@ -1,15 +1,8 @@
 """Paired statistics for comparing two classifiers on the same test clips (numpy in, numbers out).
 
 Used by the report (`intermix_jax.report.aggregation.paired_comparisons`) to compare each mixing
-strategy against standard training:
-
-  mcnemar_counts(correct_ref, correct_new)  (b, c): clips only the reference got right, only the
-                                            new method got right
-  mcnemar_exact(b, c)                       McNemar's exact two-sided p-value (binomial test of the
-                                            discordant clips), exact integer arithmetic
-  paired_bootstrap(correct_ref, correct_new)  error(new) - error(ref) in percentage points and its
-                                            percentile bootstrap interval, clips resampled with
-                                            replacement (deterministic: fixed seed)
+strategy against standard training: McNemar's exact test (`mcnemar_counts`, `mcnemar_exact`) and
+a paired bootstrap interval of the error difference (`paired_bootstrap`, fixed seed).
 
 A "correct" array is boolean, one entry per test clip (the clip's 10-crop prediction equals its
 label), clips in the same order for the two methods. Errors are in percent (0-100).

@@ -10,6 +10,7 @@ the event file in the thread that wrote, where the trainer's caller turns it int
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import socket
@@ -42,18 +43,15 @@ class SummaryWriter:
       return
     self.path = os.path.join(logdir, 'events.out.tfevents.%010d.%s.%s.%s' % (
         time.time(), socket.gethostname(), os.getpid(), next(_UID)))
-    with self._naming_the_path():
+    with _naming(self.path):
       os.makedirs(logdir, exist_ok=True)
       self._file = open(self.path, 'wb')
       self._records = RecordWriter(self._file)
     self._write(event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2'))
     self.flush()
 
-  def _naming_the_path(self):
-    return _NamePath(self.path)
-
   def _write(self, event) -> None:
-    with self._naming_the_path():
+    with _naming(self.path):
       self._records.write(event.SerializeToString())
 
   def _add(self, step: int, values: list) -> None:
@@ -80,26 +78,22 @@ class SummaryWriter:
 
   def flush(self) -> None:
     if self._file is not None:
-      with self._naming_the_path():
+      with _naming(self.path):
         self._file.flush()
 
   def close(self) -> None:
     if self._file is not None:
       f, self._file, self._records = self._file, None, None
-      with self._naming_the_path():
+      with _naming(self.path):
         f.close()
 
 
-class _NamePath:
-  """Context manager: an OSError without a file name gets `path` as its file name."""
-
-  def __init__(self, path: str):
-    self.path = path
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, kind, error, tb):
-    if isinstance(error, OSError) and not error.filename and error.errno:
-      raise OSError(error.errno, error.strerror or os.strerror(error.errno), self.path) from error
-    return False
+@contextlib.contextmanager
+def _naming(path: str):
+  """An OSError without a file name raised in the block gets `path` as its file name."""
+  try:
+    yield
+  except OSError as error:
+    if error.filename or not error.errno:
+      raise
+    raise OSError(error.errno, error.strerror or os.strerror(error.errno), path) from error

@@ -9,13 +9,9 @@ once training has begun, at the first step, after saving a checkpoint). Inside t
 either signal only sets the trainer's flag (train._TerminationFlag): a checkpoint, results.json
 'preempted', and the rerun resumes.
 
-Ctrl-C: the first SIGINT stops as SIGTERM does; from then on SIGINT has the system's default action
-(`first_ctrl_c`), so a second Ctrl-C ends the process at once (nothing half-written is used:
-checkpoints and JSON files are renamed into place only when complete). A process stopped by Ctrl-C
-ends by SIGINT (exit status 130 in a shell, which then stops a loop of commands); one stopped by
-SIGTERM exits 0. `stop_signal()` says which came first. (Python runs a signal's handler between
-two Python operations: two Ctrl-C pressed during one long call into XLA, e.g. a compilation, count
-as one.) Light on purpose: main.py imports it before anything else.
+Ctrl-C: the first SIGINT stops as SIGTERM does, a second ends the process at once (`first_ctrl_c`);
+`stop_signal()` says which came first. The guarantees: WORKSPACE.md "Resume, preemption and
+failures". Light on purpose: main.py imports it before anything else.
 """
 import signal
 import threading

@@ -14,12 +14,10 @@ data does not. The fields naming the user's own data (`DATA_FIELDS`) may therefo
 workdir has a dataset.json.
 
 A workdir is trained by one process at a time: `lock(workdirs)` holds an exclusive `flock` on
-`workdir/.training.lock` (which records the holder's pid, host and start time) for as long as the
-training runs. Another process asking for it is refused at once with `WorkdirBusyError` naming the
-holder. The kernel drops the lock when its process ends, however it ends (kill -9 included), so no
-stale lock is ever left behind; the file itself stays (it holds nothing but the last holder's
-details). Within one process the locks are re-entrant (fold='all' and seeds lock the parent and
-every run's workdir, then each run locks its own again). Readers (predict, report) take no lock.
+`workdir/.training.lock` (recording the holder's pid, host and start time); another process is
+refused at once with `WorkdirBusyError` naming the holder. The guarantees (no stale lock after
+kill -9, re-entrant within a process, readers take no lock): WORKSPACE.md "Resume, preemption and
+failures".
 """
 from __future__ import annotations
 
@@ -32,6 +30,7 @@ import os
 import socket
 import sys
 import time
+import types
 from typing import Any, Iterable, Iterator
 
 from absl import logging
@@ -68,20 +67,28 @@ class WorkdirConfigError(ValueError):
   pass
 
 
+def strategy_of(config: dict):
+  """The `mixing.Strategy` of a stored config dict (config.json, results.json's config) by
+  `mixing.build_strategy`, or None when this version cannot build it."""
+  from intermix_jax import mixing  # pylint: disable=import-outside-toplevel
+  options = dict(config.get('mixing') or {})
+  if isinstance(options.get('eligible_layers'), list):
+    options['eligible_layers'] = tuple(options['eligible_layers'])
+  try:
+    return mixing.build_strategy(types.SimpleNamespace(strategy=config['strategy'],
+                                                       mixing=options))
+  except (KeyError, ValueError, TypeError):
+    return None
+
+
 def _resolved(key: str, flat: dict) -> Any:
   """The value field `key` of a flattened config stands for: mixing.pairing's None resolved by
   the run's strategy (mixing.Strategy), any other field as it is."""
   if key != 'mixing.pairing':
     return flat.get(key)
-  from intermix_jax import mixing  # pylint: disable=import-outside-toplevel
-  options = {k.split('.', 1)[1]: v for k, v in flat.items() if k.startswith('mixing.')}
-  if isinstance(options.get('eligible_layers'), list):
-    options['eligible_layers'] = tuple(options['eligible_layers'])
-  try:
-    name = flat['strategy']
-    strategy = mixing.get_strategy(name, **{k: options[k] for k in mixing.strategy_options(name)
-                                            if k in options})
-  except (KeyError, ValueError, TypeError):
+  strategy = strategy_of({'strategy': flat.get('strategy'), 'mixing': {
+      k.split('.', 1)[1]: v for k, v in flat.items() if k.startswith('mixing.')}})
+  if strategy is None:
     return flat.get(key)
   return getattr(strategy, 'pairing', 'shared')  # standard pairs nothing: any value matches
 
@@ -262,6 +269,15 @@ def write_json_atomic(path: str, obj: Any) -> None:
     raise OSError(e.errno, e.strerror, path) from e
 
 
+def _read_stored(path: str, fix: str):
+  """The JSON in `path`; WorkdirConfigError '<path> is not valid JSON (...); <fix>' if it is not."""
+  with open(path) as f:
+    try:
+      return json.load(f)
+    except ValueError as e:
+      raise WorkdirConfigError(f'{path} is not valid JSON ({e}); {fix}') from None
+
+
 def check_or_store_config(workdir: str, config: ml_collections.ConfigDict, *,
                           write: bool = True) -> None:
   """Stores `config` in `workdir/config.json`, or checks it equals the one stored there.
@@ -276,11 +292,7 @@ def check_or_store_config(workdir: str, config: ml_collections.ConfigDict, *,
   path = os.path.join(workdir, CONFIG_FILE)
   current = config_to_dict(config)
   if os.path.exists(path):
-    with open(path) as f:
-      try:
-        stored = json.load(f)
-      except ValueError as e:
-        raise WorkdirConfigError(f'{path} is not valid JSON ({e}); delete it to reuse {workdir}')
+    stored = _read_stored(path, f'delete it to reuse {workdir}')
     # fold='all': the folds' workdirs fold_<k>/ hold the dataset identities.
     checked_by_content = bool(glob.glob(os.path.join(glob.escape(workdir), DATASET_FILE)) or
                               glob.glob(os.path.join(glob.escape(workdir), 'fold_*', DATASET_FILE)))
@@ -344,12 +356,7 @@ def check_or_store_dataset(workdir: str, identity: dict, *, resuming: bool,
   """
   path = os.path.join(workdir, DATASET_FILE)
   if resuming and os.path.exists(path):
-    with open(path) as f:
-      try:
-        stored = json.load(f)
-      except ValueError as e:
-        raise WorkdirConfigError(f'{path} is not valid JSON ({e}); delete {workdir} to start '
-                                 'over') from None
+    stored = _read_stored(path, f'delete {workdir} to start over')
     diffs = dataset_differences(stored, identity)
     if diffs:
       raise WorkdirConfigError(

@@ -20,33 +20,24 @@ strong_augment, strategy and mixing ('standard' yields single sounds, any other 
 different classes; with independent pairs, `mixing.pairing`, two sounds per training example); for 'custom' also audio_dir, metadata_csv, num_folds (configs/custom.py, data/custom.py).
 The dataset is prepared on first use and cached in data_dir.
 
-Builders (tfds names): `esc50` (configs esc50_sr<rate>, esc10_sr<rate>), `urbansound8k`
-(sr<rate>), `synthetic_sounds` (sr<rate>, generated offline data), rate in 8000, 16000, 22050,
-44100 (others are built on the fly); `custom_audio` (one config per user dataset and rate).
+Builders (tfds names, configs, rates): data/README.md.
 """
 
 from intermix_jax import mixing
-from intermix_jax.data.audio_builder import SAMPLE_RATES
-from intermix_jax.data.audio_builder import SampleRateConfig
-from intermix_jax.data.audio_builder import quiet_preparation
-from intermix_jax.data.audio_builder import SkippedFilesWarning
+from intermix_jax.data import on_device, pipeline, run_data  # pylint: disable=g-multiple-import
+from intermix_jax.data.audio_builder import (  # pylint: disable=g-multiple-import
+    SAMPLE_RATES, SampleRateConfig, quiet_preparation, SkippedFilesWarning,
+)
 from intermix_jax.data.audio_decode import BadAudioFileError
-from intermix_jax.data.catalog import DATASETS
-from intermix_jax.data.catalog import DatasetInfo
-from intermix_jax.data.catalog import check_fold
-from intermix_jax.data.catalog import dataset_info
-from intermix_jax.data.catalog import get_builder
-from intermix_jax.data.catalog import prepare
-from intermix_jax.data.catalog import prepare_builder
+from intermix_jax.data.catalog import (  # pylint: disable=g-multiple-import
+    DATASETS, DatasetInfo, check_fold, dataset_info, get_builder, prepare, prepare_builder,
+)
 from intermix_jax.data.custom import CustomAudio
 from intermix_jax.data.esc50 import Esc50
 from intermix_jax.data.layouts import LayoutError
-from intermix_jax.data import on_device
-from intermix_jax.data import pipeline
-from intermix_jax.data.pipeline import ClipIndex
-from intermix_jax.data.pipeline import EvalLoader
-from intermix_jax.data.pipeline import TrainLoader
-from intermix_jax.data import run_data
+from intermix_jax.data.pipeline import (  # pylint: disable=g-multiple-import
+    ClipIndex, EvalLoader, TrainLoader,
+)
 from intermix_jax.data.run_data import RunData
 from intermix_jax.data.sources import SourceUnavailableError
 from intermix_jax.data.synthetic import SyntheticSounds

@@ -8,10 +8,7 @@ Every builder here stores, per clip:
 Audio is a `tfds.features.Tensor(shape=(None,), dtype=np.int16)`, not `tfds.features.Audio`, so
 preparing (file_format='array_record') and reading (`as_data_source`) never import TensorFlow.
 
-Preparation uses TFDS's incomplete-dir protocol: files are written to `incomplete.*` and renamed
-to the final version directory only after every split is complete, so an interrupted preparation
-is never read as a dataset; rerunning prepares it from scratch (and `catalog.prepare_builder`
-deletes the leftovers of dead preparations).
+Interrupted preparations are never read (TFDS's `incomplete.*` directories): data/README.md.
 
 What a preparation read is kept in the prepared copy's metadata (`builder.info.metadata`):
   sample_rate         Hz

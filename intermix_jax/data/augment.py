@@ -42,11 +42,6 @@ def _window(clip, length_out, offset, input_length, scale):
   return dst0, lo + (clip[ref2].astype(np.float32) - lo) * r
 
 
-def scaled_length(n: int, scale) -> int:
-  """Length of a clip of n samples after time scaling by `scale` (None: unscaled)."""
-  return n if scale is None else max(1, int(n * scale))
-
-
 def train_crops(clips: Sequence[np.ndarray], input_length: int, offsets_u: np.ndarray,
                 scales: np.ndarray | None = None, gains: np.ndarray | None = None) -> np.ndarray:
   """One random crop per clip, normalised: the training input of docs/method.md §5.

@@ -6,23 +6,14 @@
 Preparation is cached under `config.data_dir` (TFDS default `~/tensorflow_datasets` when None),
 written as array_record so that reading never needs TensorFlow.
 
-A prepared copy is reused only when it matches what the run asks for (`check_prepared`): one
-prepared with skip_bad_files=True that skipped files is refused by a run with
-skip_bad_files=False (BadAudioFileError naming the first skipped file, as preparing would); one
-prepared from another copy of ESC-50 / UrbanSound8K than the one config.manual_dir (or the default
-manual dir) holds now is refused (LayoutError naming both; the copies are compared by
-`layouts.content_fingerprint`: file names, folds, classes and sizes, not paths, so a copy moved
-elsewhere still matches). Without a local copy (the download) the prepared copy is used as is.
-User datasets ('custom') are keyed by their file list already (data/custom.py).
-
-Preparations of one builder config take a file lock (`<data_dir>/.locks/`), so that concurrent
-processes prepare it once, and so that `incomplete.*` directories left by killed preparations
-can be told from live ones and deleted.
+Which prepared copy is reused (`check_prepared`: skipped bad files, another source copy) and the
+preparation lock (`<data_dir>/.locks/`): data/README.md "Preparing".
 """
 import contextlib
 import dataclasses
 import errno
 import fcntl
+import functools
 import logging
 import os
 import shutil
@@ -313,10 +304,6 @@ def remove_stale_incomplete_dirs(builder, *, quiet: bool = False) -> list[str]:
   return removed
 
 
-def _field(config, name, default=None):
-  return config.get(name, default) if hasattr(config, 'get') else getattr(config, name, default)
-
-
 def prepare(config, sample_rate: int) -> audio_builder.AudioClipBuilder:
   """The prepared builder for `config.dataset` at `sample_rate` (prepared on first use).
 
@@ -327,9 +314,10 @@ def prepare(config, sample_rate: int) -> audio_builder.AudioClipBuilder:
     builder = custom.get_builder(config, sample_rate)
     prepare_builder(builder)
     return builder
-  builder = get_builder(config.dataset, sample_rate, data_dir=_field(config, 'data_dir'),
-                        skip_bad_files=bool(_field(config, 'skip_bad_files', False)))
-  prepare_builder(builder, manual_dir=_field(config, 'manual_dir'))
+  field = functools.partial(custom.config_field, config)
+  builder = get_builder(config.dataset, sample_rate, data_dir=field('data_dir'),
+                        skip_bad_files=bool(field('skip_bad_files', False)))
+  prepare_builder(builder, manual_dir=field('manual_dir'))
   return builder
 
 

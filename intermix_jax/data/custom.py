@@ -1,27 +1,9 @@
 """TFDS builder `custom_audio`: your own labelled sounds (`config.dataset='custom'`).
 
-Two ways to describe the dataset (config fields of configs/custom.py):
-
-  folder  `audio_dir=DIR`: DIR/<class>/<file> (sub-folders of a class folder are searched too); the
-          class of a file is the name of its top-level sub-folder of DIR.
-  csv     `metadata_csv=FILE.csv` with columns `filename,label[,fold]` (any other columns are
-          ignored): `filename` relative to `audio_dir` (default: the csv's own folder) or absolute,
-          `label` any string, `fold` an integer 1..K (every fold 1..K must hold clips).
-
-Classes are the distinct labels, sorted (numerically when every label is an integer), label
-index = position in that order. Without a fold column, folds are assigned deterministically by
-`assign_folds` (stratified: each class's files, sorted by name, are cut into `num_folds`
-contiguous blocks, so clips of one recording that share a name prefix mostly stay in one fold).
-Audio files: .wav .flac .ogg .oga .opus .mp3 .aif .aiff (case-insensitive), any sample rate,
-mono or stereo; decoded with the data package's decoder (`audio_decode.load_audio`: downmix, soxr
-resampling to the config's rate, int16 scale; no zero trimming, that is ESC-only). Bad files raise
-`BadAudioFileError` naming the file, or are skipped with `skip_bad_files=True`, as for the paper's
-datasets; a malformed csv or folder raises `LayoutError` naming the file (and line).
-
-The prepared data lands in `config.data_dir` (the TFDS directory, as for every dataset) under
-`custom_audio/<folder name>_<fingerprint>_sr<rate>/`: the fingerprint hashes the file list
-(names, labels, folds, sizes, modification times) and the fold settings, so adding, removing or
-editing a file prepares the dataset anew (older copies stay until deleted).
+Two layouts: `audio_dir=DIR` (DIR/<class>/<files>) or `metadata_csv=FILE.csv` (columns
+`filename,label[,fold]`); classes, folds (`assign_folds` without a fold column), accepted audio,
+bad files and the cache under `config.data_dir`/custom_audio/<folder>_<fingerprint>_sr<rate>/:
+docs/own_data_and_models.md §1. Malformed layouts raise `LayoutError` naming the file (and line).
 
     layout = custom.scan(audio_dir='my_sounds')             # no audio decoded
     builder = custom.get_builder(config, 16000)  # reads config.audio_dir, metadata_csv, num_folds
@@ -29,8 +11,6 @@ editing a file prepares the dataset anew (older copies stay until deleted).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 import re
@@ -56,6 +36,7 @@ CONFIG_FIELDS = (
     config_lib.Field('num_folds', DEFAULT_NUM_FOLDS, 'folds assigned (stratified, deterministic) '
                      'when there is no fold column; >= 2'),
 )
+_EXTENSIONS = ' '.join(AUDIO_EXTENSIONS)
 MAX_FOLDS = 1000
 # Any channel count up to 2, any rate libsndfile gives 4..192 kHz, PCM/float and lossy codecs.
 AUDIO_EXPECTATION = audio_decode.AudioExpectation(
@@ -159,10 +140,6 @@ def list_audio_files(folder: str) -> tuple[list[str], int]:
   return sorted(found), ignored
 
 
-def _extensions() -> str:
-  return ' '.join(AUDIO_EXTENSIONS)
-
-
 def _scan_folder(root: str) -> tuple[list[tuple[str, str, str]], None]:
   """[(filename relative to root, absolute path, label)] of the class-folder layout."""
   entries = sorted(os.listdir(root))
@@ -178,20 +155,20 @@ def _scan_folder(root: str) -> tuple[list[tuple[str, str, str]], None]:
     hint = (f'; to use {csvs[0]!r}, set metadata_csv={os.path.join(root, csvs[0])}' if csvs
             else '')
     raise layouts.LayoutError(f'{root}: no class sub-folders; expected {root}/<class>/<audio '
-                              f'files> ({_extensions()}){hint}')
+                              f'files> ({_EXTENSIONS}){hint}')
   items, ignored_total = [], 0
   for c in classes:
     files, ignored = list_audio_files(os.path.join(root, c))
     ignored_total += ignored
     if not files:
       raise layouts.LayoutError(f'{os.path.join(root, c)}: class folder {c!r} holds no audio file '
-                                f'({_extensions()})')
+                                f'({_EXTENSIONS})')
     for path in files:
       rel = os.path.relpath(path, root).replace(os.sep, '/')
       items.append((rel, path, c))
   if ignored_total:
     log.warning('%s: ignored %d file(s) that are not audio (%s)', root, ignored_total,
-                _extensions())
+                _EXTENSIONS)
   return items, None
 
 
@@ -292,11 +269,6 @@ def scan(audio_dir: str | None = None, metadata_csv: str | None = None,
                       fingerprint=_fingerprint(root, csv_path, class_names, records, num_folds))
 
 
-def missing_files(records) -> list[layouts.ClipRecord]:
-  """The records whose file does not exist (in order)."""
-  return [r for r in records if not os.path.exists(r.path)]
-
-
 def resolution(csv_path: str, root: str, audio_dir_given: bool, filename: str, path: str, *,
                hint: bool = False) -> str:
   """How the csv's file names resolve, shown on a missing file (`filename` as the csv writes it,
@@ -322,20 +294,24 @@ def _fingerprint(root, csv_path, class_names, records, num_folds) -> str:
     except OSError:  # missing: reported per file when decoding
       stat = (-1, -1)
     files.append((r.filename, r.label, r.fold) + stat)
-  blob = json.dumps([str(CustomAudio.VERSION), root, csv_path, list(class_names), num_folds,
-                     files], separators=(',', ':'))
-  return hashlib.sha256(blob.encode('utf-8')).hexdigest()[:12]
+  return layouts.json_digest([str(CustomAudio.VERSION), root, csv_path, list(class_names),
+                              num_folds, files], ensure_ascii=True)
 
 
-def _field(config, name, default=None):
+def config_field(config, name, default=None):
+  """config.<name> of a ConfigDict, dict or object (`default` when it has none)."""
   return config.get(name, default) if hasattr(config, 'get') else getattr(config, name, default)
+
+
+def _num_folds(config):
+  num_folds = config_field(config, 'num_folds')
+  return DEFAULT_NUM_FOLDS if num_folds is None else num_folds
 
 
 def scan_config(config) -> CustomLayout:
   """`scan` with config.audio_dir, config.metadata_csv and config.num_folds (default 5)."""
-  num_folds = _field(config, 'num_folds')
-  return scan(_field(config, 'audio_dir'), _field(config, 'metadata_csv'),
-              DEFAULT_NUM_FOLDS if num_folds is None else num_folds)
+  return scan(config_field(config, 'audio_dir'), config_field(config, 'metadata_csv'),
+              _num_folds(config))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -403,34 +379,22 @@ def get_builder(config, sample_rate: int) -> CustomAudio:
   if int(sample_rate) != sample_rate or sample_rate <= 0:
     raise ValueError(f'sample_rate must be a positive integer number of Hz, got {sample_rate!r}')
   layout = scan_config(config)
-  skip_bad_files = bool(_field(config, 'skip_bad_files', False))
-  missing = missing_files(layout.records) if layout.metadata_csv else []
+  skip_bad_files = bool(config_field(config, 'skip_bad_files', False))
+  missing = ([r for r in layout.records if not os.path.exists(r.path)]
+             if layout.metadata_csv else [])
   if missing and not skip_bad_files:  # some do exist (`scan` refuses a csv of which none does)
-    how = resolution(layout.metadata_csv, layout.root, bool(_field(config, 'audio_dir')),
+    how = resolution(layout.metadata_csv, layout.root, bool(config_field(config, 'audio_dir')),
                      missing[0].filename, missing[0].path)
     raise audio_decode.BadAudioFileError(missing[0].path, (
         f'file is missing: {len(missing)} of the {len(layout.records)} files listed in '
         f'{layout.metadata_csv} are missing; {how}. Fix the csv, or set skip_bad_files=True '
         '(config.skip_bad_files) to skip the missing files'))
-  num_folds = _field(config, 'num_folds')
-  builder_config = builder_config_for(layout, sample_rate,
-                                      DEFAULT_NUM_FOLDS if num_folds is None else num_folds)
-  quiet = _DropNotice('Using custom data configuration')  # TFDS says so for every user dataset
+  builder_config = builder_config_for(layout, sample_rate, _num_folds(config))
+  # TFDS logs 'Using custom data configuration' for every user dataset: dropped.
+  quiet = lambda record: not str(record.msg).startswith('Using custom data configuration')
   logging.getLogger('absl').addFilter(quiet)
   try:
-    return CustomAudio(data_dir=_field(config, 'data_dir'), config=builder_config,
-                       file_format='array_record',
-                       skip_bad_files=skip_bad_files)
+    return CustomAudio(data_dir=config_field(config, 'data_dir'), config=builder_config,
+                       file_format='array_record', skip_bad_files=skip_bad_files)
   finally:
     logging.getLogger('absl').removeFilter(quiet)
-
-
-class _DropNotice(logging.Filter):
-  """Drops log records whose message starts with `prefix`."""
-
-  def __init__(self, prefix: str):
-    super().__init__()
-    self.prefix = prefix
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith(self.prefix)

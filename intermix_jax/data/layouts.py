@@ -83,21 +83,20 @@ def content_fingerprint(records, class_names) -> str:
     except OSError:
       size = -1
     rows.append((r.filename, int(r.fold), class_names[r.label], size))
-  blob = json.dumps(rows, separators=(',', ':'), ensure_ascii=False)
+  return json_digest(rows)
+
+
+def json_digest(value, ensure_ascii: bool = False) -> str:
+  """12 hex digits: sha256 of `value` as compact JSON (the fingerprints and digests of the data)."""
+  blob = json.dumps(value, separators=(',', ':'), ensure_ascii=ensure_ascii)
   return hashlib.sha256(blob.encode('utf-8')).hexdigest()[:12]
 
 
-def _is_esc50_root(path: str) -> bool:
-  return os.path.isfile(os.path.join(path, ESC50_CSV)) and os.path.isdir(os.path.join(path, 'audio'))
-
-
-def _is_urbansound8k_root(path: str) -> bool:
-  return (os.path.isfile(os.path.join(path, URBANSOUND8K_CSV))
-          and os.path.isdir(os.path.join(path, 'audio')))
-
-
-def _find_root(path, is_root, what: str, expected: str) -> str:
-  """`path` itself or its single sub-directory (e.g. an extracted archive) holding the layout."""
+def _find_root(path, csv_name: str, what: str, expected: str) -> str:
+  """`path` itself or its single sub-directory (e.g. an extracted archive) holding the layout:
+  the metadata csv `csv_name` and `audio/`."""
+  is_root = lambda p: (os.path.isfile(os.path.join(p, csv_name))
+                       and os.path.isdir(os.path.join(p, 'audio')))
   path = os.fspath(path)
   if not os.path.isdir(path):
     raise LayoutError(f'{path}: not a directory; expected a copy of {what} ({expected})')
@@ -116,12 +115,12 @@ def _find_root(path, is_root, what: str, expected: str) -> str:
 
 def find_esc50_root(path) -> str:
   """Returns the directory holding `meta/esc50.csv` and `audio/` (path or its only child)."""
-  return _find_root(path, _is_esc50_root, 'ESC-50', '<dir>/audio/*.wav and <dir>/meta/esc50.csv')
+  return _find_root(path, ESC50_CSV, 'ESC-50', '<dir>/audio/*.wav and <dir>/meta/esc50.csv')
 
 
 def find_urbansound8k_root(path) -> str:
   """Returns the directory holding `metadata/UrbanSound8K.csv` and `audio/` (path or its child)."""
-  return _find_root(path, _is_urbansound8k_root, 'UrbanSound8K',
+  return _find_root(path, URBANSOUND8K_CSV, 'UrbanSound8K',
                     '<dir>/audio/fold<N>/*.wav and <dir>/metadata/UrbanSound8K.csv')
 
 
@@ -159,6 +158,18 @@ def _check_unique(csv_path, records):
     seen.add(r.filename)
 
 
+def _checked(csv_path, records, what: str, official) -> list[ClipRecord]:
+  """`records`, unique and not empty (LayoutError: 'no <what>rows'), with a warning when they
+  are not the (name, rows) of `official` (None: not checked)."""
+  _check_unique(csv_path, records)
+  if not records:
+    raise LayoutError(f'{csv_path}: no {what}rows')
+  if official and len(records) != official[1]:
+    warnings.warn(f'{csv_path} lists {len(records)} clips; the official {official[0]} has '
+                  f'{official[1]}. Preparing what is listed.', stacklevel=3)
+  return records
+
+
 def read_esc50(root, *, esc10: bool) -> list[ClipRecord]:
   """Reads and validates `meta/esc50.csv`.
 
@@ -190,13 +201,8 @@ def read_esc50(root, *, esc10: bool) -> list[ClipRecord]:
     label = ESC10_TARGETS.index(target) if esc10 else target
     name = row['filename']
     records.append(ClipRecord(name, os.path.join(root, 'audio', name), fold, label))
-  _check_unique(csv_path, records)
-  if not records:
-    raise LayoutError(f'{csv_path}: no {"ESC-10 " if esc10 else ""}rows')
-  if not esc10 and len(records) != ESC50_NUM_ROWS:
-    warnings.warn(f'{csv_path} lists {len(records)} clips; the official ESC-50 has '
-                  f'{ESC50_NUM_ROWS}. Preparing what is listed.', stacklevel=2)
-  return records
+  return _checked(csv_path, records, 'ESC-10 ' if esc10 else '',
+                  None if esc10 else ('ESC-50', ESC50_NUM_ROWS))
 
 
 def read_urbansound8k(root) -> list[ClipRecord]:
@@ -213,10 +219,4 @@ def read_urbansound8k(root) -> list[ClipRecord]:
                         f'the official name is {URBANSOUND8K_CLASS_NAMES[label]!r}')
     name = row['slice_file_name']
     records.append(ClipRecord(name, os.path.join(root, 'audio', f'fold{fold}', name), fold, label))
-  _check_unique(csv_path, records)
-  if not records:
-    raise LayoutError(f'{csv_path}: no rows')
-  if len(records) != URBANSOUND8K_NUM_ROWS:
-    warnings.warn(f'{csv_path} lists {len(records)} clips; the official UrbanSound8K has '
-                  f'{URBANSOUND8K_NUM_ROWS}. Preparing what is listed.', stacklevel=2)
-  return records
+  return _checked(csv_path, records, '', ('UrbanSound8K', URBANSOUND8K_NUM_ROWS))

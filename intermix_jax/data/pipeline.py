@@ -4,16 +4,13 @@ Reading: `builder.as_data_source(split)` (array_record, random access) per fold;
 built by pure functions of (seed, epoch, step) and served through a grain `MapDataset` (optional
 background threads, `num_threads`; optional worker processes, `num_workers`).
 
-Training (`TrainLoader`): each epoch is a permutation of the train folds' clips (seeded by
-(seed, epoch)); for mixing strategies it is repaired so rows (2k, 2k+1) are of different classes;
-the last partial batch is dropped. Step `s` of epoch `e` holds global positions
-[s B, (s + 1) B); process p takes rows [p B_local, (p + 1) B_local) of it. With independent pairs
-(`sounds_per_example=2`, BC's sampling) a step holds 2 B sounds instead: B pairs, each drawn on its
-own (`pairing.independent_pairs`, seeded by (seed, epoch, step)); an epoch still has
-floor(N / B) steps of B training examples (B mixtures), as in BC's reference code. Random variates
-(time scale, crop position, gain) are drawn for the whole global batch from a numpy Generator
-seeded by (seed, epoch, step), so a batch never depends on the process count or on what was read
-before: `batches(epoch, start_step)` resumes exactly.
+Training (`TrainLoader`): each epoch is a permutation of the train folds' clips seeded by (seed,
+epoch), repaired for mixing strategies so rows (2k, 2k+1) are of different classes; the last
+partial batch is dropped. Step `s` holds global positions [s B, (s + 1) B); process p takes rows
+[p B_local, (p + 1) B_local). With independent pairs (`sounds_per_example=2`) a step holds 2 B
+sounds (`pairing.independent_pairs`, seeded by (seed, epoch, step)), still floor(N / B) steps per
+epoch. Every random variate is drawn for the whole global batch from (seed, epoch, step), so
+`batches(epoch, start_step)` resumes exactly whatever the process count (data/README.md).
 
 Evaluation (`EvalLoader`): the test fold sorted by file name; global batch g holds clips
 [g b P, (g + 1) b P), process p its rows [p b, (p + 1) b); missing rows are zero, label 0, mask
@@ -223,30 +220,24 @@ class TrainLoader:
       gains = 10.0 ** (rng.uniform(-MAX_GAIN_DB, MAX_GAIN_DB, b) / 20.0)
     return positions, offsets_u, scales, gains
 
-  def _local_rows(self) -> slice:
-    return slice(self.process_index * self.local_batch_size,
+  def _local_draws(self, epoch: int, step: int) -> tuple:
+    """`draws(epoch, step)` cut to this process's rows."""
+    rows = slice(self.process_index * self.local_batch_size,
                  (self.process_index + 1) * self.local_batch_size)
+    return tuple(None if d is None else d[rows] for d in self.draws(epoch, step))
 
   def batch(self, epoch: int, step: int) -> dict:
     """Batch `step` of `epoch` for this process: x float32 (B_local, T), y int32 (B_local,)."""
-    positions, offsets_u, scales, gains = self.draws(epoch, step)
-    rows = self._local_rows()
-    local = positions[rows]
-    x = augment.train_crops(self.index.read(local), self.input_length, offsets_u[rows],
-                            None if scales is None else scales[rows],
-                            None if gains is None else gains[rows])
+    local, offsets_u, scales, gains = self._local_draws(epoch, step)
+    x = augment.train_crops(self.index.read(local), self.input_length, offsets_u, scales, gains)
     return {'x': x, 'y': self.index.labels[local].astype(np.int32)}
 
   def plan(self, epoch: int, step: int) -> dict:
     """This process's rows of batch `step` of `epoch` as a crop plan (`on_device.crop_plan`):
     the same clips and random variates as `batch`, for crops cut on the device."""
-    positions, offsets_u, scales, gains = self.draws(epoch, step)
-    rows = self._local_rows()
-    local = positions[rows]
+    local, offsets_u, scales, gains = self._local_draws(epoch, step)
     return on_device.crop_plan(local, self.index.lengths[local], self.index.labels[local],
-                               self.input_length, offsets_u[rows],
-                               None if scales is None else scales[rows],
-                               None if gains is None else gains[rows])
+                               self.input_length, offsets_u, scales, gains)
 
   def global_batch(self, global_step: int) -> dict:
     """`batch(epoch, step)` for global_step = epoch * steps_per_epoch + step."""

@@ -4,20 +4,13 @@
     facts.identity        # JSON dict, kept in workdir/dataset.json (workdir.check_or_store_dataset)
     facts.skipped_files   # [{path, problem, fold, class}] of the bad files the preparation skipped
 
-`describe` refuses (`layouts.LayoutError`, one line naming the class and the fold) a run in which a
-class of the dataset has no training clip although the dataset has clips of it (in the test fold,
-or skipped as bad files in the training folds; for dataset='custom' every class has files): such a
-model can never predict that class, and the run would end 'finished' with a misleading error.
-A class with training clips but none in the test fold is warned about (the test error says
-nothing about it) and listed in `classes_without_test_clips`. Classes with no clip at all in a
-partial copy of an official dataset (nothing skipped) are warned about and listed in
-`classes_without_clips`.
+`describe` refuses (`layouts.LayoutError`) a run in which a class has no training clip though the
+dataset has clips of it, and warns about classes without test clips or without any clip: the
+rules are data/README.md "Preparing" (what a run trains on).
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 
 import numpy as np
@@ -56,10 +49,8 @@ class RunData:
 
 def clip_digest(filenames, labels, lengths, class_names) -> str:
   """12 hex digits of the sorted (filename, class name, length in samples) of a set of clips."""
-  rows = sorted((str(f), class_names[int(l)], int(n))
-                for f, l, n in zip(filenames, labels, lengths))
-  blob = json.dumps(rows, separators=(',', ':'), ensure_ascii=False)
-  return hashlib.sha256(blob.encode('utf-8')).hexdigest()[:12]
+  return layouts.json_digest(sorted((str(f), class_names[int(l)], int(n))
+                                    for f, l, n in zip(filenames, labels, lengths)))
 
 
 def skipped_files(metadata, class_names) -> list[dict]:

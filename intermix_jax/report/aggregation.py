@@ -1,32 +1,15 @@
 """Finding, checking and aggregating finished runs: the numbers behind every table and plot.
 
-  load_runs(paths[, name])   every results.json (or adversarial.json) under the paths, checked by
-                             `invalid_reason`; the files left out, one line each
-  aggregate(runs)            groups by experiment (dataset, backbone, method label and `setup_of`:
-                             every config field but NOT_DEFINING, and the dataset identity) with
-                             the cross-validated error of each seed and the table's mean +- std
-                             (errors in %); which runs were split or set aside, one line each
-  protocol_deviations(run)   how a run's config departs from the docs/method.md §5 protocol
-                             (`intermix_jax.protocol`); add_protocol_deviations marks the groups
-  aggregate_adversarial(records)   table 3: clean and FGSM-attacked error per eps, same rules
-  paired_comparisons(groups) each mixing method against standard training, and each option
-                             variant against its strategy's default, on the same test clips
-                             (McNemar's exact test, paired bootstrap; `intermix_jax.stats`)
-  learning_curve(runs, key)  a per-epoch history field: mean, std, min, max over runs
+`load_runs` (every results.json or adversarial.json under some folders, checked by
+`invalid_reason`), `aggregate` (groups by experiment, cross-validated error per seed, the table's
+mean +- std), `protocol_deviations`, `aggregate_adversarial` (table 3), `paired_comparisons`
+(against standard training and option variants against their default, `intermix_jax.stats`) and
+`learning_curve`; each function's docstring gives its fields (errors in %).
 
-The table's rule (docs/method.md §5): a run's error is its LAST epoch's test-fold error
-(`final_error`, %), the headline; beside it the best epoch on the test fold (`best_epoch_error`, the
-reference codes' selection, optimistic), aggregated the same way; the cross-validated error of a
-seed is the mean over the dataset's folds (the runs' recorded `num_folds`); the table shows mean +-
-std over seeds (sample std, ddof=1) when there are several seeds, else mean +- std over the folds of
-the single seed ('folds'). A seed missing folds is left out when another seed has them all; when
-none has, the group is shown from the folds that ran, marked partial. Runs of different experiments
-are never averaged together: a table row holding several setups shows each apart, named by its
-variant (the differing fields, e.g. '{num_epochs=4}'); of several runs of one experiment, seed and
-fold, one counts when they agree and none when they differ (`_one_per_seed_fold`), never a silent
-pick. Names come from their registries: strategies in the order of
-`intermix_jax.mixing.STRATEGY_NAMES`, backbones (table rows) and datasets in the order of the
-paper's tables (`paper`).
+The table's rule (last epoch the headline, best epoch on the test fold beside it, mean over folds,
+mean +- std over seeds or else over folds, partial CVs, experiments never averaged together) is
+docs/method.md §5 as the command's help spells it out (`report/__main__.py`); names and orders
+come from their registries (`mixing.STRATEGY_NAMES`, `paper`).
 """
 from __future__ import annotations
 
@@ -186,25 +169,11 @@ def method_of(record: dict) -> str:
   config = record.get('config')
   if not isinstance(config, dict) or not isinstance(config.get('mixing'), dict):
     return record['method']
-  cfg = dict(config, mixing=dict({'pairing': 'shared'}, **config['mixing']))
-  if isinstance(cfg['mixing'].get('eligible_layers'), list):
-    cfg['mixing']['eligible_layers'] = tuple(cfg['mixing']['eligible_layers'])
-  try:
-    strategy = mixing.build_strategy(_Attrs(cfg))
-  except (ValueError, TypeError, KeyError):
+  strategy = workdir.strategy_of(dict(config, mixing=dict({'pairing': 'shared'},
+                                                          **config['mixing'])))
+  if strategy is None:
     return record['method']
   return strategy.label() + ('+aug' if config.get('strong_augment') else '')
-
-
-class _Attrs(dict):
-  """A config dict read as `config.strategy`, `config.mixing[k]` (what build_strategy reads)."""
-  __getattr__ = dict.__getitem__
-
-
-def row_key(run: dict) -> str:
-  """Table row of a run: the backbone, '+aug' with strong augmentation."""
-  aug = run.get('config', {}).get('strong_augment', False)
-  return run['backbone'] + ('+aug' if aug else '')
 
 
 def setup_of(record: dict) -> dict:
@@ -267,10 +236,15 @@ def count_text(n: int, word: str) -> str:
   return f'{n} {word}{"" if n == 1 else "s"}'
 
 
+def with_variant(title: str, variant: str | None) -> str:
+  """'PiczakCNN', or 'PiczakCNN {num_epochs=4}' for one of several setups in a table row."""
+  return title + (f' {{{variant}}}' if variant else '')
+
+
 def method_title(g: dict) -> str:
   """A group's method as the tables name it: 'intermix', with its setup's variant when its table
   row holds several setups: 'intermix {opt.lr=0.05}'."""
-  return g['method'] + (f" {{{g['variant']}}}" if g.get('variant') else '')
+  return with_variant(g['method'], g.get('variant'))
 
 
 def group_name(g: dict) -> str:
@@ -409,8 +383,7 @@ def paper_value(dataset: str, backbone: str, method: str) -> float | None:
     return PAPER_TABLE2[method][1][col]
   if '[' in method:  # other option variants: no paper number
     return None
-  row = backbone + ('+aug' if method.endswith('+aug') else '')
-  values = PAPER_TABLE1.get(row, {}).get(base_method(method))
+  values = PAPER_TABLE1.get(_row(backbone, method), {}).get(base_method(method))
   return None if values is None else values[col]
 
 
@@ -430,6 +403,16 @@ def _std(values: list[float]) -> float | None:
   return float(np.std(values, ddof=1)) if len(values) > 1 else None
 
 
+def _complete_seeds(seeds: dict, expected: int | None) -> tuple[dict, bool]:
+  """({seed: {fold: value}} of the seeds with every fold 1..expected, partial): when no seed has
+  them all, every seed with a value and partial=True (the table's rule, module docstring)."""
+  complete = {s: f for s, f in seeds.items()
+              if expected is None or sorted(f) == list(range(1, expected + 1))}
+  if complete:
+    return complete, False
+  return {s: f for s, f in seeds.items() if f}, True
+
+
 def _spread(complete: dict) -> tuple[dict, float, float | None, str, int]:
   """{seed: {fold: error}} -> (cv {seed: mean over its folds}, mean, std, 'seeds' | 'folds', n):
   mean and sample std over the seeds' cross-validated errors when there are several seeds, else
@@ -447,12 +430,8 @@ def _spread(complete: dict) -> tuple[dict, float, float | None, str, int]:
 def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
   """Groups finished runs by experiment; returns (groups, left_out, grouping).
 
-  A group is every run of one experiment: the same dataset, backbone, method label and setup
-  (`setup_of`: every config field but NOT_DEFINING, and the dataset identity), never runs of two
-  configs. A table row (dataset, backbone row) holding several setups shows each apart, named by
-  its `variant` (the differing fields, e.g. 'num_epochs=4'). Within a group one run per (seed,
-  fold) counts (`_one_per_seed_fold`); a fold whose runs tested other clips (fold-local dataset
-  identity) is left out of the group.
+  A group is every run of one experiment (`setup_of`), one run per (seed, fold)
+  (`_one_per_seed_fold`); a fold whose runs tested other clips is left out of the group.
 
   Each group: dataset, backbone, method, row, setup, variant ('' when its row has one setup),
   seeds {seed: {fold: error}}, cv_errors {seed: mean}, mean, std, std_over ('seeds' | 'folds'), n
@@ -496,12 +475,8 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
     for (seed, fold), r in chosen.items():
       seeds[seed][fold] = float(r['final_error'])
     expected = max(int(r.get('num_folds') or 0) for r in members) or None
-    complete = {s: f for s, f in seeds.items()
-                if expected is None or sorted(f) == list(range(1, expected + 1))}
-    partial = not complete
-    if partial:  # no seed has every fold: report what there is, marked as a partial CV
-      complete = dict(seeds)
-    else:
+    complete, partial = _complete_seeds(seeds, expected)
+    if not partial:
       for seed in sorted(set(seeds) - set(complete)):
         missing = sorted(set(range(1, expected + 1)) - set(seeds[seed]))
         grouping.append(f'{name} seed {seed}: folds {missing} missing; seed left out of the '
@@ -564,7 +539,8 @@ def protocol_deviations(run: dict) -> list[str] | None:
             ('opt.schedule', tuple(opt.get('schedule') or ()), tuple(row['schedule'])),
             ('opt.warmup_epochs', opt.get('warmup_epochs'), row['warmup_epochs'])]
   checks += [(name, _fixed_value(cfg, name, want), want) for name, want in protocol.FIXED.items()]
-  if run.get('strategy', cfg.get('strategy')) != STANDARD:
+  strategy = run.get('strategy', cfg.get('strategy'))
+  if strategy not in STRATEGY_ORDER or mixing.get_strategy(strategy).mixes:
     checks.append(('double_epochs_for_mixing', cfg['double_epochs_for_mixing'], True))
   deviations = [f'{name} {value} (protocol {want})' for name, value, want in checks
                 if value != want]
@@ -578,22 +554,20 @@ def protocol_deviations(run: dict) -> list[str] | None:
   return deviations
 
 
+def _deviations(runs: list[dict]) -> list[str]:
+  """The sorted union of the runs' `protocol_deviations`."""
+  return sorted({d for r in runs for d in protocol_deviations(r) or []})
+
+
 def add_protocol_deviations(groups: list[dict]) -> None:
   """Sets g['deviations'] (sorted union over the group's runs) in place."""
   for g in groups:
-    devs = set()
-    for r in g['runs']:
-      devs.update(protocol_deviations(r) or [])
-    g['deviations'] = sorted(devs)
+    g['deviations'] = _deviations(g['runs'])
 
 
 def _cv_stats(seeds: dict, expected: int | None) -> dict | None:
   """mean/std of {seed: {fold: value}} by the table's rule (see the module docstring)."""
-  complete = {s: f for s, f in seeds.items()
-              if expected is None or sorted(f) == list(range(1, expected + 1))}
-  partial = not complete
-  if partial:
-    complete = {s: f for s, f in seeds.items() if f}
+  complete, partial = _complete_seeds(seeds, expected)
   if not complete:
     return None
   cv, mean, std, over, n = _spread(complete)
@@ -679,12 +653,9 @@ def aggregate_adversarial(records: list[dict], runs: list[dict] = ()
         attacked[eps] = st
     clean = cv_stats_of(lambda r: r['clean_error'])
     clean['paper'] = None
-    devs = set()
-    for r in chosen:
-      devs.update(protocol_deviations(r) or [])
     groups.append(dict(dataset=dataset, backbone=backbone, method=method,
                        row=_row(backbone, method), **split, eps=eps_values, clean=clean,
-                       attacked=attacked, deviations=sorted(devs), num_records=len(chosen)))
+                       attacked=attacked, deviations=_deviations(chosen), num_records=len(chosen)))
   return groups, notes, grouping
 
 

@@ -1,19 +1,7 @@
-"""Matplotlib figures of the report (PNG files, Agg backend; matplotlib is imported on first use).
-
-  curve_label(g)                      a group's legend entry in the learning curves
-  plot_learning_curves(groups, out)   curves_<dataset>_<backbone>.png: per method, test error %
-                     at each evaluation and train loss per epoch, mean over the runs (folds, of
-                     every seed in the table), min-max shaded
-  plot_confusion(groups, out)         confusion_<dataset>_<backbone>_<method>[_<variant>].png:
-                     per-class confusion matrix summed over the group's runs
-                     (`confusion_matrix`, counts; colours = rate per true class)
-  plot_error_bars(groups, out)        errorbars_<dataset>.png: last-epoch error % mean +- std per
-                     table row and method, the best epoch on the test fold as o, the paper's
-                     value (comparable to the o) as x
-  plot_adversarial(adversarial, out)  adversarial_<dataset>.png: table 3, error % (mean +- std) vs
-                     FGSM eps per (backbone, method), the paper's values as x
-
-Each writes into the directory `out` and returns the paths it wrote.
+"""Matplotlib figures of the report (PNG files, Agg backend; matplotlib is imported on first use):
+learning curves, confusion matrices, error bars and table 3, one `plot_*` each (their file names:
+the command's help, `report/__main__.py`). Each writes into the directory `out` and returns the
+paths it wrote.
 """
 from __future__ import annotations
 
@@ -44,6 +32,14 @@ def _plt():
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   return plt
+
+
+def _save(plt, fig, path: str) -> str:
+  """Writes `fig` to `path` (PNG) and closes it; returns `path`."""
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
 
 
 def curve_label(g: dict) -> str:
@@ -98,11 +94,8 @@ def plot_learning_curves(groups: list[dict], out: str) -> list[str]:
     fig.suptitle(f'{DATASET_TITLE.get(dataset, dataset)}, {BACKBONE_TITLE.get(backbone, backbone)}'
                  f': mean over {over} (seed{"s" if len(seeds) > 1 else ""} '
                  f'{",".join(str(s) for s in seeds)})', fontsize=10)
-    path = os.path.join(out, f'curves_{_safe(dataset)}_{_safe(backbone)}.png')
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(plt, fig, os.path.join(
+        out, f'curves_{_safe(dataset)}_{_safe(backbone)}.png')))
   return written
 
 
@@ -147,13 +140,10 @@ def plot_confusion(groups: list[dict], out: str) -> list[str]:
     ax.set_title(f"{g['dataset']} {g['backbone']} {method_title(g)}\n{int(cm.sum())} test "
                  f"predictions, error {100 * (1 - np.trace(cm) / cm.sum()):.1f}%", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
     variant = f"_{_safe(g['variant'])}" if g['variant'] else ''
-    path = os.path.join(out, f"confusion_{_safe(g['dataset'])}_{_safe(g['backbone'])}_"
-                             f"{_safe(g['method'])}{variant}.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(plt, fig, os.path.join(
+        out, f"confusion_{_safe(g['dataset'])}_{_safe(g['backbone'])}_"
+        f"{_safe(g['method'])}{variant}.png")))
   return written
 
 
@@ -196,11 +186,7 @@ def plot_error_bars(groups: list[dict], out: str) -> list[str]:
     ax.set_title(DATASET_TITLE.get(dataset, dataset))
     ax.grid(axis='y', alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = os.path.join(out, f'errorbars_{_safe(dataset)}.png')
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(plt, fig, os.path.join(out, f'errorbars_{_safe(dataset)}.png')))
   return written
 
 
@@ -233,9 +219,5 @@ def plot_adversarial(adversarial: list[dict], out: str) -> list[str]:
     ax.set_title(f'{DATASET_TITLE.get(dataset, dataset)}: clean and attacked error')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = os.path.join(out, f'adversarial_{_safe(dataset)}.png')
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(plt, fig, os.path.join(out, f'adversarial_{_safe(dataset)}.png')))
   return written

@@ -1,23 +1,7 @@
-"""Markdown tables of the report: what report.md holds and the command prints.
-
-  main_tables(groups)        per dataset, the paper's table 1 layout (rows = backbones in the
-                             paper's order, columns = strategies in the registry's order, error %
-                             mean +- std) and the table 2 ablation rows that ran, twice: the last
-                             epoch (the headline) and the best epoch on the test fold with the
-                             paper's value beside each cell; a row holding several experiment setups
-                             once per setup, titled with its variant ('PiczakCNN {num_epochs=4}')
-  grouping_lines(grouping)   the runs split into experiments or set aside, one line each
-  paired_tables(comparisons) each mixing method against standard training, then each option
-                             variant against its strategy's default, on the same test clips
-  per_fold_tables(groups)    every fold's error, mean +- std over folds and over seeds
-  paper_tables(groups, adversarial)   every cell of the paper's tables 1-3, — where nothing has run
-  markdown(...)              report.md: the above, the protocol deviations (‡), all groups and the
-                             runs left out
-  summary_text(result)       what the command prints: the legend, main tables, the runs split or
-                             set aside, paired tables
-
-The inputs are the groups and comparisons of `intermix_jax.report.aggregation`; the paper's values
-and titles come from `intermix_jax.report.paper`. Each function returns markdown lines (or text).
+"""Markdown tables of the report: what report.md holds (`markdown`) and the command prints
+(`summary_text`); each function returns markdown lines (or text) from the groups and comparisons of
+`intermix_jax.report.aggregation`, with the paper's values and titles of `report.paper`. What each
+table shows: the command's help (`report/__main__.py`).
 """
 from __future__ import annotations
 
@@ -33,6 +17,7 @@ from intermix_jax.report.aggregation import reference_method
 from intermix_jax.report.aggregation import row_rank
 from intermix_jax.report.aggregation import STRATEGY_ORDER
 from intermix_jax.report.aggregation import strategy_rank
+from intermix_jax.report.aggregation import with_variant
 from intermix_jax.report.paper import BACKBONE_ORDER
 from intermix_jax.report.paper import BACKBONE_TITLE
 from intermix_jax.report.paper import DATASET_COLUMN
@@ -114,11 +99,7 @@ def paired_tables(comparisons: list[dict], notes: list[str] = ()) -> list[str]:
                      x['seed'] == 'all', str(x['seed']))
   for kind, belongs in PAIRED_KINDS:
     mine = [x for x in comparisons if belongs(x)]
-    keys = []
-    for x in mine:
-      if (x['dataset'], x['row']) not in keys:
-        keys.append((x['dataset'], x['row']))
-    for dataset, row in keys:
+    for dataset, row in dict.fromkeys((x['dataset'], x['row']) for x in mine):
       lines += [f'### {kind}: {DATASET_TITLE.get(dataset, dataset)}, '
                 f'{BACKBONE_TITLE.get(row, row)}', '',
                 '| method | reference | seed | folds | clips | reference error % | '
@@ -149,12 +130,8 @@ def per_fold_tables(groups: list[dict]) -> list[str]:
   per method holds the mean over seeds of each fold and the mean and sample std over seeds of the
   seeds' cross-validated errors (and the mean over seeds of their best-epoch errors).
   """
-  keys = []
-  for g in groups:
-    if (g['dataset'], g['row']) not in keys:
-      keys.append((g['dataset'], g['row']))
-  keys.sort(key=lambda k: (k[0] not in DATASET_COLUMN, k[0],
-                           row_rank(k[1]), k[1]))
+  keys = sorted({(g['dataset'], g['row']) for g in groups},
+                key=lambda k: (k[0] not in DATASET_COLUMN, k[0], row_rank(k[1]), k[1]))
   if not keys:
     return []
   lines = ['## Per fold', '',
@@ -228,13 +205,8 @@ def _cell(g: dict | None, best: bool = False) -> str:
   return _stat_cell(g['best'], g['paper'], deviates)
 
 
-def _with_variant(title: str, variant: str) -> str:
-  """'PiczakCNN', or 'PiczakCNN {num_epochs=4}' for one of several setups in a table row."""
-  return title + (f' {{{variant}}}' if variant else '')
-
-
 def _row_title(row: str, variant: str = '') -> str:
-  return _with_variant(BACKBONE_TITLE.get(row, row), variant)
+  return with_variant(BACKBONE_TITLE.get(row, row), variant)
 
 
 def _variants(groups: list[dict], dataset: str, row: str) -> list[str]:
@@ -256,7 +228,7 @@ def main_tables(groups: list[dict]) -> list[str]:
     gs = [g for g in groups if g['dataset'] == dataset and g not in ablation]
     lines += [f'## {title}', '']
     # Columns: each strategy, then its option variants ('bc[shared-pairs]'); '+aug' is the row's.
-    column = lambda g: g['method'][:-len('+aug')] if g['method'].endswith('+aug') else g['method']
+    column = lambda g: g['method'].removesuffix('+aug')
     columns = sorted({column(g) for g in gs}, key=lambda m: (strategy_rank(m), '[' in m, m))
     for best in (False, True):
       if best:
@@ -279,7 +251,7 @@ def main_tables(groups: list[dict]) -> list[str]:
         for method, (name, _) in PAPER_TABLE2.items():
           for g in sorted((g for g in ablation if g['method'] == method),
                           key=lambda g: g['variant']):
-            lines.append(f"| {_with_variant(name, g['variant'])} | {_cell(g, best)} |")
+            lines.append(f"| {with_variant(name, g['variant'])} | {_cell(g, best)} |")
         lines.append('')
   return lines
 
@@ -393,7 +365,7 @@ def paper_tables(groups: list[dict], adversarial: list[dict] = ()) -> list[str]:
     cells = []
     for d, col in DATASET_COLUMN.items():
       gs = sorted(find(d, TABLE2_ROW, method), key=lambda g: g['variant'])
-      cells.append('; '.join(_with_variant(_cell(g, best=True), g['variant']) for g in gs)
+      cells.append('; '.join(with_variant(_cell(g, best=True), g['variant']) for g in gs)
                    if gs else _stat_cell(None, values[col]))
     lines.append(f'| {title} | ' + ' | '.join(cells) + ' |')
   lines.append('')

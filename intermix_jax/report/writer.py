@@ -1,12 +1,5 @@
-"""The whole report of a set of runs: report.md, summary.json and the plots, written into a folder.
-
-  write_report(paths, out)   loads every results.json and adversarial.json under `paths`
-                             (`aggregation`), writes `out`/report.md (`tables.markdown`),
-                             `out`/summary.json (the same numbers machine-readable: groups with
-                             their test-error curve, table 3 under 'adversarial', the paired
-                             comparisons under 'paired', the files and runs left out, the
-                             runs split into experiments or set aside under 'grouping') and the
-                             PNGs of `plots`; returns all of it (see its docstring)
+"""The whole report of a set of runs: report.md, summary.json and the plots, written into a folder
+(`write_report`).
 """
 from __future__ import annotations
 
@@ -68,8 +61,7 @@ def write_report(paths: list[str], out: str, plots: bool = True) -> dict:
   with open(files[1], 'w') as f:
     json.dump(dict(groups=summary, adversarial=adv_summary, paired=comparisons,
                    paired_notes=paired_notes, bad_files=bad, notes=notes, grouping=grouping), f,
-              indent=1,
-              sort_keys=True, default=lambda o: str(o))
+              indent=1, sort_keys=True, default=str)
   if plots and groups:
     files += plots_lib.plot_learning_curves(groups, out)
     files += plots_lib.plot_confusion(groups, out)
