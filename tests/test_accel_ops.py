@@ -149,7 +149,10 @@ def test_variant_has_the_same_parameter_tree(variant):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('k', range(5))
+# Mix points 0, 1 and 2: the variants compute conv1, conv2 and the pool before point 1 and conv3
+# before point 2; points 3 and 4 lie after every op a variant changes (the gradient reaches those
+# ops through point 2's path as through theirs), so they add no case.
+@pytest.mark.parametrize('k', (0, 1, 2))
 @pytest.mark.parametrize('variant', ALTERNATIVES)
 def test_variant_equals_plain_in_value_and_gradient(variant, k):
   logits, stats, dp, dx = _run(variant, k)
