@@ -433,7 +433,7 @@ def test_runs_in_one_program_hold_every_workdir_while_training_and_release_them(
     seen.append([lock_is_free(p) for p in locks])
     real_end_epoch(self, epoch, term)
   monkeypatch.setattr(train._Together, '_end_epoch', end_epoch)  # pylint: disable=protected-access
-  config = tiny_config(synthetic_data_dir, 'fold=1,seeds=(0,1)')
+  config = tiny_config(synthetic_data_dir, 'fold=1,seeds=(0,1),strategy=standard')  # 1 epoch
   config.stack_runs, config.stack_method = True, 'unroll'
   assert train.train_and_evaluate(config, workdir)['status'] == 'finished'
   assert seen and all(s == [False, False, False] for s in seen), seen

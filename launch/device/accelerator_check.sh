@@ -10,7 +10,8 @@
 #   deps      install the wheels of .wheels/ whose distributions the interpreter lacks
 #             (`pip install --no-index --no-deps --target $SCRATCH/pydeps`, put on PYTHONPATH; the
 #             machine's own jax, numpy, protobuf, ... are never replaced), then import-check them
-#   tests     the fast test tier on the device (jax_default_matmul_precision=float32, so the
+#   tests     tests/test_mixing.py, test_steps.py, test_precision.py on the device (--cpu: one quick
+#             test, the stage's wiring only; jax_default_matmul_precision=float32, so the
 #             float32 tolerances of the tests mean what they say on TF32 hardware)
 #   steps-*   the train step of each backbone x {intermix, standard} at batch 64 in bfloat16, TF32
 #             (the default matmul precision) and float32: step time, examples/s, XLA FLOPs,
