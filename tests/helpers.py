@@ -12,7 +12,7 @@ module imports another). Imported as `import helpers` (tests/ is on sys.path, li
                  (test_report, test_tables)
   Custom folder  CUSTOM_*, tone, write_class_folders, custom_folder_run: a tiny user dataset of
                  class folders (mixed formats) and one CLI run trained on it, made once per
-                 session (test_custom_data, test_predict, test_dataset_identity)
+                 session, shared by the pytest-xdist workers (test_custom_data, test_predict)
   Synthetic      synthetic_workdir: a checkpointed PiczakCNN workdir as train.py leaves it, without
                  training (test_adversarial, test_checkpoint_integrity)
   Checkpoints    trees_equal, checkpoint_data_files, xor_bytes, corrupt_silently: flipped bytes that
@@ -20,6 +20,8 @@ module imports another). Imported as `import helpers` (tests/ is on sys.path, li
                  test_reliability)
   Audio refs     reference_gain, reference_phase_shift: independent float64 numpy/scipy references
                  of intermix_jax.audio (test_audio, test_mixing)
+  Tiny model     TinyNet: _mp_common.TinyNet (the one tiny test model) with a convolution, 3
+                 classes (test_steps, test_multirun)
 """
 import fcntl
 import json
