@@ -6,8 +6,8 @@ processes, on 2 shared CPU cores.
   ToyStrategy  a mixing Strategy obeying docs/architecture.md (plan/prepare_input/mixer/targets/
                loss), simple enough to be checked by hand; used so that the parallel laws are tested
                independently of intermix_jax.mixing.
-  TinyNet      a linen model with the models' calling convention (mix points 0 and 1, BatchNorm,
-               Dropout).
+  TinyNet      the one tiny test model (tests/helpers.TinyNet is its conv configuration): the
+               models' calling convention (mix points 0 and 1, BatchNorm, Dropout).
   train_step   one SGD step (loss, grads, updated params and batch_stats), the shape of the
                trainer's train_step; reference_step: the same on one device with the plan a
                sharded run draws.
@@ -71,22 +71,37 @@ class ToyStrategy:
 
 
 class TinyNet(nn.Module):
-  """(N, T) -> (N, num_classes); mix points 0 (input) and 1 (after the first BN+ReLU)."""
+  """The one tiny test model (tests/helpers.TinyNet is this with conv=4, num_classes=3): (N, T=64)
+  float32 -> (N, num_classes) logits, with the models' calling convention: mix points 0 (the
+  input) and 1 (hidden, after BatchNorm + ReLU), Dropout before the last dense layer.
+
+  conv=0 (the multi-device tests): Dense(hidden, no bias) -> BN -> ReLU -> [1] -> Dropout -> Dense.
+  conv=C > 0 (step-level tests: a convolution, which runs in one program vmap into a grouped one):
+  Conv(C, 5, no bias) -> BN -> ReLU -> max-pool 4 -> [1] -> flatten -> Dense(8) -> ReLU -> Dropout
+  -> Dense."""
   sample_rate: int = 16000
   input_length: int = T
   num_mix_points: int = 2
   hidden: int = 16
   num_classes: int = NUM_CLASSES
+  conv: int = 0
 
   @nn.compact
   def __call__(self, x, train: bool = False, mix=None):
     if mix is not None:
       x = mix(x, 0)
-    h = nn.Dense(self.hidden, use_bias=False)(x)
+    if self.conv:
+      h = nn.Conv(self.conv, (5,), use_bias=False)(x[..., None])
+    else:
+      h = nn.Dense(self.hidden, use_bias=False)(x)
     h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=2e-5)(h)
     h = nn.relu(h)
+    if self.conv:
+      h = nn.max_pool(h, (4,), (4,))
     if mix is not None:
       h = mix(h, 1)
+    if self.conv:
+      h = nn.relu(nn.Dense(8)(h.reshape(h.shape[0], -1)))
     h = nn.Dropout(0.5, deterministic=not train)(h)
     return nn.Dense(self.num_classes)(h)
 

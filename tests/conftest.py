@@ -23,19 +23,59 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DIR = os.environ.get('INTERMIX_SHARED', os.path.join(os.path.dirname(REPO), 'shared'))
 ESC10_REAL_DIR = os.environ.get('INTERMIX_ESC10_DIR', os.path.join(SHARED_DIR, 'data', 'esc10'))
 
-# Test tiers, declared once. `bash launch/test.sh -m fast` runs the fast tier (the laws of the mixing
-# core, the models, audio front ends, configs, statistics and report tables; no training run) in
-# under 2 minutes on 2 cores; `bash launch/test.sh` runs everything. A test of these
-# modules that needs longer carries @pytest.mark.slow and stays out of the fast tier.
-FAST_MODULES = frozenset((
-    'test_api', 'test_audio', 'test_configs', 'test_losses', 'test_melspec', 'test_mixing',
-    'test_models', 'test_stats', 'test_report', 'test_tables'))
+# Test tiers, declared once (each test gets exactly one of the markers unit / integration / system;
+# `fast` is the old name of the unit tier and marks the same tests):
+#   unit         in-process, no training loop, no compiled real-model train step at scale: laws of
+#                the mixing core, audio, losses, models' shapes, configs, statistics, report tables,
+#                data decoding and pipelines, checkpoint store, launch tools' pure functions.
+#                `bash launch/test.sh -m unit` (the whole tier in a few minutes).
+#   integration  in-process but costly: compiled train steps of real models, tiny trainings by
+#                train.train_and_evaluate, runs in one program, every test marked slow that runs in
+#                this process. `-m integration`.
+#   system       other processes: `python -m intermix_jax.main` / `intermix_jax.predict` and the
+#                launch scripts' dry runs as subprocesses (exit status, signals, kill -9, locks,
+#                console), 8 simulated devices in a child, two real processes. `-m system`.
+# A module's default is unit (UNIT_MODULES) or integration; @pytest.mark.slow moves a unit test to
+# integration; a test that uses a fixture of SYSTEM_FIXTURES, or is listed in SYSTEM_TESTS, is
+# system. `bash launch/test.sh` runs every tier.
+UNIT_MODULES = frozenset((
+    'test_accel_ops', 'test_api', 'test_audio', 'test_checkpoint_integrity', 'test_cli_errors',
+    'test_configs', 'test_custom_data', 'test_data_builders', 'test_data_decode',
+    'test_data_pipeline', 'test_data_synthetic', 'test_losses', 'test_melspec', 'test_mixing',
+    'test_models', 'test_multiprocess', 'test_on_device', 'test_parallel', 'test_report',
+    'test_roofline', 'test_stats', 'test_table_row', 'test_tables', 'test_window'))
+# Fixtures that start processes of the project's code: `env` (the CLI subprocesses' environment),
+# `eight` (a child with 8 simulated devices), `runs` (two real processes, test_multiprocess),
+# `reference` (test_reliability's uninterrupted CLI run), `run` (test_predict: a CLI run).
+SYSTEM_FIXTURES = frozenset(('env', 'eight', 'runs', 'reference', 'run'))
+SYSTEM_TESTS = {
+    'test_accel_ops': ('test_envnet_ab_stage_cpu_dry_run',),
+    'test_accelerator_check': '*',
+    'test_custom_data': ('test_main_command_trains_and_evaluates_on_a_custom_folder',),
+    'test_dataset_identity': ('test_command_line_refuses_to_resume_on_changed_data_in_one_line',),
+    'test_host_memory': '*',
+    'test_predict': '*',
+    'test_window': ('test_cpu_dry_run_from_the_pack_to_the_report',),
+}
+TIERS = ('unit', 'integration', 'system')
+
+
+def tier_of(item) -> str:
+  module = item.module.__name__
+  listed = SYSTEM_TESTS.get(module, ())
+  if listed == '*' or item.originalname in listed or SYSTEM_FIXTURES & set(item.fixturenames):
+    return 'system'
+  if module in UNIT_MODULES and item.get_closest_marker('slow') is None:
+    return 'unit'
+  return 'integration'
 
 
 def pytest_collection_modifyitems(config, items):
   del config
   for item in items:
-    if item.module.__name__ in FAST_MODULES and item.get_closest_marker('slow') is None:
+    tier = tier_of(item)
+    item.add_marker(getattr(pytest.mark, tier))
+    if tier == 'unit':
       item.add_marker(pytest.mark.fast)
 
 

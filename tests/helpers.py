@@ -12,7 +12,7 @@ module imports another). Imported as `import helpers` (tests/ is on sys.path, li
                  (test_report, test_tables)
   Custom folder  CUSTOM_*, tone, write_class_folders, custom_folder_run: a tiny user dataset of
                  class folders (mixed formats) and one CLI run trained on it, made once per
-                 session (test_custom_data, test_predict, test_dataset_identity)
+                 session, shared by the pytest-xdist workers (test_custom_data, test_predict)
   Synthetic      synthetic_workdir: a checkpointed PiczakCNN workdir as train.py leaves it, without
                  training (test_adversarial, test_checkpoint_integrity)
   Checkpoints    trees_equal, checkpoint_data_files, xor_bytes, corrupt_silently: flipped bytes that
@@ -20,7 +20,10 @@ module imports another). Imported as `import helpers` (tests/ is on sys.path, li
                  test_reliability)
   Audio refs     reference_gain, reference_phase_shift: independent float64 numpy/scipy references
                  of intermix_jax.audio (test_audio, test_mixing)
+  Tiny model     TinyNet: _mp_common.TinyNet (the one tiny test model) with a convolution, 3
+                 classes (test_steps, test_multirun)
 """
+import fcntl
 import json
 import os
 import re
@@ -28,7 +31,6 @@ import runpy
 import subprocess
 import sys
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,6 +38,8 @@ import orbax.checkpoint as ocp
 import pytest
 import scipy.signal
 import soundfile as sf
+
+import _mp_common
 
 # ------------------------------------------------------------------------------------------------
 # Paths and configs
@@ -147,19 +151,37 @@ def write_class_folders(root) -> dict:
 def custom_folder_run(tmp_path_factory) -> dict:
   """{'audio_dir', 'data_dir', 'workdir', 'command', 'returncode', 'stderr'} of one CLI run:
   `python -m intermix_jax.main --config=configs/custom.py:audio_dir=...,<CUSTOM_TINY>
-  --workdir=...` (once per session: cached by the session's base temporary directory)."""
+  --workdir=...`, once per pytest session: under pytest-xdist the workers share it (made by the
+  first that asks, under a file lock in the session's common temporary directory; the others wait
+  and read its record), so test_custom_data, test_predict and test_dataset_identity never train it
+  twice."""
   base = str(tmp_path_factory.getbasetemp())
   if base in _CUSTOM_RUNS:
     return _CUSTOM_RUNS[base]
-  top = tmp_path_factory.mktemp('custom_run')
-  audio_dir, data_dir, workdir = (str(top / d) for d in ('my sounds', 'tfds', 'workdir'))
-  write_class_folders(audio_dir)
-  command = [PYTHON, '-m', 'intermix_jax.main',
-             f'--config=configs/custom.py:audio_dir={audio_dir},{CUSTOM_TINY},data_dir={data_dir}',
-             f'--workdir={workdir}']
-  proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-  run = dict(audio_dir=audio_dir, data_dir=data_dir, workdir=workdir, command=command,
-             returncode=proc.returncode, stderr=proc.stderr[-4000:])
+  # xdist: getbasetemp() is <session root>/popen-gwN; the session root is common to the workers.
+  shared = os.path.dirname(base) if os.environ.get('PYTEST_XDIST_WORKER') else base
+  top = os.path.join(shared, 'custom_run_shared')
+  os.makedirs(top, exist_ok=True)
+  record = os.path.join(top, 'run.json')
+  with open(os.path.join(top, 'lock'), 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      if os.path.exists(record):
+        run = read_json(record)
+      else:
+        audio_dir, data_dir, workdir = (os.path.join(top, d) for d in ('my sounds', 'tfds',
+                                                                        'workdir'))
+        write_class_folders(audio_dir)
+        command = [PYTHON, '-m', 'intermix_jax.main',
+                   f'--config=configs/custom.py:audio_dir={audio_dir},{CUSTOM_TINY},'
+                   f'data_dir={data_dir}', f'--workdir={workdir}']
+        proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+        run = dict(audio_dir=audio_dir, data_dir=data_dir, workdir=workdir, command=command,
+                   returncode=proc.returncode, stderr=proc.stderr[-4000:])
+        with open(record, 'w') as f:
+          json.dump(run, f)
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
   _CUSTOM_RUNS[base] = run
   return run
 
@@ -285,24 +307,9 @@ def reference_phase_shift(x, phi):
   return np.cos(phi) * x - np.sin(phi) * np.imag(scipy.signal.hilbert(x))
 
 
-class TinyNet(nn.Module):
-  """A tiny backbone for step-level tests: (N, T=64) float32 -> (N, C) logits; mix points 0 (the
-  input) and 1 (after conv + BN + ReLU + pool); dropout before the last dense layer."""
+class TinyNet(_mp_common.TinyNet):
+  """_mp_common.TinyNet (the one tiny test model) with a convolution: (N, T=64) float32 -> (N, 3)
+  logits; mix points 0 (the input) and 1 (after conv + BN + ReLU + pool); dropout before the last
+  dense layer. For step-level tests (test_steps, test_multirun)."""
   num_classes: int = 3
-  sample_rate: int = 16000
-  input_length: int = 64
-  num_mix_points: int = 2
-
-  @nn.compact
-  def __call__(self, x, train: bool = False, mix=None):
-    if mix is not None:
-      x = mix(x, 0)
-    h = nn.Conv(4, (5,), use_bias=False)(x[..., None])
-    h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=2e-5)(h)
-    h = nn.relu(h)
-    h = nn.max_pool(h, (4,), (4,))
-    if mix is not None:
-      h = mix(h, 1)
-    h = h.reshape(h.shape[0], -1)
-    h = nn.Dropout(0.5, deterministic=not train)(nn.relu(nn.Dense(8)(h)))
-    return nn.Dense(self.num_classes)(h)
+  conv: int = 4

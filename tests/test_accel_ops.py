@@ -33,7 +33,6 @@ BATCH = 4
 ALTERNATIVES = tuple(v for v in accel_ops.VARIANTS if v != 'plain')
 
 
-@pytest.mark.fast
 def test_selection_defaults_to_plain_and_force_restores():
   assert accel_ops.DEFAULTS.get(jax.default_backend(), 'plain') == 'plain'
   assert accel_ops.variant() == 'plain'
@@ -50,7 +49,6 @@ def test_selection_defaults_to_plain_and_force_restores():
       pass
 
 
-@pytest.mark.fast
 @pytest.mark.parametrize('stride,block,kw,c', [(2, 16, 64, 1), (2, 4, 16, 3), (1, 8, 8, 8),
                                                (3, 5, 7, 2)])
 def test_blocked_conv1d_equals_the_plain_convolution(stride, block, kw, c):
@@ -70,7 +68,6 @@ def test_blocked_conv1d_equals_the_plain_convolution(stride, block, kw, c):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.fast
 @pytest.mark.parametrize('block', [None, 8])
 def test_rows_conv_equals_the_plain_convolution(block):
   rng = np.random.default_rng(1)
@@ -140,7 +137,6 @@ def _run(variant, k):
   return jax.device_get(out)
 
 
-@pytest.mark.fast
 @pytest.mark.parametrize('variant', ALTERNATIVES)
 def test_variant_has_the_same_parameter_tree(variant):
   model, variables, x = _setup()
@@ -153,7 +149,10 @@ def test_variant_has_the_same_parameter_tree(variant):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('k', range(5))
+# Mix points 0, 1 and 2: the variants compute conv1, conv2 and the pool before point 1 and conv3
+# before point 2; points 3 and 4 lie after every op a variant changes (the gradient reaches those
+# ops through point 2's path as through theirs), so they add no case.
+@pytest.mark.parametrize('k', (0, 1, 2))
 @pytest.mark.parametrize('variant', ALTERNATIVES)
 def test_variant_equals_plain_in_value_and_gradient(variant, k):
   logits, stats, dp, dx = _run(variant, k)
@@ -166,7 +165,6 @@ def test_variant_equals_plain_in_value_and_gradient(variant, k):
   assert np.all(np.isfinite(logits)) and np.all(np.isfinite(dx))
 
 
-@pytest.mark.fast
 def test_hlo_counts_and_table():
   from benchmarks import envnet_ab  # pylint: disable=g-import-not-at-top
   text = ('  %transpose.1 = f32[1000,500]{0,1} transpose(f32[500,1000]{1,0} %p), dimensions={1,0}\n'

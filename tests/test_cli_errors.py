@@ -86,7 +86,6 @@ def read_only_dir(tmp_path):
 @pytest.mark.parametrize('override,needles', [
     ('foo=1', ("unknown config field 'foo'", 'valid fields: backbone')),
     ('num_epochs=1.5', ("config field 'num_epochs' expects int, got '1.5'",)),
-    ('batch_size=abc', ("config field 'batch_size' expects int, got 'abc'",)),
     ('manual_dir=/data/a,b', ("config override 'b' is not key=value",
                               'manual_dir="/data/a,b"', "--config='configs/x.py:")),
 ])
@@ -102,12 +101,15 @@ def test_override_errors_are_one_line(override, needles, env, tmp_path):
                                         ('--config.foo.bar=1', 'foo.bar')])
 def test_unknown_field_given_as_a_flag_is_the_override_forms_one_line(flag, field, env, tmp_path):
   """`--config.foo=1` (ml_collections raised AttributeError / KeyError: a traceback, exit 1):
-  the same one line as `configs/demo.py:foo=1`, naming the flag; nothing created."""
+  the same one line as `configs/demo.py:foo=1`, naming the flag; nothing created. (The colon
+  form's message is read in-process here; that main prints it as the one line:
+  test_override_errors_are_one_line[foo=1].)"""
   proc = run_main(['--config=configs/demo.py', flag, f'--workdir={tmp_path / "w"}'], env)
   line = assert_one_line_error(proc, f'error: flag {flag}: ', only_line=True)
-  colon = run_main([f'--config=configs/demo.py:{field}=1', f'--workdir={tmp_path / "w"}'], env)
-  same = assert_one_line_error(colon, only_line=True)
-  assert line.split(f'{flag}: ', 1)[1] == same.split(f'{field}=1: ', 1)[1], (line, same)
+  import runpy  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError) as colon:
+    runpy.run_path(os.path.join(ROOT, 'configs', 'demo.py'))['get_config'](f'{field}=1')
+  assert line.split(f'{flag}: ', 1)[1] == str(colon.value), (line, str(colon.value))
   assert line.split(f'{flag}: ', 1)[1].startswith(f"unknown config field '{field}'; valid fields: ")
   assert not os.path.exists(tmp_path / 'w')
 

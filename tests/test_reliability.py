@@ -433,7 +433,7 @@ def test_runs_in_one_program_hold_every_workdir_while_training_and_release_them(
     seen.append([lock_is_free(p) for p in locks])
     real_end_epoch(self, epoch, term)
   monkeypatch.setattr(train._Together, '_end_epoch', end_epoch)  # pylint: disable=protected-access
-  config = tiny_config(synthetic_data_dir, 'fold=1,seeds=(0,1)')
+  config = tiny_config(synthetic_data_dir, 'fold=1,seeds=(0,1),strategy=standard')  # 1 epoch
   config.stack_runs, config.stack_method = True, 'unroll'
   assert train.train_and_evaluate(config, workdir)['status'] == 'finished'
   assert seen and all(s == [False, False, False] for s in seen), seen
@@ -517,18 +517,7 @@ def test_bad_config_value_is_one_line_naming_field_before_heavy_work(override, f
     train.train_and_evaluate(tiny_config(synthetic_data_dir, override), d)
   msg = str(e.value)
   assert msg.startswith(f'config.{field}') and valid in msg and '\n' not in msg, msg
-  assert not os.path.exists(os.path.join(d, 'checkpoints'))
-
-
-@pytest.mark.slow
-def test_main_reports_a_bad_config_in_one_line_and_exits_1(synthetic_data_dir, env, tmp_path):
-  p = subprocess.run(command(str(tmp_path / 'run'), synthetic_data_dir, 'mixing.eligible_layers=(7,)'),
-                     cwd=helpers.REPO, env=env, capture_output=True, text=True, timeout=300)
-  assert p.returncode == 1
-  errors = [l for l in p.stderr.splitlines() if l.startswith('error: ')]
-  assert errors == ["error: config.mixing.eligible_layers=(7,): 7 is not a mix point of backbone "
-                    "'envnet'; valid: 0..3"], p.stderr[-2000:]
-  assert not os.path.exists(tmp_path / 'run')
+  assert not os.path.exists(d)  # nothing created
 
 
 def test_workdir_of_a_different_config_is_refused(synthetic_data_dir, tmp_path):

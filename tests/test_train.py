@@ -28,7 +28,10 @@ def without_timing(results):
   return {k: v for k, v in results.items() if k not in ('wall_time_s', 'versions', 'workdir')}
 
 
-@pytest.mark.parametrize('strategy', mixing.STRATEGY_NAMES)
+# intermix and bc (independent pairs) train end to end in test_interrupted_rerun_equals_uninterrupted
+# _bitwise (a reference run and a resumed one); what is checked here does not depend on the strategy
+# beyond the doubled epochs, which mixup and speechmix check.
+@pytest.mark.parametrize('strategy', [s for s in mixing.STRATEGY_NAMES if s not in ('intermix', 'bc')])
 def test_end_to_end_smoke_per_strategy(strategy, synthetic_data_dir, tmp_path):
   config = helpers.tiny_config(synthetic_data_dir, f'strategy={strategy}')
   workdir = str(tmp_path / strategy)
@@ -109,15 +112,6 @@ def test_fold_all_runs_every_fold(synthetic_data_dir, tmp_path, monkeypatch):
   assert out['status'] == 'finished' and out['mean_error'] == pytest.approx(10.0 * (n + 1) / 2)
   with open(tmp_path / 'cv_results.json') as f:
     assert json.load(f)['mean_error'] == pytest.approx(out['mean_error'])
-
-
-def test_config_errors_name_the_field_before_any_work(synthetic_data_dir, tmp_path):
-  for extra, field in (('mixing.eligible_layers=(9,)', 'mixing.eligible_layers'),
-                       ('fold=6', 'fold'), ('batch_size=7', 'batch_size')):
-    with pytest.raises(config_checks.ConfigError, match=rf'config\.{field}=.*valid'):
-      train.train_and_evaluate(helpers.tiny_config(synthetic_data_dir, extra),
-                               str(tmp_path / 'w'))
-  assert not os.path.exists(tmp_path / 'w' / 'checkpoints')
 
 
 def test_writer_and_store_are_closed_on_every_way_out(synthetic_data_dir, tmp_path, monkeypatch):

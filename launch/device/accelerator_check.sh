@@ -10,7 +10,8 @@
 #   deps      install the wheels of .wheels/ whose distributions the interpreter lacks
 #             (`pip install --no-index --no-deps --target $SCRATCH/pydeps`, put on PYTHONPATH; the
 #             machine's own jax, numpy, protobuf, ... are never replaced), then import-check them
-#   tests     the fast test tier on the device (jax_default_matmul_precision=float32, so the
+#   tests     tests/test_mixing.py, test_steps.py, test_precision.py on the device (--cpu: one quick
+#             test, the stage's wiring only; jax_default_matmul_precision=float32, so the
 #             float32 tolerances of the tests mean what they say on TF32 hardware)
 #   steps-*   the train step of each backbone x {intermix, standard} at batch 64 in bfloat16, TF32
 #             (the default matmul precision) and float32: step time, examples/s, XLA FLOPs,
@@ -78,7 +79,7 @@ if [[ $mode == cpu ]]; then
   step_args=(--batch 4 --width 0.25 --fc_units 32 --repeats 2 --matmul_n 512)
   pipe_args=(--backbones piczakcnn --epochs 1)
   demo_args=(--cpu --sigterm_at_step 2)
-  tests=(tests/test_precision.py -k "validated or variables")
+  tests=(tests/test_precision.py -k validated)  # the stage's wiring only: one quick test
   multi_args=(--backbones piczakcnn --strategies intermix --ks 1,2 --batch 4 --fc_units 32
               --methods vmap --repeats 2)
   row_args=(--cpu --strategies standard)
