@@ -177,13 +177,13 @@ ENTRY %main.9 (p.1: f32[100,50], g.2: f32[100,50], x.3: bf16[8,100]) -> (f32[100
 
 
 def test_hlo_bytes_counts_operands_and_output_of_each_entry_instruction():
-  rows = {r[2]: r for r in profile_step.hlo_bytes(HLO)}
+  rows = {r[2]: r for r in harness.hlo_bytes(HLO)}
   assert set(rows) == {'fusion.4', 'copy.5', 'convert.6', 'dot.7'}  # parameters, tuples: free
   assert rows['fusion.4'][:2] == (3 * 20000, 20000)  # two f32[100,50] in, one out
   assert rows['copy.5'][:2] == (40000, 20000)
   assert rows['convert.6'][:2] == (1600 + 3200, 3200)  # bf16 in, f32 out
   assert rows['dot.7'][:2] == (3200 + 20000 + 1600, 1600)
-  assert [r[2] for r in profile_step.hlo_bytes(HLO)][:2] == ['fusion.4', 'copy.5']
+  assert [r[2] for r in harness.hlo_bytes(HLO)][:2] == ['fusion.4', 'copy.5']
 
 
 def test_gpu_aot_compiles_for_a_gpu_or_says_in_one_line_why_not():
