@@ -197,3 +197,32 @@ def test_gpu_aot_compiles_for_a_gpu_or_says_in_one_line_why_not():
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith(
         'gpu_aot: no deviceless CUDA compiler in this environment')
+
+
+def test_no_import_circle_in_benchmarks_and_launch():
+  """Every import of benchmarks/ and launch/ (top-level or inside a function) as a graph over
+  their modules: no module reaches itself again."""
+  import ast  # pylint: disable=g-import-not-at-top
+  files = {}
+  for pkg in ('benchmarks', 'launch'):
+    for d, _, names in os.walk(os.path.join(roofline.ROOT, pkg)):
+      for n in names:
+        if n.endswith('.py'):
+          mod = os.path.relpath(os.path.join(d, n), roofline.ROOT)[:-3].replace(os.sep, '.')
+          files[mod.removesuffix('.__init__')] = os.path.join(d, n)
+  graph = {}
+  for mod, path in files.items():
+    targets = set()
+    for node in ast.walk(ast.parse(open(path).read())):
+      if isinstance(node, ast.Import):
+        targets |= {a.name for a in node.names}
+      elif isinstance(node, ast.ImportFrom):
+        assert not node.level, f'{mod}: relative import'
+        targets |= {node.module} | {f'{node.module}.{a.name}' for a in node.names}
+    graph[mod] = (targets & set(files)) - {mod}
+
+  def reaches(start, goal, seen):
+    return any(m == goal or (m not in seen and not seen.add(m) and reaches(m, goal, seen))
+               for m in graph[start])
+  assert len(graph) > 10 and 'benchmarks.harness' in graph['benchmarks.gpu_aot']
+  assert [m for m in graph if reaches(m, m, set())] == []
