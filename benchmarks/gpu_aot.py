@@ -8,7 +8,8 @@ count their operands and outputs, not their FLOPs), the 7P + 2O floor (`roofline
 copies (`harness.hlo_counts`), ENTRY kernels, grouped convolutions, the instructions moving the most
 bytes; `--convs`: per cuDNN convolution call its FLOPs (2 x |y| x |w| / y's channels), the MB of
 its operands and output, their ratio. No autotuning without a device: kernel choices may differ on
-the chip; fusions, buffers and bytes are the compiler's. Its environment (CUDA jaxlib, ~4.4 GB):
+the chip; fusions, buffers and bytes are the compiler's. Its own environment (~4.4 GB; the jax
+version of the project's, $JAX_VERSION):
 
     python3 -m venv /tmp/gpu_aot && /tmp/gpu_aot/bin/pip install "jax[cuda13]==$JAX_VERSION" \\
         flax optax chex ml_collections absl-py
@@ -134,8 +135,7 @@ def main(argv=None) -> int:
           precision=args.precision, batch=args.batch, device=device)
       seconds, text = time.perf_counter() - start, compiled.as_text()
       c, runs, name = harness.cost_of(compiled), max(k, 1), 'one run' if k == 0 else args.method
-      top, n = harness.hlo_bytes(text), harness.hlo_counts(text)
-      convs = conv_rows(text)
+      top, n, convs = harness.hlo_bytes(text), harness.hlo_counts(text), conv_rows(text)
       rows.append([
           name, variant, runs, f'{c["bytes accessed"] / 1e6 / runs:.0f}', f'{floor / 1e6:.0f}',
           f'{c["bytes accessed"] / runs / floor:.2f}', f'{c["flops"] / 1e9 / runs:.2f}',

@@ -17,6 +17,7 @@ published size unless width / fc_units say otherwise.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import math
 import os
@@ -136,11 +137,8 @@ class Step:
   strategy: Any
   mesh: Any
 
-  def lower(self):
+  def lower(self):  # then .compile()
     return self.fn.lower(self.state, self.data, self.key)
-
-  def compile(self):
-    return self.lower().compile()
 
 
 def build(backbone: str, strategy: str = 'intermix', runs: int | None = None, *, batch: int = 64,
@@ -167,13 +165,14 @@ def build(backbone: str, strategy: str = 'intermix', runs: int | None = None, *,
   return Step(fn, state, data, key, model, strat, mesh)
 
 
-def compile_step(backbone: str, runs: int | None = None, *, variant: str = 'plain',
+def compile_step(backbone: str, runs: int | None = None, *, variant: str | None = None,
                  **options):
   """(lowered, compiled) of `build(backbone, runs=runs, abstract=True, **options)`, nothing run:
-  the accelerator's program (`cpu_ops.force('plain')`) whatever this backend, `accel_ops`'
-  `variant` forced."""
+  the accelerator's program (`cpu_ops.force('plain')`) whatever this backend; `variant`: that
+  `accel_ops` variant forced (else `accel_ops.variant()`'s)."""
   clear()  # a fresh jitted function: the convolution path is chosen when it is traced
-  with models.cpu_ops.force('plain'), accel_ops.force(variant):
+  with models.cpu_ops.force('plain'), (
+      accel_ops.force(variant) if variant else contextlib.nullcontext()):
     lowered = build(backbone, runs=runs, abstract=True, **options).lower()
     compiled = lowered.compile()
   clear()

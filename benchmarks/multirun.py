@@ -91,7 +91,7 @@ def bench(backbone: str, strategy: str, k: int | None, *, batch: int, repeats: i
   if data_mode == 'device':
     compile_s, seconds, finite = _time_device(step, k, batch, num_classes, repeats)
   else:
-    compiled = step.compile()
+    compiled = step.lower().compile()
     compile_s = time.perf_counter() - start
     harness.loop_seconds(step, 2, compiled)
     seconds, metrics = harness.loop_seconds(step, repeats, compiled)

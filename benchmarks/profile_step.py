@@ -35,7 +35,7 @@ def trace(args) -> None:
   import jax  # pylint: disable=import-outside-toplevel
   from benchmarks import harness  # pylint: disable=import-outside-toplevel
   step = harness.build(args.model, 'standard', batch=args.batch)
-  compiled = step.compile()
+  compiled = step.lower().compile()
   step.fn = compiled
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, 'step.hlo.txt'), 'w') as f:
