@@ -1,26 +1,28 @@
 """Build, time and cost a train step: the one module every benchmark measures through (and the
 accelerator check, launch/device/).
 
-  where it ran   cpu_name(), load(), machine(), matmul_rate() (the MFU denominator)
-  a step         model_and_strategy(), build() -> Step: the trainer's one-run step
-                 (`steps.mesh_train_step`, k None) or K-run step (`multirun.multi_train_step`) on
-                 a 1-device mesh, with a state, a batch (rows 2i, 2i+1 of different classes) and a
-                 key, on the device or abstract (shapes only: `compile_step`, for any device,
-                 also a deviceless GPU)
-  its time       timed_steps() (each step waited for), loop_seconds() (back to back, as the
-                 trainer dispatches between two log steps), finite()
-  its cost       cost_of() (XLA's cost analysis: 'flops', 'bytes accessed'), memory_bytes() (XLA's
-                 buffer plan), clear() (drop every program before the next one)
+  where it ran  load(), machine(), matmul_rate() (the MFU denominator)
+  a step        train_step(), init_state(), place(), clear(): the ONLY calls of the trainer's step
+                API (one run: `steps.mesh_train_step`; K runs: `multirun.multi_train_step`);
+                build() -> Step on a 1-device mesh with a state, a batch (rows 2i, 2i+1 of
+                different classes) and a key, on the device or abstract; compile_step(): the
+                abstract step compiled for any device (a deviceless GPU too), a variant forced
+  its time      timed_steps() (each step waited for), loop_seconds() (back to back), finite()
+  its cost      cost_of() (XLA's 'flops', 'bytes accessed'), memory_bytes() (buffer plan),
+                hlo_bytes() / hlo_counts() (a compiled program's text), md_table()
 
-Optimiser and schedule: the paper's (`PAPER_OPT`); strategy options at
-`config_lib.base_config()`'s defaults; published size unless width / fc_units say otherwise.
+The paper's optimiser (`PAPER_OPT`); strategy options at `config_lib.base_config()`'s defaults;
+published size unless width / fc_units say otherwise.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
+import math
 import os
 import platform
+import re
 import time
 from typing import Any
 
@@ -29,20 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from intermix_jax import config_lib, mixing, models, multirun, parallel, steps
+from intermix_jax.models import accel_ops
 
 # Nesterov 0.9, L2 5e-4, LR 0.01 decayed at 0.5 / 0.75 of 1200 epochs.
 PAPER_OPT = steps.OptimizerSpec(lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4,
                                 num_epochs=1200, steps_per_epoch=25, schedule=(0.5, 0.75),
                                 warmup_epochs=0)
-
-
-def cpu_name() -> str:
-  """The CPU model from /proc/cpuinfo, else what `platform` knows."""
-  try:
-    with open('/proc/cpuinfo') as f:
-      return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-  except (OSError, StopIteration):
-    return platform.processor() or platform.machine()
 
 
 def load() -> str:
@@ -52,7 +46,11 @@ def load() -> str:
 
 def machine() -> str:
   """One line for a table's heading: CPU, device, versions, load."""
-  return (f'{cpu_name()}, {os.cpu_count()} cores; {jax.local_devices()[0].device_kind} '
+  cpu = platform.processor() or platform.machine()
+  if os.path.exists('/proc/cpuinfo'):
+    with open('/proc/cpuinfo') as f:
+      cpu = next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), cpu)
+  return (f'{cpu}, {os.cpu_count()} cores; {jax.local_devices()[0].device_kind} '
           f'({jax.default_backend()}); python {platform.python_version()}, jax {jax.__version__}, '
           f'numpy {np.__version__}; load {load()}')
 
@@ -62,13 +60,11 @@ def matmul_rate(n: int = 4096, repeats: int = 3, dtype=jnp.float32) -> float:
   precision: best of `repeats` after one warm-up."""
   a = jax.random.normal(jax.random.key(0), (n, n), dtype)
   b = jax.random.normal(jax.random.key(1), (n, n), dtype)
-  f = jax.jit(jnp.dot)
-  jax.block_until_ready(f(a, b))
-  best = float('inf')
-  for _ in range(repeats):
+  f, best = jax.jit(jnp.dot), float('inf')
+  for i in range(repeats + 1):  # the first one compiles: a warm-up
     start = time.perf_counter()
     jax.block_until_ready(f(a, b))
-    best = min(best, time.perf_counter() - start)
+    best = min(best, time.perf_counter() - start) if i else best
   return 2 * n ** 3 / best / 1e9
 
 
@@ -92,11 +88,42 @@ def host_batch(model, batch: int, runs: int | None = None, num_classes: int = 50
   return dict(x=x.astype(np.float32), y=y.astype(np.int32))
 
 
+# --- the trainer's API, called from here only: its one-run and K-run step builders are about to
+# become one builder with an optional run axis (then train_step and init_state change, nothing else)
+
+def train_step(model, strategy, mesh, runs: int | None = None, method: str = 'vmap',
+               opt=PAPER_OPT, num_classes: int = 50):
+  """The trainer's jitted step fn(state, data, key): one run (runs None) or K runs (`method`)."""
+  if runs is None:
+    return steps.mesh_train_step(model, strategy, opt, num_classes, mesh)
+  return multirun.multi_train_step(model, strategy, opt, num_classes, mesh, method=method)
+
+
+def init_state(model, mesh, runs: int | None = None, seed: int = 1, opt=PAPER_OPT,
+               abstract: bool = False):
+  """The state of one run or of `runs` stacked runs on `mesh` (`abstract`: shapes only)."""
+  if abstract:
+    one = steps.abstract_state(model, opt, mesh)
+    return one if runs is None else jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct((runs,) + s.shape, s.dtype), one)
+  if runs is None:
+    return steps.state_initializer(model, opt, mesh)(jax.random.key(seed))
+  return multirun.init_states(model, opt, mesh, list(jax.random.split(jax.random.key(seed), runs)))
+
+
 def place(host: dict, mesh, strategy, runs: int | None = None):
   """A host batch as the trainer places it on `mesh` (one run, or K stacked runs)."""
   if runs is None:
     return parallel.host_batch_to_global(host, mesh, pairs=strategy.mixes)
   return multirun.host_batches_to_global(host, mesh, pairs=strategy.mixes)
+
+
+def clear() -> None:
+  """Drops every jitted step and compiled program of this process (one process measures dozens:
+  XLA's CPU backend ran out of memory for code at the 23rd otherwise)."""
+  multirun._JITTED.clear()  # pylint: disable=protected-access
+  steps._JITTED.clear()  # pylint: disable=protected-access
+  jax.clear_caches()
 
 
 @dataclasses.dataclass
@@ -109,10 +136,9 @@ class Step:
   model: Any
   strategy: Any
   mesh: Any
-  runs: int | None
 
-  def compile(self):
-    return self.fn.lower(self.state, self.data, self.key).compile()
+  def lower(self):  # then .compile()
+    return self.fn.lower(self.state, self.data, self.key)
 
 
 def build(backbone: str, strategy: str = 'intermix', runs: int | None = None, *, batch: int = 64,
@@ -124,37 +150,33 @@ def build(backbone: str, strategy: str = 'intermix', runs: int | None = None, *,
   model, strat = model_and_strategy(backbone, strategy, width=width, fc_units=fc_units,
                                     precision=precision, num_classes=num_classes)
   mesh = parallel.make_mesh(1) if device is None else parallel.make_mesh(devices=[device])
-  if runs is None:
-    fn = steps.mesh_train_step(model, strat, opt, num_classes, mesh)
-  else:
-    fn = multirun.multi_train_step(model, strat, opt, num_classes, mesh, method=method)
+  fn = train_step(model, strat, mesh, runs, method, opt, num_classes)
   lead = () if runs is None else (runs,)
+  state = init_state(model, mesh, runs, opt=opt, abstract=abstract)
   if abstract:
-    one = steps.abstract_state(model, opt, mesh)
-    state = one if runs is None else jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(lead + s.shape, s.dtype), one)
     data = dict(x=jax.ShapeDtypeStruct(lead + (batch, model.input_length), jnp.float32),
                 y=jax.ShapeDtypeStruct(lead + (batch,), jnp.int32))
     key = jax.ShapeDtypeStruct(lead, jax.random.key(0).dtype)
-  elif runs is None:
-    state = steps.state_initializer(model, opt, mesh)(jax.random.key(1))
-    key = parallel.replicate(jax.random.key(0), mesh)
   else:
-    state = multirun.init_states(model, opt, mesh, list(jax.random.split(jax.random.key(1), runs)))
-    key = multirun.replicate_runs(jax.random.split(jax.random.key(0), runs), mesh)
-  if not abstract:
     data = place(host_batch(model, batch, runs, num_classes), mesh, strat, runs)
-  return Step(fn, state, data, key, model, strat, mesh, runs)
+    keys = jax.random.key(0) if runs is None else jax.random.split(jax.random.key(0), runs)
+    key = (parallel.replicate(keys, mesh) if runs is None
+           else multirun.replicate_runs(keys, mesh))
+  return Step(fn, state, data, key, model, strat, mesh)
 
 
-def compile_step(backbone: str, runs: int | None = None, *, plain: bool = True, **options):
-  """The compiled step of `build(backbone, runs=runs, abstract=True, **options)` (nothing run);
-  `plain`: the accelerator's program (`cpu_ops.force('plain')`), whatever this backend."""
+def compile_step(backbone: str, runs: int | None = None, *, variant: str | None = None,
+                 **options):
+  """(lowered, compiled) of `build(backbone, runs=runs, abstract=True, **options)`, nothing run:
+  the accelerator's program (`cpu_ops.force('plain')`) whatever this backend; `variant`: that
+  `accel_ops` variant forced (else `accel_ops.variant()`'s)."""
   clear()  # a fresh jitted function: the convolution path is chosen when it is traced
-  with models.cpu_ops.force('plain') if plain else contextlib.nullcontext():
-    compiled = build(backbone, runs=runs, abstract=True, **options).compile()
+  with models.cpu_ops.force('plain'), (
+      accel_ops.force(variant) if variant else contextlib.nullcontext()):
+    lowered = build(backbone, runs=runs, abstract=True, **options).lower()
+    compiled = lowered.compile()
   clear()
-  return compiled
+  return lowered, compiled
 
 
 def timed_steps(step: Step, n: int) -> list[float]:
@@ -195,11 +217,11 @@ def cost_of(compiled) -> dict:
   try:
     from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
     from jax._src.lib import _jax  # pylint: disable=g-import-not-at-top
-    total = {}
-    for module in compiled._executable.xla_extension_executable().hlo_modules():  # pylint: disable=protected-access
-      for k, v in _jax.hlo_module_cost_analysis(xla_bridge.get_backend('cpu'), module).items():
-        total[k] = total.get(k, 0.0) + v
-    return total
+    total = collections.Counter()
+    executable = compiled._executable.xla_extension_executable()  # pylint: disable=protected-access
+    for module in executable.hlo_modules():
+      total.update(_jax.hlo_module_cost_analysis(xla_bridge.get_backend('cpu'), module))
+    return dict(total)
   except Exception:  # pylint: disable=broad-except
     return {}
 
@@ -214,9 +236,63 @@ def memory_bytes(compiled) -> int | None:
     return None
 
 
-def clear() -> None:
-  """Drops every jitted step and compiled program of this process (one process measures dozens:
-  XLA's CPU backend ran out of memory for code at the 23rd otherwise)."""
-  multirun._JITTED.clear()  # pylint: disable=protected-access
-  steps._JITTED.clear()  # pylint: disable=protected-access
-  jax.clear_caches()
+_DTYPE_BYTES = dict(pred=1, s8=1, u8=1, bf16=2, f16=2, s16=2, u16=2, f32=4, s32=4, u32=4, f64=8,
+                    s64=8, u64=8, c64=8, c128=16)
+_INSTRUCTION = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = (\(.*?\)|\w+\[[^\]]*\](?:\{[^}]*\})?) '
+                          r'([\w\-]+)\((.*?)\)(.*)$')
+_FREE = ('parameter', 'get-tuple-element', 'tuple', 'bitcast', 'constant')  # no memory traffic
+
+
+def shape_bytes(shape: str) -> int:
+  """Bytes of an HLO shape ('f32[64,5000]{1,0}', or a tuple of them)."""
+  return sum(_DTYPE_BYTES.get(t, 4) * math.prod(int(d) for d in dims.split(',') if d.strip())
+             for t, dims in re.findall(r'(\w+)\[([^\]]*)\]', shape))
+
+
+def hlo_instructions(hlo: str, entry_only: bool = True):
+  """(name, shape, opcode, operand names, rest of the line) of each instruction of an HLO module's
+  ENTRY computation (`entry_only`) or of all of them; parameters of ENTRY's header first."""
+  entry = hlo[hlo.index('\nENTRY'):]
+  for m in re.finditer(r'([\w.\-]+): (\w+\[[^\]]*\])', entry[:entry.index('{\n')]):
+    yield m.group(1), m.group(2), 'parameter', [], ''
+  text = entry if entry_only else hlo
+  for line in text.split('\n'):
+    m = _INSTRUCTION.match(line)
+    if m:
+      name, shape, opcode, operands, rest = m.groups()
+      yield name, shape, opcode, [o.strip().lstrip('%') for o in operands.split(',')], rest
+
+
+def hlo_bytes(hlo: str) -> list[tuple]:
+  """(bytes, output bytes, name, opcode, shape, op_name) of each instruction of the ENTRY
+  computation of an optimised HLO module, largest first: operands + output, the traffic a kernel
+  that reads each operand once and writes its output once moves (XLA's cost model, per kernel)."""
+  sizes, rows = {}, []
+  for name, shape, opcode, operands, rest in hlo_instructions(hlo):
+    sizes[name] = out = shape_bytes(shape)
+    if opcode not in _FREE:
+      op = re.search(r'op_name="([^"]*)"', rest)
+      rows.append((out + sum(sizes.get(o, 0) for o in operands), out, name, opcode, shape,
+                   op.group(1) if op else ''))
+  return sorted(rows, reverse=True)
+
+
+def hlo_counts(text: str) -> dict:
+  """The transpose and copy instructions of an HLO module's text (inside fusions too; copy-start
+  counts as copy) and the MB of their outputs: {'transpose': n, 'copy': n, 'transpose_mb': MB,
+  'copy_mb': MB}. Most are small (kernel relayouts, scalar RNG state); the MB say whether
+  activations move."""
+  counts = dict(transpose=0, copy=0, transpose_mb=0.0, copy_mb=0.0)
+  pattern = r'= ([a-z]+[0-9]*\[[0-9,]*\])\S* (transpose|copy|copy-start)\('
+  for shape, op in re.findall(pattern, text):
+    kind = 'transpose' if op == 'transpose' else 'copy'
+    counts[kind] += 1
+    counts[kind + '_mb'] += shape_bytes(shape) / 1e6
+  return dict(counts, transpose_mb=round(counts['transpose_mb'], 3),
+              copy_mb=round(counts['copy_mb'], 3))
+
+
+def md_table(head: list[str], rows: list[list]) -> str:
+  """A markdown table: the header cells, then one line per row (each cell str()'d)."""
+  return '\n'.join(['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+                   + ['| ' + ' | '.join(map(str, r)) + ' |' for r in rows])

@@ -1,24 +1,18 @@
-"""Runs in one program: examples/s of K runs trained by ONE vmapped step vs one run alone.
+"""Runs in one program: examples/s of K runs trained by ONE step vs one run alone.
 
     python -m benchmarks.multirun                                    # CPU sizes, see below
     python -m benchmarks.multirun --backbones piczakcnn,envnetv2 --ks 1,2,5,10,20 \\
         --batch 64 --width 1 --fc_units 0 --repeats 10 --methods vmap      # an accelerator
     python -m benchmarks.multirun --out rows.jsonl ...               # rows as JSON lines too
 
-For each backbone and strategy: the trainer's one-run step (what train.py runs for one fold) and
-the K-run step (what train.py runs for fold=all with config.stack_runs=True) of each method of
---methods ('vmap': one vmapped step; 'unroll': the one-run step K times in one program) for every
-K of --ks (`harness.build`: one device, the state donated, one distinct random batch per run
-already on the device: this measures the step, not the input pipeline). Times: `--repeats` steps
-dispatched back to back after two warm-up steps; examples/s = K x batch / step time; "x one run" =
-that over the one-run step's. Memory: XLA's buffer plan of the compiled step. The paper's
-optimiser; strategy options at their defaults.
-
-`--data device` measures the whole path of config.data_on_device instead: 400 synthetic 5 s int16
-clips in one table on the device, each run's TrainLoader (its own seed, strong augmentation, pairs
-for mixing) drawing a crop plan on the host every step, the crops cut inside the step
-(`on_device.DeviceInputs.fuse`); a new plan per timed step, so the host's share counts.
-
+Per backbone and strategy: the one-run step (one fold) and the K-run step (fold=all with
+config.stack_runs=True) of each of --methods ('vmap': one vmapped step; 'unroll': the one-run step
+K times in one program) for every K of --ks (`harness.build`: a distinct random batch per run
+already on the device: the step, not the input pipeline). `--repeats` steps back to back after two
+warm-up steps; examples/s = K x batch / step time; "x one run" = that over the one-run step's;
+memory: XLA's buffer plan. `--data device`: the whole path of config.data_on_device instead (400
+synthetic 5 s clips in one table on the device, each run's TrainLoader drawing a crop plan on the
+host every step, strong augmentation, the crops cut inside the step: the host's share counts).
 Defaults are sized for a 2-core CPU (PiczakCNN and EnvNet at width 0.25, fc 64, batch 16).
 """
 from __future__ import annotations
@@ -88,8 +82,8 @@ def bench(backbone: str, strategy: str, k: int | None, *, batch: int, repeats: i
           profile_dir: str | None = None, profile_steps: int = 3) -> dict:
   """One row: the one-run step (k None) or the K-run step; step seconds, examples/s, memory, XLA's
   cost analysis (`data_mode` 'device': the data_on_device path). `profile_dir`: then trace
-  `profile_steps` more steps into profile_dir/<backbone>_<strategy>_<runs>_<method>_<precision>_b<batch>
-  (batch mode only)."""
+  `profile_steps` more steps into profile_dir/<backbone>_<strategy>_<runs>_<method>_<precision>_
+  b<batch> (batch mode only)."""
   start = time.perf_counter()
   step = harness.build(backbone, strategy, k, batch=batch, method=method, width=width,
                        fc_units=fc_units, precision=precision, num_classes=num_classes)
@@ -97,11 +91,12 @@ def bench(backbone: str, strategy: str, k: int | None, *, batch: int, repeats: i
   if data_mode == 'device':
     compile_s, seconds, finite = _time_device(step, k, batch, num_classes, repeats)
   else:
-    compiled = step.compile()
+    compiled = step.lower().compile()
     compile_s = time.perf_counter() - start
     harness.loop_seconds(step, 2, compiled)
     seconds, metrics = harness.loop_seconds(step, repeats, compiled)
-    finite, plan, cost = harness.finite(metrics), harness.memory_bytes(compiled), harness.cost_of(compiled)
+    finite, plan = harness.finite(metrics), harness.memory_bytes(compiled)
+    cost = harness.cost_of(compiled)
     if profile_dir:
       tag = (f'{backbone}_{strategy}_{"alone" if k is None else k}_{method if k else "one"}_'
              f'{precision}_b{batch}')
@@ -121,21 +116,18 @@ def bench(backbone: str, strategy: str, k: int | None, *, batch: int, repeats: i
 
 
 def table(rows: list[dict]) -> str:
-  lines = ['| backbone | strategy | data | method | runs | step ms | examples/s | x one run | '
-           'compile s | XLA MiB | precision | batch |', '|---|---|---|---|---|---|---|---|---|---|---|---|']
   group = lambda r: (r['backbone'], r['strategy'], r.get('data', 'batch'), r['precision'],
                      r['batch'])
   one = {group(r): r['examples_per_s'] for r in rows if r['runs'] is None}
-  for r in rows:
-    base = one.get(group(r))
-    ratio = '' if base is None else f'{r["examples_per_s"] / base:.2f}'
-    mib = '' if r['xla_bytes'] is None else f'{r["xla_bytes"] / 2**20:.0f}'
-    lines.append(f'| {r["backbone"]} | {r["strategy"]} | {r.get("data", "batch")} | '
-                 f'{r.get("method") or "-"} | '
-                 f'{"one run alone" if r["runs"] is None else r["runs"]} | {1e3 * r["step_s"]:.1f} | '
-                 f'{r["examples_per_s"]:.0f} | {ratio} | {r["compile_s"]:.1f} | {mib} | '
-                 f'{r["precision"]} | {r["batch"]} |')
-  return '\n'.join(lines)
+  return harness.md_table(
+      ['backbone', 'strategy', 'data', 'method', 'runs', 'step ms', 'examples/s', 'x one run',
+       'compile s', 'XLA MiB', 'precision', 'batch'],
+      [[r['backbone'], r['strategy'], r.get('data', 'batch'), r.get('method') or '-',
+        'one run alone' if r['runs'] is None else r['runs'], f'{1e3 * r["step_s"]:.1f}',
+        f'{r["examples_per_s"]:.0f}',
+        '' if group(r) not in one else f'{r["examples_per_s"] / one[group(r)]:.2f}',
+        f'{r["compile_s"]:.1f}', '' if r['xla_bytes'] is None else f'{r["xla_bytes"] / 2**20:.0f}',
+        r['precision'], r['batch']] for r in rows])
 
 
 def main(argv=None) -> int:

@@ -4,19 +4,15 @@
     python -m benchmarks.pipeline --threads 0,1,2 --epochs 3 --step_batch 16
     python -m benchmarks.pipeline --no_step          # the data pipeline only
 
-Prints the machine state and the command, then one row per pipeline setting (strong augmentation
-off/on, clips cached in memory or read from the array_record files per batch, background
-threads): examples/s of `make_train_loader(...).batches(epoch)` over whole epochs (median over
-epochs; the first epoch after construction included), the loader construction time (index pass
-over the split), and the evaluation loader's clips/s (10 crops each). Then the consumption rate of
-the trainer's step (`harness.build`: EnvNet-v2, InterMix, published size, after compilation) and
-the ratio: the pipeline never starves the step when the ratio is >> 1. Real ESC-10 comes from
---manual_dir (official ESC-50 layout) and is prepared once into --data_dir.
-
-`--device_runs 1,5` adds config.data_on_device (data/on_device.py): for 1 run (fold 1) and for
-the 5 folds stacked (one shared table of the clips), the table's build time and size, and
-examples/s of all runs' batches cut on the device (`DeviceInputs.batch`: the host draws the
-plan, the device gathers, interpolates and scales; each batch waited for), over whole epochs.
+One row per setting (strong augmentation off/on, clips cached in memory or read from the
+array_record files per batch, background threads): examples/s of `make_train_loader(...)
+.batches(epoch)` over whole epochs (median; the first epoch after construction included), the
+index build time, and the evaluation loader's clips/s (10 crops each). Then the rate of the
+trainer's step (`harness.build`: EnvNet-v2, published size, after compilation): the pipeline never
+starves the step when the ratio is >> 1. Real ESC-10 from --manual_dir (ESC-50 layout), prepared
+once into --data_dir. `--device_runs 1,5` adds config.data_on_device: for fold 1 and for the 5
+folds stacked (one shared table), the table's build time and size and examples/s of all runs'
+batches cut on the device (`DeviceInputs.batch`, each waited for) over whole epochs.
 """
 from __future__ import annotations
 
@@ -150,22 +146,16 @@ def main(argv=None):
   print('pipeline (examples/s over whole epochs):')
   rows, eval_rate = pipeline_rows(args)
   print(f'  eval loader: {eval_rate:.0f} clips/s (10 crops each, 1 thread)')
-  print()
-  print('| strong augment | clips cached | threads | pipeline ex/s | index build (s) |')
-  print('|---|---|---|---|---|')
-  for r in rows:
-    print(f'| {r["strong"]} | {r["cache"]} | {r["threads"]} | {r["rate"]:.0f} | '
-          f'{r["build"]:.2f} |')
+  print(harness.md_table(['strong augment', 'clips cached', 'threads', 'pipeline ex/s',
+                          'index build (s)'],
+                         [[r['strong'], r['cache'], r['threads'], f'{r["rate"]:.0f}',
+                           f'{r["build"]:.2f}'] for r in rows]))
   if args.device_runs:
-    print()
     print('config.data_on_device (batches cut on the device, each waited for):')
-    dev = device_rows(args)
-    print()
-    print('| strong augment | runs | ex/s of all runs | table (MiB) | table build (s) |')
-    print('|---|---|---|---|---|')
-    for r in dev:
-      print(f'| {r["strong"]} | {r["runs"]} | {r["rate"]:.0f} | {r["mib"]:.0f} | '
-            f'{r["build"]:.2f} |')
+    print(harness.md_table(['strong augment', 'runs', 'ex/s of all runs', 'table (MiB)',
+                            'table build (s)'],
+                           [[r['strong'], r['runs'], f'{r["rate"]:.0f}', f'{r["mib"]:.0f}',
+                             f'{r["build"]:.2f}'] for r in device_rows(args)]))
   if not args.no_step:
     rate, seconds, compile_s = step_rate(args)
     slowest = min(r['rate'] for r in rows)

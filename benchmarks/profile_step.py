@@ -1,26 +1,18 @@
-"""Where a train step's time goes: trace the trainer's step with the JAX profiler, then list the
-XLA:CPU operations (HLO fusions, dots, FFTs, copies) by time, each with its shape and the model
-op it comes from. Two more readers, for any backend and without xprof: `kernels` (device time by
-kernel from the Perfetto trace `benchmarks.multirun --profile` writes) and `bytes` (the
-instructions of a compiled step that move the most bytes, from its HLO text).
+"""Where a train step's time goes: `trace` the trainer's step with the JAX profiler, `summarize`
+its XLA:CPU operations by time (needs `xprof`); for any backend and without xprof, `kernels`
+(device time by kernel and kernel class of a `benchmarks.multirun --profile` row) and `bytes` (the
+instructions of a compiled step that move the most bytes).
 
-    # 1. in the project environment: trace 2 steps, write the profile and the compiled HLO
     python -m benchmarks.profile_step trace --model envnet --batch 32 --out /tmp/prof_envnet
-    # 2. in any environment with `xprof` (pip install xprof; kept out of the package's dependencies):
-    python -m benchmarks.profile_step summarize /tmp/prof_envnet --top 40
-    # any backend: a row traced by `python -m benchmarks.multirun --profile DIR` (or the
-    # accelerator check's profile stage)
-    python -m benchmarks.profile_step kernels DIR/<row> --top 40   # by kernel and by class
+    python -m benchmarks.profile_step summarize /tmp/prof_envnet --top 40   # pip install xprof
+    python -m benchmarks.profile_step kernels DIR/<row> --top 40   # multirun --profile DIR
     python -m benchmarks.profile_step bytes DIR/<row>/step.hlo.txt --top 30
 
-`trace` runs the trainer's one-run step (`harness.build`: standard strategy, the paper's Nesterov
-SGD, the backend's own convolutions and pools: the `models.cpu_ops` rewrites on the CPU backend,
-nothing forced; `host_memory.reuse_freed_memory()` unless `--no-reuse_host_memory`), two warm-up
-steps, then `--steps` traced steps. `summarize` reads the trace with xprof's trace_viewer converter
-and sums, per HLO instruction, the time of its events on XLA's worker threads divided by the number
-of traced steps ("thread ms / step": a convolution that runs on both threads counts twice; the
-total over all rows is the CPU time of the step's thunks). Library kernels that run inside Eigen's
-own thread pool (e.g. an XLA `convolution`) show only their launch.
+`trace`: the one-run standard step (`harness.build`, the backend's own convolutions: `cpu_ops` on
+a CPU; `host_memory.reuse_freed_memory()` unless `--no-reuse_host_memory`), two warm-up steps,
+`--steps` traced. `summarize` sums per HLO instruction the time of its events on XLA's worker
+threads per traced step ("thread ms / step": a convolution on both threads counts twice); library
+kernels in Eigen's own pool (an XLA `convolution`) show only their launch.
 """
 from __future__ import annotations
 
@@ -43,7 +35,7 @@ def trace(args) -> None:
   import jax  # pylint: disable=import-outside-toplevel
   from benchmarks import harness  # pylint: disable=import-outside-toplevel
   step = harness.build(args.model, 'standard', batch=args.batch)
-  compiled = step.compile()
+  compiled = step.lower().compile()
   step.fn = compiled
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, 'step.hlo.txt'), 'w') as f:
@@ -56,17 +48,9 @@ def trace(args) -> None:
     json.dump(dict(model=args.model, batch=args.batch, steps=args.steps, reuse_host_memory=reused,
                    untraced_s=untraced, traced_s=traced,
                    gflops=harness.cost_of(compiled).get('flops', float('nan')) / 1e9), f)
-  print(f'{args.model} batch {args.batch}: untraced steps {" ".join(f"{t:.3f}" for t in untraced)} s, '
-        f'traced {" ".join(f"{t:.3f}" for t in traced)} s; host memory reuse {reused}; wrote {args.out}')
-
-
-def _instruction_lines(hlo: str) -> dict:
-  """HLO instruction name -> (result shape, op_name metadata) of the compiled module."""
-  out = {}
-  for m in re.finditer(r'^\s*(?:ROOT )?%?([\w.\-]+) = (\S+) [^\n]*', hlo, re.M):
-    op = re.search(r'op_name="([^"]*)"', m.group(0))
-    out[m.group(1)] = (m.group(2), op.group(1) if op else '')
-  return out
+  secs = lambda ts: ' '.join(f'{t:.3f}' for t in ts)
+  print(f'{args.model} batch {args.batch}: untraced steps {secs(untraced)} s, traced '
+        f'{secs(traced)} s; host memory reuse {reused}; wrote {args.out}')
 
 
 def summarize(args) -> None:
@@ -76,18 +60,16 @@ def summarize(args) -> None:
     sys.exit(f'profile_step: no *.xplane.pb under {args.dir}/plugins/profile (run `trace` first)')
   with open(os.path.join(args.dir, 'meta.json')) as f:
     meta = json.load(f)
+  from benchmarks import harness  # pylint: disable=import-outside-toplevel
   with open(os.path.join(args.dir, 'step.hlo.txt')) as f:
-    instructions = _instruction_lines(f.read())
+    instructions = {name: (shape, (re.findall(r'op_name="([^"]*)"', rest) or [''])[0])
+                    for name, shape, _, _, rest in harness.hlo_instructions(f.read(), False)}
   data, _ = raw_to_tool_data.xspace_to_tool_data([paths[-1]], 'trace_viewer', {})
-  events = json.loads(data if isinstance(data, str) else data.decode())
-  events = events['traceEvents'] if isinstance(events, dict) else events
-  threads = {(e['pid'], e['tid']): e['args']['name'] for e in events
-             if e.get('ph') == 'M' and e.get('name') == 'thread_name'}
-  skip = set(SKIP)
+  events, _, threads = _names(json.loads(data if isinstance(data, str) else data.decode()))
   total = collections.Counter()
   for e in events:
     if (e.get('ph') == 'X' and 'XLAEigen' in threads.get((e['pid'], e['tid']), '')
-        and e['name'] not in skip):
+        and e['name'] not in SKIP):
       total[e['name']] += e['dur'] / 1e3 / meta['steps']
   print(f'# {meta["model"]} batch {meta["batch"]}: traced steps {meta["traced_s"]} s, untraced '
         f'{meta["untraced_s"]} s, {meta["gflops"]:.1f} model GFLOP; thunk time on XLA threads '
@@ -98,10 +80,8 @@ def summarize(args) -> None:
     print(f'{ms:14.1f}  {name[:28]:28s} {shape[:42]:42s} {op[-80:]}')
 
 
-def _perfetto_events(path: str) -> tuple[list, dict, dict]:
-  """(events, pid -> process name, (pid, tid) -> thread name) of a Perfetto JSON trace."""
-  with gzip.open(path, 'rt') as f:
-    data = json.load(f)
+def _names(data) -> tuple[list, dict, dict]:
+  """(events, pid -> process name, (pid, tid) -> thread name) of a Chrome / Perfetto JSON trace."""
   events = data['traceEvents'] if isinstance(data, dict) else data
   procs, threads = {}, {}
   for e in events:
@@ -148,7 +128,8 @@ def kernels(args) -> None:
              '(run python -m benchmarks.multirun --profile first)')
   with open(os.path.join(args.dir, 'meta.json')) as f:
     meta = json.load(f)
-  events, procs, threads = _perfetto_events(paths[-1])
+  with gzip.open(paths[-1], 'rt') as f:
+    events, procs, threads = _names(json.load(f))
   devices = {pid for pid, name in procs.items() if name.startswith('/device:')}
   if devices:
     track = lambda e: (procs[e['pid']], threads.get((e['pid'], e.get('tid')), ''))
@@ -178,52 +159,12 @@ def kernels(args) -> None:
     print(f'{ms:10.3f}  {(proc + " / " + thread)[-40:]:40s} {name[:100]}')
 
 
-_DTYPE_BYTES = dict(pred=1, s8=1, u8=1, bf16=2, f16=2, s16=2, u16=2, f32=4, s32=4, u32=4, f64=8,
-                    s64=8, u64=8, c64=8, c128=16)
-_INSTRUCTION = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = (\(.*?\)|\w+\[[^\]]*\](?:\{[^}]*\})?) '
-                          r'([\w\-]+)\((.*?)\)(.*)$')
-_FREE = ('parameter', 'get-tuple-element', 'tuple', 'bitcast', 'constant')  # no memory traffic
-
-
-def _shape_bytes(shape: str) -> int:
-  """Bytes of an HLO shape ('f32[64,5000]{1,0}', or a tuple of them)."""
-  total = 0
-  for m in re.finditer(r'(\w+)\[([^\]]*)\]', shape):
-    n = 1
-    for d in m.group(2).split(','):
-      n *= int(d) if d.strip() else 1
-    total += n * _DTYPE_BYTES.get(m.group(1), 4)
-  return total
-
-
-def hlo_bytes(hlo: str) -> list[tuple]:
-  """(bytes, output bytes, name, opcode, shape, op_name) of each instruction of the ENTRY
-  computation of an optimised HLO module, largest first: operands + output, the traffic a kernel
-  that reads each operand once and writes its output once moves (XLA's cost model, per kernel)."""
-  entry = hlo[hlo.index('\nENTRY'):]
-  header, body = entry.split('\n', 1)
-  sizes = {m.group(1): _shape_bytes(m.group(2))
-           for m in re.finditer(r'([\w.\-]+): (\w+\[[^\]]*\])', header)}
-  rows = []
-  for line in body.split('\n'):
-    m = _INSTRUCTION.match(line)
-    if not m:
-      continue
-    name, shape, opcode, operands, rest = m.groups()
-    sizes[name] = out = _shape_bytes(shape)
-    if opcode in _FREE:
-      continue
-    read = sum(sizes.get(o.strip().lstrip('%'), 0) for o in operands.split(',') if o.strip())
-    op = re.search(r'op_name="([^"]*)"', rest)
-    rows.append((out + read, out, name, opcode, shape, op.group(1) if op else ''))
-  return sorted(rows, reverse=True)
-
-
 def cmd_bytes(args) -> None:
   """The instructions of a compiled step (`step.hlo.txt` of `trace` or `multirun --profile`)
   that move the most bytes: where a memory-bound step's traffic goes."""
+  from benchmarks import harness  # pylint: disable=import-outside-toplevel
   with open(args.hlo) as f:
-    rows = hlo_bytes(f.read())
+    rows = harness.hlo_bytes(f.read())
   print(f'# {args.hlo}: {sum(r[0] for r in rows) / 1e6:.0f} MB over {len(rows)} instructions '
         '(operands + output of each)')
   print(f'{"MB":>9s} {"out MB":>8s}  {"instruction":28s} {"opcode":12s} {"shape":36s} model op')

@@ -3,29 +3,22 @@
     python -m benchmarks.roofline          # the H200 rows in results/accelerator/h200-2026-11-30
     python -m benchmarks.roofline --rows a.jsonl,b.jsonl --bandwidth_tbps 4.8 --xla
 
-The rows are JSON lines of `python -m benchmarks.multirun --out` (any device). For each backbone the
-script builds the training state the rows trained (`steps.abstract_state`: shapes and dtypes only,
-nothing is computed) and counts its bytes: P of parameters, O of optimiser state. Every optimiser
-step of every run has to move that state through device memory:
+The rows are JSON lines of `python -m benchmarks.multirun --out` (any device). Per backbone the
+bytes of the state the rows trained (`harness.init_state`, shapes only): P of parameters, O of
+optimiser state. Every step of every run moves that state through device memory:
 
-    trainer's floor = 7 P + 2 O bytes per run and step: the forward pass reads the parameters,
-        the backward pass reads them again (the input gradients) and writes the weight gradients
-        (P); the non-finite guard (`steps.train_step`: no update unless loss and every gradient are
-        finite) reads every gradient before any update may start; the optimiser reads gradients,
-        parameters and its state and writes parameters and state. (Float32 parameters with
-        Nesterov momentum: 36 bytes per parameter; 32 without the guard.)
-    strict floor = 2 P + 2 O: parameters and optimiser state read and written once; reachable only
-        if no gradient ever reached memory (no guard, the optimiser fused into the gradient's
-        matmuls).
+    trainer's floor = 7 P + 2 O per run and step: forward and backward read the parameters, the
+        weight gradients are written, the non-finite guard (`steps.train_step`) reads them before
+        any update, the optimiser reads gradients, parameters and its state and writes the last two
+        (float32 with Nesterov momentum: 36 bytes per parameter; 32 without the guard);
+    strict floor = 2 P + 2 O: parameters and optimiser state read and written once (no gradient
+        ever in memory).
 
-Gradients are counted at the parameters' dtype: under `model.precision='bfloat16'` they are
-bfloat16 and a program can move less (PiczakCNN, K = 20: 1,008 MB per run, `gpu_aot`).
-Activations, the batch and BatchNorm statistics are left out, so both are lower bounds. At a memory
-bandwidth B, K runs take at least K x floor / B per step. The ceiling on "x one run" (K runs'
-examples/s over one run's, what issue 17's target counts) is then t1 / (floor / B) for every K,
-t1 being the measured step of one run alone. `--xla` adds XLA's own 'bytes accessed' of the one-run
-step compiled on THIS machine's backend (`harness.compile_step`: the accelerator's program), a
-cross-check of the accounting: a backend's fusion decides what it really moves.
+Gradients are counted at the parameters' dtype (bfloat16 compute can move less); activations,
+batch and BatchNorm statistics are left out: both are lower bounds. At bandwidth B, K runs take at
+least K x floor / B per step; the ceiling on "x one run" is t1 / (floor / B) for every K (t1: one
+run alone's measured step). `--xla` adds XLA's 'bytes accessed' of the one-run step compiled on
+THIS backend (`harness.compile_step`: the accelerator's program), a cross-check.
 """
 from __future__ import annotations
 
@@ -38,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks import harness
-from intermix_jax import parallel, steps
+from intermix_jax import parallel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,7 +49,7 @@ def state_bytes(row: dict) -> dict:
   trained (its backbone, width, fc_units, precision; `harness.PAPER_OPT` and 50 classes)."""
   model, _ = harness.model_and_strategy(row['backbone'], row['strategy'], width=row['width'],
                                         fc_units=row['fc_units'], precision=row['precision'])
-  state = steps.abstract_state(model, harness.PAPER_OPT, parallel.make_mesh(1))
+  state = harness.init_state(model, parallel.make_mesh(1), abstract=True)
   return dict(params=_bytes(state.params), opt_state=_bytes(state.opt_state),
               n_params=sum(leaf.size for leaf in jax.tree.leaves(state.params)))
 
@@ -69,9 +62,9 @@ def floors(sizes: dict) -> tuple[int, int]:
 
 def xla_bytes_accessed(row: dict) -> float:
   """XLA's 'bytes accessed' of the one-run train step of `row` compiled on this backend."""
-  compiled = harness.compile_step(row['backbone'], precision=row['precision'], batch=row['batch'],
-                                  width=row['width'], fc_units=row['fc_units'],
-                                  strategy=row['strategy'])
+  _, compiled = harness.compile_step(row['backbone'], precision=row['precision'],
+                                     batch=row['batch'], width=row['width'],
+                                     fc_units=row['fc_units'], strategy=row['strategy'])
   return float(harness.cost_of(compiled).get('bytes accessed', float('nan')))
 
 
@@ -109,23 +102,21 @@ def analyse(rows: list[dict], bandwidth_tbps: float, xla: bool = False) -> list[
 
 
 def table(results: list[dict], bandwidth_tbps: float) -> str:
-  lines = [f'| backbone | method | runs | step ms | x one run | floor ms at {bandwidth_tbps:g} TB/s | '
-           'step / floor | floor traffic TB/s | ceiling x (7P+2O) | ceiling x (2P+2O) | '
-           "row's XLA MB / run |", '|---|---|---|---|---|---|---|---|---|---|---|']
-  for r in results:
-    per_run = r['row_xla_bytes_per_run']
-    lines.append(
-        f'| {r["backbone"]} | {r["method"] or "-"} | '
-        f'{"one run alone" if r["runs"] is None else r["runs"]} | {1e3 * r["step_s"]:.2f} | '
-        f'{r["x_one_run"]:.2f} | {1e3 * r["floor_s"]:.2f} | {r["step_s"] / r["floor_s"]:.1f} | '
-        f'{r["floor_tbps"]:.2f} | {r["ceiling_x"]:.1f} | {r["strict_ceiling_x"]:.1f} | '
-        f'{"" if per_run is None else f"{per_run / 1e6:.0f}"} |')
-  return '\n'.join(lines)
+  return harness.md_table(
+      ['backbone', 'method', 'runs', 'step ms', 'x one run', f'floor ms at {bandwidth_tbps:g} TB/s',
+       'step / floor', 'floor traffic TB/s', 'ceiling x (7P+2O)', 'ceiling x (2P+2O)',
+       "row's XLA MB / run"],
+      [[r['backbone'], r['method'] or '-', 'one run alone' if r['runs'] is None else r['runs'],
+        f'{1e3 * r["step_s"]:.2f}', f'{r["x_one_run"]:.2f}', f'{1e3 * r["floor_s"]:.2f}',
+        f'{r["step_s"] / r["floor_s"]:.1f}', f'{r["floor_tbps"]:.2f}', f'{r["ceiling_x"]:.1f}',
+        f'{r["strict_ceiling_x"]:.1f}',
+        '' if r['row_xla_bytes_per_run'] is None else f'{r["row_xla_bytes_per_run"] / 1e6:.0f}']
+       for r in results])
 
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument('--rows', default=H200_ROWS, help='comma-separated benchmarks.multirun --out files')
+  p.add_argument('--rows', default=H200_ROWS, help='multirun --out files, comma-separated')
   p.add_argument('--bandwidth_tbps', type=float, default=H200_TBPS,
                  help='the device memory bandwidth (default: the H200 data sheet)')
   p.add_argument('--xla', action='store_true',
@@ -139,15 +130,12 @@ def main(argv=None) -> int:
   results = analyse(rows, args.bandwidth_tbps, xla=args.xla)
   devices = sorted({r.get('device', '?') for r in rows})
   print(f'# rows: {args.rows} ({", ".join(devices)}); bandwidth {args.bandwidth_tbps:g} TB/s')
-  seen = set()
-  for r in results:
-    if r['backbone'] in seen:
-      continue
-    seen.add(r['backbone'])
+  for backbone in dict.fromkeys(r['backbone'] for r in results):
+    r = next(r for r in results if r['backbone'] == backbone)
     line = (f'# {r["backbone"]}: {r["n_params"] / 1e6:.2f} M parameters; floor per run and step '
             f'{r["floor_bytes"] / 1e6:.0f} MB (7P+2O), {r["strict_bytes"] / 1e6:.0f} MB (2P+2O)')
     if r['xla_bytes'] is not None:
-      line += f"; XLA's bytes accessed of the one-run step, compiled here: {r['xla_bytes'] / 1e6:.0f} MB"
+      line += f"; XLA's bytes accessed of the one-run step here: {r['xla_bytes'] / 1e6:.0f} MB"
     print(line)
   print(table(results, args.bandwidth_tbps))
   return 0

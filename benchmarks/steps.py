@@ -5,31 +5,18 @@
     python -m benchmarks.steps --backbones '' --memory_epochs 1,3      # peak memory only
     python -m benchmarks.steps --backbones envnet --precision bfloat16 --memory_epochs ''
 
-Part 1 (per backbone): the trainer's step on one device (`harness.build`: `steps.mesh_train_step`,
-what train.py runs: jitted once per model / strategy / OptimizerSpec / mesh, the strategy per
-device through parallel.shard_strategy, state donated; the paper's Nesterov SGD and LR schedule),
-for the strategies of the paper's table 1 (`report.paper.PAPER_TABLE1`'s columns:
-standard, bc, speechmix, intermix; options at `config_lib.base_config()`'s defaults),
-published widths, `--precision` (the model option: float32 or bfloat16 compute), host numpy
-batches (N, T) whose rows 2k, 2k+1 are of different classes, placed on the mesh every step as the
-trainer places them (parallel.host_batch_to_global). Rounds alternate between strategies (load
-hits all alike). Reported per strategy:
-  - compiles: XLA backend compilations during the first call (jax.monitoring event
-    /jax/core/compile/backend_compile_duration) and the jit cache growth; then a SECOND run (fresh
-    state from steps.state_initializer, another batch of the same shapes, as the next fold of
-    fold=all) and the timed steps must add none ("exactly one" is checked: the column shows the total);
-  - compile s: trace + lower + XLA compile time of that first call (from the monitoring events);
-  - XLA GFLOP of the step (cost analysis of the lowered, unoptimised HLO: no second compile);
-  - median and min step time over all rounds, and the overhead vs the standard step of the same
-    backbone (median and min; the min is the less load-sensitive of the two).
+Part 1 (per backbone): the one-run step (`harness.build`) of each strategy of the paper's table 1,
+published widths, `--precision`, host batches placed every step as the trainer places them;
+rounds alternate between strategies. Per strategy: compiles (XLA compilations of the first call,
+a SECOND call with a fresh state and another batch, as the next fold of fold=all, and the timed
+steps: 1 = exactly one); compile s (trace + lower + compile of the first call); XLA GFLOP (of the
+lowered HLO); median and min step time, overhead vs the standard step.
 
-Part 2: peak memory of a short real training run, `python -m intermix_jax.main` on configs/demo.py
-(synthetic sounds, EnvNet width 0.25, InterMix) for each of `--memory_epochs` (epochs before
-doubling for mixing), as a child process: peak RSS = VmHWM polled from /proc/<pid>/status every
-0.2 s (the child's own high-water mark after exec). ru_maxrss from os.wait4 is printed too but is NOT
-the child's: subprocess starts it with vfork, and exec keeps the larger of the old (here the
-parent's) and the new high-water mark, so it shows max(parent's peak, child's peak). Equal peaks for 1 and 3 epochs show memory does not
-grow with the epochs (no dataset copied per epoch).
+Part 2: peak memory of `python -m intermix_jax.main` on configs/demo.py (synthetic sounds, EnvNet
+width 0.25, InterMix) for each of `--memory_epochs` (before doubling for mixing), as a child
+process: peak RSS = VmHWM polled from /proc/<pid>/status every 0.2 s (not ru_maxrss: subprocess
+starts the child with vfork, so that is max(parent's, child's)). Equal peaks for 1 and 3 epochs
+show memory does not grow with the epochs.
 
 Load averages are printed with every measurement; on this shared 2-core machine timings are noisy:
 compare rows of one run.
@@ -37,7 +24,7 @@ compare rows of one run.
 from __future__ import annotations
 
 import argparse
-import collections
+import contextlib
 import os
 import re
 import statistics
@@ -50,39 +37,32 @@ import jax
 
 from benchmarks import harness
 from benchmarks.harness import load
-from intermix_jax import host_memory, steps
+from intermix_jax import host_memory
 from intermix_jax.report import paper
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The paper's strategies (table 1's columns, in its order; 'standard' is the baseline).
 STRATEGIES = tuple(dict.fromkeys(s for cells in paper.PAPER_TABLE1.values() for s in cells))
-COMPILE_EVENTS = {
-    '/jax/core/compile/jaxpr_trace_duration': 'trace',
-    '/jax/core/compile/jaxpr_to_mlir_module_duration': 'lower',
-    '/jax/core/compile/backend_compile_duration': 'compile',
-}
+COMPILE_EVENTS = ('/jax/core/compile/jaxpr_trace_duration',  # trace, lower, XLA compile
+                  '/jax/core/compile/jaxpr_to_mlir_module_duration',
+                  '/jax/core/compile/backend_compile_duration')
 
 
 class CompileLog:
-  """Counts and times JAX compilation events (a jax.monitoring duration listener)."""
+  """XLA compilations and trace + lower + compile seconds (a jax.monitoring listener)."""
 
   def __init__(self):
-    self.count = collections.Counter()
-    self.secs = collections.Counter()
+    self.compiles, self.secs = 0, 0.0
     jax.monitoring.register_event_duration_secs_listener(self)
 
   def __call__(self, event, duration_secs, **kwargs):
     if event in COMPILE_EVENTS:
-      self.count[COMPILE_EVENTS[event]] += 1
-      self.secs[COMPILE_EVENTS[event]] += duration_secs
-
-  def snapshot(self):
-    return collections.Counter(self.count), collections.Counter(self.secs)
+      self.secs += duration_secs
+      self.compiles += event == COMPILE_EVENTS[-1]
 
 
 class StrategyStep:
-  """The trainer's step (steps.mesh_train_step on a 1-device mesh) of one (backbone, strategy,
-  batch): first call, re-use, timed steps."""
+  """The trainer's one-run step of one (backbone, strategy, batch): first call, re-use, timed."""
 
   def __init__(self, backbone: str, strategy: str, batch: int, log: CompileLog,
                num_classes: int = 50, precision: str = 'float32'):
@@ -92,36 +72,33 @@ class StrategyStep:
     self.batches = [harness.host_batch(model, batch, None, num_classes, seed) for seed in (0, 1)]
     fn, key = self.step.fn, self.step.key
     cache0 = fn._cache_size()  # pylint: disable=protected-access
-    count0, secs0 = log.snapshot()
+    compiles0, secs0 = log.compiles, log.secs
     start = time.perf_counter()
     self.state, metrics = fn(self.step.state, self.place(0), key)
     jax.block_until_ready(metrics)
     self.first_s = time.perf_counter() - start
-    count1, secs1 = log.snapshot()
-    self.compiles_first = count1['compile'] - count0['compile']
-    self.compile_s = sum((secs1 - secs0).values())
+    self.compiles_first, self.compile_s = log.compiles - compiles0, log.secs - secs0
     self.cache_growth = fn._cache_size() - cache0  # pylint: disable=protected-access
     # the next fold of fold=all: a fresh state, another batch, same shapes: no new compile
-    fresh = steps.state_initializer(model, harness.PAPER_OPT, self.step.mesh)(jax.random.key(2))
-    before = log.snapshot()[0]['compile']
+    fresh, compiles0 = harness.init_state(model, self.step.mesh, seed=2), log.compiles
     jax.block_until_ready(fn(fresh, self.place(1), key))
-    self.extra = log.snapshot()[0]['compile'] - before  # step compiles after the first (must be 0)
+    self.extra = log.compiles - compiles0  # step compiles after the first (must be 0)
     lowered = fn.lower(self.state, self.place(0), key)
     self.gflops = harness.cost_of(lowered).get('flops', float('nan')) / 1e9
     self.times = []
 
   def place(self, i: int) -> dict:
-    """Host batch i as the trainer places it (parallel.host_batch_to_global), every step."""
+    """Host batch i as the trainer places it, every step."""
     return harness.place(self.batches[i], self.step.mesh, self.step.strategy)
 
   def run(self, repeats: int):
+    compiles0 = self.log.compiles
     for i in range(repeats):
-      before = self.log.snapshot()[0]['compile']
       start = time.perf_counter()
       self.state, metrics = self.step.fn(self.state, self.place(i % 2), self.step.key)
       jax.block_until_ready(metrics)
       self.times.append(time.perf_counter() - start)
-      self.extra += self.log.snapshot()[0]['compile'] - before
+    self.extra += self.log.compiles - compiles0
 
 
 def bench_strategies(backbone: str, batch: int, rounds: int, repeats: int, log: CompileLog,
@@ -162,31 +139,21 @@ def peak_memory(epochs: int, reuse_host_memory: bool = True) -> dict:
            '--config.eval_every_epochs=1000', f'--config.checkpoint_every_epochs={epochs * 2}']
     if not reuse_host_memory:
       cmd.append('--noreuse_host_memory')
-    load_before = load()
-    start = time.perf_counter()
+    load_before, start, hwm_kib = load(), time.perf_counter(), 0
     with open(os.path.join(workdir, 'stderr.txt'), 'w+') as err:
       proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
-      hwm_kib = 0
-      while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-          break
-        try:
-          with open(f'/proc/{proc.pid}/status') as f:
-            m = re.search(r'VmHWM:\s+(\d+) kB', f.read())
-            hwm_kib = max(hwm_kib, int(m.group(1))) if m else hwm_kib
-        except OSError:
-          pass
+      while proc.poll() is None:
+        with contextlib.suppress(OSError), open(f'/proc/{proc.pid}/status') as f:
+          hwm_kib = max([hwm_kib] + [int(k) for k in re.findall(r'VmHWM:\s+(\d+) kB', f.read())])
         time.sleep(0.2)
-      proc.returncode = os.waitstatus_to_exitcode(status)
       wall = time.perf_counter() - start
-      maxrss_kib = usage.ru_maxrss  # KiB; max(parent at vfork, child): see the docstring
       err.seek(0)
-      stderr = err.read()
-    if proc.returncode != 0:
-      raise RuntimeError(f'steps: {" ".join(cmd)} failed ({proc.returncode}):\n{stderr[-2000:]}')
-  return dict(epochs=epochs, cmd=' '.join(['python'] + cmd[1:4] + ['--workdir=<tmp>'] + cmd[5:]), wall_s=wall,
-              vmhwm_mib=hwm_kib / 1024, maxrss_mib=maxrss_kib / 1024,
+      if proc.returncode != 0:
+        raise RuntimeError(f'steps: {" ".join(cmd)} failed ({proc.returncode}):\n'
+                           f'{err.read()[-2000:]}')
+  return dict(epochs=epochs, wall_s=wall,
+              cmd=' '.join(['python'] + cmd[1:4] + ['--workdir=<tmp>'] + cmd[5:]),
+              vmhwm_mib=hwm_kib / 1024,
               load=f'{load_before} -> {load()}')
 
 
@@ -201,7 +168,7 @@ def main(argv=None):
   parser.add_argument('--memory_epochs', default='1,3',
                       help='demo runs for peak memory, comma-separated epochs ("" = skip)')
   parser.add_argument('--reuse_host_memory', action=argparse.BooleanOptionalAction, default=True,
-                      help='intermix_jax.host_memory.reuse_freed_memory(), as intermix_jax.main does')
+                      help='host_memory.reuse_freed_memory(), as intermix_jax.main does')
   args = parser.parse_args(argv)
   reused = args.reuse_host_memory and host_memory.reuse_freed_memory()  # before JAX's threads
 
@@ -214,15 +181,13 @@ def main(argv=None):
   for backbone in filter(None, args.backbones.split(',')):
     rows += bench_strategies(backbone, args.batch, args.rounds, args.repeats, log, args.precision)
   if rows:
-    print()
-    print(f'{"backbone":10s} {"batch":>5s} {"precision":9s} {"strategy":10s} {"compiles":>8s} '
-          f'{"compile s":>9s} {"GFLOP":>7s} {"median s":>8s} {"min s":>6s} {"over med":>8s} '
-          f'{"over min":>8s}  load')
-    for r in rows:
-      print(f'{r["backbone"]:10s} {r["batch"]:5d} {r["precision"]:9s} {r["strategy"]:10s} '
-            f'{r["compiles"]:8d} '
-            f'{r["compile_s"]:9.1f} {r["gflops"]:7.2f} {r["median_s"]:8.3f} {r["min_s"]:6.3f} '
-            f'{r["over_med"]:+7.1f}% {r["over_min"]:+7.1f}%  {r["load"]}')
+    print(harness.md_table(
+        ['backbone', 'batch', 'precision', 'strategy', 'compiles', 'compile s', 'GFLOP',
+         'median s', 'min s', 'over med', 'over min', 'load'],
+        [[r['backbone'], r['batch'], r['precision'], r['strategy'], r['compiles'],
+          f'{r["compile_s"]:.1f}', f'{r["gflops"]:.2f}', f'{r["median_s"]:.3f}',
+          f'{r["min_s"]:.3f}', f'{r["over_med"]:+.1f}%', f'{r["over_min"]:+.1f}%', r['load']]
+         for r in rows]))
     print('# compiles: XLA compilations of the step over first call + a fresh-state call + all '
           'timed steps (1 = exactly one); over: vs standard of the same backbone', flush=True)
   mem = []
@@ -231,13 +196,11 @@ def main(argv=None):
     print(f'  demo {epochs} epoch(s): peak RSS (VmHWM) {mem[-1]["vmhwm_mib"]:.0f} MiB; '
           f'load {mem[-1]["load"]}', flush=True)
   if mem:
-    print()
-    print(f'{"demo run":40s} {"wall s":>7s} {"VmHWM MiB":>9s} {"wait4 maxrss":>12s}  load')
-    for m in mem:
-      print(f'{"num_epochs=" + str(m["epochs"]) + " (x2 for mixing)":40s} {m["wall_s"]:7.1f} '
-            f'{m["vmhwm_mib"]:9.0f} {m["maxrss_mib"]:12.0f}  {m["load"]}')
-    print(f'# command: {mem[0]["cmd"]} (num_epochs as above); VmHWM (MiB) polled every 0.2 s = the '
-          'peak; wait4 maxrss includes the parent (vfork + exec), see the docstring')
+    print(harness.md_table(
+        ['demo run', 'wall s', 'VmHWM MiB', 'load'],
+        [[f'num_epochs={m["epochs"]} (x2 for mixing)', f'{m["wall_s"]:.1f}',
+          f'{m["vmhwm_mib"]:.0f}', m['load']] for m in mem]))
+    print(f'# command: {mem[0]["cmd"]} (num_epochs as above); VmHWM = the peak, polled every 0.2 s')
   return rows, mem
 
 

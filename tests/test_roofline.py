@@ -177,13 +177,13 @@ ENTRY %main.9 (p.1: f32[100,50], g.2: f32[100,50], x.3: bf16[8,100]) -> (f32[100
 
 
 def test_hlo_bytes_counts_operands_and_output_of_each_entry_instruction():
-  rows = {r[2]: r for r in profile_step.hlo_bytes(HLO)}
+  rows = {r[2]: r for r in harness.hlo_bytes(HLO)}
   assert set(rows) == {'fusion.4', 'copy.5', 'convert.6', 'dot.7'}  # parameters, tuples: free
   assert rows['fusion.4'][:2] == (3 * 20000, 20000)  # two f32[100,50] in, one out
   assert rows['copy.5'][:2] == (40000, 20000)
   assert rows['convert.6'][:2] == (1600 + 3200, 3200)  # bf16 in, f32 out
   assert rows['dot.7'][:2] == (3200 + 20000 + 1600, 1600)
-  assert [r[2] for r in profile_step.hlo_bytes(HLO)][:2] == ['fusion.4', 'copy.5']
+  assert [r[2] for r in harness.hlo_bytes(HLO)][:2] == ['fusion.4', 'copy.5']
 
 
 def test_gpu_aot_compiles_for_a_gpu_or_says_in_one_line_why_not():
@@ -197,3 +197,32 @@ def test_gpu_aot_compiles_for_a_gpu_or_says_in_one_line_why_not():
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith(
         'gpu_aot: no deviceless CUDA compiler in this environment')
+
+
+def test_no_import_circle_in_benchmarks_and_launch():
+  """Every import of benchmarks/ and launch/ (top-level or inside a function) as a graph over
+  their modules: no module reaches itself again."""
+  import ast  # pylint: disable=g-import-not-at-top
+  files = {}
+  for pkg in ('benchmarks', 'launch'):
+    for d, _, names in os.walk(os.path.join(roofline.ROOT, pkg)):
+      for n in names:
+        if n.endswith('.py'):
+          mod = os.path.relpath(os.path.join(d, n), roofline.ROOT)[:-3].replace(os.sep, '.')
+          files[mod.removesuffix('.__init__')] = os.path.join(d, n)
+  graph = {}
+  for mod, path in files.items():
+    targets = set()
+    for node in ast.walk(ast.parse(open(path).read())):
+      if isinstance(node, ast.Import):
+        targets |= {a.name for a in node.names}
+      elif isinstance(node, ast.ImportFrom):
+        assert not node.level, f'{mod}: relative import'
+        targets |= {node.module} | {f'{node.module}.{a.name}' for a in node.names}
+    graph[mod] = (targets & set(files)) - {mod}
+
+  def reaches(start, goal, seen):
+    return any(m == goal or (m not in seen and not seen.add(m) and reaches(m, goal, seen))
+               for m in graph[start])
+  assert len(graph) > 10 and 'benchmarks.harness' in graph['benchmarks.gpu_aot']
+  assert [m for m in graph if reaches(m, m, set())] == []
