@@ -212,6 +212,7 @@ def evaluate_workdir(workdir: str, epsilons: Sequence[float] = DEFAULT_EPSILONS,
     allow_unfinished: attack the newest checkpoint of a run that has not finished.
   """
   from intermix_jax import data, train, trained  # pylint: disable=g-import-not-at-top
+  from intermix_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   t0 = time.time()
   run = load_workdir(workdir, allow_unfinished=allow_unfinished)
   config, results, model, step = run.config, run.results, run.model, run.step
@@ -243,7 +244,7 @@ def evaluate_workdir(workdir: str, epsilons: Sequence[float] = DEFAULT_EPSILONS,
       num_folds=data.dataset_info(config).num_folds,
       config=json.loads(config.to_json()),
       checkpoint_step=step, workdir=os.path.abspath(workdir),
-      wall_time_s=time.time() - t0, versions=train.versions())
+      wall_time_s=time.time() - t0, versions=workdir_lib.versions())
 
 
 # ------------------------------------------------------------------------------------------------

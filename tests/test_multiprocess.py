@@ -182,7 +182,7 @@ def _unflatten(run, prefix, like):
 def test_stacked_runs_across_processes(runs):
   """Two runs stacked over the two processes' mesh: the crops cut on the devices
   (config.data_on_device) are bitwise the placed host batches, and the vmapped evaluation of
-  both runs (trained.evaluate_runs) gives each run's predictions and labels as evaluated alone."""
+  both runs (trained.evaluate_clips(runs=True)) gives each run's predictions and labels as evaluated alone."""
   for info in (json.loads(str(r['info'])) for r in runs):
     stacked = info['stacked']
     assert stacked['crops_equal'] and stacked['eval_equal'], stacked
