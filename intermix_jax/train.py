@@ -1,29 +1,18 @@
 """Training and evaluation of one run: `train_and_evaluate(config, workdir)`.
 
-What lands in `workdir` (see WORKSPACE.md):
-  config.json         the run's config; a rerun with a different config is refused
-  dataset.json        the identity of the data it trains on (clip counts per fold, digests; no
-                      paths); a resume on changed data is refused (workdir.check_or_store_dataset)
-  checkpoints/<step>/ orbax checkpoints (periodic, final, on SIGTERM), the newest `keep_checkpoints`
-  results.json        status, config, fold, seed, per-epoch metrics, final error (LAST epoch), wall
-                      time, versions, per-clip predictions of the last evaluation (every test
-                      clip once, in the order of `filenames`, whatever the process count), the
-                      data: dataset_identity, class_clips, classes_without_test_clips,
-                      skipped_files (bad files the preparation skipped, on every run); rewritten
-                      after every epoch (runs in one program: at evaluations and checkpoints)
-  events.out.tfevents.*  TensorBoard scalars (train/loss, train/error, train/lr, train/steps_per_sec,
-                      test/error, ...)
-With `fold='all'` every fold runs into `workdir/fold_<k>` (and `workdir/cv_results.json` sums up).
-A workdir is trained by one process at a time: its lock (workdir_lib.lock, `.training.lock`) is
-taken before the first write and held to the end; another training there is refused at once.
+What lands in `workdir` (config.json, dataset.json, checkpoints/, results.json, TensorBoard
+events; with `fold='all'` / `seeds`: fold_<k>/, seed_<s>/, cv_results.json, seeds_results.json) and
+what each holds: WORKSPACE.md. A workdir is trained by one process at a time: its lock
+(workdir_lib.lock, `.training.lock`) is taken before the first write and held to the end.
 
 Rerunning the same command resumes from the newest readable checkpoint: parameters, optimiser state,
 counters, the data position (epoch, step within the epoch), the PRNG key, the history and the partial
 epoch's metric sums, so the resumed run ends bitwise equal to an uninterrupted one (on CPU). SIGTERM
 (preemption) or a first Ctrl-C (SIGINT) saves a checkpoint at the current step and returns with
-status 'preempted' (main exits 0 after SIGTERM, by SIGINT after Ctrl-C). A non-finite loss or gradient is never applied (steps.py); with `nan_policy='stop'` training stops
-with `NonFiniteError` naming the step and the last good checkpoint, with 'skip' it carries on and
-counts such steps (`nonfinite_steps` in the metrics).
+status 'preempted' (main exits 0 after SIGTERM, by SIGINT after Ctrl-C). A non-finite loss or
+gradient is never applied (steps.py); with `nan_policy='stop'` training stops with
+`NonFiniteError` naming the step and the last good checkpoint, with 'skip' it carries on and counts
+such steps (`nonfinite_steps` in the metrics).
 """
 from __future__ import annotations
 
@@ -42,60 +31,28 @@ import numpy as np
 from intermix_jax import checkpoints
 from intermix_jax import config_checks
 from intermix_jax import config_lib
+from intermix_jax import distributed
 from intermix_jax import mixing
 from intermix_jax import multirun
 from intermix_jax import parallel
+from intermix_jax import records
 from intermix_jax import schedules
 from intermix_jax import steps
 from intermix_jax import summaries
 from intermix_jax import termination
 from intermix_jax import trained
 from intermix_jax import workdir as workdir_lib
+from intermix_jax.report import aggregation
 
 CV_RESULTS_FILE = 'cv_results.json'
 SEEDS_RESULTS_FILE = 'seeds_results.json'
 
 
-class NonFiniteError(RuntimeError):
-  """Training met a non-finite loss or gradient under nan_policy='stop'."""
+NonFiniteError = records.NonFiniteError  # raised by train_and_evaluate
 
 
 def _is_main() -> bool:
   return jax.process_index() == 0
-
-
-def method_label(config: ml_collections.ConfigDict) -> str:
-  """Short name of the training method, e.g. 'intermix', 'intermix[layers=0,r-weighting]+aug'
-  (the strategy's `label()`, '+aug' with strong augmentation)."""
-  return mixing.build_strategy(config).label() + ('+aug' if config.strong_augment else '')
-
-
-def prepare_data_once(config: ml_collections.ConfigDict, sample_rate: int) -> None:
-  """Several processes: process 0 prepares the dataset in config.data_dir, the others wait.
-
-  Without this every process would prepare on first use, racing on a shared data_dir. After the
-  barrier (multihost_utils.sync_global_devices) every process builds its loaders from the prepared
-  data. If process 0 cannot prepare, it still reaches the barrier and then raises; the others raise
-  a RuntimeError pointing at its log (nobody waits forever). One process: nothing to do (the loaders
-  prepare on first use).
-  """
-  if jax.process_count() == 1:
-    return
-  from jax.experimental import multihost_utils
-  from intermix_jax import data
-  error = None
-  if _is_main():
-    try:
-      data.prepare(config, sample_rate)
-    except Exception as e:  # reported after the barrier, so that nobody waits forever
-      error = e
-  multihost_utils.sync_global_devices('intermix_data_prepared')
-  failed = bool(multihost_utils.broadcast_one_to_all(np.int32(error is not None)))
-  if error is not None:
-    raise error
-  if failed:
-    raise RuntimeError(f'process 0 could not prepare config.dataset={config.dataset!r} in '
-                       f'config.data_dir={config.get("data_dir")!r}; see its log for the reason')
 
 
 # ------------------------------------------------------------------------------------------------
@@ -199,42 +156,32 @@ def _run_plan(config: ml_collections.ConfigDict, workdir: str, num_folds: int, g
 def _cv_summary(config: ml_collections.ConfigDict, workdir: str, results: list[dict],
                 num_folds: int) -> dict:
   """cv_results.json of one fold='all' group (written in `workdir`) from its folds' results."""
-  folds = [dict(fold=r['fold'], status=r['status'], final_error=r['final_error']) for r in results]
-  unfinished = [f for f in folds if f['status'] != 'finished']
-  errors = [f['final_error'] for f in folds if f['final_error'] is not None]
-  done = len(errors) == num_folds
-  summary = dict(dataset=config.dataset, backbone=config.backbone, method=method_label(config),
-                 seed=config.seed, folds=folds,
-                 status='finished' if done else (unfinished[0]['status'] if unfinished
-                                                 else 'not_started'),
-                 mean_error=float(np.mean(errors)) if done else None)
-  if _is_main():
-    workdir_lib.write_json_atomic(os.path.join(workdir, CV_RESULTS_FILE), summary)
-    if done:
-      logging.info('cross-validation %s: error %.2f%% (folds: %s)', workdir, summary['mean_error'],
-                   ', '.join(f'{e:.2f}' for e in errors))
+  summary = dict(dataset=config.dataset, backbone=config.backbone,
+                 method=mixing.method_label(config),
+                 seed=config.seed, **aggregation.cv_summary(results, num_folds))
+  _write_summary(workdir, CV_RESULTS_FILE, summary, 'cross-validation',
+                 [(f['fold'], f['final_error']) for f in summary['folds']], 'fold')
   return summary
 
 
 def _seeds_summary(config: ml_collections.ConfigDict, workdir: str, per_seed: list[dict]) -> dict:
-  """seeds_results.json (written in `workdir`): per seed its status and error (the fold's, or the
-  cross-validated mean), and their mean and sample standard deviation once every seed finished."""
-  key = 'mean_error' if config.fold == 'all' else 'final_error'
-  seeds = [dict(seed=s['seed'], status=s['status'], error=s[key]) for s in per_seed]
-  errors = [s['error'] for s in seeds if s['status'] == 'finished']
-  done = len(errors) == len(seeds)
-  unfinished = [s for s in seeds if s['status'] != 'finished']
-  summary = dict(dataset=config.dataset, backbone=config.backbone, method=method_label(config),
-                 fold=config.fold, seeds=seeds,
-                 status='finished' if done else unfinished[0]['status'],
-                 mean_error=float(np.mean(errors)) if done else None,
-                 std_error=float(np.std(errors, ddof=1)) if done and len(errors) > 1 else None)
-  if _is_main():
-    workdir_lib.write_json_atomic(os.path.join(workdir, SEEDS_RESULTS_FILE), summary)
-    if done:
-      logging.info('%d seeds %s: error %.2f%% (%s)', len(seeds), workdir, summary['mean_error'],
-                   ', '.join(f"seed {s['seed']}: {s['error']:.2f}" for s in seeds))
+  """seeds_results.json (written in `workdir`) from the seeds' results or cv summaries."""
+  summary = dict(dataset=config.dataset, backbone=config.backbone,
+                 method=mixing.method_label(config),
+                 fold=config.fold, **aggregation.seeds_summary(
+                     per_seed, 'mean_error' if config.fold == 'all' else 'final_error'))
+  _write_summary(workdir, SEEDS_RESULTS_FILE, summary, f"{len(summary['seeds'])} seeds",
+                 [(s['seed'], s['error']) for s in summary['seeds']], 'seed')
   return summary
+
+
+def _write_summary(workdir: str, name: str, summary: dict, what: str, errors: list, unit: str):
+  """Writes `summary` as workdir/name (process 0) and logs its mean and `errors` ((id, error))."""
+  if _is_main():
+    workdir_lib.write_json_atomic(os.path.join(workdir, name), summary)
+    if summary['mean_error'] is not None:
+      logging.info('%s %s: error %.2f%% (%s)', what, workdir, summary['mean_error'],
+                   ', '.join(f'{unit} {i}: {e:.2f}' for i, e in errors))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -272,7 +219,7 @@ class _Run:
       logging.warning(note)
 
     pi, pc = jax.process_index(), jax.process_count()
-    prepare_data_once(config, self.model.sample_rate)
+    distributed.prepare_data_once(config, self.model.sample_rate)
     # With the clips on the device, the host keeps none in memory (on_device.ClipTable reads them).
     cache = 0 if config.data_on_device else data.pipeline.DEFAULT_CACHE_BYTES
     self.train_data = data.make_train_loader(
@@ -303,18 +250,6 @@ class _Run:
     return steps.abstract_state(self.model, self.opt, self.mesh)
 
 
-def _empty_meta(train_key: jax.Array) -> dict:
-  return dict(history=[], partial=dict(loss=0.0, error=0.0, n=0), wall_time=0.0,
-              rng=np.asarray(jax.random.key_data(train_key)).tolist(), last_eval=None,
-              nonfinite_steps=0)
-
-
-def _eval_summary(ev: dict) -> dict:
-  """`trained.evaluate_clips`' result of one run -> what results.json keeps of it."""
-  return dict(error=float(ev['error']), num_correct=int(ev['num_correct']), count=ev['count'],
-              preds=ev['pred'].tolist(), labels=ev['labels'].tolist())
-
-
 def _close(things, *, quietly: bool) -> None:
   """Closes each of `things` (None: skipped). `quietly`: an exception is already on its way, so a
   failure to close is logged in one line instead of replacing it; else the first one is raised
@@ -340,8 +275,8 @@ def _train(configs: list[ml_collections.ConfigDict], workdirs: list[str],
   """Trains (or resumes) run k of `configs` in `workdirs[k]`; returns their results dicts (see
   results.json), in the order given. One run (`stack` None), or K runs as ONE program, their states
   stacked on a run axis (`stack`: config.stack_method, multirun.py). Each run keeps what it has
-  alone (`_Run`: data, loader order, crops, test fold; `_Book`: checkpoints, results.json,
-  TensorBoard, NaN policy); `_Loop` steps them.
+  alone (`_Run`: data, loader order, crops, test fold; `records.RunRecord`: checkpoints,
+  results.json, TensorBoard, NaN policy); `_Loop` steps them.
 
   Each workdir's lock is taken once its config is checked, before anything is written (re-entrant
   under _many_runs, which holds them already). The summary writers and the checkpoint stores are
@@ -379,188 +314,6 @@ def _train_fold(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return result
 
 
-class _Book:
-  """One run's records: its state as restored, checkpoints, results.json, TensorBoard, NaN policy.
-  The loop (`_Loop`) owns the training state; a `_Book` sees a run's share of it when it needs it
-  (`state`: set by the loop while saving or reading counters)."""
-
-  def __init__(self, run: _Run, store: checkpoints.CheckpointStore,
-               writer: summaries.SummaryWriter, t0: float, *, at_most: int | None = None):
-    """Restores the newest usable checkpoint (of a step <= `at_most` when given), or
-    initialises the state."""
-    self.run, self.store, self.writer, self.t0 = run, store, writer, t0
-    cfg = self.cfg = run.config
-    init_key, train_key = jax.random.split(jax.random.key(cfg.seed))
-    self.meta = _empty_meta(train_key)
-    self.label = ''  # ' (fold k, seed s)' in the log lines of runs in one program
-    restored = store.restore(run.abstract_state(), at_most=at_most)
-    if restored is None:
-      if store.rejected:
-        logging.warning('%s: no usable checkpoint left (%s); training from the start', run.workdir,
-                        store.rejected_summary())
-      self.state = run.init_state(init_key)
-    else:
-      self.state, self.meta, ckpt_step = restored
-      train_key = jax.random.wrap_key_data(np.asarray(self.meta['rng'], np.uint32))
-      logging.info('resuming %s from checkpoint %s (step %d of %d: %d epochs and %d batches done; '
-                   '%s)', run.workdir, store.path(ckpt_step), ckpt_step, run.total_steps,
-                   self.meta['epoch'], self.meta['step_in_epoch'],
-                   'verified' if store.restored_verified else 'unverified: no digest')
-    self.train_key = parallel.replicate(train_key, run.mesh)
-    self.start = self.step = int(jax.device_get(self.state.step))
-    if self.start == 0 and run.is_main:
-      writer.write_texts(0, {'config': '```\n' + str(cfg) + '\n```'})
-    info, data = run.info, run.run_data
-    self.base = dict(
-        config=workdir_lib.config_to_dict(cfg), dataset=cfg.dataset, backbone=cfg.backbone,
-        strategy=cfg.strategy, method=method_label(cfg), fold=cfg.fold, seed=cfg.seed,
-        num_classes=info.num_classes, class_names=list(info.class_names),
-        num_folds=info.num_folds, num_epochs=run.num_epochs, steps_per_epoch=run.steps_per_epoch,
-        total_steps=run.total_steps, num_train_examples=run.train_data.num_examples,
-        num_test_examples=run.eval_data.num_examples, workdir=run.workdir,
-        dataset_identity=data.identity, class_clips=data.class_clips,
-        classes_without_test_clips=data.classes_without_test_clips,
-        classes_without_clips=data.classes_without_clips, skipped_files=data.skipped_files)
-    self.versions = workdir_lib.versions()
-    # nan_policy=skip: steps checked so far and the run of consecutive non-finite steps seen.
-    self.nonfinite = dict(step=self.start, streak=0)
-    self.give_up_after = max(run.steps_per_epoch, 3)  # in a row: the state itself is broken
-    partial = self.meta['partial']  # this epoch's metric sums and steps, as the checkpoint left them
-    self.sums, self.n_in_epoch = (partial['loss'], partial['error']), int(partial['n'])
-
-  # --- results.json and checkpoints ------------------------------------------------------------
-  def results(self, status: str, message: str = '') -> dict:
-    last = self.meta['last_eval']
-    finished = status == 'finished'
-    return dict(self.base, status=status, message=message, step=self.step,
-                history=self.meta['history'],
-                final_error=last['error'] if finished else None,
-                final_epoch=last['epoch'] if finished else None,
-                last_eval_error=last['error'] if last else None,
-                nonfinite_steps=self.meta['nonfinite_steps'],
-                wall_time_s=self.meta['wall_time'] + (time.time() - self.t0),
-                versions=self.versions,
-                predictions=(dict(filenames=list(self.run.eval_data.filenames),
-                                  labels=last['labels'], preds=last['preds'],
-                                  epoch=last['epoch']) if last else None))
-
-  def write_results(self, status: str, message: str = '') -> dict:
-    r = self.results(status, message)
-    if self.run.is_main:
-      workdir_lib.write_json_atomic(os.path.join(self.run.workdir, workdir_lib.RESULTS_FILE), r)
-    return r
-
-  def save(self, partial: dict) -> None:
-    """Checkpoint of `state` at the current step (old ones rotated by the loop, once every run
-    saved); `partial`: the metric sums of the unfinished epoch."""
-    spe = self.run.steps_per_epoch
-    meta = dict(self.meta, epoch=self.step // spe, step_in_epoch=self.step % spe,
-                global_step=self.step, partial=partial,
-                wall_time=self.meta['wall_time'] + (time.time() - self.t0))
-    self.store.save(self.step, self.state, meta, rotate=False)
-
-  def last_good_checkpoint(self) -> str:
-    """The checkpoint to name after a non-finite step: only one verified against its digest
-    (read back after saving, or restored) is called good."""
-    store = self.store
-    good = store.latest_verified_step()
-    if good is not None:
-      return (f'Last good checkpoint: {store.path(good)} (step {good}, verified), kept: '
-              f'rerunning the same command resumes from it')
-    old = store.restored_step
-    if old is not None and old in store.all_steps():
-      return (f'Last checkpoint: {store.path(old)} (step {old}), kept but unverified (written '
-              f'without a digest by an older version)')
-    return 'Last good checkpoint: none (no checkpoint was saved before it)'
-
-  def record_eval(self, epoch: int, ev: dict, report: bool = True) -> None:
-    """`ev` (`_eval_summary`) is the evaluation of the state of `epoch` (meta['last_eval']);
-    `report`: log the error and write it to TensorBoard."""
-    self.meta['last_eval'] = dict(ev, epoch=epoch)
-    if report and self.run.is_main:
-      logging.info('epoch %d/%d%s: test error %.2f%% (%d/%d clips, %d crops each)', epoch,
-                   self.run.num_epochs, self.label, ev['error'], ev['count'] - ev['num_correct'],
-                   ev['count'], self.cfg.num_eval_crops)
-      self.writer.write_scalars(self.step, {'test/error': ev['error']})
-
-  def end_epoch(self, epoch: int, sums: tuple[float, float], n: int, lr: float,
-                ev: dict | None) -> dict:
-    """History entry of `epoch` (`sums` of loss and error over its `n` steps, its last LR; `ev`:
-    its evaluation, or None), TensorBoard; returns the entry."""
-    loss_sum, err_sum = sums
-    n = max(n, 1)
-    entry = dict(epoch=epoch + 1, step=self.step, train_loss=float(loss_sum) / n,
-                 train_error=float(err_sum) / n, lr=float(lr),
-                 nonfinite_steps=self.meta['nonfinite_steps'])
-    if ev is not None:
-      self.record_eval(epoch + 1, ev)
-      entry['test_error'] = ev['error']
-    self.meta['history'].append(entry)
-    if self.run.is_main:
-      self.writer.write_scalars(self.step, {'epoch/train_loss': entry['train_loss'],
-                                            'epoch/train_error': entry['train_error'],
-                                            'epoch/nonfinite_steps': entry['nonfinite_steps']})
-      self.writer.flush()
-    return entry
-
-  # --- the NaN policy ----------------------------------------------------------------------------
-  def check_finite(self, counts: tuple[int, int]) -> None:
-    """Host-side NaN policy at the current step (reads two device scalars).
-
-    stop: NonFiniteError naming the step and the last verified checkpoint. skip: carry on, but stop
-    the same way after `give_up_after` consecutive non-finite steps (before the checkpoint of the
-    epoch, so no good checkpoint is rotated away for a state that cannot train). `counts`:
-    (nonfinite_count, first_nonfinite_step) of this run, read by the loop.
-    """
-    cfg, store, step = self.cfg, self.store, self.step
-    spe, total = self.run.steps_per_epoch, self.run.total_steps
-    bad = int(counts[0])
-    new, ran = bad - self.meta['nonfinite_steps'], step - self.nonfinite['step']
-    if ran <= 0:
-      return
-    self.nonfinite['step'] = step
-    if new == 0:
-      self.nonfinite['streak'] = 0
-      return
-    # All `ran` steps since the last check were non-finite: the streak goes on (else it is unknown
-    # how many of the last ones were: counted from 0, never over-counted).
-    streak = self.nonfinite['streak'] = self.nonfinite['streak'] + ran if new == ran else 0
-    first = int(counts[1])
-    self.meta['nonfinite_steps'] = bad
-    where = (f'step {first + 1} of {total} (epoch {first // spe + 1}, batch {first % spe + 1} of '
-             f'{spe})')
-    resumed = store.restored_step
-    after_resume = resumed is not None and (
-        first == self.start if cfg.nan_policy == 'stop' else streak == step - self.start)
-    if cfg.nan_policy == 'skip':
-      if streak < self.give_up_after:
-        logging.warning('%d non-finite step(s) skipped so far (first at %s)', bad, where)
-        return
-      msg = (f'{streak} consecutive non-finite steps up to step {step} of {total} in '
-             f'{self.run.workdir} ({bad} in all, the first at {where}); training stopped although '
-             f'nan_policy=skip: skipping cannot get past a state whose loss is non-finite on every '
-             f'batch.')
-    else:
-      msg = (f'non-finite loss or gradients at {where} in {self.run.workdir}; training stopped '
-             f'(nan_policy=stop).')
-    if after_resume and not store.restored_verified:
-      p = store.path(resumed)
-      msg += (f' It happened from the first step after resuming from checkpoint {p} (step '
-              f'{resumed}), which was written without a digest by an older version and could not '
-              f'be verified: it may be corrupted. Do not rerun with --config.nan_policy=skip (it '
-              f'would skip every step); rename it to {p}.unreadable and rerun to resume from the '
-              f'checkpoint before it, or train in a new workdir.')
-    elif cfg.nan_policy == 'skip':
-      msg += (f' {self.last_good_checkpoint()}; lower config.opt.lr, or check the data, before '
-              f'resuming.')
-    else:
-      msg += (f' {self.last_good_checkpoint()}. If such steps are rare, --config.nan_policy=skip '
-              f'skips and counts them (nonfinite_steps in results.json; it stops by itself after '
-              f'{self.give_up_after} in a row); if they recur, lower config.opt.lr instead.')
-    self.write_results('stopped_nonfinite', msg)
-    raise NonFiniteError(msg)
-
-
 class _Loop:
   """The unfinished runs of `_train`, stepped in lockstep by one train step: one run, or K runs
   stacked on a run axis (`stack`). Every cadence (log, NaN check, evaluation, checkpoint,
@@ -586,9 +339,10 @@ class _Loop:
           f'runs in one program step together; set config.steps_per_epoch to at most '
           f'{min(spe.values())}, or stack_runs=False')
     first = self.first = runs[0]
-    self.spe, self.total, self.num_epochs = first.steps_per_epoch, first.total_steps, first.num_epochs
+    self.spe, self.total = first.steps_per_epoch, first.total_steps
+    self.num_epochs = first.num_epochs
     self.stack, self.num_all = stack, len(parts)
-    books = [_Book(run, store, writer, t0) for run, store, writer in parts]
+    books = [records.RunRecord(run, store, writer, t0) for run, store, writer in parts]
     self.done = {k: b for k, b in enumerate(books) if b.start >= self.total}
     todo = [k for k in range(len(books)) if k not in self.done]
     # The newest step every unfinished run can resume from (a run whose newest checkpoint is
@@ -601,7 +355,7 @@ class _Loop:
       for k in ahead:
         logging.info('%s: resuming from step %d, with the other runs of this program',
                      runs[k].workdir, common)
-        books[k] = _Book(*parts[k], t0, at_most=common)
+        books[k] = records.RunRecord(*parts[k], t0, at_most=common)
     self.books, self.order = [books[k] for k in todo], todo
     self.live = list(range(len(self.books)))  # indices into self.books (= the run axis)
     self.stopped: dict[int, dict] = {}
@@ -667,7 +421,7 @@ class _Loop:
 
   def _each(self, fn, *, state: bool = False) -> None:
     """fn(k, book) for every live run, book.step set (and book.state its share while `state`);
-    a run that raises NonFiniteError is left out from then on."""
+    a run that raises records.NonFiniteError is left out from then on."""
     stopped = []
     for k in list(self.live):
       b = self.books[k]
@@ -676,7 +430,7 @@ class _Loop:
         b.state = multirun.take_run(self.state, k, self.mesh) if self.stack else self.state
       try:
         fn(k, b)
-      except NonFiniteError as e:
+      except records.NonFiniteError as e:
         self.live.remove(k)
         self.stopped[k] = b.results('stopped_nonfinite', str(e))
         stopped.append(k)
@@ -734,7 +488,7 @@ class _Loop:
                          summaries.fmt_time(r['wall_time_s']))
     return [out[k] for k in range(self.num_all)]
 
-  def _already_trained(self, b: _Book) -> dict:
+  def _already_trained(self, b: records.RunRecord) -> dict:
     """A rerun of a finished run: evaluates the final state only if its last evaluation is not
     the last epoch's."""
     run = b.run
@@ -743,7 +497,7 @@ class _Loop:
     if last is None or last['epoch'] != run.num_epochs:
       ev = trained.evaluate_clips(steps.mesh_eval_step(run.model, run.mesh), b.state,
                                   run.eval_data, run.mesh)
-      b.record_eval(run.num_epochs, _eval_summary(ev), report=False)
+      b.record_eval(run.num_epochs, records.eval_summary(ev), report=False)
     return b.write_results('finished')
 
   def _train_epoch(self, epoch: int, term: termination.Flag) -> bool:
@@ -811,7 +565,7 @@ class _Loop:
     evals = [None] * len(self.books)
     if evaluated and self.live:
       loaders = [b.run.eval_data for b in self.books]
-      evals = [_eval_summary(ev) for ev in (
+      evals = [records.eval_summary(ev) for ev in (
           trained.evaluate_clips(self.eval_step, self.state, loaders, self.mesh, runs=True)
           if self.stack else
           [trained.evaluate_clips(self.eval_step, self.state, loaders[0], self.mesh)])]

@@ -4,7 +4,7 @@ Usage (the environment gives the launch: JAX_COORDINATOR_ADDRESS=127.0.0.1:PORT,
 JAX_PROCESS_ID; XLA_FLAGS sets the local CPU device count):
   python tests/_mp_worker.py OUT.npz DATA_DIR GLOBAL_BATCH
 
-Prepares the synthetic dataset in DATA_DIR through `train.prepare_data_once` (process 0 prepares,
+Prepares the synthetic dataset in DATA_DIR through `distributed.prepare_data_once` (process 0 prepares,
 the other waits at a barrier; every later `data.prepare` call is recorded with whether the data was
 already there). Trains C.TinyNet with the sharded 'intermix' strategy for one epoch (fold 1 held
 out) on the global mesh, each process reading its own shard through
@@ -31,7 +31,7 @@ assert distributed.initialize_distributed(None, initialization_timeout=60)
 import numpy as np  # noqa: E402
 
 import _mp_common as C  # noqa: E402
-from intermix_jax import data, mixing, parallel, steps, train, trained  # noqa: E402
+from intermix_jax import data, mixing, parallel, steps, trained  # noqa: E402
 
 EvalState = collections.namedtuple('EvalState', 'params batch_stats')  # what steps.eval_step reads
 
@@ -109,8 +109,8 @@ def main(out_path, data_dir, global_batch):
     builder = data.get_builder(cfg.dataset, rate, data_dir=cfg.data_dir)
     prepare_calls.append(bool(builder.is_prepared()))
     return real_prepare(cfg, rate)
-  data.prepare = recording_prepare  # make_*_loader and train.prepare_data_once look it up here
-  train.prepare_data_once(config, 16000)
+  data.prepare = recording_prepare  # make_*_loader and distributed.prepare_data_once look it up here
+  distributed.prepare_data_once(config, 16000)
 
   mesh = parallel.make_mesh()
   loader = data.make_train_loader(config, 16000, C.T, process_index=jax.process_index(),

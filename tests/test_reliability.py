@@ -236,14 +236,14 @@ def test_ctrl_c_saves_a_checkpoint_ends_by_sigint_and_the_rerun_resumes_bitwise(
 # The trainer's command line with a checkpoint save that takes 2 minutes once a Ctrl-C came.
 SLOW_SAVE_AFTER_CTRL_C = """
 import runpy, signal, sys, time
-from intermix_jax import termination, train
-real_save = train._Book.save
+from intermix_jax import records, termination, train
+real_save = records.RunRecord.save
 def save(self, partial):
   if termination.stop_signal() == signal.SIGINT:
     print('SLOW SAVE', flush=True)
     time.sleep(120)
   return real_save(self, partial)
-train._Book.save = save
+records.RunRecord.save = save
 sys.argv[0] = 'main'
 runpy.run_module('intermix_jax.main', run_name='__main__', alter_sys=True)
 """

@@ -83,7 +83,7 @@ class Item:
   overrides: tuple = ()    # configs/esc10.py items beyond backbone, strategy, fold, seed(s)
   precision: str = 'bfloat16'
   stack_method: str = 'unroll'
-  method: str = ''         # the report's label of these runs (`train.method_label`)
+  method: str = ''         # the report's label of these runs (`mixing.method_label`)
 
   @property
   def runs(self) -> int:
