@@ -3,7 +3,7 @@ accelerator check, launch/device/).
 
   where it ran  load(), machine(), matmul_rate() (the MFU denominator)
   a step        train_step(), init_state(), place(), clear(): the ONLY calls of the trainer's step
-                API (one run: `steps.mesh_train_step`; K runs: `multirun.multi_train_step`);
+                API (`steps.mesh_train_step`: one run, or K runs with `stack`), device_inputs();
                 build() -> Step on a 1-device mesh with a state, a batch (rows 2i, 2i+1 of
                 different classes) and a key, on the device or abstract; compile_step(): the
                 abstract step compiled for any device (a deviceless GPU too), a variant forced
@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import platform
@@ -88,15 +89,11 @@ def host_batch(model, batch: int, runs: int | None = None, num_classes: int = 50
   return dict(x=x.astype(np.float32), y=y.astype(np.int32))
 
 
-# --- the trainer's API, called from here only: its one-run and K-run step builders are about to
-# become one builder with an optional run axis (then train_step and init_state change, nothing else)
-
 def train_step(model, strategy, mesh, runs: int | None = None, method: str = 'vmap',
                opt=PAPER_OPT, num_classes: int = 50):
   """The trainer's jitted step fn(state, data, key): one run (runs None) or K runs (`method`)."""
-  if runs is None:
-    return steps.mesh_train_step(model, strategy, opt, num_classes, mesh)
-  return multirun.multi_train_step(model, strategy, opt, num_classes, mesh, method=method)
+  return steps.mesh_train_step(model, strategy, opt, num_classes, mesh,
+                               stack=None if runs is None else method)
 
 
 def init_state(model, mesh, runs: int | None = None, seed: int = 1, opt=PAPER_OPT,
@@ -106,22 +103,29 @@ def init_state(model, mesh, runs: int | None = None, seed: int = 1, opt=PAPER_OP
     one = steps.abstract_state(model, opt, mesh)
     return one if runs is None else jax.tree.map(
         lambda s: jax.ShapeDtypeStruct((runs,) + s.shape, s.dtype), one)
+  init = steps.state_initializer(model, opt, mesh)
   if runs is None:
-    return steps.state_initializer(model, opt, mesh)(jax.random.key(seed))
-  return multirun.init_states(model, opt, mesh, list(jax.random.split(jax.random.key(seed), runs)))
+    return init(jax.random.key(seed))
+  return multirun.stack_on_mesh([init(k) for k in jax.random.split(jax.random.key(seed), runs)],
+                                mesh)
 
 
 def place(host: dict, mesh, strategy, runs: int | None = None):
   """A host batch as the trainer places it on `mesh` (one run, or K stacked runs)."""
-  if runs is None:
-    return parallel.host_batch_to_global(host, mesh, pairs=strategy.mixes)
-  return multirun.host_batches_to_global(host, mesh, pairs=strategy.mixes)
+  return parallel.host_batch_to_global(host, mesh, pairs=strategy.mixes, runs=runs is not None)
+
+
+def device_inputs(loaders, mesh, pairs: bool, runs: bool):
+  """config.data_on_device's inputs of `loaders` as the trainer builds them (data/on_device.py)."""
+  from intermix_jax.data import on_device  # pylint: disable=g-import-not-at-top
+  place = functools.partial(parallel.host_batch_to_global, mesh=mesh, pairs=pairs, runs=runs)
+  return on_device.device_inputs(loaders, mesh, place=place, replicate=parallel.replicate,
+                                 stacked=runs)
 
 
 def clear() -> None:
   """Drops every jitted step and compiled program of this process (one process measures dozens:
   XLA's CPU backend ran out of memory for code at the 23rd otherwise)."""
-  multirun._JITTED.clear()  # pylint: disable=protected-access
   steps._JITTED.clear()  # pylint: disable=protected-access
   jax.clear_caches()
 
@@ -160,8 +164,7 @@ def build(backbone: str, strategy: str = 'intermix', runs: int | None = None, *,
   else:
     data = place(host_batch(model, batch, runs, num_classes), mesh, strat, runs)
     keys = jax.random.key(0) if runs is None else jax.random.split(jax.random.key(0), runs)
-    key = (parallel.replicate(keys, mesh) if runs is None
-           else multirun.replicate_runs(keys, mesh))
+    key = parallel.replicate(keys, mesh)
   return Step(fn, state, data, key, model, strat, mesh)
 
 

@@ -58,13 +58,13 @@ class _Clips:
 
 def _time_device(step, k, batch, num_classes, repeats):
   """(compile s, step s, finite) of config.data_on_device's fused step for k runs (None: one)."""
-  from intermix_jax.data import on_device, pipeline  # pylint: disable=g-import-not-at-top
+  from intermix_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   model, strategy = step.model, step.strategy
   index = pipeline.ClipIndex([_Clips(400, 5 * model.sample_rate, num_classes)])
   loaders = [pipeline.TrainLoader(index, input_length=model.input_length, batch_size=batch,
                                   seed=s, pairs=strategy.mixes, strong_augment=True,
                                   num_threads=0) for s in range(k or 1)]
-  inputs = on_device.device_inputs(loaders, step.mesh, pairs=strategy.mixes, stacked=k is not None)
+  inputs = harness.device_inputs(loaders, step.mesh, strategy.mixes, k is not None)
   plans = (inputs.plan(e, s) for e in itertools.count() for s in range(inputs.steps_per_epoch))
   fused, state, seconds = inputs.fuse(step.fn), step.state, []
   for n in (2, repeats):  # warm-up (and compile), then timed

@@ -70,7 +70,6 @@ def device_rows(args):
   """config.data_on_device: table build and the batches of K runs cut on the device."""
   import jax  # pylint: disable=g-import-not-at-top
   from intermix_jax import parallel  # pylint: disable=g-import-not-at-top
-  from intermix_jax.data import on_device  # pylint: disable=g-import-not-at-top
   rows, mesh = [], parallel.make_mesh()
   for strong in (False, True):
     for k in args.device_runs:
@@ -81,8 +80,7 @@ def device_rows(args):
         loaders.append(data.make_train_loader(c, 44100, args.input_length, num_threads=0,
                                               cache_bytes=0))
       start = time.perf_counter()
-      inputs = on_device.device_inputs(loaders, mesh, pairs=loaders[0].pairs,
-                                       stacked=k > 1)
+      inputs = harness.device_inputs(loaders, mesh, loaders[0].pairs, k > 1)
       jax.block_until_ready(inputs.table)
       build = time.perf_counter() - start
       jax.block_until_ready(inputs.batch(0, 0))  # compile

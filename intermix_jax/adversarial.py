@@ -214,7 +214,8 @@ def evaluate_workdir(workdir: str, epsilons: Sequence[float] = DEFAULT_EPSILONS,
     data_dir, manual_dir: replace the config's data locations (e.g. the data moved).
     allow_unfinished: attack the newest checkpoint of a run that has not finished.
   """
-  from intermix_jax import data, train, trained  # pylint: disable=g-import-not-at-top
+  from intermix_jax import data, mixing, trained  # pylint: disable=g-import-not-at-top
+  from intermix_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   t0 = time.time()
   run = load_workdir(workdir, allow_unfinished=allow_unfinished)
   config, results, model, step = run.config, run.results, run.model, run.step
@@ -242,11 +243,11 @@ def evaluate_workdir(workdir: str, epsilons: Sequence[float] = DEFAULT_EPSILONS,
       results_final_error=None if results is None else results.get('final_error'),
       run_status=None if results is None else results.get('status'),
       dataset=config.dataset, backbone=config.backbone, strategy=config.strategy,
-      method=train.method_label(config), fold=config.fold, seed=config.seed,
+      method=mixing.method_label(config), fold=config.fold, seed=config.seed,
       num_folds=data.dataset_info(config).num_folds,
       config=json.loads(config.to_json()),
       checkpoint_step=step, workdir=os.path.abspath(workdir),
-      wall_time_s=time.time() - t0, versions=train.versions())
+      wall_time_s=time.time() - t0, versions=workdir_lib.versions())
 
 
 # ------------------------------------------------------------------------------------------------

@@ -149,3 +149,32 @@ def initialize_distributed(enabled: bool | None = None, *,
 def is_main_process() -> bool:
   """True on process 0, the only process that writes logs, summaries and reports."""
   return jax.process_index() == 0
+
+
+def prepare_data_once(config, sample_rate: int) -> None:
+  """Several processes: process 0 prepares the dataset in config.data_dir, the others wait.
+
+  Without this every process would prepare on first use, racing on a shared data_dir. After the
+  barrier (multihost_utils.sync_global_devices) every process builds its loaders from the prepared
+  data. If process 0 cannot prepare, it still reaches the barrier and then raises; the others raise
+  a RuntimeError pointing at its log (nobody waits forever). One process: nothing to do (the loaders
+  prepare on first use).
+  """
+  if jax.process_count() == 1:
+    return
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  from intermix_jax import data  # pylint: disable=import-outside-toplevel
+  error = None
+  if jax.process_index() == 0:
+    try:
+      data.prepare(config, sample_rate)
+    except Exception as e:  # reported after the barrier, so that nobody waits forever
+      error = e
+  multihost_utils.sync_global_devices('intermix_data_prepared')
+  failed = bool(multihost_utils.broadcast_one_to_all(np.int32(error is not None)))
+  if error is not None:
+    raise error
+  if failed:
+    raise RuntimeError(f'process 0 could not prepare config.dataset={config.dataset!r} in '
+                       f'config.data_dir={config.get("data_dir")!r}; see its log for the reason')

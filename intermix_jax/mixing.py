@@ -665,3 +665,9 @@ def mix_point(h: jax.Array, k: int, mix: Optional[Callable[[jax.Array, int], jax
   if axis == 1:
     return mix(h, k)
   return jnp.moveaxis(mix(jnp.moveaxis(h, axis, 1), k), 1, axis)
+
+
+def method_label(config) -> str:
+  """Short name of the training method, e.g. 'intermix', 'intermix[layers=0,r-weighting]+aug'
+  (the strategy's `label()`, '+aug' with strong augmentation)."""
+  return build_strategy(config).label() + ('+aug' if config.strong_augment else '')

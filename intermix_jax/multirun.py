@@ -1,18 +1,21 @@
-"""Many runs in one program: K independent training runs (folds x seeds) as ONE vmapped step.
+"""Many runs in one program: K independent training runs (folds x seeds) as ONE step.
 
-Every pytree here carries a leading *run axis* of size K in front of the shapes of one run:
+Every pytree here carries a leading *run axis* of size K in front of the shapes of one run. The
+trainer's step builders take it as an option (`stack`, steps.py), so one run and K runs share every
+line of the loop (train.py):
 
     mesh = parallel.make_mesh()
-    states = init_states(model, opt, mesh, [init_key_0, ..., init_key_{K-1}])  # (K, ...) leaves
-    keys = replicate_runs(stack([train_key_0, ...]), mesh)                     # (K,) typed keys
-    train = multi_train_step(model, strategy, opt, num_classes, mesh)
-    batches = host_batches_to_global([batch_0, ..., batch_{K-1}], mesh, pairs=strategy.mixes)
+    init = steps.state_initializer(model, opt, mesh)
+    states = stack_on_mesh([init(k) for k in init_keys], mesh)                # (K, ...) leaves
+    keys = parallel.replicate(stack(train_keys), mesh)                       # (K,) typed keys
+    train = steps.mesh_train_step(model, strategy, opt, num_classes, mesh, stack='vmap')
+    batches = parallel.host_batch_to_global([batch_0, ...], mesh, pairs=True, runs=True)
     states, metrics = train(states, batches, keys)   # batches: x (K, N, T) float32, y (K, N) int32
                                                      # metrics: loss, error, lr, ... each (K,)
-    evaluate = multi_eval_step(model, mesh)
-    out = evaluate(states, host_batches_to_global([eval_batch_0, ...], mesh))
+    evaluate = steps.mesh_eval_step(model, mesh, stack='vmap')
+    out = evaluate(states, parallel.host_batch_to_global([eval_0, ...], mesh, runs=True))
                                                      # x (K, b, crops, T), y (K, b), mask (K, b)
-    state_k = unstack(jax.device_get(states), K)[k]  # one run's TrainState again
+    state_k = take_run(states, k, mesh)              # one run's TrainState again
 
 Run k computes what `steps.mesh_train_step` computes for it alone: its own state, batch (so its own
 data order) and key (so its own mixing plans and dropout masks: both come from
@@ -21,7 +24,7 @@ batch statistics, the non-finite test and the decision to apply an update are al
 run k's batch leaves every other run's state exactly what it would be without it; run k's update is
 skipped and counted in its own `nonfinite_count`, as steps.train_step does for a single run).
 
-Two ways to put the K runs into one program (`multi_train_step(..., method=)`): 'vmap' maps the
+Two ways to put the K runs into one program (`stack=` of the step builders): 'vmap' maps the
 one-run step over the run axis (one wide step); 'unroll' calls the one-run step once per run inside
 the same jitted program. Which is faster was measured, not assumed (benchmarks/README.md): XLA's CPU
 backend runs vmapped, i.e. grouped, convolutions several times slower than K ordinary ones, and so
@@ -40,7 +43,7 @@ tests/test_multirun.py states its tolerances). For a fixed K the step is determi
 one run computes does not depend on the values of the other runs' inputs (tested bitwise).
 
 Devices: like the one-run step, states and keys are replicated on the mesh and every batch array is
-sharded over 'data' on its batch axis, axis 1 behind the run axis (`run_batch_sharding`); the
+sharded over 'data' on its batch axis, axis 1 behind the run axis (`parallel.batch_sharding(mesh, runs=True)`); the
 mixing runs per device (`parallel.shard_strategy`). vmap of that strategy's `jax.shard_map`
 (a batching rule of JAX: the run axis stays whole on each device) is exact, but with the
 varying-manual-axes check on (`check_vma=True`, the one-run default) jax 0.10.2 rejects the
@@ -48,14 +51,14 @@ vmapped `lax.cond` of the mixer inside the shard_map ("pvary is a invariant->var
 So the strategy is wrapped here with `check_vma=False`. That check is a type check only: every
 differentiated input of those shard_maps (waveforms, hidden tensors, labels) is sharded on 'data'
 in and out, so no cotangent is ever summed across devices and the gradients are the ones the
-checked version gives (tests/test_multirun.py compares with `steps.mesh_train_step` on 1 and
-on 8 simulated devices).
+checked version gives (tests/test_multirun.py compares with the one-run step on 1 and on 8
+simulated devices).
 
 Limits: every run of one call shares the statics (model, strategy, optimiser and its LR
 schedule, thus num_epochs and steps_per_epoch, class count) and the per-step batch shape, so folds
 of different sizes must agree on steps_per_epoch, and a fold with fewer test clips pads its eval
-batches with mask=False rows. The trainer uses this module for `fold='all'` with
-`config.stack_runs=True` (train.py's `_Together`).
+batches with mask=False rows. The trainer stacks the runs of `fold='all'` and/or `seeds` with
+`config.stack_runs=True`.
 """
 from __future__ import annotations
 
@@ -65,17 +68,13 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from intermix_jax import parallel
-from intermix_jax import steps
 
 PyTree = Any
 
-__all__ = ['stack', 'unstack', 'num_runs', 'run_batch_sharding', 'multi_train_step_shardings',
-           'multi_eval_step_shardings', 'host_batches_to_global', 'replicate_runs', 'stack_on_mesh',
-           'take_run', 'init_states', 'METHODS', 'resolve_method', 'multi_train_step',
-           'multi_eval_step']
+__all__ = ['stack', 'unstack', 'num_runs', 'stack_on_mesh', 'take_run', 'METHODS',
+           'resolve_method', 'over_runs']
 
 
 # ------------------------------------------------------------------------------------------------
@@ -91,7 +90,7 @@ def stack(trees: Sequence[PyTree]) -> PyTree:
   Leaf k of the result along axis 0 is tree k's leaf (shape (K, *shape)). Typed PRNG keys stay
   typed keys (K keys of shape () -> a key array of shape (K,)). Leaves that are all host values
   (numpy arrays, Python or numpy scalars) are stacked with numpy, on the host (e.g. the loaders'
-  batches, before `host_batches_to_global`); any jax.Array leaf is stacked with jax.numpy (on its
+  batches, before `parallel.host_batch_to_global(..., runs=True)`); any jax.Array leaf is stacked with jax.numpy (on its
   device: fetch mesh-placed values with `jax.device_get` first if they live on several devices).
 
   Raises:
@@ -157,63 +156,6 @@ def unstack(tree: PyTree, k: int | None = None) -> list[PyTree]:
 # ------------------------------------------------------------------------------------------------
 # Placement on the mesh
 # ------------------------------------------------------------------------------------------------
-def run_batch_sharding(mesh) -> NamedSharding:
-  """Run axis (0) whole on every device, batch axis (1) split over 'data', other axes whole."""
-  return NamedSharding(mesh, P(None, parallel.DATA_AXIS))
-
-
-def multi_train_step_shardings(mesh) -> dict:
-  """jit shardings of `step(states, batches, keys) -> (states, metrics)`: states, keys and
-  metrics replicated; every batch array (K, N, ...) sharded on its batch axis 1."""
-  repl = parallel.replicated_sharding(mesh)
-  return dict(in_shardings=(repl, run_batch_sharding(mesh), repl), out_shardings=(repl, repl))
-
-
-def multi_eval_step_shardings(mesh) -> dict:
-  """jit in_shardings of `step(states, batches) -> outputs`: states replicated, batch arrays
-  (K, b, ...) sharded on their clip axis 1; outputs follow the compiler."""
-  return dict(in_shardings=(parallel.replicated_sharding(mesh), run_batch_sharding(mesh)))
-
-
-def host_batches_to_global(batches: Sequence[PyTree] | PyTree, mesh, *,
-                           pairs: bool = False) -> PyTree:
-  """This process's K numpy batches -> one global batch (K, N, ...) sharded on axis 1.
-
-  Every process calls this with its own rows of every run (the same row count R on every process
-  and every run); run k's global batch is the concatenation of the processes' rows in process
-  order, as `parallel.host_batch_to_global` does for one run.
-
-  Args:
-    batches: a list of K batches (pytrees of arrays with a common leading axis of R rows), or
-      their `stack` (leaves (K, R, ...)).
-    mesh: mesh from `parallel.make_mesh`.
-    pairs: True for a mixing batch: each device's share of every run must hold whole pairs.
-  Returns:
-    The stacked pytree as jax.Arrays of shape (K, R * processes, ...), `run_batch_sharding(mesh)`.
-  Raises:
-    ValueError: runs or leaves of different row counts, R not a multiple of the local device
-      count, or (with `pairs`) an odd number of rows per device.
-  """
-  if isinstance(batches, (list, tuple)):
-    batches = stack([jax.tree.map(np.asarray, b) for b in batches])
-  num_runs(batches)  # checks the run axis
-  rows = {np.shape(x)[1] if np.ndim(x) >= 2 else None for x in jax.tree.leaves(batches)}
-  if len(rows) != 1 or None in rows:
-    raise ValueError(f'multirun.host_batches_to_global: every array needs the shape (K, R, ...) '
-                     f'with one R; got {jax.tree.map(np.shape, batches)}')
-  (r,) = rows
-  parallel.check_local_rows(r, mesh, pairs=pairs, who='multirun.host_batches_to_global')
-  sharding = run_batch_sharding(mesh)
-  return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batches)
-
-
-def replicate_runs(tree: PyTree, mesh) -> PyTree:
-  """Stacked host values (states, keys; the same on every process) -> replicated on `mesh`
-  (`parallel.replicate`; typed key arrays stay typed)."""
-  return parallel.replicate(tree, mesh)
-
-
 def stack_on_mesh(trees: Sequence[PyTree], mesh) -> PyTree:
   """K pytrees replicated on `mesh` (one run's states or keys, e.g. as restored from its
   checkpoint) -> their stack (leaves (K, ...)), replicated; computed on the devices (no host copy).
@@ -229,29 +171,13 @@ def take_run(tree: PyTree, k: int, mesh) -> PyTree:
   """Run k of a stacked pytree replicated on `mesh` (leaves (K, ...) -> leaves (...)), replicated:
   what one run's steps, evaluation and checkpoints take. One compilation per tree structure (k is
   traced)."""
-  take = _jitted_once(('take', mesh), lambda: jax.jit(
-      lambda t, i: jax.tree.map(lambda x: x[i], t),
-      out_shardings=parallel.replicated_sharding(mesh)))
-  return take(tree, jnp.int32(k))
+  if mesh not in _TAKE:
+    _TAKE[mesh] = jax.jit(lambda t, i: jax.tree.map(lambda x: x[i], t),
+                          out_shardings=parallel.replicated_sharding(mesh))
+  return _TAKE[mesh](tree, jnp.int32(k))
 
 
-def init_states(model, opt: steps.OptimizerSpec, mesh, keys: Sequence[jax.Array]) -> steps.TrainState:
-  """The K initial states `steps.state_initializer(model, opt, mesh)(key_k)`, stacked (leaves
-  (K, ...)) and replicated on `mesh`: run k starts exactly where it would start alone."""
-  init = steps.state_initializer(model, opt, mesh)
-  return stack_on_mesh([init(k) for k in keys], mesh)  # on the devices: no host round trip
-
-
-# ------------------------------------------------------------------------------------------------
-# The vmapped steps, jitted once per process for each set of statics
-# ------------------------------------------------------------------------------------------------
-_JITTED: dict[tuple, Callable] = {}
-
-
-def _jitted_once(key: tuple, build: Callable[[], Callable]) -> Callable:
-  if key not in _JITTED:
-    _JITTED[key] = build()
-  return _JITTED[key]
+_TAKE: dict = {}
 
 
 def _vmappable_strategy(strategy, mesh) -> parallel.ShardedStrategy:
@@ -268,7 +194,7 @@ def _unwrapped(strategy):
   return strategy.strategy if isinstance(strategy, parallel.ShardedStrategy) else strategy
 
 
-METHODS = ('vmap', 'unroll')  # how `multi_train_step` puts the K runs into one program
+METHODS = ('vmap', 'unroll')  # how the step builders' `stack` puts K runs into one program
 
 
 def resolve_method(method: str, mesh, model) -> str:
@@ -294,61 +220,21 @@ def resolve_method(method: str, mesh, model) -> str:
 
 
 def _unrolled(fn: Callable) -> Callable:
-  """fn(state, batch, key) of one run -> the same for K stacked runs, as K calls of `fn` in one
-  program (K from the keys' shape at trace time), their outputs stacked."""
-  def step(states, batches, keys):
-    outs = [fn(jax.tree.map(lambda x, i=i: x[i], states),
-               jax.tree.map(lambda x, i=i: x[i], batches), keys[i])
-            for i in range(keys.shape[0])]
+  """fn(state, *args) of one run -> the same for K stacked runs, as K calls of `fn` in one
+  program (K from the state's run axis at trace time), their outputs stacked."""
+  def step(states, *args):
+    take = lambda tree, i: jax.tree.map(lambda x: x[i], tree)
+    outs = [fn(take(states, i), *(take(a, i) for a in args)) for i in range(num_runs(states))]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
   return step
 
 
-def multi_train_step(model, strategy, opt: steps.OptimizerSpec, num_classes: int,
-                     mesh, method: str = 'vmap') -> Callable:
-  """`step(states, batches, keys) -> (states, metrics)`: `steps.train_step` of K runs at once.
-
-  Args of the returned function (K runs, N rows per run, T samples per waveform):
-    states: TrainState with leaves (K, ...), replicated (`init_states`, `replicate_runs`);
-      donated.
-    batches: dict(x float32 (K, N, T) waveforms at the model's rate, y int32 (K, N) labels),
-      sharded on axis 1 (`host_batches_to_global`; N even per device when the strategy mixes).
-    keys: typed PRNG keys (K,), replicated: run k's training key (its plan and dropout at step s
-      come from fold_in(keys[k], states.step[k])).
-  Returns:
-    (states, metrics): the new states (leaves (K, ...)); metrics as steps.train_step's, each of
-    shape (K,): loss and error (float32; error in % of the run's batch), lr (float32), finite
-    (bool), nonfinite_count (int32).
-
-  The per-run function is the trainer's (`steps.make_train_step` with `opt.tx()` and
-  `opt.lr_schedule()`, the strategy through `parallel.shard_strategy`). `method` (`resolve_method`):
-  'vmap' maps it over the run axis (check_vma off, see the module docstring); 'unroll' calls it once
-  per run in the same program (the one-run step's own computation K times: each run's values equal
-  its run alone, tests/test_multirun.py; compile time grows with K). One jitted function per
-  (model, strategy, opt, num_classes, mesh, method), all hashable; it compiles once per K and batch
-  shape.
-  """
-  base = _unwrapped(strategy)
-  method = resolve_method(method, mesh, model)
-
-  def build():
-    if method == 'vmap':
-      fn = jax.vmap(steps.make_train_step(model, _vmappable_strategy(strategy, mesh), opt.tx(),
-                                          num_classes, opt.lr_schedule()))
-    else:
-      fn = _unrolled(steps.make_train_step(model, parallel.shard_strategy(base, mesh), opt.tx(),
-                                           num_classes, opt.lr_schedule()))
-    return steps.jit_train_step(fn, **multi_train_step_shardings(mesh))
-  return _jitted_once(('multi_train', model, base, opt, int(num_classes), mesh, method), build)
-
-
-def multi_eval_step(model, mesh) -> Callable:
-  """`step(states, batches) -> outputs`: `steps.eval_step` vmapped over runs.
-
-  states: TrainState with leaves (K, ...), replicated. batches: dict(x float32 (K, b, crops, T),
-  y int32 (K, b), mask bool (K, b)) sharded on axis 1 (run k: a batch of its own test fold).
-  Returns: probs float32 (K, b, C), pred int32 (K, b), correct bool (K, b), num_correct and count
-  int32 (K,). One jitted function per (model, mesh).
-  """
-  return _jitted_once(('multi_eval', model, mesh), lambda: steps.jit_eval_step(
-      jax.vmap(steps.make_eval_step(model)), **multi_eval_step_shardings(mesh)))
+def over_runs(make: Callable, method: str, mesh, model, strategy=None) -> Callable:
+  """The K-run form of a one-run step: `make(strategy)` builds the one-run function of (state,
+  *args) (strategy None for a step without mixing); 'vmap' maps it over the run axis of every
+  argument (the strategy per device with check_vma off, see the module docstring), 'unroll' calls
+  it once per run in one program (`resolve_method` resolves 'auto')."""
+  if resolve_method(method, mesh, model) == 'vmap':
+    return jax.vmap(make(None if strategy is None else _vmappable_strategy(strategy, mesh)))
+  return _unrolled(make(None if strategy is None else
+                        parallel.shard_strategy(_unwrapped(strategy), mesh)))

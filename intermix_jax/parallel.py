@@ -69,9 +69,10 @@ def make_mesh(num_devices: int | None = None, devices=None) -> Mesh:
                        devices=devices)
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) axis split over 'data'; other axes whole."""
-  return NamedSharding(mesh, P(DATA_AXIS))
+def batch_sharding(mesh: Mesh, *, runs: bool = False) -> NamedSharding:
+  """Batch axis split over 'data', other axes whole: the leading axis, or with `runs` axis 1
+  behind a run axis kept whole on every device (K runs in one program, multirun.py)."""
+  return NamedSharding(mesh, P(None, DATA_AXIS) if runs else P(DATA_AXIS))
 
 
 def replicated_sharding(mesh: Mesh) -> NamedSharding:
@@ -103,18 +104,19 @@ def per_process_batch_size(global_batch_size: int, mesh: Mesh, *, pairs: bool = 
   return global_batch_size // mesh_process_count(mesh)
 
 
-def train_step_shardings(mesh: Mesh) -> dict:
+def train_step_shardings(mesh: Mesh, *, runs: bool = False) -> dict:
   """jit shardings for `step(state, batch, key) -> (state, metrics)`: state, key and metrics
-  replicated, every batch array sharded on its leading axis. Use as
-  `steps.jit_train_step(fn, **parallel.train_step_shardings(mesh))`."""
-  repl, data = replicated_sharding(mesh), batch_sharding(mesh)
-  return dict(in_shardings=(repl, data, repl), out_shardings=(repl, repl))
+  replicated, every batch array sharded on its batch axis (`batch_sharding`; `runs`: K stacked
+  runs). Use as `steps.jit_train_step(fn, **parallel.train_step_shardings(mesh))`."""
+  repl = replicated_sharding(mesh)
+  return dict(in_shardings=(repl, batch_sharding(mesh, runs=runs), repl),
+              out_shardings=(repl, repl))
 
 
-def eval_step_shardings(mesh: Mesh) -> dict:
+def eval_step_shardings(mesh: Mesh, *, runs: bool = False) -> dict:
   """jit in_shardings for `step(state, batch) -> outputs`: state replicated, batch sharded on its
-  leading (clip) axis; outputs follow the compiler (fetch them with `global_to_host`)."""
-  return dict(in_shardings=(replicated_sharding(mesh), batch_sharding(mesh)))
+  clip axis (`batch_sharding`); outputs follow the compiler (fetch them with `global_to_host`)."""
+  return dict(in_shardings=(replicated_sharding(mesh), batch_sharding(mesh, runs=runs)))
 
 
 # --- host <-> global arrays ---------------------------------------------------------------------
@@ -132,34 +134,41 @@ def check_local_rows(r: int, mesh: Mesh, *, pairs: bool, who: str) -> None:
                      f'to a multiple of {2 * num_shards(mesh)}')
 
 
-def host_batch_to_global(batch: Any, mesh: Mesh, *, pairs: bool = False) -> Any:
+def host_batch_to_global(batch: Any, mesh: Mesh, *, pairs: bool = False,
+                         runs: bool = False) -> Any:
   """This process's numpy batch -> global jax.Arrays sharded over 'data'.
 
   Every process calls this with its own rows (same row count on every process); the global batch
   is the concatenation over processes in process order (the order of `mesh.devices`).
 
   Args:
-    batch: pytree of arrays with a common leading axis of R rows (this process's share).
+    batch: pytree of arrays with a common leading axis of R rows (this process's share); with
+      `runs`, K such pytrees (a list) or their stack (leaves (K, R, ...)): one batch per run.
     mesh: mesh from `make_mesh`.
     pairs: True for a mixing batch: each device's shard must then hold whole pairs (an even number
       of rows), so that rows (2k, 2k+1) stay on one device.
+    runs: the batch has a leading run axis (K runs in one program, multirun.py).
   Returns:
-    Same pytree of jax.Arrays with leading axis R * (number of processes), `batch_sharding(mesh)`.
+    Same pytree of jax.Arrays with the row axis R * (number of processes),
+    `batch_sharding(mesh, runs=runs)`.
   Raises:
-    ValueError: if R differs between leaves, is not a multiple of the local device count, or (with
-      `pairs`) gives a device an odd number of rows.
+    ValueError: if R differs between leaves (or runs), is not a multiple of the local device
+      count, or (with `pairs`) gives a device an odd number of rows.
   """
+  if runs and isinstance(batch, (list, tuple)):
+    batch = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *batch)
   leaves = jax.tree.leaves(batch)
   if not leaves:
     raise ValueError('host_batch_to_global: empty batch')
-  rows = {np.shape(x)[0] if np.ndim(x) else None for x in leaves}
+  axis = int(runs)
+  rows = {np.shape(x)[:axis + 1] if np.ndim(x) > axis else None for x in leaves}
   if len(rows) != 1 or None in rows:
     shapes = jax.tree.map(np.shape, batch)
-    raise ValueError(f'host_batch_to_global: every array needs the same leading (batch) axis; '
-                     f'got shapes {shapes}')
-  (r,) = rows
+    raise ValueError(f'host_batch_to_global: every array needs the same leading '
+                     f'{"(run, batch) axes" if runs else "(batch) axis"}; got shapes {shapes}')
+  r = rows.pop()[axis]
   check_local_rows(r, mesh, pairs=pairs, who='host_batch_to_global')
-  sharding = batch_sharding(mesh)
+  sharding = batch_sharding(mesh, runs=runs)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
 

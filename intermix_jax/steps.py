@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from intermix_jax import multirun
 from intermix_jax import parallel
 from intermix_jax import schedules
 
@@ -302,30 +303,45 @@ def _jitted_once(key: tuple, build: Callable[[], Callable]) -> Callable:
   return _JITTED[key]
 
 
-def mesh_train_step(model, strategy, opt: OptimizerSpec, num_classes: int, mesh) -> Callable:
+def mesh_train_step(model, strategy, opt: OptimizerSpec, num_classes: int, mesh, *,
+                    stack: str | None = None) -> Callable:
   """`step(state, batch, key) -> (state, metrics)` on `mesh`, the state donated.
 
   The strategy runs per device (`parallel.shard_strategy`: each device mixes the pairs of its own
   shard; on a 1-device mesh it draws exactly what the unwrapped strategy draws). Shardings of
   `parallel.train_step_shardings`: state, key and metrics replicated; batch = dict(x float32
-  (N, T), y int32 (N,)) sharded on its leading axis (`parallel.host_batch_to_global`). The
-  optimiser and LR schedule are those of `opt`. One jitted function per (model, strategy, opt,
-  num_classes, mesh) in a process, all hashable: fresh and restored states (both replicated on the
-  mesh) and the next fold of `fold=all` share its compiled code.
+  (N, T), y int32 (N,)) sharded on its rows (`parallel.host_batch_to_global`). The optimiser and
+  LR schedule are those of `opt`.
+
+  `stack` ('vmap', 'unroll' or 'auto'; multirun.py): K runs in one program, every argument and
+  output with a leading run axis K (state leaves (K, ...), batch x (K, N, T) and y (K, N) sharded
+  on axis 1, keys (K,), metrics (K,)); run k computes what it computes alone (multirun.py says how
+  exactly). One jitted function per (model, strategy, opt, num_classes, mesh, stack) in a process,
+  all hashable: fresh and restored states and the next fold of `fold=all` share its compiled code.
   """
   def build():
-    fn = make_train_step(model, parallel.shard_strategy(strategy, mesh), opt.tx(), num_classes,
-                         opt.lr_schedule())
-    return jit_train_step(fn, **parallel.train_step_shardings(mesh))
-  return _jitted_once(('train', model, strategy, opt, int(num_classes), mesh), build)
+    make = lambda s: make_train_step(model, s, opt.tx(), num_classes, opt.lr_schedule())
+    if stack is None:
+      fn = make(parallel.shard_strategy(strategy, mesh))
+    else:
+      fn = multirun.over_runs(make, stack, mesh, model, strategy)
+    return jit_train_step(fn, **parallel.train_step_shardings(mesh, runs=stack is not None))
+  if stack is not None and isinstance(strategy, parallel.ShardedStrategy):
+    strategy = strategy.strategy  # re-wrapped for the run axis (multirun.over_runs)
+  return _jitted_once(('train', model, strategy, opt, int(num_classes), mesh, stack), build)
 
 
-def mesh_eval_step(model, mesh) -> Callable:
+def mesh_eval_step(model, mesh, *, stack: str | None = None) -> Callable:
   """`step(state, batch) -> dict` (`eval_step`) on `mesh`: state replicated, batch = dict(x (b,
-  crops, T) float32, y (b,) int32, mask (b,) bool) sharded on its clip axis; one per (model,
-  mesh)."""
-  return _jitted_once(('eval', model, mesh), lambda: jit_eval_step(
-      make_eval_step(model), **parallel.eval_step_shardings(mesh)))
+  crops, T) float32, y (b,) int32, mask (b,) bool) sharded on its clip axis; `stack` as
+  `mesh_train_step` (a leading run axis everywhere). One per (model, mesh, stack)."""
+  def build():
+    if stack is None:
+      fn = make_eval_step(model)
+    else:
+      fn = multirun.over_runs(lambda _: make_eval_step(model), stack, mesh, model)
+    return jit_eval_step(fn, **parallel.eval_step_shardings(mesh, runs=stack is not None))
+  return _jitted_once(('eval', model, mesh, stack), build)
 
 
 def state_initializer(model, opt: OptimizerSpec, mesh, example_batch: int = 2) -> Callable:

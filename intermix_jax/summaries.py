@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import os
 import socket
 import time
-from typing import Mapping
+from typing import Callable, Mapping
+
+from absl import logging
 
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.compat.proto import tensor_pb2, tensor_shape_pb2, types_pb2
@@ -97,3 +100,66 @@ def _naming(path: str):
     if error.filename or not error.errno:
       raise
     raise OSError(error.errno, error.strerror or os.strerror(error.errno), path) from error
+
+
+# --- the console's progress: steps/s, ETA, the share of checkpoints ----------------------------
+def fmt_time(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return '?'
+  seconds = int(round(seconds))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f'{h}:{m:02d}:{s:02d}'
+
+
+def steps_per_sec(last_log: tuple[float, int], step: int) -> tuple[float, tuple[float, int]]:
+  """(steps/s since `last_log` = (time, step), the new last_log)."""
+  now = time.time()
+  return (step - last_log[1]) / max(now - last_log[0], 1e-9), (now, step)
+
+
+class Pace:
+  """Steps/s of wall time since this process's first progress log (compilation excluded;
+  evaluations and checkpoints included): what the ETA is computed from once known. The logged
+  steps/s counts training only, and on a fast accelerator the saves can take most of the time."""
+
+  def __init__(self):
+    self.first: tuple[float, int] | None = None
+
+  def eta(self, step: int, total: int, train_rate: float) -> str:
+    now = time.time()
+    if self.first is None:
+      self.first = (now, step)
+    if step <= self.first[1]:  # no wall time measured yet
+      return fmt_time((total - step) / train_rate)
+    wall_rate = (step - self.first[1]) / max(now - self.first[0], 1e-9)
+    return f'{fmt_time((total - step) / wall_rate)} at {wall_rate:.2f} steps/s overall'
+
+
+class SaveShare:
+  """The share of the wall time taken by periodic checkpoints: one warning per training loop when,
+  between two periodic saves, saving took more than half the time (on a fast accelerator a
+  verified save of a large state can outlast the training between two saves; benchmarks/README.md,
+  "Runs in one program on an H200")."""
+
+  def __init__(self):
+    self.since = time.time()  # the start of the current period (the previous check)
+    self.saving = 0.0  # seconds spent in `timed` saves since then
+    self.warned = False
+
+  def timed(self, save: Callable[[], None]) -> None:
+    start = time.time()
+    save()
+    self.saving += time.time() - start
+
+  def check(self, every_epochs: int) -> None:
+    """Ends a period (call after the period's save): warns the first time saves took most of it."""
+    now = time.time()
+    period = now - self.since
+    if not self.warned and self.saving > 0.5 * period > 0:
+      self.warned = True
+      logging.warning('checkpoints took %.0f s of the last %.0f s of training (%.0f%%): raise '
+                      'config.checkpoint_every_epochs (now %d) so that saves take less; a SIGTERM '
+                      'still saves first', self.saving, period, 100 * self.saving / period,
+                      every_epochs)
+    self.since, self.saving = now, 0.0

@@ -6,7 +6,7 @@ main.py's handler calls `note(signum)` and raises `Terminated`, which main.py re
 (a gc callback, a __del__), it is printed as "Exception ignored in" and dropped. The note survives,
 so the trainer stops at its next safe point instead (`stop_if_noted`: after its data is prepared;
 once training has begun, at the first step, after saving a checkpoint). Inside the training loop
-either signal only sets the trainer's flag (train._TerminationFlag): a checkpoint, results.json
+either signal only sets the trainer's flag (`Flag`): a checkpoint, results.json
 'preempted', and the rerun resumes.
 
 Ctrl-C: the first SIGINT stops as SIGTERM does, a second ends the process at once (`first_ctrl_c`);
@@ -15,6 +15,8 @@ failures". Light on purpose: main.py imports it before anything else.
 """
 import signal
 import threading
+
+from absl import logging
 
 
 class Terminated(BaseException):
@@ -78,3 +80,66 @@ def stop_if_noted() -> None:
   swallowed)."""
   if _NOTED.is_set():
     raise Terminated()
+
+
+class Flag:
+  """Preemption notice: SIGTERM or a first Ctrl-C is recorded instead of killing the process.
+
+  One process: a Python handler of SIGTERM and SIGINT sets the flag (the old handlers are restored
+  on exit; after a Ctrl-C, SIGINT keeps the system's default, so that a second Ctrl-C ends the
+  process at once: first_ctrl_c). Several processes: JAX's preemption service (started
+  by jax.distributed) receives the notice and `reached(step)` is True on every process at the same
+  step, so they save the same checkpoint (SIGINT is left as Python has it there).
+  """
+
+  def __init__(self):
+    self._flag = noted()  # a SIGTERM before training began: stop at the first step
+    self._signum = stop_signal() if self._flag else None
+    self._old = {}
+    import jax  # pylint: disable=import-outside-toplevel  (this module stays light)
+    self._multi = jax.process_count() > 1
+
+  def __enter__(self):
+    if not self._multi and threading.current_thread() is threading.main_thread():
+      self._old[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handle)
+      if self._signum != signal.SIGINT:  # after a Ctrl-C the next one ends the process already
+        self._old[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    record(signum)
+    if self._signum is None:
+      self._signum = signum
+    if signum == signal.SIGINT:
+      first_ctrl_c(self._old.get(signal.SIGINT))
+      logging.warning('Ctrl-C: saving a checkpoint at the next step, then stopping (rerun the same '
+                      'command to resume); press Ctrl-C again to stop at once, without it')
+    self._flag = True
+
+  @property
+  def name(self) -> str:
+    """What asked the run to stop: 'SIGTERM' (also a preemption notice) or 'SIGINT (Ctrl-C)'."""
+    return describe(self._signum)
+
+  def reached(self, step: int) -> bool:
+    """Whether to save and stop after `step` (call after every step on every process)."""
+    if self._multi and not self._flag:
+      from jax.experimental import multihost_utils
+      try:
+        self._flag = multihost_utils.reached_preemption_sync_point(step)
+      except RuntimeError:  # no preemption service (jax.distributed without it): no notice
+        pass
+    return self._flag
+
+  @property
+  def requested(self) -> bool:
+    return self._flag
+
+  def __exit__(self, *exc):
+    for signum, old in self._old.items():
+      if not (signum == signal.SIGINT and self._signum == signal.SIGINT and
+              signal.getsignal(signal.SIGINT) == signal.SIG_DFL):
+        signal.signal(signum, old)  # (the command line keeps SIGINT's default after a Ctrl-C)
+    self._old = {}
+    return False

@@ -171,9 +171,9 @@ def load_workdir(workdir: str, error: type[Exception], *,
 # The evaluation loop
 # ------------------------------------------------------------------------------------------------
 def evaluate_clips(eval_step: Callable, state: Any, loader: Any,
-                   mesh: jax.sharding.Mesh | None = None, *,
+                   mesh: jax.sharding.Mesh | None = None, *, runs: bool = False,
                    per_clip: Sequence[str] = ('pred',),
-                   totals: Sequence[str] = ('num_correct', 'count')) -> dict:
+                   totals: Sequence[str] = ('num_correct', 'count')) -> dict | list[dict]:
   """Runs `eval_step` over every batch of `loader` on `mesh`: per-clip outputs and totals.
 
   Every process calls this with its own loader (`process_index` = its jax.process_index()); each
@@ -192,50 +192,24 @@ def evaluate_clips(eval_step: Callable, state: Any, loader: Any,
       (data.EvalLoader, or any object alike).
     mesh: the devices; each process's rows become global arrays on it
       (parallel.host_batch_to_global). Default: parallel.make_mesh() (every device).
+    runs: K runs at once: `loader` is a list of K loaders (run k's test fold, the same rows per
+      batch), `state` their states stacked on axis 0 and `eval_step` the step with a run axis
+      (steps.mesh_eval_step(..., stack=...)); the batches go through it together, a run whose
+      fold has fewer batches getting fully masked ones.
     per_clip, totals: names of eval_step outputs, as above; `count` must be among `totals`.
   Returns:
-    dict, the same on every process: per name of `per_clip`, numpy (N, ...) in clip order;
-    `labels` int64 (N,); per name of `totals`, the sum over the batches (float64 or int64 numpy);
-    `count` int; when
-    `num_correct` is among `totals`, `error` = 100 (1 - num_correct / count) (%, float64 of
-    num_correct's shape).
+    dict (with `runs`: a list of K, run k's as if evaluated alone), the same on every process: per
+    name of `per_clip`, numpy (N, ...) in clip order; `labels` int64 (N,); per name of `totals`,
+    the sum over the batches (float64 or int64 numpy); `count` int; when `num_correct` is among
+    `totals`, `error` = 100 (1 - num_correct / count) (%, float64 of num_correct's shape).
   Raises:
     RuntimeError: `count` is not N, or the gathered rows do not hold every clip exactly once.
   """
   mesh = parallel.make_mesh() if mesh is None else mesh
   per_clip, totals = tuple(per_clip), tuple(totals)
-  outs = []
-  for batch in loader.batches():
-    batch = parallel.host_batch_to_global({k: batch[k] for k in ('x', 'y', 'mask', 'index')},
-                                          mesh)
-    out = eval_step(state, {k: batch[k] for k in ('x', 'y', 'mask')})
-    outs.append(dict({k: out[k] for k in per_clip + totals}, y=batch['y'], index=batch['index']))
-  host = parallel.global_to_host(outs)  # one transfer at the end: the steps run back to back
-  return _collect(host, loader.num_examples, per_clip, totals)
-
-
-def evaluate_runs(eval_step: Callable, states: Any, loaders: Sequence, mesh: jax.sharding.Mesh,
-                  *, per_clip: Sequence[str] = ('pred',),
-                  totals: Sequence[str] = ('num_correct', 'count')) -> list[dict]:
-  """`evaluate_clips` of K runs at once: run k's state (slice k of `states`) on its own loader.
-
-  The K loaders' batches go through `eval_step` together, stacked on a run axis
-  (multirun.host_batches_to_global); a run whose test fold has fewer batches gets fully masked
-  ones. Every loader must have the same rows per batch.
-
-  Args:
-    eval_step: `fn(states, batches) -> dict` (multirun.multi_eval_step(model, mesh)): outputs
-      with a leading run axis K.
-    states: the K runs' states stacked on axis 0 (replicated on `mesh`).
-    loaders: K eval loaders (data.EvalLoader, or alike), run k's test fold.
-    mesh, per_clip, totals: as `evaluate_clips`.
-  Returns:
-    K dicts, each what `evaluate_clips` returns for that run alone.
-  """
-  from intermix_jax import multirun  # pylint: disable=import-outside-toplevel
-  per_clip, totals = tuple(per_clip), tuple(totals)
+  loaders = list(loader) if runs else [loader]
   keys = ('x', 'y', 'mask', 'index')
-  iters = [iter(loader.batches()) for loader in loaders]
+  iters = [iter(l.batches()) for l in loaders]
   outs = []
   while True:
     got = [next(it, None) for it in iters]
@@ -244,13 +218,15 @@ def evaluate_runs(eval_step: Callable, states: Any, loaders: Sequence, mesh: jax
     like = next(b for b in got if b is not None)
     empty = dict({k: np.zeros_like(like[k]) for k in ('x', 'y')},
                  mask=np.zeros_like(like['mask']), index=np.full_like(like['index'], -1))
-    batch = multirun.host_batches_to_global(
-        [{k: (b if b is not None else empty)[k] for k in keys} for b in got], mesh)
-    out = eval_step(states, {k: batch[k] for k in ('x', 'y', 'mask')})
+    got = [{k: (b if b is not None else empty)[k] for k in keys} for b in got]
+    batch = parallel.host_batch_to_global(got if runs else got[0], mesh, runs=runs)
+    out = eval_step(state, {k: batch[k] for k in ('x', 'y', 'mask')})
     outs.append(dict({k: out[k] for k in per_clip + totals}, y=batch['y'], index=batch['index']))
-  host = parallel.global_to_host(outs)
-  return [_collect([{name: o[name][k] for name in o} for o in host], loader.num_examples,
-                   per_clip, totals) for k, loader in enumerate(loaders)]
+  host = parallel.global_to_host(outs)  # one transfer at the end: the steps run back to back
+  if not runs:
+    return _collect(host, loader.num_examples, per_clip, totals)
+  return [_collect([{name: o[name][k] for name in o} for o in host], l.num_examples,
+                   per_clip, totals) for k, l in enumerate(loaders)]
 
 
 def _collect(host: list, n: int, per_clip: tuple, totals: tuple) -> dict:

@@ -27,7 +27,9 @@ import fcntl
 import glob
 import json
 import os
+import platform
 import socket
+import subprocess
 import sys
 import time
 import types
@@ -367,3 +369,27 @@ def check_or_store_dataset(workdir: str, identity: dict, *, resuming: bool,
   if write:
     os.makedirs(workdir, exist_ok=True)
     write_json_atomic(path, identity)
+
+
+def versions() -> dict[str, str]:
+  """Versions of the software that produced a result (results.json `versions`)."""
+  import flax  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import optax
+  import orbax.checkpoint as ocp
+  out = dict(python=platform.python_version(), jax=jax.__version__, flax=flax.__version__,
+             optax=optax.__version__, orbax_checkpoint=getattr(ocp, '__version__', '?'),
+             numpy=np.__version__, platform=jax.default_backend(),
+             devices=f'{jax.device_count()} x {jax.devices()[0].device_kind}',
+             processes=str(jax.process_count()))
+  try:
+    import intermix_jax
+    out['intermix_jax'] = getattr(intermix_jax, '__version__', '0.1.0')
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(intermix_jax.__file__)))
+    out['git_commit'] = subprocess.run(
+        ['git', '-C', repo, 'rev-parse', 'HEAD'], capture_output=True, text=True,
+        timeout=10).stdout.strip() or 'unknown'
+  except Exception:  # not a git checkout, no git: the version alone will do
+    out.setdefault('git_commit', 'unknown')
+  return out

@@ -4,7 +4,7 @@ Usage (the environment gives the launch: JAX_COORDINATOR_ADDRESS=127.0.0.1:PORT,
 JAX_PROCESS_ID; XLA_FLAGS sets the local CPU device count):
   python tests/_mp_worker.py OUT.npz DATA_DIR GLOBAL_BATCH
 
-Prepares the synthetic dataset in DATA_DIR through `train.prepare_data_once` (process 0 prepares,
+Prepares the synthetic dataset in DATA_DIR through `distributed.prepare_data_once` (process 0 prepares,
 the other waits at a barrier; every later `data.prepare` call is recorded with whether the data was
 already there). Trains C.TinyNet with the sharded 'intermix' strategy for one epoch (fold 1 held
 out) on the global mesh, each process reading its own shard through
@@ -16,6 +16,7 @@ ClipIndex.read), its batches, the final parameters and BatchNorm statistics and 
 to OUT.npz.
 """
 import collections
+import functools
 import json
 import sys
 
@@ -30,7 +31,7 @@ assert distributed.initialize_distributed(None, initialization_timeout=60)
 import numpy as np  # noqa: E402
 
 import _mp_common as C  # noqa: E402
-from intermix_jax import data, mixing, parallel, steps, train, trained  # noqa: E402
+from intermix_jax import data, mixing, parallel, steps, trained  # noqa: E402
 
 EvalState = collections.namedtuple('EvalState', 'params batch_stats')  # what steps.eval_step reads
 
@@ -68,7 +69,7 @@ def evaluate(model, params, batch_stats, loader, mesh):
 def stacked_runs(config, model, params, batch_stats, mesh, pairs, test):
   """Two runs stacked across the processes (test folds 1 and 2): their crops cut on the devices
   from one table (data_on_device) against their placed host batches, and their vmapped
-  evaluation (trained.evaluate_runs; the trained net as both runs' state) against each run
+  evaluation (trained.evaluate_clips(runs=True); the trained net as both runs' state) against each run
   evaluated alone. Returns dict(crops_equal, eval_equal, eval_counts)."""
   import copy  # pylint: disable=g-import-not-at-top
   from intermix_jax import multirun  # pylint: disable=g-import-not-at-top
@@ -78,17 +79,19 @@ def stacked_runs(config, model, params, batch_stats, mesh, pairs, test):
   configs[1].fold = 2
   loaders = [data.make_train_loader(c, 16000, C.T, process_index=pi, process_count=pc,
                                     num_threads=0) for c in configs]
-  inputs = on_device.device_inputs(loaders, mesh, pairs=pairs, stacked=True)
+  inputs = on_device.device_inputs(
+      loaders, mesh, place=functools.partial(parallel.host_batch_to_global, mesh=mesh, pairs=pairs,
+                                             runs=True), replicate=parallel.replicate, stacked=True)
   crops_equal = True
   for step in range(2):
     dev = parallel.global_to_host(inputs.batch(0, step))
-    host = parallel.global_to_host(multirun.host_batches_to_global(
-        [{k: l.batch(0, step)[k] for k in ('x', 'y')} for l in loaders], mesh, pairs=pairs))
+    host = parallel.global_to_host(parallel.host_batch_to_global(
+        [{k: l.batch(0, step)[k] for k in ('x', 'y')} for l in loaders], mesh, pairs=pairs, runs=True))
     crops_equal &= all(np.array_equal(dev[k], host[k]) for k in ('x', 'y'))
   tests = [test, data.make_eval_loader(configs[1], 16000, C.T, process_index=pi, process_count=pc,
                                        num_threads=0)]
   states = parallel.replicate(multirun.stack([EvalState(params, batch_stats)] * 2), mesh)
-  together = trained.evaluate_runs(multirun.multi_eval_step(model, mesh), states, tests, mesh)
+  together = trained.evaluate_clips(steps.mesh_eval_step(model, mesh, stack='vmap'), states, tests, mesh, runs=True)
   alone = [evaluate(model, params, batch_stats, t, mesh) for t in tests]
   eval_equal = all(t['pred'].tolist() == a['preds'] and t['labels'].tolist() == a['labels']
                    and int(t['num_correct']) == a['num_correct']
@@ -106,8 +109,8 @@ def main(out_path, data_dir, global_batch):
     builder = data.get_builder(cfg.dataset, rate, data_dir=cfg.data_dir)
     prepare_calls.append(bool(builder.is_prepared()))
     return real_prepare(cfg, rate)
-  data.prepare = recording_prepare  # make_*_loader and train.prepare_data_once look it up here
-  train.prepare_data_once(config, 16000)
+  data.prepare = recording_prepare  # make_*_loader and distributed.prepare_data_once look it up here
+  distributed.prepare_data_once(config, 16000)
 
   mesh = parallel.make_mesh()
   loader = data.make_train_loader(config, 16000, C.T, process_index=jax.process_index(),

@@ -195,7 +195,7 @@ def synthetic_workdir(root, synthetic_data_dir, base_config, status='finished'):
   (epoch 1), and results.json (`status`, total_steps 3, the checkpoint's 3-crop test error in %).
   Mutates `base_config`. Returns (workdir, final_error)."""
   # pylint: disable=g-import-not-at-top
-  from intermix_jax import checkpoints, data, models, parallel, steps, train
+  from intermix_jax import checkpoints, data, mixing, models, parallel, steps
   from intermix_jax import workdir as workdir_lib
   from intermix_jax.models import cpu_ops
   # pylint: enable=g-import-not-at-top
@@ -222,7 +222,7 @@ def synthetic_workdir(root, synthetic_data_dir, base_config, status='finished'):
   final = 100.0 * (1 - correct / loader.num_examples)
   with open(os.path.join(wd, 'results.json'), 'w') as f:
     json.dump(dict(status=status, total_steps=3, final_error=final,
-                   method=train.method_label(c)), f)
+                   method=mixing.method_label(c)), f)
   return wd, final
 
 

@@ -7,7 +7,7 @@ feeds it as a global batch over the 4-device mesh and trains a tiny model with t
 strategy for one epoch. Checked: both end with identical parameters, they read disjoint clips that
 together cover the split, and the result equals a 1-device run on the same global batches (so
 gradients are averaged once, not summed over processes or devices). The dataset is prepared by the
-workers themselves (`train.prepare_data_once`: process 0 prepares, process 1 waits and finds it
+workers themselves (`distributed.prepare_data_once`: process 0 prepares, process 1 waits and finds it
 ready). The trainer's evaluation (`trained.evaluate_clips`) of the trained net, on the process-major
 mesh and on a mesh interleaving the processes' devices, gives every test clip exactly once with its
 label, in `filenames` order, on both processes, equal to a 1-device evaluation.
@@ -182,7 +182,7 @@ def _unflatten(run, prefix, like):
 def test_stacked_runs_across_processes(runs):
   """Two runs stacked over the two processes' mesh: the crops cut on the devices
   (config.data_on_device) are bitwise the placed host batches, and the vmapped evaluation of
-  both runs (trained.evaluate_runs) gives each run's predictions and labels as evaluated alone."""
+  both runs (trained.evaluate_clips(runs=True)) gives each run's predictions and labels as evaluated alone."""
   for info in (json.loads(str(r['info'])) for r in runs):
     stacked = info['stacked']
     assert stacked['crops_equal'] and stacked['eval_equal'], stacked

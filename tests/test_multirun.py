@@ -1,8 +1,8 @@
 """Many runs in one program (intermix_jax.multirun): K runs as one vmapped train/eval step.
 
-Laws: run k of `multi_train_step` computes what `steps.mesh_train_step` computes for run k alone
+Laws: run k of the K-run step (`steps.mesh_train_step(..., stack=)`) computes what the one-run step computes for run k alone
 (its own state, batch and key, hence its own data order, mixing plans and dropout masks), to
-float32 rounding (tolerances below); `multi_eval_step` likewise for `steps.mesh_eval_step`; a NaN
+float32 rounding (tolerances below); the K-run eval step likewise for the one-run one; a NaN
 in one run's batch changes no other run (bitwise) and is not applied to its own run; stack/unstack
 are inverse (typed keys included); on 8 simulated CPU devices (a child process, like
 tests/test_parallel.py) the multi-run step equals the 1-device multi-run step ('standard') and the
@@ -21,6 +21,7 @@ parameters near zero make an elementwise rtol meaningless):
             sqrt(a b), whose derivative 0.5 sqrt(b / a) amplifies rounding where a is small.
 Metrics: loss rtol 1e-6 (observed 1.4e-7); error, lr, finite, nonfinite_count exactly.
 """
+import functools
 import json
 import os
 import subprocess
@@ -103,15 +104,21 @@ def separate_runs(model, name, opt, mesh, num_steps, batches=run_batches):
   return [jax.device_get(s) for s in states], metrics
 
 
+def init_states(model, opt, mesh, keys):
+  """The K initial states, each what the run alone starts from, stacked and replicated."""
+  init = steps.state_initializer(model, opt, mesh)
+  return multirun.stack_on_mesh([init(k) for k in keys], mesh)
+
+
 def multi_runs(model, name, opt, mesh, num_steps, batches=run_batches, method='vmap'):
-  """The same K runs through multirun.multi_train_step: ([state_k], [metrics (K,) of step i])."""
-  step = multirun.multi_train_step(model, mixing.get_strategy(name), opt, NUM_CLASSES, mesh,
-                                   method=method)
-  states = multirun.init_states(model, opt, mesh, init_keys())
-  keys = multirun.replicate_runs(multirun.stack(train_keys()), mesh)
+  """The same K runs through the K-run step (`stack=method`): ([state_k], [metrics (K,) of step i])."""
+  step = steps.mesh_train_step(model, mixing.get_strategy(name), opt, NUM_CLASSES, mesh,
+                               stack=method)
+  states = init_states(model, opt, mesh, init_keys())
+  keys = parallel.replicate(multirun.stack(train_keys()), mesh)
   metrics = []
   for i in range(num_steps):
-    states, m = step(states, multirun.host_batches_to_global(batches(i), mesh, pairs=True), keys)
+    states, m = step(states, parallel.host_batch_to_global(batches(i), mesh, pairs=True, runs=True), keys)
     metrics.append(jax.device_get(m))
   return multirun.unstack(jax.device_get(states), K), metrics
 
@@ -189,16 +196,17 @@ def test_other_strategies_one_step_equals_separate_runs(name):
 
 def test_multi_train_step_compiles_once_per_statics():
   model, opt, mesh = TinyNet(), opt_spec(), parallel.make_mesh(1)
-  step = multirun.multi_train_step(model, mixing.get_strategy('mixup'), opt, NUM_CLASSES, mesh)
-  assert multirun.multi_train_step(TinyNet(), mixing.get_strategy('mixup'), opt_spec(),
-                                   NUM_CLASSES, parallel.make_mesh(1)) is step
+  step = steps.mesh_train_step(model, mixing.get_strategy('mixup'), opt, NUM_CLASSES, mesh, stack='vmap')
+  assert steps.mesh_train_step(TinyNet(), mixing.get_strategy('mixup'), opt_spec(),
+                                   NUM_CLASSES, parallel.make_mesh(1), stack='vmap') is step
   sharded = parallel.shard_strategy(mixing.get_strategy('mixup'), mesh)
-  assert multirun.multi_train_step(model, sharded, opt, NUM_CLASSES, mesh) is step
-  assert multirun.multi_eval_step(model, mesh) is multirun.multi_eval_step(TinyNet(), mesh)
-  states = multirun.init_states(model, opt, mesh, init_keys())
-  keys = multirun.replicate_runs(multirun.stack(train_keys()), mesh)
+  assert steps.mesh_train_step(model, sharded, opt, NUM_CLASSES, mesh, stack='vmap') is step
+  assert steps.mesh_eval_step(model, mesh, stack='vmap') is steps.mesh_eval_step(TinyNet(), mesh,
+                                                                     stack='vmap')
+  states = init_states(model, opt, mesh, init_keys())
+  keys = parallel.replicate(multirun.stack(train_keys()), mesh)
   for i in range(2):
-    states, _ = step(states, multirun.host_batches_to_global(run_batches(i), mesh, pairs=True),
+    states, _ = step(states, parallel.host_batch_to_global(run_batches(i), mesh, pairs=True, runs=True),
                      keys)
   assert step._cache_size() == 1
   np.testing.assert_array_equal(np.asarray(states.step), [2] * K)
@@ -209,17 +217,17 @@ def test_multi_train_step_compiles_once_per_statics():
 # ------------------------------------------------------------------------------------------------
 def test_multi_eval_step_equals_separate_eval_steps():
   model, opt, mesh = TinyNet(), opt_spec(), parallel.make_mesh(1)
-  states = multirun.init_states(model, opt, mesh, init_keys())
-  keys = multirun.replicate_runs(multirun.stack(train_keys()), mesh)
-  step = multirun.multi_train_step(model, mixing.get_strategy('standard'), opt, NUM_CLASSES, mesh)
-  states, _ = step(states, multirun.host_batches_to_global(run_batches(0), mesh, pairs=True), keys)
+  states = init_states(model, opt, mesh, init_keys())
+  keys = parallel.replicate(multirun.stack(train_keys()), mesh)
+  step = steps.mesh_train_step(model, mixing.get_strategy('standard'), opt, NUM_CLASSES, mesh, stack='vmap')
+  states, _ = step(states, parallel.host_batch_to_global(run_batches(0), mesh, pairs=True, runs=True), keys)
   rng = np.random.default_rng(5)
   b, crops = 5, 3
   eval_batches = [dict(x=rng.standard_normal((b, crops, model.input_length)).astype(np.float32),
                        y=rng.integers(0, NUM_CLASSES, b).astype(np.int32),
                        mask=np.array([True] * (b - k) + [False] * k)) for k in range(K)]
-  got = jax.device_get(multirun.multi_eval_step(model, mesh)(
-      states, multirun.host_batches_to_global(eval_batches, mesh)))
+  got = jax.device_get(steps.mesh_eval_step(model, mesh, stack='vmap')(
+      states, parallel.host_batch_to_global(eval_batches, mesh, runs=True)))
   assert got['probs'].shape == (K, b, NUM_CLASSES) and got['count'].shape == (K,)
   one = steps.mesh_eval_step(model, mesh)
   per_run = multirun.unstack(jax.device_get(states), K)
@@ -233,23 +241,23 @@ def test_multi_eval_step_equals_separate_eval_steps():
 
 
 def test_evaluate_runs_equals_each_run_evaluated_alone():
-  """trained.evaluate_runs (the vmapped eval of stacked runs) on test folds of 7, 11 and 3 clips
+  """trained.evaluate_clips(runs=True) (the vmapped eval of stacked runs) on test folds of 7, 11 and 3 clips
   (batches of 4: 2, 3 and 1 batches; the shorter folds get fully masked batches) == each run's
   trained.evaluate_clips: the same predictions, labels, totals and error, in clip order."""
   from intermix_jax import trained
   from intermix_jax.data import pipeline
   from test_on_device import _noise_index
   model, opt, mesh = TinyNet(), opt_spec(), parallel.make_mesh(1)
-  states = multirun.init_states(model, opt, mesh, init_keys())
-  keys = multirun.replicate_runs(multirun.stack(train_keys()), mesh)
-  step = multirun.multi_train_step(model, mixing.get_strategy('standard'), opt, NUM_CLASSES, mesh)
-  states, _ = step(states, multirun.host_batches_to_global(run_batches(0), mesh, pairs=True), keys)
+  states = init_states(model, opt, mesh, init_keys())
+  keys = parallel.replicate(multirun.stack(train_keys()), mesh)
+  step = steps.mesh_train_step(model, mixing.get_strategy('standard'), opt, NUM_CLASSES, mesh, stack='vmap')
+  states, _ = step(states, parallel.host_batch_to_global(run_batches(0), mesh, pairs=True, runs=True), keys)
   loaders = [pipeline.EvalLoader(
       _noise_index([[(i + k) % NUM_CLASSES for i in range(n)]], [40, 64, 90], seed=k),
       input_length=model.input_length, batch_size=4, num_crops=2, num_threads=0)
       for k, n in enumerate((7, 11, 3))]
-  got = trained.evaluate_runs(multirun.multi_eval_step(model, mesh), states, loaders, mesh,
-                              per_clip=('pred', 'probs'))
+  got = trained.evaluate_clips(steps.mesh_eval_step(model, mesh, stack='vmap'), states, loaders, mesh,
+                              per_clip=('pred', 'probs'), runs=True)
   one = steps.mesh_eval_step(model, mesh)
   for k, (state, loader) in enumerate(zip(multirun.unstack(jax.device_get(states), K), loaders)):
     want = trained.evaluate_clips(one, parallel.replicate(state, mesh), loader, mesh,
@@ -331,9 +339,9 @@ def test_stack_unstack_round_trip_with_typed_keys():
     np.testing.assert_array_equal(got['nested'][0], want['nested'][0])
   # A TrainState and keys survive the round trip and placement on the mesh.
   mesh = parallel.make_mesh(1)
-  states = multirun.init_states(TinyNet(), opt_spec(), mesh, init_keys())
+  states = init_states(TinyNet(), opt_spec(), mesh, init_keys())
   assert all(x.sharding.is_fully_replicated for x in jax.tree.leaves(states))
-  placed_keys = multirun.replicate_runs(multirun.stack(train_keys()), mesh)
+  placed_keys = parallel.replicate(multirun.stack(train_keys()), mesh)
   assert jax.dtypes.issubdtype(placed_keys.dtype, jax.dtypes.prng_key)
   chex.assert_trees_all_equal(multirun.stack(multirun.unstack(jax.device_get(states), K)),
                               jax.device_get(states))
@@ -352,12 +360,12 @@ def test_stack_and_placement_errors():
     multirun.num_runs(dict(a=np.zeros((3, 2)), b=np.zeros((2,))))
   mesh = parallel.make_mesh(1)
   with pytest.raises(ValueError, match='whole pairs'):
-    multirun.host_batches_to_global([make_batch(n=3)] * 2, mesh, pairs=True)
-  with pytest.raises(ValueError, match=r'\(K, R, \.\.\.\)'):
-    multirun.host_batches_to_global(dict(x=np.zeros((2, 4, 5)), y=np.zeros((2, 6))), mesh)
-  got = multirun.host_batches_to_global([make_batch(n=4, seed=k) for k in range(2)], mesh,
-                                        pairs=True)
-  assert got['x'].shape == (2, 4, 64) and got['x'].sharding == multirun.run_batch_sharding(mesh)
+    parallel.host_batch_to_global([make_batch(n=3)] * 2, mesh, pairs=True, runs=True)
+  with pytest.raises(ValueError, match=r'same leading \(run, batch\) axes'):
+    parallel.host_batch_to_global(dict(x=np.zeros((2, 4, 5)), y=np.zeros((2, 6))), mesh, runs=True)
+  got = parallel.host_batch_to_global([make_batch(n=4, seed=k) for k in range(2)], mesh,
+                                        pairs=True, runs=True)
+  assert got['x'].shape == (2, 4, 64) and got['x'].sharding == parallel.batch_sharding(mesh, runs=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -377,11 +385,11 @@ def _eight_device_child():
                if np.asarray(b).dtype.kind == 'f' and np.size(b))
 
   # Placement: batch on axis 1 over 8 devices, states replicated after a step.
-  placed = multirun.host_batches_to_global(batches(0), mesh8, pairs=True)
+  placed = parallel.host_batch_to_global(batches(0), mesh8, pairs=True, runs=True)
   out['x_shard_shapes'] = sorted({tuple(s.data.shape) for s in placed['x'].addressable_shards})
-  step = multirun.multi_train_step(model, mixing.get_strategy('intermix'), opt, NUM_CLASSES, mesh8)
-  states, _ = step(multirun.init_states(model, opt, mesh8, init_keys()), placed,
-                   multirun.replicate_runs(multirun.stack(train_keys()), mesh8))
+  step = steps.mesh_train_step(model, mixing.get_strategy('intermix'), opt, NUM_CLASSES, mesh8, stack='vmap')
+  states, _ = step(init_states(model, opt, mesh8, init_keys()), placed,
+                   parallel.replicate(multirun.stack(train_keys()), mesh8))
   out['states_replicated'] = all(x.sharding.is_fully_replicated for x in jax.tree.leaves(states))
   # standard: 8 devices == 1 device (synchronised BatchNorm, global mean loss).
   s8, m8 = multi_runs(model, 'standard', opt, mesh8, 2, batches=batches)
@@ -404,14 +412,16 @@ def _eight_device_child():
   from test_on_device import _loader, _noise_index
   index = _noise_index([[0, 1, 2] * 16], [30, 64, 65, 200])
   loaders = [_loader(index, strong=False, pairs=True, t=64, batch=16, seed=k) for k in range(K)]
-  inputs = on_device.device_inputs(loaders, mesh8, pairs=True, stacked=True)
-  step = multirun.multi_train_step(model, mixing.get_strategy('intermix'), opt, NUM_CLASSES, mesh8)
-  keys = multirun.replicate_runs(multirun.stack(train_keys()), mesh8)
-  host_states = dev_states = multirun.init_states(model, opt, mesh8, init_keys())
+  inputs = on_device.device_inputs(
+      loaders, mesh8, place=functools.partial(parallel.host_batch_to_global, mesh=mesh8, pairs=True,
+                                              runs=True), replicate=parallel.replicate, stacked=True)
+  step = steps.mesh_train_step(model, mixing.get_strategy('intermix'), opt, NUM_CLASSES, mesh8, stack='vmap')
+  keys = parallel.replicate(multirun.stack(train_keys()), mesh8)
+  host_states = dev_states = init_states(model, opt, mesh8, init_keys())
   dev_states = jax.tree.map(jnp.copy, dev_states)
   fused, same = inputs.fuse(step), True
   for i in range(2):
-    host = multirun.host_batches_to_global([l.batch(0, i) for l in loaders], mesh8, pairs=True)
+    host = parallel.host_batch_to_global([l.batch(0, i) for l in loaders], mesh8, pairs=True, runs=True)
     got = inputs.batch(0, i)
     same &= all(np.array_equal(np.asarray(got[k]), np.asarray(host[k])) for k in ('x', 'y'))
     out['device_data_shards'] = sorted({tuple(s.data.shape) for s in got['x'].addressable_shards})

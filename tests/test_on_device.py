@@ -7,7 +7,10 @@ their distributions: without time scaling bitwise; with time scaling within the 
 interpolation position). A distribution check is added on top for what the issue names
 (crop positions, scales, gains and pairs over many steps).
 """
+import functools
+
 import jax
+
 import numpy as np
 import pytest
 
@@ -54,6 +57,13 @@ def _bound(loader, epoch, step):
   return np.asarray(out) * (1.0 if gains is None else gains) / 32768.0
 
 
+def _inputs(loaders, table, mesh, *, pairs, stacked):
+  """DeviceInputs over `table` placed as the trainer places it (parallel.py)."""
+  place = functools.partial(parallel.host_batch_to_global, mesh=mesh, pairs=pairs, runs=stacked)
+  return on_device.DeviceInputs(loaders, table.rows, parallel.replicate(table.clips, mesh),
+                                place=place, stacked=stacked)
+
+
 @pytest.mark.parametrize('strong', [False, True])
 @pytest.mark.parametrize('pairs', [False, True, 'independent'])
 def test_device_batches_equal_host_batches(strong, pairs):
@@ -61,7 +71,7 @@ def test_device_batches_equal_host_batches(strong, pairs):
   loader = _loader(index, strong=strong, pairs=pairs)
   table = on_device.ClipTable.from_indexes([index])
   mesh = parallel.make_mesh()
-  inputs = on_device.DeviceInputs([loader], table, mesh, pairs=bool(pairs), stacked=False)
+  inputs = _inputs([loader], table, mesh, pairs=bool(pairs), stacked=False)
   for epoch in range(3):
     for step in range(loader.steps_per_epoch):
       got, want = inputs.batch(epoch, step), loader.batch(epoch, step)
@@ -80,8 +90,7 @@ def test_long_crops_interpolate_within_bound():
   index = _noise_index([[0, 1, 0, 1, 0, 1]], [220_500, 100_000, 40_000])
   loader = _loader(index, strong=True, pairs=False, t=t, batch=6)
   table = on_device.ClipTable.from_indexes([index])
-  inputs = on_device.DeviceInputs([loader], table, parallel.make_mesh(), pairs=False,
-                                  stacked=False)
+  inputs = _inputs([loader], table, parallel.make_mesh(), pairs=False, stacked=False)
   for epoch in range(2):
     got = np.asarray(inputs.batch(epoch, 0)['x'])
     want = loader.batch(epoch, 0)['x']
@@ -98,7 +107,7 @@ def test_stacked_runs_share_one_table_and_match_their_loaders():
   la, lb = (_loader(i, strong=False, pairs=True, seed=s) for i, s in ((a, 0), (b, 1)))
   table = on_device.ClipTable.from_indexes([a, b])
   assert table.clips.shape == (36, 900)
-  inputs = on_device.DeviceInputs([la, lb], table, parallel.make_mesh(), pairs=True, stacked=True)
+  inputs = _inputs([la, lb], table, parallel.make_mesh(), pairs=True, stacked=True)
   for step in range(inputs.steps_per_epoch):
     got = inputs.batch(1, step)
     for k, loader in enumerate((la, lb)):

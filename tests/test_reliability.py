@@ -236,14 +236,14 @@ def test_ctrl_c_saves_a_checkpoint_ends_by_sigint_and_the_rerun_resumes_bitwise(
 # The trainer's command line with a checkpoint save that takes 2 minutes once a Ctrl-C came.
 SLOW_SAVE_AFTER_CTRL_C = """
 import runpy, signal, sys, time
-from intermix_jax import termination, train
-real_save = train._Fold.save
+from intermix_jax import records, termination, train
+real_save = records.RunRecord.save
 def save(self, partial):
   if termination.stop_signal() == signal.SIGINT:
     print('SLOW SAVE', flush=True)
     time.sleep(120)
   return real_save(self, partial)
-train._Fold.save = save
+records.RunRecord.save = save
 sys.argv[0] = 'main'
 runpy.run_module('intermix_jax.main', run_name='__main__', alter_sys=True)
 """
@@ -280,14 +280,14 @@ def test_a_second_ctrl_c_ends_the_process_at_once_and_loses_nothing(reference, s
 GATED_AFTER_EPOCH_1 = """
 import os, runpy, sys, time
 from intermix_jax import train
-real_end_epoch = train._Fold._end_epoch
+real_end_epoch = train._Loop._end_epoch
 def end_epoch(self, epoch, term):
   real_end_epoch(self, epoch, term)
   if epoch == 0:
     print('GATED', flush=True)
     while not os.path.exists(os.environ['GATE']):
       time.sleep(0.05)
-train._Fold._end_epoch = end_epoch
+train._Loop._end_epoch = end_epoch
 sys.argv[0] = 'main'
 runpy.run_module('intermix_jax.main', run_name='__main__', alter_sys=True)
 """
@@ -427,12 +427,12 @@ def test_runs_in_one_program_hold_every_workdir_while_training_and_release_them(
   workdir = str(tmp_path / 'run')
   locks = [os.path.join(workdir, *p, workdir_lib.LOCK_FILE) for p in ((), ('seed_0',), ('seed_1',))]
   seen = []
-  real_end_epoch = train._Together._end_epoch  # pylint: disable=protected-access
+  real_end_epoch = train._Loop._end_epoch  # pylint: disable=protected-access
 
   def end_epoch(self, epoch, term):
     seen.append([lock_is_free(p) for p in locks])
     real_end_epoch(self, epoch, term)
-  monkeypatch.setattr(train._Together, '_end_epoch', end_epoch)  # pylint: disable=protected-access
+  monkeypatch.setattr(train._Loop, '_end_epoch', end_epoch)  # pylint: disable=protected-access
   config = tiny_config(synthetic_data_dir, 'fold=1,seeds=(0,1),strategy=standard')  # 1 epoch
   config.stack_runs, config.stack_method = True, 'unroll'
   assert train.train_and_evaluate(config, workdir)['status'] == 'finished'

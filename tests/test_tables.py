@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import helpers
-from intermix_jax import config_checks, mixing, models, report, train
+from intermix_jax import config_checks, mixing, models, report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP = runpy.run_path(os.path.join(ROOT, 'launch', 'sweep.py'), run_name='sweep')
@@ -100,7 +100,7 @@ def test_table1_sweep_covers_every_cell_once_with_the_spec_schedule(table1):
         (c.backbone, c.dataset)]
     assert c.double_epochs_for_mixing and c.batch_size == 64 and c.model.width == 1.0
     assert c.model.fc_units is None and c.num_eval_crops == 10 and c.seed == 0
-    method = train.method_label(c)
+    method = mixing.method_label(c)
     row = c.backbone + ('+aug' if c.strong_augment else '')
     paper = report.paper_value(c.dataset, c.backbone, method)
     assert paper is not None, (c.dataset, row, method)
@@ -143,8 +143,8 @@ def test_table2_ablation_variants(capsys):
     variant = wd.split(os.sep)[3]
     points[variant] = (strategy.layers(models.MODELS['envnetv2'].num_mix_points),
                        c.mixing.p_weighting)
-    assert report.paper_value(c.dataset, 'envnetv2', train.method_label(c)) == (
-        report.PAPER_TABLE2[train.method_label(c)][1][report.DATASET_COLUMN[c.dataset]])
+    assert report.paper_value(c.dataset, 'envnetv2', mixing.method_label(c)) == (
+        report.PAPER_TABLE2[mixing.method_label(c)][1][report.DATASET_COLUMN[c.dataset]])
   # docs/method.md §3 ablation: vanilla = input with r; + hidden mixing = points 1..4 with r;
   # + p-weighting = InterMix.
   assert points == {'intermix-vanilla': ((0,), False), 'intermix-hidden': ((1, 2, 3, 4), False),
@@ -208,7 +208,7 @@ def test_table_configs_document_command_and_paper_numbers(path):
     for values in report.PAPER_TABLE1[row].values():
       assert ' / '.join(f'{v:.1f}' for v in values) in doc
   elif '/ablation/' in path:
-    method = train.method_label(mod['get_config']())
+    method = mixing.method_label(mod['get_config']())
     assert ' / '.join(f'{v:.1f}' for v in report.PAPER_TABLE2[method][1]) in doc
   else:
     for values in report.PAPER_TABLE3.values():

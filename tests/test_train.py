@@ -228,8 +228,8 @@ def test_eta_counts_evaluations_and_saves_once_the_wall_rate_is_known(monkeypatc
   """The logged steps/s is training only; the ETA, from the second progress log on, is wall time
   since the first (compilation excluded), so slow saves or evaluations show in it."""
   clock = iter([100.0, 140.0])  # first log at t=100 s (step 50), second at t=140 s (step 100)
-  monkeypatch.setattr(train.time, 'time', lambda: next(clock))
-  pace = train._Pace()  # pylint: disable=protected-access
+  monkeypatch.setattr(summaries.time, 'time', lambda: next(clock))
+  pace = summaries.Pace()  # pylint: disable=protected-access
   assert pace.eta(50, 1050, train_rate=10.0) == '0:01:40'  # 1000 steps at the training rate
   # 50 steps in 40 s of wall time: 1.25 steps/s, although training alone ran at 10 steps/s.
   assert pace.eta(100, 1050, train_rate=10.0) == '0:12:40 at 1.25 steps/s overall'
@@ -239,20 +239,20 @@ def test_save_share_warns_once_when_checkpoints_take_most_of_the_time(monkeypatc
   """As on the H200: 7 s of training, then a 26 s save, every period. One warning, naming the
   field and the numbers; a period where saves take less than half the time says nothing."""
   now = [0.0]
-  monkeypatch.setattr(train.time, 'time', lambda: now[0])
+  monkeypatch.setattr(summaries.time, 'time', lambda: now[0])
   warnings = []
-  monkeypatch.setattr(train.logging, 'warning', lambda msg, *a: warnings.append(msg % a))
+  monkeypatch.setattr(summaries.logging, 'warning', lambda msg, *a: warnings.append(msg % a))
 
   def period(share, train_s, save_s):
     now[0] += train_s
     share.timed(lambda: now.__setitem__(0, now[0] + save_s))
     share.check(every_epochs=10)
 
-  quiet = train._SaveShare()  # pylint: disable=protected-access
+  quiet = summaries.SaveShare()  # pylint: disable=protected-access
   for _ in range(3):
     period(quiet, train_s=60.0, save_s=5.0)
   assert not warnings
-  share = train._SaveShare()  # pylint: disable=protected-access
+  share = summaries.SaveShare()  # pylint: disable=protected-access
   period(share, train_s=60.0, save_s=5.0)
   assert not warnings
   period(share, train_s=7.0, save_s=26.0)

@@ -1,4 +1,4 @@
-"""Several runs in ONE program (config.stack_runs=True; train._Together over multirun.py).
+"""Several runs in ONE program (config.stack_runs=True; train._Loop with a run axis, multirun.py).
 
 Tiny settings (helpers.TINY: EnvNet width 0.25, 2 steps of batch 8 per epoch, 1 epoch standard /
 2 epochs intermix) on the synthetic dataset. Each run in the program must get what it gets trained
@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 
 import helpers
-from intermix_jax import config_checks, data, train
+from intermix_jax import config_checks, data, summaries, train
 
 FOLDS = 5  # the synthetic dataset
 SEEDS = (0, 1)
@@ -99,14 +99,14 @@ def trained(synthetic_data_dir, tmp_path_factory):
   # The share of wall time the periodic saves took is checked once per period: by each run alone,
   # by the program for runs together (InterMix: 2 epochs, a periodic save after the first).
   checks = out['save_checks'] = []
-  real_check = train._SaveShare.check  # pylint: disable=protected-access
+  real_check = summaries.SaveShare.check  # pylint: disable=protected-access
 
   def check(share, every_epochs):
     checks.append((name, share.saving))
     real_check(share, every_epochs)
 
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(train._SaveShare, 'check', check)  # pylint: disable=protected-access
+    patch.setattr(summaries.SaveShare, 'check', check)  # pylint: disable=protected-access
     for s, workdir in zip(SEEDS, out['alone']):
       name = 'alone'
       train.train_and_evaluate(
@@ -121,7 +121,7 @@ def trained(synthetic_data_dir, tmp_path_factory):
 
 def test_the_saves_share_of_the_time_is_checked_once_per_period(trained):
   """One check per periodic save that is not the last: per run alone, per program together, with
-  the time of every run's save counted (train._SaveShare; its warning: tests/test_train.py)."""
+  the time of every run's save counted (summaries.SaveShare; its warning: tests/test_train.py)."""
   names = [name for name, _ in trained['save_checks']]
   assert names == ['alone', 'alone', 'unroll', 'intermix_vmap']
   assert all(saving > 0 for _, saving in trained['save_checks'])
@@ -182,7 +182,7 @@ def test_runs_in_one_program_rewrite_results_at_evaluations_and_checkpoints_only
     trained, synthetic_data_dir, tmp_path, monkeypatch):
   """Runs in one program write results.json when training starts, at each evaluation, checkpoint
   and the end, not after every epoch (each write is the whole history, fsynced: on an accelerator
-  it would outlast the epoch; train._Fold.results_every_epoch). InterMix 4 epochs, evaluated every
+  it would outlast the epoch; train._Loop.results_every_epoch). InterMix 4 epochs, evaluated every
   3: 'running' at the start and after epoch 3 only, then 'finished' (the epoch-4 state); every
   epoch is in the history."""
   del trained  # the compiled steps of its programs are reused
@@ -329,8 +329,8 @@ def test_folds_of_different_steps_per_epoch_are_refused_in_one_line(
     synthetic_data_dir, tmp_path, monkeypatch):
   real = train._Run.__init__  # pylint: disable=protected-access
 
-  def init(self, config, workdir):
-    real(self, config, workdir)
+  def init(self, config, workdir, **kwargs):
+    real(self, config, workdir, **kwargs)
     self.steps_per_epoch -= config.fold == 3  # as if fold 3's training split were smaller
 
   monkeypatch.setattr(train._Run, '__init__', init)  # pylint: disable=protected-access

@@ -14,7 +14,7 @@ import pytest
 
 import fixtures_audio
 import helpers
-from intermix_jax import config_lib, train
+from intermix_jax import config_lib, mixing
 from intermix_jax.data import layouts
 from launch.device import table_row, window
 
@@ -48,7 +48,7 @@ def test_the_plan_is_in_order_with_unambiguous_folders_and_labels():
     arg = item.config_arg('/d', '/m', cpu=False)
     c = config_lib.experiment(arg, dataset='esc10')
     assert (c.backbone, c.strategy, c.fold) == (item.backbone, item.strategy, 'all')
-    assert train.method_label(c) == item.method, item.key  # what collect checks and report shows
+    assert mixing.method_label(c) == item.method, item.key  # what collect checks and report shows
     assert c.checkpoint_every_epochs > 2 * c.num_epochs  # only the final checkpoint
     assert c.model.precision == item.precision
     assert (c.seeds, c.seed) == ((tuple(item.seeds), 0) if item.runs > 5 else (None, 0))

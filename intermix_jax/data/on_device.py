@@ -1,7 +1,8 @@
 """Training clips resident on the device: the crops of docs/method.md §5 cut inside jitted code.
 
-    table = on_device.ClipTable.from_indexes([loader.index for loader in loaders])
-    inputs = on_device.DeviceInputs(loaders, table, mesh, pairs=True, stacked=True)
+    place = functools.partial(parallel.host_batch_to_global, mesh=mesh, pairs=True, runs=True)
+    inputs = on_device.device_inputs(loaders, mesh, place=place, replicate=parallel.replicate,
+                                     stacked=True)
     for batch in inputs.batches(epoch, start_step):   # x float32 (K, B, T), y int32 (K, B)
       ...
 
@@ -179,23 +180,20 @@ def device_memory_bytes(devices=None) -> int | None:
 class DeviceInputs:
   """The training batches of one or K runs (their TrainLoaders), cut on the device.
 
-  `batch(epoch, step)` is what the host pipeline would place on the mesh
-  (`parallel.host_batch_to_global` for one run, `multirun.host_batches_to_global` for K stacked
-  runs), computed on the devices from `table` (placed replicated, once). The trainer does not
-  call it: `batches` yields the placed plans, and `fuse(train_step)` is the train step that cuts
-  its crops itself, so the crops, the mixing and the update are ONE jitted program per step.
+  `batch(epoch, step)` is what the host pipeline's batch becomes once `place`d on the mesh (the
+  caller's placement: parallel.host_batch_to_global, with a run axis when `stacked`), computed on
+  the devices from `table` (already placed, replicated, once). The trainer does not call it:
+  `batches` yields the placed plans, and `fuse(train_step)` is the train step that cuts its crops
+  itself, so the crops, the mixing and the update are ONE jitted program per step.
   """
 
-  def __init__(self, loaders: Sequence, table: ClipTable, mesh, *, pairs: bool, stacked: bool):
-    from intermix_jax import multirun, parallel  # pylint: disable=import-outside-toplevel
+  def __init__(self, loaders: Sequence, rows: list[np.ndarray], table: jax.Array, *,
+               place: Callable, stacked: bool):
     if not stacked and len(loaders) != 1:
       raise ValueError(f'one loader without stacking, got {len(loaders)}')
-    self.loaders, self.rows, self.stacked = list(loaders), table.rows, stacked
+    self.loaders, self.rows, self.stacked = list(loaders), rows, stacked
     self.steps_per_epoch = min(l.steps_per_epoch for l in self.loaders)
-    self.table = parallel.replicate(table.clips, mesh)
-    self._place = (functools.partial(multirun.host_batches_to_global, mesh=mesh, pairs=pairs)
-                   if stacked else
-                   functools.partial(parallel.host_batch_to_global, mesh=mesh, pairs=pairs))
+    self.table, self._place = table, place
     self._cut = None
     self.input_length = self.loaders[0].input_length
 
@@ -229,9 +227,12 @@ class DeviceInputs:
     return lambda state, plan, key: fused(state, self.table, plan, key)
 
 
-def device_inputs(loaders: Sequence, mesh, *, pairs: bool, stacked: bool) -> DeviceInputs:
-  """`DeviceInputs` over one table of the loaders' clips (read once), after checking that the
-  table fits: config_lib.ConfigError (one line) when it needs over half of a device's memory."""
+def device_inputs(loaders: Sequence, mesh, *, place: Callable, replicate: Callable,
+                  stacked: bool) -> DeviceInputs:
+  """`DeviceInputs` over one table of the loaders' clips (read once, `replicate`d on `mesh`'s
+  devices), after checking that the table fits: config_lib.ConfigError (one line) when it needs
+  over half of a device's memory. `place`: a host crop plan (a list of K with `stacked`) -> the
+  same on the mesh, as a host batch is placed."""
   table = ClipTable.from_indexes([loader.index for loader in loaders])
   limit = device_memory_bytes(list(mesh.devices.flat))
   if limit and table.nbytes > limit // 2:
@@ -239,7 +240,8 @@ def device_inputs(loaders: Sequence, mesh, *, pairs: bool, stacked: bool) -> Dev
         f'config.data_on_device=True: the {table.clips.shape[0]} training clips take '
         f'{_size(table.nbytes)} as int16 on every device, over half of its {_size(limit)}; set '
         'config.data_on_device=False (the host pipeline)')
-  return DeviceInputs(loaders, table, mesh, pairs=pairs, stacked=stacked)
+  return DeviceInputs(loaders, table.rows, replicate(table.clips, mesh), place=place,
+                      stacked=stacked)
 
 
 def _size(nbytes: int) -> str:

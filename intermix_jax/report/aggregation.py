@@ -831,3 +831,31 @@ def learning_curve(runs: list[dict], key: str) -> dict | None:
               min=[float(min(v)) for v in vals], max=[float(max(v)) for v in vals],
               n=[len(v) for v in vals])
 
+
+# ------------------------------------------------------------------------------------------------
+# The summaries the trainer writes beside its runs (cv_results.json, seeds_results.json)
+# ------------------------------------------------------------------------------------------------
+def cv_summary(results: list[dict], num_folds: int) -> dict:
+  """One seed's folds (their results dicts) -> dict(folds, status, mean_error): the mean of the
+  last-epoch errors once all `num_folds` finished (None before); status 'finished', or the first
+  unfinished fold's ('not_started' with no fold)."""
+  folds = [dict(fold=r['fold'], status=r['status'], final_error=r['final_error']) for r in results]
+  unfinished = [f for f in folds if f['status'] != 'finished']
+  errors = [f['final_error'] for f in folds if f['final_error'] is not None]
+  done = len(errors) == num_folds
+  return dict(folds=folds, status='finished' if done else (
+      unfinished[0]['status'] if unfinished else 'not_started'),
+              mean_error=float(np.mean(errors)) if done else None)
+
+
+def seeds_summary(per_seed: list[dict], key: str) -> dict:
+  """Per seed a summary holding `key` (its error: the fold's, or the cross-validated mean) ->
+  dict(seeds, status, mean_error, std_error): mean and sample std (`_std`) once every seed
+  finished."""
+  seeds = [dict(seed=s['seed'], status=s['status'], error=s[key]) for s in per_seed]
+  errors = [s['error'] for s in seeds if s['status'] == 'finished']
+  done = len(errors) == len(seeds)
+  unfinished = [s for s in seeds if s['status'] != 'finished']
+  return dict(seeds=seeds, status='finished' if done else unfinished[0]['status'],
+              mean_error=float(np.mean(errors)) if done else None,
+              std_error=_std(errors) if done else None)

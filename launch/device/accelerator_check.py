@@ -500,7 +500,7 @@ def cmd_report(args) -> int:
   if multi:
     from benchmarks import multirun  # pylint: disable=g-import-not-at-top
     say('')
-    say('Runs in one program (`multirun.multi_train_step`, K runs of one vmapped step, batch per '
+    say('Runs in one program (`steps.mesh_train_step(..., stack=)`, K runs of one vmapped step, batch per '
         'run on the device; "x one run" = examples/s of all K runs over `steps.mesh_train_step` '
         'of one run alone):')
     say('')
@@ -631,7 +631,7 @@ def main(argv=None) -> int:
                  help='precision:batch per run, in order')
   f.add_argument('--backbone', default='piczakcnn', type=_backbone, help='a name of models.MODELS')
   f.add_argument('--method', default='vmap', choices=('vmap', 'unroll'),
-                 help='how the K runs share the program (multirun.multi_train_step)')
+                 help='how the K runs share the program (the stack option of steps.mesh_train_step)')
   f.add_argument('--ks', default='20', help='runs in one program (besides one run alone)')
   f.add_argument('--traced', type=int, default=2, help='trace the first this many variants')
   f.add_argument('--width', type=float, default=1.0)

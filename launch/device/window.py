@@ -83,7 +83,7 @@ class Item:
   overrides: tuple = ()    # configs/esc10.py items beyond backbone, strategy, fold, seed(s)
   precision: str = 'bfloat16'
   stack_method: str = 'unroll'
-  method: str = ''         # the report's label of these runs (`train.method_label`)
+  method: str = ''         # the report's label of these runs (`mixing.method_label`)
 
   @property
   def runs(self) -> int:
@@ -175,7 +175,7 @@ STARTUP_S = {'envnetv2': 48.0, 'piczakcnn': 40.0}
 SAVE_S_PER_RUN = {'envnetv2': 26.0 / 5, 'piczakcnn': 26.0 / 5 * 212 / 810}
 # Assumed (not measured on a device): one evaluation of one run (10 crops of 80 test clips and its
 # results.json), and the trainer's per-epoch bookkeeping of one run (its slice of the stacked
-# state, finiteness check, TensorBoard; results.json only at evaluations: train._Together).
+# state, finiteness check, TensorBoard; results.json only at evaluations: train._Loop).
 EVAL_S_PER_RUN = {'envnetv2': 0.15, 'piczakcnn': 0.05}
 EPOCH_S_PER_RUN = 0.002
 # On every estimate, and on the training time of a card no window has measured, against the
