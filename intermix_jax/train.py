@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import time
 from typing import Callable
@@ -386,8 +387,10 @@ class _Loop:
     self.device_inputs = None
     if first.config.data_on_device:  # one table of every run's clips (shared rows), on the mesh
       from intermix_jax.data import on_device
+      place = functools.partial(parallel.host_batch_to_global, mesh=mesh, pairs=first.mixes,
+                                runs=bool(stack))  # a crop plan is placed as a batch would be
       self.device_inputs = on_device.device_inputs(
-          [b.run.train_data for b in self.books], mesh, place=self._place,
+          [b.run.train_data for b in self.books], mesh, place=place,
           replicate=parallel.replicate, stacked=bool(stack))
       self.train_step = self.device_inputs.fuse(self.train_step)  # crops cut inside the step
     for b in self.books:
@@ -440,6 +443,9 @@ class _Loop:
       if self.live:
         logging.warning('%s: left out of the program from step %d (the other %d run(s) go on)',
                         self.books[k].run.workdir, self.step, len(self.live))
+      elif self.stack:
+        logging.warning('%s: left out of the program from step %d; no run of the program is '
+                        'left to train', self.books[k].run.workdir, self.step)
 
   def _check_finite(self) -> None:
     bad, first = self._per_run((self.state.nonfinite_count, self.state.first_nonfinite_step))
