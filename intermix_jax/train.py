@@ -345,19 +345,19 @@ class _Loop:
     self.stack, self.num_all = stack, len(parts)
     books = [records.RunRecord(run, store, writer, t0) for run, store, writer in parts]
     self.done = {k: b for k, b in enumerate(books) if b.start >= self.total}
-    todo = [k for k in range(len(books)) if k not in self.done]
+    unfinished = [k for k in range(len(books)) if k not in self.done]
     # The newest step every unfinished run can resume from (a run whose newest checkpoint is
     # unreadable falls back further, so this may take more than one round).
-    while todo:
-      common = min(books[k].start for k in todo)
-      ahead = [k for k in todo if books[k].start > common]
+    while unfinished:
+      common = min(books[k].start for k in unfinished)
+      ahead = [k for k in unfinished if books[k].start > common]
       if not ahead:
         break
       for k in ahead:
         logging.info('%s: resuming from step %d, with the other runs of this program',
                      runs[k].workdir, common)
         books[k] = records.RunRecord(*parts[k], t0, at_most=common)
-    self.books, self.order = [books[k] for k in todo], todo
+    self.books, self.order = [books[k] for k in unfinished], unfinished
     self.live = list(range(len(self.books)))  # indices into self.books (= the run axis)
     self.stopped: dict[int, dict] = {}
     if not self.books:
@@ -384,13 +384,14 @@ class _Loop:
       self.keys = multirun.stack_on_mesh([b.train_key for b in self.books], mesh)
     else:
       self.state, self.keys = self.books[0].state, self.books[0].train_key
+    # Host batches (or crop plans) -> the mesh; with `stack` a list of K, one per run.
+    self.place = functools.partial(parallel.host_batch_to_global, mesh=mesh, pairs=first.mixes,
+                                   runs=bool(stack))
     self.device_inputs = None
     if first.config.data_on_device:  # one table of every run's clips (shared rows), on the mesh
       from intermix_jax.data import on_device
-      place = functools.partial(parallel.host_batch_to_global, mesh=mesh, pairs=first.mixes,
-                                runs=bool(stack))  # a crop plan is placed as a batch would be
       self.device_inputs = on_device.device_inputs(
-          [b.run.train_data for b in self.books], mesh, place=place,
+          [b.run.train_data for b in self.books], mesh, place=self.place,
           replicate=parallel.replicate, stacked=bool(stack))
       self.train_step = self.device_inputs.fuse(self.train_step)  # crops cut inside the step
     for b in self.books:
@@ -411,11 +412,6 @@ class _Loop:
   def _runs(self, x):
     """(K,) values of the K runs -> what the step carries: the same, or run 0's alone."""
     return x if self.stack else x[0]
-
-  def _place(self, host):
-    """The runs' host batches (a list of K) -> one batch on the mesh (a run axis when stacked)."""
-    return parallel.host_batch_to_global(host if self.stack else host[0], self.mesh,
-                                         pairs=self.first.mixes, runs=bool(self.stack))
 
   @staticmethod
   def _per_run(tree):
@@ -451,13 +447,12 @@ class _Loop:
     bad, first = self._per_run((self.state.nonfinite_count, self.state.first_nonfinite_step))
     self._each(lambda k, b: b.check_finite(counts=(bad[k], first[k])))
 
-  def _save(self, partial: bool) -> None:
-    """Every live run's checkpoint of the current step (`partial`: mid-epoch, with the epoch's
-    metric sums), then, once all are written, the rotation of the old ones."""
+  def _save(self) -> None:
+    """Every live run's checkpoint of the current step (with the epoch's metric sums so far:
+    zero right after an epoch's end), then, once all are written, the rotation of the old ones."""
     loss, err = self._per_run(self.sums)
-    n = self.n_in_epoch if partial else 0
-    self._each(lambda k, b: b.save(dict(loss=float(loss[k]) if n else 0.0,
-                                        error=float(err[k]) if n else 0.0, n=n)), state=True)
+    self._each(lambda k, b: b.save(dict(loss=float(loss[k]), error=float(err[k]),
+                                        n=self.n_in_epoch)), state=True)
     for k in self.live:
       self.books[k].store.rotate()
 
@@ -515,8 +510,8 @@ class _Loop:
       batches = self.device_inputs.batches(epoch, first)
     else:
       its = [iter(b.run.train_data.batches(epoch, start_step=first)) for b in self.books]
-      batches = (self._place([{k: b[k] for k in ('x', 'y')} for b in host])
-                 for host in zip(*its))
+      xy = lambda host: [{k: b[k] for k in ('x', 'y')} for b in host]
+      batches = (self.place(xy(host) if self.stack else xy(host)[0]) for host in zip(*its))
     for i in range(first, self.spe):
       batch = next(batches, None)
       if batch is None:
@@ -535,7 +530,7 @@ class _Loop:
           return False
       if term.reached(self.step) and i + 1 < self.spe:  # at an epoch's end, it is closed first
         self._check_finite()
-        self._save(partial=True)
+        self._save()
         return True
     return False
 
@@ -580,7 +575,7 @@ class _Loop:
     self.n_in_epoch = 0
     saved = (epoch + 1) % cfg.checkpoint_every_epochs == 0 or last or term.requested
     if saved:
-      self.saves.timed(lambda: self._save(partial=False))
+      self.saves.timed(self._save)
       if self.first.is_main and not (last or term.requested):
         self.saves.check(cfg.checkpoint_every_epochs)
     if self.results_every_epoch or saved or evaluated:
