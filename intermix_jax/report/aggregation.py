@@ -1,15 +1,7 @@
 """Finding, checking and aggregating finished runs: the numbers behind every table and plot.
 
-`load_runs` (every results.json or adversarial.json under some folders, checked by
-`invalid_reason`), `aggregate` (groups by experiment, cross-validated error per seed, the table's
-mean +- std), `protocol_deviations`, `aggregate_adversarial` (table 3), `paired_comparisons`
-(against standard training and option variants against their default, `intermix_jax.stats`) and
-`learning_curve`; each function's docstring gives its fields (errors in %).
-
-The table's rule (last epoch the headline, best epoch on the test fold beside it, mean over folds,
-mean +- std over seeds or else over folds, partial CVs, experiments never averaged together) is
-docs/method.md §5 as the command's help spells it out (`report/__main__.py`); names and orders
-come from their registries (`mixing.STRATEGY_NAMES`, `paper`).
+Errors are in %. The table's rule (docs/method.md §5) is spelled out in the command's help
+(`report/__main__.py`); names and orders come from `mixing.STRATEGY_NAMES` and `paper`.
 """
 from __future__ import annotations
 
@@ -35,7 +27,6 @@ from intermix_jax.report.paper import PAPER_TABLE3_EPS
 from intermix_jax.report.paper import TABLE2_BACKBONE
 from intermix_jax.report.paper import TABLE3_DATASET
 
-# Column order of the strategies: the strategy registry's order.
 STRATEGY_ORDER = mixing.STRATEGY_NAMES
 # Standard training: the reference of the paired comparisons, the one strategy not doubling epochs.
 STANDARD = mixing.Standard.name
@@ -43,33 +34,23 @@ STANDARD = mixing.Standard.name
 RESULTS_FILE = 'results.json'
 ADVERSARIAL_FILE = 'adversarial.json'  # written by python -m intermix_jax.adversarial
 
-# Config fields that do not define an experiment (`setup_of`): runs that differ only in these are
-# the same experiment and are aggregated together. They are: the fold and the seed (the replicates
-# a group is made of; `seeds`: several seeds launched by one command); where the data lives (the
-# data itself is compared by the run's recorded `dataset_identity`); what may change within one
-# workdir because it does not change what is computed (`workdir.MUTABLE_FIELDS`: logging cadence,
-# nan_policy, stacked runs, data_on_device); the checkpoint cadence and how many are kept (a resume
-# is bitwise equal); the eval batch size (a padded last batch is masked); and opt_defaults_from
-# (which protocol row filled the opt fields; those fields themselves are compared). Every other
-# field defines the experiment, eval_every_epochs among them: it decides which epochs the
-# best-epoch-on-test error can choose from.
+# Config fields that do not define an experiment (`setup_of`): the replicates (fold, seed, seeds),
+# where the data lives (the data is compared by `dataset_identity`), what may change within a
+# workdir (`workdir.MUTABLE_FIELDS`), the checkpoint cadence (a resume is bitwise equal), the eval
+# batch size (a padded batch is masked) and opt_defaults_from (the opt fields themselves count).
 NOT_DEFINING = (('fold', 'seed', 'seeds') + workdir.MUTABLE_FIELDS + workdir.DATA_FIELDS
                 + ('checkpoint_every_epochs', 'keep_checkpoints', 'eval_batch_size',
                    'opt_defaults_from'))
-# Config fields the method label stands for (`Strategy.label` names every option of the strategy
-# that is not its default, '+aug' strong_augment): they are compared through the label, so an
-# option the strategy does not read (mixing.alpha of a standard run) never splits a group.
+# Config fields compared through the method label (`Strategy.label`, '+aug'): an option the
+# strategy does not read (mixing.alpha of a standard run) never splits a group.
 METHOD_FIELDS = ('strategy', 'mixing', 'strong_augment')
-# The parts of `dataset_identity` that differ between the folds of one cross-validation (each
-# fold's own clips; checked fold by fold in `aggregate`); the rest must be equal within a group.
+# The parts of `dataset_identity` that differ between the folds of one cross-validation.
 FOLD_IDENTITY_FIELDS = ('test_fold', 'train_clips', 'test_clips', 'train_digest', 'test_digest')
 
 
 def find_results(paths: Iterable[str], name: str = RESULTS_FILE) -> list[str]:
-  """Every file called `name` under `paths` (directories), sorted.
-
-  A path that is a file counts as an adversarial.json when it is named so, else as a results.json.
-  """
+  """Every file called `name` under `paths`, sorted; a path that is a file counts as an
+  adversarial.json when it is named so, else as a results.json."""
   found = set()
   for p in paths:
     if os.path.isfile(p):
@@ -97,10 +78,9 @@ def _is_int(v) -> bool:
 def invalid_reason(record, name: str = RESULTS_FILE) -> str | None:
   """Why a loaded results.json (or adversarial.json) cannot be used, or None when it can.
 
-  A results.json needs a 'status'; a finished one also needs dataset, backbone, method (strings),
-  fold, seed (integers), final_error (a finite number) and, when present, a history list of dicts
-  with an 'epoch'. An adversarial.json needs dataset, backbone, method, fold, seed, clean_error and
-  an attacked_error dict.
+  A results.json needs a 'status'; a finished one also dataset, backbone, method (strings), fold,
+  seed (integers), final_error (a number) and an optional history list of dicts with an 'epoch'.
+  An adversarial.json needs those but final_error, a clean_error and an attacked_error dict.
   """
   if not isinstance(record, dict):
     return f'holds a {type(record).__name__}, not a JSON object'
@@ -135,11 +115,8 @@ def invalid_reason(record, name: str = RESULTS_FILE) -> str | None:
 
 
 def load_runs(paths: Iterable[str], name: str = RESULTS_FILE) -> tuple[list[dict], list[str]]:
-  """The records in every file called `name` under `paths`, and one line per file left out.
-
-  A file that cannot be read, is not valid JSON or fails `invalid_reason` is skipped; the lines
-  name the file and the reason. Each record gets '_path' (its absolute path).
-  """
+  """The records in every file called `name` under `paths` (each with '_path', absolute), and one
+  line per file left out (unreadable, not JSON or `invalid_reason`), naming it and why."""
   runs, bad = [], []
   for path in find_results(paths, name):
     try:
@@ -159,13 +136,8 @@ def load_runs(paths: Iterable[str], name: str = RESULTS_FILE) -> tuple[list[dict
 
 
 def method_of(record: dict) -> str:
-  """The method label of a run, from its recorded config where it has one (so every run is
-  labelled by today's rule, `Strategy.label`), else its recorded `method`.
-
-  A config without `mixing.pairing` was trained before that option existed, when every strategy
-  mixed shared pairs: it is labelled so (e.g. BC of that time: 'bc[shared-pairs]'; BC's default is
-  now independent pairs). A config this version cannot read keeps its recorded label.
-  """
+  """A run's method label by today's rule (`Strategy.label` of its recorded config; a config
+  without `mixing.pairing` mixed shared pairs: 'bc[shared-pairs]'), else its recorded `method`."""
   config = record.get('config')
   if not isinstance(config, dict) or not isinstance(config.get('mixing'), dict):
     return record['method']
@@ -177,15 +149,10 @@ def method_of(record: dict) -> str:
 
 
 def setup_of(record: dict) -> dict:
-  """What defines a run's experiment besides its dataset, backbone and method label.
-
-  {dotted config key: value} of its recorded config without NOT_DEFINING, METHOD_FIELDS and
-  `workdir.REMOVED_FIELDS`, `workdir.ADDED_FIELDS` filled in where an older config lacks them,
-  and 'dataset_identity': the recorded `dataset_identity` without FOLD_IDENTITY_FIELDS (None when
-  the run did not record one; `aggregate` then takes the identity of the runs of the same config in
-  its table row when they recorded only one). Two runs of the same dataset, backbone and method are
-  one experiment exactly when their setups are equal.
-  """
+  """What defines a run's experiment besides its dataset, backbone and method label: {dotted
+  config key: value} without NOT_DEFINING, METHOD_FIELDS and `workdir.REMOVED_FIELDS` (older
+  configs filled with `workdir.ADDED_FIELDS`), and 'dataset_identity' without FOLD_IDENTITY_FIELDS
+  (None when unrecorded)."""
   config = record.get('config')
   flat = dict(workdir.ADDED_FIELDS)
   flat.update(workdir.flat_config(config) if isinstance(config, dict) else {})
@@ -205,8 +172,8 @@ _ABSENT = object()
 
 
 def _value_text(key: str, value, quote: bool = False) -> str:
-  """A setup value as a variant names it: 'opt.lr=0.05', 'dataset_identity=3f2a9c1e'; strings
-  quoted with `quote` (when two values would read alike, e.g. '1' and 1)."""
+  """A setup value as a variant names it ('0.05', dataset_identity: '3f2a9c1e'); strings quoted
+  with `quote`."""
   if value is _ABSENT:
     return '<absent>'
   if key == 'dataset_identity':
@@ -218,8 +185,8 @@ def _value_text(key: str, value, quote: bool = False) -> str:
 
 
 def setup_variants(setups: list[dict]) -> tuple[list[str], list[str]]:
-  """(the fields in which distinct setups differ, each setup's variant text, distinct), e.g.
-  (['num_epochs'], ['num_epochs=2', 'num_epochs=4']); ([], ['']) for a single setup."""
+  """(the fields in which setups differ, each one's distinct variant text), e.g. (['num_epochs'],
+  ['num_epochs=2', 'num_epochs=4']); ([], ['']) for a single setup."""
   keys = sorted(set().union(*setups)) if len(setups) > 1 else []
   for quote in (False, True):
     differing = [k for k in keys
@@ -242,8 +209,7 @@ def with_variant(title: str, variant: str | None) -> str:
 
 
 def method_title(g: dict) -> str:
-  """A group's method as the tables name it: 'intermix', with its setup's variant when its table
-  row holds several setups: 'intermix {opt.lr=0.05}'."""
+  """A group's method as the tables name it: 'intermix' or 'intermix {opt.lr=0.05}'."""
   return with_variant(g['method'], g.get('variant'))
 
 
@@ -257,12 +223,8 @@ def _row(backbone: str, method: str) -> str:
 
 
 def _split_by_setup(records: list[dict], notes: list[str]) -> list[tuple[tuple, dict, list]]:
-  """Groups records by (dataset, backbone, method, setup); gives each its variant text.
-
-  A table row (dataset, backbone row) whose records have several setups gets one note line naming
-  the differing fields and the groups. Returns [((dataset, backbone, method), {'setup',
-  'variant'}, records)], sorted by dataset, backbone, method and variant.
-  """
+  """[((dataset, backbone, method), {'setup', 'variant'}, records)] sorted, one per setup; one
+  note line per table row holding several setups."""
   by_group, setups = collections.defaultdict(list), {}
   for r, setup in _with_identities([(r, setup_of(r)) for r in records], notes):
     setups[_setup_key(setup)] = setup
@@ -290,10 +252,8 @@ def _split_by_setup(records: list[dict], notes: list[str]) -> list[tuple[tuple, 
 
 def _with_identities(pairs: list[tuple[dict, dict]], notes: list[str]
                      ) -> list[tuple[dict, dict]]:
-  """[(record, setup)] where a run that recorded no dataset identity (older code) takes the one
-  identity recorded by the runs of the same config in its table row: unrecorded means unknown, not
-  different. With several identities recorded there it stays apart ('unrecorded'). One note line
-  per table row either way."""
+  """[(record, setup)], a run without a recorded dataset identity taking the one identity that the
+  runs of its config in its table row recorded (several: it stays apart); one note line per row."""
   recorded = collections.defaultdict(dict)  # (dataset, row, config) -> {identity key: identity}
   row_config = lambda r, s: (r['dataset'], _row(r['backbone'], r['method']),
                              _setup_key(dict(s, dataset_identity=None)))
@@ -324,12 +284,8 @@ def _with_identities(pairs: list[tuple[dict, dict]], notes: list[str]
 
 def _one_per_seed_fold(records: list[dict], name: str, same, notes: list[str],
                        what: str = 'runs') -> dict:
-  """{(seed, fold): record} of one group, one record each, never chosen silently.
-
-  Several records of the same (seed, fold) (the same experiment run twice) count once when
-  `same(a, b)` holds for all (the first by path is used), else none of them counts; either way
-  one note line names them.
-  """
+  """{(seed, fold): record}: of several records of one (seed, fold), the first by path when
+  `same` holds for all, else none; one note line names them either way."""
   by_key = collections.defaultdict(list)
   for r in sorted(records, key=lambda r: r['_path']):
     by_key[(int(r['seed']), int(r['fold']))].append(r)
@@ -362,9 +318,8 @@ def _test_errors(run: dict) -> list[tuple[int, float]]:
 
 
 def best_epoch_error(run: dict) -> float | None:
-  """The lowest test-fold error % over a run's evaluated epochs (every `eval_every_epochs` and the
-  last), None when its history records none: the reference codes' selection (they print the best
-  test accuracy seen), chosen on the test fold itself, so optimistic. Never the headline (§5)."""
+  """The lowest test-fold error % over a run's evaluated epochs, None when it records none (the
+  reference codes' selection, optimistic; never the headline, docs/method.md §5)."""
   errors = [e for _, e in _test_errors(run)]
   return min(errors) if errors else None
 
@@ -405,7 +360,7 @@ def _std(values: list[float]) -> float | None:
 
 def _complete_seeds(seeds: dict, expected: int | None) -> tuple[dict, bool]:
   """({seed: {fold: value}} of the seeds with every fold 1..expected, partial): when no seed has
-  them all, every seed with a value and partial=True (the table's rule, module docstring)."""
+  them all, every seed with a value and partial=True."""
   complete = {s: f for s, f in seeds.items()
               if expected is None or sorted(f) == list(range(1, expected + 1))}
   if complete:
@@ -413,37 +368,27 @@ def _complete_seeds(seeds: dict, expected: int | None) -> tuple[dict, bool]:
   return {s: f for s, f in seeds.items() if f}, True
 
 
-def _spread(complete: dict) -> tuple[dict, float, float | None, str, int]:
-  """{seed: {fold: error}} -> (cv {seed: mean over its folds}, mean, std, 'seeds' | 'folds', n):
-  mean and sample std over the seeds' cross-validated errors when there are several seeds, else
-  over the folds of the single seed (the table's rule, module docstring); n = how many values the
-  std is over (std None when n == 1: a single run)."""
+def _spread(complete: dict, partial: bool) -> dict:
+  """{seed: {fold: error}} -> cv_errors {seed: mean over its folds}, mean and sample std over the
+  seeds' cv_errors, or over the folds of a single seed (std_over 'seeds' | 'folds'), n (values the
+  std is over; std None when 1) and partial."""
   cv = {s: float(np.mean(list(f.values()))) for s, f in complete.items()}
-  if len(cv) > 1:
-    values, over = list(cv.values()), 'seeds'
-  else:
-    (only,) = complete.values()
-    values, over = list(only.values()), 'folds'
-  return cv, float(np.mean(values)), _std(values), over, len(values)
+  values = list(cv.values()) if len(cv) > 1 else list(next(iter(complete.values())).values())
+  return dict(cv_errors=cv, mean=float(np.mean(values)), std=_std(values),
+              std_over='seeds' if len(cv) > 1 else 'folds', n=len(values), partial=partial)
 
 
 def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
-  """Groups finished runs by experiment; returns (groups, left_out, grouping).
+  """Groups finished runs by experiment (`setup_of`), one run per (seed, fold); a fold whose runs
+  tested other clips is left out.
 
-  A group is every run of one experiment (`setup_of`), one run per (seed, fold)
-  (`_one_per_seed_fold`); a fold whose runs tested other clips is left out of the group.
-
-  Each group: dataset, backbone, method, row, setup, variant ('' when its row has one setup),
-  seeds {seed: {fold: error}}, cv_errors {seed: mean}, mean, std, std_over ('seeds' | 'folds'), n
-  (values the std is over; std None when 1), num_folds, paper, runs (the results dicts counted,
-  one per seed and fold); and both spreads whatever the table shows: fold_std {seed: sample std
-  over that seed's folds, None for a single fold}, seed_mean / seed_std (mean and sample std of
-  the seeds' cross-validated errors; seed_std None with a single seed); best: the same for each
-  run's `best_epoch_error` (the reference codes' selection: mean, std, std_over, n, partial,
-  cv_errors, seeds), None when a run counted records no evaluated epoch; eval_every_epochs (its
-  config's). Errors in %.
-  left_out: one line per run not finished. grouping: one line per table row split into setups,
-  per duplicate (seed, fold), per fold or seed set aside, and why.
+  Returns:
+    (groups, left_out: one line per unfinished run, grouping: one line per row split into setups,
+    duplicate (seed, fold), fold or seed set aside). A group: dataset, backbone, method, row,
+    setup, variant ('' when alone in its row), seeds {seed: {fold: error}}, the fields of
+    `_spread`, num_folds, paper, fold_std {seed: std over its folds}, seed_mean, seed_std (over the
+    seeds' cv_errors), best (the same for `best_epoch_error`, with its seeds; None when a run has
+    no evaluated epoch), eval_every_epochs, runs (the results dicts counted).
   """
   left_out, grouping = [], []
   finished = []
@@ -481,51 +426,31 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
         missing = sorted(set(range(1, expected + 1)) - set(seeds[seed]))
         grouping.append(f'{name} seed {seed}: folds {missing} missing; seed left out of the '
                         'table (another seed has every fold)')
-    cv, mean, std, over, n = _spread(complete)
-    cv_values = [cv[s] for s in sorted(cv)]
+    spread = _spread(complete, partial)
+    cv_values = [spread['cv_errors'][s] for s in sorted(complete)]
     best_seeds = {s: {f: best_epoch_error(chosen[(s, f)]) for f in folds}
                   for s, folds in sorted(complete.items())}
     best = None
     if all(v is not None for folds in best_seeds.values() for v in folds.values()):
-      b_cv, b_mean, b_std, b_over, b_n = _spread(best_seeds)
-      best = dict(mean=b_mean, std=b_std, std_over=b_over, n=b_n, partial=partial,
-                  cv_errors=b_cv, seeds=best_seeds)
+      best = dict(_spread(best_seeds, partial), seeds=best_seeds)
     groups.append(dict(dataset=dataset, backbone=backbone, method=method,
-                       row=_row(backbone, method), **split,
+                       row=_row(backbone, method), **split, **spread,
                        seeds={s: dict(sorted(f.items())) for s, f in sorted(complete.items())},
-                       cv_errors=cv, mean=mean, std=std, std_over=over, n=n, num_folds=expected,
-                       partial=partial, paper=paper_value(dataset, backbone, method),
+                       num_folds=expected, paper=paper_value(dataset, backbone, method),
                        fold_std={s: _std(list(f.values())) for s, f in sorted(complete.items())},
-                       seed_mean=float(np.mean(cv_values)),
-                       seed_std=_std(cv_values) if len(cv_values) > 1 else None, best=best,
+                       seed_mean=float(np.mean(cv_values)), seed_std=_std(cv_values), best=best,
                        eval_every_epochs=split['setup'].get('eval_every_epochs'),
                        runs=[chosen[k] for k in sorted(chosen) if k[0] in complete]))
   return groups, left_out, grouping
 
 
-def _fixed_value(cfg: dict, name: str, want):
-  """Config field `name` ('batch_size' or 'model.width') of a run's config.
-
-  A top-level field the config lacks reads as the protocol's value `want` (results.json of runs
-  that predate the field); a missing field of a sub-config reads as None.
-  """
-  if '.' not in name:
-    return cfg.get(name, want)
-  parent, field = name.split('.', 1)
-  return cfg[parent].get(field)
-
-
 def protocol_deviations(run: dict) -> list[str] | None:
-  """How a run's config departs from the paper's protocol (docs/method.md §5).
+  """How a run's config departs from the paper's protocol (docs/method.md §5), e.g.
+  ['num_epochs 30 (protocol 600)']; [] when it follows it, None when it cannot be told.
 
-  E.g. ['num_epochs 30 (protocol 600)']. None when it cannot be told (not a paper dataset, no
-  protocol row, or an incomplete config); [] when the run follows the protocol. Checked: the
-  protocol row `protocol.optimisation_row(backbone, dataset)` (num_epochs, opt.lr, opt.schedule,
-  opt.warmup_epochs), doubling for mixing, the fields of `protocol.FIXED` (batch 64, the
-  published model: width 1, fc_units None; 10 test crops; whole epochs: steps_per_epoch None), and
-  source audio upsampled where the official release was not (`protocol.upsampled_rates`, from
-  dataset_identity's source_sample_rates), e.g. 'source audio 16000 Hz upsampled to 44100 Hz
-  (protocol 44100 Hz, downsampled where needed)'.
+  Checked: `protocol.optimisation_row` (num_epochs, opt.lr, opt.schedule, opt.warmup_epochs),
+  doubling for mixing, `protocol.FIXED` (a top-level field a config lacks reads as the protocol's,
+  a missing sub-config field as None) and `protocol.upsampled_rates` of the source audio.
   """
   cfg = run.get('config') or {}
   dataset, backbone = run.get('dataset'), run.get('backbone')
@@ -538,7 +463,9 @@ def protocol_deviations(run: dict) -> list[str] | None:
             ('opt.lr', opt.get('lr'), row['lr']),
             ('opt.schedule', tuple(opt.get('schedule') or ()), tuple(row['schedule'])),
             ('opt.warmup_epochs', opt.get('warmup_epochs'), row['warmup_epochs'])]
-  checks += [(name, _fixed_value(cfg, name, want), want) for name, want in protocol.FIXED.items()]
+  for name, want in protocol.FIXED.items():
+    parent, _, field = name.rpartition('.')
+    checks.append((name, cfg[parent].get(field) if parent else cfg.get(name, want), want))
   strategy = run.get('strategy', cfg.get('strategy'))
   if strategy not in STRATEGY_ORDER or mixing.get_strategy(strategy).mixes:
     checks.append(('double_epochs_for_mixing', cfg['double_epochs_for_mixing'], True))
@@ -566,13 +493,12 @@ def add_protocol_deviations(groups: list[dict]) -> None:
 
 
 def _cv_stats(seeds: dict, expected: int | None) -> dict | None:
-  """mean/std of {seed: {fold: value}} by the table's rule (see the module docstring)."""
+  """`_spread` of {seed: {fold: value}} without cv_errors, with seeds and folds (lists)."""
   complete, partial = _complete_seeds(seeds, expected)
   if not complete:
     return None
-  cv, mean, std, over, n = _spread(complete)
-  return dict(mean=mean, std=std, std_over=over, n=n, partial=partial,
-              seeds=sorted(complete), folds=sorted({f for v in complete.values() for f in v}))
+  st = {k: v for k, v in _spread(complete, partial).items() if k != 'cv_errors'}
+  return dict(st, seeds=sorted(complete), folds=sorted({f for v in complete.values() for f in v}))
 
 
 def eps_label(eps: float) -> str:
@@ -592,18 +518,14 @@ def paper_adversarial(dataset: str, method: str, eps: float) -> float | None:
 
 def aggregate_adversarial(records: list[dict], runs: list[dict] = ()
                           ) -> tuple[list[dict], list[str], list[str]]:
-  """Groups adversarial.json records by experiment; returns (groups, notes, grouping).
+  """Groups adversarial.json records by experiment as `aggregate` groups runs.
 
-  The folds of a full cross-validation are the records' own `num_folds`; for records that lack
-  it, those of the results.json `runs` of the same dataset (none: every seed counts as complete).
+  A full cross-validation has the records' `num_folds`, else that of the `runs` of their dataset.
 
-  Records are grouped by experiment as the runs are (`aggregate`: setup and variant, one record
-  per seed and fold); notes: records left out (attacks of unfinished runs) or doubtful (not the
-  run's last checkpoint); grouping: which were split or set aside, one line each.
-
-  Each group: dataset, backbone, method, row, setup, variant, eps (floats, strongest first), clean
-  and attacked ({eps: stats}) with stats = mean, std, std_over, n, partial, seeds, folds, paper;
-  deviations.
+  Returns:
+    (groups, notes: attacks of unfinished runs or not of the last checkpoint, grouping). A group:
+    dataset, backbone, method, row, setup, variant, eps (strongest first), clean and attacked
+    ({eps: `_cv_stats` with paper}), deviations, num_records.
   """
   run_folds = collections.defaultdict(int)
   for r in runs:
@@ -642,12 +564,8 @@ def aggregate_adversarial(records: list[dict], runs: list[dict] = ()
 
     attacked = {}
     for eps in eps_values:
-      def value(r, eps=eps):
-        for k, v in r['attacked_error'].items():
-          if math.isclose(float(k), eps, rel_tol=1e-9):
-            return v
-        return None
-      st = cv_stats_of(value)
+      st = cv_stats_of(lambda r, eps=eps: next((v for k, v in r['attacked_error'].items()
+                                                if math.isclose(float(k), eps, rel_tol=1e-9)), None))
       if st is not None:
         st['paper'] = paper_adversarial(dataset, method, eps)
         attacked[eps] = st
@@ -663,11 +581,7 @@ def aggregate_adversarial(records: list[dict], runs: list[dict] = ()
 # Paired comparisons on the same test clips: against standard training, variants against defaults
 # ------------------------------------------------------------------------------------------------
 def clip_outcomes(run: dict) -> tuple[dict | None, str | None]:
-  """A run's test clips as {filename: (label, correct)}, or (None, why not).
-
-  Read from results.json 'predictions' (filenames, labels, preds: one entry per test clip, the
-  last evaluation's 10-crop prediction).
-  """
+  """A run's test clips as {filename: (label, correct)} from its 'predictions', or (None, why)."""
   p = run.get('predictions')
   if not isinstance(p, dict):
     return None, 'no per-clip predictions'
@@ -681,8 +595,7 @@ def clip_outcomes(run: dict) -> tuple[dict | None, str | None]:
 
 
 def first_by_seed_fold(runs: list[dict]) -> dict:
-  """{(seed, fold): run} of a group's runs (`aggregate` counts one run of each; for a list with
-  several, the first)."""
+  """{(seed, fold): the first run of it} of a group's runs."""
   out = {}
   for r in runs:
     out.setdefault((int(r['seed']), int(r['fold'])), r)
@@ -695,10 +608,8 @@ def reference_method(method: str) -> str:
 
 
 def reference_methods(method: str) -> list[str]:
-  """The methods `method` is compared against on the same clips: standard training
-  (`reference_method`) for every other strategy, and for an option variant also its strategy's
-  default: 'bc[shared-pairs]' -> ['standard', 'bc'], 'intermix[no-normalize,stopgrad]+aug' ->
-  ['standard+aug', 'intermix+aug'], 'standard' -> []."""
+  """The methods `method` is compared against: 'bc[shared-pairs]' -> ['standard', 'bc'],
+  'intermix[stopgrad]+aug' -> ['standard+aug', 'intermix+aug'], 'standard' -> []."""
   aug = '+aug' if method.endswith('+aug') else ''
   refs = [] if base_method(method) == STANDARD else [reference_method(method)]
   return refs + ([base_method(method) + aug] if '[' in method else [])
@@ -706,24 +617,16 @@ def reference_methods(method: str) -> list[str]:
 
 def paired_comparisons(groups: list[dict], num_resamples: int = stats.BOOTSTRAP_RESAMPLES,
                        seed: int = stats.BOOTSTRAP_SEED) -> tuple[list[dict], list[str]]:
-  """Each group against each of its `reference_methods` of the same dataset, backbone and setup
-  (standard training; for an option variant also its strategy's default), when both ran.
+  """Each group against its `reference_methods` of the same dataset, backbone and setup.
 
-  Per seed, the folds both ran are paired clip by clip (by filename) and pooled: with
-  cross-validation every clip is a test clip once per seed. A fold whose two runs lack per-clip
-  predictions, or whose filenames or labels differ, is left out with a note. With several paired
-  seeds on the same clips, a further comparison with seed 'all' averages the difference over the
-  seeds (bootstrap resampling a clip with all its seeds; no McNemar test, a clip counting once per
-  seed).
+  Per seed, the clips of the folds both ran are paired by filename and pooled (a fold that cannot
+  be paired is left out with a note); with several seeds on the same clips, also seed 'all'.
 
   Returns:
-    (comparisons, notes). A comparison: dataset, backbone, row, method, variant (its group's,
-    the reference has the same setup), reference (the method compared against), seed (int or
-    'all'), seeds, folds (paired), unpaired_folds, n (clips), ref_error and error (% on the
-    paired clips), diff, low, high (error(method) - error(reference) and its bootstrap interval,
-    percentage points), confidence, num_resamples, bootstrap_seed, b (clips the reference got
-    right and the method wrong), c (the reverse), p (McNemar exact two-sided; b, c and p None for
-    'all'); in the order of `groups`, standard training first.
+    (comparisons, notes). A comparison: dataset, backbone, row, method, variant, reference, seed
+    (int or 'all'), seeds, folds, unpaired_folds, n (clips), ref_error, error (%), diff, low, high
+    (error(method) - error(reference) and its bootstrap interval, pp), confidence, num_resamples,
+    bootstrap_seed, b, c (`stats.mcnemar_counts`), p (McNemar exact; None for 'all').
   """
   comparisons, notes = [], []
   for g in groups:
@@ -733,6 +636,15 @@ def paired_comparisons(groups: list[dict], num_resamples: int = stats.BOOTSTRAP_
       if ref is not None:
         _compare(g, ref, num_resamples, seed, comparisons, notes)
   return comparisons, notes
+
+
+def _comparison(common: dict, ref_ok: np.ndarray, new_ok: np.ndarray, **fields) -> dict:
+  """A comparison's dict (`paired_comparisons`) of per-clip correctness (clips on the last axis)."""
+  boot = stats.paired_bootstrap(ref_ok, new_ok, num_resamples=common['num_resamples'],
+                                seed=common['bootstrap_seed'])
+  return dict(common, **fields, ref_error=stats.error_percent(ref_ok),
+              error=stats.error_percent(new_ok), diff=boot['diff'], low=boot['low'],
+              high=boot['high'], confidence=boot['confidence'])
 
 
 def _compare(g: dict, ref: dict, num_resamples: int, seed: int, comparisons: list[dict],
@@ -777,46 +689,31 @@ def _compare(g: dict, ref: dict, num_resamples: int, seed: int, comparisons: lis
     ref_ok = np.array([pooled[k][0] for k in names])
     new_ok = np.array([pooled[k][1] for k in names])
     b, c = stats.mcnemar_counts(ref_ok, new_ok)
-    boot = stats.paired_bootstrap(ref_ok, new_ok, num_resamples=num_resamples, seed=seed)
     per_seed.append((names, ref_ok, new_ok))
-    mine.append(dict(
-        common, seed=s, seeds=[s], folds=paired, unpaired_folds=unpaired, n=len(names),
-        ref_error=stats.error_percent(ref_ok), error=stats.error_percent(new_ok),
-        diff=boot['diff'], low=boot['low'], high=boot['high'], confidence=boot['confidence'],
-        b=b, c=c, p=stats.mcnemar_exact(b, c)))
+    mine.append(_comparison(common, ref_ok, new_ok, seed=s, seeds=[s], folds=paired,
+                            unpaired_folds=unpaired, n=len(names), b=b, c=c,
+                            p=stats.mcnemar_exact(b, c)))
   comparisons += mine
   if len(per_seed) < 2:
     return
   if any(names != per_seed[0][0] for names, _, _ in per_seed):
     notes.append(f'{name}: the seeds tested different clips; no comparison over all seeds')
     return
-  ref_ok = np.stack([x[1] for x in per_seed])
-  new_ok = np.stack([x[2] for x in per_seed])
-  boot = stats.paired_bootstrap(ref_ok, new_ok, num_resamples=num_resamples, seed=seed)
-  comparisons.append(dict(
-      common, seed='all', seeds=[x['seed'] for x in mine],
+  comparisons.append(_comparison(
+      common, np.stack([x[1] for x in per_seed]), np.stack([x[2] for x in per_seed]), seed='all',
+      seeds=[x['seed'] for x in mine],
       folds=sorted(set.intersection(*(set(x['folds']) for x in mine))),
       unpaired_folds=sorted(set().union(*(set(x['unpaired_folds']) for x in mine))),
-      n=ref_ok.shape[1], ref_error=stats.error_percent(ref_ok), error=stats.error_percent(new_ok),
-      diff=boot['diff'], low=boot['low'], high=boot['high'], confidence=boot['confidence'],
-      b=None, c=None, p=None))
+      n=len(per_seed[0][0]), b=None, c=None, p=None))
 
 
 # ------------------------------------------------------------------------------------------------
 # Learning curves (per-epoch history of results.json)
 # ------------------------------------------------------------------------------------------------
 def learning_curve(runs: list[dict], key: str) -> dict | None:
-  """history[key] of `runs` at each epoch: mean, std (sample), min, max over the runs there.
-
-  Args:
-    runs: results.json dicts (e.g. the folds of one method).
-    key: a per-epoch history field: 'test_error' (%, on evaluated epochs only), 'train_loss',
-      'train_error' (%).
-
-  Returns:
-    None when no run has the field, else dict of equal-length lists: epoch (1-based, ascending),
-    mean, std (None where n == 1), min, max, n (runs with a value at that epoch).
-  """
+  """history[key] ('test_error' %, 'train_loss', 'train_error' %) of results.json dicts: None when
+  no run has it, else lists over the epochs (1-based, ascending): epoch, mean, std (sample; None
+  where n == 1), min, max, n (runs with a value there)."""
   per_epoch = collections.defaultdict(list)
   for r in runs:
     for h in r.get('history') or []:
