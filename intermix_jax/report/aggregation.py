@@ -18,14 +18,10 @@ from intermix_jax import mixing
 from intermix_jax import protocol
 from intermix_jax import stats
 from intermix_jax import workdir
-from intermix_jax.report.paper import BACKBONE_ORDER
-from intermix_jax.report.paper import DATASET_COLUMN
-from intermix_jax.report.paper import PAPER_TABLE1
-from intermix_jax.report.paper import PAPER_TABLE2
-from intermix_jax.report.paper import PAPER_TABLE3
-from intermix_jax.report.paper import PAPER_TABLE3_EPS
-from intermix_jax.report.paper import TABLE2_BACKBONE
-from intermix_jax.report.paper import TABLE3_DATASET
+from intermix_jax.report.paper import (  # pylint: disable=g-multiple-import
+    BACKBONE_ORDER, DATASET_COLUMN, PAPER_TABLE1, PAPER_TABLE2, PAPER_TABLE3, PAPER_TABLE3_EPS,
+    TABLE2_BACKBONE, TABLE3_DATASET,
+)
 
 STRATEGY_ORDER = mixing.STRATEGY_NAMES
 # Standard training: the reference of the paired comparisons, the one strategy not doubling epochs.

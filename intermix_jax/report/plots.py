@@ -9,16 +9,13 @@ import os
 
 import numpy as np
 
-from intermix_jax.report.aggregation import first_by_seed_fold
-from intermix_jax.report.aggregation import eps_label
-from intermix_jax.report.aggregation import count_text
-from intermix_jax.report.aggregation import learning_curve
-from intermix_jax.report.aggregation import method_title
-from intermix_jax.report.aggregation import paper_adversarial
-from intermix_jax.report.aggregation import row_rank
-from intermix_jax.report.aggregation import strategy_rank
-from intermix_jax.report.paper import BACKBONE_TITLE
-from intermix_jax.report.paper import DATASET_TITLE
+from intermix_jax.report.aggregation import (  # pylint: disable=g-multiple-import
+    first_by_seed_fold, eps_label, count_text, learning_curve, method_title, paper_adversarial,
+    row_rank, strategy_rank,
+)
+from intermix_jax.report.paper import (  # pylint: disable=g-multiple-import
+    BACKBONE_TITLE, DATASET_TITLE,
+)
 
 
 def _safe(name: str) -> str:

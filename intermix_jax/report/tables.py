@@ -8,27 +8,14 @@ from __future__ import annotations
 import numpy as np
 
 from intermix_jax import stats
-from intermix_jax.report.aggregation import eps_label
-from intermix_jax.report.aggregation import group_name
-from intermix_jax.report.aggregation import method_title
-from intermix_jax.report.aggregation import paper_adversarial
-from intermix_jax.report.aggregation import paper_value
-from intermix_jax.report.aggregation import reference_method
-from intermix_jax.report.aggregation import row_rank
-from intermix_jax.report.aggregation import STRATEGY_ORDER
-from intermix_jax.report.aggregation import strategy_rank
-from intermix_jax.report.aggregation import with_variant
-from intermix_jax.report.paper import BACKBONE_ORDER
-from intermix_jax.report.paper import BACKBONE_TITLE
-from intermix_jax.report.paper import DATASET_COLUMN
-from intermix_jax.report.paper import DATASET_TITLE
-from intermix_jax.report.paper import PAPER_TABLE1
-from intermix_jax.report.paper import PAPER_TABLE2
-from intermix_jax.report.paper import PAPER_TABLE3
-from intermix_jax.report.paper import PAPER_TABLE3_EPS
-from intermix_jax.report.paper import TABLE2_BACKBONE
-from intermix_jax.report.paper import TABLE2_ROW
-from intermix_jax.report.paper import TABLE3_DATASET
+from intermix_jax.report.aggregation import (  # pylint: disable=g-multiple-import
+    eps_label, group_name, method_title, paper_adversarial, paper_value, reference_method, row_rank,
+    STRATEGY_ORDER, strategy_rank, with_variant,
+)
+from intermix_jax.report.paper import (  # pylint: disable=g-multiple-import
+    BACKBONE_ORDER, BACKBONE_TITLE, DATASET_COLUMN, DATASET_TITLE, PAPER_TABLE1, PAPER_TABLE2,
+    PAPER_TABLE3, PAPER_TABLE3_EPS, TABLE2_BACKBONE, TABLE2_ROW, TABLE3_DATASET,
+)
 
 NOT_RUN = '—'
 NOT_AVAILABLE = 'n/a'  # a best-epoch error of runs that recorded no evaluated epoch

@@ -7,15 +7,10 @@ import json
 import os
 
 from intermix_jax.report import plots as plots_lib
-from intermix_jax.report.aggregation import ADVERSARIAL_FILE
-from intermix_jax.report.aggregation import add_protocol_deviations
-from intermix_jax.report.aggregation import aggregate
-from intermix_jax.report.aggregation import aggregate_adversarial
-from intermix_jax.report.aggregation import eps_label
-from intermix_jax.report.aggregation import first_by_seed_fold
-from intermix_jax.report.aggregation import learning_curve
-from intermix_jax.report.aggregation import load_runs
-from intermix_jax.report.aggregation import paired_comparisons
+from intermix_jax.report.aggregation import (  # pylint: disable=g-multiple-import
+    ADVERSARIAL_FILE, add_protocol_deviations, aggregate, aggregate_adversarial, eps_label,
+    first_by_seed_fold, learning_curve, load_runs, paired_comparisons,
+)
 from intermix_jax.report.tables import markdown
 
 
