@@ -344,6 +344,11 @@ def strategy_rank(method: str) -> int:
   return STRATEGY_ORDER.index(strategy) if strategy in STRATEGY_ORDER else 99
 
 
+def method_order(g: dict) -> tuple:
+  """The sort key of a group (or comparison) among its row's: strategy, method, variant."""
+  return strategy_rank(g['method']), g['method'], g['variant']
+
+
 def row_rank(row: str) -> int:
   """Position of a table row (backbone, '+aug') in the paper's table 1 (99 when not there)."""
   return BACKBONE_ORDER.index(row) if row in BACKBONE_ORDER else 99
@@ -560,8 +565,9 @@ def aggregate_adversarial(records: list[dict], runs: list[dict] = ()
 
     attacked = {}
     for eps in eps_values:
-      st = cv_stats_of(lambda r, eps=eps: next((v for k, v in r['attacked_error'].items()
-                                                if math.isclose(float(k), eps, rel_tol=1e-9)), None))
+      at_eps = lambda r, eps=eps: next((v for k, v in r['attacked_error'].items()
+                                        if math.isclose(float(k), eps, rel_tol=1e-9)), None)
+      st = cv_stats_of(at_eps)
       if st is not None:
         st['paper'] = paper_adversarial(dataset, method, eps)
         attacked[eps] = st

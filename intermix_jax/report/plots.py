@@ -11,7 +11,7 @@ import numpy as np
 
 from intermix_jax.report.aggregation import (  # pylint: disable=g-multiple-import
     first_by_seed_fold, eps_label, count_text, learning_curve, method_title, paper_adversarial,
-    row_rank, strategy_rank,
+    row_rank, strategy_rank, method_order,
 )
 from intermix_jax.report.paper import (  # pylint: disable=g-multiple-import
     BACKBONE_TITLE, DATASET_TITLE,
@@ -60,7 +60,7 @@ def plot_learning_curves(groups: list[dict], out: str) -> list[str]:
   written = []
   for (dataset, backbone) in sorted({(g['dataset'], g['backbone']) for g in groups}):
     gs = [x for x in groups if (x['dataset'], x['backbone']) == (dataset, backbone)]
-    gs.sort(key=lambda g: (strategy_rank(g['method']), g['method'], g['variant']))
+    gs.sort(key=method_order)
     train_key = ('train_loss' if any(learning_curve(g['runs'], 'train_loss') for g in gs)
                  else 'train_error')
     fig, (ax_test, ax_train) = plt.subplots(1, 2, figsize=(12, 4.5))

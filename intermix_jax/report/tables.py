@@ -1,7 +1,5 @@
-"""Markdown tables of the report: what report.md holds (`markdown`) and the command prints
-(`summary_text`); each function returns markdown lines (or text) from the groups and comparisons of
-`intermix_jax.report.aggregation`, with the paper's values and titles of `report.paper`. What each
-table shows: the command's help (`report/__main__.py`).
+"""Markdown of the report: report.md (`markdown`) and what the command prints (`summary_text`),
+from the groups and comparisons of `report.aggregation` (what each table shows: `__main__` help).
 """
 from __future__ import annotations
 
@@ -10,7 +8,7 @@ import numpy as np
 from intermix_jax import stats
 from intermix_jax.report.aggregation import (  # pylint: disable=g-multiple-import
     eps_label, group_name, method_title, paper_adversarial, paper_value, reference_method, row_rank,
-    STRATEGY_ORDER, strategy_rank, with_variant,
+    STRATEGY_ORDER, strategy_rank, method_order, with_variant,
 )
 from intermix_jax.report.paper import (  # pylint: disable=g-multiple-import
     BACKBONE_ORDER, BACKBONE_TITLE, DATASET_COLUMN, DATASET_TITLE, PAPER_TABLE1, PAPER_TABLE2,
@@ -33,12 +31,11 @@ LEGEND = ('Error % (lower is better). Last epoch (the headline, docs/method.md �
           '"Protocol deviations"). {…} = one of several experiment setups in a table row, named '
           'by the config fields that differ (see "Runs split or set aside"). — = not run. n/a = '
           'no evaluated epoch recorded.')
-# What the best-epoch tables say of themselves (title, then how the number is made).
 BEST_TITLE = 'Best epoch on the test fold (the reference codes\' selection; optimistic)'
 
 
 def _best_text(groups: list[dict]) -> str:
-  """The line under a best-epoch table: how its number is made, at which evaluated epochs."""
+  """The line under a best-epoch table."""
   every = sorted({g['eval_every_epochs'] for g in groups if g.get('eval_every_epochs')})
   when = (f"every {' or '.join(str(e) for e in every)} epochs and the last"
           if every else 'every eval_every_epochs and the last')
@@ -63,8 +60,7 @@ PAIRED_KINDS = (('Against standard training',
 
 
 def paired_tables(comparisons: list[dict], notes: list[str] = ()) -> list[str]:
-  """Markdown lines: per (dataset, backbone), each method against standard training, then each
-  option variant against its strategy's default, on the same clips (one table format)."""
+  """Markdown lines: per (dataset, backbone), the comparisons of each of PAIRED_KINDS."""
   if not comparisons and not notes:
     return []
   first = comparisons[0] if comparisons else None
@@ -82,13 +78,11 @@ def paired_tables(comparisons: list[dict], notes: list[str] = ()) -> list[str]:
            'two-sided test of b against c. Seed "all": Δ averaged over the seeds, a clip '
            'resampled with all its seeds; no McNemar test there (a clip counts once per seed, so '
            'the clips are not independent).', '']
-  order = lambda x: (strategy_rank(x['method']), x['method'], x['variant'], x['reference'],
-                     x['seed'] == 'all', str(x['seed']))
+  order = lambda x: method_order(x) + (x['reference'], x['seed'] == 'all', str(x['seed']))
   for kind, belongs in PAIRED_KINDS:
     mine = [x for x in comparisons if belongs(x)]
     for dataset, row in dict.fromkeys((x['dataset'], x['row']) for x in mine):
-      lines += [f'### {kind}: {DATASET_TITLE.get(dataset, dataset)}, '
-                f'{BACKBONE_TITLE.get(row, row)}', '',
+      lines += [f'### {kind}: {_title(dataset, row)}', '',
                 '| method | reference | seed | folds | clips | reference error % | '
                 'method error % | Δ (pp) | 95 % CI (pp) | b | c | p (McNemar) |',
                 '|---|' + '---|' * 11]
@@ -110,15 +104,11 @@ def paired_tables(comparisons: list[dict], notes: list[str] = ()) -> list[str]:
 
 
 def per_fold_tables(groups: list[dict]) -> list[str]:
-  """Markdown lines: per (dataset, row), each method's error % in every fold of every seed.
-
-  Rows = method and seed, columns = fold 1..K (last epoch), mean and sample std over the folds,
-  the best-epoch-on-test mean and the paper's value beside it; with several seeds, a further row
-  per method holds the mean over seeds of each fold and the mean and sample std over seeds of the
-  seeds' cross-validated errors (and the mean over seeds of their best-epoch errors).
-  """
+  """Markdown lines: per (dataset, row), each method's last-epoch error % in every fold of every
+  seed, mean and std over the folds, best-epoch mean and paper; with several seeds, a row of the
+  means over seeds (std over the seeds' cross-validated errors)."""
   keys = sorted({(g['dataset'], g['row']) for g in groups},
-                key=lambda k: (k[0] not in DATASET_COLUMN, k[0], row_rank(k[1]), k[1]))
+                key=lambda k: (_dataset_order(k[0]), row_rank(k[1]), k[1]))
   if not keys:
     return []
   lines = ['## Per fold', '',
@@ -126,16 +116,16 @@ def per_fold_tables(groups: list[dict]) -> list[str]:
            'seed ("folds"), or over the seeds\' cross-validated errors ("seeds"). best epoch: the '
            'same mean of each run\'s best epoch on the test fold (the reference codes\' '
            'selection; optimistic), the paper\'s value beside it. — = fold not run.', '']
-  order = lambda g: (strategy_rank(g['method']), g['method'], g['variant'])
   for dataset, row in keys:
-    gs = sorted([g for g in groups if (g['dataset'], g['row']) == (dataset, row)], key=order)
+    gs = sorted([g for g in groups if (g['dataset'], g['row']) == (dataset, row)],
+                key=method_order)
     k = max(max([g['num_folds'] or 0 for g in gs]),
             max(f for g in gs for fs in g['seeds'].values() for f in fs))
-    lines += [f'### {DATASET_TITLE.get(dataset, dataset)}, {BACKBONE_TITLE.get(row, row)}', '',
+    lines += [f'### {_title(dataset, row)}', '',
               '| method | seed | ' + ' | '.join(f'fold {f}' for f in range(1, k + 1))
               + ' | mean | ± std | over | best epoch | paper |', '|---|---|' + '---|' * (k + 5)]
     for g in gs:
-      paper = '' if g['paper'] is None else f"{g['paper']:.1f}"
+      paper = _paper_text(g['paper'])
       for s, errs in g['seeds'].items():
         cells = [f'{errs[f]:.2f}' if f in errs else NOT_RUN for f in range(1, k + 1)]
         best = NOT_AVAILABLE if g['best'] is None else f"{g['best']['cv_errors'][s]:.2f}"
@@ -154,6 +144,21 @@ def per_fold_tables(groups: list[dict]) -> list[str]:
   return lines
 
 
+def _title(dataset: str, row: str) -> str:
+  """'ESC-10, PiczakCNN'."""
+  return f'{DATASET_TITLE.get(dataset, dataset)}, {BACKBONE_TITLE.get(row, row)}'
+
+
+def _dataset_order(dataset: str) -> tuple:
+  """The paper's datasets first, then by name."""
+  return dataset not in DATASET_COLUMN, dataset
+
+
+def _paper_text(value: float | None) -> str:
+  """A paper value as a column shows it: '8.3', '' for None."""
+  return '' if value is None else f'{value:.1f}'
+
+
 def _std_text(std: float | None) -> str:
   """A '± std' column entry: '1.23', or 'n=1' for a single value (no spread)."""
   return 'n=1' if std is None else f'{std:.2f}'
@@ -164,18 +169,12 @@ def _mean_std(st: dict) -> str:
   return f"{st['mean']:.1f} (n=1)" if st['std'] is None else f"{st['mean']:.1f} ± {st['std']:.1f}"
 
 
-def _stat_cell(st: dict | None, paper: float | None = None, deviates: bool = False) -> str:
-  """'12.3 ± 1.0†* (paper)' or '— (paper)' when nothing has run."""
-  if st is None:
-    s = NOT_RUN
-  else:
-    s = _mean_std(st)
-    s += '†' if st['std_over'] == 'folds' else ''
-    s += '*' if st['partial'] else ''
-    s += '‡' if deviates else ''
-  if paper is not None:
-    s += f' ({paper:.1f})'
-  return s
+def _stat_cell(st: dict | None, paper: float | None = None, deviates: bool = False,
+               missing: str = NOT_RUN) -> str:
+  """'12.3 ± 1.0†*‡ (paper)', or `missing` (— : nothing has run) and ' (paper)'."""
+  s = missing if st is None else (_mean_std(st) + ('†' if st['std_over'] == 'folds' else '')
+                                  + ('*' if st['partial'] else '') + ('‡' if deviates else ''))
+  return s + ('' if paper is None else f' ({paper:.1f})')
 
 
 def _cell(g: dict | None, best: bool = False) -> str:
@@ -184,12 +183,8 @@ def _cell(g: dict | None, best: bool = False) -> str:
   history); '' for None."""
   if g is None:
     return ''
-  deviates = bool(g.get('deviations'))
-  if not best:
-    return _stat_cell(g, None, deviates)
-  if g['best'] is None:
-    return NOT_AVAILABLE + ('' if g['paper'] is None else f" ({g['paper']:.1f})")
-  return _stat_cell(g['best'], g['paper'], deviates)
+  return _stat_cell(g['best'] if best else g, g['paper'] if best else None,
+                    bool(g.get('deviations')), NOT_AVAILABLE)
 
 
 def _row_title(row: str, variant: str = '') -> str:
@@ -207,7 +202,7 @@ def main_tables(groups: list[dict]) -> list[str]:
   further columns) and the table 2 ablation rows run, twice: the last epoch (the headline) and the
   best epoch on the test fold (`BEST_TITLE`, with the paper's values beside it)."""
   lines = []
-  datasets = sorted({g['dataset'] for g in groups}, key=lambda d: (d not in DATASET_COLUMN, d))
+  datasets = sorted({g['dataset'] for g in groups}, key=_dataset_order)
   for dataset in datasets:
     title = DATASET_TITLE.get(dataset, dataset)
     ablation = [g for g in groups if g['dataset'] == dataset and g['method'] in PAPER_TABLE2
@@ -278,13 +273,10 @@ def markdown(groups: list[dict], notes: list[str], adversarial: list[dict] = (),
     lines += ['## Protocol deviations (‡)', '',
               'These cells did not use the paper\'s protocol (docs/method.md §5): their numbers '
               'are NOT comparable to the paper\'s value beside them.', '']
-    seen = set()
+    first = {}
     for g in deviating:
-      if group_name(g) in seen:
-        continue
-      seen.add(group_name(g))
-      lines.append(f"- {group_name(g)}: {'; '.join(g['deviations'])}")
-    lines.append('')
+      first.setdefault(group_name(g), g['deviations'])
+    lines += [f"- {name}: {'; '.join(d)}" for name, d in first.items()] + ['']
   lines += ['## All groups', '',
             'last epoch: the headline error %; best epoch: the best epoch on the test fold (the '
             'reference codes\' selection; optimistic), the one the paper\'s value and Δ = best '
@@ -293,7 +285,7 @@ def markdown(groups: list[dict], notes: list[str], adversarial: list[dict] = (),
             'best epoch % | ± std | paper | Δ |', '|' + '---|' * 12]
   for g in groups:
     b = g['best']
-    paper = '' if g['paper'] is None else f"{g['paper']:.1f}"
+    paper = _paper_text(g['paper'])
     delta = '' if g['paper'] is None or b is None else f"{b['mean'] - g['paper']:+.1f}"
     folds = sorted({f for s in g['seeds'].values() for f in s})
     lines.append(f"| {g['dataset']} | {g['backbone']} | {method_title(g)} | "
