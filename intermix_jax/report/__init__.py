@@ -30,10 +30,6 @@ from intermix_jax.report.writer import write_report
 
 
 def main(argv=None) -> int:
-  """The command line, `python -m intermix_jax.report` (see `intermix_jax.report.__main__`).
-
-  Imported on call: importing `__main__` here at package import would make `python -m` run a
-  module that is already imported (runpy warns).
-  """
+  """The command line, `python -m intermix_jax.report` (imported on call: runpy warns otherwise)."""
   from intermix_jax.report.__main__ import main as _main  # pylint: disable=import-outside-toplevel
   return _main(argv)

@@ -2,55 +2,31 @@
 
     python -m intermix_jax.report DIR... [--out OUT] [--no-plots] [--full]
 
-Finds every `results.json` under the DIRs (one per run: one fold of one seed), groups the finished
-runs by experiment (dataset, backbone, method and every config field that defines the experiment,
-`aggregation.NOT_DEFINING` naming those that do not, and the recorded dataset identity; a run that
-recorded none takes the one its config's runs recorded) and writes to OUT (default: DIR/report for
-a single DIR, else ./report):
-  report.md          in this order: the paper's table 1 layout per dataset (error %, rows =
-                     backbones, columns = strategies, then each one's option variants) and the table
-                     2 ablation when present, twice: the last epoch (the headline) and the best
-                     epoch on the test fold (each run's lowest test-fold error over its evaluated
-                     epochs: the reference codes' selection, optimistic), the paper's value beside
-                     the latter only; the runs split into experiments or set aside, one line each;
-                     paired comparisons: each mixing method against standard training, and each
-                     option variant (bc[shared-pairs]) against its strategy's default (bc), on the
-                     same test clips (McNemar's exact test, paired bootstrap 95 % interval of the
-                     error difference; `intermix_jax.stats`), per seed and over seeds; per-fold
-                     tables: every fold's error, mean ± std over folds and over seeds, the
-                     best-epoch mean; "Against the paper": every cell of tables 1, 2 (best epoch on
-                     the test fold) and 3 with the paper's value beside it and — where nothing has
-                     run; runs that deviate from the docs/method.md §5 protocol (‡, e.g. a shortened
-                     schedule) listed with their deviations; a detailed table of all groups, and the
-                     runs left out (unfinished, incomplete, unreadable or invalid files)
-  summary.json       the same numbers, machine-readable (table 3 under "adversarial", the paired
-                     comparisons under "paired", the test-error curve of each group, the runs
-                     split or set aside under "grouping")
-  adversarial_<dataset>.png           table 3: error vs FGSM eps per (backbone, method), when
-                     any adversarial.json (python -m intermix_jax.adversarial) was found
-  curves_<dataset>_<backbone>.png      learning curves per method: test error at each evaluation
-                     and train loss per epoch, mean over folds, min-max over folds shaded
-  confusion_<dataset>_<backbone>_<method>[_<variant>].png   per-class confusion matrix over its runs
-  errorbars_<dataset>.png             last-epoch error mean +- std per backbone and method, the best
-                     epoch on the test fold as o, paper values as x
+Finds every `results.json` (one run: one fold of one seed) and `adversarial.json` under the DIRs,
+groups the finished runs by experiment (dataset, backbone, method, every config field but
+`aggregation.NOT_DEFINING`, the recorded dataset identity) and writes to OUT (default: DIR/report
+for a single DIR, else ./report):
+  report.md      per dataset the paper's table 1 layout (rows backbones, columns strategies and
+                 their option variants) and the table 2 ablation, at the last epoch (the headline)
+                 and at the best epoch on the test fold (optimistic; the paper's value beside it);
+                 the runs split or set aside; paired comparisons on the same test clips (each
+                 mixing method against standard training, each option variant against its
+                 strategy's default: McNemar, paired bootstrap; `intermix_jax.stats`); per-fold
+                 tables; every cell of the paper's tables 1-3; protocol deviations (‡); all groups;
+                 the runs and files left out
+  summary.json   the same numbers, machine-readable
+  curves_<dataset>_<backbone>.png, confusion_<dataset>_<backbone>_<method>[_<variant>].png,
+  errorbars_<dataset>.png, adversarial_<dataset>.png (table 3, when adversarial.json was found)
 
-Protocol (docs/method.md §5): a run's error is its LAST epoch's test-fold error (`final_error`), the
-headline; beside it the best epoch on the test fold (the minimum `test_error` over the epochs it
-evaluated, every eval_every_epochs and the last), aggregated the same way; the cross-validated error
-of a seed is the mean over the dataset's folds; the table shows mean +- std over seeds (sample std,
-ddof=1) when there are several seeds, else mean +- std over the folds of the single seed (marked
-"folds"); a single run has no spread and says so ("n=1", never "± 0.0"). A seed missing folds is
-left out when another seed has them all; when none has, the group is shown from the folds that ran,
-marked * (partial cross-validation). Runs of different experiments are never averaged together: a
-table row holding several setups shows each apart, named by the fields that differ ({num_epochs=4});
-of several runs of the same experiment, seed and fold, one counts when their results agree, none
-when they differ. Which runs were split or set aside, and why, is listed one line each ("Runs split
-or set aside"). The command prints the main tables, the runs split, set aside or left out
-unfinished, and the paired comparisons (--full: all of report.md); a results.json that cannot be
-read or lacks needed fields is named on stderr and left out, the rest reported. Table 3 reads every
-`adversarial.json` under the DIRs (they name their dataset, backbone, method, fold and seed, so they
-may live outside the workdirs) and aggregates each eps the same way. Exit status 1 (one line on
-stderr) when no usable file was found.
+The rule (docs/method.md §5): a run's error is its last epoch's test-fold error, a seed's the mean
+over the folds; a cell is the mean ± sample std over seeds, or over the folds of a single seed (†);
+a single run has no spread (n=1). A seed missing folds is left out when another seed has them all,
+else the cell shows the folds that ran (*). Runs of different experiments are never averaged (a
+row's setups are shown apart, {field=value}); of several runs of one experiment, seed and fold,
+one counts when they agree, none when they differ; each such case is one line under "Runs split or
+set aside". Prints the main tables, those lines, the unfinished runs and the paired comparisons
+(--full: all of report.md); a file that cannot be used is named on stderr and left out. Exit
+status 1 (one line on stderr) when no usable file was found.
 """
 from __future__ import annotations
 

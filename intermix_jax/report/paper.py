@@ -1,19 +1,13 @@
-"""The papers' reference values (docs/method.md §3, §6, §7), loaded from `paper_values.json`.
+"""The papers' reference values (docs/method.md §3, §6, §7), read from `paper_values.json`
+(package data) into the lookups the report uses. Errors in %; error lists follow the dataset
+columns, `intermix_jax.protocol.PAPER_DATASETS` (checked on load).
 
-The numbers live in the data file beside this module (package data, found through
-`importlib.resources`, so an installed package finds it too); this module only reads it into the
-lookups the report uses. Errors are in % (lower is better); every error list follows the dataset
-columns, which must be `intermix_jax.protocol.PAPER_DATASETS` (checked on load).
-
-  PAPER_TABLE1       {row: {strategy: (esc50, esc10, us8k)}}: table 1, rows in the paper's order
-                     ('<backbone>' or '<backbone>+aug' with strong augmentation)
-  PAPER_TABLE2       {method label: (title, (esc50, esc10, us8k))}: the ablation, in the paper's
-                     order; TABLE2_BACKBONE / TABLE2_ROW: the backbone and row it was run on
-  PAPER_TABLE3       {method: (error at each eps)}: FGSM on TABLE3_DATASET; PAPER_TABLE3_EPS the
-                     eps values (normalised waveform), strongest first
-  DATASET_COLUMN     {dataset: column index in the paper's tables}
-  DATASET_TITLE      {dataset: title} (the paper's datasets, and the synthetic stand-in)
-  BACKBONE_ORDER     table 1's rows in the paper's order; BACKBONE_TITLE {row: title}
+  PAPER_TABLE1       {row: {strategy: (esc50, esc10, us8k)}}, rows ('<backbone>[+aug]') in order
+  PAPER_TABLE2       {method label: (title, errors)}, the ablation on TABLE2_BACKBONE / TABLE2_ROW
+  PAPER_TABLE3       {method: (error at each eps)}: FGSM on TABLE3_DATASET at PAPER_TABLE3_EPS
+                     (normalised waveform, strongest first)
+  DATASET_COLUMN     {dataset: column}; DATASET_TITLE {dataset: title}
+  BACKBONE_ORDER     table 1's rows in order; BACKBONE_TITLE {row: title}
 """
 from __future__ import annotations
 
