@@ -1,9 +1,7 @@
 """Paper-format tables and plots from finished runs (`python -m intermix_jax.report DIR...`).
 
-What it writes and the aggregation rule: the command's help (`intermix_jax/report/__main__.py`);
-the modules (aggregation, tables, plots, writer, paper): docs/architecture.md. Errors are in %.
-Every public name of these modules is re-exported here (`report.load_runs`, `report.aggregate`,
-`report.paired_comparisons`, `report.write_report`, `report.PAPER_TABLE1`, ...).
+What it writes and the rule: the command's help (`report/__main__.py`); the modules:
+docs/architecture.md. Errors in %. Every public name of the modules is re-exported here.
 """
 from intermix_jax.report.aggregation import (  # pylint: disable=g-multiple-import
     add_protocol_deviations, ADVERSARIAL_FILE, aggregate, aggregate_adversarial, base_method,

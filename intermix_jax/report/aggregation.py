@@ -267,14 +267,13 @@ def _with_identities(pairs: list[tuple[dict, dict]], notes: list[str]
     elif s['dataset_identity'] is None and known:
       apart[row_config(r, s)[:2]] += 1
     out.append((r, s))
-  for (dataset, row), n in sorted(taken.items()):
-    notes.append(f'{dataset}/{row}: {count_text(n, "run")} without a recorded dataset identity '
-                 '(older code) counted with the runs of the same config that recorded one: same '
-                 'dataset name and config; paired comparisons also check the clips')
-  for (dataset, row), n in sorted(apart.items()):
-    notes.append(f'{dataset}/{row}: {count_text(n, "run")} without a recorded dataset identity '
-                 'kept apart (dataset_identity=unrecorded): runs of the same config recorded '
-                 'several identities')
+  for counts, what in ((taken, '(older code) counted with the runs of the same config that '
+                               'recorded one: same dataset name and config; paired comparisons '
+                               'also check the clips'),
+                       (apart, 'kept apart (dataset_identity=unrecorded): runs of the same config '
+                               'recorded several identities')):
+    notes += [f'{dataset}/{row}: {count_text(n, "run")} without a recorded dataset identity {what}'
+              for (dataset, row), n in sorted(counts.items())]
   return out
 
 
@@ -287,15 +286,13 @@ def _one_per_seed_fold(records: list[dict], name: str, same, notes: list[str],
     by_key[(int(r['seed']), int(r['fold']))].append(r)
   out = {}
   for (seed, fold), rs in sorted(by_key.items()):
-    if len(rs) == 1:
-      out[(seed, fold)] = rs[0]
-      continue
-    where = f'{name} seed {seed} fold {fold}: {len(rs)} {what} of this experiment'
     if all(same(rs[0], r) for r in rs[1:]):
       out[(seed, fold)] = rs[0]
+    where = f'{name} seed {seed} fold {fold}: {len(rs)} {what} of this experiment'
+    if len(rs) > 1 and (seed, fold) in out:
       notes.append(f'{where} with the same result; counted once ({rs[0]["_path"]}; not: '
                    f'{", ".join(r["_path"] for r in rs[1:])})')
-    else:
+    elif len(rs) > 1:
       notes.append(f'{where} disagree; none counted (move all but one out of the report\'s '
                    f'folders): {", ".join(r["_path"] for r in rs)}')
   return out
@@ -403,12 +400,11 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
     name = group_name(dict(dataset=dataset, backbone=backbone, method=method, **split))
     chosen = _one_per_seed_fold(members, name, _same_run_result, grouping)
     for fold in sorted({f for _, f in chosen}):
-      digests = {}
+      digests = collections.defaultdict(list)
       for (seed, f), r in chosen.items():
         identity = r.get('dataset_identity')
         if f == fold and isinstance(identity, dict):
-          digests.setdefault((identity.get('train_digest'), identity.get('test_digest')),
-                             []).append(seed)
+          digests[(identity.get('train_digest'), identity.get('test_digest'))].append(seed)
       if len(digests) > 1:
         grouping.append(f'{name} fold {fold}: its runs trained or tested on other clips (seeds '
                         + '; '.join(f'{",".join(map(str, v))}: train/test digests {t}/{u}'
@@ -579,9 +575,6 @@ def aggregate_adversarial(records: list[dict], runs: list[dict] = ()
   return groups, notes, grouping
 
 
-# ------------------------------------------------------------------------------------------------
-# Paired comparisons on the same test clips: against standard training, variants against defaults
-# ------------------------------------------------------------------------------------------------
 def clip_outcomes(run: dict) -> tuple[dict | None, str | None]:
   """A run's test clips as {filename: (label, correct)} from its 'predictions', or (None, why)."""
   p = run.get('predictions')
@@ -709,9 +702,6 @@ def _compare(g: dict, ref: dict, num_resamples: int, seed: int, comparisons: lis
       n=len(per_seed[0][0]), b=None, c=None, p=None))
 
 
-# ------------------------------------------------------------------------------------------------
-# Learning curves (per-epoch history of results.json)
-# ------------------------------------------------------------------------------------------------
 def learning_curve(runs: list[dict], key: str) -> dict | None:
   """history[key] ('test_error' %, 'train_loss', 'train_error' %) of results.json dicts: None when
   no run has it, else lists over the epochs (1-based, ascending): epoch, mean, std (sample; None
@@ -731,13 +721,10 @@ def learning_curve(runs: list[dict], key: str) -> dict | None:
               n=[len(v) for v in vals])
 
 
-# ------------------------------------------------------------------------------------------------
-# The summaries the trainer writes beside its runs (cv_results.json, seeds_results.json)
-# ------------------------------------------------------------------------------------------------
 def cv_summary(results: list[dict], num_folds: int) -> dict:
-  """One seed's folds (their results dicts) -> dict(folds, status, mean_error): the mean of the
-  last-epoch errors once all `num_folds` finished (None before); status 'finished', or the first
-  unfinished fold's ('not_started' with no fold)."""
+  """The trainer's cv_results.json: one seed's folds (their results dicts) -> dict(folds, status,
+  mean_error): the mean of the last-epoch errors once all `num_folds` finished (None before);
+  status 'finished', or the first unfinished fold's ('not_started' with no fold)."""
   folds = [dict(fold=r['fold'], status=r['status'], final_error=r['final_error']) for r in results]
   unfinished = [f for f in folds if f['status'] != 'finished']
   errors = [f['final_error'] for f in folds if f['final_error'] is not None]
@@ -748,9 +735,8 @@ def cv_summary(results: list[dict], num_folds: int) -> dict:
 
 
 def seeds_summary(per_seed: list[dict], key: str) -> dict:
-  """Per seed a summary holding `key` (its error: the fold's, or the cross-validated mean) ->
-  dict(seeds, status, mean_error, std_error): mean and sample std (`_std`) once every seed
-  finished."""
+  """The trainer's seeds_results.json: per seed a summary holding `key` (its error) -> dict(seeds,
+  status, mean_error, std_error): mean and sample std once every seed finished."""
   seeds = [dict(seed=s['seed'], status=s['status'], error=s[key]) for s in per_seed]
   errors = [s['error'] for s in seeds if s['status'] == 'finished']
   done = len(errors) == len(seeds)

@@ -1,7 +1,5 @@
-"""Matplotlib figures of the report (PNG files, Agg backend; matplotlib is imported on first use):
-learning curves, confusion matrices, error bars and table 3, one `plot_*` each (their file names:
-the command's help, `report/__main__.py`). Each writes into the directory `out` and returns the
-paths it wrote.
+"""The report's PNG figures (matplotlib, Agg, imported on first use): each `plot_*` writes into
+the directory `out` and returns the paths it wrote (file names: the command's help).
 """
 from __future__ import annotations
 
@@ -19,7 +17,7 @@ from intermix_jax.report.paper import (  # pylint: disable=g-multiple-import
 
 
 def _safe(name: str) -> str:
-  """`name` for a file name: characters other than letters, digits and -_.+ become '_'."""
+  """`name` with characters other than letters, digits and -_.+ as '_'."""
   return ''.join(ch if ch.isalnum() or ch in '-_.+' else '_' for ch in name)
 
 
@@ -48,13 +46,8 @@ def curve_label(g: dict) -> str:
 
 
 def plot_learning_curves(groups: list[dict], out: str) -> list[str]:
-  """One PNG per (dataset, backbone): test error and train loss per epoch, one curve per method.
-
-  Each curve is the mean over the method's runs (its folds, of every seed in the table) at each
-  epoch; the shaded band spans their min to max. The x axis is each run's own epoch: under the
-  paper's protocol mixing methods train twice the epochs of standard training. Runs without a
-  train_loss history show train error instead (the panel says so).
-  """
+  """One PNG per (dataset, backbone): per method the mean test error and train loss (train error
+  without a train_loss history) over its runs at each of their own epochs, min to max shaded."""
   plt = _plt()
   from matplotlib.patches import Patch
   written = []
@@ -107,8 +100,8 @@ def confusion_matrix(runs: list[dict], num_classes: int) -> np.ndarray:
 
 
 def plot_confusion(groups: list[dict], out: str) -> list[str]:
-  """One PNG per group: confusion matrix over all its runs (rates coloured, counts written when
-  there are at most 12 classes); groups without per-clip predictions are skipped."""
+  """One PNG per group with per-clip predictions: its runs' confusion matrix (rates coloured,
+  counts written up to 12 classes)."""
   plt = _plt()
   written = []
   for g in groups:
@@ -145,9 +138,8 @@ def plot_confusion(groups: list[dict], out: str) -> list[str]:
 
 
 def plot_error_bars(groups: list[dict], out: str) -> list[str]:
-  """One PNG per dataset: bars = last-epoch mean error per (row, method), whiskers = std; o = the
-  best epoch on the test fold (the reference codes' selection, optimistic); x = the paper's value,
-  comparable to the o."""
+  """One PNG per dataset: per (row, method) the last-epoch mean error ± std (bars), the best epoch
+  on the test fold (o) and the paper's value (x)."""
   plt = _plt()
   written = []
   for dataset in sorted({g['dataset'] for g in groups}):

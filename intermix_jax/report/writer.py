@@ -1,6 +1,4 @@
-"""The whole report of a set of runs: report.md, summary.json and the plots, written into a folder
-(`write_report`).
-"""
+"""The whole report of a set of runs written into a folder (`write_report`)."""
 from __future__ import annotations
 
 import json
@@ -15,10 +13,8 @@ from intermix_jax.report.tables import markdown
 
 
 def write_report(paths: list[str], out: str, plots: bool = True) -> dict:
-  """Aggregates the runs (and adversarial.json) under `paths` into `out`.
-
-  A results.json or adversarial.json that cannot be read or lacks the fields the report needs is
-  left out; it is named in the notes and in 'bad_files'.
+  """Aggregates the results.json and adversarial.json under `paths` into report.md, summary.json
+  and the plots in `out`; a file that cannot be used is left out, named in 'bad_files' and notes.
 
   Returns:
     {'markdown', 'groups', 'notes' (runs and files left out), 'grouping' (runs split into
