@@ -149,30 +149,20 @@ def plot_error_bars(groups: list[dict], out: str) -> list[str]:
     width = 0.8 / max(len(methods), 1)
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows) * max(1, len(methods) / 3)), 4.5))
     for j, m in enumerate(methods):
-      xs, ys, es, px, py, bx, by = [], [], [], [], [], [], []
-      for i, row in enumerate(rows):
-        match = [g for g in gs if g['row'] == row and method_title(g) == m]
-        if match:
-          xs.append(i + (j - (len(methods) - 1) / 2) * width)
-          ys.append(match[0]['mean'])
-          es.append(match[0]['std'] or 0.0)  # None: a single run, no whisker
-          if match[0]['best'] is not None:
-            bx.append(xs[-1])
-            by.append(match[0]['best']['mean'])
-          if match[0]['paper'] is not None:
-            px.append(xs[-1])
-            py.append(match[0]['paper'])
-      ax.bar(xs, ys, width, yerr=es, capsize=3, color=f'C{j % 10}', label=m)
-      if bx:
-        ax.plot(bx, by, 'ko', markerfacecolor='none', markersize=6)
-      if px:
-        ax.plot(px, py, 'kx', markersize=7)
+      pts = [(i + (j - (len(methods) - 1) / 2) * width, g) for i, row in enumerate(rows)
+             for g in [g for g in gs if g['row'] == row and method_title(g) == m][:1]]
+      ax.bar([x for x, _ in pts], [g['mean'] for _, g in pts], width,
+             yerr=[g['std'] or 0.0 for _, g in pts], capsize=3, color=f'C{j % 10}', label=m)
+      best = [(x, g['best']['mean']) for x, g in pts if g['best'] is not None]
+      paper = [(x, g['paper']) for x, g in pts if g['paper'] is not None]
+      if best:
+        ax.plot(*zip(*best), 'ko', markerfacecolor='none', markersize=6)
+      if paper:
+        ax.plot(*zip(*paper), 'kx', markersize=7)
     ax.plot([], [], 'ko', markerfacecolor='none', label='best epoch on the test fold (optimistic)')
     ax.plot([], [], 'kx', label='paper (compare with o)')
-    ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([BACKBONE_TITLE.get(r, r) for r in rows])
-    ax.set_ylabel('error %: bars last epoch (mean ± std)')
-    ax.set_title(DATASET_TITLE.get(dataset, dataset))
+    ax.set(xticks=range(len(rows)), xticklabels=[BACKBONE_TITLE.get(r, r) for r in rows],
+           ylabel='error %: bars last epoch (mean ± std)', title=DATASET_TITLE.get(dataset, dataset))
     ax.grid(axis='y', alpha=0.3)
     ax.legend(fontsize=7)
     written.append(_save(plt, fig, os.path.join(out, f'errorbars_{_safe(dataset)}.png')))
@@ -190,22 +180,19 @@ def plot_adversarial(adversarial: list[dict], out: str) -> list[str]:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, a in enumerate(gs):
       color = f'C{i % 10}'
-      pts = [(0, a['clean'])] + [(j + 1, a['attacked'].get(e)) for j, e in enumerate(eps_values)]
-      pts = [(x, st) for x, st in pts if st is not None]
+      pts = [(x, st) for x, st in [(0, a['clean'])] + [
+          (j + 1, a['attacked'].get(e)) for j, e in enumerate(eps_values)] if st is not None]
       ax.errorbar([x for x, _ in pts], [st['mean'] for _, st in pts],
                   yerr=[st['std'] or 0.0 for _, st in pts], color=color, marker='o', capsize=3,
                   label=f"{BACKBONE_TITLE.get(a['backbone'], a['backbone'])} {method_title(a)}")
       paper = [(j + 1, paper_adversarial(dataset, a['method'], e))
                for j, e in enumerate(eps_values)]
-      paper = [(x, v) for x, v in paper if v is not None]
-      if paper:
-        ax.plot([x for x, _ in paper], [v for _, v in paper], 'x--', color=color, alpha=0.7)
+      if any(v is not None for _, v in paper):
+        ax.plot(*zip(*[(x, v) for x, v in paper if v is not None]), 'x--', color=color, alpha=0.7)
     ax.plot([], [], 'kx--', label='paper (table 3)')
-    ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels(labels)
-    ax.set_xlabel('FGSM eps (normalised waveform)')
-    ax.set_ylabel('10-crop test error % (mean ± std)')
-    ax.set_title(f'{DATASET_TITLE.get(dataset, dataset)}: clean and attacked error')
+    ax.set(xticks=range(len(labels)), xticklabels=labels, xlabel='FGSM eps (normalised waveform)',
+           ylabel='10-crop test error % (mean ± std)',
+           title=f'{DATASET_TITLE.get(dataset, dataset)}: clean and attacked error')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     written.append(_save(plt, fig, os.path.join(out, f'adversarial_{_safe(dataset)}.png')))

@@ -63,9 +63,8 @@ def paired_tables(comparisons: list[dict], notes: list[str] = ()) -> list[str]:
   """Markdown lines: per (dataset, backbone), the comparisons of each of PAIRED_KINDS."""
   if not comparisons and not notes:
     return []
-  first = comparisons[0] if comparisons else None
-  resamples = first['num_resamples'] if first else stats.BOOTSTRAP_RESAMPLES
-  boot_seed = first['bootstrap_seed'] if first else stats.BOOTSTRAP_SEED
+  first = comparisons[0] if comparisons else dict(num_resamples=stats.BOOTSTRAP_RESAMPLES,
+                                                  bootstrap_seed=stats.BOOTSTRAP_SEED)
   lines = ['## Paired comparisons on the same test clips', '',
            'Each mixing method against standard training, and each option variant of a strategy '
            '(e.g. bc[shared-pairs]) against that strategy\'s default (bc), in the same setup, '
@@ -73,7 +72,8 @@ def paired_tables(comparisons: list[dict], notes: list[str] = ()) -> list[str]:
            'predictions: a seed\'s clips pooled over the folds both ran (cross-validation tests '
            'every clip once per seed). Δ = error(method) − error(reference) in percentage points '
            '(negative: the method makes fewer errors). 95 % CI: paired bootstrap over clips '
-           f'({resamples:,} resamples, numpy seed {boot_seed}, percentile interval). b = clips the '
+           f"({first['num_resamples']:,} resamples, numpy seed {first['bootstrap_seed']}, "
+           'percentile interval). b = clips the '
            'reference got right and the method wrong, c = the reverse; p = McNemar\'s exact '
            'two-sided test of b against c. Seed "all": Δ averaged over the seeds, a clip '
            'resampled with all its seeds; no McNemar test there (a clip counts once per seed, so '
@@ -178,9 +178,8 @@ def _stat_cell(st: dict | None, paper: float | None = None, deviates: bool = Fal
 
 
 def _cell(g: dict | None, best: bool = False) -> str:
-  """A measured group's cell: its last-epoch error '12.3 ± 1.0†*‡'; with `best`, its best-epoch
-  error and the paper's value, '11.0 ± 1.2†*‡ (paper)' ('n/a (paper)' without a test-error
-  history); '' for None."""
+  """A group's last-epoch cell '12.3 ± 1.0†*‡'; with `best`, its best epoch and the paper's value
+  '11.0 ± 1.2†*‡ (8.3)' ('n/a (8.3)' without a test-error history); '' for None."""
   if g is None:
     return ''
   return _stat_cell(g['best'] if best else g, g['paper'] if best else None,
@@ -198,9 +197,8 @@ def _variants(groups: list[dict], dataset: str, row: str) -> list[str]:
 
 
 def main_tables(groups: list[dict]) -> list[str]:
-  """Markdown lines: per dataset, the paper's table 1 layout (each strategy's option variants as
-  further columns) and the table 2 ablation rows run, twice: the last epoch (the headline) and the
-  best epoch on the test fold (`BEST_TITLE`, with the paper's values beside it)."""
+  """Markdown lines: per dataset, table 1's layout (option variants as further columns) and the
+  table 2 rows run, at the last epoch and at the best epoch on the test fold (`BEST_TITLE`)."""
   lines = []
   datasets = sorted({g['dataset'] for g in groups}, key=_dataset_order)
   for dataset in datasets:
@@ -253,15 +251,8 @@ def grouping_lines(grouping: list[str]) -> list[str]:
 def markdown(groups: list[dict], notes: list[str], adversarial: list[dict] = (),
              comparisons: list[dict] = (), paired_notes: list[str] = (),
              grouping: list[str] = ()) -> str:
-  """The report as markdown text.
-
-  Args:
-    groups: the groups of `aggregate`.
-    notes: runs and files left out (one line each).
-    adversarial: the groups of `aggregate_adversarial`.
-    comparisons: the comparisons of `paired_comparisons`, and paired_notes its notes.
-    grouping: runs split into experiments or set aside (`aggregate`, `aggregate_adversarial`).
-  """
+  """report.md from the groups (and grouping) of `aggregate`, the runs and files left out
+  (`notes`), the groups of `aggregate_adversarial` and the output of `paired_comparisons`."""
   lines = ['# Results', '', LEGEND, '']
   lines += main_tables(groups)
   lines += grouping_lines(list(grouping))
@@ -305,11 +296,8 @@ def left_out_lines(notes: list[str]) -> list[str]:
 
 
 def paper_tables(groups: list[dict], adversarial: list[dict] = ()) -> list[str]:
-  """Markdown lines of every cell of the paper's tables 1-3 for the paper datasets that have runs.
-
-  Measured cells as in the compact tables, — where nothing has run, the paper's value beside each.
-  Nothing when no run is on ESC-50, ESC-10 or UrbanSound8K.
-  """
+  """Markdown lines: every cell of the paper's tables 1-3 (— where nothing has run) with the
+  paper's value, for the paper datasets that have runs."""
   datasets = [d for d in DATASET_COLUMN
               if any(g['dataset'] == d for g in list(groups) + list(adversarial))]
   if not datasets:
@@ -386,7 +374,6 @@ def summary_text(result: dict) -> str:
   lines = ['# Results', '', LEGEND, '']
   lines += main_tables(result['groups'])
   lines += grouping_lines(result['grouping'])
-  # The files left out are named on stderr (`__main__`); the unfinished runs here.
   lines += left_out_lines([n for n in result['notes'] if n not in result['bad_files']])
   lines += paired_tables(result['comparisons'], result['paired_notes'])
   if not result['groups']:
