@@ -58,24 +58,21 @@ def plot_learning_curves(groups: list[dict], out: str) -> list[str]:
                  else 'train_error')
     fig, (ax_test, ax_train) = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, g in enumerate(gs):
-      color = f'C{i % 10}'
-      runs = list(first_by_seed_fold(g['runs']).values())
-      label = curve_label(g)
+      color, runs = f'C{i % 10}', list(first_by_seed_fold(g['runs']).values())
       for ax, key in ((ax_test, 'test_error'), (ax_train, train_key)):
         c = learning_curve(runs, key)
         if c is None:
           continue
-        few = len(c['epoch']) < 30
-        ax.plot(c['epoch'], c['mean'], '-', color=color, marker='o' if few else None,
-                markersize=3, label=label)
+        ax.plot(c['epoch'], c['mean'], '-', color=color,
+                marker='o' if len(c['epoch']) < 30 else None, markersize=3, label=curve_label(g))
         ax.fill_between(c['epoch'], c['min'], c['max'], color=color, alpha=0.15, linewidth=0)
     seeds = sorted({s for g in gs for s in g['seeds']})
     over = 'folds' if len(seeds) == 1 else 'folds and seeds'
     for ax, ylabel in ((ax_test, 'test error % (10-crop, evaluated epochs)'),
                        (ax_train, 'train loss (mean over the epoch)' if train_key == 'train_loss'
                         else 'train error % (no train_loss recorded)')):
-      ax.set_xlabel("epoch (each run's own schedule; mixing runs 2x the epochs of standard)")
-      ax.set_ylabel(ylabel)
+      ax.set(xlabel="epoch (each run's own schedule; mixing runs 2x the epochs of standard)",
+             ylabel=ylabel)
       ax.grid(alpha=0.3)
       handles, _ = ax.get_legend_handles_labels()
       if handles:
@@ -114,19 +111,13 @@ def plot_confusion(groups: list[dict], out: str) -> list[str]:
     size = max(4.0, 0.28 * num_classes + 2.5)
     fig, ax = plt.subplots(figsize=(size, size))
     im = ax.imshow(rates, cmap='Blues', vmin=0, vmax=1)
-    ax.set_xticks(range(num_classes))
-    ax.set_yticks(range(num_classes))
+    ax.set(xticks=range(num_classes), yticks=range(num_classes), xlabel='predicted', ylabel='true')
     fs = 7 if num_classes <= 12 else 4
     ax.set_xticklabels(names, rotation=90, fontsize=fs)
     ax.set_yticklabels(names, fontsize=fs)
-    if num_classes <= 12:
-      for i in range(num_classes):
-        for j in range(num_classes):
-          if cm[i, j]:
-            ax.text(j, i, str(cm[i, j]), ha='center', va='center', fontsize=7,
-                    color='white' if rates[i, j] > 0.5 else 'black')
-    ax.set_xlabel('predicted')
-    ax.set_ylabel('true')
+    for i, j in zip(*np.nonzero(cm)) if num_classes <= 12 else ():
+      ax.text(j, i, str(cm[i, j]), ha='center', va='center', fontsize=7,
+              color='white' if rates[i, j] > 0.5 else 'black')
     ax.set_title(f"{g['dataset']} {g['backbone']} {method_title(g)}\n{int(cm.sum())} test "
                  f"predictions, error {100 * (1 - np.trace(cm) / cm.sum()):.1f}%", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
