@@ -610,8 +610,7 @@ def reference_methods(method: str) -> list[str]:
   return refs + ([base_method(method) + aug] if '[' in method else [])
 
 
-def paired_comparisons(groups: list[dict], num_resamples: int = stats.BOOTSTRAP_RESAMPLES,
-                       seed: int = stats.BOOTSTRAP_SEED) -> tuple[list[dict], list[str]]:
+def paired_comparisons(groups: list[dict]) -> tuple[list[dict], list[str]]:
   """Each group against its `reference_methods` of the same dataset, backbone and setup.
 
   Per seed, the clips of the folds both ran are paired by filename and pooled (a fold that cannot
@@ -620,8 +619,8 @@ def paired_comparisons(groups: list[dict], num_resamples: int = stats.BOOTSTRAP_
   Returns:
     (comparisons, notes). A comparison: dataset, backbone, row, method, variant, reference, seed
     (int or 'all'), seeds, folds, unpaired_folds, n (clips), ref_error, error (%), diff, low, high
-    (error(method) - error(reference) and its bootstrap interval, pp), confidence, num_resamples,
-    bootstrap_seed, b, c (`stats.mcnemar_counts`), p (McNemar exact; None for 'all').
+    (error(method) - error(reference) and its `stats.paired_bootstrap` interval, pp), confidence,
+    num_resamples, bootstrap_seed, b, c (`stats.mcnemar_counts`), p (McNemar exact; None for 'all').
   """
   comparisons, notes = [], []
   for g in groups:
@@ -629,27 +628,25 @@ def paired_comparisons(groups: list[dict], num_resamples: int = stats.BOOTSTRAP_
       ref = next((x for x in groups if (x['dataset'], x['backbone'], x['method']) == (
           g['dataset'], g['backbone'], reference) and x['setup'] == g['setup']), None)
       if ref is not None:
-        _compare(g, ref, num_resamples, seed, comparisons, notes)
+        _compare(g, ref, comparisons, notes)
   return comparisons, notes
 
 
 def _comparison(common: dict, ref_ok: np.ndarray, new_ok: np.ndarray, **fields) -> dict:
   """A comparison's dict (`paired_comparisons`) of per-clip correctness (clips on the last axis)."""
-  boot = stats.paired_bootstrap(ref_ok, new_ok, num_resamples=common['num_resamples'],
-                                seed=common['bootstrap_seed'])
+  boot = stats.paired_bootstrap(ref_ok, new_ok)
   return dict(common, **fields, ref_error=stats.error_percent(ref_ok),
-              error=stats.error_percent(new_ok), diff=boot['diff'], low=boot['low'],
-              high=boot['high'], confidence=boot['confidence'])
+              error=stats.error_percent(new_ok), num_resamples=boot['num_resamples'],
+              bootstrap_seed=boot['seed'], **{k: boot[k] for k in ('diff', 'low', 'high',
+                                                                   'confidence')})
 
 
-def _compare(g: dict, ref: dict, num_resamples: int, seed: int, comparisons: list[dict],
-             notes: list[str]) -> None:
+def _compare(g: dict, ref: dict, comparisons: list[dict], notes: list[str]) -> None:
   """The comparisons of group `g` against group `ref` (`paired_comparisons`), appended."""
   name = f"{group_name(g)} against {ref['method']}"
   runs_new, runs_ref = first_by_seed_fold(g['runs']), first_by_seed_fold(ref['runs'])
   common = dict(dataset=g['dataset'], backbone=g['backbone'], row=g['row'], method=g['method'],
-                variant=g['variant'], reference=ref['method'], num_resamples=num_resamples,
-                bootstrap_seed=seed)
+                variant=g['variant'], reference=ref['method'])
   mine, per_seed = [], []
   for s in sorted(set(g['seeds']) | set(ref['seeds'])):
     if s not in g['seeds'] or s not in ref['seeds']:

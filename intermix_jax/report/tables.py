@@ -63,8 +63,6 @@ def paired_tables(comparisons: list[dict], notes: list[str] = ()) -> list[str]:
   """Markdown lines: per (dataset, backbone), the comparisons of each of PAIRED_KINDS."""
   if not comparisons and not notes:
     return []
-  first = comparisons[0] if comparisons else dict(num_resamples=stats.BOOTSTRAP_RESAMPLES,
-                                                  bootstrap_seed=stats.BOOTSTRAP_SEED)
   lines = ['## Paired comparisons on the same test clips', '',
            'Each mixing method against standard training, and each option variant of a strategy '
            '(e.g. bc[shared-pairs]) against that strategy\'s default (bc), in the same setup, '
@@ -72,7 +70,7 @@ def paired_tables(comparisons: list[dict], notes: list[str] = ()) -> list[str]:
            'predictions: a seed\'s clips pooled over the folds both ran (cross-validation tests '
            'every clip once per seed). Δ = error(method) − error(reference) in percentage points '
            '(negative: the method makes fewer errors). 95 % CI: paired bootstrap over clips '
-           f"({first['num_resamples']:,} resamples, numpy seed {first['bootstrap_seed']}, "
+           f'({stats.BOOTSTRAP_RESAMPLES:,} resamples, numpy seed {stats.BOOTSTRAP_SEED}, '
            'percentile interval). b = clips the '
            'reference got right and the method wrong, c = the reverse; p = McNemar\'s exact '
            'two-sided test of b against c. Seed "all": Δ averaged over the seeds, a clip '
