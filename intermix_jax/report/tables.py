@@ -346,22 +346,18 @@ def paper_tables(groups: list[dict], adversarial: list[dict] = ()) -> list[str]:
               'backbone.', '',
               '| model | method | clean | ' + ' | '.join(f'eps {eps_label(e)}' for e in eps_values)
               + ' |', '|---|---|---|' + '---|' * len(eps_values)]
-    backbones = sorted({a['backbone'] for a in gs}, key=row_rank)
-    rows = [(b, a['method'], a) for b in backbones for a in gs if a['backbone'] == b]
-    title = lambda m, a: method_title(a) if a else m
-    if dataset == TABLE3_DATASET:
-      for b in backbones or ['(not run)']:
-        for m in PAPER_TABLE3:
-          if not any(r[0] == b and r[1] == m for r in rows):
-            rows.append((b, m, None))
-    order = lambda r: (row_rank(r[0]), strategy_rank(r[1]), r[1], r[2]['variant'] if r[2] else '')
+    rows = [(a['backbone'], a['method'], a) for a in gs]
+    if dataset == TABLE3_DATASET:  # the paper's rows, — where not run
+      rows += [(b, m, None) for b in sorted({a['backbone'] for a in gs}) or ['(not run)']
+               for m in PAPER_TABLE3 if not any(r[:2] == (b, m) for r in rows)]
+    order = lambda r: (row_rank(r[0]), r[0], strategy_rank(r[1]), r[1], r[2] and r[2]['variant'])
     for b, m, a in sorted(rows, key=order):
       dev = bool(a and a['deviations'])
-      cells = [_stat_cell(a['clean'] if a else None, deviates=dev)]
-      for e in eps_values:
-        st = a['attacked'].get(e) if a else None
-        cells.append(_stat_cell(st, paper_adversarial(dataset, m, e), deviates=dev))
-      lines.append(f'| {BACKBONE_TITLE.get(b, b)} | {title(m, a)} | ' + ' | '.join(cells) + ' |')
+      cells = [_stat_cell(a and a['clean'], deviates=dev)] + [
+          _stat_cell(a and a['attacked'].get(e), paper_adversarial(dataset, m, e), dev)
+          for e in eps_values]
+      lines.append(f'| {BACKBONE_TITLE.get(b, b)} | {method_title(a) if a else m} | '
+                   + ' | '.join(cells) + ' |')
     lines.append('')
   return lines
 
