@@ -198,29 +198,24 @@ def main_tables(groups: list[dict]) -> list[str]:
   """Markdown lines: per dataset, table 1's layout (option variants as further columns) and the
   table 2 rows run, at the last epoch and at the best epoch on the test fold (`BEST_TITLE`)."""
   lines = []
-  datasets = sorted({g['dataset'] for g in groups}, key=_dataset_order)
-  for dataset in datasets:
-    title = DATASET_TITLE.get(dataset, dataset)
+  for dataset in sorted({g['dataset'] for g in groups}, key=_dataset_order):
     ablation = [g for g in groups if g['dataset'] == dataset and g['method'] in PAPER_TABLE2
                 and g['backbone'] == TABLE2_BACKBONE]
     gs = [g for g in groups if g['dataset'] == dataset and g not in ablation]
-    lines += [f'## {title}', '']
+    lines += [f'## {DATASET_TITLE.get(dataset, dataset)}', '']
     # Columns: each strategy, then its option variants ('bc[shared-pairs]'); '+aug' is the row's.
     column = lambda g: g['method'].removesuffix('+aug')
     columns = sorted({column(g) for g in gs}, key=lambda m: (strategy_rank(m), '[' in m, m))
     for best in (False, True):
-      if best:
-        lines += [f'### {BEST_TITLE}', '', _best_text(gs + ablation), '']
-      else:
-        lines += ['### Last epoch (the headline)', '']
+      lines += ([f'### {BEST_TITLE}', '', _best_text(gs + ablation), ''] if best
+                else ['### Last epoch (the headline)', ''])
       if gs:
         lines += ['| model | ' + ' | '.join(columns) + ' |', '|---|' + '---|' * len(columns)]
         for row in sorted({g['row'] for g in gs}, key=row_rank):
           for variant in _variants(gs, dataset, row):
-            cells = []
-            for col in columns:
-              match = [g for g in gs if (g['row'], g['variant'], column(g)) == (row, variant, col)]
-              cells.append(' ; '.join(_cell(g, best) for g in match))
+            cells = [' ; '.join(_cell(g, best) for g in gs
+                                if (g['row'], g['variant'], column(g)) == (row, variant, col))
+                     for col in columns]
             lines.append(f'| {_row_title(row, variant)} | ' + ' | '.join(cells) + ' |')
         lines.append('')
       if ablation:
