@@ -489,8 +489,13 @@ def add_protocol_deviations(groups: list[dict]) -> None:
     g['deviations'] = _deviations(g['runs'])
 
 
-def _cv_stats(seeds: dict, expected: int | None) -> dict | None:
-  """`_spread` of {seed: {fold: value}} without cv_errors, with seeds and folds (lists)."""
+def _cv_stats(records: list[dict], value_of, expected: int | None) -> dict | None:
+  """`_spread` of the records' `value_of` (None: no value) by seed and fold, with seeds and folds
+  (lists) for cv_errors; None when no record has a value."""
+  seeds = collections.defaultdict(dict)
+  for r in records:
+    if value_of(r) is not None:
+      seeds[int(r['seed'])][int(r['fold'])] = float(value_of(r))
   complete, partial = _complete_seeds(seeds, expected)
   if not complete:
     return None
@@ -550,24 +555,15 @@ def aggregate_adversarial(records: list[dict], runs: list[dict] = ()
     expected = (max(int(r.get('num_folds') or 0) for r in members)
                 or run_folds.get(dataset) or None)
     eps_values = sorted({float(k) for r in chosen for k in r['attacked_error']}, reverse=True)
-
-    def cv_stats_of(value_of):
-      seeds = collections.defaultdict(dict)
-      for r in chosen:
-        v = value_of(r)
-        if v is not None:
-          seeds[int(r['seed'])][int(r['fold'])] = float(v)
-      return _cv_stats(dict(seeds), expected)
-
     attacked = {}
     for eps in eps_values:
       at_eps = lambda r, eps=eps: next((v for k, v in r['attacked_error'].items()
                                         if math.isclose(float(k), eps, rel_tol=1e-9)), None)
-      st = cv_stats_of(at_eps)
+      st = _cv_stats(chosen, at_eps, expected)
       if st is not None:
         st['paper'] = paper_adversarial(dataset, method, eps)
         attacked[eps] = st
-    clean = cv_stats_of(lambda r: r['clean_error'])
+    clean = _cv_stats(chosen, lambda r: r['clean_error'], expected)
     clean['paper'] = None
     groups.append(dict(dataset=dataset, backbone=backbone, method=method,
                        row=_row(backbone, method), **split, eps=eps_values, clean=clean,
