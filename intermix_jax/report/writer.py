@@ -41,12 +41,8 @@ def write_report(paths: list[str], out: str, plots: bool = True) -> dict:
   files = [os.path.join(out, 'report.md'), os.path.join(out, 'summary.json')]
   with open(files[0], 'w') as f:
     f.write(text)
-  summary = []
-  for g in groups:
-    entry = {k: v for k, v in g.items() if k != 'runs'}
-    entry['test_error_curve'] = learning_curve(list(first_by_seed_fold(g['runs']).values()),
-                                               'test_error')
-    summary.append(entry)
+  summary = [dict({k: v for k, v in g.items() if k != 'runs'}, test_error_curve=learning_curve(
+      list(first_by_seed_fold(g['runs']).values()), 'test_error')) for g in groups]
   adv_summary = [dict(a, attacked={eps_label(e): st for e, st in a['attacked'].items()})
                  for a in adversarial]
   with open(files[1], 'w') as f:
