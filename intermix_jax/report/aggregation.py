@@ -649,9 +649,8 @@ def _compare(g: dict, ref: dict, comparisons: list[dict], notes: list[str]) -> N
       notes.append(f"{name} seed {s}: {ref['method'] if s in g['seeds'] else g['method']} has "
                    'no runs of this seed in the table; not paired')
       continue
-    folds = sorted(set(g['seeds'][s]) | set(ref['seeds'][s]))
     pooled, paired, unpaired = {}, [], []
-    for fold in folds:
+    for fold in sorted(set(g['seeds'][s]) | set(ref['seeds'][s])):
       r_new, r_ref = runs_new.get((s, fold)), runs_ref.get((s, fold))
       if r_new is None or r_ref is None:
         unpaired.append(fold)
@@ -667,15 +666,13 @@ def _compare(g: dict, ref: dict, comparisons: list[dict], notes: list[str]) -> N
         notes.append(f'{name} seed {s} fold {fold}: not paired ({why})')
         unpaired.append(fold)
         continue
-      for k in o_new:
-        pooled[k] = (o_ref[k][1], o_new[k][1])
+      pooled.update({k: (o_ref[k][1], o_new[k][1]) for k in o_new})
       paired.append(fold)
     if not pooled:
       notes.append(f'{name} seed {s}: no fold could be paired')
       continue
     names = sorted(pooled)
-    ref_ok = np.array([pooled[k][0] for k in names])
-    new_ok = np.array([pooled[k][1] for k in names])
+    ref_ok, new_ok = (np.array([pooled[k][i] for k in names]) for i in (0, 1))
     b, c = stats.mcnemar_counts(ref_ok, new_ok)
     per_seed.append((names, ref_ok, new_ok))
     mine.append(_comparison(common, ref_ok, new_ok, seed=s, seeds=[s], folds=paired,
