@@ -75,8 +75,8 @@ def invalid_reason(record, name: str = RESULTS_FILE) -> str | None:
   """Why a loaded results.json (or adversarial.json) cannot be used, or None when it can.
 
   A results.json needs a 'status'; a finished one also dataset, backbone, method (strings), fold,
-  seed (integers), final_error (a number) and an optional history list of dicts with an 'epoch'.
-  An adversarial.json needs those but final_error, a clean_error and an attacked_error dict.
+  seed (integers), final_error (finite or null), an optional history (dicts with an 'epoch'). An
+  adversarial.json needs dataset to seed, a finite clean_error and an attacked_error dict.
   """
   if not isinstance(record, dict):
     return f'holds a {type(record).__name__}, not a JSON object'
