@@ -490,12 +490,12 @@ def add_protocol_deviations(groups: list[dict]) -> None:
 
 
 def _cv_stats(records: list[dict], value_of, expected: int | None) -> dict | None:
-  """`_spread` of the records' `value_of` (None: no value) by seed and fold, with seeds and folds
-  (lists) for cv_errors; None when no record has a value."""
+  """`_spread` of the records' `value_of` (None: no value) by seed and fold, with the seeds and
+  folds listed instead of cv_errors; None when no record has a value."""
   seeds = collections.defaultdict(dict)
-  for r in records:
-    if value_of(r) is not None:
-      seeds[int(r['seed'])][int(r['fold'])] = float(value_of(r))
+  for r, v in zip(records, map(value_of, records)):
+    if v is not None:
+      seeds[int(r['seed'])][int(r['fold'])] = float(v)
   complete, partial = _complete_seeds(seeds, expected)
   if not complete:
     return None
