@@ -8,8 +8,8 @@ import os
 import numpy as np
 
 from intermix_jax.report.aggregation import (  # pylint: disable=g-multiple-import
-    first_by_seed_fold, eps_label, count_text, learning_curve, method_title, paper_adversarial,
-    row_rank, strategy_rank, method_order,
+    count_text, eps_label, first_by_seed_fold, learning_curve, method_order, method_title,
+    paper_adversarial, row_rank, strategy_rank,
 )
 from intermix_jax.report.paper import (  # pylint: disable=g-multiple-import
     BACKBONE_TITLE, DATASET_TITLE,
@@ -153,7 +153,8 @@ def plot_error_bars(groups: list[dict], out: str) -> list[str]:
     ax.plot([], [], 'ko', markerfacecolor='none', label='best epoch on the test fold (optimistic)')
     ax.plot([], [], 'kx', label='paper (compare with o)')
     ax.set(xticks=range(len(rows)), xticklabels=[BACKBONE_TITLE.get(r, r) for r in rows],
-           ylabel='error %: bars last epoch (mean ± std)', title=DATASET_TITLE.get(dataset, dataset))
+           ylabel='error %: bars last epoch (mean ± std)',
+           title=DATASET_TITLE.get(dataset, dataset))
     ax.grid(axis='y', alpha=0.3)
     ax.legend(fontsize=7)
     written.append(_save(plt, fig, os.path.join(out, f'errorbars_{_safe(dataset)}.png')))

@@ -7,8 +7,8 @@ import numpy as np
 
 from intermix_jax import stats
 from intermix_jax.report.aggregation import (  # pylint: disable=g-multiple-import
-    eps_label, group_name, method_title, paper_adversarial, paper_value, reference_method, row_rank,
-    STRATEGY_ORDER, strategy_rank, method_order, with_variant,
+    eps_label, group_name, method_order, method_title, paper_adversarial, paper_value,
+    reference_method, row_rank, STRATEGY_ORDER, strategy_rank, with_variant,
 )
 from intermix_jax.report.paper import (  # pylint: disable=g-multiple-import
     BACKBONE_ORDER, BACKBONE_TITLE, DATASET_COLUMN, DATASET_TITLE, PAPER_TABLE1, PAPER_TABLE2,
@@ -71,11 +71,10 @@ def paired_tables(comparisons: list[dict], notes: list[str] = ()) -> list[str]:
            'every clip once per seed). Δ = error(method) − error(reference) in percentage points '
            '(negative: the method makes fewer errors). 95 % CI: paired bootstrap over clips '
            f'({stats.BOOTSTRAP_RESAMPLES:,} resamples, numpy seed {stats.BOOTSTRAP_SEED}, '
-           'percentile interval). b = clips the '
-           'reference got right and the method wrong, c = the reverse; p = McNemar\'s exact '
-           'two-sided test of b against c. Seed "all": Δ averaged over the seeds, a clip '
-           'resampled with all its seeds; no McNemar test there (a clip counts once per seed, so '
-           'the clips are not independent).', '']
+           'percentile interval). b = clips the reference got right and the method wrong, c = the '
+           'reverse; p = McNemar\'s exact two-sided test of b against c. Seed "all": Δ averaged '
+           'over the seeds, a clip resampled with all its seeds; no McNemar test there (a clip '
+           'counts once per seed, so the clips are not independent).', '']
   order = lambda x: method_order(x) + (x['reference'], x['seed'] == 'all', str(x['seed']))
   for kind, belongs in PAIRED_KINDS:
     mine = [x for x in comparisons if belongs(x)]
