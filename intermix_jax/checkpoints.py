@@ -20,10 +20,12 @@ import errno
 import gc
 import glob
 import hashlib
+import itertools
 import logging
 import os
 import shutil
 import sys
+import traceback
 import warnings
 from typing import Any
 
@@ -95,10 +97,13 @@ def state_digest(state: Any) -> dict[str, str]:
   return out
 
 
-def digest_mismatches(saved: dict[str, str], actual: dict[str, str]) -> list[str]:
-  """Paths of the leaves whose digest differs (a saved leaf missing from `actual` is not checked:
-  this process cannot read it whole)."""
-  return [k for k, v in saved.items() if k in actual and actual[k] != v]
+def _digest_problem(saved: dict[str, str], state: Any) -> str | None:
+  """None if every leaf of `state` this process can read whole has its digest in `saved`, else
+  'n of m arrays differ ..., e.g. <leaf paths>'."""
+  actual = state_digest(state)
+  bad = [k for k, v in saved.items() if k in actual and actual[k] != v]
+  return (f'{len(bad)} of {len(saved)} arrays differ from the digest saved with them, e.g. '
+          f'{", ".join(bad[:3])}' if bad else None)
 
 
 def _all_processes(ok: bool) -> bool:
@@ -124,11 +129,8 @@ def _from_orbax_write(unraisable) -> bool:
   exc = unraisable.exc_value
   if isinstance(exc, RuntimeError) and 'Event loop is closed' in str(exc):
     return True
-  tb = unraisable.exc_traceback
-  while tb is not None:
-    if '/orbax/' in tb.tb_frame.f_code.co_filename:
-      return True
-    tb = tb.tb_next
+  if any('/orbax/' in f.f_code.co_filename for f, _ in traceback.walk_tb(unraisable.exc_traceback)):
+    return True
   code = getattr(unraisable.object, 'cr_code', None)
   return code is not None and '/orbax/' in code.co_filename
 
@@ -209,9 +211,8 @@ class CheckpointStore:
     self._verified: set[int] = set()
     # Rotation is done here (after the new checkpoint read back correctly), not by orbax.
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=None, create=not read_only,
-        cleanup_tmp_directories=not read_only, read_only=read_only,
-        save_interval_steps=0 if read_only else 1,
+        max_to_keep=None, create=not read_only, cleanup_tmp_directories=not read_only,
+        read_only=read_only, save_interval_steps=0 if read_only else 1,
         enable_async_checkpointing=False)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=('state', 'meta'))
@@ -273,8 +274,7 @@ class CheckpointStore:
 
   def _check_space(self, step: int, state: Any) -> None:
     """Refuses to start a write that cannot fit (a half-written checkpoint helps nobody)."""
-    need = sum(int(np.prod(np.shape(x))) * np.dtype(x.dtype).itemsize
-               for x in jax.tree.leaves(state)
+    need = sum(x.nbytes for x in jax.tree.leaves(state)
                if not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)) + SPACE_MARGIN_BYTES
     try:
       free = shutil.disk_usage(self.directory).free
@@ -316,9 +316,7 @@ class CheckpointStore:
         warnings.simplefilter('ignore')  # "Sharding info not provided": host arrays, on purpose
         back = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target)))['state']
-      bad = digest_mismatches(digest, state_digest(back))
-      problem = (None if not bad else
-                 f'{len(bad)} of {len(digest)} arrays differ, e.g. {", ".join(bad[:3])}')
+      problem = _digest_problem(digest, back)
     except Exception as e:  # pylint: disable=broad-except
       problem = io_errors.first_line(e)
     if not _all_processes(problem is None) and problem is None:
@@ -371,12 +369,9 @@ class CheckpointStore:
           logging.warning('checkpoint %s has no digest (written by an older version): restored '
                           'without verifying its arrays', self.path(step))
       else:
-        leaves = dict(saved.get('leaves', {}))
-        bad = digest_mismatches(leaves, state_digest(state))
-        if not _all_processes(not bad):
-          self._reject(step, f'{len(bad)} of {len(leaves)} arrays differ from the digest saved '
-                       f'with them, e.g. {", ".join(bad[:3]) or "on another process"}',
-                       'is corrupted')
+        problem = _digest_problem(dict(saved.get('leaves', {})), state)
+        if not _all_processes(problem is None):
+          self._reject(step, problem or 'its arrays differ on another process', 'is corrupted')
           del state, restored
           continue
         self._verified.add(step)
@@ -395,11 +390,8 @@ class CheckpointStore:
     """Renames checkpoint `step` to `<step>.unreadable` (kept for inspection, ignored by the
     manager, so the resumed run writes a fresh checkpoint `step`); returns the new path."""
     bad = self.path(step)
-    aside = f'{bad}.unreadable'
-    n = 1
-    while os.path.exists(aside):
-      n += 1
-      aside = f'{bad}.unreadable{n}'
+    names = (f'{bad}.unreadable{n if n > 1 else ""}' for n in itertools.count(1))
+    aside = next(name for name in names if not os.path.exists(name))
     _barrier(f'intermix_ckpt_aside_{step}_a')
     if jax.process_index() == 0:
       os.rename(bad, aside)
