@@ -25,13 +25,8 @@ def _int(environ: Mapping[str, str], name: str) -> int | None:
 
 
 def multiprocess_launch_reason(environ: Mapping[str, str] | None = None) -> str | None:
-  """Why the environment looks like a multi-process launch, or None if it does not.
-
-  Args:
-    environ: the environment to inspect (default `os.environ`).
-  Returns:
-    A short human-readable reason (e.g. 'SLURM_NTASKS=8'), or None for a single-process run.
-  """
+  """Why `environ` (default `os.environ`) looks like a multi-process launch: a short reason, e.g.
+  'SLURM_NTASKS=8'; None for a single-process run."""
   env = os.environ if environ is None else environ
   if env.get('JAX_COORDINATOR_ADDRESS'):
     return f"JAX_COORDINATOR_ADDRESS={env['JAX_COORDINATOR_ADDRESS']}"

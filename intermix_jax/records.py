@@ -121,7 +121,7 @@ class RunRecord:
     return 'Last good checkpoint: none (no checkpoint was saved before it)'
 
   def record_eval(self, epoch: int, ev: dict, report: bool = True) -> None:
-    """`ev` (`_eval_summary`) is the evaluation of the state of `epoch` (meta['last_eval']);
+    """`ev` (`eval_summary`) is the evaluation of the state of `epoch` (meta['last_eval']);
     `report`: log the error and write it to TensorBoard."""
     self.meta['last_eval'] = dict(ev, epoch=epoch)
     if report and self.run.is_main:

@@ -200,8 +200,9 @@ def config_differences(stored: dict, current: dict, ignore=()) -> list[str]:
       continue
     if key in REMOVED_FIELDS and key not in b:
       continue
-    if a.get(key, '<absent>') != b.get(key, '<absent>'):
-      lines.append(f'{key}: {a.get(key, "<absent>")!r} (workdir) vs {b.get(key, "<absent>")!r} (now)')
+    x, y = a.get(key, '<absent>'), b.get(key, '<absent>')
+    if x != y:
+      lines.append(f'{key}: {x!r} (workdir) vs {y!r} (now)')
   return lines
 
 
