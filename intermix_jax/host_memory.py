@@ -19,6 +19,8 @@ import pkgutil
 import platform
 import sys
 
+__all__ = ['reuse_freed_memory', 'cpu_backend_expected', 'SETTINGS']
+
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX, M_ARENA_MAX = -1, -2, -4, -8  # glibc's malloc.h
 SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1), (M_TOP_PAD, 2**28))
 
