@@ -1,4 +1,4 @@
-"""Checkpoints of a run: orbax CheckpointManager in `workdir/checkpoints`.
+"""Checkpoints of a run: orbax CheckpointManager in `workdir/checkpoints` (`CheckpointStore`).
 
 Each checkpoint (a directory named by the global step) holds two items:
   state: the TrainState pytree (params, BatchNorm statistics, optimiser state, counters);
@@ -6,33 +6,26 @@ Each checkpoint (a directory named by the global step) holds two items:
          per-epoch history so far, partial-epoch metric sums, the wall time so far, and
          `state_digest`: the sha256 of every array of `state` as it was saved.
 
-Saves are synchronous (the train step donates the state's buffers, so a background write must not
-read them later) and atomic: orbax writes into a temporary directory and renames it when complete,
-so a process killed during a write leaves the previous checkpoint as the latest; the temporary
-directory is removed when the next run opens the manager. Every save is read back and compared with
-its digest before older checkpoints are deleted, so the newest `keep` checkpoints on disk are ones
-that were verified (a save that fails or reads back wrong raises `CheckpointWriteError` and deletes
-nothing; the previous checkpoints stay).
-
-`restore` verifies the arrays it reads against the saved digest (orbax itself checks no data
-checksum: flipped bytes in a data file restore silently). A checkpoint that cannot be read, or whose
-arrays differ from the digest, is logged, moved aside to `<step>.unreadable` (read-only stores, e.g.
-`intermix_jax.predict`, leave it in place) and the one before is tried (the resumed run then
-rewrites `<step>`). Checkpoints written before digests existed restore unverified (one warning).
-
-Several processes: the state's arrays are replicated over the mesh, so every process digests the
-full arrays it can address and all processes agree on each verdict.
+Saves are synchronous (the train step donates the state's buffers) and atomic (orbax's temporary
+directory, renamed when complete); each is read back against its digest before older checkpoints
+are rotated away. `restore` checks the digest too (orbax checks no data checksum); a checkpoint
+that is unreadable or differs is moved aside to `<step>.unreadable` (read-only stores leave it in
+place) and the one before is tried. Several processes: each digests the arrays it can address
+whole, and all processes agree on each verdict.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
 import gc
+import glob
 import hashlib
+import itertools
 import logging
 import os
 import shutil
 import sys
+import traceback
 import warnings
 from typing import Any
 
@@ -52,33 +45,27 @@ _warned_unverified: set[str] = set()
 
 class CheckpointWriteError(io_errors.WriteError):
   """A checkpoint could not be written or did not read back as written (disk full, no
-  permission, ...). The message is one line naming the checkpoint's path; nothing older is lost.
-
-  Raised as CheckpointWriteError(errno, message); str() is the message alone.
-  """
+  permission, ...): one line naming the checkpoint's path; nothing older is lost."""
 
 
 class _QuietOrbax(logging.Filter):
   """Drops orbax's log records below `level` (they reach the 'absl' logger)."""
 
-  def __init__(self, level: int):
-    super().__init__()
-    self.level = level
+  level = logging.WARNING
 
   def filter(self, record: logging.LogRecord) -> bool:
     return record.levelno >= self.level or '/orbax/' not in (getattr(record, 'pathname', '') or '')
 
 
+_QUIET = _QuietOrbax()
+
+
 def quiet_orbax_logging(below: int = logging.WARNING) -> None:
   """Hides orbax's own log records below `below`: its INFO lines (a dozen per save) for the
   trainer (default), also its WARNINGs for read-only restores (`below=logging.ERROR`: predict,
-  adversarial). One filter on absl's logger; the latest call sets its level."""
-  logger = logging.getLogger('absl')
-  for f in logger.filters:
-    if isinstance(f, _QuietOrbax):
-      f.level = below
-      return
-  logger.addFilter(_QuietOrbax(below))
+  adversarial). The latest call sets the level."""
+  _QUIET.level = below
+  logging.getLogger('absl').addFilter(_QUIET)  # once: addFilter skips a filter already there
 
 
 # ------------------------------------------------------------------------------------------------
@@ -97,28 +84,26 @@ def _host_value(x) -> np.ndarray | None:
   return np.asarray(x)
 
 
-def _leaf_digest(value: np.ndarray) -> str:
-  h = hashlib.sha256(f'{value.dtype.str}{value.shape}'.encode())
-  h.update(np.ascontiguousarray(value).reshape(-1).view(np.uint8).data)
-  return h.hexdigest()
-
-
 def state_digest(state: Any) -> dict[str, str]:
   """{leaf path: sha256 hex of dtype, shape and bytes} of every array of `state` this process can
   read whole (all of them on one process, or when replicated over the mesh)."""
-  leaves, _ = jax.tree_util.tree_flatten_with_path(state)
   out = {}
-  for path, leaf in leaves:
+  for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
     value = _host_value(leaf)
     if value is not None:
-      out[jax.tree_util.keystr(path)] = _leaf_digest(value)
+      h = hashlib.sha256(f'{value.dtype.str}{value.shape}'.encode())
+      h.update(np.ascontiguousarray(value).reshape(-1).view(np.uint8).data)
+      out[jax.tree_util.keystr(path)] = h.hexdigest()
   return out
 
 
-def digest_mismatches(saved: dict[str, str], actual: dict[str, str]) -> list[str]:
-  """Paths of the leaves whose digest differs (a saved leaf missing from `actual` is not checked:
-  this process cannot read it whole)."""
-  return [k for k, v in saved.items() if k in actual and actual[k] != v]
+def _digest_problem(saved: dict[str, str], state: Any) -> str | None:
+  """None if every leaf of `state` this process can read whole has its digest in `saved`, else
+  'n of m arrays differ ..., e.g. <leaf paths>'."""
+  actual = state_digest(state)
+  bad = [k for k, v in saved.items() if k in actual and actual[k] != v]
+  return (f'{len(bad)} of {len(saved)} arrays differ from the digest saved with them, e.g. '
+          f'{", ".join(bad[:3])}' if bad else None)
 
 
 def _all_processes(ok: bool) -> bool:
@@ -136,39 +121,31 @@ def _barrier(name: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Write errors
+# What orbax prints while it writes
 # ------------------------------------------------------------------------------------------------
-_first_line = io_errors.first_line
-_mib = io_errors.mib
-
-
 def _from_orbax_write(unraisable) -> bool:
   """Whether an unraisable exception comes from orbax's writes: tensorstore callbacks into an event
   loop orbax has closed, orbax coroutines collected late (at exit: failed imports)."""
   exc = unraisable.exc_value
   if isinstance(exc, RuntimeError) and 'Event loop is closed' in str(exc):
     return True
-  tb = unraisable.exc_traceback
-  while tb is not None:
-    if '/orbax/' in tb.tb_frame.f_code.co_filename:
-      return True
-    tb = tb.tb_next
+  if any('/orbax/' in f.f_code.co_filename for f, _ in traceback.walk_tb(unraisable.exc_traceback)):
+    return True
   code = getattr(unraisable.object, 'cr_code', None)
   return code is not None and '/orbax/' in code.co_filename
 
 
 class _HeldOutput(logging.Filter):
-  """What orbax prints while a save runs, held back: when a write fails, its threads log every
-  error with a traceback and the writes it abandons print more when they end or are collected
-  (dozens of tracebacks in all, burying the cause). After a failure they are dropped (the
-  CheckpointWriteError says what happened, in one line); after a success they are passed on."""
+  """Context manager holding back what orbax logs and prints while a save runs. When the block
+  raises an Exception (a failed write: dozens of tracebacks from orbax's threads and abandoned
+  writes) it is dropped, also what those writes print later (the unraisable-exception hook stays);
+  otherwise its warnings are passed on at the end."""
 
   def __init__(self):
     super().__init__()
-    self.records = []
-    self.unraisables = []
-    self.failed = False
+    self.records, self.unraisables, self.failed = [], [], False
     self.previous_hook = sys.unraisablehook
+    self.loggers = [logging.getLogger('absl'), logging.getLogger('asyncio')]
 
   def filter(self, record: logging.LogRecord) -> bool:
     if '/orbax/' in record.pathname or record.name == 'asyncio':
@@ -183,30 +160,26 @@ class _HeldOutput(logging.Filter):
     elif not self.failed:
       self.unraisables.append(unraisable)
 
+  def __enter__(self):
+    for lg in self.loggers:
+      lg.addFilter(self)
+    sys.unraisablehook = self.unraisablehook
+    return self
 
-@contextlib.contextmanager
-def _held_output():
-  """Holds orbax's output (see _HeldOutput); set `.failed` to drop it, and to keep dropping what
-  the abandoned writes print later (the unraisable-exception hook then stays installed)."""
-  held = _HeldOutput()
-  loggers = [logging.getLogger('absl'), logging.getLogger('asyncio')]
-  for lg in loggers:
-    lg.addFilter(held)
-  sys.unraisablehook = held.unraisablehook
-  try:
-    yield held
-  finally:
-    if held.failed:
+  def __exit__(self, exc_type, exc, tb):
+    self.failed = isinstance(exc, Exception)
+    if self.failed:
       gc.collect()  # the abandoned coroutines, now rather than at exit
-    for lg in loggers:
-      lg.removeFilter(held)
-    if not held.failed:
-      sys.unraisablehook = held.previous_hook
-      for record in held.records:
+    for lg in self.loggers:
+      lg.removeFilter(self)
+    if not self.failed:
+      sys.unraisablehook = self.previous_hook
+      for record in self.records:
         if record.levelno >= logging.WARNING:
           logging.getLogger(record.name).handle(record)
-      for unraisable in held.unraisables:
-        held.previous_hook(unraisable)
+      for unraisable in self.unraisables:
+        self.previous_hook(unraisable)
+    return False
 
 
 # ------------------------------------------------------------------------------------------------
@@ -238,9 +211,8 @@ class CheckpointStore:
     self._verified: set[int] = set()
     # Rotation is done here (after the new checkpoint read back correctly), not by orbax.
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=None, create=not read_only,
-        cleanup_tmp_directories=not read_only, read_only=read_only,
-        save_interval_steps=0 if read_only else 1,
+        max_to_keep=None, create=not read_only, cleanup_tmp_directories=not read_only,
+        read_only=read_only, save_interval_steps=0 if read_only else 1,
         enable_async_checkpointing=False)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=('state', 'meta'))
@@ -275,22 +247,20 @@ class CheckpointStore:
     digest = state_digest(state)
     self._check_space(step, state)
     meta = dict(meta, **{DIGEST_KEY: dict(algorithm=DIGEST_ALGORITHM, leaves=digest)})
-    with _held_output() as held:
-      try:
+    try:
+      with _HeldOutput():
         self._manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
         self._manager.wait_until_finished()
-        failure = None
-      except Exception as e:  # pylint: disable=broad-except
-        failure = e
-        held.failed = True
-    if failure is not None:
+    except Exception as failure:  # pylint: disable=broad-except
       self._remove_partial(step)
       if not io_errors.is_io_error(failure):
-        raise failure
-      code = (errno.ENOSPC if io_errors.is_disk_full(failure) else
-              failure.errno if isinstance(failure, OSError) and failure.errno else errno.EIO)
-      raise CheckpointWriteError(code, self._write_error_message(step, failure)) from failure
+        raise
+      if io_errors.is_disk_full(failure):
+        raise self._write_error(errno.ENOSPC, step, 'no space left on device'
+                                + io_errors.free_space(self.directory)) from failure
+      code = failure.errno if isinstance(failure, OSError) and failure.errno else errno.EIO
+      raise self._write_error(code, step, io_errors.first_line(failure)) from failure
     problem = self._read_back_problem(step, state, digest)
     if problem is not None:
       aside = self._set_aside(step)
@@ -304,48 +274,34 @@ class CheckpointStore:
 
   def _check_space(self, step: int, state: Any) -> None:
     """Refuses to start a write that cannot fit (a half-written checkpoint helps nobody)."""
-    need = sum(int(np.prod(np.shape(x))) * np.dtype(x.dtype).itemsize
-               for x in jax.tree.leaves(state)
+    need = sum(x.nbytes for x in jax.tree.leaves(state)
                if not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)) + SPACE_MARGIN_BYTES
     try:
       free = shutil.disk_usage(self.directory).free
     except OSError:
       free = need  # cannot tell: let the write try
     if not _all_processes(free >= need):  # every process refuses, or none (no one waits forever)
-      raise CheckpointWriteError(
-          errno.ENOSPC, f'cannot write checkpoint {self.path(step)}: no space left on device '
-          f'({_mib(free)} free, about {_mib(need)} needed); {self._what_is_kept()}')
+      raise self._write_error(errno.ENOSPC, step, f'no space left on device ({io_errors.mib(free)} '
+                              f'free, about {io_errors.mib(need)} needed)')
 
-  def _what_is_kept(self, fix: str = 'free some space') -> str:
+  def _write_error(self, code: int, step: int, why: str) -> CheckpointWriteError:
+    """'cannot write checkpoint <path>: <why>; <fix> and rerun ... to resume from <kept>'."""
     last = self.latest_step()
     where = (f'resume from checkpoint {self.path(last)} (step {last}, kept)' if last is not None
              else 'start again (no checkpoint was saved before)')
-    return f'{fix} and rerun the same command to {where}'
-
-  def _write_error_message(self, step: int, error: BaseException) -> str:
-    path = self.path(step)
-    if io_errors.is_disk_full(error):
-      return (f'cannot write checkpoint {path}: no space left on device'
-              f'{io_errors.free_space(self.directory)}; {self._what_is_kept()}')
-    return (f'cannot write checkpoint {path}: {_first_line(error)}; '
-            f'{self._what_is_kept("fix that")}')
+    fix = 'free some space' if code == errno.ENOSPC else 'fix that'
+    return CheckpointWriteError(code, f'cannot write checkpoint {self.path(step)}: {why}; {fix} '
+                                f'and rerun the same command to {where}')
 
   def _remove_partial(self, step: int) -> None:
     """After a failed save: removes its temporary directory (frees the space; the finished
     checkpoints are untouched)."""
     if jax.process_index() == 0:
-      prefix = f'{step}.orbax-checkpoint-tmp'
-      try:
-        names = os.listdir(self.directory)
-      except OSError:
-        names = []
-      for name in names:
-        if name.startswith(prefix):
-          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
-    try:
+      for tmp in glob.glob(os.path.join(glob.escape(self.directory),
+                                        f'{step}.orbax-checkpoint-tmp*')):
+        shutil.rmtree(tmp, ignore_errors=True)
+    with contextlib.suppress(Exception):
       self._manager.reload()
-    except Exception:  # pylint: disable=broad-except
-      pass
 
   def _read_back_problem(self, step: int, state: Any, digest: dict[str, str]) -> str | None:
     """None if checkpoint `step` reads back (to host memory) with the digest of `state`."""
@@ -356,17 +312,14 @@ class CheckpointStore:
 
     target = jax.tree.map(host_target, state)
     try:
-      with warnings.catch_warnings(), _held_output():
+      with warnings.catch_warnings(), _HeldOutput():
         warnings.simplefilter('ignore')  # "Sharding info not provided": host arrays, on purpose
         back = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target)))['state']
-      bad = digest_mismatches(digest, state_digest(back))
-      problem = (None if not bad else
-                 f'{len(bad)} of {len(digest)} arrays differ, e.g. {", ".join(bad[:3])}')
+      problem = _digest_problem(digest, back)
     except Exception as e:  # pylint: disable=broad-except
-      problem = _first_line(e)
-    ok = _all_processes(problem is None)
-    if not ok and problem is None:
+      problem = io_errors.first_line(e)
+    if not _all_processes(problem is None) and problem is None:
       problem = 'another process read it back differently'
     return problem
 
@@ -404,7 +357,7 @@ class CheckpointStore:
             state=ocp.args.StandardRestore(target_state), meta=ocp.args.JsonRestore()))
         problem = None
       except Exception as e:  # unreadable checkpoint: set it aside, fall back to the previous one
-        problem = _first_line(e)
+        problem = io_errors.first_line(e)
       if not _all_processes(problem is None):
         self._reject(step, problem or 'unreadable on another process', 'is unreadable')
         continue
@@ -415,19 +368,14 @@ class CheckpointStore:
           _warned_unverified.add(self.directory)
           logging.warning('checkpoint %s has no digest (written by an older version): restored '
                           'without verifying its arrays', self.path(step))
-        verified = False
       else:
-        leaves = dict(saved.get('leaves', {}))
-        bad = digest_mismatches(leaves, state_digest(state))
-        if not _all_processes(not bad):
-          self._reject(step, f'{len(bad)} of {len(leaves)} arrays differ from the digest saved '
-                       f'with them, e.g. {", ".join(bad[:3]) or "on another process"}',
-                       'is corrupted')
+        problem = _digest_problem(dict(saved.get('leaves', {})), state)
+        if not _all_processes(problem is None):
+          self._reject(step, problem or 'its arrays differ on another process', 'is corrupted')
           del state, restored
           continue
-        verified = True
         self._verified.add(step)
-      self.restored_step, self.restored_verified = step, verified
+      self.restored_step, self.restored_verified = step, saved is not None
       return state, meta, step
     return None
 
@@ -442,11 +390,8 @@ class CheckpointStore:
     """Renames checkpoint `step` to `<step>.unreadable` (kept for inspection, ignored by the
     manager, so the resumed run writes a fresh checkpoint `step`); returns the new path."""
     bad = self.path(step)
-    aside = f'{bad}.unreadable'
-    n = 1
-    while os.path.exists(aside):
-      n += 1
-      aside = f'{bad}.unreadable{n}'
+    names = (f'{bad}.unreadable{n if n > 1 else ""}' for n in itertools.count(1))
+    aside = next(name for name in names if not os.path.exists(name))
     _barrier(f'intermix_ckpt_aside_{step}_a')
     if jax.process_index() == 0:
       os.rename(bad, aside)

@@ -1,17 +1,10 @@
 """Multi-process (multi-host) start-up: `jax.distributed.initialize()` when, and only when, needed.
 
-Every process of a multi-process job (one per TPU host, one per GPU under SLURM, ...;
-docs/scaling.md) calls `initialize_distributed` before the first JAX computation (`main.py` does,
-first thing).
-
-When is a launch multi-process? (`multiprocess_launch_reason`, checked on the environment):
-  - `JAX_COORDINATOR_ADDRESS` is set (generic launch; the project also reads `JAX_NUM_PROCESSES`
-    and `JAX_PROCESS_ID`, see docs/scaling.md),
-  - SLURM inside `srun` with more than one task (`SLURM_NTASKS` > 1 and `SLURM_STEP_NODELIST`),
-  - Open MPI with more than one rank (`OMPI_COMM_WORLD_SIZE` > 1),
-  - a multi-host TPU slice on GKE (`TPU_WORKER_HOSTNAMES` / `TPU_PROCESS_ADDRESSES` listing > 1 host).
-A Cloud TPU VM pod started with `gcloud ... --worker=all` is detected by JAX only through the
-metadata server, so `launch/tpu_pod.sh` passes `--distributed` explicitly (enabled=True).
+Every process of a multi-process job calls `initialize_distributed` before any other JAX use
+(`main.py` does, first thing). A launch is multi-process (`multiprocess_launch_reason`) under
+`JAX_COORDINATOR_ADDRESS`, `srun` with SLURM_NTASKS > 1, Open MPI with more than one rank, or a
+multi-host TPU slice on GKE; a Cloud TPU VM pod passes `--distributed` (launch/tpu_pod.sh).
+docs/scaling.md.
 """
 import logging
 import os
@@ -24,23 +17,16 @@ _SLURM_VARS = ('SLURM_JOB_ID', 'SLURM_STEP_NODELIST', 'SLURM_NTASKS', 'SLURM_PRO
 
 
 def _int(environ: Mapping[str, str], name: str) -> int | None:
-  value = environ.get(name)
-  if value is None or value.strip() == '':
-    return None
+  value = environ.get(name, '')
   try:
-    return int(value)
+    return int(value) if value.strip() else None
   except ValueError as e:
     raise ValueError(f'environment variable {name}={value!r} is not an integer') from e
 
 
 def multiprocess_launch_reason(environ: Mapping[str, str] | None = None) -> str | None:
-  """Why the environment looks like a multi-process launch, or None if it does not.
-
-  Args:
-    environ: the environment to inspect (default `os.environ`).
-  Returns:
-    A short human-readable reason (e.g. 'SLURM_NTASKS=8'), or None for a single-process run.
-  """
+  """Why `environ` (default `os.environ`) looks like a multi-process launch: a short reason, e.g.
+  'SLURM_NTASKS=8'; None for a single-process run."""
   env = os.environ if environ is None else environ
   if env.get('JAX_COORDINATOR_ADDRESS'):
     return f"JAX_COORDINATOR_ADDRESS={env['JAX_COORDINATOR_ADDRESS']}"
@@ -57,25 +43,17 @@ def multiprocess_launch_reason(environ: Mapping[str, str] | None = None) -> str 
 
 def _tasks_per_node(environ: Mapping[str, str]) -> int | None:
   """Tasks on each node of a SLURM step if the same on every node ('4(x2)' or '4,4' -> 4)."""
-  text = environ.get('SLURM_STEP_TASKS_PER_NODE') or environ.get('SLURM_TASKS_PER_NODE')
-  if not text:
-    return None
+  text = environ.get('SLURM_STEP_TASKS_PER_NODE') or environ.get('SLURM_TASKS_PER_NODE') or ''
   counts = {part.split('(')[0] for part in text.split(',') if part}
-  if len(counts) != 1:
-    return None
-  (count,) = counts
+  (count,) = counts if len(counts) == 1 else ('',)
   return int(count) if count.isdigit() else None
 
 
 def slurm_local_device_ids(environ: Mapping[str, str] | None = None) -> list[int] | None:
-  """The GPUs a SLURM task should drive, when JAX's own guess would be wrong; else None.
-
-  JAX's SLURM detection makes task i of a node drive GPU i of the GPUs it can see, which assumes
-  every task sees all the node's GPUs. Two common launches break that (jax-ml/jax#28194, #23452):
-    - `--gpus-per-task=1` (or `--gpu-bind`): each task sees one GPU, as device 0 -> [0];
-    - one task per node driving all its GPUs -> all visible GPUs.
-  Only applies inside a SLURM step with CUDA/ROCm visible-device variables set.
-  """
+  """The GPUs a SLURM task should drive where JAX's guess (task i drives visible GPU i) is wrong:
+  [0] when the task sees one GPU (`--gpus-per-task=1`), every visible GPU for one task per node;
+  else None (also outside a SLURM step or without CUDA/ROCm visible-device variables;
+  docs/scaling.md)."""
   env = os.environ if environ is None else environ
   if 'SLURM_STEP_NODELIST' not in env or 'SLURM_LOCALID' not in env:
     return None
@@ -87,9 +65,7 @@ def slurm_local_device_ids(environ: Mapping[str, str] | None = None) -> list[int
     return None
   if len(visible) == 1:
     return [0]
-  if _tasks_per_node(env) == 1:
-    return list(range(len(visible)))
-  return None
+  return list(range(len(visible))) if _tasks_per_node(env) == 1 else None
 
 
 def initialize_distributed(enabled: bool | None = None, *,
@@ -123,14 +99,13 @@ def initialize_distributed(enabled: bool | None = None, *,
   reason = multiprocess_launch_reason(env)
   if enabled is False or (enabled is None and reason is None):
     return False
-  kwargs = dict(coordinator_address=coordinator_address or env.get('JAX_COORDINATOR_ADDRESS'),
-                num_processes=num_processes if num_processes is not None else _int(
-                    env, 'JAX_NUM_PROCESSES'),
-                process_id=process_id if process_id is not None else _int(env, 'JAX_PROCESS_ID'),
-                initialization_timeout=initialization_timeout)
   if local_device_ids is None and not env.get('JAX_LOCAL_DEVICE_IDS'):
     local_device_ids = slurm_local_device_ids(env)
-  kwargs['local_device_ids'] = local_device_ids
+  kwargs = dict(coordinator_address=coordinator_address or env.get('JAX_COORDINATOR_ADDRESS'),
+                num_processes=_int(env, 'JAX_NUM_PROCESSES') if num_processes is None
+                else num_processes,
+                process_id=_int(env, 'JAX_PROCESS_ID') if process_id is None else process_id,
+                initialization_timeout=initialization_timeout, local_device_ids=local_device_ids)
   kwargs = {k: v for k, v in kwargs.items() if v is not None}
   why = reason or 'asked for (--distributed)'
   logging.info('jax.distributed.initialize(%s): %s', kwargs, why)
@@ -152,14 +127,9 @@ def is_main_process() -> bool:
 
 
 def prepare_data_once(config, sample_rate: int) -> None:
-  """Several processes: process 0 prepares the dataset in config.data_dir, the others wait.
-
-  Without this every process would prepare on first use, racing on a shared data_dir. After the
-  barrier (multihost_utils.sync_global_devices) every process builds its loaders from the prepared
-  data. If process 0 cannot prepare, it still reaches the barrier and then raises; the others raise
-  a RuntimeError pointing at its log (nobody waits forever). One process: nothing to do (the loaders
-  prepare on first use).
-  """
+  """Several processes: process 0 prepares the dataset in config.data_dir, the others wait at a
+  barrier (no race on a shared data_dir). If process 0 fails, it raises its error after the
+  barrier and the others a RuntimeError pointing at its log. One process: nothing to do."""
   if jax.process_count() == 1:
     return
   import numpy as np  # pylint: disable=import-outside-toplevel

@@ -1,22 +1,12 @@
 """Host allocator setting for XLA:CPU: keep freed memory in the process instead of unmapping it.
 
-Why: on the CPU backend each step mallocs and frees its temporaries (about a gigabyte for EnvNet);
-above glibc's mmap threshold each free unmaps them, so every step page-faults and zero-fills them
-again. Keeping them costs resident memory (the heap's high-water mark). The numbers and the
-commands that repeat them: benchmarks/README.md ("The CPU rewrites and host memory: the numbers").
-
-What it does (glibc `mallopt`, process-wide, for allocations made after the call):
-  M_ARENA_MAX = 1          every thread allocates from the main heap (a thread arena is at most
-                           64 MiB and would fall back to mmap for large blocks);
-  M_MMAP_MAX = 0           no allocation is served by mmap;
-  M_TRIM_THRESHOLD = -1    (SIZE_MAX) freed memory at the top of the heap is never trimmed
-                           (a finite threshold, even 2 GiB, still let an EnvNet-v2 step fault);
-  M_TOP_PAD = 256 MiB      the heap grows in large steps.
-
-When it applies: only where the CPU backend will run the steps (`cpu_backend_expected`, judged
-without initialising a JAX backend) and only with glibc (else a no-op returning False). Call it
-before JAX creates its thread pools (`intermix_jax.main` does; `--noreuse_host_memory` turns it
-off); docs/architecture.md "Speed on the CPU backend".
+`reuse_freed_memory()` applies `SETTINGS` with glibc's `mallopt` (process-wide, for allocations made
+after the call): every thread on the main heap (M_ARENA_MAX 1), no mmap-served block (M_MMAP_MAX 0),
+the heap never trimmed (M_TRIM_THRESHOLD -1), grown in 256 MiB steps (M_TOP_PAD), so a CPU step's
+temporaries are not page-faulted and zero-filled anew each step, at the cost of resident memory
+(the heap's high-water mark). Only where the CPU backend will run the steps
+(`cpu_backend_expected`) and only with glibc; call it before JAX creates its thread pools.
+Why and the numbers: docs/architecture.md "Speed on the CPU backend", benchmarks/README.md.
 """
 from __future__ import annotations
 
@@ -31,26 +21,8 @@ import sys
 
 __all__ = ['reuse_freed_memory', 'cpu_backend_expected', 'SETTINGS']
 
-M_TRIM_THRESHOLD = -1
-M_TOP_PAD = -2
-M_MMAP_MAX = -4
-M_ARENA_MAX = -8
-
-SETTINGS = (
-    (M_ARENA_MAX, 1),
-    (M_MMAP_MAX, 0),
-    (M_TRIM_THRESHOLD, -1),
-    (M_TOP_PAD, 2**28),
-)
-
-
-def _glibc():
-  if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
-    return None
-  try:
-    return ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-  except OSError:
-    return None
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX, M_ARENA_MAX = -1, -2, -4, -8  # glibc's malloc.h
+SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1), (M_TOP_PAD, 2**28))
 
 
 def _jax_setting(name: str, env: str) -> str:
@@ -70,13 +42,11 @@ def _accelerator_plugin_installed() -> bool:
   if os.environ.get('PJRT_NAMES_AND_LIBRARY_PATHS') or os.environ.get('TPU_LIBRARY_PATH'):
     return True
   try:
-    if importlib.util.find_spec('libtpu') is not None:
-      return True
     spec = importlib.util.find_spec('jax_plugins')
-    if spec is not None and spec.submodule_search_locations is not None:
-      if any(True for _ in pkgutil.iter_modules(list(spec.submodule_search_locations))):
-        return True
-    return any(True for _ in importlib.metadata.entry_points(group='jax_plugins'))
+    plugin_dirs = list(spec.submodule_search_locations or []) if spec is not None else []
+    return (importlib.util.find_spec('libtpu') is not None
+            or any(pkgutil.iter_modules(plugin_dirs))
+            or any(importlib.metadata.entry_points(group='jax_plugins')))
   except (ImportError, ValueError):
     return False
 
@@ -113,9 +83,11 @@ def reuse_freed_memory() -> bool:
   """Applies `SETTINGS` with glibc's mallopt when the CPU backend will run the steps
   (`cpu_backend_expected()`); True when every setting was accepted, False when nothing was done
   (accelerator backend, not glibc) or glibc refused a setting."""
-  if not cpu_backend_expected():
+  if (not cpu_backend_expected() or platform.system() != 'Linux'
+      or platform.libc_ver()[0] != 'glibc'):
     return False
-  libc = _glibc()
-  if libc is None or not hasattr(libc, 'mallopt'):
+  try:
+    mallopt = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6').mallopt
+  except (OSError, AttributeError):
     return False
-  return all(libc.mallopt(param, value) == 1 for param, value in SETTINGS)
+  return all(mallopt(param, value) == 1 for param, value in SETTINGS)

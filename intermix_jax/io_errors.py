@@ -1,12 +1,9 @@
 """Write failures that are the machine's state (disk full, quota, permissions), told apart from bugs.
 
-The libraries that write a run's files report a full disk in their own ways: an OSError (errno
-ENOSPC), tensorstore's ValueError (orbax checkpoints: 'No space left on device
-[os_error_code=28]'), array_record's RuntimeError (TFDS preparing a dataset: 'write() failed: No
-space left on device'). `is_disk_full` recognises each of them anywhere in the exception's chain;
-`WriteError` is the one-line OSError the project raises instead (main.py prints its message as
-`error: ...`, exit 1). Used by checkpoints.py (saves) and data/catalog.py (dataset preparation).
-Light on purpose: imports nothing of JAX or TFDS.
+`is_disk_full` recognises a full disk however the writing library reports it, anywhere in the
+exception's chain: an OSError (ENOSPC), tensorstore's ValueError (orbax: 'No space left on device
+[os_error_code=28]'), array_record's RuntimeError (TFDS preparation). `WriteError` is the one-line
+OSError raised instead (main.py prints `error: ...`, exit 1). Imports nothing of JAX or TFDS.
 """
 from __future__ import annotations
 

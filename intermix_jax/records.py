@@ -1,8 +1,5 @@
-"""One run's records: its state as restored, checkpoints, results.json, TensorBoard, NaN policy.
-
-train.py's loop steps one run or K runs stacked; each run keeps its own `RunRecord`: what lands in
-its workdir (WORKSPACE.md) and the NaN policy's decision for it (`check_finite`).
-"""
+"""One run's records (`RunRecord`): its state as restored, checkpoints, results.json, TensorBoard,
+and the NaN policy's decision for it (`check_finite`); one per run of train.py's loop."""
 from __future__ import annotations
 
 import os
@@ -23,12 +20,6 @@ class NonFiniteError(RuntimeError):
   """Training met a non-finite loss or gradient under nan_policy='stop'."""
 
 
-def empty_meta(train_key: jax.Array) -> dict:
-  return dict(history=[], partial=dict(loss=0.0, error=0.0, n=0), wall_time=0.0,
-              rng=np.asarray(jax.random.key_data(train_key)).tolist(), last_eval=None,
-              nonfinite_steps=0)
-
-
 def eval_summary(ev: dict) -> dict:
   """`trained.evaluate_clips`' result of one run -> what results.json keeps of it."""
   return dict(error=float(ev['error']), num_correct=int(ev['num_correct']), count=ev['count'],
@@ -36,19 +27,18 @@ def eval_summary(ev: dict) -> dict:
 
 
 class RunRecord:
-  """One run's records (`run`: train.py's `_Run`, what the run is made of): its state as
-  restored, checkpoints, results.json, TensorBoard, NaN policy.
-  The loop (train._Loop) owns the training state; a record sees a run's share of it when it needs it
-  (`state`: set by the loop while saving or reading counters)."""
+  """One run's records (`run`: train.py's `_Run`). Restores the newest usable checkpoint (of a
+  step <= `at_most` when given) or initialises the state; the loop (train._Loop) owns the training
+  state after that and sets `state` to the run's share of it while saving or reading counters."""
 
   def __init__(self, run, store: checkpoints.CheckpointStore,
                writer: summaries.SummaryWriter, t0: float, *, at_most: int | None = None):
-    """Restores the newest usable checkpoint (of a step <= `at_most` when given), or
-    initialises the state."""
     self.run, self.store, self.writer, self.t0 = run, store, writer, t0
     cfg = self.cfg = run.config
     init_key, train_key = jax.random.split(jax.random.key(cfg.seed))
-    self.meta = empty_meta(train_key)
+    self.meta = dict(history=[], partial=dict(loss=0.0, error=0.0, n=0), wall_time=0.0,
+                     rng=np.asarray(jax.random.key_data(train_key)).tolist(), last_eval=None,
+                     nonfinite_steps=0)
     self.label = ''  # ' (fold k, seed s)' in the log lines of runs in one program
     restored = store.restore(run.abstract_state(), at_most=at_most)
     if restored is None:
@@ -131,7 +121,7 @@ class RunRecord:
     return 'Last good checkpoint: none (no checkpoint was saved before it)'
 
   def record_eval(self, epoch: int, ev: dict, report: bool = True) -> None:
-    """`ev` (`_eval_summary`) is the evaluation of the state of `epoch` (meta['last_eval']);
+    """`ev` (`eval_summary`) is the evaluation of the state of `epoch` (meta['last_eval']);
     `report`: log the error and write it to TensorBoard."""
     self.meta['last_eval'] = dict(ev, epoch=epoch)
     if report and self.run.is_main:

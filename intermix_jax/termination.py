@@ -1,17 +1,12 @@
-"""SIGTERM and Ctrl-C (SIGINT) outside the training loop (imports, data preparation, compilation,
-the summaries), and what both signals have in common.
+"""SIGTERM and Ctrl-C (SIGINT): what both signals have in common, in and outside the training loop.
 
-main.py's handler calls `note(signum)` and raises `Terminated`, which main.py reports in one line
-(nothing half-written is used). Python can lose that exception: raised where it cannot propagate
-(a gc callback, a __del__), it is printed as "Exception ignored in" and dropped. The note survives,
-so the trainer stops at its next safe point instead (`stop_if_noted`: after its data is prepared;
-once training has begun, at the first step, after saving a checkpoint). Inside the training loop
-either signal only sets the trainer's flag (`Flag`): a checkpoint, results.json
-'preempted', and the rerun resumes.
-
-Ctrl-C: the first SIGINT stops as SIGTERM does, a second ends the process at once (`first_ctrl_c`);
-`stop_signal()` says which came first. The guarantees: WORKSPACE.md "Resume, preemption and
-failures". Light on purpose: main.py imports it before anything else.
+Outside the loop (imports, data preparation, compilation) main.py's handler calls `note(signum)`
+and raises `Terminated`, reported in one line. Python can drop that exception (raised in a gc
+callback or a __del__); the note survives, and the trainer stops at its next safe point
+(`stop_if_noted`). Inside the loop either signal only sets `Flag`: a checkpoint, results.json
+'preempted'. A first Ctrl-C stops as SIGTERM does, a second ends the process at once
+(`first_ctrl_c`). The guarantees: WORKSPACE.md "Resume, preemption and failures". Light on
+purpose: main.py imports it before anything else.
 """
 import signal
 import threading
@@ -53,16 +48,12 @@ def own_process_signals() -> None:
 
 
 def first_ctrl_c(previous=None) -> None:
-  """After the first SIGINT (call in the main thread): in the command line the next one ends the
-  process at once (the system's default action); where the trainer is a library call (a notebook,
-  a script: not `own_process_signals`) the next one goes to `previous`, the handler the caller
-  had (None: Python's KeyboardInterrupt)."""
-  if threading.current_thread() is not threading.main_thread():
-    return
-  if _OWNED[0]:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-  else:
-    signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+  """After the first SIGINT (in the main thread): the next one ends the process at once (the
+  system's default action) in the command line (`own_process_signals`), else goes to `previous`,
+  the caller's handler (None: Python's KeyboardInterrupt)."""
+  if threading.current_thread() is threading.main_thread():
+    default = signal.default_int_handler if previous is None else previous
+    signal.signal(signal.SIGINT, signal.SIG_DFL if _OWNED[0] else default)
 
 
 def note(signum: int = signal.SIGTERM) -> None:
@@ -86,9 +77,8 @@ class Flag:
   """Preemption notice: SIGTERM or a first Ctrl-C is recorded instead of killing the process.
 
   One process: a Python handler of SIGTERM and SIGINT sets the flag (the old handlers are restored
-  on exit; after a Ctrl-C, SIGINT keeps the system's default, so that a second Ctrl-C ends the
-  process at once: first_ctrl_c). Several processes: JAX's preemption service (started
-  by jax.distributed) receives the notice and `reached(step)` is True on every process at the same
+  on exit, but SIGINT's default stays after a Ctrl-C: first_ctrl_c). Several processes: JAX's
+  preemption service receives the notice and `reached(step)` is True on every process at the same
   step, so they save the same checkpoint (SIGINT is left as Python has it there).
   """
 

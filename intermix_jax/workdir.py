@@ -1,29 +1,19 @@
 """A workdir belongs to one config and one dataset: `config.json` and `dataset.json` record them.
 
-The first run writes the config; every later run in the same workdir (resume after a kill or a
-preemption) must present the same config, or `check_or_store_config` raises `WorkdirConfigError`
-naming the workdir and each differing field. Fields that do not change what is trained (logging
-cadence, data locations, what to do after a non-finite step) may differ.
-
-The data a run trains on is recorded by `check_or_store_dataset` in `workdir/dataset.json` (its
-identity: `data.RunData.identity`, content only: clip counts per fold, digests of the train and
-test clips, the source files' fingerprint, never paths). A run resuming from a checkpoint must
-read the same data, or `WorkdirConfigError` names the workdir and what changed (e.g. 'train clips
-24 -> 32'). So the same data moved to another data_dir / manual_dir / audio_dir resumes, changed
-data does not. The fields naming the user's own data (`DATA_FIELDS`) may therefore differ once the
-workdir has a dataset.json.
-
-A workdir is trained by one process at a time: `lock(workdirs)` holds an exclusive `flock` on
-`workdir/.training.lock` (recording the holder's pid, host and start time); another process is
-refused at once with `WorkdirBusyError` naming the holder. The guarantees (no stale lock after
-kill -9, re-entrant within a process, readers take no lock): WORKSPACE.md "Resume, preemption and
-failures".
+`check_or_store_config` / `check_or_store_dataset` write them on the first run; a later run in the
+workdir that presents another config (MUTABLE_FIELDS may differ, and DATA_FIELDS once dataset.json
+exists), or resumes on other data (compared by content: the same data moved elsewhere resumes), is
+refused with `WorkdirConfigError` naming the workdir and each difference. `lock(workdirs)` holds an
+exclusive `flock` on `workdir/.training.lock` (recording the holder's pid, host and start time);
+another process is refused at once with `WorkdirBusyError` naming the holder. The guarantees:
+WORKSPACE.md "Resume, preemption and failures".
 """
 from __future__ import annotations
 
 import contextlib
 import errno
 import fcntl
+import functools
 import glob
 import json
 import os
@@ -42,19 +32,15 @@ CONFIG_FILE = 'config.json'
 DATASET_FILE = 'dataset.json'
 RESULTS_FILE = 'results.json'
 CHECKPOINTS_DIR = 'checkpoints'
-# Fields that may change between runs in one workdir: they do not change what is computed.
-# stack_runs, stack_method: a run continues the same training alone or stacked with others (the
-# values then differ by float32 rounding at most: multirun.py).
-# data_on_device: the same batches, cut on the host or on the device (data/on_device.py).
+# Fields that may change between runs in one workdir: they do not change what is computed (stacked
+# or alone: equal to float32 rounding, multirun.py; data_on_device: the same batches).
 MUTABLE_FIELDS = ('log_every_steps', 'data_dir', 'manual_dir', 'nan_policy', 'stack_runs',
                   'stack_method', 'data_on_device')
 # Locations of a custom dataset: may change when dataset.json (checked by content) exists.
 DATA_FIELDS = ('audio_dir', 'metadata_csv')
-# Fields added to the config after workdirs were written, with the value that reproduces what such
-# a workdir was trained with: a stored config.json without the field matches this value, so older
-# workdirs still resume (and any other value is still refused).
-# mixing.pairing: every strategy mixed shared pairs before the option existed (docs/method.md §3);
-# a current value that resolves to shared pairs for the run's strategy (None for intermix) matches.
+# Fields added since workdirs were written, with the value that reproduces what an older workdir
+# was trained with: its config.json without the field matches that value only (mixing.pairing: a
+# current value that resolves to shared pairs for the run's strategy; docs/method.md §3).
 ADDED_FIELDS = {'model.precision': 'float32', 'seeds': None, 'data_on_device': False,
                 'mixing.pairing': 'shared'}
 # Fields removed from the config: a stored config.json that still has one resumes, whatever its
@@ -88,11 +74,10 @@ def _resolved(key: str, flat: dict) -> Any:
   the run's strategy (mixing.Strategy), any other field as it is."""
   if key != 'mixing.pairing':
     return flat.get(key)
-  strategy = strategy_of({'strategy': flat.get('strategy'), 'mixing': {
-      k.split('.', 1)[1]: v for k, v in flat.items() if k.startswith('mixing.')}})
-  if strategy is None:
-    return flat.get(key)
-  return getattr(strategy, 'pairing', 'shared')  # standard pairs nothing: any value matches
+  mixing = {k.split('.', 1)[1]: v for k, v in flat.items() if k.startswith('mixing.')}
+  strategy = strategy_of({'strategy': flat.get('strategy'), 'mixing': mixing})
+  # standard pairs nothing: any value matches
+  return flat.get(key) if strategy is None else getattr(strategy, 'pairing', 'shared')
 
 
 def with_added_fields(stored: dict) -> dict:
@@ -101,12 +86,8 @@ def with_added_fields(stored: dict) -> dict:
   out = json.loads(json.dumps(stored))
   for key, value in ADDED_FIELDS.items():
     *parents, leaf = key.split('.')
-    node = out
-    for p in parents:
-      if not isinstance(node.get(p), dict):
-        break
-      node = node[p]
-    else:
+    node = functools.reduce(lambda n, p: n.get(p) if isinstance(n, dict) else None, parents, out)
+    if isinstance(node, dict):
       node.setdefault(leaf, value)
   return out
 
@@ -157,29 +138,23 @@ def _acquire(workdir: str) -> None:
     return
   record = dict(pid=os.getpid(), host=socket.gethostname(),
                 since=time.strftime('%Y-%m-%d %H:%M:%S %Z'), command=' '.join(sys.argv)[:500])
-  try:
+  with contextlib.suppress(OSError):  # e.g. disk full: the lock holds, without its details
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(record) + '\n').encode(), 0)
-  except OSError:  # e.g. disk full: the lock holds all the same, only its details are missing
-    pass
   _HELD[key] = [fd, 1]
 
 
 def _release(workdir: str) -> None:
   key = os.path.realpath(os.path.join(workdir, LOCK_FILE))
   held = _HELD.get(key)
-  if held is None:
-    return
-  held[1] -= 1
-  if held[1] > 0:
-    return
-  del _HELD[key]
-  if held[0] is not None:
-    try:
-      os.ftruncate(held[0], 0)  # no details of a holder that has gone
-    except OSError:
-      pass
-    os.close(held[0])  # releases the lock
+  if held is not None:
+    held[1] -= 1
+    if held[1] == 0:
+      del _HELD[key]
+      if held[0] is not None:
+        with contextlib.suppress(OSError):
+          os.ftruncate(held[0], 0)  # no details of a holder that has gone
+        os.close(held[0])  # releases the lock
 
 
 @contextlib.contextmanager
@@ -190,15 +165,11 @@ def lock(workdirs: Iterable[str]) -> Iterator[None]:
   Raises:
     WorkdirBusyError: another process holds one of them (the ones taken are released).
   """
-  taken = []
-  try:
+  with contextlib.ExitStack() as taken:
     for workdir in workdirs:
       _acquire(workdir)
-      taken.append(workdir)
+      taken.callback(_release, workdir)
     yield
-  finally:
-    for workdir in reversed(taken):
-      _release(workdir)
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict:
@@ -229,24 +200,26 @@ def config_differences(stored: dict, current: dict, ignore=()) -> list[str]:
       continue
     if key in REMOVED_FIELDS and key not in b:
       continue
-    if a.get(key, '<absent>') != b.get(key, '<absent>'):
-      lines.append(f'{key}: {a.get(key, "<absent>")!r} (workdir) vs {b.get(key, "<absent>")!r} (now)')
+    x, y = a.get(key, '<absent>'), b.get(key, '<absent>')
+    if x != y:
+      lines.append(f'{key}: {x!r} (workdir) vs {y!r} (now)')
   return lines
 
 
-def read_json_object(path: str, error_type: type[Exception] = ValueError) -> dict:
+def read_json_object(path: str, error_type: type[Exception] = ValueError,
+                     fix: str = 'is it truncated?') -> dict:
   """The JSON object in `path` (a workdir's config.json, results.json, ...).
 
   Raises:
     error_type: one line naming the file if it cannot be read, is not valid JSON (e.g. truncated
-      by a full disk) or holds something other than an object.
+      by a full disk; the line ends with `fix`) or holds something other than an object.
   """
   try:
     with open(path) as f:
       value = json.load(f)
   except json.JSONDecodeError as e:
     raise error_type(f'{path} is not valid JSON (line {e.lineno} column {e.colno}: {e.msg}); '
-                     'is it truncated?') from None
+                     f'{fix}') from None
   except (OSError, UnicodeDecodeError) as e:
     raise error_type(f'{path} cannot be read ({e})') from None
   if not isinstance(value, dict):
@@ -264,20 +237,9 @@ def write_json_atomic(path: str, obj: Any) -> None:
       os.fsync(f.fileno())
     os.replace(tmp, path)
   except OSError as e:  # e.g. disk full: the previous file stays whole; the error names `path`
-    try:
+    with contextlib.suppress(OSError):
       os.remove(tmp)
-    except OSError:
-      pass
     raise OSError(e.errno, e.strerror, path) from e
-
-
-def _read_stored(path: str, fix: str):
-  """The JSON in `path`; WorkdirConfigError '<path> is not valid JSON (...); <fix>' if it is not."""
-  with open(path) as f:
-    try:
-      return json.load(f)
-    except ValueError as e:
-      raise WorkdirConfigError(f'{path} is not valid JSON ({e}); {fix}') from None
 
 
 def check_or_store_config(workdir: str, config: ml_collections.ConfigDict, *,
@@ -294,7 +256,7 @@ def check_or_store_config(workdir: str, config: ml_collections.ConfigDict, *,
   path = os.path.join(workdir, CONFIG_FILE)
   current = config_to_dict(config)
   if os.path.exists(path):
-    stored = _read_stored(path, f'delete it to reuse {workdir}')
+    stored = read_json_object(path, WorkdirConfigError, f'delete it to reuse {workdir}')
     # fold='all': the folds' workdirs fold_<k>/ hold the dataset identities.
     checked_by_content = bool(glob.glob(os.path.join(glob.escape(workdir), DATASET_FILE)) or
                               glob.glob(os.path.join(glob.escape(workdir), 'fold_*', DATASET_FILE)))
@@ -358,7 +320,7 @@ def check_or_store_dataset(workdir: str, identity: dict, *, resuming: bool,
   """
   path = os.path.join(workdir, DATASET_FILE)
   if resuming and os.path.exists(path):
-    stored = _read_stored(path, f'delete {workdir} to start over')
+    stored = read_json_object(path, WorkdirConfigError, f'delete {workdir} to start over')
     diffs = dataset_differences(stored, identity)
     if diffs:
       raise WorkdirConfigError(
