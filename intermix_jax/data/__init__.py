@@ -33,15 +33,14 @@ from intermix_jax.data.catalog import (  # pylint: disable=g-multiple-import
     DATASETS, DatasetInfo, check_fold, dataset_info, get_builder, prepare, prepare_builder,
 )
 from intermix_jax.data.custom import CustomAudio
-from intermix_jax.data.esc50 import Esc50
 from intermix_jax.data.layouts import LayoutError
+from intermix_jax.data.official import Esc50, Urbansound8k
 from intermix_jax.data.pipeline import (  # pylint: disable=g-multiple-import
     ClipIndex, EvalLoader, TrainLoader,
 )
 from intermix_jax.data.run_data import RunData
 from intermix_jax.data.sources import SourceUnavailableError
 from intermix_jax.data.synthetic import SyntheticSounds
-from intermix_jax.data.urbansound8k import Urbansound8k
 
 
 def _data_seed(config) -> int:

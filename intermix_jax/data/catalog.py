@@ -26,11 +26,10 @@ from intermix_jax import io_errors
 from intermix_jax.data import audio_builder
 from intermix_jax.data import audio_decode
 from intermix_jax.data import custom
-from intermix_jax.data import esc50
 from intermix_jax.data import layouts
+from intermix_jax.data import official
 from intermix_jax.data import sources
 from intermix_jax.data import synthetic
-from intermix_jax.data import urbansound8k
 
 FILE_FORMAT = 'array_record'
 INCOMPLETE_PREFIX = 'incomplete.'  # TFDS's temporary preparation directories
@@ -68,11 +67,11 @@ class _Entry:
 
 # config.dataset -> its entry: THE list of the datasets the library knows (with custom.DATASET).
 _DATASETS = {
-    'esc50': _Entry(esc50.Esc50, 'esc50_', 'esc50', layouts.ESC50_CLASS_NAMES,
+    'esc50': _Entry(official.Esc50, 'esc50_', 'esc50', layouts.ESC50_CLASS_NAMES,
                     layouts.ESC_NUM_FOLDS),
-    'esc10': _Entry(esc50.Esc50, 'esc10_', 'esc10', layouts.ESC10_CLASS_NAMES,
+    'esc10': _Entry(official.Esc50, 'esc10_', 'esc10', layouts.ESC10_CLASS_NAMES,
                     layouts.ESC_NUM_FOLDS),
-    'urbansound8k': _Entry(urbansound8k.Urbansound8k, '', 'urbansound8k',
+    'urbansound8k': _Entry(official.Urbansound8k, '', 'urbansound8k',
                            layouts.URBANSOUND8K_CLASS_NAMES, layouts.URBANSOUND8K_NUM_FOLDS),
     'synthetic': _Entry(synthetic.SyntheticSounds, '', 'synthetic', synthetic.CLASS_NAMES,
                         synthetic.NUM_FOLDS),
