@@ -6,30 +6,16 @@
     for batch in inputs.batches(epoch, start_step):   # x float32 (K, B, T), y int32 (K, B)
       ...
 
-The int16 clips of every training fold of every run are put on the devices ONCE (`ClipTable`: one
-row per distinct clip, zero-padded to the longest; replicated on the mesh; runs whose training
-folds overlap share the rows). Per step the host sends only a crop plan (`crop_plan`): per row
-the clip's row, its crop offset and gain, and for time scaling a few integers and floats that
-give the interpolation positions; `crops` then gathers, interpolates, pads and scales on the
-device. The plan is built from the very draws of the host pipeline (`TrainLoader.draws`: the
-epoch's permutation repaired into pairs of different classes, the crop position, time scale and
-gain of every row, seeded by (seed, epoch, step)), so a batch is a pure function of
-(seed, epoch, step) as before: resumable, independent of the process count, and:
-
-  * without time scaling, bitwise the host pipeline's batch (the same int16 samples times the
-    same float32 factor);
-  * with time scaling, the host's batch up to float32 rounding of the interpolation position
-    (below 1e-4 of a sample: the host computes it in float64), i.e. |device - host| <=
-    1e-4 * |x[k+1] - x[k]| * gain / 32768 per sample (tests/test_on_device.py).
-
-Same draws means the same distribution of crops, scales, gains and pairs by construction; the
-tests check the values themselves.
+The int16 training clips of every run are placed on the devices once (`ClipTable`, replicated;
+runs whose folds overlap share rows); per step the host sends a crop plan (`crop_plan`, drawn by
+`TrainLoader.draws`) and `crops` gathers, interpolates, pads and scales on the device: bitwise
+the host pipeline's batch without time scaling, within 1e-4 of a sample with it
+(tests/test_on_device.py; docs/scaling.md "The training clips on the device").
 
 Interpolation positions without float64 on the device: sample j of a crop reads the time-scaled
-clip at ref = (offset - T//2 + j) / s. The host splits ref's parts into integers and fractions:
-(offset - T//2) / s = k0 + f0 and, for the base-64 digits d_l of j, 64^l / s = I_l + F_l. Then
-ref = (k0 + sum d_l I_l) + (f0 + sum d_l F_l): the integer part is exact in int32 and the
-fractional sum stays below 200, where float32 resolves 2e-5.
+clip at ref = (offset - T//2 + j) / s = (k0 + sum_l d_l I_l) + (f0 + sum_l d_l F_l), with
+(offset - T//2) / s = k0 + f0, 64^l / s = I_l + F_l and d_l the base-64 digits of j: the integer
+part is exact in int32 and the fractional sum stays below 200, where float32 resolves 2e-5.
 """
 from __future__ import annotations
 
