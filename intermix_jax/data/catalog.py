@@ -9,6 +9,7 @@ written as array_record so that reading never needs TensorFlow.
 Which prepared copy is reused (`check_prepared`: skipped bad files, another source copy) and the
 preparation lock (`<data_dir>/.locks/`): data/README.md "Preparing".
 """
+import collections
 import contextlib
 import dataclasses
 import errno
@@ -54,17 +55,9 @@ class DatasetInfo:
   num_folds: int
 
 
-@dataclasses.dataclass(frozen=True)
-class _Entry:
-  """A dataset of the catalog: its TFDS builder class, the prefix of the builder's config names,
-  the subset the builder reads, and the facts known without reading the data."""
-  builder: type
-  prefix: str
-  subset: str
-  class_names: tuple[str, ...]
-  num_folds: int
-
-
+# A dataset of the catalog: its TFDS builder class, the prefix of the builder's config names, the
+# subset the builder reads, and the facts known without reading the data.
+_Entry = collections.namedtuple('_Entry', 'builder prefix subset class_names num_folds')
 # config.dataset -> its entry: THE list of the datasets the library knows (with custom.DATASET).
 _DATASETS = {
     'esc50': _Entry(official.Esc50, 'esc50_', 'esc50', layouts.ESC50_CLASS_NAMES,
@@ -183,18 +176,13 @@ def _disk_full_message(builder) -> str:
 
 
 def _is_prepared(builder) -> bool:
-  """builder.is_prepared() without TFDS's warning when it is not: the version directory appears
-  by a rename once complete, with its dataset_info.json."""
+  """builder.is_prepared() without TFDS's warning when it is not."""
   return os.path.isfile(os.path.join(os.fspath(builder.data_path), 'dataset_info.json'))
 
 
-_WARNED = set()  # warnings already given by this process (prepare runs once per loader)
-
-
+@functools.cache  # once per process (prepare runs once per loader)
 def _warn_once(message: str) -> None:
-  if message not in _WARNED:
-    _WARNED.add(message)
-    log.warning('%s', message)
+  log.warning('%s', message)
 
 
 def check_prepared(builder: audio_builder.AudioClipBuilder, *, manual_dir=None) -> None:
