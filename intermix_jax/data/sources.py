@@ -1,9 +1,6 @@
-"""Where a builder's raw files come from: the user's copy (manual_dir), else the official download.
-
-Order (issue 4): a local copy of the official layout in the TFDS manual directory
-(`config.manual_dir`, TFDS default `<data_dir>/downloads/manual`), which may be the layout itself,
-a directory holding it (e.g. the extracted `ESC-50-master/`), or the unextracted official archive;
-else the official download when online; else `SourceUnavailableError` saying how to provide a copy.
+"""Where a builder's raw files come from: the copy in the manual directory (`config.manual_dir`,
+TFDS default `<data_dir>/downloads/manual`: the layout, its parent, or the official archive), else
+the official download, else `SourceUnavailableError` saying how to provide a copy (data/README.md).
 """
 import hashlib
 import os
@@ -36,13 +33,8 @@ def archive_key(archive: str) -> str:
 
 
 def extract_archive(archive: str, extract_root: str) -> str:
-  """Extracts a .zip / .tar(.gz) into `extract_root/<archive name>.<archive_key>.extracted`.
-
-  Reused when present: the key follows the archive's content, so another archive of the same name
-  is extracted anew, never served from the extraction of an older one. Python's own
-  zipfile/tarfile (TFDS's extractor needs TensorFlow). Extraction goes to a temporary directory
-  renamed at the end, so an interrupted extraction is redone, never reused.
-  """
+  """Extracts a .zip / .tar(.gz) into `extract_root/<archive name>.<archive_key>.extracted`
+  (reused when present; written to a temporary directory renamed at the end). Returns its path."""
   archive = os.fspath(archive)
   try:
     key = archive_key(archive)
@@ -73,11 +65,8 @@ def extract_archive(archive: str, extract_root: str) -> str:
 
 
 def unreachable(url: str, timeout: float = 5.0) -> str | None:
-  """None if a TCP connection to the url's host can be opened, else why not.
-
-  A quick check before handing the url to TFDS, whose downloader retries a failing connection
-  with back-off for minutes: offline users get the how-to-provide-a-copy error at once.
-  """
+  """None if a TCP connection to the url's host can be opened, else why not (checked before
+  TFDS's downloader, which retries for minutes)."""
   parts = urllib.parse.urlsplit(url)
   port = parts.port or (443 if parts.scheme == 'https' else 80)
   try:
@@ -107,11 +96,8 @@ def _from_manual_dir(download_dir, manual: str, find_root: Callable[[str], str])
 
 
 def local_root(manual_dir, download_dir, find_root: Callable[[str], str]) -> str | None:
-  """The root of the local copy a preparation would read now, or None when it would download.
-
-  Mirrors `locate` without a download manager: `manual_dir` (config.manual_dir), else TFDS's
-  default `<download_dir>/manual`, when it is a non-empty directory; an archive in it is extracted
-  (or its extraction reused) under `download_dir`.
+  """The root of the local copy a preparation would read now (`locate` without a download
+  manager: `manual_dir`, else `<download_dir>/manual`), or None when it would download.
 
   Raises:
     layouts.LayoutError, SourceUnavailableError: the directory holds no usable copy.
