@@ -33,11 +33,8 @@ _DIGIT = 64  # base of the digits of a crop position j (see module docstring)
 
 
 def _levels(input_length: int) -> int:
-  """Base-64 digits needed for positions 0..T-1."""
-  levels, span = 1, _DIGIT
-  while span < input_length:
-    levels, span = levels + 1, span * _DIGIT
-  return levels
+  """Base-64 (2^6) digits needed for positions 0..T-1."""
+  return max(1, -(-(int(input_length) - 1).bit_length() // 6))
 
 
 def crop_plan(clip_ids, lengths, labels, input_length: int, offsets_u: np.ndarray,

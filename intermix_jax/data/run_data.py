@@ -2,11 +2,8 @@
 
     facts = run_data.describe(config, sample_rate, train_loader, eval_loader)
     facts.identity        # JSON dict, kept in workdir/dataset.json (workdir.check_or_store_dataset)
-    facts.skipped_files   # [{path, problem, fold, class}] of the bad files the preparation skipped
 
-`describe` refuses (`layouts.LayoutError`) a run in which a class has no training clip though the
-dataset has clips of it, and warns about classes without test clips or without any clip: the
-rules are data/README.md "Preparing" (what a run trains on).
+The rules (refusals and warnings): data/README.md "Preparing" (what a run trains on).
 """
 from __future__ import annotations
 
@@ -70,15 +67,11 @@ def skipped_files(metadata, class_names) -> list[dict]:
 
 
 def describe(config, sample_rate: int, train_loader, eval_loader) -> RunData:
-  """The RunData of `config` (config.fold = the test fold) with the loaders it built.
+  """The RunData of `config` (config.fold = the test fold; sample_rate: Hz the data was prepared
+  at) with the data.TrainLoader and data.EvalLoader it built.
 
-  Args:
-    config: the experiment config (dataset fields as for `data.make_train_loader`).
-    sample_rate: Hz the data was prepared at.
-    train_loader: data.TrainLoader of the training folds; eval_loader: data.EvalLoader of the
-      test fold (their `index` has labels, filenames and lengths of every clip).
   Raises:
-    layouts.LayoutError: a class has no training clip (see module docstring).
+    layouts.LayoutError: a class has no training clip though the dataset has clips of it.
   """
   info = catalog.dataset_info(config)
   fold = catalog.check_fold(config, info)
