@@ -55,19 +55,16 @@ class DatasetInfo:
   num_folds: int
 
 
-# A dataset of the catalog: its TFDS builder class, the prefix of the builder's config names, the
-# subset the builder reads, and the facts known without reading the data.
-_Entry = collections.namedtuple('_Entry', 'builder prefix subset class_names num_folds')
+# A dataset of the catalog: its TFDS builder class (reading the subset named as the dataset), the
+# prefix of the builder's config names, and the facts known without reading the data.
+_Entry = collections.namedtuple('_Entry', 'builder prefix class_names num_folds')
 # config.dataset -> its entry: THE list of the datasets the library knows (with custom.DATASET).
 _DATASETS = {
-    'esc50': _Entry(official.Esc50, 'esc50_', 'esc50', layouts.ESC50_CLASS_NAMES,
-                    layouts.ESC_NUM_FOLDS),
-    'esc10': _Entry(official.Esc50, 'esc10_', 'esc10', layouts.ESC10_CLASS_NAMES,
-                    layouts.ESC_NUM_FOLDS),
-    'urbansound8k': _Entry(official.Urbansound8k, '', 'urbansound8k',
-                           layouts.URBANSOUND8K_CLASS_NAMES, layouts.URBANSOUND8K_NUM_FOLDS),
-    'synthetic': _Entry(synthetic.SyntheticSounds, '', 'synthetic', synthetic.CLASS_NAMES,
-                        synthetic.NUM_FOLDS),
+    'esc50': _Entry(official.Esc50, 'esc50_', layouts.ESC50_CLASS_NAMES, layouts.ESC_NUM_FOLDS),
+    'esc10': _Entry(official.Esc50, 'esc10_', layouts.ESC10_CLASS_NAMES, layouts.ESC_NUM_FOLDS),
+    'urbansound8k': _Entry(official.Urbansound8k, '', layouts.URBANSOUND8K_CLASS_NAMES,
+                           layouts.URBANSOUND8K_NUM_FOLDS),
+    'synthetic': _Entry(synthetic.SyntheticSounds, '', synthetic.CLASS_NAMES, synthetic.NUM_FOLDS),
 }
 # 'custom' (data/custom.py): the user's own folder or csv, described by config fields.
 DATASETS = tuple(_DATASETS) + (custom.DATASET,)
@@ -104,15 +101,14 @@ def get_builder(dataset: str, sample_rate: int, *, data_dir=None,
   The rates 8000, 16000, 22050, 44100 are registered configs; any other positive rate gets a
   config built on the fly (named e.g. `sr11025`).
   """
-  entry = _entry(dataset)
-  cls, prefix, subset = entry.builder, entry.prefix, entry.subset
+  cls, prefix, _, _ = _entry(dataset)
   if int(sample_rate) != sample_rate or sample_rate <= 0:
     raise ValueError(f'sample_rate must be a positive integer number of Hz, got {sample_rate!r}')
   name = audio_builder.config_name(sample_rate, prefix)
   # A registered config goes by name (a builder pickled to a grain worker re-finds it by name).
   config = name if name in {c.name for c in cls.BUILDER_CONFIGS} else (
-      audio_builder.SampleRateConfig(name=name, sample_rate=int(sample_rate), subset=subset,
-                                     description=f'{subset} at {int(sample_rate)} Hz'))
+      audio_builder.SampleRateConfig(name=name, sample_rate=int(sample_rate), subset=dataset,
+                                     description=f'{dataset} at {int(sample_rate)} Hz'))
   return cls(data_dir=data_dir, config=config, file_format=FILE_FORMAT,
              skip_bad_files=skip_bad_files)
 
