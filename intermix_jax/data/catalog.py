@@ -293,14 +293,14 @@ def prepare(config, sample_rate: int) -> audio_builder.AudioClipBuilder:
   Reads config.dataset, config.data_dir, config.manual_dir, config.skip_bad_files (and for
   'custom' config.audio_dir, metadata_csv, num_folds).
   """
-  if config.dataset == custom.DATASET:
-    builder = custom.get_builder(config, sample_rate)
-    prepare_builder(builder)
-    return builder
   field = functools.partial(custom.config_field, config)
-  builder = get_builder(config.dataset, sample_rate, data_dir=field('data_dir'),
-                        skip_bad_files=bool(field('skip_bad_files', False)))
-  prepare_builder(builder, manual_dir=field('manual_dir'))
+  if config.dataset == custom.DATASET:
+    builder, manual_dir = custom.get_builder(config, sample_rate), None
+  else:
+    builder = get_builder(config.dataset, sample_rate, data_dir=field('data_dir'),
+                          skip_bad_files=bool(field('skip_bad_files', False)))
+    manual_dir = field('manual_dir')
+  prepare_builder(builder, manual_dir=manual_dir)
   return builder
 
 

@@ -104,12 +104,8 @@ def crops(table: jax.Array, plan: dict, *, input_length: int) -> dict:
 
 
 class ClipTable:
-  """The distinct clips of some ClipIndexes as one int16 (N, L) array (host side; `DeviceInputs`
-  places it on the mesh).
-
-  Clips are identified by file name (the prepared datasets' record key, unique within a dataset);
-  a name twice in one index, or seen twice with different lengths, is an error (never a silent
-  merge of two clips).
+  """The distinct clips of some ClipIndexes as one int16 (N, L) array (host side), keyed by file
+  name: a name twice in one index, or with two lengths, is a ValueError (never a silent merge).
 
   Attributes:
     clips: int16 (N, L), zero beyond each clip; rows: one int32 array per index given, mapping
@@ -161,13 +157,9 @@ def device_memory_bytes(devices=None) -> int | None:
 
 
 class DeviceInputs:
-  """The training batches of one or K runs (their TrainLoaders), cut on the device.
-
-  `batch(epoch, step)` is what the host pipeline's batch becomes once `place`d on the mesh (the
-  caller's placement: parallel.host_batch_to_global, with a run axis when `stacked`), computed on
-  the devices from `table` (already placed, replicated, once). The trainer does not call it:
-  `batches` yields the placed plans, and `fuse(train_step)` is the train step that cuts its crops
-  itself, so the crops, the mixing and the update are ONE jitted program per step.
+  """The training batches of one or K runs (their TrainLoaders), cut on the device from `table`
+  (placed once): `batch(epoch, step)` is the host batch once `place`d on the mesh; the trainer
+  uses `batches` (placed plans) and `fuse(train_step)` (crops + step in one jitted program).
   """
 
   def __init__(self, loaders: Sequence, rows: list[np.ndarray], table: jax.Array, *,

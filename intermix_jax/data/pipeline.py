@@ -44,8 +44,8 @@ class ClipIndex:
 
   def __init__(self, sources: Sequence, *, sort_by_filename: bool = False,
                cache_bytes: int = DEFAULT_CACHE_BYTES, chunk: int = 64):
-    """Args: sources: tfds data sources (one per fold); sort_by_filename: order clips by name
-    (default: fold, then record order); cache_bytes: memory budget for keeping the clips."""
+    """sources: tfds data sources (one per fold); sort_by_filename: order clips by name (default:
+    fold, then record order); cache_bytes: memory budget for keeping the clips."""
     self.sources = list(sources)
     src, rec, labels, names, lengths, clips = [], [], [], [], [], []
     total = 0
@@ -149,12 +149,8 @@ class TrainLoader:
     elif pairs:  # the repair of every epoch's order must succeed: checked once, here
       pairing.check_pairable(index.labels, self.steps_per_epoch * batch_size, class_names,
                              batch_size)
-    self.batch_size = batch_size
-    self.input_length = int(input_length)
-    self.seed = int(seed)
-    self.pairs = pairs
-    self.strong_augment = strong_augment
-    self.process_index = process_index
+    self.batch_size, self.input_length, self.seed = batch_size, int(input_length), int(seed)
+    self.pairs, self.strong_augment, self.process_index = pairs, strong_augment, process_index
     self.num_threads, self.prefetch, self.num_workers = num_threads, prefetch, num_workers
     self._lock = threading.Lock()
     self._orders = {}      # epoch -> order (the last two)
