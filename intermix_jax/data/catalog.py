@@ -41,13 +41,8 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-  """What the trainer needs to know about a dataset before reading it.
-
-  Attributes:
-    name: `config.dataset`.
-    num_classes: number of classes C (labels are 0..C-1).
-    class_names: C names, index = label.
-    num_folds: folds 1..num_folds (config.fold picks the test fold).
+  """What the trainer needs to know about a dataset before reading it: name (`config.dataset`),
+  num_classes C, class_names (C names, index = label), num_folds (config.fold picks the test one).
   """
   name: str
   num_classes: int
@@ -308,12 +303,11 @@ def dataset_info(config) -> DatasetInfo:
   """Static facts about `config.dataset` (no preparation, no audio decoded; 'custom' lists
   the user's folder or reads the csv)."""
   if config.dataset == custom.DATASET:
-    layout = custom.scan_config(config)
-    return DatasetInfo(name=config.dataset, num_classes=len(layout.class_names),
-                       class_names=layout.class_names, num_folds=layout.num_folds)
-  entry = _entry(config.dataset)
-  return DatasetInfo(name=config.dataset, num_classes=len(entry.class_names),
-                     class_names=tuple(entry.class_names), num_folds=entry.num_folds)
+    facts = custom.scan_config(config)
+  else:
+    facts = _entry(config.dataset)
+  return DatasetInfo(name=config.dataset, num_classes=len(facts.class_names),
+                     class_names=tuple(facts.class_names), num_folds=facts.num_folds)
 
 
 def check_fold(config, info: DatasetInfo) -> int:

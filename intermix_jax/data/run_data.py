@@ -24,13 +24,10 @@ class RunData:
   """Facts about the data of one run (see module docstring).
 
   Attributes:
-    identity: JSON dict: dataset, builder, version, sample_rate, class_names, num_folds,
-      test_fold, fold_clips ({'k': clips of fold k}), train_clips, test_clips, train_digest and
-      test_digest (`clip_digest`), source_fingerprint (`layouts.content_fingerprint` of the files
-      prepared, None when unknown), skipped_files (count), source_sample_rates ({native rate in
-      Hz, as text: clips} of the source files, resampled to sample_rate where they differ; None
-      for generated data and copies prepared before it was recorded; not compared on resume).
-      Paths are left out: the same data in another data_dir / manual_dir has the same identity.
+    identity: JSON dict, no paths: dataset, builder, version, sample_rate, class_names,
+      num_folds, test_fold, fold_clips ({'k': clips of fold k}), train_clips, test_clips,
+      train_digest and test_digest (`clip_digest`), source_fingerprint (None when unknown),
+      skipped_files (count), source_sample_rates (prepared metadata; not compared on resume).
     skipped_files: [{'path', 'problem', 'fold', 'class'}] (fold and class None when the prepared
       copy does not record them).
     class_clips: {'train': C ints, 'test': C ints}, clips per class.
