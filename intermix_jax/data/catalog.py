@@ -3,10 +3,7 @@
     builder = catalog.prepare(config, sample_rate=16000)  # download_and_prepare on first use
     info = catalog.dataset_info(config)                   # static: needs no preparation
 
-Preparation is cached under `config.data_dir` (TFDS default `~/tensorflow_datasets` when None),
-written as array_record so that reading never needs TensorFlow.
-
-Which prepared copy is reused (`check_prepared`: skipped bad files, another source copy) and the
+Prepared as array_record under `config.data_dir`; which prepared copy is reused and the
 preparation lock (`<data_dir>/.locks/`): data/README.md "Preparing".
 """
 import collections
@@ -109,11 +106,9 @@ def get_builder(dataset: str, sample_rate: int, *, data_dir=None,
 
 
 def prepare_builder(builder: audio_builder.AudioClipBuilder, *, manual_dir=None) -> None:
-  """download_and_prepare unless already prepared, then `check_prepared`; clips resampled from
-  other rates are warned about once per process (`audio_builder.resampling_note`).
-
-  Another process preparing the same builder config at the same time is waited for (file lock);
-  `incomplete.*` directories of this config left by dead preparations are deleted first.
+  """download_and_prepare unless already prepared (waiting for another process preparing the same
+  config; deleting its dead preparations' `incomplete.*`), then `check_prepared`; clips resampled
+  from other rates are warned about once per process (`audio_builder.resampling_note`).
 
   Raises:
     FileNotFoundError: manual_dir is given but is not a directory (when preparing).
@@ -229,11 +224,8 @@ def _lock_path(builder) -> str:
 
 @contextlib.contextmanager
 def _preparation_lock(builder):
-  """Holds an exclusive lock on this builder config's lock file while preparing.
-
-  Yields True when held; False where file locks are unavailable (then preparations may overlap
-  and nothing can be told stale). The lock goes with the process (flock), even on kill -9.
-  """
+  """Holds an exclusive flock on this builder config's lock file (released when the process
+  dies); yields True when held, False where file locks are unavailable."""
   path = _lock_path(builder)
   fd = None
   try:

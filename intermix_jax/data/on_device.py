@@ -124,8 +124,8 @@ class ClipTable:
     rows = []
     for index in indexes:
       if len(set(index.filenames)) != len(index):
-        raise ValueError(f'{len(index) - len(set(index.filenames))} file name(s) appear twice among '
-                         'the training clips; clips on the device are keyed by name')
+        raise ValueError(f'{len(index) - len(set(index.filenames))} file name(s) appear twice '
+                         'among the training clips; clips on the device are keyed by name')
       r = np.empty(len(index), np.int32)
       for p, (name, n) in enumerate(zip(index.filenames, index.lengths)):
         if name not in where:
