@@ -31,12 +31,11 @@ from intermix_jax.data.catalog import (  # pylint: disable=g-multiple-import
 )
 from intermix_jax.data.custom import CustomAudio
 from intermix_jax.data.layouts import LayoutError
-from intermix_jax.data.official import Esc50, Urbansound8k
+from intermix_jax.data.official import Esc50, SourceUnavailableError, Urbansound8k
 from intermix_jax.data.pipeline import (  # pylint: disable=g-multiple-import
     ClipIndex, EvalLoader, TrainLoader,
 )
 from intermix_jax.data.run_data import RunData
-from intermix_jax.data.sources import SourceUnavailableError
 from intermix_jax.data.synthetic import SyntheticSounds
 
 

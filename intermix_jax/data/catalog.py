@@ -26,7 +26,6 @@ from intermix_jax.data import audio_decode
 from intermix_jax.data import custom
 from intermix_jax.data import layouts
 from intermix_jax.data import official
-from intermix_jax.data import sources
 from intermix_jax.data import synthetic
 
 FILE_FORMAT = 'array_record'
@@ -198,7 +197,7 @@ def check_prepared(builder: audio_builder.AudioClipBuilder, *, manual_dir=None) 
         warnings.simplefilter('ignore')
         root = builder.source_root(manual_dir)
         records = None if root is None else builder.source_records(root)
-    except (layouts.LayoutError, sources.SourceUnavailableError, OSError) as e:
+    except (layouts.LayoutError, official.SourceUnavailableError, OSError) as e:
       _warn_once(f'{where}: cannot read the local copy to compare it with this prepared copy '
                  f'({e}); using the prepared copy as it is')
       root = records = None
