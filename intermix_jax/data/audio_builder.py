@@ -80,8 +80,7 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Args: skip_bad_files: skip unusable input files with a warning instead of failing;
     **kwargs: tfds.core.GeneratorBasedBuilder arguments (data_dir, config, file_format...)."""
     self._skip_bad_files = skip_bad_files
-    self.skipped_files: list[tuple[str, str]] = []  # (path, problem) of the last preparation
-    self._skipped_clips: list[dict] = []  # the same with the clip's filename, fold and label
+    self._skipped: list[dict] = []  # path, filename, fold, label, problem of skipped files
     self._source_rates = collections.Counter()  # native rate (Hz) -> clips read
     super().__init__(**kwargs)
 
@@ -147,19 +146,19 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       super()._log_download_done()
 
   def _download_and_prepare(self, dl_manager, download_config=None):
-    self.skipped_files, self._skipped_clips = [], []
+    self._skipped = []
     self._source_rates.clear()
     super()._download_and_prepare(dl_manager, download_config)
     self.info.metadata['sample_rate'] = self.sample_rate
     if self.READS_SOURCE_FILES:
       self.info.metadata['source_sample_rates'] = {
           str(rate): n for rate, n in sorted(self._source_rates.items())}
-    self.info.metadata['skipped_files'] = [list(x) for x in self.skipped_files]
-    self.info.metadata['skipped_clips'] = list(self._skipped_clips)
-    if self.skipped_files:
-      listing = '\n'.join(f'  {p}: {why}' for p, why in self.skipped_files)
+    self.info.metadata['skipped_files'] = [[s['path'], s['problem']] for s in self._skipped]
+    self.info.metadata['skipped_clips'] = list(self._skipped)
+    if self._skipped:
+      listing = '\n'.join(f'  {s["path"]}: {s["problem"]}' for s in self._skipped)
       warnings.warn(SkippedFilesWarning(
-          f'{self.name}/{self.builder_config.name}: skipped {len(self.skipped_files)} bad '
+          f'{self.name}/{self.builder_config.name}: skipped {len(self._skipped)} bad '
           f'file(s) (skip_bad_files=True):\n{listing}'), stacklevel=2)
 
   def _fold_splits(self, records: list[layouts.ClipRecord], *, trim: bool) -> dict:
@@ -187,9 +186,8 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
               e.path, f'{e.problem}. Fix or remove the file, or set skip_bad_files=True '
               '(config.skip_bad_files) to skip bad files.') from e
         log.warning('skipping bad file %s', e)
-        self.skipped_files.append((e.path, e.problem))
-        self._skipped_clips.append(dict(path=e.path, filename=r.filename, fold=int(r.fold),
-                                        label=int(r.label), problem=e.problem))
+        self._skipped.append(dict(path=e.path, filename=r.filename, fold=int(r.fold),
+                                  label=int(r.label), problem=e.problem))
         continue
       yielded += 1
       self._source_rates[native_rate] += 1

@@ -50,17 +50,12 @@ def clip_digest(filenames, labels, lengths, class_names) -> str:
 def skipped_files(metadata, class_names) -> list[dict]:
   """The bad files a prepared copy skipped, from its metadata (newer copies record the clip's
   fold and label; older ones path and problem only)."""
-  out = []
   clips = metadata.get('skipped_clips')
-  if clips is not None:
-    for s in clips:
-      label = s.get('label')
-      out.append(dict(path=s['path'], problem=s['problem'], fold=s.get('fold'),
-                      **{'class': None if label is None else class_names[int(label)]}))
-    return out
-  for path, problem in metadata.get('skipped_files') or []:
-    out.append(dict(path=path, problem=problem, fold=None, **{'class': None}))
-  return out
+  if clips is None:
+    clips = [dict(path=p, problem=why) for p, why in metadata.get('skipped_files') or []]
+  return [dict(path=s['path'], problem=s['problem'], fold=s.get('fold'),
+               **{'class': None if s.get('label') is None else class_names[int(s['label'])]})
+          for s in clips]
 
 
 def describe(config, sample_rate: int, train_loader, eval_loader) -> RunData:
