@@ -12,6 +12,7 @@ import dataclasses
 import errno
 import fcntl
 import functools
+import glob
 import logging
 import os
 import shutil
@@ -256,17 +257,10 @@ def _preparation_lock(builder):
 def remove_stale_incomplete_dirs(builder, *, quiet: bool = False) -> list[str]:
   """Deletes the `incomplete.*` directories of builder's config (call holding its lock: then no
   live preparation is writing one). Returns the deleted paths; `quiet`: without the warning."""
-  parent = os.path.dirname(os.fspath(builder.data_path))
-  try:
-    names = sorted(os.listdir(parent))
-  except FileNotFoundError:
-    return []
-  removed = []
-  for name in names:
-    path = os.path.join(parent, name)
-    if name.startswith(INCOMPLETE_PREFIX) and os.path.isdir(path):
-      shutil.rmtree(path, ignore_errors=True)
-      removed.append(path)
+  parent = glob.escape(os.path.dirname(os.fspath(builder.data_path)))
+  removed = sorted(filter(os.path.isdir, glob.glob(os.path.join(parent, INCOMPLETE_PREFIX + '*'))))
+  for path in removed:
+    shutil.rmtree(path, ignore_errors=True)
   if removed and not quiet:
     log.warning('deleted %d leftover incomplete preparation(s) of %s/%s: %s', len(removed),
                 builder.name, builder.builder_config.name, ', '.join(removed))
