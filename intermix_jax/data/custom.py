@@ -119,13 +119,9 @@ def list_audio_files(folder: str) -> tuple[list[str], int]:
   found, ignored = [], 0
   for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
     dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
-    for f in filenames:
-      if f.startswith('.'):
-        continue
-      if is_audio_file(f):
-        found.append(os.path.join(dirpath, f))
-      else:
-        ignored += 1
+    visible = [f for f in filenames if not f.startswith('.')]
+    found += [os.path.join(dirpath, f) for f in visible if is_audio_file(f)]
+    ignored += sum(not is_audio_file(f) for f in visible)
   return sorted(found), ignored
 
 

@@ -20,7 +20,6 @@ import os
 import shutil
 import socket
 import tarfile
-from typing import Callable
 import urllib.parse
 import zipfile
 
@@ -93,67 +92,6 @@ def unreachable(url: str, timeout: float = 5.0) -> str | None:
     return f'cannot connect to {parts.hostname}:{port} ({e})'
 
 
-def _manual_dir(dl_manager):
-  """The manual directory if one exists and is non-empty, else None (public TFDS property)."""
-  try:
-    return os.fspath(dl_manager.manual_dir)
-  except AssertionError:  # TFDS: not enabled, or missing / empty.
-    return None
-
-
-def _from_manual_dir(download_dir, manual: str, find_root: Callable[[str], str]) -> str:
-  try:
-    return find_root(manual)
-  except layouts.LayoutError as layout_error:
-    archives = sorted(f for f in os.listdir(manual) if f.endswith(ARCHIVE_SUFFIXES))
-    if len(archives) != 1:
-      raise layout_error
-    extracted = extract_archive(os.path.join(manual, archives[0]), download_dir)
-    return find_root(extracted)
-
-
-def local_root(manual_dir, download_dir, find_root: Callable[[str], str]) -> str | None:
-  """The root of the local copy a preparation would read now (`locate` without a download
-  manager: `manual_dir`, else `<download_dir>/manual`), or None when it would download.
-
-  Raises:
-    layouts.LayoutError, SourceUnavailableError: the directory holds no usable copy.
-  """
-  manual = os.fspath(manual_dir) if manual_dir else os.path.join(os.fspath(download_dir), 'manual')
-  if not os.path.isdir(manual) or not os.listdir(manual):
-    return None
-  return _from_manual_dir(os.fspath(download_dir), manual, find_root)
-
-
-def locate(dl_manager, *, what: str, url: str, find_root: Callable[[str], str],
-           instructions: str) -> str:
-  """Returns the root directory of the official layout of `what`.
-
-  Args:
-    dl_manager: the builder's tfds DownloadManager.
-    what: dataset name for messages.
-    url: the official archive.
-    find_root: layout finder (`layouts.find_esc50_root`, ...), raising LayoutError.
-    instructions: how a user provides a copy (appended to the offline error).
-  """
-  manual = _manual_dir(dl_manager)
-  if manual is not None:
-    return _from_manual_dir(dl_manager.download_dir, manual, find_root)
-  why = unreachable(url)
-  if why is not None:
-    raise SourceUnavailableError(
-        f'{what}: no local copy was given (config.manual_dir) and the official download {url} is '
-        f'unavailable: {why}.\n{instructions}')
-  try:
-    archive = os.fspath(dl_manager.download(url))
-  except Exception as e:  # pylint: disable=broad-except  (any network / archive failure)
-    raise SourceUnavailableError(
-        f'{what}: no local copy was given (config.manual_dir) and downloading {url} failed '
-        f'({type(e).__name__}: {e}).\n{instructions}') from e
-  return find_root(extract_archive(archive, dl_manager.download_dir))
-
-
-
 def _instructions(what: str, layout: str, url: str) -> str:
   return (f'To prepare {what} offline, give a local copy of the official layout: set\n'
           'config.manual_dir (or tfds DownloadConfig(manual_dir=...)) to a directory holding\n'
@@ -168,11 +106,51 @@ class _OfficialBuilder(audio_builder.AudioClipBuilder, skip_registration=True):
   FIND_ROOT = None
 
   def source_root(self, manual_dir):
-    return local_root(manual_dir, self.data_dir_root / 'downloads', type(self).FIND_ROOT)
+    """The root of the local copy a preparation would read now (`manual_dir`, else
+    `<data_dir>/downloads/manual`), or None when it would download.
+
+    Raises:
+      layouts.LayoutError, SourceUnavailableError: the directory holds no usable copy.
+    """
+    download_dir = os.fspath(self.data_dir_root / 'downloads')
+    manual = os.fspath(manual_dir) if manual_dir else os.path.join(download_dir, 'manual')
+    if not os.path.isdir(manual) or not os.listdir(manual):
+      return None
+    return self._from_manual_dir(manual, download_dir)
+
+  def _from_manual_dir(self, manual: str, download_dir) -> str:
+    try:
+      return self.FIND_ROOT(manual)
+    except layouts.LayoutError as layout_error:
+      archives = sorted(f for f in os.listdir(manual) if f.endswith(ARCHIVE_SUFFIXES))
+      if len(archives) != 1:
+        raise layout_error
+      return self.FIND_ROOT(extract_archive(os.path.join(manual, archives[0]), download_dir))
+
+  def _download(self, dl_manager) -> str:
+    """The root of the official archive, downloaded and extracted (SourceUnavailableError, with
+    how to provide a copy, when offline or failing)."""
+    what, url, how = self.WHAT, self.DOWNLOAD_URL, self.MANUAL_DOWNLOAD_INSTRUCTIONS
+    why = unreachable(url)
+    if why is not None:
+      raise SourceUnavailableError(
+          f'{what}: no local copy was given (config.manual_dir) and the official download {url} '
+          f'is unavailable: {why}.\n{how}')
+    try:
+      archive = os.fspath(dl_manager.download(url))
+    except Exception as e:  # pylint: disable=broad-except  (any network / archive failure)
+      raise SourceUnavailableError(
+          f'{what}: no local copy was given (config.manual_dir) and downloading {url} failed '
+          f'({type(e).__name__}: {e}).\n{how}') from e
+    return self.FIND_ROOT(extract_archive(archive, dl_manager.download_dir))
 
   def _split_generators(self, dl_manager):
-    root = locate(dl_manager, what=self.WHAT, url=self.DOWNLOAD_URL,
-                  find_root=type(self).FIND_ROOT, instructions=self.MANUAL_DOWNLOAD_INSTRUCTIONS)
+    try:
+      manual = os.fspath(dl_manager.manual_dir)
+    except AssertionError:  # TFDS: no manual dir, or a missing / empty one
+      manual = None
+    root = (self._download(dl_manager) if manual is None
+            else self._from_manual_dir(manual, dl_manager.download_dir))
     records = self.source_records(root)
     self._record_source(root, records)
     return self._fold_splits(records, trim=self.TRIMS_ZEROS)
