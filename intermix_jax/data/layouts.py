@@ -81,9 +81,9 @@ def json_digest(value, ensure_ascii: bool = False) -> str:
   return hashlib.sha256(blob.encode('utf-8')).hexdigest()[:12]
 
 
-def _find_root(path, csv_name: str, what: str, expected: str) -> str:
-  """`path` itself or its single sub-directory (e.g. an extracted archive) holding the layout:
-  the metadata csv `csv_name` and `audio/`."""
+def find_root(path, csv_name: str, what: str, expected: str) -> str:
+  """`path` itself or its single sub-directory (e.g. an extracted archive) holding the layout of
+  `what`: the metadata csv `csv_name` and `audio/` (LayoutError saying `expected` otherwise)."""
   is_root = lambda p: (os.path.isfile(os.path.join(p, csv_name))
                        and os.path.isdir(os.path.join(p, 'audio')))
   path = os.fspath(path)
@@ -100,17 +100,6 @@ def _find_root(path, csv_name: str, what: str, expected: str) -> str:
                       'point to one of them')
   raise LayoutError(f'{path}: no copy of {what} found here or in a sub-directory; expected '
                     f'the official layout {expected}')
-
-
-def find_esc50_root(path) -> str:
-  """Returns the directory holding `meta/esc50.csv` and `audio/` (path or its only child)."""
-  return _find_root(path, ESC50_CSV, 'ESC-50', '<dir>/audio/*.wav and <dir>/meta/esc50.csv')
-
-
-def find_urbansound8k_root(path) -> str:
-  """Returns the directory holding `metadata/UrbanSound8K.csv` and `audio/` (path or its child)."""
-  return _find_root(path, URBANSOUND8K_CSV, 'UrbanSound8K',
-                    '<dir>/audio/fold<N>/*.wav and <dir>/metadata/UrbanSound8K.csv')
 
 
 def _read_csv(csv_path: str, required: tuple[str, ...]) -> list[tuple[int, dict]]:
@@ -163,7 +152,7 @@ def read_esc50(root, *, esc10: bool) -> list[ClipRecord]:
   """Reads and validates `meta/esc50.csv`.
 
   Args:
-    root: the layout directory (see `find_esc50_root`).
+    root: the layout directory (see `find_root`).
     esc10: keep only rows with esc10 == True and relabel them (docs/method.md §5 order).
 
   Returns:

@@ -98,9 +98,14 @@ def _instructions(what: str, layout: str, url: str) -> str:
           f'  {layout}\n(e.g. the extracted {url}, or the archive itself).\n')
 
 
+def _root_finder(csv_name: str, what: str, layout: str):
+  """`layouts.find_root` for the layout `layout` (metadata csv `csv_name`) of `what`."""
+  return staticmethod(lambda path: layouts.find_root(path, csv_name, what, layout))
+
+
 class _OfficialBuilder(audio_builder.AudioClipBuilder, skip_registration=True):
-  """A builder of an official layout: subclasses set WHAT (for messages), FIND_ROOT (a
-  `layouts.find_*_root`), DOWNLOAD_URL, MANUAL_DOWNLOAD_INSTRUCTIONS and `source_records`."""
+  """A builder of an official layout: subclasses set WHAT (for messages), FIND_ROOT
+  (`_root_finder`), DOWNLOAD_URL, MANUAL_DOWNLOAD_INSTRUCTIONS and `source_records`."""
 
   WHAT = ''
   FIND_ROOT = None
@@ -166,7 +171,7 @@ class Esc50(_OfficialBuilder):
   DEFAULT_BUILDER_CONFIG_NAME = 'esc50_sr44100'
   TRIMS_ZEROS = True
   WHAT = 'ESC-50'
-  FIND_ROOT = staticmethod(layouts.find_esc50_root)
+  FIND_ROOT = _root_finder(layouts.ESC50_CSV, WHAT, '<dir>/audio/*.wav and <dir>/meta/esc50.csv')
   DOWNLOAD_URL = 'https://github.com/karolpiczak/ESC-50/archive/master.zip'
   MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions(
       'ESC-50 / ESC-10', 'audio/*.wav  and  meta/esc50.csv', DOWNLOAD_URL)
@@ -202,7 +207,8 @@ class Urbansound8k(_OfficialBuilder):
   BUILDER_CONFIGS = audio_builder.sample_rate_configs('', 'urbansound8k')
   DEFAULT_BUILDER_CONFIG_NAME = 'sr44100'
   WHAT = 'UrbanSound8K'
-  FIND_ROOT = staticmethod(layouts.find_urbansound8k_root)
+  FIND_ROOT = _root_finder(layouts.URBANSOUND8K_CSV, WHAT,
+                           '<dir>/audio/fold<N>/*.wav and <dir>/metadata/UrbanSound8K.csv')
   DOWNLOAD_URL = 'https://zenodo.org/records/1203745/files/UrbanSound8K.tar.gz'
   MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions(
       'UrbanSound8K', 'audio/fold1..fold10/*.wav  and  metadata/UrbanSound8K.csv', DOWNLOAD_URL)
