@@ -6,21 +6,18 @@
     for batch in train.batches(epoch, start_step):   # x float32 (B_local, T), y int32 (B_local,)
       ...
     test = data.make_eval_loader(config, sample_rate, input_length)
-    for batch in test.batches():   # x float32 (b, num_eval_crops, T), y int32 (b,), mask bool (b,), index int32 (b,) (-1 on padding rows)
-      ...
+    for batch in test.batches():   # x float32 (b, num_eval_crops, T), y int32 (b,),
+      ...                          # mask bool (b,), index int32 (b,) (-1 on padding rows)
 
-With config.data_on_device the trainer cuts the same training batches on the devices instead
-(`data.on_device`: the clips as one int16 table on the mesh, a crop plan per step from
-`TrainLoader.plan`).
+With config.data_on_device the trainer cuts the same training batches on the devices
+(`data.on_device`, crop plans from `TrainLoader.plan`).
 
-Config fields read: dataset (a name of `DATASETS`, the catalog's: data/catalog.py), fold
-(test fold, 1-based; the other folds train), data_dir, manual_dir, skip_bad_files, batch_size,
-eval_batch_size, num_eval_crops, seed (shuffle_buffer_seed, when set, replaces it for the data),
-strong_augment, strategy and mixing ('standard' yields single sounds, any other strategy pairs of
-different classes; with independent pairs, `mixing.pairing`, two sounds per training example); for 'custom' also audio_dir, metadata_csv, num_folds (configs/custom.py, data/custom.py).
-The dataset is prepared on first use and cached in data_dir.
-
-Builders (tfds names, configs, rates): data/README.md.
+Config fields read: dataset (a name of `DATASETS`: data/catalog.py), fold (test fold, 1-based),
+data_dir, manual_dir, skip_bad_files, batch_size, eval_batch_size, num_eval_crops, seed
+(shuffle_buffer_seed, when set, replaces it for the data), strong_augment, strategy and mixing
+(`mixing.build_strategy`: single sounds, pairs of different classes, or independent pairs); for
+'custom' also audio_dir, metadata_csv, num_folds (data/custom.py). The dataset is prepared on
+first use and cached in data_dir. Builders (tfds names, configs, rates): data/README.md.
 """
 
 from intermix_jax import mixing
@@ -33,24 +30,23 @@ from intermix_jax.data.catalog import (  # pylint: disable=g-multiple-import
     DATASETS, DatasetInfo, check_fold, dataset_info, get_builder, prepare, prepare_builder,
 )
 from intermix_jax.data.custom import CustomAudio
-from intermix_jax.data.esc50 import Esc50
 from intermix_jax.data.layouts import LayoutError
+from intermix_jax.data.official import Esc50, SourceUnavailableError, Urbansound8k
 from intermix_jax.data.pipeline import (  # pylint: disable=g-multiple-import
     ClipIndex, EvalLoader, TrainLoader,
 )
 from intermix_jax.data.run_data import RunData
-from intermix_jax.data.sources import SourceUnavailableError
 from intermix_jax.data.synthetic import SyntheticSounds
-from intermix_jax.data.urbansound8k import Urbansound8k
 
 
-def _data_seed(config) -> int:
-  seed = config.get('shuffle_buffer_seed') if hasattr(config, 'get') else None
-  return int(config.seed if seed is None else seed)
-
-
-def _fold_sources(builder, folds):
-  return [builder.as_data_source(split=f'fold{k}') for k in folds]
+def _index(config, sample_rate: int, test: bool, cache_bytes: int):
+  """(the ClipIndex of the test fold (`test`) or of the other folds of `config`, its info)."""
+  info = dataset_info(config)
+  fold = check_fold(config, info)
+  builder = prepare(config, sample_rate)
+  folds = [fold] if test else [k for k in range(1, info.num_folds + 1) if k != fold]
+  return ClipIndex([builder.as_data_source(split=f'fold{k}') for k in folds],
+                   sort_by_filename=test, cache_bytes=cache_bytes), info
 
 
 def make_train_loader(config, sample_rate: int, input_length: int, *, process_index: int = 0,
@@ -67,14 +63,11 @@ def make_train_loader(config, sample_rate: int, input_length: int, *, process_in
       ready; num_workers: grain worker processes (0: none); cache_bytes: keep the split's clips
       in memory when their int16 samples fit in this many bytes (else read per batch).
   """
-  info = dataset_info(config)
-  fold = check_fold(config, info)
+  index, info = _index(config, sample_rate, False, cache_bytes)
   strategy = mixing.build_strategy(config)
-  builder = prepare(config, sample_rate)
-  index = ClipIndex(_fold_sources(builder, [k for k in range(1, info.num_folds + 1) if k != fold]),
-                    cache_bytes=cache_bytes)
+  seed = config.get('shuffle_buffer_seed') if hasattr(config, 'get') else None
   return TrainLoader(index, input_length=input_length, batch_size=int(config.batch_size),
-                     seed=_data_seed(config), pairs=strategy.mixes,
+                     seed=int(config.seed if seed is None else seed), pairs=strategy.mixes,
                      sounds_per_example=strategy.sounds_per_example,
                      strong_augment=bool(config.strong_augment), process_index=process_index,
                      process_count=process_count, num_threads=num_threads, prefetch=prefetch,
@@ -86,23 +79,16 @@ def make_eval_loader(config, sample_rate: int, input_length: int, *, process_ind
                      num_workers: int = 0,
                      cache_bytes: int = pipeline.DEFAULT_CACHE_BYTES) -> EvalLoader:
   """Evaluation batches of fold config.fold (see `pipeline.EvalLoader`); arguments as above."""
-  info = dataset_info(config)
-  fold = check_fold(config, info)
-  builder = prepare(config, sample_rate)
-  index = ClipIndex(_fold_sources(builder, [fold]), sort_by_filename=True, cache_bytes=cache_bytes)
-  return EvalLoader(index, input_length=input_length, batch_size=int(config.eval_batch_size),
+  return EvalLoader(_index(config, sample_rate, True, cache_bytes)[0], input_length=input_length,
+                    batch_size=int(config.eval_batch_size),
                     num_crops=int(config.num_eval_crops), process_index=process_index,
                     process_count=process_count, num_threads=num_threads, prefetch=prefetch,
                     num_workers=num_workers)
 
 
-def describe_run_data(config, sample_rate: int, train_loader: TrainLoader,
-                      eval_loader: EvalLoader) -> RunData:
-  """What the run of `config` trains and tests on (identity for workdir/dataset.json, clips per
-  class, skipped bad files); raises LayoutError when a class has no training clip (see
-  `run_data.describe`)."""
-  return run_data.describe(config, sample_rate, train_loader, eval_loader)
-
+# What the run of `config` trains and tests on (workdir/dataset.json identity, clips per class,
+# skipped bad files); LayoutError when a class has no training clip.
+describe_run_data = run_data.describe
 
 __all__ = [
     'BadAudioFileError', 'ClipIndex', 'CustomAudio', 'DATASETS', 'DatasetInfo', 'Esc50',

@@ -1,27 +1,14 @@
 """Common base of the audio TFDS builders: features, one config per sample rate, bad-file policy.
 
-Every builder here stores, per clip:
-  audio:    int16 (n,)  mono samples at the config's `sample_rate` (int16 scale, not normalised)
-  label:    ClassLabel  class index
-  filename: Text        the clip's file name in the official layout (unique key)
-  fold:     int32       1-based fold; split `fold<k>` holds exactly the clips of fold k
-Audio is a `tfds.features.Tensor(shape=(None,), dtype=np.int16)`, not `tfds.features.Audio`, so
-preparing (file_format='array_record') and reading (`as_data_source`) never import TensorFlow.
+Every builder here stores, per clip: audio int16 (n,) mono samples at the config's `sample_rate`
+(int16 scale; a `tfds.features.Tensor`, so preparing and reading never import TensorFlow), label
+(ClassLabel), filename (Text, unique key) and fold (int32, 1-based; split `fold<k>` holds fold k).
 
-Interrupted preparations are never read (TFDS's `incomplete.*` directories): data/README.md.
-
-What a preparation read is kept in the prepared copy's metadata (`builder.info.metadata`):
-  sample_rate         Hz
-  skipped_files       [[path, problem]] of the bad files skipped (skip_bad_files=True)
-  skipped_clips       the same as dicts: path, filename, fold, label, problem
-  source              the folder (or csv) the clips were read from
-  source_fingerprint  `layouts.content_fingerprint` of the records read (file names, folds,
-                      classes, sizes; not paths): `catalog.prepare_builder` compares it with the
-                      copy config.manual_dir holds now
-  source_clips        number of records listed by the source (bad ones included)
-  source_sample_rates {native rate in Hz, as text: clips} of the clips read, resampled to
-                      sample_rate where they differ (`resampling_note` says how); absent for
-                      generated data and for copies prepared before it was recorded
+The prepared copy's metadata (`builder.info.metadata`): sample_rate (Hz); skipped_files [[path,
+problem]] and skipped_clips (dicts: path, filename, fold, label, problem) of the bad files skipped;
+source (the folder or csv read); source_fingerprint (`layouts.content_fingerprint` of the records
+read, compared by `catalog.check_prepared`); source_clips (records listed); source_sample_rates
+({native Hz as text: clips}; absent for generated data and older copies). data/README.md.
 """
 import collections
 import dataclasses
@@ -41,15 +28,12 @@ SAMPLE_RATES = (8000, 16000, 22050, 44100)  # M18, EnvNet, SoundNet5/PiczakCNN, 
 
 log = logging.getLogger(__name__)
 
-# Whether a preparation prints TFDS's own lines to stdout ('Downloading and preparing dataset
-# Unknown size ...', 'Dataset ... downloaded and prepared to ...'): `quiet_preparation`.
-_show_tfds_lines = True
+_show_tfds_lines = True  # TFDS's own lines printed when preparing: `quiet_preparation`
 
 
 def quiet_preparation(quiet: bool = True) -> None:
-  """Hides (quiet=True) or shows TFDS's progress bars and the lines TFDS prints (with `print`, so
-  no log filter reaches them) when a builder here is prepared. `intermix_jax.main` hides them
-  unless --verbose: for a local copy they say 'Downloading ... Unknown size', which is wrong."""
+  """Hides (quiet=True) or shows TFDS's progress bars and the lines TFDS prints (with `print`)
+  when a builder here is prepared (data/README.md)."""
   global _show_tfds_lines
   _show_tfds_lines = not quiet
   if quiet:
@@ -83,7 +67,7 @@ def config_name(sample_rate: int, prefix: str = '') -> str:
 
 class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base class. Subclasses define VERSION, BUILDER_CONFIGS, `class_names()`, `num_folds()`,
-  `_split_generators` (usually returning `_fold_splits(records, trim=...)`) and the dataset description."""
+  `_split_generators` (usually returning `_fold_splits(records, trim=...)`) and DESCRIPTION."""
 
   DESCRIPTION = ''
   HOMEPAGE = ''
@@ -96,8 +80,7 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Args: skip_bad_files: skip unusable input files with a warning instead of failing;
     **kwargs: tfds.core.GeneratorBasedBuilder arguments (data_dir, config, file_format...)."""
     self._skip_bad_files = skip_bad_files
-    self.skipped_files: list[tuple[str, str]] = []  # (path, problem) of the last preparation
-    self._skipped_clips: list[dict] = []  # the same with the clip's filename, fold and label
+    self._skipped: list[dict] = []  # path, filename, fold, label, problem of skipped files
     self._source_rates = collections.Counter()  # native rate (Hz) -> clips read
     super().__init__(**kwargs)
 
@@ -105,7 +88,6 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def skip_bad_files(self) -> bool:
     return bool(self._skip_bad_files)
 
-  # --- the source a preparation reads (None: generated data, or the official download) --------
   def source_root(self, manual_dir) -> str | None:
     """The root of the local copy a preparation would read now (config.manual_dir, else TFDS's
     default manual dir), or None (no local copy: generated data or the download)."""
@@ -126,8 +108,7 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   @tfds.core.utils.classproperty
   @classmethod
   def code_path(cls) -> epath.Path:
-    """The builder's source file. TFDS's own lookup imports `importlib_resources` (not installed
-    on Python >= 3.9 and not needed): this override avoids that dependency."""
+    """The builder's source file (without TFDS's lookup, which imports `importlib_resources`)."""
     return epath.Path(inspect.getfile(cls))
 
   def class_names(self) -> tuple[str, ...]:
@@ -165,19 +146,19 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       super()._log_download_done()
 
   def _download_and_prepare(self, dl_manager, download_config=None):
-    self.skipped_files, self._skipped_clips = [], []
+    self._skipped = []
     self._source_rates.clear()
     super()._download_and_prepare(dl_manager, download_config)
     self.info.metadata['sample_rate'] = self.sample_rate
     if self.READS_SOURCE_FILES:
       self.info.metadata['source_sample_rates'] = {
           str(rate): n for rate, n in sorted(self._source_rates.items())}
-    self.info.metadata['skipped_files'] = [list(x) for x in self.skipped_files]
-    self.info.metadata['skipped_clips'] = list(self._skipped_clips)
-    if self.skipped_files:
-      listing = '\n'.join(f'  {p}: {why}' for p, why in self.skipped_files)
+    self.info.metadata['skipped_files'] = [[s['path'], s['problem']] for s in self._skipped]
+    self.info.metadata['skipped_clips'] = list(self._skipped)
+    if self._skipped:
+      listing = '\n'.join(f'  {s["path"]}: {s["problem"]}' for s in self._skipped)
       warnings.warn(SkippedFilesWarning(
-          f'{self.name}/{self.builder_config.name}: skipped {len(self.skipped_files)} bad '
+          f'{self.name}/{self.builder_config.name}: skipped {len(self._skipped)} bad '
           f'file(s) (skip_bad_files=True):\n{listing}'), stacklevel=2)
 
   def _fold_splits(self, records: list[layouts.ClipRecord], *, trim: bool) -> dict:
@@ -205,9 +186,8 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
               e.path, f'{e.problem}. Fix or remove the file, or set skip_bad_files=True '
               '(config.skip_bad_files) to skip bad files.') from e
         log.warning('skipping bad file %s', e)
-        self.skipped_files.append((e.path, e.problem))
-        self._skipped_clips.append(dict(path=e.path, filename=r.filename, fold=int(r.fold),
-                                        label=int(r.label), problem=e.problem))
+        self._skipped.append(dict(path=e.path, filename=r.filename, fold=int(r.fold),
+                                  label=int(r.label), problem=e.problem))
         continue
       yielded += 1
       self._source_rates[native_rate] += 1
@@ -220,10 +200,9 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 
 def resampling_note(source_sample_rates, sample_rate: int) -> str | None:
-  """One line saying how clips at other rates were resampled to `sample_rate` (and what that
-  means: upsampled clips hold nothing real above their source's Nyquist frequency, downsampled
-  ones lose what is above the target's); None when every clip is at `sample_rate` or the rates
-  are unknown.
+  """One line saying how clips at other rates were resampled to `sample_rate` (up: nothing real
+  above the source's Nyquist frequency; down: content above the target's is lost); None when
+  every clip is at `sample_rate` or the rates are unknown.
 
   Args:
     source_sample_rates: the metadata's {native rate in Hz (text or int): clips}, or None.

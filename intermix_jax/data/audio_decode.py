@@ -1,9 +1,6 @@
-"""Decoding one audio file to int16-scale mono samples at a target rate (docs/method.md §5).
-
-No ffmpeg: soundfile (libsndfile) decodes, soxr resamples. Every problem a user can meet with an
-input file (missing, empty, truncated, unreadable, unexpected channel count, sample format or rate,
-no samples, only digital silence) raises `BadAudioFileError`, whose message names the file and the
-problem.
+"""Decoding one audio file to int16-scale mono samples at a target rate (docs/method.md §5):
+soundfile decodes, soxr resamples; every problem with an input file raises `BadAudioFileError`
+naming the file and the problem.
 """
 import dataclasses
 import os
@@ -13,14 +10,12 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-# Sample formats (libsndfile subtypes) found in the official releases of ESC-50 and UrbanSound8K,
-# plus the other plain PCM / float / companded encodings. Anything else is "unexpected".
+# Sample formats (libsndfile subtypes) accepted by default: plain PCM / float / companded.
 SUPPORTED_SUBTYPES = frozenset({
     'PCM_S8', 'PCM_U8', 'PCM_16', 'PCM_24', 'PCM_32', 'FLOAT', 'DOUBLE',
     'ULAW', 'ALAW', 'IMA_ADPCM', 'MS_ADPCM',
 })
-# Lossy codecs libsndfile decodes (ogg/vorbis, ogg/opus, mp3): accepted for a user's own audio
-# (`data/custom.py`, prediction), not expected in the official datasets.
+# Lossy codecs libsndfile decodes: accepted for a user's own audio (data/custom.py, prediction).
 COMPRESSED_SUBTYPES = frozenset({'VORBIS', 'OPUS', 'MPEG_LAYER_I', 'MPEG_LAYER_II',
                                  'MPEG_LAYER_III'})
 
@@ -50,11 +45,8 @@ class AudioExpectation:
 
 
 def _check_wav_not_truncated(path: str) -> None:
-  """Raises if a RIFF/WAVE file's `data` chunk declares more bytes than the file holds.
-
-  libsndfile silently returns the frames that are present, so truncation must be checked on
-  the header. Files that are not RIFF/WAVE are left to libsndfile.
-  """
+  """Raises if a RIFF/WAVE file's `data` chunk declares more bytes than the file holds
+  (libsndfile silently returns what is present); other files are left to libsndfile."""
   size = os.path.getsize(path)
   with open(path, 'rb') as f:
     head = f.read(12)
@@ -84,12 +76,7 @@ def to_int16(x: np.ndarray) -> np.ndarray:
   return np.clip(np.rint(np.asarray(x, np.float64) * 32768.0), -32768, 32767).astype(np.int16)
 
 
-def trim_zeros(x: np.ndarray) -> np.ndarray:
-  """Drops leading and trailing samples that are exactly zero. (n,) -> (m,), m <= n."""
-  nz = np.flatnonzero(x)
-  if nz.size == 0:
-    return x[:0]
-  return x[nz[0]:nz[-1] + 1]
+trim_zeros = np.trim_zeros  # (n,) -> (m,): leading and trailing exact-zero samples dropped
 
 
 def load_audio(path, sample_rate: int, *, trim: bool = False,
@@ -103,15 +90,12 @@ def load_audio_and_rate(path, sample_rate: int, *, trim: bool = False,
                         expect: AudioExpectation = AudioExpectation()) -> tuple[np.ndarray, int]:
   """Reads one file as mono int16-scale samples at `sample_rate`; also returns its native rate.
 
-  Steps: decode (soundfile, float32) -> downmix to mono (channel mean) -> resample with soxr (HQ)
-  when the native rate differs -> round to int16 scale (x * 32768) -> optionally trim leading and
-  trailing exact-zero samples (the ESC protocol, done after conversion as in the reference code).
+  Decode (float32) -> channel mean -> soxr HQ resampling when the rate differs -> round(x * 32768)
+  -> with `trim`, drop leading and trailing exact-zero samples (the ESC protocol).
 
   Args:
-    path: the audio file.
-    sample_rate: output rate in Hz.
-    trim: trim exact-zero samples at both ends.
-    expect: accepted channel counts and native rates.
+    path: the audio file; sample_rate: output rate in Hz; trim: as above;
+    expect: accepted channel counts, native rates and sample formats.
 
   Returns:
     (int16 array (n,), n >= 1, at `sample_rate`; the file's own sample rate in Hz, which was

@@ -1,9 +1,7 @@
 """Host-side (numpy) preprocessing of docs/method.md §5: time scale, pad T/2, crops, /32768, gain.
 
-Pure functions of the clips and explicitly passed random variates (the pipeline draws them from
-a seeded numpy Generator), so they are easy to test against a literal reference. Windows are
-cut directly from the unpadded clip (no padded copy is ever made) and, with time scaling, only
-the samples inside the crop window are interpolated: the cost per clip is O(T), not O(n).
+Pure functions of the clips and explicitly passed random variates; windows are cut from the
+unpadded clip and only the samples inside them are interpolated (O(T) per clip).
 
 Conventions (the reference code, mil-tokyo/bc_learning_sound utils.py):
   time scale s: output length n' = max(1, int(n * s)); sample i = linear interpolation of the

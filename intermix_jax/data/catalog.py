@@ -3,17 +3,16 @@
     builder = catalog.prepare(config, sample_rate=16000)  # download_and_prepare on first use
     info = catalog.dataset_info(config)                   # static: needs no preparation
 
-Preparation is cached under `config.data_dir` (TFDS default `~/tensorflow_datasets` when None),
-written as array_record so that reading never needs TensorFlow.
-
-Which prepared copy is reused (`check_prepared`: skipped bad files, another source copy) and the
+Prepared as array_record under `config.data_dir`; which prepared copy is reused and the
 preparation lock (`<data_dir>/.locks/`): data/README.md "Preparing".
 """
+import collections
 import contextlib
 import dataclasses
 import errno
 import fcntl
 import functools
+import glob
 import logging
 import os
 import shutil
@@ -26,11 +25,9 @@ from intermix_jax import io_errors
 from intermix_jax.data import audio_builder
 from intermix_jax.data import audio_decode
 from intermix_jax.data import custom
-from intermix_jax.data import esc50
 from intermix_jax.data import layouts
-from intermix_jax.data import sources
+from intermix_jax.data import official
 from intermix_jax.data import synthetic
-from intermix_jax.data import urbansound8k
 
 FILE_FORMAT = 'array_record'
 INCOMPLETE_PREFIX = 'incomplete.'  # TFDS's temporary preparation directories
@@ -41,13 +38,8 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-  """What the trainer needs to know about a dataset before reading it.
-
-  Attributes:
-    name: `config.dataset`.
-    num_classes: number of classes C (labels are 0..C-1).
-    class_names: C names, index = label.
-    num_folds: folds 1..num_folds (config.fold picks the test fold).
+  """What the trainer needs to know about a dataset before reading it: name (`config.dataset`),
+  num_classes C, class_names (C names, index = label), num_folds (config.fold picks the test one).
   """
   name: str
   num_classes: int
@@ -55,27 +47,16 @@ class DatasetInfo:
   num_folds: int
 
 
-@dataclasses.dataclass(frozen=True)
-class _Entry:
-  """A dataset of the catalog: its TFDS builder class, the prefix of the builder's config names,
-  the subset the builder reads, and the facts known without reading the data."""
-  builder: type
-  prefix: str
-  subset: str
-  class_names: tuple[str, ...]
-  num_folds: int
-
-
+# A dataset of the catalog: its TFDS builder class (reading the subset named as the dataset), the
+# prefix of the builder's config names, and the facts known without reading the data.
+_Entry = collections.namedtuple('_Entry', 'builder prefix class_names num_folds')
 # config.dataset -> its entry: THE list of the datasets the library knows (with custom.DATASET).
 _DATASETS = {
-    'esc50': _Entry(esc50.Esc50, 'esc50_', 'esc50', layouts.ESC50_CLASS_NAMES,
-                    layouts.ESC_NUM_FOLDS),
-    'esc10': _Entry(esc50.Esc50, 'esc10_', 'esc10', layouts.ESC10_CLASS_NAMES,
-                    layouts.ESC_NUM_FOLDS),
-    'urbansound8k': _Entry(urbansound8k.Urbansound8k, '', 'urbansound8k',
-                           layouts.URBANSOUND8K_CLASS_NAMES, layouts.URBANSOUND8K_NUM_FOLDS),
-    'synthetic': _Entry(synthetic.SyntheticSounds, '', 'synthetic', synthetic.CLASS_NAMES,
-                        synthetic.NUM_FOLDS),
+    'esc50': _Entry(official.Esc50, 'esc50_', layouts.ESC50_CLASS_NAMES, layouts.ESC_NUM_FOLDS),
+    'esc10': _Entry(official.Esc50, 'esc10_', layouts.ESC10_CLASS_NAMES, layouts.ESC_NUM_FOLDS),
+    'urbansound8k': _Entry(official.Urbansound8k, '', layouts.URBANSOUND8K_CLASS_NAMES,
+                           layouts.URBANSOUND8K_NUM_FOLDS),
+    'synthetic': _Entry(synthetic.SyntheticSounds, '', synthetic.CLASS_NAMES, synthetic.NUM_FOLDS),
 }
 # 'custom' (data/custom.py): the user's own folder or csv, described by config fields.
 DATASETS = tuple(_DATASETS) + (custom.DATASET,)
@@ -112,25 +93,22 @@ def get_builder(dataset: str, sample_rate: int, *, data_dir=None,
   The rates 8000, 16000, 22050, 44100 are registered configs; any other positive rate gets a
   config built on the fly (named e.g. `sr11025`).
   """
-  entry = _entry(dataset)
-  cls, prefix, subset = entry.builder, entry.prefix, entry.subset
+  cls, prefix, _, _ = _entry(dataset)
   if int(sample_rate) != sample_rate or sample_rate <= 0:
     raise ValueError(f'sample_rate must be a positive integer number of Hz, got {sample_rate!r}')
   name = audio_builder.config_name(sample_rate, prefix)
   # A registered config goes by name (a builder pickled to a grain worker re-finds it by name).
   config = name if name in {c.name for c in cls.BUILDER_CONFIGS} else (
-      audio_builder.SampleRateConfig(name=name, sample_rate=int(sample_rate), subset=subset,
-                                     description=f'{subset} at {int(sample_rate)} Hz'))
+      audio_builder.SampleRateConfig(name=name, sample_rate=int(sample_rate), subset=dataset,
+                                     description=f'{dataset} at {int(sample_rate)} Hz'))
   return cls(data_dir=data_dir, config=config, file_format=FILE_FORMAT,
              skip_bad_files=skip_bad_files)
 
 
 def prepare_builder(builder: audio_builder.AudioClipBuilder, *, manual_dir=None) -> None:
-  """download_and_prepare unless already prepared, then `check_prepared`; clips resampled from
-  other rates are warned about once per process (`audio_builder.resampling_note`).
-
-  Another process preparing the same builder config at the same time is waited for (file lock);
-  `incomplete.*` directories of this config left by dead preparations are deleted first.
+  """download_and_prepare unless already prepared (waiting for another process preparing the same
+  config; deleting its dead preparations' `incomplete.*`), then `check_prepared`; clips resampled
+  from other rates are warned about once per process (`audio_builder.resampling_note`).
 
   Raises:
     FileNotFoundError: manual_dir is given but is not a directory (when preparing).
@@ -184,18 +162,13 @@ def _disk_full_message(builder) -> str:
 
 
 def _is_prepared(builder) -> bool:
-  """builder.is_prepared() without TFDS's warning when it is not: the version directory appears
-  by a rename once complete, with its dataset_info.json."""
+  """builder.is_prepared() without TFDS's warning when it is not."""
   return os.path.isfile(os.path.join(os.fspath(builder.data_path), 'dataset_info.json'))
 
 
-_WARNED = set()  # warnings already given by this process (prepare runs once per loader)
-
-
+@functools.cache  # once per process (prepare runs once per loader)
 def _warn_once(message: str) -> None:
-  if message not in _WARNED:
-    _WARNED.add(message)
-    log.warning('%s', message)
+  log.warning('%s', message)
 
 
 def check_prepared(builder: audio_builder.AudioClipBuilder, *, manual_dir=None) -> None:
@@ -225,7 +198,7 @@ def check_prepared(builder: audio_builder.AudioClipBuilder, *, manual_dir=None) 
         warnings.simplefilter('ignore')
         root = builder.source_root(manual_dir)
         records = None if root is None else builder.source_records(root)
-    except (layouts.LayoutError, sources.SourceUnavailableError, OSError) as e:
+    except (layouts.LayoutError, official.SourceUnavailableError, OSError) as e:
       _warn_once(f'{where}: cannot read the local copy to compare it with this prepared copy '
                  f'({e}); using the prepared copy as it is')
       root = records = None
@@ -251,11 +224,8 @@ def _lock_path(builder) -> str:
 
 @contextlib.contextmanager
 def _preparation_lock(builder):
-  """Holds an exclusive lock on this builder config's lock file while preparing.
-
-  Yields True when held; False where file locks are unavailable (then preparations may overlap
-  and nothing can be told stale). The lock goes with the process (flock), even on kill -9.
-  """
+  """Holds an exclusive flock on this builder config's lock file (released when the process
+  dies); yields True when held, False where file locks are unavailable."""
   path = _lock_path(builder)
   fd = None
   try:
@@ -287,17 +257,10 @@ def _preparation_lock(builder):
 def remove_stale_incomplete_dirs(builder, *, quiet: bool = False) -> list[str]:
   """Deletes the `incomplete.*` directories of builder's config (call holding its lock: then no
   live preparation is writing one). Returns the deleted paths; `quiet`: without the warning."""
-  parent = os.path.dirname(os.fspath(builder.data_path))
-  try:
-    names = sorted(os.listdir(parent))
-  except FileNotFoundError:
-    return []
-  removed = []
-  for name in names:
-    path = os.path.join(parent, name)
-    if name.startswith(INCOMPLETE_PREFIX) and os.path.isdir(path):
-      shutil.rmtree(path, ignore_errors=True)
-      removed.append(path)
+  parent = glob.escape(os.path.dirname(os.fspath(builder.data_path)))
+  removed = sorted(filter(os.path.isdir, glob.glob(os.path.join(parent, INCOMPLETE_PREFIX + '*'))))
+  for path in removed:
+    shutil.rmtree(path, ignore_errors=True)
   if removed and not quiet:
     log.warning('deleted %d leftover incomplete preparation(s) of %s/%s: %s', len(removed),
                 builder.name, builder.builder_config.name, ', '.join(removed))
@@ -310,14 +273,14 @@ def prepare(config, sample_rate: int) -> audio_builder.AudioClipBuilder:
   Reads config.dataset, config.data_dir, config.manual_dir, config.skip_bad_files (and for
   'custom' config.audio_dir, metadata_csv, num_folds).
   """
-  if config.dataset == custom.DATASET:
-    builder = custom.get_builder(config, sample_rate)
-    prepare_builder(builder)
-    return builder
   field = functools.partial(custom.config_field, config)
-  builder = get_builder(config.dataset, sample_rate, data_dir=field('data_dir'),
-                        skip_bad_files=bool(field('skip_bad_files', False)))
-  prepare_builder(builder, manual_dir=field('manual_dir'))
+  if config.dataset == custom.DATASET:
+    builder, manual_dir = custom.get_builder(config, sample_rate), None
+  else:
+    builder = get_builder(config.dataset, sample_rate, data_dir=field('data_dir'),
+                          skip_bad_files=bool(field('skip_bad_files', False)))
+    manual_dir = field('manual_dir')
+  prepare_builder(builder, manual_dir=manual_dir)
   return builder
 
 
@@ -325,12 +288,11 @@ def dataset_info(config) -> DatasetInfo:
   """Static facts about `config.dataset` (no preparation, no audio decoded; 'custom' lists
   the user's folder or reads the csv)."""
   if config.dataset == custom.DATASET:
-    layout = custom.scan_config(config)
-    return DatasetInfo(name=config.dataset, num_classes=len(layout.class_names),
-                       class_names=layout.class_names, num_folds=layout.num_folds)
-  entry = _entry(config.dataset)
-  return DatasetInfo(name=config.dataset, num_classes=len(entry.class_names),
-                     class_names=tuple(entry.class_names), num_folds=entry.num_folds)
+    facts = custom.scan_config(config)
+  else:
+    facts = _entry(config.dataset)
+  return DatasetInfo(name=config.dataset, num_classes=len(facts.class_names),
+                     class_names=tuple(facts.class_names), num_folds=facts.num_folds)
 
 
 def check_fold(config, info: DatasetInfo) -> int:

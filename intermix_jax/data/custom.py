@@ -79,9 +79,6 @@ class CustomLayout:
     return audio_builder.config_name(sample_rate, f'{slug}_{self.fingerprint}_')
 
 
-# ------------------------------------------------------------------------------------------------
-# Labels and folds
-# ------------------------------------------------------------------------------------------------
 def sort_class_names(labels) -> tuple[str, ...]:
   """Distinct labels, sorted numerically when every label is an integer, else as strings."""
   names = sorted(set(labels))
@@ -94,10 +91,7 @@ def assign_folds(filenames, labels, num_folds: int) -> np.ndarray:
   """Deterministic stratified k-fold: int32 (N,) folds in 1..num_folds.
 
   For class c (the c-th label in sorted order) with n files, its i-th file by sorted name goes to
-  fold ((i * K) // n + c) mod K + 1: contiguous blocks of sorted names (clips cut from one
-  recording, which usually share a name prefix, stay together), each fold gets floor(n/K) or
-  ceil(n/K) files of every class, and the rotation by c spreads the larger blocks over the folds.
-  Depends only on the (filename, label) pairs, not on their order.
+  fold ((i * K) // n + c) mod K + 1 (why: docs/own_data_and_models.md, "Folds").
 
   Args:
     filenames: N unique strings. labels: N labels (any sortable hashable values).
@@ -115,28 +109,19 @@ def assign_folds(filenames, labels, num_folds: int) -> np.ndarray:
   return folds
 
 
-# ------------------------------------------------------------------------------------------------
-# Scanning the two layouts
-# ------------------------------------------------------------------------------------------------
 def is_audio_file(name: str) -> bool:
   return name.lower().endswith(AUDIO_EXTENSIONS) and not os.path.basename(name).startswith('.')
 
 
 def list_audio_files(folder: str) -> tuple[list[str], int]:
-  """(sorted audio file paths under `folder`, recursively; number of other files ignored).
-
-  Hidden files and folders (name starting with '.') are skipped.
-  """
+  """(sorted audio file paths under `folder`, recursively; number of other files ignored); hidden
+  files and folders (name starting with '.') are skipped."""
   found, ignored = [], 0
   for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
     dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
-    for f in filenames:
-      if f.startswith('.'):
-        continue
-      if is_audio_file(f):
-        found.append(os.path.join(dirpath, f))
-      else:
-        ignored += 1
+    visible = [f for f in filenames if not f.startswith('.')]
+    found += [os.path.join(dirpath, f) for f in visible if is_audio_file(f)]
+    ignored += sum(not is_audio_file(f) for f in visible)
   return sorted(found), ignored
 
 
@@ -314,9 +299,6 @@ def scan_config(config) -> CustomLayout:
               _num_folds(config))
 
 
-# ------------------------------------------------------------------------------------------------
-# The TFDS builder
-# ------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(eq=False)
 class CustomConfig(audio_builder.SampleRateConfig):
   """A user dataset at `sample_rate` Hz (name = `CustomLayout.config_name(sample_rate)`).
@@ -361,16 +343,6 @@ class CustomAudio(audio_builder.AudioClipBuilder):
     return self._fold_splits(list(layout.records), trim=False)
 
 
-def builder_config_for(layout: CustomLayout, sample_rate: int,
-                       num_folds: int = DEFAULT_NUM_FOLDS) -> CustomConfig:
-  """The builder config of `layout` at `sample_rate` Hz."""
-  return CustomConfig(
-      name=layout.config_name(sample_rate), sample_rate=int(sample_rate), subset=DATASET,
-      description=f'{layout.metadata_csv or layout.root} at {int(sample_rate)} Hz',
-      audio_dir=layout.root, metadata_csv=layout.metadata_csv, num_folds=int(num_folds),
-      labels=layout.class_names, folds=layout.num_folds, fingerprint=layout.fingerprint)
-
-
 def get_builder(config, sample_rate: int) -> CustomAudio:
   """The (maybe unprepared) builder of the user dataset of `config` at `sample_rate` Hz.
 
@@ -389,7 +361,11 @@ def get_builder(config, sample_rate: int) -> CustomAudio:
         f'file is missing: {len(missing)} of the {len(layout.records)} files listed in '
         f'{layout.metadata_csv} are missing; {how}. Fix the csv, or set skip_bad_files=True '
         '(config.skip_bad_files) to skip the missing files'))
-  builder_config = builder_config_for(layout, sample_rate, _num_folds(config))
+  builder_config = CustomConfig(
+      name=layout.config_name(sample_rate), sample_rate=int(sample_rate), subset=DATASET,
+      description=f'{layout.metadata_csv or layout.root} at {int(sample_rate)} Hz',
+      audio_dir=layout.root, metadata_csv=layout.metadata_csv, num_folds=int(_num_folds(config)),
+      labels=layout.class_names, folds=layout.num_folds, fingerprint=layout.fingerprint)
   # TFDS logs 'Using custom data configuration' for every user dataset: dropped.
   quiet = lambda record: not str(record.msg).startswith('Using custom data configuration')
   logging.getLogger('absl').addFilter(quiet)

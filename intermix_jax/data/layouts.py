@@ -1,13 +1,10 @@
 """The official on-disk layouts of ESC-50 and UrbanSound8K: class lists, metadata csv, validation.
 
-ESC-50 (github.com/karolpiczak/ESC-50):   <root>/audio/*.wav, <root>/meta/esc50.csv
-  columns filename, fold, target, category, esc10, src_file, take; 2000 rows, 5 folds, 50 classes.
-UrbanSound8K (zenodo.org/records/1203745): <root>/audio/fold<N>/*.wav, <root>/metadata/UrbanSound8K.csv
-  columns slice_file_name, fsID, start, end, salience, fold, classID, class; 8732 rows, 10 folds.
-
-A malformed layout raises `LayoutError` naming the file (and csv line) and the problem. A csv row
-whose audio file is absent is NOT a layout error: it is reported per file when decoding
-(`audio_decode.BadAudioFileError`), so that the skip-bad-files option applies to it.
+ESC-50: <root>/audio/*.wav, <root>/meta/esc50.csv (filename, fold, target, category, esc10, ...).
+UrbanSound8K: <root>/audio/fold<N>/*.wav, <root>/metadata/UrbanSound8K.csv (slice_file_name, fold,
+classID, class, ...).
+A malformed layout raises `LayoutError` naming the file (and csv line); a listed audio file that
+is absent is reported when decoding (`audio_decode.BadAudioFileError`, so skip_bad_files applies).
 """
 import csv
 import dataclasses
@@ -65,17 +62,9 @@ class ClipRecord:
 
 
 def content_fingerprint(records, class_names) -> str:
-  """12 hex digits naming what a copy of a dataset holds, wherever it lies.
-
-  sha256 over the records sorted by file name: (filename, fold, class name, file size in bytes,
-  -1 for a missing file). Paths and modification times are left out, so a copy moved or copied
-  elsewhere keeps its fingerprint; adding, removing, relabelling, re-folding or resizing a file
-  changes it (an edit that keeps a file's size does not).
-
-  Args:
-    records: ClipRecords (label = index into class_names).
-    class_names: C names.
-  """
+  """12 hex digits naming what a copy of a dataset holds, wherever it lies: `json_digest` of the
+  records (ClipRecords, label = index into the C `class_names`) sorted by file name, as (filename,
+  fold, class name, file size in bytes or -1 when missing); no paths, no modification times."""
   rows = []
   for r in sorted(records, key=lambda r: r.filename):
     try:
@@ -92,9 +81,9 @@ def json_digest(value, ensure_ascii: bool = False) -> str:
   return hashlib.sha256(blob.encode('utf-8')).hexdigest()[:12]
 
 
-def _find_root(path, csv_name: str, what: str, expected: str) -> str:
-  """`path` itself or its single sub-directory (e.g. an extracted archive) holding the layout:
-  the metadata csv `csv_name` and `audio/`."""
+def find_root(path, csv_name: str, what: str, expected: str) -> str:
+  """`path` itself or its single sub-directory (e.g. an extracted archive) holding the layout of
+  `what`: the metadata csv `csv_name` and `audio/` (LayoutError saying `expected` otherwise)."""
   is_root = lambda p: (os.path.isfile(os.path.join(p, csv_name))
                        and os.path.isdir(os.path.join(p, 'audio')))
   path = os.fspath(path)
@@ -111,17 +100,6 @@ def _find_root(path, csv_name: str, what: str, expected: str) -> str:
                       'point to one of them')
   raise LayoutError(f'{path}: no copy of {what} found here or in a sub-directory; expected '
                     f'the official layout {expected}')
-
-
-def find_esc50_root(path) -> str:
-  """Returns the directory holding `meta/esc50.csv` and `audio/` (path or its only child)."""
-  return _find_root(path, ESC50_CSV, 'ESC-50', '<dir>/audio/*.wav and <dir>/meta/esc50.csv')
-
-
-def find_urbansound8k_root(path) -> str:
-  """Returns the directory holding `metadata/UrbanSound8K.csv` and `audio/` (path or its child)."""
-  return _find_root(path, URBANSOUND8K_CSV, 'UrbanSound8K',
-                    '<dir>/audio/fold<N>/*.wav and <dir>/metadata/UrbanSound8K.csv')
 
 
 def _read_csv(csv_path: str, required: tuple[str, ...]) -> list[tuple[int, dict]]:
@@ -174,7 +152,7 @@ def read_esc50(root, *, esc10: bool) -> list[ClipRecord]:
   """Reads and validates `meta/esc50.csv`.
 
   Args:
-    root: the layout directory (see `find_esc50_root`).
+    root: the layout directory (see `find_root`).
     esc10: keep only rows with esc10 == True and relabel them (docs/method.md §5 order).
 
   Returns:

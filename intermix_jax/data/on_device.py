@@ -6,30 +6,16 @@
     for batch in inputs.batches(epoch, start_step):   # x float32 (K, B, T), y int32 (K, B)
       ...
 
-The int16 clips of every training fold of every run are put on the devices ONCE (`ClipTable`: one
-row per distinct clip, zero-padded to the longest; replicated on the mesh; runs whose training
-folds overlap share the rows). Per step the host sends only a crop plan (`crop_plan`): per row
-the clip's row, its crop offset and gain, and for time scaling a few integers and floats that
-give the interpolation positions; `crops` then gathers, interpolates, pads and scales on the
-device. The plan is built from the very draws of the host pipeline (`TrainLoader.draws`: the
-epoch's permutation repaired into pairs of different classes, the crop position, time scale and
-gain of every row, seeded by (seed, epoch, step)), so a batch is a pure function of
-(seed, epoch, step) as before: resumable, independent of the process count, and:
-
-  * without time scaling, bitwise the host pipeline's batch (the same int16 samples times the
-    same float32 factor);
-  * with time scaling, the host's batch up to float32 rounding of the interpolation position
-    (below 1e-4 of a sample: the host computes it in float64), i.e. |device - host| <=
-    1e-4 * |x[k+1] - x[k]| * gain / 32768 per sample (tests/test_on_device.py).
-
-Same draws means the same distribution of crops, scales, gains and pairs by construction; the
-tests check the values themselves.
+The int16 training clips of every run are placed on the devices once (`ClipTable`, replicated;
+runs whose folds overlap share rows); per step the host sends a crop plan (`crop_plan`, drawn by
+`TrainLoader.draws`) and `crops` gathers, interpolates, pads and scales on the device: bitwise
+the host pipeline's batch without time scaling, within 1e-4 of a sample with it
+(tests/test_on_device.py; docs/scaling.md "The training clips on the device").
 
 Interpolation positions without float64 on the device: sample j of a crop reads the time-scaled
-clip at ref = (offset - T//2 + j) / s. The host splits ref's parts into integers and fractions:
-(offset - T//2) / s = k0 + f0 and, for the base-64 digits d_l of j, 64^l / s = I_l + F_l. Then
-ref = (k0 + sum d_l I_l) + (f0 + sum d_l F_l): the integer part is exact in int32 and the
-fractional sum stays below 200, where float32 resolves 2e-5.
+clip at ref = (offset - T//2 + j) / s = (k0 + sum_l d_l I_l) + (f0 + sum_l d_l F_l), with
+(offset - T//2) / s = k0 + f0, 64^l / s = I_l + F_l and d_l the base-64 digits of j: the integer
+part is exact in int32 and the fractional sum stays below 200, where float32 resolves 2e-5.
 """
 from __future__ import annotations
 
@@ -47,11 +33,8 @@ _DIGIT = 64  # base of the digits of a crop position j (see module docstring)
 
 
 def _levels(input_length: int) -> int:
-  """Base-64 digits needed for positions 0..T-1."""
-  levels, span = 1, _DIGIT
-  while span < input_length:
-    levels, span = levels + 1, span * _DIGIT
-  return levels
+  """Base-64 (2^6) digits needed for positions 0..T-1."""
+  return max(1, -(-(int(input_length) - 1).bit_length() // 6))
 
 
 def crop_plan(clip_ids, lengths, labels, input_length: int, offsets_u: np.ndarray,
@@ -121,12 +104,8 @@ def crops(table: jax.Array, plan: dict, *, input_length: int) -> dict:
 
 
 class ClipTable:
-  """The distinct clips of some ClipIndexes as one int16 (N, L) array (host side; `DeviceInputs`
-  places it on the mesh).
-
-  Clips are identified by file name (the prepared datasets' record key, unique within a dataset);
-  a name twice in one index, or seen twice with different lengths, is an error (never a silent
-  merge of two clips).
+  """The distinct clips of some ClipIndexes as one int16 (N, L) array (host side), keyed by file
+  name: a name twice in one index, or with two lengths, is a ValueError (never a silent merge).
 
   Attributes:
     clips: int16 (N, L), zero beyond each clip; rows: one int32 array per index given, mapping
@@ -145,8 +124,8 @@ class ClipTable:
     rows = []
     for index in indexes:
       if len(set(index.filenames)) != len(index):
-        raise ValueError(f'{len(index) - len(set(index.filenames))} file name(s) appear twice among '
-                         'the training clips; clips on the device are keyed by name')
+        raise ValueError(f'{len(index) - len(set(index.filenames))} file name(s) appear twice '
+                         'among the training clips; clips on the device are keyed by name')
       r = np.empty(len(index), np.int32)
       for p, (name, n) in enumerate(zip(index.filenames, index.lengths)):
         if name not in where:
@@ -178,13 +157,9 @@ def device_memory_bytes(devices=None) -> int | None:
 
 
 class DeviceInputs:
-  """The training batches of one or K runs (their TrainLoaders), cut on the device.
-
-  `batch(epoch, step)` is what the host pipeline's batch becomes once `place`d on the mesh (the
-  caller's placement: parallel.host_batch_to_global, with a run axis when `stacked`), computed on
-  the devices from `table` (already placed, replicated, once). The trainer does not call it:
-  `batches` yields the placed plans, and `fuse(train_step)` is the train step that cuts its crops
-  itself, so the crops, the mixing and the update are ONE jitted program per step.
+  """The training batches of one or K runs (their TrainLoaders), cut on the device from `table`
+  (placed once): `batch(epoch, step)` is the host batch once `place`d on the mesh; the trainer
+  uses `batches` (placed plans) and `fuse(train_step)` (crops + step in one jitted program).
   """
 
   def __init__(self, loaders: Sequence, rows: list[np.ndarray], table: jax.Array, *,

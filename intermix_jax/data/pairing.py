@@ -1,11 +1,6 @@
-"""Pairs of sounds of different classes for mixing strategies (docs/method.md §3).
-
-A mixing batch has rows (2k, 2k+1) of different classes (docs/architecture.md, "Arrays"). Two ways
-to make them, by the strategy's pairing:
-  shared pairs (`pair_different_classes`): the epoch's shuffled order is repaired
-    deterministically by swaps, so it stays a permutation: every clip appears exactly once.
-  independent pairs (`independent_pairs`): each pair is two uniform draws with replacement,
-    redrawn together until their classes differ (BC's reference code, `dataset.py` get_example).
+"""Pairs of sounds of different classes for mixing strategies (docs/method.md §3): rows (2k, 2k+1)
+of a mixing batch differ in class, by shared pairs (`pair_different_classes`: the epoch's shuffle
+repaired by swaps) or independent pairs (`independent_pairs`: BC's reference code's draws).
 """
 from typing import Sequence
 
@@ -14,30 +9,17 @@ import numpy as np
 from intermix_jax.config_lib import ConfigError
 
 
-def max_clips_per_class(num_examples: int, num_used: int) -> int:
-  """The most clips one class may hold so that the repair below always succeeds.
-
-  Each of the num_used / 2 pairs holds at most one clip of a class, and the clips of that class
-  beyond them must fit in the unused tail (num_examples - num_used positions): a class may hold at
-  most num_examples - num_used / 2 clips (half of them when num_used == num_examples).
-  """
-  return int(num_examples) - int(num_used) // 2
-
-
 def check_pairable(labels: np.ndarray, num_used: int, class_names: Sequence[str] | None = None,
                    batch_size: int | None = None) -> None:
-  """Raises config_lib.ConfigError (one line, naming the class) unless every epoch can be paired.
-
-  `pair_different_classes` fails exactly when the largest class holds more than
-  `max_clips_per_class(len(labels), num_used)` clips, whatever the shuffle: checking this once,
-  before training, replaces an error at the first batch.
-  """
+  """Raises config_lib.ConfigError (one line, naming the class) unless every epoch can be paired:
+  `pair_different_classes` fails exactly when the largest class holds more than N - num_used // 2
+  of the N clips (one per pair, the rest in the unused tail), whatever the shuffle."""
   labels = np.asarray(labels)
   if not labels.size:
     return
   counts = np.bincount(labels)
   biggest = int(np.argmax(counts))
-  limit = max_clips_per_class(labels.shape[0], num_used)
+  limit = labels.shape[0] - num_used // 2
   if counts[biggest] <= limit:
     return
   name = (repr(str(class_names[biggest])) if class_names is not None and biggest < len(class_names)
@@ -79,10 +61,8 @@ def independent_pairs(rng: np.random.Generator, labels: np.ndarray, num_pairs: i
 def pair_different_classes(order: np.ndarray, labels: np.ndarray, num_used: int) -> np.ndarray:
   """Reorders `order` so that positions (2k, 2k+1) < num_used hold examples of different labels.
 
-  Walks the pairs in order; a same-class pair swaps its second element with the first later
-  element (anywhere in `order`, including the unused tail) of another class, or, failing that,
-  with the first element of an earlier pair whose two classes both differ (both pairs stay valid).
-  Pairs that are already valid are only touched by such swaps when needed.
+  A same-class pair swaps its second element with the first later element of another class
+  (the unused tail included), else with the first element of an earlier pair of two other classes.
 
   Args:
     order: int (N,), a permutation of example indices (e.g. the epoch's shuffle).

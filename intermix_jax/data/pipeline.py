@@ -1,22 +1,16 @@
 """Training and evaluation input pipelines over the prepared TFDS data (no TensorFlow).
 
-Reading: `builder.as_data_source(split)` (array_record, random access) per fold; batches are
-built by pure functions of (seed, epoch, step) and served through a grain `MapDataset` (optional
-background threads, `num_threads`; optional worker processes, `num_workers`).
+Batches are pure functions of (seed, epoch, step) served through a grain `MapDataset` (optional
+threads `num_threads`, worker processes `num_workers`), so `batches(epoch, start_step)` resumes
+exactly whatever the process count; the rules (epoch order, pairs, crops, row and batch layout
+per process): data/README.md "Pipeline".
 
-Training (`TrainLoader`): each epoch is a permutation of the train folds' clips seeded by (seed,
-epoch), repaired for mixing strategies so rows (2k, 2k+1) are of different classes; the last
-partial batch is dropped. Step `s` holds global positions [s B, (s + 1) B); process p takes rows
-[p B_local, (p + 1) B_local). With independent pairs (`sounds_per_example=2`) a step holds 2 B
-sounds (`pairing.independent_pairs`, seeded by (seed, epoch, step)), still floor(N / B) steps per
-epoch. Every random variate is drawn for the whole global batch from (seed, epoch, step), so
-`batches(epoch, start_step)` resumes exactly whatever the process count (data/README.md).
-
+Training (`TrainLoader`): step s holds global positions [s B, (s + 1) B) of the epoch's order
+(with independent pairs 2 B sounds, `pairing.independent_pairs`); process p takes rows
+[p B_local, (p + 1) B_local); the last partial batch is dropped.
 Evaluation (`EvalLoader`): the test fold sorted by file name; global batch g holds clips
 [g b P, (g + 1) b P), process p its rows [p b, (p + 1) b); missing rows are zero, label 0, mask
-False and index -1. Every process yields ceil(N / (b P)) batches. Each row carries `index`, the
-clip's position in `filenames`, so that outputs gathered from several processes (whose rows a mesh
-may order in any way) can be put back in clip order.
+False and index -1 (`index`: the clip's position in `filenames`, to restore clip order).
 """
 import math
 import threading
@@ -32,21 +26,16 @@ from intermix_jax.data import on_device
 from intermix_jax.data import pairing
 
 _ORDER_STREAM = 0x5EED0  # separate the epoch-order and the augmentation random streams
-_AUGMENT_STREAM = 0xA06  #
+_AUGMENT_STREAM = 0xA06
 MAX_TIME_SCALE = 1.25    # docs/method.md §5: time scale in [1/1.25, 1.25], log-uniform (ref. code)
 MAX_GAIN_DB = 6.0        # docs/method.md §5: gain +-6 dB
 _STREAM_LENGTH = 1 << 40  # global steps a background stream may run ahead to (never reached)
-
-
 DEFAULT_CACHE_BYTES = 1 << 30  # keep a split's int16 clips in memory when they fit (1 GiB)
 
 
 class ClipIndex:
-  """Random access to the clips of some folds of a prepared dataset.
-
-  Building the index reads every record once (labels and names). The clips themselves are kept
-  from that pass when their int16 samples total at most `cache_bytes` (ESC-50 at 44.1 kHz: 0.7
-  GB); otherwise each batch reads its records again from the array_record files.
+  """Random access to the clips of some folds of a prepared dataset (every record read once;
+  the clips kept in memory when their int16 samples total at most `cache_bytes`).
 
   Attributes:
     labels: int32 (N,); filenames: list of N str; lengths: int64 (N,) samples per clip;
@@ -55,8 +44,8 @@ class ClipIndex:
 
   def __init__(self, sources: Sequence, *, sort_by_filename: bool = False,
                cache_bytes: int = DEFAULT_CACHE_BYTES, chunk: int = 64):
-    """Args: sources: tfds data sources (one per fold); sort_by_filename: order clips by name
-    (default: fold, then record order); cache_bytes: memory budget for keeping the clips."""
+    """sources: tfds data sources (one per fold); sort_by_filename: order clips by name (default:
+    fold, then record order); cache_bytes: memory budget for keeping the clips."""
     self.sources = list(sources)
     src, rec, labels, names, lengths, clips = [], [], [], [], [], []
     total = 0
@@ -152,19 +141,16 @@ class TrainLoader:
     self.num_examples = len(index)
     self.steps_per_epoch = self.num_examples // batch_size
     if self.steps_per_epoch == 0:
-      raise config_lib.ConfigError(f'config.batch_size={batch_size} is larger than the {self.num_examples} '
-                        'training clips: not one full batch per epoch; use a smaller batch_size')
+      raise config_lib.ConfigError(
+          f'config.batch_size={batch_size} is larger than the {self.num_examples} training '
+          'clips: not one full batch per epoch; use a smaller batch_size')
     if self.independent:
       pairing.check_two_classes(index.labels)
     elif pairs:  # the repair of every epoch's order must succeed: checked once, here
       pairing.check_pairable(index.labels, self.steps_per_epoch * batch_size, class_names,
                              batch_size)
-    self.batch_size = batch_size
-    self.input_length = int(input_length)
-    self.seed = int(seed)
-    self.pairs = pairs
-    self.strong_augment = strong_augment
-    self.process_index = process_index
+    self.batch_size, self.input_length, self.seed = batch_size, int(input_length), int(seed)
+    self.pairs, self.strong_augment, self.process_index = pairs, strong_augment, process_index
     self.num_threads, self.prefetch, self.num_workers = num_threads, prefetch, num_workers
     self._lock = threading.Lock()
     self._orders = {}      # epoch -> order (the last two)
@@ -244,12 +230,8 @@ class TrainLoader:
     return self.batch(*divmod(int(global_step), self.steps_per_epoch))
 
   def batches(self, epoch: int, start_step: int = 0) -> Iterator[dict]:
-    """Batches start_step..steps_per_epoch-1 of `epoch` (identical to an uninterrupted epoch).
-
-    With background threads or worker processes, one grain iterator over global steps keeps
-    running across epochs (no start-up per epoch); it is replaced whenever the requested position
-    is not where it stands (a resume, or an epoch left unfinished).
-    """
+    """Batches start_step..steps_per_epoch-1 of `epoch` (identical to an uninterrupted epoch);
+    with threads or workers one grain iterator over global steps runs across epochs."""
     if not 0 <= start_step <= self.steps_per_epoch:
       raise ValueError(f'start_step {start_step} outside 0..{self.steps_per_epoch}')
     first = _nonneg(epoch, 'epoch') * self.steps_per_epoch + start_step

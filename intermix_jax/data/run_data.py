@@ -2,11 +2,8 @@
 
     facts = run_data.describe(config, sample_rate, train_loader, eval_loader)
     facts.identity        # JSON dict, kept in workdir/dataset.json (workdir.check_or_store_dataset)
-    facts.skipped_files   # [{path, problem, fold, class}] of the bad files the preparation skipped
 
-`describe` refuses (`layouts.LayoutError`) a run in which a class has no training clip though the
-dataset has clips of it, and warns about classes without test clips or without any clip: the
-rules are data/README.md "Preparing" (what a run trains on).
+The rules (refusals and warnings): data/README.md "Preparing" (what a run trains on).
 """
 from __future__ import annotations
 
@@ -27,13 +24,10 @@ class RunData:
   """Facts about the data of one run (see module docstring).
 
   Attributes:
-    identity: JSON dict: dataset, builder, version, sample_rate, class_names, num_folds,
-      test_fold, fold_clips ({'k': clips of fold k}), train_clips, test_clips, train_digest and
-      test_digest (`clip_digest`), source_fingerprint (`layouts.content_fingerprint` of the files
-      prepared, None when unknown), skipped_files (count), source_sample_rates ({native rate in
-      Hz, as text: clips} of the source files, resampled to sample_rate where they differ; None
-      for generated data and copies prepared before it was recorded; not compared on resume).
-      Paths are left out: the same data in another data_dir / manual_dir has the same identity.
+    identity: JSON dict, no paths: dataset, builder, version, sample_rate, class_names,
+      num_folds, test_fold, fold_clips ({'k': clips of fold k}), train_clips, test_clips,
+      train_digest and test_digest (`clip_digest`), source_fingerprint (None when unknown),
+      skipped_files (count), source_sample_rates (prepared metadata; not compared on resume).
     skipped_files: [{'path', 'problem', 'fold', 'class'}] (fold and class None when the prepared
       copy does not record them).
     class_clips: {'train': C ints, 'test': C ints}, clips per class.
@@ -56,29 +50,20 @@ def clip_digest(filenames, labels, lengths, class_names) -> str:
 def skipped_files(metadata, class_names) -> list[dict]:
   """The bad files a prepared copy skipped, from its metadata (newer copies record the clip's
   fold and label; older ones path and problem only)."""
-  out = []
   clips = metadata.get('skipped_clips')
-  if clips is not None:
-    for s in clips:
-      label = s.get('label')
-      out.append(dict(path=s['path'], problem=s['problem'], fold=s.get('fold'),
-                      **{'class': None if label is None else class_names[int(label)]}))
-    return out
-  for path, problem in metadata.get('skipped_files') or []:
-    out.append(dict(path=path, problem=problem, fold=None, **{'class': None}))
-  return out
+  if clips is None:
+    clips = [dict(path=p, problem=why) for p, why in metadata.get('skipped_files') or []]
+  return [dict(path=s['path'], problem=s['problem'], fold=s.get('fold'),
+               **{'class': None if s.get('label') is None else class_names[int(s['label'])]})
+          for s in clips]
 
 
 def describe(config, sample_rate: int, train_loader, eval_loader) -> RunData:
-  """The RunData of `config` (config.fold = the test fold) with the loaders it built.
+  """The RunData of `config` (config.fold = the test fold; sample_rate: Hz the data was prepared
+  at) with the data.TrainLoader and data.EvalLoader it built.
 
-  Args:
-    config: the experiment config (dataset fields as for `data.make_train_loader`).
-    sample_rate: Hz the data was prepared at.
-    train_loader: data.TrainLoader of the training folds; eval_loader: data.EvalLoader of the
-      test fold (their `index` has labels, filenames and lengths of every clip).
   Raises:
-    layouts.LayoutError: a class has no training clip (see module docstring).
+    layouts.LayoutError: a class has no training clip though the dataset has clips of it.
   """
   info = catalog.dataset_info(config)
   fold = catalog.check_fold(config, info)

@@ -1,7 +1,6 @@
-"""TFDS builder `synthetic_sounds`: a small, deterministic, SYNTHETIC sound dataset (offline default).
+"""TFDS builder `synthetic_sounds`: small, deterministic, SYNTHETIC sounds (the offline default).
 
-Not real audio: generated signals, so the main command and the tests run on a fresh machine with
-no download. Six classes of generated sounds, with ESC-like folds:
+Not real audio: generated, so the main command and the tests need no download. Six classes:
 
   0 tone         steady harmonic tone (f0 120..300 Hz, 1-3 harmonics)
   1 chirp        repeated exponential frequency sweeps (up or down, 300..600 <-> 1500..3000 Hz)
@@ -10,14 +9,11 @@ no download. Six classes of generated sounds, with ESC-like folds:
   4 am_tone      amplitude-modulated tone (carrier 400..800 Hz, 3..12 Hz modulation)
   5 fm_tone      frequency-modulated tone (carrier 0.8..1.6 kHz, vibrato 3..10 Hz, 5..20 %)
 
-Each class has a typical band and a temporal signature, so a small network learns them in a few
-minutes (a linear classifier on 16 band levels alone gets ~78 % on held-out folds, chance 17 %).
-Every clip: CLIP_SECONDS long, one sound of 1.4 s or more (random onset, 10 ms fades) at a random
-level (-24..-3 dBFS peak) over a white-noise floor (-60..-45 dBFS rms). All frequencies stay
-below 3.5 kHz, so every config (8 kHz .. 44.1 kHz) holds the same sounds; the scalar parameters
-of clip (class, fold, index) come from a fixed seed and do not depend on the rate.
-Configs `sr8000`, `sr16000`, `sr22050`, `sr44100`; splits `fold1`..`fold5`, each with
-CLIPS_PER_CLASS_PER_FOLD clips of every class (300 clips in total).
+Every clip: CLIP_SECONDS long, one sound of 1.4 s or more (random onset, 10 ms fades) at -24..-3
+dBFS peak over a -60..-45 dBFS rms white-noise floor; all frequencies below MAX_FREQUENCY, so
+every rate holds the same sounds (the parameters of clip (class, fold, index) do not depend on the
+rate). Configs `sr<rate>` (`audio_builder.SAMPLE_RATES`); splits `fold1`..`fold5`, each with
+CLIPS_PER_CLASS_PER_FOLD clips of every class.
 """
 import numpy as np
 import scipy.signal

@@ -1,0 +1,227 @@
+"""TFDS builders `esc50` and `urbansound8k`: the official datasets, one split per fold.
+
+Their source: the copy in the manual directory (`config.manual_dir`, TFDS default
+`<data_dir>/downloads/manual`: the layout, its parent, or the official archive), else the official
+download, else `SourceUnavailableError` saying how to provide a copy (data/README.md).
+
+Configs: `esc50_sr{rate}` (50 classes) and `esc10_sr{rate}` (the 400 esc10 clips relabelled in
+docs/method.md §5 order 0,10,11,20,38,21,40,41,1,12 -> 0..9), and UrbanSound8K's `sr{rate}`, for
+rate in `audio_builder.SAMPLE_RATES`; any other rate via a `SampleRateConfig` (e.g.
+`Esc50(config=SampleRateConfig(name='esc50_sr11025', sample_rate=11025, subset='esc50'))`).
+Splits `fold1`..`fold5` (ESC) and `fold1`..`fold10` (UrbanSound8K). ESC clips are trimmed of
+leading/trailing exact-zero samples after resampling (the ESC protocol); UrbanSound8K's are not.
+
+    builder = Esc50(data_dir=..., config='esc10_sr16000', file_format='array_record')
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=...))
+    source = builder.as_data_source(split='fold1')   # random access, no TensorFlow
+"""
+import hashlib
+import os
+import shutil
+import socket
+import tarfile
+import urllib.parse
+import zipfile
+
+import tensorflow_datasets as tfds
+
+from intermix_jax.data import audio_builder
+from intermix_jax.data import layouts
+
+ESC_SUBSETS = ('esc50', 'esc10')
+ARCHIVE_SUFFIXES = ('.zip', '.tar.gz', '.tgz', '.tar')
+
+
+class SourceUnavailableError(RuntimeError):
+  """Neither a local copy nor the download is available (the message says how to fix it)."""
+
+
+def archive_key(archive: str) -> str:
+  """12 hex digits naming an archive's content: sha256 of its size and its first and last 64 KiB
+  (a zip's central directory and a gzip's CRC and length trailer, which cover every member)."""
+  size = os.path.getsize(archive)
+  h = hashlib.sha256(str(size).encode())
+  with open(archive, 'rb') as f:
+    h.update(f.read(1 << 16))
+    f.seek(max(0, size - (1 << 16)))
+    h.update(f.read(1 << 16))
+  return h.hexdigest()[:12]
+
+
+def extract_archive(archive: str, extract_root: str) -> str:
+  """Extracts a .zip / .tar(.gz) into `extract_root/<archive name>.<archive_key>.extracted`
+  (reused when present; written to a temporary directory renamed at the end). Returns its path."""
+  archive = os.fspath(archive)
+  try:
+    key = archive_key(archive)
+  except OSError as e:
+    raise SourceUnavailableError(f'{archive}: cannot read this archive ({e})') from e
+  dest = os.path.join(os.fspath(extract_root), f'{os.path.basename(archive)}.{key}.extracted')
+  if os.path.isdir(dest):
+    return dest
+  if zipfile.is_zipfile(archive):
+    fmt = 'zip'
+  elif tarfile.is_tarfile(archive):
+    fmt = 'tar'  # any compression tarfile detects (gz, bz2, xz)
+  else:
+    raise SourceUnavailableError(f'{archive}: not a zip or tar archive')
+  tmp = f'{dest}.incomplete-{os.getpid()}'
+  shutil.rmtree(tmp, ignore_errors=True)
+  try:
+    try:
+      shutil.unpack_archive(archive, tmp, fmt, filter='data')
+    except TypeError:  # Python without the extraction-filter backport
+      shutil.unpack_archive(archive, tmp, fmt)
+    os.replace(tmp, dest)
+  except (shutil.ReadError, OSError, EOFError) as e:
+    raise SourceUnavailableError(f'{archive}: cannot extract this archive ({e})') from e
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return dest
+
+
+def unreachable(url: str, timeout: float = 5.0) -> str | None:
+  """None if a TCP connection to the url's host can be opened, else why not (checked before
+  TFDS's downloader, which retries for minutes)."""
+  parts = urllib.parse.urlsplit(url)
+  port = parts.port or (443 if parts.scheme == 'https' else 80)
+  try:
+    with socket.create_connection((parts.hostname, port), timeout=timeout):
+      return None
+  except OSError as e:
+    return f'cannot connect to {parts.hostname}:{port} ({e})'
+
+
+def _instructions(what: str, layout: str, url: str) -> str:
+  return (f'To prepare {what} offline, give a local copy of the official layout: set\n'
+          'config.manual_dir (or tfds DownloadConfig(manual_dir=...)) to a directory holding\n'
+          f'  {layout}\n(e.g. the extracted {url}, or the archive itself).\n')
+
+
+def _root_finder(csv_name: str, what: str, layout: str):
+  """`layouts.find_root` for the layout `layout` (metadata csv `csv_name`) of `what`."""
+  return staticmethod(lambda path: layouts.find_root(path, csv_name, what, layout))
+
+
+class _OfficialBuilder(audio_builder.AudioClipBuilder, skip_registration=True):
+  """A builder of an official layout: subclasses set WHAT (for messages), FIND_ROOT
+  (`_root_finder`), DOWNLOAD_URL, MANUAL_DOWNLOAD_INSTRUCTIONS and `source_records`."""
+
+  WHAT = ''
+  FIND_ROOT = None
+
+  def source_root(self, manual_dir):
+    """The root of the local copy a preparation would read now (`manual_dir`, else
+    `<data_dir>/downloads/manual`), or None when it would download.
+
+    Raises:
+      layouts.LayoutError, SourceUnavailableError: the directory holds no usable copy.
+    """
+    download_dir = os.fspath(self.data_dir_root / 'downloads')
+    manual = os.fspath(manual_dir) if manual_dir else os.path.join(download_dir, 'manual')
+    if not os.path.isdir(manual) or not os.listdir(manual):
+      return None
+    return self._from_manual_dir(manual, download_dir)
+
+  def _from_manual_dir(self, manual: str, download_dir) -> str:
+    try:
+      return self.FIND_ROOT(manual)
+    except layouts.LayoutError as layout_error:
+      archives = sorted(f for f in os.listdir(manual) if f.endswith(ARCHIVE_SUFFIXES))
+      if len(archives) != 1:
+        raise layout_error
+      return self.FIND_ROOT(extract_archive(os.path.join(manual, archives[0]), download_dir))
+
+  def _download(self, dl_manager) -> str:
+    """The root of the official archive, downloaded and extracted (SourceUnavailableError, with
+    how to provide a copy, when offline or failing)."""
+    what, url, how = self.WHAT, self.DOWNLOAD_URL, self.MANUAL_DOWNLOAD_INSTRUCTIONS
+    why = unreachable(url)
+    if why is not None:
+      raise SourceUnavailableError(
+          f'{what}: no local copy was given (config.manual_dir) and the official download {url} '
+          f'is unavailable: {why}.\n{how}')
+    try:
+      archive = os.fspath(dl_manager.download(url))
+    except Exception as e:  # pylint: disable=broad-except  (any network / archive failure)
+      raise SourceUnavailableError(
+          f'{what}: no local copy was given (config.manual_dir) and downloading {url} failed '
+          f'({type(e).__name__}: {e}).\n{how}') from e
+    return self.FIND_ROOT(extract_archive(archive, dl_manager.download_dir))
+
+  def _split_generators(self, dl_manager):
+    try:
+      manual = os.fspath(dl_manager.manual_dir)
+    except AssertionError:  # TFDS: no manual dir, or a missing / empty one
+      manual = None
+    root = (self._download(dl_manager) if manual is None
+            else self._from_manual_dir(manual, dl_manager.download_dir))
+    records = self.source_records(root)
+    self._record_source(root, records)
+    return self._fold_splits(records, trim=self.TRIMS_ZEROS)
+
+
+class Esc50(_OfficialBuilder):
+  """ESC-50 / ESC-10 (Piczak 2015): 5 s environmental sound clips, 5 folds."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release: int16 mono, resampled with soxr, zero-trimmed.'}
+  BUILDER_CONFIGS = [c for subset in ESC_SUBSETS
+                     for c in audio_builder.sample_rate_configs(f'{subset}_', subset)]
+  DEFAULT_BUILDER_CONFIG_NAME = 'esc50_sr44100'
+  TRIMS_ZEROS = True
+  WHAT = 'ESC-50'
+  FIND_ROOT = _root_finder(layouts.ESC50_CSV, WHAT, '<dir>/audio/*.wav and <dir>/meta/esc50.csv')
+  DOWNLOAD_URL = 'https://github.com/karolpiczak/ESC-50/archive/master.zip'
+  MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions(
+      'ESC-50 / ESC-10', 'audio/*.wav  and  meta/esc50.csv', DOWNLOAD_URL)
+  DESCRIPTION = ('ESC-50: 2000 labelled 5-second environmental recordings, 50 classes, 5 folds; '
+                 'ESC-10: its 400-clip, 10-class subset.')
+  HOMEPAGE = 'https://github.com/karolpiczak/ESC-50'
+  CITATION = ('K. J. Piczak. ESC: Dataset for Environmental Sound Classification. '
+              'ACM Multimedia 2015. doi:10.1145/2733373.2806390')
+
+  @property
+  def subset(self) -> str:
+    subset = self.builder_config.subset
+    if subset not in ESC_SUBSETS:
+      raise ValueError(f'esc50 builder config {self.builder_config.name!r}: subset is '
+                       f'{subset!r}, expected one of {ESC_SUBSETS}')
+    return subset
+
+  def class_names(self):
+    return layouts.ESC10_CLASS_NAMES if self.subset == 'esc10' else layouts.ESC50_CLASS_NAMES
+
+  def num_folds(self):
+    return layouts.ESC_NUM_FOLDS
+
+  def source_records(self, root):
+    return layouts.read_esc50(root, esc10=self.subset == 'esc10')
+
+
+class Urbansound8k(_OfficialBuilder):
+  """UrbanSound8K (Salamon et al. 2014): 8732 urban sound excerpts <= 4 s, 10 classes, 10 folds."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release: int16 mono, resampled with soxr.'}
+  BUILDER_CONFIGS = audio_builder.sample_rate_configs('', 'urbansound8k')
+  DEFAULT_BUILDER_CONFIG_NAME = 'sr44100'
+  WHAT = 'UrbanSound8K'
+  FIND_ROOT = _root_finder(layouts.URBANSOUND8K_CSV, WHAT,
+                           '<dir>/audio/fold<N>/*.wav and <dir>/metadata/UrbanSound8K.csv')
+  DOWNLOAD_URL = 'https://zenodo.org/records/1203745/files/UrbanSound8K.tar.gz'
+  MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions(
+      'UrbanSound8K', 'audio/fold1..fold10/*.wav  and  metadata/UrbanSound8K.csv', DOWNLOAD_URL)
+  DESCRIPTION = 'UrbanSound8K: 8732 labelled urban sound excerpts (<= 4 s), 10 classes, 10 folds.'
+  HOMEPAGE = 'https://urbansounddataset.weebly.com/urbansound8k.html'
+  CITATION = ('J. Salamon, C. Jacoby, J. P. Bello. A Dataset and Taxonomy for Urban Sound '
+              'Research. ACM Multimedia 2014.')
+
+  def class_names(self):
+    return layouts.URBANSOUND8K_CLASS_NAMES
+
+  def num_folds(self):
+    return layouts.URBANSOUND8K_NUM_FOLDS
+
+  def source_records(self, root):
+    return layouts.read_urbansound8k(root)
