@@ -12,6 +12,7 @@ layer: `ConfigError` and `check_batch_split`, the one rule for cutting a batch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import numbers
 from typing import Any
 
@@ -40,12 +41,6 @@ class Field:
   default: Any
   description: str
   field_type: type | None = None
-
-  def value(self):
-    """The value `base_config` stores: the default, or a fresh typed FieldReference."""
-    if self.field_type is None:
-      return self.default
-    return ml_collections.FieldReference(self.default, field_type=self.field_type)
 
 
 # Every field of every config, by section, in order.
@@ -134,16 +129,13 @@ FIELDS = tuple(f for _, fields in SECTIONS for f in fields)
 
 def base_config() -> ml_collections.ConfigDict:
   """Every field (`FIELDS`) and its default."""
-  c = ml_collections.ConfigDict()
+  tree = {}
   for f in FIELDS:
     *path, name = f.key.split('.')
-    node = c
-    for part in path:
-      if part not in node:
-        node[part] = ml_collections.ConfigDict()
-      node = node[part]
-    node[name] = f.value()
-  return c
+    functools.reduce(lambda node, part: node.setdefault(part, {}), path, tree)[name] = (
+        f.default if f.field_type is None else
+        ml_collections.FieldReference(f.default, field_type=f.field_type))
+  return ml_collections.ConfigDict(tree)
 
 
 # The Fields config files declared as their own arguments (`experiment(arg, audio_dir=Field(...))`),
@@ -263,14 +255,11 @@ def _comma_hint(items: list[str], i: int) -> str:
 
 def _leaf(config: ml_collections.ConfigDict, key: str):
   """(parent ConfigDict, name) of the dotted leaf field `key`; ValueError listing the valid ones."""
-  *path, name = key.split('.')
-  node = config
-  for part in path:
-    node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
-  if not isinstance(node, ml_collections.ConfigDict) or name not in node or isinstance(
-      node[name], ml_collections.ConfigDict):
-    raise ValueError(f'unknown config field {key!r}; valid fields: {", ".join(valid_keys(config))}')
-  return node, name
+  keys = valid_keys(config)
+  if key not in keys:
+    raise ValueError(f'unknown config field {key!r}; valid fields: {", ".join(keys)}')
+  parent, _, name = key.rpartition('.')
+  return (config[parent] if parent else config), name
 
 
 def valid_keys(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:

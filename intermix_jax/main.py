@@ -15,7 +15,6 @@ import errno
 import os
 import signal
 import sys
-import tempfile
 
 from absl import app
 from absl import flags
@@ -56,6 +55,7 @@ _OS_ERROR_HINTS = {
     errno.EPERM: 'choose a --workdir / data_dir you can write, or change its permissions',
     errno.ENOTDIR: 'a file stands where a directory is needed: choose another --workdir / data_dir',
 }
+_OS_ERROR_HINTS[errno.EEXIST] = _OS_ERROR_HINTS[errno.ENOTDIR]  # os.makedirs over a file
 
 
 _SIGTERM_ACTS_AS_DEFAULT = False  # multi-process runs: JAX's preemption service owns SIGTERM
@@ -76,23 +76,12 @@ def _on_sigterm(signum, frame):
   raise termination.Terminated()
 
 
-def _end_as_interrupted() -> None:
-  """Ends the process by SIGINT, as a shell expects of a command stopped by Ctrl-C (status 130;
-  a shell loop of commands then stops too). Everything is written and closed by now."""
-  sys.stdout.flush()
-  sys.stderr.flush()
-  signal.signal(signal.SIGINT, signal.SIG_DFL)
-  os.kill(os.getpid(), signal.SIGINT)
-  sys.exit(130)  # not reached, unless SIGINT is blocked
-
-
 def _quiet_about_terminated(previous):
   """sys.unraisablehook that drops a Terminated Python could not raise (it is noted, and the
   trainer stops at its next safe point) and passes anything else to `previous`."""
   def hook(unraisable):
-    if isinstance(unraisable.exc_value, termination.Terminated):
-      return
-    previous(unraisable)
+    if not isinstance(unraisable.exc_value, termination.Terminated):
+      previous(unraisable)
   return hook
 
 
@@ -153,22 +142,6 @@ def _os_error_line(e: OSError):
   if hint is None or not e.filename:
     return None
   return f'{e.filename}: {e.strerror} ({errno.errorcode[e.errno]}); {hint}'
-
-
-def _check_workdir_writable(workdir: str) -> None:
-  """OSError naming `workdir` unless it (or, while it does not exist, its nearest existing
-  ancestor) can be written: checked before any data preparation, compilation or background
-  writer, and without creating anything that stays."""
-  workdir = os.path.abspath(workdir)
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), workdir)
-  where = workdir
-  while not os.path.isdir(where) and os.path.dirname(where) != where:
-    where = os.path.dirname(where)
-  try:
-    os.rmdir(tempfile.mkdtemp(prefix='.write_check.', dir=where))
-  except OSError as e:
-    raise OSError(e.errno, e.strerror, workdir) from e
 
 
 class _QuietLibraries:
@@ -238,8 +211,6 @@ def main(argv):
            FileNotFoundError)
   config = _loaded_config()
   try:
-    if jax.process_index() == 0:
-      _check_workdir_writable(_WORKDIR.value)
     train.train_and_evaluate(config, _WORKDIR.value)
   except known as e:
     return error(str(e))
@@ -270,8 +241,12 @@ def run() -> None:
     status = e.code
     if termination.stop_signal() != signal.SIGINT or status not in (0, None):
       raise
-  if termination.stop_signal() == signal.SIGINT:
-    _end_as_interrupted()
+  if termination.stop_signal() == signal.SIGINT:  # end by SIGINT, as a shell expects of Ctrl-C
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+    status = 130  # reached only while SIGINT is blocked
   sys.exit(status)
 
 

@@ -3,21 +3,8 @@
     protocol.optimisation_row('piczakcnn', 'esc10')
       -> {'num_epochs': 600, 'lr': 0.01, 'schedule': (0.5, 0.75), 'warmup_epochs': 0}
 
-Rows are for STANDARD training: a mixing strategy doubles `num_epochs` at train time when
-`double_epochs_for_mixing` (schedule fractions scale with it, warmup does not).
-  envnet, envnetv2: the paper's table (the BC-learning reference code's opts.py).
-  m18, soundnet5, piczakcnn: the papers leave these open. The BC-learning reference code only ships
-  the EnvNet schedules; these three are shallow-to-mid depth BN networks trained on the same clips,
-  so they take the EnvNet row (600 epochs, 400 on UrbanSound8K; LR 0.01; decay at 0.5 / 0.75).
-Datasets without a row of their own (synthetic, custom) take the backbone's ESC-50 row.
-
-Also fixed by the protocol, whatever the row: batch 64 (32 pairs when mixing), the published model
-(width 1, published FC width), 10 test crops, whole epochs, the last epoch's error reported
-(`FIXED`). And the audio: the official release, resampled to the backbone's rate. ESC-50 (and
-ESC-10) is 44.1 kHz throughout (`OFFICIAL_SAMPLE_RATES`), so a copy at a lower rate given to a
-backbone of a higher rate is upsampled where the papers were not (`upsampled_rates`);
-UrbanSound8K's official clips come at many rates (8 to 192 kHz), upsampling some of them is its
-protocol, and a copy at other rates is not told apart.
+Rows are for standard training (mixing doubles num_epochs at train time); m18, soundnet5 and
+piczakcnn take the EnvNet row, datasets without a row of their own the backbone's ESC-50 row.
 """
 from __future__ import annotations
 
@@ -39,8 +26,8 @@ FIXED = {'batch_size': 64, 'model.width': 1.0, 'model.fc_units': None, 'num_eval
          'steps_per_epoch': None}
 
 
-# The one native rate (Hz) of every clip of a paper dataset's official release (datasets of mixed
-# rates are absent).
+# The one native rate (Hz) of every clip of a paper dataset's official release (UrbanSound8K's
+# clips come at many rates).
 OFFICIAL_SAMPLE_RATES = {'esc50': 44100, 'esc10': 44100}
 
 
