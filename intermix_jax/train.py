@@ -45,9 +45,6 @@ def _is_main() -> bool:
   return jax.process_index() == 0
 
 
-# ------------------------------------------------------------------------------------------------
-# Entry point
-# ------------------------------------------------------------------------------------------------
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains and evaluates `config` in `workdir`; returns the results dict (see results.json).
 
@@ -324,9 +321,6 @@ class _Loop:
     self.step = self.books[0].start
     mesh = self.mesh = first.mesh
     self.saves = summaries.SaveShare()  # every run's saves count together
-    # Runs in one program rewrite results.json at evaluations and checkpoints only (its cost:
-    # benchmarks/README.md).
-    self.results_every_epoch = stack is None
     if stack:
       for b in self.books:
         b.label = f' (fold {b.cfg.fold}, seed {b.cfg.seed})'
@@ -536,6 +530,6 @@ class _Loop:
       self.saves.timed(self._save)
       if self.first.is_main and not (last or term.requested):
         self.saves.check(cfg.checkpoint_every_epochs)
-    if self.results_every_epoch or saved or evaluated:
+    if not self.stack or saved or evaluated:  # stacked: not every epoch (benchmarks/README.md)
       self._each(lambda k, b: b.write_results('finished' if last else 'running'))
     self.last_log = (time.time(), self.step)  # steps/s counts training only
