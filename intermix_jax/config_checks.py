@@ -47,19 +47,15 @@ def _check_choice(field: str, value, valid) -> None:
     _fail(f'config.{field}={value!r} is not supported; valid: {", ".join(map(str, valid))}')
 
 
-def _check_range(field: str, value, *, lo=None, hi=None, integer=False, lo_open=False,
-                 hi_open=False) -> None:
-  lo_s = '' if lo is None else (f'> {lo}' if lo_open else f'>= {lo}')
-  hi_s = '' if hi is None else (f'< {hi}' if hi_open else f'<= {hi}')
-  valid = ('integers ' if integer else 'numbers ') + ' and '.join(x for x in (lo_s, hi_s) if x)
-  ok_type = _is_int(value) if integer else _is_real(value)
-  if not ok_type:
+def _check_range(field: str, value, *, lo, integer=False, lo_open=False, hi=None) -> None:
+  """A number >= lo (> lo when `lo_open`) and < hi (an exclusive bound; None: none)."""
+  valid = (('integers ' if integer else 'numbers ') + (f'> {lo}' if lo_open else f'>= {lo}') +
+           ('' if hi is None else f' and < {hi}'))
+  if not (_is_int(value) if integer else _is_real(value)):
     _fail(f'config.{field}={value!r} must be {"an integer" if integer else "a number"}; '
-          f'valid: {valid.strip()}')
-  bad = ((lo is not None and (value <= lo if lo_open else value < lo)) or
-         (hi is not None and (value >= hi if hi_open else value > hi)))
-  if bad:
-    _fail(f'config.{field}={value!r} is out of range; valid: {valid.strip()}')
+          f'valid: {valid}')
+  if value < lo or (lo_open and value == lo) or (hi is not None and value >= hi):
+    _fail(f'config.{field}={value!r} is out of range; valid: {valid}')
 
 
 def _check_bool(field: str, value) -> None:
@@ -67,11 +63,11 @@ def _check_bool(field: str, value) -> None:
     _fail(f'config.{field}={value!r} must be a bool; valid: True, False')
 
 
-def _check_option(field: str, value, make) -> None:
-  """`make()` builds a component with this one option: its constructor's ValueError becomes one
+def _check_option(field: str, value, make):
+  """`make()`, a component built with this option: its constructor's ValueError becomes one
   ConfigError naming config.<field>."""
   try:
-    make()
+    return make()
   except ValueError as e:
     _fail(f'config.{field}={value!r}: {e}')
 
@@ -94,10 +90,8 @@ def _check_components(c):
       options['eligible_layers'] = c.mixing.eligible_layers  # independent pairs need (0,)
     _check_option(f'mixing.{name}', value, functools.partial(mixing.get_strategy, owner, **options))
   options = {name: c.mixing[name] for name in used}
-  try:
-    return mixing.get_strategy(c.strategy, **options)
-  except ValueError as e:
-    _fail(f'config.mixing={options!r}: {e}')
+  return _check_option('mixing', options,
+                       functools.partial(mixing.get_strategy, c.strategy, **options))
 
 
 def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,
@@ -147,7 +141,7 @@ def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,
       _check_range(field, c[field], lo=lo, integer=True)
   _check_bool('double_epochs_for_mixing', c.double_epochs_for_mixing)
   _check_range('opt.lr', c.opt.lr, lo=0, lo_open=True)
-  _check_range('opt.momentum', c.opt.momentum, lo=0, hi=1, hi_open=True)
+  _check_range('opt.momentum', c.opt.momentum, lo=0, hi=1)
   _check_range('opt.weight_decay', c.opt.weight_decay, lo=0)
   _check_bool('opt.nesterov', c.opt.nesterov)
   sched = tuple(c.opt.schedule)

@@ -20,6 +20,7 @@ import ml_collections
 from ml_collections.config_flags import config_flags as _ml_config_flags
 
 from intermix_jax import protocol
+from intermix_jax import workdir
 
 
 class ConfigError(ValueError):
@@ -262,15 +263,9 @@ def _leaf(config: ml_collections.ConfigDict, key: str):
   return (config[parent] if parent else config), name
 
 
-def valid_keys(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
+def valid_keys(config: ml_collections.ConfigDict) -> list[str]:
   """Every leaf field of `config` as a dotted key, sorted."""
-  keys = []
-  for name, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict):
-      keys.extend(valid_keys(value, f'{prefix}{name}.'))
-    else:
-      keys.append(f'{prefix}{name}')
-  return sorted(keys)
+  return sorted(workdir.flat_config(config.to_dict()))
 
 
 def parse_field(config: ml_collections.ConfigDict, key: str, raw: str) -> Any:

@@ -144,28 +144,16 @@ def _os_error_line(e: OSError):
   return f'{e.filename}: {e.strerror} ({errno.errorcode[e.errno]}); {hint}'
 
 
-class _QuietLibraries:
+def _quiet_libraries(record) -> bool:
   """absl-handler filter: drops other libraries' records below WARNING (TFDS 'Generating ...',
   JAX's 'Unable to initialize backend tpu', orbax) and TFDS's warning about its own new folders."""
-
-  _OWN = os.sep + 'intermix_jax' + os.sep
-
-  def filter(self, record) -> bool:
-    path = getattr(record, 'pathname', '') or ''
-    if record.levelno < 30:  # the standard library's logging.WARNING
-      return self._OWN in path
-    if 'tensorflow_datasets' in path:
-      try:
-        return 'has no dataset_info.json' not in record.getMessage()
-      except Exception:  # pylint: disable=broad-except
-        return True
+  path = getattr(record, 'pathname', '') or ''
+  if record.levelno < 30:  # the standard library's logging.WARNING
+    return os.sep + 'intermix_jax' + os.sep in path
+  try:
+    return 'tensorflow_datasets' not in path or 'has no dataset_info.json' not in record.getMessage()
+  except Exception:  # pylint: disable=broad-except
     return True
-
-
-def _quiet_libraries() -> None:
-  handler = logging.get_absl_handler()
-  if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
-    handler.addFilter(_QuietLibraries())
 
 
 def _loaded_config():
@@ -190,7 +178,7 @@ def main(argv):
     return 0
   verbose = _VERBOSE.value or logging.get_verbosity() >= logging.DEBUG
   if not verbose:
-    _quiet_libraries()
+    logging.get_absl_handler().addFilter(_quiet_libraries)  # added once (logging.Filterer)
   if _REUSE_HOST_MEMORY.value:
     from intermix_jax import host_memory
     host_memory.reuse_freed_memory()  # before JAX starts its threads

@@ -33,14 +33,8 @@ OFFICIAL_SAMPLE_RATES = {'esc50': 44100, 'esc10': 44100}
 
 def upsampled_rates(dataset: str, source_sample_rates, sample_rate) -> list[int]:
   """The source rates (Hz, ascending) of a run's clips that the papers' protocol never upsampled:
-  below both the backbone's `sample_rate` and the official release's rate of `dataset`. [] when
-  nothing tells (no official single rate, rates or sample_rate unknown).
-
-  Args:
-    dataset: config.dataset.
-    source_sample_rates: {native rate in Hz (int or its text): clips} of the prepared copy, or
-      None (a copy prepared before the rates were recorded).
-    sample_rate: Hz of the backbone (the prepared copy's rate).
+  below both `sample_rate` (Hz, the backbone's) and the official rate of `dataset`; [] when unknown.
+  `source_sample_rates`: {native rate in Hz (int or its text): clips} of the prepared copy, or None.
   """
   official = OFFICIAL_SAMPLE_RATES.get(dataset)
   if official is None or not source_sample_rates or not sample_rate:
@@ -57,8 +51,4 @@ def optimisation_row(backbone: str, dataset: str) -> dict | None:
   """{num_epochs, lr, schedule (tuple), warmup_epochs} for (backbone, dataset), or None when the
   backbone has no row (an unknown name: the config checks name it)."""
   rows = _ROWS.get('envnet' if backbone in _TAKES_ENVNET_ROW else backbone)
-  if rows is None:
-    return None
-  row = dict(rows[row_dataset(dataset)])
-  row['schedule'] = tuple(row['schedule'])
-  return row
+  return None if rows is None else dict(rows[row_dataset(dataset)])
