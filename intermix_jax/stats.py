@@ -6,7 +6,6 @@ methods. Errors are in percent (0-100).
 """
 from __future__ import annotations
 
-import fractions
 import math
 
 import numpy as np
@@ -68,7 +67,7 @@ def mcnemar_exact(b: int, c: int) -> float:
   if n == 0:
     return 1.0
   tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))
-  return float(min(fractions.Fraction(1), fractions.Fraction(2 * tail, 2 ** n)))
+  return min(1.0, 2 * tail / 2 ** n)  # int / int: exact, then correctly rounded
 
 
 def paired_bootstrap(correct_ref, correct_new, num_resamples: int = BOOTSTRAP_RESAMPLES,
