@@ -151,7 +151,8 @@ def _quiet_libraries(record) -> bool:
   if record.levelno < 30:  # the standard library's logging.WARNING
     return os.sep + 'intermix_jax' + os.sep in path
   try:
-    return 'tensorflow_datasets' not in path or 'has no dataset_info.json' not in record.getMessage()
+    return ('tensorflow_datasets' not in path or
+            'has no dataset_info.json' not in record.getMessage())
   except Exception:  # pylint: disable=broad-except
     return True
 
