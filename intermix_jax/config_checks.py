@@ -4,15 +4,8 @@
     validate(config, num_folds=5, num_mix_points=6,     # + the facts of this run: folds, mix
              device_count=8, process_count=2)           #   points of the backbone, batch split
 
-Names come from the registries; model and mixing options are checked by their own constructors
-(the error names the config field); checked here: the rules that span components (folds, mix
-points, `config_lib.check_batch_split`) and the trainer's own fields.
-
-Raises `ConfigError` (a ValueError) with a message such as
+Raises `ConfigError` (a ValueError), e.g.
     config.fold=7 is out of range for dataset 'esc50'; valid: 1..5 or 'all'
-
-`schedule_note(config)`: a usable schedule that never runs at config.opt.lr (the warm-up or the
-first decay covers every epoch) is not an error, but worth one warning line before training.
 """
 from __future__ import annotations
 
@@ -30,6 +23,11 @@ from intermix_jax.data import catalog
 
 ConfigError = config_lib.ConfigError
 NAN_POLICIES = ('stop', 'skip')
+# Integer fields and their minimum (steps_per_epoch and shuffle_buffer_seed may be None).
+_INTEGER_FIELDS = (('num_eval_crops', 1), ('num_epochs', 1), ('opt.warmup_epochs', 0), ('seed', 0),
+                   ('eval_every_epochs', 1), ('checkpoint_every_epochs', 1),
+                   ('keep_checkpoints', 1), ('log_every_steps', 1), ('steps_per_epoch', 1),
+                   ('shuffle_buffer_seed', 0))
 
 
 def _fail(msg: str):
@@ -49,19 +47,15 @@ def _check_choice(field: str, value, valid) -> None:
     _fail(f'config.{field}={value!r} is not supported; valid: {", ".join(map(str, valid))}')
 
 
-def _check_range(field: str, value, *, lo=None, hi=None, integer=False, lo_open=False,
-                 hi_open=False) -> None:
-  lo_s = '' if lo is None else (f'> {lo}' if lo_open else f'>= {lo}')
-  hi_s = '' if hi is None else (f'< {hi}' if hi_open else f'<= {hi}')
-  valid = ('integers ' if integer else 'numbers ') + ' and '.join(x for x in (lo_s, hi_s) if x)
-  ok_type = _is_int(value) if integer else _is_real(value)
-  if not ok_type:
+def _check_range(field: str, value, *, lo, integer=False, lo_open=False, hi=None) -> None:
+  """A number >= lo (> lo when `lo_open`) and < hi (an exclusive bound; None: none)."""
+  valid = (('integers ' if integer else 'numbers ') + (f'> {lo}' if lo_open else f'>= {lo}') +
+           ('' if hi is None else f' and < {hi}'))
+  if not (_is_int(value) if integer else _is_real(value)):
     _fail(f'config.{field}={value!r} must be {"an integer" if integer else "a number"}; '
-          f'valid: {valid.strip()}')
-  bad = ((lo is not None and (value <= lo if lo_open else value < lo)) or
-         (hi is not None and (value >= hi if hi_open else value > hi)))
-  if bad:
-    _fail(f'config.{field}={value!r} is out of range; valid: {valid.strip()}')
+          f'valid: {valid}')
+  if value < lo or (lo_open and value == lo) or (hi is not None and value >= hi):
+    _fail(f'config.{field}={value!r} is out of range; valid: {valid}')
 
 
 def _check_bool(field: str, value) -> None:
@@ -69,21 +63,19 @@ def _check_bool(field: str, value) -> None:
     _fail(f'config.{field}={value!r} must be a bool; valid: True, False')
 
 
-def _check_option(field: str, value, make) -> None:
-  """`make()` builds a component with this one option: its constructor's ValueError becomes one
+def _check_option(field: str, value, make):
+  """`make()`, a component built with this option: its constructor's ValueError becomes one
   ConfigError naming config.<field>."""
   try:
-    make()
+    return make()
   except ValueError as e:
     _fail(f'config.{field}={value!r}: {e}')
 
 
 def _check_components(c):
-  """The model and mixing options, by their constructors; returns the run's strategy.
-
-  Each option is checked alone first, so that the error names its field; a mixing option the
-  run's strategy does not use is checked by a strategy that uses it (a config sweeps strategies).
-  """
+  """The model and mixing options, each alone first (the error names its field; a mixing option
+  the strategy does not use by a strategy that uses it), by their constructors; returns the
+  run's strategy."""
   for name, value in c.model.items():  # the class count does not bear on the options
     _check_option(f'model.{name}', value,
                   functools.partial(models.get_model, c.backbone, 2, **{name: value}))
@@ -98,10 +90,8 @@ def _check_components(c):
       options['eligible_layers'] = c.mixing.eligible_layers  # independent pairs need (0,)
     _check_option(f'mixing.{name}', value, functools.partial(mixing.get_strategy, owner, **options))
   options = {name: c.mixing[name] for name in used}
-  try:
-    return mixing.get_strategy(c.strategy, **options)
-  except ValueError as e:
-    _fail(f'config.mixing={options!r}: {e}')
+  return _check_option('mixing', options,
+                       functools.partial(mixing.get_strategy, c.strategy, **options))
 
 
 def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,
@@ -146,46 +136,30 @@ def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,
                                devices=device_count)
   config_lib.check_batch_split(c.eval_batch_size, pairs=False, processes=process_count,
                                devices=device_count, field='eval_batch_size')
-  _check_range('num_eval_crops', c.num_eval_crops, lo=1, integer=True)
-
-  # The trainer's own fields (train.py, schedules.py).
-  _check_range('num_epochs', c.num_epochs, lo=1, integer=True)
+  for field, lo in _INTEGER_FIELDS:
+    if c[field] is not None or field not in ('steps_per_epoch', 'shuffle_buffer_seed'):
+      _check_range(field, c[field], lo=lo, integer=True)
   _check_bool('double_epochs_for_mixing', c.double_epochs_for_mixing)
   _check_range('opt.lr', c.opt.lr, lo=0, lo_open=True)
-  _check_range('opt.momentum', c.opt.momentum, lo=0, hi=1, hi_open=True)
+  _check_range('opt.momentum', c.opt.momentum, lo=0, hi=1)
   _check_range('opt.weight_decay', c.opt.weight_decay, lo=0)
   _check_bool('opt.nesterov', c.opt.nesterov)
   sched = tuple(c.opt.schedule)
   if any(not _is_real(f) or not 0 < f <= 1 for f in sched) or list(sched) != sorted(sched):
     _fail(f'config.opt.schedule={sched!r} is not usable; valid: increasing fractions in (0, 1], '
           'e.g. (0.5, 0.75)')
-  _check_range('opt.warmup_epochs', c.opt.warmup_epochs, lo=0, integer=True)
-
-  _check_range('seed', c.seed, lo=0, integer=True)
   _check_choice('stack_method', c.get('stack_method', 'auto'), multirun.METHODS + ('auto',))
   _check_bool('data_on_device', c.get('data_on_device', False))
   if c.get('seeds') is not None:
     seeds = tuple(c.seeds)
     if not seeds or not all(_is_int(s) and s >= 0 for s in seeds) or len(set(seeds)) < len(seeds):
       _fail(f'config.seeds={seeds!r} must be distinct integers >= 0, e.g. (0,1,2), or None')
-  _check_range('eval_every_epochs', c.eval_every_epochs, lo=1, integer=True)
-  _check_range('checkpoint_every_epochs', c.checkpoint_every_epochs, lo=1, integer=True)
-  _check_range('keep_checkpoints', c.keep_checkpoints, lo=1, integer=True)
-  _check_range('log_every_steps', c.log_every_steps, lo=1, integer=True)
   _check_choice('nan_policy', c.nan_policy, NAN_POLICIES)
-  if c.steps_per_epoch is not None:
-    _check_range('steps_per_epoch', c.steps_per_epoch, lo=1, integer=True)
-  if c.shuffle_buffer_seed is not None:
-    _check_range('shuffle_buffer_seed', c.shuffle_buffer_seed, lo=0, integer=True)
 
 
 def schedule_note(config: ml_collections.ConfigDict) -> str | None:
-  """One line naming the fields when the LR schedule never reaches config.opt.lr, else None.
-
-  The epochs trained are config.num_epochs, doubled for mixing strategies
-  (`schedules.total_epochs`); the warm-up (config.opt.warmup_epochs, at opt.lr * 0.1) is not
-  doubled, so e.g. EnvNet-v2's 10 warm-up epochs cover the whole of a 2-epoch trial run.
-  """
+  """One warning line naming the fields when the LR schedule never runs at config.opt.lr (the
+  warm-up, not doubled for mixing, or the first decay covers every epoch trained), else None."""
   c = config
   mixes = mixing.build_strategy(c).mixes
   n = schedules.total_epochs(c.num_epochs, mixes, c.double_epochs_for_mixing)

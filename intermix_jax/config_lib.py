@@ -1,52 +1,26 @@
-"""The experiment config: every field with its default and description, and how a config file
-builds it.
+"""The experiment config: every field declared once (`SECTIONS`), and how a config file builds it.
 
-Every field is declared once, as a `Field` (dotted key, default, one-line description with units,
-type where the default does not tell it) in `SECTIONS`; `base_config()` is built from them and
-`describe(config)` lists them as 'key = value  # description' (`python -m intermix_jax.main
---list_config`, docs/config.md). A config file's own fields are `Field`s given to `experiment`
-(configs/custom.py: `data.custom.CONFIG_FIELDS`).
-
-Config files (configs/*.py) are thin, in big_vision's style (`big_vision.configs.common`):
-
-    from intermix_jax import config_lib
+Config files (configs/*.py) are thin, in big_vision's style:
 
     def get_config(arg=None):
       return config_lib.experiment(arg, dataset='esc10')
 
-`arg` is the text after the colon of `--config=configs/x.py:ARG`: `key=value` items separated by
-commas, in any order.
-  - The declared arguments (`SPEC`: dataset, backbone, strategy, fold, seed; a file may declare its
-    own, e.g. configs/custom.py's audio_dir, metadata_csv, num_folds) are typed by their defaults
-    and set first; the docs/method.md §5 row of (backbone, dataset) follows from them
-    (`protocol.optimisation_row`, applied here only).
-  - Then the config file's own `fields`, which win over the row.
-  - Then every other item: any field by its dotted name (`opt.lr=0.05`,
-    `mixing.eligible_layers=(1,2)`), typed by the field's ml_collections type with absl's
-    parsers, as `--config.opt.lr=0.05` is (bool true/false/1/0, int, float, tuple; `None` for a
-    field whose default is None; a Python literal, else the text, for an untyped field).
-A value holding commas is quoted: `manual_dir="/data/a,b"` (on a shell command line keep the
-quotes: `--config='configs/x.py:manual_dir="/data/a,b"'`). Mistakes are one-line ValueErrors naming
-the field: an unknown key (with the valid ones), a value of the wrong type, an unquoted comma.
-`--config.x=...` flags apply after the file; `--config.backbone` does not re-apply the row
-(`row_note` says so).
-
-Also here, for every layer (the data pipeline included, which must not import config_checks):
-`ConfigError`, and `check_batch_split`, the one rule for cutting a batch over processes, devices
-and pairs.
+`arg`, the text after the colon of `--config=configs/x.py:ARG`, is `key=value` items separated by
+commas (docs/config.md); mistakes are one-line ValueErrors naming the field. Also here, for every
+layer: `ConfigError` and `check_batch_split`, the one rule for cutting a batch.
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
+import functools
 import numbers
 from typing import Any
 
-from absl import flags
 import ml_collections
-from ml_collections.config_flags import tuple_parser
+from ml_collections.config_flags import config_flags as _ml_config_flags
 
 from intermix_jax import protocol
+from intermix_jax import workdir
 
 
 class ConfigError(ValueError):
@@ -55,8 +29,7 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Field:
-  """One config field, declared once: its dotted key, default and one-line description (units
-  included).
+  """One config field, declared once.
 
   Attributes:
     key: dotted name ('opt.lr'); the part before a dot is a sub-config.
@@ -70,15 +43,8 @@ class Field:
   description: str
   field_type: type | None = None
 
-  def value(self):
-    """The value `base_config` stores: the default, or a fresh typed FieldReference."""
-    if self.field_type is None:
-      return self.default
-    return ml_collections.FieldReference(self.default, field_type=self.field_type)
 
-
-# Every field of every config, by section, in order: THE declaration of names, defaults and
-# descriptions (`base_config` builds the ConfigDict from it, `describe` lists it).
+# Every field of every config, by section, in order.
 SECTIONS = (
     ('what to train (the declared arguments of `SPEC` set dataset, fold, backbone, strategy)', (
         Field('dataset', 'esc50', 'a name of data.catalog.DATASETS'),
@@ -163,18 +129,14 @@ FIELDS = tuple(f for _, fields in SECTIONS for f in fields)
 
 
 def base_config() -> ml_collections.ConfigDict:
-  """Every field (`FIELDS`) and its default; the trainer, the data pipeline and the report read
-  these names."""
-  c = ml_collections.ConfigDict()
+  """Every field (`FIELDS`) and its default."""
+  tree = {}
   for f in FIELDS:
     *path, name = f.key.split('.')
-    node = c
-    for part in path:
-      if part not in node:
-        node[part] = ml_collections.ConfigDict()
-      node = node[part]
-    node[name] = f.value()
-  return c
+    functools.reduce(lambda node, part: node.setdefault(part, {}), path, tree)[name] = (
+        f.default if f.field_type is None else
+        ml_collections.FieldReference(f.default, field_type=f.field_type))
+  return ml_collections.ConfigDict(tree)
 
 
 # The Fields config files declared as their own arguments (`experiment(arg, audio_dir=Field(...))`),
@@ -184,11 +146,9 @@ _FILE_FIELDS: dict[str, Field] = {}
 
 def describe(config: ml_collections.ConfigDict | None = None) -> str:
   """Every leaf field of `config` (default: `base_config()`) as 'key = value  # description',
-  under '# --- <section>' lines: the `SECTIONS`, then the config file's own fields (declared as
-  `Field`s to `experiment`). The text of `python -m intermix_jax.main [--config=...] --list_config`
-  and of docs/config.md."""
+  under '# --- <section>' lines: the `SECTIONS`, then the config file's own fields."""
   config = base_config() if config is None else config
-  values = {key: _get(config, key) for key in valid_keys(config)}
+  values = {key: config[key] for key in valid_keys(config)}
   sections = [(title, [f for f in fields if f.key in values]) for title, fields in SECTIONS]
   known = {f.key for _, fields in sections for f in fields}
   own = [_FILE_FIELDS.get(key, Field(key, None, '(no description: not declared as a Field)'))
@@ -199,44 +159,50 @@ def describe(config: ml_collections.ConfigDict | None = None) -> str:
   return '\n\n'.join('\n'.join(block) for block in blocks) + '\n'
 
 
-def _get(config: ml_collections.ConfigDict, key: str):
-  node, name = _leaf(config, key)
-  return node[name]
-
-
-# The declared arguments of every config file, name -> default, or (default, type) where the
-# default does not tell the type (None; fold: a number or 'all', so any literal).
-SPEC = dict(dataset='esc50', backbone='envnetv2', strategy='intermix', fold=(1, object), seed=0)
+# The declared arguments of every config file (their defaults and types: their `Field`s).
+SPEC = ('dataset', 'backbone', 'strategy', 'fold', 'seed')
 
 
 def experiment(arg: str | None = None, *, fields: dict[str, Any] | None = None,
                **spec) -> ml_collections.ConfigDict:
-  """The config of a config file (see the module docstring for the order).
+  """The config of a config file.
+
+  Applied in order: the declared arguments (`SPEC` and the file's own) from `arg`, the
+  docs/method.md §5 row of (backbone, dataset) (`protocol.optimisation_row`), `fields`, then the
+  other items of `arg`; `--config.x=` flags apply after the file and do not re-apply the row.
 
   Args:
     arg: the text after the colon of `--config=configs/x.py:ARG` (None or '' for none).
-    fields: the file's own settings by dotted key (`{'model.width': 0.25}`): they win over the
-      docs/method.md §5 row; the items of `arg` win over them.
+    fields: the file's own settings by dotted key (`{'model.width': 0.25}`).
     **spec: the file's defaults of the declared arguments (`dataset='esc10'`) and arguments of
-      its own, added as config fields: a `Field` (described by `describe`), or a default, or a
-      (default, type) pair.
+      its own, added as config fields: a `Field`, a default, or a (default, type) pair.
+  Raises:
+    ValueError: one line naming the item: not key=value, an unknown field, a wrong type.
   """
-  spec = {**SPEC, **spec}
-  _FILE_FIELDS.update((f.key, f) for f in spec.values() if isinstance(f, Field))
-  args, rest = parse_arg(arg, **spec)
   c = base_config()
-  for name, value in args.items():
-    if name in c:
-      c[name] = value
-    else:
-      c[name] = ml_collections.FieldReference(value, field_type=_spec_entry(spec[name])[1])
+  for name, entry in spec.items():
+    if isinstance(entry, Field):
+      _FILE_FIELDS[name] = entry
+      entry = (entry.default, entry.field_type or type(entry.default))
+    default, ftype = entry if isinstance(entry, tuple) else (entry, type(entry))
+    c[name] = default if name in c else ml_collections.FieldReference(default, field_type=ftype)
+  items = split_top_level(arg or '')
+  for i, item in enumerate(items):
+    if '=' not in item:
+      raise ValueError(f'config override {item!r} is not key=value (in {arg!r})' +
+                       _comma_hint(items, i))
+  items = [tuple(t.strip() for t in item.split('=', 1)) for item in items]
+  declared = set(SPEC) | set(spec)
+  for key, raw in items:
+    if key in declared:
+      set_field(c, key, parse_field(c, key, raw))
   row = protocol.optimisation_row(c.backbone, c.dataset)
   if row is not None:  # None: an unknown backbone, which config_checks names
     c.num_epochs, c.opt.lr = row['num_epochs'], row['lr']
     c.opt.schedule, c.opt.warmup_epochs = row['schedule'], row['warmup_epochs']
     c.opt_defaults_from = f'{c.backbone}/{protocol.row_dataset(c.dataset)}'
-  overrides = {key: parse_field(c, key, raw) for key, raw in rest}  # typed before `fields`
-  for key, value in {**(fields or {}), **overrides}.items():
+  overrides = {key: parse_field(c, key, raw) for key, raw in items if key not in declared}
+  for key, value in {**(fields or {}), **overrides}.items():  # typed before `fields` are set
     set_field(c, key, value)
   return c
 
@@ -254,31 +220,6 @@ def row_note(config: ml_collections.ConfigDict) -> str | None:
 
 
 # --- the text after the colon --------------------------------------------------------------------
-def _spec_entry(entry) -> tuple[Any, type]:
-  """(default, type) of a declared argument: a default, a (default, type) pair or a `Field`."""
-  if isinstance(entry, Field):
-    return entry.default, entry.field_type or type(entry.default)
-  return entry if isinstance(entry, tuple) else (entry, type(entry))
-
-
-def parse_arg(arg: str | None, **spec) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-  """({declared argument: typed value, defaults filled in}, [(other key, its text)] in order)."""
-  values = {name: _spec_entry(entry)[0] for name, entry in spec.items()}
-  rest = []
-  items = split_top_level(arg or '')
-  for i, item in enumerate(items):
-    if '=' not in item:
-      raise ValueError(f'config override {item!r} is not key=value (in {arg!r})' +
-                       _comma_hint(items, i))
-    key, raw = (t.strip() for t in item.split('=', 1))
-    if key in spec:
-      default, ftype = _spec_entry(spec[key])
-      values[key] = convert(key, raw, ftype, nullable=default is None or ftype is object)
-    else:
-      rest.append((key, raw))
-  return values, rest
-
-
 def split_top_level(text: str, sep: str = ',') -> list[str]:
   """Splits `text` at `sep` characters that are not inside (), [] or {} and not inside quotes."""
   parts, depth, quote, current = [], 0, None, []
@@ -313,60 +254,36 @@ def _comma_hint(items: list[str], i: int) -> str:
           f"the quotes from the shell: --config='configs/x.py:{quoted}')")
 
 
-# absl's parsers, as ml_collections' config_flags uses them for `--config.x=` flags.
-_PARSERS = {int: flags.IntegerParser(), float: flags.FloatParser(), bool: flags.BooleanParser(),
-            str: flags.ArgumentParser(), tuple: tuple_parser.TupleParser()}
-
-
-def convert(key: str, raw: str, ftype: type, nullable: bool) -> Any:
-  """The text `raw` as a value of `ftype` for field `key`; ValueError naming the field otherwise."""
-  text = raw.strip()
-  if len(text) >= 2 and text[0] == text[-1] and text[0] in '\'"':
-    text = text[1:-1]
-  if nullable and text in ('None', 'none', 'null'):
-    return None
-  parser = _PARSERS.get(ftype)
-  if parser is None:  # an untyped field: a Python literal, else the text (as ml_collections)
-    try:
-      return ast.literal_eval(text.capitalize() if text in ('true', 'false') else text)
-    except (ValueError, SyntaxError):
-      return text
-  try:
-    return parser.parse(text)
-  except ValueError:
-    raise ValueError(f'config field {key!r} expects {ftype.__name__}, got {raw!r}') from None
-
-
 def _leaf(config: ml_collections.ConfigDict, key: str):
   """(parent ConfigDict, name) of the dotted leaf field `key`; ValueError listing the valid ones."""
-  *path, name = key.split('.')
-  node = config
-  for part in path:
-    node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
-  if not isinstance(node, ml_collections.ConfigDict) or name not in node or isinstance(
-      node[name], ml_collections.ConfigDict):
-    raise ValueError(f'unknown config field {key!r}; valid fields: {", ".join(valid_keys(config))}')
-  return node, name
+  keys = valid_keys(config)
+  if key not in keys:
+    raise ValueError(f'unknown config field {key!r}; valid fields: {", ".join(keys)}')
+  parent, _, name = key.rpartition('.')
+  return (config[parent] if parent else config), name
 
 
-def valid_keys(config: ml_collections.ConfigDict, prefix: str = '') -> list[str]:
+def valid_keys(config: ml_collections.ConfigDict) -> list[str]:
   """Every leaf field of `config` as a dotted key, sorted."""
-  keys = []
-  for name, value in config.items():
-    if isinstance(value, ml_collections.ConfigDict):
-      keys.extend(valid_keys(value, f'{prefix}{name}.'))
-    else:
-      keys.append(f'{prefix}{name}')
-  return sorted(keys)
+  return sorted(workdir.flat_config(config.to_dict()))
 
 
 def parse_field(config: ml_collections.ConfigDict, key: str, raw: str) -> Any:
-  """The text `raw` typed for the dotted field `key` of `config` (see `convert`)."""
+  """The text `raw` as a value of the dotted field `key` of `config`, parsed as
+  `--config.<key>=raw` is (ml_collections' parser of the field's type; a quoted text is unquoted;
+  'None' for a field that may be None); ValueError naming the field otherwise."""
   node, name = _leaf(config, key)
   ftype = node.get_ref(name).get_type()
-  value = node[name]
-  return convert(key, raw, object if ftype is type(None) else ftype,
-                 nullable=value is None or ftype in (object, type(None)))
+  ftype = object if ftype is type(None) else ftype
+  text = raw.strip()
+  if len(text) >= 2 and text[0] == text[-1] and text[0] in '\'"':
+    text = text[1:-1]
+  if text in ('None', 'none', 'null') and (node[name] is None or ftype is object):
+    return None
+  try:
+    return _PARSERS.get(ftype, _PARSERS[object]).parse(text)
+  except ValueError:
+    raise ValueError(f'config field {key!r} expects {ftype.__name__}, got {raw!r}') from None
 
 
 def set_field(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
@@ -376,6 +293,10 @@ def set_field(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
     node[name] = tuple(value) if isinstance(value, list) else value
   except TypeError as e:
     raise ValueError(f'config field {key!r}: {e}') from None
+
+
+# The parsers of `--config.x=` flags by field type (object: a Python literal, else the text).
+_PARSERS = _ml_config_flags._FIELD_TYPE_TO_PARSER  # pylint: disable=protected-access
 
 
 # --- the batch rule ------------------------------------------------------------------------------

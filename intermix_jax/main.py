@@ -3,41 +3,18 @@
     python -m intermix_jax.main --config=configs/esc50.py:backbone=envnetv2,strategy=intermix,fold=1 \
         --workdir=runs/esc50/envnetv2/intermix/seed0/fold1 [--config.opt.lr=0.05] [--distributed]
 
-Rerunning the same command resumes from the last checkpoint. Output: the trainer's progress lines
-(steps/s, ETA), test errors and warnings; the libraries' INFO logs, TFDS's progress bars and the
-lines TFDS prints when preparing a dataset ('Downloading and preparing dataset ...') are hidden
-unless `--verbose` (or absl's `-v 1`).
+Rerunning the same command resumes from the last checkpoint. `--list_config` prints every config
+field as `key = value  # description` (docs/config.md) and exits; `--verbose` shows the libraries'
+INFO logs and TFDS's progress bars.
 
-`--list_config` prints every config field as `key = value  # description` (of --config when given,
-else the defaults; the same list as docs/config.md) and exits.
-
-Exit status:
-  0  the run finished, or was stopped by SIGTERM (preemption): inside the training loop a
-     checkpoint is saved (results.json says 'preempted'); before it (data preparation, compilation)
-     or after it, the process stops with one line and nothing half-written is used (TFDS writes a
-     dataset under incomplete.* and renames it only when complete; results.json and config.json
-     are written to a temporary file and renamed). Rerun the same command to
-     resume. (A SIGTERM in the first seconds, while Python imports JAX, still ends the process with
-     the default status 143; nothing is written by then.)
-  130 (the process ends by SIGINT, as a shell expects of Ctrl-C) the first Ctrl-C: as SIGTERM
-     above (checkpoint, 'preempted', resumable); a second Ctrl-C ends the process at once, without
-     a checkpoint (the previous one stays; nothing half-written is used).
-  1  one line `error: ...` naming the field, file or path: a bad flag or `configs/x.py:` override
-     (unknown field, also as `--config.foo=1`; wrong type, an unquoted comma in a value), a bad
-     config value, a batch_size
-     larger than the training clips, classes too unbalanced for the pairs of a mixing strategy, a
-     workdir of a different config, a non-finite loss under nan_policy=stop, a dataset that is
-     missing or has a bad layout, an unreadable audio file (`skip_bad_files=True` skips such files),
-     or a path that cannot be written (read-only, permission denied, disk full; also while
-     preparing the data: config.data_dir is named), a workdir in which another process trains
-     (the holder is named: pid, host, since when; workdir.lock).
-Any other exception is a bug and keeps its traceback.
+Exit status (WORKSPACE.md, "Reliability"): 0 finished, or stopped by SIGTERM (resumable); 130 after
+Ctrl-C (resumable); 1 with one line `error: ...` naming the field, file or path. Any other exception
+is a bug and keeps its traceback.
 """
 import errno
 import os
 import signal
 import sys
-import tempfile
 
 from absl import app
 from absl import flags
@@ -78,9 +55,7 @@ _OS_ERROR_HINTS = {
     errno.EPERM: 'choose a --workdir / data_dir you can write, or change its permissions',
     errno.ENOTDIR: 'a file stands where a directory is needed: choose another --workdir / data_dir',
 }
-
-
-Terminated = termination.Terminated
+_OS_ERROR_HINTS[errno.EEXIST] = _OS_ERROR_HINTS[errno.ENOTDIR]  # os.makedirs over a file
 
 
 _SIGTERM_ACTS_AS_DEFAULT = False  # multi-process runs: JAX's preemption service owns SIGTERM
@@ -98,26 +73,15 @@ def _on_sigterm(signum, frame):
   termination.note(signum)  # kept even if Python swallows the exception below
   if signum == signal.SIGINT:
     termination.first_ctrl_c()  # a second Ctrl-C ends the process at once
-  raise Terminated()
-
-
-def _end_as_interrupted() -> None:
-  """Ends the process by SIGINT, as a shell expects of a command stopped by Ctrl-C (status 130;
-  a shell loop of commands then stops too). Everything is written and closed by now."""
-  sys.stdout.flush()
-  sys.stderr.flush()
-  signal.signal(signal.SIGINT, signal.SIG_DFL)
-  os.kill(os.getpid(), signal.SIGINT)
-  sys.exit(130)  # not reached, unless SIGINT is blocked
+  raise termination.Terminated()
 
 
 def _quiet_about_terminated(previous):
   """sys.unraisablehook that drops a Terminated Python could not raise (it is noted, and the
   trainer stops at its next safe point) and passes anything else to `previous`."""
   def hook(unraisable):
-    if isinstance(unraisable.exc_value, Terminated):
-      return
-    previous(unraisable)
+    if not isinstance(unraisable.exc_value, termination.Terminated):
+      previous(unraisable)
   return hook
 
 
@@ -129,19 +93,11 @@ def error(line: str) -> int:
 
 def _flag_error_line(error: Exception) -> str:
   """One line for a flag parsing error; for a config file's get_config error, its own message."""
-  text = str(error)
-  marker = ': Error whilst parsing config file'  # ml_collections wraps get_config's error so
-  if marker in text:
-    inner = error  # the original error: follow the chain as Python's traceback shows it
-    while True:
-      if inner.__cause__ is not None:
-        inner = inner.__cause__
-      elif inner.__context__ is not None and not inner.__suppress_context__:
-        inner = inner.__context__
-      else:
-        break
-    if inner is not error:
-      return f'{text.split(marker, 1)[0]}: {inner}'
+  text, marker, inner = str(error), ': Error whilst parsing config file', error
+  while inner.__cause__ or (inner.__context__ and not inner.__suppress_context__):
+    inner = inner.__cause__ or inner.__context__  # the chain as Python's traceback shows it
+  if marker in text and inner is not error:  # ml_collections wraps get_config's error
+    return f'{text.split(marker, 1)[0]}: {inner}'
   return ' '.join(text.split())
 
 
@@ -149,26 +105,19 @@ def _unknown_override_line(argv):
   """For ml_collections' AttributeError / KeyError on `--config.<field>=value` (a field the
   config lacks): the `configs/x.py:<field>=value` form's one line, naming the flag; else None."""
   from intermix_jax import config_lib
-  config_arg = None
-  overrides = []
-  for arg in argv[1:]:
-    name = arg.split('=', 1)[0].lstrip('-')
-    if name == 'config' and '=' in arg:
-      config_arg = arg.split('=', 1)[1]
-    elif name.startswith(('config.', 'noconfig.')):
-      overrides.append((arg, name.split('.', 1)[1]))
-  if config_arg is None or not overrides:
-    return None
-  try:
-    config = FLAGS['config'].parser.parse(config_arg)  # the file with its `:` overrides
+  args = [(arg, arg.split('=', 1)[0].lstrip('-')) for arg in argv[1:]]
+  try:  # the file with its `:` overrides
+    config = FLAGS['config'].parser.parse(
+        next(arg.split('=', 1)[1] for arg, name in args if name == 'config' and '=' in arg))
   except Exception:  # pylint: disable=broad-except
-    return None  # the config itself does not load: the original error says more
-  for arg, field in overrides:
-    try:
-      config_lib.parse_field(config, field, 'None')  # raises for an unknown field only
-    except ValueError as e:
-      if str(e).startswith('unknown config field'):
-        return f'flag {arg}: {e}'
+    return None  # no --config=, or it does not load: the original error says more
+  for arg, name in args:
+    if name.startswith(('config.', 'noconfig.')):
+      try:
+        config_lib.parse_field(config, name.split('.', 1)[1], 'None')  # raises for unknown only
+      except ValueError as e:
+        if str(e).startswith('unknown config field'):
+          return f'flag {arg}: {e}'
   return None
 
 
@@ -195,79 +144,42 @@ def _os_error_line(e: OSError):
   return f'{e.filename}: {e.strerror} ({errno.errorcode[e.errno]}); {hint}'
 
 
-def _check_workdir_writable(workdir: str) -> None:
-  """OSError naming `workdir` unless it (or, while it does not exist, its nearest existing
-  ancestor) can be written: checked before any data preparation, compilation or background
-  writer, and without creating anything that stays."""
-  workdir = os.path.abspath(workdir)
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), workdir)
-  where = workdir
-  while not os.path.isdir(where) and os.path.dirname(where) != where:
-    where = os.path.dirname(where)
-  try:
-    os.rmdir(tempfile.mkdtemp(prefix='.write_check.', dir=where))
-  except OSError as e:
-    raise OSError(e.errno, e.strerror, workdir) from e
-
-
-class _QuietLibraries:
+def _quiet_libraries(record) -> bool:
   """absl-handler filter: drops other libraries' records below WARNING (TFDS 'Generating ...',
   JAX's 'Unable to initialize backend tpu', orbax) and TFDS's warning about its own new folders."""
-
-  _OWN = os.sep + 'intermix_jax' + os.sep
-
-  def filter(self, record) -> bool:
-    path = getattr(record, 'pathname', '') or ''
-    if record.levelno < 30:  # the standard library's logging.WARNING
-      return self._OWN in path
-    if 'tensorflow_datasets' in path:
-      try:
-        return 'has no dataset_info.json' not in record.getMessage()
-      except Exception:  # pylint: disable=broad-except
-        return True
+  path = getattr(record, 'pathname', '') or ''
+  if record.levelno < 30:  # the standard library's logging.WARNING
+    return os.sep + 'intermix_jax' + os.sep in path
+  try:
+    return ('tensorflow_datasets' not in path or
+            'has no dataset_info.json' not in record.getMessage())
+  except Exception:  # pylint: disable=broad-except
     return True
 
 
-def _quiet_libraries() -> None:
-  handler = logging.get_absl_handler()
-  if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
-    handler.addFilter(_QuietLibraries())
-
-
 def _loaded_config():
-  """--config's ConfigDict, or None after one line `error: --config: cannot load ...` when the
-  file cannot be loaded (ml_collections defers a config file's load error to its first use)."""
+  """--config's ConfigDict; exit 1 after one line `error: --config: cannot load ...` when the file
+  cannot be loaded (ml_collections defers a config file's load error to its first use)."""
   config = _CONFIG.value
   try:
     config.get('dataset')
   except OSError as e:
     last = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
-    error(f'--config: cannot load {config_flags.get_config_filename(FLAGS["config"])}: {last}')
-    return None
+    sys.exit(error(f'--config: cannot load {config_flags.get_config_filename(FLAGS["config"])}: '
+                   f'{last}'))
   return config
-
-
-def _list_config() -> int:
-  """--list_config: `config_lib.describe` of --config (or of the defaults) on stdout."""
-  from intermix_jax import config_lib
-  config = None
-  if _CONFIG.value is not None:
-    config = _loaded_config()
-    if config is None:
-      return 1
-  sys.stdout.write(config_lib.describe(config))
-  return 0
 
 
 def main(argv):
   if len(argv) > 1:
     return error(f'unexpected arguments {argv[1:]}: flags are --name=value (see --helpshort)')
-  if _LIST_CONFIG.value:
-    return _list_config()
+  if _LIST_CONFIG.value:  # the fields of --config, else every config's defaults
+    from intermix_jax import config_lib
+    sys.stdout.write(config_lib.describe(None if _CONFIG.value is None else _loaded_config()))
+    return 0
   verbose = _VERBOSE.value or logging.get_verbosity() >= logging.DEBUG
   if not verbose:
-    _quiet_libraries()
+    logging.get_absl_handler().addFilter(_quiet_libraries)  # added once (logging.Filterer)
   if _REUSE_HOST_MEMORY.value:
     from intermix_jax import host_memory
     host_memory.reuse_freed_memory()  # before JAX starts its threads
@@ -287,12 +199,7 @@ def main(argv):
            data.LayoutError, data.BadAudioFileError, data.SourceUnavailableError,
            FileNotFoundError)
   config = _loaded_config()
-  if config is None:
-    return 1
   try:
-    config_checks.validate(config)  # a bad value is named before the workdir is created
-    if jax.process_index() == 0:
-      _check_workdir_writable(_WORKDIR.value)
     train.train_and_evaluate(config, _WORKDIR.value)
   except known as e:
     return error(str(e))
@@ -313,7 +220,7 @@ def run() -> None:
   sys.unraisablehook = _quiet_about_terminated(sys.unraisablehook)
   try:
     app.run(main, flags_parser=_parse_flags)
-  except Terminated:
+  except termination.Terminated:
     print(f'stopped by {termination.describe(termination.stop_signal())} outside the training '
           'loop (while starting, preparing data, compiling or finishing): nothing to checkpoint, '
           'and nothing half-written will be used; rerun the same command to continue',
@@ -323,8 +230,12 @@ def run() -> None:
     status = e.code
     if termination.stop_signal() != signal.SIGINT or status not in (0, None):
       raise
-  if termination.stop_signal() == signal.SIGINT:
-    _end_as_interrupted()
+  if termination.stop_signal() == signal.SIGINT:  # end by SIGINT, as a shell expects of Ctrl-C
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+    status = 130  # reached only while SIGINT is blocked
   sys.exit(status)
 
 

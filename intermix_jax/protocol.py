@@ -3,21 +3,8 @@
     protocol.optimisation_row('piczakcnn', 'esc10')
       -> {'num_epochs': 600, 'lr': 0.01, 'schedule': (0.5, 0.75), 'warmup_epochs': 0}
 
-Rows are for STANDARD training: a mixing strategy doubles `num_epochs` at train time when
-`double_epochs_for_mixing` (schedule fractions scale with it, warmup does not).
-  envnet, envnetv2: the paper's table (the BC-learning reference code's opts.py).
-  m18, soundnet5, piczakcnn: the papers leave these open. The BC-learning reference code only ships
-  the EnvNet schedules; these three are shallow-to-mid depth BN networks trained on the same clips,
-  so they take the EnvNet row (600 epochs, 400 on UrbanSound8K; LR 0.01; decay at 0.5 / 0.75).
-Datasets without a row of their own (synthetic, custom) take the backbone's ESC-50 row.
-
-Also fixed by the protocol, whatever the row: batch 64 (32 pairs when mixing), the published model
-(width 1, published FC width), 10 test crops, whole epochs, the last epoch's error reported
-(`FIXED`). And the audio: the official release, resampled to the backbone's rate. ESC-50 (and
-ESC-10) is 44.1 kHz throughout (`OFFICIAL_SAMPLE_RATES`), so a copy at a lower rate given to a
-backbone of a higher rate is upsampled where the papers were not (`upsampled_rates`);
-UrbanSound8K's official clips come at many rates (8 to 192 kHz), upsampling some of them is its
-protocol, and a copy at other rates is not told apart.
+Rows are for standard training (mixing doubles num_epochs at train time); m18, soundnet5 and
+piczakcnn take the EnvNet row, datasets without a row of their own the backbone's ESC-50 row.
 """
 from __future__ import annotations
 
@@ -39,21 +26,15 @@ FIXED = {'batch_size': 64, 'model.width': 1.0, 'model.fc_units': None, 'num_eval
          'steps_per_epoch': None}
 
 
-# The one native rate (Hz) of every clip of a paper dataset's official release (datasets of mixed
-# rates are absent).
+# The one native rate (Hz) of every clip of a paper dataset's official release (UrbanSound8K's
+# clips come at many rates).
 OFFICIAL_SAMPLE_RATES = {'esc50': 44100, 'esc10': 44100}
 
 
 def upsampled_rates(dataset: str, source_sample_rates, sample_rate) -> list[int]:
   """The source rates (Hz, ascending) of a run's clips that the papers' protocol never upsampled:
-  below both the backbone's `sample_rate` and the official release's rate of `dataset`. [] when
-  nothing tells (no official single rate, rates or sample_rate unknown).
-
-  Args:
-    dataset: config.dataset.
-    source_sample_rates: {native rate in Hz (int or its text): clips} of the prepared copy, or
-      None (a copy prepared before the rates were recorded).
-    sample_rate: Hz of the backbone (the prepared copy's rate).
+  below both `sample_rate` (Hz, the backbone's) and the official rate of `dataset`; [] when unknown.
+  `source_sample_rates`: {native rate in Hz (int or its text): clips} of the prepared copy, or None.
   """
   official = OFFICIAL_SAMPLE_RATES.get(dataset)
   if official is None or not source_sample_rates or not sample_rate:
@@ -70,8 +51,4 @@ def optimisation_row(backbone: str, dataset: str) -> dict | None:
   """{num_epochs, lr, schedule (tuple), warmup_epochs} for (backbone, dataset), or None when the
   backbone has no row (an unknown name: the config checks name it)."""
   rows = _ROWS.get('envnet' if backbone in _TAKES_ENVNET_ROW else backbone)
-  if rows is None:
-    return None
-  row = dict(rows[row_dataset(dataset)])
-  row['schedule'] = tuple(row['schedule'])
-  return row
+  return None if rows is None else dict(rows[row_dataset(dataset)])

@@ -1,11 +1,5 @@
-"""Epoch counts and the piecewise-constant learning-rate schedule of docs/method.md §5.
-
-The reference code (bc_learning_sound, train.py) sets, for the 1-based epoch e of N epochs:
-
-    decay = #{f in schedule : e > N * f};  decay = 1 if e <= warmup;  lr = LR0 * 0.1 ** decay
-
-`lr_schedule` is that rule as an optax schedule of the 0-based optimiser step (epoch e = step //
-steps_per_epoch + 1), so the LR is constant within an epoch.
+"""Epoch counts and the piecewise-constant learning-rate schedule of docs/method.md §5 (the
+reference code's rule, as an optax schedule of the 0-based optimiser step; constant per epoch).
 """
 from __future__ import annotations
 
@@ -23,7 +17,8 @@ def total_epochs(num_epochs: int, mixes: bool, double_for_mixing: bool = True) -
 
 def lr_schedule(base_lr: float, num_epochs: int, steps_per_epoch: int,
                 schedule: Sequence[float], warmup_epochs: int) -> optax.Schedule:
-  """Step -> learning rate (float32 scalar), the reference rule above.
+  """Step -> learning rate (float32 scalar): at 1-based epoch e of N, LR0 * 0.1 ** #{f in schedule :
+  e > N * f}, or LR0 * 0.1 during the warm-up.
 
   Args:
     base_lr: LR0.

@@ -1,15 +1,11 @@
-"""Paired statistics for comparing two classifiers on the same test clips (numpy in, numbers out).
+"""Paired statistics of two classifiers on the same test clips: McNemar's exact test and a paired
+bootstrap interval of the error difference (the report's `paired_comparisons`).
 
-Used by the report (`intermix_jax.report.aggregation.paired_comparisons`) to compare each mixing
-strategy against standard training: McNemar's exact test (`mcnemar_counts`, `mcnemar_exact`) and
-a paired bootstrap interval of the error difference (`paired_bootstrap`, fixed seed).
-
-A "correct" array is boolean, one entry per test clip (the clip's 10-crop prediction equals its
-label), clips in the same order for the two methods. Errors are in percent (0-100).
+A "correct" array is boolean, one entry per test clip, clips in the same order for the two
+methods. Errors are in percent (0-100).
 """
 from __future__ import annotations
 
-import fractions
 import math
 
 import numpy as np
@@ -17,9 +13,7 @@ import numpy as np
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 CONFIDENCE = 0.95
-# Upper bound on the elements of one block of resampled indices (int64): bounds the memory of
-# paired_bootstrap at about 32 MB whatever the number of clips. The block size is a function of
-# the number of clips only, so the result is a function of (inputs, num_resamples, seed).
+# Elements of one block of resampled indices (int64, about 32 MB), whatever the number of clips.
 _BLOCK_ELEMENTS = 4_000_000
 
 
@@ -56,11 +50,8 @@ def mcnemar_counts(correct_ref, correct_new) -> tuple[int, int]:
 
 
 def mcnemar_exact(b: int, c: int) -> float:
-  """McNemar's exact two-sided test of b vs c discordant clips.
-
-  Under the null hypothesis (both methods have the same error rate) each discordant clip is a fair
-  coin: p = min(1, 2 * P[X <= min(b, c)]) with X ~ Binomial(b + c, 1/2), computed with exact
-  integers. p = 1 when b + c = 0.
+  """McNemar's exact two-sided test of b vs c discordant clips: p = min(1, 2 * P[X <= min(b, c)]),
+  X ~ Binomial(b + c, 1/2), in exact integers (1 when b + c = 0).
 
   Args:
     b: clips the reference got right and the compared method wrong (>= 0).
@@ -76,16 +67,13 @@ def mcnemar_exact(b: int, c: int) -> float:
   if n == 0:
     return 1.0
   tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))
-  return float(min(fractions.Fraction(1), fractions.Fraction(2 * tail, 2 ** n)))
+  return min(1.0, 2 * tail / 2 ** n)  # int / int: exact, then correctly rounded
 
 
 def paired_bootstrap(correct_ref, correct_new, num_resamples: int = BOOTSTRAP_RESAMPLES,
                      seed: int = BOOTSTRAP_SEED, confidence: float = CONFIDENCE) -> dict:
-  """Paired bootstrap interval of error(new) - error(ref) over clips.
-
-  Each resample draws n clips with replacement (numpy `default_rng(seed)`), the same clips for both
-  methods, and computes the error difference on them; the interval is the (1 - confidence) / 2 and
-  (1 + confidence) / 2 percentiles of the resampled differences (linear interpolation).
+  """Paired bootstrap interval of error(new) - error(ref): each resample draws n clips with
+  replacement (the same for both methods); the interval is the central `confidence` percentiles.
 
   Args:
     correct_ref: bool (n,) or (k, n): the reference method got clip i right; (k, n) for k repeated
@@ -107,8 +95,7 @@ def paired_bootstrap(correct_ref, correct_new, num_resamples: int = BOOTSTRAP_RE
   if not 0 < confidence < 1 or num_resamples < 1:
     raise ValueError(f'stats: need 0 < confidence < 1 and num_resamples >= 1, got {confidence}, '
                      f'{num_resamples}')
-  # Per clip: 100 * (ref right - new right), averaged over runs = this clip's share of the error
-  # difference error(new) - error(ref).
+  # Per clip, averaged over runs: its share of error(new) - error(ref).
   d = 100.0 * (ref.astype(np.float64) - new.astype(np.float64))
   d = d.reshape(-1, d.shape[-1]).mean(0)
   n = d.shape[0]

@@ -1,12 +1,5 @@
-"""TensorBoard scalar summaries without TensorFlow, written synchronously by the calling thread.
-
-clu.metric_writers imports TensorFlow for its summary writer (not installed here: TFDS runs without
-it), so this module writes TensorBoard event files itself (the `tensorboard` package's record
-format and protos), behind the same small interface as clu's MetricWriter (write_scalars,
-write_texts, flush, close). `tensorboard --logdir WORKDIR` reads them.
-
-No background thread: a failed write (disk full, read-only file system) raises an OSError naming
-the event file in the thread that wrote, where the trainer's caller turns it into one line.
+"""TensorBoard summaries without TensorFlow (clu's MetricWriter interface, the `tensorboard`
+package's record format), written by the calling thread; and the console's steps/s and ETA.
 """
 from __future__ import annotations
 
@@ -102,14 +95,13 @@ def _naming(path: str):
     raise OSError(error.errno, error.strerror or os.strerror(error.errno), path) from error
 
 
-# --- the console's progress: steps/s, ETA, the share of checkpoints ----------------------------
+# --- the console's progress ------------------------------------------------------------------
 def fmt_time(seconds: float) -> str:
+  """'H:MM:SS', or '?' when not finite."""
   if not math.isfinite(seconds):
     return '?'
-  seconds = int(round(seconds))
-  h, rem = divmod(seconds, 3600)
-  m, s = divmod(rem, 60)
-  return f'{h}:{m:02d}:{s:02d}'
+  m, s = divmod(int(round(seconds)), 60)
+  return f'{m // 60}:{m % 60:02d}:{s:02d}'
 
 
 def steps_per_sec(last_log: tuple[float, int], step: int) -> tuple[float, tuple[float, int]]:
@@ -119,9 +111,8 @@ def steps_per_sec(last_log: tuple[float, int], step: int) -> tuple[float, tuple[
 
 
 class Pace:
-  """Steps/s of wall time since this process's first progress log (compilation excluded;
-  evaluations and checkpoints included): what the ETA is computed from once known. The logged
-  steps/s counts training only, and on a fast accelerator the saves can take most of the time."""
+  """The ETA from the steps/s of wall time since this process's first progress log (evaluations
+  and checkpoints included, compilation not)."""
 
   def __init__(self):
     self.first: tuple[float, int] | None = None
@@ -137,10 +128,8 @@ class Pace:
 
 
 class SaveShare:
-  """The share of the wall time taken by periodic checkpoints: one warning per training loop when,
-  between two periodic saves, saving took more than half the time (on a fast accelerator a
-  verified save of a large state can outlast the training between two saves; benchmarks/README.md,
-  "Runs in one program on an H200")."""
+  """One warning per training loop when, between two periodic saves, saving took more than half
+  the wall time (benchmarks/README.md, "Runs in one program on an H200")."""
 
   def __init__(self):
     self.since = time.time()  # the start of the current period (the previous check)

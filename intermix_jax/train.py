@@ -1,18 +1,7 @@
-"""Training and evaluation of one run: `train_and_evaluate(config, workdir)`.
+"""Training and evaluation of one run, or of fold='all' / `seeds`: `train_and_evaluate`.
 
-What lands in `workdir` (config.json, dataset.json, checkpoints/, results.json, TensorBoard
-events; with `fold='all'` / `seeds`: fold_<k>/, seed_<s>/, cv_results.json, seeds_results.json) and
-what each holds: WORKSPACE.md. A workdir is trained by one process at a time: its lock
-(workdir_lib.lock, `.training.lock`) is taken before the first write and held to the end.
-
-Rerunning the same command resumes from the newest readable checkpoint: parameters, optimiser state,
-counters, the data position (epoch, step within the epoch), the PRNG key, the history and the partial
-epoch's metric sums, so the resumed run ends bitwise equal to an uninterrupted one (on CPU). SIGTERM
-(preemption) or a first Ctrl-C (SIGINT) saves a checkpoint at the current step and returns with
-status 'preempted' (main exits 0 after SIGTERM, by SIGINT after Ctrl-C). A non-finite loss or
-gradient is never applied (steps.py); with `nan_policy='stop'` training stops with
-`NonFiniteError` naming the step and the last good checkpoint, with 'skip' it carries on and counts
-such steps (`nonfinite_steps` in the metrics).
+What lands in the workdir, how a rerun resumes (bitwise, on CPU), SIGTERM / Ctrl-C and the
+nan_policy: WORKSPACE.md. A workdir is trained by one process at a time (workdir_lib.lock).
 """
 from __future__ import annotations
 
@@ -56,17 +45,12 @@ def _is_main() -> bool:
   return jax.process_index() == 0
 
 
-# ------------------------------------------------------------------------------------------------
-# Entry point
-# ------------------------------------------------------------------------------------------------
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains and evaluates `config` in `workdir`; returns the results dict (see results.json).
 
-  One run (a fold number, `seeds` None): `workdir` is the run's. Several runs (fold='all' and/or a
-  tuple of `seeds`): run (s, k) trains in workdir/seed_<s>/fold_<k> (no seed_<s> level without
-  `seeds`, no fold_<k> level for one fold), one after another, or all in one program with
-  `stack_runs`; every fold='all' group writes cv_results.json beside its folds and `seeds` writes
-  workdir/seeds_results.json. The summary of the whole is returned.
+  Several runs (fold='all' and/or `seeds`): run (s, k) trains in workdir/seed_<s>/fold_<k> (either
+  level only where it applies), with cv_results.json / seeds_results.json; their summary is
+  returned.
 
   Raises:
     config_checks.ConfigError: a field is unusable (before any heavy work).
@@ -143,46 +127,34 @@ def _run_plan(config: ml_collections.ConfigDict, workdir: str, num_folds: int, g
     if config.fold == 'all':
       if group_dir != workdir:  # workdir/seed_<s> is a fold='all' workdir of its own
         workdir_lib.check_or_store_config(group_dir, group, write=_is_main())
-      summaries.append(_cv_summary(group, group_dir, got, num_folds))
+      summaries.append(_write_summary(group, group_dir, CV_RESULTS_FILE, 'cross-validation',
+                                      'fold', 'final_error', seed=group.seed,
+                                      **aggregation.cv_summary(got, num_folds)))
     else:
       summaries.append(dict(seed=group.seed, status=got[0]['status'] if got else 'not_started',
                             final_error=got[0]['final_error'] if got else None))
-  summary = summaries[0] if config.seeds is None else _seeds_summary(config, workdir, summaries)
+  summary = summaries[0] if config.seeds is None else _write_summary(
+      config, workdir, SEEDS_RESULTS_FILE, f'{len(summaries)} seeds', 'seed', 'error',
+      fold=config.fold, **aggregation.seeds_summary(
+          summaries, 'mean_error' if config.fold == 'all' else 'final_error'))
   stopped = [r for r in results if r['status'] == 'stopped_nonfinite']
   if stopped:  # runs in one program: the others trained to the end first
     raise NonFiniteError(' | '.join(f"{r['workdir']}: {r['message']}" for r in stopped))
   return summary
 
 
-def _cv_summary(config: ml_collections.ConfigDict, workdir: str, results: list[dict],
-                num_folds: int) -> dict:
-  """cv_results.json of one fold='all' group (written in `workdir`) from its folds' results."""
+def _write_summary(config: ml_collections.ConfigDict, workdir: str, name: str, what: str,
+                   unit: str, error_key: str, **fields) -> dict:
+  """{dataset, backbone, method, **fields} written as workdir/name (process 0); logs its mean and
+  the error (`error_key`) of each entry of fields[unit + 's']. Returns the summary."""
   summary = dict(dataset=config.dataset, backbone=config.backbone,
-                 method=mixing.method_label(config),
-                 seed=config.seed, **aggregation.cv_summary(results, num_folds))
-  _write_summary(workdir, CV_RESULTS_FILE, summary, 'cross-validation',
-                 [(f['fold'], f['final_error']) for f in summary['folds']], 'fold')
-  return summary
-
-
-def _seeds_summary(config: ml_collections.ConfigDict, workdir: str, per_seed: list[dict]) -> dict:
-  """seeds_results.json (written in `workdir`) from the seeds' results or cv summaries."""
-  summary = dict(dataset=config.dataset, backbone=config.backbone,
-                 method=mixing.method_label(config),
-                 fold=config.fold, **aggregation.seeds_summary(
-                     per_seed, 'mean_error' if config.fold == 'all' else 'final_error'))
-  _write_summary(workdir, SEEDS_RESULTS_FILE, summary, f"{len(summary['seeds'])} seeds",
-                 [(s['seed'], s['error']) for s in summary['seeds']], 'seed')
-  return summary
-
-
-def _write_summary(workdir: str, name: str, summary: dict, what: str, errors: list, unit: str):
-  """Writes `summary` as workdir/name (process 0) and logs its mean and `errors` ((id, error))."""
+                 method=mixing.method_label(config), **fields)
   if _is_main():
     workdir_lib.write_json_atomic(os.path.join(workdir, name), summary)
     if summary['mean_error'] is not None:
-      logging.info('%s %s: error %.2f%% (%s)', what, workdir, summary['mean_error'],
-                   ', '.join(f'{unit} {i}: {e:.2f}' for i, e in errors))
+      logging.info('%s %s: error %.2f%% (%s)', what, workdir, summary['mean_error'], ', '.join(
+          f'{unit} {r[unit]}: {r[error_key]:.2f}' for r in summary[unit + 's']))
+  return summary
 
 
 # ------------------------------------------------------------------------------------------------
@@ -200,14 +172,8 @@ class _Run:
     self.workdir = workdir
     self.is_main = _is_main()
     self.info = data.dataset_info(config)
-    try:
-      self.model = trained.build_model(config, self.info.num_classes)
-    except ValueError as e:
-      raise config_checks.ConfigError(f'config.model / config.backbone={config.backbone!r}: {e}') from e
-    try:
-      self.strategy = mixing.build_strategy(config)
-    except ValueError as e:
-      raise config_checks.ConfigError(f'config.mixing / config.strategy={config.strategy!r}: {e}') from e
+    self.model = trained.build_model(config, self.info.num_classes)  # checked by validate
+    self.strategy = mixing.build_strategy(config)
     self.mixes = self.strategy.mixes
     config_checks.validate(
         config, num_folds=self.info.num_folds, num_mix_points=self.model.num_mix_points,
@@ -274,15 +240,11 @@ def _close(things, *, quietly: bool) -> None:
 def _train(configs: list[ml_collections.ConfigDict], workdirs: list[str],
            stack: str | None = None) -> list[dict]:
   """Trains (or resumes) run k of `configs` in `workdirs[k]`; returns their results dicts (see
-  results.json), in the order given. One run (`stack` None), or K runs as ONE program, their states
-  stacked on a run axis (`stack`: config.stack_method, multirun.py). Each run keeps what it has
-  alone (`_Run`: data, loader order, crops, test fold; `records.RunRecord`: checkpoints,
-  results.json, TensorBoard, NaN policy); `_Loop` steps them.
+  results.json), in the order given: one run (`stack` None), or K runs as ONE program, stacked on a
+  run axis (`stack`: config.stack_method, multirun.py).
 
-  Each workdir's lock is taken once its config is checked, before anything is written (re-entrant
-  under _many_runs, which holds them already). The summary writers and the checkpoint stores are
-  closed on every way out: finished, preempted, stopped or any exception (a failure to close is
-  then only logged, so that the exception reported stays the one that stopped the run).
+  Each workdir's lock is taken once its config is checked, before anything is written. The
+  summary writers and checkpoint stores are closed on every way out (`_close`).
   """
   t0 = time.time()
   parts, stores, writers, ok = [], [], [], False
@@ -320,15 +282,9 @@ class _Loop:
   stacked on a run axis (`stack`). Every cadence (log, NaN check, evaluation, checkpoint,
   results.json, stop) is written once, here, for both.
 
-  Stacked runs start from the newest step whose checkpoint every one of them has: the checkpoints
-  of one step are written for every run before any run's old ones are rotated away (`_rotate`), so
-  a kill at any moment leaves such a step, and the rerun continues exactly as the program would
-  have (bitwise: same K, same steps). Checkpoints newer than that step (written by some runs before
-  the kill) are deleted. Evaluation and checkpoints see each run's slice of the stacked state
-  (`multirun.take_run`), so they are those of the run alone. A run whose loss turns non-finite
-  follows its own `nan_policy`: under 'stop' it writes its results.json and is left out from then
-  on (its slice still rides along in the step; its values are never read again) while the others
-  train to the end.
+  Stacked runs resume together from the newest step whose checkpoint every one of them has
+  (newer ones are deleted); a run stopped by its nan_policy is left out while the others train
+  on (docs/architecture.md).
   """
 
   def __init__(self, parts: list, t0: float, stack: str | None):
@@ -365,10 +321,6 @@ class _Loop:
     self.step = self.books[0].start
     mesh = self.mesh = first.mesh
     self.saves = summaries.SaveShare()  # every run's saves count together
-    # One run rewrites results.json after every epoch. Rewriting every run's (its whole history,
-    # fsynced) cost 18 ms per run and epoch on a 2-core CPU (15 runs x 200 epochs: 56 s of 150 s):
-    # runs in one program rewrite it at evaluations and checkpoints only.
-    self.results_every_epoch = stack is None
     if stack:
       for b in self.books:
         b.label = f' (fold {b.cfg.fold}, seed {b.cfg.seed})'
@@ -578,6 +530,6 @@ class _Loop:
       self.saves.timed(self._save)
       if self.first.is_main and not (last or term.requested):
         self.saves.check(cfg.checkpoint_every_epochs)
-    if self.results_every_epoch or saved or evaluated:
+    if not self.stack or saved or evaluated:  # stacked: not every epoch (benchmarks/README.md)
       self._each(lambda k, b: b.write_results('finished' if last else 'running'))
     self.last_log = (time.time(), self.step)  # steps/s counts training only

@@ -182,7 +182,7 @@ def test_runs_in_one_program_rewrite_results_at_evaluations_and_checkpoints_only
     trained, synthetic_data_dir, tmp_path, monkeypatch):
   """Runs in one program write results.json when training starts, at each evaluation, checkpoint
   and the end, not after every epoch (each write is the whole history, fsynced: on an accelerator
-  it would outlast the epoch; train._Loop.results_every_epoch). InterMix 4 epochs, evaluated every
+  it would outlast the epoch; train._Loop._end_epoch). InterMix 4 epochs, evaluated every
   3: 'running' at the start and after epoch 3 only, then 'finished' (the epoch-4 state); every
   epoch is in the history."""
   del trained  # the compiled steps of its programs are reused
