@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite (creating the environment first if needed), in INTERMIX_TEST_WORKERS
 # pytest-xdist processes (default 2; 0 runs in this process), each test file whole in one of them
-# (--dist loadfile: a file's module fixtures are built once).
+# (--dist loadfile: a file's module fixtures are built once), the heaviest files first
+# (tests/conftest.py HEAVY_FIRST).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$_root"

@@ -1,6 +1,8 @@
-"""Run by tests/test_parallel.py in a child process with 8 simulated CPU devices.
+"""Run by tests/test_parallel.py in a child process with 8 simulated CPU devices (the suite's one
+8-device child: the multi-run measurements of tests/test_multirun.py are taken here too, under
+'multirun').
 
-Prints one JSON line (prefixed 'RESULT ') of measurements; the assertions live in the test file.
+Prints one JSON line (prefixed 'RESULT ') of measurements; the assertions live in test_parallel.py.
 Usage: XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/_mp_eight_devices.py
 """
 import collections
@@ -183,6 +185,9 @@ def main():
     out['odd_pairs_error'] = None
   except ValueError as e:
     out['odd_pairs_error'] = str(e)
+  import test_multirun  # pylint: disable=g-import-not-at-top
+  out['multirun'] = test_multirun.eight_device_measurements()
+  lap('multirun')
   print('RESULT ' + json.dumps(out))
   return 0
 

@@ -58,6 +58,13 @@ SYSTEM_TESTS = {
     'test_window': ('test_cpu_dry_run_from_the_pack_to_the_report',),
 }
 TIERS = ('unit', 'integration', 'system')
+# The heaviest files (CPU time of the whole suite), heaviest first: pytest-xdist (--dist loadfile)
+# hands them out first (in collection order: pytest_configure turns off xdist's reordering by
+# number of tests, which starts the one-test dry runs last; an option since xdist 3.8), so no long
+# file starts last while the other worker idles.
+HEAVY_FIRST = ('test_train_together', 'test_reliability', 'test_accel_ops', 'test_models',
+               'test_cli_errors', 'test_roofline', 'test_accelerator_check', 'test_window',
+               'test_parallel', 'test_multirun', 'test_train')
 
 
 def tier_of(item) -> str:
@@ -70,8 +77,15 @@ def tier_of(item) -> str:
   return 'integration'
 
 
+def pytest_configure(config):
+  if hasattr(config.option, 'loadscopereorder'):
+    config.option.loadscopereorder = False  # HEAVY_FIRST's order
+
+
 def pytest_collection_modifyitems(config, items):
   del config
+  rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+  items.sort(key=lambda item: rank.get(item.module.__name__, len(rank)))  # stable: files stay whole
   for item in items:
     tier = tier_of(item)
     item.add_marker(getattr(pytest.mark, tier))

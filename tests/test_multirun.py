@@ -4,9 +4,10 @@ Laws: run k of the K-run step (`steps.mesh_train_step(..., stack=)`) computes wh
 (its own state, batch and key, hence its own data order, mixing plans and dropout masks), to
 float32 rounding (tolerances below); the K-run eval step likewise for the one-run one; a NaN
 in one run's batch changes no other run (bitwise) and is not applied to its own run; stack/unstack
-are inverse (typed keys included); on 8 simulated CPU devices (a child process, like
-tests/test_parallel.py) the multi-run step equals the 1-device multi-run step ('standard') and the
-8-device one-run steps ('intermix', whose plans are drawn per device).
+are inverse (typed keys included); on 8 simulated CPU devices (eight_device_measurements, run in
+tests/test_parallel.py's one 8-device child and checked there) the multi-run step equals the
+1-device multi-run step ('standard') and the 8-device one-run steps ('intermix', whose plans are
+drawn per device).
 
 Tolerances. Not bitwise: vmap turns each run's convolutions and matrix products into batched
 (grouped) ones and the mixer's `lax.cond` into a select, and XLA:CPU may sum in another order, so
@@ -22,10 +23,6 @@ parameters near zero make an elementwise rtol meaningless):
 Metrics: loss rtol 1e-6 (observed 1.4e-7); error, lr, finite, nonfinite_count exactly.
 """
 import functools
-import json
-import os
-import subprocess
-import sys
 import types
 
 import chex
@@ -369,10 +366,11 @@ def test_stack_and_placement_errors():
 
 
 # ------------------------------------------------------------------------------------------------
-# 5. 8 simulated devices (child process)
+# 5. 8 simulated devices (measured in tests/_mp_eight_devices.py's child, checked in test_parallel)
 # ------------------------------------------------------------------------------------------------
-def _eight_device_child():
-  """Runs under 8 simulated CPU devices; prints 'RESULT <json>'."""
+def eight_device_measurements():
+  """Run by tests/_mp_eight_devices.py under 8 simulated CPU devices: the measurements that
+  tests/test_parallel.py's test_eight_devices_multi_run_step and _data_on_device check (a dict)."""
   out = {'device_count': jax.device_count()}
   model, opt = TinyNet(), opt_spec()
   mesh8, mesh1 = parallel.make_mesh(8), parallel.make_mesh(1)
@@ -430,48 +428,4 @@ def _eight_device_child():
   out['device_data_equal'] = bool(same)
   out['device_data_rel'] = rel(multirun.unstack(jax.device_get(dev_states), K),
                                multirun.unstack(jax.device_get(host_states), K))
-  print('RESULT ' + json.dumps(out))
-
-
-@pytest.fixture(scope='module')
-def eight():
-  env = dict(os.environ)
-  flags = [f for f in env.get('XLA_FLAGS', '').split()
-           if not f.startswith('--xla_force_host_platform_device_count')]
-  env['XLA_FLAGS'] = ' '.join(flags + ['--xla_force_host_platform_device_count=8'])
-  env['JAX_PLATFORMS'] = 'cpu'
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), '--eight-devices'], env=env,
-                        capture_output=True, text=True, timeout=300,
-                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
-  assert proc.returncode == 0 and lines, f'child failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}'
-  return json.loads(lines[-1][len('RESULT '):])
-
-
-def test_eight_devices_multi_run_step(eight):
-  assert eight['device_count'] == 8
-  assert eight['x_shard_shapes'] == [[K, 2, 64]]  # every device: all runs, its 2 rows
-  assert eight['states_replicated']
-  # standard: 8 devices x K runs == 1 device x K runs (as tests/test_parallel.py for one run).
-  assert eight['standard_rel'] <= 1e-5, eight
-  np.testing.assert_allclose(*eight['standard_loss'], rtol=1e-5)
-  # intermix: == the 8-device one-run steps (same per-device plans), to InterMix's tolerance.
-  assert eight['intermix_finite']
-  assert eight['intermix_rel'] <= RTOL_STATE['intermix'], eight
-  np.testing.assert_allclose(*eight['intermix_loss'], rtol=1e-5)
-  # unroll: the same, to standard's tolerance (observed equal).
-  assert eight['unroll_rel'] <= RTOL_STATE['standard'], eight
-  np.testing.assert_allclose(*eight['unroll_loss'], rtol=1e-6)
-
-
-def test_eight_devices_data_on_device(eight):
-  """K runs' crops cut on 8 devices from one table: bitwise the host batches, sharded as they
-  are (each device its 2 rows of every run); the step that cuts them itself ends where the step
-  on the host batches does (observed bitwise; asserted to standard's tolerance)."""
-  assert eight['device_data_equal']
-  assert eight['device_data_shards'] == [[K, 2, 64]]
-  assert eight['device_data_rel'] <= RTOL_STATE['standard'], eight
-
-
-if __name__ == '__main__' and '--eight-devices' in sys.argv:
-  _eight_device_child()
+  return out

@@ -7,7 +7,8 @@ environment detection for multi-process launches. The 8-device laws (8 devices =
 same global batch, synchronised BatchNorm, per-device mixing draws, no collectives in the mixing,
 nor in the trainer's compiled step beyond the gradients' and BatchNorm's all-reduces) run in a
 child process with 8 simulated devices (tests/_mp_eight_devices.py), so the
-device-count flag does not affect the rest of the suite.
+device-count flag does not affect the rest of the suite; the same child measures the K-run step on
+8 devices (tests/test_multirun.py's eight_device_measurements), checked here.
 """
 import json
 
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 import _mp_common as C
+import test_multirun
 from intermix_jax import distributed, mixing, parallel
 
 STRATEGIES = ('standard', 'mixup', 'bc', 'speechmix', 'intermix')
@@ -173,7 +175,7 @@ def test_toy_strategy_one_device_law():
 
 @pytest.fixture(scope='module')
 def eight():
-  proc = C.run_python('_mp_eight_devices.py', [], C.subprocess_env(8), timeout=300)
+  proc = C.run_python('_mp_eight_devices.py', [], C.subprocess_env(8), timeout=900)
   lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
   assert proc.returncode == 0 and lines, f'child failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}'
   return json.loads(lines[-1][len('RESULT '):])
@@ -235,6 +237,34 @@ def test_eight_devices_trainer_step_adds_no_collective_for_the_mixing(eight):
 
 def test_eight_devices_odd_pairs_error(eight):
   assert 'whole pairs' in eight['odd_pairs_error'] and 'multiple of 16' in eight['odd_pairs_error']
+
+
+def test_eight_devices_multi_run_step(eight):
+  """K runs in one step (tests/test_multirun.py's laws) on 8 devices."""
+  m, k = eight['multirun'], test_multirun.K
+  assert m['device_count'] == 8
+  assert m['x_shard_shapes'] == [[k, 2, 64]]  # every device: all runs, its 2 rows
+  assert m['states_replicated']
+  # standard: 8 devices x K runs == 1 device x K runs (as above for one run).
+  assert m['standard_rel'] <= 1e-5, m
+  np.testing.assert_allclose(*m['standard_loss'], rtol=1e-5)
+  # intermix: == the 8-device one-run steps (same per-device plans), to InterMix's tolerance.
+  assert m['intermix_finite']
+  assert m['intermix_rel'] <= test_multirun.RTOL_STATE['intermix'], m
+  np.testing.assert_allclose(*m['intermix_loss'], rtol=1e-5)
+  # unroll: the same, to standard's tolerance (observed equal).
+  assert m['unroll_rel'] <= test_multirun.RTOL_STATE['standard'], m
+  np.testing.assert_allclose(*m['unroll_loss'], rtol=1e-6)
+
+
+def test_eight_devices_data_on_device(eight):
+  """K runs' crops cut on 8 devices from one table: bitwise the host batches, sharded as they
+  are (each device its 2 rows of every run); the step that cuts them itself ends where the step
+  on the host batches does (observed bitwise; asserted to standard's tolerance)."""
+  m = eight['multirun']
+  assert m['device_data_equal']
+  assert m['device_data_shards'] == [[test_multirun.K, 2, 64]]
+  assert m['device_data_rel'] <= test_multirun.RTOL_STATE['standard'], m
 
 
 # --- distributed start-up ------------------------------------------------------------------------------
