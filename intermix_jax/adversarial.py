@@ -44,9 +44,6 @@ class AdversarialWorkdirError(RuntimeError):
   """The workdir cannot be attacked (no config, no checkpoint, run not finished, ...)."""
 
 
-# ------------------------------------------------------------------------------------------------
-# The attack (pure, jittable)
-# ------------------------------------------------------------------------------------------------
 def fgsm(loss_fn: Callable[[jax.Array], jax.Array], x: jax.Array, eps) -> jax.Array:
   """One-step untargeted FGSM: x + eps * sign(grad_x loss_fn(x)).
 
@@ -83,9 +80,7 @@ def crop_gradients(variables: dict, x: jax.Array, y: jax.Array, mask: jax.Array,
 
 
 def attack_step(state, batch: dict, *, model, epsilons: tuple[float, ...]) -> dict:
-  """Clean and FGSM-attacked multi-crop evaluation of one batch.
-
-  docs/method.md §5 (protocol) and §7 (attack).
+  """Clean and FGSM-attacked multi-crop evaluation of one batch (docs/method.md §5, §7).
 
   Args:
     state: anything with `params` and `batch_stats` (e.g. steps.TrainState).
@@ -113,17 +108,13 @@ def attack_step(state, batch: dict, *, model, epsilons: tuple[float, ...]) -> di
 
 @functools.lru_cache(maxsize=None)
 def attack_step_on(model, epsilons: tuple[float, ...], mesh) -> Callable:
-  """`step(state, batch) -> dict` (`attack_step` for `model` and `epsilons`) jitted on `mesh`:
-  state replicated, batch sharded on its clip axis (parallel.eval_step_shardings); one per
-  (model, epsilons, mesh) in a process."""
+  """`attack_step` for `model` and `epsilons` jitted on `mesh` with the eval step's shardings;
+  one per (model, epsilons, mesh) in a process."""
   from intermix_jax import parallel  # pylint: disable=g-import-not-at-top
   return steps.jit_eval_step(functools.partial(attack_step, model=model, epsilons=tuple(epsilons)),
                              **parallel.eval_step_shardings(mesh))
 
 
-# ------------------------------------------------------------------------------------------------
-# A trained workdir
-# ------------------------------------------------------------------------------------------------
 def eps_key(eps: float) -> str:
   """JSON key of an eps: '0.01', '0.001', '0.0001', '1e-05' (Python's repr of the float)."""
   return repr(float(eps))
@@ -184,12 +175,10 @@ def evaluate_workdir(workdir: str, epsilons: Sequence[float] = DEFAULT_EPSILONS,
   run = load_workdir(workdir, allow_unfinished=allow_unfinished)
   config, results, model, step = run.config, run.results, run.model, run.step
   epsilons = tuple(float(e) for e in epsilons)
-  if data_dir is not None or manual_dir is not None:
+  moved = {k: v for k, v in dict(data_dir=data_dir, manual_dir=manual_dir).items() if v is not None}
+  if moved:
     config = config.copy_and_resolve_references()
-    if data_dir is not None:
-      config.data_dir = data_dir
-    if manual_dir is not None:
-      config.manual_dir = manual_dir
+    config.update(moved)
   loader = data.make_eval_loader(config, model.sample_rate, model.input_length)
   ev = trained.evaluate_clips(attack_step_on(model, epsilons, run.mesh), run.state, loader,
                               run.mesh, per_clip=(), totals=('num_correct', 'count', 'loss_sum'))
@@ -214,9 +203,6 @@ def evaluate_workdir(workdir: str, epsilons: Sequence[float] = DEFAULT_EPSILONS,
       wall_time_s=time.time() - t0, versions=workdir_lib.versions())
 
 
-# ------------------------------------------------------------------------------------------------
-# Command line
-# ------------------------------------------------------------------------------------------------
 def parse_epsilons(text: str) -> tuple[float, ...]:
   """'1e-2,1e-3' -> (0.01, 0.001); ValueError naming --eps for anything else."""
   try:
