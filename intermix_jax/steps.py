@@ -261,7 +261,7 @@ _JITTED: dict[tuple, Callable] = {}
 
 
 def _jitted_once(key: tuple, build: Callable[[], Callable]) -> Callable:
-  """The function stored under `key`, built on its first use (so equal statics share compilations)."""
+  """The function stored under `key`, built on its first use (equal statics share compilations)."""
   if key not in _JITTED:
     _JITTED[key] = build()
   return _JITTED[key]
