@@ -8,11 +8,9 @@ clip, docs/method.md §5) and evaluates it clean and attacked:
 
     x_adv = x + eps * sign(grad_x CE(f(x), y))
 
-on the normalised waveform x = int16 / 32768 of EACH crop (the crop's true label, cross-entropy,
-model in eval mode: BatchNorm running statistics, no dropout, so every crop is attacked on its
-own), then the usual protocol (mean softmax over the attacked crops -> argmax). One gradient serves
-every eps (one-step attack). No clipping to [-1, 1] (the paper's formula). Writes W/adversarial.json
-(or --out): self-describing (dataset, backbone, method, fold, seed, checkpoint step), so
+on the normalised waveform x = int16 / 32768 of EACH crop (its clip's label, model in eval mode),
+then the usual protocol (mean softmax over the attacked crops -> argmax); one gradient serves every
+eps, no clipping to [-1, 1]. Writes W/adversarial.json (or --out), self-describing so that
 `python -m intermix_jax.report` can find it anywhere and put it in table 3:
 
     {"attack": "fgsm", "epsilons": [...], "clean_error": %, "attacked_error": {"0.01": %, ...},
@@ -20,14 +18,6 @@ every eps (one-step attack). No clipping to [-1, 1] (the paper's formula). Write
      "results_final_error": % (W/results.json, must equal clean_error), "dataset", "backbone",
      "strategy", "method", "fold", "seed", "num_folds", "config", "checkpoint_step", "workdir",
      "run_status", "wall_time_s", "versions"}
-
-From Python (pure functions of arrays; `model` is any flax module with the eval call
-`model.apply(variables, x (n, T), train=False) -> logits (n, C)`):
-
-    x_adv = fgsm(loss_fn, x, eps)                                  # any differentiable loss
-    out = attack_step(state, batch, model=model, epsilons=(1e-2, 1e-3))
-      # batch: x (b, crops, T) float32, y (b,) int32, mask (b,) bool
-      # out: pred (E+1, b) int32, num_correct (E+1,), count, loss_sum (E+1,): row 0 = clean
 """
 from __future__ import annotations
 
@@ -44,6 +34,8 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from intermix_jax import steps
+
 DEFAULT_EPSILONS = (1e-2, 1e-3, 1e-4, 1e-5)  # docs/method.md §7
 RESULTS_FILE = 'adversarial.json'
 
@@ -52,9 +44,6 @@ class AdversarialWorkdirError(RuntimeError):
   """The workdir cannot be attacked (no config, no checkpoint, run not finished, ...)."""
 
 
-# ------------------------------------------------------------------------------------------------
-# The attack (pure, jittable)
-# ------------------------------------------------------------------------------------------------
 def fgsm(loss_fn: Callable[[jax.Array], jax.Array], x: jax.Array, eps) -> jax.Array:
   """One-step untargeted FGSM: x + eps * sign(grad_x loss_fn(x)).
 
@@ -68,58 +57,30 @@ def fgsm(loss_fn: Callable[[jax.Array], jax.Array], x: jax.Array, eps) -> jax.Ar
   return x + eps * jnp.sign(jax.grad(loss_fn)(x))
 
 
-def _variables(state) -> dict:
-  variables = {'params': state.params}
-  if state.batch_stats:
-    variables['batch_stats'] = state.batch_stats
-  return variables
-
-
-def crop_losses(variables: dict, x: jax.Array, y: jax.Array, *, model) -> jax.Array:
-  """Per-crop cross-entropy (nats) in eval mode.
-
-  Args:
-    variables: the model's variables (params, batch_stats).
-    x: float32 (b, crops, T) normalised waveforms.
-    y: int32 (b,) true labels (every crop of a clip carries its clip's label).
-  Returns:
-    float32 (b, crops).
-  """
-  return _nll(_crop_log_probs(variables, x, model), y)
-
-
-def _crop_log_probs(variables: dict, x: jax.Array, model) -> jax.Array:
-  """float32 (b, crops, C) log-softmax of each crop of x (b, crops, T) in eval mode."""
-  b, crops, t = x.shape
-  logits = model.apply(variables, x.reshape(b * crops, t), train=False).astype(jnp.float32)
-  return jax.nn.log_softmax(logits, -1).reshape(b, crops, -1)
-
-
-def _nll(log_probs: jax.Array, y: jax.Array) -> jax.Array:
-  """float32 (b, crops): -log_probs at each crop's clip label y (b,)."""
+def _crop_losses(logits: jax.Array, y: jax.Array) -> jax.Array:
+  """float32 (b, crops) cross-entropy (nats) of the crops' logits (b * crops, C) at their clip's
+  label y (b,)."""
+  log_probs = jax.nn.log_softmax(logits, -1).reshape(y.shape[0], -1, logits.shape[-1])
   labels = jnp.broadcast_to(y[:, None], log_probs.shape[:2])
   return -jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
 
 
 def crop_gradients(variables: dict, x: jax.Array, y: jax.Array, mask: jax.Array, *,
                    model) -> tuple[jax.Array, jax.Array]:
-  """(losses (b, crops), grad_x (b, crops, T)) of each crop's own cross-entropy.
+  """(losses (b, crops), grad_x (b, crops, T)) of each crop's own cross-entropy in eval mode.
 
-  In eval mode the crops do not interact (BatchNorm uses its running statistics), so the gradient
-  of the sum of the per-crop losses w.r.t. crop i is the gradient of crop i's own loss; rows where
-  `mask` (b,) is False contribute nothing and get a zero gradient.
+  Args: the model's `variables` (params, batch_stats); x float32 (b, crops, T) normalised
+  waveforms; y int32 (b,) labels; mask bool (b,) (False rows get a zero gradient).
   """
   def total(xx):
-    losses = crop_losses(variables, xx, y, model=model)
+    losses = _crop_losses(steps.crop_logits(variables, xx, model=model), y)
     return jnp.sum(jnp.where(mask[:, None], losses, 0.0)), losses
   (_, losses), grad = jax.value_and_grad(total, has_aux=True)(x)
   return losses, grad
 
 
 def attack_step(state, batch: dict, *, model, epsilons: tuple[float, ...]) -> dict:
-  """Clean and FGSM-attacked multi-crop evaluation of one batch.
-
-  docs/method.md §5 (protocol) and §7 (attack).
+  """Clean and FGSM-attacked multi-crop evaluation of one batch (docs/method.md §5, §7).
 
   Args:
     state: anything with `params` and `batch_stats` (e.g. steps.TrainState).
@@ -131,35 +92,29 @@ def attack_step(state, batch: dict, *, model, epsilons: tuple[float, ...]) -> di
     count int32 scalar (unmasked clips), loss_sum float32 (E+1,) (sum of the unmasked crops'
     cross-entropy); row 0 is the clean input, row e+1 is epsilons[e].
   """
-  variables = _variables(state)
+  variables = steps.variables(state.params, state.batch_stats)
   x, y = batch['x'], batch['y']
   mask = batch['mask'].astype(bool)
-  _, grad = crop_gradients(variables, x, y, mask, model=model)
-  direction = jnp.sign(grad)
-  preds, losses = [], []
+  direction = jnp.sign(crop_gradients(variables, x, y, mask, model=model)[1])
+  outs, losses = [], []
   for eps in (0.0,) + tuple(epsilons):
-    log_probs = _crop_log_probs(variables, x + jnp.float32(eps) * direction if eps else x, model)
-    preds.append(jnp.argmax(jnp.mean(jnp.exp(log_probs), axis=1), -1).astype(jnp.int32))
-    losses.append(jnp.sum(jnp.where(mask[:, None], _nll(log_probs, y), 0.0)))
-  pred = jnp.stack(preds)
-  correct = (pred == y[None]) & mask[None]
-  return dict(pred=pred, correct=correct, num_correct=jnp.sum(correct, axis=1, dtype=jnp.int32),
-              count=jnp.sum(mask, dtype=jnp.int32), loss_sum=jnp.stack(losses))
+    logits = steps.crop_logits(variables, x + jnp.float32(eps) * direction if eps else x,
+                               model=model)
+    outs.append(steps.clip_outputs(logits, y, mask))  # the trainer's clip prediction
+    losses.append(jnp.sum(jnp.where(mask[:, None], _crop_losses(logits, y), 0.0)))
+  out = {k: jnp.stack([o[k] for o in outs]) for k in ('pred', 'correct', 'num_correct')}
+  return dict(out, count=outs[0]['count'], loss_sum=jnp.stack(losses))
 
 
 @functools.lru_cache(maxsize=None)
 def attack_step_on(model, epsilons: tuple[float, ...], mesh) -> Callable:
-  """`step(state, batch) -> dict` (`attack_step` for `model` and `epsilons`) jitted on `mesh`:
-  state replicated, batch sharded on its clip axis (parallel.eval_step_shardings); one per
-  (model, epsilons, mesh) in a process."""
-  from intermix_jax import parallel, steps  # pylint: disable=g-import-not-at-top
+  """`attack_step` for `model` and `epsilons` jitted on `mesh` with the eval step's shardings;
+  one per (model, epsilons, mesh) in a process."""
+  from intermix_jax import parallel  # pylint: disable=g-import-not-at-top
   return steps.jit_eval_step(functools.partial(attack_step, model=model, epsilons=tuple(epsilons)),
                              **parallel.eval_step_shardings(mesh))
 
 
-# ------------------------------------------------------------------------------------------------
-# A trained workdir
-# ------------------------------------------------------------------------------------------------
 def eps_key(eps: float) -> str:
   """JSON key of an eps: '0.01', '0.001', '0.0001', '1e-05' (Python's repr of the float)."""
   return repr(float(eps))
@@ -220,12 +175,10 @@ def evaluate_workdir(workdir: str, epsilons: Sequence[float] = DEFAULT_EPSILONS,
   run = load_workdir(workdir, allow_unfinished=allow_unfinished)
   config, results, model, step = run.config, run.results, run.model, run.step
   epsilons = tuple(float(e) for e in epsilons)
-  if data_dir is not None or manual_dir is not None:
+  moved = {k: v for k, v in dict(data_dir=data_dir, manual_dir=manual_dir).items() if v is not None}
+  if moved:
     config = config.copy_and_resolve_references()
-    if data_dir is not None:
-      config.data_dir = data_dir
-    if manual_dir is not None:
-      config.manual_dir = manual_dir
+    config.update(moved)
   loader = data.make_eval_loader(config, model.sample_rate, model.input_length)
   ev = trained.evaluate_clips(attack_step_on(model, epsilons, run.mesh), run.state, loader,
                               run.mesh, per_clip=(), totals=('num_correct', 'count', 'loss_sum'))
@@ -250,9 +203,6 @@ def evaluate_workdir(workdir: str, epsilons: Sequence[float] = DEFAULT_EPSILONS,
       wall_time_s=time.time() - t0, versions=workdir_lib.versions())
 
 
-# ------------------------------------------------------------------------------------------------
-# Command line
-# ------------------------------------------------------------------------------------------------
 def parse_epsilons(text: str) -> tuple[float, ...]:
   """'1e-2,1e-3' -> (0.01, 0.001); ValueError naming --eps for anything else."""
   try:

@@ -1,35 +1,20 @@
 """Data parallelism over a device mesh: batch placement and per-device mixing.
 
-The trainer runs its steps under `jax.jit` over a one-axis mesh ('data') spanning every device of
-every process. The batch is sharded on its leading axis; parameters, optimiser state and batch
-statistics are replicated. The compiler (GSPMD) then inserts the collectives itself:
-
-  - Gradients: the loss is a mean over the *global* batch, so its gradient is already the global
-    average; jit all-reduces the per-device partial sums. Never add a `pmean` of the gradients on
-    top (with `shard_map(check_vma=True)` that gives gradients `num_devices` times too large).
-  - BatchNorm: flax's batch mean/variance over axis 0 of a sharded activation is a global
-    reduction, i.e. *synchronised* BatchNorm: the statistics (and `batch_stats`) are those of the
-    global batch, identical to a 1-device run on the same batch. This is the project's choice: it
-    keeps results independent of the device count (tests/test_parallel.py checks it).
-  - Mixing (`shard_strategy`) runs per device inside `jax.shard_map` on the local shard: pairs
-    (2k, 2k+1) never cross devices, and each device draws its own plan from the step key folded with
-    its index along 'data' (no cross-device traffic). On a 1-device mesh the plan is drawn from the
-    step key itself: exactly the unwrapped strategy's draw.
-  - Dropout masks come from the global key; with `jax_threefry_partitionable` (default) they do not
-    depend on the sharding.
-
-The trainer's use, on any number of devices, one included (steps.mesh_train_step does the first
-two lines; see docs/scaling.md):
+One mesh axis ('data') over every device of every process: batches are sharded on their batch
+axis, the state and keys replicated, and jit (GSPMD) inserts the collectives (the gradient
+all-reduce, synchronised BatchNorm statistics); the mixing runs per device (`shard_strategy`). Why
+and what it guarantees: docs/scaling.md. The trainer's use (steps.mesh_train_step builds the step):
 
     mesh = parallel.make_mesh()
     strategy = parallel.shard_strategy(mixing.get_strategy(...), mesh)
     step = steps.jit_train_step(steps.make_train_step(model, strategy, tx, num_classes),
                                 **parallel.train_step_shardings(mesh))
-    state = parallel.replicate(jax.device_get(state), mesh)
-    key = parallel.replicate(key, mesh)
-    state, metrics = step(state, parallel.host_batch_to_global(host_batch, mesh, pairs=True), key)
+    state, metrics = step(parallel.replicate(state, mesh),
+                          parallel.host_batch_to_global(host_batch, mesh, pairs=True),
+                          parallel.replicate(key, mesh))
 """
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -44,10 +29,7 @@ DATA_AXIS = 'data'
 # --- mesh and shardings -------------------------------------------------------------------------
 
 def make_mesh(num_devices: int | None = None, devices=None) -> Mesh:
-  """A one-axis mesh ('data') over `num_devices` devices (default: all global devices).
-
-  The axis type is `Auto` (the compiler propagates shardings through the model), not jax's default
-  `Explicit`, so models need no sharding annotations.
+  """A one-axis mesh ('data', axis type `Auto`: models need no sharding annotations).
 
   Args:
     num_devices: how many devices to use (the first ones of `jax.devices()`); None = all.
@@ -85,75 +67,67 @@ def num_shards(mesh: Mesh) -> int:
   return mesh.shape[DATA_AXIS]
 
 
-def mesh_process_count(mesh: Mesh) -> int:
-  """How many processes own devices of the mesh."""
-  return len({d.process_index for d in mesh.devices.flat})
-
-
 def per_process_batch_size(global_batch_size: int, mesh: Mesh, *, pairs: bool = False) -> int:
   """Rows each process loads so that the processes together make a global batch.
 
   Raises:
-    config_lib.ConfigError (a ValueError): naming `batch_size` if the global batch cannot be cut
-      into equal per-device shards (of whole pairs when `pairs`): the one batch rule,
-      `config_lib.check_batch_split`.
+    config_lib.ConfigError (a ValueError): naming `batch_size` (`config_lib.check_batch_split`).
   """
   from intermix_jax import config_lib  # pylint: disable=g-import-not-at-top
+  processes = len({d.process_index for d in mesh.devices.flat})
   config_lib.check_batch_split(global_batch_size, pairs=pairs, devices=num_shards(mesh),
-                               processes=mesh_process_count(mesh))
-  return global_batch_size // mesh_process_count(mesh)
+                               processes=processes)
+  return global_batch_size // processes
 
 
 def train_step_shardings(mesh: Mesh, *, runs: bool = False) -> dict:
-  """jit shardings for `step(state, batch, key) -> (state, metrics)`: state, key and metrics
-  replicated, every batch array sharded on its batch axis (`batch_sharding`; `runs`: K stacked
-  runs). Use as `steps.jit_train_step(fn, **parallel.train_step_shardings(mesh))`."""
+  """jit shardings of `step(state, batch, key) -> (state, metrics)`: state, key and metrics
+  replicated, every batch array sharded on its batch axis (`batch_sharding`)."""
   repl = replicated_sharding(mesh)
   return dict(in_shardings=(repl, batch_sharding(mesh, runs=runs), repl),
               out_shardings=(repl, repl))
 
 
 def eval_step_shardings(mesh: Mesh, *, runs: bool = False) -> dict:
-  """jit in_shardings for `step(state, batch) -> outputs`: state replicated, batch sharded on its
-  clip axis (`batch_sharding`); outputs follow the compiler (fetch them with `global_to_host`)."""
+  """jit in_shardings of `step(state, batch) -> outputs`: state replicated, batch sharded on its
+  clip axis (`batch_sharding`); outputs as the compiler places them."""
   return dict(in_shardings=(replicated_sharding(mesh), batch_sharding(mesh, runs=runs)))
 
 
 # --- host <-> global arrays ---------------------------------------------------------------------
 
-def check_local_rows(r: int, mesh: Mesh, *, pairs: bool, who: str) -> None:
-  """ValueError (naming `who`) unless this process's `r` rows split evenly over its local devices,
-  into whole pairs per device when `pairs` (a mixing batch)."""
-  local = len(mesh.local_devices)
-  if r % local:
-    raise ValueError(f'{who}: this process has {r} rows, not a multiple of its {local} local '
-                     f'devices: set batch_size to a multiple of {num_shards(mesh)}')
-  if pairs and (r // local) % 2:
-    raise ValueError(f'{who}: a mixing batch needs whole pairs on each device, but {r} rows / '
-                     f'{local} local devices = {r // local} rows per device (odd): set batch_size '
-                     f'to a multiple of {2 * num_shards(mesh)}')
+def _rows_per_device(rows: int, devices: int, mesh: Mesh, *, pairs: bool, who: str) -> int:
+  """rows // devices; ValueError naming `who` and batch_size unless `rows` split evenly over
+  `devices`, into whole pairs on each when `pairs` (a mixing batch)."""
+  n = num_shards(mesh)
+  if rows % devices:
+    raise ValueError(f'{who}: {rows} rows do not split over {devices} devices; set batch_size to '
+                     f'a multiple of {2 * n if pairs else n}')
+  if pairs and (rows // devices) % 2:
+    raise ValueError(f'{who}: {rows} rows / {devices} devices = {rows // devices} rows per device '
+                     f'(odd): each device must hold whole pairs; set batch_size to a multiple of '
+                     f'{2 * n}')
+  return rows // devices
 
 
 def host_batch_to_global(batch: Any, mesh: Mesh, *, pairs: bool = False,
                          runs: bool = False) -> Any:
   """This process's numpy batch -> global jax.Arrays sharded over 'data'.
 
-  Every process calls this with its own rows (same row count on every process); the global batch
-  is the concatenation over processes in process order (the order of `mesh.devices`).
+  Every process calls this with its own R rows (the same R on every process); the global batch is
+  their concatenation in process order.
 
   Args:
-    batch: pytree of arrays with a common leading axis of R rows (this process's share); with
-      `runs`, K such pytrees (a list) or their stack (leaves (K, R, ...)): one batch per run.
+    batch: pytree of arrays with a common leading axis of R rows; with `runs`, K such pytrees (a
+      list) or their stack (leaves (K, R, ...)), one batch per run (multirun.py).
     mesh: mesh from `make_mesh`.
-    pairs: True for a mixing batch: each device's shard must then hold whole pairs (an even number
-      of rows), so that rows (2k, 2k+1) stay on one device.
-    runs: the batch has a leading run axis (K runs in one program, multirun.py).
+    pairs: a mixing batch: each device must hold whole pairs (rows 2k, 2k+1).
+    runs: the batch has a leading run axis.
   Returns:
-    Same pytree of jax.Arrays with the row axis R * (number of processes),
-    `batch_sharding(mesh, runs=runs)`.
+    The pytree as jax.Arrays of R * (number of processes) rows, `batch_sharding(mesh, runs=runs)`.
   Raises:
-    ValueError: if R differs between leaves (or runs), is not a multiple of the local device
-      count, or (with `pairs`) gives a device an odd number of rows.
+    ValueError: R differs between leaves (or runs), or does not split over the local devices
+      (into whole pairs with `pairs`).
   """
   if runs and isinstance(batch, (list, tuple)):
     batch = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *batch)
@@ -167,18 +141,15 @@ def host_batch_to_global(batch: Any, mesh: Mesh, *, pairs: bool = False,
     raise ValueError(f'host_batch_to_global: every array needs the same leading '
                      f'{"(run, batch) axes" if runs else "(batch) axis"}; got shapes {shapes}')
   r = rows.pop()[axis]
-  check_local_rows(r, mesh, pairs=pairs, who='host_batch_to_global')
+  _rows_per_device(r, len(mesh.local_devices), mesh, pairs=pairs, who='host_batch_to_global')
   sharding = batch_sharding(mesh, runs=runs)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-  """Host values (numpy or fully addressable jax.Arrays, same on every process) -> replicated arrays.
-
-  Typed PRNG keys keep their type. For large models, prefer creating the state directly replicated:
-  `jax.jit(init_fn, out_shardings=replicated_sharding(mesh))`.
-  """
+  """Host values (numpy or fully addressable jax.Arrays, same on every process) -> replicated
+  arrays; typed PRNG keys keep their type."""
   sharding = replicated_sharding(mesh)
 
   def put(x):
@@ -201,28 +172,19 @@ def global_to_host(tree: Any) -> Any:
 
 # --- per-device mixing --------------------------------------------------------------------------
 
-@jax.tree_util.register_pytree_node_class
+@functools.partial(jax.tree_util.register_dataclass, data_fields=['plan'],
+                   meta_fields=['batch_leaves', 'num_devices'])
+@dataclasses.dataclass(eq=False)
 class ShardedPlan:
-  """A mixing plan drawn per device, as one global pytree.
+  """A mixing plan drawn per device, as one global pytree (attributes forwarded to `plan`).
 
-  `plan` has the structure of the wrapped strategy's plan: per-row fields (r, phi, ...) keep their
-  shape with the global batch as leading axis (device d holds rows [d*b, (d+1)*b)); per-step fields
-  (layer, ...) gain a leading device axis, e.g. `layer` has shape (num_devices,). Attribute access
-  is forwarded: `sharded_plan.layer` is `sharded_plan.plan.layer`.
-  Static: `batch_leaves` (which leaves of `plan` are per-row) and `num_devices`.
+  `plan`: the wrapped strategy's plan; per-row fields (r, phi, ...) keep the global batch as their
+  leading axis, per-step fields (layer, ...) gain a leading device axis (num_devices,). Static:
+  `batch_leaves` (which leaves of `plan` are per-row) and `num_devices`.
   """
-
-  def __init__(self, plan, batch_leaves: tuple[bool, ...], num_devices: int):
-    self.plan = plan
-    self.batch_leaves = batch_leaves
-    self.num_devices = num_devices
-
-  def tree_flatten(self):
-    return (self.plan,), (self.batch_leaves, self.num_devices)
-
-  @classmethod
-  def tree_unflatten(cls, aux, children):
-    return cls(children[0], *aux)
+  plan: Any
+  batch_leaves: tuple[bool, ...]
+  num_devices: int
 
   def __getattr__(self, name):
     if name in ('plan', 'batch_leaves', 'num_devices') or name.startswith('__'):
@@ -233,18 +195,16 @@ class ShardedPlan:
     """The plan device `device_index` used (what the unwrapped strategy saw there)."""
     if not 0 <= device_index < self.num_devices:
       raise IndexError(f'device_index {device_index} not in [0, {self.num_devices})')
-    leaves, treedef = jax.tree.flatten(self.plan)
-    out = []
-    for x, is_b in zip(leaves, self.batch_leaves):
-      if is_b:
-        b = x.shape[0] // self.num_devices
-        out.append(x[device_index * b:(device_index + 1) * b])
-      else:
-        out.append(x[device_index])
-    return jax.tree.unflatten(treedef, out)
+    return _by_kind(self.plan, self.batch_leaves,
+                    lambda x: x.reshape((self.num_devices, -1) + x.shape[1:])[device_index],
+                    lambda x: x[device_index])
 
-  def __repr__(self):
-    return f'ShardedPlan({self.plan!r}, num_devices={self.num_devices})'
+
+def _by_kind(plan, batch_leaves: tuple[bool, ...], per_row: Callable, per_step: Callable):
+  """`plan` with per_row(x) on its per-row leaves and per_step(x) on the others."""
+  leaves, treedef = jax.tree.flatten(plan)
+  return jax.tree.unflatten(
+      treedef, [per_row(x) if is_b else per_step(x) for x, is_b in zip(leaves, batch_leaves)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,15 +212,10 @@ class ShardedStrategy:
   """A mixing Strategy run per device inside `jax.shard_map` (same interface as the wrapped one).
 
   - `plan(key, batch_size, K)`: device d draws `strategy.plan(fold_in(key, d), batch_size / n, K)`
-    on its own (n > 1 devices on 'data'); returns a `ShardedPlan`. On a 1-device mesh the key is
-    not folded: the plan is the unwrapped `strategy.plan(key, batch_size, K)` (so a 1-device run
-    draws what the unwrapped strategy draws).
-  - `prepare_input`, `mixer`, `targets`: the wrapped functions applied to each device's shard with
-    that device's plan; no cross-device communication.
-  - `loss`: the wrapped loss on the global arrays (a mean over the global batch, so jit's gradient
-    is the global average).
-  Other attributes (`name`, `mixes`, options) are forwarded to the wrapped strategy. Hashable
-  (static under jit) if the wrapped strategy is.
+    (n > 1 devices), as a `ShardedPlan`; on a 1-device mesh the key is not folded.
+  - `prepare_input`, `mixer`, `targets`: the wrapped functions on each device's shard with that
+    device's plan; `loss`: the wrapped loss on the global arrays.
+  Other attributes are forwarded to the wrapped strategy. Hashable if the wrapped strategy is.
   """
   strategy: Any
   mesh: Mesh
@@ -272,14 +227,6 @@ class ShardedStrategy:
     return getattr(self.strategy, name)
 
   @property
-  def name(self) -> str:
-    return self.strategy.name
-
-  @property
-  def mixes(self) -> bool:
-    return self.strategy.mixes
-
-  @property
   def num_devices(self) -> int:
     return num_shards(self.mesh)
 
@@ -287,40 +234,22 @@ class ShardedStrategy:
     return jax.shard_map(f, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs,
                          check_vma=self.check_vma)
 
-  def rows_per_device(self, batch_size: int) -> int:
-    n = self.num_devices
-    if batch_size % n:
-      raise ValueError(f'{self.name}: global batch of {batch_size} rows does not split over {n} '
-                       f'devices; set batch_size to a multiple of {2 * n if self.mixes else n}')
-    b = batch_size // n
-    if self.mixes and b % 2:
-      raise ValueError(f'{self.name}: {batch_size} rows / {n} devices = {b} rows per device (odd): '
-                       f'each device must hold whole pairs; set batch_size to a multiple of {2 * n}')
-    return b
-
   def plan(self, key: jax.Array, batch_size: int, num_mix_points: int) -> ShardedPlan:
     """Per-device plans for a global batch of `batch_size` rows (see class docstring)."""
-    b = self.rows_per_device(batch_size)
+    b = _rows_per_device(batch_size, self.num_devices, self.mesh, pairs=self.mixes, who=self.name)
     batch_leaves = _batch_leaf_mask(self.strategy, key, b, num_mix_points)
 
     def local(k):
       if self.num_devices > 1:
         k = jax.random.fold_in(k, jax.lax.axis_index(DATA_AXIS))
-      p = self.strategy.plan(k, b, num_mix_points)
-      leaves, treedef = jax.tree.flatten(p)
-      leaves = [x if is_b else jnp.asarray(x)[None] for x, is_b in zip(leaves, batch_leaves)]
-      return jax.tree.unflatten(treedef, leaves)
+      return _by_kind(self.strategy.plan(k, b, num_mix_points), batch_leaves, lambda x: x,
+                      lambda x: jnp.asarray(x)[None])
 
     if not batch_leaves:  # a plan without arrays (nothing to shard)
       k = jax.random.fold_in(key, 0) if self.num_devices > 1 else key
       return ShardedPlan(self.strategy.plan(k, b, num_mix_points), (), self.num_devices)
     plan = self._shard_map(local, in_specs=P(), out_specs=P(DATA_AXIS))(key)
     return ShardedPlan(plan, batch_leaves, self.num_devices)
-
-  def _local(self, plan_shard, batch_leaves):
-    leaves, treedef = jax.tree.flatten(plan_shard)
-    return jax.tree.unflatten(
-        treedef, [x if is_b else x[0] for x, is_b in zip(leaves, batch_leaves)])
 
   def _per_device(self, fn: Callable, plan: ShardedPlan, *arrays):
     """Runs fn(device_plan, *device_shards) on every device; arrays sharded on their batch axis."""
@@ -332,7 +261,7 @@ class ShardedStrategy:
       return fn(plan.plan, *arrays)
 
     def local(p, *xs):
-      return fn(self._local(p, batch_leaves), *xs)
+      return fn(_by_kind(p, batch_leaves, lambda x: x, lambda x: x[0]), *xs)
 
     specs = (P(DATA_AXIS),) * (1 + len(arrays))
     return self._shard_map(local, in_specs=specs, out_specs=P(DATA_AXIS))(plan.plan, *arrays)

@@ -86,9 +86,12 @@ class Predictor:
       clips: n int16-scale arrays (m_i,) at `sample_rate` (e.g. from `load`).
     """
     from intermix_jax import trained
+    from intermix_jax.data import pipeline
     if not len(clips):
       return np.zeros((0, len(self.class_names)), np.float32)
-    loader = _ClipBatches(clips, self.input_length, self.num_crops, self.batch_size)
+    loader = pipeline.EvalLoader(_Clips(clips), input_length=self.input_length,
+                                 batch_size=self.batch_size, num_crops=self.num_crops,
+                                 num_threads=0)
     return trained.evaluate_clips(self.eval_step, self.state, loader, self.mesh,
                                   per_clip=('probs',), totals=('count',))['probs']
 
@@ -128,28 +131,18 @@ class Predictor:
     return results, errors
 
 
-class _ClipBatches:
-  """In-memory clips as an evaluation loader (trained.evaluate_clips): batches of `batch_size`
-  clips, each as `num_crops` evenly spaced crops of T samples of the T/2-padded clip / 32768
-  (augment.eval_crops; x float32 (b, crops, T)); padding rows masked, labels 0 (unknown)."""
+class _Clips:
+  """In-memory clips as the clip index of a data.EvalLoader (labels 0: unknown)."""
 
-  def __init__(self, clips: Sequence[np.ndarray], input_length: int, num_crops: int,
-               batch_size: int):
-    self.clips, self.input_length = clips, input_length
-    self.num_crops, self.batch_size = num_crops, batch_size
-    self.num_examples = len(clips)
+  def __init__(self, clips: Sequence[np.ndarray]):
+    self.clips, self.labels = clips, np.zeros((len(clips),), np.int32)
+    self.filenames = [str(i) for i in range(len(clips))]
 
-  def batches(self):
-    from intermix_jax.data import augment
-    b = self.batch_size
-    for start in range(0, self.num_examples, b):
-      chunk = self.clips[start:start + b]
-      x = np.zeros((b, self.num_crops, self.input_length), np.float32)
-      for row, clip in enumerate(chunk):
-        x[row] = augment.eval_crops(np.asarray(clip), self.input_length, self.num_crops)
-      mask = np.arange(b) < len(chunk)
-      yield dict(x=x, y=np.zeros((b,), np.int32), mask=mask,
-                 index=np.where(mask, start + np.arange(b), -1).astype(np.int32))
+  def __len__(self) -> int:
+    return len(self.clips)
+
+  def read(self, positions) -> list[np.ndarray]:
+    return [np.asarray(self.clips[i]) for i in positions]
 
 
 def expand_paths(paths: Sequence[str]) -> list[tuple[str, str | None]]:

@@ -1,35 +1,19 @@
 """Pure train and eval steps, the optimiser and the train state, and their jitted forms on a mesh.
 
-    tx = make_optimizer(config.opt, schedule)            # coupled L2 -> Nesterov SGD(schedule)
-    state = init_state(model, tx, key, input_length)     # TrainState (a pytree of arrays only)
-    train = jit_train_step(make_train_step(model, strategy, tx, num_classes))
-    state, metrics = train(state, batch, key)           # batch: x (N, T) float32, y (N,) int32
-    evaluate = jit_eval_step(make_eval_step(model))
-    out = evaluate(state, batch)                        # batch: x (b, crops, T), y (b,), mask (b,)
-
-What the trainer, `predict` and `adversarial` run: the same steps on a device mesh (one device
-included; parallel.py), with hashable static arguments, jitted once per process for each set of
-them (the next fold of `fold=all`, or a fresh and a resumed state, reuse the compiled code):
-
     mesh = parallel.make_mesh()
     opt = OptimizerSpec.from_config(config.opt, num_epochs, steps_per_epoch)
     state = state_initializer(model, opt, mesh)(key)     # replicated on the mesh
     train = mesh_train_step(model, strategy, opt, num_classes, mesh)  # strategy: per device
     state, metrics = train(state, parallel.host_batch_to_global(batch, mesh, pairs=True),
-                           parallel.replicate(key, mesh))
+                           parallel.replicate(key, mesh))  # batch: x (N, T) float32, y (N,) int32
     out = mesh_eval_step(model, mesh)(state, parallel.host_batch_to_global(eval_batch, mesh))
+                                                         # x (b, crops, T), y (b,), mask (b,)
 
-Everything here is a pure function of arrays and a PRNG key (no host round-trips): the mixing plan and
-the dropout key come from `fold_in(key, state.step)`, so the randomness of a step depends only on the
-run's key and the step number (a resumed run draws the same plans). A step whose loss or gradients are
-not finite is never applied: params, BatchNorm statistics and optimiser moments stay as they were, the
-step counter advances, `nonfinite_count` counts it and `first_nonfinite_step` remembers the first one;
-what to do about it (stop or carry on) is train.py's policy.
-
-Sharding hooks: `jit_train_step`/`jit_eval_step` take optional `in_shardings`/`out_shardings` so a
-mesh layer can place the state and the batch (`mesh_train_step`/`mesh_eval_step` pass those of
-parallel.py), and the unjitted step functions (`make_train_step(...)`) can be wrapped (e.g. by
-`jax.shard_map`) instead.
+The unjitted steps (`make_train_step`, `make_eval_step`) and `jit_train_step`/`jit_eval_step`
+(optional shardings) are the pieces. A step's plan and dropout key come from
+`fold_in(key, state.step)`. A step whose loss or gradients are not finite is not applied (params,
+BatchNorm statistics and optimiser moments kept); the step counter advances, `nonfinite_count`
+counts it and `first_nonfinite_step` keeps the first (train.py decides to stop or carry on).
 """
 from __future__ import annotations
 
@@ -102,12 +86,7 @@ def init_state(model, tx: optax.GradientTransformation, key: jax.Array, input_le
 
 
 def _all_finite(tree: PyTree) -> jax.Array:
-  """True iff every float in `tree` is finite: sum(x * 0) is 0 for finite x and NaN otherwise.
-
-  One fused multiply-reduce per leaf; `jnp.all(jnp.isfinite(x))` materialises a boolean copy of
-  every gradient on XLA:CPU first (~30 ms per EnvNet step at batch 32). Exact: x * 0 cannot overflow,
-  and XLA does not simplify x * 0 for floats (it is NaN for Inf and NaN).
-  """
+  """True iff every float in `tree` is finite: sum(x * 0) is 0 for finite x and NaN otherwise."""
   sums = [jnp.sum(x * jnp.zeros((), x.dtype), dtype=jnp.float32) for x in jax.tree.leaves(tree)
           if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
   return jnp.isfinite(sum(sums)) if sums else jnp.asarray(True)
@@ -131,14 +110,9 @@ def mixed_loss(params: PyTree, batch_stats: PyTree, x: jax.Array, labels: jax.Ar
   x = strategy.prepare_input(plan, x)
   targets = strategy.targets(plan, jax.nn.one_hot(labels, num_classes, dtype=jnp.float32))
   mix = strategy.mixer(plan, model.sample_rate)
-  variables = {'params': params}
-  if batch_stats:
-    variables['batch_stats'] = batch_stats
-  logits, updates = model.apply(variables, x, train=True, mix=mix, rngs={'dropout': dropout_key},
-                                mutable=['batch_stats'])
-  # The loss is float32 whatever the model's compute precision (the backbones already return
-  # float32 logits; a bfloat16 log-softmax would round the loss and its gradient to 8 bits).
-  logits = logits.astype(jnp.float32)
+  logits, updates = model.apply(variables(params, batch_stats), x, train=True, mix=mix,
+                                rngs={'dropout': dropout_key}, mutable=['batch_stats'])
+  logits = logits.astype(jnp.float32)  # a float32 loss whatever the compute precision
   loss = strategy.loss(logits, targets)
   return loss, (logits, targets, updates.get('batch_stats', batch_stats))
 
@@ -164,12 +138,6 @@ def apply_update(state: TrainState, tx: optax.GradientTransformation, grads: PyT
                                      state.first_nonfinite_step))
 
 
-def current_lr(state: TrainState, schedule: optax.Schedule | None) -> jax.Array:
-  if schedule is None:
-    return jnp.asarray(jnp.nan, jnp.float32)
-  return schedule(state.step)
-
-
 def train_step(state: TrainState, batch: dict, key: jax.Array, *, model, strategy,
                tx: optax.GradientTransformation, num_classes: int,
                schedule: optax.Schedule | None = None) -> tuple[TrainState, dict]:
@@ -185,7 +153,7 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, model, strateg
       state.params, state.batch_stats, batch['x'], batch['y'], step_key,
       model=model, strategy=strategy, num_classes=num_classes)
   finite = jnp.isfinite(loss) & _all_finite(grads)
-  lr = current_lr(state, schedule)
+  lr = jnp.asarray(jnp.nan, jnp.float32) if schedule is None else schedule(state.step)
   new_state = apply_update(state, tx, grads, new_bs, finite)
   error = 100.0 * jnp.mean((jnp.argmax(logits, -1) != jnp.argmax(targets, -1)).astype(jnp.float32))
   metrics = dict(loss=loss.astype(jnp.float32), error=error, lr=lr, finite=finite,
@@ -193,66 +161,66 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, model, strateg
   return new_state, metrics
 
 
+def variables(params: PyTree, batch_stats: PyTree) -> dict:
+  """The model's variables: params, and batch_stats unless empty."""
+  return {'params': params, 'batch_stats': batch_stats} if batch_stats else {'params': params}
+
+
+def crop_logits(model_variables: dict, x: jax.Array, *, model) -> jax.Array:
+  """float32 (b * crops, C) eval-mode logits of the crops x float32 (b, crops, T)."""
+  b, crops, t = x.shape
+  return model.apply(model_variables, x.reshape(b * crops, t), train=False).astype(jnp.float32)
+
+
+def clip_outputs(logits: jax.Array, y: jax.Array, mask: jax.Array) -> dict:
+  """The docs/method.md §5 prediction of b clips from their crops' logits (b * crops, C): the
+  argmax of the mean over crops of softmax(logits). Returns `eval_step`'s dict."""
+  b = y.shape[0]
+  probs = jnp.mean(jax.nn.softmax(logits, -1).reshape(b, logits.shape[0] // b, -1), axis=1)
+  pred = jnp.argmax(probs, -1).astype(jnp.int32)
+  mask = mask.astype(bool)
+  correct = (pred == y) & mask
+  return dict(probs=probs, pred=pred, correct=correct,
+              num_correct=jnp.sum(correct.astype(jnp.int32)), count=jnp.sum(mask.astype(jnp.int32)))
+
+
 def eval_step(state: TrainState, batch: dict, *, model) -> dict:
   """Multi-crop evaluation of `batch` = dict(x=(b, crops, T), y=(b,), mask=(b,) bool).
 
-  The prediction of a clip is the argmax of the mean over crops of softmax(logits) (docs/method.md §5).
-  Returns: probs (b, C) float32, pred (b,) int32, correct (b,) bool (False where mask is False),
-  num_correct and count (int32 scalars over the unmasked clips).
+  Returns: probs (b, C) float32 (mean softmax over the crops), pred (b,) int32, correct (b,) bool
+  (False where mask is False), num_correct and count (int32 scalars over the unmasked clips).
   """
-  x = batch['x']
-  b, crops, t = x.shape
-  variables = {'params': state.params}
-  if state.batch_stats:
-    variables['batch_stats'] = state.batch_stats
-  logits = model.apply(variables, x.reshape(b * crops, t), train=False)
-  probs = jnp.mean(jax.nn.softmax(logits.astype(jnp.float32), -1).reshape(b, crops, -1), axis=1)
-  pred = jnp.argmax(probs, -1).astype(jnp.int32)
-  mask = batch['mask'].astype(bool)
-  correct = (pred == batch['y']) & mask
-  return dict(probs=probs, pred=pred, correct=correct,
-              num_correct=jnp.sum(correct.astype(jnp.int32)), count=jnp.sum(mask.astype(jnp.int32)))
+  logits = crop_logits(variables(state.params, state.batch_stats), batch['x'], model=model)
+  return clip_outputs(logits, batch['y'], batch['mask'])
 
 
 def make_train_step(model, strategy, tx, num_classes: int,
                     schedule: optax.Schedule | None = None) -> Callable:
   """`fn(state, batch, key) -> (state, metrics)` closing over the static pieces (unjitted)."""
-  def fn(state, batch, key):
-    return train_step(state, batch, key, model=model, strategy=strategy, tx=tx,
-                      num_classes=num_classes, schedule=schedule)
-  return fn
+  return functools.partial(train_step, model=model, strategy=strategy, tx=tx,
+                           num_classes=num_classes, schedule=schedule)
 
 
 def make_eval_step(model) -> Callable:
   """`fn(state, batch) -> dict` (unjitted)."""
-  def fn(state, batch):
-    return eval_step(state, batch, model=model)
-  return fn
+  return functools.partial(eval_step, model=model)
+
+
+def _jit(fn: Callable, donate: tuple[int, ...], in_shardings, out_shardings) -> Callable:
+  shardings = dict(in_shardings=in_shardings, out_shardings=out_shardings)
+  return jax.jit(fn, donate_argnums=donate, **{k: v for k, v in shardings.items() if v is not None})
 
 
 def jit_train_step(fn: Callable, *, in_shardings=None, out_shardings=None) -> Callable:
   """jax.jit of a train step with the state (argument 0) donated; shardings optional."""
-  kwargs = {}
-  if in_shardings is not None:
-    kwargs['in_shardings'] = in_shardings
-  if out_shardings is not None:
-    kwargs['out_shardings'] = out_shardings
-  return jax.jit(fn, donate_argnums=(0,), **kwargs)
+  return _jit(fn, (0,), in_shardings, out_shardings)
 
 
 def jit_eval_step(fn: Callable, *, in_shardings=None, out_shardings=None) -> Callable:
   """jax.jit of an eval step; shardings optional."""
-  kwargs = {}
-  if in_shardings is not None:
-    kwargs['in_shardings'] = in_shardings
-  if out_shardings is not None:
-    kwargs['out_shardings'] = out_shardings
-  return jax.jit(fn, **kwargs)
+  return _jit(fn, (), in_shardings, out_shardings)
 
 
-# ------------------------------------------------------------------------------------------------
-# Hashable optimiser description
-# ------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class OptimizerSpec:
   """Everything that defines the optimiser and its LR schedule (hashable: a static jit argument).
@@ -289,15 +257,11 @@ class OptimizerSpec:
     return make_optimizer(self, self.lr_schedule())
 
 
-# ------------------------------------------------------------------------------------------------
-# The steps on a device mesh, jitted once per process for each set of (hashable) static arguments
-# ------------------------------------------------------------------------------------------------
 _JITTED: dict[tuple, Callable] = {}
 
 
 def _jitted_once(key: tuple, build: Callable[[], Callable]) -> Callable:
-  """The function stored under `key`, built on its first use. A jitted function keeps its
-  compilations: a later run with equal statics reuses them."""
+  """The function stored under `key`, built on its first use (equal statics share compilations)."""
   if key not in _JITTED:
     _JITTED[key] = build()
   return _JITTED[key]
@@ -307,17 +271,12 @@ def mesh_train_step(model, strategy, opt: OptimizerSpec, num_classes: int, mesh,
                     stack: str | None = None) -> Callable:
   """`step(state, batch, key) -> (state, metrics)` on `mesh`, the state donated.
 
-  The strategy runs per device (`parallel.shard_strategy`: each device mixes the pairs of its own
-  shard; on a 1-device mesh it draws exactly what the unwrapped strategy draws). Shardings of
-  `parallel.train_step_shardings`: state, key and metrics replicated; batch = dict(x float32
-  (N, T), y int32 (N,)) sharded on its rows (`parallel.host_batch_to_global`). The optimiser and
-  LR schedule are those of `opt`.
-
-  `stack` ('vmap', 'unroll' or 'auto'; multirun.py): K runs in one program, every argument and
-  output with a leading run axis K (state leaves (K, ...), batch x (K, N, T) and y (K, N) sharded
-  on axis 1, keys (K,), metrics (K,)); run k computes what it computes alone (multirun.py says how
-  exactly). One jitted function per (model, strategy, opt, num_classes, mesh, stack) in a process,
-  all hashable: fresh and restored states and the next fold of `fold=all` share its compiled code.
+  The strategy runs per device (`parallel.shard_strategy`). State, key and metrics replicated;
+  batch = dict(x float32 (N, T), y int32 (N,)) sharded on its rows
+  (`parallel.train_step_shardings`). `stack` ('vmap', 'unroll' or 'auto'; multirun.py): K runs in
+  one program, a leading run axis K on every argument and output (state leaves (K, ...), x
+  (K, N, T), y (K, N), keys (K,), metrics (K,)). One jitted function per set of (hashable)
+  arguments in a process.
   """
   def build():
     make = lambda s: make_train_step(model, s, opt.tx(), num_classes, opt.lr_schedule())
@@ -334,7 +293,7 @@ def mesh_train_step(model, strategy, opt: OptimizerSpec, num_classes: int, mesh,
 def mesh_eval_step(model, mesh, *, stack: str | None = None) -> Callable:
   """`step(state, batch) -> dict` (`eval_step`) on `mesh`: state replicated, batch = dict(x (b,
   crops, T) float32, y (b,) int32, mask (b,) bool) sharded on its clip axis; `stack` as
-  `mesh_train_step` (a leading run axis everywhere). One per (model, mesh, stack)."""
+  `mesh_train_step`."""
   def build():
     if stack is None:
       fn = make_eval_step(model)
@@ -345,9 +304,8 @@ def mesh_eval_step(model, mesh, *, stack: str | None = None) -> Callable:
 
 
 def state_initializer(model, opt: OptimizerSpec, mesh, example_batch: int = 2) -> Callable:
-  """`init(key) -> TrainState` replicated on `mesh` (`init_state` for `opt.tx()` on zeros of
-  shape (example_batch, model.input_length)); `key` a PRNG key, the same on every process. One per
-  (model, opt, mesh, example_batch)."""
+  """`init(key) -> TrainState` replicated on `mesh` (`init_state` for `opt.tx()`); `key` a PRNG key,
+  the same on every process."""
   def build():
     fn = jax.jit(functools.partial(_init_state, model, opt.tx(), input_length=model.input_length,
                                    example_batch=example_batch),
@@ -357,9 +315,8 @@ def state_initializer(model, opt: OptimizerSpec, mesh, example_batch: int = 2) -
 
 
 def abstract_state(model, opt: OptimizerSpec, mesh) -> TrainState:
-  """Shapes, dtypes and shardings (replicated on `mesh`) of the TrainState of `model` and `opt`:
-  a checkpoint restore target (nothing is computed). Its structure does not depend on the epoch and
-  step counts of `opt`."""
+  """Shapes, dtypes and shardings (replicated on `mesh`) of the TrainState of `model` and `opt`
+  (a checkpoint restore target; independent of the epoch and step counts of `opt`)."""
   shapes = jax.eval_shape(functools.partial(_init_state, model, opt.tx(),
                                             input_length=model.input_length),
                           jax.random.key(0))

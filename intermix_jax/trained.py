@@ -5,17 +5,14 @@
     ev = trained.evaluate_clips(steps.mesh_eval_step(run.model, run.mesh), run.state, loader,
                                 run.mesh)                           # train, predict, adversarial
 
-`load_workdir` reads `config.json` and `results.json`, rebuilds the model and the abstract
-TrainState on a mesh (by default this process's first device), and restores the newest checkpoint
-whose arrays match their digest, read-only (nothing in the workdir is moved or written, so a run
-still training there is not disturbed). Every problem is one line in the caller's own error type.
-
-`evaluate_clips` is the one loop over the batches of an evaluation loader: the trainer's per-epoch
-10-crop error, predict's probabilities and the adversarial attack all run through it.
+`load_workdir` restores the newest checkpoint whose arrays match their digest, read-only (a run
+still training there is not disturbed); every problem is one line in the caller's error type.
+`evaluate_clips` is the one loop over the batches of an evaluation loader.
 """
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from typing import Any, Callable, Sequence
 
@@ -99,8 +96,7 @@ def _class_names(workdir: str, config, results: dict | None,
 
 
 def _without_removed_fields(stored: dict) -> dict:
-  """A stored config.json without the fields removed from the config since it was written
-  (workdir.REMOVED_FIELDS, dotted keys), so that older workdirs still load."""
+  """A stored config.json without the fields of workdir.REMOVED_FIELDS (dotted keys)."""
   out = dict(stored)
   for key in workdir_lib.REMOVED_FIELDS:
     *parents, leaf = key.split('.')
@@ -122,10 +118,8 @@ def load_workdir(workdir: str, error: type[Exception], *,
   Args:
     workdir: the run's workdir.
     error: the caller's exception type; every problem below is raised as one line of it.
-    check: called with (config, results or None) before the checkpoint is read; may raise
-      (e.g. a run that has not finished).
-    mesh: where to place the state (replicated); default: this process's first device, whatever
-      the topology of the run that saved it.
+    check: called with (config, results or None) before the checkpoint is read; may raise.
+    mesh: where to place the state (replicated); default: this process's first device.
   Raises:
     error: no such directory; a fold=all run's root; no config.json; config.json or results.json
       not a JSON object (the file is named); no class names; no checkpoint that reads and matches
@@ -144,7 +138,6 @@ def load_workdir(workdir: str, error: type[Exception], *,
   model = build_model(config, len(class_names))
   if mesh is None:
     mesh = parallel.make_mesh(devices=jax.local_devices()[:1])
-  # The state's structure does not depend on the epoch and step counts: any will do.
   opt = steps.OptimizerSpec.from_config(config.opt, num_epochs=1, steps_per_epoch=1)
   target = steps.abstract_state(model, opt, mesh)
   ckpt_dir = os.path.join(workdir, workdir_lib.CHECKPOINTS_DIR)
@@ -176,32 +169,26 @@ def evaluate_clips(eval_step: Callable, state: Any, loader: Any,
                    totals: Sequence[str] = ('num_correct', 'count')) -> dict | list[dict]:
   """Runs `eval_step` over every batch of `loader` on `mesh`: per-clip outputs and totals.
 
-  Every process calls this with its own loader (`process_index` = its jax.process_index()); each
-  batch's `index` (clip position in the loader's clip order, -1 on padding rows) travels with the
-  labels and the outputs, so the per-clip outputs come out in clip order (`loader.filenames`)
-  whatever order the mesh gives the processes' rows.
+  Every process calls this with its own loader; each batch's `index` (clip position, -1 on
+  padding rows) travels with the outputs, so they come out in the loader's clip order.
 
   Args:
     eval_step: `fn(state, batch) -> dict` on `mesh` (e.g. steps.mesh_eval_step(model, mesh)),
-      batch = dict(x float32 (b, crops, T), y int32 (b,), mask bool (b,)). Its outputs named in
-      `per_clip` have the clip axis first ((b, ...), e.g. pred (b,) int32, probs (b, C)); those
-      named in `totals` are totals of the batch (scalars or arrays, e.g. num_correct; `count`:
-      int32 scalar, the unmasked clips).
+      batch = dict(x float32 (b, crops, T), y int32 (b,), mask bool (b,)); its outputs named in
+      `per_clip` have the clip axis first, those in `totals` are the batch's totals (`count`: int32
+      scalar, the unmasked clips).
     state: what eval_step takes (replicated on `mesh`).
     loader: `batches()` -> dicts of x, y, mask and index (int32 (b,)), and `num_examples` N
-      (data.EvalLoader, or any object alike).
-    mesh: the devices; each process's rows become global arrays on it
-      (parallel.host_batch_to_global). Default: parallel.make_mesh() (every device).
-    runs: K runs at once: `loader` is a list of K loaders (run k's test fold, the same rows per
-      batch), `state` their states stacked on axis 0 and `eval_step` the step with a run axis
-      (steps.mesh_eval_step(..., stack=...)); the batches go through it together, a run whose
-      fold has fewer batches getting fully masked ones.
-    per_clip, totals: names of eval_step outputs, as above; `count` must be among `totals`.
+      (data.EvalLoader, or alike).
+    mesh: the devices (default: parallel.make_mesh()).
+    runs: K runs at once: `loader` a list of K loaders (the same rows per batch), `state` stacked
+      on axis 0, `eval_step` with a run axis; a run whose fold has fewer batches gets masked ones.
+    per_clip, totals: names of eval_step outputs; `count` must be among `totals`.
   Returns:
-    dict (with `runs`: a list of K, run k's as if evaluated alone), the same on every process: per
-    name of `per_clip`, numpy (N, ...) in clip order; `labels` int64 (N,); per name of `totals`,
-    the sum over the batches (float64 or int64 numpy); `count` int; when `num_correct` is among
-    `totals`, `error` = 100 (1 - num_correct / count) (%, float64 of num_correct's shape).
+    dict (with `runs`: a list of K, as if evaluated alone), the same on every process: per name
+    of `per_clip`, numpy (N, ...) in clip order; `labels` int64 (N,); per name of `totals`, the
+    sum over the batches (float64 or int64); `count` int; with `num_correct`, `error` = 100 (1 -
+    num_correct / count) (%).
   Raises:
     RuntimeError: `count` is not N, or the gathered rows do not hold every clip exactly once.
   """
@@ -209,12 +196,8 @@ def evaluate_clips(eval_step: Callable, state: Any, loader: Any,
   per_clip, totals = tuple(per_clip), tuple(totals)
   loaders = list(loader) if runs else [loader]
   keys = ('x', 'y', 'mask', 'index')
-  iters = [iter(l.batches()) for l in loaders]
   outs = []
-  while True:
-    got = [next(it, None) for it in iters]
-    if all(b is None for b in got):
-      break
+  for got in itertools.zip_longest(*(l.batches() for l in loaders)):
     like = next(b for b in got if b is not None)
     empty = dict({k: np.zeros_like(like[k]) for k in ('x', 'y')},
                  mask=np.zeros_like(like['mask']), index=np.full_like(like['index'], -1))
@@ -246,9 +229,7 @@ def _collect(host: list, n: int, per_clip: tuple, totals: tuple) -> dict:
 
 def _total(values: list) -> np.ndarray:
   """The sum of per-batch totals, accumulated in float64 (floats) or int64 (integers)."""
-  values = [np.asarray(v) for v in values]
-  if not values:
-    return np.zeros((), np.int64)
+  values = [np.asarray(v) for v in values] or [np.zeros((), np.int64)]
   dtype = np.float64 if np.issubdtype(values[0].dtype, np.floating) else np.int64
   total = np.zeros(values[0].shape, dtype)
   for v in values:
