@@ -348,12 +348,14 @@ def test_folds_of_different_steps_per_epoch_are_refused_in_one_line(
 
 def test_data_on_device_trains_the_runs_bitwise_as_the_host_pipeline(trained, synthetic_data_dir,
                                                                      tmp_path):
-  """The two InterMix seeds unrolled in one program, with their clips in one table on the device,
-  end bitwise where the host pipeline's program ended (no strong augmentation: bitwise batches,
-  tests/test_on_device.py); a single run (no stacking) too."""
+  """The two InterMix seeds in one program (vmap: the resume test's compiled program), with their
+  clips in one table on the device, end bitwise where the host pipeline's program ended (no strong
+  augmentation: bitwise batches, tests/test_on_device.py); a single run (no stacking) too. The
+  unrolled program on the device: test_bc_independent_pairs_stacked_on_device_equal_each_seed_alone.
+  """
   workdir = str(tmp_path / 'stacked')
-  train.train_and_evaluate(on_device(two_seeds(synthetic_data_dir, 'intermix', 'unroll')), workdir)
-  for a_dir, b_dir in zip(seed_dirs(trained['unroll']), seed_dirs(workdir)):
+  train.train_and_evaluate(on_device(two_seeds(synthetic_data_dir, 'intermix')), workdir)
+  for a_dir, b_dir in zip(seed_dirs(trained['intermix_vmap']), seed_dirs(workdir)):
     assert_bitwise(a_dir, b_dir)
     a, b = helpers.results(a_dir), helpers.results(b_dir)
     assert dict(a['config'], data_on_device=True) == b['config']
