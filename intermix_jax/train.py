@@ -41,10 +41,6 @@ SEEDS_RESULTS_FILE = 'seeds_results.json'
 NonFiniteError = records.NonFiniteError  # raised by train_and_evaluate
 
 
-def _is_main() -> bool:
-  return jax.process_index() == 0
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains and evaluates `config` in `workdir`; returns the results dict (see results.json).
 
@@ -81,7 +77,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def _lock(workdirs: list[str]):
   """The training lock of `workdirs` (workdir_lib.lock), taken by process 0 alone: the processes
   of one multi-process run share the workdir."""
-  return workdir_lib.lock(workdirs) if _is_main() else contextlib.nullcontext()
+  return workdir_lib.lock(workdirs) if distributed.is_main_process() else contextlib.nullcontext()
 
 
 def _many_runs(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -111,7 +107,7 @@ def _many_runs(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def _run_plan(config: ml_collections.ConfigDict, workdir: str, num_folds: int, groups: list,
               plan: list) -> dict:
   """`_many_runs` once its workdirs are locked."""
-  workdir_lib.check_or_store_config(workdir, config, write=_is_main())
+  workdir_lib.check_or_store_config(workdir, config, write=distributed.is_main_process())
   if config.stack_runs:
     results = _train([c for c, _ in plan], [w for _, w in plan], stack=config.stack_method)
   else:
@@ -126,7 +122,7 @@ def _run_plan(config: ml_collections.ConfigDict, workdir: str, num_folds: int, g
     got = [done[w] for _, w in runs if w in done]
     if config.fold == 'all':
       if group_dir != workdir:  # workdir/seed_<s> is a fold='all' workdir of its own
-        workdir_lib.check_or_store_config(group_dir, group, write=_is_main())
+        workdir_lib.check_or_store_config(group_dir, group, write=distributed.is_main_process())
       summaries.append(_write_summary(group, group_dir, CV_RESULTS_FILE, 'cross-validation',
                                       'fold', 'final_error', seed=group.seed,
                                       **aggregation.cv_summary(got, num_folds)))
@@ -149,7 +145,7 @@ def _write_summary(config: ml_collections.ConfigDict, workdir: str, name: str, w
   the error (`error_key`) of each entry of fields[unit + 's']. Returns the summary."""
   summary = dict(dataset=config.dataset, backbone=config.backbone,
                  method=mixing.method_label(config), **fields)
-  if _is_main():
+  if distributed.is_main_process():
     workdir_lib.write_json_atomic(os.path.join(workdir, name), summary)
     if summary['mean_error'] is not None:
       logging.info('%s %s: error %.2f%% (%s)', what, workdir, summary['mean_error'], ', '.join(
@@ -170,7 +166,7 @@ class _Run:
     from intermix_jax import data
     self.config = config
     self.workdir = workdir
-    self.is_main = _is_main()
+    self.is_main = distributed.is_main_process()
     self.info = data.dataset_info(config)
     self.model = trained.build_model(config, self.info.num_classes)  # checked by validate
     self.strategy = mixing.build_strategy(config)

@@ -16,7 +16,6 @@ rate). Configs `sr<rate>` (`audio_builder.SAMPLE_RATES`); splits `fold1`..`fold5
 CLIPS_PER_CLASS_PER_FOLD clips of every class.
 """
 import numpy as np
-import scipy.signal
 import tensorflow_datasets as tfds
 
 from intermix_jax.data import audio_builder
@@ -73,6 +72,7 @@ def _noise_burst(rng, t, sr, noise):
     i0, i1 = int(s * sr), min(t.shape[0], int(np.ceil((s + length) * sr)) + 1)
     if i0 < i1:
       env[i0:i1] = np.maximum(env[i0:i1], _fade_window(t[i0:i1], s, s + length, fade=0.005))
+  import scipy.signal  # pylint: disable=g-import-not-at-top (slow; only building the set needs it)
   sos = scipy.signal.butter(2, [center - width / 2, min(center + width / 2, MAX_FREQUENCY)],
                             btype='bandpass', fs=sr, output='sos')
   return scipy.signal.sosfilt(sos, noise.standard_normal(t.shape[0])) * env
