@@ -1,9 +1,9 @@
 """The whole report of a set of runs written into a folder (`write_report`)."""
 from __future__ import annotations
 
-import json
 import os
 
+from intermix_jax import workdir
 from intermix_jax.report import plots as plots_lib
 from intermix_jax.report.aggregation import (  # pylint: disable=g-multiple-import
     ADVERSARIAL_FILE, add_protocol_deviations, aggregate, aggregate_adversarial, eps_label,
@@ -45,10 +45,9 @@ def write_report(paths: list[str], out: str, plots: bool = True) -> dict:
       list(first_by_seed_fold(g['runs']).values()), 'test_error')) for g in groups]
   adv_summary = [dict(a, attacked={eps_label(e): st for e, st in a['attacked'].items()})
                  for a in adversarial]
-  with open(files[1], 'w') as f:
-    json.dump(dict(groups=summary, adversarial=adv_summary, paired=comparisons,
-                   paired_notes=paired_notes, bad_files=bad, notes=notes, grouping=grouping), f,
-              indent=1, sort_keys=True, default=str)
+  workdir.write_json_atomic(files[1], dict(
+      groups=summary, adversarial=adv_summary, paired=comparisons, paired_notes=paired_notes,
+      bad_files=bad, notes=notes, grouping=grouping))
   if plots and groups:
     files += plots_lib.plot_learning_curves(groups, out)
     files += plots_lib.plot_confusion(groups, out)
