@@ -29,11 +29,13 @@ def _plt():
   return plt
 
 
-def _save(plt, fig, path: str) -> str:
-  """Writes `fig` to `path` (PNG) and closes it; returns `path`."""
+def _save(fig, out: str, *name: str) -> str:
+  """Writes `fig` to out/<the `name` parts, each `_safe`, joined by '_'>.png and closes it;
+  returns the path."""
+  path = os.path.join(out, '_'.join(map(_safe, name)) + '.png')
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
+  _plt().close(fig)
   return path
 
 
@@ -81,8 +83,7 @@ def plot_learning_curves(groups: list[dict], out: str) -> list[str]:
     fig.suptitle(f'{DATASET_TITLE.get(dataset, dataset)}, {BACKBONE_TITLE.get(backbone, backbone)}'
                  f': mean over {over} (seed{"s" if len(seeds) > 1 else ""} '
                  f'{",".join(str(s) for s in seeds)})', fontsize=10)
-    written.append(_save(plt, fig, os.path.join(
-        out, f'curves_{_safe(dataset)}_{_safe(backbone)}.png')))
+    written.append(_save(fig, out, 'curves', dataset, backbone))
   return written
 
 
@@ -121,10 +122,8 @@ def plot_confusion(groups: list[dict], out: str) -> list[str]:
     ax.set_title(f"{g['dataset']} {g['backbone']} {method_title(g)}\n{int(cm.sum())} test "
                  f"predictions, error {100 * (1 - np.trace(cm) / cm.sum()):.1f}%", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
-    variant = f"_{_safe(g['variant'])}" if g['variant'] else ''
-    written.append(_save(plt, fig, os.path.join(
-        out, f"confusion_{_safe(g['dataset'])}_{_safe(g['backbone'])}_"
-        f"{_safe(g['method'])}{variant}.png")))
+    written.append(_save(fig, out, 'confusion', g['dataset'], g['backbone'], g['method'],
+                         *([g['variant']] if g['variant'] else [])))
   return written
 
 
@@ -157,7 +156,7 @@ def plot_error_bars(groups: list[dict], out: str) -> list[str]:
            title=DATASET_TITLE.get(dataset, dataset))
     ax.grid(axis='y', alpha=0.3)
     ax.legend(fontsize=7)
-    written.append(_save(plt, fig, os.path.join(out, f'errorbars_{_safe(dataset)}.png')))
+    written.append(_save(fig, out, 'errorbars', dataset))
   return written
 
 
@@ -187,5 +186,5 @@ def plot_adversarial(adversarial: list[dict], out: str) -> list[str]:
            title=f'{DATASET_TITLE.get(dataset, dataset)}: clean and attacked error')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    written.append(_save(plt, fig, os.path.join(out, f'adversarial_{_safe(dataset)}.png')))
+    written.append(_save(fig, out, 'adversarial', dataset))
   return written
