@@ -52,15 +52,9 @@ def _p_text(p: float | None) -> str:
   return f'{p:.4f}' if p >= 1e-4 else f'{p:.1e}'
 
 
-# The two kinds of paired comparison: (title, does a comparison belong to it).
-PAIRED_KINDS = (('Against standard training',
-                 lambda x: x['reference'] == reference_method(x['method'])),
-                ('Option variants against their strategy\'s default',
-                 lambda x: x['reference'] != reference_method(x['method'])))
-
-
 def paired_tables(comparisons: list[dict], notes: list[str] = ()) -> list[str]:
-  """Markdown lines: per (dataset, backbone), the comparisons of each of PAIRED_KINDS."""
+  """Markdown lines: per (dataset, backbone), the comparisons against standard training, then
+  those of option variants against their strategy's default."""
   if not comparisons and not notes:
     return []
   lines = ['## Paired comparisons on the same test clips', '',
@@ -76,8 +70,10 @@ def paired_tables(comparisons: list[dict], notes: list[str] = ()) -> list[str]:
            'over the seeds, a clip resampled with all its seeds; no McNemar test there (a clip '
            'counts once per seed, so the clips are not independent).', '']
   order = lambda x: method_order(x) + (x['reference'], x['seed'] == 'all', str(x['seed']))
-  for kind, belongs in PAIRED_KINDS:
-    mine = [x for x in comparisons if belongs(x)]
+  for kind, vs_standard in (('Against standard training', True),
+                            ('Option variants against their strategy\'s default', False)):
+    mine = [x for x in comparisons
+            if (x['reference'] == reference_method(x['method'])) == vs_standard]
     for dataset, row in dict.fromkeys((x['dataset'], x['row']) for x in mine):
       lines += [f'### {kind}: {_title(dataset, row)}', '',
                 '| method | reference | seed | folds | clips | reference error % | '
@@ -161,16 +157,14 @@ def _std_text(std: float | None) -> str:
   return 'n=1' if std is None else f'{std:.2f}'
 
 
-def _mean_std(st: dict) -> str:
-  """'12.3 ± 1.0', or '12.3 (n=1)' for a single run: no spread to state."""
-  return f"{st['mean']:.1f} (n=1)" if st['std'] is None else f"{st['mean']:.1f} ± {st['std']:.1f}"
-
-
 def _stat_cell(st: dict | None, paper: float | None = None, deviates: bool = False,
                missing: str = NOT_RUN) -> str:
-  """'12.3 ± 1.0†*‡ (paper)', or `missing` (— : nothing has run) and ' (paper)'."""
-  s = missing if st is None else (_mean_std(st) + ('†' if st['std_over'] == 'folds' else '')
-                                  + ('*' if st['partial'] else '') + ('‡' if deviates else ''))
+  """'12.3 ± 1.0†*‡ (paper)' ('12.3 (n=1)' for a single run: no spread to state), or `missing`
+  (— : nothing has run) and ' (paper)'."""
+  s = missing if st is None else (
+      f"{st['mean']:.1f} " + ('(n=1)' if st['std'] is None else f"± {st['std']:.1f}")
+      + ('†' if st['std_over'] == 'folds' else '') + ('*' if st['partial'] else '')
+      + ('‡' if deviates else ''))
   return s + ('' if paper is None else f' ({paper:.1f})')
 
 
