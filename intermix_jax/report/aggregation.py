@@ -427,9 +427,8 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
     cv_values = [spread['cv_errors'][s] for s in sorted(complete)]
     best_seeds = {s: {f: best_epoch_error(chosen[(s, f)]) for f in folds}
                   for s, folds in sorted(complete.items())}
-    best = None
-    if all(v is not None for folds in best_seeds.values() for v in folds.values()):
-      best = dict(_spread(best_seeds, partial), seeds=best_seeds)
+    best = None if any(v is None for folds in best_seeds.values() for v in folds.values()) else (
+        dict(_spread(best_seeds, partial), seeds=best_seeds))
     groups.append(dict(dataset=dataset, backbone=backbone, method=method,
                        row=_row(backbone, method), **split, **spread,
                        seeds={s: dict(sorted(f.items())) for s, f in sorted(complete.items())},
@@ -716,11 +715,10 @@ def cv_summary(results: list[dict], num_folds: int) -> dict:
   mean_error): the mean of the last-epoch errors once all `num_folds` finished (None before);
   status 'finished', or the first unfinished fold's ('not_started' with no fold)."""
   folds = [dict(fold=r['fold'], status=r['status'], final_error=r['final_error']) for r in results]
-  unfinished = [f for f in folds if f['status'] != 'finished']
   errors = [f['final_error'] for f in folds if f['final_error'] is not None]
   done = len(errors) == num_folds
-  return dict(folds=folds, status='finished' if done else (
-      unfinished[0]['status'] if unfinished else 'not_started'),
+  unfinished = next((f['status'] for f in folds if f['status'] != 'finished'), 'not_started')
+  return dict(folds=folds, status='finished' if done else unfinished,
               mean_error=float(np.mean(errors)) if done else None)
 
 
