@@ -81,14 +81,17 @@ def _resolved(key: str, flat: dict) -> Any:
 
 
 def with_added_fields(stored: dict) -> dict:
-  """A stored config.json with every field of ADDED_FIELDS it lacks set to the value that
-  reproduces what it was trained with (e.g. an older BC run: mixing.pairing='shared')."""
+  """A copy of a stored config.json as this version reads it: every field of ADDED_FIELDS it
+  lacks set to the value that reproduces what it was trained with (e.g. an older BC run:
+  mixing.pairing='shared'), the fields of REMOVED_FIELDS dropped."""
   out = json.loads(json.dumps(stored))
-  for key, value in ADDED_FIELDS.items():
+  for key in (*ADDED_FIELDS, *REMOVED_FIELDS):
     *parents, leaf = key.split('.')
     node = functools.reduce(lambda n, p: n.get(p) if isinstance(n, dict) else None, parents, out)
-    if isinstance(node, dict):
-      node.setdefault(leaf, value)
+    if isinstance(node, dict) and key in ADDED_FIELDS:
+      node.setdefault(leaf, ADDED_FIELDS[key])
+    elif isinstance(node, dict):
+      node.pop(leaf, None)
   return out
 
 
