@@ -340,9 +340,7 @@ class CheckpointStore:
         shardings to restore into.
       at_most: only checkpoints of steps <= at_most are considered (None: all).
     """
-    for step in reversed(self.all_steps()):
-      if at_most is not None and step > at_most:
-        continue
+    for step in reversed([s for s in self.all_steps() if at_most is None or s <= at_most]):
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target_state), meta=ocp.args.JsonRestore()))

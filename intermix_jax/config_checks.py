@@ -112,9 +112,8 @@ def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,
   _check_choice('dataset', c.dataset, catalog.DATASETS)
   _check_choice('backbone', c.backbone, tuple(models.MODELS))
   _check_choice('strategy', c.strategy, mixing.STRATEGY_NAMES)
-  strategy = _check_components(c)
-  if mixes is None:
-    mixes = strategy.mixes
+  strategy = _check_components(c)  # always: every option is checked
+  mixes = strategy.mixes if mixes is None else mixes
 
   folds = num_folds if num_folds is not None else catalog.known_num_folds(c.dataset)
   if c.fold != 'all':
