@@ -28,8 +28,7 @@ SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1), (M_TOP_PA
 def _jax_setting(name: str, env: str) -> str:
   """A JAX string option: from jax.config if JAX is already imported, else its environment
   variable (what jax.config will read at import). Lower case, stripped."""
-  jax = sys.modules.get('jax')
-  value = getattr(getattr(jax, 'config', None), name, None) if jax is not None else None
+  value = getattr(getattr(sys.modules.get('jax'), 'config', None), name, None)
   if value is None:
     value = os.environ.get(env, '')
   return str(value or '').strip().lower()

@@ -32,6 +32,7 @@ CONFIG_FILE = 'config.json'
 DATASET_FILE = 'dataset.json'
 RESULTS_FILE = 'results.json'
 CHECKPOINTS_DIR = 'checkpoints'
+LOCK_FILE = '.training.lock'
 # Fields that may change between runs in one workdir: they do not change what is computed (stacked
 # or alone: equal to float32 rounding, multirun.py; data_on_device: the same batches).
 MUTABLE_FIELDS = ('log_every_steps', 'data_dir', 'manual_dir', 'nan_policy', 'stack_runs',
@@ -46,9 +47,6 @@ ADDED_FIELDS = {'model.precision': 'float32', 'seeds': None, 'data_on_device': F
 # Fields removed from the config: a stored config.json that still has one resumes, whatever its
 # value (model.conv_impl chose between equal computations).
 REMOVED_FIELDS = ('model.conv_impl',)
-
-
-LOCK_FILE = '.training.lock'
 
 
 class WorkdirConfigError(ValueError):
