@@ -352,18 +352,17 @@ class CheckpointStore:
         continue
       state, meta = restored['state'], dict(restored['meta'])
       saved = meta.pop(DIGEST_KEY, None)
-      if saved is None:
-        if self.directory not in _warned_unverified:
-          _warned_unverified.add(self.directory)
-          logging.warning('checkpoint %s has no digest (written by an older version): restored '
-                          'without verifying its arrays', self.path(step))
-      else:
+      if saved is not None:
         problem = _digest_problem(dict(saved.get('leaves', {})), state)
         if not _all_processes(problem is None):
           self._reject(step, problem or 'its arrays differ on another process', 'is corrupted')
           del state, restored
           continue
         self._verified.add(step)
+      elif self.directory not in _warned_unverified:
+        _warned_unverified.add(self.directory)
+        logging.warning('checkpoint %s has no digest (written by an older version): restored '
+                        'without verifying its arrays', self.path(step))
       self.restored_step, self.restored_verified = step, saved is not None
       return state, meta, step
     return None
