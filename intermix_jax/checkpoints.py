@@ -140,7 +140,7 @@ class _HeldOutput(logging.Filter):
 
   def filter(self, record: logging.LogRecord) -> bool:
     if '/orbax/' in record.pathname or record.name == 'asyncio':
-      if not self.failed:
+      if not self.failed and record.levelno >= logging.WARNING:  # passed on at the end
         self.records.append(record)
       return False
     return True
@@ -166,8 +166,7 @@ class _HeldOutput(logging.Filter):
     if not self.failed:
       sys.unraisablehook = self.previous_hook
       for record in self.records:
-        if record.levelno >= logging.WARNING:
-          logging.getLogger(record.name).handle(record)
+        logging.getLogger(record.name).handle(record)
       for unraisable in self.unraisables:
         self.previous_hook(unraisable)
     return False
