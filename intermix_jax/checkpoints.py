@@ -48,24 +48,20 @@ class CheckpointWriteError(io_errors.WriteError):
   permission, ...): one line naming the checkpoint's path; nothing older is lost."""
 
 
-class _QuietOrbax(logging.Filter):
-  """Drops orbax's log records below `level` (they reach the 'absl' logger)."""
-
-  level = logging.WARNING
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    return record.levelno >= self.level or '/orbax/' not in (getattr(record, 'pathname', '') or '')
+_QUIET_BELOW = [logging.WARNING]  # quiet_orbax_logging's level
 
 
-_QUIET = _QuietOrbax()
+def _quiet_orbax(record: logging.LogRecord) -> bool:
+  """The 'absl' logger's filter: drops orbax's log records below _QUIET_BELOW."""
+  return record.levelno >= _QUIET_BELOW[0] or '/orbax/' not in (record.pathname or '')
 
 
 def quiet_orbax_logging(below: int = logging.WARNING) -> None:
   """Hides orbax's own log records below `below`: its INFO lines (a dozen per save) for the
   trainer (default), also its WARNINGs for read-only restores (`below=logging.ERROR`: predict,
   adversarial). The latest call sets the level."""
-  _QUIET.level = below
-  logging.getLogger('absl').addFilter(_QUIET)  # once: addFilter skips a filter already there
+  _QUIET_BELOW[0] = below
+  logging.getLogger('absl').addFilter(_quiet_orbax)  # once: addFilter skips one already there
 
 
 # ------------------------------------------------------------------------------------------------
@@ -107,17 +103,12 @@ def _digest_problem(saved: dict[str, str], state: Any) -> str | None:
 
 
 def _all_processes(ok: bool) -> bool:
-  """True on every process iff `ok` on every process (the same verdict everywhere)."""
+  """True on every process iff `ok` on every process (the same verdict everywhere); an
+  all-gather, so also a barrier: no process returns before every process has called it."""
   if jax.process_count() == 1:
     return ok
   from jax.experimental import multihost_utils
   return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
-
-
-def _barrier(name: str) -> None:
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(name)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -149,7 +140,7 @@ class _HeldOutput(logging.Filter):
 
   def filter(self, record: logging.LogRecord) -> bool:
     if '/orbax/' in record.pathname or record.name == 'asyncio':
-      if not self.failed:
+      if not self.failed and record.levelno >= logging.WARNING:  # passed on at the end
         self.records.append(record)
       return False
     return True
@@ -175,8 +166,7 @@ class _HeldOutput(logging.Filter):
     if not self.failed:
       sys.unraisablehook = self.previous_hook
       for record in self.records:
-        if record.levelno >= logging.WARNING:
-          logging.getLogger(record.name).handle(record)
+        logging.getLogger(record.name).handle(record)
       for unraisable in self.unraisables:
         self.previous_hook(unraisable)
     return False
@@ -349,9 +339,7 @@ class CheckpointStore:
         shardings to restore into.
       at_most: only checkpoints of steps <= at_most are considered (None: all).
     """
-    for step in reversed(self.all_steps()):
-      if at_most is not None and step > at_most:
-        continue
+    for step in reversed([s for s in self.all_steps() if at_most is None or s <= at_most]):
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target_state), meta=ocp.args.JsonRestore()))
@@ -363,18 +351,17 @@ class CheckpointStore:
         continue
       state, meta = restored['state'], dict(restored['meta'])
       saved = meta.pop(DIGEST_KEY, None)
-      if saved is None:
-        if self.directory not in _warned_unverified:
-          _warned_unverified.add(self.directory)
-          logging.warning('checkpoint %s has no digest (written by an older version): restored '
-                          'without verifying its arrays', self.path(step))
-      else:
+      if saved is not None:
         problem = _digest_problem(dict(saved.get('leaves', {})), state)
         if not _all_processes(problem is None):
           self._reject(step, problem or 'its arrays differ on another process', 'is corrupted')
           del state, restored
           continue
         self._verified.add(step)
+      elif self.directory not in _warned_unverified:
+        _warned_unverified.add(self.directory)
+        logging.warning('checkpoint %s has no digest (written by an older version): restored '
+                        'without verifying its arrays', self.path(step))
       self.restored_step, self.restored_verified = step, saved is not None
       return state, meta, step
     return None
@@ -392,10 +379,10 @@ class CheckpointStore:
     bad = self.path(step)
     names = (f'{bad}.unreadable{n if n > 1 else ""}' for n in itertools.count(1))
     aside = next(name for name in names if not os.path.exists(name))
-    _barrier(f'intermix_ckpt_aside_{step}_a')
+    _all_processes(True)  # every process has chosen `aside` before it exists ...
     if jax.process_index() == 0:
       os.rename(bad, aside)
-    _barrier(f'intermix_ckpt_aside_{step}_b')
+    _all_processes(True)  # ... and sees the rename after
     self._verified.discard(step)
     self._manager.reload()
     return aside

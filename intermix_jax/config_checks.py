@@ -112,18 +112,15 @@ def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,
   _check_choice('dataset', c.dataset, catalog.DATASETS)
   _check_choice('backbone', c.backbone, tuple(models.MODELS))
   _check_choice('strategy', c.strategy, mixing.STRATEGY_NAMES)
-  strategy = _check_components(c)
-  if mixes is None:
-    mixes = strategy.mixes
+  strategy = _check_components(c)  # always: every option is checked
+  mixes = strategy.mixes if mixes is None else mixes
 
   folds = num_folds if num_folds is not None else catalog.known_num_folds(c.dataset)
-  if c.fold != 'all':
-    if not _is_int(c.fold):
-      _fail(f'config.fold={c.fold!r} must be a fold number; valid: '
-            f'{f"1..{folds}" if folds else "integers >= 1"} or \'all\'')
-    if c.fold < 1 or (folds is not None and c.fold > folds):
-      valid = f'1..{folds}' if folds else 'a fold number >= 1'
-      _fail(f'config.fold={c.fold!r} is out of range for dataset {c.dataset!r}; valid: {valid} or \'all\'')
+  valid = f"{f'1..{folds}' if folds else 'integers >= 1'} or 'all'"
+  if c.fold != 'all' and not _is_int(c.fold):
+    _fail(f'config.fold={c.fold!r} must be a fold number; valid: {valid}')
+  if c.fold != 'all' and (c.fold < 1 or (folds is not None and c.fold > folds)):
+    _fail(f'config.fold={c.fold!r} is out of range for dataset {c.dataset!r}; valid: {valid}')
 
   if num_mix_points is not None and c.mixing.eligible_layers is not None:
     layers = tuple(c.mixing.eligible_layers)

@@ -270,8 +270,9 @@ def valid_keys(config: ml_collections.ConfigDict) -> list[str]:
 
 def parse_field(config: ml_collections.ConfigDict, key: str, raw: str) -> Any:
   """The text `raw` as a value of the dotted field `key` of `config`, parsed as
-  `--config.<key>=raw` is (ml_collections' parser of the field's type; a quoted text is unquoted;
-  'None' for a field that may be None); ValueError naming the field otherwise."""
+  `--config.<key>=raw` is (ml_collections' parser of the field's type, else of `object`: a Python
+  literal or the text; a quoted text is unquoted; 'None' for a field that may be None);
+  ValueError naming the field otherwise."""
   node, name = _leaf(config, key)
   ftype = node.get_ref(name).get_type()
   ftype = object if ftype is type(None) else ftype
@@ -280,8 +281,9 @@ def parse_field(config: ml_collections.ConfigDict, key: str, raw: str) -> Any:
     text = text[1:-1]
   if text in ('None', 'none', 'null') and (node[name] is None or ftype is object):
     return None
+  parsers = _ml_config_flags._FIELD_TYPE_TO_PARSER  # pylint: disable=protected-access
   try:
-    return _PARSERS.get(ftype, _PARSERS[object]).parse(text)
+    return parsers.get(ftype, parsers[object]).parse(text)
   except ValueError:
     raise ValueError(f'config field {key!r} expects {ftype.__name__}, got {raw!r}') from None
 
@@ -293,10 +295,6 @@ def set_field(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
     node[name] = tuple(value) if isinstance(value, list) else value
   except TypeError as e:
     raise ValueError(f'config field {key!r}: {e}') from None
-
-
-# The parsers of `--config.x=` flags by field type (object: a Python literal, else the text).
-_PARSERS = _ml_config_flags._FIELD_TYPE_TO_PARSER  # pylint: disable=protected-access
 
 
 # --- the batch rule ------------------------------------------------------------------------------

@@ -28,8 +28,7 @@ SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1), (M_TOP_PA
 def _jax_setting(name: str, env: str) -> str:
   """A JAX string option: from jax.config if JAX is already imported, else its environment
   variable (what jax.config will read at import). Lower case, stripped."""
-  jax = sys.modules.get('jax')
-  value = getattr(getattr(jax, 'config', None), name, None) if jax is not None else None
+  value = getattr(getattr(sys.modules.get('jax'), 'config', None), name, None)
   if value is None:
     value = os.environ.get(env, '')
   return str(value or '').strip().lower()
@@ -52,16 +51,11 @@ def _accelerator_plugin_installed() -> bool:
 
 
 def cpu_backend_expected() -> bool:
-  """Whether JAX's default backend is (or will be) the CPU, judged without initialising one.
-
-  The rule, first match:
-    1. JAX's backends are already initialised: `jax.default_backend() == 'cpu'`.
-    2. `jax_platforms` (jax.config, or JAX_PLATFORMS) is set: its first platform is 'cpu'.
-    3. The deprecated `jax_platform_name` (jax.config, or JAX_PLATFORM_NAME) is set: it is 'cpu'.
-    4. Otherwise: no GPU/TPU plugin is installed (`_accelerator_plugin_installed`). With a plugin
-       installed JAX prefers the accelerator, so the answer is False even on a host without one
-       (JAX then falls back to the CPU): set JAX_PLATFORMS=cpu there to get the setting.
-  """
+  """Whether JAX's default backend is (or will be) the CPU, judged without initialising one: by
+  the backend once JAX has one, else by the first platform of `jax_platforms` (jax.config or
+  JAX_PLATFORMS), else by the deprecated `jax_platform_name`, else True iff no GPU/TPU plugin is
+  installed. With a plugin JAX prefers the accelerator, so the answer is False even on a host
+  without one (JAX then falls back to the CPU): set JAX_PLATFORMS=cpu there to get the setting."""
   jax = sys.modules.get('jax')
   if jax is not None:
     try:

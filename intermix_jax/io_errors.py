@@ -11,8 +11,6 @@ import errno
 import re
 import shutil
 
-# tensorstore / array_record report file-system errors as ValueError / RuntimeError with the OS
-# error in the text.
 IO_ERROR_TEXT = re.compile(r"No space left on device|os_error_code|RESOURCE_EXHAUSTED|"
                            r"PERMISSION_DENIED|Read-only file system|Disk quota exceeded")
 ENOSPC_TEXT = re.compile(r"No space left on device|os_error_code='?%d\b|Disk quota exceeded"

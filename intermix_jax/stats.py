@@ -50,16 +50,9 @@ def mcnemar_counts(correct_ref, correct_new) -> tuple[int, int]:
 
 
 def mcnemar_exact(b: int, c: int) -> float:
-  """McNemar's exact two-sided test of b vs c discordant clips: p = min(1, 2 * P[X <= min(b, c)]),
-  X ~ Binomial(b + c, 1/2), in exact integers (1 when b + c = 0).
-
-  Args:
-    b: clips the reference got right and the compared method wrong (>= 0).
-    c: clips the compared method got right and the reference wrong (>= 0).
-
-  Returns:
-    The two-sided p-value in [0, 1].
-  """
+  """The two-sided p-value of McNemar's exact test of b vs c discordant clips (`mcnemar_counts`,
+  each >= 0): min(1, 2 * P[X <= min(b, c)]), X ~ Binomial(b + c, 1/2), in exact integers (1 when
+  b + c = 0)."""
   b, c = int(b), int(c)
   if b < 0 or c < 0:
     raise ValueError(f'stats: McNemar counts must be >= 0, got b={b}, c={c}')

@@ -33,8 +33,7 @@ class SummaryWriter:
   """
 
   def __init__(self, logdir: str, enabled: bool = True):
-    self._file = self._records = None
-    self.path = None
+    self._file = self._records = self.path = None
     if not enabled:
       return
     self.path = os.path.join(logdir, 'events.out.tfevents.%010d.%s.%s.%s' % (
@@ -118,12 +117,11 @@ class Pace:
     self.first: tuple[float, int] | None = None
 
   def eta(self, step: int, total: int, train_rate: float) -> str:
-    now = time.time()
     if self.first is None:
-      self.first = (now, step)
+      self.first = (time.time(), step)
     if step <= self.first[1]:  # no wall time measured yet
       return fmt_time((total - step) / train_rate)
-    wall_rate = (step - self.first[1]) / max(now - self.first[0], 1e-9)
+    wall_rate, _ = steps_per_sec(self.first, step)
     return f'{fmt_time((total - step) / wall_rate)} at {wall_rate:.2f} steps/s overall'
 
 

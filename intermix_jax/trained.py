@@ -95,21 +95,6 @@ def _class_names(workdir: str, config, results: dict | None,
                 f'dataset cannot tell them ({e})') from e
 
 
-def _without_removed_fields(stored: dict) -> dict:
-  """A stored config.json without the fields of workdir.REMOVED_FIELDS (dotted keys)."""
-  out = dict(stored)
-  for key in workdir_lib.REMOVED_FIELDS:
-    *parents, leaf = key.split('.')
-    node = out
-    for p in parents:
-      if not isinstance(node.get(p), dict):
-        break
-      node[p] = node = dict(node[p])
-    else:
-      node.pop(leaf, None)
-  return out
-
-
 def load_workdir(workdir: str, error: type[Exception], *,
                  check: Callable[[ml_collections.ConfigDict, dict | None], None] | None = None,
                  mesh: jax.sharding.Mesh | None = None) -> TrainedRun:
@@ -128,7 +113,7 @@ def load_workdir(workdir: str, error: type[Exception], *,
   workdir = os.path.abspath(workdir)
   _check_is_run(workdir, error)
   stored = workdir_lib.read_json_object(os.path.join(workdir, workdir_lib.CONFIG_FILE), error)
-  config = ml_collections.ConfigDict(workdir_lib.with_added_fields(_without_removed_fields(stored)))
+  config = ml_collections.ConfigDict(workdir_lib.with_added_fields(stored))
   results_path = os.path.join(workdir, workdir_lib.RESULTS_FILE)
   results = (workdir_lib.read_json_object(results_path, error) if os.path.isfile(results_path)
              else None)

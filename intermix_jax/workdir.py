@@ -32,6 +32,7 @@ CONFIG_FILE = 'config.json'
 DATASET_FILE = 'dataset.json'
 RESULTS_FILE = 'results.json'
 CHECKPOINTS_DIR = 'checkpoints'
+LOCK_FILE = '.training.lock'
 # Fields that may change between runs in one workdir: they do not change what is computed (stacked
 # or alone: equal to float32 rounding, multirun.py; data_on_device: the same batches).
 MUTABLE_FIELDS = ('log_every_steps', 'data_dir', 'manual_dir', 'nan_policy', 'stack_runs',
@@ -46,9 +47,6 @@ ADDED_FIELDS = {'model.precision': 'float32', 'seeds': None, 'data_on_device': F
 # Fields removed from the config: a stored config.json that still has one resumes, whatever its
 # value (model.conv_impl chose between equal computations).
 REMOVED_FIELDS = ('model.conv_impl',)
-
-
-LOCK_FILE = '.training.lock'
 
 
 class WorkdirConfigError(ValueError):
@@ -81,14 +79,17 @@ def _resolved(key: str, flat: dict) -> Any:
 
 
 def with_added_fields(stored: dict) -> dict:
-  """A stored config.json with every field of ADDED_FIELDS it lacks set to the value that
-  reproduces what it was trained with (e.g. an older BC run: mixing.pairing='shared')."""
+  """A copy of a stored config.json as this version reads it: every field of ADDED_FIELDS it
+  lacks set to the value that reproduces what it was trained with (e.g. an older BC run:
+  mixing.pairing='shared'), the fields of REMOVED_FIELDS dropped."""
   out = json.loads(json.dumps(stored))
-  for key, value in ADDED_FIELDS.items():
+  for key in (*ADDED_FIELDS, *REMOVED_FIELDS):
     *parents, leaf = key.split('.')
     node = functools.reduce(lambda n, p: n.get(p) if isinstance(n, dict) else None, parents, out)
-    if isinstance(node, dict):
-      node.setdefault(leaf, value)
+    if isinstance(node, dict) and key in ADDED_FIELDS:
+      node.setdefault(leaf, ADDED_FIELDS[key])
+    elif isinstance(node, dict):
+      node.pop(leaf, None)
   return out
 
 
