@@ -61,7 +61,10 @@ def sample_rate_configs(prefix: str = '', subset: str = '',
 
 
 def config_name(sample_rate: int, prefix: str = '') -> str:
-  """E.g. config_name(16000, 'esc10_') == 'esc10_sr16000'."""
+  """E.g. config_name(16000, 'esc10_') == 'esc10_sr16000'; ValueError unless `sample_rate` is a
+  positive integer number of Hz."""
+  if int(sample_rate) != sample_rate or sample_rate <= 0:
+    raise ValueError(f'sample_rate must be a positive integer number of Hz, got {sample_rate!r}')
   return f'{prefix}sr{int(sample_rate)}'
 
 
