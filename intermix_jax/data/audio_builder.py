@@ -69,8 +69,9 @@ def config_name(sample_rate: int, prefix: str = '') -> str:
 
 
 class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Base class. Subclasses define VERSION, BUILDER_CONFIGS, `class_names()`, `num_folds()`,
-  `_split_generators` (usually returning `_fold_splits(records, trim=...)`) and DESCRIPTION."""
+  """Base class. Subclasses define VERSION, BUILDER_CONFIGS, CLASS_NAMES and NUM_FOLDS (or
+  `class_names()`, `num_folds()` where the config decides), `_split_generators` (usually
+  returning `_fold_splits(records, trim=...)`) and DESCRIPTION."""
 
   DESCRIPTION = ''
   HOMEPAGE = ''
@@ -78,6 +79,8 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   READS_SOURCE_FILES = True  # False: generated data (manual_dir is ignored)
   TRIMS_ZEROS = False  # True: clips lose leading/trailing exact-zero samples (ESC protocol)
   AUDIO_EXPECTATION = audio_decode.AudioExpectation()  # accepted channels, rates, sample formats
+  CLASS_NAMES: tuple[str, ...] = ()  # C names, index = label
+  NUM_FOLDS = 0  # K: splits fold1..foldK
 
   def __init__(self, *, skip_bad_files: bool = False, **kwargs):
     """Args: skip_bad_files: skip unusable input files with a warning instead of failing;
@@ -115,10 +118,10 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return epath.Path(inspect.getfile(cls))
 
   def class_names(self) -> tuple[str, ...]:
-    raise NotImplementedError
+    return self.CLASS_NAMES
 
   def num_folds(self) -> int:
-    raise NotImplementedError
+    return self.NUM_FOLDS
 
   @property
   def sample_rate(self) -> int:

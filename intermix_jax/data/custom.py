@@ -355,7 +355,8 @@ def get_builder(config, sample_rate: int) -> CustomAudio:
   builder_config = CustomConfig(
       name=layout.config_name(sample_rate), sample_rate=int(sample_rate), subset=DATASET,
       description=f'{layout.metadata_csv or layout.root} at {int(sample_rate)} Hz',
-      audio_dir=layout.root, metadata_csv=layout.metadata_csv, labels=layout.class_names, folds=layout.num_folds, fingerprint=layout.fingerprint)
+      audio_dir=layout.root, metadata_csv=layout.metadata_csv, labels=layout.class_names,
+      folds=layout.num_folds, fingerprint=layout.fingerprint)
   # TFDS logs 'Using custom data configuration' for every user dataset: dropped.
   quiet = lambda record: not str(record.msg).startswith('Using custom data configuration')
   logging.getLogger('absl').addFilter(quiet)

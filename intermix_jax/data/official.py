@@ -170,6 +170,7 @@ class Esc50(_OfficialBuilder):
                      for c in audio_builder.sample_rate_configs(f'{subset}_', subset)]
   DEFAULT_BUILDER_CONFIG_NAME = 'esc50_sr44100'
   TRIMS_ZEROS = True
+  NUM_FOLDS = layouts.ESC_NUM_FOLDS
   WHAT = 'ESC-50'
   FIND_ROOT = _root_finder(layouts.ESC50_CSV, WHAT, '<dir>/audio/*.wav and <dir>/meta/esc50.csv')
   DOWNLOAD_URL = 'https://github.com/karolpiczak/ESC-50/archive/master.zip'
@@ -192,9 +193,6 @@ class Esc50(_OfficialBuilder):
   def class_names(self):
     return layouts.ESC10_CLASS_NAMES if self.subset == 'esc10' else layouts.ESC50_CLASS_NAMES
 
-  def num_folds(self):
-    return layouts.ESC_NUM_FOLDS
-
   def source_records(self, root):
     return layouts.read_esc50(root, esc10=self.subset == 'esc10')
 
@@ -206,6 +204,8 @@ class Urbansound8k(_OfficialBuilder):
   RELEASE_NOTES = {'1.0.0': 'Initial release: int16 mono, resampled with soxr.'}
   BUILDER_CONFIGS = audio_builder.sample_rate_configs('', 'urbansound8k')
   DEFAULT_BUILDER_CONFIG_NAME = 'sr44100'
+  CLASS_NAMES = layouts.URBANSOUND8K_CLASS_NAMES
+  NUM_FOLDS = layouts.URBANSOUND8K_NUM_FOLDS
   WHAT = 'UrbanSound8K'
   FIND_ROOT = _root_finder(layouts.URBANSOUND8K_CSV, WHAT,
                            '<dir>/audio/fold<N>/*.wav and <dir>/metadata/UrbanSound8K.csv')
@@ -216,12 +216,6 @@ class Urbansound8k(_OfficialBuilder):
   HOMEPAGE = 'https://urbansounddataset.weebly.com/urbansound8k.html'
   CITATION = ('J. Salamon, C. Jacoby, J. P. Bello. A Dataset and Taxonomy for Urban Sound '
               'Research. ACM Multimedia 2014.')
-
-  def class_names(self):
-    return layouts.URBANSOUND8K_CLASS_NAMES
-
-  def num_folds(self):
-    return layouts.URBANSOUND8K_NUM_FOLDS
 
   def source_records(self, root):
     return layouts.read_urbansound8k(root)
