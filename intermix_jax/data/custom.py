@@ -184,10 +184,7 @@ def scan(audio_dir: str | None = None, metadata_csv: str | None = None,
   """Reads the layout of a user dataset (see module docstring); decodes no audio.
 
   Args:
-    audio_dir: the folder of class sub-folders, or (with metadata_csv) the folder the csv's file
-      names are relative to (default: the csv's folder).
-    metadata_csv: csv with columns filename,label[,fold]; None for the folder layout.
-    num_folds: K folds to assign when there is no fold column (>= 2).
+    audio_dir, metadata_csv, num_folds: as the config fields of these names (CONFIG_FIELDS).
 
   Raises:
     CustomConfigError: neither given, a path that does not exist, num_folds < 2.

@@ -97,8 +97,7 @@ def find_root(path, csv_name: str, what: str, expected: str) -> str:
     raise LayoutError(f'{path}: not a directory; expected a copy of {what} ({expected})')
   if is_root(path):
     return path
-  candidates = [os.path.join(path, d) for d in sorted(os.listdir(path))]
-  found = [c for c in candidates if os.path.isdir(c) and is_root(c)]
+  found = [c for c in (os.path.join(path, d) for d in sorted(os.listdir(path))) if is_root(c)]
   if len(found) == 1:
     return found[0]
   if len(found) > 1:

@@ -56,7 +56,8 @@ class ClipIndex:
           src.append(s)
           rec.append(start + r)
           labels.append(int(ex['label']))
-          names.append(_text(ex['filename']))
+          name = ex['filename']
+          names.append(name.decode('utf-8') if isinstance(name, bytes) else str(name))
           lengths.append(int(np.shape(ex['audio'])[0]))
           if clips is not None:
             total += ex['audio'].nbytes
@@ -94,10 +95,6 @@ class ClipIndex:
       for w, ex in zip(where, examples):
         out[w] = np.asarray(ex['audio'], np.int16)
     return out
-
-
-def _text(value) -> str:
-  return value.decode('utf-8') if isinstance(value, bytes) else str(value)
 
 
 def _iterate(dataset: grain.MapDataset, num_threads: int, prefetch: int, num_workers: int):
