@@ -265,14 +265,8 @@ def resolution(csv_path: str, root: str, audio_dir_given: bool, filename: str, p
 
 
 def _fingerprint(root, csv_path, class_names, records, num_folds) -> str:
-  files = []
-  for r in records:
-    try:
-      st = os.stat(r.path)
-      stat = (st.st_size, st.st_mtime_ns)
-    except OSError:  # missing: reported per file when decoding
-      stat = (-1, -1)
-    files.append((r.filename, r.label, r.fold) + stat)
+  # A missing file counts as (-1, -1): reported per file when decoding.
+  files = [(r.filename, r.label, r.fold) + layouts.size_and_mtime(r.path) for r in records]
   return layouts.json_digest([str(CustomAudio.VERSION), root, csv_path, list(class_names),
                               num_folds, files], ensure_ascii=True)
 

@@ -71,14 +71,17 @@ def content_fingerprint(records, class_names) -> str:
   """12 hex digits naming what a copy of a dataset holds, wherever it lies: `json_digest` of the
   records (ClipRecords, label = index into the C `class_names`) sorted by file name, as (filename,
   fold, class name, file size in bytes or -1 when missing); no paths, no modification times."""
-  rows = []
-  for r in sorted(records, key=lambda r: r.filename):
-    try:
-      size = os.stat(r.path).st_size
-    except OSError:
-      size = -1
-    rows.append((r.filename, int(r.fold), class_names[r.label], size))
-  return json_digest(rows)
+  return json_digest([(r.filename, int(r.fold), class_names[r.label], size_and_mtime(r.path)[0])
+                      for r in sorted(records, key=lambda r: r.filename)])
+
+
+def size_and_mtime(path) -> tuple[int, int]:
+  """(size in bytes, modification time in ns) of a file; (-1, -1) when it cannot be read."""
+  try:
+    st = os.stat(path)
+  except OSError:
+    return -1, -1
+  return st.st_size, st.st_mtime_ns
 
 
 def json_digest(value, ensure_ascii: bool = False) -> str:
