@@ -71,7 +71,7 @@ def config_name(sample_rate: int, prefix: str = '') -> str:
 class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base class. Subclasses define VERSION, BUILDER_CONFIGS, CLASS_NAMES and NUM_FOLDS (or
   `class_names()`, `num_folds()` where the config decides), `_split_generators` (usually
-  returning `_fold_splits(records, trim=...)`) and DESCRIPTION."""
+  returning `_fold_splits(source, records, trim=...)`) and DESCRIPTION."""
 
   DESCRIPTION = ''
   HOMEPAGE = ''
@@ -103,13 +103,6 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def source_records(self, root: str) -> list[layouts.ClipRecord]:
     """The records a preparation from the copy at `root` would read (no audio decoded)."""
     raise NotImplementedError
-
-  def _record_source(self, source: str, records) -> None:
-    """Keeps where the clips come from and their fingerprint in the prepared copy's metadata."""
-    self.info.metadata['source'] = source
-    self.info.metadata['source_fingerprint'] = layouts.content_fingerprint(
-        records, self.class_names())
-    self.info.metadata['source_clips'] = len(records)
 
   @tfds.core.utils.classproperty
   @classmethod
@@ -167,8 +160,13 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
           f'{self.name}/{self.builder_config.name}: skipped {len(self._skipped)} bad '
           f'file(s) (skip_bad_files=True):\n{listing}'), stacklevel=2)
 
-  def _fold_splits(self, records: list[layouts.ClipRecord], *, trim: bool) -> dict:
-    """{'fold<k>': example generator} for k = 1..num_folds (records grouped by fold)."""
+  def _fold_splits(self, source: str, records: list[layouts.ClipRecord], *, trim: bool) -> dict:
+    """{'fold<k>': example generator} for k = 1..num_folds (records grouped by fold); keeps where
+    the clips come from (`source`) and their fingerprint in the prepared copy's metadata."""
+    self.info.metadata['source'] = source
+    self.info.metadata['source_fingerprint'] = layouts.content_fingerprint(
+        records, self.class_names())
+    self.info.metadata['source_clips'] = len(records)
     splits = {}
     for k in range(1, self.num_folds() + 1):
       fold_records = [r for r in records if r.fold == k]

@@ -322,9 +322,8 @@ class CustomAudio(audio_builder.AudioClipBuilder):
       raise layouts.LayoutError(
           f'{layout.metadata_csv or layout.root}: the files changed since this builder was made '
           f'(fingerprint {layout.fingerprint}, expected {cfg.fingerprint}); run again')
-    self._record_source(layout.metadata_csv or layout.root, layout.records)
     self.info.metadata['folds_assigned'] = layout.folds_assigned
-    return self._fold_splits(list(layout.records), trim=False)
+    return self._fold_splits(layout.metadata_csv or layout.root, list(layout.records), trim=False)
 
 
 def get_builder(config, sample_rate: int) -> CustomAudio:

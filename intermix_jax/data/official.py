@@ -150,9 +150,7 @@ class _OfficialBuilder(audio_builder.AudioClipBuilder, skip_registration=True):
       manual = None
     root = (self._download(dl_manager) if manual is None
             else self._from_manual_dir(manual, dl_manager.download_dir))
-    records = self.source_records(root)
-    self._record_source(root, records)
-    return self._fold_splits(records, trim=self.TRIMS_ZEROS)
+    return self._fold_splits(root, self.source_records(root), trim=self.TRIMS_ZEROS)
 
 
 class Esc50(_OfficialBuilder):
