@@ -61,13 +61,17 @@ def sample_rate_configs(prefix: str = '', subset: str = '',
 
 
 def config_name(sample_rate: int, prefix: str = '') -> str:
-  """E.g. config_name(16000, 'esc10_') == 'esc10_sr16000'."""
+  """E.g. config_name(16000, 'esc10_') == 'esc10_sr16000'; ValueError unless `sample_rate` is a
+  positive integer number of Hz."""
+  if int(sample_rate) != sample_rate or sample_rate <= 0:
+    raise ValueError(f'sample_rate must be a positive integer number of Hz, got {sample_rate!r}')
   return f'{prefix}sr{int(sample_rate)}'
 
 
 class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Base class. Subclasses define VERSION, BUILDER_CONFIGS, `class_names()`, `num_folds()`,
-  `_split_generators` (usually returning `_fold_splits(records, trim=...)`) and DESCRIPTION."""
+  """Base class. Subclasses define VERSION, BUILDER_CONFIGS, CLASS_NAMES and NUM_FOLDS (or
+  `class_names()`, `num_folds()` where the config decides), `_split_generators` (usually
+  returning `_fold_splits(source, records, trim=...)`) and DESCRIPTION."""
 
   DESCRIPTION = ''
   HOMEPAGE = ''
@@ -75,6 +79,8 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   READS_SOURCE_FILES = True  # False: generated data (manual_dir is ignored)
   TRIMS_ZEROS = False  # True: clips lose leading/trailing exact-zero samples (ESC protocol)
   AUDIO_EXPECTATION = audio_decode.AudioExpectation()  # accepted channels, rates, sample formats
+  CLASS_NAMES: tuple[str, ...] = ()  # C names, index = label
+  NUM_FOLDS = 0  # K: splits fold1..foldK
 
   def __init__(self, *, skip_bad_files: bool = False, **kwargs):
     """Args: skip_bad_files: skip unusable input files with a warning instead of failing;
@@ -98,13 +104,6 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """The records a preparation from the copy at `root` would read (no audio decoded)."""
     raise NotImplementedError
 
-  def _record_source(self, source: str, records) -> None:
-    """Keeps where the clips come from and their fingerprint in the prepared copy's metadata."""
-    self.info.metadata['source'] = source
-    self.info.metadata['source_fingerprint'] = layouts.content_fingerprint(
-        records, self.class_names())
-    self.info.metadata['source_clips'] = len(records)
-
   @tfds.core.utils.classproperty
   @classmethod
   def code_path(cls) -> epath.Path:
@@ -112,10 +111,10 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return epath.Path(inspect.getfile(cls))
 
   def class_names(self) -> tuple[str, ...]:
-    raise NotImplementedError
+    return self.CLASS_NAMES
 
   def num_folds(self) -> int:
-    raise NotImplementedError
+    return self.NUM_FOLDS
 
   @property
   def sample_rate(self) -> int:
@@ -161,8 +160,13 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
           f'{self.name}/{self.builder_config.name}: skipped {len(self._skipped)} bad '
           f'file(s) (skip_bad_files=True):\n{listing}'), stacklevel=2)
 
-  def _fold_splits(self, records: list[layouts.ClipRecord], *, trim: bool) -> dict:
-    """{'fold<k>': example generator} for k = 1..num_folds (records grouped by fold)."""
+  def _fold_splits(self, source: str, records: list[layouts.ClipRecord], *, trim: bool) -> dict:
+    """{'fold<k>': example generator} for k = 1..num_folds (records grouped by fold); keeps where
+    the clips come from (`source`) and their fingerprint in the prepared copy's metadata."""
+    self.info.metadata['source'] = source
+    self.info.metadata['source_fingerprint'] = layouts.content_fingerprint(
+        records, self.class_names())
+    self.info.metadata['source_clips'] = len(records)
     splits = {}
     for k in range(1, self.num_folds() + 1):
       fold_records = [r for r in records if r.fold == k]

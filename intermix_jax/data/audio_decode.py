@@ -67,10 +67,6 @@ def _check_wav_not_truncated(path: str) -> None:
       pos += 8 + chunk_size + (chunk_size & 1)
 
 
-def _describe(e: Exception) -> str:
-  return getattr(e, 'error_string', None) or str(e)
-
-
 def to_int16(x: np.ndarray) -> np.ndarray:
   """float samples in [-1, 1) (any shape) -> int16 scale: round(x * 32768) clipped to int16."""
   return np.clip(np.rint(np.asarray(x, np.float64) * 32768.0), -32768, 32767).astype(np.int16)
@@ -110,25 +106,23 @@ def load_audio_and_rate(path, sample_rate: int, *, trim: bool = False,
   if os.path.getsize(path) == 0:
     raise BadAudioFileError(path, 'empty file (0 bytes)')
   _check_wav_not_truncated(path)
-  try:
+  try:  # (BadAudioFileError is a ValueError: not caught here)
     info = sf.info(path)
-  except (sf.LibsndfileError, RuntimeError) as e:
-    raise BadAudioFileError(path, f'unreadable audio ({_describe(e)})') from e
-  if info.subtype not in expect.subtypes:
-    raise BadAudioFileError(
-        path, f'unexpected sample format / bit depth {info.subtype!r} '
-        f'(supported: {", ".join(sorted(expect.subtypes))})')
-  if not 1 <= info.channels <= expect.max_channels:
-    raise BadAudioFileError(
-        path, f'unexpected channel count {info.channels} (expected 1 to {expect.max_channels})')
-  if not expect.min_rate <= info.samplerate <= expect.max_rate:
-    raise BadAudioFileError(
-        path, f'unexpected sample rate {info.samplerate} Hz '
-        f'(expected {expect.min_rate} to {expect.max_rate} Hz)')
-  try:
+    if info.subtype not in expect.subtypes:
+      raise BadAudioFileError(
+          path, f'unexpected sample format / bit depth {info.subtype!r} '
+          f'(supported: {", ".join(sorted(expect.subtypes))})')
+    if not 1 <= info.channels <= expect.max_channels:
+      raise BadAudioFileError(
+          path, f'unexpected channel count {info.channels} (expected 1 to {expect.max_channels})')
+    if not expect.min_rate <= info.samplerate <= expect.max_rate:
+      raise BadAudioFileError(
+          path, f'unexpected sample rate {info.samplerate} Hz '
+          f'(expected {expect.min_rate} to {expect.max_rate} Hz)')
     data, native_rate = sf.read(path, dtype='float32', always_2d=True)
   except (sf.LibsndfileError, RuntimeError) as e:
-    raise BadAudioFileError(path, f'unreadable audio ({_describe(e)})') from e
+    why = getattr(e, 'error_string', None) or str(e)
+    raise BadAudioFileError(path, f'unreadable audio ({why})') from e
   if data.shape[0] == 0:
     raise BadAudioFileError(path, 'contains no audio samples')
   if not np.all(np.isfinite(data)):

@@ -18,7 +18,6 @@ import os
 import shutil
 import warnings
 
-import numpy as np
 import tensorflow_datasets as tfds
 
 from intermix_jax import io_errors
@@ -94,8 +93,6 @@ def get_builder(dataset: str, sample_rate: int, *, data_dir=None,
   config built on the fly (named e.g. `sr11025`).
   """
   cls, prefix, _, _ = _entry(dataset)
-  if int(sample_rate) != sample_rate or sample_rate <= 0:
-    raise ValueError(f'sample_rate must be a positive integer number of Hz, got {sample_rate!r}')
   name = audio_builder.config_name(sample_rate, prefix)
   # A registered config goes by name (a builder pickled to a grain worker re-finds it by name).
   config = name if name in {c.name for c in cls.BUILDER_CONFIGS} else (
@@ -298,9 +295,7 @@ def dataset_info(config) -> DatasetInfo:
 def check_fold(config, info: DatasetInfo) -> int:
   """config.fold as the one test fold of `info` (an integer in 1..info.num_folds), else ValueError
   naming the field; the data loaders need one fold ('all' is split into folds by the trainer)."""
-  fold = config.fold
-  if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) \
-      or not 1 <= fold <= info.num_folds:
+  if not layouts.is_int_in(config.fold, 1, info.num_folds):
     raise ValueError(f'config.fold={config.fold!r} but the data loaders need one test fold of '
                      f'{info.name}: an integer in 1..{info.num_folds}')
-  return int(fold)
+  return int(config.fold)

@@ -125,7 +125,7 @@ def list_audio_files(folder: str) -> tuple[list[str], int]:
   return sorted(found), ignored
 
 
-def _scan_folder(root: str) -> tuple[list[tuple[str, str, str]], None]:
+def _scan_folder(root: str) -> list[tuple[str, str, str]]:
   """[(filename relative to root, absolute path, label)] of the class-folder layout."""
   entries = sorted(os.listdir(root))
   loose = [e for e in entries if is_audio_file(e) and os.path.isfile(os.path.join(root, e))]
@@ -154,14 +154,14 @@ def _scan_folder(root: str) -> tuple[list[tuple[str, str, str]], None]:
   if ignored_total:
     log.warning('%s: ignored %d file(s) that are not audio (%s)', root, ignored_total,
                 _EXTENSIONS)
-  return items, None
+  return items
 
 
 def _scan_csv(csv_path: str, root: str) -> tuple[list[tuple[str, str, str]], list[int] | None]:
   """[(filename, absolute path, label)] and the folds (None without a fold column) of a csv."""
   if not os.path.isfile(csv_path):
     raise CustomConfigError(f'config.metadata_csv={csv_path!r} is not a file')
-  rows = layouts._read_csv(csv_path, ('filename', 'label'))  # pylint: disable=protected-access
+  rows = layouts.read_csv(csv_path, ('filename', 'label'))
   if not rows:
     raise layouts.LayoutError(f'{csv_path}: no rows (expected columns filename,label[,fold])')
   has_fold = 'fold' in rows[0][1]
@@ -174,8 +174,7 @@ def _scan_csv(csv_path: str, root: str) -> tuple[list[tuple[str, str, str]], lis
     if not label:
       raise layouts.LayoutError(f'{csv_path}, line {line}: column \'label\' is empty')
     if has_fold:
-      folds.append(layouts._int_field(  # pylint: disable=protected-access
-          csv_path, line, row, 'fold', 1, MAX_FOLDS))
+      folds.append(layouts.int_field(csv_path, line, row, 'fold', 1, MAX_FOLDS))
     items.append((name, os.path.join(root, name), label))
   return items, folds
 
@@ -185,18 +184,14 @@ def scan(audio_dir: str | None = None, metadata_csv: str | None = None,
   """Reads the layout of a user dataset (see module docstring); decodes no audio.
 
   Args:
-    audio_dir: the folder of class sub-folders, or (with metadata_csv) the folder the csv's file
-      names are relative to (default: the csv's folder).
-    metadata_csv: csv with columns filename,label[,fold]; None for the folder layout.
-    num_folds: K folds to assign when there is no fold column (>= 2).
+    audio_dir, metadata_csv, num_folds: as the config fields of these names (CONFIG_FIELDS).
 
   Raises:
     CustomConfigError: neither given, a path that does not exist, num_folds < 2.
     layouts.LayoutError: a malformed csv or folder (naming it), fewer than 2 classes, a fold of
       the csv without clips, more folds than files.
   """
-  if isinstance(num_folds, bool) or not isinstance(num_folds, (int, np.integer)) \
-      or not 2 <= num_folds <= MAX_FOLDS:
+  if not layouts.is_int_in(num_folds, 2, MAX_FOLDS):
     raise CustomConfigError(f'config.num_folds={num_folds!r}: cross-validation needs an integer '
                             f'number of folds in 2..{MAX_FOLDS}')
   num_folds = int(num_folds)
@@ -216,15 +211,14 @@ def scan(audio_dir: str | None = None, metadata_csv: str | None = None,
       root = os.path.dirname(csv_path)
     items, folds = _scan_csv(csv_path, root)
   else:
-    items, folds = _scan_folder(root)
+    items, folds = _scan_folder(root), None
   if csv_path and not any(os.path.exists(path) for _, path, _ in items):
     # Nothing resolves: the folder the names resolve against is wrong, not the files.
     raise layouts.LayoutError(
         f'{csv_path}: none of the {len(items)} files it lists exists; '
         f'{resolution(csv_path, root, bool(audio_dir), *items[0][:2], hint=True)}')
   where = csv_path or root
-  layouts._check_unique(  # pylint: disable=protected-access
-      where, [layouts.ClipRecord(name, path, 0, 0) for name, path, _ in items])
+  layouts.check_unique(where, [layouts.ClipRecord(name, path, 0, 0) for name, path, _ in items])
 
   class_names = sort_class_names(label for _, _, label in items)
   if len(class_names) < 2:
@@ -271,14 +265,8 @@ def resolution(csv_path: str, root: str, audio_dir_given: bool, filename: str, p
 
 
 def _fingerprint(root, csv_path, class_names, records, num_folds) -> str:
-  files = []
-  for r in records:
-    try:
-      st = os.stat(r.path)
-      stat = (st.st_size, st.st_mtime_ns)
-    except OSError:  # missing: reported per file when decoding
-      stat = (-1, -1)
-    files.append((r.filename, r.label, r.fold) + stat)
+  # A missing file counts as (-1, -1): reported per file when decoding.
+  files = [(r.filename, r.label, r.fold) + layouts.size_and_mtime(r.path) for r in records]
   return layouts.json_digest([str(CustomAudio.VERSION), root, csv_path, list(class_names),
                               num_folds, files], ensure_ascii=True)
 
@@ -288,27 +276,22 @@ def config_field(config, name, default=None):
   return config.get(name, default) if hasattr(config, 'get') else getattr(config, name, default)
 
 
-def _num_folds(config):
-  num_folds = config_field(config, 'num_folds')
-  return DEFAULT_NUM_FOLDS if num_folds is None else num_folds
-
-
 def scan_config(config) -> CustomLayout:
   """`scan` with config.audio_dir, config.metadata_csv and config.num_folds (default 5)."""
+  num_folds = config_field(config, 'num_folds')
   return scan(config_field(config, 'audio_dir'), config_field(config, 'metadata_csv'),
-              _num_folds(config))
+              DEFAULT_NUM_FOLDS if num_folds is None else num_folds)
 
 
 @dataclasses.dataclass(eq=False)
 class CustomConfig(audio_builder.SampleRateConfig):
   """A user dataset at `sample_rate` Hz (name = `CustomLayout.config_name(sample_rate)`).
 
-  Attributes (besides sample_rate): audio_dir, metadata_csv ('' = folder layout), num_folds (the
-  folds to assign without a fold column), labels (class names), folds (K), fingerprint.
+  Attributes (besides sample_rate): audio_dir (`CustomLayout.root`), metadata_csv ('' = folder
+  layout), labels (class names), folds (K), fingerprint.
   """
   audio_dir: str = ''
   metadata_csv: str = ''
-  num_folds: int = DEFAULT_NUM_FOLDS
   labels: tuple[str, ...] = dataclasses.field(default=(), repr=False)
   folds: int = 0
   fingerprint: str = ''
@@ -333,14 +316,14 @@ class CustomAudio(audio_builder.AudioClipBuilder):
   def _split_generators(self, dl_manager):
     del dl_manager  # the files are local
     cfg = self.builder_config
-    layout = scan(cfg.audio_dir or None, cfg.metadata_csv or None, cfg.num_folds)
+    # K is what `scan` assigns without a fold column, and is checked against the fold column.
+    layout = scan(cfg.audio_dir or None, cfg.metadata_csv or None, cfg.folds)
     if layout.fingerprint != cfg.fingerprint:
       raise layouts.LayoutError(
           f'{layout.metadata_csv or layout.root}: the files changed since this builder was made '
           f'(fingerprint {layout.fingerprint}, expected {cfg.fingerprint}); run again')
-    self._record_source(layout.metadata_csv or layout.root, layout.records)
     self.info.metadata['folds_assigned'] = layout.folds_assigned
-    return self._fold_splits(list(layout.records), trim=False)
+    return self._fold_splits(layout.metadata_csv or layout.root, list(layout.records), trim=False)
 
 
 def get_builder(config, sample_rate: int) -> CustomAudio:
@@ -348,8 +331,6 @@ def get_builder(config, sample_rate: int) -> CustomAudio:
 
   Reads config.audio_dir, metadata_csv, num_folds, data_dir, skip_bad_files.
   """
-  if int(sample_rate) != sample_rate or sample_rate <= 0:
-    raise ValueError(f'sample_rate must be a positive integer number of Hz, got {sample_rate!r}')
   layout = scan_config(config)
   skip_bad_files = bool(config_field(config, 'skip_bad_files', False))
   missing = ([r for r in layout.records if not os.path.exists(r.path)]
@@ -364,8 +345,8 @@ def get_builder(config, sample_rate: int) -> CustomAudio:
   builder_config = CustomConfig(
       name=layout.config_name(sample_rate), sample_rate=int(sample_rate), subset=DATASET,
       description=f'{layout.metadata_csv or layout.root} at {int(sample_rate)} Hz',
-      audio_dir=layout.root, metadata_csv=layout.metadata_csv, num_folds=int(_num_folds(config)),
-      labels=layout.class_names, folds=layout.num_folds, fingerprint=layout.fingerprint)
+      audio_dir=layout.root, metadata_csv=layout.metadata_csv, labels=layout.class_names,
+      folds=layout.num_folds, fingerprint=layout.fingerprint)
   # TFDS logs 'Using custom data configuration' for every user dataset: dropped.
   quiet = lambda record: not str(record.msg).startswith('Using custom data configuration')
   logging.getLogger('absl').addFilter(quiet)

@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import numbers
 import os
 import warnings
 
@@ -61,18 +62,26 @@ class ClipRecord:
   label: int
 
 
+def is_int_in(value, lo: int, hi: int) -> bool:
+  """Whether `value` is an integer (Python or numpy, not a bool) in lo..hi."""
+  return not isinstance(value, bool) and isinstance(value, numbers.Integral) and lo <= value <= hi
+
+
 def content_fingerprint(records, class_names) -> str:
   """12 hex digits naming what a copy of a dataset holds, wherever it lies: `json_digest` of the
   records (ClipRecords, label = index into the C `class_names`) sorted by file name, as (filename,
   fold, class name, file size in bytes or -1 when missing); no paths, no modification times."""
-  rows = []
-  for r in sorted(records, key=lambda r: r.filename):
-    try:
-      size = os.stat(r.path).st_size
-    except OSError:
-      size = -1
-    rows.append((r.filename, int(r.fold), class_names[r.label], size))
-  return json_digest(rows)
+  return json_digest([(r.filename, int(r.fold), class_names[r.label], size_and_mtime(r.path)[0])
+                      for r in sorted(records, key=lambda r: r.filename)])
+
+
+def size_and_mtime(path) -> tuple[int, int]:
+  """(size in bytes, modification time in ns) of a file; (-1, -1) when it cannot be read."""
+  try:
+    st = os.stat(path)
+  except OSError:
+    return -1, -1
+  return st.st_size, st.st_mtime_ns
 
 
 def json_digest(value, ensure_ascii: bool = False) -> str:
@@ -91,8 +100,7 @@ def find_root(path, csv_name: str, what: str, expected: str) -> str:
     raise LayoutError(f'{path}: not a directory; expected a copy of {what} ({expected})')
   if is_root(path):
     return path
-  candidates = [os.path.join(path, d) for d in sorted(os.listdir(path))]
-  found = [c for c in candidates if os.path.isdir(c) and is_root(c)]
+  found = [c for c in (os.path.join(path, d) for d in sorted(os.listdir(path))) if is_root(c)]
   if len(found) == 1:
     return found[0]
   if len(found) > 1:
@@ -102,7 +110,7 @@ def find_root(path, csv_name: str, what: str, expected: str) -> str:
                     f'the official layout {expected}')
 
 
-def _read_csv(csv_path: str, required: tuple[str, ...]) -> list[tuple[int, dict]]:
+def read_csv(csv_path: str, required: tuple[str, ...]) -> list[tuple[int, dict]]:
   """Returns [(line number, row dict)], checking the header has the required columns."""
   try:
     with open(csv_path, newline='', encoding='utf-8') as f:
@@ -116,7 +124,8 @@ def _read_csv(csv_path: str, required: tuple[str, ...]) -> list[tuple[int, dict]
     raise LayoutError(f'{csv_path}: not a text csv file ({e})') from e
 
 
-def _int_field(csv_path, line, row, name, lo, hi) -> int:
+def int_field(csv_path, line, row, name, lo, hi) -> int:
+  """Column `name` of a csv row as an integer in lo..hi (LayoutError naming the line)."""
   value = row.get(name)
   try:
     v = int(value)
@@ -128,7 +137,8 @@ def _int_field(csv_path, line, row, name, lo, hi) -> int:
   return v
 
 
-def _check_unique(csv_path, records):
+def check_unique(csv_path, records):
+  """LayoutError naming the first file name listed twice among `records` (of `csv_path`)."""
   seen = set()
   for r in records:
     if r.filename in seen:
@@ -139,7 +149,7 @@ def _check_unique(csv_path, records):
 def _checked(csv_path, records, what: str, official) -> list[ClipRecord]:
   """`records`, unique and not empty (LayoutError: 'no <what>rows'), with a warning when they
   are not the (name, rows) of `official` (None: not checked)."""
-  _check_unique(csv_path, records)
+  check_unique(csv_path, records)
   if not records:
     raise LayoutError(f'{csv_path}: no {what}rows')
   if official and len(records) != official[1]:
@@ -160,11 +170,11 @@ def read_esc50(root, *, esc10: bool) -> list[ClipRecord]:
   """
   root = os.fspath(root)
   csv_path = os.path.join(root, ESC50_CSV)
-  rows = _read_csv(csv_path, ('filename', 'fold', 'target', 'category', 'esc10'))
+  rows = read_csv(csv_path, ('filename', 'fold', 'target', 'category', 'esc10'))
   records = []
   for line, row in rows:
-    target = _int_field(csv_path, line, row, 'target', 0, len(ESC50_CLASS_NAMES) - 1)
-    fold = _int_field(csv_path, line, row, 'fold', 1, ESC_NUM_FOLDS)
+    target = int_field(csv_path, line, row, 'target', 0, len(ESC50_CLASS_NAMES) - 1)
+    fold = int_field(csv_path, line, row, 'fold', 1, ESC_NUM_FOLDS)
     if row['category'] != ESC50_CLASS_NAMES[target]:
       raise LayoutError(f'{csv_path}, line {line}: target {target} has category '
                         f'{row["category"]!r}, the official name is {ESC50_CLASS_NAMES[target]!r}')
@@ -187,11 +197,11 @@ def read_urbansound8k(root) -> list[ClipRecord]:
   """Reads and validates `metadata/UrbanSound8K.csv`; audio is `audio/fold<fold>/<file>`."""
   root = os.fspath(root)
   csv_path = os.path.join(root, URBANSOUND8K_CSV)
-  rows = _read_csv(csv_path, ('slice_file_name', 'fold', 'classID', 'class'))
+  rows = read_csv(csv_path, ('slice_file_name', 'fold', 'classID', 'class'))
   records = []
   for line, row in rows:
-    label = _int_field(csv_path, line, row, 'classID', 0, len(URBANSOUND8K_CLASS_NAMES) - 1)
-    fold = _int_field(csv_path, line, row, 'fold', 1, URBANSOUND8K_NUM_FOLDS)
+    label = int_field(csv_path, line, row, 'classID', 0, len(URBANSOUND8K_CLASS_NAMES) - 1)
+    fold = int_field(csv_path, line, row, 'fold', 1, URBANSOUND8K_NUM_FOLDS)
     if row['class'] != URBANSOUND8K_CLASS_NAMES[label]:
       raise LayoutError(f'{csv_path}, line {line}: classID {label} has class {row["class"]!r}, '
                         f'the official name is {URBANSOUND8K_CLASS_NAMES[label]!r}')

@@ -98,25 +98,19 @@ def _instructions(what: str, layout: str, url: str) -> str:
           f'  {layout}\n(e.g. the extracted {url}, or the archive itself).\n')
 
 
-def _root_finder(csv_name: str, what: str, layout: str):
-  """`layouts.find_root` for the layout `layout` (metadata csv `csv_name`) of `what`."""
-  return staticmethod(lambda path: layouts.find_root(path, csv_name, what, layout))
-
-
 class _OfficialBuilder(audio_builder.AudioClipBuilder, skip_registration=True):
-  """A builder of an official layout: subclasses set WHAT (for messages), FIND_ROOT
-  (`_root_finder`), DOWNLOAD_URL, MANUAL_DOWNLOAD_INSTRUCTIONS and `source_records`."""
+  """A builder of an official layout: subclasses set WHAT (for messages), CSV (its metadata csv)
+  and LAYOUT (for `layouts.find_root`), DOWNLOAD_URL, MANUAL_DOWNLOAD_INSTRUCTIONS and
+  `source_records`."""
 
-  WHAT = ''
-  FIND_ROOT = None
+  WHAT = CSV = LAYOUT = ''
+
+  def _find_root(self, path) -> str:
+    return layouts.find_root(path, self.CSV, self.WHAT, self.LAYOUT)
 
   def source_root(self, manual_dir):
-    """The root of the local copy a preparation would read now (`manual_dir`, else
-    `<data_dir>/downloads/manual`), or None when it would download.
-
-    Raises:
-      layouts.LayoutError, SourceUnavailableError: the directory holds no usable copy.
-    """
+    """As `AudioClipBuilder.source_root` (the default manual dir: <data_dir>/downloads/manual);
+    layouts.LayoutError or SourceUnavailableError when the directory holds no usable copy."""
     download_dir = os.fspath(self.data_dir_root / 'downloads')
     manual = os.fspath(manual_dir) if manual_dir else os.path.join(download_dir, 'manual')
     if not os.path.isdir(manual) or not os.listdir(manual):
@@ -125,12 +119,12 @@ class _OfficialBuilder(audio_builder.AudioClipBuilder, skip_registration=True):
 
   def _from_manual_dir(self, manual: str, download_dir) -> str:
     try:
-      return self.FIND_ROOT(manual)
+      return self._find_root(manual)
     except layouts.LayoutError as layout_error:
       archives = sorted(f for f in os.listdir(manual) if f.endswith(ARCHIVE_SUFFIXES))
       if len(archives) != 1:
         raise layout_error
-      return self.FIND_ROOT(extract_archive(os.path.join(manual, archives[0]), download_dir))
+      return self._find_root(extract_archive(os.path.join(manual, archives[0]), download_dir))
 
   def _download(self, dl_manager) -> str:
     """The root of the official archive, downloaded and extracted (SourceUnavailableError, with
@@ -147,7 +141,7 @@ class _OfficialBuilder(audio_builder.AudioClipBuilder, skip_registration=True):
       raise SourceUnavailableError(
           f'{what}: no local copy was given (config.manual_dir) and downloading {url} failed '
           f'({type(e).__name__}: {e}).\n{how}') from e
-    return self.FIND_ROOT(extract_archive(archive, dl_manager.download_dir))
+    return self._find_root(extract_archive(archive, dl_manager.download_dir))
 
   def _split_generators(self, dl_manager):
     try:
@@ -156,9 +150,7 @@ class _OfficialBuilder(audio_builder.AudioClipBuilder, skip_registration=True):
       manual = None
     root = (self._download(dl_manager) if manual is None
             else self._from_manual_dir(manual, dl_manager.download_dir))
-    records = self.source_records(root)
-    self._record_source(root, records)
-    return self._fold_splits(records, trim=self.TRIMS_ZEROS)
+    return self._fold_splits(root, self.source_records(root), trim=self.TRIMS_ZEROS)
 
 
 class Esc50(_OfficialBuilder):
@@ -170,8 +162,10 @@ class Esc50(_OfficialBuilder):
                      for c in audio_builder.sample_rate_configs(f'{subset}_', subset)]
   DEFAULT_BUILDER_CONFIG_NAME = 'esc50_sr44100'
   TRIMS_ZEROS = True
+  NUM_FOLDS = layouts.ESC_NUM_FOLDS
   WHAT = 'ESC-50'
-  FIND_ROOT = _root_finder(layouts.ESC50_CSV, WHAT, '<dir>/audio/*.wav and <dir>/meta/esc50.csv')
+  CSV = layouts.ESC50_CSV
+  LAYOUT = '<dir>/audio/*.wav and <dir>/meta/esc50.csv'
   DOWNLOAD_URL = 'https://github.com/karolpiczak/ESC-50/archive/master.zip'
   MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions(
       'ESC-50 / ESC-10', 'audio/*.wav  and  meta/esc50.csv', DOWNLOAD_URL)
@@ -192,9 +186,6 @@ class Esc50(_OfficialBuilder):
   def class_names(self):
     return layouts.ESC10_CLASS_NAMES if self.subset == 'esc10' else layouts.ESC50_CLASS_NAMES
 
-  def num_folds(self):
-    return layouts.ESC_NUM_FOLDS
-
   def source_records(self, root):
     return layouts.read_esc50(root, esc10=self.subset == 'esc10')
 
@@ -206,9 +197,11 @@ class Urbansound8k(_OfficialBuilder):
   RELEASE_NOTES = {'1.0.0': 'Initial release: int16 mono, resampled with soxr.'}
   BUILDER_CONFIGS = audio_builder.sample_rate_configs('', 'urbansound8k')
   DEFAULT_BUILDER_CONFIG_NAME = 'sr44100'
+  CLASS_NAMES = layouts.URBANSOUND8K_CLASS_NAMES
+  NUM_FOLDS = layouts.URBANSOUND8K_NUM_FOLDS
   WHAT = 'UrbanSound8K'
-  FIND_ROOT = _root_finder(layouts.URBANSOUND8K_CSV, WHAT,
-                           '<dir>/audio/fold<N>/*.wav and <dir>/metadata/UrbanSound8K.csv')
+  CSV = layouts.URBANSOUND8K_CSV
+  LAYOUT = '<dir>/audio/fold<N>/*.wav and <dir>/metadata/UrbanSound8K.csv'
   DOWNLOAD_URL = 'https://zenodo.org/records/1203745/files/UrbanSound8K.tar.gz'
   MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions(
       'UrbanSound8K', 'audio/fold1..fold10/*.wav  and  metadata/UrbanSound8K.csv', DOWNLOAD_URL)
@@ -216,12 +209,6 @@ class Urbansound8k(_OfficialBuilder):
   HOMEPAGE = 'https://urbansounddataset.weebly.com/urbansound8k.html'
   CITATION = ('J. Salamon, C. Jacoby, J. P. Bello. A Dataset and Taxonomy for Urban Sound '
               'Research. ACM Multimedia 2014.')
-
-  def class_names(self):
-    return layouts.URBANSOUND8K_CLASS_NAMES
-
-  def num_folds(self):
-    return layouts.URBANSOUND8K_NUM_FOLDS
 
   def source_records(self, root):
     return layouts.read_urbansound8k(root)

@@ -32,11 +32,6 @@ from intermix_jax.data import augment
 _DIGIT = 64  # base of the digits of a crop position j (see module docstring)
 
 
-def _levels(input_length: int) -> int:
-  """Base-64 (2^6) digits needed for positions 0..T-1."""
-  return max(1, -(-(int(input_length) - 1).bit_length() // 6))
-
-
 def crop_plan(clip_ids, lengths, labels, input_length: int, offsets_u: np.ndarray,
               scales: np.ndarray | None = None, gains: np.ndarray | None = None) -> dict:
   """Host side: what `crops` needs to cut the crops `augment.train_crops` would (R rows).
@@ -59,7 +54,8 @@ def crop_plan(clip_ids, lengths, labels, input_length: int, offsets_u: np.ndarra
     scales = np.asarray(scales, np.float64)
     base = (offsets - t // 2) / scales
     k0 = np.floor(base)
-    steps = (float(_DIGIT) ** np.arange(_levels(t)))[None, :] / scales[:, None]
+    levels = max(1, -(-(t - 1).bit_length() // 6))  # base-64 (2^6) digits of positions 0..T-1
+    steps = (float(_DIGIT) ** np.arange(levels))[None, :] / scales[:, None]
     whole = np.floor(steps)
     plan.update(k0=k0.astype(np.int32), f0=(base - k0).astype(np.float32),
                 whole=whole.astype(np.int32), frac=(steps - whole).astype(np.float32))

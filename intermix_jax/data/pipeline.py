@@ -56,7 +56,8 @@ class ClipIndex:
           src.append(s)
           rec.append(start + r)
           labels.append(int(ex['label']))
-          names.append(_text(ex['filename']))
+          name = ex['filename']
+          names.append(name.decode('utf-8') if isinstance(name, bytes) else str(name))
           lengths.append(int(np.shape(ex['audio'])[0]))
           if clips is not None:
             total += ex['audio'].nbytes
@@ -75,9 +76,7 @@ class ClipIndex:
     self.cached = self._clips is not None
 
   def __getstate__(self):  # a copy sent to a grain worker process reads the files itself
-    state = dict(self.__dict__)
-    state['_clips'] = None
-    return state
+    return dict(self.__dict__, _clips=None)
 
   def __len__(self):
     return self.labels.shape[0]
@@ -94,10 +93,6 @@ class ClipIndex:
       for w, ex in zip(where, examples):
         out[w] = np.asarray(ex['audio'], np.int16)
     return out
-
-
-def _text(value) -> str:
-  return value.decode('utf-8') if isinstance(value, bytes) else str(value)
 
 
 def _iterate(dataset: grain.MapDataset, num_threads: int, prefetch: int, num_workers: int):
@@ -157,10 +152,7 @@ class TrainLoader:
     self._stream = None    # (next global step, iterator): batches kept flowing across epochs
 
   def __getstate__(self):  # grain worker processes get a copy without threads and iterators
-    state = dict(self.__dict__)
-    for key in ('_lock', '_orders', '_stream'):
-      state.pop(key)
-    return state
+    return {k: v for k, v in self.__dict__.items() if k not in ('_lock', '_orders', '_stream')}
 
   def __setstate__(self, state):
     self.__dict__.update(state)
