@@ -182,16 +182,14 @@ def evaluate_workdir(workdir: str, epsilons: Sequence[float] = DEFAULT_EPSILONS,
   loader = data.make_eval_loader(config, model.sample_rate, model.input_length)
   ev = trained.evaluate_clips(attack_step_on(model, epsilons, run.mesh), run.state, loader,
                               run.mesh, per_clip=(), totals=('num_correct', 'count', 'loss_sum'))
-  correct, loss_sum, count = ev['num_correct'], ev['loss_sum'], ev['count']
-  errors = ev['error']
-  crops = count * int(config.num_eval_crops)
+  count, crops = ev['count'], ev['count'] * int(config.num_eval_crops)
   keys = ['clean'] + [eps_key(e) for e in epsilons]
   return dict(
       attack='fgsm', norm='linf', space='waveform / 32768', epsilons=list(epsilons),
-      clean_error=float(errors[0]),
-      attacked_error={eps_key(e): float(v) for e, v in zip(epsilons, errors[1:])},
-      num_correct={k: int(v) for k, v in zip(keys, correct)},
-      mean_crop_loss={k: float(v / max(crops, 1)) for k, v in zip(keys, loss_sum)},
+      clean_error=float(ev['error'][0]),
+      attacked_error={eps_key(e): float(v) for e, v in zip(epsilons, ev['error'][1:])},
+      num_correct={k: int(v) for k, v in zip(keys, ev['num_correct'])},
+      mean_crop_loss={k: float(v / max(crops, 1)) for k, v in zip(keys, ev['loss_sum'])},
       num_test_examples=int(count), num_crops=int(config.num_eval_crops),
       results_final_error=None if results is None else results.get('final_error'),
       run_status=None if results is None else results.get('status'),

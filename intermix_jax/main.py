@@ -3,9 +3,8 @@
     python -m intermix_jax.main --config=configs/esc50.py:backbone=envnetv2,strategy=intermix,fold=1 \
         --workdir=runs/esc50/envnetv2/intermix/seed0/fold1 [--config.opt.lr=0.05] [--distributed]
 
-Rerunning the same command resumes from the last checkpoint. `--list_config` prints every config
-field as `key = value  # description` (docs/config.md) and exits; `--verbose` shows the libraries'
-INFO logs and TFDS's progress bars.
+Rerunning the same command resumes from the last checkpoint. The other flags (--list_config,
+--verbose, ...): their help below, or --helpshort.
 
 Exit status (WORKSPACE.md, "Reliability"): 0 finished, or stopped by SIGTERM (resumable); 130 after
 Ctrl-C (resumable); 1 with one line `error: ...` naming the field, file or path. Any other exception

@@ -140,22 +140,23 @@ def resolve_method(method: str, mesh, model) -> str:
   return method
 
 
-def _unrolled(fn: Callable) -> Callable:
-  """fn(state, *args) of one run -> the same for K stacked runs, as K calls of `fn` in one
-  program (K from the state's run axis at trace time), their outputs stacked."""
-  def step(states, *args):
+def over_runs(make: Callable, method: str | None, mesh, model, strategy=None) -> Callable:
+  """The K-run form of a one-run step: `make(strategy)` builds the one-run function of (state,
+  *args) from the (unwrapped) `strategy` run per device on `mesh` (None: a step without mixing);
+  `method` None returns it as it is (one run), 'vmap' maps it over the run axis of every argument
+  (with `check_vma=False`: docs/scaling.md), 'unroll' calls it once per run in one program (K
+  from the state's run axis at trace time), the outputs stacked (`resolve_method`: 'auto')."""
+  vmap = method is not None and resolve_method(method, mesh, model) == 'vmap'
+  if strategy is not None:
+    strategy = parallel.shard_strategy(strategy, mesh, check_vma=not vmap)
+  fn = make(strategy)
+  if method is None:
+    return fn
+  if vmap:
+    return jax.vmap(fn)
+
+  def unrolled(states, *args):
     take = lambda tree, i: jax.tree.map(lambda x: x[i], tree)
     outs = [fn(take(states, i), *(take(a, i) for a in args)) for i in range(num_runs(states))]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
-  return step
-
-
-def over_runs(make: Callable, method: str, mesh, model, strategy=None) -> Callable:
-  """The K-run form of a one-run step: `make(strategy)` builds the one-run function of (state,
-  *args) from the (unwrapped) `strategy` run per device on `mesh` (None: a step without mixing);
-  'vmap' maps it over the run axis of every argument (with `check_vma=False`: docs/scaling.md),
-  'unroll' calls it once per run in one program (`resolve_method` resolves 'auto')."""
-  vmap = resolve_method(method, mesh, model) == 'vmap'
-  if strategy is not None:
-    strategy = parallel.shard_strategy(strategy, mesh, check_vma=not vmap)
-  return jax.vmap(make(strategy)) if vmap else _unrolled(make(strategy))
+  return unrolled

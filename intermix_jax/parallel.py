@@ -3,15 +3,8 @@
 One mesh axis ('data') over every device of every process: batches are sharded on their batch
 axis, the state and keys replicated, and jit (GSPMD) inserts the collectives (the gradient
 all-reduce, synchronised BatchNorm statistics); the mixing runs per device (`shard_strategy`). Why
-and what it guarantees: docs/scaling.md. The trainer's use (steps.mesh_train_step builds the step):
-
-    mesh = parallel.make_mesh()
-    strategy = parallel.shard_strategy(mixing.get_strategy(...), mesh)
-    step = steps.jit_train_step(steps.make_train_step(model, strategy, tx, num_classes),
-                                **parallel.train_step_shardings(mesh))
-    state, metrics = step(parallel.replicate(state, mesh),
-                          parallel.host_batch_to_global(host_batch, mesh, pairs=True),
-                          parallel.replicate(key, mesh))
+and what it guarantees: docs/scaling.md. The trainer's use: steps.py's docstring
+(steps.mesh_train_step wraps the strategy and jits the step with `train_step_shardings`).
 """
 import dataclasses
 import functools
@@ -237,7 +230,20 @@ class ShardedStrategy:
   def plan(self, key: jax.Array, batch_size: int, num_mix_points: int) -> ShardedPlan:
     """Per-device plans for a global batch of `batch_size` rows (see class docstring)."""
     b = _rows_per_device(batch_size, self.num_devices, self.mesh, pairs=self.mixes, who=self.name)
-    batch_leaves = _batch_leaf_mask(self.strategy, key, b, num_mix_points)
+
+    def leaf_shapes(rows):
+      plan = jax.eval_shape(lambda k: self.strategy.plan(k, rows, num_mix_points), key)
+      return [tuple(x.shape) for x in jax.tree.leaves(plan)]
+
+    # Which leaves of the plan are per-row (the batch as leading axis): found by varying b.
+    shapes, batch_leaves = (leaf_shapes(b), leaf_shapes(b + 2)), ()
+    if len(shapes[0]) != len(shapes[1]):
+      raise ValueError(f'{self.name}: plan structure depends on the batch size')
+    for s1, s2 in zip(*shapes):
+      if s1 != s2 and not (len(s1) >= 1 and s1[0] == b and s2[0] == b + 2 and s1[1:] == s2[1:]):
+        raise ValueError(f'{self.name}: plan field of shape {s1} (batch {b}) is neither per-row '
+                         'nor per-step')
+      batch_leaves += (s1 != s2,)
 
     def local(k):
       if self.num_devices > 1:
@@ -287,26 +293,6 @@ class ShardedStrategy:
     """Scalar: the wrapped loss over the global batch (no per-device averaging); extra arguments
     (e.g. a row mask) are passed through."""
     return self.strategy.loss(logits, targets, *args, **kwargs)
-
-
-def _batch_leaf_mask(strategy, key, b: int, num_mix_points: int) -> tuple[bool, ...]:
-  """Which leaves of strategy.plan(...) have the batch as leading axis (found by varying b)."""
-  def shapes(rows):
-    out = jax.eval_shape(lambda k: strategy.plan(k, rows, num_mix_points), key)
-    return [tuple(x.shape) for x in jax.tree.leaves(out)]
-  s1, s2 = shapes(b), shapes(b + 2)
-  if len(s1) != len(s2):
-    raise ValueError(f'{strategy.name}: plan structure depends on the batch size')
-  mask = []
-  for a, c in zip(s1, s2):
-    if a == c:
-      mask.append(False)
-    elif len(a) >= 1 and a[0] == b and c[0] == b + 2 and a[1:] == c[1:]:
-      mask.append(True)
-    else:
-      raise ValueError(f'{strategy.name}: plan field of shape {a} (batch {b}) is neither per-row '
-                       'nor per-step')
-  return tuple(mask)
 
 
 def shard_strategy(strategy, mesh: Mesh, *, check_vma: bool = True) -> ShardedStrategy:

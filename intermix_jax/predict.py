@@ -184,7 +184,8 @@ def to_json(predictor: Predictor, results: Sequence[FilePrediction],
       errors=[dict(file=path, error=why) for path, why in errors])
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+def main(argv: Sequence[str] | None = None) -> int:
+  """The command line; returns the exit status (0 ok, 1 some file failed, 2 bad workdir)."""
   parser = argparse.ArgumentParser(
       prog='python -m intermix_jax.predict',
       description='Classify audio files with a trained workdir (10-crop protocol).')
@@ -195,15 +196,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument('--json', action='store_true', help='print one JSON document')
   parser.add_argument('paths', nargs='+', metavar='FILE_OR_DIR',
                       help='audio files, or directories searched recursively for audio files')
-  args = parser.parse_args(argv)
+  args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   if args.top_k < 1:
     parser.error(f'--top_k must be >= 1, got {args.top_k}')
-  return args
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  """The command line; returns the exit status (0 ok, 1 some file failed, 2 bad workdir)."""
-  args = parse_args(sys.argv[1:] if argv is None else argv)
   from intermix_jax import checkpoints
   checkpoints.quiet_orbax_logging(logging.ERROR)  # read-only restores: orbax's warnings too
   try:

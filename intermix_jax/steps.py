@@ -280,10 +280,7 @@ def mesh_train_step(model, strategy, opt: OptimizerSpec, num_classes: int, mesh,
   """
   def build():
     make = lambda s: make_train_step(model, s, opt.tx(), num_classes, opt.lr_schedule())
-    if stack is None:
-      fn = make(parallel.shard_strategy(strategy, mesh))
-    else:
-      fn = multirun.over_runs(make, stack, mesh, model, strategy)
+    fn = multirun.over_runs(make, stack, mesh, model, strategy)  # stack None: one run
     return jit_train_step(fn, **parallel.train_step_shardings(mesh, runs=stack is not None))
   if stack is not None and isinstance(strategy, parallel.ShardedStrategy):
     strategy = strategy.strategy  # re-wrapped for the run axis (multirun.over_runs)
@@ -295,10 +292,7 @@ def mesh_eval_step(model, mesh, *, stack: str | None = None) -> Callable:
   crops, T) float32, y (b,) int32, mask (b,) bool) sharded on its clip axis; `stack` as
   `mesh_train_step`."""
   def build():
-    if stack is None:
-      fn = make_eval_step(model)
-    else:
-      fn = multirun.over_runs(lambda _: make_eval_step(model), stack, mesh, model)
+    fn = multirun.over_runs(lambda _: make_eval_step(model), stack, mesh, model)
     return jit_eval_step(fn, **parallel.eval_step_shardings(mesh, runs=stack is not None))
   return _jitted_once(('eval', model, mesh, stack), build)
 

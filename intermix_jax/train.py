@@ -61,7 +61,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   note = config_checks.schedule_note(config)  # once for every fold and seed, before any data
   if note:
     logging.warning(note)
-  many = config.fold == 'all' or config.seeds is not None
   if config.stack_runs and not (config.fold == 'all' or len(config.seeds or ()) > 1):
     raise config_checks.ConfigError(
         f"config.stack_runs=True stacks the runs of fold='all' or of several config.seeds in one "
@@ -69,7 +68,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         f"or seeds=(0,1,...), or stack_runs=False for one run")
   checkpoints.quiet_orbax_logging()
   workdir = os.path.abspath(workdir)
-  if many:
+  if config.fold == 'all' or config.seeds is not None:
     return _many_runs(config, workdir)
   return _train_fold(config, workdir)
 
@@ -101,42 +100,36 @@ def _many_runs(config: ml_collections.ConfigDict, workdir: str) -> dict:
     groups.append((group, group_dir, runs))
   plan = [run for _, _, runs in groups for run in runs]
   with _lock([workdir] + [d for _, d, _ in groups] + [w for _, w in plan]):
-    return _run_plan(config, workdir, num_folds, groups, plan)
-
-
-def _run_plan(config: ml_collections.ConfigDict, workdir: str, num_folds: int, groups: list,
-              plan: list) -> dict:
-  """`_many_runs` once its workdirs are locked."""
-  workdir_lib.check_or_store_config(workdir, config, write=distributed.is_main_process())
-  if config.stack_runs:
-    results = _train([c for c, _ in plan], [w for _, w in plan], stack=config.stack_method)
-  else:
-    results = []
-    for run_config, run_workdir in plan:
-      results.append(_train_fold(run_config, run_workdir))
-      if results[-1]['status'] != 'finished':
-        break
-  done = dict(zip([w for _, w in plan], results))
-  summaries = []
-  for group, group_dir, runs in groups:
-    got = [done[w] for _, w in runs if w in done]
-    if config.fold == 'all':
-      if group_dir != workdir:  # workdir/seed_<s> is a fold='all' workdir of its own
-        workdir_lib.check_or_store_config(group_dir, group, write=distributed.is_main_process())
-      summaries.append(_write_summary(group, group_dir, CV_RESULTS_FILE, 'cross-validation',
-                                      'fold', 'final_error', seed=group.seed,
-                                      **aggregation.cv_summary(got, num_folds)))
+    workdir_lib.check_or_store_config(workdir, config, write=distributed.is_main_process())
+    if config.stack_runs:
+      results = _train([c for c, _ in plan], [w for _, w in plan], stack=config.stack_method)
     else:
-      summaries.append(dict(seed=group.seed, status=got[0]['status'] if got else 'not_started',
-                            final_error=got[0]['final_error'] if got else None))
-  summary = summaries[0] if config.seeds is None else _write_summary(
-      config, workdir, SEEDS_RESULTS_FILE, f'{len(summaries)} seeds', 'seed', 'error',
-      fold=config.fold, **aggregation.seeds_summary(
-          summaries, 'mean_error' if config.fold == 'all' else 'final_error'))
-  stopped = [r for r in results if r['status'] == 'stopped_nonfinite']
-  if stopped:  # runs in one program: the others trained to the end first
-    raise NonFiniteError(' | '.join(f"{r['workdir']}: {r['message']}" for r in stopped))
-  return summary
+      results = []
+      for run_config, run_workdir in plan:
+        results.append(_train_fold(run_config, run_workdir))
+        if results[-1]['status'] != 'finished':
+          break
+    done = dict(zip([w for _, w in plan], results))
+    per_seed = []
+    for group, group_dir, runs in groups:
+      got = [done[w] for _, w in runs if w in done]
+      if config.fold == 'all':
+        if group_dir != workdir:  # workdir/seed_<s> is a fold='all' workdir of its own
+          workdir_lib.check_or_store_config(group_dir, group, write=distributed.is_main_process())
+        per_seed.append(_write_summary(group, group_dir, CV_RESULTS_FILE, 'cross-validation',
+                                       'fold', 'final_error', seed=group.seed,
+                                       **aggregation.cv_summary(got, num_folds)))
+      else:
+        per_seed.append(dict(seed=group.seed, status=got[0]['status'] if got else 'not_started',
+                             final_error=got[0]['final_error'] if got else None))
+    summary = per_seed[0] if config.seeds is None else _write_summary(
+        config, workdir, SEEDS_RESULTS_FILE, f'{len(per_seed)} seeds', 'seed', 'error',
+        fold=config.fold, **aggregation.seeds_summary(
+            per_seed, 'mean_error' if config.fold == 'all' else 'final_error'))
+    stopped = [r for r in results if r['status'] == 'stopped_nonfinite']
+    if stopped:  # runs in one program: the others trained to the end first
+      raise NonFiniteError(' | '.join(f"{r['workdir']}: {r['message']}" for r in stopped))
+    return summary
 
 
 def _write_summary(config: ml_collections.ConfigDict, workdir: str, name: str, what: str,
@@ -207,10 +200,8 @@ class _Run:
     # The jitted steps are shared by every run of this process with the same statics: compiled once.
     self.mesh = parallel.make_mesh()
     self.init_state = steps.state_initializer(self.model, self.opt, self.mesh)
-
-  def abstract_state(self) -> steps.TrainState:
-    """Shapes, dtypes and shardings of the state (a restore target; nothing is computed)."""
-    return steps.abstract_state(self.model, self.opt, self.mesh)
+    # () -> the state's shapes, dtypes and shardings (a restore target; nothing is computed).
+    self.abstract_state = functools.partial(steps.abstract_state, self.model, self.opt, self.mesh)
 
 
 def _close(things, *, quietly: bool) -> None:
@@ -324,14 +315,13 @@ class _Loop:
         if deleted:
           logging.info('%s: deleted checkpoints %s (newer than step %d, where the runs resume '
                        'together)', b.run.workdir, deleted, self.step)
-    self.train_step = steps.mesh_train_step(first.model, first.strategy, first.opt,
-                                            first.info.num_classes, mesh, stack=stack)
-    self.eval_step = steps.mesh_eval_step(first.model, mesh, stack=stack)
-    if stack:
       self.state = multirun.stack_on_mesh([b.state for b in self.books], mesh)
       self.keys = multirun.stack_on_mesh([b.train_key for b in self.books], mesh)
     else:
       self.state, self.keys = self.books[0].state, self.books[0].train_key
+    self.train_step = steps.mesh_train_step(first.model, first.strategy, first.opt,
+                                            first.info.num_classes, mesh, stack=stack)
+    self.eval_step = steps.mesh_eval_step(first.model, mesh, stack=stack)
     # Host batches (or crop plans) -> the mesh; with `stack` a list of K, one per run.
     self.place = functools.partial(parallel.host_batch_to_global, mesh=mesh, pairs=first.mixes,
                                    runs=bool(stack))
@@ -344,8 +334,8 @@ class _Loop:
       self.train_step = self.device_inputs.fuse(self.train_step)  # crops cut inside the step
     for b in self.books:
       b.state = None  # the loop's copy is the only one from here on
-    self.sums = tuple(self._runs(jnp.asarray([b.sums[i] for b in self.books], jnp.float32))
-                      for i in (0, 1))
+    sums = [jnp.asarray([b.sums[i] for b in self.books], jnp.float32) for i in (0, 1)]
+    self.sums = tuple(s if stack else s[0] for s in sums)  # what the step carries: (K,) or ()
     self.n_in_epoch = self.books[0].n_in_epoch
     self.metrics = None
     self.last_log = (time.time(), self.step)
@@ -357,10 +347,6 @@ class _Loop:
                              for b in self.books))
 
   # --- the run axis ------------------------------------------------------------------------------
-  def _runs(self, x):
-    """(K,) values of the K runs -> what the step carries: the same, or run 0's alone."""
-    return x if self.stack else x[0]
-
   @staticmethod
   def _per_run(tree):
     """Device values of the step (scalars, or (K,) when stacked) -> numpy (K,) on the host."""

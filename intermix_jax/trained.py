@@ -180,13 +180,12 @@ def evaluate_clips(eval_step: Callable, state: Any, loader: Any,
   mesh = parallel.make_mesh() if mesh is None else mesh
   per_clip, totals = tuple(per_clip), tuple(totals)
   loaders = list(loader) if runs else [loader]
-  keys = ('x', 'y', 'mask', 'index')
   outs = []
   for got in itertools.zip_longest(*(l.batches() for l in loaders)):
-    like = next(b for b in got if b is not None)
-    empty = dict({k: np.zeros_like(like[k]) for k in ('x', 'y')},
-                 mask=np.zeros_like(like['mask']), index=np.full_like(like['index'], -1))
-    got = [{k: (b if b is not None else empty)[k] for k in keys} for b in got]
+    like = next(b for b in got if b is not None)  # a run's missing batch: masked padding rows
+    empty = dict({k: np.zeros_like(like[k]) for k in ('x', 'y', 'mask')},
+                 index=np.full_like(like['index'], -1))
+    got = [{k: (b if b is not None else empty)[k] for k in empty} for b in got]
     batch = parallel.host_batch_to_global(got if runs else got[0], mesh, runs=runs)
     out = eval_step(state, {k: batch[k] for k in ('x', 'y', 'mask')})
     outs.append(dict({k: out[k] for k in per_clip + totals}, y=batch['y'], index=batch['index']))
@@ -199,7 +198,11 @@ def evaluate_clips(eval_step: Callable, state: Any, loader: Any,
 
 def _collect(host: list, n: int, per_clip: tuple, totals: tuple) -> dict:
   """Per-batch outputs on the host -> `evaluate_clips`' result (clip order, totals, error)."""
-  result = {k: _total([o[k] for o in host]) for k in totals}
+  result = {}
+  for k in totals:  # summed in float64 (floats) or int64 (integers)
+    values = [np.asarray(o[k]) for o in host] or [np.zeros((), np.int64)]
+    dtype = np.float64 if np.issubdtype(values[0].dtype, np.floating) else np.int64
+    result[k] = sum((v.astype(dtype) for v in values[1:]), values[0].astype(dtype))
   count = int(result['count'])
   if count != n:
     raise RuntimeError(f'evaluation saw {count} clips, the test fold has {n}')
@@ -210,16 +213,6 @@ def _collect(host: list, n: int, per_clip: tuple, totals: tuple) -> dict:
   if 'num_correct' in totals:
     result['error'] = 100.0 * (1.0 - result['num_correct'] / max(count, 1))
   return result
-
-
-def _total(values: list) -> np.ndarray:
-  """The sum of per-batch totals, accumulated in float64 (floats) or int64 (integers)."""
-  values = [np.asarray(v) for v in values] or [np.zeros((), np.int64)]
-  dtype = np.float64 if np.issubdtype(values[0].dtype, np.floating) else np.int64
-  total = np.zeros(values[0].shape, dtype)
-  for v in values:
-    total += v.astype(dtype)
-  return total
 
 
 def clip_order(index: np.ndarray, rows: dict[str, np.ndarray],
