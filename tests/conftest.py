@@ -14,6 +14,8 @@ Fixtures (any test may use them):
                       session (skips when the data is absent)
 """
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -77,9 +79,40 @@ def tier_of(item) -> str:
   return 'integration'
 
 
+# One JAX persistent compilation cache for the whole session: made by the first process (the
+# pytest-xdist controller, or the only process), inherited through the environment by the workers
+# and by every subprocess a test starts. A program compiled once (the tiny demo step, a CLI run's
+# step) is read back by every later process and every later identical compile in a process.
+CACHE_ENV = {'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+             'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
+
+
+# Tests compile with XLA's backend optimisation level 0 (here and in every subprocess, through the
+# environment): 40 % less CPU per compile of a real model's step, which is most of the suite's time,
+# for slower steps that tests take few of. Every contract tested is a property of the program
+# (values, bitwise equality of two runs, files, exit status), not of the optimiser's choices; the
+# benchmarks and users compile at XLA's default level.
+XLA_TEST_FLAG = '--xla_backend_optimization_level=0'
+
+
 def pytest_configure(config):
   if hasattr(config.option, 'loadscopereorder'):
     config.option.loadscopereorder = False  # HEAVY_FIRST's order
+  if 'INTERMIX_TEST_JAX_CACHE' not in os.environ:
+    os.environ['INTERMIX_TEST_JAX_CACHE'] = tempfile.mkdtemp(prefix='intermix_jax_cache_')
+    config.intermix_jax_cache = os.environ['INTERMIX_TEST_JAX_CACHE']
+  os.environ.update(CACHE_ENV, JAX_COMPILATION_CACHE_DIR=os.environ['INTERMIX_TEST_JAX_CACHE'])
+  if XLA_TEST_FLAG not in os.environ.get('XLA_FLAGS', ''):
+    os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {XLA_TEST_FLAG}".strip()
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update('jax_compilation_cache_dir', os.environ['INTERMIX_TEST_JAX_CACHE'])
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
+def pytest_unconfigure(config):
+  if hasattr(config, 'intermix_jax_cache'):
+    shutil.rmtree(config.intermix_jax_cache, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -135,12 +168,8 @@ def esc10_real_prepared(esc10_real_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def env(tmp_path_factory):
-  """Environment of a test's `python -m intermix_jax.main` subprocesses: CPU, unbuffered, and one
-  JAX persistent compilation cache per test module (so only the first process compiles)."""
-  e = dict(os.environ)
-  e.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp('jax_cache')),
-           JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-           JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0', JAX_PLATFORMS='cpu',
-           PYTHONUNBUFFERED='1')
-  return e
+def env():
+  """Environment of a test's `python -m intermix_jax.main` subprocesses: CPU, unbuffered, and the
+  session's JAX persistent compilation cache (pytest_configure; so only the first process
+  compiles)."""
+  return dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1')
