@@ -83,6 +83,8 @@ def tier_of(item) -> str:
 # pytest-xdist controller, or the only process), inherited through the environment by the workers
 # and by every subprocess a test starts. A program compiled once (the tiny demo step, a CLI run's
 # step) is read back by every later process and every later identical compile in a process.
+# Removed at the end; INTERMIX_TEST_JAX_CACHE=DIR uses DIR instead and keeps it (keys are the
+# programs' HLO and flags, so a later session of other code reads only what still matches).
 CACHE_ENV = {'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
              'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0'}
 
