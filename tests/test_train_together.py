@@ -196,7 +196,7 @@ def test_runs_in_one_program_rewrite_results_at_evaluations_and_checkpoints_only
     real(path, obj)
 
   monkeypatch.setattr(workdir_lib, 'write_json_atomic', write)
-  config = two_seeds(synthetic_data_dir, 'intermix')
+  config = two_seeds(synthetic_data_dir, 'intermix', 'unroll')  # the loop's cadence: any method
   config.num_epochs, config.eval_every_epochs, config.checkpoint_every_epochs = 2, 3, 100
   workdir = str(tmp_path / 'run')
   assert train.train_and_evaluate(config, workdir)['status'] == 'finished'
