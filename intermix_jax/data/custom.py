@@ -285,16 +285,9 @@ def scan_config(config) -> CustomLayout:
 
 @dataclasses.dataclass(eq=False)
 class CustomConfig(audio_builder.SampleRateConfig):
-  """A user dataset at `sample_rate` Hz (name = `CustomLayout.config_name(sample_rate)`).
-
-  Attributes (besides sample_rate): audio_dir (`CustomLayout.root`), metadata_csv ('' = folder
-  layout), labels (class names), folds (K), fingerprint.
-  """
-  audio_dir: str = ''
-  metadata_csv: str = ''
-  labels: tuple[str, ...] = dataclasses.field(default=(), repr=False)
-  folds: int = 0
-  fingerprint: str = ''
+  """A user dataset at `sample_rate` Hz (name = `layout.config_name(sample_rate)`): the
+  `CustomLayout` scanned when the builder was made."""
+  layout: CustomLayout | None = dataclasses.field(default=None, repr=False)
 
 
 class CustomAudio(audio_builder.AudioClipBuilder):
@@ -308,20 +301,20 @@ class CustomAudio(audio_builder.AudioClipBuilder):
                  'filename,label[,fold]; resampled to the config\'s rate, mono, int16.')
 
   def class_names(self):
-    return tuple(self.builder_config.labels)
+    return self.builder_config.layout.class_names
 
   def num_folds(self):
-    return int(self.builder_config.folds)
+    return self.builder_config.layout.num_folds
 
   def _split_generators(self, dl_manager):
     del dl_manager  # the files are local
-    cfg = self.builder_config
+    made = self.builder_config.layout
     # K is what `scan` assigns without a fold column, and is checked against the fold column.
-    layout = scan(cfg.audio_dir or None, cfg.metadata_csv or None, cfg.folds)
-    if layout.fingerprint != cfg.fingerprint:
+    layout = scan(made.root, made.metadata_csv or None, made.num_folds)
+    if layout.fingerprint != made.fingerprint:
       raise layouts.LayoutError(
           f'{layout.metadata_csv or layout.root}: the files changed since this builder was made '
-          f'(fingerprint {layout.fingerprint}, expected {cfg.fingerprint}); run again')
+          f'(fingerprint {layout.fingerprint}, expected {made.fingerprint}); run again')
     self.info.metadata['folds_assigned'] = layout.folds_assigned
     return self._fold_splits(layout.metadata_csv or layout.root, list(layout.records), trim=False)
 
@@ -344,9 +337,7 @@ def get_builder(config, sample_rate: int) -> CustomAudio:
         '(config.skip_bad_files) to skip the missing files'))
   builder_config = CustomConfig(
       name=layout.config_name(sample_rate), sample_rate=int(sample_rate), subset=DATASET,
-      description=f'{layout.metadata_csv or layout.root} at {int(sample_rate)} Hz',
-      audio_dir=layout.root, metadata_csv=layout.metadata_csv, labels=layout.class_names,
-      folds=layout.num_folds, fingerprint=layout.fingerprint)
+      description=f'{layout.metadata_csv or layout.root} at {int(sample_rate)} Hz', layout=layout)
   # TFDS logs 'Using custom data configuration' for every user dataset: dropped.
   quiet = lambda record: not str(record.msg).startswith('Using custom data configuration')
   logging.getLogger('absl').addFilter(quiet)
