@@ -74,15 +74,13 @@ def _entry(dataset: str) -> _Entry:
 def known_num_folds(dataset: str) -> int | None:
   """The folds of `dataset` when known without reading any data; None for 'custom' (its files
   tell) and for names the catalog does not know."""
-  entry = _DATASETS.get(dataset)
-  return None if entry is None else entry.num_folds
+  return _DATASETS[dataset].num_folds if dataset in _DATASETS else None
 
 
 def trims_zeros(dataset: str) -> bool:
   """Whether `dataset`'s clips are trimmed of leading/trailing exact-zero samples (the ESC
   protocol): what `predict` must do to a new file to match the training clips."""
-  entry = _DATASETS.get(dataset)
-  return entry is not None and entry.builder.TRIMS_ZEROS
+  return dataset in _DATASETS and _DATASETS[dataset].builder.TRIMS_ZEROS
 
 
 def get_builder(dataset: str, sample_rate: int, *, data_dir=None,
@@ -96,8 +94,7 @@ def get_builder(dataset: str, sample_rate: int, *, data_dir=None,
   name = audio_builder.config_name(sample_rate, prefix)
   # A registered config goes by name (a builder pickled to a grain worker re-finds it by name).
   config = name if name in {c.name for c in cls.BUILDER_CONFIGS} else (
-      audio_builder.SampleRateConfig(name=name, sample_rate=int(sample_rate), subset=dataset,
-                                     description=f'{dataset} at {int(sample_rate)} Hz'))
+      audio_builder.sample_rate_configs(prefix, dataset, [int(sample_rate)])[0])
   return cls(data_dir=data_dir, config=config, file_format=FILE_FORMAT,
              skip_bad_files=skip_bad_files)
 
@@ -189,29 +186,27 @@ def check_prepared(builder: audio_builder.AudioClipBuilder, *, manual_dir=None) 
         f'them, or fix or remove them and prepare again (delete {where}; a custom dataset is '
         'prepared anew by itself)')
   stored = meta.get('source_fingerprint')
-  if builder.READS_SOURCE_FILES:
-    try:
-      with warnings.catch_warnings():  # "fewer clips than the official ...": said when preparing
-        warnings.simplefilter('ignore')
-        root = builder.source_root(manual_dir)
-        records = None if root is None else builder.source_records(root)
-    except (layouts.LayoutError, official.SourceUnavailableError, OSError) as e:
-      _warn_once(f'{where}: cannot read the local copy to compare it with this prepared copy '
-                 f'({e}); using the prepared copy as it is')
-      root = records = None
-    if records is not None and stored is None:
-      _warn_once(f'{where} was prepared before copies were fingerprinted: cannot tell whether it '
-                 f'was prepared from {root}; delete it to prepare it again from there')
-    elif records is not None:
-      now = layouts.content_fingerprint(records, builder.class_names())
-      if now != stored:
-        then = meta.get('source_clips')
-        raise layouts.LayoutError(
-            f'{where} was prepared from another copy of the data ({then} clips listed by '
-            f'{meta.get("source")}, fingerprint {stored}) than the one read now ({len(records)} '
-            f'clips listed by {root}, fingerprint {now}; config.manual_dir={manual_dir!r}): '
-            f'delete {where} to prepare it from the copy now given, or use another '
-            'config.data_dir')
+  try:
+    with warnings.catch_warnings():  # "fewer clips than the official ...": said when preparing
+      warnings.simplefilter('ignore')
+      root = builder.source_root(manual_dir)  # None for generated data (nothing to compare)
+      records = None if root is None else builder.source_records(root)
+  except (layouts.LayoutError, official.SourceUnavailableError, OSError) as e:
+    _warn_once(f'{where}: cannot read the local copy to compare it with this prepared copy '
+               f'({e}); using the prepared copy as it is')
+    return
+  if records is not None and stored is None:
+    _warn_once(f'{where} was prepared before copies were fingerprinted: cannot tell whether it '
+               f'was prepared from {root}; delete it to prepare it again from there')
+  elif records is not None:
+    now = layouts.content_fingerprint(records, builder.class_names())
+    if now != stored:
+      raise layouts.LayoutError(
+          f'{where} was prepared from another copy of the data ({meta.get("source_clips")} clips '
+          f'listed by {meta.get("source")}, fingerprint {stored}) than the one read now '
+          f'({len(records)} clips listed by {root}, fingerprint {now}; '
+          f'config.manual_dir={manual_dir!r}): delete {where} to prepare it from the copy now '
+          'given, or use another config.data_dir')
 
 
 def _lock_path(builder) -> str:
@@ -234,18 +229,17 @@ def _preparation_lock(builder):
       log.warning('waiting for another process preparing %s/%s (lock %s)', builder.name,
                   builder.builder_config.name, path)
       fcntl.flock(fd, fcntl.LOCK_EX)
-    locked = True
   except OSError as e:
+    if fd is not None:
+      os.close(fd)
+      fd = None
     if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EACCES, errno.EROFS, errno.EPERM,
                        errno.EINVAL):
-      if fd is not None:
-        os.close(fd)
       raise
     log.warning('no file lock for preparing %s (%s); leftover incomplete.* directories are kept',
                 builder.name, e)
-    locked = False
   try:
-    yield locked
+    yield fd is not None
   finally:
     if fd is not None:
       os.close(fd)  # releases the lock
@@ -284,10 +278,8 @@ def prepare(config, sample_rate: int) -> audio_builder.AudioClipBuilder:
 def dataset_info(config) -> DatasetInfo:
   """Static facts about `config.dataset` (no preparation, no audio decoded; 'custom' lists
   the user's folder or reads the csv)."""
-  if config.dataset == custom.DATASET:
-    facts = custom.scan_config(config)
-  else:
-    facts = _entry(config.dataset)
+  facts = (custom.scan_config(config) if config.dataset == custom.DATASET
+           else _entry(config.dataset))
   return DatasetInfo(name=config.dataset, num_classes=len(facts.class_names),
                      class_names=tuple(facts.class_names), num_folds=facts.num_folds)
 
