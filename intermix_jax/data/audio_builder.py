@@ -71,7 +71,7 @@ def config_name(sample_rate: int, prefix: str = '') -> str:
 class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base class. Subclasses define VERSION, BUILDER_CONFIGS, CLASS_NAMES and NUM_FOLDS (or
   `class_names()`, `num_folds()` where the config decides), `_split_generators` (usually
-  returning `_fold_splits(source, records, trim=...)`) and DESCRIPTION."""
+  returning `_fold_splits(source, records)`) and DESCRIPTION."""
 
   DESCRIPTION = ''
   HOMEPAGE = ''
@@ -160,7 +160,7 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
           f'{self.name}/{self.builder_config.name}: skipped {len(self._skipped)} bad '
           f'file(s) (skip_bad_files=True):\n{listing}'), stacklevel=2)
 
-  def _fold_splits(self, source: str, records: list[layouts.ClipRecord], *, trim: bool) -> dict:
+  def _fold_splits(self, source: str, records: list[layouts.ClipRecord]) -> dict:
     """{'fold<k>': example generator} for k = 1..num_folds (records grouped by fold); keeps where
     the clips come from (`source`) and their fingerprint in the prepared copy's metadata."""
     self.info.metadata['source'] = source
@@ -174,16 +174,16 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         raise layouts.LayoutError(
             f'{self.name}: the metadata csv lists no clip of fold {k}; every fold 1..'
             f'{self.num_folds()} needs clips (cross-validation tests on each fold)')
-      splits[f'fold{k}'] = self._generate_examples(fold_records, trim=trim)
+      splits[f'fold{k}'] = self._generate_examples(fold_records)
     return splits
 
-  def _generate_examples(self, records: list[layouts.ClipRecord], *, trim: bool) -> Iterator:
-    """Decodes each record's file; bad files raise or (skip_bad_files) are logged and counted."""
+  def _generate_examples(self, records: list[layouts.ClipRecord]) -> Iterator:
+    """Decodes each file (trim=TRIMS_ZEROS); bad files raise or (skip_bad_files) are listed."""
     yielded = 0
     for r in records:
       try:
         audio, native_rate = audio_decode.load_audio_and_rate(
-            r.path, self.sample_rate, trim=trim, expect=self.AUDIO_EXPECTATION)
+            r.path, self.sample_rate, trim=self.TRIMS_ZEROS, expect=self.AUDIO_EXPECTATION)
       except audio_decode.BadAudioFileError as e:
         if not self._skip_bad_files:
           raise audio_decode.BadAudioFileError(

@@ -84,21 +84,15 @@ def crop_geometry(lengths, input_length: int, offsets_u: np.ndarray,
   return n_out, offsets, (gains / INT16_SCALE).astype(np.float32)
 
 
-def eval_offsets(n: int, input_length: int, num_crops: int) -> np.ndarray:
-  """int (num_crops,) evenly spaced crop offsets into the clip padded with T//2 on both sides."""
-  slack = n + 2 * (input_length // 2) - input_length
-  if num_crops < 1:
-    raise ValueError(f'num_eval_crops must be >= 1, got {num_crops}')
-  if num_crops == 1:
-    return np.array([slack // 2])
-  return (slack // (num_crops - 1)) * np.arange(num_crops)
-
-
 def eval_crops(clip: np.ndarray, input_length: int, num_crops: int) -> np.ndarray:
   """(num_crops, T) float32: evenly spaced crops of the padded clip / 32768 (docs/method.md §5)."""
+  if num_crops < 1:
+    raise ValueError(f'num_eval_crops must be >= 1, got {num_crops}')
   t = int(input_length)
+  slack = clip.shape[0] + 2 * (t // 2) - t
+  offsets = [slack // 2] if num_crops == 1 else (slack // (num_crops - 1)) * np.arange(num_crops)
   out = np.zeros((num_crops, t), np.float32)
-  for k, offset in enumerate(eval_offsets(clip.shape[0], t, num_crops)):
+  for k, offset in enumerate(offsets):
     dst0, values = _window(clip, clip.shape[0], int(offset), t, None)
     out[k, dst0:dst0 + values.shape[0]] = values * np.float32(1.0 / INT16_SCALE)
   return out

@@ -316,7 +316,7 @@ class CustomAudio(audio_builder.AudioClipBuilder):
           f'{layout.metadata_csv or layout.root}: the files changed since this builder was made '
           f'(fingerprint {layout.fingerprint}, expected {made.fingerprint}); run again')
     self.info.metadata['folds_assigned'] = layout.folds_assigned
-    return self._fold_splits(layout.metadata_csv or layout.root, list(layout.records), trim=False)
+    return self._fold_splits(layout.metadata_csv or layout.root, list(layout.records))
 
 
 def get_builder(config, sample_rate: int) -> CustomAudio:

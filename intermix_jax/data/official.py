@@ -150,7 +150,7 @@ class _OfficialBuilder(audio_builder.AudioClipBuilder, skip_registration=True):
       manual = None
     root = (self._download(dl_manager) if manual is None
             else self._from_manual_dir(manual, dl_manager.download_dir))
-    return self._fold_splits(root, self.source_records(root), trim=self.TRIMS_ZEROS)
+    return self._fold_splits(root, self.source_records(root))
 
 
 class Esc50(_OfficialBuilder):
