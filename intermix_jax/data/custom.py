@@ -148,9 +148,7 @@ def _scan_folder(root: str) -> list[tuple[str, str, str]]:
     if not files:
       raise layouts.LayoutError(f'{os.path.join(root, c)}: class folder {c!r} holds no audio file '
                                 f'({_EXTENSIONS})')
-    for path in files:
-      rel = os.path.relpath(path, root).replace(os.sep, '/')
-      items.append((rel, path, c))
+    items += [(os.path.relpath(path, root).replace(os.sep, '/'), path, c) for path in files]
   if ignored_total:
     log.warning('%s: ignored %d file(s) that are not audio (%s)', root, ignored_total,
                 _EXTENSIONS)
@@ -169,10 +167,9 @@ def _scan_csv(csv_path: str, root: str) -> tuple[list[tuple[str, str, str]], lis
   for line, row in rows:
     name = (row.get('filename') or '').strip()
     label = (row.get('label') or '').strip()
-    if not name:
-      raise layouts.LayoutError(f'{csv_path}, line {line}: column \'filename\' is empty')
-    if not label:
-      raise layouts.LayoutError(f'{csv_path}, line {line}: column \'label\' is empty')
+    for column, value in (('filename', name), ('label', label)):
+      if not value:
+        raise layouts.LayoutError(f'{csv_path}, line {line}: column {column!r} is empty')
     if has_fold:
       folds.append(layouts.int_field(csv_path, line, row, 'fold', 1, MAX_FOLDS))
     items.append((name, os.path.join(root, name), label))
@@ -243,9 +240,12 @@ def scan(audio_dir: str | None = None, metadata_csv: str | None = None,
                                 f'{empty} hold no clip; number the folds 1..K without gaps')
   records = tuple(layouts.ClipRecord(name, path, int(fold), index[label])
                   for (name, path, label), fold in zip(items, folds))
+  # A missing file counts as (-1, -1): reported per file when decoding.
+  files = [(r.filename, r.label, r.fold) + layouts.size_and_mtime(r.path) for r in records]
+  fingerprint = layouts.json_digest([str(CustomAudio.VERSION), root, csv_path, list(class_names),
+                                     num_folds, files], ensure_ascii=True)
   return CustomLayout(root=root, metadata_csv=csv_path, class_names=class_names, records=records,
-                      num_folds=num_folds, folds_assigned=assigned,
-                      fingerprint=_fingerprint(root, csv_path, class_names, records, num_folds))
+                      num_folds=num_folds, folds_assigned=assigned, fingerprint=fingerprint)
 
 
 def resolution(csv_path: str, root: str, audio_dir_given: bool, filename: str, path: str, *,
@@ -262,13 +262,6 @@ def resolution(csv_path: str, root: str, audio_dir_given: bool, filename: str, p
             else '; is audio_dir the folder the names are relative to?')
   return (f'file names resolve against {against}: e.g. {filename!r} -> {path} '
           f'is missing{hint or ""}')
-
-
-def _fingerprint(root, csv_path, class_names, records, num_folds) -> str:
-  # A missing file counts as (-1, -1): reported per file when decoding.
-  files = [(r.filename, r.label, r.fold) + layouts.size_and_mtime(r.path) for r in records]
-  return layouts.json_digest([str(CustomAudio.VERSION), root, csv_path, list(class_names),
-                              num_folds, files], ensure_ascii=True)
 
 
 def config_field(config, name, default=None):
