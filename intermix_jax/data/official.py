@@ -80,18 +80,6 @@ def extract_archive(archive: str, extract_root: str) -> str:
   return dest
 
 
-def unreachable(url: str, timeout: float = 5.0) -> str | None:
-  """None if a TCP connection to the url's host can be opened, else why not (checked before
-  TFDS's downloader, which retries for minutes)."""
-  parts = urllib.parse.urlsplit(url)
-  port = parts.port or (443 if parts.scheme == 'https' else 80)
-  try:
-    with socket.create_connection((parts.hostname, port), timeout=timeout):
-      return None
-  except OSError as e:
-    return f'cannot connect to {parts.hostname}:{port} ({e})'
-
-
 def _instructions(what: str, layout: str, url: str) -> str:
   return (f'To prepare {what} offline, give a local copy of the official layout: set\n'
           'config.manual_dir (or tfds DownloadConfig(manual_dir=...)) to a directory holding\n'
@@ -130,11 +118,14 @@ class _OfficialBuilder(audio_builder.AudioClipBuilder, skip_registration=True):
     """The root of the official archive, downloaded and extracted (SourceUnavailableError, with
     how to provide a copy, when offline or failing)."""
     what, url, how = self.WHAT, self.DOWNLOAD_URL, self.MANUAL_DOWNLOAD_INSTRUCTIONS
-    why = unreachable(url)
-    if why is not None:
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == 'https' else 80)
+    try:  # a TCP connection first: TFDS's downloader retries for minutes
+      socket.create_connection((parts.hostname, port), timeout=5.0).close()
+    except OSError as e:
       raise SourceUnavailableError(
           f'{what}: no local copy was given (config.manual_dir) and the official download {url} '
-          f'is unavailable: {why}.\n{how}')
+          f'is unavailable: cannot connect to {parts.hostname}:{port} ({e}).\n{how}') from None
     try:
       archive = os.fspath(dl_manager.download(url))
     except Exception as e:  # pylint: disable=broad-except  (any network / archive failure)
