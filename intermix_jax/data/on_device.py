@@ -165,8 +165,8 @@ class DeviceInputs:
     self.loaders, self.rows, self.stacked = list(loaders), rows, stacked
     self.steps_per_epoch = min(l.steps_per_epoch for l in self.loaders)
     self.table, self._place = table, place
+    self._crops = functools.partial(crops, input_length=self.loaders[0].input_length)
     self._cut = None
-    self.input_length = self.loaders[0].input_length
 
   def plan(self, epoch: int, step: int):
     """The placed crop plan of `step` (rows mapped into the table)."""
@@ -181,8 +181,7 @@ class DeviceInputs:
     plan = self.plan(epoch, step)
     if self._cut is None:
       sharding = plan['clip'].sharding
-      self._cut = jax.jit(functools.partial(crops, input_length=self.input_length),
-                          out_shardings=dict(x=sharding, y=sharding))
+      self._cut = jax.jit(self._crops, out_shardings=dict(x=sharding, y=sharding))
     return self._cut(self.table, plan)
 
   def batches(self, epoch: int, start_step: int = 0) -> Iterator[dict]:
@@ -192,9 +191,9 @@ class DeviceInputs:
   def fuse(self, train_step: Callable) -> Callable:
     """`step(state, plan, key)`: `train_step(state, batch, key)` on the batch cut from `plan`,
     in one jitted program (the state donated, the table an argument, never a constant)."""
-    cut = functools.partial(crops, input_length=self.input_length)
-    fused = jax.jit(lambda state, table, plan, key: train_step(state, cut(table, plan), key),
-                    donate_argnums=0)
+    fused = jax.jit(
+        lambda state, table, plan, key: train_step(state, self._crops(table, plan), key),
+        donate_argnums=0)
     return lambda state, plan, key: fused(state, self.table, plan, key)
 
 
