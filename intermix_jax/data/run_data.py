@@ -72,9 +72,8 @@ def describe(config, sample_rate: int, train_loader, eval_loader) -> RunData:
   names = list(info.class_names)
   skipped = skipped_files(meta, names)
   train, test = train_loader.index, eval_loader.index
-  num_classes = len(names)
-  train_counts = np.bincount(train.labels, minlength=num_classes)[:num_classes]
-  test_counts = np.bincount(test.labels, minlength=num_classes)[:num_classes]
+  train_counts, test_counts = (np.bincount(index.labels, minlength=len(names))[:len(names)]
+                               for index in (train, test))
   where = meta.get('source') or f'config.dataset={config.dataset!r}'
 
   absent = []
@@ -103,7 +102,7 @@ def describe(config, sample_rate: int, train_loader, eval_loader) -> RunData:
         'files, or put clips of this class in the other folds')
   if absent:
     log.warning('%s: %d of the %d classes have no clip in this copy (%s); training and testing '
-                'on the other classes only', where, len(absent), num_classes, ', '.join(absent))
+                'on the other classes only', where, len(absent), len(names), ', '.join(absent))
   no_test = [name for c, name in enumerate(names) if train_counts[c] and not test_counts[c]]
   if no_test:
     log.warning('WARNING: %s: class(es) %s have no clip in test fold %d: the test error says '
