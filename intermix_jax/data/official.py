@@ -1,15 +1,11 @@
-"""TFDS builders `esc50` and `urbansound8k`: the official datasets, one split per fold.
-
-Their source: the copy in the manual directory (`config.manual_dir`, TFDS default
-`<data_dir>/downloads/manual`: the layout, its parent, or the official archive), else the official
-download, else `SourceUnavailableError` saying how to provide a copy (data/README.md).
-
-Configs: `esc50_sr{rate}` (50 classes) and `esc10_sr{rate}` (the 400 esc10 clips relabelled in
-docs/method.md §5 order 0,10,11,20,38,21,40,41,1,12 -> 0..9), and UrbanSound8K's `sr{rate}`, for
-rate in `audio_builder.SAMPLE_RATES`; any other rate via a `SampleRateConfig` (e.g.
-`Esc50(config=SampleRateConfig(name='esc50_sr11025', sample_rate=11025, subset='esc50'))`).
-Splits `fold1`..`fold5` (ESC) and `fold1`..`fold10` (UrbanSound8K). ESC clips are trimmed of
-leading/trailing exact-zero samples after resampling (the ESC protocol); UrbanSound8K's are not.
+"""TFDS builders `esc50` (configs `esc50_sr{rate}`, and `esc10_sr{rate}`: the 400 ESC-10 clips
+relabelled 0..9, docs/method.md §5) and `urbansound8k` (`sr{rate}`): the official datasets, split
+`fold<k>` per fold, rate in `audio_builder.SAMPLE_RATES` or any other via a `SampleRateConfig`
+(`Esc50(config=SampleRateConfig(name='esc50_sr11025', sample_rate=11025, subset='esc50'))`).
+ESC clips are trimmed of leading/trailing exact-zero samples (the ESC protocol); UrbanSound8K's
+are not. Source: the copy in `config.manual_dir` (TFDS default `<data_dir>/downloads/manual`: the
+layout, its parent, or the official archive), else the official download, else
+`SourceUnavailableError` saying how to provide a copy (data/README.md "Preparing").
 
     builder = Esc50(data_dir=..., config='esc10_sr16000', file_format='array_record')
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=...))
