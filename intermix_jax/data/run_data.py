@@ -94,12 +94,10 @@ def describe(config, sample_rate: int, train_loader, eval_loader) -> RunData:
                    f'{unknown[0]["path"]}')
     if test_counts[c]:
       parts.append(f'its {int(test_counts[c])} other clip(s) are in the test fold')
-    if not parts:
-      parts.append('no clip of it was prepared')
     raise layouts.LayoutError(
         f'{where}: class {name!r} has no training clip when fold {fold} is the test fold '
-        f'({"; ".join(parts)}); a model trained so can never predict it. Fix or replace the bad '
-        'files, or put clips of this class in the other folds')
+        f'({"; ".join(parts) or "no clip of it was prepared"}); a model trained so can never '
+        'predict it. Fix or replace the bad files, or put clips of this class in the other folds')
   if absent:
     log.warning('%s: %d of the %d classes have no clip in this copy (%s); training and testing '
                 'on the other classes only', where, len(absent), len(names), ', '.join(absent))
