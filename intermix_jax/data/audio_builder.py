@@ -85,14 +85,10 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def __init__(self, *, skip_bad_files: bool = False, **kwargs):
     """Args: skip_bad_files: skip unusable input files with a warning instead of failing;
     **kwargs: tfds.core.GeneratorBasedBuilder arguments (data_dir, config, file_format...)."""
-    self._skip_bad_files = skip_bad_files
+    self.skip_bad_files = bool(skip_bad_files)
     self._skipped: list[dict] = []  # path, filename, fold, label, problem of skipped files
     self._source_rates = collections.Counter()  # native rate (Hz) -> clips read
     super().__init__(**kwargs)
-
-  @property
-  def skip_bad_files(self) -> bool:
-    return bool(self._skip_bad_files)
 
   def source_root(self, manual_dir) -> str | None:
     """The root of the local copy a preparation would read now (config.manual_dir, else TFDS's
@@ -185,7 +181,7 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         audio, native_rate = audio_decode.load_audio_and_rate(
             r.path, self.sample_rate, trim=self.TRIMS_ZEROS, expect=self.AUDIO_EXPECTATION)
       except audio_decode.BadAudioFileError as e:
-        if not self._skip_bad_files:
+        if not self.skip_bad_files:
           raise audio_decode.BadAudioFileError(
               e.path, f'{e.problem}. Fix or remove the file, or set skip_bad_files=True '
               '(config.skip_bad_files) to skip bad files.') from e
