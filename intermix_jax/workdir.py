@@ -47,6 +47,8 @@ ADDED_FIELDS = {'model.precision': 'float32', 'seeds': None, 'data_on_device': F
 # Fields removed from the config: a stored config.json that still has one resumes, whatever its
 # value (model.conv_impl chose between equal computations).
 REMOVED_FIELDS = ('model.conv_impl',)
+# What flock raises where the file system has no file locks (the lock is then skipped, warned).
+NO_FILE_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL)
 
 
 class WorkdirConfigError(ValueError):
@@ -112,13 +114,14 @@ def _holder_words(fd: int) -> str:
   return f'pid {pid} on host {host} since {since}'
 
 
-def _acquire(workdir: str) -> None:
+def _acquire(workdir: str) -> str:
+  """Takes (or re-enters) the lock of `workdir`; returns its key in _HELD."""
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK_FILE)
   key = os.path.realpath(path)
   if key in _HELD:
     _HELD[key][1] += 1
-    return
+    return key
   fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)  # nothing truncated yet
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -131,22 +134,22 @@ def _acquire(workdir: str) -> None:
         f'a checkpoint) and rerun, or choose another --workdir') from None
   except OSError as e:
     os.close(fd)
-    if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+    if e.errno not in NO_FILE_LOCKS:
       raise OSError(e.errno, e.strerror, path) from e
     logging.warning('%s: this file system has no file locks (%s): nothing stops a second training '
                     'in this workdir at the same time', workdir, e.strerror)
     _HELD[key] = [None, 1]
-    return
+    return key
   record = dict(pid=os.getpid(), host=socket.gethostname(),
                 since=time.strftime('%Y-%m-%d %H:%M:%S %Z'), command=' '.join(sys.argv)[:500])
   with contextlib.suppress(OSError):  # e.g. disk full: the lock holds, without its details
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(record) + '\n').encode(), 0)
   _HELD[key] = [fd, 1]
+  return key
 
 
-def _release(workdir: str) -> None:
-  key = os.path.realpath(os.path.join(workdir, LOCK_FILE))
+def _release(key: str) -> None:
   held = _HELD.get(key)
   if held is not None:
     held[1] -= 1
@@ -168,8 +171,7 @@ def lock(workdirs: Iterable[str]) -> Iterator[None]:
   """
   with contextlib.ExitStack() as taken:
     for workdir in workdirs:
-      _acquire(workdir)
-      taken.callback(_release, workdir)
+      taken.callback(_release, _acquire(workdir))
     yield
 
 
@@ -195,15 +197,11 @@ def config_differences(stored: dict, current: dict, ignore=()) -> list[str]:
   a, b = flat_config(stored), flat_config(current)
   lines = []
   for key in sorted(set(a) | set(b)):
-    if key in MUTABLE_FIELDS or key in ignore:
-      continue
-    if key not in a and key in ADDED_FIELDS and _resolved(key, b) == ADDED_FIELDS[key]:
-      continue
-    if key in REMOVED_FIELDS and key not in b:
-      continue
     x, y = a.get(key, '<absent>'), b.get(key, '<absent>')
-    if x != y:
-      lines.append(f'{key}: {x!r} (workdir) vs {y!r} (now)')
+    if (x == y or key in MUTABLE_FIELDS or key in ignore or key in REMOVED_FIELDS and key not in b
+        or key not in a and key in ADDED_FIELDS and _resolved(key, b) == ADDED_FIELDS[key]):
+      continue  # equal, free to change, removed, or added at the value older runs had
+    lines.append(f'{key}: {x!r} (workdir) vs {y!r} (now)')
   return lines
 
 
@@ -286,14 +284,11 @@ def dataset_differences(stored: dict, current: dict) -> list[str]:
   Args:
     stored, current: `data.RunData.identity` dicts (the workdir's and this run's).
   """
-  lines = []
-  for key, words in _IDENTITY_FIELDS:
-    if stored.get(key) != current.get(key):
-      lines.append(f'{words} {stored.get(key)} -> {current.get(key)}')
   a, b = stored.get('fold_clips') or {}, current.get('fold_clips') or {}
-  for k in sorted(set(a) | set(b), key=lambda k: (len(k), k)):
-    if a.get(k) != b.get(k):
-      lines.append(f'fold {k} clips {a.get(k)} -> {b.get(k)}')
+  pairs = [(words, stored.get(key), current.get(key)) for key, words in _IDENTITY_FIELDS]
+  pairs += [(f'fold {k} clips', a.get(k), b.get(k))
+            for k in sorted(set(a) | set(b), key=lambda k: (len(k), k))]
+  lines = [f'{words} {x} -> {y}' for words, x, y in pairs if x != y]
   for part in ('train', 'test'):
     same_count = stored.get(f'{part}_clips') == current.get(f'{part}_clips')
     x, y = stored.get(f'{part}_digest'), current.get(f'{part}_digest')
