@@ -48,25 +48,21 @@ class CheckpointWriteError(io_errors.WriteError):
   permission, ...): one line naming the checkpoint's path; nothing older is lost."""
 
 
-_QUIET_BELOW = [logging.WARNING]  # quiet_orbax_logging's level
-
-
 def _quiet_orbax(record: logging.LogRecord) -> bool:
-  """The 'absl' logger's filter: drops orbax's log records below _QUIET_BELOW."""
-  return record.levelno >= _QUIET_BELOW[0] or '/orbax/' not in (record.pathname or '')
+  """The 'absl' logger's filter: drops orbax's log records below `_quiet_orbax.below` (set by
+  quiet_orbax_logging before it installs the filter)."""
+  return record.levelno >= _quiet_orbax.below or '/orbax/' not in (record.pathname or '')
 
 
 def quiet_orbax_logging(below: int = logging.WARNING) -> None:
   """Hides orbax's own log records below `below`: its INFO lines (a dozen per save) for the
   trainer (default), also its WARNINGs for read-only restores (`below=logging.ERROR`: predict,
   adversarial). The latest call sets the level."""
-  _QUIET_BELOW[0] = below
+  _quiet_orbax.below = below
   logging.getLogger('absl').addFilter(_quiet_orbax)  # once: addFilter skips one already there
 
 
-# ------------------------------------------------------------------------------------------------
-# Digest of a state pytree
-# ------------------------------------------------------------------------------------------------
+# --- Digest of a state pytree ---------------------------------------------------------------------
 def _host_value(x) -> np.ndarray | None:
   """The full value of array `x` on the host, or None if this process cannot address all of it."""
   if isinstance(x, jax.Array):
@@ -111,9 +107,7 @@ def _all_processes(ok: bool) -> bool:
   return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
 
 
-# ------------------------------------------------------------------------------------------------
-# What orbax prints while it writes
-# ------------------------------------------------------------------------------------------------
+# --- What orbax prints while it writes ------------------------------------------------------------
 def _from_orbax_write(unraisable) -> bool:
   """Whether an unraisable exception comes from orbax's writes: tensorstore callbacks into an event
   loop orbax has closed, orbax coroutines collected late (at exit: failed imports)."""
@@ -172,9 +166,7 @@ class _HeldOutput(logging.Filter):
     return False
 
 
-# ------------------------------------------------------------------------------------------------
-# The store
-# ------------------------------------------------------------------------------------------------
+# --- The store ------------------------------------------------------------------------------------
 class CheckpointStore:
   """Save/restore of (TrainState, meta dict) under `directory`.
 
