@@ -69,17 +69,6 @@ def strategy_of(config: dict):
     return None
 
 
-def _resolved(key: str, flat: dict) -> Any:
-  """The value field `key` of a flattened config stands for: mixing.pairing's None resolved by
-  the run's strategy (mixing.Strategy), any other field as it is."""
-  if key != 'mixing.pairing':
-    return flat.get(key)
-  mixing = {k.split('.', 1)[1]: v for k, v in flat.items() if k.startswith('mixing.')}
-  strategy = strategy_of({'strategy': flat.get('strategy'), 'mixing': mixing})
-  # standard pairs nothing: any value matches
-  return flat.get(key) if strategy is None else getattr(strategy, 'pairing', 'shared')
-
-
 def with_added_fields(stored: dict) -> dict:
   """A copy of a stored config.json as this version reads it: every field of ADDED_FIELDS it
   lacks set to the value that reproduces what it was trained with (e.g. an older BC run:
@@ -193,13 +182,18 @@ def flat_config(d: dict, prefix: str = '') -> dict[str, Any]:
 
 def config_differences(stored: dict, current: dict, ignore=()) -> list[str]:
   """'field: stored vs current' lines for every differing field (ignoring MUTABLE_FIELDS and
-  `ignore`)."""
+  `ignore`; a field of ADDED_FIELDS that `stored` lacks is compared to its value in `current`,
+  mixing.pairing's None resolved by the run's strategy: mixing.Strategy)."""
   a, b = flat_config(stored), flat_config(current)
+  resolved = dict(b)
+  strategy = strategy_of(current)
+  if strategy is not None:  # standard pairs nothing (no .pairing): any value matches
+    resolved['mixing.pairing'] = getattr(strategy, 'pairing', 'shared')
   lines = []
   for key in sorted(set(a) | set(b)):
     x, y = a.get(key, '<absent>'), b.get(key, '<absent>')
     if (x == y or key in MUTABLE_FIELDS or key in ignore or key in REMOVED_FIELDS and key not in b
-        or key not in a and key in ADDED_FIELDS and _resolved(key, b) == ADDED_FIELDS[key]):
+        or key not in a and key in ADDED_FIELDS and resolved[key] == ADDED_FIELDS[key]):
       continue  # equal, free to change, removed, or added at the value older runs had
     lines.append(f'{key}: {x!r} (workdir) vs {y!r} (now)')
   return lines
