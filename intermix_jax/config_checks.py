@@ -1,10 +1,5 @@
-"""Checks a config before any heavy work, with one-line errors naming the field and the valid values.
-
-    validate(config)                                    # names, components, trainer fields
-    validate(config, num_folds=5, num_mix_points=6,     # + the facts of this run: folds, mix
-             device_count=8, process_count=2)           #   points of the backbone, batch split
-
-Raises `ConfigError` (a ValueError), e.g.
+"""Checks a config before any heavy work (`validate`): one-line `ConfigError`s (a ValueError)
+naming the field and the valid values, e.g.
     config.fold=7 is out of range for dataset 'esc50'; valid: 1..5 or 'all'
 """
 from __future__ import annotations
