@@ -163,7 +163,6 @@ class _HeldOutput(logging.Filter):
         logging.getLogger(record.name).handle(record)
       for unraisable in self.unraisables:
         self.previous_hook(unraisable)
-    return False
 
 
 # --- The store ------------------------------------------------------------------------------------

@@ -139,15 +139,14 @@ def _acquire(workdir: str) -> str:
 
 
 def _release(key: str) -> None:
-  held = _HELD.get(key)
-  if held is not None:
-    held[1] -= 1
-    if held[1] == 0:
-      del _HELD[key]
-      if held[0] is not None:
-        with contextlib.suppress(OSError):
-          os.ftruncate(held[0], 0)  # no details of a holder that has gone
-        os.close(held[0])  # releases the lock
+  held = _HELD[key]
+  held[1] -= 1
+  if held[1] == 0:
+    del _HELD[key]
+    if held[0] is not None:
+      with contextlib.suppress(OSError):
+        os.ftruncate(held[0], 0)  # no details of a holder that has gone
+      os.close(held[0])  # releases the lock
 
 
 @contextlib.contextmanager
