@@ -111,13 +111,11 @@ def _all_processes(ok: bool) -> bool:
 def _from_orbax_write(unraisable) -> bool:
   """Whether an unraisable exception comes from orbax's writes: tensorstore callbacks into an event
   loop orbax has closed, orbax coroutines collected late (at exit: failed imports)."""
-  exc = unraisable.exc_value
-  if isinstance(exc, RuntimeError) and 'Event loop is closed' in str(exc):
-    return True
-  if any('/orbax/' in f.f_code.co_filename for f, _ in traceback.walk_tb(unraisable.exc_traceback)):
-    return True
-  code = getattr(unraisable.object, 'cr_code', None)
-  return code is not None and '/orbax/' in code.co_filename
+  exc, code = unraisable.exc_value, getattr(unraisable.object, 'cr_code', None)
+  frames = traceback.walk_tb(unraisable.exc_traceback)
+  return ((isinstance(exc, RuntimeError) and 'Event loop is closed' in str(exc))
+          or any('/orbax/' in f.f_code.co_filename for f, _ in frames)
+          or (code is not None and '/orbax/' in code.co_filename))
 
 
 class _HeldOutput(logging.Filter):
