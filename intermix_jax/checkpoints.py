@@ -36,7 +36,6 @@ import orbax.checkpoint as ocp
 from intermix_jax import io_errors
 
 DIGEST_KEY = 'state_digest'
-DIGEST_ALGORITHM = 'sha256'
 # Free space required beyond the state's size before a save starts (metadata, OCDBT manifests).
 SPACE_MARGIN_BYTES = 1 << 20
 
@@ -225,7 +224,7 @@ class CheckpointStore:
       return False
     digest = state_digest(state)
     self._check_space(step, state)
-    meta = dict(meta, **{DIGEST_KEY: dict(algorithm=DIGEST_ALGORITHM, leaves=digest)})
+    meta = dict(meta, **{DIGEST_KEY: dict(algorithm='sha256', leaves=digest)})
     try:
       with _HeldOutput():
         self._manager.save(step, args=ocp.args.Composite(

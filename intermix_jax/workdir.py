@@ -180,22 +180,17 @@ def flat_config(d: dict, prefix: str = '') -> dict[str, Any]:
 
 
 def config_differences(stored: dict, current: dict, ignore=()) -> list[str]:
-  """'field: stored vs current' lines for every differing field (ignoring MUTABLE_FIELDS and
-  `ignore`; a field of ADDED_FIELDS that `stored` lacks is compared to its value in `current`,
-  mixing.pairing's None resolved by the run's strategy: mixing.Strategy)."""
-  a, b = flat_config(stored), flat_config(current)
-  resolved = dict(b)
+  """'field: stored vs current' lines for every differing field of `current` or `stored` (ignoring
+  MUTABLE_FIELDS and `ignore`), `stored` read as `with_added_fields` reads it; where it lacks
+  mixing.pairing, the current one is resolved by the run's strategy (mixing.Strategy)."""
+  old = flat_config(stored)
+  a, b = flat_config(with_added_fields(stored)), flat_config(current)
   strategy = strategy_of(current)
-  if strategy is not None:  # standard pairs nothing (no .pairing): any value matches
-    resolved['mixing.pairing'] = getattr(strategy, 'pairing', 'shared')
-  lines = []
-  for key in sorted(set(a) | set(b)):
-    x, y = a.get(key, '<absent>'), b.get(key, '<absent>')
-    if (x == y or key in MUTABLE_FIELDS or key in ignore or key in REMOVED_FIELDS and key not in b
-        or key not in a and key in ADDED_FIELDS and resolved[key] == ADDED_FIELDS[key]):
-      continue  # equal, free to change, removed, or added at the value older runs had
-    lines.append(f'{key}: {x!r} (workdir) vs {y!r} (now)')
-  return lines
+  if 'mixing.pairing' in set(b) - set(old) and strategy is not None:
+    b['mixing.pairing'] = getattr(strategy, 'pairing', 'shared')  # standard pairs nothing: matches
+  keys = sorted(k for k in set(old) | set(b) if k not in MUTABLE_FIELDS and k not in ignore)
+  return [f'{k}: {a.get(k, "<absent>")!r} (workdir) vs {b.get(k, "<absent>")!r} (now)'
+          for k in keys if a.get(k, '<absent>') != b.get(k, '<absent>')]
 
 
 def read_json_object(path: str, error_type: type[Exception] = ValueError,
