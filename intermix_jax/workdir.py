@@ -278,9 +278,8 @@ def dataset_differences(stored: dict, current: dict) -> list[str]:
             for k in sorted(set(a) | set(b), key=lambda k: (len(k), k))]
   lines = [f'{words} {x} -> {y}' for words, x, y in pairs if x != y]
   for part in ('train', 'test'):
-    same_count = stored.get(f'{part}_clips') == current.get(f'{part}_clips')
     x, y = stored.get(f'{part}_digest'), current.get(f'{part}_digest')
-    if same_count and x != y:
+    if x != y and stored.get(f'{part}_clips') == current.get(f'{part}_clips'):  # else counted
       lines.append(f'{part} clips: other files, classes or lengths (digest {x} -> {y})')
   x, y = stored.get('source_fingerprint'), current.get('source_fingerprint')
   if x is not None and y is not None and x != y:
