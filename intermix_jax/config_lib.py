@@ -308,11 +308,9 @@ def check_batch_split(batch_size, *, pairs: bool, processes: int | None = None,
     raise ConfigError(f'config.{field}={b} must be even: mixing strategies train on pairs of '
                       'sounds; valid: even numbers >= 2')
   for n, many, one in ((processes, 'processes', 'process'), (devices, 'devices', 'device')):
-    if not n or n == 1:
-      continue
-    if b % n:
+    if n and b % n:  # n = 1 passes both: b is even where pairs are cut (checked above)
       raise ConfigError(f'config.{field}={b} is not divisible by the {n} {many}; valid: '
                         f'multiples of {2 * n if pairs else n}')
-    if pairs and (b // n) % 2:
+    if n and pairs and (b // n) % 2:
       raise ConfigError(f'config.{field}={b} gives {b // n} sounds per {one}; mixing pairs sounds '
                         f'on each {one}, valid: multiples of {2 * n}')
