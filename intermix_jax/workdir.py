@@ -252,8 +252,7 @@ def check_or_store_config(workdir: str, config: ml_collections.ConfigDict, *,
       raise WorkdirConfigError(
           f'workdir {workdir} was created by a different config; refusing to mix runs. '
           f'Use a new --workdir, or delete {workdir} to start over. Differences: ' + '; '.join(diffs))
-    return
-  if write:
+  elif write:
     os.makedirs(workdir, exist_ok=True)
     write_json_atomic(path, current)
 
@@ -310,8 +309,7 @@ def check_or_store_dataset(workdir: str, identity: dict, *, resuming: bool,
           f'workdir {workdir} was trained on other data than this run reads (its {DATASET_FILE} '
           f'vs now): {"; ".join(diffs)}. Refusing to resume on changed data: use a new '
           f'--workdir, or delete {workdir} to start over')
-    return
-  if write:
+  elif write:
     os.makedirs(workdir, exist_ok=True)
     write_json_atomic(path, identity)
 
