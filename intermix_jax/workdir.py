@@ -95,8 +95,7 @@ _HELD: dict[str, list] = {}
 def _holder_words(fd: int) -> str:
   """'pid 4242 on host h since 2025-01-02 10:11:12 UTC' from the lock file's record."""
   try:
-    os.lseek(fd, 0, os.SEEK_SET)
-    holder = json.loads(os.read(fd, 4096).decode() or 'null')
+    holder = json.loads(os.pread(fd, 4096, 0).decode() or 'null')
     pid, host, since = int(holder['pid']), str(holder['host']), str(holder['since'])
   except (OSError, ValueError, TypeError, KeyError):
     return 'a process that has not recorded itself yet'
