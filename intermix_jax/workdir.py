@@ -184,9 +184,9 @@ def config_differences(stored: dict, current: dict, ignore=()) -> list[str]:
   mixing.pairing, the current one is resolved by the run's strategy (mixing.Strategy)."""
   old = flat_config(stored)
   a, b = flat_config(with_added_fields(stored)), flat_config(current)
-  strategy = strategy_of(current)
-  if 'mixing.pairing' in set(b) - set(old) and strategy is not None:
-    b['mixing.pairing'] = getattr(strategy, 'pairing', 'shared')  # standard pairs nothing: matches
+  strategy = strategy_of(current) if 'mixing.pairing' in set(b) - set(old) else None
+  if strategy is not None:  # standard pairs nothing (no .pairing): its 'shared' matches
+    b['mixing.pairing'] = getattr(strategy, 'pairing', 'shared')
   keys = sorted(k for k in set(old) | set(b) if k not in MUTABLE_FIELDS and k not in ignore)
   return [f'{k}: {a.get(k, "<absent>")!r} (workdir) vs {b.get(k, "<absent>")!r} (now)'
           for k in keys if a.get(k, '<absent>') != b.get(k, '<absent>')]
