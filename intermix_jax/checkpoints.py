@@ -36,7 +36,6 @@ import orbax.checkpoint as ocp
 from intermix_jax import io_errors
 
 DIGEST_KEY = 'state_digest'
-DIGEST_ALGORITHM = 'sha256'
 # Free space required beyond the state's size before a save starts (metadata, OCDBT manifests).
 SPACE_MARGIN_BYTES = 1 << 20
 
@@ -48,25 +47,21 @@ class CheckpointWriteError(io_errors.WriteError):
   permission, ...): one line naming the checkpoint's path; nothing older is lost."""
 
 
-_QUIET_BELOW = [logging.WARNING]  # quiet_orbax_logging's level
-
-
 def _quiet_orbax(record: logging.LogRecord) -> bool:
-  """The 'absl' logger's filter: drops orbax's log records below _QUIET_BELOW."""
-  return record.levelno >= _QUIET_BELOW[0] or '/orbax/' not in (record.pathname or '')
+  """The 'absl' logger's filter: drops orbax's log records below `_quiet_orbax.below` (set by
+  quiet_orbax_logging before it installs the filter)."""
+  return record.levelno >= _quiet_orbax.below or '/orbax/' not in (record.pathname or '')
 
 
 def quiet_orbax_logging(below: int = logging.WARNING) -> None:
   """Hides orbax's own log records below `below`: its INFO lines (a dozen per save) for the
   trainer (default), also its WARNINGs for read-only restores (`below=logging.ERROR`: predict,
   adversarial). The latest call sets the level."""
-  _QUIET_BELOW[0] = below
+  _quiet_orbax.below = below
   logging.getLogger('absl').addFilter(_quiet_orbax)  # once: addFilter skips one already there
 
 
-# ------------------------------------------------------------------------------------------------
-# Digest of a state pytree
-# ------------------------------------------------------------------------------------------------
+# --- Digest of a state pytree ---------------------------------------------------------------------
 def _host_value(x) -> np.ndarray | None:
   """The full value of array `x` on the host, or None if this process cannot address all of it."""
   if isinstance(x, jax.Array):
@@ -111,19 +106,15 @@ def _all_processes(ok: bool) -> bool:
   return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
 
 
-# ------------------------------------------------------------------------------------------------
-# What orbax prints while it writes
-# ------------------------------------------------------------------------------------------------
+# --- What orbax prints while it writes ------------------------------------------------------------
 def _from_orbax_write(unraisable) -> bool:
   """Whether an unraisable exception comes from orbax's writes: tensorstore callbacks into an event
   loop orbax has closed, orbax coroutines collected late (at exit: failed imports)."""
-  exc = unraisable.exc_value
-  if isinstance(exc, RuntimeError) and 'Event loop is closed' in str(exc):
-    return True
-  if any('/orbax/' in f.f_code.co_filename for f, _ in traceback.walk_tb(unraisable.exc_traceback)):
-    return True
-  code = getattr(unraisable.object, 'cr_code', None)
-  return code is not None and '/orbax/' in code.co_filename
+  exc, code = unraisable.exc_value, getattr(unraisable.object, 'cr_code', None)
+  frames = traceback.walk_tb(unraisable.exc_traceback)
+  return ((isinstance(exc, RuntimeError) and 'Event loop is closed' in str(exc))
+          or any('/orbax/' in f.f_code.co_filename for f, _ in frames)
+          or (code is not None and '/orbax/' in code.co_filename))
 
 
 class _HeldOutput(logging.Filter):
@@ -169,12 +160,9 @@ class _HeldOutput(logging.Filter):
         logging.getLogger(record.name).handle(record)
       for unraisable in self.unraisables:
         self.previous_hook(unraisable)
-    return False
 
 
-# ------------------------------------------------------------------------------------------------
-# The store
-# ------------------------------------------------------------------------------------------------
+# --- The store ------------------------------------------------------------------------------------
 class CheckpointStore:
   """Save/restore of (TrainState, meta dict) under `directory`.
 
@@ -236,7 +224,7 @@ class CheckpointStore:
       return False
     digest = state_digest(state)
     self._check_space(step, state)
-    meta = dict(meta, **{DIGEST_KEY: dict(algorithm=DIGEST_ALGORITHM, leaves=digest)})
+    meta = dict(meta, **{DIGEST_KEY: dict(algorithm='sha256', leaves=digest)})
     try:
       with _HeldOutput():
         self._manager.save(step, args=ocp.args.Composite(

@@ -1,15 +1,9 @@
-"""Checks a config before any heavy work, with one-line errors naming the field and the valid values.
-
-    validate(config)                                    # names, components, trainer fields
-    validate(config, num_folds=5, num_mix_points=6,     # + the facts of this run: folds, mix
-             device_count=8, process_count=2)           #   points of the backbone, batch split
-
-Raises `ConfigError` (a ValueError), e.g.
+"""Checks a config before any heavy work (`validate`): one-line `ConfigError`s (a ValueError)
+naming the field and the valid values, e.g.
     config.fold=7 is out of range for dataset 'esc50'; valid: 1..5 or 'all'
 """
 from __future__ import annotations
 
-import functools
 import numbers
 
 import ml_collections
@@ -63,11 +57,11 @@ def _check_bool(field: str, value) -> None:
     _fail(f'config.{field}={value!r} must be a bool; valid: True, False')
 
 
-def _check_option(field: str, value, make):
-  """`make()`, a component built with this option: its constructor's ValueError becomes one
-  ConfigError naming config.<field>."""
+def _check_option(field: str, value, make, /, *args, **kwargs):
+  """`make(*args, **kwargs)`, a component built with this option: its constructor's ValueError
+  becomes one ConfigError naming config.<field>."""
   try:
-    return make()
+    return make(*args, **kwargs)
   except ValueError as e:
     _fail(f'config.{field}={value!r}: {e}')
 
@@ -77,10 +71,8 @@ def _check_components(c):
   the strategy does not use by a strategy that uses it), by their constructors; returns the
   run's strategy."""
   for name, value in c.model.items():  # the class count does not bear on the options
-    _check_option(f'model.{name}', value,
-                  functools.partial(models.get_model, c.backbone, 2, **{name: value}))
-  _check_option('model', dict(c.model),
-                functools.partial(models.get_model, c.backbone, 2, **c.model))
+    _check_option(f'model.{name}', value, models.get_model, c.backbone, 2, **{name: value})
+  _check_option('model', dict(c.model), models.get_model, c.backbone, 2, **c.model)
   used = mixing.strategy_options(c.strategy)
   for name, value in c.mixing.items():
     users = [s for s in mixing.STRATEGY_NAMES if name in mixing.strategy_options(s)]
@@ -88,10 +80,9 @@ def _check_components(c):
     options = {name: value}
     if name == 'pairing' and 'eligible_layers' in mixing.strategy_options(owner):
       options['eligible_layers'] = c.mixing.eligible_layers  # independent pairs need (0,)
-    _check_option(f'mixing.{name}', value, functools.partial(mixing.get_strategy, owner, **options))
+    _check_option(f'mixing.{name}', value, mixing.get_strategy, owner, **options)
   options = {name: c.mixing[name] for name in used}
-  return _check_option('mixing', options,
-                       functools.partial(mixing.get_strategy, c.strategy, **options))
+  return _check_option('mixing', options, mixing.get_strategy, c.strategy, **options)
 
 
 def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import numbers
 from typing import Any
 
@@ -222,22 +223,18 @@ def row_note(config: ml_collections.ConfigDict) -> str | None:
 # --- the text after the colon --------------------------------------------------------------------
 def split_top_level(text: str, sep: str = ',') -> list[str]:
   """Splits `text` at `sep` characters that are not inside (), [] or {} and not inside quotes."""
-  parts, depth, quote, current = [], 0, None, []
-  for ch in text:
+  parts, depth, quote, start = [], 0, None, 0
+  for i, ch in enumerate(text):
     if quote:
       quote = None if ch == quote else quote
     elif ch in '\'"':
       quote = ch
-    elif ch in '([{':
-      depth += 1
-    elif ch in ')]}':
-      depth -= 1
+    elif ch in '([{)]}':
+      depth += 1 if ch in '([{' else -1
     elif ch == sep and depth == 0:
-      parts.append(''.join(current))
-      current = []
-      continue
-    current.append(ch)
-  parts.append(''.join(current))
+      parts.append(text[start:i])
+      start = i + 1
+  parts.append(text[start:])
   return [p.strip() for p in parts if p.strip()]
 
 
@@ -246,10 +243,8 @@ def _comma_hint(items: list[str], i: int) -> str:
   if i == 0 or '=' not in items[i - 1]:
     return ''
   key, value = (t.strip() for t in items[i - 1].split('=', 1))
-  j = i
-  while j < len(items) and '=' not in items[j]:
-    j += 1
-  quoted = f'{key}="{",".join([value] + items[i:j])}"'
+  rest = itertools.takewhile(lambda item: '=' not in item, items[i:])
+  quoted = f'{key}="{",".join([value, *rest])}"'
   return (f'; commas separate overrides, so quote a value that holds commas: {quoted} (and keep '
           f"the quotes from the shell: --config='configs/x.py:{quoted}')")
 
@@ -313,11 +308,9 @@ def check_batch_split(batch_size, *, pairs: bool, processes: int | None = None,
     raise ConfigError(f'config.{field}={b} must be even: mixing strategies train on pairs of '
                       'sounds; valid: even numbers >= 2')
   for n, many, one in ((processes, 'processes', 'process'), (devices, 'devices', 'device')):
-    if not n or n == 1:
-      continue
-    if b % n:
+    if n and b % n:  # n = 1 passes both: b is even where pairs are cut (checked above)
       raise ConfigError(f'config.{field}={b} is not divisible by the {n} {many}; valid: '
                         f'multiples of {2 * n if pairs else n}')
-    if pairs and (b // n) % 2:
+    if n and pairs and (b // n) % 2:
       raise ConfigError(f'config.{field}={b} gives {b // n} sounds per {one}; mixing pairs sounds '
                         f'on each {one}, valid: multiples of {2 * n}')

@@ -1,8 +1,5 @@
 """The papers' training protocol, declared once (docs/method.md §5): read by configs and report.
 
-    protocol.optimisation_row('piczakcnn', 'esc10')
-      -> {'num_epochs': 600, 'lr': 0.01, 'schedule': (0.5, 0.75), 'warmup_epochs': 0}
-
 Rows are for standard training (mixing doubles num_epochs at train time); m18, soundnet5 and
 piczakcnn take the EnvNet row, datasets without a row of their own the backbone's ESC-50 row.
 """

@@ -47,6 +47,8 @@ ADDED_FIELDS = {'model.precision': 'float32', 'seeds': None, 'data_on_device': F
 # Fields removed from the config: a stored config.json that still has one resumes, whatever its
 # value (model.conv_impl chose between equal computations).
 REMOVED_FIELDS = ('model.conv_impl',)
+# What flock raises where the file system has no file locks (the lock is then skipped, warned).
+NO_FILE_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL)
 
 
 class WorkdirConfigError(ValueError):
@@ -65,17 +67,6 @@ def strategy_of(config: dict):
                                                        mixing=options))
   except (KeyError, ValueError, TypeError):
     return None
-
-
-def _resolved(key: str, flat: dict) -> Any:
-  """The value field `key` of a flattened config stands for: mixing.pairing's None resolved by
-  the run's strategy (mixing.Strategy), any other field as it is."""
-  if key != 'mixing.pairing':
-    return flat.get(key)
-  mixing = {k.split('.', 1)[1]: v for k, v in flat.items() if k.startswith('mixing.')}
-  strategy = strategy_of({'strategy': flat.get('strategy'), 'mixing': mixing})
-  # standard pairs nothing: any value matches
-  return flat.get(key) if strategy is None else getattr(strategy, 'pairing', 'shared')
 
 
 def with_added_fields(stored: dict) -> dict:
@@ -104,21 +95,21 @@ _HELD: dict[str, list] = {}
 def _holder_words(fd: int) -> str:
   """'pid 4242 on host h since 2025-01-02 10:11:12 UTC' from the lock file's record."""
   try:
-    os.lseek(fd, 0, os.SEEK_SET)
-    holder = json.loads(os.read(fd, 4096).decode() or 'null')
+    holder = json.loads(os.pread(fd, 4096, 0).decode() or 'null')
     pid, host, since = int(holder['pid']), str(holder['host']), str(holder['since'])
   except (OSError, ValueError, TypeError, KeyError):
     return 'a process that has not recorded itself yet'
   return f'pid {pid} on host {host} since {since}'
 
 
-def _acquire(workdir: str) -> None:
+def _acquire(workdir: str) -> str:
+  """Takes (or re-enters) the lock of `workdir`; returns its key in _HELD."""
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, LOCK_FILE)
   key = os.path.realpath(path)
   if key in _HELD:
     _HELD[key][1] += 1
-    return
+    return key
   fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)  # nothing truncated yet
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -131,31 +122,30 @@ def _acquire(workdir: str) -> None:
         f'a checkpoint) and rerun, or choose another --workdir') from None
   except OSError as e:
     os.close(fd)
-    if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+    if e.errno not in NO_FILE_LOCKS:
       raise OSError(e.errno, e.strerror, path) from e
     logging.warning('%s: this file system has no file locks (%s): nothing stops a second training '
                     'in this workdir at the same time', workdir, e.strerror)
     _HELD[key] = [None, 1]
-    return
+    return key
   record = dict(pid=os.getpid(), host=socket.gethostname(),
                 since=time.strftime('%Y-%m-%d %H:%M:%S %Z'), command=' '.join(sys.argv)[:500])
   with contextlib.suppress(OSError):  # e.g. disk full: the lock holds, without its details
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(record) + '\n').encode(), 0)
   _HELD[key] = [fd, 1]
+  return key
 
 
-def _release(workdir: str) -> None:
-  key = os.path.realpath(os.path.join(workdir, LOCK_FILE))
-  held = _HELD.get(key)
-  if held is not None:
-    held[1] -= 1
-    if held[1] == 0:
-      del _HELD[key]
-      if held[0] is not None:
-        with contextlib.suppress(OSError):
-          os.ftruncate(held[0], 0)  # no details of a holder that has gone
-        os.close(held[0])  # releases the lock
+def _release(key: str) -> None:
+  held = _HELD[key]
+  held[1] -= 1
+  if held[1] == 0:
+    del _HELD[key]
+    if held[0] is not None:
+      with contextlib.suppress(OSError):
+        os.ftruncate(held[0], 0)  # no details of a holder that has gone
+      os.close(held[0])  # releases the lock
 
 
 @contextlib.contextmanager
@@ -168,8 +158,7 @@ def lock(workdirs: Iterable[str]) -> Iterator[None]:
   """
   with contextlib.ExitStack() as taken:
     for workdir in workdirs:
-      _acquire(workdir)
-      taken.callback(_release, workdir)
+      taken.callback(_release, _acquire(workdir))
     yield
 
 
@@ -190,21 +179,17 @@ def flat_config(d: dict, prefix: str = '') -> dict[str, Any]:
 
 
 def config_differences(stored: dict, current: dict, ignore=()) -> list[str]:
-  """'field: stored vs current' lines for every differing field (ignoring MUTABLE_FIELDS and
-  `ignore`)."""
-  a, b = flat_config(stored), flat_config(current)
-  lines = []
-  for key in sorted(set(a) | set(b)):
-    if key in MUTABLE_FIELDS or key in ignore:
-      continue
-    if key not in a and key in ADDED_FIELDS and _resolved(key, b) == ADDED_FIELDS[key]:
-      continue
-    if key in REMOVED_FIELDS and key not in b:
-      continue
-    x, y = a.get(key, '<absent>'), b.get(key, '<absent>')
-    if x != y:
-      lines.append(f'{key}: {x!r} (workdir) vs {y!r} (now)')
-  return lines
+  """'field: stored vs current' lines for every differing field of `current` or `stored` (ignoring
+  MUTABLE_FIELDS and `ignore`), `stored` read as `with_added_fields` reads it; where it lacks
+  mixing.pairing, the current one is resolved by the run's strategy (mixing.Strategy)."""
+  old = flat_config(stored)
+  a, b = flat_config(with_added_fields(stored)), flat_config(current)
+  strategy = strategy_of(current) if 'mixing.pairing' in set(b) - set(old) else None
+  if strategy is not None:  # standard pairs nothing (no .pairing): its 'shared' matches
+    b['mixing.pairing'] = getattr(strategy, 'pairing', 'shared')
+  keys = sorted(k for k in set(old) | set(b) if k not in MUTABLE_FIELDS and k not in ignore)
+  return [f'{k}: {a.get(k, "<absent>")!r} (workdir) vs {b.get(k, "<absent>")!r} (now)'
+          for k in keys if a.get(k, '<absent>') != b.get(k, '<absent>')]
 
 
 def read_json_object(path: str, error_type: type[Exception] = ValueError,
@@ -266,8 +251,7 @@ def check_or_store_config(workdir: str, config: ml_collections.ConfigDict, *,
       raise WorkdirConfigError(
           f'workdir {workdir} was created by a different config; refusing to mix runs. '
           f'Use a new --workdir, or delete {workdir} to start over. Differences: ' + '; '.join(diffs))
-    return
-  if write:
+  elif write:
     os.makedirs(workdir, exist_ok=True)
     write_json_atomic(path, current)
 
@@ -286,18 +270,14 @@ def dataset_differences(stored: dict, current: dict) -> list[str]:
   Args:
     stored, current: `data.RunData.identity` dicts (the workdir's and this run's).
   """
-  lines = []
-  for key, words in _IDENTITY_FIELDS:
-    if stored.get(key) != current.get(key):
-      lines.append(f'{words} {stored.get(key)} -> {current.get(key)}')
   a, b = stored.get('fold_clips') or {}, current.get('fold_clips') or {}
-  for k in sorted(set(a) | set(b), key=lambda k: (len(k), k)):
-    if a.get(k) != b.get(k):
-      lines.append(f'fold {k} clips {a.get(k)} -> {b.get(k)}')
+  pairs = [(words, stored.get(key), current.get(key)) for key, words in _IDENTITY_FIELDS]
+  pairs += [(f'fold {k} clips', a.get(k), b.get(k))
+            for k in sorted(set(a) | set(b), key=lambda k: (len(k), k))]
+  lines = [f'{words} {x} -> {y}' for words, x, y in pairs if x != y]
   for part in ('train', 'test'):
-    same_count = stored.get(f'{part}_clips') == current.get(f'{part}_clips')
     x, y = stored.get(f'{part}_digest'), current.get(f'{part}_digest')
-    if same_count and x != y:
+    if x != y and stored.get(f'{part}_clips') == current.get(f'{part}_clips'):  # else counted
       lines.append(f'{part} clips: other files, classes or lengths (digest {x} -> {y})')
   x, y = stored.get('source_fingerprint'), current.get('source_fingerprint')
   if x is not None and y is not None and x != y:
@@ -328,8 +308,7 @@ def check_or_store_dataset(workdir: str, identity: dict, *, resuming: bool,
           f'workdir {workdir} was trained on other data than this run reads (its {DATASET_FILE} '
           f'vs now): {"; ".join(diffs)}. Refusing to resume on changed data: use a new '
           f'--workdir, or delete {workdir} to start over')
-    return
-  if write:
+  elif write:
     os.makedirs(workdir, exist_ok=True)
     write_json_atomic(path, identity)
 
