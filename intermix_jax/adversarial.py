@@ -175,9 +175,7 @@ def evaluate_workdir(workdir: str, epsilons: Sequence[float] = DEFAULT_EPSILONS,
   config, results, model, step = run.config, run.results, run.model, run.step
   epsilons = tuple(float(e) for e in epsilons)
   moved = {k: v for k, v in dict(data_dir=data_dir, manual_dir=manual_dir).items() if v is not None}
-  if moved:
-    config = config.copy_and_resolve_references()
-    config.update(moved)
+  config.update(moved)  # run.config: this call's own ConfigDict (from config.json)
   loader = data.make_eval_loader(config, model.sample_rate, model.input_length)
   ev = trained.evaluate_clips(attack_step_on(model, epsilons, run.mesh), run.state, loader,
                               run.mesh, per_clip=(), totals=('num_correct', 'count', 'loss_sum'))
