@@ -134,8 +134,7 @@ def load_workdir(workdir: str, *, allow_unfinished: bool = False):
   workdir = os.path.abspath(workdir)
   results_path = os.path.join(workdir, workdir_lib.RESULTS_FILE)
 
-  def finished(config, results):
-    del config
+  def finished(_, results):  # (config, results), before the checkpoint is read
     status = results.get('status') if results else None
     if status != 'finished' and not allow_unfinished:
       raise AdversarialWorkdirError(
@@ -176,9 +175,7 @@ def evaluate_workdir(workdir: str, epsilons: Sequence[float] = DEFAULT_EPSILONS,
   config, results, model, step = run.config, run.results, run.model, run.step
   epsilons = tuple(float(e) for e in epsilons)
   moved = {k: v for k, v in dict(data_dir=data_dir, manual_dir=manual_dir).items() if v is not None}
-  if moved:
-    config = config.copy_and_resolve_references()
-    config.update(moved)
+  config.update(moved)  # run.config: this call's own ConfigDict (from config.json)
   loader = data.make_eval_loader(config, model.sample_rate, model.input_length)
   ev = trained.evaluate_clips(attack_step_on(model, epsilons, run.mesh), run.state, loader,
                               run.mesh, per_clip=(), totals=('num_correct', 'count', 'loss_sum'))
@@ -197,7 +194,7 @@ def evaluate_workdir(workdir: str, epsilons: Sequence[float] = DEFAULT_EPSILONS,
       method=mixing.method_label(config), fold=config.fold, seed=config.seed,
       num_folds=data.dataset_info(config).num_folds,
       config=json.loads(config.to_json()),
-      checkpoint_step=step, workdir=os.path.abspath(workdir),
+      checkpoint_step=step, workdir=run.workdir,
       wall_time_s=time.time() - t0, versions=workdir_lib.versions())
 
 
@@ -225,19 +222,18 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument('--manual_dir', default=None, help='raw data copy (default: the run\'s config)')
   p.add_argument('--allow_unfinished', action='store_true',
                  help='attack the newest checkpoint of a run that has not finished')
-  args = p.parse_args(sys.argv[1:] if argv is None else argv)
+  args = p.parse_args(argv)  # None: sys.argv[1:]
   try:
     epsilons = parse_epsilons(args.eps)
   except ValueError as e:
     p.error(str(e))
-  from intermix_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from intermix_jax import checkpoints, io_errors  # pylint: disable=g-import-not-at-top
   checkpoints.quiet_orbax_logging(logging.ERROR)  # read-only restores: orbax's warnings too
   try:
     result = evaluate_workdir(args.workdir, epsilons, data_dir=args.data_dir,
                               manual_dir=args.manual_dir, allow_unfinished=args.allow_unfinished)
   except AdversarialWorkdirError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    return 2
+    return io_errors.error(str(e), 2)
   from intermix_jax import workdir as workdir_lib
   out = args.out or os.path.join(args.workdir, RESULTS_FILE)
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

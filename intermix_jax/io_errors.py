@@ -3,13 +3,15 @@
 `is_disk_full` recognises a full disk however the writing library reports it, anywhere in the
 exception's chain: an OSError (ENOSPC), tensorstore's ValueError (orbax: 'No space left on device
 [os_error_code=28]'), array_record's RuntimeError (TFDS preparation). `WriteError` is the one-line
-OSError raised instead (main.py prints `error: ...`, exit 1). Imports nothing of JAX or TFDS.
+OSError raised instead; `error` prints the one line `error: ...` of every command (main.py exits
+1). Imports nothing of JAX or TFDS.
 """
 from __future__ import annotations
 
 import errno
 import re
 import shutil
+import sys
 
 IO_ERROR_TEXT = re.compile(r"No space left on device|os_error_code|RESOURCE_EXHAUSTED|"
                            r"PERMISSION_DENIED|Read-only file system|Disk quota exceeded")
@@ -54,6 +56,12 @@ def first_line(error: BaseException, limit: int = 300) -> str:
   text = str(error).strip()
   line = f'{type(error).__name__}: {text.splitlines()[0] if text else ""}'
   return line if len(line) <= limit else line[:limit - 3] + '...'
+
+
+def error(line: str, status: int = 1) -> int:
+  """Prints `error: <line>` on stderr; returns the exit status `status`."""
+  print(f'error: {line}', file=sys.stderr, flush=True)
+  return status
 
 
 def mib(n: float) -> str:

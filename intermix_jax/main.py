@@ -20,6 +20,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from intermix_jax import io_errors
 from intermix_jax import termination
 
 FLAGS = flags.FLAGS
@@ -75,19 +76,11 @@ def _on_sigterm(signum, frame):
   raise termination.Terminated()
 
 
-def _quiet_about_terminated(previous):
+def _quiet_about_terminated(unraisable, previous=sys.unraisablehook):
   """sys.unraisablehook that drops a Terminated Python could not raise (it is noted, and the
-  trainer stops at its next safe point) and passes anything else to `previous`."""
-  def hook(unraisable):
-    if not isinstance(unraisable.exc_value, termination.Terminated):
-      previous(unraisable)
-  return hook
-
-
-def error(line: str) -> int:
-  """Prints `error: <line>` on stderr; returns the exit status 1."""
-  print(f'error: {line}', file=sys.stderr, flush=True)
-  return 1
+  trainer stops at its next safe point) and passes anything else to `previous` (Python's hook)."""
+  if not isinstance(unraisable.exc_value, termination.Terminated):
+    previous(unraisable)
 
 
 def _flag_error_line(error: Exception) -> str:
@@ -125,12 +118,12 @@ def _parse_flags(argv):
   try:
     return FLAGS(argv)
   except flags.Error as e:
-    sys.exit(error(_flag_error_line(e)))
+    sys.exit(io_errors.error(_flag_error_line(e)))
   except (AttributeError, KeyError):  # ml_collections: `--config.foo=1`, foo not a field
     line = _unknown_override_line(argv)
     if line is None:
       raise
-    sys.exit(error(line))
+    sys.exit(io_errors.error(line))
 
 
 def _os_error_line(e: OSError):
@@ -164,14 +157,15 @@ def _loaded_config():
     config.get('dataset')
   except OSError as e:
     last = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
-    sys.exit(error(f'--config: cannot load {config_flags.get_config_filename(FLAGS["config"])}: '
-                   f'{last}'))
+    name = config_flags.get_config_filename(FLAGS['config'])
+    sys.exit(io_errors.error(f'--config: cannot load {name}: {last}'))
   return config
 
 
 def main(argv):
   if len(argv) > 1:
-    return error(f'unexpected arguments {argv[1:]}: flags are --name=value (see --helpshort)')
+    return io_errors.error(
+        f'unexpected arguments {argv[1:]}: flags are --name=value (see --helpshort)')
   if _LIST_CONFIG.value:  # the fields of --config, else every config's defaults
     from intermix_jax import config_lib
     sys.stdout.write(config_lib.describe(None if _CONFIG.value is None else _loaded_config()))
@@ -200,13 +194,11 @@ def main(argv):
   config = _loaded_config()
   try:
     train.train_and_evaluate(config, _WORKDIR.value)
-  except known as e:
-    return error(str(e))
-  except OSError as e:
-    line = _os_error_line(e)
-    if line is None:
+  except known + (OSError,) as e:
+    line = str(e) if isinstance(e, known) else _os_error_line(e)
+    if line is None:  # an OSError that is not the machine's state: a bug, traceback kept
       raise
-    return error(line)
+    return io_errors.error(line)
   return 0
 
 
@@ -216,7 +208,7 @@ def run() -> None:
   termination.own_process_signals()
   signal.signal(signal.SIGTERM, _on_sigterm)
   signal.signal(signal.SIGINT, _on_sigterm)
-  sys.unraisablehook = _quiet_about_terminated(sys.unraisablehook)
+  sys.unraisablehook = _quiet_about_terminated
   try:
     app.run(main, flags_parser=_parse_flags)
   except termination.Terminated:

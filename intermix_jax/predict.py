@@ -131,18 +131,15 @@ class Predictor:
     return results, errors
 
 
-class _Clips:
+class _Clips(list):
   """In-memory clips as the clip index of a data.EvalLoader (labels 0: unknown)."""
 
   def __init__(self, clips: Sequence[np.ndarray]):
-    self.clips, self.labels = clips, np.zeros((len(clips),), np.int32)
-    self.filenames = [str(i) for i in range(len(clips))]
-
-  def __len__(self) -> int:
-    return len(self.clips)
+    super().__init__(np.asarray(clip) for clip in clips)
+    self.labels, self.filenames = np.zeros((len(self),), np.int32), list(map(str, range(len(self))))
 
   def read(self, positions) -> list[np.ndarray]:
-    return [np.asarray(self.clips[i]) for i in positions]
+    return [self[i] for i in positions]
 
 
 def expand_paths(paths: Sequence[str]) -> list[tuple[str, str | None]]:
@@ -196,19 +193,18 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument('--json', action='store_true', help='print one JSON document')
   parser.add_argument('paths', nargs='+', metavar='FILE_OR_DIR',
                       help='audio files, or directories searched recursively for audio files')
-  args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+  args = parser.parse_args(argv)  # None: sys.argv[1:]
   if args.top_k < 1:
     parser.error(f'--top_k must be >= 1, got {args.top_k}')
-  from intermix_jax import checkpoints
+  from intermix_jax import checkpoints, io_errors
   checkpoints.quiet_orbax_logging(logging.ERROR)  # read-only restores: orbax's warnings too
   try:
     predictor = Predictor(args.workdir)
   except PredictWorkdirError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    return 2
+    return io_errors.error(str(e), 2)
   results, errors = predictor.predict_paths(args.paths, args.top_k)
   for path, why in errors:
-    print(f'error: {path}: {why}', file=sys.stderr, flush=True)
+    io_errors.error(f'{path}: {why}')
   if args.json:
     print(json.dumps(to_json(predictor, results, errors), indent=1))
   elif results:

@@ -83,8 +83,8 @@ class Flag:
   """
 
   def __init__(self):
-    self._flag = noted()  # a SIGTERM before training began: stop at the first step
-    self._signum = stop_signal() if self._flag else None
+    self.requested = noted()  # save and stop? (a SIGTERM before training: at the first step)
+    self._signum = stop_signal() if self.requested else None
     self._old = {}
     import jax  # pylint: disable=import-outside-toplevel  (this module stays light)
     self._multi = jax.process_count() > 1
@@ -105,7 +105,7 @@ class Flag:
       first_ctrl_c(self._old.get(signal.SIGINT))
       logging.warning('Ctrl-C: saving a checkpoint at the next step, then stopping (rerun the same '
                       'command to resume); press Ctrl-C again to stop at once, without it')
-    self._flag = True
+    self.requested = True
 
   @property
   def name(self) -> str:
@@ -114,17 +114,13 @@ class Flag:
 
   def reached(self, step: int) -> bool:
     """Whether to save and stop after `step` (call after every step on every process)."""
-    if self._multi and not self._flag:
+    if self._multi and not self.requested:
       from jax.experimental import multihost_utils
       try:
-        self._flag = multihost_utils.reached_preemption_sync_point(step)
+        self.requested = multihost_utils.reached_preemption_sync_point(step)
       except RuntimeError:  # no preemption service (jax.distributed without it): no notice
         pass
-    return self._flag
-
-  @property
-  def requested(self) -> bool:
-    return self._flag
+    return self.requested
 
   def __exit__(self, *exc):
     for signum, old in self._old.items():

@@ -7,6 +7,7 @@ the pieces (the pairing bound, the OSError lines, the summary writer), launch/en
 """
 import configparser
 import errno
+import functools
 import glob
 import json
 import os
@@ -363,7 +364,8 @@ def test_a_sigterm_whose_exception_python_swallowed_still_stops_the_run(
   from intermix_jax import termination, train
   monkeypatch.setattr(termination, '_NOTED', threading.Event())
   others = []
-  monkeypatch.setattr(sys, 'unraisablehook', main_lib._quiet_about_terminated(others.append))
+  monkeypatch.setattr(sys, 'unraisablehook',
+                      functools.partial(main_lib._quiet_about_terminated, previous=others.append))
 
   def callback(phase, info):
     del info
