@@ -207,8 +207,9 @@ class ShardedStrategy:
   - `plan(key, batch_size, K)`: device d draws `strategy.plan(fold_in(key, d), batch_size / n, K)`
     (n > 1 devices), as a `ShardedPlan`; on a 1-device mesh the key is not folded.
   - `prepare_input`, `mixer`, `targets`: the wrapped functions on each device's shard with that
-    device's plan; `loss`: the wrapped loss on the global arrays.
-  Other attributes are forwarded to the wrapped strategy. Hashable if the wrapped strategy is.
+    device's plan.
+  Other attributes are forwarded to the wrapped strategy, `loss` too: the wrapped loss on the
+  global arrays (no per-device averaging). Hashable if the wrapped strategy is.
   """
   strategy: Any
   mesh: Mesh
@@ -288,11 +289,6 @@ class ShardedStrategy:
   def targets(self, plan: ShardedPlan, labels_onehot: jax.Array) -> jax.Array:
     """(N, C) one-hot -> (N, C) soft targets."""
     return self._per_device(self.strategy.targets, plan, labels_onehot)
-
-  def loss(self, logits: jax.Array, targets: jax.Array, *args, **kwargs) -> jax.Array:
-    """Scalar: the wrapped loss over the global batch (no per-device averaging); extra arguments
-    (e.g. a row mask) are passed through."""
-    return self.strategy.loss(logits, targets, *args, **kwargs)
 
 
 def shard_strategy(strategy, mesh: Mesh, *, check_vma: bool = True) -> ShardedStrategy:
