@@ -174,15 +174,13 @@ class _Run:
     if note:
       logging.warning(note)
 
-    pi, pc = jax.process_index(), jax.process_count()
     distributed.prepare_data_once(config, self.model.sample_rate)
     # With the clips on the device, the host keeps none in memory (on_device.ClipTable reads them).
     cache = 0 if config.data_on_device else data.pipeline.DEFAULT_CACHE_BYTES
-    self.train_data = data.make_train_loader(
-        config, self.model.sample_rate, self.model.input_length, process_index=pi,
-        process_count=pc, cache_bytes=cache)
-    self.eval_data = data.make_eval_loader(config, self.model.sample_rate, self.model.input_length,
-                                           process_index=pi, process_count=pc)
+    args = (config, self.model.sample_rate, self.model.input_length)
+    where = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    self.train_data = data.make_train_loader(*args, cache_bytes=cache, **where)
+    self.eval_data = data.make_eval_loader(*args, **where)
     termination.stop_if_noted()  # a SIGTERM during preparation whose exception was swallowed
     # Identity, clips per class, skipped files; LayoutError when a class has no training clip.
     self.run_data = data.describe_run_data(config, self.model.sample_rate, self.train_data,
@@ -196,9 +194,7 @@ class _Run:
                                              config.double_epochs_for_mixing)
     self.total_steps = self.num_epochs * self.steps_per_epoch
     self.opt = steps.OptimizerSpec.from_config(config.opt, self.num_epochs, self.steps_per_epoch)
-    # One 'data' axis over every device (one included); the mixing runs per device (parallel.py).
-    # The jitted steps are shared by every run of this process with the same statics: compiled once.
-    self.mesh = parallel.make_mesh()
+    self.mesh = parallel.make_mesh()  # every device; the jitted steps are shared by equal statics
     self.init_state = steps.state_initializer(self.model, self.opt, self.mesh)
     # () -> the state's shapes, dtypes and shardings (a restore target; nothing is computed).
     self.abstract_state = functools.partial(steps.abstract_state, self.model, self.opt, self.mesh)
