@@ -199,19 +199,18 @@ def make_eval_step(model) -> Callable:
   return functools.partial(eval_step, model=model)
 
 
-def _jit(fn: Callable, donate: tuple[int, ...], in_shardings, out_shardings) -> Callable:
-  shardings = dict(in_shardings=in_shardings, out_shardings=out_shardings)
+def _jit(fn: Callable, donate: tuple[int, ...], **shardings) -> Callable:
   return jax.jit(fn, donate_argnums=donate, **{k: v for k, v in shardings.items() if v is not None})
 
 
 def jit_train_step(fn: Callable, *, in_shardings=None, out_shardings=None) -> Callable:
   """jax.jit of a train step with the state (argument 0) donated; shardings optional."""
-  return _jit(fn, (0,), in_shardings, out_shardings)
+  return _jit(fn, (0,), in_shardings=in_shardings, out_shardings=out_shardings)
 
 
 def jit_eval_step(fn: Callable, *, in_shardings=None, out_shardings=None) -> Callable:
   """jax.jit of an eval step; shardings optional."""
-  return _jit(fn, (), in_shardings, out_shardings)
+  return _jit(fn, (), in_shardings=in_shardings, out_shardings=out_shardings)
 
 
 @dataclasses.dataclass(frozen=True)
