@@ -271,14 +271,13 @@ class _Loop:
   """
 
   def __init__(self, parts: list, t0: float, stack: str | None):
-    runs = [run for run, _, _ in parts]
-    spe = {r.config.fold: r.steps_per_epoch for r in runs}
-    if len({r.steps_per_epoch for r in runs}) > 1:
+    spe = {run.config.fold: run.steps_per_epoch for run, _, _ in parts}
+    if len(set(spe.values())) > 1:
       raise config_checks.ConfigError(
           f'config.stack_runs: the folds give different steps per epoch ({spe}, fold: steps), but '
           f'runs in one program step together; set config.steps_per_epoch to at most '
           f'{min(spe.values())}, or stack_runs=False')
-    first = self.first = runs[0]
+    first = self.first = parts[0][0]
     self.spe, self.total = first.steps_per_epoch, first.total_steps
     self.num_epochs = first.num_epochs
     self.stack, self.num_all = stack, len(parts)
@@ -294,7 +293,7 @@ class _Loop:
         break
       for k in ahead:
         logging.info('%s: resuming from step %d, with the other runs of this program',
-                     runs[k].workdir, common)
+                     books[k].run.workdir, common)
         books[k] = records.RunRecord(*parts[k], t0, at_most=common)
     self.books, self.order = [books[k] for k in unfinished], unfinished
     self.live = list(range(len(self.books)))  # indices into self.books (= the run axis)
@@ -313,6 +312,10 @@ class _Loop:
                        'together)', b.run.workdir, deleted, self.step)
       self.state = multirun.stack_on_mesh([b.state for b in self.books], mesh)
       self.keys = multirun.stack_on_mesh([b.train_key for b in self.books], mesh)
+      logging.info('%d runs in one program (%s) from step %d of %d (%s)', len(self.books),
+                   multirun.resolve_method(stack, mesh, first.model), self.step, self.total,
+                   ', '.join(os.path.relpath(b.run.workdir, os.path.dirname(first.workdir))
+                             for b in self.books))
     else:
       self.state, self.keys = self.books[0].state, self.books[0].train_key
     self.train_step = steps.mesh_train_step(first.model, first.strategy, first.opt,
@@ -336,11 +339,6 @@ class _Loop:
     self.metrics = None
     self.last_log = (time.time(), self.step)
     self.pace = summaries.Pace()
-    if stack:
-      logging.info('%d runs in one program (%s) from step %d of %d (%s)', len(self.books),
-                   multirun.resolve_method(stack, mesh, first.model), self.step, self.total,
-                   ', '.join(os.path.relpath(b.run.workdir, os.path.dirname(first.workdir))
-                             for b in self.books))
 
   # --- the run axis ------------------------------------------------------------------------------
   @staticmethod
@@ -495,11 +493,10 @@ class _Loop:
     evaluated = (epoch + 1) % cfg.eval_every_epochs == 0 or last
     evals = [None] * len(self.books)
     if evaluated and self.live:
-      loaders = [b.run.eval_data for b in self.books]
-      evals = [records.eval_summary(ev) for ev in (
-          trained.evaluate_clips(self.eval_step, self.state, loaders, self.mesh, runs=True)
-          if self.stack else
-          [trained.evaluate_clips(self.eval_step, self.state, loaders[0], self.mesh)])]
+      loaders = [b.run.eval_data for b in self.books] if self.stack else self.books[0].run.eval_data
+      evs = trained.evaluate_clips(self.eval_step, self.state, loaders, self.mesh,
+                                   runs=bool(self.stack))
+      evals = [records.eval_summary(ev) for ev in (evs if self.stack else [evs])]
     self._each(lambda k, b: b.end_epoch(epoch, (loss[k], err[k]), self.n_in_epoch, lr[k], evals[k]))
     self.sums = tuple(jnp.zeros_like(s) for s in self.sums)
     self.n_in_epoch = 0
