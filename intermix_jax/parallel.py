@@ -113,7 +113,6 @@ def host_batch_to_global(batch: Any, mesh: Mesh, *, pairs: bool = False,
   Args:
     batch: pytree of arrays with a common leading axis of R rows; with `runs`, K such pytrees (a
       list) or their stack (leaves (K, R, ...)), one batch per run (multirun.py).
-    mesh: mesh from `make_mesh`.
     pairs: a mixing batch: each device must hold whole pairs (rows 2k, 2k+1).
     runs: the batch has a leading run axis.
   Returns:

@@ -6,8 +6,7 @@
                                 run.mesh)                           # train, predict, adversarial
 
 `load_workdir` restores the newest checkpoint whose arrays match their digest, read-only (a run
-still training there is not disturbed); every problem is one line in the caller's error type.
-`evaluate_clips` is the one loop over the batches of an evaluation loader.
+still training there is not disturbed); `evaluate_clips` is the one evaluation loop.
 """
 from __future__ import annotations
 
