@@ -156,7 +156,6 @@ def over_runs(make: Callable, method: str | None, mesh, model, strategy=None) ->
     return jax.vmap(fn)
 
   def unrolled(states, *args):
-    take = lambda tree, i: jax.tree.map(lambda x: x[i], tree)
-    outs = [fn(take(states, i), *(take(a, i) for a in args)) for i in range(num_runs(states))]
+    outs = [fn(*run) for run in zip(*(unstack(t, num_runs(states)) for t in (states,) + args))]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
   return unrolled

@@ -113,7 +113,6 @@ def host_batch_to_global(batch: Any, mesh: Mesh, *, pairs: bool = False,
   Args:
     batch: pytree of arrays with a common leading axis of R rows; with `runs`, K such pytrees (a
       list) or their stack (leaves (K, R, ...)), one batch per run (multirun.py).
-    mesh: mesh from `make_mesh`.
     pairs: a mixing batch: each device must hold whole pairs (rows 2k, 2k+1).
     runs: the batch has a leading run axis.
   Returns:
@@ -207,8 +206,9 @@ class ShardedStrategy:
   - `plan(key, batch_size, K)`: device d draws `strategy.plan(fold_in(key, d), batch_size / n, K)`
     (n > 1 devices), as a `ShardedPlan`; on a 1-device mesh the key is not folded.
   - `prepare_input`, `mixer`, `targets`: the wrapped functions on each device's shard with that
-    device's plan; `loss`: the wrapped loss on the global arrays.
-  Other attributes are forwarded to the wrapped strategy. Hashable if the wrapped strategy is.
+    device's plan.
+  Other attributes are forwarded to the wrapped strategy, `loss` too: the wrapped loss on the
+  global arrays (no per-device averaging). Hashable if the wrapped strategy is.
   """
   strategy: Any
   mesh: Mesh
@@ -288,11 +288,6 @@ class ShardedStrategy:
   def targets(self, plan: ShardedPlan, labels_onehot: jax.Array) -> jax.Array:
     """(N, C) one-hot -> (N, C) soft targets."""
     return self._per_device(self.strategy.targets, plan, labels_onehot)
-
-  def loss(self, logits: jax.Array, targets: jax.Array, *args, **kwargs) -> jax.Array:
-    """Scalar: the wrapped loss over the global batch (no per-device averaging); extra arguments
-    (e.g. a row mask) are passed through."""
-    return self.strategy.loss(logits, targets, *args, **kwargs)
 
 
 def shard_strategy(strategy, mesh: Mesh, *, check_vma: bool = True) -> ShardedStrategy:

@@ -117,27 +117,6 @@ def mixed_loss(params: PyTree, batch_stats: PyTree, x: jax.Array, labels: jax.Ar
   return loss, (logits, targets, updates.get('batch_stats', batch_stats))
 
 
-def apply_update(state: TrainState, tx: optax.GradientTransformation, grads: PyTree,
-                 new_batch_stats: PyTree, finite: jax.Array) -> TrainState:
-  """One optimiser update, applied only where `finite` (a bool scalar); the step always advances."""
-  updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-  new_params = optax.apply_updates(state.params, updates)
-  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-  opt_state = keep(new_opt_state, state.opt_state)
-  count = optax.tree_utils.tree_get(new_opt_state, 'count')
-  if count is not None:  # the LR schedule follows the step counter, skipped steps included
-    opt_state = optax.tree_utils.tree_set(opt_state, count=count)
-  bad = jnp.logical_not(finite)
-  return state.replace(
-      step=state.step + 1,
-      params=keep(new_params, state.params),
-      batch_stats=keep(new_batch_stats, state.batch_stats),
-      opt_state=opt_state,
-      nonfinite_count=state.nonfinite_count + bad.astype(jnp.int32),
-      first_nonfinite_step=jnp.where(bad & (state.first_nonfinite_step < 0), state.step,
-                                     state.first_nonfinite_step))
-
-
 def train_step(state: TrainState, batch: dict, key: jax.Array, *, model, strategy,
                tx: optax.GradientTransformation, num_classes: int,
                schedule: optax.Schedule | None = None) -> tuple[TrainState, dict]:
@@ -154,7 +133,21 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, model, strateg
       model=model, strategy=strategy, num_classes=num_classes)
   finite = jnp.isfinite(loss) & _all_finite(grads)
   lr = jnp.asarray(jnp.nan, jnp.float32) if schedule is None else schedule(state.step)
-  new_state = apply_update(state, tx, grads, new_bs, finite)
+  updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
+  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+  opt_state = keep(new_opt_state, state.opt_state)
+  count = optax.tree_utils.tree_get(new_opt_state, 'count')
+  if count is not None:  # the LR schedule follows the step counter, skipped steps included
+    opt_state = optax.tree_utils.tree_set(opt_state, count=count)
+  bad = jnp.logical_not(finite)
+  new_state = state.replace(
+      step=state.step + 1,
+      params=keep(optax.apply_updates(state.params, updates), state.params),
+      batch_stats=keep(new_bs, state.batch_stats),
+      opt_state=opt_state,
+      nonfinite_count=state.nonfinite_count + bad.astype(jnp.int32),
+      first_nonfinite_step=jnp.where(bad & (state.first_nonfinite_step < 0), state.step,
+                                     state.first_nonfinite_step))
   error = 100.0 * jnp.mean((jnp.argmax(logits, -1) != jnp.argmax(targets, -1)).astype(jnp.float32))
   metrics = dict(loss=loss.astype(jnp.float32), error=error, lr=lr, finite=finite,
                  nonfinite_count=new_state.nonfinite_count)
@@ -206,19 +199,18 @@ def make_eval_step(model) -> Callable:
   return functools.partial(eval_step, model=model)
 
 
-def _jit(fn: Callable, donate: tuple[int, ...], in_shardings, out_shardings) -> Callable:
-  shardings = dict(in_shardings=in_shardings, out_shardings=out_shardings)
+def _jit(fn: Callable, donate: tuple[int, ...], **shardings) -> Callable:
   return jax.jit(fn, donate_argnums=donate, **{k: v for k, v in shardings.items() if v is not None})
 
 
 def jit_train_step(fn: Callable, *, in_shardings=None, out_shardings=None) -> Callable:
   """jax.jit of a train step with the state (argument 0) donated; shardings optional."""
-  return _jit(fn, (0,), in_shardings, out_shardings)
+  return _jit(fn, (0,), in_shardings=in_shardings, out_shardings=out_shardings)
 
 
 def jit_eval_step(fn: Callable, *, in_shardings=None, out_shardings=None) -> Callable:
   """jax.jit of an eval step; shardings optional."""
-  return _jit(fn, (), in_shardings, out_shardings)
+  return _jit(fn, (), in_shardings=in_shardings, out_shardings=out_shardings)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,14 +261,13 @@ def _jitted_once(key: tuple, build: Callable[[], Callable]) -> Callable:
 
 def mesh_train_step(model, strategy, opt: OptimizerSpec, num_classes: int, mesh, *,
                     stack: str | None = None) -> Callable:
-  """`step(state, batch, key) -> (state, metrics)` on `mesh`, the state donated.
+  """`step(state, batch, key) -> (state, metrics)` (`train_step`) on `mesh`, the state donated.
 
   The strategy runs per device (`parallel.shard_strategy`). State, key and metrics replicated;
   batch = dict(x float32 (N, T), y int32 (N,)) sharded on its rows
-  (`parallel.train_step_shardings`). `stack` ('vmap', 'unroll' or 'auto'; multirun.py): K runs in
-  one program, a leading run axis K on every argument and output (state leaves (K, ...), x
-  (K, N, T), y (K, N), keys (K,), metrics (K,)). One jitted function per set of (hashable)
-  arguments in a process.
+  (`parallel.train_step_shardings`). `stack` ('vmap', 'unroll' or 'auto'): K runs in one program,
+  a leading run axis K on every argument and output (shapes: multirun.py's docstring). One jitted
+  function per set of (hashable) arguments in a process.
   """
   def build():
     make = lambda s: make_train_step(model, s, opt.tx(), num_classes, opt.lr_schedule())

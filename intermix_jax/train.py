@@ -174,15 +174,13 @@ class _Run:
     if note:
       logging.warning(note)
 
-    pi, pc = jax.process_index(), jax.process_count()
     distributed.prepare_data_once(config, self.model.sample_rate)
     # With the clips on the device, the host keeps none in memory (on_device.ClipTable reads them).
     cache = 0 if config.data_on_device else data.pipeline.DEFAULT_CACHE_BYTES
-    self.train_data = data.make_train_loader(
-        config, self.model.sample_rate, self.model.input_length, process_index=pi,
-        process_count=pc, cache_bytes=cache)
-    self.eval_data = data.make_eval_loader(config, self.model.sample_rate, self.model.input_length,
-                                           process_index=pi, process_count=pc)
+    args = (config, self.model.sample_rate, self.model.input_length)
+    where = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    self.train_data = data.make_train_loader(*args, cache_bytes=cache, **where)
+    self.eval_data = data.make_eval_loader(*args, **where)
     termination.stop_if_noted()  # a SIGTERM during preparation whose exception was swallowed
     # Identity, clips per class, skipped files; LayoutError when a class has no training clip.
     self.run_data = data.describe_run_data(config, self.model.sample_rate, self.train_data,
@@ -196,9 +194,7 @@ class _Run:
                                              config.double_epochs_for_mixing)
     self.total_steps = self.num_epochs * self.steps_per_epoch
     self.opt = steps.OptimizerSpec.from_config(config.opt, self.num_epochs, self.steps_per_epoch)
-    # One 'data' axis over every device (one included); the mixing runs per device (parallel.py).
-    # The jitted steps are shared by every run of this process with the same statics: compiled once.
-    self.mesh = parallel.make_mesh()
+    self.mesh = parallel.make_mesh()  # every device; the jitted steps are shared by equal statics
     self.init_state = steps.state_initializer(self.model, self.opt, self.mesh)
     # () -> the state's shapes, dtypes and shardings (a restore target; nothing is computed).
     self.abstract_state = functools.partial(steps.abstract_state, self.model, self.opt, self.mesh)
@@ -275,14 +271,13 @@ class _Loop:
   """
 
   def __init__(self, parts: list, t0: float, stack: str | None):
-    runs = [run for run, _, _ in parts]
-    spe = {r.config.fold: r.steps_per_epoch for r in runs}
-    if len({r.steps_per_epoch for r in runs}) > 1:
+    spe = {run.config.fold: run.steps_per_epoch for run, _, _ in parts}
+    if len(set(spe.values())) > 1:
       raise config_checks.ConfigError(
           f'config.stack_runs: the folds give different steps per epoch ({spe}, fold: steps), but '
           f'runs in one program step together; set config.steps_per_epoch to at most '
           f'{min(spe.values())}, or stack_runs=False')
-    first = self.first = runs[0]
+    first = self.first = parts[0][0]
     self.spe, self.total = first.steps_per_epoch, first.total_steps
     self.num_epochs = first.num_epochs
     self.stack, self.num_all = stack, len(parts)
@@ -298,7 +293,7 @@ class _Loop:
         break
       for k in ahead:
         logging.info('%s: resuming from step %d, with the other runs of this program',
-                     runs[k].workdir, common)
+                     books[k].run.workdir, common)
         books[k] = records.RunRecord(*parts[k], t0, at_most=common)
     self.books, self.order = [books[k] for k in unfinished], unfinished
     self.live = list(range(len(self.books)))  # indices into self.books (= the run axis)
@@ -317,6 +312,10 @@ class _Loop:
                        'together)', b.run.workdir, deleted, self.step)
       self.state = multirun.stack_on_mesh([b.state for b in self.books], mesh)
       self.keys = multirun.stack_on_mesh([b.train_key for b in self.books], mesh)
+      logging.info('%d runs in one program (%s) from step %d of %d (%s)', len(self.books),
+                   multirun.resolve_method(stack, mesh, first.model), self.step, self.total,
+                   ', '.join(os.path.relpath(b.run.workdir, os.path.dirname(first.workdir))
+                             for b in self.books))
     else:
       self.state, self.keys = self.books[0].state, self.books[0].train_key
     self.train_step = steps.mesh_train_step(first.model, first.strategy, first.opt,
@@ -340,11 +339,6 @@ class _Loop:
     self.metrics = None
     self.last_log = (time.time(), self.step)
     self.pace = summaries.Pace()
-    if stack:
-      logging.info('%d runs in one program (%s) from step %d of %d (%s)', len(self.books),
-                   multirun.resolve_method(stack, mesh, first.model), self.step, self.total,
-                   ', '.join(os.path.relpath(b.run.workdir, os.path.dirname(first.workdir))
-                             for b in self.books))
 
   # --- the run axis ------------------------------------------------------------------------------
   @staticmethod
@@ -499,11 +493,10 @@ class _Loop:
     evaluated = (epoch + 1) % cfg.eval_every_epochs == 0 or last
     evals = [None] * len(self.books)
     if evaluated and self.live:
-      loaders = [b.run.eval_data for b in self.books]
-      evals = [records.eval_summary(ev) for ev in (
-          trained.evaluate_clips(self.eval_step, self.state, loaders, self.mesh, runs=True)
-          if self.stack else
-          [trained.evaluate_clips(self.eval_step, self.state, loaders[0], self.mesh)])]
+      loaders = [b.run.eval_data for b in self.books] if self.stack else self.books[0].run.eval_data
+      evs = trained.evaluate_clips(self.eval_step, self.state, loaders, self.mesh,
+                                   runs=bool(self.stack))
+      evals = [records.eval_summary(ev) for ev in (evs if self.stack else [evs])]
     self._each(lambda k, b: b.end_epoch(epoch, (loss[k], err[k]), self.n_in_epoch, lr[k], evals[k]))
     self.sums = tuple(jnp.zeros_like(s) for s in self.sums)
     self.n_in_epoch = 0

@@ -6,8 +6,7 @@
                                 run.mesh)                           # train, predict, adversarial
 
 `load_workdir` restores the newest checkpoint whose arrays match their digest, read-only (a run
-still training there is not disturbed); every problem is one line in the caller's error type.
-`evaluate_clips` is the one loop over the batches of an evaluation loader.
+still training there is not disturbed); `evaluate_clips` is the one evaluation loop.
 """
 from __future__ import annotations
 
@@ -68,33 +67,6 @@ class TrainedRun:
   skipped: str
 
 
-def _check_is_run(workdir: str, error: type[Exception]) -> None:
-  if not os.path.isdir(workdir):
-    raise error(f'--workdir={workdir}: no such directory')
-  if os.path.exists(os.path.join(workdir, workdir_lib.CONFIG_FILE)):
-    return
-  folds = sorted(d for d in os.listdir(workdir)
-                 if d.startswith('fold_') and os.path.isdir(os.path.join(workdir, d)))
-  if folds:
-    raise error(f'--workdir={workdir} is a cross-validation run (fold=all), one model per fold: '
-                f'point --workdir at one of its fold_<k> directories, e.g. '
-                f'{os.path.join(workdir, folds[0])}')
-  raise error(f'--workdir={workdir} has no {workdir_lib.CONFIG_FILE}: not the workdir of a '
-              'training run (python -m intermix_jax.main)')
-
-
-def _class_names(workdir: str, config, results: dict | None,
-                 error: type[Exception]) -> tuple[str, ...]:
-  if results and results.get('class_names'):
-    return tuple(results['class_names'])
-  from intermix_jax import data  # pylint: disable=g-import-not-at-top
-  try:  # results.json not written yet: the dataset's own list
-    return tuple(data.dataset_info(config).class_names)
-  except (ValueError, OSError) as e:
-    raise error(f'--workdir={workdir}: no class names in {workdir_lib.RESULTS_FILE} and the '
-                f'dataset cannot tell them ({e})') from e
-
-
 def load_workdir(workdir: str, error: type[Exception], *,
                  check: Callable[[ml_collections.ConfigDict, dict | None], None] | None = None,
                  mesh: jax.sharding.Mesh | None = None) -> TrainedRun:
@@ -111,22 +83,41 @@ def load_workdir(workdir: str, error: type[Exception], *,
       its digest (the skipped ones are named).
   """
   workdir = os.path.abspath(workdir)
-  _check_is_run(workdir, error)
-  stored = workdir_lib.read_json_object(os.path.join(workdir, workdir_lib.CONFIG_FILE), error)
+  if not os.path.isdir(workdir):
+    raise error(f'--workdir={workdir}: no such directory')
+  config_path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
+  if not os.path.exists(config_path):
+    folds = sorted(d for d in os.listdir(workdir)
+                   if d.startswith('fold_') and os.path.isdir(os.path.join(workdir, d)))
+    if folds:
+      raise error(f'--workdir={workdir} is a cross-validation run (fold=all), one model per fold: '
+                  f'point --workdir at one of its fold_<k> directories, e.g. '
+                  f'{os.path.join(workdir, folds[0])}')
+    raise error(f'--workdir={workdir} has no {workdir_lib.CONFIG_FILE}: not the workdir of a '
+                'training run (python -m intermix_jax.main)')
+  stored = workdir_lib.read_json_object(config_path, error)
   config = ml_collections.ConfigDict(workdir_lib.with_added_fields(stored))
   results_path = os.path.join(workdir, workdir_lib.RESULTS_FILE)
   results = (workdir_lib.read_json_object(results_path, error) if os.path.isfile(results_path)
              else None)
   if check is not None:
     check(config, results)
-  class_names = _class_names(workdir, config, results, error)
+  if results and results.get('class_names'):
+    class_names = tuple(results['class_names'])
+  else:  # results.json not written yet: the dataset's own list
+    from intermix_jax import data  # pylint: disable=g-import-not-at-top
+    try:
+      class_names = tuple(data.dataset_info(config).class_names)
+    except (ValueError, OSError) as e:
+      raise error(f'--workdir={workdir}: no class names in {workdir_lib.RESULTS_FILE} and the '
+                  f'dataset cannot tell them ({e})') from e
   model = build_model(config, len(class_names))
   if mesh is None:
     mesh = parallel.make_mesh(devices=jax.local_devices()[:1])
   opt = steps.OptimizerSpec.from_config(config.opt, num_epochs=1, steps_per_epoch=1)
   target = steps.abstract_state(model, opt, mesh)
   ckpt_dir = os.path.join(workdir, workdir_lib.CHECKPOINTS_DIR)
-  restored, skipped, path = None, '', ''
+  restored, skipped = None, ''
   if os.path.isdir(ckpt_dir):
     store = checkpoints.CheckpointStore(ckpt_dir, int(config.keep_checkpoints), read_only=True)
     try:
@@ -134,15 +125,13 @@ def load_workdir(workdir: str, error: type[Exception], *,
     finally:
       store.close()
     skipped = store.rejected_summary()
-    if restored is not None:
-      path = store.path(restored[2])
   if restored is None:
     why = f'; skipped: {skipped}' if skipped else ' (has the run saved one yet?)'
     raise error(f'--workdir={workdir}: no readable checkpoint in {ckpt_dir}{why}')
   state, _, step = restored
   return TrainedRun(workdir=workdir, config=config, results=results, class_names=class_names,
-                    model=model, mesh=mesh, state=state, step=int(step), checkpoint=path,
-                    skipped=skipped)
+                    model=model, mesh=mesh, state=state, step=int(step),
+                    checkpoint=store.path(step), skipped=skipped)
 
 
 # ------------------------------------------------------------------------------------------------
