@@ -218,9 +218,9 @@ def _row(backbone: str, method: str) -> str:
   return backbone + ('+aug' if method.endswith('+aug') else '')
 
 
-def _split_by_setup(records: list[dict], notes: list[str]) -> list[tuple[tuple, dict, list]]:
-  """[((dataset, backbone, method), {'setup', 'variant'}, records)] sorted, one per setup; one
-  note line per table row holding several setups."""
+def _split_by_setup(records: list[dict], notes: list[str]) -> list[tuple[dict, list]]:
+  """[({dataset, backbone, method, row, setup, variant}: a group's first fields, its records)]
+  sorted, one per setup; one note line per table row holding several setups."""
   by_group, setups = collections.defaultdict(list), {}
   for r, setup in _with_identities([(r, setup_of(r)) for r in records], notes):
     setups[_setup_key(setup)] = setup
@@ -241,9 +241,10 @@ def _split_by_setup(records: list[dict], notes: list[str]) -> list[tuple[tuple, 
       notes.append(f'{dataset}/{row}: {len(skeys)} experiment setups, never averaged together, '
                    f'shown apart (their configs differ in {", ".join(differing)}): '
                    + '; '.join(parts))
-  out = [((d, b, m), dict(setup=setups[sk], variant=variant[(d, _row(b, m), sk)]), members)
+  out = [(dict(dataset=d, backbone=b, method=m, row=_row(b, m), setup=setups[sk],
+               variant=variant[(d, _row(b, m), sk)]), members)
          for (d, b, m, sk), members in by_group.items()]
-  return sorted(out, key=lambda x: (x[0], x[1]['variant']))
+  return sorted(out, key=lambda x: [x[0][k] for k in ('dataset', 'backbone', 'method', 'variant')])
 
 
 def _with_identities(pairs: list[tuple[dict, dict]], notes: list[str]
@@ -356,14 +357,16 @@ def _std(values: list[float]) -> float | None:
   return float(np.std(values, ddof=1)) if len(values) > 1 else None
 
 
-def _complete_seeds(seeds: dict, expected: int | None) -> tuple[dict, bool]:
-  """({seed: {fold: value}} of the seeds with every fold 1..expected, partial): when no seed has
-  them all, every seed with a value and partial=True."""
+def _complete_seeds(records: Iterable[dict], value_of, expected: int | None) -> tuple[dict, bool]:
+  """({seed: {fold: value}} of the records' `value_of` (None: no value) for the seeds with every
+  fold 1..expected, partial): when no seed has them all, every seed with a value, partial=True."""
+  seeds = collections.defaultdict(dict)
+  for r, v in zip(records, map(value_of, records)):
+    if v is not None:
+      seeds[int(r['seed'])][int(r['fold'])] = float(v)
   complete = {s: f for s, f in seeds.items()
               if expected is None or sorted(f) == list(range(1, expected + 1))}
-  if complete:
-    return complete, False
-  return {s: f for s, f in seeds.items() if f}, True
+  return (complete, False) if complete else (dict(seeds), True)
 
 
 def _spread(complete: dict, partial: bool) -> dict:
@@ -396,8 +399,8 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
     else:
       finished.append(r)
   groups = []
-  for (dataset, backbone, method), split, members in _split_by_setup(finished, grouping):
-    name = group_name(dict(dataset=dataset, backbone=backbone, method=method, **split))
+  for head, members in _split_by_setup(finished, grouping):
+    name = group_name(head)
     chosen = _one_per_seed_fold(members, name, _same_run_result, grouping)
     for fold in sorted({f for _, f in chosen}):
       digests = collections.defaultdict(list)
@@ -413,29 +416,26 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
         chosen = {k: r for k, r in chosen.items() if k[1] != fold}
     if not chosen:
       continue
-    seeds = collections.defaultdict(dict)
-    for (seed, fold), r in chosen.items():
-      seeds[seed][fold] = float(r['final_error'])
     expected = max(int(r.get('num_folds') or 0) for r in members) or None
-    complete, partial = _complete_seeds(seeds, expected)
+    complete, partial = _complete_seeds(list(chosen.values()), lambda r: r['final_error'], expected)
     if not partial:
-      for seed in sorted(set(seeds) - set(complete)):
-        missing = sorted(set(range(1, expected + 1)) - set(seeds[seed]))
+      for seed in sorted({s for s, _ in chosen} - set(complete)):
+        missing = sorted(set(range(1, expected + 1)) - {f for s, f in chosen if s == seed})
         grouping.append(f'{name} seed {seed}: folds {missing} missing; seed left out of the '
                         'table (another seed has every fold)')
     spread = _spread(complete, partial)
-    cv_values = [spread['cv_errors'][s] for s in sorted(complete)]
     best_seeds = {s: {f: best_epoch_error(chosen[(s, f)]) for f in folds}
                   for s, folds in sorted(complete.items())}
     best = None if any(v is None for folds in best_seeds.values() for v in folds.values()) else (
         dict(_spread(best_seeds, partial), seeds=best_seeds))
-    groups.append(dict(dataset=dataset, backbone=backbone, method=method,
-                       row=_row(backbone, method), **split, **spread,
+    groups.append(dict(head, **spread,
                        seeds={s: dict(sorted(f.items())) for s, f in sorted(complete.items())},
-                       num_folds=expected, paper=paper_value(dataset, backbone, method),
+                       num_folds=expected,
+                       paper=paper_value(head['dataset'], head['backbone'], head['method']),
                        fold_std={s: _std(list(f.values())) for s, f in sorted(complete.items())},
-                       seed_mean=float(np.mean(cv_values)), seed_std=_std(cv_values), best=best,
-                       eval_every_epochs=split['setup'].get('eval_every_epochs'),
+                       seed_mean=spread['mean'],
+                       seed_std=spread['std'] if spread['std_over'] == 'seeds' else None,
+                       best=best, eval_every_epochs=head['setup'].get('eval_every_epochs'),
                        runs=[chosen[k] for k in sorted(chosen) if k[0] in complete]))
   return groups, left_out, grouping
 
@@ -489,13 +489,9 @@ def add_protocol_deviations(groups: list[dict]) -> None:
 
 
 def _cv_stats(records: list[dict], value_of, expected: int | None) -> dict | None:
-  """`_spread` of the records' `value_of` (None: no value) by seed and fold, with the seeds and
-  folds listed instead of cv_errors; None when no record has a value."""
-  seeds = collections.defaultdict(dict)
-  for r, v in zip(records, map(value_of, records)):
-    if v is not None:
-      seeds[int(r['seed'])][int(r['fold'])] = float(v)
-  complete, partial = _complete_seeds(seeds, expected)
+  """`_spread` of `_complete_seeds`, with the seeds and folds listed instead of cv_errors; None
+  when no record has a value."""
+  complete, partial = _complete_seeds(records, value_of, expected)
   if not complete:
     return None
   st = {k: v for k, v in _spread(complete, partial).items() if k != 'cv_errors'}
@@ -546,13 +542,12 @@ def aggregate_adversarial(records: list[dict], runs: list[dict] = ()
   groups = []
   same = lambda a, b: (a['clean_error'], a['attacked_error']) == (b['clean_error'],
                                                                   b['attacked_error'])
-  for (dataset, backbone, method), split, members in _split_by_setup(usable, grouping):
-    name = group_name(dict(dataset=dataset, backbone=backbone, method=method, **split))
-    chosen = list(_one_per_seed_fold(members, name, same, grouping, 'attacks').values())
+  for head, members in _split_by_setup(usable, grouping):
+    chosen = list(_one_per_seed_fold(members, group_name(head), same, grouping, 'attacks').values())
     if not chosen:
       continue
     expected = (max(int(r.get('num_folds') or 0) for r in members)
-                or run_folds.get(dataset) or None)
+                or run_folds.get(head['dataset']) or None)
     eps_values = sorted({float(k) for r in chosen for k in r['attacked_error']}, reverse=True)
     attacked = {}
     for eps in eps_values:
@@ -560,13 +555,12 @@ def aggregate_adversarial(records: list[dict], runs: list[dict] = ()
                                         if math.isclose(float(k), eps, rel_tol=1e-9)), None)
       st = _cv_stats(chosen, at_eps, expected)
       if st is not None:
-        st['paper'] = paper_adversarial(dataset, method, eps)
+        st['paper'] = paper_adversarial(head['dataset'], head['method'], eps)
         attacked[eps] = st
     clean = _cv_stats(chosen, lambda r: r['clean_error'], expected)
     clean['paper'] = None
-    groups.append(dict(dataset=dataset, backbone=backbone, method=method,
-                       row=_row(backbone, method), **split, eps=eps_values, clean=clean,
-                       attacked=attacked, deviations=_deviations(chosen), num_records=len(chosen)))
+    groups.append(dict(head, eps=eps_values, clean=clean, attacked=attacked,
+                       deviations=_deviations(chosen), num_records=len(chosen)))
   return groups, notes, grouping
 
 
