@@ -301,20 +301,21 @@ def _one_per_seed_fold(records: list[dict], name: str, same, notes: list[str],
 
 def _same_run_result(a: dict, b: dict) -> bool:
   """Two results.json with the same last-epoch error, test-error history and predictions."""
-  return (a['final_error'] == b['final_error'] and _test_errors(a) == _test_errors(b)
+  return (a['final_error'] == b['final_error'] and _history(a) == _history(b)
           and a.get('predictions') == b.get('predictions'))
 
 
-def _test_errors(run: dict) -> list[tuple[int, float]]:
-  """[(epoch, test error %)] of a run's evaluated epochs (history entries with a test_error)."""
-  return [(int(h['epoch']), float(h['test_error'])) for h in run.get('history') or []
-          if _is_number(h.get('test_error'))]
+def _history(run: dict, key: str = 'test_error') -> list[tuple[int, float]]:
+  """[(epoch, value)] of a run's history entries with a number under `key` (for test_error %: the
+  evaluated epochs)."""
+  return [(int(h['epoch']), float(h[key])) for h in run.get('history') or []
+          if _is_number(h.get(key))]
 
 
 def best_epoch_error(run: dict) -> float | None:
   """The lowest test-fold error % over a run's evaluated epochs, None when it records none (the
   reference codes' selection, optimistic; never the headline, docs/method.md §5)."""
-  errors = [e for _, e in _test_errors(run)]
+  errors = [e for _, e in _history(run)]
   return min(errors) if errors else None
 
 
@@ -389,7 +390,7 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
     setup, variant ('' when alone in its row), seeds {seed: {fold: error}}, the fields of
     `_spread`, num_folds, paper, fold_std {seed: std over its folds}, seed_mean, seed_std (over the
     seeds' cv_errors), best (the same for `best_epoch_error`, with its seeds; None when a run has
-    no evaluated epoch), eval_every_epochs, runs (the results dicts counted).
+    no evaluated epoch), eval_every_epochs, runs (the results dicts counted, one per (seed, fold)).
   """
   left_out, grouping = [], []
   finished = []
@@ -578,14 +579,6 @@ def clip_outcomes(run: dict) -> tuple[dict | None, str | None]:
   return {n: (int(t), int(t) == int(q)) for n, t, q in zip(names, labels, preds)}, None
 
 
-def first_by_seed_fold(runs: list[dict]) -> dict:
-  """{(seed, fold): the first run of it} of a group's runs."""
-  out = {}
-  for r in runs:
-    out.setdefault((int(r['seed']), int(r['fold'])), r)
-  return out
-
-
 def reference_method(method: str) -> str:
   """The standard-training method a method is compared against: 'standard' or 'standard+aug'."""
   return STANDARD + ('+aug' if method.endswith('+aug') else '')
@@ -633,7 +626,7 @@ def _comparison(common: dict, ref_ok: np.ndarray, new_ok: np.ndarray, **fields) 
 def _compare(g: dict, ref: dict, comparisons: list[dict], notes: list[str]) -> None:
   """The comparisons of group `g` against group `ref` (`paired_comparisons`), appended."""
   name = f"{group_name(g)} against {ref['method']}"
-  runs_new, runs_ref = first_by_seed_fold(g['runs']), first_by_seed_fold(ref['runs'])
+  runs_new, runs_ref = ({(int(r['seed']), int(r['fold'])): r for r in x['runs']} for x in (g, ref))
   common = dict(dataset=g['dataset'], backbone=g['backbone'], row=g['row'], method=g['method'],
                 variant=g['variant'], reference=ref['method'])
   mine, per_seed = [], []
@@ -691,10 +684,8 @@ def learning_curve(runs: list[dict], key: str) -> dict | None:
   where n == 1), min, max, n (runs with a value there)."""
   per_epoch = collections.defaultdict(list)
   for r in runs:
-    for h in r.get('history') or []:
-      v = h.get(key)
-      if _is_number(v):
-        per_epoch[int(h['epoch'])].append(float(v))
+    for epoch, v in _history(r, key):
+      per_epoch[epoch].append(v)
   if not per_epoch:
     return None
   epochs = sorted(per_epoch)

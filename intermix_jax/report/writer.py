@@ -7,7 +7,7 @@ from intermix_jax import workdir
 from intermix_jax.report import plots as plots_lib
 from intermix_jax.report.aggregation import (  # pylint: disable=g-multiple-import
     ADVERSARIAL_FILE, add_protocol_deviations, aggregate, aggregate_adversarial, eps_label,
-    first_by_seed_fold, learning_curve, load_runs, paired_comparisons,
+    learning_curve, load_runs, paired_comparisons,
 )
 from intermix_jax.report.tables import markdown
 
@@ -41,8 +41,8 @@ def write_report(paths: list[str], out: str, plots: bool = True) -> dict:
   files = [os.path.join(out, 'report.md'), os.path.join(out, 'summary.json')]
   with open(files[0], 'w') as f:
     f.write(text)
-  summary = [dict({k: v for k, v in g.items() if k != 'runs'}, test_error_curve=learning_curve(
-      list(first_by_seed_fold(g['runs']).values()), 'test_error')) for g in groups]
+  summary = [dict({k: v for k, v in g.items() if k != 'runs'},
+                  test_error_curve=learning_curve(g['runs'], 'test_error')) for g in groups]
   adv_summary = [dict(a, attacked={eps_label(e): st for e, st in a['attacked'].items()})
                  for a in adversarial]
   workdir.write_json_atomic(files[1], dict(
