@@ -118,21 +118,19 @@ def per_fold_tables(groups: list[dict]) -> list[str]:
               '| method | seed | ' + ' | '.join(f'fold {f}' for f in range(1, k + 1))
               + ' | mean | ± std | over | best epoch | paper |', '|---|---|' + '---|' * (k + 5)]
     for g in gs:
-      paper = _paper_text(g['paper'])
-      for s, errs in g['seeds'].items():
-        cells = [f'{errs[f]:.2f}' if f in errs else NOT_RUN for f in range(1, k + 1)]
-        best = NOT_AVAILABLE if g['best'] is None else f"{g['best']['cv_errors'][s]:.2f}"
-        lines.append(f"| {method_title(g)} | {s} | " + ' | '.join(cells) +
-                     f" | {g['cv_errors'][s]:.2f} | {_std_text(g['fold_std'][s])} | folds | "
-                     f"{best} | {paper} |")
-      if len(g['seeds']) > 1:
-        cells = []
-        for f in range(1, k + 1):
-          vals = [errs[f] for errs in g['seeds'].values() if f in errs]
-          cells.append(f'{np.mean(vals):.2f}' if vals else NOT_RUN)
-        best = NOT_AVAILABLE if g['best'] is None else f"{g['best']['mean']:.2f}"
-        lines.append(f"| {method_title(g)} | mean of {len(g['seeds'])} | " + ' | '.join(cells) +
-                     f" | {g['seed_mean']:.2f} | {g['seed_std']:.2f} | seeds | {best} | {paper} |")
+      seeds, best = g['seeds'], g['best']
+      # (seed, {fold: error}, mean, ± std, over, best epoch) per seed, then the mean over seeds.
+      rows = [(s, errs, g['cv_errors'][s], _std_text(g['fold_std'][s]), 'folds',
+               best and best['cv_errors'][s]) for s, errs in seeds.items()]
+      if len(seeds) > 1:
+        by_fold = {f: [errs[f] for errs in seeds.values() if f in errs] for f in range(1, k + 1)}
+        rows.append((f'mean of {len(seeds)}', {f: np.mean(v) for f, v in by_fold.items() if v},
+                     g['seed_mean'], f"{g['seed_std']:.2f}", 'seeds', best and best['mean']))
+      for label, errs, mean, std, over, best_mean in rows:
+        cells = [f'{errs[f]:.2f}' if f in errs else NOT_RUN for f in range(1, k + 1)] + [
+            f'{mean:.2f}', std, over, NOT_AVAILABLE if best_mean is None else f'{best_mean:.2f}',
+            _paper_text(g['paper'])]
+        lines.append(f'| {method_title(g)} | {label} | ' + ' | '.join(cells) + ' |')
     lines.append('')
   return lines
 
