@@ -166,11 +166,9 @@ def _stat_cell(st: dict | None, paper: float | None = None, deviates: bool = Fal
   return s + ('' if paper is None else f' ({paper:.1f})')
 
 
-def _cell(g: dict | None, best: bool = False) -> str:
+def _cell(g: dict, best: bool = False) -> str:
   """A group's last-epoch cell '12.3 ± 1.0†*‡'; with `best`, its best epoch and the paper's value
-  '11.0 ± 1.2†*‡ (8.3)' ('n/a (8.3)' without a test-error history); '' for None."""
-  if g is None:
-    return ''
+  '11.0 ± 1.2†*‡ (8.3)' ('n/a (8.3)' without a test-error history)."""
   return _stat_cell(g['best'] if best else g, g['paper'] if best else None,
                     bool(g.get('deviations')), NOT_AVAILABLE)
 
@@ -212,10 +210,9 @@ def main_tables(groups: list[dict]) -> list[str]:
       if ablation:
         lines += [f'Ablation (table 2), {BACKBONE_TITLE[TABLE2_ROW]}:', '',
                   '| variant | error % |', '|---|---|']
-        for method, (name, _) in PAPER_TABLE2.items():
-          for g in sorted((g for g in ablation if g['method'] == method),
-                          key=lambda g: g['variant']):
-            lines.append(f"| {with_variant(name, g['variant'])} | {_cell(g, best)} |")
+        lines += [f"| {with_variant(name, g['variant'])} | {_cell(g, best)} |"
+                  for method, (name, _) in PAPER_TABLE2.items()
+                  for g in sorted(ablation, key=lambda g: g['variant']) if g['method'] == method]
         lines.append('')
   return lines
 
