@@ -278,16 +278,16 @@ def _with_identities(pairs: list[tuple[dict, dict]], notes: list[str]
   return out
 
 
-def _one_per_seed_fold(records: list[dict], name: str, same, notes: list[str],
+def _one_per_seed_fold(records: list[dict], name: str, result, notes: list[str],
                        what: str = 'runs') -> dict:
-  """{(seed, fold): record}: of several records of one (seed, fold), the first by path when
-  `same` holds for all, else none; one note line names them either way."""
+  """{(seed, fold): record}: of several records of one (seed, fold), the first by path when their
+  `result(record)` are equal, else none; one note line names them either way."""
   by_key = collections.defaultdict(list)
   for r in sorted(records, key=lambda r: r['_path']):
     by_key[(int(r['seed']), int(r['fold']))].append(r)
   out = {}
   for (seed, fold), rs in sorted(by_key.items()):
-    if all(same(rs[0], r) for r in rs[1:]):
+    if all(result(r) == result(rs[0]) for r in rs[1:]):
       out[(seed, fold)] = rs[0]
     where = f'{name} seed {seed} fold {fold}: {len(rs)} {what} of this experiment'
     if len(rs) > 1 and (seed, fold) in out:
@@ -297,12 +297,6 @@ def _one_per_seed_fold(records: list[dict], name: str, same, notes: list[str],
       notes.append(f'{where} disagree; none counted (move all but one out of the report\'s '
                    f'folders): {", ".join(r["_path"] for r in rs)}')
   return out
-
-
-def _same_run_result(a: dict, b: dict) -> bool:
-  """Two results.json with the same last-epoch error, test-error history and predictions."""
-  return (a['final_error'] == b['final_error'] and _history(a) == _history(b)
-          and a.get('predictions') == b.get('predictions'))
 
 
 def _history(run: dict, key: str = 'test_error') -> list[tuple[int, float]]:
@@ -402,7 +396,9 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
   groups = []
   for head, members in _split_by_setup(finished, grouping):
     name = group_name(head)
-    chosen = _one_per_seed_fold(members, name, _same_run_result, grouping)
+    # The same result: last-epoch error, test-error history and predictions.
+    chosen = _one_per_seed_fold(members, name, lambda r: (
+        r['final_error'], _history(r), r.get('predictions')), grouping)
     for fold in sorted({f for _, f in chosen}):
       digests = collections.defaultdict(list)
       for (seed, f), r in chosen.items():
@@ -541,10 +537,9 @@ def aggregate_adversarial(records: list[dict], runs: list[dict] = ()
                    f"error {float(final):.2f} (not its last checkpoint?)")
     usable.append(r)
   groups = []
-  same = lambda a, b: (a['clean_error'], a['attacked_error']) == (b['clean_error'],
-                                                                  b['attacked_error'])
   for head, members in _split_by_setup(usable, grouping):
-    chosen = list(_one_per_seed_fold(members, group_name(head), same, grouping, 'attacks').values())
+    chosen = list(_one_per_seed_fold(members, group_name(head), lambda r: (
+        r['clean_error'], r['attacked_error']), grouping, 'attacks').values())
     if not chosen:
       continue
     expected = (max(int(r.get('num_folds') or 0) for r in members)
