@@ -384,7 +384,8 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
     setup, variant ('' when alone in its row), seeds {seed: {fold: error}}, the fields of
     `_spread`, num_folds, paper, fold_std {seed: std over its folds}, seed_mean, seed_std (over the
     seeds' cv_errors), best (the same for `best_epoch_error`, with its seeds; None when a run has
-    no evaluated epoch), eval_every_epochs, runs (the results dicts counted, one per (seed, fold)).
+    no evaluated epoch), eval_every_epochs, runs (the results dicts counted, one per (seed, fold)),
+    deviations (`_deviations` of the runs).
   """
   left_out, grouping = [], []
   finished = []
@@ -425,6 +426,7 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
                   for s, folds in sorted(complete.items())}
     best = None if any(v is None for folds in best_seeds.values() for v in folds.values()) else (
         dict(_spread(best_seeds, partial), seeds=best_seeds))
+    counted = [chosen[k] for k in sorted(chosen) if k[0] in complete]
     groups.append(dict(head, **spread,
                        seeds={s: dict(sorted(f.items())) for s, f in sorted(complete.items())},
                        num_folds=expected,
@@ -433,7 +435,7 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
                        seed_mean=spread['mean'],
                        seed_std=spread['std'] if spread['std_over'] == 'seeds' else None,
                        best=best, eval_every_epochs=head['setup'].get('eval_every_epochs'),
-                       runs=[chosen[k] for k in sorted(chosen) if k[0] in complete]))
+                       runs=counted, deviations=_deviations(counted)))
   return groups, left_out, grouping
 
 
@@ -477,12 +479,6 @@ def protocol_deviations(run: dict) -> list[str] | None:
 def _deviations(runs: list[dict]) -> list[str]:
   """The sorted union of the runs' `protocol_deviations`."""
   return sorted({d for r in runs for d in protocol_deviations(r) or []})
-
-
-def add_protocol_deviations(groups: list[dict]) -> None:
-  """Sets g['deviations'] (sorted union over the group's runs) in place."""
-  for g in groups:
-    g['deviations'] = _deviations(g['runs'])
 
 
 def _cv_stats(records: list[dict], value_of, expected: int | None) -> dict | None:

@@ -6,8 +6,8 @@ import os
 from intermix_jax import workdir
 from intermix_jax.report import plots as plots_lib
 from intermix_jax.report.aggregation import (  # pylint: disable=g-multiple-import
-    ADVERSARIAL_FILE, add_protocol_deviations, aggregate, aggregate_adversarial, eps_label,
-    learning_curve, load_runs, paired_comparisons,
+    ADVERSARIAL_FILE, aggregate, aggregate_adversarial, eps_label, learning_curve, load_runs,
+    paired_comparisons,
 )
 from intermix_jax.report.tables import markdown
 
@@ -31,7 +31,6 @@ def write_report(paths: list[str], out: str, plots: bool = True) -> dict:
                        f'first: {bad[0]}')
     raise FileNotFoundError(f'report: no results.json under {where}')
   groups, notes, grouping = aggregate(runs)
-  add_protocol_deviations(groups)
   adversarial, adv_notes, adv_grouping = aggregate_adversarial(records, runs)
   comparisons, paired_notes = paired_comparisons(groups)
   notes = bad + notes + adv_notes
