@@ -47,11 +47,10 @@ def write_report(paths: list[str], out: str, plots: bool = True) -> dict:
   workdir.write_json_atomic(files[1], dict(
       groups=summary, adversarial=adv_summary, paired=comparisons, paired_notes=paired_notes,
       bad_files=bad, notes=notes, grouping=grouping))
-  if plots and groups:
+  if plots:  # each plot_* writes nothing for no groups
     files += plots_lib.plot_learning_curves(groups, out)
     files += plots_lib.plot_confusion(groups, out)
     files += plots_lib.plot_error_bars(groups, out)
-  if plots and adversarial:
     files += plots_lib.plot_adversarial(adversarial, out)
   return dict(markdown=text, groups=groups, notes=notes, grouping=grouping,
               adversarial=adversarial, comparisons=comparisons, paired_notes=paired_notes,
