@@ -221,29 +221,27 @@ def _row(backbone: str, method: str) -> str:
 def _split_by_setup(records: list[dict], notes: list[str]) -> list[tuple[dict, list]]:
   """[({dataset, backbone, method, row, setup, variant}: a group's first fields, its records)]
   sorted, one per setup; one note line per table row holding several setups."""
-  by_group, setups = collections.defaultdict(list), {}
+  setups = {}
+  # (dataset, table row) -> {(method, setup key): records}
+  rows = collections.defaultdict(lambda: collections.defaultdict(list))
   for r, setup in _with_identities([(r, setup_of(r)) for r in records], notes):
     setups[_setup_key(setup)] = setup
-    by_group[(r['dataset'], r['backbone'], r['method'], _setup_key(setup))].append(r)
-  rows = collections.defaultdict(list)
-  for key in by_group:
-    rows[(key[0], _row(key[1], key[2]))].append(key)
-  variant = {}
-  for (dataset, row), keys in sorted(rows.items()):
-    skeys = sorted({k[3] for k in keys})
+    rows[(r['dataset'], _row(r['backbone'], r['method']))][
+        (r['method'], _setup_key(setup))].append(r)
+  out = []
+  for (dataset, row), groups in sorted(rows.items()):
+    skeys = sorted({k for _, k in groups})
     differing, texts = setup_variants([setups[k] for k in skeys])
-    variant.update(zip(((dataset, row, k) for k in skeys), texts))
     if len(skeys) > 1:
-      parts = []
-      for skey, text in zip(skeys, texts):
-        members = sorted((k[2], len(by_group[k])) for k in keys if k[3] == skey)
-        parts.append(f'{{{text}}}: ' + ', '.join(f'{m} {count_text(n, "run")}' for m, n in members))
+      parts = [f'{{{text}}}: ' + ', '.join(f'{m} {count_text(len(rs), "run")}'
+                                          for (m, k), rs in sorted(groups.items()) if k == skey)
+               for skey, text in zip(skeys, texts)]
       notes.append(f'{dataset}/{row}: {len(skeys)} experiment setups, never averaged together, '
                    f'shown apart (their configs differ in {", ".join(differing)}): '
                    + '; '.join(parts))
-  out = [(dict(dataset=d, backbone=b, method=m, row=_row(b, m), setup=setups[sk],
-               variant=variant[(d, _row(b, m), sk)]), members)
-         for (d, b, m, sk), members in by_group.items()]
+    variant = dict(zip(skeys, texts))
+    out += [(dict(dataset=dataset, backbone=rs[0]['backbone'], method=m, row=row, setup=setups[k],
+                  variant=variant[k]), rs) for (m, k), rs in groups.items()]
   return sorted(out, key=lambda x: [x[0][k] for k in ('dataset', 'backbone', 'method', 'variant')])
 
 
