@@ -307,8 +307,7 @@ def _history(run: dict, key: str = 'test_error') -> list[tuple[int, float]]:
 def best_epoch_error(run: dict) -> float | None:
   """The lowest test-fold error % over a run's evaluated epochs, None when it records none (the
   reference codes' selection, optimistic; never the headline, docs/method.md §5)."""
-  errors = [e for _, e in _history(run)]
-  return min(errors) if errors else None
+  return min((e for _, e in _history(run)), default=None)
 
 
 def base_method(method: str) -> str:
