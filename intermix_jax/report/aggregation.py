@@ -258,14 +258,11 @@ def _with_identities(pairs: list[tuple[dict, dict]], notes: list[str]
   taken, apart = collections.Counter(), collections.Counter()
   out = []
   for r, s in pairs:
-    known = recorded.get(row_config(r, s), {})
-    if s['dataset_identity'] is None and len(known) == 1:
-      (identity,) = known.values()
-      s = dict(s, dataset_identity=identity)
-      taken[row_config(r, s)[:2]] += 1
-    elif s['dataset_identity'] is None and known:
-      apart[row_config(r, s)[:2]] += 1
-    out.append((r, s))
+    known = ([] if s['dataset_identity'] is not None
+             else list(recorded.get(row_config(r, s), {}).values()))
+    if known:
+      (taken if len(known) == 1 else apart)[row_config(r, s)[:2]] += 1
+    out.append((r, dict(s, dataset_identity=known[0]) if len(known) == 1 else s))
   for counts, what in ((taken, '(older code) counted with the runs of the same config that '
                                'recorded one: same dataset name and config; paired comparisons '
                                'also check the clips'),
