@@ -346,7 +346,7 @@ def _std(values: list[float]) -> float | None:
   return float(np.std(values, ddof=1)) if len(values) > 1 else None
 
 
-def _complete_seeds(records: Iterable[dict], value_of, expected: int | None) -> tuple[dict, bool]:
+def _complete_seeds(records: list[dict], value_of, expected: int | None) -> tuple[dict, bool]:
   """({seed: {fold: value}} of the records' `value_of` (None: no value) for the seeds with every
   fold 1..expected, partial): when no seed has them all, every seed with a value, partial=True."""
   seeds = collections.defaultdict(dict)
