@@ -42,23 +42,19 @@ class SummaryWriter:
       os.makedirs(logdir, exist_ok=True)
       self._file = open(self.path, 'wb')
       self._records = RecordWriter(self._file)
-    self._write(event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2'))
+    self._add(file_version='brain.Event:2')
     self.flush()
 
-  def _write(self, event) -> None:
-    with _naming(self.path):
-      self._records.write(event.SerializeToString())
-
-  def _add(self, step: int, values: list) -> None:
-    if self._records is None:
-      return
-    self._write(event_pb2.Event(wall_time=time.time(), step=int(step),
-                                summary=summary_pb2.Summary(value=values)))
+  def _add(self, **fields) -> None:
+    """Writes an Event of `fields` at the current wall time (nothing when disabled)."""
+    if self._records is not None:
+      with _naming(self.path):
+        self._records.write(event_pb2.Event(wall_time=time.time(), **fields).SerializeToString())
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     """Writes each `tag: value` as a TensorBoard scalar at `step`."""
-    self._add(step, [summary_pb2.Summary.Value(tag=tag, simple_value=float(v))
-                     for tag, v in scalars.items()])
+    self._add(step=int(step), summary=summary_pb2.Summary(value=[
+        summary_pb2.Summary.Value(tag=tag, simple_value=float(v)) for tag, v in scalars.items()]))
 
   def write_texts(self, step: int, texts: Mapping[str, str]) -> None:
     """Writes each `tag: text` to TensorBoard's text dashboard (e.g. the config)."""
@@ -69,7 +65,7 @@ class SummaryWriter:
           tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[]))
       meta = text_metadata.create_summary_metadata(display_name=tag, description='')
       values.append(summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=meta))
-    self._add(step, values)
+    self._add(step=int(step), summary=summary_pb2.Summary(value=values))
 
   def flush(self) -> None:
     if self._file is not None:

@@ -4,12 +4,12 @@ What it writes and the rule: the command's help (`report/__main__.py`); the modu
 docs/architecture.md. Errors in %. Every public name of the modules is re-exported here.
 """
 from intermix_jax.report.aggregation import (  # pylint: disable=g-multiple-import
-    add_protocol_deviations, ADVERSARIAL_FILE, aggregate, aggregate_adversarial, base_method,
-    best_epoch_error, clip_outcomes, count_text, eps_label, find_results, first_by_seed_fold,
-    FOLD_IDENTITY_FIELDS, group_name, invalid_reason, learning_curve, load_runs, METHOD_FIELDS,
-    method_order, method_title, NOT_DEFINING, paired_comparisons, paper_adversarial, paper_value,
-    protocol_deviations, reference_method, reference_methods, RESULTS_FILE, row_rank,
-    setup_of, setup_variants, STRATEGY_ORDER, strategy_rank,
+    ADVERSARIAL_FILE, aggregate, aggregate_adversarial, base_method, best_epoch_error,
+    clip_outcomes, count_text, eps_label, find_results, FOLD_IDENTITY_FIELDS, group_name,
+    invalid_reason, learning_curve, load_runs, METHOD_FIELDS, method_order, method_title,
+    NOT_DEFINING, paired_comparisons, paper_adversarial, paper_value, protocol_deviations,
+    reference_method, reference_methods, RESULTS_FILE, row_rank, setup_of, setup_variants,
+    STRATEGY_ORDER, strategy_rank,
 )
 from intermix_jax.report.paper import (  # pylint: disable=g-multiple-import
     BACKBONE_ORDER, BACKBONE_TITLE, DATASET_COLUMN, DATASET_TITLE, load_paper_values, PAPER_TABLE1,

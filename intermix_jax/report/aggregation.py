@@ -218,32 +218,31 @@ def _row(backbone: str, method: str) -> str:
   return backbone + ('+aug' if method.endswith('+aug') else '')
 
 
-def _split_by_setup(records: list[dict], notes: list[str]) -> list[tuple[tuple, dict, list]]:
-  """[((dataset, backbone, method), {'setup', 'variant'}, records)] sorted, one per setup; one
-  note line per table row holding several setups."""
-  by_group, setups = collections.defaultdict(list), {}
+def _split_by_setup(records: list[dict], notes: list[str]) -> list[tuple[dict, list]]:
+  """[({dataset, backbone, method, row, setup, variant}: a group's first fields, its records)]
+  sorted, one per setup; one note line per table row holding several setups."""
+  setups = {}
+  # (dataset, table row) -> {(method, setup key): records}
+  rows = collections.defaultdict(lambda: collections.defaultdict(list))
   for r, setup in _with_identities([(r, setup_of(r)) for r in records], notes):
     setups[_setup_key(setup)] = setup
-    by_group[(r['dataset'], r['backbone'], r['method'], _setup_key(setup))].append(r)
-  rows = collections.defaultdict(list)
-  for key in by_group:
-    rows[(key[0], _row(key[1], key[2]))].append(key)
-  variant = {}
-  for (dataset, row), keys in sorted(rows.items()):
-    skeys = sorted({k[3] for k in keys})
+    rows[(r['dataset'], _row(r['backbone'], r['method']))][
+        (r['method'], _setup_key(setup))].append(r)
+  out = []
+  for (dataset, row), groups in sorted(rows.items()):
+    skeys = sorted({k for _, k in groups})
     differing, texts = setup_variants([setups[k] for k in skeys])
-    variant.update(zip(((dataset, row, k) for k in skeys), texts))
     if len(skeys) > 1:
-      parts = []
-      for skey, text in zip(skeys, texts):
-        members = sorted((k[2], len(by_group[k])) for k in keys if k[3] == skey)
-        parts.append(f'{{{text}}}: ' + ', '.join(f'{m} {count_text(n, "run")}' for m, n in members))
+      parts = [f'{{{text}}}: ' + ', '.join(f'{m} {count_text(len(rs), "run")}'
+                                          for (m, k), rs in sorted(groups.items()) if k == skey)
+               for skey, text in zip(skeys, texts)]
       notes.append(f'{dataset}/{row}: {len(skeys)} experiment setups, never averaged together, '
                    f'shown apart (their configs differ in {", ".join(differing)}): '
                    + '; '.join(parts))
-  out = [((d, b, m), dict(setup=setups[sk], variant=variant[(d, _row(b, m), sk)]), members)
-         for (d, b, m, sk), members in by_group.items()]
-  return sorted(out, key=lambda x: (x[0], x[1]['variant']))
+    variant = dict(zip(skeys, texts))
+    out += [(dict(dataset=dataset, backbone=rs[0]['backbone'], method=m, row=row, setup=setups[k],
+                  variant=variant[k]), rs) for (m, k), rs in groups.items()]
+  return sorted(out, key=lambda x: [x[0][k] for k in ('dataset', 'backbone', 'method', 'variant')])
 
 
 def _with_identities(pairs: list[tuple[dict, dict]], notes: list[str]
@@ -259,14 +258,11 @@ def _with_identities(pairs: list[tuple[dict, dict]], notes: list[str]
   taken, apart = collections.Counter(), collections.Counter()
   out = []
   for r, s in pairs:
-    known = recorded.get(row_config(r, s), {})
-    if s['dataset_identity'] is None and len(known) == 1:
-      (identity,) = known.values()
-      s = dict(s, dataset_identity=identity)
-      taken[row_config(r, s)[:2]] += 1
-    elif s['dataset_identity'] is None and known:
-      apart[row_config(r, s)[:2]] += 1
-    out.append((r, s))
+    known = ([] if s['dataset_identity'] is not None
+             else list(recorded.get(row_config(r, s), {}).values()))
+    if known:
+      (taken if len(known) == 1 else apart)[row_config(r, s)[:2]] += 1
+    out.append((r, dict(s, dataset_identity=known[0]) if len(known) == 1 else s))
   for counts, what in ((taken, '(older code) counted with the runs of the same config that '
                                'recorded one: same dataset name and config; paired comparisons '
                                'also check the clips'),
@@ -277,16 +273,16 @@ def _with_identities(pairs: list[tuple[dict, dict]], notes: list[str]
   return out
 
 
-def _one_per_seed_fold(records: list[dict], name: str, same, notes: list[str],
+def _one_per_seed_fold(records: list[dict], name: str, result, notes: list[str],
                        what: str = 'runs') -> dict:
-  """{(seed, fold): record}: of several records of one (seed, fold), the first by path when
-  `same` holds for all, else none; one note line names them either way."""
+  """{(seed, fold): record}: of several records of one (seed, fold), the first by path when their
+  `result(record)` are equal, else none; one note line names them either way."""
   by_key = collections.defaultdict(list)
   for r in sorted(records, key=lambda r: r['_path']):
     by_key[(int(r['seed']), int(r['fold']))].append(r)
   out = {}
   for (seed, fold), rs in sorted(by_key.items()):
-    if all(same(rs[0], r) for r in rs[1:]):
+    if all(result(r) == result(rs[0]) for r in rs[1:]):
       out[(seed, fold)] = rs[0]
     where = f'{name} seed {seed} fold {fold}: {len(rs)} {what} of this experiment'
     if len(rs) > 1 and (seed, fold) in out:
@@ -298,23 +294,17 @@ def _one_per_seed_fold(records: list[dict], name: str, same, notes: list[str],
   return out
 
 
-def _same_run_result(a: dict, b: dict) -> bool:
-  """Two results.json with the same last-epoch error, test-error history and predictions."""
-  return (a['final_error'] == b['final_error'] and _test_errors(a) == _test_errors(b)
-          and a.get('predictions') == b.get('predictions'))
-
-
-def _test_errors(run: dict) -> list[tuple[int, float]]:
-  """[(epoch, test error %)] of a run's evaluated epochs (history entries with a test_error)."""
-  return [(int(h['epoch']), float(h['test_error'])) for h in run.get('history') or []
-          if _is_number(h.get('test_error'))]
+def _history(run: dict, key: str = 'test_error') -> list[tuple[int, float]]:
+  """[(epoch, value)] of a run's history entries with a number under `key` (for test_error %: the
+  evaluated epochs)."""
+  return [(int(h['epoch']), float(h[key])) for h in run.get('history') or []
+          if _is_number(h.get(key))]
 
 
 def best_epoch_error(run: dict) -> float | None:
   """The lowest test-fold error % over a run's evaluated epochs, None when it records none (the
   reference codes' selection, optimistic; never the headline, docs/method.md §5)."""
-  errors = [e for _, e in _test_errors(run)]
-  return min(errors) if errors else None
+  return min((e for _, e in _history(run)), default=None)
 
 
 def base_method(method: str) -> str:
@@ -356,14 +346,16 @@ def _std(values: list[float]) -> float | None:
   return float(np.std(values, ddof=1)) if len(values) > 1 else None
 
 
-def _complete_seeds(seeds: dict, expected: int | None) -> tuple[dict, bool]:
-  """({seed: {fold: value}} of the seeds with every fold 1..expected, partial): when no seed has
-  them all, every seed with a value and partial=True."""
+def _complete_seeds(records: list[dict], value_of, expected: int | None) -> tuple[dict, bool]:
+  """({seed: {fold: value}} of the records' `value_of` (None: no value) for the seeds with every
+  fold 1..expected, partial): when no seed has them all, every seed with a value, partial=True."""
+  seeds = collections.defaultdict(dict)
+  for r, v in zip(records, map(value_of, records)):
+    if v is not None:
+      seeds[int(r['seed'])][int(r['fold'])] = float(v)
   complete = {s: f for s, f in seeds.items()
               if expected is None or sorted(f) == list(range(1, expected + 1))}
-  if complete:
-    return complete, False
-  return {s: f for s, f in seeds.items() if f}, True
+  return (complete, False) if complete else (dict(seeds), True)
 
 
 def _spread(complete: dict, partial: bool) -> dict:
@@ -386,7 +378,8 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
     setup, variant ('' when alone in its row), seeds {seed: {fold: error}}, the fields of
     `_spread`, num_folds, paper, fold_std {seed: std over its folds}, seed_mean, seed_std (over the
     seeds' cv_errors), best (the same for `best_epoch_error`, with its seeds; None when a run has
-    no evaluated epoch), eval_every_epochs, runs (the results dicts counted).
+    no evaluated epoch), eval_every_epochs, runs (the results dicts counted, one per (seed, fold)),
+    deviations (`_deviations` of the runs).
   """
   left_out, grouping = [], []
   finished = []
@@ -396,9 +389,11 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
     else:
       finished.append(r)
   groups = []
-  for (dataset, backbone, method), split, members in _split_by_setup(finished, grouping):
-    name = group_name(dict(dataset=dataset, backbone=backbone, method=method, **split))
-    chosen = _one_per_seed_fold(members, name, _same_run_result, grouping)
+  for head, members in _split_by_setup(finished, grouping):
+    name = group_name(head)
+    # The same result: last-epoch error, test-error history and predictions.
+    chosen = _one_per_seed_fold(members, name, lambda r: (
+        r['final_error'], _history(r), r.get('predictions')), grouping)
     for fold in sorted({f for _, f in chosen}):
       digests = collections.defaultdict(list)
       for (seed, f), r in chosen.items():
@@ -413,30 +408,28 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
         chosen = {k: r for k, r in chosen.items() if k[1] != fold}
     if not chosen:
       continue
-    seeds = collections.defaultdict(dict)
-    for (seed, fold), r in chosen.items():
-      seeds[seed][fold] = float(r['final_error'])
     expected = max(int(r.get('num_folds') or 0) for r in members) or None
-    complete, partial = _complete_seeds(seeds, expected)
+    complete, partial = _complete_seeds(list(chosen.values()), lambda r: r['final_error'], expected)
     if not partial:
-      for seed in sorted(set(seeds) - set(complete)):
-        missing = sorted(set(range(1, expected + 1)) - set(seeds[seed]))
+      for seed in sorted({s for s, _ in chosen} - set(complete)):
+        missing = sorted(set(range(1, expected + 1)) - {f for s, f in chosen if s == seed})
         grouping.append(f'{name} seed {seed}: folds {missing} missing; seed left out of the '
                         'table (another seed has every fold)')
     spread = _spread(complete, partial)
-    cv_values = [spread['cv_errors'][s] for s in sorted(complete)]
     best_seeds = {s: {f: best_epoch_error(chosen[(s, f)]) for f in folds}
                   for s, folds in sorted(complete.items())}
     best = None if any(v is None for folds in best_seeds.values() for v in folds.values()) else (
         dict(_spread(best_seeds, partial), seeds=best_seeds))
-    groups.append(dict(dataset=dataset, backbone=backbone, method=method,
-                       row=_row(backbone, method), **split, **spread,
+    counted = [chosen[k] for k in sorted(chosen) if k[0] in complete]
+    groups.append(dict(head, **spread,
                        seeds={s: dict(sorted(f.items())) for s, f in sorted(complete.items())},
-                       num_folds=expected, paper=paper_value(dataset, backbone, method),
+                       num_folds=expected,
+                       paper=paper_value(head['dataset'], head['backbone'], head['method']),
                        fold_std={s: _std(list(f.values())) for s, f in sorted(complete.items())},
-                       seed_mean=float(np.mean(cv_values)), seed_std=_std(cv_values), best=best,
-                       eval_every_epochs=split['setup'].get('eval_every_epochs'),
-                       runs=[chosen[k] for k in sorted(chosen) if k[0] in complete]))
+                       seed_mean=spread['mean'],
+                       seed_std=spread['std'] if spread['std_over'] == 'seeds' else None,
+                       best=best, eval_every_epochs=head['setup'].get('eval_every_epochs'),
+                       runs=counted, deviations=_deviations(counted)))
   return groups, left_out, grouping
 
 
@@ -482,20 +475,10 @@ def _deviations(runs: list[dict]) -> list[str]:
   return sorted({d for r in runs for d in protocol_deviations(r) or []})
 
 
-def add_protocol_deviations(groups: list[dict]) -> None:
-  """Sets g['deviations'] (sorted union over the group's runs) in place."""
-  for g in groups:
-    g['deviations'] = _deviations(g['runs'])
-
-
 def _cv_stats(records: list[dict], value_of, expected: int | None) -> dict | None:
-  """`_spread` of the records' `value_of` (None: no value) by seed and fold, with the seeds and
-  folds listed instead of cv_errors; None when no record has a value."""
-  seeds = collections.defaultdict(dict)
-  for r, v in zip(records, map(value_of, records)):
-    if v is not None:
-      seeds[int(r['seed'])][int(r['fold'])] = float(v)
-  complete, partial = _complete_seeds(seeds, expected)
+  """`_spread` of `_complete_seeds`, with the seeds and folds listed instead of cv_errors; None
+  when no record has a value."""
+  complete, partial = _complete_seeds(records, value_of, expected)
   if not complete:
     return None
   st = {k: v for k, v in _spread(complete, partial).items() if k != 'cv_errors'}
@@ -544,15 +527,13 @@ def aggregate_adversarial(records: list[dict], runs: list[dict] = ()
                    f"error {float(final):.2f} (not its last checkpoint?)")
     usable.append(r)
   groups = []
-  same = lambda a, b: (a['clean_error'], a['attacked_error']) == (b['clean_error'],
-                                                                  b['attacked_error'])
-  for (dataset, backbone, method), split, members in _split_by_setup(usable, grouping):
-    name = group_name(dict(dataset=dataset, backbone=backbone, method=method, **split))
-    chosen = list(_one_per_seed_fold(members, name, same, grouping, 'attacks').values())
+  for head, members in _split_by_setup(usable, grouping):
+    chosen = list(_one_per_seed_fold(members, group_name(head), lambda r: (
+        r['clean_error'], r['attacked_error']), grouping, 'attacks').values())
     if not chosen:
       continue
     expected = (max(int(r.get('num_folds') or 0) for r in members)
-                or run_folds.get(dataset) or None)
+                or run_folds.get(head['dataset']) or None)
     eps_values = sorted({float(k) for r in chosen for k in r['attacked_error']}, reverse=True)
     attacked = {}
     for eps in eps_values:
@@ -560,13 +541,12 @@ def aggregate_adversarial(records: list[dict], runs: list[dict] = ()
                                         if math.isclose(float(k), eps, rel_tol=1e-9)), None)
       st = _cv_stats(chosen, at_eps, expected)
       if st is not None:
-        st['paper'] = paper_adversarial(dataset, method, eps)
+        st['paper'] = paper_adversarial(head['dataset'], head['method'], eps)
         attacked[eps] = st
     clean = _cv_stats(chosen, lambda r: r['clean_error'], expected)
     clean['paper'] = None
-    groups.append(dict(dataset=dataset, backbone=backbone, method=method,
-                       row=_row(backbone, method), **split, eps=eps_values, clean=clean,
-                       attacked=attacked, deviations=_deviations(chosen), num_records=len(chosen)))
+    groups.append(dict(head, eps=eps_values, clean=clean, attacked=attacked,
+                       deviations=_deviations(chosen), num_records=len(chosen)))
   return groups, notes, grouping
 
 
@@ -582,14 +562,6 @@ def clip_outcomes(run: dict) -> tuple[dict | None, str | None]:
   if len(set(names)) != len(names):
     return None, 'repeated filenames in its predictions'
   return {n: (int(t), int(t) == int(q)) for n, t, q in zip(names, labels, preds)}, None
-
-
-def first_by_seed_fold(runs: list[dict]) -> dict:
-  """{(seed, fold): the first run of it} of a group's runs."""
-  out = {}
-  for r in runs:
-    out.setdefault((int(r['seed']), int(r['fold'])), r)
-  return out
 
 
 def reference_method(method: str) -> str:
@@ -639,7 +611,7 @@ def _comparison(common: dict, ref_ok: np.ndarray, new_ok: np.ndarray, **fields) 
 def _compare(g: dict, ref: dict, comparisons: list[dict], notes: list[str]) -> None:
   """The comparisons of group `g` against group `ref` (`paired_comparisons`), appended."""
   name = f"{group_name(g)} against {ref['method']}"
-  runs_new, runs_ref = first_by_seed_fold(g['runs']), first_by_seed_fold(ref['runs'])
+  runs_new, runs_ref = ({(int(r['seed']), int(r['fold'])): r for r in x['runs']} for x in (g, ref))
   common = dict(dataset=g['dataset'], backbone=g['backbone'], row=g['row'], method=g['method'],
                 variant=g['variant'], reference=ref['method'])
   mine, per_seed = [], []
@@ -697,10 +669,8 @@ def learning_curve(runs: list[dict], key: str) -> dict | None:
   where n == 1), min, max, n (runs with a value there)."""
   per_epoch = collections.defaultdict(list)
   for r in runs:
-    for h in r.get('history') or []:
-      v = h.get(key)
-      if _is_number(v):
-        per_epoch[int(h['epoch'])].append(float(v))
+    for epoch, v in _history(r, key):
+      per_epoch[epoch].append(v)
   if not per_epoch:
     return None
   epochs = sorted(per_epoch)

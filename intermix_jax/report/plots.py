@@ -8,8 +8,8 @@ import os
 import numpy as np
 
 from intermix_jax.report.aggregation import (  # pylint: disable=g-multiple-import
-    count_text, eps_label, first_by_seed_fold, learning_curve, method_order, method_title,
-    paper_adversarial, row_rank, strategy_rank,
+    count_text, eps_label, learning_curve, method_order, method_title, paper_adversarial, row_rank,
+    strategy_rank,
 )
 from intermix_jax.report.paper import (  # pylint: disable=g-multiple-import
     BACKBONE_TITLE, DATASET_TITLE,
@@ -41,16 +41,14 @@ def _save(fig, out: str, *name: str) -> str:
 
 def curve_label(g: dict) -> str:
   """A learning curve's legend entry: 'intermix (5 runs, 1200 epochs)', '(1 run)' for one."""
-  runs = list(first_by_seed_fold(g['runs']).values())
-  epochs = max((int(r.get('num_epochs') or 0) for r in runs), default=0)
-  return f"{method_title(g)} ({count_text(len(runs), 'run')}" + (
+  epochs = max((int(r.get('num_epochs') or 0) for r in g['runs']), default=0)
+  return f"{method_title(g)} ({count_text(len(g['runs']), 'run')}" + (
       f', {epochs} epochs)' if epochs else ')')
 
 
 def plot_learning_curves(groups: list[dict], out: str) -> list[str]:
   """One PNG per (dataset, backbone): per method the mean test error and train loss (train error
   without a train_loss history) over its runs at each of their own epochs, min to max shaded."""
-  plt = _plt()
   from matplotlib.patches import Patch
   written = []
   for (dataset, backbone) in sorted({(g['dataset'], g['backbone']) for g in groups}):
@@ -58,11 +56,11 @@ def plot_learning_curves(groups: list[dict], out: str) -> list[str]:
     gs.sort(key=method_order)
     train_key = ('train_loss' if any(learning_curve(g['runs'], 'train_loss') for g in gs)
                  else 'train_error')
-    fig, (ax_test, ax_train) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax_test, ax_train) = _plt().subplots(1, 2, figsize=(12, 4.5))
     for i, g in enumerate(gs):
-      color, runs = f'C{i % 10}', list(first_by_seed_fold(g['runs']).values())
+      color = f'C{i % 10}'
       for ax, key in ((ax_test, 'test_error'), (ax_train, train_key)):
-        c = learning_curve(runs, key)
+        c = learning_curve(g['runs'], key)
         if c is None:
           continue
         ax.plot(c['epoch'], c['mean'], '-', color=color,
@@ -100,7 +98,6 @@ def confusion_matrix(runs: list[dict], num_classes: int) -> np.ndarray:
 def plot_confusion(groups: list[dict], out: str) -> list[str]:
   """One PNG per group with per-clip predictions: its runs' confusion matrix (rates coloured,
   counts written up to 12 classes)."""
-  plt = _plt()
   written = []
   for g in groups:
     num_classes = int(g['runs'][0].get('num_classes', 0))
@@ -110,7 +107,7 @@ def plot_confusion(groups: list[dict], out: str) -> list[str]:
       continue
     rates = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     size = max(4.0, 0.28 * num_classes + 2.5)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig, ax = _plt().subplots(figsize=(size, size))
     im = ax.imshow(rates, cmap='Blues', vmin=0, vmax=1)
     ax.set(xticks=range(num_classes), yticks=range(num_classes), xlabel='predicted', ylabel='true')
     fs = 7 if num_classes <= 12 else 4
@@ -130,14 +127,13 @@ def plot_confusion(groups: list[dict], out: str) -> list[str]:
 def plot_error_bars(groups: list[dict], out: str) -> list[str]:
   """One PNG per dataset: per (row, method) the last-epoch mean error ± std (bars), the best epoch
   on the test fold (o) and the paper's value (x)."""
-  plt = _plt()
   written = []
   for dataset in sorted({g['dataset'] for g in groups}):
     gs = [g for g in groups if g['dataset'] == dataset]
     rows = sorted({g['row'] for g in gs}, key=row_rank)
     methods = sorted({method_title(g) for g in gs}, key=lambda m: (strategy_rank(m), m))
     width = 0.8 / max(len(methods), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows) * max(1, len(methods) / 3)), 4.5))
+    fig, ax = _plt().subplots(figsize=(max(6, 1.6 * len(rows) * max(1, len(methods) / 3)), 4.5))
     for j, m in enumerate(methods):
       pts = [(i + (j - (len(methods) - 1) / 2) * width, g) for i, row in enumerate(rows)
              for g in [g for g in gs if g['row'] == row and method_title(g) == m][:1]]
@@ -162,13 +158,12 @@ def plot_error_bars(groups: list[dict], out: str) -> list[str]:
 
 def plot_adversarial(adversarial: list[dict], out: str) -> list[str]:
   """One PNG per dataset: error (mean ± std) vs FGSM eps per (backbone, method); paper as x."""
-  plt = _plt()
   written = []
   for dataset in sorted({a['dataset'] for a in adversarial}):
     gs = [a for a in adversarial if a['dataset'] == dataset]
     eps_values = sorted({e for a in gs for e in a['eps']})
     labels = ['clean'] + [eps_label(e) for e in eps_values]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _plt().subplots(figsize=(7, 4.5))
     for i, a in enumerate(gs):
       color = f'C{i % 10}'
       pts = [(x, st) for x, st in [(0, a['clean'])] + [

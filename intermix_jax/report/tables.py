@@ -118,21 +118,19 @@ def per_fold_tables(groups: list[dict]) -> list[str]:
               '| method | seed | ' + ' | '.join(f'fold {f}' for f in range(1, k + 1))
               + ' | mean | ± std | over | best epoch | paper |', '|---|---|' + '---|' * (k + 5)]
     for g in gs:
-      paper = _paper_text(g['paper'])
-      for s, errs in g['seeds'].items():
-        cells = [f'{errs[f]:.2f}' if f in errs else NOT_RUN for f in range(1, k + 1)]
-        best = NOT_AVAILABLE if g['best'] is None else f"{g['best']['cv_errors'][s]:.2f}"
-        lines.append(f"| {method_title(g)} | {s} | " + ' | '.join(cells) +
-                     f" | {g['cv_errors'][s]:.2f} | {_std_text(g['fold_std'][s])} | folds | "
-                     f"{best} | {paper} |")
-      if len(g['seeds']) > 1:
-        cells = []
-        for f in range(1, k + 1):
-          vals = [errs[f] for errs in g['seeds'].values() if f in errs]
-          cells.append(f'{np.mean(vals):.2f}' if vals else NOT_RUN)
-        best = NOT_AVAILABLE if g['best'] is None else f"{g['best']['mean']:.2f}"
-        lines.append(f"| {method_title(g)} | mean of {len(g['seeds'])} | " + ' | '.join(cells) +
-                     f" | {g['seed_mean']:.2f} | {g['seed_std']:.2f} | seeds | {best} | {paper} |")
+      seeds, best = g['seeds'], g['best']
+      # (seed, {fold: error}, mean, ± std, over, best epoch) per seed, then the mean over seeds.
+      rows = [(s, errs, g['cv_errors'][s], _std_text(g['fold_std'][s]), 'folds',
+               best and best['cv_errors'][s]) for s, errs in seeds.items()]
+      if len(seeds) > 1:
+        by_fold = {f: [errs[f] for errs in seeds.values() if f in errs] for f in range(1, k + 1)}
+        rows.append((f'mean of {len(seeds)}', {f: np.mean(v) for f, v in by_fold.items() if v},
+                     g['seed_mean'], f"{g['seed_std']:.2f}", 'seeds', best and best['mean']))
+      for label, errs, mean, std, over, best_mean in rows:
+        cells = [f'{errs[f]:.2f}' if f in errs else NOT_RUN for f in range(1, k + 1)] + [
+            f'{mean:.2f}', std, over, NOT_AVAILABLE if best_mean is None else f'{best_mean:.2f}',
+            _paper_text(g['paper'])]
+        lines.append(f'| {method_title(g)} | {label} | ' + ' | '.join(cells) + ' |')
     lines.append('')
   return lines
 
@@ -168,11 +166,9 @@ def _stat_cell(st: dict | None, paper: float | None = None, deviates: bool = Fal
   return s + ('' if paper is None else f' ({paper:.1f})')
 
 
-def _cell(g: dict | None, best: bool = False) -> str:
+def _cell(g: dict, best: bool = False) -> str:
   """A group's last-epoch cell '12.3 ± 1.0†*‡'; with `best`, its best epoch and the paper's value
-  '11.0 ± 1.2†*‡ (8.3)' ('n/a (8.3)' without a test-error history); '' for None."""
-  if g is None:
-    return ''
+  '11.0 ± 1.2†*‡ (8.3)' ('n/a (8.3)' without a test-error history)."""
   return _stat_cell(g['best'] if best else g, g['paper'] if best else None,
                     bool(g.get('deviations')), NOT_AVAILABLE)
 
@@ -214,10 +210,9 @@ def main_tables(groups: list[dict]) -> list[str]:
       if ablation:
         lines += [f'Ablation (table 2), {BACKBONE_TITLE[TABLE2_ROW]}:', '',
                   '| variant | error % |', '|---|---|']
-        for method, (name, _) in PAPER_TABLE2.items():
-          for g in sorted((g for g in ablation if g['method'] == method),
-                          key=lambda g: g['variant']):
-            lines.append(f"| {with_variant(name, g['variant'])} | {_cell(g, best)} |")
+        lines += [f"| {with_variant(name, g['variant'])} | {_cell(g, best)} |"
+                  for method, (name, _) in PAPER_TABLE2.items()
+                  for g in sorted(ablation, key=lambda g: g['variant']) if g['method'] == method]
         lines.append('')
   return lines
 

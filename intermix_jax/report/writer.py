@@ -6,8 +6,8 @@ import os
 from intermix_jax import workdir
 from intermix_jax.report import plots as plots_lib
 from intermix_jax.report.aggregation import (  # pylint: disable=g-multiple-import
-    ADVERSARIAL_FILE, add_protocol_deviations, aggregate, aggregate_adversarial, eps_label,
-    first_by_seed_fold, learning_curve, load_runs, paired_comparisons,
+    ADVERSARIAL_FILE, aggregate, aggregate_adversarial, eps_label, learning_curve, load_runs,
+    paired_comparisons,
 )
 from intermix_jax.report.tables import markdown
 
@@ -31,7 +31,6 @@ def write_report(paths: list[str], out: str, plots: bool = True) -> dict:
                        f'first: {bad[0]}')
     raise FileNotFoundError(f'report: no results.json under {where}')
   groups, notes, grouping = aggregate(runs)
-  add_protocol_deviations(groups)
   adversarial, adv_notes, adv_grouping = aggregate_adversarial(records, runs)
   comparisons, paired_notes = paired_comparisons(groups)
   notes = bad + notes + adv_notes
@@ -41,18 +40,17 @@ def write_report(paths: list[str], out: str, plots: bool = True) -> dict:
   files = [os.path.join(out, 'report.md'), os.path.join(out, 'summary.json')]
   with open(files[0], 'w') as f:
     f.write(text)
-  summary = [dict({k: v for k, v in g.items() if k != 'runs'}, test_error_curve=learning_curve(
-      list(first_by_seed_fold(g['runs']).values()), 'test_error')) for g in groups]
+  summary = [dict({k: v for k, v in g.items() if k != 'runs'},
+                  test_error_curve=learning_curve(g['runs'], 'test_error')) for g in groups]
   adv_summary = [dict(a, attacked={eps_label(e): st for e, st in a['attacked'].items()})
                  for a in adversarial]
   workdir.write_json_atomic(files[1], dict(
       groups=summary, adversarial=adv_summary, paired=comparisons, paired_notes=paired_notes,
       bad_files=bad, notes=notes, grouping=grouping))
-  if plots and groups:
+  if plots:  # each plot_* writes nothing for no groups
     files += plots_lib.plot_learning_curves(groups, out)
     files += plots_lib.plot_confusion(groups, out)
     files += plots_lib.plot_error_bars(groups, out)
-  if plots and adversarial:
     files += plots_lib.plot_adversarial(adversarial, out)
   return dict(markdown=text, groups=groups, notes=notes, grouping=grouping,
               adversarial=adversarial, comparisons=comparisons, paired_notes=paired_notes,
