@@ -59,12 +59,9 @@ class ClipIndex:
           name = ex['filename']
           names.append(name.decode('utf-8') if isinstance(name, bytes) else str(name))
           lengths.append(int(np.shape(ex['audio'])[0]))
-          if clips is not None:
-            total += ex['audio'].nbytes
-            if total > cache_bytes:
-              clips = None
-            else:
-              clips.append(np.asarray(ex['audio'], np.int16))
+          total += ex['audio'].nbytes
+          if total <= cache_bytes:  # (never again once over: the total only grows)
+            clips.append(np.asarray(ex['audio'], np.int16))
     order = (sorted(range(len(names)), key=names.__getitem__) if sort_by_filename
              else list(range(len(names))))
     self.source_of = np.asarray(src, np.int32)[order]
@@ -72,8 +69,8 @@ class ClipIndex:
     self.labels = np.asarray(labels, np.int32)[order]
     self.lengths = np.asarray(lengths, np.int64)[order]
     self.filenames = [names[i] for i in order]
-    self._clips = None if clips is None else [clips[i] for i in order]
-    self.cached = self._clips is not None
+    self.cached = total <= cache_bytes
+    self._clips = [clips[i] for i in order] if self.cached else None
 
   def __getstate__(self):  # a copy sent to a grain worker process reads the files itself
     return dict(self.__dict__, _clips=None)
@@ -183,14 +180,14 @@ class TrainLoader:
     pairs, else B)."""
     if not 0 <= step < self.steps_per_epoch:
       raise IndexError(f'step {step} outside 0..{self.steps_per_epoch - 1}')
-    b = self.rows
+    b, epoch = self.rows, _nonneg(epoch, 'epoch')
     if self.independent:
       positions = pairing.independent_pairs(
-          np.random.default_rng([self.seed, _ORDER_STREAM, _nonneg(epoch, 'epoch'), step]),
-          self.index.labels, self.batch_size)
+          np.random.default_rng([self.seed, _ORDER_STREAM, epoch, step]), self.index.labels,
+          self.batch_size)
     else:
       positions = self.epoch_order(epoch)[step * b:(step + 1) * b]
-    rng = np.random.default_rng([self.seed, _AUGMENT_STREAM, _nonneg(epoch, 'epoch'), step])
+    rng = np.random.default_rng([self.seed, _AUGMENT_STREAM, epoch, step])
     offsets_u = rng.random(b)
     scales = gains = None
     if self.strong_augment:
@@ -245,11 +242,10 @@ class TrainLoader:
 
   def close(self):
     """Stops background threads / worker processes (also done when the loader is collected)."""
-    if self._stream is not None:
-      it = self._stream[1]
-      self._stream = None
-      if hasattr(it, 'close'):
-        it.close()
+    it = self._stream and self._stream[1]
+    self._stream = None
+    if hasattr(it, 'close'):
+      it.close()
 
 
 class EvalLoader:
