@@ -27,9 +27,10 @@ def eval_summary(ev: dict) -> dict:
 
 
 class RunRecord:
-  """One run's records (`run`: train.py's `_Run`). Restores the newest usable checkpoint (of a
-  step <= `at_most` when given) or initialises the state; the loop (train._Loop) owns the training
-  state after that and sets `state` to the run's share of it while saving or reading counters."""
+  """One run's records (`run`: train.py's `_Run`; `writer`: enabled on the main process only, as
+  train.py builds it). Restores the newest usable checkpoint (of a step <= `at_most` when given) or
+  initialises the state; the loop (train._Loop) owns the training state after that and sets
+  `state` to the run's share of it while saving or reading counters."""
 
   def __init__(self, run, store: checkpoints.CheckpointStore,
                writer: summaries.SummaryWriter, t0: float, *, at_most: int | None = None):
@@ -55,7 +56,7 @@ class RunRecord:
                    'verified' if store.restored_verified else 'unverified: no digest')
     self.train_key = parallel.replicate(train_key, run.mesh)
     self.start = self.step = int(jax.device_get(self.state.step))
-    if self.start == 0 and run.is_main:
+    if self.start == 0:
       writer.write_texts(0, {'config': '```\n' + str(cfg) + '\n```'})
     info, data = run.info, run.run_data
     self.base = dict(
@@ -143,11 +144,10 @@ class RunRecord:
       self.record_eval(epoch + 1, ev)
       entry['test_error'] = ev['error']
     self.meta['history'].append(entry)
-    if self.run.is_main:
-      self.writer.write_scalars(self.step, {'epoch/train_loss': entry['train_loss'],
-                                            'epoch/train_error': entry['train_error'],
-                                            'epoch/nonfinite_steps': entry['nonfinite_steps']})
-      self.writer.flush()
+    self.writer.write_scalars(self.step, {'epoch/train_loss': entry['train_loss'],
+                                          'epoch/train_error': entry['train_error'],
+                                          'epoch/nonfinite_steps': entry['nonfinite_steps']})
+    self.writer.flush()
     return entry
 
   # --- the NaN policy ----------------------------------------------------------------------------
