@@ -33,15 +33,14 @@ class SummaryWriter:
   """
 
   def __init__(self, logdir: str, enabled: bool = True):
-    self._file = self._records = self.path = None
+    self._records = self.path = None
     if not enabled:
       return
     self.path = os.path.join(logdir, 'events.out.tfevents.%010d.%s.%s.%s' % (
         time.time(), socket.gethostname(), os.getpid(), next(_UID)))
     with _naming(self.path):
       os.makedirs(logdir, exist_ok=True)
-      self._file = open(self.path, 'wb')
-      self._records = RecordWriter(self._file)
+      self._records = RecordWriter(open(self.path, 'wb'))  # (flush and close the file)
     self._add(file_version='brain.Event:2')
     self.flush()
 
@@ -68,15 +67,15 @@ class SummaryWriter:
     self._add(step=int(step), summary=summary_pb2.Summary(value=values))
 
   def flush(self) -> None:
-    if self._file is not None:
+    if self._records is not None:
       with _naming(self.path):
-        self._file.flush()
+        self._records.flush()
 
   def close(self) -> None:
-    if self._file is not None:
-      f, self._file, self._records = self._file, None, None
+    if self._records is not None:
+      records, self._records = self._records, None
       with _naming(self.path):
-        f.close()
+        records.close()
 
 
 @contextlib.contextmanager
