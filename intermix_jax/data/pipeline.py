@@ -62,8 +62,7 @@ class ClipIndex:
           total += ex['audio'].nbytes
           if total <= cache_bytes:  # (never again once over: the total only grows)
             clips.append(np.asarray(ex['audio'], np.int16))
-    order = (sorted(range(len(names)), key=names.__getitem__) if sort_by_filename
-             else list(range(len(names))))
+    order = sorted(range(len(names)), key=names.__getitem__ if sort_by_filename else None)
     self.source_of = np.asarray(src, np.int32)[order]
     self.record_of = np.asarray(rec, np.int64)[order]
     self.labels = np.asarray(labels, np.int32)[order]
@@ -265,7 +264,6 @@ class EvalLoader:
     self.index = index
     self.num_examples = len(index)
     self.filenames = list(index.filenames)
-    self.labels = index.labels.copy()
     self.local_batch_size = batch_size // process_count
     self.process_count, self.process_index = process_count, process_index
     self.num_batches = math.ceil(self.num_examples / batch_size)
@@ -284,7 +282,7 @@ class EvalLoader:
     valid = positions[mask]
     for row, clip in zip(np.flatnonzero(mask), self.index.read(valid)):
       x[row] = augment.eval_crops(clip, self.input_length, self.num_crops)
-    y[mask] = self.labels[valid]
+    y[mask] = self.index.labels[valid]
     index = np.where(mask, positions, -1).astype(np.int32)
     return {'x': x, 'y': y, 'mask': mask, 'index': index}
 
