@@ -86,9 +86,7 @@ def make_eval_loader(config, sample_rate: int, input_length: int, *, process_ind
                     num_workers=num_workers)
 
 
-# What the run of `config` trains and tests on (workdir/dataset.json identity, clips per class,
-# skipped bad files); LayoutError when a class has no training clip.
-describe_run_data = run_data.describe
+describe_run_data = run_data.describe  # the run's RunData; contract in run_data.describe
 
 __all__ = [
     'BadAudioFileError', 'ClipIndex', 'CustomAudio', 'DATASETS', 'DatasetInfo', 'Esc50',
