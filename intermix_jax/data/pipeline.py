@@ -271,8 +271,7 @@ class EvalLoader:
     self.num_threads, self.prefetch, self.num_workers = num_threads, prefetch, num_workers
 
   def batch(self, g: int) -> dict:
-    """Batch g: x float32 (b, num_crops, T), y int32 (b,), mask bool (b,), index int32 (b,)
-    (position of the row's clip in `filenames`; -1 where mask is False)."""
+    """Batch g: x float32 (b, num_crops, T), y int32 (b,), mask bool (b,), index int32 (b,)."""
     b = self.local_batch_size
     start = (g * self.process_count + self.process_index) * b
     positions = np.arange(start, start + b)
