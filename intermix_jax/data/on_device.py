@@ -115,8 +115,7 @@ class ClipTable:
   @classmethod
   def from_indexes(cls, indexes: Sequence) -> 'ClipTable':
     """Reads every clip of `indexes` (pipeline.ClipIndex) once."""
-    where: dict[str, int] = {}
-    lengths: list[int] = []
+    where: dict[str, tuple[int, int]] = {}  # file name -> (row, length)
     rows = []
     for index in indexes:
       if len(set(index.filenames)) != len(index):
@@ -124,14 +123,12 @@ class ClipTable:
                          'among the training clips; clips on the device are keyed by name')
       r = np.empty(len(index), np.int32)
       for p, (name, n) in enumerate(zip(index.filenames, index.lengths)):
-        if name not in where:
-          where[name] = len(lengths)
-          lengths.append(int(n))
-        elif lengths[where[name]] != int(n):
-          raise ValueError(f'clip {name!r} appears with {lengths[where[name]]} and {int(n)} '
+        r[p], length = where.setdefault(name, (len(where), int(n)))
+        if length != int(n):
+          raise ValueError(f'clip {name!r} appears with {length} and {int(n)} '
                            'samples in the training folds of the runs')
-        r[p] = where[name]
       rows.append(r)
+    lengths = [length for _, length in where.values()]  # in row order
     table = np.zeros((len(lengths), max(lengths, default=1)), np.int16)
     filled = np.zeros(len(lengths), bool)
     for index, r in zip(indexes, rows):
