@@ -94,8 +94,7 @@ def load_audio_and_rate(path, sample_rate: int, *, trim: bool = False,
     expect: accepted channel counts, native rates and sample formats.
 
   Returns:
-    (int16 array (n,), n >= 1, at `sample_rate`; the file's own sample rate in Hz, which was
-    resampled to `sample_rate` when it differs).
+    (int16 array (n,), n >= 1, at `sample_rate`; the file's own sample rate in Hz).
 
   Raises:
     BadAudioFileError: naming the file and what is wrong with it.
