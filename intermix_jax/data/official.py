@@ -76,18 +76,17 @@ def extract_archive(archive: str, extract_root: str) -> str:
   return dest
 
 
-def _instructions(what: str, layout: str, url: str) -> str:
-  return (f'To prepare {what} offline, give a local copy of the official layout: set\n'
-          'config.manual_dir (or tfds DownloadConfig(manual_dir=...)) to a directory holding\n'
-          f'  {layout}\n(e.g. the extracted {url}, or the archive itself).\n')
-
-
 class _OfficialBuilder(audio_builder.AudioClipBuilder, skip_registration=True):
   """A builder of an official layout: subclasses set WHAT (for messages), CSV (its metadata csv)
-  and LAYOUT (for `layouts.find_root`), DOWNLOAD_URL, MANUAL_DOWNLOAD_INSTRUCTIONS and
-  `source_records`."""
+  and LAYOUT (for `layouts.find_root`), DOWNLOAD_URL and `source_records`."""
 
   WHAT = CSV = LAYOUT = ''
+
+  @property
+  def MANUAL_DOWNLOAD_INSTRUCTIONS(self) -> str:  # pylint: disable=invalid-name
+    return (f'To prepare {self.WHAT} offline, give a local copy of the official layout: set\n'
+            'config.manual_dir (or tfds DownloadConfig(manual_dir=...)) to a directory <dir> with\n'
+            f'  {self.LAYOUT}\n(e.g. the extracted {self.DOWNLOAD_URL}, or the archive itself).\n')
 
   def _find_root(self, path) -> str:
     return layouts.find_root(path, self.CSV, self.WHAT, self.LAYOUT)
@@ -154,8 +153,6 @@ class Esc50(_OfficialBuilder):
   CSV = layouts.ESC50_CSV
   LAYOUT = '<dir>/audio/*.wav and <dir>/meta/esc50.csv'
   DOWNLOAD_URL = 'https://github.com/karolpiczak/ESC-50/archive/master.zip'
-  MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions(
-      'ESC-50 / ESC-10', 'audio/*.wav  and  meta/esc50.csv', DOWNLOAD_URL)
   DESCRIPTION = ('ESC-50: 2000 labelled 5-second environmental recordings, 50 classes, 5 folds; '
                  'ESC-10: its 400-clip, 10-class subset.')
   HOMEPAGE = 'https://github.com/karolpiczak/ESC-50'
@@ -190,8 +187,6 @@ class Urbansound8k(_OfficialBuilder):
   CSV = layouts.URBANSOUND8K_CSV
   LAYOUT = '<dir>/audio/fold<N>/*.wav and <dir>/metadata/UrbanSound8K.csv'
   DOWNLOAD_URL = 'https://zenodo.org/records/1203745/files/UrbanSound8K.tar.gz'
-  MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions(
-      'UrbanSound8K', 'audio/fold1..fold10/*.wav  and  metadata/UrbanSound8K.csv', DOWNLOAD_URL)
   DESCRIPTION = 'UrbanSound8K: 8732 labelled urban sound excerpts (<= 4 s), 10 classes, 10 folds.'
   HOMEPAGE = 'https://urbansounddataset.weebly.com/urbansound8k.html'
   CITATION = ('J. Salamon, C. Jacoby, J. P. Bello. A Dataset and Taxonomy for Urban Sound '
