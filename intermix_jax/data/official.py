@@ -98,9 +98,6 @@ class _OfficialBuilder(audio_builder.AudioClipBuilder, skip_registration=True):
     manual = os.fspath(manual_dir) if manual_dir else os.path.join(download_dir, 'manual')
     if not os.path.isdir(manual) or not os.listdir(manual):
       return None
-    return self._from_manual_dir(manual, download_dir)
-
-  def _from_manual_dir(self, manual: str, download_dir) -> str:
     try:
       return self._find_root(manual)
     except layouts.LayoutError as layout_error:
@@ -131,11 +128,10 @@ class _OfficialBuilder(audio_builder.AudioClipBuilder, skip_registration=True):
 
   def _split_generators(self, dl_manager):
     try:
-      manual = os.fspath(dl_manager.manual_dir)
+      root = self.source_root(dl_manager.manual_dir)
     except AssertionError:  # TFDS: no manual dir, or a missing / empty one
-      manual = None
-    root = (self._download(dl_manager) if manual is None
-            else self._from_manual_dir(manual, dl_manager.download_dir))
+      root = None
+    root = root or self._download(dl_manager)
     return self._fold_splits(root, self.source_records(root))
 
 
