@@ -86,11 +86,8 @@ def trims_zeros(dataset: str) -> bool:
 
 def get_builder(dataset: str, sample_rate: int, *, data_dir=None,
                 skip_bad_files: bool = False) -> audio_builder.AudioClipBuilder:
-  """The (maybe unprepared) builder of `dataset` at `sample_rate` Hz.
-
-  The rates 8000, 16000, 22050, 44100 are registered configs; any other positive rate gets a
-  config built on the fly (named e.g. `sr11025`).
-  """
+  """The (maybe unprepared) builder of `dataset` at `sample_rate` Hz (a rate outside
+  `audio_builder.SAMPLE_RATES` gets a config built on the fly, named e.g. `sr11025`)."""
   cls, prefix, _, _ = _entry(dataset)
   name = audio_builder.config_name(sample_rate, prefix)
   # A registered config goes by name (a builder pickled to a grain worker re-finds it by name).

@@ -3,9 +3,8 @@ relabelled 0..9, docs/method.md §5) and `urbansound8k` (`sr{rate}`): the offici
 `fold<k>` per fold, rate in `audio_builder.SAMPLE_RATES` or any other via a `SampleRateConfig`
 (`Esc50(config=SampleRateConfig(name='esc50_sr11025', sample_rate=11025, subset='esc50'))`).
 ESC clips are trimmed of leading/trailing exact-zero samples (the ESC protocol); UrbanSound8K's
-are not. Source: the copy in `config.manual_dir` (TFDS default `<data_dir>/downloads/manual`: the
-layout, its parent, or the official archive), else the official download, else
-`SourceUnavailableError` saying how to provide a copy (data/README.md "Preparing").
+are not. Sources (`config.manual_dir`, else the download, else `SourceUnavailableError`):
+data/README.md "Preparing".
 
     builder = Esc50(data_dir=..., config='esc10_sr16000', file_format='array_record')
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=...))
