@@ -198,18 +198,12 @@ def scan(audio_dir: str | None = None, metadata_csv: str | None = None,
         "dataset='custom' needs config.audio_dir (a folder of class sub-folders of audio files) "
         'or config.metadata_csv (a csv with columns filename,label[,fold]). Note: config.data_dir '
         'is where the prepared TFDS copy is written, not the folder of your audio.')
-  if audio_dir:
-    root = os.path.abspath(os.path.expanduser(os.fspath(audio_dir)))
-    if not os.path.isdir(root):
-      raise CustomConfigError(f'config.audio_dir={audio_dir!r} is not a directory')
-  csv_path = ''
-  if metadata_csv:
-    csv_path = os.path.abspath(os.path.expanduser(os.fspath(metadata_csv)))
-    if not audio_dir:
-      root = os.path.dirname(csv_path)
-    items, folds = _scan_csv(csv_path, root)
-  else:
-    items, folds = _scan_folder(root), None
+  full_path = lambda p: os.path.abspath(os.path.expanduser(os.fspath(p))) if p else ''
+  csv_path = full_path(metadata_csv)
+  root = full_path(audio_dir) or os.path.dirname(csv_path)  # names in a csv: relative to its folder
+  if audio_dir and not os.path.isdir(root):
+    raise CustomConfigError(f'config.audio_dir={audio_dir!r} is not a directory')
+  items, folds = _scan_csv(csv_path, root) if csv_path else (_scan_folder(root), None)
   if csv_path and not any(os.path.exists(path) for _, path, _ in items):
     # Nothing resolves: the folder the names resolve against is wrong, not the files.
     raise layouts.LayoutError(
