@@ -47,8 +47,7 @@ class DatasetInfo:
   num_folds: int
 
 
-# A dataset of the catalog: its TFDS builder class (reading the subset named as the dataset), the
-# prefix of the builder's config names, and the facts known without reading the data.
+# A catalog dataset: builder class (subset = the dataset's name), config-name prefix, static facts.
 _Entry = collections.namedtuple('_Entry', 'builder prefix class_names num_folds')
 # config.dataset -> its entry: THE list of the datasets the library knows (with custom.DATASET).
 _DATASETS = {
