@@ -18,26 +18,25 @@ import numpy as np
 INT16_SCALE = 32768.0
 
 
-def _window(clip, length_out, offset, input_length, scale):
-  """Samples [offset, offset + T) of the zero-padded (and time-scaled) clip, unnormalised.
-
-  Returns (dst_start, values): values go to positions dst_start.. of a zero (T,) row.
-  """
-  pad = input_length // 2
+def _window(row, clip, length_out, offset, scale, factor) -> None:
+  """Writes samples [offset, offset + T) of the zero-padded (and time-scaled) clip * `factor`
+  into the zero (T,) float32 `row`."""
+  pad = row.shape[0] // 2
   dst0 = max(0, pad - offset)
-  dst1 = min(input_length, pad + length_out - offset)
+  dst1 = min(row.shape[0], pad + length_out - offset)
   if dst1 <= dst0:
-    return 0, np.zeros(0, np.float32)
+    return
   i0 = offset + dst0 - pad
   i1 = i0 + (dst1 - dst0)
   if scale is None:
-    return dst0, clip[i0:i1].astype(np.float32)
+    row[dst0:dst1] = clip[i0:i1].astype(np.float32) * factor
+    return
   ref = np.arange(i0, i1, dtype=np.float64) / scale
   ref1 = ref.astype(np.int64)
   ref2 = np.minimum(ref1 + 1, clip.shape[0] - 1)
   r = (ref - ref1).astype(np.float32)
   lo = clip[ref1].astype(np.float32)
-  return dst0, lo + (clip[ref2].astype(np.float32) - lo) * r
+  row[dst0:dst1] = (lo + (clip[ref2].astype(np.float32) - lo) * r) * factor
 
 
 def train_crops(clips: Sequence[np.ndarray], input_length: int, offsets_u: np.ndarray,
@@ -59,8 +58,7 @@ def train_crops(clips: Sequence[np.ndarray], input_length: int, offsets_u: np.nd
   n_out, offsets, factors = crop_geometry([c.shape[0] for c in clips], t, offsets_u, scales, gains)
   for b, clip in enumerate(clips):
     scale = None if scales is None else float(scales[b])
-    dst0, values = _window(clip, int(n_out[b]), int(offsets[b]), t, scale)
-    out[b, dst0:dst0 + values.shape[0]] = values * factors[b]
+    _window(out[b], clip, int(n_out[b]), int(offsets[b]), scale, factors[b])
   return out
 
 
@@ -93,6 +91,5 @@ def eval_crops(clip: np.ndarray, input_length: int, num_crops: int) -> np.ndarra
   offsets = [slack // 2] if num_crops == 1 else (slack // (num_crops - 1)) * np.arange(num_crops)
   out = np.zeros((num_crops, t), np.float32)
   for k, offset in enumerate(offsets):
-    dst0, values = _window(clip, clip.shape[0], int(offset), t, None)
-    out[k, dst0:dst0 + values.shape[0]] = values * np.float32(1.0 / INT16_SCALE)
+    _window(out[k], clip, clip.shape[0], int(offset), None, np.float32(1.0 / INT16_SCALE))
   return out

@@ -21,6 +21,7 @@ import warnings
 import tensorflow_datasets as tfds
 
 from intermix_jax import io_errors
+from intermix_jax import workdir
 from intermix_jax.data import audio_builder
 from intermix_jax.data import audio_decode
 from intermix_jax.data import custom
@@ -46,8 +47,7 @@ class DatasetInfo:
   num_folds: int
 
 
-# A dataset of the catalog: its TFDS builder class (reading the subset named as the dataset), the
-# prefix of the builder's config names, and the facts known without reading the data.
+# A catalog dataset: builder class (subset = the dataset's name), config-name prefix, static facts.
 _Entry = collections.namedtuple('_Entry', 'builder prefix class_names num_folds')
 # config.dataset -> its entry: THE list of the datasets the library knows (with custom.DATASET).
 _DATASETS = {
@@ -85,11 +85,8 @@ def trims_zeros(dataset: str) -> bool:
 
 def get_builder(dataset: str, sample_rate: int, *, data_dir=None,
                 skip_bad_files: bool = False) -> audio_builder.AudioClipBuilder:
-  """The (maybe unprepared) builder of `dataset` at `sample_rate` Hz.
-
-  The rates 8000, 16000, 22050, 44100 are registered configs; any other positive rate gets a
-  config built on the fly (named e.g. `sr11025`).
-  """
+  """The (maybe unprepared) builder of `dataset` at `sample_rate` Hz (a rate outside
+  `audio_builder.SAMPLE_RATES` gets a config built on the fly, named e.g. `sr11025`)."""
   cls, prefix, _, _ = _entry(dataset)
   name = audio_builder.config_name(sample_rate, prefix)
   # A registered config goes by name (a builder pickled to a grain worker re-finds it by name).
@@ -133,7 +130,13 @@ def prepare_builder(builder: audio_builder.AudioClipBuilder, *, manual_dir=None)
           elif io_errors.is_disk_full(e):
             if locked:  # nobody else writes this config's incomplete.* now: free their space
               remove_stale_incomplete_dirs(builder, quiet=True)
-            raise PreparationWriteError(errno.ENOSPC, _disk_full_message(builder)) from e
+            root = os.fspath(builder.data_dir_root)
+            raise PreparationWriteError(errno.ENOSPC, (
+                f'cannot prepare {builder.name}/{builder.builder_config.name} in {root} '
+                f'(config.data_dir): no space left on device{io_errors.free_space(root)}; the '
+                'partial preparation was removed and nothing prepared before is touched: free '
+                'some space there or set config.data_dir to another disk, and rerun the same '
+                'command')) from e
           else:
             raise
   check_prepared(builder, manual_dir=manual_dir)
@@ -145,14 +148,6 @@ def prepare_builder(builder: audio_builder.AudioClipBuilder, *, manual_dir=None)
 
 class PreparationWriteError(io_errors.WriteError):
   """A dataset could not be prepared for lack of space: one line naming config.data_dir."""
-
-
-def _disk_full_message(builder) -> str:
-  root = os.fspath(builder.data_dir_root)
-  return (f'cannot prepare {builder.name}/{builder.builder_config.name} in {root} '
-          f'(config.data_dir): no space left on device{io_errors.free_space(root)}; the partial '
-          f'preparation was removed and nothing prepared before is touched: free some space there '
-          f'or set config.data_dir to another disk, and rerun the same command')
 
 
 def _is_prepared(builder) -> bool:
@@ -233,8 +228,7 @@ def _preparation_lock(builder):
     if fd is not None:
       os.close(fd)
       fd = None
-    if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EACCES, errno.EROFS, errno.EPERM,
-                       errno.EINVAL):
+    if e.errno not in workdir.NO_FILE_LOCKS + (errno.EACCES, errno.EROFS, errno.EPERM):
       raise
     log.warning('no file lock for preparing %s (%s); leftover incomplete.* directories are kept',
                 builder.name, e)

@@ -165,8 +165,7 @@ def _scan_csv(csv_path: str, root: str) -> tuple[list[tuple[str, str, str]], lis
   has_fold = 'fold' in rows[0][1]
   items, folds = [], [] if has_fold else None
   for line, row in rows:
-    name = (row.get('filename') or '').strip()
-    label = (row.get('label') or '').strip()
+    name, label = ((row.get(column) or '').strip() for column in ('filename', 'label'))
     for column, value in (('filename', name), ('label', label)):
       if not value:
         raise layouts.LayoutError(f'{csv_path}, line {line}: column {column!r} is empty')
@@ -177,17 +176,19 @@ def _scan_csv(csv_path: str, root: str) -> tuple[list[tuple[str, str, str]], lis
 
 
 def scan(audio_dir: str | None = None, metadata_csv: str | None = None,
-         num_folds: int = DEFAULT_NUM_FOLDS) -> CustomLayout:
+         num_folds: int | None = DEFAULT_NUM_FOLDS) -> CustomLayout:
   """Reads the layout of a user dataset (see module docstring); decodes no audio.
 
   Args:
-    audio_dir, metadata_csv, num_folds: as the config fields of these names (CONFIG_FIELDS).
+    audio_dir, metadata_csv, num_folds: as the config fields of these names (CONFIG_FIELDS;
+      num_folds None: DEFAULT_NUM_FOLDS).
 
   Raises:
     CustomConfigError: neither given, a path that does not exist, num_folds < 2.
     layouts.LayoutError: a malformed csv or folder (naming it), fewer than 2 classes, a fold of
       the csv without clips, more folds than files.
   """
+  num_folds = DEFAULT_NUM_FOLDS if num_folds is None else num_folds
   if not layouts.is_int_in(num_folds, 2, MAX_FOLDS):
     raise CustomConfigError(f'config.num_folds={num_folds!r}: cross-validation needs an integer '
                             f'number of folds in 2..{MAX_FOLDS}')
@@ -197,18 +198,12 @@ def scan(audio_dir: str | None = None, metadata_csv: str | None = None,
         "dataset='custom' needs config.audio_dir (a folder of class sub-folders of audio files) "
         'or config.metadata_csv (a csv with columns filename,label[,fold]). Note: config.data_dir '
         'is where the prepared TFDS copy is written, not the folder of your audio.')
-  if audio_dir:
-    root = os.path.abspath(os.path.expanduser(os.fspath(audio_dir)))
-    if not os.path.isdir(root):
-      raise CustomConfigError(f'config.audio_dir={audio_dir!r} is not a directory')
-  csv_path = ''
-  if metadata_csv:
-    csv_path = os.path.abspath(os.path.expanduser(os.fspath(metadata_csv)))
-    if not audio_dir:
-      root = os.path.dirname(csv_path)
-    items, folds = _scan_csv(csv_path, root)
-  else:
-    items, folds = _scan_folder(root), None
+  full_path = lambda p: os.path.abspath(os.path.expanduser(os.fspath(p))) if p else ''
+  csv_path = full_path(metadata_csv)
+  root = full_path(audio_dir) or os.path.dirname(csv_path)  # names in a csv: relative to its folder
+  if audio_dir and not os.path.isdir(root):
+    raise CustomConfigError(f'config.audio_dir={audio_dir!r} is not a directory')
+  items, folds = _scan_csv(csv_path, root) if csv_path else (_scan_folder(root), None)
   if csv_path and not any(os.path.exists(path) for _, path, _ in items):
     # Nothing resolves: the folder the names resolve against is wrong, not the files.
     raise layouts.LayoutError(
@@ -270,10 +265,8 @@ def config_field(config, name, default=None):
 
 
 def scan_config(config) -> CustomLayout:
-  """`scan` with config.audio_dir, config.metadata_csv and config.num_folds (default 5)."""
-  num_folds = config_field(config, 'num_folds')
-  return scan(config_field(config, 'audio_dir'), config_field(config, 'metadata_csv'),
-              DEFAULT_NUM_FOLDS if num_folds is None else num_folds)
+  """`scan` with config.audio_dir, config.metadata_csv and config.num_folds (CONFIG_FIELDS)."""
+  return scan(**{f.key: config_field(config, f.key) for f in CONFIG_FIELDS})
 
 
 @dataclasses.dataclass(eq=False)
@@ -319,8 +312,7 @@ def get_builder(config, sample_rate: int) -> CustomAudio:
   """
   layout = scan_config(config)
   skip_bad_files = bool(config_field(config, 'skip_bad_files', False))
-  missing = ([r for r in layout.records if not os.path.exists(r.path)]
-             if layout.metadata_csv else [])
+  missing = [r for r in layout.records if layout.metadata_csv and not os.path.exists(r.path)]
   if missing and not skip_bad_files:  # some do exist (`scan` refuses a csv of which none does)
     how = resolution(layout.metadata_csv, layout.root, bool(config_field(config, 'audio_dir')),
                      missing[0].filename, missing[0].path)

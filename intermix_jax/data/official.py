@@ -3,9 +3,8 @@ relabelled 0..9, docs/method.md §5) and `urbansound8k` (`sr{rate}`): the offici
 `fold<k>` per fold, rate in `audio_builder.SAMPLE_RATES` or any other via a `SampleRateConfig`
 (`Esc50(config=SampleRateConfig(name='esc50_sr11025', sample_rate=11025, subset='esc50'))`).
 ESC clips are trimmed of leading/trailing exact-zero samples (the ESC protocol); UrbanSound8K's
-are not. Source: the copy in `config.manual_dir` (TFDS default `<data_dir>/downloads/manual`: the
-layout, its parent, or the official archive), else the official download, else
-`SourceUnavailableError` saying how to provide a copy (data/README.md "Preparing").
+are not. Sources (`config.manual_dir`, else the download, else `SourceUnavailableError`):
+data/README.md "Preparing".
 
     builder = Esc50(data_dir=..., config='esc10_sr16000', file_format='array_record')
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=...))
@@ -76,18 +75,17 @@ def extract_archive(archive: str, extract_root: str) -> str:
   return dest
 
 
-def _instructions(what: str, layout: str, url: str) -> str:
-  return (f'To prepare {what} offline, give a local copy of the official layout: set\n'
-          'config.manual_dir (or tfds DownloadConfig(manual_dir=...)) to a directory holding\n'
-          f'  {layout}\n(e.g. the extracted {url}, or the archive itself).\n')
-
-
 class _OfficialBuilder(audio_builder.AudioClipBuilder, skip_registration=True):
   """A builder of an official layout: subclasses set WHAT (for messages), CSV (its metadata csv)
-  and LAYOUT (for `layouts.find_root`), DOWNLOAD_URL, MANUAL_DOWNLOAD_INSTRUCTIONS and
-  `source_records`."""
+  and LAYOUT (for `layouts.find_root`), DOWNLOAD_URL and `source_records`."""
 
   WHAT = CSV = LAYOUT = ''
+
+  @property
+  def MANUAL_DOWNLOAD_INSTRUCTIONS(self) -> str:  # pylint: disable=invalid-name
+    return (f'To prepare {self.WHAT} offline, give a local copy of the official layout: set\n'
+            'config.manual_dir (or tfds DownloadConfig(manual_dir=...)) to a directory <dir> with\n'
+            f'  {self.LAYOUT}\n(e.g. the extracted {self.DOWNLOAD_URL}, or the archive itself).\n')
 
   def _find_root(self, path) -> str:
     return layouts.find_root(path, self.CSV, self.WHAT, self.LAYOUT)
@@ -99,9 +97,6 @@ class _OfficialBuilder(audio_builder.AudioClipBuilder, skip_registration=True):
     manual = os.fspath(manual_dir) if manual_dir else os.path.join(download_dir, 'manual')
     if not os.path.isdir(manual) or not os.listdir(manual):
       return None
-    return self._from_manual_dir(manual, download_dir)
-
-  def _from_manual_dir(self, manual: str, download_dir) -> str:
     try:
       return self._find_root(manual)
     except layouts.LayoutError as layout_error:
@@ -132,11 +127,10 @@ class _OfficialBuilder(audio_builder.AudioClipBuilder, skip_registration=True):
 
   def _split_generators(self, dl_manager):
     try:
-      manual = os.fspath(dl_manager.manual_dir)
+      root = self.source_root(dl_manager.manual_dir)
     except AssertionError:  # TFDS: no manual dir, or a missing / empty one
-      manual = None
-    root = (self._download(dl_manager) if manual is None
-            else self._from_manual_dir(manual, dl_manager.download_dir))
+      root = None
+    root = root or self._download(dl_manager)
     return self._fold_splits(root, self.source_records(root))
 
 
@@ -154,8 +148,6 @@ class Esc50(_OfficialBuilder):
   CSV = layouts.ESC50_CSV
   LAYOUT = '<dir>/audio/*.wav and <dir>/meta/esc50.csv'
   DOWNLOAD_URL = 'https://github.com/karolpiczak/ESC-50/archive/master.zip'
-  MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions(
-      'ESC-50 / ESC-10', 'audio/*.wav  and  meta/esc50.csv', DOWNLOAD_URL)
   DESCRIPTION = ('ESC-50: 2000 labelled 5-second environmental recordings, 50 classes, 5 folds; '
                  'ESC-10: its 400-clip, 10-class subset.')
   HOMEPAGE = 'https://github.com/karolpiczak/ESC-50'
@@ -190,8 +182,6 @@ class Urbansound8k(_OfficialBuilder):
   CSV = layouts.URBANSOUND8K_CSV
   LAYOUT = '<dir>/audio/fold<N>/*.wav and <dir>/metadata/UrbanSound8K.csv'
   DOWNLOAD_URL = 'https://zenodo.org/records/1203745/files/UrbanSound8K.tar.gz'
-  MANUAL_DOWNLOAD_INSTRUCTIONS = _instructions(
-      'UrbanSound8K', 'audio/fold1..fold10/*.wav  and  metadata/UrbanSound8K.csv', DOWNLOAD_URL)
   DESCRIPTION = 'UrbanSound8K: 8732 labelled urban sound excerpts (<= 4 s), 10 classes, 10 folds.'
   HOMEPAGE = 'https://urbansounddataset.weebly.com/urbansound8k.html'
   CITATION = ('J. Salamon, C. Jacoby, J. P. Bello. A Dataset and Taxonomy for Urban Sound '
