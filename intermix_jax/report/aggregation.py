@@ -220,14 +220,35 @@ def _row(backbone: str, method: str) -> str:
 
 def _split_by_setup(records: list[dict], notes: list[str]) -> list[tuple[dict, list]]:
   """[({dataset, backbone, method, row, setup, variant}: a group's first fields, its records)]
-  sorted, one per setup; one note line per table row holding several setups."""
+  sorted, one per setup; one note line per table row holding several setups. A run without a
+  recorded dataset identity takes the one identity that the runs of its config in its table row
+  recorded (several: it stays apart); one note line per row."""
+  pairs = [(r, setup_of(r)) for r in records]
+  recorded = collections.defaultdict(dict)  # (dataset, row, config) -> {identity key: identity}
+  row_config = lambda r, s: (r['dataset'], _row(r['backbone'], r['method']),
+                             _setup_key(dict(s, dataset_identity=None)))
+  for r, s in pairs:
+    if s['dataset_identity'] is not None:
+      recorded[row_config(r, s)][_setup_key(s['dataset_identity'])] = s['dataset_identity']
+  taken, apart = collections.Counter(), collections.Counter()
   setups = {}
   # (dataset, table row) -> {(method, setup key): records}
   rows = collections.defaultdict(lambda: collections.defaultdict(list))
-  for r, setup in _with_identities([(r, setup_of(r)) for r in records], notes):
+  for r, s in pairs:
+    known = ([] if s['dataset_identity'] is not None
+             else list(recorded.get(row_config(r, s), {}).values()))
+    if known:
+      (taken if len(known) == 1 else apart)[row_config(r, s)[:2]] += 1
+    setup = dict(s, dataset_identity=known[0]) if len(known) == 1 else s
     setups[_setup_key(setup)] = setup
-    rows[(r['dataset'], _row(r['backbone'], r['method']))][
-        (r['method'], _setup_key(setup))].append(r)
+    rows[row_config(r, s)[:2]][(r['method'], _setup_key(setup))].append(r)
+  for counts, what in ((taken, '(older code) counted with the runs of the same config that '
+                               'recorded one: same dataset name and config; paired comparisons '
+                               'also check the clips'),
+                       (apart, 'kept apart (dataset_identity=unrecorded): runs of the same config '
+                               'recorded several identities')):
+    notes += [f'{dataset}/{row}: {count_text(n, "run")} without a recorded dataset identity {what}'
+              for (dataset, row), n in sorted(counts.items())]
   out = []
   for (dataset, row), groups in sorted(rows.items()):
     skeys = sorted({k for _, k in groups})
@@ -243,34 +264,6 @@ def _split_by_setup(records: list[dict], notes: list[str]) -> list[tuple[dict, l
     out += [(dict(dataset=dataset, backbone=rs[0]['backbone'], method=m, row=row, setup=setups[k],
                   variant=variant[k]), rs) for (m, k), rs in groups.items()]
   return sorted(out, key=lambda x: [x[0][k] for k in ('dataset', 'backbone', 'method', 'variant')])
-
-
-def _with_identities(pairs: list[tuple[dict, dict]], notes: list[str]
-                     ) -> list[tuple[dict, dict]]:
-  """[(record, setup)], a run without a recorded dataset identity taking the one identity that the
-  runs of its config in its table row recorded (several: it stays apart); one note line per row."""
-  recorded = collections.defaultdict(dict)  # (dataset, row, config) -> {identity key: identity}
-  row_config = lambda r, s: (r['dataset'], _row(r['backbone'], r['method']),
-                             _setup_key(dict(s, dataset_identity=None)))
-  for r, s in pairs:
-    if s['dataset_identity'] is not None:
-      recorded[row_config(r, s)][_setup_key(s['dataset_identity'])] = s['dataset_identity']
-  taken, apart = collections.Counter(), collections.Counter()
-  out = []
-  for r, s in pairs:
-    known = ([] if s['dataset_identity'] is not None
-             else list(recorded.get(row_config(r, s), {}).values()))
-    if known:
-      (taken if len(known) == 1 else apart)[row_config(r, s)[:2]] += 1
-    out.append((r, dict(s, dataset_identity=known[0]) if len(known) == 1 else s))
-  for counts, what in ((taken, '(older code) counted with the runs of the same config that '
-                               'recorded one: same dataset name and config; paired comparisons '
-                               'also check the clips'),
-                       (apart, 'kept apart (dataset_identity=unrecorded): runs of the same config '
-                               'recorded several identities')):
-    notes += [f'{dataset}/{row}: {count_text(n, "run")} without a recorded dataset identity {what}'
-              for (dataset, row), n in sorted(counts.items())]
-  return out
 
 
 def _one_per_seed_fold(records: list[dict], name: str, result, notes: list[str],
