@@ -504,10 +504,6 @@ def aggregate_adversarial(records: list[dict], runs: list[dict] = ()
     dataset, backbone, method, row, setup, variant, eps (strongest first), clean and attacked
     ({eps: `_cv_stats` with paper}), deviations, num_records.
   """
-  run_folds = collections.defaultdict(int)
-  for r in runs:
-    if _is_int(r.get('num_folds')):
-      run_folds[r['dataset']] = max(run_folds[r['dataset']], int(r['num_folds']))
   notes, grouping = [], []
   usable = []
   for r in records:
@@ -525,8 +521,9 @@ def aggregate_adversarial(records: list[dict], runs: list[dict] = ()
         r['clean_error'], r['attacked_error']), grouping, 'attacks').values())
     if not chosen:
       continue
-    expected = (max(int(r.get('num_folds') or 0) for r in members)
-                or run_folds.get(head['dataset']) or None)
+    expected = (max(int(r.get('num_folds') or 0) for r in members) or max(
+        (int(r['num_folds']) for r in runs if r['dataset'] == head['dataset']
+         and _is_int(r.get('num_folds'))), default=0) or None)
     eps_values = sorted({float(k) for r in chosen for k in r['attacked_error']}, reverse=True)
     attacked = {}
     for eps in eps_values:
