@@ -229,18 +229,17 @@ def grouping_lines(grouping: list[str]) -> list[str]:
            ''] + [f'- {n}' for n in grouping] + [''])
 
 
-def markdown(groups: list[dict], notes: list[str], adversarial: list[dict] = (),
-             comparisons: list[dict] = (), paired_notes: list[str] = (),
-             grouping: list[str] = ()) -> str:
-  """report.md from the groups (and grouping) of `aggregate`, the runs and files left out
-  (`notes`), the groups of `aggregate_adversarial` and the output of `paired_comparisons`."""
+def markdown(result: dict) -> str:
+  """report.md from `write_report`'s result: the groups and grouping of `aggregate`, the runs and
+  files left out (notes), the groups of `aggregate_adversarial` and `paired_comparisons`."""
+  groups, adversarial = result['groups'], result['adversarial']
   lines = ['# Results', '', LEGEND, '']
   lines += main_tables(groups)
-  lines += grouping_lines(list(grouping))
-  lines += paired_tables(list(comparisons), list(paired_notes))
+  lines += grouping_lines(result['grouping'])
+  lines += paired_tables(result['comparisons'], result['paired_notes'])
   lines += per_fold_tables(groups)
   lines += paper_tables(groups, adversarial)
-  deviating = [g for g in list(groups) + list(adversarial) if g.get('deviations')]
+  deviating = [g for g in groups + adversarial if g.get('deviations')]
   if deviating:
     lines += ['## Protocol deviations (‡)', '',
               'These cells did not use the paper\'s protocol (docs/method.md §5): their numbers '
@@ -267,7 +266,7 @@ def markdown(groups: list[dict], notes: list[str], adversarial: list[dict] = (),
                  + (f"{NOT_AVAILABLE} | |" if b is None else
                     f"{b['mean']:.2f} | {_std_text(b['std'])} |") + f" {paper} | {delta} |")
   lines.append('')
-  lines += left_out_lines(list(notes))
+  lines += left_out_lines(result['notes'])
   return '\n'.join(lines)
 
 
