@@ -230,12 +230,9 @@ def write_json_atomic(path: str, obj: Any) -> None:
 
 def check_or_store_config(workdir: str, config: ml_collections.ConfigDict, *,
                           write: bool = True) -> None:
-  """Stores `config` in `workdir/config.json`, or checks it equals the one stored there.
+  """Stores `config` in `workdir/config.json` (`workdir` created if missing), or checks it equals
+  the one stored there; `write` False (processes other than 0): only checks.
 
-  Args:
-    workdir: the run directory (created if missing when `write`).
-    config: the run's config.
-    write: False on processes other than 0 (they only check).
   Raises:
     WorkdirConfigError: the workdir was created by a different config.
   """
