@@ -487,10 +487,8 @@ def paper_adversarial(dataset: str, method: str, eps: float) -> float | None:
   """docs/method.md §7 value of (method, eps) on the attacked dataset (ESC-10), or None."""
   if dataset != TABLE3_DATASET or method not in PAPER_TABLE3:
     return None
-  for e, v in zip(PAPER_TABLE3_EPS, PAPER_TABLE3[method]):
-    if math.isclose(e, eps, rel_tol=1e-6):
-      return v
-  return None
+  return next((v for e, v in zip(PAPER_TABLE3_EPS, PAPER_TABLE3[method])
+               if math.isclose(e, eps, rel_tol=1e-6)), None)
 
 
 def aggregate_adversarial(records: list[dict], runs: list[dict] = ()

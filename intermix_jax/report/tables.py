@@ -219,14 +219,12 @@ def main_tables(groups: list[dict]) -> list[str]:
 
 def grouping_lines(grouping: list[str]) -> list[str]:
   """Markdown lines: the runs split into experiments or set aside (`aggregate`), one each."""
-  if not grouping:
-    return []
   return (['## Runs split or set aside', '',
            'A cell averages the runs of one experiment only: runs whose configs differ in a '
            'field that defines the experiment, or that read other data (dataset identity), are '
            'shown apart ({…}); of several runs of the same experiment, seed and fold, one counts '
            'when their results agree, none when they differ.',
-           ''] + [f'- {n}' for n in grouping] + [''])
+           ''] + [f'- {n}' for n in grouping] + ['']) if grouping else []
 
 
 def markdown(result: dict) -> str:
