@@ -132,13 +132,12 @@ def load_runs(paths: Iterable[str], name: str = RESULTS_FILE) -> tuple[list[dict
 
 
 def method_of(record: dict) -> str:
-  """A run's method label by today's rule (`Strategy.label` of its recorded config; a config
-  without `mixing.pairing` mixed shared pairs: 'bc[shared-pairs]'), else its recorded `method`."""
+  """A run's method label by today's rule (`Strategy.label` of its recorded config as read by
+  `workdir.with_added_fields`: without mixing.pairing, shared pairs), else its `method`."""
   config = record.get('config')
   if not isinstance(config, dict) or not isinstance(config.get('mixing'), dict):
     return record['method']
-  strategy = workdir.strategy_of(dict(config, mixing=dict({'pairing': 'shared'},
-                                                          **config['mixing'])))
+  strategy = workdir.strategy_of(workdir.with_added_fields(config))
   if strategy is None:
     return record['method']
   return strategy.label() + ('+aug' if config.get('strong_augment') else '')
@@ -374,14 +373,10 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
     no evaluated epoch), eval_every_epochs, runs (the results dicts counted, one per (seed, fold)),
     deviations (`_deviations` of the runs).
   """
-  left_out, grouping = [], []
-  finished = []
-  for r in runs:
-    if r.get('status') != 'finished' or r.get('final_error') is None:
-      left_out.append(f"{r['_path']}: status {r.get('status')!r}, left out")
-    else:
-      finished.append(r)
-  groups = []
+  usable = lambda r: r.get('status') == 'finished' and r.get('final_error') is not None
+  finished = [r for r in runs if usable(r)]
+  left_out = [f"{r['_path']}: status {r.get('status')!r}, left out" for r in runs if not usable(r)]
+  groups, grouping = [], []
   for head, members in _split_by_setup(finished, grouping):
     name = group_name(head)
     # The same result: last-epoch error, test-error history and predictions.
