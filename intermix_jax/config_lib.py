@@ -34,7 +34,6 @@ class Field:
 
   Attributes:
     key: dotted name ('opt.lr'); the part before a dot is a sub-config.
-    default: the default value.
     description: one line: what the field does, its unit and its valid values.
     field_type: the ml_collections type where the default does not tell it (a default of None;
       fold: a number or 'all', so `object`); None: the default's own type.
