@@ -91,7 +91,6 @@ def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,
   """Raises ConfigError for the first unusable field; the optional facts enable more checks.
 
   Args:
-    config: the run config.
     num_folds: folds of the dataset (default: the data catalog's, where it knows them without
       reading the data; a 'custom' dataset's are checked by its loaders).
     num_mix_points: K of the backbone (eligible layers must be in 0..K-1).

@@ -34,7 +34,6 @@ class Field:
 
   Attributes:
     key: dotted name ('opt.lr'); the part before a dot is a sub-config.
-    default: the default value.
     description: one line: what the field does, its unit and its valid values.
     field_type: the ml_collections type where the default does not tell it (a default of None;
       fold: a number or 'all', so `object`); None: the default's own type.
@@ -187,12 +186,11 @@ def experiment(arg: str | None = None, *, fields: dict[str, Any] | None = None,
       entry = (entry.default, entry.field_type or type(entry.default))
     default, ftype = entry if isinstance(entry, tuple) else (entry, type(entry))
     c[name] = default if name in c else ml_collections.FieldReference(default, field_type=ftype)
-  items = split_top_level(arg or '')
+  items = [tuple(t.strip() for t in item.split('=', 1)) for item in split_top_level(arg or '')]
   for i, item in enumerate(items):
-    if '=' not in item:
-      raise ValueError(f'config override {item!r} is not key=value (in {arg!r})' +
+    if len(item) == 1:
+      raise ValueError(f'config override {item[0]!r} is not key=value (in {arg!r})' +
                        _comma_hint(items, i))
-  items = [tuple(t.strip() for t in item.split('=', 1)) for item in items]
   declared = set(SPEC) | set(spec)
   for key, raw in items:
     if key in declared:
@@ -238,12 +236,12 @@ def split_top_level(text: str, sep: str = ',') -> list[str]:
   return [p.strip() for p in parts if p.strip()]
 
 
-def _comma_hint(items: list[str], i: int) -> str:
-  """For a bare item after a key=value one: the value probably held commas; show the quoting."""
-  if i == 0 or '=' not in items[i - 1]:
+def _comma_hint(items: list[tuple[str, ...]], i: int) -> str:
+  """For a bare (text,) item after a (key, value) one: the value probably held commas; quote it."""
+  if i == 0 or len(items[i - 1]) == 1:
     return ''
-  key, value = (t.strip() for t in items[i - 1].split('=', 1))
-  rest = itertools.takewhile(lambda item: '=' not in item, items[i:])
+  key, value = items[i - 1]
+  rest = [text for text, in itertools.takewhile(lambda item: len(item) == 1, items[i:])]
   quoted = f'{key}="{",".join([value, *rest])}"'
   return (f'; commas separate overrides, so quote a value that holds commas: {quoted} (and keep '
           f"the quotes from the shell: --config='configs/x.py:{quoted}')")

@@ -33,15 +33,9 @@ def error_percent(correct) -> float:
 
 
 def mcnemar_counts(correct_ref, correct_new) -> tuple[int, int]:
-  """Discordant clip counts of two methods on the same clips.
-
-  Args:
-    correct_ref: bool (n,), the reference method (e.g. standard training) got clip i right.
-    correct_new: bool (n,), the compared method got clip i right (same clips, same order).
-
-  Returns:
-    (b, c): b = clips the reference got right and the new method wrong, c = the reverse.
-  """
+  """Discordant clip counts (b, c) of a reference method (e.g. standard training) and a compared
+  one, each a bool (n,) "correct" array: b = clips the reference got right and the compared
+  method wrong, c = the reverse."""
   ref, new = _as_correct(correct_ref, 'correct_ref'), _as_correct(correct_new, 'correct_new')
   if ref.shape != new.shape or ref.ndim != 1:
     raise ValueError(f'stats: correct_ref {ref.shape} and correct_new {new.shape} must be the '
@@ -73,9 +67,8 @@ def paired_bootstrap(correct_ref, correct_new, num_resamples: int = BOOTSTRAP_RE
       runs (seeds) on the same n clips, whose differences are averaged over the k runs (a clip and
       all its runs are resampled together).
     correct_new: bool, the same shape: the compared method.
-    num_resamples: bootstrap resamples.
-    seed: seed of the numpy Generator (same inputs and seed give the same interval).
-    confidence: coverage of the interval, in (0, 1).
+    num_resamples, seed, confidence: the resamples, the numpy Generator's seed (the same inputs
+      and seed give the same interval) and the interval's coverage, in (0, 1).
 
   Returns:
     dict with diff (error(new) - error(ref) on all clips, percentage points), low and high (the

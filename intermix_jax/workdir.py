@@ -230,12 +230,9 @@ def write_json_atomic(path: str, obj: Any) -> None:
 
 def check_or_store_config(workdir: str, config: ml_collections.ConfigDict, *,
                           write: bool = True) -> None:
-  """Stores `config` in `workdir/config.json`, or checks it equals the one stored there.
+  """Stores `config` in `workdir/config.json` (`workdir` created if missing), or checks it equals
+  the one stored there; `write` False (processes other than 0): only checks.
 
-  Args:
-    workdir: the run directory (created if missing when `write`).
-    config: the run's config.
-    write: False on processes other than 0 (they only check).
   Raises:
     WorkdirConfigError: the workdir was created by a different config.
   """
@@ -287,14 +284,12 @@ def dataset_differences(stored: dict, current: dict) -> list[str]:
 
 def check_or_store_dataset(workdir: str, identity: dict, *, resuming: bool,
                            write: bool = True) -> None:
-  """Records the run's dataset identity in `workdir/dataset.json`, or checks it on a resume.
+  """Records the run's dataset identity (`data.RunData.identity`) in `workdir/dataset.json`, or
+  checks it on a resume; `write` False (processes other than 0): only checks.
 
   Args:
-    workdir: the run directory (exists: check_or_store_config made it).
-    identity: `data.RunData.identity` of this run.
     resuming: the workdir holds a checkpoint that this run will continue from. When False the
       identity is (re)written: nothing trained on other data is carried on.
-    write: False on processes other than 0 (they only check).
   Raises:
     WorkdirConfigError: resuming and the data differ (one line naming the workdir and what
       changed), or dataset.json is unreadable.

@@ -1,6 +1,4 @@
-"""Paper-format tables and plots from finished runs.
-
-    python -m intermix_jax.report DIR... [--out OUT] [--no-plots] [--full]
+"""Paper-format tables and plots from finished runs: `python -m intermix_jax.report DIR...`.
 
 Finds every `results.json` (one run: one fold of one seed) and `adversarial.json` under the DIRs,
 groups the finished runs by experiment (dataset, backbone, method, every config field but
@@ -39,9 +37,8 @@ from intermix_jax.report.writer import write_report
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog='python -m intermix_jax.report',
-                              description=__doc__.splitlines()[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+  p = argparse.ArgumentParser(prog='python -m intermix_jax.report', description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('dirs', nargs='+', help='workdirs (or parents of workdirs) holding results.json')
   p.add_argument('--out', default=None, help='output directory (default: DIR/report or ./report)')
   p.add_argument('--no-plots', action='store_true', help='markdown and JSON only')

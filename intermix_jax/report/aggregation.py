@@ -132,13 +132,12 @@ def load_runs(paths: Iterable[str], name: str = RESULTS_FILE) -> tuple[list[dict
 
 
 def method_of(record: dict) -> str:
-  """A run's method label by today's rule (`Strategy.label` of its recorded config; a config
-  without `mixing.pairing` mixed shared pairs: 'bc[shared-pairs]'), else its recorded `method`."""
+  """A run's method label by today's rule (`Strategy.label` of its recorded config as read by
+  `workdir.with_added_fields`: without mixing.pairing, shared pairs), else its `method`."""
   config = record.get('config')
   if not isinstance(config, dict) or not isinstance(config.get('mixing'), dict):
     return record['method']
-  strategy = workdir.strategy_of(dict(config, mixing=dict({'pairing': 'shared'},
-                                                          **config['mixing'])))
+  strategy = workdir.strategy_of(workdir.with_added_fields(config))
   if strategy is None:
     return record['method']
   return strategy.label() + ('+aug' if config.get('strong_augment') else '')
@@ -220,14 +219,35 @@ def _row(backbone: str, method: str) -> str:
 
 def _split_by_setup(records: list[dict], notes: list[str]) -> list[tuple[dict, list]]:
   """[({dataset, backbone, method, row, setup, variant}: a group's first fields, its records)]
-  sorted, one per setup; one note line per table row holding several setups."""
+  sorted, one per setup; one note line per table row holding several setups. A run without a
+  recorded dataset identity takes the one identity that the runs of its config in its table row
+  recorded (several: it stays apart); one note line per row."""
+  pairs = [(r, setup_of(r)) for r in records]
+  recorded = collections.defaultdict(dict)  # (dataset, row, config) -> {identity key: identity}
+  row_config = lambda r, s: (r['dataset'], _row(r['backbone'], r['method']),
+                             _setup_key(dict(s, dataset_identity=None)))
+  for r, s in pairs:
+    if s['dataset_identity'] is not None:
+      recorded[row_config(r, s)][_setup_key(s['dataset_identity'])] = s['dataset_identity']
+  taken, apart = collections.Counter(), collections.Counter()
   setups = {}
   # (dataset, table row) -> {(method, setup key): records}
   rows = collections.defaultdict(lambda: collections.defaultdict(list))
-  for r, setup in _with_identities([(r, setup_of(r)) for r in records], notes):
+  for r, s in pairs:
+    known = ([] if s['dataset_identity'] is not None
+             else list(recorded.get(row_config(r, s), {}).values()))
+    if known:
+      (taken if len(known) == 1 else apart)[row_config(r, s)[:2]] += 1
+    setup = dict(s, dataset_identity=known[0]) if len(known) == 1 else s
     setups[_setup_key(setup)] = setup
-    rows[(r['dataset'], _row(r['backbone'], r['method']))][
-        (r['method'], _setup_key(setup))].append(r)
+    rows[row_config(r, s)[:2]][(r['method'], _setup_key(setup))].append(r)
+  for counts, what in ((taken, '(older code) counted with the runs of the same config that '
+                               'recorded one: same dataset name and config; paired comparisons '
+                               'also check the clips'),
+                       (apart, 'kept apart (dataset_identity=unrecorded): runs of the same config '
+                               'recorded several identities')):
+    notes += [f'{dataset}/{row}: {count_text(n, "run")} without a recorded dataset identity {what}'
+              for (dataset, row), n in sorted(counts.items())]
   out = []
   for (dataset, row), groups in sorted(rows.items()):
     skeys = sorted({k for _, k in groups})
@@ -243,34 +263,6 @@ def _split_by_setup(records: list[dict], notes: list[str]) -> list[tuple[dict, l
     out += [(dict(dataset=dataset, backbone=rs[0]['backbone'], method=m, row=row, setup=setups[k],
                   variant=variant[k]), rs) for (m, k), rs in groups.items()]
   return sorted(out, key=lambda x: [x[0][k] for k in ('dataset', 'backbone', 'method', 'variant')])
-
-
-def _with_identities(pairs: list[tuple[dict, dict]], notes: list[str]
-                     ) -> list[tuple[dict, dict]]:
-  """[(record, setup)], a run without a recorded dataset identity taking the one identity that the
-  runs of its config in its table row recorded (several: it stays apart); one note line per row."""
-  recorded = collections.defaultdict(dict)  # (dataset, row, config) -> {identity key: identity}
-  row_config = lambda r, s: (r['dataset'], _row(r['backbone'], r['method']),
-                             _setup_key(dict(s, dataset_identity=None)))
-  for r, s in pairs:
-    if s['dataset_identity'] is not None:
-      recorded[row_config(r, s)][_setup_key(s['dataset_identity'])] = s['dataset_identity']
-  taken, apart = collections.Counter(), collections.Counter()
-  out = []
-  for r, s in pairs:
-    known = ([] if s['dataset_identity'] is not None
-             else list(recorded.get(row_config(r, s), {}).values()))
-    if known:
-      (taken if len(known) == 1 else apart)[row_config(r, s)[:2]] += 1
-    out.append((r, dict(s, dataset_identity=known[0]) if len(known) == 1 else s))
-  for counts, what in ((taken, '(older code) counted with the runs of the same config that '
-                               'recorded one: same dataset name and config; paired comparisons '
-                               'also check the clips'),
-                       (apart, 'kept apart (dataset_identity=unrecorded): runs of the same config '
-                               'recorded several identities')):
-    notes += [f'{dataset}/{row}: {count_text(n, "run")} without a recorded dataset identity {what}'
-              for (dataset, row), n in sorted(counts.items())]
-  return out
 
 
 def _one_per_seed_fold(records: list[dict], name: str, result, notes: list[str],
@@ -381,14 +373,10 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
     no evaluated epoch), eval_every_epochs, runs (the results dicts counted, one per (seed, fold)),
     deviations (`_deviations` of the runs).
   """
-  left_out, grouping = [], []
-  finished = []
-  for r in runs:
-    if r.get('status') != 'finished' or r.get('final_error') is None:
-      left_out.append(f"{r['_path']}: status {r.get('status')!r}, left out")
-    else:
-      finished.append(r)
-  groups = []
+  usable = lambda r: r.get('status') == 'finished' and r.get('final_error') is not None
+  finished = [r for r in runs if usable(r)]
+  left_out = [f"{r['_path']}: status {r.get('status')!r}, left out" for r in runs if not usable(r)]
+  groups, grouping = [], []
   for head, members in _split_by_setup(finished, grouping):
     name = group_name(head)
     # The same result: last-epoch error, test-error history and predictions.
@@ -494,10 +482,8 @@ def paper_adversarial(dataset: str, method: str, eps: float) -> float | None:
   """docs/method.md §7 value of (method, eps) on the attacked dataset (ESC-10), or None."""
   if dataset != TABLE3_DATASET or method not in PAPER_TABLE3:
     return None
-  for e, v in zip(PAPER_TABLE3_EPS, PAPER_TABLE3[method]):
-    if math.isclose(e, eps, rel_tol=1e-6):
-      return v
-  return None
+  return next((v for e, v in zip(PAPER_TABLE3_EPS, PAPER_TABLE3[method])
+               if math.isclose(e, eps, rel_tol=1e-6)), None)
 
 
 def aggregate_adversarial(records: list[dict], runs: list[dict] = ()
@@ -511,10 +497,6 @@ def aggregate_adversarial(records: list[dict], runs: list[dict] = ()
     dataset, backbone, method, row, setup, variant, eps (strongest first), clean and attacked
     ({eps: `_cv_stats` with paper}), deviations, num_records.
   """
-  run_folds = collections.defaultdict(int)
-  for r in runs:
-    if _is_int(r.get('num_folds')):
-      run_folds[r['dataset']] = max(run_folds[r['dataset']], int(r['num_folds']))
   notes, grouping = [], []
   usable = []
   for r in records:
@@ -532,8 +514,9 @@ def aggregate_adversarial(records: list[dict], runs: list[dict] = ()
         r['clean_error'], r['attacked_error']), grouping, 'attacks').values())
     if not chosen:
       continue
-    expected = (max(int(r.get('num_folds') or 0) for r in members)
-                or run_folds.get(head['dataset']) or None)
+    expected = (max(int(r.get('num_folds') or 0) for r in members) or max(
+        (int(r['num_folds']) for r in runs if r['dataset'] == head['dataset']
+         and _is_int(r.get('num_folds'))), default=0) or None)
     eps_values = sorted({float(k) for r in chosen for k in r['attacked_error']}, reverse=True)
     attacked = {}
     for eps in eps_values:

@@ -219,28 +219,25 @@ def main_tables(groups: list[dict]) -> list[str]:
 
 def grouping_lines(grouping: list[str]) -> list[str]:
   """Markdown lines: the runs split into experiments or set aside (`aggregate`), one each."""
-  if not grouping:
-    return []
   return (['## Runs split or set aside', '',
            'A cell averages the runs of one experiment only: runs whose configs differ in a '
            'field that defines the experiment, or that read other data (dataset identity), are '
            'shown apart ({…}); of several runs of the same experiment, seed and fold, one counts '
            'when their results agree, none when they differ.',
-           ''] + [f'- {n}' for n in grouping] + [''])
+           ''] + [f'- {n}' for n in grouping] + ['']) if grouping else []
 
 
-def markdown(groups: list[dict], notes: list[str], adversarial: list[dict] = (),
-             comparisons: list[dict] = (), paired_notes: list[str] = (),
-             grouping: list[str] = ()) -> str:
-  """report.md from the groups (and grouping) of `aggregate`, the runs and files left out
-  (`notes`), the groups of `aggregate_adversarial` and the output of `paired_comparisons`."""
+def markdown(result: dict) -> str:
+  """report.md from `write_report`'s result: the groups and grouping of `aggregate`, the runs and
+  files left out (notes), the groups of `aggregate_adversarial` and `paired_comparisons`."""
+  groups, adversarial = result['groups'], result['adversarial']
   lines = ['# Results', '', LEGEND, '']
   lines += main_tables(groups)
-  lines += grouping_lines(list(grouping))
-  lines += paired_tables(list(comparisons), list(paired_notes))
+  lines += grouping_lines(result['grouping'])
+  lines += paired_tables(result['comparisons'], result['paired_notes'])
   lines += per_fold_tables(groups)
   lines += paper_tables(groups, adversarial)
-  deviating = [g for g in list(groups) + list(adversarial) if g.get('deviations')]
+  deviating = [g for g in groups + adversarial if g.get('deviations')]
   if deviating:
     lines += ['## Protocol deviations (‡)', '',
               'These cells did not use the paper\'s protocol (docs/method.md §5): their numbers '
@@ -267,7 +264,7 @@ def markdown(groups: list[dict], notes: list[str], adversarial: list[dict] = (),
                  + (f"{NOT_AVAILABLE} | |" if b is None else
                     f"{b['mean']:.2f} | {_std_text(b['std'])} |") + f" {paper} | {delta} |")
   lines.append('')
-  lines += left_out_lines(list(notes))
+  lines += left_out_lines(result['notes'])
   return '\n'.join(lines)
 
 

@@ -33,25 +33,24 @@ def write_report(paths: list[str], out: str, plots: bool = True) -> dict:
   groups, notes, grouping = aggregate(runs)
   adversarial, adv_notes, adv_grouping = aggregate_adversarial(records, runs)
   comparisons, paired_notes = paired_comparisons(groups)
-  notes = bad + notes + adv_notes
-  grouping = grouping + adv_grouping
+  result = dict(groups=groups, notes=bad + notes + adv_notes, grouping=grouping + adv_grouping,
+                adversarial=adversarial, comparisons=comparisons, paired_notes=paired_notes,
+                bad_files=bad)
   os.makedirs(out, exist_ok=True)
-  text = markdown(groups, notes, adversarial, comparisons, paired_notes, grouping)
+  result['markdown'] = markdown(result)
   files = [os.path.join(out, 'report.md'), os.path.join(out, 'summary.json')]
   with open(files[0], 'w') as f:
-    f.write(text)
+    f.write(result['markdown'])
   summary = [dict({k: v for k, v in g.items() if k != 'runs'},
                   test_error_curve=learning_curve(g['runs'], 'test_error')) for g in groups]
   adv_summary = [dict(a, attacked={eps_label(e): st for e, st in a['attacked'].items()})
                  for a in adversarial]
   workdir.write_json_atomic(files[1], dict(
       groups=summary, adversarial=adv_summary, paired=comparisons, paired_notes=paired_notes,
-      bad_files=bad, notes=notes, grouping=grouping))
+      bad_files=bad, notes=result['notes'], grouping=result['grouping']))
   if plots:  # each plot_* writes nothing for no groups
     files += plots_lib.plot_learning_curves(groups, out)
     files += plots_lib.plot_confusion(groups, out)
     files += plots_lib.plot_error_bars(groups, out)
     files += plots_lib.plot_adversarial(adversarial, out)
-  return dict(markdown=text, groups=groups, notes=notes, grouping=grouping,
-              adversarial=adversarial, comparisons=comparisons, paired_notes=paired_notes,
-              bad_files=bad, files=files)
+  return dict(result, files=files)
