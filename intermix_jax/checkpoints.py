@@ -288,9 +288,8 @@ class CheckpointStore:
       problem = _digest_problem(digest, back)
     except Exception as e:  # pylint: disable=broad-except
       problem = io_errors.first_line(e)
-    if not _all_processes(problem is None) and problem is None:
-      problem = 'another process read it back differently'
-    return problem
+    agreed = _all_processes(problem is None)  # on every process: a collective
+    return problem or (None if agreed else 'another process read it back differently')
 
   def _delete(self, steps: list[int]) -> list[int]:
     for s in steps:
