@@ -259,12 +259,11 @@ class ShardedStrategy:
     if not isinstance(plan, ShardedPlan):
       raise TypeError(f'{self.name}: expected the ShardedPlan returned by this sharded strategy\'s '
                       f'plan(), got {type(plan).__name__}')
-    batch_leaves = plan.batch_leaves
-    if not batch_leaves:
+    if not plan.batch_leaves:
       return fn(plan.plan, *arrays)
 
     def local(p, *xs):
-      return fn(_by_kind(p, batch_leaves, lambda x: x, lambda x: x[0]), *xs)
+      return fn(_by_kind(p, plan.batch_leaves, lambda x: x, lambda x: x[0]), *xs)
 
     specs = (P(DATA_AXIS),) * (1 + len(arrays))
     return self._shard_map(local, in_specs=specs, out_specs=P(DATA_AXIS))(plan.plan, *arrays)
