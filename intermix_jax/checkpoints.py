@@ -213,8 +213,7 @@ class CheckpointStore:
     saved: a kill in between leaves every run its previous checkpoint, a step they all share.
 
     Raises:
-      CheckpointWriteError: the write failed (e.g. disk full) or did not read back as written;
-        one line naming the path. The checkpoints already there are all kept.
+      CheckpointWriteError: the write failed or did not read back; the older checkpoints are kept.
     """
     if step in self.all_steps():
       return False

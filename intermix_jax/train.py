@@ -385,8 +385,7 @@ class _Loop:
   def train(self) -> list[dict]:
     out = {k: self._already_trained(b) for k, b in self.done.items()}
     if self.books:
-      for b in self.books:
-        b.write_results('running')
+      self._each(lambda k, b: b.write_results('running'))
       preempted = False
       with termination.Flag() as term:
         for epoch in range(self.step // self.spe, self.num_epochs):
