@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import gc
 import glob
 import hashlib
@@ -117,49 +118,44 @@ def _from_orbax_write(unraisable) -> bool:
           or (code is not None and '/orbax/' in code.co_filename))
 
 
-class _HeldOutput(logging.Filter):
-  """Context manager holding back what orbax logs and prints while a save runs. When the block
-  raises an Exception (a failed write: dozens of tracebacks from orbax's threads and abandoned
-  writes) it is dropped, also what those writes print later (the unraisable-exception hook stays);
-  otherwise its warnings are passed on at the end."""
+@contextlib.contextmanager
+def _held_output():
+  """Holds back what orbax logs and prints while a save runs. When the block raises an Exception
+  (a failed write: dozens of tracebacks from orbax's threads and abandoned writes) it is dropped,
+  also what those writes print later (the unraisable-exception hook stays); otherwise its
+  warnings are passed on at the end, in order."""
+  held, failed, previous_hook = [], [], sys.unraisablehook
+  loggers = [logging.getLogger('absl'), logging.getLogger('asyncio')]
 
-  def __init__(self):
-    super().__init__()
-    self.records, self.unraisables, self.failed = [], [], False
-    self.previous_hook = sys.unraisablehook
-    self.loggers = [logging.getLogger('absl'), logging.getLogger('asyncio')]
+  def hold(record: logging.LogRecord) -> bool:  # the loggers' filter
+    if '/orbax/' not in record.pathname and record.name != 'asyncio':
+      return True
+    if not failed and record.levelno >= logging.WARNING:  # passed on at the end
+      held.append(functools.partial(logging.getLogger(record.name).handle, record))
+    return False
 
-  def filter(self, record: logging.LogRecord) -> bool:
-    if '/orbax/' in record.pathname or record.name == 'asyncio':
-      if not self.failed and record.levelno >= logging.WARNING:  # passed on at the end
-        self.records.append(record)
-      return False
-    return True
-
-  def unraisablehook(self, unraisable) -> None:
+  def hook(unraisable) -> None:
     if not _from_orbax_write(unraisable):
-      self.previous_hook(unraisable)
-    elif not self.failed:
-      self.unraisables.append(unraisable)
+      previous_hook(unraisable)
+    elif not failed:
+      held.append(functools.partial(previous_hook, unraisable))
 
-  def __enter__(self):
-    for lg in self.loggers:
-      lg.addFilter(self)
-    sys.unraisablehook = self.unraisablehook
-    return self
-
-  def __exit__(self, exc_type, exc, tb):
-    self.failed = isinstance(exc, Exception)
-    if self.failed:
-      gc.collect()  # the abandoned coroutines, now rather than at exit
-    for lg in self.loggers:
-      lg.removeFilter(self)
-    if not self.failed:
-      sys.unraisablehook = self.previous_hook
-      for record in self.records:
-        logging.getLogger(record.name).handle(record)
-      for unraisable in self.unraisables:
-        self.previous_hook(unraisable)
+  for lg in loggers:
+    lg.addFilter(hold)
+  sys.unraisablehook = hook
+  try:
+    yield
+  except Exception:
+    failed.append(True)
+    gc.collect()  # the abandoned coroutines, now rather than at exit
+    raise
+  finally:
+    for lg in loggers:
+      lg.removeFilter(hold)
+    if not failed:
+      sys.unraisablehook = previous_hook
+      for release in held:
+        release()
 
 
 # --- The store ------------------------------------------------------------------------------------
@@ -217,8 +213,7 @@ class CheckpointStore:
     saved: a kill in between leaves every run its previous checkpoint, a step they all share.
 
     Raises:
-      CheckpointWriteError: the write failed (e.g. disk full) or did not read back as written;
-        one line naming the path. The checkpoints already there are all kept.
+      CheckpointWriteError: the write failed or did not read back; the older checkpoints are kept.
     """
     if step in self.all_steps():
       return False
@@ -226,12 +221,17 @@ class CheckpointStore:
     self._check_space(step, state)
     meta = dict(meta, **{DIGEST_KEY: dict(algorithm='sha256', leaves=digest)})
     try:
-      with _HeldOutput():
+      with _held_output():
         self._manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
         self._manager.wait_until_finished()
     except Exception as failure:  # pylint: disable=broad-except
-      self._remove_partial(step)
+      if jax.process_index() == 0:  # its temporary directory (frees the space; nothing else)
+        for tmp in glob.glob(os.path.join(glob.escape(self.directory),
+                                          f'{step}.orbax-checkpoint-tmp*')):
+          shutil.rmtree(tmp, ignore_errors=True)
+      with contextlib.suppress(Exception):
+        self._manager.reload()
       if not io_errors.is_io_error(failure):
         raise
       if io_errors.is_disk_full(failure):
@@ -271,16 +271,6 @@ class CheckpointStore:
     return CheckpointWriteError(code, f'cannot write checkpoint {self.path(step)}: {why}; {fix} '
                                 f'and rerun the same command to {where}')
 
-  def _remove_partial(self, step: int) -> None:
-    """After a failed save: removes its temporary directory (frees the space; the finished
-    checkpoints are untouched)."""
-    if jax.process_index() == 0:
-      for tmp in glob.glob(os.path.join(glob.escape(self.directory),
-                                        f'{step}.orbax-checkpoint-tmp*')):
-        shutil.rmtree(tmp, ignore_errors=True)
-    with contextlib.suppress(Exception):
-      self._manager.reload()
-
   def _read_back_problem(self, step: int, state: Any, digest: dict[str, str]) -> str | None:
     """None if checkpoint `step` reads back (to host memory) with the digest of `state`."""
     def host_target(x):  # host memory (no second copy on the device); typed keys as saved
@@ -290,16 +280,15 @@ class CheckpointStore:
 
     target = jax.tree.map(host_target, state)
     try:
-      with warnings.catch_warnings(), _HeldOutput():
+      with warnings.catch_warnings(), _held_output():
         warnings.simplefilter('ignore')  # "Sharding info not provided": host arrays, on purpose
         back = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target)))['state']
       problem = _digest_problem(digest, back)
     except Exception as e:  # pylint: disable=broad-except
       problem = io_errors.first_line(e)
-    if not _all_processes(problem is None) and problem is None:
-      problem = 'another process read it back differently'
-    return problem
+    agreed = _all_processes(problem is None)  # on every process: a collective
+    return problem or (None if agreed else 'another process read it back differently')
 
   def _delete(self, steps: list[int]) -> list[int]:
     for s in steps:

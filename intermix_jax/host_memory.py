@@ -64,12 +64,10 @@ def cpu_backend_expected() -> bool:
         return jax.default_backend() == 'cpu'
     except (ImportError, AttributeError):
       pass
-  platforms = _jax_setting('jax_platforms', 'JAX_PLATFORMS')
+  platforms = (_jax_setting('jax_platforms', 'JAX_PLATFORMS')
+               or _jax_setting('jax_platform_name', 'JAX_PLATFORM_NAME'))  # a single name
   if platforms:
     return platforms.split(',')[0].strip() == 'cpu'
-  platform_name = _jax_setting('jax_platform_name', 'JAX_PLATFORM_NAME')
-  if platform_name:
-    return platform_name == 'cpu'
   return not _accelerator_plugin_installed()
 
 

@@ -219,17 +219,14 @@ class ShardedStrategy:
       raise AttributeError(name)
     return getattr(self.strategy, name)
 
-  @property
-  def num_devices(self) -> int:
-    return num_shards(self.mesh)
-
   def _shard_map(self, f, in_specs, out_specs):
     return jax.shard_map(f, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs,
                          check_vma=self.check_vma)
 
   def plan(self, key: jax.Array, batch_size: int, num_mix_points: int) -> ShardedPlan:
     """Per-device plans for a global batch of `batch_size` rows (see class docstring)."""
-    b = _rows_per_device(batch_size, self.num_devices, self.mesh, pairs=self.mixes, who=self.name)
+    n = num_shards(self.mesh)
+    b = _rows_per_device(batch_size, n, self.mesh, pairs=self.mixes, who=self.name)
 
     def leaf_shapes(rows):
       plan = jax.eval_shape(lambda k: self.strategy.plan(k, rows, num_mix_points), key)
@@ -246,28 +243,27 @@ class ShardedStrategy:
       batch_leaves += (s1 != s2,)
 
     def local(k):
-      if self.num_devices > 1:
+      if n > 1:
         k = jax.random.fold_in(k, jax.lax.axis_index(DATA_AXIS))
       return _by_kind(self.strategy.plan(k, b, num_mix_points), batch_leaves, lambda x: x,
                       lambda x: jnp.asarray(x)[None])
 
     if not batch_leaves:  # a plan without arrays (nothing to shard)
-      k = jax.random.fold_in(key, 0) if self.num_devices > 1 else key
-      return ShardedPlan(self.strategy.plan(k, b, num_mix_points), (), self.num_devices)
+      k = jax.random.fold_in(key, 0) if n > 1 else key
+      return ShardedPlan(self.strategy.plan(k, b, num_mix_points), (), n)
     plan = self._shard_map(local, in_specs=P(), out_specs=P(DATA_AXIS))(key)
-    return ShardedPlan(plan, batch_leaves, self.num_devices)
+    return ShardedPlan(plan, batch_leaves, n)
 
   def _per_device(self, fn: Callable, plan: ShardedPlan, *arrays):
     """Runs fn(device_plan, *device_shards) on every device; arrays sharded on their batch axis."""
     if not isinstance(plan, ShardedPlan):
       raise TypeError(f'{self.name}: expected the ShardedPlan returned by this sharded strategy\'s '
                       f'plan(), got {type(plan).__name__}')
-    batch_leaves = plan.batch_leaves
-    if not batch_leaves:
+    if not plan.batch_leaves:
       return fn(plan.plan, *arrays)
 
     def local(p, *xs):
-      return fn(_by_kind(p, batch_leaves, lambda x: x, lambda x: x[0]), *xs)
+      return fn(_by_kind(p, plan.batch_leaves, lambda x: x, lambda x: x[0]), *xs)
 
     specs = (P(DATA_AXIS),) * (1 + len(arrays))
     return self._shard_map(local, in_specs=specs, out_specs=P(DATA_AXIS))(plan.plan, *arrays)

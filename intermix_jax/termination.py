@@ -128,4 +128,3 @@ class Flag:
               signal.getsignal(signal.SIGINT) == signal.SIG_DFL):
         signal.signal(signum, old)  # (the command line keeps SIGINT's default after a Ctrl-C)
     self._old = {}
-    return False

@@ -286,12 +286,9 @@ class _Loop:
     unfinished = [k for k in range(len(books)) if k not in self.done]
     # The newest step every unfinished run can resume from (a run whose newest checkpoint is
     # unreadable falls back further, so this may take more than one round).
-    while unfinished:
+    while len({books[k].start for k in unfinished}) > 1:
       common = min(books[k].start for k in unfinished)
-      ahead = [k for k in unfinished if books[k].start > common]
-      if not ahead:
-        break
-      for k in ahead:
+      for k in [k for k in unfinished if books[k].start > common]:
         logging.info('%s: resuming from step %d, with the other runs of this program',
                      books[k].run.workdir, common)
         books[k] = records.RunRecord(*parts[k], t0, at_most=common)
@@ -388,8 +385,7 @@ class _Loop:
   def train(self) -> list[dict]:
     out = {k: self._already_trained(b) for k, b in self.done.items()}
     if self.books:
-      for b in self.books:
-        b.write_results('running')
+      self._each(lambda k, b: b.write_results('running'))
       preempted = False
       with termination.Flag() as term:
         for epoch in range(self.step // self.spe, self.num_epochs):
@@ -488,8 +484,7 @@ class _Loop:
     SIGTERM), results.json."""
     cfg, last = self.first.config, epoch + 1 == self.num_epochs
     self._check_finite()
-    loss, err = self._per_run(self.sums)
-    lr = self._per_run(self.metrics['lr'])
+    (loss, err), lr = self._per_run((self.sums, self.metrics['lr']))
     evaluated = (epoch + 1) % cfg.eval_every_epochs == 0 or last
     evals = [None] * len(self.books)
     if evaluated and self.live:
