@@ -210,7 +210,8 @@ def parse_epsilons(text: str) -> tuple[float, ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """Exit status: 0 written; 2 bad arguments or unusable workdir."""
+  """Exit status: 0 written; 1 one line `error: ...` for a data or the machine's error (e.g. --out
+  not writable: io_errors.one_line_errors); 2 bad arguments or unusable workdir."""
   p = argparse.ArgumentParser(prog='python -m intermix_jax.adversarial',
                               description=__doc__.splitlines()[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -228,20 +229,31 @@ def main(argv: Sequence[str] | None = None) -> int:
   except ValueError as e:
     p.error(str(e))
   from intermix_jax import checkpoints, io_errors  # pylint: disable=g-import-not-at-top
+  from intermix_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   checkpoints.quiet_orbax_logging(logging.ERROR)  # read-only restores: orbax's warnings too
-  try:
-    result = evaluate_workdir(args.workdir, epsilons, data_dir=args.data_dir,
-                              manual_dir=args.manual_dir, allow_unfinished=args.allow_unfinished)
-  except AdversarialWorkdirError as e:
-    return io_errors.error(str(e), 2)
-  from intermix_jax import workdir as workdir_lib
   out = args.out or os.path.join(args.workdir, RESULTS_FILE)
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  workdir_lib.write_json_atomic(out, result)
-  line = ' | '.join(f'eps {k}: {v:.1f}%' for k, v in result['attacked_error'].items())
-  print(f'{result["dataset"]} {result["backbone"]} {result["method"]} fold {result["fold"]} seed '
-        f'{result["seed"]}: clean {result["clean_error"]:.1f}% | {line}  -> {out}', flush=True)
-  return 0
+
+  def attack() -> int:
+    try:
+      result = evaluate_workdir(args.workdir, epsilons, data_dir=args.data_dir,
+                                manual_dir=args.manual_dir,
+                                allow_unfinished=args.allow_unfinished)
+    except AdversarialWorkdirError as e:
+      return io_errors.error(str(e), 2)
+    try:
+      os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+      workdir_lib.write_json_atomic(out, result)
+    except OSError as e:  # after minutes of attacks: say where the result is missing
+      line = io_errors.os_error_line(e, '--out')
+      if line is None:
+        raise
+      return io_errors.error(f'the result could not be written: {line}')
+    line = ' | '.join(f'eps {k}: {v:.1f}%' for k, v in result['attacked_error'].items())
+    print(f'{result["dataset"]} {result["backbone"]} {result["method"]} fold {result["fold"]} '
+          f'seed {result["seed"]}: clean {result["clean_error"]:.1f}% | {line}  -> {out}',
+          flush=True)
+    return 0
+  return io_errors.one_line_errors(attack)
 
 
 if __name__ == '__main__':

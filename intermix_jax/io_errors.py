@@ -3,8 +3,9 @@
 `is_disk_full` recognises a full disk however the writing library reports it, anywhere in the
 exception's chain: an OSError (ENOSPC), tensorstore's ValueError (orbax: 'No space left on device
 [os_error_code=28]'), array_record's RuntimeError (TFDS preparation). `WriteError` is the one-line
-OSError raised instead; `error` prints the one line `error: ...` of every command (main.py exits
-1). Imports nothing of JAX or TFDS.
+OSError raised instead; `error` prints the one line `error: ...` of every command, and
+`one_line_errors` runs a command with every known error (`known_error_line`) as that line, exit 1:
+main, predict and adversarial. Imports nothing of JAX or TFDS at module level.
 """
 from __future__ import annotations
 
@@ -12,12 +13,24 @@ import errno
 import re
 import shutil
 import sys
+from typing import Callable
 
 IO_ERROR_TEXT = re.compile(r"No space left on device|os_error_code|RESOURCE_EXHAUSTED|"
                            r"PERMISSION_DENIED|Read-only file system|Disk quota exceeded")
 ENOSPC_TEXT = re.compile(r"No space left on device|os_error_code='?%d\b|Disk quota exceeded"
                          % errno.ENOSPC)
 
+# errno of an OSError that is the machine's state, not a bug: one line naming the path, exit 1;
+# {} is where to write instead.
+_OS_ERROR_HINTS = {
+    errno.ENOSPC: 'the disk is full: free space there or choose another {}',
+    errno.EDQUOT: 'the disk quota is exhausted: free space or choose another {}',
+    errno.EROFS: 'a read-only file system: choose a writable {}',
+    errno.EACCES: 'choose a {} you can write, or change its permissions',
+    errno.EPERM: 'choose a {} you can write, or change its permissions',
+    errno.ENOTDIR: 'a file stands where a directory is needed: choose another {}',
+}
+_OS_ERROR_HINTS[errno.EEXIST] = _OS_ERROR_HINTS[errno.ENOTDIR]  # os.makedirs over a file
 
 class WriteError(OSError):
   """A file of the run could not be written (disk full, no permission, ...): one line naming the
@@ -62,6 +75,43 @@ def error(line: str, status: int = 1) -> int:
   """Prints `error: <line>` on stderr; returns the exit status `status`."""
   print(f'error: {line}', file=sys.stderr, flush=True)
   return status
+
+
+def os_error_line(e: OSError, where: str = '--workdir / data_dir') -> str | None:
+  """One line for an OSError that names a path and is the machine's state, its hint naming
+  `where` to write instead; None otherwise."""
+  if type(e).__module__.startswith('intermix_jax'):  # the project's own: the message says it all
+    return str(e)
+  hint = _OS_ERROR_HINTS.get(e.errno)
+  if hint is None or not e.filename:
+    return None
+  return f'{e.filename}: {e.strerror} ({errno.errorcode[e.errno]}); {hint.format(where)}'
+
+
+def known_error_line(e: Exception) -> str | None:
+  """The one line of an error that is the user's or the machine's, not a bug: the message of a
+  config, workdir, non-finite-loss or data error (data moved, bad layout or audio file) or a
+  FileNotFoundError; else `os_error_line`. None for anything else (a bug: keep its traceback)."""
+  # pylint: disable=g-import-not-at-top
+  from intermix_jax import config_lib, data, records, workdir  # JAX and TFDS: only now
+  known = (config_lib.ConfigError, workdir.WorkdirConfigError, workdir.WorkdirBusyError,
+           records.NonFiniteError, data.LayoutError, data.BadAudioFileError,
+           data.SourceUnavailableError, FileNotFoundError)
+  if isinstance(e, known):
+    return str(e)
+  return os_error_line(e) if isinstance(e, OSError) else None
+
+
+def one_line_errors(command: Callable[[], int]) -> int:
+  """command()'s exit status, or 1 after `error: <known_error_line>` for a known error (anything
+  else propagates with its traceback)."""
+  try:
+    return command()
+  except Exception as e:  # pylint: disable=broad-except
+    line = known_error_line(e)
+    if line is None:
+      raise
+    return error(line)
 
 
 def mib(n: float) -> str:

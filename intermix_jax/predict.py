@@ -182,7 +182,8 @@ def to_json(predictor: Predictor, results: Sequence[FilePrediction],
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """The command line; returns the exit status (0 ok, 1 some file failed, 2 bad workdir)."""
+  """The command line; returns the exit status (0 ok; 1 some file failed, or one line `error: ...`
+  for a data or the machine's error: io_errors.one_line_errors; 2 bad workdir)."""
   parser = argparse.ArgumentParser(
       prog='python -m intermix_jax.predict',
       description='Classify audio files with a trained workdir (10-crop protocol).')
@@ -198,18 +199,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.error(f'--top_k must be >= 1, got {args.top_k}')
   from intermix_jax import checkpoints, io_errors
   checkpoints.quiet_orbax_logging(logging.ERROR)  # read-only restores: orbax's warnings too
-  try:
-    predictor = Predictor(args.workdir)
-  except PredictWorkdirError as e:
-    return io_errors.error(str(e), 2)
-  results, errors = predictor.predict_paths(args.paths, args.top_k)
-  for path, why in errors:
-    io_errors.error(f'{path}: {why}')
-  if args.json:
-    print(json.dumps(to_json(predictor, results, errors), indent=1))
-  elif results:
-    print(format_text(results))
-  return 1 if errors else 0
+
+  def classify() -> int:
+    try:
+      predictor = Predictor(args.workdir)
+    except PredictWorkdirError as e:
+      return io_errors.error(str(e), 2)
+    results, errors = predictor.predict_paths(args.paths, args.top_k)
+    for path, why in errors:
+      io_errors.error(f'{path}: {why}')
+    if args.json:
+      print(json.dumps(to_json(predictor, results, errors), indent=1))
+    elif results:
+      print(format_text(results))
+    return 1 if errors else 0
+  return io_errors.one_line_errors(classify)
 
 
 if __name__ == '__main__':
