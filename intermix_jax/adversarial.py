@@ -34,14 +34,14 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from intermix_jax import io_errors
 from intermix_jax import steps
 
 DEFAULT_EPSILONS = (1e-2, 1e-3, 1e-4, 1e-5)  # docs/method.md §7
 RESULTS_FILE = 'adversarial.json'
 
 
-class AdversarialWorkdirError(RuntimeError):
-  """The workdir cannot be attacked (no config, no checkpoint, run not finished, ...)."""
+AdversarialWorkdirError = io_errors.WorkdirError  # the workdir cannot be attacked
 
 
 def fgsm(loss_fn: Callable[[jax.Array], jax.Array], x: jax.Array, eps) -> jax.Array:
@@ -142,7 +142,7 @@ def load_workdir(workdir: str, *, allow_unfinished: bool = False):
           f'the attack evaluates the LAST checkpoint of a finished run (--allow_unfinished to '
           f'attack the newest checkpoint anyway)')
 
-  run = trained.load_workdir(workdir, AdversarialWorkdirError, check=finished)
+  run = trained.load_workdir(workdir, check=finished)
   results = run.results
   skipped = f' (skipped: {run.skipped})' if run.skipped else ''
   if results and results.get('status') == 'finished' and run.step != int(
@@ -228,18 +228,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     epsilons = parse_epsilons(args.eps)
   except ValueError as e:
     p.error(str(e))
-  from intermix_jax import checkpoints, io_errors  # pylint: disable=g-import-not-at-top
+  from intermix_jax import checkpoints  # pylint: disable=g-import-not-at-top
   from intermix_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   checkpoints.quiet_orbax_logging(logging.ERROR)  # read-only restores: orbax's warnings too
   out = args.out or os.path.join(args.workdir, RESULTS_FILE)
 
   def attack() -> int:
-    try:
-      result = evaluate_workdir(args.workdir, epsilons, data_dir=args.data_dir,
-                                manual_dir=args.manual_dir,
-                                allow_unfinished=args.allow_unfinished)
-    except AdversarialWorkdirError as e:
-      return io_errors.error(str(e), 2)
+    result = evaluate_workdir(args.workdir, epsilons, data_dir=args.data_dir,
+                              manual_dir=args.manual_dir, allow_unfinished=args.allow_unfinished)
     try:
       os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
       workdir_lib.write_json_atomic(out, result)

@@ -4,8 +4,8 @@
 exception's chain: an OSError (ENOSPC), tensorstore's ValueError (orbax: 'No space left on device
 [os_error_code=28]'), array_record's RuntimeError (TFDS preparation). `WriteError` is the one-line
 OSError raised instead; `error` prints the one line `error: ...` of every command, and
-`one_line_errors` runs a command with every known error (`known_error_line`) as that line, exit 1:
-main, predict and adversarial. Imports nothing of JAX or TFDS at module level.
+`one_line_errors` runs a command (main, predict, adversarial) with every error that is not a bug
+as that line. Imports nothing of JAX or TFDS at module level.
 """
 from __future__ import annotations
 
@@ -39,6 +39,11 @@ class WriteError(OSError):
 
   def __str__(self) -> str:
     return str(self.strerror)
+
+
+class WorkdirError(RuntimeError):
+  """A trained workdir cannot be used (no config, no readable checkpoint, run not finished, ...):
+  one line; exit status 2 of predict and adversarial (trained.load_workdir raises it)."""
 
 
 def chain(error: BaseException):
@@ -88,28 +93,25 @@ def os_error_line(e: OSError, where: str = '--workdir / data_dir') -> str | None
   return f'{e.filename}: {e.strerror} ({errno.errorcode[e.errno]}); {hint.format(where)}'
 
 
-def known_error_line(e: Exception) -> str | None:
-  """The one line of an error that is the user's or the machine's, not a bug: the message of a
-  config, workdir, non-finite-loss or data error (data moved, bad layout or audio file) or a
-  FileNotFoundError; else `os_error_line`. None for anything else (a bug: keep its traceback)."""
+def one_line_errors(command: Callable[[], int]) -> int:
+  """command()'s exit status, or after one line `error: ...` (the error's message, or an OSError's
+  `os_error_line`): 2 for a WorkdirError; 1 for an error that is the user's or the machine's, not a
+  bug: a config, workdir, non-finite-loss or data error (data moved, bad layout or audio file), a
+  FileNotFoundError, the machine's OSError. Anything else propagates with its traceback."""
   # pylint: disable=g-import-not-at-top
   from intermix_jax import config_lib, data, records, workdir  # JAX and TFDS: only now
   known = (config_lib.ConfigError, workdir.WorkdirConfigError, workdir.WorkdirBusyError,
            records.NonFiniteError, data.LayoutError, data.BadAudioFileError,
            data.SourceUnavailableError, FileNotFoundError)
-  if isinstance(e, known):
-    return str(e)
-  return os_error_line(e) if isinstance(e, OSError) else None
-
-
-def one_line_errors(command: Callable[[], int]) -> int:
-  """command()'s exit status, or 1 after `error: <known_error_line>` for a known error (anything
-  else propagates with its traceback)."""
   try:
     return command()
-  except Exception as e:  # pylint: disable=broad-except
-    line = known_error_line(e)
-    if line is None:
+  except WorkdirError as e:
+    return error(str(e), 2)
+  except known as e:
+    return error(str(e))
+  except OSError as e:
+    line = os_error_line(e)
+    if line is None:  # not the machine's state: a bug
       raise
     return error(line)
 

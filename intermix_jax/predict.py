@@ -25,12 +25,12 @@ from typing import Sequence
 
 import numpy as np
 
+from intermix_jax import io_errors
 
 MAX_CHANNELS = 64  # prediction accepts any file with up to this many channels (downmixed)
 
 
-class PredictWorkdirError(RuntimeError):
-  """The workdir cannot be used for prediction (no config, no checkpoint, ...)."""
+PredictWorkdirError = io_errors.WorkdirError  # the workdir cannot be used for prediction
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +56,7 @@ class Predictor:
     from intermix_jax import steps, trained
     from intermix_jax.data import catalog, custom
 
-    run = trained.load_workdir(workdir, PredictWorkdirError)
+    run = trained.load_workdir(workdir)
     self.workdir, self.config, self.class_names = run.workdir, run.config, run.class_names
     self.model, self.mesh, self.state, self.step = run.model, run.mesh, run.state, run.step
     if run.skipped:  # never silently: say which checkpoint predicts instead
@@ -197,14 +197,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)  # None: sys.argv[1:]
   if args.top_k < 1:
     parser.error(f'--top_k must be >= 1, got {args.top_k}')
-  from intermix_jax import checkpoints, io_errors
+  from intermix_jax import checkpoints
   checkpoints.quiet_orbax_logging(logging.ERROR)  # read-only restores: orbax's warnings too
 
   def classify() -> int:
-    try:
-      predictor = Predictor(args.workdir)
-    except PredictWorkdirError as e:
-      return io_errors.error(str(e), 2)
+    predictor = Predictor(args.workdir)
     results, errors = predictor.predict_paths(args.paths, args.top_k)
     for path, why in errors:
       io_errors.error(f'{path}: {why}')
