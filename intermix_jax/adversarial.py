@@ -144,16 +144,13 @@ def load_workdir(workdir: str, *, allow_unfinished: bool = False):
 
   run = trained.load_workdir(workdir, check=finished)
   results = run.results
-  skipped = f' (skipped: {run.skipped})' if run.skipped else ''
   if results and results.get('status') == 'finished' and run.step != int(
       results.get('total_steps', run.step)):
+    skipped = f' (skipped: {run.skipped})' if run.skipped else ''
     raise AdversarialWorkdirError(
         f'--workdir={workdir}: the newest readable checkpoint is step {run.step}, but the run '
         f'finished at step {results.get("total_steps")}: its last checkpoint is missing, '
         f'unreadable or corrupted{skipped}')
-  if run.skipped:  # --allow_unfinished: an older checkpoint, never silently
-    logging.warning('--workdir=%s: attacking checkpoint %s (step %d), not the newest%s', workdir,
-                    run.checkpoint, run.step, skipped)
   return run
 
 

@@ -59,9 +59,6 @@ class Predictor:
     run = trained.load_workdir(workdir)
     self.workdir, self.config, self.class_names = run.workdir, run.config, run.class_names
     self.model, self.mesh, self.state, self.step = run.model, run.mesh, run.state, run.step
-    if run.skipped:  # never silently: say which checkpoint predicts instead
-      logging.warning('--workdir=%s: predicting with checkpoint %s (step %d), not the newest: %s',
-                      self.workdir, run.checkpoint, self.step, run.skipped)
     c = self.config
     self.sample_rate = int(self.model.sample_rate)
     self.input_length = int(self.model.input_length)

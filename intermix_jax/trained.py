@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import os
 from typing import Any, Callable, Sequence
 
@@ -52,9 +53,8 @@ class TrainedRun:
     mesh: the devices `state` lives on (replicated).
     state: steps.TrainState of the restored checkpoint.
     step: its global step.
-    checkpoint: its path.
     skipped: '; '-joined `path why` of newer checkpoints that were unreadable or corrupted and
-      left in place ('' when the newest one was used).
+      left in place ('' when the newest one was used; else logged as a warning).
   """
   workdir: str
   config: ml_collections.ConfigDict
@@ -64,7 +64,6 @@ class TrainedRun:
   mesh: jax.sharding.Mesh
   state: steps.TrainState
   step: int
-  checkpoint: str
   skipped: str
 
 
@@ -129,9 +128,11 @@ def load_workdir(workdir: str, *, check: Callable[[ml_collections.ConfigDict, di
     why = f'; skipped: {skipped}' if skipped else ' (has the run saved one yet?)'
     raise io_errors.WorkdirError(f'--workdir={workdir}: no readable checkpoint in {ckpt_dir}{why}')
   state, _, step = restored
+  if skipped:  # never silently: say which checkpoint is used instead
+    logging.warning('--workdir=%s: using checkpoint %s (step %d), not the newest: %s', workdir,
+                    store.path(step), step, skipped)
   return TrainedRun(workdir=workdir, config=config, results=results, class_names=class_names,
-                    model=model, mesh=mesh, state=state, step=int(step),
-                    checkpoint=store.path(step), skipped=skipped)
+                    model=model, mesh=mesh, state=state, step=int(step), skipped=skipped)
 
 
 # ------------------------------------------------------------------------------------------------
