@@ -45,9 +45,8 @@ class Predictor:
   """The model of a training workdir, ready to classify clips.
 
   Attributes:
-    workdir, config (ConfigDict of W/config.json), class_names (C names), model, sample_rate (Hz),
-    input_length (T samples), num_crops, step (global step of the restored checkpoint), state
-    (its TrainState) and mesh (the device it lives on: this process's first).
+    workdir, config, class_names (C names), model, mesh, state and step: trained.TrainedRun's;
+    sample_rate (Hz), input_length (T samples) and num_crops of the run's evaluation.
   Raises:
     PredictWorkdirError: the workdir is unusable (one line; see trained.load_workdir).
   """
