@@ -20,8 +20,7 @@ IO_ERROR_TEXT = re.compile(r"No space left on device|os_error_code|RESOURCE_EXHA
 ENOSPC_TEXT = re.compile(r"No space left on device|os_error_code='?%d\b|Disk quota exceeded"
                          % errno.ENOSPC)
 
-# errno of an OSError that is the machine's state, not a bug: one line naming the path, exit 1;
-# {} is where to write instead.
+# errno of an OSError that is the machine's state, not a bug -> hint ({}: where to write instead).
 _OS_ERROR_HINTS = {
     errno.ENOSPC: 'the disk is full: free space there or choose another {}',
     errno.EDQUOT: 'the disk quota is exhausted: free space or choose another {}',
@@ -94,12 +93,10 @@ def os_error_line(e: OSError, where: str = '--workdir / data_dir') -> str | None
 
 
 def one_line_errors(command: Callable[[], int]) -> int:
-  """command()'s exit status, or after one line `error: ...` (the error's message, or an OSError's
-  `os_error_line`): 2 for a WorkdirError; 1 for an error that is the user's or the machine's, not a
-  bug: a config, workdir, non-finite-loss or data error (data moved, bad layout or audio file), a
-  FileNotFoundError, the machine's OSError. Anything else propagates with its traceback."""
-  # pylint: disable=g-import-not-at-top
-  from intermix_jax import config_lib, data, records, workdir  # JAX and TFDS: only now
+  """command()'s exit status, or after one line `error: ...`: 2 for a WorkdirError; 1 for what is
+  the user's or the machine's, not a bug: a config, workdir, non-finite-loss or data error (its
+  message), the machine's OSError (`os_error_line`). Anything else keeps its traceback."""
+  from intermix_jax import config_lib, data, records, workdir  # pylint: disable=g-import-not-at-top
   known = (config_lib.ConfigError, workdir.WorkdirConfigError, workdir.WorkdirBusyError,
            records.NonFiniteError, data.LayoutError, data.BadAudioFileError,
            data.SourceUnavailableError, FileNotFoundError)
