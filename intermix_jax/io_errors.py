@@ -31,6 +31,7 @@ _OS_ERROR_HINTS = {
 }
 _OS_ERROR_HINTS[errno.EEXIST] = _OS_ERROR_HINTS[errno.ENOTDIR]  # os.makedirs over a file
 
+
 class WriteError(OSError):
   """A file of the run could not be written (disk full, no permission, ...): one line naming the
   path, what is kept and what to do. Raised as WriteError(errno, message); str() is the message

@@ -27,6 +27,7 @@ import numpy as np
 
 from intermix_jax import io_errors
 
+
 MAX_CHANNELS = 64  # prediction accepts any file with up to this many channels (downmixed)
 
 
