@@ -34,14 +34,14 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from intermix_jax import io_errors
 from intermix_jax import steps
 
 DEFAULT_EPSILONS = (1e-2, 1e-3, 1e-4, 1e-5)  # docs/method.md §7
 RESULTS_FILE = 'adversarial.json'
 
 
-class AdversarialWorkdirError(RuntimeError):
-  """The workdir cannot be attacked (no config, no checkpoint, run not finished, ...)."""
+AdversarialWorkdirError = io_errors.WorkdirError  # the workdir cannot be attacked
 
 
 def fgsm(loss_fn: Callable[[jax.Array], jax.Array], x: jax.Array, eps) -> jax.Array:
@@ -142,18 +142,15 @@ def load_workdir(workdir: str, *, allow_unfinished: bool = False):
           f'the attack evaluates the LAST checkpoint of a finished run (--allow_unfinished to '
           f'attack the newest checkpoint anyway)')
 
-  run = trained.load_workdir(workdir, AdversarialWorkdirError, check=finished)
+  run = trained.load_workdir(workdir, check=finished)
   results = run.results
-  skipped = f' (skipped: {run.skipped})' if run.skipped else ''
   if results and results.get('status') == 'finished' and run.step != int(
       results.get('total_steps', run.step)):
+    skipped = f' (skipped: {run.skipped})' if run.skipped else ''
     raise AdversarialWorkdirError(
         f'--workdir={workdir}: the newest readable checkpoint is step {run.step}, but the run '
         f'finished at step {results.get("total_steps")}: its last checkpoint is missing, '
         f'unreadable or corrupted{skipped}')
-  if run.skipped:  # --allow_unfinished: an older checkpoint, never silently
-    logging.warning('--workdir=%s: attacking checkpoint %s (step %d), not the newest%s', workdir,
-                    run.checkpoint, run.step, skipped)
   return run
 
 
@@ -210,7 +207,8 @@ def parse_epsilons(text: str) -> tuple[float, ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """Exit status: 0 written; 2 bad arguments or unusable workdir."""
+  """Exit status: 0 written; 1 one line `error: ...` for a data or the machine's error (e.g. --out
+  not writable: io_errors.one_line_errors); 2 bad arguments or unusable workdir."""
   p = argparse.ArgumentParser(prog='python -m intermix_jax.adversarial',
                               description=__doc__.splitlines()[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -227,21 +225,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     epsilons = parse_epsilons(args.eps)
   except ValueError as e:
     p.error(str(e))
-  from intermix_jax import checkpoints, io_errors  # pylint: disable=g-import-not-at-top
+  from intermix_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from intermix_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   checkpoints.quiet_orbax_logging(logging.ERROR)  # read-only restores: orbax's warnings too
-  try:
+  out = args.out or os.path.join(args.workdir, RESULTS_FILE)
+
+  def attack() -> int:
     result = evaluate_workdir(args.workdir, epsilons, data_dir=args.data_dir,
                               manual_dir=args.manual_dir, allow_unfinished=args.allow_unfinished)
-  except AdversarialWorkdirError as e:
-    return io_errors.error(str(e), 2)
-  from intermix_jax import workdir as workdir_lib
-  out = args.out or os.path.join(args.workdir, RESULTS_FILE)
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  workdir_lib.write_json_atomic(out, result)
-  line = ' | '.join(f'eps {k}: {v:.1f}%' for k, v in result['attacked_error'].items())
-  print(f'{result["dataset"]} {result["backbone"]} {result["method"]} fold {result["fold"]} seed '
-        f'{result["seed"]}: clean {result["clean_error"]:.1f}% | {line}  -> {out}', flush=True)
-  return 0
+    try:
+      os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+      workdir_lib.write_json_atomic(out, result)
+    except OSError as e:  # after minutes of attacks: say where the result is missing
+      line = io_errors.os_error_line(e, '--out')
+      if line is None:
+        raise
+      return io_errors.error(f'the result could not be written: {line}')
+    line = ' | '.join(f'eps {k}: {v:.1f}%' for k, v in result['attacked_error'].items())
+    print(f'{result["dataset"]} {result["backbone"]} {result["method"]} fold {result["fold"]} '
+          f'seed {result["seed"]}: clean {result["clean_error"]:.1f}% | {line}  -> {out}',
+          flush=True)
+    return 0
+  return io_errors.one_line_errors(attack)
 
 
 if __name__ == '__main__':

@@ -68,24 +68,18 @@ def slurm_local_device_ids(environ: Mapping[str, str] | None = None) -> list[int
   return list(range(len(visible))) if _tasks_per_node(env) == 1 else None
 
 
-def initialize_distributed(enabled: bool | None = None, *,
-                           coordinator_address: str | None = None,
-                           num_processes: int | None = None,
-                           process_id: int | None = None,
-                           local_device_ids: list[int] | None = None,
-                           initialization_timeout: int = 300,
+def initialize_distributed(enabled: bool | None = None, *, initialization_timeout: int = 300,
                            environ: Mapping[str, str] | None = None) -> bool:
   """Connects the processes of a multi-process job (call before any other JAX use).
+
+  The coordinator's address, the process count and id come from the environment
+  (`JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`), else JAX detects them (SLURM,
+  TPU metadata, ...); the GPUs this process drives from `JAX_LOCAL_DEVICE_IDS` (read by JAX), else
+  `slurm_local_device_ids` under SLURM, else JAX's choice.
 
   Args:
     enabled: True: always call `jax.distributed.initialize` (e.g. `--distributed` on a TPU pod);
       False: never (single process); None: only if `multiprocess_launch_reason` finds a launch.
-    coordinator_address: 'host:port' of process 0; default: from the environment
-      (`JAX_COORDINATOR_ADDRESS`, SLURM, TPU metadata, ...).
-    num_processes, process_id: default: `JAX_NUM_PROCESSES` / `JAX_PROCESS_ID` if set, else detected
-      by JAX from the cluster environment.
-    local_device_ids: GPUs this process drives; default: `JAX_LOCAL_DEVICE_IDS` (read by JAX), else
-      `slurm_local_device_ids` under SLURM, else JAX's choice.
     initialization_timeout: seconds to wait for every process to join.
     environ: environment to read (default `os.environ`); for tests.
   Returns:
@@ -99,13 +93,12 @@ def initialize_distributed(enabled: bool | None = None, *,
   reason = multiprocess_launch_reason(env)
   if enabled is False or (enabled is None and reason is None):
     return False
-  if local_device_ids is None and not env.get('JAX_LOCAL_DEVICE_IDS'):
-    local_device_ids = slurm_local_device_ids(env)
-  kwargs = dict(coordinator_address=coordinator_address or env.get('JAX_COORDINATOR_ADDRESS'),
-                num_processes=_int(env, 'JAX_NUM_PROCESSES') if num_processes is None
-                else num_processes,
-                process_id=_int(env, 'JAX_PROCESS_ID') if process_id is None else process_id,
-                initialization_timeout=initialization_timeout, local_device_ids=local_device_ids)
+  kwargs = dict(coordinator_address=env.get('JAX_COORDINATOR_ADDRESS'),
+                num_processes=_int(env, 'JAX_NUM_PROCESSES'),
+                process_id=_int(env, 'JAX_PROCESS_ID'),
+                initialization_timeout=initialization_timeout,
+                local_device_ids=(None if env.get('JAX_LOCAL_DEVICE_IDS')
+                                  else slurm_local_device_ids(env)))
   kwargs = {k: v for k, v in kwargs.items() if v is not None}
   why = reason or 'asked for (--distributed)'
   logging.info('jax.distributed.initialize(%s): %s', kwargs, why)

@@ -3,8 +3,9 @@
 `is_disk_full` recognises a full disk however the writing library reports it, anywhere in the
 exception's chain: an OSError (ENOSPC), tensorstore's ValueError (orbax: 'No space left on device
 [os_error_code=28]'), array_record's RuntimeError (TFDS preparation). `WriteError` is the one-line
-OSError raised instead; `error` prints the one line `error: ...` of every command (main.py exits
-1). Imports nothing of JAX or TFDS.
+OSError raised instead; `error` prints the one line `error: ...` of every command, and
+`one_line_errors` runs a command (main, predict, adversarial) with every error that is not a bug
+as that line. Imports nothing of JAX or TFDS at module level.
 """
 from __future__ import annotations
 
@@ -12,11 +13,23 @@ import errno
 import re
 import shutil
 import sys
+from typing import Callable
 
 IO_ERROR_TEXT = re.compile(r"No space left on device|os_error_code|RESOURCE_EXHAUSTED|"
                            r"PERMISSION_DENIED|Read-only file system|Disk quota exceeded")
 ENOSPC_TEXT = re.compile(r"No space left on device|os_error_code='?%d\b|Disk quota exceeded"
                          % errno.ENOSPC)
+
+# errno of an OSError that is the machine's state, not a bug -> hint ({}: where to write instead).
+_OS_ERROR_HINTS = {
+    errno.ENOSPC: 'the disk is full: free space there or choose another {}',
+    errno.EDQUOT: 'the disk quota is exhausted: free space or choose another {}',
+    errno.EROFS: 'a read-only file system: choose a writable {}',
+    errno.EACCES: 'choose a {} you can write, or change its permissions',
+    errno.EPERM: 'choose a {} you can write, or change its permissions',
+    errno.ENOTDIR: 'a file stands where a directory is needed: choose another {}',
+}
+_OS_ERROR_HINTS[errno.EEXIST] = _OS_ERROR_HINTS[errno.ENOTDIR]  # os.makedirs over a file
 
 
 class WriteError(OSError):
@@ -26,6 +39,11 @@ class WriteError(OSError):
 
   def __str__(self) -> str:
     return str(self.strerror)
+
+
+class WorkdirError(RuntimeError):
+  """A trained workdir cannot be used (no config, no readable checkpoint, run not finished, ...):
+  one line; exit status 2 of predict and adversarial (trained.load_workdir raises it)."""
 
 
 def chain(error: BaseException):
@@ -62,6 +80,38 @@ def error(line: str, status: int = 1) -> int:
   """Prints `error: <line>` on stderr; returns the exit status `status`."""
   print(f'error: {line}', file=sys.stderr, flush=True)
   return status
+
+
+def os_error_line(e: OSError, where: str = '--workdir / data_dir') -> str | None:
+  """One line for an OSError that names a path and is the machine's state, its hint naming
+  `where` to write instead; None otherwise."""
+  if type(e).__module__.startswith('intermix_jax'):  # the project's own: the message says it all
+    return str(e)
+  hint = _OS_ERROR_HINTS.get(e.errno)
+  if hint is None or not e.filename:
+    return None
+  return f'{e.filename}: {e.strerror} ({errno.errorcode[e.errno]}); {hint.format(where)}'
+
+
+def one_line_errors(command: Callable[[], int]) -> int:
+  """command()'s exit status, or after one line `error: ...`: 2 for a WorkdirError; 1 for what is
+  the user's or the machine's, not a bug: a config, workdir, non-finite-loss or data error (its
+  message), the machine's OSError (`os_error_line`). Anything else keeps its traceback."""
+  from intermix_jax import config_lib, data, records, workdir  # pylint: disable=g-import-not-at-top
+  known = (config_lib.ConfigError, workdir.WorkdirConfigError, workdir.WorkdirBusyError,
+           records.NonFiniteError, data.LayoutError, data.BadAudioFileError,
+           data.SourceUnavailableError, FileNotFoundError)
+  try:
+    return command()
+  except WorkdirError as e:
+    return error(str(e), 2)
+  except known as e:
+    return error(str(e))
+  except OSError as e:
+    line = os_error_line(e)
+    if line is None:  # not the machine's state: a bug
+      raise
+    return error(line)
 
 
 def mib(n: float) -> str:

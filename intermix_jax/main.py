@@ -10,7 +10,6 @@ Exit status (WORKSPACE.md, "Reliability"): 0 finished, or stopped by SIGTERM (re
 Ctrl-C (resumable); 1 with one line `error: ...` naming the field, file or path. Any other exception
 is a bug and keeps its traceback.
 """
-import errno
 import os
 import signal
 import sys
@@ -45,18 +44,6 @@ for _name, _what in (('config', 'a config file, e.g. --config=configs/demo.py'),
   flags.register_multi_flags_validator(
       [_name, 'list_config'], lambda v, n=_name: v['list_config'] or v[n] is not None,
       f'--{_name} is required ({_what}); only --list_config runs without it')
-
-# errno of an OSError that is the machine's state, not a bug: one line naming the path, exit 1.
-_OS_ERROR_HINTS = {
-    errno.ENOSPC: 'the disk is full: free space there or choose another --workdir / data_dir',
-    errno.EDQUOT: 'the disk quota is exhausted: free space or choose another --workdir / data_dir',
-    errno.EROFS: 'a read-only file system: choose a writable --workdir / data_dir',
-    errno.EACCES: 'choose a --workdir / data_dir you can write, or change its permissions',
-    errno.EPERM: 'choose a --workdir / data_dir you can write, or change its permissions',
-    errno.ENOTDIR: 'a file stands where a directory is needed: choose another --workdir / data_dir',
-}
-_OS_ERROR_HINTS[errno.EEXIST] = _OS_ERROR_HINTS[errno.ENOTDIR]  # os.makedirs over a file
-
 
 _SIGTERM_ACTS_AS_DEFAULT = False  # multi-process runs: JAX's preemption service owns SIGTERM
 
@@ -126,16 +113,6 @@ def _parse_flags(argv):
     sys.exit(io_errors.error(line))
 
 
-def _os_error_line(e: OSError):
-  """One line for an OSError that names a path and is the machine's state; None otherwise."""
-  if type(e).__module__.startswith('intermix_jax'):  # the project's own: the message says it all
-    return str(e)
-  hint = _OS_ERROR_HINTS.get(e.errno)
-  if hint is None or not e.filename:
-    return None
-  return f'{e.filename}: {e.strerror} ({errno.errorcode[e.errno]}); {hint}'
-
-
 def _quiet_libraries(record) -> bool:
   """absl-handler filter: drops other libraries' records below WARNING (TFDS 'Generating ...',
   JAX's 'Unable to initialize backend tpu', orbax) and TFDS's warning about its own new folders."""
@@ -180,26 +157,19 @@ def main(argv):
   distributed.initialize_distributed(_DISTRIBUTED.value)  # before any other JAX use
 
   import jax
-  from intermix_jax import config_checks, data, train, workdir
+  from intermix_jax import data, train
   global _SIGTERM_ACTS_AS_DEFAULT
   _SIGTERM_ACTS_AS_DEFAULT = jax.process_count() > 1
   if jax.process_index() > 0:
     logging.set_verbosity(logging.WARNING)
   if not verbose:
     data.quiet_preparation()  # TFDS's progress bars and its printed 'Downloading ...' lines
-  known = (config_checks.ConfigError, workdir.WorkdirConfigError, workdir.WorkdirBusyError,
-           train.NonFiniteError,
-           data.LayoutError, data.BadAudioFileError, data.SourceUnavailableError,
-           FileNotFoundError)
   config = _loaded_config()
-  try:
+
+  def train_and_evaluate() -> int:
     train.train_and_evaluate(config, _WORKDIR.value)
-  except known + (OSError,) as e:
-    line = str(e) if isinstance(e, known) else _os_error_line(e)
-    if line is None:  # an OSError that is not the machine's state: a bug, traceback kept
-      raise
-    return io_errors.error(line)
-  return 0
+    return 0
+  return io_errors.one_line_errors(train_and_evaluate)
 
 
 def run() -> None:

@@ -25,12 +25,13 @@ from typing import Sequence
 
 import numpy as np
 
+from intermix_jax import io_errors
+
 
 MAX_CHANNELS = 64  # prediction accepts any file with up to this many channels (downmixed)
 
 
-class PredictWorkdirError(RuntimeError):
-  """The workdir cannot be used for prediction (no config, no checkpoint, ...)."""
+PredictWorkdirError = io_errors.WorkdirError  # the workdir cannot be used for prediction
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,9 +46,8 @@ class Predictor:
   """The model of a training workdir, ready to classify clips.
 
   Attributes:
-    workdir, config (ConfigDict of W/config.json), class_names (C names), model, sample_rate (Hz),
-    input_length (T samples), num_crops, step (global step of the restored checkpoint), state
-    (its TrainState) and mesh (the device it lives on: this process's first).
+    workdir, config, class_names (C names), model, mesh, state and step: trained.TrainedRun's;
+    sample_rate (Hz), input_length (T samples) and num_crops of the run's evaluation.
   Raises:
     PredictWorkdirError: the workdir is unusable (one line; see trained.load_workdir).
   """
@@ -56,12 +56,9 @@ class Predictor:
     from intermix_jax import steps, trained
     from intermix_jax.data import catalog, custom
 
-    run = trained.load_workdir(workdir, PredictWorkdirError)
+    run = trained.load_workdir(workdir)
     self.workdir, self.config, self.class_names = run.workdir, run.config, run.class_names
     self.model, self.mesh, self.state, self.step = run.model, run.mesh, run.state, run.step
-    if run.skipped:  # never silently: say which checkpoint predicts instead
-      logging.warning('--workdir=%s: predicting with checkpoint %s (step %d), not the newest: %s',
-                      self.workdir, run.checkpoint, self.step, run.skipped)
     c = self.config
     self.sample_rate = int(self.model.sample_rate)
     self.input_length = int(self.model.input_length)
@@ -182,7 +179,8 @@ def to_json(predictor: Predictor, results: Sequence[FilePrediction],
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """The command line; returns the exit status (0 ok, 1 some file failed, 2 bad workdir)."""
+  """The command line; returns the exit status (0 ok; 1 some file failed, or one line `error: ...`
+  for a data or the machine's error: io_errors.one_line_errors; 2 bad workdir)."""
   parser = argparse.ArgumentParser(
       prog='python -m intermix_jax.predict',
       description='Classify audio files with a trained workdir (10-crop protocol).')
@@ -196,20 +194,20 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)  # None: sys.argv[1:]
   if args.top_k < 1:
     parser.error(f'--top_k must be >= 1, got {args.top_k}')
-  from intermix_jax import checkpoints, io_errors
+  from intermix_jax import checkpoints
   checkpoints.quiet_orbax_logging(logging.ERROR)  # read-only restores: orbax's warnings too
-  try:
+
+  def classify() -> int:
     predictor = Predictor(args.workdir)
-  except PredictWorkdirError as e:
-    return io_errors.error(str(e), 2)
-  results, errors = predictor.predict_paths(args.paths, args.top_k)
-  for path, why in errors:
-    io_errors.error(f'{path}: {why}')
-  if args.json:
-    print(json.dumps(to_json(predictor, results, errors), indent=1))
-  elif results:
-    print(format_text(results))
-  return 1 if errors else 0
+    results, errors = predictor.predict_paths(args.paths, args.top_k)
+    for path, why in errors:
+      io_errors.error(f'{path}: {why}')
+    if args.json:
+      print(json.dumps(to_json(predictor, results, errors), indent=1))
+    elif results:
+      print(format_text(results))
+    return 1 if errors else 0
+  return io_errors.one_line_errors(classify)
 
 
 if __name__ == '__main__':

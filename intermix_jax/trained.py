@@ -1,7 +1,7 @@
 """A trained model: built from a run's config, loaded from its workdir, evaluated clip by clip.
 
     model = trained.build_model(config, num_classes)                # train, and the loaders below
-    run = trained.load_workdir(workdir, PredictWorkdirError)        # predict, adversarial
+    run = trained.load_workdir(workdir)                             # predict, adversarial
     ev = trained.evaluate_clips(steps.mesh_eval_step(run.model, run.mesh), run.state, loader,
                                 run.mesh)                           # train, predict, adversarial
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import os
 from typing import Any, Callable, Sequence
 
@@ -20,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from intermix_jax import checkpoints
+from intermix_jax import io_errors
 from intermix_jax import parallel
 from intermix_jax import steps
 from intermix_jax import workdir as workdir_lib
@@ -51,9 +53,8 @@ class TrainedRun:
     mesh: the devices `state` lives on (replicated).
     state: steps.TrainState of the restored checkpoint.
     step: its global step.
-    checkpoint: its path.
     skipped: '; '-joined `path why` of newer checkpoints that were unreadable or corrupted and
-      left in place ('' when the newest one was used).
+      left in place ('' when the newest one was used; else logged as a warning).
   """
   workdir: str
   config: ml_collections.ConfigDict
@@ -63,43 +64,41 @@ class TrainedRun:
   mesh: jax.sharding.Mesh
   state: steps.TrainState
   step: int
-  checkpoint: str
   skipped: str
 
 
-def load_workdir(workdir: str, error: type[Exception], *,
-                 check: Callable[[ml_collections.ConfigDict, dict | None], None] | None = None,
-                 mesh: jax.sharding.Mesh | None = None) -> TrainedRun:
-  """Loads a training workdir (one fold): config, results, model and the newest verified state.
+def load_workdir(workdir: str, *, check: Callable[[ml_collections.ConfigDict, dict | None], None]
+                 | None = None) -> TrainedRun:
+  """Loads a training workdir (one fold): config, results, model and the newest verified state,
+  on this process's first device.
 
   Args:
     workdir: the run's workdir.
-    error: the caller's exception type; every problem below is raised as one line of it.
     check: called with (config, results or None) before the checkpoint is read; may raise.
-    mesh: where to place the state (replicated); default: this process's first device.
   Raises:
-    error: no such directory; a fold=all run's root; no config.json; config.json or results.json
-      not a JSON object (the file is named); no class names; no checkpoint that reads and matches
-      its digest (the skipped ones are named).
+    io_errors.WorkdirError: one line: no such directory; a fold=all run's root; no config.json;
+      config.json or results.json not a JSON object (the file is named); no class names; no
+      checkpoint that reads and matches its digest (the skipped ones are named).
   """
   workdir = os.path.abspath(workdir)
   if not os.path.isdir(workdir):
-    raise error(f'--workdir={workdir}: no such directory')
+    raise io_errors.WorkdirError(f'--workdir={workdir}: no such directory')
   config_path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
   if not os.path.exists(config_path):
     folds = sorted(d for d in os.listdir(workdir)
                    if d.startswith('fold_') and os.path.isdir(os.path.join(workdir, d)))
     if folds:
-      raise error(f'--workdir={workdir} is a cross-validation run (fold=all), one model per fold: '
-                  f'point --workdir at one of its fold_<k> directories, e.g. '
-                  f'{os.path.join(workdir, folds[0])}')
-    raise error(f'--workdir={workdir} has no {workdir_lib.CONFIG_FILE}: not the workdir of a '
-                'training run (python -m intermix_jax.main)')
-  stored = workdir_lib.read_json_object(config_path, error)
+      raise io_errors.WorkdirError(
+          f'--workdir={workdir} is a cross-validation run (fold=all), one model per fold: point '
+          f'--workdir at one of its fold_<k> directories, e.g. {os.path.join(workdir, folds[0])}')
+    raise io_errors.WorkdirError(
+        f'--workdir={workdir} has no {workdir_lib.CONFIG_FILE}: not the workdir of a training run '
+        '(python -m intermix_jax.main)')
+  stored = workdir_lib.read_json_object(config_path, io_errors.WorkdirError)
   config = ml_collections.ConfigDict(workdir_lib.with_added_fields(stored))
   results_path = os.path.join(workdir, workdir_lib.RESULTS_FILE)
-  results = (workdir_lib.read_json_object(results_path, error) if os.path.isfile(results_path)
-             else None)
+  results = (workdir_lib.read_json_object(results_path, io_errors.WorkdirError)
+             if os.path.isfile(results_path) else None)
   if check is not None:
     check(config, results)
   if results and results.get('class_names'):
@@ -109,11 +108,11 @@ def load_workdir(workdir: str, error: type[Exception], *,
     try:
       class_names = tuple(data.dataset_info(config).class_names)
     except (ValueError, OSError) as e:
-      raise error(f'--workdir={workdir}: no class names in {workdir_lib.RESULTS_FILE} and the '
-                  f'dataset cannot tell them ({e})') from e
+      raise io_errors.WorkdirError(
+          f'--workdir={workdir}: no class names in {workdir_lib.RESULTS_FILE} and the dataset '
+          f'cannot tell them ({e})') from e
   model = build_model(config, len(class_names))
-  if mesh is None:
-    mesh = parallel.make_mesh(devices=jax.local_devices()[:1])
+  mesh = parallel.make_mesh(devices=jax.local_devices()[:1])
   opt = steps.OptimizerSpec.from_config(config.opt, num_epochs=1, steps_per_epoch=1)
   target = steps.abstract_state(model, opt, mesh)
   ckpt_dir = os.path.join(workdir, workdir_lib.CHECKPOINTS_DIR)
@@ -127,11 +126,13 @@ def load_workdir(workdir: str, error: type[Exception], *,
     skipped = store.rejected_summary()
   if restored is None:
     why = f'; skipped: {skipped}' if skipped else ' (has the run saved one yet?)'
-    raise error(f'--workdir={workdir}: no readable checkpoint in {ckpt_dir}{why}')
+    raise io_errors.WorkdirError(f'--workdir={workdir}: no readable checkpoint in {ckpt_dir}{why}')
   state, _, step = restored
+  if skipped:  # never silently: say which checkpoint is used instead
+    logging.warning('--workdir=%s: using checkpoint %s (step %d), not the newest: %s', workdir,
+                    store.path(step), step, skipped)
   return TrainedRun(workdir=workdir, config=config, results=results, class_names=class_names,
-                    model=model, mesh=mesh, state=state, step=int(step),
-                    checkpoint=store.path(step), skipped=skipped)
+                    model=model, mesh=mesh, state=state, step=int(step), skipped=skipped)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from intermix_jax import models
 from intermix_jax import parallel
 from intermix_jax import steps
 from intermix_jax.models import cpu_ops
+from test_cli_errors import read_only_dir  # pylint: disable=unused-import
 
 MESH = parallel.make_mesh(1)  # the jitted steps take their shardings on a mesh
 
@@ -184,6 +185,31 @@ def test_workdir_errors_name_the_problem(tmp_path):
   (tmp_path / 'fold_1').mkdir()
   with pytest.raises(adversarial.AdversarialWorkdirError, match='fold_<k>'):
     adversarial.load_workdir(str(tmp_path))
+
+
+@pytest.mark.parametrize('failure', ['read_only_out', 'data_moved'])
+def test_data_and_write_errors_are_one_line_exit_1(failure, read_only_dir, tmp_path, monkeypatch,
+                                                   capsys):
+  """--out cannot be written after the attacks (a read-only directory), or the data moved
+  (data.SourceUnavailableError): one line `error: ...` saying where, exit 1, no traceback."""
+  from intermix_jax import data  # pylint: disable=g-import-not-at-top
+
+  def evaluate(*args, **kwargs):
+    del args, kwargs
+    if failure == 'data_moved':
+      raise data.SourceUnavailableError('no ESC-50 copy in /moved/esc50 (config.manual_dir)')
+    return {'clean_error': 0.0}
+  monkeypatch.setattr(adversarial, 'evaluate_workdir', evaluate)
+  out = os.path.join(read_only_dir, 'adv.json')
+  assert adversarial.main([f'--workdir={tmp_path}', f'--out={out}']) == 1
+  err = capsys.readouterr().err
+  lines = [line for line in err.splitlines() if line.startswith('error: ')]
+  assert len(lines) == 1 and 'Traceback' not in err, err
+  where = out if failure == 'read_only_out' else '/moved/esc50'
+  assert where in lines[0], lines[0]
+  if failure == 'read_only_out':
+    assert 'the result could not be written' in lines[0] and '--out' in lines[0], lines[0]
+  assert not os.path.exists(out)
 
 
 def test_workdir_command_end_to_end(tmp_path, synthetic_data_dir, base_config):

@@ -23,6 +23,7 @@ import pytest
 import soundfile as sf
 
 from intermix_jax import config_checks
+from intermix_jax import io_errors
 from intermix_jax import main as main_lib
 from intermix_jax import summaries
 from intermix_jax.data import pairing
@@ -141,18 +142,18 @@ def test_read_only_workdir_is_one_line_naming_the_path(where, read_only_dir, env
 
 
 def test_os_error_lines_name_the_path_and_never_hide_bugs():
-  line = main_lib._os_error_line(OSError(errno.ENOSPC, 'No space left on device', '/d/ckpt/7'))
+  line = io_errors.os_error_line(OSError(errno.ENOSPC, 'No space left on device', '/d/ckpt/7'))
   assert line.startswith('/d/ckpt/7: No space left on device (ENOSPC); the disk is full')
-  assert 'read-only' in main_lib._os_error_line(OSError(errno.EROFS, 'Read-only', '/ro/x'))
-  assert main_lib._os_error_line(PermissionError(errno.EACCES, 'Permission denied', '/p'))
-  assert main_lib._os_error_line(OSError(errno.ENOSPC, 'No space left on device')) is None
-  assert main_lib._os_error_line(OSError(errno.EBADF, 'Bad file descriptor', '/x')) is None
-  assert main_lib._os_error_line(OSError('no errno')) is None
+  assert 'read-only' in io_errors.os_error_line(OSError(errno.EROFS, 'Read-only', '/ro/x'))
+  assert io_errors.os_error_line(PermissionError(errno.EACCES, 'Permission denied', '/p'))
+  assert io_errors.os_error_line(OSError(errno.ENOSPC, 'No space left on device')) is None
+  assert io_errors.os_error_line(OSError(errno.EBADF, 'Bad file descriptor', '/x')) is None
+  assert io_errors.os_error_line(OSError('no errno')) is None
 
   class CheckpointWriteError(OSError):  # the project's own OSError types carry their message
     pass
   CheckpointWriteError.__module__ = 'intermix_jax.checkpoints'
-  assert main_lib._os_error_line(CheckpointWriteError('cannot save step 7 in /w: disk full')) == (
+  assert io_errors.os_error_line(CheckpointWriteError('cannot save step 7 in /w: disk full')) == (
       'cannot save step 7 in /w: disk full')
 
 
@@ -527,7 +528,7 @@ def test_results_json_write_failure_keeps_the_old_file_and_names_it(tmp_path, mo
     workdir_lib.write_json_atomic(path, {'status': 'finished', 'step': 9})
   monkeypatch.setattr(os, 'fsync', real_fsync)
   assert e.value.filename == path and e.value.errno == errno.ENOSPC
-  assert main_lib._os_error_line(e.value).startswith(f'{path}: No space left on device')
+  assert io_errors.os_error_line(e.value).startswith(f'{path}: No space left on device')
   with open(path) as f:
     assert json.load(f) == {'status': 'running', 'step': 3}
   assert os.listdir(tmp_path) == ['results.json']

@@ -108,6 +108,25 @@ def test_workdir_errors_exit_2(run, tmp_path, capsys):
   assert 'no readable checkpoint' in capsys.readouterr().err
 
 
+def test_data_and_machine_errors_are_one_line_exit_1(tmp_path, monkeypatch, capsys):
+  """A data error (e.g. the dataset's copy moved: data.LayoutError) or a machine's OSError naming
+  its path: one line `error: ...`, exit 1, no traceback; any other error keeps its traceback."""
+  from intermix_jax import data  # pylint: disable=g-import-not-at-top
+
+  def failing(error):
+    def predictor(workdir):
+      raise error
+    return predictor
+  for error in (data.LayoutError('/moved/esc50: no meta/esc50.csv'),
+                PermissionError(13, 'Permission denied', '/moved/sounds')):
+    monkeypatch.setattr(predict, 'Predictor', failing(error))
+    assert predict.main([f'--workdir={tmp_path}', 'x.wav']) == 1
+    assert capsys.readouterr().err.startswith('error: /moved/'), error
+  monkeypatch.setattr(predict, 'Predictor', failing(ZeroDivisionError('a bug')))
+  with pytest.raises(ZeroDivisionError):
+    predict.main([f'--workdir={tmp_path}', 'x.wav'])
+
+
 def test_unreadable_checkpoint_is_reported_and_left_in_place(run, tmp_path, capsys):
   """Prediction is read-only: an unreadable checkpoint is not moved or deleted."""
   copy = tmp_path / 'copy'
