@@ -24,10 +24,7 @@ class RunData:
   """Facts about the data of one run (see module docstring).
 
   Attributes:
-    identity: JSON dict, no paths: dataset, builder, version, sample_rate, class_names,
-      num_folds, test_fold, fold_clips ({'k': clips of fold k}), train_clips, test_clips,
-      train_digest and test_digest (`clip_digest`), source_fingerprint (None when unknown),
-      skipped_files (count), source_sample_rates (prepared metadata; not compared on resume).
+    identity: JSON dict, no paths (its keys: the dict `describe` builds).
     skipped_files: [{'path', 'problem', 'fold', 'class'}] (fold and class None when the prepared
       copy does not record them).
     class_clips: {'train': C ints, 'test': C ints}, clips per class.
