@@ -1,5 +1,8 @@
 """Common base of the audio TFDS builders: features, one config per sample rate, bad-file policy.
 
+Per clip: audio int16 (n,) mono at the config's `sample_rate` (a `tfds.features.Tensor`: no
+TensorFlow), label, filename (unique key) and fold (int32, 1-based; split `fold<k>` holds fold k).
+
 The prepared copy's metadata (`builder.info.metadata`): sample_rate (Hz); skipped_files [[path,
 problem]] and skipped_clips (dicts: path, filename, fold, label, problem) of the bad files skipped;
 source (the folder or csv read); source_fingerprint (`layouts.content_fingerprint` of the records

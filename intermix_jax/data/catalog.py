@@ -96,8 +96,9 @@ def get_builder(dataset: str, sample_rate: int, *, data_dir=None,
 
 
 def prepare_builder(builder: audio_builder.AudioClipBuilder, *, manual_dir=None) -> None:
-  """download_and_prepare unless already prepared (under the lock of data/README.md), then
-  `check_prepared`; clips resampled from other rates are warned about once per process.
+  """download_and_prepare unless already prepared (waiting for another process preparing the same
+  config; deleting its dead preparations' `incomplete.*`), then `check_prepared`; clips resampled
+  from other rates are warned about once per process (`audio_builder.resampling_note`).
 
   Raises:
     FileNotFoundError: manual_dir is given but is not a directory (when preparing).

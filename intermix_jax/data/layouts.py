@@ -1,6 +1,7 @@
 """The official on-disk layouts of ESC-50 and UrbanSound8K: class lists, metadata csv, validation.
 
-The layouts, and what a malformed copy or an absent listed file raises: data/README.md "Preparing".
+The layouts: data/README.md "Preparing". A malformed layout raises `LayoutError` naming the file
+(and csv line); an absent listed file is reported when decoding (`audio_decode.BadAudioFileError`).
 """
 import csv
 import dataclasses
