@@ -99,7 +99,7 @@ class TrainLoader:
   """Deterministic, resumable training batches (see module docstring).
 
   Attributes:
-    steps_per_epoch: full global batches per epoch (same on every process).
+    steps_per_epoch: full global batches per epoch (same on every process; a partial one dropped).
     num_examples: training clips (train folds).
     local_batch_size: rows (sounds) per process batch.
     rows: sounds per global batch (batch_size x sounds_per_example).
@@ -262,8 +262,8 @@ class EvalLoader:
     self.num_threads, self.prefetch, self.num_workers = num_threads, prefetch, num_workers
 
   def batch(self, g: int) -> dict:
-    """Batch g: x float32 (b, num_crops, T), y int32 (b,), mask bool (b,), index int32 (b,): the
-    clip's position in `filenames` (to restore clip order); padding: zero, label 0, index -1."""
+    """Batch g: x float32 (b, num_crops, T), y int32 (b,), mask bool (b,) (False on padding rows:
+    zero, label 0), index int32 (b,) (position in `filenames`, to restore clip order; -1 there)."""
     b = self.local_batch_size
     start = (g * self.process_count + self.process_index) * b
     positions = np.arange(start, start + b)
