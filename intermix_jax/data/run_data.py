@@ -45,8 +45,7 @@ def clip_digest(filenames, labels, lengths, class_names) -> str:
 
 
 def skipped_files(metadata, class_names) -> list[dict]:
-  """The bad files a prepared copy skipped, from its metadata (newer copies record the clip's
-  fold and label; older ones path and problem only)."""
+  """The bad files a prepared copy skipped, from its metadata (`RunData.skipped_files`)."""
   clips = metadata.get('skipped_clips')
   if clips is None:
     clips = [dict(path=p, problem=why) for p, why in metadata.get('skipped_files') or []]
