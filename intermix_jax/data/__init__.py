@@ -16,8 +16,7 @@ Config fields read: dataset (a name of `DATASETS`: data/catalog.py), fold (test 
 data_dir, manual_dir, skip_bad_files, batch_size, eval_batch_size, num_eval_crops, seed
 (shuffle_buffer_seed, when set, replaces it for the data), strong_augment, strategy and mixing
 (`mixing.build_strategy`: single sounds, pairs of different classes, or independent pairs); for
-'custom' also audio_dir, metadata_csv, num_folds (data/custom.py). The dataset is prepared on
-first use and cached in data_dir. Builders (tfds names, configs, rates): data/README.md.
+'custom' also audio_dir, metadata_csv, num_folds (data/custom.py). Builders: data/README.md.
 """
 
 from intermix_jax import mixing

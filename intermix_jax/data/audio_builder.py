@@ -1,8 +1,7 @@
 """Common base of the audio TFDS builders: features, one config per sample rate, bad-file policy.
 
-Every builder here stores, per clip: audio int16 (n,) mono samples at the config's `sample_rate`
-(int16 scale; a `tfds.features.Tensor`, so preparing and reading never import TensorFlow), label
-(ClassLabel), filename (Text, unique key) and fold (int32, 1-based; split `fold<k>` holds fold k).
+Per clip: audio int16 (n,) mono at the config's `sample_rate` (a `tfds.features.Tensor`: no
+TensorFlow), label, filename (unique key) and fold (int32, 1-based; split `fold<k>` holds fold k).
 
 The prepared copy's metadata (`builder.info.metadata`): sample_rate (Hz); skipped_files [[path,
 problem]] and skipped_clips (dicts: path, filename, fold, label, problem) of the bad files skipped;
@@ -157,8 +156,7 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
           f'file(s) (skip_bad_files=True):\n{listing}'), stacklevel=2)
 
   def _fold_splits(self, source: str, records: list[layouts.ClipRecord]) -> dict:
-    """{'fold<k>': example generator} for k = 1..num_folds (records grouped by fold); keeps where
-    the clips come from (`source`) and their fingerprint in the prepared copy's metadata."""
+    """{'fold<k>': example generator} for k = 1..num_folds (records grouped by fold)."""
     self.info.metadata['source'] = source
     self.info.metadata['source_fingerprint'] = layouts.content_fingerprint(
         records, self.class_names())
@@ -200,9 +198,8 @@ class AudioClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 
 def resampling_note(source_sample_rates, sample_rate: int) -> str | None:
-  """One line saying how clips at other rates were resampled to `sample_rate` (up: nothing real
-  above the source's Nyquist frequency; down: content above the target's is lost); None when
-  every clip is at `sample_rate` or the rates are unknown.
+  """One line saying how clips at other rates were resampled to `sample_rate`; None when every
+  clip is at `sample_rate` or the rates are unknown.
 
   Args:
     source_sample_rates: the metadata's {native rate in Hz (text or int): clips}, or None.

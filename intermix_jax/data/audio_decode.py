@@ -77,8 +77,7 @@ trim_zeros = np.trim_zeros  # (n,) -> (m,): leading and trailing exact-zero samp
 
 def load_audio(path, sample_rate: int, *, trim: bool = False,
                expect: AudioExpectation = AudioExpectation()) -> np.ndarray:
-  """Reads one file as mono int16-scale samples at `sample_rate` (`load_audio_and_rate`'s
-  samples)."""
+  """`load_audio_and_rate`'s samples, without the native rate."""
   return load_audio_and_rate(path, sample_rate, trim=trim, expect=expect)[0]
 
 

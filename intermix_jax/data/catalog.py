@@ -57,7 +57,6 @@ _DATASETS = {
                            layouts.URBANSOUND8K_NUM_FOLDS),
     'synthetic': _Entry(synthetic.SyntheticSounds, '', synthetic.CLASS_NAMES, synthetic.NUM_FOLDS),
 }
-# 'custom' (data/custom.py): the user's own folder or csv, described by config fields.
 DATASETS = tuple(_DATASETS) + (custom.DATASET,)
 
 
@@ -253,11 +252,7 @@ def remove_stale_incomplete_dirs(builder, *, quiet: bool = False) -> list[str]:
 
 
 def prepare(config, sample_rate: int) -> audio_builder.AudioClipBuilder:
-  """The prepared builder for `config.dataset` at `sample_rate` (prepared on first use).
-
-  Reads config.dataset, config.data_dir, config.manual_dir, config.skip_bad_files (and for
-  'custom' config.audio_dir, metadata_csv, num_folds).
-  """
+  """The prepared builder for `config.dataset` at `sample_rate` (prepared on first use)."""
   field = functools.partial(custom.config_field, config)
   if config.dataset == custom.DATASET:
     builder, manual_dir = custom.get_builder(config, sample_rate), None

@@ -38,7 +38,6 @@ CONFIG_FIELDS = (
 )
 _EXTENSIONS = ' '.join(AUDIO_EXTENSIONS)
 MAX_FOLDS = 1000
-# Any channel count up to 2, any rate libsndfile gives 4..192 kHz, PCM/float and lossy codecs.
 AUDIO_EXPECTATION = audio_decode.AudioExpectation(
     subtypes=audio_decode.SUPPORTED_SUBTYPES | audio_decode.COMPRESSED_SUBTYPES)
 
@@ -306,10 +305,7 @@ class CustomAudio(audio_builder.AudioClipBuilder):
 
 
 def get_builder(config, sample_rate: int) -> CustomAudio:
-  """The (maybe unprepared) builder of the user dataset of `config` at `sample_rate` Hz.
-
-  Reads config.audio_dir, metadata_csv, num_folds, data_dir, skip_bad_files.
-  """
+  """The (maybe unprepared) builder of the user dataset of `config` at `sample_rate` Hz."""
   layout = scan_config(config)
   skip_bad_files = bool(config_field(config, 'skip_bad_files', False))
   missing = [r for r in layout.records if layout.metadata_csv and not os.path.exists(r.path)]

@@ -1,10 +1,7 @@
 """The official on-disk layouts of ESC-50 and UrbanSound8K: class lists, metadata csv, validation.
 
-ESC-50: <root>/audio/*.wav, <root>/meta/esc50.csv (filename, fold, target, category, esc10, ...).
-UrbanSound8K: <root>/audio/fold<N>/*.wav, <root>/metadata/UrbanSound8K.csv (slice_file_name, fold,
-classID, class, ...).
-A malformed layout raises `LayoutError` naming the file (and csv line); a listed audio file that
-is absent is reported when decoding (`audio_decode.BadAudioFileError`, so skip_bad_files applies).
+The layouts: data/README.md "Preparing". A malformed layout raises `LayoutError` naming the file
+(and csv line); an absent listed file is reported when decoding (`audio_decode.BadAudioFileError`).
 """
 import csv
 import dataclasses
@@ -25,7 +22,6 @@ ESC50_CLASS_NAMES = (
     'helicopter', 'chainsaw', 'siren', 'car_horn', 'engine', 'train', 'church_bells', 'airplane',
     'fireworks', 'hand_saw',
 )
-# docs/method.md §5: ESC-10 relabels ESC-50 targets in this order to 0..9.
 ESC10_TARGETS = (0, 10, 11, 20, 38, 21, 40, 41, 1, 12)
 ESC10_CLASS_NAMES = tuple(ESC50_CLASS_NAMES[t] for t in ESC10_TARGETS)
 ESC_NUM_FOLDS = 5

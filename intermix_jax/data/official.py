@@ -1,10 +1,5 @@
-"""TFDS builders `esc50` (configs `esc50_sr{rate}`, and `esc10_sr{rate}`: the 400 ESC-10 clips
-relabelled 0..9, docs/method.md §5) and `urbansound8k` (`sr{rate}`): the official datasets, split
-`fold<k>` per fold, rate in `audio_builder.SAMPLE_RATES` or any other via a `SampleRateConfig`
-(`Esc50(config=SampleRateConfig(name='esc50_sr11025', sample_rate=11025, subset='esc50'))`).
-ESC clips are trimmed of leading/trailing exact-zero samples (the ESC protocol); UrbanSound8K's
-are not. Sources (`config.manual_dir`, else the download, else `SourceUnavailableError`):
-data/README.md "Preparing".
+"""TFDS builders `esc50` (configs `esc50_sr<rate>`, `esc10_sr<rate>`) and `urbansound8k` of the
+official datasets; configs, splits, rates, trimming, sources: data/README.md (table, "Preparing").
 
     builder = Esc50(data_dir=..., config='esc10_sr16000', file_format='array_record')
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=...))

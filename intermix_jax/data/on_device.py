@@ -6,11 +6,9 @@
     for batch in inputs.batches(epoch, start_step):   # x float32 (K, B, T), y int32 (K, B)
       ...
 
-The int16 training clips of every run are placed on the devices once (`ClipTable`, replicated;
-runs whose folds overlap share rows); per step the host sends a crop plan (`crop_plan`, drawn by
-`TrainLoader.draws`) and `crops` gathers, interpolates, pads and scales on the device: bitwise
-the host pipeline's batch without time scaling, within 1e-4 of a sample with it
-(tests/test_on_device.py; docs/scaling.md "The training clips on the device").
+The clips go to the devices once (`ClipTable`), the host sends a crop plan per step (`crop_plan`)
+and `crops` cuts the batch: bitwise the host pipeline's without time scaling, within 1e-4 of a
+sample with it (tests/test_on_device.py; how: docs/scaling.md "The training clips on the device").
 
 Interpolation positions without float64 on the device: sample j of a crop reads the time-scaled
 clip at ref = (offset - T//2 + j) / s = (k0 + sum_l d_l I_l) + (f0 + sum_l d_l F_l), with

@@ -1,16 +1,7 @@
 """Training and evaluation input pipelines over the prepared TFDS data (no TensorFlow).
 
-Batches are pure functions of (seed, epoch, step) served through a grain `MapDataset` (optional
-threads `num_threads`, worker processes `num_workers`), so `batches(epoch, start_step)` resumes
-exactly whatever the process count; the rules (epoch order, pairs, crops, row and batch layout
-per process): data/README.md "Pipeline".
-
-Training (`TrainLoader`): step s holds global positions [s B, (s + 1) B) of the epoch's order
-(with independent pairs 2 B sounds, `pairing.independent_pairs`); process p takes rows
-[p B_local, (p + 1) B_local); the last partial batch is dropped.
-Evaluation (`EvalLoader`): the test fold sorted by file name; global batch g holds clips
-[g b P, (g + 1) b P), process p its rows [p b, (p + 1) b); missing rows are zero, label 0, mask
-False and index -1 (`index`: the clip's position in `filenames`, to restore clip order).
+Batches: pure functions of (seed, epoch, step), served by grain; why, and the rules (epoch order,
+pairs, crops, row and batch layout per process): data/README.md "Reading" and "Pipeline".
 """
 import math
 import threading
@@ -108,7 +99,7 @@ class TrainLoader:
   """Deterministic, resumable training batches (see module docstring).
 
   Attributes:
-    steps_per_epoch: full global batches per epoch (same on every process).
+    steps_per_epoch: full global batches per epoch (same on every process; a partial one dropped).
     num_examples: training clips (train folds).
     local_batch_size: rows (sounds) per process batch.
     rows: sounds per global batch (batch_size x sounds_per_example).
@@ -271,7 +262,8 @@ class EvalLoader:
     self.num_threads, self.prefetch, self.num_workers = num_threads, prefetch, num_workers
 
   def batch(self, g: int) -> dict:
-    """Batch g: x float32 (b, num_crops, T), y int32 (b,), mask bool (b,), index int32 (b,)."""
+    """Batch g: x float32 (b, num_crops, T), y int32 (b,), mask bool (b,) (False on padding rows:
+    zero, label 0), index int32 (b,) (position in `filenames`, to restore clip order; -1 there)."""
     b = self.local_batch_size
     start = (g * self.process_count + self.process_index) * b
     positions = np.arange(start, start + b)

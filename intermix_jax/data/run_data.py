@@ -24,10 +24,7 @@ class RunData:
   """Facts about the data of one run (see module docstring).
 
   Attributes:
-    identity: JSON dict, no paths: dataset, builder, version, sample_rate, class_names,
-      num_folds, test_fold, fold_clips ({'k': clips of fold k}), train_clips, test_clips,
-      train_digest and test_digest (`clip_digest`), source_fingerprint (None when unknown),
-      skipped_files (count), source_sample_rates (prepared metadata; not compared on resume).
+    identity: JSON dict, no paths (its keys: the dict `describe` builds).
     skipped_files: [{'path', 'problem', 'fold', 'class'}] (fold and class None when the prepared
       copy does not record them).
     class_clips: {'train': C ints, 'test': C ints}, clips per class.
@@ -48,8 +45,7 @@ def clip_digest(filenames, labels, lengths, class_names) -> str:
 
 
 def skipped_files(metadata, class_names) -> list[dict]:
-  """The bad files a prepared copy skipped, from its metadata (newer copies record the clip's
-  fold and label; older ones path and problem only)."""
+  """The bad files a prepared copy skipped, from its metadata (`RunData.skipped_files`)."""
   clips = metadata.get('skipped_clips')
   if clips is None:
     clips = [dict(path=p, problem=why) for p, why in metadata.get('skipped_files') or []]

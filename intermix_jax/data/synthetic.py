@@ -11,9 +11,7 @@ Not real audio: generated, so the main command and the tests need no download. S
 
 Every clip: CLIP_SECONDS long, one sound of 1.4 s or more (random onset, 10 ms fades) at -24..-3
 dBFS peak over a -60..-45 dBFS rms white-noise floor; all frequencies below MAX_FREQUENCY, so
-every rate holds the same sounds (the parameters of clip (class, fold, index) do not depend on the
-rate). Configs `sr<rate>` (`audio_builder.SAMPLE_RATES`); splits `fold1`..`fold5`, each with
-CLIPS_PER_CLASS_PER_FOLD clips of every class.
+every rate holds the same sounds.
 """
 import numpy as np
 import tensorflow_datasets as tfds
