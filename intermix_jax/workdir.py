@@ -1,12 +1,8 @@
 """A workdir belongs to one config and one dataset: `config.json` and `dataset.json` record them.
 
-`check_or_store_config` / `check_or_store_dataset` write them on the first run; a later run in the
-workdir that presents another config (MUTABLE_FIELDS may differ, and DATA_FIELDS once dataset.json
-exists), or resumes on other data (compared by content: the same data moved elsewhere resumes), is
-refused with `WorkdirConfigError` naming the workdir and each difference. `lock(workdirs)` holds an
-exclusive `flock` on `workdir/.training.lock` (recording the holder's pid, host and start time);
-another process is refused at once with `WorkdirBusyError` naming the holder. The guarantees:
-WORKSPACE.md "Resume, preemption and failures".
+`check_or_store_config` / `check_or_store_dataset` write them on the first run and check them on
+a later one; `lock(workdirs)` allows one training per workdir. What is refused, and the guarantees:
+WORKSPACE.md "What lands in a workdir" and "Resume, preemption and failures".
 """
 from __future__ import annotations
 
