@@ -378,7 +378,6 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
   groups, grouping = [], []
   for head, members in _split_by_setup(finished, grouping):
     name = group_name(head)
-    # The same result: last-epoch error, test-error history and predictions.
     chosen = _one_per_seed_fold(members, name, lambda r: (
         r['final_error'], _history(r), r.get('predictions')), grouping)
     for fold in sorted({f for _, f in chosen}):
