@@ -4,9 +4,6 @@ Config files (configs/*.py) are thin, in big_vision's style:
 
     def get_config(arg=None):
       return config_lib.experiment(arg, dataset='esc10')
-
-`arg`, the text after the colon of `--config=configs/x.py:ARG`, is `key=value` items separated by
-commas: docs/config.md "How configs are built".
 """
 from __future__ import annotations
 
@@ -43,7 +40,6 @@ class Field:
   field_type: type | None = None
 
 
-# Every field of every config, by section, in order.
 SECTIONS = (
     ('what to train (the declared arguments of `SPEC` set dataset, fold, backbone, strategy)', (
         Field('dataset', 'esc50', 'a name of data.catalog.DATASETS'),
