@@ -145,8 +145,7 @@ def validate(config: ml_collections.ConfigDict, *, num_folds: int | None = None,
 
 
 def schedule_note(config: ml_collections.ConfigDict) -> str | None:
-  """One warning line naming the fields when the LR schedule never runs at config.opt.lr (the
-  warm-up, not doubled for mixing, or the first decay covers every epoch trained), else None."""
+  """A warning line if the LR schedule never runs at config.opt.lr (docs/method.md §5), or None."""
   c = config
   mixes = mixing.build_strategy(c).mixes
   n = schedules.total_epochs(c.num_epochs, mixes, c.double_epochs_for_mixing)

@@ -4,10 +4,6 @@ Config files (configs/*.py) are thin, in big_vision's style:
 
     def get_config(arg=None):
       return config_lib.experiment(arg, dataset='esc10')
-
-`arg`, the text after the colon of `--config=configs/x.py:ARG`, is `key=value` items separated by
-commas (docs/config.md); mistakes are one-line ValueErrors naming the field. Also here, for every
-layer: `ConfigError` and `check_batch_split`, the one rule for cutting a batch.
 """
 from __future__ import annotations
 
@@ -44,7 +40,6 @@ class Field:
   field_type: type | None = None
 
 
-# Every field of every config, by section, in order.
 SECTIONS = (
     ('what to train (the declared arguments of `SPEC` set dataset, fold, backbone, strategy)', (
         Field('dataset', 'esc50', 'a name of data.catalog.DATASETS'),
@@ -167,9 +162,7 @@ def experiment(arg: str | None = None, *, fields: dict[str, Any] | None = None,
                **spec) -> ml_collections.ConfigDict:
   """The config of a config file.
 
-  Applied in order: the declared arguments (`SPEC` and the file's own) from `arg`, the
-  docs/method.md §5 row of (backbone, dataset) (`protocol.optimisation_row`), `fields`, then the
-  other items of `arg`; `--config.x=` flags apply after the file and do not re-apply the row.
+  What applies in which order: docs/config.md "How configs are built".
 
   Args:
     arg: the text after the colon of `--config=configs/x.py:ARG` (None or '' for none).

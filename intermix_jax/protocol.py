@@ -1,8 +1,4 @@
-"""The papers' training protocol, declared once (docs/method.md §5): read by configs and report.
-
-Rows are for standard training (mixing doubles num_epochs at train time); m18, soundnet5 and
-piczakcnn take the EnvNet row, datasets without a row of their own the backbone's ESC-50 row.
-"""
+"""The papers' training protocol, declared once (docs/method.md §5): read by configs and report."""
 from __future__ import annotations
 
 # Datasets of the papers' tables, in the tables' column order.

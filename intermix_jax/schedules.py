@@ -47,9 +47,8 @@ def _decay_points(num_epochs: int, schedule: Sequence[float]) -> np.ndarray:
 
 
 def epochs_at_base_lr(num_epochs: int, schedule: Sequence[float], warmup_epochs: int) -> int:
-  """How many of the `num_epochs` epochs (the ones trained, doubled for mixing) `lr_schedule` runs
-  at LR0 itself: after the warm-up and before the first decay. 0: the schedule never reaches LR0
-  (e.g. warmup_epochs >= num_epochs)."""
+  """How many of the `num_epochs` epochs (`lr_schedule`'s N) `lr_schedule` runs at LR0 itself:
+  after the warm-up and before the first decay (0, e.g., when warmup_epochs >= num_epochs)."""
   points = _decay_points(num_epochs, schedule)
   return sum(1 for e in range(int(warmup_epochs) + 1, int(num_epochs) + 1)
              if not np.any(np.float32(e) > points))

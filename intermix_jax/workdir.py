@@ -1,12 +1,8 @@
 """A workdir belongs to one config and one dataset: `config.json` and `dataset.json` record them.
 
-`check_or_store_config` / `check_or_store_dataset` write them on the first run; a later run in the
-workdir that presents another config (MUTABLE_FIELDS may differ, and DATA_FIELDS once dataset.json
-exists), or resumes on other data (compared by content: the same data moved elsewhere resumes), is
-refused with `WorkdirConfigError` naming the workdir and each difference. `lock(workdirs)` holds an
-exclusive `flock` on `workdir/.training.lock` (recording the holder's pid, host and start time);
-another process is refused at once with `WorkdirBusyError` naming the holder. The guarantees:
-WORKSPACE.md "Resume, preemption and failures".
+`check_or_store_config` / `check_or_store_dataset` write them on the first run and check them on
+a later one; `lock(workdirs)` allows one training per workdir. What is refused, and the guarantees:
+WORKSPACE.md "What lands in a workdir" and "Resume, preemption and failures".
 """
 from __future__ import annotations
 
@@ -71,8 +67,7 @@ def strategy_of(config: dict):
 
 def with_added_fields(stored: dict) -> dict:
   """A copy of a stored config.json as this version reads it: every field of ADDED_FIELDS it
-  lacks set to the value that reproduces what it was trained with (e.g. an older BC run:
-  mixing.pairing='shared'), the fields of REMOVED_FIELDS dropped."""
+  lacks set to its value there, the fields of REMOVED_FIELDS dropped."""
   out = json.loads(json.dumps(stored))
   for key in (*ADDED_FIELDS, *REMOVED_FIELDS):
     *parents, leaf = key.split('.')
@@ -179,9 +174,8 @@ def flat_config(d: dict, prefix: str = '') -> dict[str, Any]:
 
 
 def config_differences(stored: dict, current: dict, ignore=()) -> list[str]:
-  """'field: stored vs current' lines for every differing field of `current` or `stored` (ignoring
-  MUTABLE_FIELDS and `ignore`), `stored` read as `with_added_fields` reads it; where it lacks
-  mixing.pairing, the current one is resolved by the run's strategy (mixing.Strategy)."""
+  """'field: stored vs current' lines for every differing field (but MUTABLE_FIELDS and `ignore`),
+  `stored` read as `with_added_fields` reads it (mixing.pairing: ADDED_FIELDS' comment)."""
   old = flat_config(stored)
   a, b = flat_config(with_added_fields(stored)), flat_config(current)
   strategy = strategy_of(current) if 'mixing.pairing' in set(b) - set(old) else None

@@ -219,9 +219,8 @@ def _row(backbone: str, method: str) -> str:
 
 def _split_by_setup(records: list[dict], notes: list[str]) -> list[tuple[dict, list]]:
   """[({dataset, backbone, method, row, setup, variant}: a group's first fields, its records)]
-  sorted, one per setup; one note line per table row holding several setups. A run without a
-  recorded dataset identity takes the one identity that the runs of its config in its table row
-  recorded (several: it stays apart); one note line per row."""
+  sorted, one per setup; one note line per table row holding several setups, and per row whose
+  runs lack a recorded dataset identity (what is done then: the notes' texts below)."""
   pairs = [(r, setup_of(r)) for r in records]
   recorded = collections.defaultdict(dict)  # (dataset, row, config) -> {identity key: identity}
   row_config = lambda r, s: (r['dataset'], _row(r['backbone'], r['method']),
@@ -379,7 +378,6 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
   groups, grouping = [], []
   for head, members in _split_by_setup(finished, grouping):
     name = group_name(head)
-    # The same result: last-epoch error, test-error history and predictions.
     chosen = _one_per_seed_fold(members, name, lambda r: (
         r['final_error'], _history(r), r.get('predictions')), grouping)
     for fold in sorted({f for _, f in chosen}):
@@ -423,12 +421,7 @@ def aggregate(runs: list[dict]) -> tuple[list[dict], list[str], list[str]]:
 
 def protocol_deviations(run: dict) -> list[str] | None:
   """How a run's config departs from the paper's protocol (docs/method.md §5), e.g.
-  ['num_epochs 30 (protocol 600)']; [] when it follows it, None when it cannot be told.
-
-  Checked: `protocol.optimisation_row` (num_epochs, opt.lr, opt.schedule, opt.warmup_epochs),
-  doubling for mixing, `protocol.FIXED` (a top-level field a config lacks reads as the protocol's,
-  a missing sub-config field as None) and `protocol.upsampled_rates` of the source audio.
-  """
+  ['num_epochs 30 (protocol 600)']; [] when it follows it, None when it cannot be told."""
   cfg = run.get('config') or {}
   dataset, backbone = run.get('dataset'), run.get('backbone')
   needed = ('num_epochs', 'opt', 'double_epochs_for_mixing', 'batch_size', 'model')
@@ -440,7 +433,7 @@ def protocol_deviations(run: dict) -> list[str] | None:
             ('opt.lr', opt.get('lr'), row['lr']),
             ('opt.schedule', tuple(opt.get('schedule') or ()), tuple(row['schedule'])),
             ('opt.warmup_epochs', opt.get('warmup_epochs'), row['warmup_epochs'])]
-  for name, want in protocol.FIXED.items():
+  for name, want in protocol.FIXED.items():  # lacked: a top-level field reads as FIXED's, else None
     parent, _, field = name.rpartition('.')
     checks.append((name, cfg[parent].get(field) if parent else cfg.get(name, want), want))
   strategy = run.get('strategy', cfg.get('strategy'))

@@ -47,8 +47,7 @@ def curve_label(g: dict) -> str:
 
 
 def plot_learning_curves(groups: list[dict], out: str) -> list[str]:
-  """One PNG per (dataset, backbone): per method the mean test error and train loss (train error
-  without a train_loss history) over its runs at each of their own epochs, min to max shaded."""
+  """One PNG per (dataset, backbone): each method's learning curves (what: the labels below)."""
   from matplotlib.patches import Patch
   written = []
   for (dataset, backbone) in sorted({(g['dataset'], g['backbone']) for g in groups}):
@@ -96,8 +95,7 @@ def confusion_matrix(runs: list[dict], num_classes: int) -> np.ndarray:
 
 
 def plot_confusion(groups: list[dict], out: str) -> list[str]:
-  """One PNG per group with per-clip predictions: its runs' confusion matrix (rates coloured,
-  counts written up to 12 classes)."""
+  """One PNG per group with per-clip predictions: its runs' `confusion_matrix`."""
   written = []
   for g in groups:
     num_classes = int(g['runs'][0].get('num_classes', 0))
@@ -125,8 +123,7 @@ def plot_confusion(groups: list[dict], out: str) -> list[str]:
 
 
 def plot_error_bars(groups: list[dict], out: str) -> list[str]:
-  """One PNG per dataset: per (row, method) the last-epoch mean error ± std (bars), the best epoch
-  on the test fold (o) and the paper's value (x)."""
+  """One PNG per dataset: per (row, method) bars, best epoch and paper (the legend's labels)."""
   written = []
   for dataset in sorted({g['dataset'] for g in groups}):
     gs = [g for g in groups if g['dataset'] == dataset]

@@ -53,8 +53,7 @@ def _p_text(p: float | None) -> str:
 
 
 def paired_tables(comparisons: list[dict], notes: list[str] = ()) -> list[str]:
-  """Markdown lines: per (dataset, backbone), the comparisons against standard training, then
-  those of option variants against their strategy's default."""
+  """Markdown lines: the paired comparisons, per kind (below) and (dataset, backbone row)."""
   if not comparisons and not notes:
     return []
   lines = ['## Paired comparisons on the same test clips', '',
@@ -97,9 +96,8 @@ def paired_tables(comparisons: list[dict], notes: list[str] = ()) -> list[str]:
 
 
 def per_fold_tables(groups: list[dict]) -> list[str]:
-  """Markdown lines: per (dataset, row), each method's last-epoch error % in every fold of every
-  seed, mean and std over the folds, best-epoch mean and paper; with several seeds, a row of the
-  means over seeds (std over the seeds' cross-validated errors)."""
+  """Markdown lines: per (dataset, row), each method's errors per fold and seed (the columns: the
+  section's text below; the rows: the comment in the loop)."""
   keys = sorted({(g['dataset'], g['row']) for g in groups},
                 key=lambda k: (_dataset_order(k[0]), row_rank(k[1]), k[1]))
   if not keys:
@@ -184,8 +182,7 @@ def _variants(groups: list[dict], dataset: str, row: str) -> list[str]:
 
 
 def main_tables(groups: list[dict]) -> list[str]:
-  """Markdown lines: per dataset, table 1's layout (option variants as further columns) and the
-  table 2 rows run, at the last epoch and at the best epoch on the test fold (`BEST_TITLE`)."""
+  """Markdown lines: the main tables of report.md (what they show: `__main__` help)."""
   lines = []
   for dataset in sorted({g['dataset'] for g in groups}, key=_dataset_order):
     ablation = [g for g in groups if g['dataset'] == dataset and g['method'] in PAPER_TABLE2
@@ -228,8 +225,7 @@ def grouping_lines(grouping: list[str]) -> list[str]:
 
 
 def markdown(result: dict) -> str:
-  """report.md from `write_report`'s result: the groups and grouping of `aggregate`, the runs and
-  files left out (notes), the groups of `aggregate_adversarial` and `paired_comparisons`."""
+  """report.md from `write_report`'s result (its keys: `write_report`)."""
   groups, adversarial = result['groups'], result['adversarial']
   lines = ['# Results', '', LEGEND, '']
   lines += main_tables(groups)
@@ -274,8 +270,7 @@ def left_out_lines(notes: list[str]) -> list[str]:
 
 
 def paper_tables(groups: list[dict], adversarial: list[dict] = ()) -> list[str]:
-  """Markdown lines: every cell of the paper's tables 1-3 (— where nothing has run) with the
-  paper's value, for the paper datasets that have runs."""
+  """Markdown lines: the paper's tables 1-3 (below), for the paper datasets that have runs."""
   datasets = [d for d in DATASET_COLUMN
               if any(g['dataset'] == d for g in list(groups) + list(adversarial))]
   if not datasets:
@@ -343,8 +338,7 @@ def paper_tables(groups: list[dict], adversarial: list[dict] = ()) -> list[str]:
 
 
 def summary_text(result: dict) -> str:
-  """What the command line prints: the legend, the main tables, the runs split or set aside or
-  left out (unfinished; files that cannot be used go to stderr) and the paired comparisons."""
+  """What the command line prints (`__main__` help; the files left out: on stderr there)."""
   lines = ['# Results', '', LEGEND, '']
   lines += main_tables(result['groups'])
   lines += grouping_lines(result['grouping'])
