@@ -44,9 +44,8 @@ NonFiniteError = records.NonFiniteError  # raised by train_and_evaluate
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains and evaluates `config` in `workdir`; returns the results dict (see results.json).
 
-  Several runs (fold='all' and/or `seeds`): run (s, k) trains in workdir/seed_<s>/fold_<k> (either
-  level only where it applies), with cv_results.json / seeds_results.json; their summary is
-  returned.
+  Several runs (fold='all' and/or `seeds`; their workdirs and files: WORKSPACE.md): returns their
+  summary (seeds_results.json; cv_results.json for fold='all' without `seeds`).
 
   Raises:
     config_checks.ConfigError: a field is unusable (before any heavy work).
@@ -196,7 +195,6 @@ class _Run:
     self.opt = steps.OptimizerSpec.from_config(config.opt, self.num_epochs, self.steps_per_epoch)
     self.mesh = parallel.make_mesh()  # every device; the jitted steps are shared by equal statics
     self.init_state = steps.state_initializer(self.model, self.opt, self.mesh)
-    # () -> the state's shapes, dtypes and shardings (a restore target; nothing is computed).
     self.abstract_state = functools.partial(steps.abstract_state, self.model, self.opt, self.mesh)
 
 
@@ -224,11 +222,7 @@ def _train(configs: list[ml_collections.ConfigDict], workdirs: list[str],
            stack: str | None = None) -> list[dict]:
   """Trains (or resumes) run k of `configs` in `workdirs[k]`; returns their results dicts (see
   results.json), in the order given: one run (`stack` None), or K runs as ONE program, stacked on a
-  run axis (`stack`: config.stack_method, multirun.py).
-
-  Each workdir's lock is taken once its config is checked, before anything is written. The
-  summary writers and checkpoint stores are closed on every way out (`_close`).
-  """
+  run axis (`stack`: config.stack_method, multirun.py)."""
   t0 = time.time()
   parts, stores, writers, ok = [], [], [], False
   with contextlib.ExitStack() as held:
@@ -263,12 +257,7 @@ def _train_fold(config: ml_collections.ConfigDict, workdir: str) -> dict:
 class _Loop:
   """The unfinished runs of `_train`, stepped in lockstep by one train step: one run, or K runs
   stacked on a run axis (`stack`). Every cadence (log, NaN check, evaluation, checkpoint,
-  results.json, stop) is written once, here, for both.
-
-  Stacked runs resume together from the newest step whose checkpoint every one of them has
-  (newer ones are deleted); a run stopped by its nan_policy is left out while the others train
-  on (docs/architecture.md).
-  """
+  results.json, stop) is written once, here, for both (stacked: docs/architecture.md)."""
 
   def __init__(self, parts: list, t0: float, stack: str | None):
     spe = {run.config.fold: run.steps_per_epoch for run, _, _ in parts}
