@@ -49,8 +49,7 @@ class CheckpointWriteError(io_errors.WriteError):
 
 
 def _quiet_orbax(record: logging.LogRecord) -> bool:
-  """The 'absl' logger's filter: drops orbax's log records below `_quiet_orbax.below` (set by
-  quiet_orbax_logging before it installs the filter)."""
+  """The 'absl' logger's filter: drops orbax's log records below `_quiet_orbax.below`."""
   return record.levelno >= _quiet_orbax.below or '/orbax/' not in (record.pathname or '')
 
 
@@ -208,9 +207,7 @@ class CheckpointStore:
   # --- save --------------------------------------------------------------------------------------
   def save(self, step: int, state: Any, meta: dict, *, rotate: bool = True) -> bool:
     """Writes checkpoint `step`, reads it back, then (with `rotate`) deletes the checkpoints beyond
-    the newest `keep`. No-op returning False if `step` exists already. Several runs saved together
-    (train.py's runs in one program) pass rotate=False and call `rotate()` once every run has
-    saved: a kill in between leaves every run its previous checkpoint, a step they all share.
+    the newest `keep`. No-op returning False if `step` exists already.
 
     Raises:
       CheckpointWriteError: the write failed or did not read back; the older checkpoints are kept.
