@@ -67,8 +67,7 @@ def noted() -> bool:
 
 
 def stop_if_noted() -> None:
-  """Raises Terminated if a SIGTERM / SIGINT was noted (its own exception may have been
-  swallowed)."""
+  """Raises Terminated if a SIGTERM / SIGINT was noted."""
   if _NOTED.is_set():
     raise Terminated()
 
@@ -76,8 +75,7 @@ def stop_if_noted() -> None:
 class Flag:
   """Preemption notice: SIGTERM or a first Ctrl-C is recorded instead of killing the process.
 
-  One process: a Python handler of SIGTERM and SIGINT sets the flag (the old handlers are restored
-  on exit, but SIGINT's default stays after a Ctrl-C: first_ctrl_c). Several processes: JAX's
+  One process: a Python handler of SIGTERM and SIGINT sets the flag. Several processes: JAX's
   preemption service receives the notice and `reached(step)` is True on every process at the same
   step, so they save the same checkpoint (SIGINT is left as Python has it there).
   """
