@@ -1,5 +1,4 @@
-"""One run's records (`RunRecord`): its state as restored, checkpoints, results.json, TensorBoard,
-and the NaN policy's decision for it (`check_finite`); one per run of train.py's loop."""
+"""One run's records (`RunRecord`, listed in docs/architecture.md), one per run of train._Loop."""
 from __future__ import annotations
 
 import os
