@@ -73,15 +73,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _lock(workdirs: list[str]):
-  """The training lock of `workdirs` (workdir_lib.lock), taken by process 0 alone: the processes
-  of one multi-process run share the workdir."""
+  """The training lock of `workdirs` (workdir_lib.lock), taken by process 0 alone (WORKSPACE.md)."""
   return workdir_lib.lock(workdirs) if distributed.is_main_process() else contextlib.nullcontext()
 
 
 def _many_runs(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """fold='all' and/or `seeds`: the runs, then cv_results.json per seed and seeds_results.json.
-  `workdir`, each seed's and each run's workdir are locked for the whole of it, before anything
-  is written (another training in any of them is refused at once)."""
+  Every workdir involved is locked first (WORKSPACE.md, "One training per workdir")."""
   from intermix_jax import data
   num_folds = data.dataset_info(config).num_folds
   groups = []  # (config of the seed's group, its workdir, [(run config, run workdir)])
@@ -468,9 +466,8 @@ class _Loop:
           'train/steps_per_sec': rate})
 
   def _end_epoch(self, epoch: int, term: termination.Flag) -> None:
-    """Closes `epoch` for every live run: history entry, evaluation (every eval_every_epochs and
-    at the end), TensorBoard, checkpoint (every checkpoint_every_epochs, at the end, and after a
-    SIGTERM), results.json."""
+    """Closes `epoch` for every live run: history entry, evaluation, TensorBoard, checkpoint and
+    results.json, each at its cadence (`evaluated`, `saved` below; WORKSPACE.md)."""
     cfg, last = self.first.config, epoch + 1 == self.num_epochs
     self._check_finite()
     (loss, err), lr = self._per_run((self.sums, self.metrics['lr']))
