@@ -1,10 +1,8 @@
 """Checkpoints of a run: orbax CheckpointManager in `workdir/checkpoints` (`CheckpointStore`).
 
-Each checkpoint (a directory named by the global step) holds two items:
-  state: the TrainState pytree (params, BatchNorm statistics, optimiser state, counters);
-  meta:  JSON: the data-iterator position (epoch, step_in_epoch), the run's PRNG key data, the
-         per-epoch history so far, partial-epoch metric sums, the wall time so far, and
-         `state_digest`: the sha256 of every array of `state` as it was saved.
+Each checkpoint (a directory named by the global step) holds `state` (the TrainState pytree) and
+`meta` (JSON), as WORKSPACE.md's workdir table lists them; `meta` also holds `state_digest`: the
+sha256 of every array of `state` as it was saved.
 
 Saves are synchronous (the train step donates the state's buffers) and atomic (orbax's temporary
 directory, renamed when complete); each is read back against its digest before older checkpoints
