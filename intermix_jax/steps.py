@@ -261,8 +261,7 @@ def mesh_train_step(model, strategy, opt: OptimizerSpec, num_classes: int, mesh,
   The strategy runs per device (`parallel.shard_strategy`). State, key and metrics replicated;
   batch = dict(x float32 (N, T), y int32 (N,)) sharded on its rows
   (`parallel.train_step_shardings`). `stack` ('vmap', 'unroll' or 'auto'): K runs in one program,
-  a leading run axis K on every argument and output (shapes: multirun.py's docstring). One jitted
-  function per set of (hashable) arguments in a process.
+  a leading run axis K on every argument and output (shapes: multirun.py's docstring).
   """
   def build():
     make = lambda s: make_train_step(model, s, opt.tx(), num_classes, opt.lr_schedule())
