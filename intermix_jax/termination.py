@@ -57,7 +57,6 @@ def first_ctrl_c(previous=None) -> None:
 
 
 def note(signum: int = signal.SIGTERM) -> None:
-  """Records a SIGTERM / SIGINT received outside the training loop."""
   record(signum)
   _NOTED.set()
 
