@@ -5,11 +5,10 @@ Each checkpoint (a directory named by the global step) holds `state` (the TrainS
 sha256 of every array of `state` as it was saved.
 
 Saves are synchronous (the train step donates the state's buffers) and atomic (orbax's temporary
-directory, renamed when complete); each is read back against its digest before older checkpoints
-are rotated away. `restore` checks the digest too (orbax checks no data checksum); a checkpoint
-that is unreadable or differs is moved aside to `<step>.unreadable` (read-only stores leave it in
-place) and the one before is tried. Several processes: each digests the arrays it can address
-whole, and all processes agree on each verdict.
+directory, renamed when complete); each is read back against its digest before older checkpoints are
+rotated away. `restore` checks the digest too (orbax checks no data checksum); a checkpoint that is
+unreadable or differs is moved aside to `<step>.unreadable` and the one before is tried. Several
+processes: each digests the arrays it can address whole, and all processes agree on each verdict.
 """
 from __future__ import annotations
 
