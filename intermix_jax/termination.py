@@ -1,12 +1,11 @@
 """SIGTERM and Ctrl-C (SIGINT): what both signals have in common, in and outside the training loop.
 
-Outside the loop (imports, data preparation, compilation) main.py's handler calls `note(signum)`
-and raises `Terminated`, reported in one line. Python can drop that exception (raised in a gc
-callback or a __del__); the note survives, and the trainer stops at its next safe point
-(`stop_if_noted`). Inside the loop either signal only sets `Flag`: a checkpoint, results.json
-'preempted'. A first Ctrl-C stops as SIGTERM does, a second ends the process at once
-(`first_ctrl_c`). The guarantees: WORKSPACE.md "Resume, preemption and failures". Light on
-purpose: main.py imports it before anything else.
+Outside the loop (imports, data preparation, compilation) main.py's handler calls `note(signum)` and
+raises `Terminated`, reported in one line. Python can drop that exception (raised in a gc callback
+or a __del__); the note survives, and the trainer stops at its next safe point (`stop_if_noted`).
+Inside the loop either signal only sets `Flag`: a checkpoint, results.json 'preempted'. The
+guarantees: WORKSPACE.md "Resume, preemption and failures". Light on purpose: main.py imports it
+before anything else.
 """
 import signal
 import threading
