@@ -257,7 +257,6 @@ class CheckpointStore:
                               f'free, about {io_errors.mib(need)} needed)')
 
   def _write_error(self, code: int, step: int, why: str) -> CheckpointWriteError:
-    """'cannot write checkpoint <path>: <why>; <fix> and rerun ... to resume from <kept>'."""
     last = self.latest_step()
     where = (f'resume from checkpoint {self.path(last)} (step {last}, kept)' if last is not None
              else 'start again (no checkpoint was saved before)')
@@ -359,7 +358,6 @@ class CheckpointStore:
     return aside
 
   def rejected_summary(self) -> str:
-    """'; '-joined `path why` of the skipped checkpoints ('' if none)."""
     return '; '.join(f'{p} {why}' for p, why in self.rejected)
 
   def close(self) -> None:
