@@ -1,17 +1,14 @@
 """Checkpoints of a run: orbax CheckpointManager in `workdir/checkpoints` (`CheckpointStore`).
 
-Each checkpoint (a directory named by the global step) holds two items:
-  state: the TrainState pytree (params, BatchNorm statistics, optimiser state, counters);
-  meta:  JSON: the data-iterator position (epoch, step_in_epoch), the run's PRNG key data, the
-         per-epoch history so far, partial-epoch metric sums, the wall time so far, and
-         `state_digest`: the sha256 of every array of `state` as it was saved.
+Each checkpoint (a directory named by the global step) holds `state` (the TrainState pytree) and
+`meta` (JSON), as WORKSPACE.md's workdir table lists them; `meta` also holds `state_digest`: the
+sha256 of every array of `state` as it was saved.
 
 Saves are synchronous (the train step donates the state's buffers) and atomic (orbax's temporary
-directory, renamed when complete); each is read back against its digest before older checkpoints
-are rotated away. `restore` checks the digest too (orbax checks no data checksum); a checkpoint
-that is unreadable or differs is moved aside to `<step>.unreadable` (read-only stores leave it in
-place) and the one before is tried. Several processes: each digests the arrays it can address
-whole, and all processes agree on each verdict.
+directory, renamed when complete); each is read back against its digest before older checkpoints are
+rotated away. `restore` checks the digest too (orbax checks no data checksum); a checkpoint that is
+unreadable or differs is moved aside to `<step>.unreadable` and the one before is tried. Several
+processes: each digests the arrays it can address whole, and all processes agree on each verdict.
 """
 from __future__ import annotations
 
@@ -49,8 +46,7 @@ class CheckpointWriteError(io_errors.WriteError):
 
 
 def _quiet_orbax(record: logging.LogRecord) -> bool:
-  """The 'absl' logger's filter: drops orbax's log records below `_quiet_orbax.below` (set by
-  quiet_orbax_logging before it installs the filter)."""
+  """The 'absl' logger's filter: drops orbax's log records below `_quiet_orbax.below`."""
   return record.levelno >= _quiet_orbax.below or '/orbax/' not in (record.pathname or '')
 
 
@@ -208,9 +204,7 @@ class CheckpointStore:
   # --- save --------------------------------------------------------------------------------------
   def save(self, step: int, state: Any, meta: dict, *, rotate: bool = True) -> bool:
     """Writes checkpoint `step`, reads it back, then (with `rotate`) deletes the checkpoints beyond
-    the newest `keep`. No-op returning False if `step` exists already. Several runs saved together
-    (train.py's runs in one program) pass rotate=False and call `rotate()` once every run has
-    saved: a kill in between leaves every run its previous checkpoint, a step they all share.
+    the newest `keep`. No-op returning False if `step` exists already.
 
     Raises:
       CheckpointWriteError: the write failed or did not read back; the older checkpoints are kept.
@@ -263,7 +257,6 @@ class CheckpointStore:
                               f'free, about {io_errors.mib(need)} needed)')
 
   def _write_error(self, code: int, step: int, why: str) -> CheckpointWriteError:
-    """'cannot write checkpoint <path>: <why>; <fix> and rerun ... to resume from <kept>'."""
     last = self.latest_step()
     where = (f'resume from checkpoint {self.path(last)} (step {last}, kept)' if last is not None
              else 'start again (no checkpoint was saved before)')
@@ -365,7 +358,6 @@ class CheckpointStore:
     return aside
 
   def rejected_summary(self) -> str:
-    """'; '-joined `path why` of the skipped checkpoints ('' if none)."""
     return '; '.join(f'{p} {why}' for p, why in self.rejected)
 
   def close(self) -> None:

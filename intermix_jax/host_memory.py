@@ -72,9 +72,8 @@ def cpu_backend_expected() -> bool:
 
 
 def reuse_freed_memory() -> bool:
-  """Applies `SETTINGS` with glibc's mallopt when the CPU backend will run the steps
-  (`cpu_backend_expected()`); True when every setting was accepted, False when nothing was done
-  (accelerator backend, not glibc) or glibc refused a setting."""
+  """Applies `SETTINGS` as the module docstring says; True when every one was accepted, False
+  when nothing was done (accelerator backend, not glibc) or glibc refused a setting."""
   if (not cpu_backend_expected() or platform.system() != 'Linux'
       or platform.libc_ver()[0] != 'glibc'):
     return False

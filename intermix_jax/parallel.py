@@ -3,8 +3,7 @@
 One mesh axis ('data') over every device of every process: batches are sharded on their batch
 axis, the state and keys replicated, and jit (GSPMD) inserts the collectives (the gradient
 all-reduce, synchronised BatchNorm statistics); the mixing runs per device (`shard_strategy`). Why
-and what it guarantees: docs/scaling.md. The trainer's use: steps.py's docstring
-(steps.mesh_train_step wraps the strategy and jits the step with `train_step_shardings`).
+and what it guarantees: docs/scaling.md. The trainer's use: steps.py's docstring.
 """
 import dataclasses
 import functools
@@ -114,7 +113,6 @@ def host_batch_to_global(batch: Any, mesh: Mesh, *, pairs: bool = False,
     batch: pytree of arrays with a common leading axis of R rows; with `runs`, K such pytrees (a
       list) or their stack (leaves (K, R, ...)), one batch per run (multirun.py).
     pairs: a mixing batch: each device must hold whole pairs (rows 2k, 2k+1).
-    runs: the batch has a leading run axis.
   Returns:
     The pytree as jax.Arrays of R * (number of processes) rows, `batch_sharding(mesh, runs=runs)`.
   Raises:

@@ -1,5 +1,4 @@
-"""One run's records (`RunRecord`): its state as restored, checkpoints, results.json, TensorBoard,
-and the NaN policy's decision for it (`check_finite`); one per run of train.py's loop."""
+"""One run's records (`RunRecord`, listed in docs/architecture.md), one per run of train._Loop."""
 from __future__ import annotations
 
 import os
@@ -108,8 +107,7 @@ class RunRecord:
     self.store.save(self.step, self.state, meta, rotate=False)
 
   def last_good_checkpoint(self) -> str:
-    """The checkpoint to name after a non-finite step: only one verified against its digest
-    (read back after saving, or restored) is called good."""
+    """The checkpoint to name after a non-finite step: only a verified one is called good."""
     store = self.store
     good = store.latest_verified_step()
     if good is not None:

@@ -9,11 +9,10 @@
     out = mesh_eval_step(model, mesh)(state, parallel.host_batch_to_global(eval_batch, mesh))
                                                          # x (b, crops, T), y (b,), mask (b,)
 
-The unjitted steps (`make_train_step`, `make_eval_step`) and `jit_train_step`/`jit_eval_step`
-(optional shardings) are the pieces. A step's plan and dropout key come from
-`fold_in(key, state.step)`. A step whose loss or gradients are not finite is not applied (params,
-BatchNorm statistics and optimiser moments kept); the step counter advances, `nonfinite_count`
-counts it and `first_nonfinite_step` keeps the first (train.py decides to stop or carry on).
+A step's plan and dropout key come from `fold_in(key, state.step)`. A step whose loss or gradients
+are not finite is not applied (params, BatchNorm statistics and optimiser moments kept); the step
+counter advances, `nonfinite_count` counts it and `first_nonfinite_step` keeps the first (train.py
+decides to stop or carry on).
 """
 from __future__ import annotations
 
@@ -38,9 +37,7 @@ class TrainState(flax.struct.PyTreeNode):
 
   Attributes:
     step: int32 scalar, optimiser steps taken (including skipped non-finite ones).
-    params: model parameters.
     batch_stats: BatchNorm running statistics (empty dict when the model has none).
-    opt_state: optax state.
     nonfinite_count: int32 scalar, steps not applied because loss or gradients were not finite.
     first_nonfinite_step: int32 scalar, the step number of the first such step (-1: none yet).
   """
@@ -97,7 +94,6 @@ def mixed_loss(params: PyTree, batch_stats: PyTree, x: jax.Array, labels: jax.Ar
   """Forward pass of the configured strategy on a local batch and its loss.
 
   Args:
-    params, batch_stats: model variables.
     x: float32 (N, T) waveforms at the model's rate (N even when the strategy mixes: rows 2k, 2k+1
       are a pair of different classes).
     labels: int32 (N,).
@@ -220,7 +216,6 @@ class OptimizerSpec:
   Attributes:
     lr: LR0. momentum, nesterov, weight_decay: SGD settings (coupled L2).
     num_epochs: epochs actually trained (already doubled for mixing).
-    steps_per_epoch: optimiser steps per epoch.
     schedule: fractions of num_epochs where the LR is multiplied by 0.1.
     warmup_epochs: epochs at LR0 * 0.1 at the start.
   """
@@ -266,8 +261,7 @@ def mesh_train_step(model, strategy, opt: OptimizerSpec, num_classes: int, mesh,
   The strategy runs per device (`parallel.shard_strategy`). State, key and metrics replicated;
   batch = dict(x float32 (N, T), y int32 (N,)) sharded on its rows
   (`parallel.train_step_shardings`). `stack` ('vmap', 'unroll' or 'auto'): K runs in one program,
-  a leading run axis K on every argument and output (shapes: multirun.py's docstring). One jitted
-  function per set of (hashable) arguments in a process.
+  a leading run axis K on every argument and output (shapes: multirun.py's docstring).
   """
   def build():
     make = lambda s: make_train_step(model, s, opt.tx(), num_classes, opt.lr_schedule())

@@ -26,7 +26,6 @@ class SummaryWriter:
 
   Args:
     logdir: directory of the event file (created if missing).
-    enabled: False on processes other than 0 (only process 0 writes).
   Raises:
     OSError: (here and from every method) the directory or the file cannot be written; the
       exception's `filename` is the path.

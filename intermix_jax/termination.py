@@ -1,12 +1,11 @@
 """SIGTERM and Ctrl-C (SIGINT): what both signals have in common, in and outside the training loop.
 
-Outside the loop (imports, data preparation, compilation) main.py's handler calls `note(signum)`
-and raises `Terminated`, reported in one line. Python can drop that exception (raised in a gc
-callback or a __del__); the note survives, and the trainer stops at its next safe point
-(`stop_if_noted`). Inside the loop either signal only sets `Flag`: a checkpoint, results.json
-'preempted'. A first Ctrl-C stops as SIGTERM does, a second ends the process at once
-(`first_ctrl_c`). The guarantees: WORKSPACE.md "Resume, preemption and failures". Light on
-purpose: main.py imports it before anything else.
+Outside the loop (imports, data preparation, compilation) main.py's handler calls `note(signum)` and
+raises `Terminated`, reported in one line. Python can drop that exception (raised in a gc callback
+or a __del__); the note survives, and the trainer stops at its next safe point (`stop_if_noted`).
+Inside the loop either signal only sets `Flag`: a checkpoint, results.json 'preempted'. The
+guarantees: WORKSPACE.md "Resume, preemption and failures". Light on purpose: main.py imports it
+before anything else.
 """
 import signal
 import threading
@@ -57,7 +56,6 @@ def first_ctrl_c(previous=None) -> None:
 
 
 def note(signum: int = signal.SIGTERM) -> None:
-  """Records a SIGTERM / SIGINT received outside the training loop."""
   record(signum)
   _NOTED.set()
 
@@ -67,8 +65,7 @@ def noted() -> bool:
 
 
 def stop_if_noted() -> None:
-  """Raises Terminated if a SIGTERM / SIGINT was noted (its own exception may have been
-  swallowed)."""
+  """Raises Terminated if a SIGTERM / SIGINT was noted."""
   if _NOTED.is_set():
     raise Terminated()
 
@@ -76,8 +73,7 @@ def stop_if_noted() -> None:
 class Flag:
   """Preemption notice: SIGTERM or a first Ctrl-C is recorded instead of killing the process.
 
-  One process: a Python handler of SIGTERM and SIGINT sets the flag (the old handlers are restored
-  on exit, but SIGINT's default stays after a Ctrl-C: first_ctrl_c). Several processes: JAX's
+  One process: a Python handler of SIGTERM and SIGINT sets the flag. Several processes: JAX's
   preemption service receives the notice and `reached(step)` is True on every process at the same
   step, so they save the same checkpoint (SIGINT is left as Python has it there).
   """

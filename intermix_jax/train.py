@@ -44,9 +44,8 @@ NonFiniteError = records.NonFiniteError  # raised by train_and_evaluate
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains and evaluates `config` in `workdir`; returns the results dict (see results.json).
 
-  Several runs (fold='all' and/or `seeds`): run (s, k) trains in workdir/seed_<s>/fold_<k> (either
-  level only where it applies), with cv_results.json / seeds_results.json; their summary is
-  returned.
+  Several runs (fold='all' and/or `seeds`; their workdirs and files: WORKSPACE.md): returns their
+  summary (seeds_results.json; cv_results.json for fold='all' without `seeds`).
 
   Raises:
     config_checks.ConfigError: a field is unusable (before any heavy work).
@@ -74,15 +73,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _lock(workdirs: list[str]):
-  """The training lock of `workdirs` (workdir_lib.lock), taken by process 0 alone: the processes
-  of one multi-process run share the workdir."""
+  """The training lock of `workdirs` (workdir_lib.lock), taken by process 0 alone (WORKSPACE.md)."""
   return workdir_lib.lock(workdirs) if distributed.is_main_process() else contextlib.nullcontext()
 
 
 def _many_runs(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """fold='all' and/or `seeds`: the runs, then cv_results.json per seed and seeds_results.json.
-  `workdir`, each seed's and each run's workdir are locked for the whole of it, before anything
-  is written (another training in any of them is refused at once)."""
+  Every workdir involved is locked first (WORKSPACE.md, "One training per workdir")."""
   from intermix_jax import data
   num_folds = data.dataset_info(config).num_folds
   groups = []  # (config of the seed's group, its workdir, [(run config, run workdir)])
@@ -196,7 +193,6 @@ class _Run:
     self.opt = steps.OptimizerSpec.from_config(config.opt, self.num_epochs, self.steps_per_epoch)
     self.mesh = parallel.make_mesh()  # every device; the jitted steps are shared by equal statics
     self.init_state = steps.state_initializer(self.model, self.opt, self.mesh)
-    # () -> the state's shapes, dtypes and shardings (a restore target; nothing is computed).
     self.abstract_state = functools.partial(steps.abstract_state, self.model, self.opt, self.mesh)
 
 
@@ -224,11 +220,7 @@ def _train(configs: list[ml_collections.ConfigDict], workdirs: list[str],
            stack: str | None = None) -> list[dict]:
   """Trains (or resumes) run k of `configs` in `workdirs[k]`; returns their results dicts (see
   results.json), in the order given: one run (`stack` None), or K runs as ONE program, stacked on a
-  run axis (`stack`: config.stack_method, multirun.py).
-
-  Each workdir's lock is taken once its config is checked, before anything is written. The
-  summary writers and checkpoint stores are closed on every way out (`_close`).
-  """
+  run axis (`stack`: config.stack_method, multirun.py)."""
   t0 = time.time()
   parts, stores, writers, ok = [], [], [], False
   with contextlib.ExitStack() as held:
@@ -263,12 +255,7 @@ def _train_fold(config: ml_collections.ConfigDict, workdir: str) -> dict:
 class _Loop:
   """The unfinished runs of `_train`, stepped in lockstep by one train step: one run, or K runs
   stacked on a run axis (`stack`). Every cadence (log, NaN check, evaluation, checkpoint,
-  results.json, stop) is written once, here, for both.
-
-  Stacked runs resume together from the newest step whose checkpoint every one of them has
-  (newer ones are deleted); a run stopped by its nan_policy is left out while the others train
-  on (docs/architecture.md).
-  """
+  results.json, stop) is written once, here, for both (stacked: docs/architecture.md)."""
 
   def __init__(self, parts: list, t0: float, stack: str | None):
     spe = {run.config.fold: run.steps_per_epoch for run, _, _ in parts}
@@ -479,9 +466,8 @@ class _Loop:
           'train/steps_per_sec': rate})
 
   def _end_epoch(self, epoch: int, term: termination.Flag) -> None:
-    """Closes `epoch` for every live run: history entry, evaluation (every eval_every_epochs and
-    at the end), TensorBoard, checkpoint (every checkpoint_every_epochs, at the end, and after a
-    SIGTERM), results.json."""
+    """Closes `epoch` for every live run: history entry, evaluation, TensorBoard, checkpoint and
+    results.json, each at its cadence (`evaluated`, `saved` below; WORKSPACE.md)."""
     cfg, last = self.first.config, epoch + 1 == self.num_epochs
     self._check_finite()
     (loss, err), lr = self._per_run((self.sums, self.metrics['lr']))
