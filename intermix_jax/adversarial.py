@@ -208,7 +208,7 @@ def parse_epsilons(text: str) -> tuple[float, ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Exit status: 0 written; 1 one line `error: ...` for a data or the machine's error (e.g. --out
-  not writable: io_errors.one_line_errors); 2 bad arguments or unusable workdir."""
+  not writable: cli.one_line_errors); 2 bad arguments or unusable workdir."""
   p = argparse.ArgumentParser(prog='python -m intermix_jax.adversarial',
                               description=__doc__.splitlines()[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -225,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     epsilons = parse_epsilons(args.eps)
   except ValueError as e:
     p.error(str(e))
-  from intermix_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from intermix_jax import checkpoints, cli  # pylint: disable=g-import-not-at-top
   from intermix_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   checkpoints.quiet_orbax_logging(logging.ERROR)  # read-only restores: orbax's warnings too
   out = args.out or os.path.join(args.workdir, RESULTS_FILE)
@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f'seed {result["seed"]}: clean {result["clean_error"]:.1f}% | {line}  -> {out}',
           flush=True)
     return 0
-  return io_errors.one_line_errors(attack)
+  return cli.one_line_errors(attack)
 
 
 if __name__ == '__main__':

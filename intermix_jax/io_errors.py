@@ -3,9 +3,8 @@
 `is_disk_full` recognises a full disk however the writing library reports it, anywhere in the
 exception's chain: an OSError (ENOSPC), tensorstore's ValueError (orbax: 'No space left on device
 [os_error_code=28]'), array_record's RuntimeError (TFDS preparation). `WriteError` is the one-line
-OSError raised instead; `error` prints the one line `error: ...` of every command, and
-`one_line_errors` runs a command (main, predict, adversarial) with every error that is not a bug
-as that line. Imports nothing of JAX or TFDS at module level.
+OSError raised instead; `error` prints the one line `error: ...` of every command (cli.py says
+which errors get it). Imports nothing of JAX or TFDS at module level.
 """
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ import errno
 import re
 import shutil
 import sys
-from typing import Callable
 
 IO_ERROR_TEXT = re.compile(r"No space left on device|os_error_code|RESOURCE_EXHAUSTED|"
                            r"PERMISSION_DENIED|Read-only file system|Disk quota exceeded")
@@ -91,27 +89,6 @@ def os_error_line(e: OSError, where: str = '--workdir / data_dir') -> str | None
   if hint is None or not e.filename:
     return None
   return f'{e.filename}: {e.strerror} ({errno.errorcode[e.errno]}); {hint.format(where)}'
-
-
-def one_line_errors(command: Callable[[], int]) -> int:
-  """command()'s exit status, or after one line `error: ...`: 2 for a WorkdirError; 1 for what is
-  the user's or the machine's, not a bug: a config, workdir, non-finite-loss or data error (its
-  message), the machine's OSError (`os_error_line`). Anything else keeps its traceback."""
-  from intermix_jax import config_lib, data, records, workdir  # pylint: disable=g-import-not-at-top
-  known = (config_lib.ConfigError, workdir.WorkdirConfigError, workdir.WorkdirBusyError,
-           records.NonFiniteError, data.LayoutError, data.BadAudioFileError,
-           data.SourceUnavailableError, FileNotFoundError)
-  try:
-    return command()
-  except WorkdirError as e:
-    return error(str(e), 2)
-  except known as e:
-    return error(str(e))
-  except OSError as e:
-    line = os_error_line(e)
-    if line is None:  # not the machine's state: a bug
-      raise
-    return error(line)
 
 
 def mib(n: float) -> str:

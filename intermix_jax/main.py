@@ -157,7 +157,7 @@ def main(argv):
   distributed.initialize_distributed(_DISTRIBUTED.value)  # before any other JAX use
 
   import jax
-  from intermix_jax import data, train
+  from intermix_jax import cli, data, train
   global _SIGTERM_ACTS_AS_DEFAULT
   _SIGTERM_ACTS_AS_DEFAULT = jax.process_count() > 1
   if jax.process_index() > 0:
@@ -169,7 +169,7 @@ def main(argv):
   def train_and_evaluate() -> int:
     train.train_and_evaluate(config, _WORKDIR.value)
     return 0
-  return io_errors.one_line_errors(train_and_evaluate)
+  return cli.one_line_errors(train_and_evaluate)
 
 
 def run() -> None:

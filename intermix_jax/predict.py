@@ -180,7 +180,7 @@ def to_json(predictor: Predictor, results: Sequence[FilePrediction],
 
 def main(argv: Sequence[str] | None = None) -> int:
   """The command line; returns the exit status (0 ok; 1 some file failed, or one line `error: ...`
-  for a data or the machine's error: io_errors.one_line_errors; 2 bad workdir)."""
+  for a data or the machine's error: cli.one_line_errors; 2 bad workdir)."""
   parser = argparse.ArgumentParser(
       prog='python -m intermix_jax.predict',
       description='Classify audio files with a trained workdir (10-crop protocol).')
@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)  # None: sys.argv[1:]
   if args.top_k < 1:
     parser.error(f'--top_k must be >= 1, got {args.top_k}')
-  from intermix_jax import checkpoints
+  from intermix_jax import checkpoints, cli
   checkpoints.quiet_orbax_logging(logging.ERROR)  # read-only restores: orbax's warnings too
 
   def classify() -> int:
@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif results:
       print(format_text(results))
     return 1 if errors else 0
-  return io_errors.one_line_errors(classify)
+  return cli.one_line_errors(classify)
 
 
 if __name__ == '__main__':
