@@ -242,7 +242,8 @@ class EvalLoader:
   """Every test clip exactly once: `num_crops` evenly spaced crops each, padded last batch.
 
   Attributes:
-    num_examples: test clips N; filenames: their names, in the global order of the batches.
+    num_examples: test clips N; filenames, labels: their names and int32 labels, in the global
+      order of the batches.
     num_batches: batches per process (same on every process); local_batch_size: b.
   """
 
@@ -255,6 +256,7 @@ class EvalLoader:
     self.index = index
     self.num_examples = len(index)
     self.filenames = list(index.filenames)
+    self.labels = index.labels.copy()
     self.local_batch_size = batch_size // process_count
     self.process_count, self.process_index = process_count, process_index
     self.num_batches = math.ceil(self.num_examples / batch_size)
@@ -273,7 +275,7 @@ class EvalLoader:
     valid = positions[mask]
     for row, clip in zip(np.flatnonzero(mask), self.index.read(valid)):
       x[row] = augment.eval_crops(clip, self.input_length, self.num_crops)
-    y[mask] = self.index.labels[valid]
+    y[mask] = self.labels[valid]
     index = np.where(mask, positions, -1).astype(np.int32)
     return {'x': x, 'y': y, 'mask': mask, 'index': index}
 
