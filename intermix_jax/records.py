@@ -150,7 +150,7 @@ class RunRecord:
 
   # --- the NaN policy ----------------------------------------------------------------------------
   def check_finite(self, counts: tuple[int, int]) -> None:
-    """Host-side NaN policy at the current step (reads two device scalars).
+    """Host-side NaN policy at the current step.
 
     stop: NonFiniteError naming the step and the last verified checkpoint. skip: carry on, but stop
     the same way after `give_up_after` consecutive non-finite steps (before the checkpoint of the

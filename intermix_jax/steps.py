@@ -53,7 +53,7 @@ def make_optimizer(opt_config, schedule: optax.Schedule) -> optax.GradientTransf
   """docs/method.md §5 optimiser: coupled L2 (decay added to the gradient BEFORE momentum) + SGD.
 
   Args:
-    opt_config: the `config.opt` ConfigDict (momentum, nesterov, weight_decay).
+    opt_config: anything with momentum, nesterov and weight_decay (`config.opt`, an OptimizerSpec).
     schedule: step -> learning rate (see schedules.lr_schedule).
   """
   return optax.chain(
