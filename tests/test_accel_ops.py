@@ -3,9 +3,9 @@
 Each variant is compared with 'plain' (today's path), both traced with `cpu_ops.force('plain')`
 (the accelerator's program: lax convolutions and reduce_window, as on a GPU) at width 0.3,
 fc_units 32, batch 4, train mode (BatchNorm on batch statistics, dropout with one key), with
-InterMix (`mixing.get_strategy('intermix', eligible_layers=(k,))`, a fixed plan) mixing at each
-mix point k = 0..4 in turn: logits, the BatchNorm statistics, the gradients of the parameters and
-of the input waveform, and the parameter trees (names, shapes, dtypes).
+InterMix (a fixed plan) mixing at mix point k = 0, 1, 2 in turn (MIX_POINTS; k is traced, so one
+compile per variant): logits, the BatchNorm statistics, the gradients of the parameters and of the
+input waveform, and the parameter trees (names, shapes, dtypes).
 
 Tolerance (float32): the variants sum the same products in another order (a 1-D instead of a 2-D
 convolution, 8 stacked rows as channels, zero taps of a blocked kernel), so values differ by
@@ -13,8 +13,15 @@ float32 rounding, ~1e-7 relative per operation; train-mode BatchNorm over 4 rows
 batch deviations and InterMix's sqrt(b) / sqrt(a) amplifies relative errors of small activations.
 Measured here (jaxlib 0.10.2, CPU, InterMix at point 1): the largest relative L2 error of any
 leaf 2e-5 (logits), 6e-6 (BN statistics), 3e-5 (parameter gradients), 9e-6 (input gradient).
+The gradients can also differ by more than rounding: where the two largest inputs of a max-pool
+window lie within rounding of each other, the variant and plain may pick different ones, and the
+window's gradient goes to another tap. Which windows flip depends on the last bits, so on the
+parameters' last bits, XLA's optimisation level and the number of threads: observed (2026-12-06,
+XLA_FLAGS of the suite, parameters initialised under jit, or one core) up to 0.7 % in the input
+gradient's L2 norm (7,041 of 266,600 entries off, logits still within 3e-5) and 0.5 % in a BN
+bias gradient, where the same test on two cores with eager-initialised parameters saw 3e-5.
 Asserted: logits elementwise rtol 1e-4, atol 1e-4 (logits are O(1); one differed by 2.9e-5) and
-in L2 norm within 1e-4; BN statistics within 1e-4 and every gradient leaf within 1e-3 in L2 norm,
+in L2 norm within 1e-4; BN statistics within 1e-4 and every gradient leaf within 1e-2 in L2 norm,
 relative to (the leaf's norm + the tree's RMS x sqrt(size)) as `test_models._assert_trees_close`
 (leaves whose gradient is ~0 hold rounding noise only). A wrong tap, row or phase would be O(1) off.
 """
@@ -80,31 +87,33 @@ def test_rows_conv_equals_the_plain_convolution(block):
   np.testing.assert_allclose(got, plain(x, k), rtol=1e-5, atol=1e-5)
 
 
-def _intermix(model, k, batch):
-  strategy = mixing.get_strategy('intermix', eligible_layers=(k,))
+# Mix points 0, 1 and 2: the variants compute conv1, conv2 and the pool before point 1 and conv3
+# before point 2; points 3 and 4 lie after every op a variant changes (the gradient reaches those
+# ops through point 2's path as through theirs), so they add no case.
+MIX_POINTS = (0, 1, 2)
+
+
+def _step(model):
+  """jit(params, stats, x, k) -> (logits, new stats, d params, d x) with InterMix at point k (a
+  traced int32 of MIX_POINTS: the strategy's lax.cond per point, one compile serves every k)."""
+  strategy = mixing.get_strategy('intermix', eligible_layers=MIX_POINTS)
   rng = np.random.default_rng(3)
-  plan = mixing.MixPlan(layer=jnp.int32(k),
-                        r=jnp.asarray(rng.uniform(0.2, 0.8, batch), jnp.float32),
-                        phi=jnp.asarray(rng.uniform(-1.5, 1.5, batch), jnp.float32))
-  return strategy, plan
-
-
-def _step(model, k):
-  """jit(params, stats, x) -> (logits, new stats, d params, d x) with InterMix at point k."""
-  strategy, plan = _intermix(model, k, BATCH)
+  r = jnp.asarray(rng.uniform(0.2, 0.8, BATCH), jnp.float32)
+  phi = jnp.asarray(rng.uniform(-1.5, 1.5, BATCH), jnp.float32)
   weights = jnp.asarray(np.random.default_rng(4).standard_normal((BATCH, model.num_classes)),
                         jnp.float32)
 
-  def loss(params, stats, x):
+  def loss(params, stats, x, k):
+    plan = mixing.MixPlan(layer=k, r=r, phi=phi)
     x = strategy.prepare_input(plan, x)
     logits, state = model.apply({'params': params, 'batch_stats': stats}, x, train=True,
                                 mix=strategy.mixer(plan, model.sample_rate),
                                 rngs={'dropout': jax.random.key(5)}, mutable=['batch_stats'])
     return jnp.sum(weights * jax.nn.log_softmax(logits)), (logits, state['batch_stats'])
 
-  def step(params, stats, x):
+  def step(params, stats, x, k):
     (_, (logits, stats)), (dp, dx) = jax.value_and_grad(loss, argnums=(0, 2), has_aux=True)(
-        params, stats, x)
+        params, stats, x, k)
     return logits, stats, dp, dx
   return jax.jit(step)
 
@@ -125,15 +134,22 @@ def _assert_trees_close(got, want, rtol):
 def _setup():
   model = models.get_model('envnetv2', 5, **SMALL)
   x = 0.1 * np.random.default_rng(7).standard_normal((BATCH, model.input_length)).astype(np.float32)
-  variables = model.init({'params': jax.random.key(0), 'dropout': jax.random.key(1)}, x[:2])
+  variables = jax.jit(model.init)({'params': jax.random.key(0), 'dropout': jax.random.key(1)},
+                                  x[:2])
   return model, variables, jnp.asarray(x)
 
 
 @functools.lru_cache(maxsize=None)
+def _compiled(variant):
+  """`_step`'s jitted function of one variant (the variant is read when it traces: in `_run`)."""
+  return _step(_setup()[0])
+
+
+@functools.lru_cache(maxsize=None)
 def _run(variant, k):
-  model, variables, x = _setup()
+  _, variables, x = _setup()
   with cpu_ops.force('plain'), accel_ops.force(variant):
-    out = _step(model, k)(variables['params'], variables['batch_stats'], x)
+    out = _compiled(variant)(variables['params'], variables['batch_stats'], x, jnp.int32(k))
   return jax.device_get(out)
 
 
@@ -149,10 +165,7 @@ def test_variant_has_the_same_parameter_tree(variant):
 
 
 @pytest.mark.slow
-# Mix points 0, 1 and 2: the variants compute conv1, conv2 and the pool before point 1 and conv3
-# before point 2; points 3 and 4 lie after every op a variant changes (the gradient reaches those
-# ops through point 2's path as through theirs), so they add no case.
-@pytest.mark.parametrize('k', (0, 1, 2))
+@pytest.mark.parametrize('k', MIX_POINTS)
 @pytest.mark.parametrize('variant', ALTERNATIVES)
 def test_variant_equals_plain_in_value_and_gradient(variant, k):
   logits, stats, dp, dx = _run(variant, k)
@@ -160,8 +173,8 @@ def test_variant_equals_plain_in_value_and_gradient(variant, k):
   np.testing.assert_allclose(logits, want_logits, rtol=1e-4, atol=1e-4)
   _assert_trees_close(logits, want_logits, rtol=1e-4)
   _assert_trees_close(stats, want_stats, rtol=1e-4)
-  _assert_trees_close(dp, want_dp, rtol=1e-3)
-  _assert_trees_close(dx, want_dx, rtol=1e-3)
+  _assert_trees_close(dp, want_dp, rtol=1e-2)  # max-pool ties (the docstring)
+  _assert_trees_close(dx, want_dx, rtol=1e-2)
   assert np.all(np.isfinite(logits)) and np.all(np.isfinite(dx))
 
 
