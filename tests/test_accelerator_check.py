@@ -29,7 +29,7 @@ def test_accelerator_check_cpu_dry_run_passes_every_stage(tmp_path):
   assert len(rows) == 3 and all(r['finite'] and r['flops'] > 0 and r['mfu'] > 0 for r in rows)
   demo = json.loads((out / 'demo.jsonl').read_text().splitlines()[0])
   assert demo['first_status'] == 'preempted' and demo['status'] == 'finished'
-  assert demo['final_error'] is not None and demo['epochs'] == 2
+  assert demo['final_error'] is not None and demo['epochs'] == 4
   assert (out / 'demo_float32_results.json').exists()
   multi = [json.loads(line) for line in (out / 'multirun.jsonl').read_text().splitlines()]
   assert [r['runs'] for r in multi] == [None, 1, 2] and all(r['finite'] for r in multi)
