@@ -194,7 +194,7 @@ def test_hlo_counts_and_table():
 
 
 @pytest.mark.slow
-def test_envnet_ab_stage_cpu_dry_run(tmp_path):
+def test_envnet_ab_stage_cpu_dry_run(tmp_path, dry_run_env):
   """`STAGES=envnet_ab accelerator_check.sh --cpu`: the A/B of two variants at tiny size (the
   accelerator's program compiled and run on this CPU), its rows and its report table."""
   import json  # pylint: disable=g-import-not-at-top
@@ -203,7 +203,7 @@ def test_envnet_ab_stage_cpu_dry_run(tmp_path):
   import sys  # pylint: disable=g-import-not-at-top
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = tmp_path / 'out'
-  env = dict(os.environ, PYTHON=sys.executable, SCRATCH=str(tmp_path / 'scratch'),
+  env = dict(dry_run_env, PYTHON=sys.executable, SCRATCH=str(tmp_path / 'scratch'),
              STAGES='envnet_ab')
   proc = subprocess.run(['bash', os.path.join(repo, 'launch', 'device', 'accelerator_check.sh'),
                          '--cpu', str(out)], cwd=repo, env=env, capture_output=True, text=True,

@@ -1,6 +1,6 @@
 """`bash launch/device/accelerator_check.sh --cpu` (every stage of the accelerator check at tiny sizes)
-passes on this machine and writes its report. Slow: 1.5-4 min on 2 cores (XLA compiles of the
-train step in three precisions, a demo run killed by SIGTERM and resumed)."""
+passes on this machine and writes its report. Slow: about 40 s on one core (XLA compiles of the
+train step in three precisions, a demo run killed by SIGTERM and resumed; conftest's dry_run_env)."""
 import json
 import os
 import subprocess
@@ -12,9 +12,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow
-def test_accelerator_check_cpu_dry_run_passes_every_stage(tmp_path):
+def test_accelerator_check_cpu_dry_run_passes_every_stage(tmp_path, dry_run_env):
   out = tmp_path / 'out'
-  env = dict(os.environ, PYTHON=sys.executable, SCRATCH=str(tmp_path / 'scratch'))
+  env = dict(dry_run_env, PYTHON=sys.executable, SCRATCH=str(tmp_path / 'scratch'))
   proc = subprocess.run(['bash', os.path.join(REPO, 'launch', 'device', 'accelerator_check.sh'), '--cpu',
                          str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

@@ -215,7 +215,7 @@ def test_collect_checks_copies_records_and_commits_only_its_paths(tmp_path, git_
 
 
 @pytest.mark.slow
-def test_cpu_dry_run_from_the_pack_to_the_report(tmp_path, git_identity):
+def test_cpu_dry_run_from_the_pack_to_the_report(tmp_path, git_identity, dry_run_env):
   """`bash launch/device/window.sh --cpu` at tiny sizes (EnvNet-v2 width 0.3, one step, vmapped)
   on a packed 50-clip ESC-10 layout: one item (standard, five folds in one program); then collect
   into a results tree (committed) and the report's EnvNet-v2 ESC-10 cell beside the paper's. One
@@ -232,7 +232,7 @@ def test_cpu_dry_run_from_the_pack_to_the_report(tmp_path, git_identity):
   results.mkdir(parents=True)
   subprocess.run(['git', 'init', '-q', str(repo)], check=True)
   out = tmp_path / 'out'
-  env = dict(os.environ, PYTHON=sys.executable, SCRATCH=str(tmp_path / 'scratch'),
+  env = dict(dry_run_env, PYTHON=sys.executable, SCRATCH=str(tmp_path / 'scratch'),
              PACKED=str(tmp_path / 'pack'), ITEMS='envnetv2-standard')
   proc = subprocess.run(['bash', os.path.join(REPO, 'launch', 'device', 'window.sh'), '--cpu',
                          str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
