@@ -538,9 +538,10 @@ def _mixing_at_every_point_and_cpu_equals_plain(name, small_models):
     return _loss_and_grads(fast, variables, x, layer)
 
   base_logits, base_grads, base_inter = step(variables, x, jnp.int32(-1))  # -1: no point mixes
-  # Mixing nowhere equals no mixing at all.
+  # Mixing nowhere equals no mixing at all (op by op against jit: float32 rounding, observed up to
+  # 1.1e-5 on logits of O(1) on one core; a mixing left on would be O(0.1) off).
   unmixed = fast.apply(variables, x, train=True, rngs={'dropout': jax.random.key(5)}, mutable=['batch_stats'])[0]
-  np.testing.assert_allclose(base_logits, unmixed, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(base_logits, unmixed, rtol=1e-4, atol=1e-4)
   # The CPU rewrites compute the same function and gradients as the plain convolutions and pools,
   # checked on the two models that use every rewrite (space-to-depth, FFT weight gradient, im2col
   # input gradient, 1-D and 2-D pools; each rewrite is also tested alone above). One more compile

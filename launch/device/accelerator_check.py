@@ -353,8 +353,8 @@ def cmd_demo(args) -> int:
     import shutil  # pylint: disable=g-import-not-at-top
     shutil.rmtree(workdir)
   overrides = [f'data_dir={args.data_dir}', f'model.precision={args.precision}']
-  if args.cpu:  # tiny, as tests/test_reliability's runs (so the suite compiles their step once):
-    # 2 epochs (x2 for mixing) of 3 steps of 8 clips, every step logged, 2 crops per test clip
+  if args.cpu:  # tiny (tests/test_reliability's runs): 2 epochs (x2 for mixing) of 3 steps of 8
+    # clips, every step logged, 2 crops per test clip
     overrides += ['model.fc_units=32', 'batch_size=8', 'steps_per_epoch=3', 'num_epochs=2',
                   'num_eval_crops=2', 'eval_batch_size=20', 'eval_every_epochs=2',
                   'checkpoint_every_epochs=1', 'log_every_steps=1']
