@@ -298,8 +298,10 @@ def test_log_lines_of_runs_in_one_program_name_their_run(nan_seeds, synthetic_da
                         lambda msg, *a, **k: lines.append(str(msg) % a if a else str(msg)))
   monkeypatch.setattr(data, 'make_train_loader', loader_with_nan((1, 0), set(nan_seeds)))
   workdir = str(tmp_path / 'run')
+  config = two_seeds(synthetic_data_dir, 'intermix', 'unroll')
+  config.eval_every_epochs = 1  # epoch 1 is evaluated too
   with pytest.raises(train.NonFiniteError):
-    train.train_and_evaluate(two_seeds(synthetic_data_dir, 'intermix', 'unroll'), workdir)
+    train.train_and_evaluate(config, workdir)
   errors = [l for l in lines if 'test error' in l and not l.startswith('finished')]
   for s in SEEDS:  # epoch 1 of 2 is evaluated for both runs
     assert sum(l.startswith(f'epoch 1/2 (fold 1, seed {s}): test error ') for l in errors) == 1, (
