@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import helpers
 from intermix_jax import config_checks
 from intermix_jax import io_errors
 from intermix_jax import main as main_lib
@@ -29,11 +30,9 @@ from intermix_jax import summaries
 from intermix_jax.data import pairing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# A tiny run of the demo config (tests/test_reliability.py's sizes): 2 epochs (1 doubled for
-# mixing) of 1 step, an evaluation after each.
-TINY = ('model.width=0.25,model.fc_units=32,batch_size=8,steps_per_epoch=1,num_epochs=1,'
-        'num_eval_crops=2,eval_batch_size=20,eval_every_epochs=1,checkpoint_every_epochs=1,'
-        'log_every_steps=1')
+# A tiny run of the demo config: the in-process runs' sizes (2 epochs of 2 steps for InterMix,
+# evaluated after the last), so a command-line run reads their compiled programs from the cache.
+TINY = helpers.TINY
 
 
 def run_main(args, env, timeout=600):
@@ -399,7 +398,7 @@ def test_console_is_quiet_by_default_and_verbose_on_request(env, tmp_path):
   assert proc.returncode == 0, out[-3000:]
   for noise in NOISE[:-1]:
     assert noise not in out, noise
-  assert re.search(r'step 2/2 \| loss .* steps/s \| ETA ', out), out
+  assert re.search(r'step 4/4 \| loss .* steps/s \| ETA ', out), out
   assert re.search(r'epoch 2/2: test error [0-9.]+%', out), out
   assert len(out.splitlines()) < 15, out
   # --verbose: the same preparation shows TFDS's progress bars and INFO lines (a batch too big
