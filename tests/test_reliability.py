@@ -40,9 +40,10 @@ import soundfile as sf
 import helpers
 from intermix_jax import checkpoints, data, train, workdir as workdir_lib
 
-# 4 epochs (2 doubled for mixing) x 3 steps = 12 steps; a checkpoint after every epoch.
+# 4 epochs (2 doubled for mixing) x 3 steps = 12 steps; a checkpoint after every epoch, one
+# evaluation (after the last).
 SUB = ('model.width=0.25,model.fc_units=32,batch_size=8,steps_per_epoch=3,num_epochs=2,'
-       'num_eval_crops=2,eval_batch_size=20,eval_every_epochs=2,checkpoint_every_epochs=1,'
+       'num_eval_crops=2,eval_batch_size=20,eval_every_epochs=4,checkpoint_every_epochs=1,'
        'log_every_steps=1,strategy=intermix')
 TOTAL_STEPS = 12
 
