@@ -538,9 +538,11 @@ def _mixing_at_every_point_and_cpu_equals_plain(name, small_models):
     return _loss_and_grads(fast, variables, x, layer)
 
   base_logits, base_grads, base_inter = step(variables, x, jnp.int32(-1))  # -1: no point mixes
-  # Mixing nowhere equals no mixing at all (op by op against jit: float32 rounding, observed up to
-  # 1.1e-5 on logits of O(1) on one core; a mixing left on would be O(0.1) off).
-  unmixed = fast.apply(variables, x, train=True, rngs={'dropout': jax.random.key(5)}, mutable=['batch_stats'])[0]
+  # Mixing nowhere equals no mixing at all (another program: float32 rounding, observed up to
+  # 1.1e-5 on logits of O(1) on one core; a mixing left on would be O(0.1) off). Compiled: op by op,
+  # the forward pass alone took 5 s for M18 here.
+  unmixed = jax.jit(lambda v, x: fast.apply(v, x, train=True, rngs={'dropout': jax.random.key(5)},
+                                            mutable=['batch_stats'])[0])(variables, x)
   np.testing.assert_allclose(base_logits, unmixed, rtol=1e-4, atol=1e-4)
   # The CPU rewrites compute the same function and gradients as the plain convolutions and pools,
   # checked on the two models that use every rewrite (space-to-depth, FFT weight gradient, im2col
@@ -589,7 +591,8 @@ def test_eval_is_deterministic_and_train_uses_dropout_and_batch_stats(name, smal
 
 def test_batchnorm_momentum_and_epsilon_follow_chainer(small_models):
   m, variables, x = small_models['envnet']
-  _, upd = m.apply(variables, x, train=True, rngs={'dropout': jax.random.key(1)}, mutable=['batch_stats'])
+  _, upd = jax.jit(lambda v, x: m.apply(v, x, train=True, rngs={'dropout': jax.random.key(1)},
+                                        mutable=['batch_stats']))(variables, x)
   # Independent recomputation of conv1's output statistics (plain convolution, float64).
   kernel = np.asarray(variables['params']['conv1']['conv']['kernel'])
   h = _numpy_conv(np.asarray(x)[:, None, :, None], kernel, (1, 1), ((0, 0), (0, 0)))
@@ -599,7 +602,8 @@ def test_batchnorm_momentum_and_epsilon_follow_chainer(small_models):
   np.testing.assert_allclose(stats['var'], 0.9 * 1 + 0.1 * var, rtol=1e-3, atol=1e-6)
   # eps 2e-5: in eval mode with running stats (0, 1) and scale 1, BN(h) = h / sqrt(1 + 2e-5).
   relu = lambda v: np.maximum(v, 0)
-  inter = m.apply(variables, x, train=False, mutable=['intermediates'],
-                  capture_intermediates=lambda mdl, _: mdl.name == 'conv1')[1]['intermediates']
+  inter = jax.jit(lambda v, x: m.apply(v, x, train=False, mutable=['intermediates'],
+                                       capture_intermediates=lambda mdl, _: mdl.name == 'conv1'))(
+                                           variables, x)[1]['intermediates']
   np.testing.assert_allclose(inter['conv1']['__call__'][0][:, 0, :, :],
                              relu(h[:, 0] / np.sqrt(1 + 2e-5)), rtol=1e-4, atol=1e-5)
