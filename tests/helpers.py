@@ -55,10 +55,11 @@ def repo_config(name, arg=''):
 
 # In-process training runs on the synthetic dataset (configs/demo.py, EnvNet): 2 steps per epoch
 # of batch 8, 1 epoch (2 for a mixing strategy, which doubles the epochs), evaluated after the last
-# epoch only (evaluation is most of a tiny run's time) with 2 crops, a checkpoint after every
+# epoch only, on 1 crop per clip (evaluation is most of a tiny run's time; several crops per clip:
+# test_multirun, test_predict, test_reliability's command-line runs), a checkpoint after every
 # epoch. Shared so that the compiled train step is shared too.
 TINY = ('model.width=0.25,model.fc_units=32,batch_size=8,steps_per_epoch=2,num_epochs=1,'
-        'num_eval_crops=2,eval_batch_size=20,eval_every_epochs=2,checkpoint_every_epochs=1,'
+        'num_eval_crops=1,eval_batch_size=20,eval_every_epochs=2,checkpoint_every_epochs=1,'
         'log_every_steps=1')
 
 
