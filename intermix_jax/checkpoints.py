@@ -202,9 +202,9 @@ class CheckpointStore:
     return os.path.join(self.directory, str(step))
 
   # --- save --------------------------------------------------------------------------------------
-  def save(self, step: int, state: Any, meta: dict, *, rotate: bool = True) -> bool:
-    """Writes checkpoint `step`, reads it back, then (with `rotate`) deletes the checkpoints beyond
-    the newest `keep`. No-op returning False if `step` exists already.
+  def save(self, step: int, state: Any, meta: dict) -> bool:
+    """Writes checkpoint `step` and reads it back; deletes nothing (`rotate` does, once the caller
+    has every checkpoint of its step). No-op returning False if `step` exists already.
 
     Raises:
       CheckpointWriteError: the write failed or did not read back; the older checkpoints are kept.
@@ -240,8 +240,6 @@ class CheckpointStore:
           errno.EIO, f'checkpoint {self.path(step)} did not read back as written ({problem}); '
           f'moved to {aside}, the older checkpoints are kept: check the disk of {self.directory}')
     self._verified.add(step)
-    if rotate:
-      self.rotate()
     return True
 
   def _check_space(self, step: int, state: Any) -> None:
@@ -290,7 +288,7 @@ class CheckpointStore:
     return steps
 
   def rotate(self) -> None:
-    """Deletes all but the newest `keep` checkpoints (the newest was just verified)."""
+    """Deletes all but the newest `keep` checkpoints (call after a `save` that returned)."""
     self._delete(self.all_steps()[:-self.keep])
 
   def discard_after(self, step: int) -> list[int]:

@@ -98,13 +98,13 @@ class RunRecord:
     return r
 
   def save(self, partial: dict) -> None:
-    """Checkpoint of `state` at the current step (old ones rotated by the loop, once every run
+    """Checkpoint of `state` at the current step (the loop rotates old ones away once every run
     saved); `partial`: the metric sums of the unfinished epoch."""
     spe = self.run.steps_per_epoch
     meta = dict(self.meta, epoch=self.step // spe, step_in_epoch=self.step % spe,
                 global_step=self.step, partial=partial,
                 wall_time=self.meta['wall_time'] + (time.time() - self.t0))
-    self.store.save(self.step, self.state, meta, rotate=False)
+    self.store.save(self.step, self.state, meta)
 
   def last_good_checkpoint(self) -> str:
     """The checkpoint to name after a non-finite step: only a verified one is called good."""

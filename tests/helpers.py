@@ -237,6 +237,22 @@ def trees_equal(a, b):
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+def assert_trees_close(got, want, rtol):
+  """Each leaf within `rtol` in L2 norm, relative to the leaf's norm plus the whole tree's RMS per
+  element times sqrt(its size) (leaves whose gradient is ~0 hold rounding noise only). For what
+  different fusions compute in float32 (train-mode BN with a small batch amplifies their
+  rounding): elementwise comparisons are too brittle there."""
+  want_leaves = [np.asarray(b, np.float64) for b in jax.tree.leaves(want)]
+  rms = np.sqrt(sum(np.sum(b ** 2) for b in want_leaves) / sum(b.size for b in want_leaves))
+  got_leaves = jax.tree_util.tree_leaves_with_path(got)
+  assert len(got_leaves) == len(want_leaves)
+  for (path, a), b in zip(got_leaves, want_leaves):
+    a = np.asarray(a, np.float64)
+    err = np.linalg.norm(a - b)
+    assert err <= rtol * (np.linalg.norm(b) + rms * np.sqrt(b.size)), \
+        (jax.tree_util.keystr(path), err, np.linalg.norm(b))
+
+
 def checkpoint_data_files(step_dir):
   """The array data files of a checkpoint's state item (OCDBT `d/` files), largest first."""
   out = []

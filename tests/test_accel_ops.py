@@ -22,7 +22,7 @@ gradient's L2 norm (7,041 of 266,600 entries off, logits still within 3e-5) and 
 bias gradient, where the same test on two cores with eager-initialised parameters saw 3e-5.
 Asserted: logits elementwise rtol 1e-4, atol 1e-4 (logits are O(1); one differed by 2.9e-5) and
 in L2 norm within 1e-4; BN statistics within 1e-4 and every gradient leaf within 1e-2 in L2 norm,
-relative to (the leaf's norm + the tree's RMS x sqrt(size)) as `test_models._assert_trees_close`
+relative to (the leaf's norm + the tree's RMS x sqrt(size)) as `helpers.assert_trees_close`
 (leaves whose gradient is ~0 hold rounding noise only). A wrong tap, row or phase would be O(1) off.
 """
 import functools
@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import helpers
 from intermix_jax import mixing, models
 from intermix_jax.models import accel_ops, cpu_ops
 
@@ -118,18 +119,6 @@ def _step(model):
   return jax.jit(step)
 
 
-def _assert_trees_close(got, want, rtol):
-  want_leaves = [np.asarray(b, np.float64) for b in jax.tree.leaves(want)]
-  rms = np.sqrt(sum(np.sum(b ** 2) for b in want_leaves) / sum(b.size for b in want_leaves))
-  got_leaves = jax.tree_util.tree_leaves_with_path(got)
-  assert len(got_leaves) == len(want_leaves)
-  for (path, a), b in zip(got_leaves, want_leaves):
-    a = np.asarray(a, np.float64)
-    err = np.linalg.norm(a - b)
-    assert err <= rtol * (np.linalg.norm(b) + rms * np.sqrt(b.size)), \
-        (jax.tree_util.keystr(path), err, np.linalg.norm(b))
-
-
 @functools.lru_cache(maxsize=None)
 def _setup():
   model = models.get_model('envnetv2', 5, **SMALL)
@@ -171,10 +160,10 @@ def test_variant_equals_plain_in_value_and_gradient(variant, k):
   logits, stats, dp, dx = _run(variant, k)
   want_logits, want_stats, want_dp, want_dx = _run('plain', k)
   np.testing.assert_allclose(logits, want_logits, rtol=1e-4, atol=1e-4)
-  _assert_trees_close(logits, want_logits, rtol=1e-4)
-  _assert_trees_close(stats, want_stats, rtol=1e-4)
-  _assert_trees_close(dp, want_dp, rtol=1e-2)  # max-pool ties (the docstring)
-  _assert_trees_close(dx, want_dx, rtol=1e-2)
+  helpers.assert_trees_close(logits, want_logits, rtol=1e-4)
+  helpers.assert_trees_close(stats, want_stats, rtol=1e-4)
+  helpers.assert_trees_close(dp, want_dp, rtol=1e-2)  # max-pool ties (the docstring)
+  helpers.assert_trees_close(dx, want_dx, rtol=1e-2)
   assert np.all(np.isfinite(logits)) and np.all(np.isfinite(dx))
 
 

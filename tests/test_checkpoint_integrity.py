@@ -120,6 +120,8 @@ def test_rotation_keeps_the_newest_verified_checkpoints(store_dir):
   store = checkpoints.CheckpointStore(store_dir, 2)
   for s in (1, 2, 3):
     assert store.save(s, make_state(s), dict(epoch=s))
+    assert store.all_steps()[-1] == s and len(store.all_steps()) == min(s, 3)  # save deletes none
+    store.rotate()
   assert store.all_steps() == [2, 3] and store.latest_verified_step() == 3
   assert not store.save(3, make_state(3), {})  # exists: no-op
   store.close()
@@ -142,7 +144,7 @@ def test_save_that_reads_back_wrong_raises_and_deletes_nothing(store_dir, monkey
   msg = str(e.value)
   assert msg.startswith(f'checkpoint {os.path.join(store_dir, "2")} did not read back as written')
   assert "['b']" in msg and '\n' not in msg
-  assert store.all_steps() == [1]  # keep=1, yet the verified step 1 was not rotated away
+  assert store.all_steps() == [1]  # the verified step 1 is kept
   assert os.path.isdir(os.path.join(store_dir, '2.unreadable'))
   store.close()
 

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import helpers
 from intermix_jax import models
 from intermix_jax.models import cpu_ops, layers
 
@@ -508,18 +509,6 @@ def _loss_and_grads(model, variables, x, layer):
   return logits, grads, inter
 
 
-def _assert_trees_close(got, want, rtol):
-  """Each leaf within rtol in L2 norm relative to the leaf's norm, plus rtol times the whole tree's
-  RMS per element (leaves whose gradient is ~0 hold rounding noise only). Train-mode BN with a batch
-  of 4 amplifies the float32 rounding of different fusions: elementwise comparisons are too brittle."""
-  want_leaves = [np.asarray(b, np.float64) for b in jax.tree.leaves(want)]
-  rms = np.sqrt(sum(np.sum(b ** 2) for b in want_leaves) / sum(b.size for b in want_leaves))
-  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), want_leaves):
-    a = np.asarray(a, np.float64)
-    assert np.linalg.norm(a - b) <= rtol * (np.linalg.norm(b) + rms * np.sqrt(b.size)), \
-        jax.tree_util.keystr(path)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('name', NAMES)
 def test_mixing_at_every_point_under_one_jit_and_cpu_equals_plain(name, small_models):
@@ -552,7 +541,7 @@ def _mixing_at_every_point_and_cpu_equals_plain(name, small_models):
     with cpu_ops.force('plain'):
       plain_logits, plain_grads, _ = jax.jit(lambda v, x: _loss_and_grads(m, v, x, -1))(variables, x)
     np.testing.assert_allclose(base_logits, plain_logits, rtol=1e-4, atol=1e-5)
-    _assert_trees_close(base_grads, plain_grads, rtol=5e-3)
+    helpers.assert_trees_close(base_grads, plain_grads, rtol=5e-3)
   for k in range(m.num_mix_points):
     logits, grads, inter = step(variables, x, jnp.int32(k))
     assert bool(jnp.all(jnp.isfinite(logits))), (name, k)
