@@ -124,7 +124,7 @@ def multi_runs(model, name, opt, mesh, num_steps, batches=run_batches, method='v
 # 1. K runs in one step == K separate runs (1-device mesh)
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize('name', ['standard', 'intermix'])
-def test_multi_train_step_equals_separate_runs(name):
+def test_stacked_train_step_equals_separate_runs(name):
   model, opt, mesh = TinyNet(), opt_spec(), parallel.make_mesh(1)
   want_states, want_metrics = separate_runs(model, name, opt, mesh, 3)
   got_states, got_metrics = multi_runs(model, name, opt, mesh, 3)
@@ -191,7 +191,7 @@ def test_other_strategies_one_step_equals_separate_runs(name):
     assert_state_close(got, want, RTOL_STATE['intermix'])
 
 
-def test_multi_train_step_compiles_once_per_statics():
+def test_stacked_train_step_compiles_once_per_statics():
   model, opt, mesh = TinyNet(), opt_spec(), parallel.make_mesh(1)
   step = steps.mesh_train_step(model, mixing.get_strategy('mixup'), opt, NUM_CLASSES, mesh, stack='vmap')
   assert steps.mesh_train_step(TinyNet(), mixing.get_strategy('mixup'), opt_spec(),
@@ -212,7 +212,7 @@ def test_multi_train_step_compiles_once_per_statics():
 # ------------------------------------------------------------------------------------------------
 # 2. Eval
 # ------------------------------------------------------------------------------------------------
-def test_multi_eval_step_equals_separate_eval_steps():
+def test_stacked_eval_step_equals_separate_eval_steps():
   model, opt, mesh = TinyNet(), opt_spec(), parallel.make_mesh(1)
   states = init_states(model, opt, mesh, init_keys())
   keys = parallel.replicate(multirun.stack(train_keys()), mesh)
@@ -237,7 +237,7 @@ def test_multi_eval_step_equals_separate_eval_steps():
   np.testing.assert_array_equal(got['count'], [b - k for k in range(K)])
 
 
-def test_evaluate_runs_equals_each_run_evaluated_alone():
+def test_evaluate_clips_over_stacked_runs_equals_each_run_evaluated_alone():
   """trained.evaluate_clips(runs=True) (the vmapped eval of stacked runs) on test folds of 7, 11 and 3 clips
   (batches of 4: 2, 3 and 1 batches; the shorter folds get fully masked batches) == each run's
   trained.evaluate_clips: the same predictions, labels, totals and error, in clip order."""
