@@ -182,32 +182,36 @@ def test_runs_in_one_program_rewrite_results_at_evaluations_and_checkpoints_only
     trained, synthetic_data_dir, tmp_path, monkeypatch):
   """Runs in one program write results.json when training starts, at each evaluation, checkpoint
   and the end, not after every epoch (each write is the whole history, fsynced: on an accelerator
-  it would outlast the epoch; train._Loop._end_epoch). InterMix 4 epochs, evaluated every
-  3: 'running' at the start and after epoch 3 only, then 'finished' (the epoch-4 state); every
-  epoch is in the history."""
-  del trained  # the compiled steps of its programs are reused
+  it would outlast the epoch; train._Loop._end_epoch). The fixture's unrolled InterMix program (2
+  epochs), three cadences: epoch 1 neither evaluated nor checkpointed (no write after it), epoch 1
+  evaluated, epoch 1 checkpointed (a write after it); epoch 2, the last, is both, and every epoch
+  is in the history."""
+  del trained  # its unrolled program is compiled: these runs only train
   from intermix_jax import workdir as workdir_lib
   written = []
   real = workdir_lib.write_json_atomic
 
   def write(path, obj):
     if os.path.basename(path) == 'results.json':
-      written.append((os.path.basename(os.path.dirname(path)), obj['status'], len(obj['history'])))
+      written.append((path, obj['status'], len(obj['history'])))
     real(path, obj)
 
   monkeypatch.setattr(workdir_lib, 'write_json_atomic', write)
-  config = two_seeds(synthetic_data_dir, 'intermix', 'unroll')  # the loop's cadence: any method
-  config.num_epochs, config.eval_every_epochs, config.checkpoint_every_epochs = 2, 3, 100
-  workdir = str(tmp_path / 'run')
-  assert train.train_and_evaluate(config, workdir)['status'] == 'finished'
-  for seed in SEEDS:
-    mine = [w[1:] for w in written if w[0] == f'seed_{seed}']
-    assert [n for status, n in mine if status == 'running'] == [0, 3]
-    assert {w for w in mine if w[0] != 'running'} == {('finished', 4)}  # the last epoch's, again
-  for d in seed_dirs(workdir):
-    r = helpers.results(d)
-    assert [h['epoch'] for h in r['history']] == [1, 2, 3, 4]
-    assert [h['epoch'] for h in r['history'] if 'test_error' in h] == [3, 4]
+  # (eval_every_epochs, checkpoint_every_epochs) -> the history lengths of the 'running' writes
+  for case, (eval_every, ckpt_every, running) in enumerate([(3, 100, [0]), (1, 100, [0, 1]),
+                                                            (3, 1, [0, 1])]):
+    config = two_seeds(synthetic_data_dir, 'intermix', 'unroll')  # the loop's cadence: any method
+    config.eval_every_epochs, config.checkpoint_every_epochs = eval_every, ckpt_every
+    workdir = str(tmp_path / f'run{case}')
+    assert train.train_and_evaluate(config, workdir)['status'] == 'finished'
+    for d in seed_dirs(workdir):
+      mine = [w[1:] for w in written if w[0] == os.path.join(d, 'results.json')]
+      assert [n for status, n in mine if status == 'running'] == running, (case, mine)
+      assert {w for w in mine if w[0] != 'running'} == {('finished', 2)}, (case, mine)
+      r = helpers.results(d)
+      assert [h['epoch'] for h in r['history']] == [1, 2]
+      evaluated = [1, 2] if eval_every == 1 else [2]
+      assert [h['epoch'] for h in r['history'] if 'test_error' in h] == evaluated
 
 
 def loader_with_nan(at, seeds):
