@@ -33,7 +33,7 @@ ESC10_REAL_DIR = os.environ.get('INTERMIX_ESC10_DIR', os.path.join(SHARED_DIR, '
 #   unit         in-process, no training loop, no compiled real-model train step at scale: laws of
 #                the mixing core, audio, losses, models' shapes, configs, statistics, report tables,
 #                data decoding and pipelines, checkpoint store, launch tools' pure functions.
-#                `bash launch/test.sh -m unit` (the whole tier in a few minutes).
+#                `bash launch/test.sh -m unit` (the whole tier in about a minute on 2 cores).
 #   integration  in-process but costly: compiled train steps of real models, tiny trainings by
 #                train.train_and_evaluate, runs in one program, every test marked slow that runs in
 #                this process. `-m integration`.
