@@ -96,8 +96,8 @@ CACHE_ENV = {'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
 
 # Tests compile with XLA's backend optimisation level 0 (here and in every subprocess, through the
 # environment): 40 % less CPU per compile of a real model's step, for slower steps that tests take
-# few of (the whole suite's CPU time went 23.6 -> 14.7 min with the shared cache; compiles stored in
-# the cache now sum to about 2.5 of its 12 min). Every contract tested is a property of the program
+# few of (the compiles stored in the session cache sum to about 2.5 of the suite's 12 CPU minutes,
+# measured 2026-12-06). Every contract tested is a property of the program
 # (values, bitwise equality of two runs, files, exit status), not of the optimiser's choices; the
 # benchmarks and users compile at XLA's default level.
 XLA_TEST_FLAG = '--xla_backend_optimization_level=0'
