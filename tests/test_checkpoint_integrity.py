@@ -120,7 +120,8 @@ def test_rotation_keeps_the_newest_verified_checkpoints(store_dir):
   store = checkpoints.CheckpointStore(store_dir, 2)
   for s in (1, 2, 3):
     assert store.save(s, make_state(s), dict(epoch=s))
-    assert store.all_steps()[-1] == s and len(store.all_steps()) == min(s, 3)  # save deletes none
+    kept = store.all_steps()
+    assert kept[-1] == s and len(kept) == min(s, store.keep + 1)  # save deletes none
     store.rotate()
   assert store.all_steps() == [2, 3] and store.latest_verified_step() == 3
   assert not store.save(3, make_state(3), {})  # exists: no-op
